@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iodma.h - umbrella header of iodma, a C11 library for DMA mapping and
+ * IOMMU management.  Include this, or the module headers you need:
+ *
+ *   iodma/common.h   return codes, ranges, permissions, options convention
+ *   iodma/backend.h  the backend ops table and the soft IOMMU
+ *   iodma/domain.h   a domain: IOVA space, mappings, unmap modes, listeners,
+ *                    IOVA allocator                    (seeds 000, 003)
+ *   iodma/memory.h   guest/physical memory regions    (seed 002 backend)
+ *   iodma/xlate.h    device-side translation, IOTLB, faults, dirty log,
+ *                    access sections                   (seed 002)
+ *   iodma/dma.h      driver-side DMA: coherent, streaming, bounce, sg,
+ *                    registered memory, VirtIoHal      (seeds 001, 004)
+ *   iodma/cache.h    cache maintenance                 (seed 004)
+ */
+#ifndef IODMA_H
+#define IODMA_H
+
+#include <iodma/common.h>
+#include <iodma/backend.h>
+#include <iodma/domain.h>
+#include <iodma/xlate.h>
+#include <iodma/memory.h>
+#include <iodma/dma.h>
+#include <iodma/cache.h>
+
+#endif /* IODMA_H */

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iodma/backend.h - the IOMMU backend interface, and the soft IOMMU.
+ *
+ * Concepts
+ *   A backend programs one IOMMU (real, through the kernel, or emulated) for
+ *   one domain.  It does nothing else: validation, bookkeeping, the IOVA
+ *   allocator, listeners and rollback live once in the domain (domain.c) for
+ *   every backend.  The domain calls a backend with its map lock held, so a
+ *   backend sees one call at a time per domain and needs no lock of its own
+ *   for its per-domain state.  Ranges passed to a backend are already
+ *   validated: aligned, inside a valid IOVA range, not overlapping (map) or
+ *   made of whole live mappings (unmap).
+ *
+ *   The ops table is a versioned ``static const`` struct (SQLite's
+ *   sqlite3_io_methods, Linux's iommu_domain_ops): members marked optional
+ *   may be NULL and are NULL-checked in one place in the domain.  New members
+ *   are added only at the end together with a version bump.
+ *
+ *   The soft backend (iodma_backend_soft()) is the embedded default: an
+ *   in-process IOMMU whose translation structure is the domain's own mapping
+ *   table, with configurable alignment, valid IOVA ranges and mapping limit,
+ *   and a fault-injection hook that fails its Nth map or unmap, used by the
+ *   tests to prove that a failing backend leaves the domain unchanged.
+ */
+#ifndef IODMA_BACKEND_H
+#define IODMA_BACKEND_H
+
+#include <iodma/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IODMA_BACKEND_OPS_VERSION 1
+#define IODMA_MAX_IOVA_RANGES     64
+
+/**
+ * struct iodma_caps - What an IOMMU allows (seed 000 PciIommu queries).
+ * @alignment:     power of two >= host page size; iova, len and host address
+ *                 of every map/unmap must be multiples of it.
+ * @nr_ranges:     number of valid entries in @ranges (1..IODMA_MAX_IOVA_RANGES).
+ * @ranges:        valid IOVA ranges, sorted, non-overlapping; a map must lie
+ *                 inside one of them.
+ * @max_mappings:  most mappings that may exist at once.
+ * @flags:         IODMA_CAP_* bits.
+ */
+struct iodma_caps {
+	uint64_t alignment;
+	uint32_t nr_ranges;
+	uint32_t max_mappings;
+	struct iodma_iova_range ranges[IODMA_MAX_IOVA_RANGES];
+	uint32_t flags;
+};
+
+#define IODMA_CAP_MAP_FD        0x1u /* backend can map fd + offset without a VA */
+#define IODMA_CAP_DIRTY_TRACKING 0x2u /* the IOMMU can log device writes */
+#define IODMA_CAP_UNMAP_ALL     0x4u /* a single call unmaps everything */
+
+/**
+ * struct iodma_map_event - One mapping, as a backend or listener sees it.
+ * @iova:   first device address.
+ * @len:    bytes.
+ * @va:     host virtual address of the first byte, or NULL when the mapping
+ *          has none (fd-only mapping, or a guest-physical target that is not
+ *          inside one iodma_memory region).
+ * @gpa:    for a domain over an iodma_memory: the guest-physical address the
+ *          IOVA maps to (stage 1 of two); otherwise equal to (uintptr_t)va.
+ * @fd:     file descriptor backing the memory, or -1.
+ * @offset: offset of the first byte in @fd (meaningless when fd is -1).
+ * @perm:   IODMA_PERM_* the device has.
+ */
+struct iodma_map_event {
+	uint64_t iova;
+	uint64_t len;
+	void *va;
+	uint64_t gpa;
+	int fd;
+	uint64_t offset;
+	uint32_t perm;
+};
+
+/**
+ * struct iodma_backend_ops - Operations of an IOMMU backend.
+ * @version:    IODMA_BACKEND_OPS_VERSION.
+ * @name:       short name ("soft", "vfio", "iommufd", "identity").
+ * @open:       create the backend state for a new domain from @config (the
+ *              domain opts' backend_config, may be NULL); store it in *@priv.
+ *              Return 0 or a negative errno (nothing to clean up then).
+ * @close:      release what open created.  Called with no mapping left
+ *              (the domain unmaps everything first).
+ * @get_caps:   fill @caps.  Called at domain creation and after
+ *              iodma_domain_refresh_caps().
+ * @map:        program one mapping.  0, or a negative errno and nothing was
+ *              programmed.
+ * @unmap:      remove the mappings that exactly tile [iova, iova + len)
+ *              (the domain guarantees no live mapping is bisected).  Returns
+ *              0 and stores the bytes actually removed in *@unmapped, or a
+ *              negative errno and nothing was removed.
+ * @unmap_all:  optional; remove every mapping in one call.
+ * @flush_iotlb: optional; invalidate the IOMMU's own IOTLB for the range.
+ *              Called after unmap and before the domain's unmap returns.
+ * @avail_mappings: optional; how many more mappings the IOMMU will take now
+ *              (VFIO's DMA_AVAIL read live).  -EOPNOTSUPP if unknown.
+ */
+struct iodma_backend_ops {
+	uint32_t version;
+	const char *name;
+	int (*open)(const void *config, void **priv);
+	void (*close)(void *priv);
+	int (*get_caps)(void *priv, struct iodma_caps *caps);
+	int (*map)(void *priv, const struct iodma_map_event *ev);
+	int (*unmap)(void *priv, uint64_t iova, uint64_t len, uint64_t *unmapped);
+	int (*unmap_all)(void *priv, uint64_t *unmapped);
+	void (*flush_iotlb)(void *priv, uint64_t iova, uint64_t len);
+	int (*avail_mappings)(void *priv, uint32_t *avail);
+};
+
+/* ---- the soft backend --------------------------------------------------- */
+
+/**
+ * struct iodma_soft_opts - Configuration of a soft IOMMU domain.
+ * @size:         IODMA_OPTS_INIT().
+ * @alignment:    power of two >= host page size; 0 = host page size.
+ * @nr_ranges:    entries in @ranges; 0 = the default: a 39-bit IOVA space
+ *                minus page 0 and the x86 MSI window 0xfee00000-0xfeefffff.
+ * @ranges:       valid IOVA ranges: sorted, non-overlapping, each aligned.
+ * @max_mappings: mapping limit; 0 = 65535 (VFIO type1's dma_entry_limit).
+ */
+struct iodma_soft_opts {
+	size_t size;
+	uint64_t alignment;
+	uint32_t nr_ranges;
+	uint32_t max_mappings;
+	const struct iodma_iova_range *ranges;
+};
+
+/**
+ * iodma_backend_soft() - The soft (in-process) IOMMU backend.
+ *
+ * Context: thread-safe.
+ * Return:  the static ops table; pass it as iodma_domain_opts.backend with an
+ *          optional struct iodma_soft_opts as backend_config.
+ */
+IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_soft(void);
+
+/* Which soft-backend call a fault is injected into. */
+enum iodma_soft_fault_op {
+	IODMA_SOFT_FAULT_MAP = 0,
+	IODMA_SOFT_FAULT_UNMAP = 1,
+};
+
+struct iodma_domain;
+
+/**
+ * iodma_soft_inject_fault() - Make the soft backend fail a later call.
+ * @d:    a domain created with the soft backend.
+ * @op:   which call fails.
+ * @nth:  1 = the next such call fails, 2 = the one after, ...; 0 disarms.
+ * @err:  the negative errno that call returns (e.g. -EIO).
+ *
+ * The fault fires once.  Used by tests to check that a backend failure
+ * leaves the domain, its listeners and the IOVA allocator unchanged.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL if @d is not a soft domain, @op is unknown or @err >= 0.
+ */
+IODMA_EXPORT int iodma_soft_inject_fault(struct iodma_domain *d,
+					 enum iodma_soft_fault_op op,
+					 unsigned int nth, int err);
+
+/**
+ * iodma_test_fail_alloc() - Fail the library's Nth memory allocation.
+ * @nth: 1 = the next allocation made by any iodma code fails with -ENOMEM,
+ *       2 = the one after, ...; 0 disarms.
+ *
+ * A process-wide fault-injection hook for fail-nth sweeps (SQLite, iommufd
+ * selftest).  The fault fires once.
+ *
+ * Context: thread-safe, but meant for single-threaded tests.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_test_fail_alloc(unsigned long nth);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IODMA_BACKEND_H */

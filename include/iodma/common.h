@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iodma/common.h - types and conventions shared by every iodma module.
+ *
+ * Concepts
+ *   Every function returns 0 (or a count) on success and a negative errno on
+ *   failure; objects are opaque, created through an out-parameter and freed by
+ *   their own function.  A range is [iova, iova + len) with len > 0; a range
+ *   whose end would pass 2^64 is -EINVAL everywhere.  "len" is always bytes,
+ *   "pages" is pages, "last" is an inclusive end and appears only where a
+ *   kernel uapi uses one.  Options structs start with a size_t set by
+ *   IODMA_OPTS_INIT() so that new fields can be added at their end without
+ *   breaking callers built against an older header.
+ *
+ *   Permissions are the device's view: IODMA_PERM_READ lets the device read
+ *   host memory (a to-device transfer), IODMA_PERM_WRITE lets it write.
+ */
+#ifndef IODMA_COMMON_H
+#define IODMA_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(IODMA_BUILDING_LIBRARY) && defined(__GNUC__)
+#define IODMA_EXPORT __attribute__((visibility("default")))
+#else
+#define IODMA_EXPORT
+#endif
+
+#define IODMA_VERSION_MAJOR 0
+#define IODMA_VERSION_MINOR 1
+#define IODMA_VERSION_PATCH 0
+
+/**
+ * IODMA_OPTS_INIT() - Initializer for an options struct.
+ * @type: the struct type, e.g. struct iodma_domain_opts.
+ *
+ * Sets the leading .size member to sizeof(type) and every other member to 0,
+ * which is each option's documented default.  Use as
+ * ``struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);``
+ */
+#define IODMA_OPTS_INIT(type) ((type){ .size = sizeof(type) })
+
+/* Device access permissions (what the device may do to host memory). */
+#define IODMA_PERM_READ  0x1u /* device reads memory: DMA to the device */
+#define IODMA_PERM_WRITE 0x2u /* device writes memory: DMA from the device */
+#define IODMA_PERM_RW    (IODMA_PERM_READ | IODMA_PERM_WRITE)
+
+/**
+ * struct iodma_iova_range - A half-open IOVA range [iova, iova + len).
+ * @iova: first byte.
+ * @len:  bytes; > 0 and iova + len does not overflow 2^64.
+ */
+struct iodma_iova_range {
+	uint64_t iova;
+	uint64_t len;
+};
+
+/**
+ * iodma_strerror() - Describe an iodma return code.
+ * @err: a value returned by an iodma function (negative errno), or 0.
+ *
+ * Context: thread-safe; never fails.
+ * Return:  a static string describing @err in the words of this library
+ *          (e.g. -EEXIST: "range overlaps a live mapping"); unknown codes get
+ *          a generic text.  The string must not be freed.
+ */
+IODMA_EXPORT const char *iodma_strerror(int err);
+
+/**
+ * iodma_version() - Version of the library actually linked.
+ *
+ * Context: thread-safe.
+ * Return:  a static string "MAJOR.MINOR.PATCH".
+ */
+IODMA_EXPORT const char *iodma_version(void);
+
+/**
+ * iodma_page_size() - The host page size the library was initialised with.
+ *
+ * Context: thread-safe.
+ * Return:  the host page size in bytes (a power of two, usually 4096).
+ *          Seed 004 DmaOp::page_size.
+ */
+IODMA_EXPORT size_t iodma_page_size(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IODMA_COMMON_H */

@@ -1,0 +1,516 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iodma/dma.h - the driver side: a device's DMA API.
+ *
+ * Concepts
+ *   An iodma_dev is one device as its driver sees it (Linux's struct device
+ *   DMA view, seed 004 DmaOp, seed 001 VirtIoHal): a domain to map into (or
+ *   none: direct mode, where the DMA address is the physical address given by
+ *   the platform), a dma_mask, whether the device is cache-coherent, a bounce
+ *   policy, and constraints (minimum alignment, max segment size, segment
+ *   boundary).  "iova" below is the DMA address the device uses, whether an
+ *   IOMMU translates it or not.
+ *
+ *   Coherent allocations are zeroed, page aligned, contiguous in IOVA space
+ *   and below dma_mask.  Streaming maps take a direction and bounce when the
+ *   buffer is above dma_mask (direct mode), misaligned for the device, or the
+ *   policy says so (ALWAYS: confidential-VM style sharing, as virtio-drivers'
+ *   test HAL does).  A bounce copies in at map for TO_DEVICE/BIDIRECTIONAL and
+ *   back at unmap or sync-for-cpu for FROM_DEVICE/BIDIRECTIONAL.
+ *   sync_for_device (DmaOp::confirm_write) and sync_for_cpu
+ *   (DmaOp::prepare_read) do the bounce copies and, for a non-coherent
+ *   device, the cache maintenance (iodma/cache.h).
+ *
+ *   Registered memory (a VA range registered once, mapped with as few
+ *   mappings as the alignment allows) makes later maps of buffers inside it a
+ *   lookup in a multi-level VA -> IOVA radix table, with no new mapping and
+ *   no system call.
+ *
+ *   Locking: every function is thread-safe unless it says otherwise; the
+ *   bounce pool is split in areas with their own locks; registered-memory
+ *   lookups are lock-free.  A given mapping must not be unmapped twice or
+ *   synced after unmap (as with Linux's DMA API).
+ */
+#ifndef IODMA_DMA_H
+#define IODMA_DMA_H
+
+#include <iodma/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct iodma_domain;
+struct iodma_dev;
+
+/* Direction of a streaming mapping (DmaDirection, BufferDirection). */
+enum iodma_dir {
+	IODMA_TO_DEVICE = 1,     /* driver -> device: device reads */
+	IODMA_FROM_DEVICE = 2,   /* device -> driver: device writes */
+	IODMA_BIDIRECTIONAL = 3,
+};
+
+/* When streaming maps go through the bounce pool. */
+enum iodma_bounce_policy {
+	IODMA_BOUNCE_WHEN_NEEDED = 0, /* above dma_mask or misaligned */
+	IODMA_BOUNCE_NEVER = 1,       /* such maps fail with -ERANGE/-EINVAL */
+	IODMA_BOUNCE_ALWAYS = 2,      /* every streaming map bounces */
+};
+
+/**
+ * struct iodma_dev_opts - Describe a device.
+ * @size:            IODMA_OPTS_INIT().
+ * @domain:          domain to map into, or NULL for direct mode.
+ * @dma_mask:        highest address the device can reach (inclusive);
+ *                   0 = all 64 bits.  Must be >= 0xffff.
+ * @noncoherent:     true if the device does not snoop CPU caches: syncs then
+ *                   clean/invalidate (iodma/cache.h).
+ * @bounce:          enum iodma_bounce_policy.
+ * @min_align:       alignment the device needs of a streaming buffer's
+ *                   address; a power of two; 0 = 1.
+ * @max_segment_size: longest DMA segment the device takes; 0 = no limit.
+ * @segment_boundary: a segment must not cross a multiple of
+ *                   (segment_boundary + 1); a mask like 0xffffffff; 0 = none.
+ * @bounce_pool_size: bytes in the bounce pool; 0 = 4 MiB.  The pool is
+ *                   created at dev creation unless @bounce is NEVER.
+ * @bounce_slot_size: bytes per slot; a power of two >= 64; 0 = 2048 (Linux
+ *                   swiotlb's IO_TLB_SIZE).  A map takes contiguous slots.
+ * @virt_to_phys:    direct mode only: platform hook giving the bus address
+ *                   of a host VA; NULL = the OS default (Linux:
+ *                   /proc/self/pagemap, needs CAP_SYS_ADMIN).  Must return 0
+ *                   or a negative errno.
+ * @platform_arg:    passed to @virt_to_phys.
+ */
+struct iodma_dev_opts {
+	size_t size;
+	struct iodma_domain *domain;
+	uint64_t dma_mask;
+	bool noncoherent;
+	enum iodma_bounce_policy bounce;
+	uint64_t min_align;
+	uint64_t max_segment_size;
+	uint64_t segment_boundary;
+	size_t bounce_pool_size;
+	size_t bounce_slot_size;
+	int (*virt_to_phys)(void *arg, const void *va, uint64_t *pa);
+	void *platform_arg;
+};
+
+/**
+ * iodma_dev_create() - Create a device's DMA context.
+ * @opts: options (required: at least IODMA_OPTS_INIT).
+ * @out:  receives the device.
+ *
+ * Context: thread-safe; may block (allocates and maps the bounce pool).
+ * Return:  0; -EINVAL bad options; -ENOMEM (including: no IOVA space below
+ *          dma_mask for the bounce pool); or the domain's map error.
+ *          Nothing allocated on error.
+ */
+IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
+				  struct iodma_dev **out);
+
+/**
+ * iodma_dev_destroy() - Free a device's DMA context.
+ * @dev: device, or NULL.
+ *
+ * Unmaps the bounce pool and every registration.  Streaming maps and
+ * coherent allocations still live are released too (a driver bug, counted
+ * in the stats' leaked field before they go).
+ *
+ * Context: not thread-safe against other calls on @dev.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_dev_destroy(struct iodma_dev *dev);
+
+/**
+ * iodma_dev_domain() - The domain a device maps into.
+ * @dev: device.
+ *
+ * Context: thread-safe.
+ * Return:  the domain, or NULL in direct mode.
+ */
+IODMA_EXPORT struct iodma_domain *iodma_dev_domain(const struct iodma_dev *dev);
+
+/* ---- coherent memory (DmaOp::alloc_coherent, VirtIoHal::dma_alloc) ------ */
+
+/**
+ * iodma_alloc_coherent() - Allocate DMA memory both CPU and device use.
+ * @dev:  device.
+ * @len:  bytes; > 0; rounded up to pages (the domain alignment with a domain).
+ * @va:   receives the CPU address (page aligned).
+ * @iova: receives the device address (below dma_mask).
+ *
+ * The memory is zeroed and contiguous in IOVA space.
+ *
+ * Context: thread-safe; may block.
+ * Return:  0; -EINVAL len 0 or too large; -ENOMEM no memory or no IOVA space
+ *          below dma_mask (direct mode: the pages are not below the mask);
+ *          or the domain's map error.  Nothing allocated on error.
+ */
+IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
+				      void **va, uint64_t *iova);
+
+/**
+ * iodma_free_coherent() - Free memory from iodma_alloc_coherent().
+ * @dev:  device.
+ * @va:   the CPU address returned.
+ * @iova: the device address returned.
+ * @len:  the len passed at allocation.
+ *
+ * Context: thread-safe; may block (waits for access sections).
+ * Return:  0; -EINVAL (@va, @iova, @len) is not a live coherent allocation
+ *          of @dev (nothing freed).
+ */
+IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
+				     uint64_t iova, size_t len);
+
+/* ---- streaming maps (DmaOp::map_single, dma_map_single) ----------------- */
+
+/**
+ * iodma_map_single() - Give the device a buffer for one transfer.
+ * @dev:  device.
+ * @va:   buffer; any alignment.
+ * @len:  bytes; > 0.
+ * @dir:  enum iodma_dir.
+ * @iova: receives the device address of @va's first byte.
+ *
+ * Inside registered memory: a lookup, no mapping.  Otherwise, with a domain:
+ * the pages covering the buffer are mapped at IOVA space allocated below
+ * dma_mask.  Direct mode: the physical address.  Bounces as the policy says
+ * (see Concepts); TO_DEVICE/BIDIRECTIONAL bounces copy the buffer in now.
+ * For a non-coherent device the buffer's cache lines are cleaned (to device)
+ * or invalidated (from device).
+ *
+ * Context: thread-safe; may block (domain map) unless the buffer is
+ *          registered or bounced.
+ * Return:  0; -EINVAL len 0, overflow or bad dir; -ENOMEM bounce pool full
+ *          or no IOVA space; -ERANGE the buffer is above dma_mask (or
+ *          misaligned) and the policy is NEVER; or the domain's error.
+ *          Nothing mapped on error.
+ */
+IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
+				  enum iodma_dir dir, uint64_t *iova);
+
+/**
+ * iodma_map_single_attrs() - DmaOp::map_single with per-call constraints.
+ * @dev:      device.
+ * @va:       buffer.
+ * @len:      bytes; > 0.
+ * @align:    alignment the device needs of the DMA address; a power of two;
+ *            0 = the device's min_align.  A buffer whose address does not
+ *            have it is bounced (WHEN_NEEDED) or refused (-EINVAL, NEVER).
+ * @dma_mask: mask for this map; 0 = the device's; must not exceed it.
+ * @dir:      enum iodma_dir.
+ * @iova:     receives the device address.
+ *
+ * Context, Return: as iodma_map_single().
+ */
+IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
+					size_t len, uint64_t align,
+					uint64_t dma_mask, enum iodma_dir dir,
+					uint64_t *iova);
+
+/**
+ * iodma_unmap_single() - End a streaming map.
+ * @dev:  device.
+ * @iova: the address iodma_map_single() returned.
+ * @len:  the len passed to it.
+ * @dir:  the dir passed to it.
+ *
+ * FROM_DEVICE/BIDIRECTIONAL bounces are copied back to the buffer; a
+ * non-coherent device's buffer lines are invalidated.  After return the
+ * device can no longer reach the buffer (domain unmap semantics).
+ *
+ * Context: thread-safe; may block.
+ * Return:  0; -EINVAL no such live streaming map (nothing changed).
+ */
+IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
+				    size_t len, enum iodma_dir dir);
+
+/**
+ * iodma_sync_for_cpu() - Let the CPU read what the device wrote
+ *                        (DmaOp::prepare_read, dma_sync_single_for_cpu).
+ * @dev:  device.
+ * @iova: an address inside a live streaming map (iova + offset).
+ * @len:  bytes; > 0; [iova, iova + len) inside that map.
+ * @dir:  the direction of the map.
+ *
+ * Bounced FROM_DEVICE/BIDIRECTIONAL: copies bounce -> buffer.  Non-coherent:
+ * invalidates the buffer's cache lines first.
+ *
+ * Context: thread-safe (for distinct maps).
+ * Return:  0; -EINVAL not inside a live map of @dev, or bad dir.
+ */
+IODMA_EXPORT int iodma_sync_for_cpu(struct iodma_dev *dev, uint64_t iova,
+				    size_t len, enum iodma_dir dir);
+
+/**
+ * iodma_sync_for_device() - Hand CPU writes to the device
+ *                           (DmaOp::confirm_write, dma_sync_single_for_device).
+ * @dev:  device.
+ * @iova: an address inside a live streaming map.
+ * @len:  bytes; > 0; inside that map.
+ * @dir:  the direction of the map.
+ *
+ * Bounced TO_DEVICE/BIDIRECTIONAL: copies buffer -> bounce.  Non-coherent:
+ * cleans the cache lines after.
+ *
+ * Context: thread-safe (for distinct maps).
+ * Return:  0; -EINVAL not inside a live map of @dev, or bad dir.
+ */
+IODMA_EXPORT int iodma_sync_for_device(struct iodma_dev *dev, uint64_t iova,
+				       size_t len, enum iodma_dir dir);
+
+/* ---- scatter-gather ------------------------------------------------------ */
+
+/**
+ * struct iodma_sg - One scatter-gather element.
+ * @va:      input: buffer.
+ * @len:     input: bytes; > 0.
+ * @iova:    output: device address of this element's first byte.
+ * @seg_iova: output, valid for the first N elements where N is what
+ *           iodma_map_sg() returned: the Nth merged DMA segment's address.
+ * @seg_len: output, likewise: its length.
+ */
+struct iodma_sg {
+	void *va;
+	size_t len;
+	uint64_t iova;
+	uint64_t seg_iova;
+	uint64_t seg_len;
+};
+
+/**
+ * iodma_map_sg() - Map a scatter-gather list (dma_map_sg).
+ * @dev:   device.
+ * @sg:    @nents elements.
+ * @nents: > 0.
+ * @dir:   enum iodma_dir.
+ *
+ * With a domain the elements get consecutive IOVA space from one allocation,
+ * so elements that end and start on page boundaries merge into one DMA
+ * segment (respecting max_segment_size and segment_boundary).  Elements are
+ * bounced individually as the policy says.
+ *
+ * Context: thread-safe; may block.
+ * Return:  the number of DMA segments (>= 1) described in the first
+ *          elements' seg_iova/seg_len; -EINVAL bad list; -ENOMEM; or the
+ *          domain's error.  All or nothing: on error no element is mapped.
+ */
+IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
+			      size_t nents, enum iodma_dir dir);
+
+/**
+ * iodma_unmap_sg() - Unmap a list mapped by iodma_map_sg().
+ * @dev:   device.
+ * @sg:    the same list (with the iova fields as iodma_map_sg() left them).
+ * @nents: the same count.
+ * @dir:   the same direction.
+ *
+ * Context: thread-safe; may block.
+ * Return:  0; -EINVAL the list is not a live mapping of @dev.
+ */
+IODMA_EXPORT int iodma_unmap_sg(struct iodma_dev *dev, struct iodma_sg *sg,
+				size_t nents, enum iodma_dir dir);
+
+/**
+ * iodma_sync_sg_for_cpu() - iodma_sync_for_cpu() on every element.
+ * @dev: device.  @sg, @nents, @dir: as mapped.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL.
+ */
+IODMA_EXPORT int iodma_sync_sg_for_cpu(struct iodma_dev *dev,
+				       struct iodma_sg *sg, size_t nents,
+				       enum iodma_dir dir);
+
+/**
+ * iodma_sync_sg_for_device() - iodma_sync_for_device() on every element.
+ * @dev: device.  @sg, @nents, @dir: as mapped.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL.
+ */
+IODMA_EXPORT int iodma_sync_sg_for_device(struct iodma_dev *dev,
+					  struct iodma_sg *sg, size_t nents,
+					  enum iodma_dir dir);
+
+/* ---- registered memory (SPDK mem map) ------------------------------------ */
+
+/**
+ * iodma_dev_register() - Register a VA range once for fast later maps.
+ * @dev:  device.
+ * @va:   first byte; multiple of the domain alignment (page size in direct
+ *        mode).
+ * @len:  bytes; > 0, same multiple, no overflow.
+ * @iova: if not NULL, receives the device address of @va.
+ *
+ * With a domain the range is mapped read/write as one mapping at IOVA space
+ * below dma_mask.  In direct mode the pages' physical addresses are recorded.
+ * Either way the VA -> IOVA radix table learns every page.
+ *
+ * Context: thread-safe; may block.
+ * Return:  0; -EINVAL bad alignment/len; -EEXIST overlaps a registration;
+ *          -ENOMEM; -ERANGE direct mode and a page is above dma_mask; or
+ *          the domain's error.  Nothing registered on error.
+ */
+IODMA_EXPORT int iodma_dev_register(struct iodma_dev *dev, void *va,
+				    size_t len, uint64_t *iova);
+
+/**
+ * iodma_dev_unregister() - Undo iodma_dev_register().
+ * @dev: device.
+ * @va:  the registered start.
+ * @len: the registered len.
+ *
+ * Context: thread-safe; may block (unmap waits for access sections).
+ * Return:  0; -ENOENT no such registration; -EBUSY streaming maps inside it
+ *          are live (nothing changed).
+ */
+IODMA_EXPORT int iodma_dev_unregister(struct iodma_dev *dev, void *va,
+				      size_t len);
+
+/**
+ * iodma_va_to_iova() - Look up registered memory.
+ * @dev:  device.
+ * @va:   any byte.
+ * @len:  bytes that must be contiguous in IOVA space from @va; > 0.
+ * @iova: receives the device address of @va.
+ *
+ * Context: thread-safe, lock-free: a few dependent loads, no system call.
+ * Return:  0; -ENOENT not all of [va, va + len) is registered contiguously.
+ */
+IODMA_EXPORT int iodma_va_to_iova(const struct iodma_dev *dev, const void *va,
+				  size_t len, uint64_t *iova);
+
+/* ---- MMIO windows (VirtIoHal::mmio_phys_to_virt) -------------------------- */
+
+/**
+ * iodma_dev_add_mmio() - Declare a device MMIO window (a BAR).
+ * @dev:   device.
+ * @paddr: bus address of the window.
+ * @len:   bytes; > 0, no overflow.
+ * @va:    where the CPU sees it (a mapped BAR).
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL bad arguments; -EEXIST overlaps a window; -ENOSPC
+ *          more than 16 windows.
+ */
+IODMA_EXPORT int iodma_dev_add_mmio(struct iodma_dev *dev, uint64_t paddr,
+				    uint64_t len, void *va);
+
+/**
+ * iodma_mmio_phys_to_virt() - VirtIoHal::mmio_phys_to_virt.
+ * @dev:   device.
+ * @paddr: bus address.
+ * @len:   bytes; > 0.
+ * @va:    receives the CPU address of @paddr.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EFAULT [paddr, paddr + len) is not inside one window.
+ */
+IODMA_EXPORT int iodma_mmio_phys_to_virt(const struct iodma_dev *dev,
+					 uint64_t paddr, uint64_t len,
+					 void **va);
+
+/* ---- VirtIoHal (seed 001), thin over the above --------------------------- */
+
+/**
+ * iodma_hal_dma_alloc() - VirtIoHal::dma_alloc.
+ * @dev:   device.
+ * @pages: pages (host page size); > 0.
+ * @dir:   the direction the memory is used in (informational).
+ * @paddr: receives the device address.
+ * @va:    receives the CPU address: page aligned, zeroed.
+ *
+ * Context, Return: as iodma_alloc_coherent().
+ */
+IODMA_EXPORT int iodma_hal_dma_alloc(struct iodma_dev *dev, size_t pages,
+				     enum iodma_dir dir, uint64_t *paddr,
+				     void **va);
+
+/**
+ * iodma_hal_dma_dealloc() - VirtIoHal::dma_dealloc.
+ * @dev:   device.
+ * @paddr: as returned.
+ * @va:    as returned.
+ * @pages: as passed.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL not a live allocation.
+ */
+IODMA_EXPORT int iodma_hal_dma_dealloc(struct iodma_dev *dev, uint64_t paddr,
+				       void *va, size_t pages);
+
+/**
+ * iodma_hal_share() - VirtIoHal::share: a streaming map.
+ * @dev:   device.
+ * @buf:   buffer; @len > 0.
+ * @len:   bytes.
+ * @dir:   enum iodma_dir.
+ * @paddr: receives the device address.
+ *
+ * Unlike the seed, failure is reported.
+ *
+ * Context, Return: as iodma_map_single().
+ */
+IODMA_EXPORT int iodma_hal_share(struct iodma_dev *dev, void *buf, size_t len,
+				 enum iodma_dir dir, uint64_t *paddr);
+
+/**
+ * iodma_hal_unshare() - VirtIoHal::unshare: unmap, copying back if bounced.
+ * @dev:   device.
+ * @paddr: as returned by iodma_hal_share().
+ * @buf:   the same buffer.
+ * @len:   the same length.
+ * @dir:   the same direction.
+ *
+ * Context, Return: as iodma_unmap_single(); -EINVAL also if @buf is not the
+ *          buffer that was shared at @paddr.
+ */
+IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,
+				   void *buf, size_t len, enum iodma_dir dir);
+
+/* ---- statistics ------------------------------------------------------------ */
+
+/**
+ * struct iodma_dev_stats - Counters of a device (monotonic unless noted).
+ * @maps:              streaming maps made (single + sg elements).
+ * @registered_hits:   maps served from registered memory.
+ * @mappings_created:  domain mappings this device created.
+ * @bounces:           maps that bounced.
+ * @bounce_bytes:      bytes copied through the bounce pool, both ways.
+ * @bounce_slots_total: slots in the pool (constant).
+ * @bounce_slots_used: slots in use now (a snapshot).
+ * @bounce_full:       maps refused with -ENOMEM because the pool was full.
+ * @coherent_allocs:   live coherent allocations (a snapshot).
+ * @leaked:            maps and allocations still live at destroy.
+ */
+struct iodma_dev_stats {
+	uint64_t maps;
+	uint64_t registered_hits;
+	uint64_t mappings_created;
+	uint64_t bounces;
+	uint64_t bounce_bytes;
+	uint64_t bounce_slots_total;
+	uint64_t bounce_slots_used;
+	uint64_t bounce_full;
+	uint64_t coherent_allocs;
+	uint64_t leaked;
+};
+
+/**
+ * iodma_dev_get_stats() - Read a device's counters.
+ * @dev: device.
+ * @st:  receives them.
+ *
+ * Context: thread-safe.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_dev_get_stats(const struct iodma_dev *dev,
+				      struct iodma_dev_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IODMA_DMA_H */

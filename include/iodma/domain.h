@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iodma/domain.h - an IOMMU domain: one IOVA address space.
+ *
+ * Concepts
+ *   A domain is one device address space programmed through one backend
+ *   (soft, vfio, iommufd, identity).  It knows the IOMMU's capabilities
+ *   (alignment, valid IOVA ranges, max mappings: seed 000 PciIommu), keeps
+ *   the mapping table (non-overlapping [iova, iova + len) -> host VA and/or
+ *   fd + offset, or guest-physical address, with permissions), owns an IOVA
+ *   allocator, and notifies listeners (seed 003 DmaTarget) of every map and
+ *   unmap after replaying the live mappings to each new one.
+ *
+ *   Invariants: every mapping is aligned and inside one valid IOVA range;
+ *   mappings never overlap; the backend, the listeners and the table always
+ *   agree.  Every failing call leaves all three exactly as they were.
+ *
+ *   Two unmap modes: strict (PciIommu::unmap: exactly one or several
+ *   contiguous whole mappings) and gaps allowed (DmaTarget::unmap_dma: gaps
+ *   are fine, bisecting a mapping is not; returns the bytes unmapped).
+ *   Before any unmap returns, the domain's IOTLB was invalidated, the
+ *   backend's IOTLB flushed and every access section that could still see
+ *   the range has ended (iodma/xlate.h), so the caller may free the memory.
+ *
+ *   Locking: map, unmap, listener and allocator calls are thread-safe and
+ *   serialised by the domain's map lock; translation (xlate.h) runs
+ *   concurrently with them.  Listener and backend callbacks run with the map
+ *   lock held and must not call back into the same domain's map/unmap.
+ */
+#ifndef IODMA_DOMAIN_H
+#define IODMA_DOMAIN_H
+
+#include <iodma/common.h>
+#include <iodma/backend.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct iodma_domain;
+struct iodma_memory;
+
+#define IODMA_DOMAIN_DISABLED 0x1u /* create with translation off (identity over memory) */
+
+/**
+ * struct iodma_domain_opts - How to create a domain.
+ * @size:              IODMA_OPTS_INIT().
+ * @backend:           ops table; NULL = iodma_backend_soft().
+ * @backend_config:    passed to the backend's open (soft: a
+ *                     const struct iodma_soft_opts *, or NULL for defaults).
+ * @memory:            optional guest/physical memory.  When set, the domain
+ *                     is two-stage: iodma_domain_map_gpa() maps IOVA -> GPA
+ *                     and translation resolves GPA through @memory; and
+ *                     with the IOMMU disabled translation is identity over
+ *                     @memory.  The memory must outlive the domain.
+ * @iotlb_entries:     IOTLB size; a power of two; 0 = 1024.
+ * @fault_log_entries: fault records kept before the oldest are dropped; 0 = 256.
+ * @nr_reserved:       entries in @reserved.
+ * @reserved:          IOVA windows the IOVA allocator never hands out (maps
+ *                     at a fixed IOVA may still use them).
+ * @flags:             IODMA_DOMAIN_* bits.
+ */
+struct iodma_domain_opts {
+	size_t size;
+	const struct iodma_backend_ops *backend;
+	const void *backend_config;
+	struct iodma_memory *memory;
+	uint32_t iotlb_entries;
+	uint32_t fault_log_entries;
+	uint32_t nr_reserved;
+	uint32_t flags;
+	const struct iodma_iova_range *reserved;
+};
+
+/**
+ * iodma_domain_create() - Create a domain and open its backend.
+ * @opts: options (IODMA_OPTS_INIT then fill); NULL = all defaults.
+ * @out:  receives the new domain.
+ *
+ * Context: thread-safe; may block (backend open).
+ * Return:  0; -EINVAL bad options (size too small, iotlb_entries not a power
+ *          of two, backend version unknown, backend caps inconsistent);
+ *          -ENOMEM; or the backend's open error.  On error *@out is unchanged
+ *          and nothing is left allocated.
+ */
+IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
+				     struct iodma_domain **out);
+
+/**
+ * iodma_domain_destroy() - Unmap everything and free a domain.
+ * @d: domain, or NULL (no-op).
+ *
+ * Every live mapping is unmapped from the backend and from each listener
+ * (one unmap event each), then the backend is closed.  Listeners are
+ * unregistered.
+ *
+ * Context: not thread-safe against other calls on @d; waits for open access
+ *          sections.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d);
+
+/**
+ * iodma_domain_get_caps() - The IOMMU's capabilities (PciIommu queries).
+ * @d:    domain.
+ * @caps: receives alignment, valid IOVA ranges, max mappings, flags.
+ *
+ * Context: thread-safe.
+ * Return:  0.
+ */
+IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
+				       struct iodma_caps *caps);
+
+/**
+ * iodma_domain_alignment() - PciIommu::alignment.
+ * @d: domain.
+ *
+ * Context: thread-safe.
+ * Return:  the alignment in bytes: a power of two >= host page size.
+ */
+IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d);
+
+/**
+ * iodma_domain_max_mappings() - PciIommu::max_num_mappings.
+ * @d: domain.
+ *
+ * Context: thread-safe.
+ * Return:  the most mappings that may be in effect at once.
+ */
+IODMA_EXPORT uint32_t iodma_domain_max_mappings(const struct iodma_domain *d);
+
+/**
+ * iodma_domain_nr_mappings() - How many mappings are live now.
+ * @d: domain.
+ *
+ * Context: thread-safe (a snapshot).
+ * Return:  the count.
+ */
+IODMA_EXPORT uint64_t iodma_domain_nr_mappings(const struct iodma_domain *d);
+
+/**
+ * iodma_domain_refresh_caps() - Re-read the backend's capabilities.
+ * @d: domain.
+ *
+ * For backends whose ranges change when devices attach (iommufd re-reads
+ * IOAS_IOVA_RANGES after every attach).
+ *
+ * Context: thread-safe; takes the map lock.
+ * Return:  0; -EBUSY a live mapping would fall outside the new ranges or
+ *          break the new alignment (old caps kept); or the backend's error
+ *          (old caps kept).
+ */
+IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d);
+
+/**
+ * iodma_domain_map() - Map host memory at a fixed IOVA (PciIommu::map).
+ * @d:    domain.
+ * @iova: device address; multiple of iodma_domain_alignment(d).
+ * @len:  bytes; > 0, multiple of the alignment, iova + len must not overflow.
+ * @va:   host address of the first byte; same alignment; must stay valid
+ *        until the range is unmapped.
+ * @perm: IODMA_PERM_READ and/or IODMA_PERM_WRITE, as seen by the device.
+ *
+ * The mapping carries no fd (listeners see fd = -1).  On a two-stage domain
+ * (one created over an iodma_memory) use iodma_domain_map_gpa() instead.
+ *
+ * Context: thread-safe; may block (backend, listeners).
+ * Return:  0; -EINVAL bad alignment/length/perm, NULL va, or a two-stage
+ *          domain; -ERANGE not inside one valid IOVA range; -EEXIST overlaps
+ *          a mapping; -ENOSPC max mappings reached; -ENOMEM; or the
+ *          backend's or a listener's error.  On any error nothing was mapped
+ *          and every listener that saw the map has seen its unmap.
+ */
+IODMA_EXPORT int iodma_domain_map(struct iodma_domain *d, uint64_t iova,
+				  uint64_t len, void *va, uint32_t perm);
+
+/**
+ * iodma_domain_map_fd() - Map memory given by fd + offset (DmaTarget::map_dma).
+ * @d:      domain.
+ * @iova:   device address; aligned.
+ * @len:    bytes; > 0, aligned, no overflow.
+ * @va:     host address of the same memory, or NULL when only the fd is known
+ *          (then the backend must have IODMA_CAP_MAP_FD, and translation of
+ *          the range fails: there is no host address to hand out).
+ * @fd:     file descriptor of the backing memory (>= 0); not duplicated:
+ *          the caller keeps it open while the mapping lives.
+ * @offset: byte offset of iova in @fd; aligned.
+ * @perm:   IODMA_PERM_* for the device.
+ *
+ * Context: thread-safe; may block.
+ * Return:  as iodma_domain_map(); also -EINVAL for fd < 0 or a misaligned
+ *          offset, -EOPNOTSUPP for va == NULL on a backend without
+ *          IODMA_CAP_MAP_FD.  Nothing changed on error.
+ */
+IODMA_EXPORT int iodma_domain_map_fd(struct iodma_domain *d, uint64_t iova,
+				     uint64_t len, void *va, int fd,
+				     uint64_t offset, uint32_t perm);
+
+/**
+ * iodma_domain_map_gpa() - Map IOVA -> guest-physical address (stage 1).
+ * @d:    a domain created over an iodma_memory.
+ * @iova: device address; aligned.
+ * @len:  bytes; > 0, aligned, no overflow.
+ * @gpa:  guest-physical address; aligned; gpa + len must not overflow.  It
+ *        need not be backed by a memory region now: translation resolves it
+ *        through the memory at access time (what a vIOMMU page table holds).
+ * @perm: IODMA_PERM_*.
+ *
+ * Listeners see va/fd/offset of the region holding [gpa, gpa + len) when one
+ * region holds all of it, else va = NULL and fd = -1.
+ *
+ * Context: thread-safe; may block.
+ * Return:  as iodma_domain_map(); -EINVAL also when @d has no memory.
+ *          Nothing changed on error.
+ */
+IODMA_EXPORT int iodma_domain_map_gpa(struct iodma_domain *d, uint64_t iova,
+				      uint64_t len, uint64_t gpa, uint32_t perm);
+
+/**
+ * iodma_domain_unmap() - Strict unmap (PciIommu::unmap semantics).
+ * @d:    domain.
+ * @iova: first byte; aligned.
+ * @len:  bytes; > 0, aligned, no overflow.
+ *
+ * [iova, iova + len) must be exactly one live mapping or several contiguous
+ * whole mappings with no gap between them.  Before returning: IOTLB
+ * invalidated, backend unmapped and its IOTLB flushed, listeners told, open
+ * access sections ended.
+ *
+ * Context: thread-safe; may block; must not be called inside an access
+ *          section (it waits for them).
+ * Return:  0; -EINVAL misaligned/zero/overflowing range, or the range is not
+ *          exactly tiled by whole contiguous mappings (including: nothing
+ *          mapped there); or the backend's error.  Nothing changed on error.
+ */
+IODMA_EXPORT int iodma_domain_unmap(struct iodma_domain *d, uint64_t iova,
+				    uint64_t len);
+
+/**
+ * iodma_domain_unmap_gaps() - Unmap allowing gaps (DmaTarget::unmap_dma).
+ * @d:        domain.
+ * @iova:     first byte; aligned.
+ * @len:      bytes; > 0, aligned, no overflow.
+ * @unmapped: if not NULL, receives the bytes actually unmapped (0 when the
+ *            range held no mapping).
+ *
+ * Every mapping inside the range is removed; gaps are fine; a mapping that
+ * crosses either end of the range (would be bisected) is refused.
+ *
+ * Context: thread-safe; may block; not inside an access section.
+ * Return:  0; -EINVAL bad range or a mapping would be bisected; or the
+ *          backend's error.  Nothing changed on error.
+ */
+IODMA_EXPORT int iodma_domain_unmap_gaps(struct iodma_domain *d, uint64_t iova,
+					 uint64_t len, uint64_t *unmapped);
+
+/**
+ * iodma_domain_unmap_all() - Remove every mapping.
+ * @d:        domain.
+ * @unmapped: if not NULL, receives the bytes unmapped.
+ *
+ * Uses the backend's unmap_all when it has one (VFIO_DMA_UNMAP_FLAG_ALL).
+ *
+ * Context: thread-safe; may block; not inside an access section.
+ * Return:  0, or the backend's error (nothing changed).
+ */
+IODMA_EXPORT int iodma_domain_unmap_all(struct iodma_domain *d,
+					uint64_t *unmapped);
+
+/**
+ * iodma_domain_set_enabled() - Turn translation on or off.
+ * @d:       domain.
+ * @enabled: false = IOMMU disabled: translation is identity over the
+ *           domain's iodma_memory (IOVA = guest-physical address); mappings
+ *           are kept and come back when re-enabled.
+ *
+ * Context: thread-safe; invalidates the IOTLB; waits for access sections.
+ * Return:  0; -EINVAL disabling a domain that has no memory.
+ */
+IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled);
+
+/* ---- IOVA allocation ---------------------------------------------------- */
+
+/**
+ * iodma_iova_alloc() - Allocate IOVA space.
+ * @d:     domain.
+ * @len:   bytes; > 0; rounded up to the domain alignment.
+ * @align: required alignment of the result; a power of two; values below
+ *         the domain alignment are raised to it.
+ * @limit: highest usable address (inclusive: the dma_mask), e.g.
+ *         0xffffffff for a 32-bit device.
+ * @iova:  receives the start.
+ *
+ * The range is inside one valid IOVA range, at or below @limit, clear of
+ * live mappings, of other allocations and of the reserved windows.  It is
+ * not mapped: map it with iodma_domain_map*() (a map inside an allocation
+ * is allowed), release it with iodma_iova_free().  Recently freed sizes are
+ * served from per-thread caches (Linux's iova rcache) without the lock.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL bad len/align; -ENOMEM no free range fits (or no
+ *          memory).  Nothing allocated on error.
+ */
+IODMA_EXPORT int iodma_iova_alloc(struct iodma_domain *d, uint64_t len,
+				  uint64_t align, uint64_t limit,
+				  uint64_t *iova);
+
+/**
+ * iodma_iova_free() - Release IOVA space from iodma_iova_alloc().
+ * @d:    domain.
+ * @iova: the start returned by iodma_iova_alloc().
+ * @len:  the len passed to it.
+ *
+ * Mappings inside the range are not touched; unmap them first.
+ *
+ * Context: thread-safe.
+ * Return:  0; -ENOENT no allocation [iova, iova + len) (nothing freed).
+ */
+IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
+				 uint64_t len);
+
+/* ---- listeners (seed 003 DmaTarget) ------------------------------------- */
+
+/**
+ * struct iodma_listener_ops - A consumer of the domain's mapping events.
+ * @map:   a mapping was added (or is being replayed).  Return 0 to accept,
+ *         or a negative errno to reject: the map then fails with that error
+ *         and every listener that accepted it gets @unmap.
+ * @unmap: [iova, iova + len) is being removed.  The range never bisects a
+ *         mapping this listener accepted but may contain gaps (DmaTarget).
+ *         Must not fail.
+ *
+ * Both run with the domain's map lock held.
+ */
+struct iodma_listener_ops {
+	int (*map)(void *arg, const struct iodma_map_event *ev);
+	void (*unmap)(void *arg, uint64_t iova, uint64_t len);
+};
+
+struct iodma_listener;
+
+/**
+ * iodma_domain_add_listener() - Register a listener and replay the mappings.
+ * @d:   domain.
+ * @ops: callbacks; must stay valid until removal.
+ * @arg: passed to the callbacks.
+ * @out: receives the registration handle.
+ *
+ * Every live mapping is first replayed to @ops->map in IOVA order; then the
+ * listener sees every map and unmap.
+ *
+ * Context: thread-safe; may block.
+ * Return:  0; -EINVAL NULL ops or callbacks; -ENOMEM; or the error a replayed
+ *          map returned: then the mappings already replayed were unmapped
+ *          from this listener and it is not registered.
+ */
+IODMA_EXPORT int iodma_domain_add_listener(struct iodma_domain *d,
+					   const struct iodma_listener_ops *ops,
+					   void *arg,
+					   struct iodma_listener **out);
+
+/**
+ * iodma_domain_remove_listener() - Unregister a listener.
+ * @d: domain.
+ * @l: handle from iodma_domain_add_listener(), or NULL (no-op).
+ *
+ * The listener is not sent unmaps for the live mappings.
+ *
+ * Context: thread-safe.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_domain_remove_listener(struct iodma_domain *d,
+					       struct iodma_listener *l);
+
+/**
+ * iodma_domain_for_each_mapping() - Visit the live mappings in a range.
+ * @d:    domain.
+ * @iova: first byte of the range.
+ * @len:  bytes; > 0, no overflow (alignment not required).
+ * @fn:   called for every mapping overlapping the range, in IOVA order;
+ *        returning non-zero stops the walk and that value is returned.
+ * @arg:  passed to @fn.
+ *
+ * Context: thread-safe; holds the map lock while visiting, so @fn must not
+ *          map or unmap on @d.
+ * Return:  0 after visiting all; @fn's non-zero value; -EINVAL bad range.
+ */
+IODMA_EXPORT int iodma_domain_for_each_mapping(struct iodma_domain *d,
+					       uint64_t iova, uint64_t len,
+					       int (*fn)(void *arg, const struct iodma_map_event *ev),
+					       void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IODMA_DOMAIN_H */

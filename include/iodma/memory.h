@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iodma/memory.h - guest or physical memory: the "backend" memory behind a
+ * domain (vm-memory's GuestMemoryBackend).
+ *
+ * Concepts
+ *   An iodma_memory is a set of non-overlapping regions, each mapping
+ *   [gpa, gpa + len) of a guest-physical (or bus-physical) address space to
+ *   host memory: a host VA and, when the memory has one, an fd + offset so
+ *   that listeners can program IOMMUs from the fd (iommufd, vhost-user).
+ *   Regions the library allocates itself are backed by memfd by default, so
+ *   every such region has an fd.
+ *
+ *   A two-stage domain (iodma_domain_opts.memory) maps IOVA -> GPA and
+ *   resolves GPA through this memory; with the IOMMU disabled, translation is
+ *   identity over it.
+ *
+ *   Locking: lookups are lock-free (RCU): they may run on any thread while
+ *   another adds or removes regions.  Adding and removing are serialised by
+ *   an internal lock.  Removing a region waits until no access section
+ *   (iodma/xlate.h) that could see it is still open, and bumps the memory's
+ *   generation so every domain's IOTLB drops composed results through it.
+ */
+#ifndef IODMA_MEMORY_H
+#define IODMA_MEMORY_H
+
+#include <iodma/common.h>
+#include <iodma/xlate.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct iodma_memory;
+
+/**
+ * struct iodma_memory_opts - How to create a memory.
+ * @size:  IODMA_OPTS_INIT().
+ * @flags: reserved, must be 0.
+ */
+struct iodma_memory_opts {
+	size_t size;
+	uint32_t flags;
+};
+
+/**
+ * struct iodma_region_info - One region, as reported by lookups.
+ * @gpa:    first guest-physical address.
+ * @len:    bytes.
+ * @va:     host address of @gpa.
+ * @fd:     backing fd, or -1.
+ * @offset: offset of @gpa in @fd.
+ * @owned:  true when the library allocated the memory (memfd).
+ */
+struct iodma_region_info {
+	uint64_t gpa;
+	uint64_t len;
+	void *va;
+	int fd;
+	uint64_t offset;
+	bool owned;
+};
+
+/* Flags for iodma_memory_add_region(). */
+#define IODMA_REGION_ANON     0x1u /* anonymous memory, no fd */
+#define IODMA_REGION_HUGETLB  0x2u /* memfd with MFD_HUGETLB (2 MiB pages) */
+
+/**
+ * iodma_memory_create() - Create an empty memory.
+ * @opts: options, or NULL for defaults.
+ * @out:  receives the memory.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL bad opts; -ENOMEM.  *@out unchanged on error.
+ */
+IODMA_EXPORT int iodma_memory_create(const struct iodma_memory_opts *opts,
+				     struct iodma_memory **out);
+
+/**
+ * iodma_memory_destroy() - Free a memory and the regions it allocated.
+ * @m: memory, or NULL.
+ *
+ * Context: not thread-safe against other use of @m; every domain created
+ *          over @m must have been destroyed first.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_memory_destroy(struct iodma_memory *m);
+
+/**
+ * iodma_memory_add_region() - Allocate host memory for [gpa, gpa + len).
+ * @m:     memory.
+ * @gpa:   first address; multiple of the host page size.
+ * @len:   bytes; > 0, multiple of the page size (2 MiB for HUGETLB), no
+ *         overflow.
+ * @flags: 0 (memfd-backed, shared mapping), IODMA_REGION_ANON or
+ *         IODMA_REGION_HUGETLB.
+ * @va:    if not NULL, receives the host address of @gpa.
+ *
+ * The memory is zeroed.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL bad alignment/len/flags; -EEXIST overlaps a region;
+ *          -ENOMEM (or the platform's errno for memfd/mmap).  Nothing added
+ *          on error.
+ */
+IODMA_EXPORT int iodma_memory_add_region(struct iodma_memory *m, uint64_t gpa,
+					 uint64_t len, uint32_t flags,
+					 void **va);
+
+/**
+ * iodma_memory_add_region_host() - Add caller-owned host memory.
+ * @m:      memory.
+ * @gpa:    first address; page aligned.
+ * @len:    bytes; > 0, page multiple, no overflow.
+ * @va:     host address of @gpa; page aligned; must outlive the region.
+ * @fd:     fd backing @va, or -1.  Not duplicated, not closed.
+ * @offset: offset of @va in @fd; page aligned (ignored when fd is -1).
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL bad arguments; -EEXIST overlaps a region; -ENOMEM.
+ *          Nothing added on error.
+ */
+IODMA_EXPORT int iodma_memory_add_region_host(struct iodma_memory *m,
+					      uint64_t gpa, uint64_t len,
+					      void *va, int fd, uint64_t offset);
+
+/**
+ * iodma_memory_remove_region() - Remove the region that starts at @gpa.
+ * @m:   memory.
+ * @gpa: the region's first address.
+ *
+ * Waits for open access sections, then frees memory the library allocated.
+ *
+ * Context: thread-safe; must not be called inside an access section.
+ * Return:  0; -ENOENT no region starts at @gpa.
+ */
+IODMA_EXPORT int iodma_memory_remove_region(struct iodma_memory *m,
+					    uint64_t gpa);
+
+/**
+ * iodma_memory_find() - The region that holds @gpa.
+ * @m:    memory.
+ * @gpa:  address.
+ * @info: receives the region.
+ *
+ * Context: thread-safe, lock-free.
+ * Return:  0; -ENOENT no region holds @gpa.
+ */
+IODMA_EXPORT int iodma_memory_find(const struct iodma_memory *m, uint64_t gpa,
+				   struct iodma_region_info *info);
+
+/**
+ * iodma_memory_get_regions() - List the regions in address order.
+ * @m:   memory.
+ * @out: array of @max entries, or NULL to count only.
+ * @max: entries in @out.
+ *
+ * Context: thread-safe (a snapshot).
+ * Return:  the number of regions (may exceed @max: only @max were written).
+ */
+IODMA_EXPORT size_t iodma_memory_get_regions(const struct iodma_memory *m,
+					     struct iodma_region_info *out,
+					     size_t max);
+
+/**
+ * iodma_memory_translate() - Resolve [gpa, gpa + len) to host slices.
+ * @m:     memory.
+ * @gpa:   first address.
+ * @len:   bytes; > 0, no overflow.
+ * @out:   array of @max slices.
+ * @max:   entries in @out.
+ * @nr:    receives how many slices were written.
+ * @fault: if not NULL, on -EFAULT receives the first sub-range not backed by
+ *         any region (reason IODMA_FAULT_NOT_MAPPED).
+ *
+ * Slices are split where regions end; their lengths add up to @len.  The
+ * host addresses stay valid until the region is removed; call inside an
+ * access section when regions may be removed concurrently.
+ *
+ * Context: thread-safe, lock-free.
+ * Return:  0; -EINVAL bad range; -EFAULT part of the range is not backed
+ *          (*@nr slices before the hole were written); -E2BIG more than @max
+ *          slices needed (*@nr = @max written).
+ */
+IODMA_EXPORT int iodma_memory_translate(const struct iodma_memory *m,
+					uint64_t gpa, uint64_t len,
+					struct iodma_slice *out, size_t max,
+					size_t *nr, struct iodma_fault *fault);
+
+/**
+ * iodma_memory_read() - Copy from guest memory.
+ * @m:   memory.
+ * @gpa: first address.
+ * @buf: destination, @len bytes.
+ * @len: bytes; > 0, no overflow.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL bad range; -EFAULT part not backed (nothing copied).
+ */
+IODMA_EXPORT int iodma_memory_read(const struct iodma_memory *m, uint64_t gpa,
+				   void *buf, size_t len);
+
+/**
+ * iodma_memory_write() - Copy into guest memory.
+ * @m:   memory.
+ * @gpa: first address.
+ * @buf: source, @len bytes.
+ * @len: bytes; > 0, no overflow.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL bad range; -EFAULT part not backed (nothing copied).
+ */
+IODMA_EXPORT int iodma_memory_write(struct iodma_memory *m, uint64_t gpa,
+				    const void *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IODMA_MEMORY_H */

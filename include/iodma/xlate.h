@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iodma/xlate.h - the device side: translate IOVAs to host memory.
+ *
+ * Concepts
+ *   A device model (a VMM's emulated device, a vhost-user back end) turns the
+ *   IOVAs a driver gave it into host memory through the domain, with a
+ *   permission check, as vm-memory's GuestMemory does with its IOMMU feature
+ *   (seed 002).  A translation yields host slices whose lengths add up to the
+ *   requested length, split wherever host memory is discontiguous; an error
+ *   ends the list and says which sub-range failed and why.
+ *
+ *   Stages: a domain with no memory maps IOVA -> host VA directly; a domain
+ *   over an iodma_memory maps IOVA -> GPA and the GPA is resolved through the
+ *   memory's regions.  The IOTLB caches the composed IOVA -> host result; it
+ *   is checked against a generation per stage, so a change of either stage
+ *   invalidates it.  A hit costs the IOTLB entry's cache line plus the
+ *   generation words.  With the IOMMU disabled, translation is identity over
+ *   the domain's memory.
+ *
+ *   On a miss that the mapping table cannot serve, an optional resolver (a
+ *   vIOMMU page-table walk, a vhost-user IOTLB miss) may install the mapping
+ *   and the lookup is retried once; otherwise a fault is recorded (iova,
+ *   len, perm, reason) in the domain's fault log.
+ *
+ *   Access sections: host slices may be used only inside an access section
+ *   (iodma_access_begin/end, the read side of RCU).  Unmapping waits until
+ *   every section that could have seen the range has ended, so after unmap
+ *   returns the owner may free the memory: no use after unmap.  Sections
+ *   nest, are per thread, cost a few instructions, and must not be held
+ *   across a call that unmaps (it would wait for itself).
+ *
+ *   Dirty logging: while on, every translation with IODMA_PERM_WRITE marks
+ *   the IOVA pages it covers dirty (granule = the domain alignment), as a
+ *   device write through vm-memory's bitmap would; get-and-clear returns and
+ *   clears the bitmap of a range.
+ *
+ *   All functions here are thread-safe and may run concurrently with map and
+ *   unmap on the same domain.
+ */
+#ifndef IODMA_XLATE_H
+#define IODMA_XLATE_H
+
+#include <iodma/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct iodma_domain;
+
+/**
+ * struct iodma_slice - A piece of host memory.
+ * @va:  host address.
+ * @len: bytes.
+ */
+struct iodma_slice {
+	void *va;
+	uint64_t len;
+};
+
+/* Why a translation failed. */
+enum iodma_fault_reason {
+	IODMA_FAULT_NONE = 0,
+	IODMA_FAULT_NOT_MAPPED = 1,  /* no mapping (or no memory region) */
+	IODMA_FAULT_PERMISSION = 2,  /* mapped without the requested perm */
+	IODMA_FAULT_NO_HOST = 3,     /* mapped, but no host VA (fd-only) */
+};
+
+/**
+ * struct iodma_fault - A failed access.
+ * @iova:   first byte that failed.
+ * @len:    bytes of the failing sub-range (up to the end of the request or
+ *          to where the failure stops, whichever comes first).
+ * @perm:   the access that was attempted.
+ * @reason: enum iodma_fault_reason.
+ */
+struct iodma_fault {
+	uint64_t iova;
+	uint64_t len;
+	uint32_t perm;
+	uint32_t reason;
+};
+
+/**
+ * iodma_access_begin() - Open an access section on this thread.
+ *
+ * Host slices obtained inside the section stay valid until the matching
+ * iodma_access_end(): an unmap (or region removal) that covers them waits.
+ *
+ * Context: any thread; nests; lock-free, a few instructions.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_access_begin(void);
+
+/**
+ * iodma_access_end() - Close the innermost access section of this thread.
+ *
+ * Context: the thread that opened it.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_access_end(void);
+
+/**
+ * iodma_check_range() - GuestMemory::check_range.
+ * @d:    domain.
+ * @iova: first byte.
+ * @len:  bytes; > 0, no overflow.
+ * @perm: IODMA_PERM_* wanted.
+ *
+ * Like a translation but yields nothing; records no fault, marks nothing
+ * dirty, calls the resolver on a miss.
+ *
+ * Context: thread-safe.
+ * Return:  0 the whole range is accessible with @perm; -EFAULT some part is
+ *          not mapped (or has no host memory); -EACCES some part lacks
+ *          @perm; -EINVAL bad range or perm.
+ */
+IODMA_EXPORT int iodma_check_range(struct iodma_domain *d, uint64_t iova,
+				   uint64_t len, uint32_t perm);
+
+/**
+ * struct iodma_xlate_iter - State of a slice-by-slice translation
+ *                           (GuestMemory::get_slices).
+ *
+ * Fields are private; the struct is public so it can live on the stack.
+ */
+struct iodma_xlate_iter {
+	struct iodma_domain *d;
+	uint64_t iova;
+	uint64_t left;
+	uint32_t perm;
+	uint32_t flags;
+	struct iodma_fault fault;
+};
+
+/**
+ * iodma_xlate_begin() - Start translating [iova, iova + len).
+ * @it:   iterator to initialise.
+ * @d:    domain.
+ * @iova: first byte.
+ * @len:  bytes; 0 gives an empty iteration (vm-memory: count 0).
+ * @perm: IODMA_PERM_* wanted.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EINVAL overflowing range or bad perm (iterator unusable).
+ */
+IODMA_EXPORT int iodma_xlate_begin(struct iodma_xlate_iter *it,
+				   struct iodma_domain *d, uint64_t iova,
+				   uint64_t len, uint32_t perm);
+
+/**
+ * iodma_xlate_next() - The next host slice.
+ * @it:    iterator from iodma_xlate_begin().
+ * @slice: receives the slice.
+ *
+ * The slices' lengths add up to the requested length; the first error ends
+ * the iteration (every later call returns the same error), records a fault
+ * in the domain's log (unless the resolver fixed it) and is described in
+ * @it->fault.  Call inside an access section to use the slice safely.
+ *
+ * Context: thread-safe.
+ * Return:  1 a slice was produced; 0 done; -EFAULT not mapped / no host
+ *          memory; -EACCES permission.
+ */
+IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
+				  struct iodma_slice *slice);
+
+/**
+ * iodma_translate() - Translate a range into an array of host slices.
+ * @d:     domain.
+ * @iova:  first byte.
+ * @len:   bytes; > 0, no overflow.
+ * @perm:  IODMA_PERM_* wanted.
+ * @out:   array of @max slices.
+ * @max:   entries in @out.
+ * @nr:    receives the slices written.
+ * @fault: if not NULL, receives the failing sub-range on -EFAULT/-EACCES.
+ *
+ * Context: thread-safe; use the slices inside an access section.
+ * Return:  0; -EINVAL bad range/perm; -EFAULT / -EACCES (*@nr slices before
+ *          the failing sub-range were written; a fault was recorded);
+ *          -E2BIG more than @max slices needed (*@nr = @max).
+ */
+IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
+				 uint64_t len, uint32_t perm,
+				 struct iodma_slice *out, size_t max,
+				 size_t *nr, struct iodma_fault *fault);
+
+/**
+ * iodma_read() - Copy from device-visible memory (a device DMA read).
+ * @d:    domain.
+ * @iova: first byte.
+ * @buf:  destination, @len bytes.
+ * @len:  bytes; > 0, no overflow.
+ *
+ * Checks IODMA_PERM_READ over the whole range before copying anything.
+ *
+ * Context: thread-safe; opens its own access section.
+ * Return:  0; -EINVAL; -EFAULT / -EACCES (nothing copied, fault recorded).
+ */
+IODMA_EXPORT int iodma_read(struct iodma_domain *d, uint64_t iova, void *buf,
+			    size_t len);
+
+/**
+ * iodma_write() - Copy into device-visible memory (a device DMA write).
+ * @d:    domain.
+ * @iova: first byte.
+ * @buf:  source, @len bytes.
+ * @len:  bytes; > 0, no overflow.
+ *
+ * Checks IODMA_PERM_WRITE over the whole range before copying anything;
+ * marks the pages dirty when dirty logging is on.
+ *
+ * Context: thread-safe; opens its own access section.
+ * Return:  0; -EINVAL; -EFAULT / -EACCES (nothing copied, fault recorded).
+ */
+IODMA_EXPORT int iodma_write(struct iodma_domain *d, uint64_t iova,
+			     const void *buf, size_t len);
+
+/**
+ * typedef iodma_resolver_fn - Installs a missing translation.
+ * @arg:  the resolver's argument.
+ * @d:    the domain that missed.
+ * @iova: the first byte that missed.
+ * @perm: the access attempted.
+ *
+ * Called outside the map lock but possibly inside the caller's access
+ * section: it may call iodma_domain_map*() but must not unmap.
+ *
+ * Return: 0 a mapping covering @iova was installed (the lookup is retried
+ *         once); a negative errno otherwise (the fault is recorded).
+ */
+typedef int (*iodma_resolver_fn)(void *arg, struct iodma_domain *d,
+				 uint64_t iova, uint32_t perm);
+
+/**
+ * iodma_xlate_set_resolver() - Set or clear the miss resolver.
+ * @d:   domain.
+ * @fn:  resolver, or NULL to remove.
+ * @arg: its argument.
+ *
+ * Context: thread-safe; waits for access sections so no thread still runs
+ *          the old resolver when it returns.
+ * Return:  0.
+ */
+IODMA_EXPORT int iodma_xlate_set_resolver(struct iodma_domain *d,
+					  iodma_resolver_fn fn, void *arg);
+
+/**
+ * iodma_fault_pop() - Take recorded faults, oldest first.
+ * @d:   domain.
+ * @out: array of @max records.
+ * @max: entries in @out.
+ *
+ * Context: thread-safe.
+ * Return:  the number of records written (0 if none).
+ */
+IODMA_EXPORT size_t iodma_fault_pop(struct iodma_domain *d,
+				    struct iodma_fault *out, size_t max);
+
+/**
+ * iodma_dirty_log_start() - Start logging device writes.
+ * @d: domain.
+ *
+ * Context: thread-safe.
+ * Return:  0; -EALREADY already on; -ENOMEM.
+ */
+IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d);
+
+/**
+ * iodma_dirty_log_stop() - Stop logging and drop the bitmap.
+ * @d: domain.
+ *
+ * Context: thread-safe; waits for access sections.
+ * Return:  0; -EINVAL logging was not on.
+ */
+IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d);
+
+/**
+ * iodma_dirty_get_and_clear() - Read and clear the dirty bitmap of a range.
+ * @d:      domain.
+ * @iova:   first byte; multiple of the domain alignment (the granule).
+ * @len:    bytes; > 0, granule multiple, no overflow.
+ * @bitmap: receives one bit per granule page, bit i (bit i % 64 of word
+ *          i / 64) for the page at iova + i * granule; 1 = dirty.
+ * @words:  uint64_t words in @bitmap; at least ceil(len / granule / 64).
+ *
+ * Context: thread-safe; each bit is read and cleared atomically.
+ * Return:  0; -EINVAL bad range or logging off; -ENOSPC bitmap too small
+ *          (nothing cleared).
+ */
+IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
+					   uint64_t iova, uint64_t len,
+					   uint64_t *bitmap, size_t words);
+
+/**
+ * iodma_iotlb_flush() - Drop every cached translation of the domain.
+ * @d: domain.
+ *
+ * Context: thread-safe.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d);
+
+/**
+ * struct iodma_xlate_stats - Translation counters (monotonic).
+ * @iotlb_hits:         lookups served by the IOTLB.
+ * @iotlb_misses:       lookups that went to the mapping table.
+ * @iotlb_invalidations: whole-IOTLB invalidations (unmap, memory change,
+ *                      flush, enable/disable).
+ * @resolver_calls:     times the miss resolver ran.
+ * @faults:             faults recorded.
+ * @faults_dropped:     faults lost because the log was full.
+ */
+struct iodma_xlate_stats {
+	uint64_t iotlb_hits;
+	uint64_t iotlb_misses;
+	uint64_t iotlb_invalidations;
+	uint64_t resolver_calls;
+	uint64_t faults;
+	uint64_t faults_dropped;
+};
+
+/**
+ * iodma_xlate_get_stats() - Read the translation counters.
+ * @d:  domain.
+ * @st: receives the counters.
+ *
+ * Counters are per-thread sharded; a read while translations run sums a
+ * consistent-enough snapshot.
+ *
+ * Context: thread-safe.
+ * Return:  nothing.
+ */
+IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
+					struct iodma_xlate_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IODMA_XLATE_H */

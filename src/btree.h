@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * btree.h - an ordered map from uint64_t keys to fixed-size values stored
+ * inline: the mapping table's structure (and anything else that needs an
+ * ordered set of intervals keyed by start).
+ *
+ * A B+tree: values live in leaves (sorted key arrays, binary searched, one
+ * or two cache lines per level touched), interior nodes hold separator keys.
+ * Lookup, insert, remove, predecessor/successor are O(log n); memory per
+ * entry is bounded (leaves at least half full, except the root).  Not
+ * thread-safe: the owner serialises writers and excludes readers during a
+ * write (the domain uses an rwlock).  Value pointers returned by lookups
+ * stay valid only until the next insert or remove.
+ *
+ * btree_preload() reserves the nodes one insert can need, so that an insert
+ * made after an irreversible step (a backend map) cannot fail.
+ */
+#ifndef IODMA_BTREE_H
+#define IODMA_BTREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BTREE_MAX_VALUE 64 /* bytes */
+
+struct btree_node;
+
+struct btree {
+	struct btree_node *root;
+	size_t value_size;          /* bytes per value, <= BTREE_MAX_VALUE */
+	size_t count;               /* entries */
+	unsigned int height;        /* 0 = empty, 1 = root is a leaf */
+	struct btree_node *spare;   /* preloaded free nodes (singly linked) */
+	unsigned int nr_spare;
+};
+
+/* Initialise an empty tree whose values are @value_size bytes.
+ * Returns 0 or -EINVAL (value_size 0 or > BTREE_MAX_VALUE). */
+int btree_init(struct btree *t, size_t value_size);
+
+/* Free every node.  The tree is empty (and re-usable) after. */
+void btree_fini(struct btree *t);
+
+/* Make sure the next btree_insert() cannot fail for lack of memory.
+ * Returns 0 or -ENOMEM (nothing changed). */
+int btree_preload(struct btree *t);
+
+/* Insert @key -> copy of *@value.  Returns 0, -EEXIST (@key present,
+ * nothing changed) or -ENOMEM (nothing changed; cannot happen right after a
+ * successful btree_preload()). */
+int btree_insert(struct btree *t, uint64_t key, const void *value);
+
+/* Remove @key; copy its value to @value_out if not NULL.  Never allocates.
+ * Returns 0 or -ENOENT. */
+int btree_remove(struct btree *t, uint64_t key, void *value_out);
+
+/* Exact lookup.  Returns the value or NULL. */
+void *btree_lookup(const struct btree *t, uint64_t key);
+
+/* Entry with the greatest key <= @key; *@key_out receives its key.
+ * Returns the value or NULL if none. */
+void *btree_lookup_le(const struct btree *t, uint64_t key, uint64_t *key_out);
+
+/* Entry with the smallest key >= @key; likewise. */
+void *btree_lookup_ge(const struct btree *t, uint64_t key, uint64_t *key_out);
+
+/* Entry with the smallest key > @key; likewise (iteration). */
+void *btree_next(const struct btree *t, uint64_t key, uint64_t *key_out);
+
+/* Entry with the greatest key < @key; likewise. */
+void *btree_prev(const struct btree *t, uint64_t key, uint64_t *key_out);
+
+static inline size_t btree_count(const struct btree *t)
+{
+	return t->count;
+}
+
+/* Self-check for tests: sortedness, fill, separator invariants.
+ * Returns 0 or -EUCLEAN with the first violation. */
+int btree_check(const struct btree *t);
+
+#endif /* IODMA_BTREE_H */

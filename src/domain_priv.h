@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * domain_priv.h - the inside of a domain, shared by domain.c (bookkeeping,
+ * backend calls, listeners), xlate.c (IOTLB, translation, faults, dirty
+ * log) and dma.c.
+ *
+ * Lock order: map_lock -> table_lock -> (xlate's internal locks).
+ *   map_lock    serialises every change: map, unmap, listeners, caps,
+ *               claims, enable; held while calling the backend and the
+ *               listeners.
+ *   table_lock  rwlock over the B-tree's structure: writers (already holding
+ *               map_lock) take it for writing only around btree_insert /
+ *               btree_remove; translation misses take it for reading.
+ * The IOTLB is lock-free (see xlate.c).  Translation never takes map_lock.
+ *
+ * Unmap ordering (DESIGN.md "Before unmap returns"):
+ *   1. xlate_invalidate_begin(d): generation made odd, every IOTLB entry is
+ *      stale and none can be filled;
+ *   2. the records leave the table (table_lock for writing);
+ *   3. xlate_invalidate_end(d): generation even and new;
+ *   4. backend unmap + flush_iotlb, listeners' unmap;
+ *   5. map_lock dropped, then os_synchronize_rcu(): every access section
+ *      that could hold a slice of the range has ended;
+ *   6. return.
+ */
+#ifndef IODMA_DOMAIN_PRIV_H
+#define IODMA_DOMAIN_PRIV_H
+
+#include <stdatomic.h>
+
+#include <iodma/domain.h>
+#include <iodma/xlate.h>
+
+#include "btree.h"
+#include "iova.h"
+#include "util.h"
+
+/* map_rec.flags */
+#define MAP_F_NO_VA    0x1u /* fd-only mapping: no host address */
+#define MAP_F_GPA      0x2u /* target is a guest-physical address (two-stage) */
+#define MAP_F_CLAIMED  0x4u /* the map claimed its IOVA space (iova_claim) */
+
+/* One mapping in the table; the key is its iova.  32 bytes. */
+struct map_rec {
+	uint64_t len;
+	uint64_t target;  /* host VA, or GPA with MAP_F_GPA, or 0 with MAP_F_NO_VA */
+	uint64_t offset;  /* fd offset of the first byte */
+	int32_t fd;       /* -1 if none */
+	uint16_t perm;    /* IODMA_PERM_* */
+	uint16_t flags;   /* MAP_F_* */
+};
+
+/* What a lookup hands to translation: a copy, valid after the lock drops. */
+struct map_lookup {
+	uint64_t iova;
+	struct map_rec rec;
+};
+
+struct iodma_listener {
+	const struct iodma_listener_ops *ops;
+	void *arg;
+	struct iodma_listener *next;
+};
+
+struct xlate_state; /* private to xlate.c */
+
+struct iodma_domain {
+	/* Immutable after create. */
+	const struct iodma_backend_ops *ops;
+	void *bpriv;                    /* backend state from ops->open */
+	struct iodma_memory *memory;    /* two-stage / identity memory, or NULL */
+
+	os_mutex_t map_lock;            /* serialises changes; see above */
+	struct iodma_caps caps;         /* protected by map_lock */
+	_Atomic uint64_t alignment;     /* == caps.alignment; lock-free reads */
+	struct iodma_listener *listeners; /* protected by map_lock */
+	_Atomic uint64_t nr_mappings;   /* written under map_lock */
+
+	os_rwlock_t table_lock;         /* protects table's structure */
+	struct btree table;             /* iova -> struct map_rec */
+
+	struct iova_alloc *iova;        /* thread-safe on its own */
+
+	/* Translation (xlate.c). */
+	_Atomic uint64_t gen;           /* stage-1 generation; odd while changing */
+	_Atomic bool enabled;           /* false: identity over memory */
+	struct xlate_state *xl;         /* IOTLB, faults, dirty log, stats */
+};
+
+/* ---- domain.c, for xlate.c and dma.c ------------------------------------ */
+
+/* The mapping that contains @iova, copied into *@out.  Takes table_lock for
+ * reading; safe from any thread.  Returns 0 or -ENOENT. */
+int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out);
+
+/* ---- xlate.c, for domain.c ---------------------------------------------- */
+
+/* Allocate the IOTLB (opts->iotlb_entries), fault log, stats.
+ * Returns 0, -EINVAL (entries not a power of two) or -ENOMEM. */
+int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts);
+void xlate_fini(struct iodma_domain *d);
+
+/* Steps 1 and 3 of the unmap ordering.  Called with map_lock held.
+ * Also used around set_enabled and refresh_caps. */
+void xlate_invalidate_begin(struct iodma_domain *d);
+void xlate_invalidate_end(struct iodma_domain *d);
+
+#endif /* IODMA_DOMAIN_PRIV_H */

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iova.h - the IOVA allocator of a domain.
+ *
+ * It hands out IOVA space of a given length and alignment at or below a
+ * limit (a dma_mask), inside the domain's valid IOVA ranges, outside the
+ * reserved windows, clear of other allocations and of fixed-IOVA mappings
+ * (which "claim" their space).  Like Linux's iova.c it allocates top-down
+ * below the limit; unlike it, the free-space search is O(log n) (free
+ * extents in a tree augmented with the largest free extent of each
+ * subtree), so long runs do not degrade.  Recently freed ranges of small
+ * power-of-two page counts are kept in per-thread-slot caches (Linux's iova
+ * rcache: magazines per slot plus a shared depot) and handed out again
+ * without the tree.
+ *
+ * Thread-safe: every function may be called from any thread.
+ * No system calls.
+ */
+#ifndef IODMA_IOVA_H
+#define IODMA_IOVA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include <iodma/common.h>
+
+struct iova_alloc;
+
+/* Create an allocator over @ranges (sorted, non-overlapping, each aligned to
+ * @granule) minus @reserved (any ranges; clipped to granule boundaries
+ * outward).  @granule is a power of two >= 4096.
+ * Returns 0, -EINVAL or -ENOMEM. */
+int iova_alloc_create(uint64_t granule,
+		      const struct iodma_iova_range *ranges, size_t nr_ranges,
+		      const struct iodma_iova_range *reserved, size_t nr_reserved,
+		      struct iova_alloc **out);
+
+/* Free the allocator and everything in it (allocations, claims, caches). */
+void iova_alloc_destroy(struct iova_alloc *a);
+
+/* Allocate @len bytes (rounded up to the granule) aligned to @align (a power
+ * of two, raised to the granule), with the last byte <= @limit.  The result
+ * is the highest such free range (top-down).  Returns 0 and *@iova, -EINVAL
+ * (len 0, align not a power of two, len overflow) or -ENOMEM (no space). */
+int iova_alloc_get(struct iova_alloc *a, uint64_t len, uint64_t align,
+		   uint64_t limit, uint64_t *iova);
+
+/* Free an allocation made by iova_alloc_get() with the same @len.
+ * Returns 0, or -ENOENT if [iova, iova + len rounded) is not a live
+ * allocation (double free, wrong len): nothing changes then. */
+int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len);
+
+/* A fixed-IOVA mapping is about to use [iova, iova + len) (granule-aligned,
+ * inside the valid ranges).
+ *  - range entirely inside one live allocation: 0, *@claimed = false
+ *    (the allocation's owner is mapping its own space);
+ *  - range overlaps no allocation and no claim: the parts of it that are
+ *    free space (not reserved windows) become claimed; 0, *@claimed = true;
+ *  - otherwise (straddles an allocation's edge, overlaps another claim):
+ *    -EEXIST, nothing changes.
+ * Cached (freed but not yet returned to the tree) ranges that overlap are
+ * evicted from the caches first, so a claim never collides with the cache.
+ * May return -ENOMEM (nothing changes). */
+int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
+	       bool *claimed);
+
+/* Undo a claim that set *claimed = true, with the same range. */
+void iova_unclaim(struct iova_alloc *a, uint64_t iova, uint64_t len);
+
+/* Return every cached range to the tree (used by claim and by tests). */
+void iova_alloc_flush_caches(struct iova_alloc *a);
+
+/* Counters for tests and benchmarks. */
+struct iova_alloc_stats {
+	uint64_t allocs;        /* successful iova_alloc_get() */
+	uint64_t cache_hits;    /* of those, served by a cache */
+	uint64_t frees;
+	uint64_t live;          /* allocations live now */
+	uint64_t claims;        /* claims live now */
+	uint64_t free_bytes;    /* free space in the tree (excludes cached) */
+};
+void iova_alloc_get_stats(struct iova_alloc *a, struct iova_alloc_stats *st);
+
+/* Self-check for tests: the tree's invariants and augmentation.
+ * Returns 0 or -EUCLEAN. */
+int iova_alloc_check(struct iova_alloc *a);
+
+#endif /* IODMA_IOVA_H */

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memory_priv.h - what xlate.c and domain.c need of an iodma_memory.
+ *
+ * The regions are an immutable sorted array published through an RCU
+ * pointer: lookups are lock-free binary searches and must run inside a
+ * read-side section (os_rcu_read_lock or an access section) when regions
+ * may be removed concurrently.  Every add/remove publishes a new array,
+ * bumps the generation, waits a grace period, then frees the old array.
+ */
+#ifndef IODMA_MEMORY_PRIV_H
+#define IODMA_MEMORY_PRIV_H
+
+#include <stdint.h>
+#include <iodma/memory.h>
+
+/* Region holding @gpa, copied into *@out.  Caller is inside a read-side
+ * section.  Returns 0 or -ENOENT. */
+int memory_lookup(const struct iodma_memory *m, uint64_t gpa,
+		  struct iodma_region_info *out);
+
+/* The memory's generation: even, bumped by 2 on every region change
+ * (before the old array can be freed). */
+uint64_t memory_generation(const struct iodma_memory *m);
+
+#endif /* IODMA_MEMORY_PRIV_H */

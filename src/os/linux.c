@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * linux.c - the platform layer on Linux: pthreads, liburcu-bp, mmap/memfd,
+ * /proc/self/pagemap.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <urcu/urcu-bp.h>
+
+#include "os.h"
+
+void *os_malloc(size_t len) { return malloc(len); }
+void *os_calloc(size_t n, size_t len) { return calloc(n, len); }
+void *os_realloc(void *p, size_t len) { return realloc(p, len); }
+void os_free(void *p) { free(p); }
+
+void os_mutex_init(os_mutex_t *m) { pthread_mutex_init(m, NULL); }
+void os_mutex_destroy(os_mutex_t *m) { pthread_mutex_destroy(m); }
+void os_mutex_lock(os_mutex_t *m) { pthread_mutex_lock(m); }
+void os_mutex_unlock(os_mutex_t *m) { pthread_mutex_unlock(m); }
+
+void os_rwlock_init(os_rwlock_t *l)
+{
+	pthread_rwlockattr_t a;
+
+	pthread_rwlockattr_init(&a);
+	/* Writers (map/unmap) must not starve behind a stream of translation
+	 * misses. */
+	pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(l, &a);
+	pthread_rwlockattr_destroy(&a);
+}
+void os_rwlock_destroy(os_rwlock_t *l) { pthread_rwlock_destroy(l); }
+void os_rwlock_rdlock(os_rwlock_t *l) { pthread_rwlock_rdlock(l); }
+void os_rwlock_wrlock(os_rwlock_t *l) { pthread_rwlock_wrlock(l); }
+void os_rwlock_unlock(os_rwlock_t *l) { pthread_rwlock_unlock(l); }
+
+/* urcu-bp registers a thread on its first read-side lock and unregisters it
+ * when the thread exits, so callers never register anything. */
+void os_rcu_read_lock(void) { urcu_bp_read_lock(); }
+void os_rcu_read_unlock(void) { urcu_bp_read_unlock(); }
+void os_synchronize_rcu(void) { urcu_bp_synchronize_rcu(); }
+
+unsigned int os_thread_slot(void)
+{
+	static atomic_uint next;
+	static _Thread_local unsigned int slot;
+	static _Thread_local bool have;
+
+	if (!have) {
+		slot = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+		have = true;
+	}
+	return slot;
+}
+
+size_t os_page_size(void)
+{
+	static atomic_size_t cached;
+	size_t p = atomic_load_explicit(&cached, memory_order_relaxed);
+
+	if (!p) {
+		long v = sysconf(_SC_PAGESIZE);
+		p = v > 0 ? (size_t)v : 4096;
+		atomic_store_explicit(&cached, p, memory_order_relaxed);
+	}
+	return p;
+}
+
+int os_pages_alloc(size_t len, uint32_t flags, void **va, int *fd)
+{
+	int mfd = -1;
+	void *p;
+
+	if (flags & OS_PAGES_HUGETLB)
+		flags |= OS_PAGES_SHARED;
+	if (flags & OS_PAGES_SHARED) {
+		unsigned int mflags = MFD_CLOEXEC;
+
+		if (flags & OS_PAGES_HUGETLB)
+			mflags |= MFD_HUGETLB;
+		mfd = memfd_create("iodma", mflags);
+		if (mfd < 0)
+			return -errno;
+		if (ftruncate(mfd, (off_t)len) < 0) {
+			int e = -errno;
+			close(mfd);
+			return e;
+		}
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	} else {
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	}
+	if (p == MAP_FAILED) {
+		int e = -errno;
+		if (mfd >= 0)
+			close(mfd);
+		return e;
+	}
+	if ((flags & OS_PAGES_LOCKED) && mlock(p, len) < 0) {
+		int e = -errno;
+		munmap(p, len);
+		if (mfd >= 0)
+			close(mfd);
+		return e;
+	}
+	*va = p;
+	if (fd)
+		*fd = mfd;
+	else if (mfd >= 0)
+		close(mfd);
+	return 0;
+}
+
+void os_pages_free(void *va, size_t len, int fd)
+{
+	if (va)
+		munmap(va, len);
+	if (fd >= 0)
+		close(fd);
+}
+
+int os_virt_to_phys(const void *va, uint64_t *pa)
+{
+	size_t pg = os_page_size();
+	uint64_t entry;
+	uintptr_t v = (uintptr_t)va;
+	off_t off = (off_t)(v / pg * sizeof(entry));
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	/* Touch the page so it is present. */
+	(void)*(const volatile char *)va;
+	n = pread(fd, &entry, sizeof(entry), off);
+	close(fd);
+	if (n != (ssize_t)sizeof(entry))
+		return n < 0 ? -errno : -EIO;
+	if (!(entry & (1ull << 63)))
+		return -EFAULT; /* not present */
+	entry &= (1ull << 55) - 1; /* PFN bits 0-54 */
+	if (entry == 0)
+		return -EPERM; /* PFNs hidden without CAP_SYS_ADMIN */
+	*pa = entry * pg + (v & (pg - 1));
+	return 0;
+}

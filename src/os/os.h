@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * os.h - the platform layer: the only place the core reaches the OS.
+ *
+ * The core (domain, mapping table, IOVA allocator, IOTLB, bounce pool,
+ * dma.c) calls these and nothing else of the platform, so it builds with
+ * -ffreestanding.  Two implementations:
+ *   src/os/linux.c         pthreads, liburcu (bullet-proof flavour: threads
+ *                          register themselves on first use), mmap/memfd,
+ *                          /proc/self/pagemap;
+ *   src/os/freestanding.c  caller-supplied hooks (bare metal).
+ */
+#ifndef IODMA_OS_H
+#define IODMA_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#if defined(IODMA_FREESTANDING)
+#include <stdatomic.h>
+/* A spinning lock: bare-metal code has no scheduler to sleep on. */
+typedef struct { atomic_flag f; } os_mutex_t;
+typedef struct { atomic_int v; } os_rwlock_t; /* >0 readers, -1 writer */
+#else
+#include <pthread.h>
+typedef pthread_mutex_t os_mutex_t;
+typedef pthread_rwlock_t os_rwlock_t;
+#endif
+
+/* ---- memory for the library's own objects ------------------------------- */
+void *os_malloc(size_t len);
+void *os_calloc(size_t n, size_t len);
+void *os_realloc(void *p, size_t len);
+void os_free(void *p);
+
+/* ---- locks ---------------------------------------------------------------- */
+void os_mutex_init(os_mutex_t *m);
+void os_mutex_destroy(os_mutex_t *m);
+void os_mutex_lock(os_mutex_t *m);
+void os_mutex_unlock(os_mutex_t *m);
+void os_rwlock_init(os_rwlock_t *l);
+void os_rwlock_destroy(os_rwlock_t *l);
+void os_rwlock_rdlock(os_rwlock_t *l);
+void os_rwlock_wrlock(os_rwlock_t *l);
+void os_rwlock_unlock(os_rwlock_t *l);
+
+/* ---- RCU: access sections ------------------------------------------------- */
+void os_rcu_read_lock(void);
+void os_rcu_read_unlock(void);
+/* Waits until every read-side section open at the call has ended.
+ * Must not be called inside a read-side section. */
+void os_synchronize_rcu(void);
+
+/* ---- threads -------------------------------------------------------------- */
+/* A small per-thread number, stable for the thread's life, used to pick a
+ * shard (stats, IOVA caches, bounce areas).  Threads are numbered in the
+ * order they first ask, so the first 64 threads get distinct numbers. */
+unsigned int os_thread_slot(void);
+
+/* ---- pages ---------------------------------------------------------------- */
+size_t os_page_size(void);
+
+#define OS_PAGES_SHARED  0x1u /* memfd-backed, MAP_SHARED: has an fd */
+#define OS_PAGES_HUGETLB 0x2u /* 2 MiB pages (implies SHARED) */
+#define OS_PAGES_LOCKED  0x4u /* mlock the pages */
+/* Allocates zeroed, page-aligned memory of @len bytes (a page multiple).
+ * With OS_PAGES_SHARED *fd receives the memfd (else -1).  Returns 0 and
+ * *va, or a negative errno. */
+int os_pages_alloc(size_t len, uint32_t flags, void **va, int *fd);
+void os_pages_free(void *va, size_t len, int fd);
+
+/* Bus/physical address of @va (Linux: /proc/self/pagemap; needs
+ * CAP_SYS_ADMIN to see frame numbers: -EPERM otherwise; -EFAULT page not
+ * present). */
+int os_virt_to_phys(const void *va, uint64_t *pa);
+
+#endif /* IODMA_OS_H */

@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.c - return-code texts, version, allocation with fault injection.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+
+#include <iodma/common.h>
+#include <iodma/backend.h>
+
+#include "util.h"
+
+/* 0 = disarmed; otherwise the countdown to the allocation that fails. */
+static atomic_ulong fail_alloc_countdown;
+
+IODMA_EXPORT void iodma_test_fail_alloc(unsigned long nth)
+{
+	atomic_store(&fail_alloc_countdown, nth);
+}
+
+static bool alloc_should_fail(void)
+{
+	unsigned long c = atomic_load_explicit(&fail_alloc_countdown,
+					       memory_order_relaxed);
+
+	while (c != 0) {
+		if (atomic_compare_exchange_weak(&fail_alloc_countdown, &c, c - 1))
+			return c == 1;
+	}
+	return false;
+}
+
+void *iodma_malloc(size_t len)
+{
+	return alloc_should_fail() ? NULL : os_malloc(len);
+}
+
+void *iodma_calloc(size_t n, size_t len)
+{
+	return alloc_should_fail() ? NULL : os_calloc(n, len);
+}
+
+void *iodma_realloc(void *p, size_t len)
+{
+	return alloc_should_fail() ? NULL : os_realloc(p, len);
+}
+
+void iodma_free(void *p)
+{
+	os_free(p);
+}
+
+IODMA_EXPORT const char *iodma_strerror(int err)
+{
+	switch (err) {
+	case 0:		return "success";
+	case -EINVAL:	return "invalid argument (range, alignment, length or flags)";
+	case -ERANGE:	return "address outside every valid IOVA range or above the DMA mask";
+	case -EEXIST:	return "range overlaps a live mapping, region or registration";
+	case -ENOSPC:	return "mapping limit reached (VFIO type1: raise the dma_entry_limit module parameter)";
+	case -ENOMEM:	return "out of memory, IOVA space or bounce slots";
+	case -ENOENT:	return "no such mapping, allocation, region or registration";
+	case -EFAULT:	return "address not mapped";
+	case -EACCES:	return "mapping lacks the requested permission";
+	case -EBUSY:	return "resource busy";
+	case -EOPNOTSUPP: return "operation not supported by this backend";
+	case -E2BIG:	return "more slices needed than the caller provided";
+	case -EALREADY:	return "already enabled";
+	case -EIO:	return "I/O error";
+	case -EPERM:	return "operation not permitted";
+	default:	return "unknown error";
+	}
+}
+
+IODMA_EXPORT const char *iodma_version(void)
+{
+#define IODMA_STR_(x) #x
+#define IODMA_STR(x) IODMA_STR_(x)
+	return IODMA_STR(IODMA_VERSION_MAJOR) "." IODMA_STR(IODMA_VERSION_MINOR)
+		"." IODMA_STR(IODMA_VERSION_PATCH);
+}
+
+IODMA_EXPORT size_t iodma_page_size(void)
+{
+	return os_page_size();
+}

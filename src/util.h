@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.h - small helpers shared by the core: range checks, alignment,
+ * allocation with fault injection.  No system calls.
+ */
+#ifndef IODMA_UTIL_H
+#define IODMA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <assert.h>
+
+#include "os/os.h"
+
+#define IODMA_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define IODMA_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define IODMA_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define IODMA_CACHELINE 64
+
+/* [iova, iova + len) is a valid range: len > 0 and the last byte does not
+ * wrap past 2^64 - 1. */
+static inline bool range_valid(uint64_t iova, uint64_t len)
+{
+	return len != 0 && iova + (len - 1) >= iova;
+}
+
+/* Inclusive last byte of a valid range. */
+static inline uint64_t range_last(uint64_t iova, uint64_t len)
+{
+	return iova + (len - 1);
+}
+
+/* Do [a, a + alen) and [b, b + blen) (both valid) overlap? */
+static inline bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
+				  uint64_t blen)
+{
+	return a <= range_last(b, blen) && b <= range_last(a, alen);
+}
+
+/* Is [in, in + inlen) inside [out, out + outlen)? (both valid) */
+static inline bool range_contains(uint64_t out, uint64_t outlen, uint64_t in,
+				  uint64_t inlen)
+{
+	return in >= out && range_last(in, inlen) <= range_last(out, outlen);
+}
+
+static inline bool is_pow2(uint64_t x)
+{
+	return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* x is a multiple of the power of two a */
+static inline bool is_aligned(uint64_t x, uint64_t a)
+{
+	return (x & (a - 1)) == 0;
+}
+
+static inline uint64_t align_down(uint64_t x, uint64_t a)
+{
+	return x & ~(a - 1);
+}
+
+/* Rounds up to a multiple of the power of two a; returns 0 on overflow
+ * (callers check: a 0 result for a non-zero x means overflow). */
+static inline uint64_t align_up(uint64_t x, uint64_t a)
+{
+	uint64_t r = (x + (a - 1)) & ~(a - 1);
+	return r < x ? 0 : r;
+}
+
+static inline unsigned int ilog2_u64(uint64_t x)
+{
+	return 63u - (unsigned int)__builtin_clzll(x);
+}
+
+/* Library allocations: all go through these so that
+ * iodma_test_fail_alloc() can fail the Nth one. */
+void *iodma_malloc(size_t len);
+void *iodma_calloc(size_t n, size_t len);
+void *iodma_realloc(void *p, size_t len);
+void iodma_free(void *p);
+
+#endif /* IODMA_UTIL_H */
