@@ -1,0 +1,72 @@
+# iodma: the two commands a newcomer needs, and the gates CI runs.
+#   make demo    install what is missing (as root), build, run the end-to-end demo
+#   make check   install what is missing (as root), build with -Werror, run every
+#                test suite: plain, under ASan+UBSan, and under valgrind
+# Other targets: build, test (plain suites only), asan, valgrind, tsan, bench,
+# freestanding (compile the core with -ffreestanding), install, clean.
+
+BUILD      ?= build
+DEMO_INPUT ?= /usr/bin/perl
+MESON_TEST  = meson test --print-errorlogs --num-processes 2
+SUITES      = --suite unit --suite demo
+DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
+
+.PHONY: all deps-build deps-test build demo check test asan valgrind tsan bench \
+	freestanding install clean
+
+all: build
+
+deps-build:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) -Dwerror=true
+
+build: deps-build $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+demo: build
+	@echo "== virtio-blk demo: $(DEMO_INPUT) through the soft IOMMU (bounce when needed)"
+	$(DEMO) $(DEMO_INPUT)
+	@echo "== the same with bounce policy 'always' (confidential-VM style sharing)"
+	$(DEMO) --bounce=always $(DEMO_INPUT)
+
+test: deps-test
+	@[ -f build-check/build.ninja ] || meson setup build-check -Dwerror=true -Dtests=enabled
+	ninja -C build-check
+	cd build-check && $(MESON_TEST) $(SUITES)
+
+asan: deps-test
+	@[ -f build-asan/build.ninja ] || meson setup build-asan -Dwerror=true -Dtests=enabled \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+	ninja -C build-asan
+	cd build-asan && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		ASAN_OPTIONS=detect_leaks=1 $(MESON_TEST) $(SUITES)
+
+valgrind: test
+	cd build-check && $(MESON_TEST) $(SUITES) --timeout-multiplier 10 \
+		--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --quiet'
+
+tsan: deps-test
+	@[ -f build-tsan/build.ninja ] || meson setup build-tsan -Dtests=enabled \
+		-Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+	ninja -C build-tsan
+	cd build-tsan && $(MESON_TEST) --suite unit
+
+freestanding:
+	scripts/freestanding-check.sh
+
+check:
+	scripts/check.sh
+
+bench: build
+	@for b in $(BUILD)/bench/bench_*; do [ -x "$$b" ] && { echo "== $$b"; "$$b"; }; done
+
+install: build
+	meson install -C $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-check build-asan build-tsan

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The full test gate (README's `make check`, CI's .ci/run):
+#   1. plain build with -Werror, suites unit + demo
+#   2. the same under ASan+UBSan
+#   3. the same under valgrind (memcheck, leaks are errors)
+#   4. the core compiled freestanding
+# Prints one closing line "check: N passed, N failed, N skipped" over all tiers
+# and exits non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh test || exit 1
+rm -f build-*/meson-logs/testlog-*.json
+
+suites=(--suite unit --suite demo)
+jobs=$(nproc 2>/dev/null || echo 2)
+failed_tiers=()
+
+setup() { # dir, extra meson args...
+	local dir=$1; shift
+	[ -f "$dir/build.ninja" ] || meson setup "$dir" -Dwerror=true -Dtests=enabled "$@" >/dev/null || return 1
+	ninja -C "$dir" >/dev/null || ninja -C "$dir"
+}
+
+tier() { # name, dir, meson test args...
+	local name=$1 dir=$2; shift 2
+	echo "== $name"
+	if ! (cd "$dir" && meson test --print-errorlogs --num-processes "$jobs" "${suites[@]}" "$@" | tail -n 12); then
+		failed_tiers+=("$name")
+	fi
+	cp "$dir/meson-logs/testlog.json" "$dir/meson-logs/testlog-$name.json" 2>/dev/null || true
+}
+
+setup build-check || failed_tiers+=("build")
+tier plain build-check
+
+if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+		tier asan build-asan
+else
+	failed_tiers+=("asan-build")
+fi
+
+tier valgrind build-check --timeout-multiplier 10 \
+	--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --quiet'
+
+echo "== freestanding"
+scripts/freestanding-check.sh || failed_tiers+=("freestanding")
+
+python3 - "$@" <<'PY'
+import json, glob
+p = f = s = 0
+for path in glob.glob("build-*/meson-logs/testlog-*.json"):
+    for line in open(path):
+        line = line.strip()
+        if not line:
+            continue
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"):
+            p += 1
+        elif r == "SKIP":
+            s += 1
+        else:
+            f += 1
+print(f"check: {p} passed, {f} failed, {s} skipped")
+PY
+
+if [ ${#failed_tiers[@]} -ne 0 ]; then
+	echo "check: FAILED tiers: ${failed_tiers[*]}" >&2
+	exit 1
+fi

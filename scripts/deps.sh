@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages iodma needs to build, test and run its demo.
+# Usage: scripts/deps.sh [build|test]
+#   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
+#   test:  the above + cmocka, valgrind
+# As root, missing packages are installed with apt-get; otherwise the missing
+# ones are listed and the script fails.
+set -euo pipefail
+
+want=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
+if [ "${1:-build}" = test ]; then
+	want+=(libcmocka-dev valgrind)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+	st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	[ "$st" = "install ok installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "iodma: missing Debian packages: ${missing[*]}" >&2
+	echo "iodma: run as root, or: sudo apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+echo "iodma: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null || apt-get update
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * freestanding.c - the platform layer with no OS: caller-supplied hooks
+ * (iodma/platform.h), spinning locks, and access sections as a global
+ * reader count that os_synchronize_rcu() waits to drain.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include <iodma/platform.h>
+
+#include "os.h"
+
+static struct iodma_platform_ops plat;
+static atomic_long rcu_readers;        /* open read-side sections, all CPUs */
+static _Thread_local unsigned int rcu_nesting; /* per-CPU nesting depth */
+
+IODMA_EXPORT int iodma_platform_init(const struct iodma_platform_ops *ops)
+{
+	if (!ops || ops->size < sizeof(plat) || !ops->malloc || !ops->free ||
+	    !ops->pages_alloc || !ops->pages_free || ops->page_size == 0 ||
+	    (ops->page_size & (ops->page_size - 1)))
+		return -EINVAL;
+	plat = *ops;
+	return 0;
+}
+
+static void relax(void)
+{
+	if (plat.relax)
+		plat.relax();
+}
+
+void *os_malloc(size_t len) { return plat.malloc(len); }
+void *os_realloc(void *p, size_t len) { return plat.realloc ? plat.realloc(p, len) : NULL; }
+void os_free(void *p) { if (p) plat.free(p); }
+
+void *os_calloc(size_t n, size_t len)
+{
+	void *p;
+
+	if (len && n > (size_t)-1 / len)
+		return NULL;
+	p = plat.malloc(n * len);
+	if (p)
+		memset(p, 0, n * len);
+	return p;
+}
+
+void os_mutex_init(os_mutex_t *m) { atomic_flag_clear(&m->f); }
+void os_mutex_destroy(os_mutex_t *m) { (void)m; }
+void os_mutex_lock(os_mutex_t *m)
+{
+	while (atomic_flag_test_and_set_explicit(&m->f, memory_order_acquire))
+		relax();
+}
+void os_mutex_unlock(os_mutex_t *m)
+{
+	atomic_flag_clear_explicit(&m->f, memory_order_release);
+}
+
+void os_rwlock_init(os_rwlock_t *l) { atomic_init(&l->v, 0); }
+void os_rwlock_destroy(os_rwlock_t *l) { (void)l; }
+void os_rwlock_rdlock(os_rwlock_t *l)
+{
+	for (;;) {
+		int v = atomic_load_explicit(&l->v, memory_order_relaxed);
+
+		if (v >= 0 && atomic_compare_exchange_weak_explicit(&l->v, &v, v + 1,
+				memory_order_acquire, memory_order_relaxed))
+			return;
+		relax();
+	}
+}
+void os_rwlock_wrlock(os_rwlock_t *l)
+{
+	for (;;) {
+		int v = 0;
+
+		if (atomic_compare_exchange_weak_explicit(&l->v, &v, -1,
+				memory_order_acquire, memory_order_relaxed))
+			return;
+		relax();
+	}
+}
+void os_rwlock_unlock(os_rwlock_t *l)
+{
+	if (atomic_load_explicit(&l->v, memory_order_relaxed) == -1)
+		atomic_store_explicit(&l->v, 0, memory_order_release);
+	else
+		atomic_fetch_sub_explicit(&l->v, 1, memory_order_release);
+}
+
+void os_rcu_read_lock(void)
+{
+	if (rcu_nesting++ == 0)
+		atomic_fetch_add_explicit(&rcu_readers, 1, memory_order_seq_cst);
+}
+
+void os_rcu_read_unlock(void)
+{
+	if (--rcu_nesting == 0)
+		atomic_fetch_sub_explicit(&rcu_readers, 1, memory_order_seq_cst);
+}
+
+void os_synchronize_rcu(void)
+{
+	/* Every section open now has ended once the count has been zero once. */
+	while (atomic_load_explicit(&rcu_readers, memory_order_seq_cst) != 0)
+		relax();
+}
+
+unsigned int os_thread_slot(void)
+{
+	return plat.thread_slot ? plat.thread_slot() : 0;
+}
+
+size_t os_page_size(void)
+{
+	return plat.page_size;
+}
+
+int os_pages_alloc(size_t len, uint32_t flags, void **va, int *fd)
+{
+	(void)flags; /* no fds, no huge pages, nothing to lock without an OS */
+	if (fd)
+		*fd = -1;
+	return plat.pages_alloc(len, flags, va, fd);
+}
+
+void os_pages_free(void *va, size_t len, int fd)
+{
+	plat.pages_free(va, len, fd);
+}
+
+int os_virt_to_phys(const void *va, uint64_t *pa)
+{
+	return plat.virt_to_phys ? plat.virt_to_phys(va, pa) : -EOPNOTSUPP;
+}

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests: return-code texts, version, page size, range helpers and the
+ * allocation fault-injection hook the other suites' fail-nth sweeps use. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <iodma.h>
+
+#include "util.h"
+
+static void test_strerror_names_every_documented_code(void **state)
+{
+	static const int codes[] = { 0, -EINVAL, -ERANGE, -EEXIST, -ENOSPC,
+				     -ENOMEM, -ENOENT, -EFAULT, -EACCES, -EBUSY,
+				     -EOPNOTSUPP, -E2BIG, -EALREADY, -EIO, -EPERM };
+	const char *unknown = iodma_strerror(-12345);
+
+	(void)state;
+	assert_string_equal(unknown, "unknown error");
+	for (size_t i = 0; i < IODMA_ARRAY_SIZE(codes); i++) {
+		const char *s = iodma_strerror(codes[i]);
+
+		assert_non_null(s);
+		assert_string_not_equal(s, unknown);
+	}
+	/* -ENOSPC tells the user what to raise on VFIO type1. */
+	assert_non_null(strstr(iodma_strerror(-ENOSPC), "dma_entry_limit"));
+}
+
+static void test_version_matches_header(void **state)
+{
+	char want[32];
+
+	(void)state;
+	snprintf(want, sizeof(want), "%d.%d.%d", IODMA_VERSION_MAJOR,
+		 IODMA_VERSION_MINOR, IODMA_VERSION_PATCH);
+	assert_string_equal(iodma_version(), want);
+}
+
+static void test_page_size_is_power_of_two(void **state)
+{
+	size_t p = iodma_page_size();
+
+	(void)state;
+	assert_true(p >= 4096);
+	assert_true(is_pow2(p));
+}
+
+static void test_range_end_overflow_is_invalid(void **state)
+{
+	(void)state;
+	assert_false(range_valid(0x1000, 0));
+	assert_true(range_valid(UINT64_MAX - 0xfff, 0x1000)); /* ends at 2^64 */
+	assert_false(range_valid(UINT64_MAX - 0xfff, 0x2000));
+	assert_true(range_valid(1, UINT64_MAX)); /* [1, 2^64) */
+	assert_false(range_valid(2, UINT64_MAX));
+	assert_true(range_valid(0, UINT64_MAX));
+	assert_int_equal(range_last(0x1000, 0x1000), 0x1fff);
+}
+
+static void test_range_overlap_and_containment(void **state)
+{
+	(void)state;
+	assert_true(ranges_overlap(0x1000, 0x1000, 0x1fff, 1));
+	assert_false(ranges_overlap(0x1000, 0x1000, 0x2000, 1));
+	assert_true(range_contains(0x1000, 0x2000, 0x2000, 0x1000));
+	assert_false(range_contains(0x1000, 0x2000, 0x2000, 0x1001));
+	assert_true(range_contains(0, UINT64_MAX, UINT64_MAX - 1, 1));
+}
+
+static void test_align_helpers(void **state)
+{
+	(void)state;
+	assert_int_equal(align_up(0x1001, 0x1000), 0x2000);
+	assert_int_equal(align_up(0x1000, 0x1000), 0x1000);
+	assert_int_equal(align_up(UINT64_MAX - 1, 0x1000), 0); /* overflow */
+	assert_int_equal(align_down(0x1fff, 0x1000), 0x1000);
+	assert_true(is_aligned(0x3000, 0x1000));
+	assert_false(is_aligned(0x3001, 0x1000));
+	assert_false(is_pow2(0));
+	assert_false(is_pow2(0x3000));
+	assert_int_equal(ilog2_u64(0x1000), 12);
+}
+
+static void test_fail_alloc_fails_exactly_the_nth(void **state)
+{
+	void *a, *b, *c;
+
+	(void)state;
+	iodma_test_fail_alloc(2);
+	a = iodma_malloc(16);
+	b = iodma_malloc(16);
+	c = iodma_calloc(2, 8);
+	assert_non_null(a);
+	assert_null(b);
+	assert_non_null(c); /* fires once */
+	iodma_free(a);
+	iodma_free(c);
+
+	iodma_test_fail_alloc(1);
+	assert_null(iodma_realloc(NULL, 8));
+	a = iodma_realloc(NULL, 8);
+	assert_non_null(a);
+	iodma_free(a);
+
+	iodma_test_fail_alloc(5);
+	iodma_test_fail_alloc(0); /* disarmed */
+	for (int i = 0; i < 10; i++) {
+		a = iodma_malloc(8);
+		assert_non_null(a);
+		iodma_free(a);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_strerror_names_every_documented_code),
+		cmocka_unit_test(test_version_matches_header),
+		cmocka_unit_test(test_page_size_is_power_of_two),
+		cmocka_unit_test(test_range_end_overflow_is_invalid),
+		cmocka_unit_test(test_range_overlap_and_containment),
+		cmocka_unit_test(test_align_helpers),
+		cmocka_unit_test(test_fail_alloc_fails_exactly_the_nth),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
