@@ -61,15 +61,22 @@ int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len);
  *    -EEXIST, nothing changes.
  * Cached (freed but not yet returned to the tree) ranges that overlap are
  * evicted from the caches first, so a claim never collides with the cache.
- * May return -ENOMEM (nothing changes). */
+ * May return -EINVAL (not granule-aligned, len 0, overflow) or -ENOMEM
+ * (nothing changes then).  Parts outside the valid ranges are ignored like
+ * reserved windows. */
 int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 	       bool *claimed);
 
-/* Undo a claim that set *claimed = true, with the same range. */
+/* Undo a claim that set *claimed = true, with the same range.  A range that
+ * is not exactly such a claim is ignored (nothing changes). */
 void iova_unclaim(struct iova_alloc *a, uint64_t iova, uint64_t len);
 
 /* Return every cached range to the tree (used by claim and by tests). */
 void iova_alloc_flush_caches(struct iova_alloc *a);
+
+/* Turn the rcache on (the default) or off (flushes it); for tests and
+ * benchmarks of the tree path. */
+void iova_alloc_set_caching(struct iova_alloc *a, bool on);
 
 /* Counters for tests and benchmarks. */
 struct iova_alloc_stats {

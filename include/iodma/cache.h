@@ -8,7 +8,9 @@
  *   back) dirty lines before the device reads memory, and to invalidate lines
  *   before the CPU reads what the device wrote.  These functions do it for
  *   the architecture the library was built for:
- *     aarch64  dc cvac / dc ivac / dc civac per line, then dsb sy;
+ *     aarch64  dc cvac / dc ivac / dc civac per line, then dsb sy (dc ivac
+ *              is not allowed at EL0: a hosted build invalidates with
+ *              dc civac, a freestanding one with dc ivac);
  *     riscv64  cbo.clean / cbo.inval / cbo.flush per line (Zicbom, when the
  *              compiler targets it), fence rw,rw otherwise;
  *     x86-64   DMA is coherent: clean is sfence (orders the stores before a

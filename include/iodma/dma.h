@@ -80,6 +80,17 @@ enum iodma_bounce_policy {
  *                   /proc/self/pagemap, needs CAP_SYS_ADMIN).  Must return 0
  *                   or a negative errno.
  * @platform_arg:    passed to @virt_to_phys.
+ * @bounce_pool:     optional caller-supplied bounce pool memory of
+ *                   @bounce_pool_size bytes (a multiple of the slot size),
+ *                   aligned to the domain alignment (page size in direct
+ *                   mode); NULL = the library allocates it.  Needed in
+ *                   direct mode when the platform's pages are not below
+ *                   dma_mask (a low-memory carve-out, a shared window of a
+ *                   confidential VM).  Must stay valid until destroy.
+ * @bounce_pool_bus: direct mode with @bounce_pool: its bus address
+ *                   (slot-size aligned; the pool's last byte at or below
+ *                   dma_mask).  Ignored with a domain, where the pool is
+ *                   mapped at IOVA space allocated below dma_mask.
  */
 struct iodma_dev_opts {
 	size_t size;
@@ -94,6 +105,8 @@ struct iodma_dev_opts {
 	size_t bounce_slot_size;
 	int (*virt_to_phys)(void *arg, const void *va, uint64_t *pa);
 	void *platform_arg;
+	void *bounce_pool;
+	uint64_t bounce_pool_bus;
 };
 
 /**
@@ -183,10 +196,12 @@ IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
  *
  * Context: thread-safe; may block (domain map) unless the buffer is
  *          registered or bounced.
- * Return:  0; -EINVAL len 0, overflow or bad dir; -ENOMEM bounce pool full
- *          or no IOVA space; -ERANGE the buffer is above dma_mask (or
- *          misaligned) and the policy is NEVER; or the domain's error.
- *          Nothing mapped on error.
+ * Return:  0; -EINVAL len 0, overflow or bad dir, or the buffer is
+ *          misaligned (min_align) and the policy is NEVER; -ENOMEM bounce
+ *          pool full or no IOVA space; -ERANGE the buffer is above dma_mask
+ *          (direct mode, including not physically contiguous) and the
+ *          policy is NEVER; or the domain's error (or direct mode's
+ *          virt_to_phys error).  Nothing mapped on error.
  */
 IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 				  enum iodma_dir dir, uint64_t *iova);

@@ -98,7 +98,8 @@ IODMA_EXPORT void iodma_memory_destroy(struct iodma_memory *m);
  *
  * The memory is zeroed.
  *
- * Context: thread-safe.
+ * Context: thread-safe; must not be called inside an access section (it
+ *          waits a grace period before freeing the previous region list).
  * Return:  0; -EINVAL bad alignment/len/flags; -EEXIST overlaps a region;
  *          -ENOMEM (or the platform's errno for memfd/mmap).  Nothing added
  *          on error.
@@ -116,7 +117,7 @@ IODMA_EXPORT int iodma_memory_add_region(struct iodma_memory *m, uint64_t gpa,
  * @fd:     fd backing @va, or -1.  Not duplicated, not closed.
  * @offset: offset of @va in @fd; page aligned (ignored when fd is -1).
  *
- * Context: thread-safe.
+ * Context: thread-safe; must not be called inside an access section.
  * Return:  0; -EINVAL bad arguments; -EEXIST overlaps a region; -ENOMEM.
  *          Nothing added on error.
  */

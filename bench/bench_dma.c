@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_dma.c - driver-side DMA figures, each beside a baseline measured in
+ * the same run (median of 5 runs each):
+ *   1. bounce copy throughput: map_single + unmap_single BIDIRECTIONAL with
+ *      policy ALWAYS (copy in + copy back) vs two plain memcpy of the same
+ *      size; the ratio should be close to 1 (memcpy-bound);
+ *   2. iodma_va_to_iova (radix table) vs a binary search over a sorted
+ *      array of the same registrations;
+ *   3. map_single + unmap_single of registered memory (a lookup) vs a
+ *      dynamic map + unmap of an unregistered buffer through the soft
+ *      domain (IOVA alloc + domain map + unmap + free).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <iodma.h>
+
+#define RUNS 5
+
+static double now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v)
+{
+	qsort(v, RUNS, sizeof(*v), cmp_double);
+	return v[RUNS / 2];
+}
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "bench_dma: %s: %s\n", what, iodma_strerror(err));
+	exit(1);
+}
+
+static volatile uint64_t sink;
+
+/* ---- 1. bounce copy throughput ---------------------------------------------- */
+
+static void bench_bounce(struct iodma_domain *d)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev;
+	size_t sizes[2] = { 4096, 65536 };
+	int ret;
+
+	o.domain = d;
+	o.bounce = IODMA_BOUNCE_ALWAYS;
+	ret = iodma_dev_create(&o, &dev);
+	if (ret)
+		die("dev_create", ret);
+	printf("1. bounce copy throughput (map_single+unmap_single BIDIRECTIONAL, "
+	       "policy ALWAYS) vs memcpy in + memcpy out\n");
+	for (int s = 0; s < 2; s++) {
+		size_t len = sizes[s];
+		long iters = (long)((256u << 20) / len); /* 256 MiB each way */
+		uint8_t *buf = aligned_alloc(4096, len), *bounce = aligned_alloc(4096, len);
+		double t_b[RUNS], t_m[RUNS], mib = (double)iters * 2 * (double)len / (1 << 20);
+
+		memset(buf, 1, len);
+		memset(bounce, 2, len);
+		for (int r = 0; r < RUNS; r++) {
+			double t0 = now_ns();
+
+			for (long i = 0; i < iters; i++) {
+				uint64_t iova;
+
+				ret = iodma_map_single(dev, buf, len, IODMA_BIDIRECTIONAL, &iova);
+				if (ret)
+					die("map_single", ret);
+				ret = iodma_unmap_single(dev, iova, len, IODMA_BIDIRECTIONAL);
+				if (ret)
+					die("unmap_single", ret);
+			}
+			t_b[r] = now_ns() - t0;
+			t0 = now_ns();
+			for (long i = 0; i < iters; i++) {
+				memcpy(bounce, buf, len);
+				__asm__ volatile("" ::: "memory");
+				memcpy(buf, bounce, len);
+				__asm__ volatile("" ::: "memory");
+			}
+			t_m[r] = now_ns() - t0;
+		}
+		{
+			double b = mib / (median(t_b) / 1e9), m = mib / (median(t_m) / 1e9);
+
+			printf("   %6zu B: bounce %8.0f MiB/s   memcpy x2 %8.0f MiB/s   ratio %.2f\n",
+			       len, b, m, b / m);
+		}
+		free(buf);
+		free(bounce);
+	}
+	iodma_dev_destroy(dev);
+}
+
+/* ---- 2. VA -> IOVA lookup ---------------------------------------------------------- */
+
+struct reg_ent {
+	uintptr_t va;
+	size_t len;
+	uint64_t iova;
+};
+
+static int bsearch_lookup(const struct reg_ent *e, size_t n, uintptr_t va,
+			  size_t len, uint64_t *iova)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (e[mid].va <= va)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -1;
+	lo--;
+	if (va + len > e[lo].va + e[lo].len)
+		return -1;
+	*iova = e[lo].iova + (va - e[lo].va);
+	return 0;
+}
+
+#define NREGS   256
+#define REG_LEN (256u << 10)
+#define NLOOK   (1u << 16)
+
+static void bench_lookup(struct iodma_domain *d)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev;
+	struct reg_ent *ents = malloc(NREGS * sizeof(*ents));
+	uintptr_t *q = malloc(NLOOK * sizeof(*q));
+	uint8_t *mem;
+	double t_r[RUNS], t_b[RUNS];
+	long rounds = 40;
+	int ret;
+
+	o.domain = d;
+	o.bounce = IODMA_BOUNCE_NEVER;
+	ret = iodma_dev_create(&o, &dev);
+	if (ret)
+		die("dev_create", ret);
+	/* Registrations with a one-page gap between them, spread over VA. */
+	mem = aligned_alloc(4096, (size_t)NREGS * (REG_LEN + 4096));
+	for (size_t i = 0; i < NREGS; i++) {
+		ents[i].va = (uintptr_t)mem + i * (REG_LEN + 4096);
+		ents[i].len = REG_LEN;
+		ret = iodma_dev_register(dev, (void *)ents[i].va, REG_LEN, &ents[i].iova);
+		if (ret)
+			die("register", ret);
+	}
+	srand(1);
+	for (size_t i = 0; i < NLOOK; i++) {
+		size_t r = (size_t)rand() % NREGS;
+
+		q[i] = ents[r].va + ((size_t)rand() % (REG_LEN - 512));
+	}
+	for (int r = 0; r < RUNS; r++) {
+		uint64_t acc = 0, io;
+		double t0 = now_ns();
+
+		for (long k = 0; k < rounds; k++) {
+			for (size_t i = 0; i < NLOOK; i++) {
+				if (iodma_va_to_iova(dev, (void *)q[i], 256, &io))
+					die("va_to_iova", -1);
+				acc += io;
+			}
+		}
+		t_r[r] = (now_ns() - t0) / ((double)rounds * NLOOK);
+		t0 = now_ns();
+		for (long k = 0; k < rounds; k++) {
+			for (size_t i = 0; i < NLOOK; i++) {
+				if (bsearch_lookup(ents, NREGS, q[i], 256, &io))
+					die("bsearch", -1);
+				acc += io;
+			}
+		}
+		t_b[r] = (now_ns() - t0) / ((double)rounds * NLOOK);
+		sink += acc;
+	}
+	printf("2. VA -> IOVA lookup, %d registrations of %u KiB, random 256-byte buffers\n",
+	       NREGS, REG_LEN >> 10);
+	printf("   iodma_va_to_iova %6.1f ns   binary search %6.1f ns   ratio %.2f\n",
+	       median(t_r), median(t_b), median(t_r) / median(t_b));
+	iodma_dev_destroy(dev);
+	free(mem);
+	free(ents);
+	free(q);
+}
+
+/* ---- 3. registered vs dynamic map --------------------------------------------------- */
+
+static void bench_map(struct iodma_domain *d)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev;
+	uint8_t *reg = aligned_alloc(4096, 1 << 20), *plain = aligned_alloc(4096, 4096);
+	double t_r[RUNS], t_d[RUNS];
+	long iters = 200000;
+	int ret;
+
+	o.domain = d;
+	o.bounce = IODMA_BOUNCE_NEVER;
+	ret = iodma_dev_create(&o, &dev);
+	if (ret)
+		die("dev_create", ret);
+	ret = iodma_dev_register(dev, reg, 1 << 20, NULL);
+	if (ret)
+		die("register", ret);
+	for (int r = 0; r < RUNS; r++) {
+		uint64_t iova;
+		double t0 = now_ns();
+
+		for (long i = 0; i < iters; i++) {
+			uint8_t *b = reg + ((size_t)(i & 255) << 12);
+
+			ret = iodma_map_single(dev, b, 4096, IODMA_TO_DEVICE, &iova);
+			if (ret)
+				die("map registered", ret);
+			ret = iodma_unmap_single(dev, iova, 4096, IODMA_TO_DEVICE);
+			if (ret)
+				die("unmap registered", ret);
+		}
+		t_r[r] = (now_ns() - t0) / (double)iters;
+		t0 = now_ns();
+		for (long i = 0; i < iters / 10; i++) {
+			ret = iodma_map_single(dev, plain, 4096, IODMA_TO_DEVICE, &iova);
+			if (ret)
+				die("map dynamic", ret);
+			ret = iodma_unmap_single(dev, iova, 4096, IODMA_TO_DEVICE);
+			if (ret)
+				die("unmap dynamic", ret);
+		}
+		t_d[r] = (now_ns() - t0) / (double)(iters / 10);
+	}
+	printf("3. map_single+unmap_single of 4 KiB: registered (lookup) vs dynamic (soft domain)\n");
+	printf("   registered %7.1f ns   dynamic %8.1f ns   ratio %.3f (%.1fx faster)\n",
+	       median(t_r), median(t_d), median(t_r) / median(t_d),
+	       median(t_d) / median(t_r));
+	iodma_dev_destroy(dev);
+	free(reg);
+	free(plain);
+}
+
+int main(void)
+{
+	struct iodma_domain *d;
+	int ret = iodma_domain_create(NULL, &d);
+
+	if (ret)
+		die("domain_create", ret);
+	bench_bounce(d);
+	bench_lookup(d);
+	bench_map(d);
+	iodma_domain_destroy(d);
+	return 0;
+}

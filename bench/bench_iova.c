@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: MIT
+/*
+ * bench_iova.c - IOVA allocator: ns per alloc+free pair with the rcache,
+ * through the tree only, and for a naive baseline (sorted array of busy
+ * ranges, linear top-down first fit), each with 10k live allocations in
+ * place; then a long run (2M random ops, ~100k live) printing ns/op per
+ * 200k-op window, which must stay flat.  Medians of 5 runs.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "iova.h"
+#include "util.h"
+
+#define G       4096ull
+#define SPACE   (1ull << 39)
+#define RUNS    5
+#define LIVE    10000
+#define FIFO    32
+
+static double clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static double now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+/* CPU time of this thread: immune to other processes on a shared host. */
+static double cpu_ns(void)
+{
+	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return v[n / 2];
+}
+
+static uint64_t rng = 88172645463325252ull;
+
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench_iova: %s failed\n", what);
+	exit(1);
+}
+
+/* ---- the naive baseline ---------------------------------------------------- */
+
+struct naive {
+	uint64_t *start, *len;	/* busy ranges sorted by start */
+	size_t n, cap;
+	uint64_t lo, hi;	/* space [lo, hi) */
+};
+
+static void naive_init(struct naive *nv, uint64_t lo, uint64_t hi)
+{
+	memset(nv, 0, sizeof(*nv));
+	nv->lo = lo;
+	nv->hi = hi;
+	nv->cap = 1 << 20;
+	nv->start = malloc(nv->cap * sizeof(uint64_t));
+	nv->len = malloc(nv->cap * sizeof(uint64_t));
+	if (!nv->start || !nv->len)
+		die("malloc");
+}
+
+static void naive_fini(struct naive *nv)
+{
+	free(nv->start);
+	free(nv->len);
+}
+
+/* Highest fit below the top, scanning the gaps from the top down. */
+static int naive_get(struct naive *nv, uint64_t len, uint64_t align,
+		     uint64_t *iova)
+{
+	uint64_t top = nv->hi;
+	size_t i = nv->n;
+
+	for (;;) {
+		uint64_t gap_lo = i ? nv->start[i - 1] + nv->len[i - 1] : nv->lo;
+
+		if (top - gap_lo >= len) {
+			uint64_t cand = align_down(top - len, align);
+
+			if (cand >= gap_lo) {
+				if (nv->n == nv->cap)
+					return -1;
+				memmove(&nv->start[i + 1], &nv->start[i],
+					(nv->n - i) * sizeof(uint64_t));
+				memmove(&nv->len[i + 1], &nv->len[i],
+					(nv->n - i) * sizeof(uint64_t));
+				nv->start[i] = cand;
+				nv->len[i] = len;
+				nv->n++;
+				*iova = cand;
+				return 0;
+			}
+		}
+		if (i == 0)
+			return -1;
+		top = nv->start[--i];
+	}
+}
+
+static int naive_put(struct naive *nv, uint64_t iova, uint64_t len)
+{
+	size_t lo = 0, hi = nv->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (nv->start[mid] < iova)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == nv->n || nv->start[lo] != iova || nv->len[lo] != len)
+		return -1;
+	memmove(&nv->start[lo], &nv->start[lo + 1],
+		(nv->n - lo - 1) * sizeof(uint64_t));
+	memmove(&nv->len[lo], &nv->len[lo + 1],
+		(nv->n - lo - 1) * sizeof(uint64_t));
+	nv->n--;
+	return 0;
+}
+
+/* ---- one allocator interface for the three contestants --------------------- */
+
+struct contestant {
+	struct iova_alloc *a;	/* NULL: the naive one */
+	struct naive nv;
+};
+
+static void c_get(struct contestant *c, uint64_t len, uint64_t *iova)
+{
+	int r = c->a ? iova_alloc_get(c->a, len, G, UINT64_MAX, iova) :
+		       naive_get(&c->nv, len, G, iova);
+
+	if (r)
+		die("get");
+}
+
+static void c_put(struct contestant *c, uint64_t iova, uint64_t len)
+{
+	int r = c->a ? iova_alloc_put(c->a, iova, len) :
+		       naive_put(&c->nv, iova, len);
+
+	if (r)
+		die("put");
+}
+
+/* 10k live allocations of 1..64 pages packed at the top, so new ones land
+ * below them (a first-fit scan crosses all of them). */
+static void c_setup(struct contestant *c, int kind)
+{
+	uint64_t iova;
+	int i;
+
+	memset(c, 0, sizeof(*c));
+	if (kind == 2) {
+		naive_init(&c->nv, 0, SPACE);
+	} else {
+		struct iodma_iova_range r = { 0, SPACE };
+
+		if (iova_alloc_create(G, &r, 1, NULL, 0, &c->a))
+			die("create");
+		iova_alloc_set_caching(c->a, kind == 0);
+	}
+	for (i = 0; i < LIVE; i++)
+		c_get(c, (1 + (uint64_t)i % 64) * G, &iova);
+}
+
+static void c_teardown(struct contestant *c)
+{
+	if (c->a)
+		iova_alloc_destroy(c->a);
+	else
+		naive_fini(&c->nv);
+}
+
+/* ns per alloc+free pair: sizes 1, 2, 4, 8 pages, FIFO of 32 outstanding. */
+static double pairs(int kind, long n)
+{
+	struct contestant c;
+	uint64_t fifo_iova[FIFO], fifo_len[FIFO];
+	double t0, t1;
+	long i;
+
+	c_setup(&c, kind);
+	for (i = 0; i < FIFO; i++) {
+		fifo_len[i] = (1ull << (i & 3)) * G;
+		c_get(&c, fifo_len[i], &fifo_iova[i]);
+	}
+	t0 = now_ns();
+	for (i = 0; i < n; i++) {
+		int k = (int)(i % FIFO);
+
+		c_put(&c, fifo_iova[k], fifo_len[k]);
+		c_get(&c, fifo_len[k], &fifo_iova[k]);
+	}
+	t1 = now_ns();
+	c_teardown(&c);
+	return (t1 - t0) / (double)n;
+}
+
+/* ---- the long run ------------------------------------------------------------ */
+
+#define LR_OPS    2000000
+#define LR_WIN    200000
+#define LR_LIVE   100000
+#define LR_NWIN   (LR_OPS / LR_WIN)
+
+static void long_run(double out[LR_NWIN], double cpu[LR_NWIN])
+{
+	static uint64_t liova[2 * LR_LIVE], llen[2 * LR_LIVE];
+	struct iodma_iova_range r = { 0, SPACE };
+	struct iova_alloc *a;
+	size_t nr = 0;
+	int w;
+
+	if (iova_alloc_create(G, &r, 1, NULL, 0, &a))
+		die("create");
+	for (w = 0; w < LR_NWIN; w++) {
+		double t0 = now_ns(), c0 = cpu_ns();
+		long i;
+
+		for (i = 0; i < LR_WIN; i++) {
+			uint64_t x = rnd();
+			/* alloc with probability ~ (2*LIVE - nr) / (2*LIVE) */
+			bool alloc = nr == 0 || (x % (2 * LR_LIVE)) >= nr;
+
+			if (alloc && nr < 2 * LR_LIVE) {
+				uint64_t pages = (x >> 20) & 3 ?
+						 1ull << ((x >> 24) % 6) :
+						 1 + ((x >> 24) % 100);
+				uint64_t align = (x >> 32) & 7 ? G : pages * G;
+
+				if (!is_pow2(align))
+					align = G;
+				if (iova_alloc_get(a, pages * G, align,
+						   UINT64_MAX, &liova[nr]))
+					die("long-run get");
+				llen[nr++] = pages * G;
+			} else {
+				size_t k = (size_t)((x >> 16) % nr);
+
+				if (iova_alloc_put(a, liova[k], llen[k]))
+					die("long-run put");
+				liova[k] = liova[--nr];
+				llen[k] = llen[nr];
+			}
+		}
+		out[w] = (now_ns() - t0) / LR_WIN;
+		cpu[w] = (cpu_ns() - c0) / LR_WIN;
+	}
+	iova_alloc_destroy(a);
+}
+
+int main(void)
+{
+	double v[3][RUNS], med[3], lr[LR_NWIN][RUNS], lrm[LR_NWIN];
+	double lc[LR_NWIN][RUNS], lcm[LR_NWIN];
+	static const char *const name[3] = {
+		"rcache on (cached sizes)", "rcache off (tree path)",
+		"naive sorted array, linear top-down scan" };
+	static const long n[3] = { 2000000, 1000000, 4000 };
+	int k, run, w;
+
+	for (run = 0; run < RUNS; run++)
+		for (k = 0; k < 3; k++)
+			v[k][run] = pairs(k, n[k]);
+	for (k = 0; k < 3; k++)
+		med[k] = median(v[k], RUNS);
+
+	printf("IOVA alloc+free pair, sizes 1/2/4/8 pages, %d live, "
+	       "median of %d runs\n", LIVE, RUNS);
+	for (k = 0; k < 3; k++)
+		printf("  %-42s %10.1f ns/pair   ratio to baseline %.4f\n",
+		       name[k], med[k], med[k] / med[2]);
+	printf("  rcache on / rcache off: %.3f\n", med[0] / med[1]);
+
+	for (run = 0; run < RUNS; run++) {
+		double o[LR_NWIN], oc[LR_NWIN];
+
+		long_run(o, oc);
+		for (w = 0; w < LR_NWIN; w++) {
+			lr[w][run] = o[w];
+			lc[w][run] = oc[w];
+		}
+	}
+	printf("long run: %d random ops (1..100 pages, some size-aligned), "
+	       "~%d live, ns/op per %d-op window, median of %d runs\n",
+	       LR_OPS, LR_LIVE, LR_WIN, RUNS);
+	for (w = 0; w < LR_NWIN; w++) {
+		lrm[w] = median(lr[w], RUNS);
+		lcm[w] = median(lc[w], RUNS);
+		printf("  window %2d  %8.1f ns/op wall  %8.1f ns/op cpu\n", w,
+		       lrm[w], lcm[w]);
+	}
+	printf("  last window / second window: %.3f wall, %.3f cpu (first "
+	       "window is the ramp-up to ~%d live)\n",
+	       lrm[LR_NWIN - 1] / lrm[1], lcm[LR_NWIN - 1] / lcm[1], LR_LIVE);
+	return 0;
+}

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bounce.h - the bounce pool of a device (Linux's swiotlb), private to
+ * dma.c.
+ *
+ * One contiguous region, reachable by the device below its dma_mask, cut
+ * into slots of slot_size bytes: slot i is at bus address/IOVA
+ * pool_iova + i * slot_size and at host address pool_va + i * slot_size, so
+ * turning a bounce IOVA into its slot is arithmetic, never a lookup.  A map
+ * takes a run of contiguous slots; the run's metadata (original buffer,
+ * length, direction) lives in its first slot's record and every slot of the
+ * run knows its first slot.
+ *
+ * The slots are split into areas (up to 4) with a lock each, so threads on
+ * different areas do not contend; a thread starts at the area of its thread
+ * slot and moves on to the others when it is full.  A run never crosses an
+ * area, so the longest bounce is one area.
+ *
+ * bounce.c only allocates, records and releases runs; dma.c does the copies
+ * and the cache maintenance.  Thread-safe.
+ */
+#ifndef IODMA_BOUNCE_H
+#define IODMA_BOUNCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct iodma_domain;
+struct bounce_pool;
+
+/* How to build a pool. */
+struct bounce_cfg {
+	struct iodma_domain *domain; /* map the pool into it, or NULL: direct */
+	uint64_t dma_mask;           /* the pool's last byte must be <= it */
+	size_t pool_size;            /* bytes; multiple of slot_size */
+	size_t slot_size;            /* power of two >= 64 */
+	void *va;                    /* caller's memory, or NULL: allocate */
+	uint64_t bus;                /* direct mode: bus address of @va */
+	/* direct mode without @va: bus address of a host VA (0 or -errno) */
+	int (*virt_to_phys)(void *arg, const void *va, uint64_t *pa);
+	void *arg;
+};
+
+/* A run as recorded. */
+struct bounce_run {
+	uint64_t iova;   /* bus address/IOVA of the run's first byte */
+	void *bva;       /* host address of the run's first byte */
+	void *orig;      /* the buffer it stands for */
+	size_t len;      /* bytes mapped */
+	uint8_t dir;     /* enum iodma_dir */
+	uint8_t flags;   /* BOUNCE_F_* given at map */
+};
+
+#define BOUNCE_F_SG 0x1u /* part of a scatter-gather list */
+
+/* Allocate (or take the caller's) memory, check the device reaches it
+ * below dma_mask (direct) or allocate IOVA space below it and map it
+ * read/write (domain).  Returns 0, -EINVAL, -ENOMEM (including: no IOVA
+ * space, or direct-mode memory not contiguous below the mask), or the
+ * domain's map error.  Nothing left allocated on error. */
+int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out);
+
+/* Unmap and free the pool.  Returns how many runs were still live. */
+uint64_t bounce_destroy(struct bounce_pool *p);
+
+/* Is @iova inside the pool's bus/IOVA range? */
+bool bounce_owns(const struct bounce_pool *p, uint64_t iova);
+
+/* Reserve a run for [orig, orig + len): its first byte's IOVA is a
+ * multiple of @align, its last byte <= @limit, and it does not cross a
+ * multiple of @boundary + 1 (@boundary 0 = no constraint).  Returns 0 and
+ * the run, or -ENOMEM (no free run fits). */
+int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
+	       uint8_t flags, uint64_t align, uint64_t limit,
+	       uint64_t boundary, struct bounce_run *out);
+
+/* The live run containing [iova, iova + len).  Returns 0 or -EINVAL. */
+int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
+		struct bounce_run *out);
+
+/* Start unmapping the run that begins at @iova with exactly @len, @dir,
+ * (flags & BOUNCE_F_SG) == @flags and, if @orig is not NULL, that buffer:
+ * the run stops being found by bounce_find/bounce_claim but keeps its
+ * slots.  Returns 0 and the run, or -EINVAL (no such run, nothing
+ * changed). */
+int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
+		 uint8_t dir, uint8_t flags, const void *orig,
+		 struct bounce_run *out);
+
+/* bounce_claim() + @fn(@arg, run) under the area's lock + bounce_release()
+ * in one locked step (the single-map unmap: @fn copies back).  Returns 0 or
+ * -EINVAL (no such run: @fn not called, nothing changed). */
+int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
+		 uint8_t dir, uint8_t flags, const void *orig,
+		 void (*fn)(void *arg, const struct bounce_run *run),
+		 void *arg);
+
+/* Free the slots of a claimed run. */
+void bounce_release(struct bounce_pool *p, uint64_t iova);
+
+uint64_t bounce_slots_total(const struct bounce_pool *p);
+uint64_t bounce_slots_used(const struct bounce_pool *p);
+
+#endif /* IODMA_BOUNCE_H */

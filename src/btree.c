@@ -1,0 +1,662 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * btree.c - a B+tree from uint64_t keys to fixed-size inline values.
+ *
+ * Layout.  Every node has the same allocation size, so a preloaded spare
+ * can become a leaf or an interior node.  A node is a 256-byte header
+ * ({nr, leaf} + up to BT_KEYS keys) followed by its payload:
+ *   leaf:     nr entries (1..BT_LEAF_MAX), keys[i] -> value i stored inline
+ *             at data + i * value_size; binary search touches the key lines
+ *             only.
+ *   interior: nr separator keys (1..BT_INNER_MAX - 1) and nr + 1 children;
+ *             every key k under child[i] has keys[i - 1] <= k < keys[i].
+ * Non-root leaves hold at least BT_LEAF_MIN entries, non-root interior
+ * nodes at least BT_INNER_MIN children: the tree's height is O(log n) and
+ * memory per entry bounded.  All leaves are at depth height - 1.
+ *
+ * Insert splits bottom-up along the recorded path, so it needs at most one
+ * new node per level plus a new root; it first counts how many it needs and
+ * takes them from the spare list (filled by btree_preload() or here),
+ * which is why nothing can fail half-way.  Remove borrows from or merges
+ * with a sibling bottom-up and never allocates.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "btree.h"
+#include "util.h"
+
+#define BT_LEAF_MAX	16		/* entries per leaf */
+#define BT_LEAF_MIN	(BT_LEAF_MAX / 2)
+#define BT_INNER_MAX	32		/* children per interior node */
+#define BT_INNER_MIN	(BT_INNER_MAX / 2)
+#define BT_KEYS		31		/* max(BT_LEAF_MAX, BT_INNER_MAX - 1) */
+#define BT_MAX_HEIGHT	32		/* far beyond 2^64 entries */
+
+struct btree_node {
+	uint32_t nr;			/* leaf: entries; interior: keys */
+	uint32_t leaf;			/* 1 = leaf */
+	uint64_t keys[BT_KEYS];
+	_Alignas(8) unsigned char data[]; /* children or values */
+};
+
+_Static_assert(sizeof(struct btree_node) == 256, "node header is 4 lines");
+_Static_assert(BT_KEYS >= BT_LEAF_MAX && BT_KEYS >= BT_INNER_MAX - 1,
+	       "key array too small");
+
+static size_t node_size(const struct btree *t)
+{
+	size_t inner = BT_INNER_MAX * sizeof(struct btree_node *);
+	size_t leaf = BT_LEAF_MAX * t->value_size;
+
+	return sizeof(struct btree_node) + IODMA_MAX(inner, leaf);
+}
+
+static inline struct btree_node **node_child(const struct btree_node *n)
+{
+	return (struct btree_node **)(uintptr_t)n->data;
+}
+
+static inline unsigned char *node_val(const struct btree *t,
+				      const struct btree_node *n, unsigned int i)
+{
+	return (unsigned char *)(uintptr_t)n->data + (size_t)i * t->value_size;
+}
+
+/*
+ * Node search, branch-free: the halving step compiles to a conditional
+ * move, so an unpredictable key costs no branch mispredictions.
+ */
+
+/* Number of keys in @n that are <= @key (the child to descend into). */
+static inline unsigned int upper_bound(const struct btree_node *n, uint64_t key)
+{
+	const uint64_t *k = n->keys;
+	unsigned int lo = 0, len = n->nr;
+
+	if (len == 0)
+		return 0;
+	while (len > 1) {
+		unsigned int half = len / 2;
+
+		lo += k[lo + half - 1] <= key ? half : 0;
+		len -= half;
+	}
+	return lo + (k[lo] <= key);
+}
+
+/* Number of keys in @n that are < @key. */
+static inline unsigned int lower_bound(const struct btree_node *n, uint64_t key)
+{
+	const uint64_t *k = n->keys;
+	unsigned int lo = 0, len = n->nr;
+
+	if (len == 0)
+		return 0;
+	while (len > 1) {
+		unsigned int half = len / 2;
+
+		lo += k[lo + half - 1] < key ? half : 0;
+		len -= half;
+	}
+	return lo + (k[lo] < key);
+}
+
+int btree_init(struct btree *t, size_t value_size)
+{
+	if (value_size == 0 || value_size > BTREE_MAX_VALUE)
+		return -EINVAL;
+	memset(t, 0, sizeof(*t));
+	t->value_size = value_size;
+	return 0;
+}
+
+static void free_subtree(struct btree_node *n, unsigned int level)
+{
+	if (level > 1) {
+		for (unsigned int i = 0; i <= n->nr; i++)
+			free_subtree(node_child(n)[i], level - 1);
+	}
+	iodma_free(n);
+}
+
+void btree_fini(struct btree *t)
+{
+	if (t->root)
+		free_subtree(t->root, t->height);
+	while (t->spare) {
+		struct btree_node *n = t->spare;
+
+		t->spare = node_child(n)[0];
+		iodma_free(n);
+	}
+	t->root = NULL;
+	t->height = 0;
+	t->count = 0;
+	t->nr_spare = 0;
+}
+
+/* Make sure at least @need spare nodes exist.  -ENOMEM keeps the spares
+ * already added (they are internal and freed by btree_fini). */
+static int fill_spares(struct btree *t, unsigned int need)
+{
+	while (t->nr_spare < need) {
+		struct btree_node *n = iodma_malloc(node_size(t));
+
+		if (!n)
+			return -ENOMEM;
+		node_child(n)[0] = t->spare;
+		t->spare = n;
+		t->nr_spare++;
+	}
+	return 0;
+}
+
+static struct btree_node *take_spare(struct btree *t, bool leaf)
+{
+	struct btree_node *n = t->spare;
+
+	assert(n && t->nr_spare > 0);
+	t->spare = node_child(n)[0];
+	t->nr_spare--;
+	n->nr = 0;
+	n->leaf = leaf;
+	return n;
+}
+
+int btree_preload(struct btree *t)
+{
+	/* Worst case: every level splits and a new root appears. */
+	return fill_spares(t, t->height + 1);
+}
+
+void *btree_lookup(const struct btree *t, uint64_t key)
+{
+	const struct btree_node *n = t->root;
+	unsigned int i;
+
+	if (!n)
+		return NULL;
+	for (unsigned int l = t->height; l > 1; l--)
+		n = node_child(n)[upper_bound(n, key)];
+	i = lower_bound(n, key);
+	if (i < n->nr && n->keys[i] == key)
+		return node_val(t, n, i);
+	return NULL;
+}
+
+static const struct btree_node *leftmost_leaf(const struct btree_node *n,
+					      unsigned int level)
+{
+	for (; level > 1; level--)
+		n = node_child(n)[0];
+	return n;
+}
+
+static const struct btree_node *rightmost_leaf(const struct btree_node *n,
+					       unsigned int level)
+{
+	for (; level > 1; level--)
+		n = node_child(n)[n->nr];
+	return n;
+}
+
+void *btree_lookup_le(const struct btree *t, uint64_t key, uint64_t *key_out)
+{
+	const struct btree_node *n = t->root, *cand = NULL;
+	unsigned int cand_level = 0, i;
+
+	if (!n)
+		return NULL;
+	for (unsigned int l = t->height; l > 1; l--) {
+		i = upper_bound(n, key);
+		if (i > 0) {	/* the subtree left of our path */
+			cand = node_child(n)[i - 1];
+			cand_level = l - 1;
+		}
+		n = node_child(n)[i];
+	}
+	i = upper_bound(n, key);
+	if (i == 0) {
+		if (!cand)
+			return NULL;
+		n = rightmost_leaf(cand, cand_level);
+		i = n->nr;
+	}
+	if (key_out)
+		*key_out = n->keys[i - 1];
+	return node_val(t, n, i - 1);
+}
+
+void *btree_lookup_ge(const struct btree *t, uint64_t key, uint64_t *key_out)
+{
+	const struct btree_node *n = t->root, *cand = NULL;
+	unsigned int cand_level = 0, i;
+
+	if (!n)
+		return NULL;
+	for (unsigned int l = t->height; l > 1; l--) {
+		i = upper_bound(n, key);
+		if (i < n->nr) {	/* the subtree right of our path */
+			cand = node_child(n)[i + 1];
+			cand_level = l - 1;
+		}
+		n = node_child(n)[i];
+	}
+	i = lower_bound(n, key);
+	if (i == n->nr) {
+		if (!cand)
+			return NULL;
+		n = leftmost_leaf(cand, cand_level);
+		i = 0;
+	}
+	if (key_out)
+		*key_out = n->keys[i];
+	return node_val(t, n, i);
+}
+
+void *btree_next(const struct btree *t, uint64_t key, uint64_t *key_out)
+{
+	if (key == UINT64_MAX)
+		return NULL;
+	return btree_lookup_ge(t, key + 1, key_out);
+}
+
+void *btree_prev(const struct btree *t, uint64_t key, uint64_t *key_out)
+{
+	if (key == 0)
+		return NULL;
+	return btree_lookup_le(t, key - 1, key_out);
+}
+
+/* ---- insert ----------------------------------------------------------- */
+
+/* Insert (key, value) at position @pos of leaf @n, which has room. */
+static void leaf_insert_at(struct btree *t, struct btree_node *n,
+			   unsigned int pos, uint64_t key, const void *value)
+{
+	size_t vs = t->value_size;
+
+	assert(n->nr < BT_LEAF_MAX && pos <= n->nr);
+	memmove(&n->keys[pos + 1], &n->keys[pos],
+		(n->nr - pos) * sizeof(uint64_t));
+	memmove(node_val(t, n, pos + 1), node_val(t, n, pos),
+		(n->nr - pos) * vs);
+	n->keys[pos] = key;
+	memcpy(node_val(t, n, pos), value, vs);
+	n->nr++;
+}
+
+/* Insert separator @key with right child @right after child @pos of
+ * interior node @n, which has room. */
+static void inner_insert_at(struct btree_node *n, unsigned int pos,
+			    uint64_t key, struct btree_node *right)
+{
+	struct btree_node **c = node_child(n);
+
+	assert(n->nr < BT_INNER_MAX - 1 && pos <= n->nr);
+	memmove(&n->keys[pos + 1], &n->keys[pos],
+		(n->nr - pos) * sizeof(uint64_t));
+	memmove(&c[pos + 2], &c[pos + 1], (n->nr - pos) * sizeof(*c));
+	n->keys[pos] = key;
+	c[pos + 1] = right;
+	n->nr++;
+}
+
+/* Split full leaf @n while inserting (key, value) at @pos.  The upper half
+ * moves to a spare; returns it and its first key in *@sep. */
+static struct btree_node *leaf_split(struct btree *t, struct btree_node *n,
+				     unsigned int pos, uint64_t key,
+				     const void *value, uint64_t *sep)
+{
+	struct btree_node *r = take_spare(t, true);
+	unsigned int left = (BT_LEAF_MAX + 1) / 2 + ((BT_LEAF_MAX + 1) & 1);
+	unsigned int move;
+	size_t vs = t->value_size;
+
+	assert(n->nr == BT_LEAF_MAX);
+	/* After the insert there are BT_LEAF_MAX + 1 entries: @left stay. */
+	if (pos < left) {
+		move = BT_LEAF_MAX - (left - 1);
+		memcpy(r->keys, &n->keys[left - 1], move * sizeof(uint64_t));
+		memcpy(node_val(t, r, 0), node_val(t, n, left - 1), move * vs);
+		r->nr = move;
+		n->nr = left - 1;
+		leaf_insert_at(t, n, pos, key, value);
+	} else {
+		move = BT_LEAF_MAX - left;
+		memcpy(r->keys, &n->keys[left], move * sizeof(uint64_t));
+		memcpy(node_val(t, r, 0), node_val(t, n, left), move * vs);
+		r->nr = move;
+		n->nr = left;
+		leaf_insert_at(t, r, pos - left, key, value);
+	}
+	*sep = r->keys[0];
+	return r;
+}
+
+/* Split full interior node @n while inserting (@key, @right) at @pos;
+ * returns the new right node and the separator that moves up in *@up. */
+static struct btree_node *inner_split(struct btree *t, struct btree_node *n,
+				      unsigned int pos, uint64_t key,
+				      struct btree_node *right, uint64_t *up)
+{
+	uint64_t keys[BT_INNER_MAX];
+	struct btree_node *ch[BT_INNER_MAX + 1];
+	struct btree_node *r = take_spare(t, false);
+	unsigned int nk = n->nr + 1, lk, rk;
+
+	assert(n->nr == BT_INNER_MAX - 1);
+	memcpy(keys, n->keys, pos * sizeof(uint64_t));
+	keys[pos] = key;
+	memcpy(&keys[pos + 1], &n->keys[pos], (n->nr - pos) * sizeof(uint64_t));
+	memcpy(ch, node_child(n), (pos + 1) * sizeof(*ch));
+	ch[pos + 1] = right;
+	memcpy(&ch[pos + 2], &node_child(n)[pos + 1],
+	       (n->nr - pos) * sizeof(*ch));
+
+	lk = nk / 2;		/* keys staying left */
+	rk = nk - lk - 1;	/* keys moving right; keys[lk] goes up */
+	memcpy(n->keys, keys, lk * sizeof(uint64_t));
+	memcpy(node_child(n), ch, (lk + 1) * sizeof(*ch));
+	n->nr = lk;
+	memcpy(r->keys, &keys[lk + 1], rk * sizeof(uint64_t));
+	memcpy(node_child(r), &ch[lk + 1], (rk + 1) * sizeof(*ch));
+	r->nr = rk;
+	*up = keys[lk];
+	return r;
+}
+
+int btree_insert(struct btree *t, uint64_t key, const void *value)
+{
+	struct btree_node *path[BT_MAX_HEIGHT];
+	unsigned int idx[BT_MAX_HEIGHT];
+	struct btree_node *n, *right;
+	unsigned int h = t->height, pos, need, l;
+	uint64_t sep;
+	int err;
+
+	if (!t->root) {
+		err = fill_spares(t, 1);
+		if (err)
+			return err;
+		n = take_spare(t, true);
+		n->keys[0] = key;
+		memcpy(node_val(t, n, 0), value, t->value_size);
+		n->nr = 1;
+		t->root = n;
+		t->height = 1;
+		t->count = 1;
+		return 0;
+	}
+
+	n = t->root;
+	for (l = 0; l + 1 < h; l++) {
+		path[l] = n;
+		idx[l] = upper_bound(n, key);
+		n = node_child(n)[idx[l]];
+	}
+	path[h - 1] = n;
+	pos = lower_bound(n, key);
+	if (pos < n->nr && n->keys[pos] == key)
+		return -EEXIST;
+
+	/* Count the splits: full nodes from the leaf up, plus a new root. */
+	need = 0;
+	if (n->nr == BT_LEAF_MAX) {
+		need = 1;
+		for (l = h - 1; l-- > 0;) {
+			if (path[l]->nr < BT_INNER_MAX - 1)
+				break;
+			need++;
+		}
+		if (need == h)
+			need++;
+	}
+	err = fill_spares(t, need);
+	if (err)
+		return err;
+
+	/* From here on nothing can fail. */
+	t->count++;
+	if (n->nr < BT_LEAF_MAX) {
+		leaf_insert_at(t, n, pos, key, value);
+		return 0;
+	}
+	right = leaf_split(t, n, pos, key, value, &sep);
+	for (l = h - 1; l-- > 0;) {
+		n = path[l];
+		if (n->nr < BT_INNER_MAX - 1) {
+			inner_insert_at(n, idx[l], sep, right);
+			return 0;
+		}
+		right = inner_split(t, n, idx[l], sep, right, &sep);
+	}
+	/* The root split: grow a level. */
+	n = take_spare(t, false);
+	n->keys[0] = sep;
+	node_child(n)[0] = t->root;
+	node_child(n)[1] = right;
+	n->nr = 1;
+	t->root = n;
+	t->height++;
+	return 0;
+}
+
+/* ---- remove ----------------------------------------------------------- */
+
+/* Leaf @n (child @i of @p) has BT_LEAF_MIN - 1 entries: borrow or merge. */
+static void leaf_rebalance(struct btree *t, struct btree_node *p,
+			   unsigned int i)
+{
+	struct btree_node **c = node_child(p);
+	struct btree_node *n = c[i], *ls, *rs;
+	size_t vs = t->value_size;
+
+	if (i > 0 && c[i - 1]->nr > BT_LEAF_MIN) {
+		ls = c[i - 1];
+		memmove(&n->keys[1], n->keys, n->nr * sizeof(uint64_t));
+		memmove(node_val(t, n, 1), node_val(t, n, 0), n->nr * vs);
+		n->keys[0] = ls->keys[ls->nr - 1];
+		memcpy(node_val(t, n, 0), node_val(t, ls, ls->nr - 1), vs);
+		n->nr++;
+		ls->nr--;
+		p->keys[i - 1] = n->keys[0];
+		return;
+	}
+	if (i < p->nr && c[i + 1]->nr > BT_LEAF_MIN) {
+		rs = c[i + 1];
+		n->keys[n->nr] = rs->keys[0];
+		memcpy(node_val(t, n, n->nr), node_val(t, rs, 0), vs);
+		n->nr++;
+		rs->nr--;
+		memmove(rs->keys, &rs->keys[1], rs->nr * sizeof(uint64_t));
+		memmove(node_val(t, rs, 0), node_val(t, rs, 1), rs->nr * vs);
+		p->keys[i] = rs->keys[0];
+		return;
+	}
+	/* Merge child j + 1 into child j. */
+	{
+		unsigned int j = i > 0 ? i - 1 : i;
+		struct btree_node *a = c[j], *b = c[j + 1];
+
+		assert(a->nr + b->nr <= BT_LEAF_MAX);
+		memcpy(&a->keys[a->nr], b->keys, b->nr * sizeof(uint64_t));
+		memcpy(node_val(t, a, a->nr), node_val(t, b, 0), b->nr * vs);
+		a->nr += b->nr;
+		memmove(&p->keys[j], &p->keys[j + 1],
+			(p->nr - j - 1) * sizeof(uint64_t));
+		memmove(&c[j + 1], &c[j + 2], (p->nr - j - 1) * sizeof(*c));
+		p->nr--;
+		iodma_free(b);
+	}
+}
+
+/* Interior node child @i of @p has BT_INNER_MIN - 1 children. */
+static void inner_rebalance(struct btree_node *p, unsigned int i)
+{
+	struct btree_node **c = node_child(p);
+	struct btree_node *n = c[i];
+	struct btree_node **nc = node_child(n);
+
+	if (i > 0 && c[i - 1]->nr + 1 > BT_INNER_MIN) {
+		struct btree_node *ls = c[i - 1];
+
+		memmove(&n->keys[1], n->keys, n->nr * sizeof(uint64_t));
+		memmove(&nc[1], nc, (n->nr + 1) * sizeof(*nc));
+		n->keys[0] = p->keys[i - 1];
+		nc[0] = node_child(ls)[ls->nr];
+		n->nr++;
+		p->keys[i - 1] = ls->keys[ls->nr - 1];
+		ls->nr--;
+		return;
+	}
+	if (i < p->nr && c[i + 1]->nr + 1 > BT_INNER_MIN) {
+		struct btree_node *rs = c[i + 1];
+		struct btree_node **rc = node_child(rs);
+
+		n->keys[n->nr] = p->keys[i];
+		nc[n->nr + 1] = rc[0];
+		n->nr++;
+		p->keys[i] = rs->keys[0];
+		memmove(rs->keys, &rs->keys[1], (rs->nr - 1) * sizeof(uint64_t));
+		memmove(rc, &rc[1], rs->nr * sizeof(*rc));
+		rs->nr--;
+		return;
+	}
+	{
+		unsigned int j = i > 0 ? i - 1 : i;
+		struct btree_node *a = c[j], *b = c[j + 1];
+
+		assert(a->nr + b->nr + 1 <= BT_INNER_MAX - 1);
+		a->keys[a->nr] = p->keys[j];
+		memcpy(&a->keys[a->nr + 1], b->keys, b->nr * sizeof(uint64_t));
+		memcpy(&node_child(a)[a->nr + 1], node_child(b),
+		       (b->nr + 1) * sizeof(*c));
+		a->nr += b->nr + 1;
+		memmove(&p->keys[j], &p->keys[j + 1],
+			(p->nr - j - 1) * sizeof(uint64_t));
+		memmove(&c[j + 1], &c[j + 2], (p->nr - j - 1) * sizeof(*c));
+		p->nr--;
+		iodma_free(b);
+	}
+}
+
+int btree_remove(struct btree *t, uint64_t key, void *value_out)
+{
+	struct btree_node *path[BT_MAX_HEIGHT];
+	unsigned int idx[BT_MAX_HEIGHT];
+	struct btree_node *n = t->root;
+	unsigned int h = t->height, pos, l;
+	size_t vs = t->value_size;
+
+	if (!n)
+		return -ENOENT;
+	for (l = 0; l + 1 < h; l++) {
+		path[l] = n;
+		idx[l] = upper_bound(n, key);
+		n = node_child(n)[idx[l]];
+	}
+	pos = lower_bound(n, key);
+	if (pos == n->nr || n->keys[pos] != key)
+		return -ENOENT;
+	if (value_out)
+		memcpy(value_out, node_val(t, n, pos), vs);
+	memmove(&n->keys[pos], &n->keys[pos + 1],
+		(n->nr - pos - 1) * sizeof(uint64_t));
+	memmove(node_val(t, n, pos), node_val(t, n, pos + 1),
+		(n->nr - pos - 1) * vs);
+	n->nr--;
+	t->count--;
+
+	if (h == 1) {
+		if (n->nr == 0) {
+			iodma_free(n);
+			t->root = NULL;
+			t->height = 0;
+		}
+		return 0;
+	}
+	if (n->nr >= BT_LEAF_MIN)
+		return 0;
+	leaf_rebalance(t, path[h - 2], idx[h - 2]);
+	for (l = h - 2; l > 0; l--) {
+		if (path[l]->nr + 1 >= BT_INNER_MIN)
+			return 0;
+		inner_rebalance(path[l - 1], idx[l - 1]);
+	}
+	/* The root lost its last separator: shrink a level. */
+	if (t->root->nr == 0) {
+		n = t->root;
+		t->root = node_child(n)[0];
+		t->height--;
+		iodma_free(n);
+	}
+	return 0;
+}
+
+/* ---- self-check --------------------------------------------------------- */
+
+struct check_ctx {
+	const struct btree *t;
+	size_t entries;
+};
+
+/* Check the subtree @n at @level (1 = leaf) whose keys must lie in
+ * [lo, hi) (each bound present only when has_lo / has_hi). */
+static int check_node(struct check_ctx *cx, const struct btree_node *n,
+		      unsigned int level, bool root, bool has_lo, uint64_t lo,
+		      bool has_hi, uint64_t hi)
+{
+	if (!n || (n->leaf != 0) != (level == 1))
+		return -EUCLEAN;
+	for (unsigned int i = 0; i < n->nr; i++) {
+		if (i > 0 && n->keys[i - 1] >= n->keys[i])
+			return -EUCLEAN;
+		if ((has_lo && n->keys[i] < lo) || (has_hi && n->keys[i] >= hi))
+			return -EUCLEAN;
+	}
+	if (level == 1) {
+		if (n->nr > BT_LEAF_MAX || n->nr < (root ? 1u : BT_LEAF_MIN))
+			return -EUCLEAN;
+		cx->entries += n->nr;
+		return 0;
+	}
+	if (n->nr > BT_INNER_MAX - 1 ||
+	    n->nr + 1 < (root ? 2u : BT_INNER_MIN))
+		return -EUCLEAN;
+	for (unsigned int i = 0; i <= n->nr; i++) {
+		bool clo = i > 0 ? true : has_lo;
+		uint64_t vlo = i > 0 ? n->keys[i - 1] : lo;
+		bool chi = i < n->nr ? true : has_hi;
+		uint64_t vhi = i < n->nr ? n->keys[i] : hi;
+		int err = check_node(cx, node_child(n)[i], level - 1, false,
+				     clo, vlo, chi, vhi);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int btree_check(const struct btree *t)
+{
+	struct check_ctx cx = { .t = t, .entries = 0 };
+	unsigned int spares = 0;
+	int err;
+
+	if (t->value_size == 0 || t->value_size > BTREE_MAX_VALUE)
+		return -EUCLEAN;
+	for (const struct btree_node *s = t->spare; s; s = node_child(s)[0])
+		spares++;
+	if (spares != t->nr_spare)
+		return -EUCLEAN;
+	if (!t->root)
+		return t->height == 0 && t->count == 0 ? 0 : -EUCLEAN;
+	if (t->height == 0 || t->height > BT_MAX_HEIGHT)
+		return -EUCLEAN;
+	err = check_node(&cx, t->root, t->height, true, false, 0, false, 0);
+	if (err)
+		return err;
+	return cx.entries == t->count ? 0 : -EUCLEAN;
+}

@@ -1,0 +1,993 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * domain.c - an IOMMU domain: validation, the mapping table, the IOVA
+ * allocator, backend calls with rollback, and listeners.
+ *
+ * Every change runs under map_lock (domain_priv.h) and follows one pattern:
+ * validate everything, reserve what can fail (IOVA claim, B-tree nodes),
+ * then make the irreversible calls (backend, listeners) with an undo path,
+ * and finally update the books, which cannot fail any more.
+ *
+ * Unmap order.  The backend is called BEFORE the records leave the table,
+ * so that a backend failure (on any contiguous run) is undone by re-mapping
+ * the runs already removed from the backend, with the table untouched and
+ * no B-tree allocation needed.  Then, still under map_lock:
+ *   backend unmap of each contiguous run (or unmap_all), flush_iotlb and
+ *   the listeners' unmap per run; xlate_invalidate_begin(); the records
+ *   leave the table (table_lock for writing), claims are released;
+ *   xlate_invalidate_end(); map_lock dropped; os_synchronize_rcu().
+ * Translation may thus still succeed for the short time between the
+ * backend unmap and the table removal, but never after unmap returns.
+ *
+ * Claims.  A fixed-IOVA map claims its space in the allocator, clipped to
+ * the allocator's ranges (the caps at creation), so allocations never land
+ * on it; the claim is recomputed from the same ranges when it is released.
+ *
+ * refresh_caps is kept simple: the new caps are accepted when the
+ * alignment is unchanged, every range the allocator serves is still inside
+ * one new range (the allocator is never rebuilt: other modules hold
+ * d->iova), and every live mapping fits the new ranges; otherwise -EBUSY.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <iodma/domain.h>
+#include <iodma/memory.h>
+
+#include "domain_priv.h"
+#include "memory_priv.h"
+
+struct domain_impl {
+	struct iodma_domain d;
+	/* Ranges the IOVA allocator was created over (caps at creation);
+	 * immutable. */
+	uint32_t nr_alloc_ranges;
+	struct iodma_iova_range alloc_ranges[IODMA_MAX_IOVA_RANGES];
+};
+
+static inline struct domain_impl *to_impl(struct iodma_domain *d)
+{
+	return (struct domain_impl *)d; /* d is the first member */
+}
+
+static inline struct iodma_domain *unconst(const struct iodma_domain *d)
+{
+	return (struct iodma_domain *)(uintptr_t)d;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static bool ranges_contain(const struct iodma_iova_range *r, uint32_t nr,
+			   uint64_t iova, uint64_t len)
+{
+	for (uint32_t i = 0; i < nr; i++) {
+		if (range_contains(r[i].iova, r[i].len, iova, len))
+			return true;
+	}
+	return false;
+}
+
+/* Caps a backend reported are usable: alignment a power of two >= the page
+ * size, 1..IODMA_MAX_IOVA_RANGES valid, sorted, disjoint, aligned ranges. */
+static int caps_validate(const struct iodma_caps *c)
+{
+	if (!is_pow2(c->alignment) || c->alignment < os_page_size())
+		return -EINVAL;
+	if (c->nr_ranges == 0 || c->nr_ranges > IODMA_MAX_IOVA_RANGES)
+		return -EINVAL;
+	for (uint32_t i = 0; i < c->nr_ranges; i++) {
+		const struct iodma_iova_range *r = &c->ranges[i];
+
+		if (!range_valid(r->iova, r->len) ||
+		    !is_aligned(r->iova, c->alignment) ||
+		    !is_aligned(r->len, c->alignment))
+			return -EINVAL;
+		if (i > 0 && r->iova <= range_last(c->ranges[i - 1].iova,
+						   c->ranges[i - 1].len))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* The event a backend or listener sees for the record at @iova. */
+static void make_event(struct iodma_domain *d, uint64_t iova,
+		       const struct map_rec *rec, struct iodma_map_event *ev)
+{
+	ev->iova = iova;
+	ev->len = rec->len;
+	ev->perm = rec->perm;
+	if (rec->flags & MAP_F_GPA) {
+		struct iodma_region_info ri;
+		uint64_t gpa = rec->target;
+
+		ev->gpa = gpa;
+		ev->va = NULL;
+		ev->fd = -1;
+		ev->offset = 0;
+		os_rcu_read_lock();
+		if (memory_lookup(d->memory, gpa, &ri) == 0 &&
+		    range_contains(ri.gpa, ri.len, gpa, rec->len)) {
+			ev->va = (char *)ri.va + (gpa - ri.gpa);
+			if (ri.fd >= 0) {
+				ev->fd = ri.fd;
+				ev->offset = ri.offset + (gpa - ri.gpa);
+			}
+		}
+		os_rcu_read_unlock();
+		return;
+	}
+	ev->va = (rec->flags & MAP_F_NO_VA) ? NULL :
+		 (void *)(uintptr_t)rec->target;
+	ev->gpa = (uint64_t)(uintptr_t)ev->va;
+	ev->fd = rec->fd;
+	ev->offset = rec->offset;
+}
+
+/* First record overlapping [iova, last], or NULL.  map_lock held. */
+static const struct map_rec *first_in(struct iodma_domain *d, uint64_t iova,
+				      uint64_t last, uint64_t *key)
+{
+	const struct map_rec *r = btree_lookup_le(&d->table, iova, key);
+
+	if (r && range_last(*key, r->len) >= iova)
+		return r;
+	r = btree_lookup_ge(&d->table, iova, key);
+	return r && *key <= last ? r : NULL;
+}
+
+/* Record after the one at @key that still starts at or below @last. */
+static const struct map_rec *next_in(struct iodma_domain *d, uint64_t key,
+				     uint64_t last, uint64_t *key_out)
+{
+	const struct map_rec *r = btree_next(&d->table, key, key_out);
+
+	return r && *key_out <= last ? r : NULL;
+}
+
+/* Iterates the maximal runs of contiguous records inside [from, last]. */
+struct run_iter {
+	struct iodma_domain *d;
+	uint64_t last;
+	uint64_t key;
+	const struct map_rec *rec;
+};
+
+struct run {
+	uint64_t iova;
+	uint64_t last;	/* inclusive */
+};
+
+static void run_iter_init(struct run_iter *it, struct iodma_domain *d,
+			  uint64_t iova, uint64_t last)
+{
+	it->d = d;
+	it->last = last;
+	it->rec = first_in(d, iova, last, &it->key);
+}
+
+static bool run_next(struct run_iter *it, struct run *run)
+{
+	uint64_t k;
+	const struct map_rec *r;
+
+	if (!it->rec)
+		return false;
+	run->iova = it->key;
+	run->last = range_last(it->key, it->rec->len);
+	for (;;) {
+		r = next_in(it->d, it->key, it->last, &k);
+		it->rec = r;
+		if (!r)
+			break;
+		it->key = k;
+		if (run->last == UINT64_MAX || k != run->last + 1 ||
+		    range_last(k, r->len) - run->iova == UINT64_MAX)
+			break;
+		run->last = range_last(k, r->len);
+	}
+	return true;
+}
+
+/* The allocator's ranges clipped to [iova, iova + len): call @fn on each
+ * piece.  Stops at the first error. */
+static int for_each_claim_piece(struct iodma_domain *d, uint64_t iova,
+				uint64_t len, int (*fn)(struct iodma_domain *,
+							uint64_t, uint64_t,
+							void *),
+				void *arg)
+{
+	struct domain_impl *di = to_impl(d);
+	uint64_t last = range_last(iova, len);
+
+	for (uint32_t i = 0; i < di->nr_alloc_ranges; i++) {
+		const struct iodma_iova_range *r = &di->alloc_ranges[i];
+		uint64_t lo, hi;
+		int err;
+
+		if (!ranges_overlap(r->iova, r->len, iova, len))
+			continue;
+		lo = IODMA_MAX(r->iova, iova);
+		hi = IODMA_MIN(range_last(r->iova, r->len), last);
+		err = fn(d, lo, hi - lo + 1, arg);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int unclaim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
+			 void *arg)
+{
+	iova_unclaim(d->iova, iova, len);
+	return 0;
+}
+
+struct claim_ctx {
+	bool claimed;		/* at least one piece became claimed */
+	bool inside_alloc;	/* a piece lies inside an allocation */
+	uint32_t nr_claimed;	/* pieces claimed so far, for rollback */
+};
+
+static int claim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
+		       void *arg)
+{
+	struct claim_ctx *cx = arg;
+	bool claimed = false;
+	int err = iova_claim(d->iova, iova, len, &claimed);
+
+	if (err)
+		return err;
+	if (claimed) {
+		cx->claimed = true;
+		cx->nr_claimed++;
+	} else {
+		cx->inside_alloc = true;
+	}
+	return 0;
+}
+
+/* Release the claims a record made (MAP_F_CLAIMED). */
+static void unclaim(struct iodma_domain *d, uint64_t iova,
+		    const struct map_rec *rec)
+{
+	if (rec->flags & MAP_F_CLAIMED)
+		for_each_claim_piece(d, iova, rec->len, unclaim_piece, NULL);
+}
+
+/* Claim the allocator space of a new mapping; sets MAP_F_CLAIMED.  A range
+ * partly inside an allocation and partly claimed is -EEXIST. */
+static int claim(struct iodma_domain *d, uint64_t iova, struct map_rec *rec)
+{
+	struct claim_ctx cx = { 0 };
+	int err = for_each_claim_piece(d, iova, rec->len, claim_piece, &cx);
+
+	if (!err && cx.claimed && cx.inside_alloc)
+		err = -EEXIST;
+	if (err) {
+		/* Undo the pieces claimed: they are the first nr_claimed
+		 * pieces that reported claimed (in range order). */
+		struct domain_impl *di = to_impl(d);
+		uint64_t last = range_last(iova, rec->len);
+
+		for (uint32_t i = 0; i < di->nr_alloc_ranges && cx.nr_claimed; i++) {
+			const struct iodma_iova_range *r = &di->alloc_ranges[i];
+			uint64_t lo, hi;
+
+			if (!ranges_overlap(r->iova, r->len, iova, rec->len))
+				continue;
+			lo = IODMA_MAX(r->iova, iova);
+			hi = IODMA_MIN(range_last(r->iova, r->len), last);
+			iova_unclaim(d->iova, lo, hi - lo + 1);
+			cx.nr_claimed--;
+		}
+		return err;
+	}
+	if (cx.claimed)
+		rec->flags |= MAP_F_CLAIMED;
+	return 0;
+}
+
+/* ---- create / destroy --------------------------------------------------- */
+
+IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
+				     struct iodma_domain **out)
+{
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	const struct iodma_backend_ops *ops;
+	struct domain_impl *di;
+	struct iodma_domain *d;
+	struct iodma_caps caps;
+	int err;
+
+	if (!out)
+		return -EINVAL;
+	if (opts) {
+		if (opts->size < sizeof(o))
+			return -EINVAL;
+		memcpy(&o, opts, sizeof(o));
+	}
+	ops = o.backend ? o.backend : iodma_backend_soft();
+	if (ops->version != IODMA_BACKEND_OPS_VERSION || !ops->open ||
+	    !ops->close || !ops->get_caps || !ops->map || !ops->unmap)
+		return -EINVAL;
+	if (o.iotlb_entries && !is_pow2(o.iotlb_entries))
+		return -EINVAL;
+	if (o.flags & ~IODMA_DOMAIN_DISABLED)
+		return -EINVAL;
+	if ((o.flags & IODMA_DOMAIN_DISABLED) && !o.memory)
+		return -EINVAL;
+	if (o.nr_reserved && !o.reserved)
+		return -EINVAL;
+	for (uint32_t i = 0; i < o.nr_reserved; i++) {
+		if (!range_valid(o.reserved[i].iova, o.reserved[i].len))
+			return -EINVAL;
+	}
+
+	di = iodma_calloc(1, sizeof(*di));
+	if (!di)
+		return -ENOMEM;
+	d = &di->d;
+	d->ops = ops;
+	d->memory = o.memory;
+	btree_init(&d->table, sizeof(struct map_rec));
+	err = ops->open(o.backend_config, &d->bpriv);
+	if (err)
+		goto err_free;
+	memset(&caps, 0, sizeof(caps));
+	err = ops->get_caps(d->bpriv, &caps);
+	if (!err)
+		err = caps_validate(&caps);
+	if (err)
+		goto err_close;
+	d->caps = caps;
+	atomic_init(&d->alignment, caps.alignment);
+	atomic_init(&d->nr_mappings, 0);
+	atomic_init(&d->gen, 0);
+	atomic_init(&d->enabled, !(o.flags & IODMA_DOMAIN_DISABLED));
+	di->nr_alloc_ranges = caps.nr_ranges;
+	memcpy(di->alloc_ranges, caps.ranges,
+	       caps.nr_ranges * sizeof(caps.ranges[0]));
+	err = iova_alloc_create(caps.alignment, caps.ranges, caps.nr_ranges,
+				o.reserved, o.nr_reserved, &d->iova);
+	if (err)
+		goto err_close;
+	os_mutex_init(&d->map_lock);
+	os_rwlock_init(&d->table_lock);
+	err = xlate_init(d, &o);
+	if (err)
+		goto err_locks;
+	*out = d;
+	return 0;
+
+err_locks:
+	os_rwlock_destroy(&d->table_lock);
+	os_mutex_destroy(&d->map_lock);
+	iova_alloc_destroy(d->iova);
+err_close:
+	ops->close(d->bpriv);
+err_free:
+	iodma_free(di);
+	return err;
+}
+
+IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
+{
+	struct iodma_listener *l, *next;
+	const struct map_rec *r;
+	struct run_iter it;
+	struct run run;
+	uint64_t key, bytes;
+	bool had = false;
+
+	if (!d)
+		return;
+	os_mutex_lock(&d->map_lock);
+	if (btree_count(&d->table)) {
+		had = true;
+		/* Errors are ignored: there is nobody left to report to. */
+		if (d->ops->unmap_all) {
+			d->ops->unmap_all(d->bpriv, &bytes);
+		} else {
+			run_iter_init(&it, d, 0, UINT64_MAX);
+			while (run_next(&it, &run))
+				d->ops->unmap(d->bpriv, run.iova,
+					      run.last - run.iova + 1, &bytes);
+		}
+		if (d->ops->flush_iotlb) {
+			run_iter_init(&it, d, 0, UINT64_MAX);
+			while (run_next(&it, &run))
+				d->ops->flush_iotlb(d->bpriv, run.iova,
+						    run.last - run.iova + 1);
+		}
+		/* One unmap event per mapping to each listener. */
+		for (r = btree_lookup_ge(&d->table, 0, &key); r;
+		     r = btree_next(&d->table, key, &key)) {
+			for (l = d->listeners; l; l = l->next)
+				l->ops->unmap(l->arg, key, r->len);
+		}
+		xlate_invalidate_begin(d);
+		os_rwlock_wrlock(&d->table_lock);
+		btree_fini(&d->table);
+		os_rwlock_unlock(&d->table_lock);
+		xlate_invalidate_end(d);
+		atomic_store(&d->nr_mappings, 0);
+	}
+	os_mutex_unlock(&d->map_lock);
+	if (had)
+		os_synchronize_rcu();
+
+	for (l = d->listeners; l; l = next) {
+		next = l->next;
+		iodma_free(l);
+	}
+	xlate_fini(d);
+	iova_alloc_destroy(d->iova);
+	d->ops->close(d->bpriv);
+	btree_fini(&d->table);
+	os_rwlock_destroy(&d->table_lock);
+	os_mutex_destroy(&d->map_lock);
+	iodma_free(to_impl(d));
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
+				       struct iodma_caps *caps)
+{
+	struct iodma_domain *w = unconst(d);
+
+	os_mutex_lock(&w->map_lock);
+	*caps = d->caps;
+	os_mutex_unlock(&w->map_lock);
+	return 0;
+}
+
+IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d)
+{
+	return atomic_load_explicit(&unconst(d)->alignment,
+				    memory_order_relaxed);
+}
+
+IODMA_EXPORT uint32_t iodma_domain_max_mappings(const struct iodma_domain *d)
+{
+	struct iodma_domain *w = unconst(d);
+	uint32_t max;
+
+	os_mutex_lock(&w->map_lock);
+	max = d->caps.max_mappings;
+	os_mutex_unlock(&w->map_lock);
+	return max;
+}
+
+IODMA_EXPORT uint64_t iodma_domain_nr_mappings(const struct iodma_domain *d)
+{
+	return atomic_load_explicit(&unconst(d)->nr_mappings,
+				    memory_order_relaxed);
+}
+
+int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out)
+{
+	const struct map_rec *r;
+	uint64_t key;
+	int err = -ENOENT;
+
+	os_rwlock_rdlock(&d->table_lock);
+	r = btree_lookup_le(&d->table, iova, &key);
+	if (r && range_last(key, r->len) >= iova) {
+		out->iova = key;
+		out->rec = *r;
+		err = 0;
+	}
+	os_rwlock_unlock(&d->table_lock);
+	return err;
+}
+
+/* ---- map ---------------------------------------------------------------- */
+
+static int map_locked(struct iodma_domain *d, uint64_t iova,
+		      struct map_rec *rec)
+{
+	const struct iodma_caps *c = &d->caps;
+	const struct map_rec *prev;
+	struct iodma_listener *l, *m;
+	struct iodma_map_event ev;
+	uint64_t key, unmapped;
+	uint32_t avail;
+	int err;
+
+	if ((rec->flags & MAP_F_NO_VA) && !(c->flags & IODMA_CAP_MAP_FD))
+		return -EOPNOTSUPP;
+	if (!is_aligned(iova | rec->len, c->alignment) ||
+	    (!(rec->flags & MAP_F_NO_VA) && !is_aligned(rec->target, c->alignment)) ||
+	    (rec->fd >= 0 && !is_aligned(rec->offset, c->alignment)))
+		return -EINVAL;
+	if (!ranges_contain(c->ranges, c->nr_ranges, iova, rec->len))
+		return -ERANGE;
+	prev = btree_lookup_le(&d->table, range_last(iova, rec->len), &key);
+	if (prev && range_last(key, prev->len) >= iova)
+		return -EEXIST;
+	if (atomic_load(&d->nr_mappings) >= c->max_mappings)
+		return -ENOSPC;
+	if (d->ops->avail_mappings &&
+	    d->ops->avail_mappings(d->bpriv, &avail) == 0 && avail == 0)
+		return -ENOSPC;
+	err = claim(d, iova, rec);
+	if (err)
+		return err;
+	err = btree_preload(&d->table);
+	if (err)
+		goto err_unclaim;
+	make_event(d, iova, rec, &ev);
+	err = d->ops->map(d->bpriv, &ev);
+	if (err)
+		goto err_unclaim;
+	for (l = d->listeners; l; l = l->next) {
+		err = l->ops->map(l->arg, &ev);
+		if (err) {
+			for (m = d->listeners; m != l; m = m->next)
+				m->ops->unmap(m->arg, iova, rec->len);
+			/* A failure here cannot be undone; the soft backend
+			 * cannot fail an unmap it was just given. */
+			d->ops->unmap(d->bpriv, iova, rec->len, &unmapped);
+			goto err_unclaim;
+		}
+	}
+	os_rwlock_wrlock(&d->table_lock);
+	err = btree_insert(&d->table, iova, rec);
+	os_rwlock_unlock(&d->table_lock);
+	assert(err == 0); /* preloaded, and overlap was excluded */
+	atomic_fetch_add(&d->nr_mappings, 1);
+	return 0;
+
+err_unclaim:
+	unclaim(d, iova, rec);
+	return err;
+}
+
+static int check_perm(uint32_t perm)
+{
+	return perm && !(perm & ~IODMA_PERM_RW) ? 0 : -EINVAL;
+}
+
+static int do_map(struct iodma_domain *d, uint64_t iova, struct map_rec *rec)
+{
+	int err;
+
+	if (!d || !range_valid(iova, rec->len) || check_perm(rec->perm))
+		return -EINVAL;
+	if (!(rec->flags & MAP_F_NO_VA) && !range_valid(rec->target, rec->len))
+		return -EINVAL;
+	if (rec->fd >= 0 && !range_valid(rec->offset, rec->len))
+		return -EINVAL;
+	os_mutex_lock(&d->map_lock);
+	err = map_locked(d, iova, rec);
+	os_mutex_unlock(&d->map_lock);
+	return err;
+}
+
+IODMA_EXPORT int iodma_domain_map(struct iodma_domain *d, uint64_t iova,
+				  uint64_t len, void *va, uint32_t perm)
+{
+	struct map_rec rec = {
+		.len = len, .target = (uint64_t)(uintptr_t)va, .offset = 0,
+		.fd = -1, .perm = (uint16_t)perm, .flags = 0,
+	};
+
+	if (!d || !va || d->memory || perm > UINT16_MAX)
+		return -EINVAL;
+	return do_map(d, iova, &rec);
+}
+
+IODMA_EXPORT int iodma_domain_map_fd(struct iodma_domain *d, uint64_t iova,
+				     uint64_t len, void *va, int fd,
+				     uint64_t offset, uint32_t perm)
+{
+	struct map_rec rec = {
+		.len = len, .target = (uint64_t)(uintptr_t)va, .offset = offset,
+		.fd = fd, .perm = (uint16_t)perm, .flags = va ? 0 : MAP_F_NO_VA,
+	};
+
+	if (!d || fd < 0 || d->memory || perm > UINT16_MAX)
+		return -EINVAL;
+	return do_map(d, iova, &rec);
+}
+
+IODMA_EXPORT int iodma_domain_map_gpa(struct iodma_domain *d, uint64_t iova,
+				      uint64_t len, uint64_t gpa, uint32_t perm)
+{
+	struct map_rec rec = {
+		.len = len, .target = gpa, .offset = 0, .fd = -1,
+		.perm = (uint16_t)perm, .flags = MAP_F_GPA,
+	};
+
+	if (!d || !d->memory || perm > UINT16_MAX)
+		return -EINVAL;
+	return do_map(d, iova, &rec);
+}
+
+/* ---- unmap -------------------------------------------------------------- */
+
+/* Re-map, in the backend, every record of the runs before @stop (rollback
+ * of a failed multi-run unmap).  Best effort: nothing else can be done. */
+static void backend_remap_before(struct iodma_domain *d, uint64_t iova,
+				 uint64_t last, uint64_t stop)
+{
+	struct iodma_map_event ev;
+	const struct map_rec *r;
+	uint64_t key;
+
+	for (r = first_in(d, iova, last, &key); r && key < stop;
+	     r = next_in(d, key, last, &key)) {
+		make_event(d, key, r, &ev);
+		d->ops->map(d->bpriv, &ev);
+	}
+}
+
+/*
+ * Unmap the records in [iova, last] (validated by the caller).  @n records,
+ * @bytes in total, @single_run when they form one contiguous run
+ * [first, run_last].  @all: the whole table (backend unmap_all allowed).
+ * map_lock held.  Returns 0 or the backend's error with nothing changed.
+ */
+static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
+			 uint64_t first, uint64_t n, bool single_run,
+			 uint64_t run_last, bool all)
+{
+	const struct iodma_backend_ops *ops = d->ops;
+	struct iodma_listener *l;
+	struct run_iter it;
+	struct run run;
+	struct map_rec rec;
+	uint64_t key, done;
+	int err;
+
+	/* 1. The backend: one call per contiguous run. */
+	if (all && ops->unmap_all) {
+		err = ops->unmap_all(d->bpriv, &done);
+		if (err)
+			return err;
+	} else if (single_run) {
+		err = ops->unmap(d->bpriv, first, run_last - first + 1, &done);
+		if (err)
+			return err;
+	} else {
+		run_iter_init(&it, d, iova, last);
+		while (run_next(&it, &run)) {
+			err = ops->unmap(d->bpriv, run.iova,
+					 run.last - run.iova + 1, &done);
+			if (err) {
+				backend_remap_before(d, iova, last, run.iova);
+				return err;
+			}
+		}
+	}
+
+	/* 2. The backend's IOTLB and the listeners, per run. */
+	if (ops->flush_iotlb || d->listeners) {
+		if (single_run) {
+			run.iova = first;
+			run.last = run_last;
+			if (ops->flush_iotlb)
+				ops->flush_iotlb(d->bpriv, run.iova,
+						 run.last - run.iova + 1);
+			for (l = d->listeners; l; l = l->next)
+				l->ops->unmap(l->arg, run.iova,
+					      run.last - run.iova + 1);
+		} else {
+			run_iter_init(&it, d, iova, last);
+			while (run_next(&it, &run)) {
+				if (ops->flush_iotlb)
+					ops->flush_iotlb(d->bpriv, run.iova,
+							 run.last - run.iova + 1);
+				for (l = d->listeners; l; l = l->next)
+					l->ops->unmap(l->arg, run.iova,
+						      run.last - run.iova + 1);
+			}
+		}
+	}
+
+	/* 3. The table: no translation of the range succeeds after this. */
+	xlate_invalidate_begin(d);
+	if (n == 1) {
+		os_rwlock_wrlock(&d->table_lock);
+		err = btree_remove(&d->table, first, &rec);
+		os_rwlock_unlock(&d->table_lock);
+		assert(err == 0);
+		unclaim(d, first, &rec);
+	} else {
+		key = first;
+		for (uint64_t i = 0; i < n; i++) {
+			os_rwlock_wrlock(&d->table_lock);
+			if (!btree_lookup_ge(&d->table, key, &key) || key > last) {
+				os_rwlock_unlock(&d->table_lock);
+				assert(0);
+				break;
+			}
+			btree_remove(&d->table, key, &rec);
+			os_rwlock_unlock(&d->table_lock);
+			unclaim(d, key, &rec);
+		}
+	}
+	xlate_invalidate_end(d);
+	atomic_fetch_sub(&d->nr_mappings, n);
+	return 0;
+}
+
+/*
+ * Validate and unmap [iova, last].  strict: exactly tiled by contiguous
+ * whole mappings; else gaps allowed, no mapping crossing an end.  map_lock
+ * held.  *@bytes receives the bytes unmapped.
+ */
+static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
+			bool strict, bool all, uint64_t *bytes)
+{
+	const struct map_rec *r;
+	uint64_t key, first, prev_last = 0, n = 0, total = 0;
+	bool single_run = true;
+
+	*bytes = 0;
+	r = first_in(d, iova, last, &key);
+	if (!r)
+		return strict ? -EINVAL : 0;
+	if (key < iova || (strict && key != iova))
+		return -EINVAL;
+	first = key;
+	for (; r; r = next_in(d, key, last, &key)) {
+		if (n > 0 && (prev_last == UINT64_MAX || key != prev_last + 1)) {
+			if (strict)
+				return -EINVAL; /* gap */
+			single_run = false;
+		}
+		prev_last = range_last(key, r->len);
+		if (prev_last > last)
+			return -EINVAL; /* would bisect */
+		n++;
+		total += r->len;
+		if (prev_last >= last)
+			break;	/* the next mapping starts past @last */
+	}
+	if (strict && prev_last != last)
+		return -EINVAL; /* gap at the end */
+	if (single_run && prev_last - first == UINT64_MAX)
+		single_run = false; /* run length would not fit */
+	*bytes = total;
+	return unmap_records(d, iova, last, first, n, single_run, prev_last,
+			     all);
+}
+
+static int unmap_common(struct iodma_domain *d, uint64_t iova, uint64_t last,
+			bool strict, bool all, uint64_t *unmapped)
+{
+	uint64_t bytes = 0;
+	int err;
+
+	os_mutex_lock(&d->map_lock);
+	err = unmap_locked(d, iova, last, strict, all, &bytes);
+	os_mutex_unlock(&d->map_lock);
+	if (err)
+		return err;
+	if (bytes)
+		os_synchronize_rcu();
+	if (unmapped)
+		*unmapped = bytes;
+	return 0;
+}
+
+/* Alignment and range checks shared by both unmap modes. */
+static int unmap_validate(struct iodma_domain *d, uint64_t iova, uint64_t len)
+{
+	uint64_t a;
+
+	if (!d || !range_valid(iova, len))
+		return -EINVAL;
+	a = atomic_load_explicit(&d->alignment, memory_order_relaxed);
+	if (!is_aligned(iova | len, a))
+		return -EINVAL;
+	return 0;
+}
+
+IODMA_EXPORT int iodma_domain_unmap(struct iodma_domain *d, uint64_t iova,
+				    uint64_t len)
+{
+	int err = unmap_validate(d, iova, len);
+
+	if (err)
+		return err;
+	return unmap_common(d, iova, range_last(iova, len), true, false, NULL);
+}
+
+IODMA_EXPORT int iodma_domain_unmap_gaps(struct iodma_domain *d, uint64_t iova,
+					 uint64_t len, uint64_t *unmapped)
+{
+	int err = unmap_validate(d, iova, len);
+
+	if (err)
+		return err;
+	return unmap_common(d, iova, range_last(iova, len), false, false,
+			    unmapped);
+}
+
+IODMA_EXPORT int iodma_domain_unmap_all(struct iodma_domain *d,
+					uint64_t *unmapped)
+{
+	if (!d)
+		return -EINVAL;
+	return unmap_common(d, 0, UINT64_MAX, false, true, unmapped);
+}
+
+/* ---- caps, enable ------------------------------------------------------- */
+
+IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d)
+{
+	struct domain_impl *di = to_impl(d);
+	struct iodma_caps caps;
+	const struct map_rec *r;
+	uint64_t key;
+	int err;
+
+	memset(&caps, 0, sizeof(caps));
+	os_mutex_lock(&d->map_lock);
+	err = d->ops->get_caps(d->bpriv, &caps);
+	if (!err)
+		err = caps_validate(&caps);
+	if (err)
+		goto out;
+	err = -EBUSY;
+	if (caps.alignment != d->caps.alignment)
+		goto out;
+	for (uint32_t i = 0; i < di->nr_alloc_ranges; i++) {
+		if (!ranges_contain(caps.ranges, caps.nr_ranges,
+				    di->alloc_ranges[i].iova,
+				    di->alloc_ranges[i].len))
+			goto out;
+	}
+	for (r = btree_lookup_ge(&d->table, 0, &key); r;
+	     r = btree_next(&d->table, key, &key)) {
+		if (!ranges_contain(caps.ranges, caps.nr_ranges, key, r->len))
+			goto out;
+	}
+	xlate_invalidate_begin(d);
+	d->caps = caps;
+	xlate_invalidate_end(d);
+	err = 0;
+out:
+	os_mutex_unlock(&d->map_lock);
+	return err;
+}
+
+IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled)
+{
+	if (!d || (!enabled && !d->memory))
+		return -EINVAL;
+	os_mutex_lock(&d->map_lock);
+	xlate_invalidate_begin(d);
+	atomic_store(&d->enabled, enabled);
+	xlate_invalidate_end(d);
+	os_mutex_unlock(&d->map_lock);
+	os_synchronize_rcu();
+	return 0;
+}
+
+/* ---- IOVA allocation ---------------------------------------------------- */
+
+IODMA_EXPORT int iodma_iova_alloc(struct iodma_domain *d, uint64_t len,
+				  uint64_t align, uint64_t limit,
+				  uint64_t *iova)
+{
+	uint64_t a, rlen;
+
+	if (!d || !iova || len == 0 || !is_pow2(align))
+		return -EINVAL;
+	a = atomic_load_explicit(&d->alignment, memory_order_relaxed);
+	if (align < a)
+		align = a;
+	rlen = align_up(len, a);
+	if (rlen == 0)
+		return -EINVAL;
+	return iova_alloc_get(d->iova, rlen, align, limit, iova);
+}
+
+IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
+				 uint64_t len)
+{
+	uint64_t a, rlen;
+
+	if (!d || len == 0)
+		return -ENOENT;
+	a = atomic_load_explicit(&d->alignment, memory_order_relaxed);
+	rlen = align_up(len, a);
+	if (rlen == 0)
+		return -ENOENT;
+	return iova_alloc_put(d->iova, iova, rlen);
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+IODMA_EXPORT int iodma_domain_add_listener(struct iodma_domain *d,
+					   const struct iodma_listener_ops *ops,
+					   void *arg,
+					   struct iodma_listener **out)
+{
+	struct iodma_listener *l, **tail;
+	struct iodma_map_event ev;
+	const struct map_rec *r, *u;
+	uint64_t key, ukey;
+	int err = 0;
+
+	if (!d || !ops || !ops->map || !ops->unmap || !out)
+		return -EINVAL;
+	l = iodma_calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ops = ops;
+	l->arg = arg;
+
+	os_mutex_lock(&d->map_lock);
+	for (r = btree_lookup_ge(&d->table, 0, &key); r;
+	     r = btree_next(&d->table, key, &key)) {
+		make_event(d, key, r, &ev);
+		err = ops->map(arg, &ev);
+		if (err)
+			break;
+	}
+	if (err) {
+		/* Take back what this listener accepted (IOVA order). */
+		for (u = btree_lookup_ge(&d->table, 0, &ukey); u && ukey < key;
+		     u = btree_next(&d->table, ukey, &ukey))
+			ops->unmap(arg, ukey, u->len);
+		os_mutex_unlock(&d->map_lock);
+		iodma_free(l);
+		return err;
+	}
+	for (tail = &d->listeners; *tail; tail = &(*tail)->next)
+		;
+	*tail = l;
+	os_mutex_unlock(&d->map_lock);
+	*out = l;
+	return 0;
+}
+
+IODMA_EXPORT void iodma_domain_remove_listener(struct iodma_domain *d,
+					       struct iodma_listener *l)
+{
+	struct iodma_listener **pp;
+	bool found = false;
+
+	if (!d || !l)
+		return;
+	os_mutex_lock(&d->map_lock);
+	for (pp = &d->listeners; *pp; pp = &(*pp)->next) {
+		if (*pp == l) {
+			*pp = l->next;
+			found = true;
+			break;
+		}
+	}
+	os_mutex_unlock(&d->map_lock);
+	if (found)
+		iodma_free(l);
+}
+
+IODMA_EXPORT int iodma_domain_for_each_mapping(struct iodma_domain *d,
+					       uint64_t iova, uint64_t len,
+					       int (*fn)(void *arg, const struct iodma_map_event *ev),
+					       void *arg)
+{
+	struct iodma_map_event ev;
+	const struct map_rec *r;
+	uint64_t key, last;
+	int ret = 0;
+
+	if (!d || !fn || !range_valid(iova, len))
+		return -EINVAL;
+	last = range_last(iova, len);
+	os_mutex_lock(&d->map_lock);
+	for (r = first_in(d, iova, last, &key); r; r = next_in(d, key, last, &key)) {
+		make_event(d, key, r, &ev);
+		ret = fn(arg, &ev);
+		if (ret)
+			break;
+	}
+	os_mutex_unlock(&d->map_lock);
+	return ret;
+}

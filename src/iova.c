@@ -1,0 +1,1345 @@
+// SPDX-License-Identifier: MIT
+/*
+ * iova.c - the IOVA allocator of a domain (see iova.h for the contract).
+ *
+ * Everything inside is counted in granule pages ("pfn", "pages"), so no
+ * computation can overflow; bytes appear only at the API boundary.
+ *
+ * Free space.  The usable space ("segments") is the valid ranges minus the
+ * reserved windows; it is fixed at create.  Its free part is a set of free
+ * extents in an AVL tree keyed by first pfn, each node augmented with the
+ * largest extent of its subtree (max_pages).  Adjacent free extents are
+ * always merged, except at a "cut": a pfn where two valid ranges touch, as
+ * no allocation may span two valid ranges.  The top-down search visits the
+ * right (higher) subtree first and prunes every subtree whose max_pages is
+ * too small or which lies entirely above the limit, so it costs O(log n)
+ * unless alignment makes large-enough extents unusable (then it still finds
+ * the highest fit, by looking into those subtrees too).
+ *
+ * Busy set.  Allocations (ALLOC), claims (CLAIM, one node per free piece of
+ * the claimed range) and cached allocations (CACHED) are nodes of a second
+ * AVL tree, keyed the same way.  Free extents + busy nodes tile the
+ * segments exactly (iova_alloc_check() verifies it).
+ *
+ * rcache.  Frees of 1, 2, 4 ... 32 pages go, still in the busy tree but
+ * marked CACHED, to the magazines of the caller's slot (loaded and previous,
+ * as in Linux), full magazines to a bounded depot.  A magazine entry is the
+ * busy node itself.  An allocation of such a size pops a fitting entry
+ * (below the limit, aligned) and flips it back to ALLOC under the tree lock
+ * in O(1).  A claim that overlaps a CACHED node evicts it: the node leaves
+ * the busy tree, its space becomes free, and the node is marked EVICTED;
+ * the magazine still owns it and discards it when it next sees it.
+ *
+ * Locks, in this order: slot->lock -> depot_lock -> tree_lock.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+
+#include "iova.h"
+#include "util.h"
+
+enum iova_kind {
+	IOVA_FREE = 1,	/* free extent, in the free tree */
+	IOVA_ALLOC,	/* live allocation, in the busy tree */
+	IOVA_CLAIM,	/* claimed piece, in the busy tree */
+	IOVA_CACHED,	/* freed into a magazine, still in the busy tree */
+	IOVA_EVICTED,	/* was CACHED, claimed away; only a magazine holds it */
+};
+
+struct iova_node {
+	uint64_t pfn;		/* first granule page */
+	uint64_t pages;		/* > 0 */
+	uint64_t max_pages;	/* largest .pages in this subtree */
+	struct iova_node *l, *r;
+	int height;		/* AVL height, leaf = 1 */
+	int kind;		/* enum iova_kind */
+};
+
+#define IOVA_NR_SLOTS    16
+#define IOVA_NR_CLASSES  6	/* 1, 2, 4, 8, 16, 32 pages */
+#define IOVA_MAG_SIZE    64
+#define IOVA_DEPOT_MAX   32	/* full magazines per class in the depot */
+#define IOVA_POOL_MAX    64	/* spare nodes kept for reuse */
+#define IOVA_MAX_HEIGHT  96	/* AVL of < 2^64 nodes is < 93 high */
+
+struct iova_mag {
+	unsigned int n;
+	struct iova_mag *next;	/* depot / empty list link */
+	struct iova_node *e[IOVA_MAG_SIZE];
+};
+
+struct iova_slot {
+	os_mutex_t lock;	/* protects loaded[], prev[] */
+	struct iova_mag *loaded[IOVA_NR_CLASSES];
+	struct iova_mag *prev[IOVA_NR_CLASSES];
+	char pad[IODMA_CACHELINE];	/* keep slots off each other's lines */
+};
+
+/* A piece of usable space, in pages, inclusive last. */
+struct iova_seg {
+	uint64_t pfn;
+	uint64_t last;
+};
+
+struct iova_alloc {
+	/* Immutable after create. */
+	unsigned int shift;		/* log2(granule) */
+	struct iova_seg *segs;		/* valid minus reserved, sorted */
+	size_t nr_segs;
+	uint64_t *cuts;			/* pfns where two valid ranges touch */
+	size_t nr_cuts;
+	struct iodma_iova_range *ranges; /* the valid ranges, in pages */
+	size_t nr_ranges;
+
+	_Atomic bool caching;		/* rcache on (default) */
+
+	os_mutex_t tree_lock;		/* protects everything below, and
+					 * every node's fields but pfn/pages of
+					 * CACHED/EVICTED nodes (immutable) */
+	struct iova_node *free_root;
+	struct iova_node *busy_root;
+	struct iova_node *pool;		/* spare nodes, linked by ->l */
+	size_t nr_pool;
+	uint64_t nr_cached;		/* CACHED nodes */
+	uint64_t free_pages;
+	uint64_t allocs, cache_hits, frees, live, claims;
+
+	os_mutex_t depot_lock;		/* protects depot[], nr_depot[], empty */
+	struct iova_mag *depot[IOVA_NR_CLASSES];
+	unsigned int nr_depot[IOVA_NR_CLASSES];
+	struct iova_mag *empty;		/* spare empty magazines */
+
+	struct iova_slot slots[IOVA_NR_SLOTS];
+};
+
+/* ---- AVL tree with max-extent augmentation --------------------------------- */
+
+static inline int node_height(const struct iova_node *n)
+{
+	return n ? n->height : 0;
+}
+
+static inline uint64_t node_max(const struct iova_node *n)
+{
+	return n ? n->max_pages : 0;
+}
+
+static inline uint64_t node_last(const struct iova_node *n)
+{
+	return n->pfn + n->pages - 1;
+}
+
+/* Recompute height and augmentation from the children. */
+static void node_fix(struct iova_node *n)
+{
+	int hl = node_height(n->l), hr = node_height(n->r);
+	uint64_t m = n->pages;
+
+	n->height = 1 + (hl > hr ? hl : hr);
+	m = IODMA_MAX(m, node_max(n->l));
+	n->max_pages = IODMA_MAX(m, node_max(n->r));
+}
+
+static struct iova_node *rot_right(struct iova_node *n)
+{
+	struct iova_node *l = n->l;
+
+	n->l = l->r;
+	l->r = n;
+	node_fix(n);
+	node_fix(l);
+	return l;
+}
+
+static struct iova_node *rot_left(struct iova_node *n)
+{
+	struct iova_node *r = n->r;
+
+	n->r = r->l;
+	r->l = n;
+	node_fix(n);
+	node_fix(r);
+	return r;
+}
+
+/* Restore the AVL property at @n (children balanced); returns new root. */
+static struct iova_node *rebalance(struct iova_node *n)
+{
+	int bf = node_height(n->l) - node_height(n->r);
+
+	if (bf > 1) {
+		if (node_height(n->l->l) < node_height(n->l->r))
+			n->l = rot_left(n->l);
+		return rot_right(n);
+	}
+	if (bf < -1) {
+		if (node_height(n->r->r) < node_height(n->r->l))
+			n->r = rot_right(n->r);
+		return rot_left(n);
+	}
+	node_fix(n);
+	return n;
+}
+
+static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
+{
+	if (!root) {
+		n->l = n->r = NULL;
+		node_fix(n);
+		return n;
+	}
+	assert(n->pfn != root->pfn);
+	if (n->pfn < root->pfn)
+		root->l = avl_insert(root->l, n);
+	else
+		root->r = avl_insert(root->r, n);
+	return rebalance(root);
+}
+
+/* Unlink the leftmost node of @root into *@min; returns the new root. */
+static struct iova_node *avl_remove_min(struct iova_node *root,
+					struct iova_node **min)
+{
+	if (!root->l) {
+		*min = root;
+		return root->r;
+	}
+	root->l = avl_remove_min(root->l, min);
+	return rebalance(root);
+}
+
+/* Unlink the node keyed @pfn (it exists) by relinking, never by copying
+ * keys: magazines hold node pointers. */
+static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
+{
+	struct iova_node *m;
+
+	assert(root);
+	if (pfn < root->pfn) {
+		root->l = avl_remove(root->l, pfn);
+		return rebalance(root);
+	}
+	if (pfn > root->pfn) {
+		root->r = avl_remove(root->r, pfn);
+		return rebalance(root);
+	}
+	if (!root->r)
+		return root->l;
+	if (!root->l)
+		return root->r;
+	root->r = avl_remove_min(root->r, &m);
+	m->l = root->l;
+	m->r = root->r;
+	return rebalance(m);
+}
+
+/* Recompute the augmentation on the path to the node keyed @pfn after its
+ * pages (or, order-preserving, its pfn) changed. */
+static void avl_update_path(struct iova_node *root, uint64_t pfn)
+{
+	struct iova_node *path[IOVA_MAX_HEIGHT];
+	int depth = 0;
+
+	while (root) {
+		path[depth++] = root;
+		if (pfn == root->pfn)
+			break;
+		root = pfn < root->pfn ? root->l : root->r;
+	}
+	while (depth > 0)
+		node_fix(path[--depth]);
+}
+
+/* The node with the greatest pfn <= @pfn, or NULL. */
+static struct iova_node *avl_floor(struct iova_node *n, uint64_t pfn)
+{
+	struct iova_node *best = NULL;
+
+	while (n) {
+		if (n->pfn == pfn)
+			return n;
+		if (n->pfn < pfn) {
+			best = n;
+			n = n->r;
+		} else {
+			n = n->l;
+		}
+	}
+	return best;
+}
+
+static struct iova_node *avl_find(struct iova_node *n, uint64_t pfn)
+{
+	while (n && n->pfn != pfn)
+		n = pfn < n->pfn ? n->l : n->r;
+	return n;
+}
+
+/* The highest fit of @pages aligned to @align with last page <= @limit in
+ * the free subtree @n: returns its extent and *@out, or NULL. */
+static struct iova_node *free_fit(struct iova_node *n, uint64_t pages,
+				  uint64_t align, uint64_t limit, uint64_t *out)
+{
+	while (n && n->max_pages >= pages) {
+		if (n->pfn <= limit) {
+			struct iova_node *f = free_fit(n->r, pages, align,
+						       limit, out);
+			uint64_t last;
+
+			if (f)
+				return f;
+			last = IODMA_MIN(node_last(n), limit);
+			if (last - n->pfn + 1 >= pages) {
+				uint64_t cand = align_down(last - pages + 1,
+							   align);
+
+				if (cand >= n->pfn) {
+					*out = cand;
+					return n;
+				}
+			}
+		}
+		n = n->l;
+	}
+	return NULL;
+}
+
+/* ---- nodes ---------------------------------------------------------------- */
+
+static struct iova_node *node_get(struct iova_alloc *a)
+{
+	struct iova_node *n = a->pool;
+
+	if (n) {
+		a->pool = n->l;
+		a->nr_pool--;
+		return n;
+	}
+	return iodma_malloc(sizeof(*n));
+}
+
+static void node_put(struct iova_alloc *a, struct iova_node *n)
+{
+	if (a->nr_pool >= IOVA_POOL_MAX) {
+		iodma_free(n);
+		return;
+	}
+	n->kind = 0;
+	n->l = a->pool;
+	a->pool = n;
+	a->nr_pool++;
+}
+
+/* Make sure node_get() succeeds @k times.  Returns 0 or -ENOMEM (the spare
+ * nodes made so far stay in the pool: no visible change). */
+static int node_reserve(struct iova_alloc *a, size_t k)
+{
+	while (a->nr_pool < k) {
+		struct iova_node *n = iodma_malloc(sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		n->l = a->pool;
+		a->pool = n;
+		a->nr_pool++;
+	}
+	return 0;
+}
+
+/* ---- free tree ------------------------------------------------------------ */
+
+static bool is_cut(const struct iova_alloc *a, uint64_t pfn)
+{
+	size_t lo = 0, hi = a->nr_cuts;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (a->cuts[mid] == pfn)
+			return true;
+		if (a->cuts[mid] < pfn)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* Return [pfn, pfn + pages) to the free tree, merging with its neighbours;
+ * @n becomes the new extent or goes to the pool.  Tree lock held. */
+static void free_insert(struct iova_alloc *a, struct iova_node *n,
+			uint64_t pfn, uint64_t pages)
+{
+	uint64_t end = pfn + pages;
+	struct iova_node *p = NULL, *s;
+
+	if (pfn > 0 && !is_cut(a, pfn)) {
+		p = avl_floor(a->free_root, pfn - 1);
+		if (p && node_last(p) != pfn - 1)
+			p = NULL;
+	}
+	s = is_cut(a, end) ? NULL : avl_find(a->free_root, end);
+	a->free_pages += pages;
+
+	if (p && s) {
+		uint64_t sp = s->pages;
+
+		a->free_root = avl_remove(a->free_root, s->pfn);
+		node_put(a, s);
+		p->pages += pages + sp;
+		avl_update_path(a->free_root, p->pfn);
+		node_put(a, n);
+	} else if (p) {
+		p->pages += pages;
+		avl_update_path(a->free_root, p->pfn);
+		node_put(a, n);
+	} else if (s) {
+		s->pfn = pfn;
+		s->pages += pages;
+		avl_update_path(a->free_root, pfn);
+		node_put(a, n);
+	} else {
+		n->pfn = pfn;
+		n->pages = pages;
+		n->kind = IOVA_FREE;
+		a->free_root = avl_insert(a->free_root, n);
+	}
+}
+
+/* Take [pfn, pfn + pages) out of free extent @f, which contains it.
+ * Needs at most one node from the pool (a split).  Tree lock held. */
+static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
+		       uint64_t pages)
+{
+	uint64_t f_end = f->pfn + f->pages, end = pfn + pages;
+
+	assert(pfn >= f->pfn && end <= f_end);
+	a->free_pages -= pages;
+	if (pfn == f->pfn && end == f_end) {
+		a->free_root = avl_remove(a->free_root, f->pfn);
+		node_put(a, f);
+	} else if (pfn == f->pfn) {
+		f->pfn = end;
+		f->pages -= pages;
+		avl_update_path(a->free_root, f->pfn);
+	} else if (end == f_end) {
+		f->pages -= pages;
+		avl_update_path(a->free_root, f->pfn);
+	} else {
+		struct iova_node *t = node_get(a);
+
+		assert(t); /* reserved by the caller */
+		f->pages = pfn - f->pfn;
+		avl_update_path(a->free_root, f->pfn);
+		t->pfn = end;
+		t->pages = f_end - end;
+		t->kind = IOVA_FREE;
+		a->free_root = avl_insert(a->free_root, t);
+	}
+}
+
+/* A busy node leaves the busy tree and its space becomes free. */
+static void busy_release(struct iova_alloc *a, struct iova_node *n)
+{
+	a->busy_root = avl_remove(a->busy_root, n->pfn);
+	free_insert(a, n, n->pfn, n->pages);
+}
+
+/* Allocate from the tree.  Tree lock held.  Returns 0, -ENOSPC (no fit) or
+ * -ENOMEM (no node); nothing changes on error. */
+static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
+		      uint64_t limit, uint64_t *pfn)
+{
+	struct iova_node *f, *b;
+	uint64_t cand;
+
+	f = free_fit(a->free_root, pages, align, limit, &cand);
+	if (!f)
+		return -ENOSPC;
+	if (node_reserve(a, 2))
+		return -ENOMEM;
+	free_carve(a, f, cand, pages);
+	b = node_get(a);
+	b->pfn = cand;
+	b->pages = pages;
+	b->kind = IOVA_ALLOC;
+	a->busy_root = avl_insert(a->busy_root, b);
+	a->allocs++;
+	a->live++;
+	*pfn = cand;
+	return 0;
+}
+
+/* ---- rcache ---------------------------------------------------------------- */
+
+static int size_class(uint64_t pages)
+{
+	if (!is_pow2(pages) || pages > (1u << (IOVA_NR_CLASSES - 1)))
+		return -1;
+	return (int)ilog2_u64(pages);
+}
+
+/* Return every entry of @m to the tree (CACHED) or the pool (EVICTED).
+ * Tree lock held. */
+static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
+{
+	while (m->n > 0) {
+		struct iova_node *n = m->e[--m->n];
+
+		if (n->kind == IOVA_CACHED) {
+			a->nr_cached--;
+			busy_release(a, n);
+		} else {
+			assert(n->kind == IOVA_EVICTED);
+			node_put(a, n);
+		}
+	}
+}
+
+static void mag_drain(struct iova_alloc *a, struct iova_mag *m)
+{
+	os_mutex_lock(&a->tree_lock);
+	mag_drain_locked(a, m);
+	os_mutex_unlock(&a->tree_lock);
+}
+
+/* An empty magazine from the spare list or the heap, or NULL. */
+static struct iova_mag *mag_new(struct iova_alloc *a)
+{
+	struct iova_mag *m;
+
+	os_mutex_lock(&a->depot_lock);
+	m = a->empty;
+	if (m)
+		a->empty = m->next;
+	os_mutex_unlock(&a->depot_lock);
+	if (!m) {
+		m = iodma_malloc(sizeof(*m));
+		if (!m)
+			return NULL;
+	}
+	m->n = 0;
+	m->next = NULL;
+	return m;
+}
+
+static void mag_recycle(struct iova_alloc *a, struct iova_mag *m)
+{
+	assert(m->n == 0);
+	os_mutex_lock(&a->depot_lock);
+	m->next = a->empty;
+	a->empty = m;
+	os_mutex_unlock(&a->depot_lock);
+}
+
+/* Make room for one entry in the slot's loaded magazine of class @c.
+ * Slot lock held.  Returns false when no magazine can be had (then the
+ * caller frees to the tree). */
+static bool mag_prepare_push(struct iova_alloc *a, struct iova_slot *s, int c)
+{
+	struct iova_mag *e, *full;
+
+	if (s->loaded[c] && s->loaded[c]->n < IOVA_MAG_SIZE)
+		return true;
+	if (s->prev[c] && s->prev[c]->n < IOVA_MAG_SIZE) {
+		e = s->loaded[c];
+		s->loaded[c] = s->prev[c];
+		s->prev[c] = e;
+		return true;
+	}
+	/* loaded and prev are each NULL or full. */
+	e = mag_new(a);
+	if (!e) {
+		if (!s->loaded[c])
+			return false;
+		mag_drain(a, s->loaded[c]);
+		return true;
+	}
+	if (!s->loaded[c]) {
+		s->loaded[c] = e;
+		return true;
+	}
+	if (!s->prev[c]) {
+		s->prev[c] = s->loaded[c];
+		s->loaded[c] = e;
+		return true;
+	}
+	/* Both full: prev goes to the depot, or back to the tree. */
+	full = s->prev[c];
+	os_mutex_lock(&a->depot_lock);
+	if (a->nr_depot[c] < IOVA_DEPOT_MAX) {
+		full->next = a->depot[c];
+		a->depot[c] = full;
+		a->nr_depot[c]++;
+		full = NULL;
+	}
+	os_mutex_unlock(&a->depot_lock);
+	if (full) {
+		mag_drain(a, full);
+		mag_recycle(a, full);
+	}
+	s->prev[c] = s->loaded[c];
+	s->loaded[c] = e;
+	return true;
+}
+
+/* Index of the topmost entry of @m below @limit and aligned, or -1. */
+static int mag_find(const struct iova_mag *m, uint64_t pages, uint64_t align,
+		    uint64_t limit)
+{
+	int i;
+
+	if (!m)
+		return -1;
+	for (i = (int)m->n - 1; i >= 0; i--) {
+		const struct iova_node *n = m->e[i];
+
+		if (n->pfn + pages - 1 <= limit && is_aligned(n->pfn, align))
+			return i;
+	}
+	return -1;
+}
+
+static struct iova_node *mag_take(struct iova_mag *m, int i)
+{
+	struct iova_node *n = m->e[i];
+
+	m->e[i] = m->e[--m->n];
+	return n;
+}
+
+/* Try the caller's slot, then the depot.  Returns true and *@pfn on a hit. */
+static bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
+		      uint64_t align, uint64_t limit, uint64_t *pfn)
+{
+	struct iova_slot *s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
+	bool hit = false;
+
+	os_mutex_lock(&s->lock);
+	for (;;) {
+		struct iova_mag *m = s->loaded[c];
+		struct iova_node *n;
+		int i = mag_find(m, pages, align, limit);
+
+		if (i < 0) {
+			m = s->prev[c];
+			i = mag_find(m, pages, align, limit);
+		}
+		if (i < 0 && (!s->loaded[c] || s->loaded[c]->n == 0)) {
+			/* loaded is empty: refill from prev or the depot. */
+			if (s->prev[c] && s->prev[c]->n > 0) {
+				m = s->loaded[c];
+				s->loaded[c] = s->prev[c];
+				s->prev[c] = m;
+				break; /* prev had no fit either */
+			}
+			os_mutex_lock(&a->depot_lock);
+			m = a->depot[c];
+			if (m) {
+				a->depot[c] = m->next;
+				a->nr_depot[c]--;
+				if (s->loaded[c]) {
+					s->loaded[c]->next = a->empty;
+					a->empty = s->loaded[c];
+				}
+				s->loaded[c] = m;
+			}
+			os_mutex_unlock(&a->depot_lock);
+			if (!m)
+				break;
+			i = mag_find(m, pages, align, limit);
+		}
+		if (i < 0)
+			break;
+		n = mag_take(m, i);
+		os_mutex_lock(&a->tree_lock);
+		if (n->kind == IOVA_CACHED) {
+			n->kind = IOVA_ALLOC;
+			a->nr_cached--;
+			a->allocs++;
+			a->cache_hits++;
+			a->live++;
+			*pfn = n->pfn;
+			hit = true;
+		} else {
+			assert(n->kind == IOVA_EVICTED);
+			node_put(a, n);
+		}
+		os_mutex_unlock(&a->tree_lock);
+		if (hit)
+			break;
+	}
+	os_mutex_unlock(&s->lock);
+	return hit;
+}
+
+void iova_alloc_flush_caches(struct iova_alloc *a)
+{
+	struct iova_mag *full[IOVA_NR_CLASSES];
+	unsigned int i;
+	int c;
+
+	for (i = 0; i < IOVA_NR_SLOTS; i++) {
+		struct iova_slot *s = &a->slots[i];
+
+		os_mutex_lock(&s->lock);
+		os_mutex_lock(&a->tree_lock);
+		for (c = 0; c < IOVA_NR_CLASSES; c++) {
+			if (s->loaded[c])
+				mag_drain_locked(a, s->loaded[c]);
+			if (s->prev[c])
+				mag_drain_locked(a, s->prev[c]);
+		}
+		os_mutex_unlock(&a->tree_lock);
+		os_mutex_unlock(&s->lock);
+	}
+	os_mutex_lock(&a->depot_lock);
+	for (c = 0; c < IOVA_NR_CLASSES; c++) {
+		full[c] = a->depot[c];
+		a->depot[c] = NULL;
+		a->nr_depot[c] = 0;
+	}
+	os_mutex_unlock(&a->depot_lock);
+	for (c = 0; c < IOVA_NR_CLASSES; c++) {
+		while (full[c]) {
+			struct iova_mag *m = full[c];
+
+			full[c] = m->next;
+			mag_drain(a, m);
+			mag_recycle(a, m);
+		}
+	}
+}
+
+void iova_alloc_set_caching(struct iova_alloc *a, bool on)
+{
+	atomic_store(&a->caching, on);
+	if (!on)
+		iova_alloc_flush_caches(a);
+}
+
+/* ---- create / destroy ------------------------------------------------------ */
+
+static int cmp_seg(const struct iova_seg *x, const struct iova_seg *y)
+{
+	return x->pfn < y->pfn ? -1 : x->pfn > y->pfn;
+}
+
+/* Insertion sort: reserved windows are few. */
+static void sort_segs(struct iova_seg *s, size_t n)
+{
+	size_t i, j;
+
+	for (i = 1; i < n; i++) {
+		struct iova_seg t = s[i];
+
+		for (j = i; j > 0 && cmp_seg(&s[j - 1], &t) > 0; j--)
+			s[j] = s[j - 1];
+		s[j] = t;
+	}
+}
+
+static void free_subtree(struct iova_node *n)
+{
+	while (n) {
+		struct iova_node *r = n->r;
+
+		free_subtree(n->l);
+		iodma_free(n);
+		n = r;
+	}
+}
+
+static void iova_free_all(struct iova_alloc *a)
+{
+	unsigned int i;
+	int c;
+
+	free_subtree(a->free_root);
+	free_subtree(a->busy_root);
+	while (a->pool) {
+		struct iova_node *n = a->pool;
+
+		a->pool = n->l;
+		iodma_free(n);
+	}
+	for (i = 0; i < IOVA_NR_SLOTS; i++) {
+		for (c = 0; c < IOVA_NR_CLASSES; c++) {
+			iodma_free(a->slots[i].loaded[c]);
+			iodma_free(a->slots[i].prev[c]);
+		}
+	}
+	for (c = 0; c < IOVA_NR_CLASSES; c++) {
+		while (a->depot[c]) {
+			struct iova_mag *m = a->depot[c];
+
+			a->depot[c] = m->next;
+			iodma_free(m);
+		}
+	}
+	while (a->empty) {
+		struct iova_mag *m = a->empty;
+
+		a->empty = m->next;
+		iodma_free(m);
+	}
+	iodma_free(a->segs);
+	iodma_free(a->cuts);
+	iodma_free(a->ranges);
+}
+
+/* Fill a->segs (valid ranges minus @res, sorted and merged) and a->cuts. */
+static int build_segs(struct iova_alloc *a, struct iova_seg *res, size_t nres)
+{
+	size_t i, j = 0, nseg = 0, ncut = 0, cap;
+
+	cap = a->nr_ranges + nres;
+	a->segs = iodma_calloc(cap ? cap : 1, sizeof(*a->segs));
+	a->cuts = iodma_calloc(a->nr_ranges ? a->nr_ranges : 1,
+			       sizeof(*a->cuts));
+	if (!a->segs || !a->cuts)
+		return -ENOMEM;
+	for (i = 0; i < a->nr_ranges; i++) {
+		uint64_t cur = a->ranges[i].iova;
+		uint64_t last = cur + a->ranges[i].len - 1;
+
+		if (i > 0 && a->ranges[i - 1].iova + a->ranges[i - 1].len == cur)
+			a->cuts[ncut++] = cur;
+		/* skip windows wholly below */
+		while (j < nres && res[j].last < cur)
+			j++;
+		for (size_t k = j; k < nres && res[k].pfn <= last; k++) {
+			if (res[k].pfn > cur) {
+				a->segs[nseg].pfn = cur;
+				a->segs[nseg].last = res[k].pfn - 1;
+				nseg++;
+			}
+			if (res[k].last >= last) {
+				cur = last + 1;
+				break;
+			}
+			if (res[k].last + 1 > cur)
+				cur = res[k].last + 1;
+		}
+		if (cur <= last) {
+			a->segs[nseg].pfn = cur;
+			a->segs[nseg].last = last;
+			nseg++;
+		}
+	}
+	assert(nseg <= cap);
+	a->nr_segs = nseg;
+	a->nr_cuts = ncut;
+	return 0;
+}
+
+int iova_alloc_create(uint64_t granule,
+		      const struct iodma_iova_range *ranges,
+		      size_t nr_ranges,
+		      const struct iodma_iova_range *reserved,
+		      size_t nr_reserved, struct iova_alloc **out)
+{
+	struct iova_seg *res = NULL;
+	struct iova_alloc *a;
+	unsigned int shift;
+	size_t i, nres = 0;
+	int err;
+
+	if (!out || !is_pow2(granule) || granule < 4096 ||
+	    (nr_ranges && !ranges) || (nr_reserved && !reserved))
+		return -EINVAL;
+	shift = ilog2_u64(granule);
+	for (i = 0; i < nr_ranges; i++) {
+		const struct iodma_iova_range *r = &ranges[i];
+
+		if (!range_valid(r->iova, r->len) ||
+		    !is_aligned(r->iova, granule) || !is_aligned(r->len, granule))
+			return -EINVAL;
+		if (i > 0 && r->iova <= range_last(ranges[i - 1].iova,
+						      ranges[i - 1].len))
+			return -EINVAL; /* unsorted or overlapping */
+	}
+	for (i = 0; i < nr_reserved; i++)
+		if (!range_valid(reserved[i].iova, reserved[i].len))
+			return -EINVAL;
+
+	a = iodma_calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->shift = shift;
+	err = -ENOMEM;
+	a->ranges = iodma_calloc(nr_ranges ? nr_ranges : 1, sizeof(*a->ranges));
+	res = iodma_calloc(nr_reserved ? nr_reserved : 1, sizeof(*res));
+	if (!a->ranges || !res)
+		goto fail;
+	a->nr_ranges = nr_ranges;
+	for (i = 0; i < nr_ranges; i++) {
+		a->ranges[i].iova = ranges[i].iova >> shift;
+		a->ranges[i].len = ranges[i].len >> shift;
+	}
+	/* reserved windows, clipped outward to the granule, sorted, merged */
+	for (i = 0; i < nr_reserved; i++) {
+		res[i].pfn = reserved[i].iova >> shift;
+		res[i].last = range_last(reserved[i].iova, reserved[i].len) >>
+			      shift;
+	}
+	sort_segs(res, nr_reserved);
+	for (i = 0; i < nr_reserved; i++) {
+		if (nres > 0 && res[i].pfn <= res[nres - 1].last + 1) {
+			res[nres - 1].last = IODMA_MAX(res[nres - 1].last,
+						       res[i].last);
+			continue;
+		}
+		res[nres++] = res[i];
+	}
+	err = build_segs(a, res, nres);
+	if (err)
+		goto fail;
+	err = -ENOMEM;
+	for (i = 0; i < a->nr_segs; i++) {
+		struct iova_node *n = iodma_malloc(sizeof(*n));
+
+		if (!n)
+			goto fail;
+		n->pfn = a->segs[i].pfn;
+		n->pages = a->segs[i].last - a->segs[i].pfn + 1;
+		n->kind = IOVA_FREE;
+		a->free_root = avl_insert(a->free_root, n);
+		a->free_pages += n->pages;
+	}
+	iodma_free(res);
+	atomic_init(&a->caching, true);
+	os_mutex_init(&a->tree_lock);
+	os_mutex_init(&a->depot_lock);
+	for (i = 0; i < IOVA_NR_SLOTS; i++)
+		os_mutex_init(&a->slots[i].lock);
+	*out = a;
+	return 0;
+fail:
+	iodma_free(res);
+	iova_free_all(a);
+	iodma_free(a);
+	return err;
+}
+
+void iova_alloc_destroy(struct iova_alloc *a)
+{
+	unsigned int i;
+
+	if (!a)
+		return;
+	iova_alloc_flush_caches(a); /* frees EVICTED nodes held by magazines */
+	os_mutex_destroy(&a->tree_lock);
+	os_mutex_destroy(&a->depot_lock);
+	for (i = 0; i < IOVA_NR_SLOTS; i++)
+		os_mutex_destroy(&a->slots[i].lock);
+	iova_free_all(a);
+	iodma_free(a);
+}
+
+/* ---- alloc / free ---------------------------------------------------------- */
+
+/* Bytes -> pages: @len rounded up; false on len 0 or overflow. */
+static bool len_to_pages(const struct iova_alloc *a, uint64_t len,
+			 uint64_t *pages)
+{
+	uint64_t g = 1ull << a->shift;
+	uint64_t r;
+
+	if (len == 0)
+		return false;
+	r = align_up(len, g);
+	if (r == 0)
+		return false;
+	*pages = r >> a->shift;
+	return true;
+}
+
+int iova_alloc_get(struct iova_alloc *a, uint64_t len,
+		   uint64_t align, uint64_t limit, uint64_t *iova)
+{
+	uint64_t pages, align_pages, limit_pfn, pfn;
+	int c, err;
+
+	if (!a || !iova || !is_pow2(align) || !len_to_pages(a, len, &pages))
+		return -EINVAL;
+	align_pages = align >> a->shift;
+	if (align_pages == 0)
+		align_pages = 1;
+	/* last usable page: the one whose last byte is <= limit */
+	if (limit == UINT64_MAX) {
+		limit_pfn = UINT64_MAX >> a->shift;
+	} else {
+		limit_pfn = (limit + 1) >> a->shift;
+		if (limit_pfn == 0)
+			return -ENOMEM;
+		limit_pfn--;
+	}
+	if (pages - 1 > limit_pfn)
+		return -ENOMEM;
+
+	c = size_class(pages);
+	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed) &&
+	    cache_get(a, c, pages, align_pages, limit_pfn, &pfn)) {
+		*iova = pfn << a->shift;
+		return 0;
+	}
+
+	os_mutex_lock(&a->tree_lock);
+	err = tree_alloc(a, pages, align_pages, limit_pfn, &pfn);
+	if (err == -ENOSPC && a->nr_cached > 0) {
+		/* The caches may hold the space: return it and retry once. */
+		os_mutex_unlock(&a->tree_lock);
+		iova_alloc_flush_caches(a);
+		os_mutex_lock(&a->tree_lock);
+		err = tree_alloc(a, pages, align_pages, limit_pfn, &pfn);
+	}
+	os_mutex_unlock(&a->tree_lock);
+	if (err)
+		return -ENOMEM;
+	*iova = pfn << a->shift;
+	return 0;
+}
+
+/* The live allocation [pfn, pfn + pages), or NULL.  Tree lock held. */
+static struct iova_node *busy_find_alloc(struct iova_alloc *a, uint64_t pfn,
+					 uint64_t pages)
+{
+	struct iova_node *n = avl_find(a->busy_root, pfn);
+
+	if (!n || n->kind != IOVA_ALLOC || n->pages != pages)
+		return NULL;
+	return n;
+}
+
+int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
+		   uint64_t len)
+{
+	struct iova_slot *s = NULL;
+	struct iova_node *n;
+	uint64_t pages, pfn;
+	bool push = false;
+	int c;
+
+	if (!a || !len_to_pages(a, len, &pages) ||
+	    !is_aligned(iova, 1ull << a->shift))
+		return -ENOENT;
+	pfn = iova >> a->shift;
+	c = size_class(pages);
+	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed)) {
+		s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
+		os_mutex_lock(&s->lock);
+		push = mag_prepare_push(a, s, c);
+	}
+	os_mutex_lock(&a->tree_lock);
+	n = busy_find_alloc(a, pfn, pages);
+	if (n) {
+		a->frees++;
+		a->live--;
+		if (push) {
+			n->kind = IOVA_CACHED;
+			a->nr_cached++;
+		} else {
+			busy_release(a, n);
+		}
+	}
+	os_mutex_unlock(&a->tree_lock);
+	if (n && push) {
+		struct iova_mag *m = s->loaded[c];
+
+		assert(m->n < IOVA_MAG_SIZE);
+		m->e[m->n++] = n;
+	}
+	if (s)
+		os_mutex_unlock(&s->lock);
+	return n ? 0 : -ENOENT;
+}
+
+/* ---- claims ---------------------------------------------------------------- */
+
+/* First segment whose last >= @pfn. */
+static size_t seg_first(const struct iova_alloc *a, uint64_t pfn)
+{
+	size_t lo = 0, hi = a->nr_segs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (a->segs[mid].last < pfn)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct overlap_count {
+	size_t taken;		/* ALLOC or CLAIM nodes */
+	size_t cached;
+	size_t total;
+	struct iova_node *first;
+	struct iova_node *first_cached;
+};
+
+/* Count busy nodes overlapping pages [p, q]. */
+static void busy_overlaps(struct iova_node *n, uint64_t p, uint64_t q,
+			  struct overlap_count *oc)
+{
+	while (n) {
+		if (n->pfn > q) {
+			n = n->l;
+			continue;
+		}
+		if (node_last(n) < p) {
+			n = n->r;
+			continue;
+		}
+		busy_overlaps(n->l, p, q, oc);
+		oc->total++;
+		if (!oc->first)
+			oc->first = n;
+		if (n->kind == IOVA_CACHED) {
+			oc->cached++;
+			if (!oc->first_cached)
+				oc->first_cached = n;
+		} else {
+			oc->taken++;
+		}
+		n = n->r;
+	}
+}
+
+int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
+	       bool *claimed)
+{
+	struct overlap_count oc = { 0 };
+	uint64_t g, p, q;
+	size_t i, first, pieces = 0;
+	int err;
+
+	if (!a || !claimed)
+		return -EINVAL;
+	g = 1ull << a->shift;
+	if (!range_valid(iova, len) || !is_aligned(iova, g) ||
+	    !is_aligned(len, g))
+		return -EINVAL;
+	p = iova >> a->shift;
+	q = range_last(iova, len) >> a->shift;
+
+	os_mutex_lock(&a->tree_lock);
+	busy_overlaps(a->busy_root, p, q, &oc);
+	if (oc.total == 1 && oc.first->kind == IOVA_ALLOC &&
+	    oc.first->pfn <= p && node_last(oc.first) >= q) {
+		os_mutex_unlock(&a->tree_lock);
+		*claimed = false;
+		return 0;
+	}
+	if (oc.taken > 0) {
+		os_mutex_unlock(&a->tree_lock);
+		return -EEXIST;
+	}
+	first = seg_first(a, p);
+	for (i = first; i < a->nr_segs && a->segs[i].pfn <= q; i++)
+		pieces++;
+	err = node_reserve(a, oc.cached + 2 * pieces);
+	if (err) {
+		os_mutex_unlock(&a->tree_lock);
+		return err;
+	}
+	/* Evict cached ranges: the magazine keeps the node, marked EVICTED. */
+	while (oc.cached > 0) {
+		struct iova_node *n = oc.first_cached;
+
+		a->busy_root = avl_remove(a->busy_root, n->pfn);
+		n->kind = IOVA_EVICTED;
+		a->nr_cached--;
+		free_insert(a, node_get(a), n->pfn, n->pages);
+		oc = (struct overlap_count){ 0 };
+		busy_overlaps(a->busy_root, p, q, &oc);
+		assert(oc.taken == 0);
+	}
+	for (i = first; i < a->nr_segs && a->segs[i].pfn <= q; i++) {
+		uint64_t s = IODMA_MAX(p, a->segs[i].pfn);
+		uint64_t e = IODMA_MIN(q, a->segs[i].last);
+		struct iova_node *f = avl_floor(a->free_root, s), *b;
+
+		assert(f && node_last(f) >= e);
+		free_carve(a, f, s, e - s + 1);
+		b = node_get(a);
+		b->pfn = s;
+		b->pages = e - s + 1;
+		b->kind = IOVA_CLAIM;
+		a->busy_root = avl_insert(a->busy_root, b);
+	}
+	a->claims++;
+	os_mutex_unlock(&a->tree_lock);
+	*claimed = true;
+	return 0;
+}
+
+void iova_unclaim(struct iova_alloc *a, uint64_t iova,
+		  uint64_t len)
+{
+	uint64_t g, p, q;
+	size_t i, first;
+
+	if (!a)
+		return;
+	g = 1ull << a->shift;
+	if (!range_valid(iova, len) || !is_aligned(iova, g) ||
+	    !is_aligned(len, g))
+		return;
+	p = iova >> a->shift;
+	q = range_last(iova, len) >> a->shift;
+
+	os_mutex_lock(&a->tree_lock);
+	first = seg_first(a, p);
+	/* All pieces must be this claim's, or nothing is undone. */
+	for (i = first; i < a->nr_segs && a->segs[i].pfn <= q; i++) {
+		uint64_t s = IODMA_MAX(p, a->segs[i].pfn);
+		uint64_t e = IODMA_MIN(q, a->segs[i].last);
+		struct iova_node *n = avl_find(a->busy_root, s);
+
+		if (!n || n->kind != IOVA_CLAIM || n->pages != e - s + 1) {
+			os_mutex_unlock(&a->tree_lock);
+			return; /* not a claim of ours: ignored */
+		}
+	}
+	for (i = first; i < a->nr_segs && a->segs[i].pfn <= q; i++) {
+		uint64_t s = IODMA_MAX(p, a->segs[i].pfn);
+
+		busy_release(a, avl_find(a->busy_root, s));
+	}
+	if (a->claims > 0)
+		a->claims--;
+	os_mutex_unlock(&a->tree_lock);
+}
+
+/* ---- stats and self-check ---------------------------------------------------- */
+
+void iova_alloc_get_stats(struct iova_alloc *a,
+			  struct iova_alloc_stats *st)
+{
+	os_mutex_lock(&a->tree_lock);
+	st->allocs = a->allocs;
+	st->cache_hits = a->cache_hits;
+	st->frees = a->frees;
+	st->live = a->live;
+	st->claims = a->claims;
+	st->free_bytes = a->free_pages << a->shift;
+	os_mutex_unlock(&a->tree_lock);
+}
+
+/* Checks AVL shape and augmentation of @n; returns its height or -1. */
+static int check_subtree(const struct iova_node *n, bool is_free)
+{
+	int hl, hr;
+	uint64_t m;
+
+	if (!n)
+		return 0;
+	hl = check_subtree(n->l, is_free);
+	hr = check_subtree(n->r, is_free);
+	if (hl < 0 || hr < 0 || hl - hr > 1 || hr - hl > 1)
+		return -1;
+	if (n->height != 1 + IODMA_MAX(hl, hr) || n->pages == 0)
+		return -1;
+	if (n->l && n->l->pfn >= n->pfn)
+		return -1;
+	if (n->r && n->r->pfn <= n->pfn)
+		return -1;
+	m = IODMA_MAX(n->pages, IODMA_MAX(node_max(n->l), node_max(n->r)));
+	if (n->max_pages != m)
+		return -1;
+	if (is_free ? n->kind != IOVA_FREE :
+	    (n->kind != IOVA_ALLOC && n->kind != IOVA_CLAIM &&
+	     n->kind != IOVA_CACHED))
+		return -1;
+	return n->height;
+}
+
+/* In-order iterator with an explicit stack (the check allocates nothing). */
+struct iova_iter {
+	const struct iova_node *stack[IOVA_MAX_HEIGHT];
+	int depth;
+};
+
+static void iter_push_left(struct iova_iter *it, const struct iova_node *n)
+{
+	while (n && it->depth < IOVA_MAX_HEIGHT) {
+		it->stack[it->depth++] = n;
+		n = n->l;
+	}
+}
+
+static const struct iova_node *iter_peek(const struct iova_iter *it)
+{
+	return it->depth ? it->stack[it->depth - 1] : NULL;
+}
+
+static void iter_next(struct iova_iter *it)
+{
+	const struct iova_node *n = it->stack[--it->depth];
+
+	iter_push_left(it, n->r);
+}
+
+int iova_alloc_check(struct iova_alloc *a)
+{
+	struct iova_iter fi = { .depth = 0 }, bi = { .depth = 0 };
+	uint64_t free_pages = 0, live = 0, cached = 0;
+	const struct iova_node *prev_free = NULL;
+	size_t i;
+	int ret = -EUCLEAN;
+
+	os_mutex_lock(&a->tree_lock);
+	if (check_subtree(a->free_root, true) < 0 ||
+	    check_subtree(a->busy_root, false) < 0)
+		goto out;
+	iter_push_left(&fi, a->free_root);
+	iter_push_left(&bi, a->busy_root);
+	/* Free extents and busy nodes tile each segment, in order. */
+	for (i = 0; i < a->nr_segs; i++) {
+		uint64_t cur = a->segs[i].pfn;
+
+		if (i > 0 && a->segs[i - 1].last >= a->segs[i].pfn)
+			goto out;
+		while (cur <= a->segs[i].last) {
+			const struct iova_node *f = iter_peek(&fi);
+			const struct iova_node *b = iter_peek(&bi);
+			const struct iova_node *n;
+
+			if (f && f->pfn == cur) {
+				n = f;
+				/* no two free extents side by side but at cuts */
+				if (prev_free && node_last(prev_free) + 1 == f->pfn &&
+				    !is_cut(a, f->pfn))
+					goto out;
+				prev_free = f;
+				free_pages += f->pages;
+				iter_next(&fi);
+			} else if (b && b->pfn == cur) {
+				n = b;
+				if (b->kind == IOVA_ALLOC)
+					live++;
+				else if (b->kind == IOVA_CACHED)
+					cached++;
+				iter_next(&bi);
+			} else {
+				goto out; /* hole or overlap */
+			}
+			if (node_last(n) > a->segs[i].last)
+				goto out; /* crosses a segment end */
+			cur = node_last(n) + 1;
+		}
+	}
+	if (iter_peek(&fi) || iter_peek(&bi))
+		goto out; /* outside every segment */
+	if (free_pages != a->free_pages || live != a->live ||
+	    cached != a->nr_cached)
+		goto out;
+	ret = 0;
+out:
+	os_mutex_unlock(&a->tree_lock);
+	return ret;
+}

@@ -1,0 +1,1002 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * xlate.c - device-side translation: IOVA -> host slices with permission
+ * checks, the IOTLB, the miss resolver, the fault log, dirty logging and
+ * the translation counters.
+ *
+ * IOTLB
+ *   A power-of-two array of cache-line-sized entries indexed by a hash of
+ *   (iova >> page shift).  An entry caches one composed translation
+ *   [iova, iova + len) -> host VA with its permissions and the generations
+ *   it was filled under: the domain's d->gen (stage 1) and, for a domain
+ *   over an iodma_memory, memory_generation() (stage 2).  It is a seqlock
+ *   per entry: seq is odd while a filler writes it.  A reader loads seq
+ *   (acquire), the fields (relaxed), fences, reloads seq, and uses the
+ *   entry only if seq was even and unchanged, both generations are the
+ *   current ones and the range and permissions cover the request.  A hit
+ *   touches the entry's line and the generation word(s) and writes nothing
+ *   shared.  Fillers claim an entry with a CAS even -> odd and give up when
+ *   they lose.  A filler reads d->gen BEFORE domain_lookup() and never
+ *   fills when it was odd, so an entry built from a table state older than
+ *   an unmap carries an older generation and can never hit (unmap ordering
+ *   in domain_priv.h).  Negative results are never cached.
+ *
+ * Dirty log
+ *   One bit per granule (the domain alignment when logging started) over
+ *   the whole 64-bit IOVA space, as a sparse radix tree: the granule page
+ *   number (pfn) is decoded as
+ *     [ top: top_bits | mid: 9 bits ... (levels - 1 of them) | leaf: 15 ]
+ *   The top array is allocated at start; mid nodes (512 pointers) and
+ *   leaves (512 words = 32768 granules) are installed lazily by CAS (the
+ *   loser frees its copy).  Bits are set with atomic_fetch_or and read and
+ *   cleared with atomic exchange / fetch_and.  The log is published as an
+ *   RCU pointer; stop unpublishes it, waits a grace period, frees it.
+ *
+ * Locks (after domain_priv.h's map_lock -> table_lock):
+ *   res_lock   serialises set_resolver (held across its grace period);
+ *   dirty_lock serialises dirty start/stop (never held while waiting, so
+ *              start may run inside an access section);
+ *   fault_lock protects the fault ring and its counters.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include <iodma/xlate.h>
+#include <iodma/memory.h>
+
+#include "domain_priv.h"
+#include "memory_priv.h"
+#include "util.h"
+
+#define IOTLB_DEFAULT_ENTRIES 1024
+#define FAULT_LOG_DEFAULT     256
+#define NR_SHARDS             64
+
+/* One IOTLB entry: exactly one cache line. */
+struct iotlb_entry {
+	_Alignas(IODMA_CACHELINE) _Atomic uint64_t seq; /* odd while filled */
+	_Atomic uint64_t iova;  /* first IOVA of the cached run */
+	_Atomic uint64_t len;   /* bytes; 0 = empty */
+	_Atomic uint64_t hva;   /* host VA of iova */
+	_Atomic uint64_t dgen;  /* d->gen at fill (always even) */
+	_Atomic uint64_t mgen;  /* memory_generation() at fill, or 0 */
+	_Atomic uint32_t perm;  /* IODMA_PERM_* */
+};
+
+/* Translation counters of the threads sharing one slot. */
+struct stat_shard {
+	_Alignas(IODMA_CACHELINE) _Atomic uint64_t hits;
+	_Atomic uint64_t misses;
+	_Atomic uint64_t resolver_calls;
+};
+
+struct resolver {
+	iodma_resolver_fn fn;
+	void *arg;
+};
+
+#define DIRTY_LEAF_BITS  15
+#define DIRTY_LEAF_WORDS (1u << (DIRTY_LEAF_BITS - 6))
+#define DIRTY_NODE_BITS  9
+#define DIRTY_NODE_SIZE  (1u << DIRTY_NODE_BITS)
+#define DIRTY_TOP_MAX    12 /* at most 4096 top slots (32 KiB) */
+
+struct dirty_log {
+	unsigned int gshift;    /* log2 of the granule */
+	unsigned int levels;    /* pointer levels above the leaves (>= 1) */
+	unsigned int top_bits;  /* pfn bits decoded by the top array */
+	_Atomic bool lost;      /* a leaf could not be allocated: report every
+				 * granule dirty until logging stops */
+	_Atomic(void *) top[];  /* 1 << top_bits slots */
+};
+
+struct xlate_state {
+	/* Read-mostly: the hit path. */
+	struct iotlb_entry *iotlb;
+	uint64_t iotlb_mask;            /* entries - 1 */
+	unsigned int page_shift;        /* log2 host page: hash input */
+	struct stat_shard *shards;      /* NR_SHARDS */
+	_Atomic(struct dirty_log *) dirty;      /* RCU; NULL = logging off */
+	_Atomic(struct resolver *) resolver;    /* RCU; NULL = none */
+	struct resolver res_slot[2];    /* the one not published is free */
+	void *raw;                      /* allocation holding all of this */
+
+	_Alignas(IODMA_CACHELINE) _Atomic uint64_t invalidations;
+
+	os_mutex_t res_lock;            /* serialises set_resolver; protects
+					 * res_slot */
+	os_mutex_t dirty_lock;          /* serialises dirty start/stop */
+	os_mutex_t fault_lock;          /* protects the fields below */
+	struct iodma_fault *faults;     /* ring of fault_cap records */
+	uint32_t fault_cap;
+	uint32_t fault_head;            /* oldest record */
+	uint32_t fault_count;
+	uint64_t faults_total;
+	uint64_t faults_dropped;
+};
+
+/* Flags for one translation step. */
+#define XF_NOSTATS   0x1u /* do not count hits/misses */
+#define XF_NORESOLVE 0x2u /* do not call the resolver */
+
+/* One host-contiguous run. */
+struct run {
+	char *va;
+	uint64_t len;
+};
+
+/* ---- counters ------------------------------------------------------------ */
+
+/* Add 1 to a counter of this thread's shard.  The first NR_SHARDS threads
+ * own their shard and need no atomic read-modify-write. */
+static inline void stat_inc(struct xlate_state *xl, size_t field_off)
+{
+	unsigned int slot = os_thread_slot();
+	_Atomic uint64_t *c = (_Atomic uint64_t *)
+		((char *)&xl->shards[slot % NR_SHARDS] + field_off);
+
+	if (slot < NR_SHARDS)
+		atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+#define STAT_INC(xl, f) stat_inc((xl), offsetof(struct stat_shard, f))
+
+/* ---- setup --------------------------------------------------------------- */
+
+int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
+{
+	uint32_t entries = IOTLB_DEFAULT_ENTRIES, flog = FAULT_LOG_DEFAULT;
+	size_t off_tlb, off_sh, off_f, total;
+	struct xlate_state *xl;
+	uintptr_t base;
+	void *raw;
+
+	assert(d);
+	if (opts && opts->size >= offsetof(struct iodma_domain_opts, iotlb_entries) +
+				  sizeof(opts->iotlb_entries) && opts->iotlb_entries)
+		entries = opts->iotlb_entries;
+	if (opts && opts->size >= offsetof(struct iodma_domain_opts, fault_log_entries) +
+				  sizeof(opts->fault_log_entries) && opts->fault_log_entries)
+		flog = opts->fault_log_entries;
+	if (!is_pow2(entries))
+		return -EINVAL;
+
+	/* One allocation: state, IOTLB, shards, fault ring; cache aligned. */
+	off_tlb = (sizeof(*xl) + IODMA_CACHELINE - 1) & ~(size_t)(IODMA_CACHELINE - 1);
+	off_sh = off_tlb + (size_t)entries * sizeof(struct iotlb_entry);
+	off_f = off_sh + NR_SHARDS * sizeof(struct stat_shard);
+	total = off_f + (size_t)flog * sizeof(struct iodma_fault);
+	raw = iodma_malloc(total + IODMA_CACHELINE);
+	if (!raw)
+		return -ENOMEM;
+	base = ((uintptr_t)raw + IODMA_CACHELINE - 1) & ~(uintptr_t)(IODMA_CACHELINE - 1);
+	memset((void *)base, 0, total);
+	xl = (struct xlate_state *)base;
+	xl->raw = raw;
+	xl->iotlb = (struct iotlb_entry *)(base + off_tlb);
+	xl->iotlb_mask = entries - 1;
+	xl->page_shift = ilog2_u64(os_page_size());
+	xl->shards = (struct stat_shard *)(base + off_sh);
+	xl->faults = (struct iodma_fault *)(base + off_f);
+	xl->fault_cap = flog;
+	atomic_init(&xl->dirty, NULL);
+	atomic_init(&xl->resolver, NULL);
+	os_mutex_init(&xl->res_lock);
+	os_mutex_init(&xl->dirty_lock);
+	os_mutex_init(&xl->fault_lock);
+	d->xl = xl;
+	return 0;
+}
+
+static void dirty_free(struct dirty_log *dl);
+
+void xlate_fini(struct iodma_domain *d)
+{
+	struct xlate_state *xl = d ? d->xl : NULL;
+
+	if (!xl)
+		return;
+	dirty_free(atomic_load_explicit(&xl->dirty, memory_order_relaxed));
+	os_mutex_destroy(&xl->res_lock);
+	os_mutex_destroy(&xl->dirty_lock);
+	os_mutex_destroy(&xl->fault_lock);
+	iodma_free(xl->raw);
+	d->xl = NULL;
+}
+
+void xlate_invalidate_begin(struct iodma_domain *d)
+{
+	atomic_fetch_add_explicit(&d->gen, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&d->xl->invalidations, 1, memory_order_relaxed);
+}
+
+void xlate_invalidate_end(struct iodma_domain *d)
+{
+	atomic_fetch_add_explicit(&d->gen, 1, memory_order_seq_cst);
+}
+
+IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d)
+{
+	if (!d)
+		return;
+	/* +2 keeps the parity, so it composes with an unmap's begin/end. */
+	atomic_fetch_add_explicit(&d->gen, 2, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&d->xl->invalidations, 1, memory_order_relaxed);
+}
+
+/* ---- access sections ----------------------------------------------------- */
+
+IODMA_EXPORT void iodma_access_begin(void)
+{
+	os_rcu_read_lock();
+}
+
+IODMA_EXPORT void iodma_access_end(void)
+{
+	os_rcu_read_unlock();
+}
+
+/* ---- IOTLB --------------------------------------------------------------- */
+
+static inline struct iotlb_entry *iotlb_slot(struct xlate_state *xl,
+					     uint64_t iova)
+{
+	uint64_t h = (iova >> xl->page_shift) * 0x9e3779b97f4a7c15ull;
+
+	return &xl->iotlb[(h >> 32) & xl->iotlb_mask];
+}
+
+/* A hit: fill *@run and return true. */
+static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
+			       uint64_t iova, uint64_t left, uint32_t perm,
+			       struct run *run)
+{
+	struct iotlb_entry *e = iotlb_slot(xl, iova);
+	uint64_t s, eiova, elen, ehva, edgen, emgen, off;
+	uint32_t eperm;
+
+	s = atomic_load_explicit(&e->seq, memory_order_acquire);
+	if (s & 1)
+		return false;
+	eiova = atomic_load_explicit(&e->iova, memory_order_relaxed);
+	elen = atomic_load_explicit(&e->len, memory_order_relaxed);
+	ehva = atomic_load_explicit(&e->hva, memory_order_relaxed);
+	edgen = atomic_load_explicit(&e->dgen, memory_order_relaxed);
+	emgen = atomic_load_explicit(&e->mgen, memory_order_relaxed);
+	eperm = atomic_load_explicit(&e->perm, memory_order_relaxed);
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s)
+		return false;
+	off = iova - eiova;
+	if (off >= elen || (eperm & perm) != perm)
+		return false;
+	if (edgen != atomic_load_explicit(&d->gen, memory_order_acquire))
+		return false;
+	if (d->memory && emgen != memory_generation(d->memory))
+		return false;
+	run->va = (char *)(uintptr_t)ehva + off;
+	run->len = IODMA_MIN(left, elen - off);
+	return true;
+}
+
+/* Cache [iova, iova + len) -> hva under generations @dgen/@mgen in the
+ * slot of @key (the IOVA that missed).  Gives up if another filler holds
+ * the slot. */
+static void iotlb_fill(struct xlate_state *xl, uint64_t key, uint64_t iova,
+		       uint64_t len, uint64_t hva, uint32_t perm,
+		       uint64_t dgen, uint64_t mgen)
+{
+	struct iotlb_entry *e = iotlb_slot(xl, key);
+	uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+
+	if ((s & 1) ||
+	    !atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
+						     memory_order_relaxed,
+						     memory_order_relaxed))
+		return;
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&e->iova, iova, memory_order_relaxed);
+	atomic_store_explicit(&e->len, len, memory_order_relaxed);
+	atomic_store_explicit(&e->hva, hva, memory_order_relaxed);
+	atomic_store_explicit(&e->dgen, dgen, memory_order_relaxed);
+	atomic_store_explicit(&e->mgen, mgen, memory_order_relaxed);
+	atomic_store_explicit(&e->perm, perm, memory_order_relaxed);
+	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+}
+
+/* ---- faults -------------------------------------------------------------- */
+
+static void fault_record(struct iodma_domain *d, const struct iodma_fault *f)
+{
+	struct xlate_state *xl = d->xl;
+
+	os_mutex_lock(&xl->fault_lock);
+	if (xl->fault_count == xl->fault_cap) {
+		/* Full: the oldest record gives way. */
+		xl->fault_head = (xl->fault_head + 1) % xl->fault_cap;
+		xl->fault_count--;
+		xl->faults_dropped++;
+	}
+	xl->faults[(xl->fault_head + xl->fault_count) % xl->fault_cap] = *f;
+	xl->fault_count++;
+	xl->faults_total++;
+	os_mutex_unlock(&xl->fault_lock);
+}
+
+IODMA_EXPORT size_t iodma_fault_pop(struct iodma_domain *d,
+				    struct iodma_fault *out, size_t max)
+{
+	struct xlate_state *xl;
+	size_t n = 0;
+
+	if (!d || !out)
+		return 0;
+	xl = d->xl;
+	os_mutex_lock(&xl->fault_lock);
+	while (n < max && xl->fault_count) {
+		out[n++] = xl->faults[xl->fault_head];
+		xl->fault_head = (xl->fault_head + 1) % xl->fault_cap;
+		xl->fault_count--;
+	}
+	os_mutex_unlock(&xl->fault_lock);
+	return n;
+}
+
+static inline int fault_errno(const struct iodma_fault *f)
+{
+	return f->reason == IODMA_FAULT_PERMISSION ? -EACCES : -EFAULT;
+}
+
+/* ---- dirty log ----------------------------------------------------------- */
+
+/* Shift of the pfn bits decoded at pointer level @k (0 = top). */
+static inline unsigned int dirty_shift(const struct dirty_log *dl,
+				       unsigned int k)
+{
+	return DIRTY_LEAF_BITS + DIRTY_NODE_BITS * (dl->levels - 1 - k);
+}
+
+/* The leaf holding @pfn's bit; allocated (CAS install) when @create.
+ * NULL when absent (or, with @create, out of memory). */
+static _Atomic uint64_t *dirty_leaf(struct dirty_log *dl, uint64_t pfn,
+				    bool create)
+{
+	uint64_t top_mask = (1ull << dl->top_bits) - 1;
+	_Atomic(void *) *slot = &dl->top[(pfn >> dirty_shift(dl, 0)) & top_mask];
+
+	for (unsigned int k = 0;; k++) {
+		bool leaf = k == dl->levels - 1;
+		void *p = atomic_load_explicit(slot, memory_order_acquire);
+
+		if (!p) {
+			void *n, *expected = NULL;
+
+			if (!create)
+				return NULL;
+			n = iodma_calloc(1, leaf ? DIRTY_LEAF_WORDS * sizeof(uint64_t)
+					      : DIRTY_NODE_SIZE * sizeof(void *));
+			if (!n)
+				return NULL;
+			if (atomic_compare_exchange_strong_explicit(
+				    slot, &expected, n, memory_order_acq_rel,
+				    memory_order_acquire)) {
+				p = n;
+			} else {
+				iodma_free(n);
+				p = expected;
+			}
+		}
+		if (leaf)
+			return p;
+		slot = &((_Atomic(void *) *)p)[(pfn >> dirty_shift(dl, k + 1)) &
+					       (DIRTY_NODE_SIZE - 1)];
+	}
+}
+
+static void dirty_free_node(void *p, unsigned int depth, unsigned int levels)
+{
+	if (!p)
+		return;
+	if (depth < levels) {
+		_Atomic(void *) *n = p;
+
+		for (unsigned int i = 0; i < DIRTY_NODE_SIZE; i++)
+			dirty_free_node(atomic_load_explicit(&n[i], memory_order_relaxed),
+					depth + 1, levels);
+	}
+	iodma_free(p);
+}
+
+static void dirty_free(struct dirty_log *dl)
+{
+	if (!dl)
+		return;
+	for (uint64_t i = 0; i < (1ull << dl->top_bits); i++)
+		dirty_free_node(atomic_load_explicit(&dl->top[i], memory_order_relaxed),
+				1, dl->levels);
+	iodma_free(dl);
+}
+
+/* Mark the granules of [iova, iova + len) dirty.  Inside a read-side
+ * section. */
+static void dirty_mark_locked(struct dirty_log *dl, uint64_t iova, uint64_t len)
+{
+	uint64_t pfn = iova >> dl->gshift;
+	uint64_t last = range_last(iova, len) >> dl->gshift;
+
+	for (;;) {
+		uint64_t leaf_last = pfn | ((1ull << DIRTY_LEAF_BITS) - 1);
+		uint64_t hi = IODMA_MIN(last, leaf_last);
+		_Atomic uint64_t *leaf = dirty_leaf(dl, pfn, true);
+
+		if (!leaf) {
+			atomic_store_explicit(&dl->lost, true, memory_order_relaxed);
+		} else {
+			while (pfn <= hi) {
+				unsigned int b = pfn & 63;
+				uint64_t n = IODMA_MIN(hi - pfn + 1, 64 - (uint64_t)b);
+				uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
+				_Atomic uint64_t *w =
+					&leaf[(pfn >> 6) & (DIRTY_LEAF_WORDS - 1)];
+
+				/* Already set: no write, no shared line made dirty. */
+				if ((atomic_load_explicit(w, memory_order_relaxed) & mask) != mask)
+					atomic_fetch_or_explicit(w, mask, memory_order_relaxed);
+				pfn += n;
+			}
+		}
+		if (hi == last)
+			break;
+		pfn = hi + 1;
+	}
+}
+
+/* Mark for a successful write translation. */
+static inline void dirty_mark(struct xlate_state *xl, uint64_t iova,
+			      uint64_t len)
+{
+	struct dirty_log *dl;
+
+	if (!atomic_load_explicit(&xl->dirty, memory_order_relaxed))
+		return;
+	os_rcu_read_lock();
+	dl = atomic_load_explicit(&xl->dirty, memory_order_acquire);
+	if (dl)
+		dirty_mark_locked(dl, iova, len);
+	os_rcu_read_unlock();
+}
+
+IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d)
+{
+	struct xlate_state *xl;
+	struct dirty_log *dl;
+	unsigned int gshift, need, levels, top_bits;
+	int ret = 0;
+
+	if (!d)
+		return -EINVAL;
+	xl = d->xl;
+	os_mutex_lock(&xl->dirty_lock);
+	if (atomic_load_explicit(&xl->dirty, memory_order_relaxed)) {
+		ret = -EALREADY;
+		goto out;
+	}
+	gshift = ilog2_u64(atomic_load_explicit(&d->alignment, memory_order_relaxed));
+	need = 64 - gshift > DIRTY_LEAF_BITS ? 64 - gshift - DIRTY_LEAF_BITS : 0;
+	if (need <= DIRTY_TOP_MAX) {
+		levels = 1;
+		top_bits = need;
+	} else {
+		levels = 1 + (need - DIRTY_TOP_MAX + DIRTY_NODE_BITS - 1) / DIRTY_NODE_BITS;
+		top_bits = need - DIRTY_NODE_BITS * (levels - 1);
+	}
+	dl = iodma_calloc(1, sizeof(*dl) + (sizeof(dl->top[0]) << top_bits));
+	if (!dl) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	dl->gshift = gshift;
+	dl->levels = levels;
+	dl->top_bits = top_bits;
+	atomic_store_explicit(&xl->dirty, dl, memory_order_release);
+out:
+	os_mutex_unlock(&xl->dirty_lock);
+	return ret;
+}
+
+IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d)
+{
+	struct xlate_state *xl;
+	struct dirty_log *dl;
+
+	if (!d)
+		return -EINVAL;
+	xl = d->xl;
+	os_mutex_lock(&xl->dirty_lock);
+	dl = atomic_exchange_explicit(&xl->dirty, NULL, memory_order_acq_rel);
+	os_mutex_unlock(&xl->dirty_lock);
+	if (!dl)
+		return -EINVAL;
+	os_synchronize_rcu(); /* no thread still marks in it */
+	dirty_free(dl);
+	return 0;
+}
+
+/* OR the low @n bits of @v into @bitmap at bit @o. */
+static inline void bits_put(uint64_t *bitmap, uint64_t o, uint64_t v,
+			    unsigned int n)
+{
+	unsigned int b = o & 63;
+
+	bitmap[o >> 6] |= v << b;
+	if (b && b + n > 64)
+		bitmap[(o >> 6) + 1] |= v >> (64 - b);
+}
+
+IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
+					   uint64_t iova, uint64_t len,
+					   uint64_t *bitmap, size_t words)
+{
+	uint64_t g, first, last, pfn, pages;
+	struct dirty_log *dl;
+	int ret = 0;
+
+	if (!d || !bitmap || !range_valid(iova, len))
+		return -EINVAL;
+	os_rcu_read_lock();
+	dl = atomic_load_explicit(&d->xl->dirty, memory_order_acquire);
+	if (!dl) {
+		ret = -EINVAL;
+		goto out;
+	}
+	g = 1ull << dl->gshift;
+	if (!is_aligned(iova, g) || !is_aligned(len, g)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	pages = len >> dl->gshift;
+	if ((pages + 63) / 64 > words) {
+		ret = -ENOSPC;
+		goto out;
+	}
+	memset(bitmap, 0, (size_t)((pages + 63) / 64) * sizeof(*bitmap));
+	first = iova >> dl->gshift;
+	last = first + pages - 1;
+	pfn = first;
+	while (pfn <= last) {
+		uint64_t leaf_last = pfn | ((1ull << DIRTY_LEAF_BITS) - 1);
+		uint64_t hi = IODMA_MIN(last, leaf_last);
+		_Atomic uint64_t *leaf = dirty_leaf(dl, pfn, false);
+
+		while (leaf && pfn <= hi) {
+			unsigned int b = pfn & 63;
+			unsigned int n = (unsigned int)IODMA_MIN(hi - pfn + 1, 64 - (uint64_t)b);
+			uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
+			_Atomic uint64_t *w = &leaf[(pfn >> 6) & (DIRTY_LEAF_WORDS - 1)];
+			uint64_t old;
+
+			if (!(atomic_load_explicit(w, memory_order_relaxed) & mask))
+				old = 0;
+			else if (n == 64)
+				old = atomic_exchange_explicit(w, 0, memory_order_acq_rel);
+			else
+				old = atomic_fetch_and_explicit(w, ~mask, memory_order_acq_rel);
+			old = (old & mask) >> b;
+			if (old)
+				bits_put(bitmap, pfn - first, old, n);
+			pfn += n;
+		}
+		if (hi == last)
+			break;
+		pfn = hi + 1;
+	}
+	if (atomic_load_explicit(&dl->lost, memory_order_relaxed)) {
+		/* Some writes could not be logged: everything may be dirty. */
+		for (uint64_t o = 0; o < pages; o += 64) {
+			unsigned int n = (unsigned int)IODMA_MIN(pages - o, 64);
+
+			bitmap[o >> 6] = n == 64 ? ~0ull : (1ull << n) - 1;
+		}
+	}
+out:
+	os_rcu_read_unlock();
+	return ret;
+}
+
+/* ---- the miss resolver ---------------------------------------------------- */
+
+IODMA_EXPORT int iodma_xlate_set_resolver(struct iodma_domain *d,
+					  iodma_resolver_fn fn, void *arg)
+{
+	struct xlate_state *xl;
+	struct resolver *cur, *next = NULL;
+
+	if (!d)
+		return -EINVAL;
+	xl = d->xl;
+	os_mutex_lock(&xl->res_lock);
+	cur = atomic_load_explicit(&xl->resolver, memory_order_relaxed);
+	if (fn) {
+		/* The slot not published has no reader: the last swap waited
+		 * for them. */
+		next = cur == &xl->res_slot[0] ? &xl->res_slot[1] : &xl->res_slot[0];
+		next->fn = fn;
+		next->arg = arg;
+	}
+	atomic_store_explicit(&xl->resolver, next, memory_order_release);
+	os_synchronize_rcu(); /* nobody runs the old resolver any more */
+	os_mutex_unlock(&xl->res_lock);
+	return 0;
+}
+
+/* ---- translation ---------------------------------------------------------- */
+
+/* Bytes from @iova to the next mapping, at most @left. */
+static uint64_t table_hole_len(struct iodma_domain *d, uint64_t iova,
+			       uint64_t left)
+{
+	uint64_t key = 0, hole = left;
+
+	os_rwlock_rdlock(&d->table_lock);
+	if (btree_lookup_ge(&d->table, iova, &key) && key > iova)
+		hole = IODMA_MIN(left, key - iova);
+	os_rwlock_unlock(&d->table_lock);
+	return hole;
+}
+
+static void fault_set(struct iodma_fault *f, uint64_t iova, uint64_t len,
+		      uint32_t perm, uint32_t reason)
+{
+	*f = (struct iodma_fault){ .iova = iova, .len = len, .perm = perm,
+				   .reason = reason };
+}
+
+/* Identity over the domain's memory (IOMMU disabled). */
+static int xlate_identity(struct iodma_domain *d, uint64_t iova, uint64_t left,
+			  uint32_t perm, struct run *run, struct iodma_fault *f)
+{
+	struct iodma_fault mf;
+	struct iodma_slice s;
+	size_t nr = 0;
+	int ret;
+
+	if (!d->memory) {
+		fault_set(f, iova, left, perm, IODMA_FAULT_NOT_MAPPED);
+		return -EFAULT;
+	}
+	ret = iodma_memory_translate(d->memory, iova, left, &s, 1, &nr, &mf);
+	if (nr == 1) {
+		run->va = s.va;
+		run->len = s.len;
+		return 0;
+	}
+	assert(ret == -EFAULT);
+	fault_set(f, mf.iova, mf.len, perm, IODMA_FAULT_NOT_MAPPED);
+	return -EFAULT;
+}
+
+/* The miss path: the mapping table (and the memory for stage 2), the
+ * resolver, an IOTLB fill.  Inside a read-side section. */
+static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
+		      uint32_t perm, unsigned int flags, struct run *run,
+		      struct iodma_fault *f)
+{
+	struct xlate_state *xl = d->xl;
+	struct iodma_region_info ri;
+	struct map_lookup ml;
+	uint64_t g, mg, off, mleft;
+	bool resolved = false;
+
+	if (!atomic_load_explicit(&d->enabled, memory_order_acquire))
+		return xlate_identity(d, iova, left, perm, run, f);
+	for (;;) {
+		/* Generations first, then the table: see the file comment. */
+		g = atomic_load_explicit(&d->gen, memory_order_acquire);
+		mg = d->memory ? memory_generation(d->memory) : 0;
+		if (domain_lookup(d, iova, &ml) == 0)
+			break;
+		if (!resolved && !(flags & XF_NORESOLVE)) {
+			struct resolver *r =
+				atomic_load_explicit(&xl->resolver, memory_order_acquire);
+
+			if (r) {
+				STAT_INC(xl, resolver_calls);
+				if (r->fn(r->arg, d, iova, perm) == 0) {
+					resolved = true;
+					continue;
+				}
+			}
+		}
+		fault_set(f, iova, table_hole_len(d, iova, left), perm,
+			  IODMA_FAULT_NOT_MAPPED);
+		return -EFAULT;
+	}
+	off = iova - ml.iova;
+	mleft = IODMA_MIN(left, ml.rec.len - off); /* bytes left in the mapping */
+	if ((ml.rec.perm & perm) != perm) {
+		fault_set(f, iova, mleft, perm, IODMA_FAULT_PERMISSION);
+		return -EACCES;
+	}
+	if (ml.rec.flags & MAP_F_NO_VA) {
+		fault_set(f, iova, mleft, perm, IODMA_FAULT_NO_HOST);
+		return -EFAULT;
+	}
+	if (!(ml.rec.flags & MAP_F_GPA)) {
+		run->va = (char *)(uintptr_t)ml.rec.target + off;
+		run->len = mleft;
+		if (!(g & 1))
+			iotlb_fill(xl, iova, ml.iova, ml.rec.len, ml.rec.target,
+				   ml.rec.perm, g, mg);
+		return 0;
+	}
+
+	/* Stage 2: the GPA through the memory's regions. */
+	if (!d->memory || memory_lookup(d->memory, ml.rec.target + off, &ri)) {
+		uint64_t hole = mleft;
+
+		if (d->memory) {
+			struct iodma_fault mf;
+			size_t nr;
+
+			if (iodma_memory_translate(d->memory, ml.rec.target + off,
+						   mleft, NULL, 0, &nr, &mf) == -EFAULT &&
+			    nr == 0)
+				hole = mf.len;
+		}
+		fault_set(f, iova, hole, perm, IODMA_FAULT_NOT_MAPPED);
+		return -EFAULT;
+	} else {
+		/* Intersect the stage-1 mapping with the region, in GPA. */
+		uint64_t t = ml.rec.target;
+		uint64_t gstart = IODMA_MAX(t, ri.gpa);
+		uint64_t glast = IODMA_MIN(range_last(t, ml.rec.len),
+					   range_last(ri.gpa, ri.len));
+		uint64_t eiova = ml.iova + (gstart - t);
+		uint64_t elen = glast - gstart + 1;
+		uint64_t ehva = (uintptr_t)ri.va + (gstart - ri.gpa);
+
+		run->va = (char *)(uintptr_t)ehva + (iova - eiova);
+		run->len = IODMA_MIN(left, elen - (iova - eiova));
+		if (!(g & 1))
+			iotlb_fill(xl, iova, eiova, elen, ehva, ml.rec.perm, g, mg);
+		return 0;
+	}
+}
+
+/* The slow path out of line, inside its own read-side section. */
+static __attribute__((noinline)) int
+xlate_miss(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
+	   unsigned int flags, struct run *run, struct iodma_fault *f)
+{
+	int ret;
+
+	os_rcu_read_lock();
+	ret = xlate_slow(d, iova, left, perm, flags, run, f);
+	os_rcu_read_unlock();
+	return ret;
+}
+
+/* One step: the largest host-contiguous run at @iova (at most @left
+ * bytes), or an error with *@f describing the failing sub-range. */
+static inline __attribute__((always_inline)) int
+xlate_step(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
+	   unsigned int flags, struct run *run, struct iodma_fault *f)
+{
+	struct xlate_state *xl = d->xl;
+
+	if (atomic_load_explicit(&d->enabled, memory_order_relaxed)) {
+		if (iotlb_probe(d, xl, iova, left, perm, run)) {
+			if (!(flags & XF_NOSTATS))
+				STAT_INC(xl, hits);
+			return 0;
+		}
+		if (!(flags & XF_NOSTATS))
+			STAT_INC(xl, misses);
+	}
+	return xlate_miss(d, iova, left, perm, flags, run, f);
+}
+
+static inline bool perm_valid(uint32_t perm)
+{
+	return perm && !(perm & ~IODMA_PERM_RW);
+}
+
+IODMA_EXPORT int iodma_check_range(struct iodma_domain *d, uint64_t iova,
+				   uint64_t len, uint32_t perm)
+{
+	struct iodma_fault f;
+	struct run run;
+
+	if (!d || !range_valid(iova, len) || !perm_valid(perm))
+		return -EINVAL;
+	while (len) {
+		int ret = xlate_step(d, iova, len, perm, 0, &run, &f);
+
+		if (ret)
+			return ret;
+		iova += run.len;
+		len -= run.len;
+	}
+	return 0;
+}
+
+#define IT_ERROR 0x1u /* the iteration ended with it->fault */
+
+IODMA_EXPORT int iodma_xlate_begin(struct iodma_xlate_iter *it,
+				   struct iodma_domain *d, uint64_t iova,
+				   uint64_t len, uint32_t perm)
+{
+	if (!it || !d || !perm_valid(perm) || (len && !range_valid(iova, len)))
+		return -EINVAL;
+	*it = (struct iodma_xlate_iter){ .d = d, .iova = iova, .left = len,
+					 .perm = perm, .flags = 0 };
+	return 0;
+}
+
+IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
+				  struct iodma_slice *slice)
+{
+	struct run run;
+	int ret;
+
+	if (!it || !it->d || !slice)
+		return -EINVAL;
+	if (it->flags & IT_ERROR)
+		return fault_errno(&it->fault);
+	if (!it->left)
+		return 0;
+	ret = xlate_step(it->d, it->iova, it->left, it->perm, 0, &run, &it->fault);
+	if (ret) {
+		it->flags |= IT_ERROR;
+		fault_record(it->d, &it->fault);
+		return ret;
+	}
+	if (it->perm & IODMA_PERM_WRITE)
+		dirty_mark(it->d->xl, it->iova, run.len);
+	slice->va = run.va;
+	slice->len = run.len;
+	it->iova += run.len;
+	it->left -= run.len;
+	return 1;
+}
+
+IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
+				 uint64_t len, uint32_t perm,
+				 struct iodma_slice *out, size_t max,
+				 size_t *nr, struct iodma_fault *fault)
+{
+	struct iodma_fault f;
+	struct run run;
+	size_t n = 0;
+	int ret = 0;
+
+	if (!d || !nr || (max && !out) || !range_valid(iova, len) ||
+	    !perm_valid(perm))
+		return -EINVAL;
+	while (len) {
+		ret = xlate_step(d, iova, len, perm, 0, &run, &f);
+		if (ret) {
+			fault_record(d, &f);
+			if (fault)
+				*fault = f;
+			break;
+		}
+		if (n && (char *)out[n - 1].va + out[n - 1].len == run.va) {
+			/* Host-contiguous with the previous slice: merge. */
+			out[n - 1].len += run.len;
+		} else if (n == max) {
+			ret = -E2BIG;
+			break;
+		} else {
+			out[n].va = run.va;
+			out[n].len = run.len;
+			n++;
+		}
+		if (perm & IODMA_PERM_WRITE)
+			dirty_mark(d->xl, iova, run.len);
+		iova += run.len;
+		len -= run.len;
+	}
+	*nr = n;
+	return ret;
+}
+
+#define COPY_RUNS 16
+
+/* iodma_read/iodma_write: check the whole range, then copy, all inside one
+ * access section so nothing checked can be freed before the copy. */
+static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
+		      size_t len, uint32_t perm)
+{
+	struct run runs[COPY_RUNS], run;
+	struct iodma_fault f;
+	uint64_t pos = iova, left = len;
+	size_t n = 0, done = 0;
+	int ret = 0;
+
+	if (!d || !buf || !range_valid(iova, len))
+		return -EINVAL;
+	os_rcu_read_lock();
+	while (left) {
+		ret = xlate_step(d, pos, left, perm, 0, &run, &f);
+		if (ret) {
+			fault_record(d, &f);
+			goto out;
+		}
+		if (n < COPY_RUNS)
+			runs[n++] = run;
+		pos += run.len;
+		left -= run.len;
+	}
+	if (perm & IODMA_PERM_WRITE)
+		dirty_mark(d->xl, iova, len);
+	for (size_t i = 0; i < n; i++) {
+		if (perm & IODMA_PERM_WRITE)
+			memcpy(runs[i].va, buf + done, (size_t)runs[i].len);
+		else
+			memcpy(buf + done, runs[i].va, (size_t)runs[i].len);
+		done += (size_t)runs[i].len;
+	}
+	/* More runs than kept: walk the rest again.  It can only fail if an
+	 * unmap raced with this copy (the memory itself stays valid until
+	 * this section ends). */
+	while (done < len) {
+		ret = xlate_step(d, iova + done, len - done, perm,
+				 XF_NOSTATS | XF_NORESOLVE, &run, &f);
+		if (ret) {
+			fault_record(d, &f);
+			goto out;
+		}
+		if (perm & IODMA_PERM_WRITE)
+			memcpy(run.va, buf + done, (size_t)run.len);
+		else
+			memcpy(buf + done, run.va, (size_t)run.len);
+		done += (size_t)run.len;
+	}
+out:
+	os_rcu_read_unlock();
+	return ret;
+}
+
+IODMA_EXPORT int iodma_read(struct iodma_domain *d, uint64_t iova, void *buf,
+			    size_t len)
+{
+	return xlate_copy(d, iova, buf, len, IODMA_PERM_READ);
+}
+
+IODMA_EXPORT int iodma_write(struct iodma_domain *d, uint64_t iova,
+			     const void *buf, size_t len)
+{
+	return xlate_copy(d, iova, (char *)buf, len, IODMA_PERM_WRITE);
+}
+
+/* ---- counters ------------------------------------------------------------ */
+
+IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
+					struct iodma_xlate_stats *st)
+{
+	struct xlate_state *xl;
+
+	if (!d || !st)
+		return;
+	xl = d->xl;
+	memset(st, 0, sizeof(*st));
+	for (unsigned int i = 0; i < NR_SHARDS; i++) {
+		st->iotlb_hits += atomic_load_explicit(&xl->shards[i].hits,
+						       memory_order_relaxed);
+		st->iotlb_misses += atomic_load_explicit(&xl->shards[i].misses,
+							 memory_order_relaxed);
+		st->resolver_calls += atomic_load_explicit(&xl->shards[i].resolver_calls,
+							   memory_order_relaxed);
+	}
+	st->iotlb_invalidations = atomic_load_explicit(&xl->invalidations,
+						       memory_order_relaxed);
+	os_mutex_lock(&xl->fault_lock);
+	st->faults = xl->faults_total;
+	st->faults_dropped = xl->faults_dropped;
+	os_mutex_unlock(&xl->fault_lock);
+}

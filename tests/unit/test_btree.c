@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_btree.c - the mapping table's B+tree against a sorted-array model.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <iodma/backend.h>
+
+#include "btree.h"
+
+struct val {
+	uint64_t a, b, c, d; /* 32 bytes, like struct map_rec */
+};
+
+static struct val mkval(uint64_t k)
+{
+	struct val v = { k, ~k, k * 3, k ^ 0x5555 };
+
+	return v;
+}
+
+/* ---- the reference model: a sorted array of keys ---------------------- */
+
+struct model {
+	uint64_t *k;
+	size_t n, cap;
+};
+
+static size_t model_lb(const struct model *m, uint64_t key) /* first >= key */
+{
+	size_t lo = 0, hi = m->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (m->k[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static bool model_insert(struct model *m, uint64_t key)
+{
+	size_t i = model_lb(m, key);
+
+	if (i < m->n && m->k[i] == key)
+		return false;
+	if (m->n == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 1024;
+		m->k = realloc(m->k, m->cap * sizeof(*m->k));
+		assert_non_null(m->k);
+	}
+	memmove(&m->k[i + 1], &m->k[i], (m->n - i) * sizeof(*m->k));
+	m->k[i] = key;
+	m->n++;
+	return true;
+}
+
+static bool model_remove(struct model *m, uint64_t key)
+{
+	size_t i = model_lb(m, key);
+
+	if (i == m->n || m->k[i] != key)
+		return false;
+	memmove(&m->k[i], &m->k[i + 1], (m->n - i - 1) * sizeof(*m->k));
+	m->n--;
+	return true;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(void)
+{
+	uint64_t x = rng_state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	rng_state = x;
+	return x;
+}
+
+static void check_val(const void *p, uint64_t key)
+{
+	struct val v = mkval(key);
+
+	assert_non_null(p);
+	assert_memory_equal(p, &v, sizeof(v));
+}
+
+/* Every query kind agrees with the model for @key. */
+static void check_queries(const struct btree *t, const struct model *m,
+			  uint64_t key)
+{
+	size_t i = model_lb(m, key);
+	uint64_t k = 0;
+	void *p;
+
+	/* exact */
+	p = btree_lookup(t, key);
+	if (i < m->n && m->k[i] == key)
+		check_val(p, key);
+	else
+		assert_null(p);
+	/* ge */
+	p = btree_lookup_ge(t, key, &k);
+	if (i < m->n) {
+		assert_int_equal(k, m->k[i]);
+		check_val(p, k);
+	} else {
+		assert_null(p);
+	}
+	/* le */
+	p = btree_lookup_le(t, key, &k);
+	{
+		size_t j = (i < m->n && m->k[i] == key) ? i + 1 : i;
+
+		if (j > 0) {
+			assert_int_equal(k, m->k[j - 1]);
+			check_val(p, k);
+		} else {
+			assert_null(p);
+		}
+	}
+	/* next: first > key */
+	p = btree_next(t, key, &k);
+	{
+		size_t j = (i < m->n && m->k[i] == key) ? i + 1 : i;
+
+		if (j < m->n) {
+			assert_int_equal(k, m->k[j]);
+			check_val(p, k);
+		} else {
+			assert_null(p);
+		}
+	}
+	/* prev: last < key */
+	p = btree_prev(t, key, &k);
+	if (i > 0) {
+		assert_int_equal(k, m->k[i - 1]);
+		check_val(p, k);
+	} else {
+		assert_null(p);
+	}
+}
+
+static void test_init_rejects_bad_value_size(void **state)
+{
+	struct btree t;
+
+	assert_int_equal(btree_init(&t, 0), -EINVAL);
+	assert_int_equal(btree_init(&t, BTREE_MAX_VALUE + 1), -EINVAL);
+	assert_int_equal(btree_init(&t, BTREE_MAX_VALUE), 0);
+	assert_int_equal(btree_check(&t), 0);
+	btree_fini(&t);
+}
+
+static void test_empty_tree_queries_return_null(void **state)
+{
+	struct btree t;
+	uint64_t k;
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	assert_null(btree_lookup(&t, 5));
+	assert_null(btree_lookup_le(&t, UINT64_MAX, &k));
+	assert_null(btree_lookup_ge(&t, 0, &k));
+	assert_null(btree_next(&t, 0, &k));
+	assert_null(btree_prev(&t, UINT64_MAX, &k));
+	assert_int_equal(btree_remove(&t, 5, NULL), -ENOENT);
+	assert_int_equal(btree_count(&t), 0);
+	btree_fini(&t);
+}
+
+static void test_extreme_keys_and_duplicates(void **state)
+{
+	struct btree t;
+	struct val v0 = mkval(0), vmax = mkval(UINT64_MAX), out;
+	uint64_t k;
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	assert_int_equal(btree_insert(&t, 0, &v0), 0);
+	assert_int_equal(btree_insert(&t, UINT64_MAX, &vmax), 0);
+	assert_int_equal(btree_insert(&t, 0, &vmax), -EEXIST);
+	check_val(btree_lookup(&t, 0), 0); /* unchanged by the refused insert */
+	assert_int_equal(btree_count(&t), 2);
+	assert_null(btree_next(&t, UINT64_MAX, &k));
+	assert_null(btree_prev(&t, 0, &k));
+	check_val(btree_lookup_le(&t, UINT64_MAX - 1, &k), 0);
+	check_val(btree_lookup_ge(&t, 1, &k), UINT64_MAX);
+	assert_int_equal(btree_remove(&t, UINT64_MAX, &out), 0);
+	assert_memory_equal(&out, &vmax, sizeof(out));
+	assert_int_equal(btree_remove(&t, UINT64_MAX, NULL), -ENOENT);
+	assert_int_equal(btree_check(&t), 0);
+	btree_fini(&t);
+}
+
+/* 200k random operations, each checked against the model, with the tree's
+ * invariants verified after every one. */
+static void test_random_ops_match_sorted_model(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+	const int ops = 200000;
+	const uint64_t space = 20000; /* dense enough for many hits */
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	for (int i = 0; i < ops; i++) {
+		uint64_t key = (rnd() % space) * 4096;
+		unsigned int op = rnd() % 10;
+		struct val v = mkval(key), out;
+
+		/* Grow early, then churn, then shrink. */
+		if (i > ops * 3 / 4)
+			op = op < 7 ? 1 : op;
+		else if (i < ops / 4)
+			op = op < 6 ? 0 : op;
+		if (op == 0 || op >= 8) {
+			bool fresh = model_insert(&m, key);
+
+			assert_int_equal(btree_insert(&t, key, &v),
+					 fresh ? 0 : -EEXIST);
+		} else if (op == 1) {
+			bool had = model_remove(&m, key);
+
+			assert_int_equal(btree_remove(&t, key, &out),
+					 had ? 0 : -ENOENT);
+			if (had)
+				assert_memory_equal(&out, &v, sizeof(v));
+		} else {
+			check_queries(&t, &m, key + (rnd() % 3) - 1);
+		}
+		assert_int_equal(btree_count(&t), m.n);
+		assert_int_equal(btree_check(&t), 0);
+	}
+	/* Full ordered walk. */
+	{
+		uint64_t k = 0;
+		size_t n = 0;
+		void *p = btree_lookup_ge(&t, 0, &k);
+
+		for (; p; p = btree_next(&t, k, &k)) {
+			assert_int_equal(k, m.k[n]);
+			n++;
+		}
+		assert_int_equal(n, m.n);
+	}
+	btree_fini(&t);
+	assert_int_equal(btree_count(&t), 0);
+	free(m.k);
+}
+
+/* A million sequential inserts, walk both ways, then remove in an order
+ * that exercises borrow and merge on both sides. */
+static void test_million_sequential_inserts_and_removals(void **state)
+{
+	struct btree t;
+	const uint64_t n = 1000000;
+	uint64_t k, i;
+	void *p;
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	for (i = 0; i < n; i++) {
+		struct val v = mkval(i * 8192);
+
+		assert_int_equal(btree_insert(&t, i * 8192, &v), 0);
+	}
+	assert_int_equal(btree_count(&t), n);
+	assert_int_equal(btree_check(&t), 0);
+	assert_true(t.height <= 6);
+	i = 0;
+	for (p = btree_lookup_ge(&t, 0, &k); p; p = btree_next(&t, k, &k))
+		assert_int_equal(k, 8192 * i++);
+	assert_int_equal(i, n);
+	for (p = btree_lookup_le(&t, UINT64_MAX, &k); p; p = btree_prev(&t, k, &k))
+		assert_int_equal(k, 8192 * --i);
+	assert_int_equal(i, 0);
+	check_val(btree_lookup_le(&t, 8192 * 777 + 5, &k), 8192 * 777);
+	check_val(btree_lookup_ge(&t, 8192 * 777 + 5, &k), 8192 * 778);
+	/* Odd keys first (holes everywhere), then the rest backwards. */
+	for (i = 1; i < n; i += 2)
+		assert_int_equal(btree_remove(&t, i * 8192, NULL), 0);
+	assert_int_equal(btree_check(&t), 0);
+	for (i = n; i-- > 0;) {
+		if (i % 2 == 0)
+			assert_int_equal(btree_remove(&t, i * 8192, NULL), 0);
+	}
+	assert_int_equal(btree_count(&t), 0);
+	assert_int_equal(btree_check(&t), 0);
+	assert_null(t.root);
+	btree_fini(&t);
+}
+
+/* Fail-nth: a failing insert returns -ENOMEM and leaves the tree as it
+ * was; the sweep runs over inserts that split several levels. */
+static void test_insert_fail_nth_leaves_tree_unchanged(void **state)
+{
+	struct btree t;
+	uint64_t key;
+	struct val v;
+	int err;
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	/* Sweep the empty-tree insert. */
+	iodma_test_fail_alloc(1);
+	v = mkval(1);
+	assert_int_equal(btree_insert(&t, 1, &v), -ENOMEM);
+	assert_int_equal(btree_count(&t), 0);
+	assert_null(btree_lookup(&t, 1));
+	iodma_test_fail_alloc(0);
+	/* Grow until the next in-order insert needs more than one node. */
+	for (key = 1; key <= 16 * 16 * 16; key++) {
+		size_t before = btree_count(&t);
+		unsigned int n;
+
+		v = mkval(key);
+		for (n = 1;; n++) {
+			iodma_test_fail_alloc(n);
+			err = btree_insert(&t, key, &v);
+			if (err == 0)
+				break;
+			assert_int_equal(err, -ENOMEM);
+			assert_int_equal(btree_count(&t), before);
+			assert_null(btree_lookup(&t, key));
+			assert_int_equal(btree_check(&t), 0);
+		}
+		iodma_test_fail_alloc(0);
+	}
+	assert_int_equal(btree_count(&t), 16 * 16 * 16);
+	assert_int_equal(btree_check(&t), 0);
+	btree_fini(&t);
+}
+
+/* After btree_preload() an insert succeeds even when the next allocation
+ * is armed to fail, whatever the shape of the tree. */
+static void test_preload_guarantees_insert(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	for (int i = 0; i < 30000; i++) {
+		uint64_t key = rnd() % 1000000;
+		struct val v = mkval(key);
+		bool fresh;
+
+		assert_int_equal(btree_preload(&t), 0);
+		iodma_test_fail_alloc(1);
+		fresh = model_insert(&m, key);
+		assert_int_equal(btree_insert(&t, key, &v), fresh ? 0 : -EEXIST);
+		iodma_test_fail_alloc(0);
+		if (i % 4 == 3) { /* some removals so merges free nodes */
+			uint64_t k2 = m.k[rnd() % m.n];
+
+			assert_true(model_remove(&m, k2));
+			assert_int_equal(btree_remove(&t, k2, NULL), 0);
+		}
+	}
+	assert_int_equal(btree_count(&t), m.n);
+	assert_int_equal(btree_check(&t), 0);
+	/* Preload itself fails cleanly. */
+	btree_fini(&t);
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	iodma_test_fail_alloc(1);
+	assert_int_equal(btree_preload(&t), -ENOMEM);
+	iodma_test_fail_alloc(0);
+	assert_int_equal(btree_check(&t), 0);
+	assert_int_equal(btree_count(&t), 0);
+	btree_fini(&t);
+	free(m.k);
+}
+
+static void test_check_detects_corruption(void **state)
+{
+	struct btree t;
+	struct val v = mkval(0);
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	for (uint64_t k = 0; k < 100; k++)
+		assert_int_equal(btree_insert(&t, k, &v), 0);
+	assert_int_equal(btree_check(&t), 0);
+	t.count++;
+	assert_int_equal(btree_check(&t), -EUCLEAN);
+	t.count--;
+	t.nr_spare++;
+	assert_int_equal(btree_check(&t), -EUCLEAN);
+	t.nr_spare--;
+	t.height++;
+	assert_int_equal(btree_check(&t), -EUCLEAN);
+	t.height--;
+	assert_int_equal(btree_check(&t), 0);
+	btree_fini(&t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_init_rejects_bad_value_size),
+		cmocka_unit_test(test_empty_tree_queries_return_null),
+		cmocka_unit_test(test_extreme_keys_and_duplicates),
+		cmocka_unit_test(test_random_ops_match_sorted_model),
+		cmocka_unit_test(test_million_sequential_inserts_and_removals),
+		cmocka_unit_test(test_insert_fail_nth_leaves_tree_unchanged),
+		cmocka_unit_test(test_preload_guarantees_insert),
+		cmocka_unit_test(test_check_detects_corruption),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1731 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_dma.c - the driver-side DMA API (iodma/dma.h): coherent memory,
+ * streaming maps and their bounce/registered/dynamic/direct paths, sync
+ * semantics, scatter-gather, registered memory, MMIO windows, VirtIoHal,
+ * errors, fail-nth sweeps and a threaded bounce pool.
+ *
+ * The "device" is played through the soft domain (iodma_read/iodma_write
+ * on the IOVA the driver got); in direct mode through a fake platform whose
+ * virt_to_phys hook the tests control.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <iodma.h>
+
+#define PG 4096u
+#define MASK32 0xffffffffull
+#define FAKE_HIGH (1ull << 44) /* default fake bus address = va + this */
+
+/* ---- fake platform for direct mode ---------------------------------------- */
+
+struct fake_region {
+	uintptr_t va;
+	size_t len;
+	uint64_t pa;
+	int mode; /* 0 linear, 1 pages reversed with gaps (discontiguous), 2 error */
+};
+
+static struct fake_region fake[8];
+static unsigned int nfake;
+
+static void fake_reset(void)
+{
+	nfake = 0;
+}
+
+static void fake_add(void *va, size_t len, uint64_t pa, int mode)
+{
+	assert_true(nfake < 8);
+	fake[nfake++] = (struct fake_region){ (uintptr_t)va, len, pa, mode };
+}
+
+static int fake_v2p(void *arg, const void *va, uint64_t *pa)
+{
+	uintptr_t v = (uintptr_t)va;
+
+	(void)arg;
+	for (unsigned int i = 0; i < nfake; i++) {
+		struct fake_region *r = &fake[i];
+
+		if (v < r->va || v - r->va >= r->len)
+			continue;
+		if (r->mode == 2)
+			return -EFAULT;
+		if (r->mode == 1) {
+			size_t npg = r->len / PG, k = (v - r->va) / PG;
+
+			*pa = r->pa + (npg - 1 - k) * 2 * PG + (v & (PG - 1));
+		} else {
+			*pa = r->pa + (v - r->va);
+		}
+		return 0;
+	}
+	*pa = v + FAKE_HIGH;
+	return 0;
+}
+
+/* The CPU address behind a fake bus address (the direct-mode "device"). */
+static void *fake_bus_to_va(uint64_t bus)
+{
+	for (unsigned int i = 0; i < nfake; i++) {
+		if (fake[i].mode == 0 && bus >= fake[i].pa &&
+		    bus - fake[i].pa < fake[i].len)
+			return (void *)(fake[i].va + (bus - fake[i].pa));
+	}
+	return (void *)(uintptr_t)(bus - FAKE_HIGH);
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static void *page_alloc(size_t len)
+{
+	void *p = NULL;
+
+	assert_int_equal(posix_memalign(&p, PG, len), 0);
+	memset(p, 0, len);
+	return p;
+}
+
+static struct iodma_domain *domain_new(void)
+{
+	struct iodma_domain *d = NULL;
+
+	assert_int_equal(iodma_domain_create(NULL, &d), 0);
+	return d;
+}
+
+static struct iodma_dev *dev_new(struct iodma_domain *d, uint64_t mask,
+				 enum iodma_bounce_policy pol, size_t pool)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+
+	o.domain = d;
+	o.dma_mask = mask;
+	o.bounce = pol;
+	o.bounce_pool_size = pool;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	return dev;
+}
+
+/* A direct-mode device whose bounce pool is a caller-supplied low window
+ * at bus 0x100000. */
+static void *low_pool;
+static struct iodma_dev *direct_dev_new(uint64_t mask,
+					enum iodma_bounce_policy pol,
+					size_t pool)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+
+	fake_reset();
+	low_pool = page_alloc(pool);
+	fake_add(low_pool, pool, 0x100000, 0);
+	o.dma_mask = mask;
+	o.bounce = pol;
+	o.bounce_pool_size = pool;
+	o.bounce_pool = low_pool;
+	o.bounce_pool_bus = 0x100000;
+	o.virt_to_phys = fake_v2p;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	return dev;
+}
+
+static void direct_dev_free(struct iodma_dev *dev)
+{
+	iodma_dev_destroy(dev);
+	free(low_pool);
+	low_pool = NULL;
+	fake_reset();
+}
+
+static struct iodma_dev_stats stats(struct iodma_dev *dev)
+{
+	struct iodma_dev_stats st;
+
+	iodma_dev_get_stats(dev, &st);
+	return st;
+}
+
+static void fill(void *p, size_t len, uint8_t seed)
+{
+	for (size_t i = 0; i < len; i++)
+		((uint8_t *)p)[i] = (uint8_t)(seed + i * 7);
+}
+
+static bool check(const void *p, size_t len, uint8_t seed)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (((const uint8_t *)p)[i] != (uint8_t)(seed + i * 7))
+			return false;
+	}
+	return true;
+}
+
+static bool all_zero(const void *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (((const uint8_t *)p)[i])
+			return false;
+	}
+	return true;
+}
+
+/* ---- device creation ---------------------------------------------------- */
+
+static void test_dev_create_rejects_bad_options(void **state)
+{
+	struct iodma_dev_opts o;
+	struct iodma_dev *dev = (struct iodma_dev *)0x1;
+	struct iodma_domain *d = domain_new();
+
+	(void)state;
+	assert_int_equal(iodma_dev_create(NULL, &dev), -EINVAL);
+#define BAD(field, val)                                                   \
+	do {                                                              \
+		o = IODMA_OPTS_INIT(struct iodma_dev_opts);               \
+		o.domain = d;                                             \
+		o.field = val;                                            \
+		assert_int_equal(iodma_dev_create(&o, &dev), -EINVAL);    \
+		assert_ptr_equal(dev, (struct iodma_dev *)0x1);           \
+	} while (0)
+	BAD(size, 8);
+	BAD(dma_mask, 0xfffe);
+	BAD(min_align, 3);
+	BAD(bounce, (enum iodma_bounce_policy)7);
+	BAD(bounce_slot_size, 32);
+	BAD(bounce_slot_size, 100);
+	BAD(bounce_pool_size, 1000);        /* not a slot multiple */
+	BAD(bounce_pool_size, 2048 * 3);    /* not a page multiple */
+	BAD(segment_boundary, 0x1234);
+	BAD(segment_boundary, 0xfff - 1);
+	BAD(virt_to_phys, fake_v2p);        /* direct mode only */
+#undef BAD
+	o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	assert_int_equal(iodma_dev_create(&o, NULL), -EINVAL);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	iodma_domain_destroy(d);
+}
+
+static void test_dev_create_defaults_and_pool_mapping(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	struct iodma_dev_stats st = stats(dev);
+
+	(void)state;
+	/* 4 MiB / 2048-byte slots, mapped once in the domain. */
+	assert_int_equal(st.bounce_slots_total, 2048);
+	assert_int_equal(st.bounce_slots_used, 0);
+	assert_int_equal(st.mappings_created, 1);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_ptr_equal(iodma_dev_domain(dev), d);
+	iodma_dev_destroy(dev);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	/* NEVER: no pool at all. */
+	dev = dev_new(d, MASK32, IODMA_BOUNCE_NEVER, 0);
+	assert_int_equal(stats(dev).bounce_slots_total, 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+static void test_dev_create_direct_pool_above_mask_is_enomem(void **state)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+
+	(void)state;
+	fake_reset(); /* every page is at va + 2^44: above a 32-bit mask */
+	o.dma_mask = MASK32;
+	o.virt_to_phys = fake_v2p;
+	assert_int_equal(iodma_dev_create(&o, &dev), -ENOMEM);
+	assert_null(dev);
+	/* With a 64-bit mask the same pool is fine. */
+	o.dma_mask = 0;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	iodma_dev_destroy(dev);
+	/* A caller pool above the mask is a bad option. */
+	o.dma_mask = MASK32;
+	o.bounce_pool = page_alloc(1 << 16);
+	o.bounce_pool_size = 1 << 16;
+	o.bounce_pool_bus = 0x100000000ull;
+	dev = NULL;
+	assert_int_equal(iodma_dev_create(&o, &dev), -EINVAL);
+	assert_null(dev);
+	free(o.bounce_pool);
+}
+
+/* ---- coherent memory ------------------------------------------------------ */
+
+static void test_coherent_zeroed_aligned_below_mask_and_device_reachable(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	uint8_t pat[300], back[300];
+	void *va = NULL;
+	uint64_t iova = 0;
+
+	(void)state;
+	assert_int_equal(iodma_alloc_coherent(dev, 10000, &va, &iova), 0);
+	assert_true(((uintptr_t)va & (PG - 1)) == 0);
+	assert_true(all_zero(va, 3 * PG));
+	assert_true(iova + 3 * PG - 1 <= MASK32);
+	assert_int_equal(stats(dev).coherent_allocs, 1);
+	/* The device writes through the domain; the CPU sees it. */
+	fill(pat, sizeof(pat), 9);
+	assert_int_equal(iodma_write(d, iova + 5000, pat, sizeof(pat)), 0);
+	assert_memory_equal((uint8_t *)va + 5000, pat, sizeof(pat));
+	fill((uint8_t *)va + 100, 50, 3);
+	assert_int_equal(iodma_read(d, iova + 100, back, 50), 0);
+	assert_true(check(back, 50, 3));
+	assert_int_equal(iodma_free_coherent(dev, va, iova, 10000), 0);
+	assert_int_equal(stats(dev).coherent_allocs, 0);
+	assert_int_equal(iodma_read(d, iova, back, 1), -EFAULT);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+static void test_coherent_free_errors_change_nothing(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	void *va = NULL, *out = (void *)0x1;
+	uint64_t iova = 0, nr;
+	uint8_t b;
+
+	(void)state;
+	assert_int_equal(iodma_alloc_coherent(dev, 0, &va, &iova), -EINVAL);
+	assert_int_equal(iodma_alloc_coherent(dev, SIZE_MAX, &out, &iova), -EINVAL);
+	assert_ptr_equal(out, (void *)0x1);
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), 0);
+	nr = iodma_domain_nr_mappings(d);
+	assert_int_equal(iodma_free_coherent(dev, (uint8_t *)va + PG, iova, PG), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, va, iova + PG, PG), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, va, iova, PG + 1), -EINVAL);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	assert_int_equal(iodma_read(d, iova, &b, 1), 0);
+	assert_int_equal(stats(dev).coherent_allocs, 1);
+	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), -EINVAL);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+static void test_coherent_direct_mode_bus_address_and_mask(void **state)
+{
+	struct iodma_dev *dev;
+	void *va = NULL;
+	uint64_t iova = 0;
+
+	(void)state;
+	/* 64-bit device: pages anywhere, bus = va + 2^44 (contiguous). */
+	dev = direct_dev_new(0, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	assert_int_equal(iodma_alloc_coherent(dev, 3 * PG, &va, &iova), 0);
+	assert_int_equal(iova, (uintptr_t)va + FAKE_HIGH);
+	assert_true(all_zero(va, 3 * PG));
+	assert_int_equal(iodma_free_coherent(dev, va, iova, 3 * PG), 0);
+	direct_dev_free(dev);
+	/* 32-bit device: the pages are above the mask. */
+	dev = direct_dev_new(MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	va = NULL;
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), -ENOMEM);
+	assert_null(va);
+	assert_int_equal(stats(dev).coherent_allocs, 0);
+	direct_dev_free(dev);
+}
+
+static void test_hal_dma_alloc_dealloc(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	uint64_t pa = 0;
+	void *va = NULL;
+
+	(void)state;
+	assert_int_equal(iodma_hal_dma_alloc(dev, 0, IODMA_TO_DEVICE, &pa, &va), -EINVAL);
+	assert_int_equal(iodma_hal_dma_alloc(dev, 2, IODMA_BIDIRECTIONAL, &pa, &va), 0);
+	assert_true(all_zero(va, 2 * PG));
+	assert_int_equal(iodma_hal_dma_dealloc(dev, pa, va, 1), -EINVAL);
+	assert_int_equal(iodma_hal_dma_dealloc(dev, pa, va, 2), 0);
+	assert_int_equal(iodma_hal_dma_dealloc(dev, pa, va, 2), -EINVAL);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+/* ---- classification --------------------------------------------------------- */
+
+static void test_map_single_above_dma_mask_bounces(void **state)
+{
+	struct iodma_dev *dev = direct_dev_new(MASK32, IODMA_BOUNCE_WHEN_NEEDED,
+					       1 << 16);
+	uint8_t *buf = page_alloc(PG), *low = page_alloc(PG);
+	uint64_t iova;
+
+	(void)state;
+	fill(buf, 1000, 1);
+	assert_int_equal(iodma_map_single(dev, buf, 1000, IODMA_TO_DEVICE, &iova), 0);
+	assert_true(iova >= 0x100000 && iova + 1000 <= 0x100000 + (1 << 16));
+	assert_true(check(fake_bus_to_va(iova), 1000, 1));
+	assert_int_equal(stats(dev).bounces, 1);
+	assert_int_equal(stats(dev).bounce_bytes, 1000);
+	assert_int_equal(iodma_unmap_single(dev, iova, 1000, IODMA_TO_DEVICE), 0);
+	/* A buffer the device reaches goes direct: bus address, no bounce. */
+	fake_add(low, PG, 0x200000, 0);
+	assert_int_equal(iodma_map_single(dev, low + 16, 100, IODMA_FROM_DEVICE, &iova), 0);
+	assert_int_equal(iova, 0x200010);
+	assert_int_equal(stats(dev).bounces, 1);
+	assert_int_equal(stats(dev).maps, 2);
+	assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_FROM_DEVICE), 0);
+	/* A per-call mask below the buffer bounces it. */
+	assert_int_equal(iodma_map_single_attrs(dev, low, 100, 0, 0x1fffff,
+						IODMA_TO_DEVICE, &iova), 0);
+	assert_true(iova >= 0x100000 && iova < 0x110000);
+	assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	direct_dev_free(dev);
+	free(buf);
+	free(low);
+}
+
+static void test_map_single_physically_discontiguous_bounces(void **state)
+{
+	struct iodma_dev *dev = direct_dev_new(MASK32, IODMA_BOUNCE_WHEN_NEEDED,
+					       1 << 16);
+	uint8_t *buf = page_alloc(2 * PG);
+	uint64_t iova;
+
+	(void)state;
+	fake_add(buf, 2 * PG, 0x400000, 1); /* page 1 below page 0, with a gap */
+	/* Inside one page: direct. */
+	assert_int_equal(iodma_map_single(dev, buf + 10, 100, IODMA_TO_DEVICE, &iova), 0);
+	assert_int_equal(iova, 0x400000 + 2 * PG + 10);
+	assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_TO_DEVICE), 0);
+	/* Across the page boundary: bounce. */
+	fill(buf, 2 * PG, 4);
+	assert_int_equal(iodma_map_single(dev, buf + 4000, 200, IODMA_TO_DEVICE, &iova), 0);
+	assert_true(iova >= 0x100000 && iova < 0x110000);
+	assert_memory_equal(fake_bus_to_va(iova), buf + 4000, 200);
+	assert_int_equal(stats(dev).bounces, 1);
+	assert_int_equal(iodma_unmap_single(dev, iova, 200, IODMA_TO_DEVICE), 0);
+	/* A failing virt_to_phys is reported. */
+	fake[nfake - 1].mode = 2;
+	assert_int_equal(iodma_map_single(dev, buf, 10, IODMA_TO_DEVICE, &iova), -EFAULT);
+	assert_int_equal(stats(dev).maps, 2);
+	direct_dev_free(dev);
+	free(buf);
+}
+
+static void test_map_single_misaligned_buffer_bounces(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	uint8_t *buf = page_alloc(2 * PG);
+	uint64_t iova, nr;
+
+	(void)state;
+	fill(buf, 2 * PG, 2);
+	nr = iodma_domain_nr_mappings(d);
+	/* align 64, buffer at +3: bounce, the bounce IOVA has the alignment. */
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 3, 500, 64, 0,
+						IODMA_TO_DEVICE, &iova), 0);
+	assert_true((iova & 63) == 0);
+	assert_int_equal(stats(dev).bounces, 1);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	assert_int_equal(iodma_unmap_single(dev, iova, 500, IODMA_TO_DEVICE), 0);
+	/* align 4096 bigger than a slot: still an aligned bounce. */
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 64, 500, 4096, 0,
+						IODMA_TO_DEVICE, &iova), 0);
+	assert_true((iova & 4095) == 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 500, IODMA_TO_DEVICE), 0);
+	/* Aligned: a dynamic mapping, iova keeps the page offset. */
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 64, 500, 64, 0,
+						IODMA_TO_DEVICE, &iova), 0);
+	assert_int_equal(iova & (PG - 1), 64);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 1);
+	assert_int_equal(stats(dev).bounces, 2);
+	assert_int_equal(iodma_unmap_single(dev, iova, 500, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	iodma_dev_destroy(dev);
+
+	/* The device's min_align applies to every map. */
+	{
+		struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+
+		o.domain = d;
+		o.min_align = 512;
+		assert_int_equal(iodma_dev_create(&o, &dev), 0);
+		assert_int_equal(iodma_map_single(dev, buf + 256, 100,
+						  IODMA_TO_DEVICE, &iova), 0);
+		assert_true((iova & 511) == 0);
+		assert_int_equal(stats(dev).bounces, 1);
+		assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_TO_DEVICE), 0);
+		iodma_dev_destroy(dev);
+	}
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_dynamic_map_permissions_follow_direction(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	uint8_t *buf = page_alloc(3 * PG), b[16] = { 0 };
+	uint64_t iova;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf + 100, 2 * PG, IODMA_TO_DEVICE, &iova), 0);
+	assert_true(iova + 2 * PG - 1 <= MASK32);
+	assert_int_equal(iodma_read(d, iova, b, 16), 0);
+	assert_int_equal(iodma_write(d, iova, b, 16), -EACCES);
+	assert_int_equal(iodma_unmap_single(dev, iova, 2 * PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_map_single(dev, buf, 16, IODMA_FROM_DEVICE, &iova), 0);
+	assert_int_equal(iodma_read(d, iova, b, 16), -EACCES);
+	fill(b, 16, 8);
+	assert_int_equal(iodma_write(d, iova, b, 16), 0);
+	assert_true(check(buf, 16, 8));
+	assert_int_equal(iodma_unmap_single(dev, iova, 16, IODMA_FROM_DEVICE), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_after_unmap_single_device_cannot_reach_buffer(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	uint8_t *buf = page_alloc(PG), b[8];
+	uint64_t iova;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf, 64, IODMA_BIDIRECTIONAL, &iova), 0);
+	assert_int_equal(iodma_read(d, iova, b, 8), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 64, IODMA_BIDIRECTIONAL), 0);
+	assert_int_equal(iodma_read(d, iova, b, 8), -EFAULT);
+	assert_int_equal(iodma_write(d, iova, b, 8), -EFAULT);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* ---- bounce copy directions (VirtIoHal share/unshare) ------------------------ */
+
+struct share_case {
+	enum iodma_dir dir;
+	bool copied_in;
+	bool copied_back;
+};
+
+static void share_unshare_case(const struct share_case *c)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 16);
+	uint8_t *buf = page_alloc(PG), seen[777], devdata[777];
+	uint64_t pa;
+
+	fill(buf, 777, 11);
+	assert_int_equal(iodma_hal_share(dev, buf, 777, c->dir, &pa), 0);
+	assert_int_equal(stats(dev).bounces, 1);
+	/* The device reads the bounce slot: the data is there only if the
+	 * map copied it in (a fresh pool is zero). */
+	assert_int_equal(iodma_read(d, pa, seen, 777), 0);
+	if (c->copied_in)
+		assert_true(check(seen, 777, 11));
+	else
+		assert_true(all_zero(seen, 777));
+	/* The device writes its answer into the slot. */
+	fill(devdata, 777, 99);
+	assert_int_equal(iodma_write(d, pa, devdata, 777), 0);
+	assert_true(check(buf, 777, 11)); /* the buffer is untouched meanwhile */
+	assert_int_equal(iodma_hal_unshare(dev, pa, buf, 777, c->dir), 0);
+	if (c->copied_back)
+		assert_true(check(buf, 777, 99));
+	else
+		assert_true(check(buf, 777, 11));
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	assert_int_equal(stats(dev).bounce_bytes,
+			 (c->copied_in ? 777 : 0) + (c->copied_back ? 777 : 0));
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_share_to_device_copies_in_not_back(void **state)
+{
+	static const struct share_case c = { IODMA_TO_DEVICE, true, false };
+
+	(void)state;
+	share_unshare_case(&c);
+}
+
+static void test_share_from_device_copies_back_not_in(void **state)
+{
+	static const struct share_case c = { IODMA_FROM_DEVICE, false, true };
+
+	(void)state;
+	share_unshare_case(&c);
+}
+
+static void test_share_bidirectional_copies_both_ways(void **state)
+{
+	static const struct share_case c = { IODMA_BIDIRECTIONAL, true, true };
+
+	(void)state;
+	share_unshare_case(&c);
+}
+
+static void test_hal_unshare_wrong_buffer_is_einval(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 16);
+	uint8_t *buf = page_alloc(PG), *other = page_alloc(PG);
+	uint64_t pa;
+
+	(void)state;
+	assert_int_equal(iodma_hal_share(dev, buf, 100, IODMA_FROM_DEVICE, &pa), 0);
+	assert_int_equal(iodma_hal_unshare(dev, pa, other, 100, IODMA_FROM_DEVICE), -EINVAL);
+	assert_int_equal(iodma_hal_unshare(dev, pa, NULL, 100, IODMA_FROM_DEVICE), -EINVAL);
+	assert_int_equal(stats(dev).bounce_slots_used, 1);
+	assert_int_equal(iodma_hal_unshare(dev, pa, buf, 100, IODMA_FROM_DEVICE), 0);
+	/* Same check on a non-bounced (dynamic) share. */
+	iodma_dev_destroy(dev);
+	dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	assert_int_equal(iodma_hal_share(dev, buf, 100, IODMA_TO_DEVICE, &pa), 0);
+	assert_int_equal(iodma_hal_unshare(dev, pa, other, 100, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(iodma_hal_unshare(dev, pa, buf, 100, IODMA_TO_DEVICE), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+	free(other);
+}
+
+static void test_policy_always_bounces_everything(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	uint8_t *buf = page_alloc(16 * PG);
+	uint64_t iova[4], nr;
+	struct iodma_dev_stats st;
+
+	(void)state;
+	assert_int_equal(iodma_dev_register(dev, buf, 16 * PG, NULL), 0);
+	nr = iodma_domain_nr_mappings(d);
+	/* Aligned, registered, large: all bounce, no new mapping. */
+	assert_int_equal(iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &iova[0]), 0);
+	assert_int_equal(iodma_map_single(dev, buf + PG, 3 * PG, IODMA_FROM_DEVICE, &iova[1]), 0);
+	assert_int_equal(iodma_map_single(dev, buf + 5 * PG + 1, 10, IODMA_BIDIRECTIONAL, &iova[2]), 0);
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 8 * PG, 64, 4096, 0,
+						IODMA_TO_DEVICE, &iova[3]), 0);
+	st = stats(dev);
+	assert_int_equal(st.bounces, 4);
+	assert_int_equal(st.maps, 4);
+	assert_int_equal(st.registered_hits, 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	assert_int_equal(iodma_unmap_single(dev, iova[0], PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova[1], 3 * PG, IODMA_FROM_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova[2], 10, IODMA_BIDIRECTIONAL), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova[3], 64, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_policy_never_refuses_with_erange_or_einval(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_NEVER, 0);
+	uint8_t *buf = page_alloc(2 * PG);
+	uint64_t iova = 0x5a5a, nr = iodma_domain_nr_mappings(d);
+
+	(void)state;
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 3, 100, 64, 0,
+						IODMA_TO_DEVICE, &iova), -EINVAL);
+	assert_int_equal(iova, 0x5a5a);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	assert_int_equal(stats(dev).maps, 0);
+	/* Aligned buffers still map. */
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_TO_DEVICE), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+
+	/* Direct mode: above the mask and discontiguous are -ERANGE. */
+	{
+		struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+
+		fake_reset();
+		o.dma_mask = MASK32;
+		o.bounce = IODMA_BOUNCE_NEVER;
+		o.virt_to_phys = fake_v2p;
+		assert_int_equal(iodma_dev_create(&o, &dev), 0);
+		assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), -ERANGE);
+		fake_add(buf, 2 * PG, 0x400000, 1);
+		assert_int_equal(iodma_map_single(dev, buf + 4000, 200, IODMA_TO_DEVICE, &iova), -ERANGE);
+		assert_int_equal(iodma_map_single_attrs(dev, buf + 8, 100, 16, 0,
+							IODMA_TO_DEVICE, &iova), -EINVAL);
+		assert_int_equal(iodma_map_single(dev, buf + 8, 100, IODMA_TO_DEVICE, &iova), 0);
+		assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_TO_DEVICE), 0);
+		assert_int_equal(stats(dev).bounces, 0);
+		iodma_dev_destroy(dev);
+		fake_reset();
+	}
+	free(buf);
+}
+
+/* ---- sync ----------------------------------------------------------------------- */
+
+static void test_sync_for_cpu_copies_device_writes_mid_mapping(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 16);
+	uint8_t *buf = page_alloc(PG), x[100];
+	uint64_t iova;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf, 1000, IODMA_FROM_DEVICE, &iova), 0);
+	fill(x, 100, 42);
+	assert_int_equal(iodma_write(d, iova + 200, x, 100), 0);
+	assert_true(all_zero(buf, 1000));
+	/* Sync only [250, 300): exactly that part reaches the buffer. */
+	assert_int_equal(iodma_sync_for_cpu(dev, iova + 250, 50, IODMA_FROM_DEVICE), 0);
+	assert_true(all_zero(buf, 250));
+	assert_memory_equal(buf + 250, x + 50, 50);
+	assert_true(all_zero(buf + 300, 700));
+	/* sync_for_device of a FROM_DEVICE map copies nothing in. */
+	memset(buf, 0xee, 10);
+	assert_int_equal(iodma_sync_for_device(dev, iova, 10, IODMA_FROM_DEVICE), 0);
+	assert_int_equal(iodma_read(d, iova, x, 10), 0);
+	assert_true(all_zero(x, 10));
+	assert_int_equal(iodma_unmap_single(dev, iova, 1000, IODMA_FROM_DEVICE), 0);
+	assert_true(all_zero(buf, 10)); /* unmap copied the slot back */
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_sync_for_device_hands_cpu_writes_to_device(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 16);
+	uint8_t *buf = page_alloc(PG), x[64];
+	uint64_t iova;
+
+	(void)state;
+	fill(buf, 512, 1);
+	assert_int_equal(iodma_map_single(dev, buf, 512, IODMA_TO_DEVICE, &iova), 0);
+	fill(buf + 64, 64, 77);             /* the CPU updates the buffer */
+	assert_int_equal(iodma_read(d, iova + 64, x, 64), 0);
+	assert_false(check(x, 64, 77));     /* the device still sees the old data */
+	assert_int_equal(iodma_sync_for_device(dev, iova + 64, 64, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_read(d, iova + 64, x, 64), 0);
+	assert_true(check(x, 64, 77));
+	/* sync_for_cpu of a TO_DEVICE map copies nothing back. */
+	memset(x, 0x33, 64);
+	assert_int_equal(iodma_write(d, iova, x, 64), 0);
+	assert_int_equal(iodma_sync_for_cpu(dev, iova, 64, IODMA_TO_DEVICE), 0);
+	assert_true(check(buf, 64, 1));
+	assert_int_equal(iodma_unmap_single(dev, iova, 512, IODMA_TO_DEVICE), 0);
+	assert_true(check(buf, 64, 1));
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_sync_rejects_unknown_ranges_and_directions(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(2 * PG);
+	uint64_t bio, dio;
+
+	(void)state;
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 1, 100, 64, 0,
+						IODMA_BIDIRECTIONAL, &bio), 0);
+	assert_int_equal(iodma_map_single(dev, buf + PG, 100, IODMA_FROM_DEVICE, &dio), 0);
+	for (int k = 0; k < 2; k++) {
+		int (*fn)(struct iodma_dev *, uint64_t, size_t, enum iodma_dir) =
+			k ? iodma_sync_for_device : iodma_sync_for_cpu;
+
+		assert_int_equal(fn(dev, bio, 100, IODMA_BIDIRECTIONAL), 0);
+		assert_int_equal(fn(dev, bio + 10, 90, IODMA_BIDIRECTIONAL), 0);
+		assert_int_equal(fn(dev, bio, 101, IODMA_BIDIRECTIONAL), -EINVAL);
+		assert_int_equal(fn(dev, bio, 100, IODMA_TO_DEVICE), -EINVAL);
+		assert_int_equal(fn(dev, bio, 0, IODMA_BIDIRECTIONAL), -EINVAL);
+		assert_int_equal(fn(dev, bio, 10, (enum iodma_dir)0), -EINVAL);
+		assert_int_equal(fn(dev, dio, 100, IODMA_FROM_DEVICE), 0);
+		assert_int_equal(fn(dev, dio + 50, 50, IODMA_FROM_DEVICE), 0);
+		assert_int_equal(fn(dev, dio + 50, 51, IODMA_FROM_DEVICE), -EINVAL);
+		assert_int_equal(fn(dev, dio, 100, IODMA_BIDIRECTIONAL), -EINVAL);
+		assert_int_equal(fn(dev, 0x1000, 1, IODMA_FROM_DEVICE), -EINVAL);
+	}
+	assert_int_equal(iodma_unmap_single(dev, bio, 100, IODMA_BIDIRECTIONAL), 0);
+	assert_int_equal(iodma_unmap_single(dev, dio, 100, IODMA_FROM_DEVICE), 0);
+	/* After unmap the addresses are unknown. */
+	assert_int_equal(iodma_sync_for_cpu(dev, bio, 100, IODMA_BIDIRECTIONAL), -EINVAL);
+	assert_int_equal(iodma_sync_for_device(dev, dio, 100, IODMA_FROM_DEVICE), -EINVAL);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+static void test_map_single_argument_errors_change_nothing(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, 0xffffffffffull, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(PG);
+	uint64_t iova = 7, nr = iodma_domain_nr_mappings(d);
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf, 0, IODMA_TO_DEVICE, &iova), -EINVAL);
+	assert_int_equal(iodma_map_single(dev, NULL, 10, IODMA_TO_DEVICE, &iova), -EINVAL);
+	assert_int_equal(iodma_map_single(dev, buf, 10, (enum iodma_dir)0, &iova), -EINVAL);
+	assert_int_equal(iodma_map_single(dev, buf, 10, (enum iodma_dir)4, &iova), -EINVAL);
+	assert_int_equal(iodma_map_single(dev, buf, SIZE_MAX, IODMA_TO_DEVICE, &iova), -EINVAL);
+	assert_int_equal(iodma_map_single(dev, buf, 10, IODMA_TO_DEVICE, NULL), -EINVAL);
+	assert_int_equal(iodma_map_single_attrs(dev, buf, 10, 3, 0, IODMA_TO_DEVICE, &iova), -EINVAL);
+	assert_int_equal(iodma_map_single_attrs(dev, buf, 10, 0, 0x1ffffffffffull,
+						IODMA_TO_DEVICE, &iova), -EINVAL);
+	assert_int_equal(iodma_map_single_attrs(dev, buf, 10, 0, 0xfff,
+						IODMA_TO_DEVICE, &iova), -EINVAL);
+	assert_int_equal(iova, 7);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	assert_int_equal(stats(dev).maps, 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	/* The per-call mask is honoured: 32 bits on a 40-bit device. */
+	assert_int_equal(iodma_map_single_attrs(dev, buf, 10, 0, MASK32,
+						IODMA_TO_DEVICE, &iova), 0);
+	assert_true(iova <= MASK32);
+	assert_int_equal(iodma_unmap_single(dev, iova, 10, IODMA_TO_DEVICE), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_unmap_single_unknown_map_is_einval_and_map_stays(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(PG), b;
+	uint64_t dio, bio;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &dio), 0);
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 1, 100, 8, 0,
+						IODMA_TO_DEVICE, &bio), 0);
+	for (int k = 0; k < 2; k++) {
+		uint64_t io = k ? bio : dio;
+
+		assert_int_equal(iodma_unmap_single(dev, io + 1, 100, IODMA_TO_DEVICE), -EINVAL);
+		assert_int_equal(iodma_unmap_single(dev, io, 99, IODMA_TO_DEVICE), -EINVAL);
+		assert_int_equal(iodma_unmap_single(dev, io, 100, IODMA_FROM_DEVICE), -EINVAL);
+		assert_int_equal(iodma_unmap_single(dev, io, 0, IODMA_TO_DEVICE), -EINVAL);
+		assert_int_equal(iodma_unmap_single(dev, io, 100, (enum iodma_dir)9), -EINVAL);
+		assert_int_equal(iodma_read(d, io, &b, 1), 0);
+	}
+	assert_int_equal(iodma_unmap_single(dev, 0x12345000, 100, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(iodma_unmap_single(dev, dio, 100, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, bio, 100, IODMA_TO_DEVICE), 0);
+	/* Twice: -EINVAL. */
+	assert_int_equal(iodma_unmap_single(dev, dio, 100, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(iodma_unmap_single(dev, bio, 100, IODMA_TO_DEVICE), -EINVAL);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_unmap_single_backend_failure_keeps_map(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(PG), b;
+	uint64_t iova;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_TO_DEVICE), -EIO);
+	assert_int_equal(iodma_read(d, iova, &b, 1), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_TO_DEVICE), 0);
+	/* A failing domain map leaves nothing. */
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 1, -EIO), 0);
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(stats(dev).maps, 1);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* ---- bounce pool exhaustion --------------------------------------------------------- */
+
+static void test_bounce_pool_exhaustion_enomem_then_recovery(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 16);
+	uint8_t *buf = page_alloc(PG);
+	uint64_t iova[40], extra = 0x77;
+	int n = 0;
+
+	(void)state;
+	/* 64 KiB of 2 KiB slots: 16 maps of 4 KiB fit. */
+	while (n < 40 && iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &iova[n]) == 0)
+		n++;
+	assert_int_equal(n, 16);
+	assert_int_equal(stats(dev).bounce_full, 1);
+	assert_int_equal(stats(dev).bounce_slots_used, 32);
+	assert_int_equal(iodma_map_single(dev, buf, 1, IODMA_TO_DEVICE, &extra), -ENOMEM);
+	assert_int_equal(extra, 0x77);
+	assert_int_equal(stats(dev).bounce_full, 2);
+	assert_int_equal(stats(dev).maps, 16);
+	/* Free one in the middle: a map fits again. */
+	assert_int_equal(iodma_unmap_single(dev, iova[7], PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &iova[7]), 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(iodma_unmap_single(dev, iova[i], PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	/* Larger than the pool: -ENOMEM, never a crash. */
+	{
+		uint8_t *big = page_alloc(1 << 17);
+
+		assert_int_equal(iodma_map_single(dev, big, 1 << 17, IODMA_TO_DEVICE, &extra), -ENOMEM);
+		assert_int_equal(iodma_map_single(dev, big, 1 << 16, IODMA_TO_DEVICE, &extra), 0);
+		assert_int_equal(iodma_unmap_single(dev, extra, 1 << 16, IODMA_TO_DEVICE), 0);
+		free(big);
+	}
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* ---- registered memory ----------------------------------------------------------------- */
+
+static void test_registered_map_is_a_lookup_without_new_mapping(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	size_t len = 64 * PG;
+	uint8_t *buf = page_alloc(len), x[32];
+	uint64_t reg_iova, iova, io2, nr;
+	struct iodma_dev_stats st;
+
+	(void)state;
+	assert_int_equal(iodma_dev_register(dev, buf, len, &reg_iova), 0);
+	assert_true(reg_iova + len - 1 <= MASK32);
+	nr = iodma_domain_nr_mappings(d);
+	assert_int_equal(iodma_map_single(dev, buf + 5 * PG + 17, 3 * PG,
+					  IODMA_TO_DEVICE, &iova), 0);
+	assert_int_equal(iova, reg_iova + 5 * PG + 17);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	st = stats(dev);
+	assert_int_equal(st.registered_hits, 1);
+	assert_int_equal(st.bounces, 0);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 5 * PG + 17, 3 * PG, &io2), 0);
+	assert_int_equal(io2, iova);
+	fill(buf + 5 * PG + 17, 32, 5);
+	assert_int_equal(iodma_read(d, iova, x, 32), 0);
+	assert_true(check(x, 32, 5));
+	/* The same buffer mapped twice: two live maps, one IOVA. */
+	assert_int_equal(iodma_map_single(dev, buf + 5 * PG + 17, 3 * PG,
+					  IODMA_TO_DEVICE, &io2), 0);
+	assert_int_equal(io2, iova);
+	assert_int_equal(iodma_sync_for_device(dev, iova + 8, 8, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 3 * PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 3 * PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova, 3 * PG, IODMA_TO_DEVICE), -EINVAL);
+	/* Registered memory stays reachable after the streaming unmap. */
+	assert_int_equal(iodma_read(d, iova, x, 32), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf, len), 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr - 1);
+	assert_int_equal(iodma_read(d, iova, x, 32), -EFAULT);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_register_errors_eexist_enoent_ebusy(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(32 * PG);
+	uint64_t io, iova, nr;
+
+	(void)state;
+	assert_int_equal(iodma_dev_register(dev, buf + 1, PG, NULL), -EINVAL);
+	assert_int_equal(iodma_dev_register(dev, buf, PG + 1, NULL), -EINVAL);
+	assert_int_equal(iodma_dev_register(dev, buf, 0, NULL), -EINVAL);
+	assert_int_equal(iodma_dev_register(dev, NULL, PG, NULL), -EINVAL);
+	assert_int_equal(iodma_dev_register(dev, (void *)(uintptr_t)(1ull << 48), PG, NULL), -EINVAL);
+	assert_int_equal(iodma_dev_register(dev, buf + 8 * PG, 8 * PG, NULL), 0);
+	nr = iodma_domain_nr_mappings(d);
+	assert_int_equal(iodma_dev_register(dev, buf, 9 * PG, NULL), -EEXIST);
+	assert_int_equal(iodma_dev_register(dev, buf + 15 * PG, 2 * PG, NULL), -EEXIST);
+	assert_int_equal(iodma_dev_register(dev, buf + 10 * PG, PG, NULL), -EEXIST);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	/* Adjacent is fine. */
+	assert_int_equal(iodma_dev_register(dev, buf, 8 * PG, NULL), 0);
+	assert_int_equal(iodma_dev_register(dev, buf + 16 * PG, 8 * PG, NULL), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 24 * PG, PG), -ENOENT);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 8 * PG, 4 * PG), -ENOENT);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 9 * PG, 7 * PG), -ENOENT);
+	/* A live streaming map inside: -EBUSY, still registered. */
+	assert_int_equal(iodma_map_single(dev, buf + 9 * PG, 100, IODMA_FROM_DEVICE, &iova), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 8 * PG, 8 * PG), -EBUSY);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 9 * PG, 100, &io), 0);
+	assert_int_equal(io, iova);
+	assert_int_equal(iodma_unmap_single(dev, iova, 100, IODMA_FROM_DEVICE), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 8 * PG, 8 * PG), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 8 * PG, 8 * PG), -ENOENT);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 9 * PG, 100, &io), -ENOENT);
+	assert_int_equal(iodma_dev_unregister(dev, buf, 8 * PG), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 16 * PG, 8 * PG), 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1); /* the bounce pool */
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_va_to_iova_needs_whole_contiguous_registration(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(8 * PG);
+	uint64_t a, b, io;
+
+	(void)state;
+	assert_int_equal(iodma_dev_register(dev, buf, 4 * PG, &a), 0);
+	assert_int_equal(iodma_dev_register(dev, buf + 4 * PG, 4 * PG, &b), 0);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 4 * PG - 1, 1, &io), 0);
+	assert_int_equal(io, a + 4 * PG - 1);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 4 * PG, PG, &io), 0);
+	assert_int_equal(io, b);
+	/* Two registrations are adjacent in VA but not in IOVA (top-down). */
+	if (b != a + 4 * PG)
+		assert_int_equal(iodma_va_to_iova(dev, buf + 4 * PG - 1, 2, &io), -ENOENT);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 8 * PG - 1, 2, &io), -ENOENT);
+	assert_int_equal(iodma_va_to_iova(dev, buf, 0, &io), -ENOENT);
+	assert_int_equal(iodma_va_to_iova(dev, buf - 1, 1, &io), -ENOENT);
+	/* A map spanning both registrations is not a registered hit. */
+	if (b != a + 4 * PG) {
+		assert_int_equal(iodma_map_single(dev, buf + 3 * PG, 2 * PG,
+						  IODMA_TO_DEVICE, &io), 0);
+		assert_int_equal(stats(dev).registered_hits, 0);
+		assert_int_equal(iodma_unmap_single(dev, io, 2 * PG, IODMA_TO_DEVICE), 0);
+	}
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_register_direct_mode_records_bus_pages(void **state)
+{
+	struct iodma_dev *dev = direct_dev_new(MASK32, IODMA_BOUNCE_WHEN_NEEDED,
+					       1 << 16);
+	uint8_t *low = page_alloc(4 * PG), *scat = page_alloc(2 * PG),
+		*high = page_alloc(PG);
+	uint64_t io;
+
+	(void)state;
+	fake_add(low, 4 * PG, 0x800000, 0);
+	fake_add(scat, 2 * PG, 0xa00000, 1);
+	assert_int_equal(iodma_dev_register(dev, low, 4 * PG, &io), 0);
+	assert_int_equal(io, 0x800000);
+	assert_int_equal(iodma_va_to_iova(dev, low + 2 * PG + 5, 100, &io), 0);
+	assert_int_equal(io, 0x800000 + 2 * PG + 5);
+	assert_int_equal(iodma_dev_register(dev, high, PG, &io), -ERANGE);
+	assert_int_equal(iodma_va_to_iova(dev, high, 1, &io), -ENOENT);
+	/* Discontiguous pages: each page looks up, a range across them not. */
+	assert_int_equal(iodma_dev_register(dev, scat, 2 * PG, NULL), 0);
+	assert_int_equal(iodma_va_to_iova(dev, scat + PG, 10, &io), 0);
+	assert_int_equal(io, 0xa00000);
+	assert_int_equal(iodma_va_to_iova(dev, scat + 4000, 200, &io), -ENOENT);
+	assert_int_equal(iodma_map_single(dev, low + 10, 10, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(io, 0x80000a);
+	assert_int_equal(stats(dev).registered_hits, 1);
+	assert_int_equal(iodma_unmap_single(dev, io, 10, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_dev_unregister(dev, low, 4 * PG), 0);
+	assert_int_equal(iodma_dev_unregister(dev, scat, 2 * PG), 0);
+	direct_dev_free(dev);
+	free(low);
+	free(scat);
+	free(high);
+}
+
+/* ---- scatter-gather ------------------------------------------------------------------- */
+
+static void test_sg_merges_page_contiguous_elements_into_segments(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *a = page_alloc(PG), *b = page_alloc(2 * PG), *c = page_alloc(PG);
+	uint8_t *all = malloc(4 * PG);
+	struct iodma_sg sg[4];
+	int n;
+
+	(void)state;
+	fill(a, PG, 1);
+	fill(b, 2 * PG, 2);
+	fill(c, PG, 3);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = a; sg[0].len = PG;
+	sg[1].va = b; sg[1].len = 2 * PG;
+	sg[2].va = c; sg[2].len = PG;
+	n = iodma_map_sg(dev, sg, 3, IODMA_TO_DEVICE);
+	assert_int_equal(n, 1);
+	assert_int_equal(sg[0].seg_len, 4 * PG);
+	assert_int_equal(sg[0].seg_iova, sg[0].iova);
+	assert_true(sg[0].seg_iova + 4 * PG - 1 <= MASK32);
+	/* The device reads the list as one segment. */
+	assert_int_equal(iodma_read(d, sg[0].seg_iova, all, 4 * PG), 0);
+	assert_memory_equal(all, a, PG);
+	assert_memory_equal(all + PG, b, 2 * PG);
+	assert_memory_equal(all + 3 * PG, c, PG);
+	assert_int_equal(stats(dev).maps, 3);
+	assert_int_equal(iodma_sync_sg_for_device(dev, sg, 3, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_sync_sg_for_cpu(dev, sg, 3, IODMA_TO_DEVICE), 0);
+	/* An element of the list cannot be unmapped alone. */
+	assert_int_equal(iodma_unmap_single(dev, sg[1].iova, 2 * PG, IODMA_TO_DEVICE), -EINVAL);
+	/* Nor a partial list. */
+	assert_int_equal(iodma_unmap_sg(dev, sg, 2, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 3, IODMA_FROM_DEVICE), -EINVAL);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 3, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_read(d, sg[0].seg_iova, all, 1), -EFAULT);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 3, IODMA_TO_DEVICE), -EINVAL);
+	iodma_dev_destroy(dev);
+
+	/* max_segment_size 8 KiB: [a b0] [b1 c]... b is 8 KiB: a|b|c. */
+	{
+		struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+
+		o.domain = d;
+		o.max_segment_size = 2 * PG;
+		assert_int_equal(iodma_dev_create(&o, &dev), 0);
+		memset(sg, 0, sizeof(sg));
+		sg[0].va = a; sg[0].len = PG;
+		sg[1].va = b; sg[1].len = 2 * PG;
+		sg[2].va = c; sg[2].len = PG;
+		sg[3].va = a; sg[3].len = PG;
+		n = iodma_map_sg(dev, sg, 4, IODMA_TO_DEVICE);
+		assert_int_equal(n, 3);
+		assert_int_equal(sg[0].seg_len, PG);
+		assert_int_equal(sg[1].seg_len, 2 * PG);
+		assert_int_equal(sg[2].seg_len, 2 * PG);
+		assert_int_equal(iodma_unmap_sg(dev, sg, 4, IODMA_TO_DEVICE), 0);
+		/* An element longer than max_segment_size is a bad list. */
+		sg[0].len = 3 * PG;
+		sg[0].va = all;
+		assert_int_equal(iodma_map_sg(dev, sg, 1, IODMA_TO_DEVICE), -EINVAL);
+		iodma_dev_destroy(dev);
+	}
+	/* Offsets break merging: a tail ending mid-page does not merge. */
+	dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = a; sg[0].len = 100;
+	sg[1].va = b + 8; sg[1].len = 100;
+	n = iodma_map_sg(dev, sg, 2, IODMA_FROM_DEVICE);
+	assert_int_equal(n, 2);
+	assert_int_equal(sg[1].seg_iova, sg[1].iova);
+	assert_int_equal(sg[1].iova & (PG - 1), 8);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 2, IODMA_FROM_DEVICE), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(a); free(b); free(c); free(all);
+}
+
+static void test_sg_respects_segment_boundary(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev;
+	uint8_t *buf = page_alloc(16 * PG);
+	struct iodma_sg sg[6];
+	int n;
+
+	(void)state;
+	o.domain = d;
+	o.segment_boundary = 4 * PG - 1;  /* 16 KiB windows */
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	memset(sg, 0, sizeof(sg));
+	for (int i = 0; i < 6; i++) {
+		sg[i].va = buf + (size_t)i * 2 * PG + (i == 1 ? 0 : 0);
+		sg[i].len = i == 1 ? 3 * PG : PG;
+	}
+	n = iodma_map_sg(dev, sg, 6, IODMA_BIDIRECTIONAL);
+	assert_true(n >= 1);
+	for (int i = 0; i < n; i++) {
+		uint64_t s = sg[i].seg_iova, e = s + sg[i].seg_len - 1;
+
+		assert_int_equal(s / (4 * PG), e / (4 * PG));
+	}
+	for (int i = 0; i < 6; i++) {
+		uint64_t s = sg[i].iova, e = s + sg[i].len - 1;
+
+		assert_int_equal(s / (4 * PG), e / (4 * PG));
+	}
+	assert_int_equal(iodma_unmap_sg(dev, sg, 6, IODMA_BIDIRECTIONAL), 0);
+	/* An element longer than the boundary window is a bad list. */
+	sg[0].len = 5 * PG;
+	assert_int_equal(iodma_map_sg(dev, sg, 1, IODMA_BIDIRECTIONAL), -EINVAL);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_sg_all_or_nothing_when_third_element_fails(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(8 * PG), x;
+	struct iodma_sg sg[5];
+	struct iodma_dev_stats st;
+	uint64_t nr = iodma_domain_nr_mappings(d);
+
+	(void)state;
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf;               sg[0].len = PG;
+	sg[1].va = buf + 2 * PG + 1;  sg[1].len = 100;
+	sg[2].va = buf + 4 * PG;      sg[2].len = PG;
+	sg[3].va = buf + 6 * PG;      sg[3].len = PG;
+	sg[4].va = buf + 7 * PG;      sg[4].len = 10;
+	/* Dynamic elements 0, 1, 2, 3, 4: the 3rd domain map fails. */
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 3, -EIO), 0);
+	assert_int_equal(iodma_map_sg(dev, sg, 5, IODMA_TO_DEVICE), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(sg[i].iova, 0);
+	st = stats(dev);
+	assert_int_equal(st.maps, 0);
+	assert_int_equal(st.bounce_slots_used, 0);
+	/* Segments: [0] [1 (offset 1)] [2 3 4 (page-contiguous)]. */
+	assert_int_equal(iodma_map_sg(dev, sg, 5, IODMA_TO_DEVICE), 3);
+	assert_int_equal(sg[2].seg_iova, sg[2].iova);
+	assert_int_equal(sg[2].seg_len, 2 * PG + 10);
+	assert_int_equal(iodma_read(d, sg[2].iova, &x, 1), 0);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 5, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	iodma_dev_destroy(dev);
+
+	/* Mixed with bounced elements (align 512): the bounces are undone. */
+	{
+		struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+
+		o.domain = d;
+		o.min_align = 512;
+		o.bounce_pool_size = 1 << 16;
+		assert_int_equal(iodma_dev_create(&o, &dev), 0);
+		nr = iodma_domain_nr_mappings(d);
+		/* elements 1 and 4 bounce; 0, 2, 3 map: the 3rd map is sg[3]. */
+		sg[4].va = buf + 7 * PG + 8;
+		assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 3, -EIO), 0);
+		assert_int_equal(iodma_map_sg(dev, sg, 5, IODMA_BIDIRECTIONAL), -EIO);
+		assert_int_equal(iodma_domain_nr_mappings(d), nr);
+		assert_int_equal(stats(dev).bounce_slots_used, 0);
+		assert_true(iodma_map_sg(dev, sg, 5, IODMA_BIDIRECTIONAL) >= 3);
+		assert_int_equal(stats(dev).bounces, 2);
+		assert_int_equal(stats(dev).bounce_slots_used, 2);
+		assert_int_equal(iodma_unmap_sg(dev, sg, 5, IODMA_BIDIRECTIONAL), 0);
+		assert_int_equal(stats(dev).bounce_slots_used, 0);
+		assert_int_equal(iodma_domain_nr_mappings(d), nr);
+		iodma_dev_destroy(dev);
+	}
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_sg_bounced_elements_copy_back_at_unmap(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 16);
+	uint8_t *buf = page_alloc(2 * PG), x[50];
+	struct iodma_sg sg[2];
+
+	(void)state;
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf; sg[0].len = 50;
+	sg[1].va = buf + PG; sg[1].len = 50;
+	assert_true(iodma_map_sg(dev, sg, 2, IODMA_FROM_DEVICE) >= 1);
+	fill(x, 50, 6);
+	assert_int_equal(iodma_write(d, sg[1].iova, x, 50), 0);
+	assert_int_equal(iodma_sync_sg_for_cpu(dev, sg, 2, IODMA_FROM_DEVICE), 0);
+	assert_true(check(buf + PG, 50, 6));
+	fill(x, 50, 7);
+	assert_int_equal(iodma_write(d, sg[0].iova, x, 50), 0);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 2, IODMA_FROM_DEVICE), 0);
+	assert_true(check(buf, 50, 7));
+	assert_int_equal(iodma_sync_sg_for_cpu(dev, sg, 2, IODMA_FROM_DEVICE), -EINVAL);
+	assert_int_equal(iodma_map_sg(dev, NULL, 1, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(iodma_map_sg(dev, sg, 0, IODMA_TO_DEVICE), -EINVAL);
+	sg[1].len = 0;
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_sg_direct_mode_merges_physically_contiguous(void **state)
+{
+	struct iodma_dev *dev = direct_dev_new(MASK32, IODMA_BOUNCE_WHEN_NEEDED,
+					       1 << 16);
+	uint8_t *low = page_alloc(4 * PG), *high = page_alloc(PG);
+	struct iodma_sg sg[3];
+
+	(void)state;
+	fake_add(low, 4 * PG, 0x800000, 0);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = low; sg[0].len = PG;
+	sg[1].va = low + PG; sg[1].len = 2 * PG;
+	sg[2].va = high; sg[2].len = 64; /* above the mask: bounced */
+	assert_int_equal(iodma_map_sg(dev, sg, 3, IODMA_TO_DEVICE), 2);
+	assert_int_equal(sg[0].seg_iova, 0x800000);
+	assert_int_equal(sg[0].seg_len, 3 * PG);
+	assert_true(sg[1].seg_iova >= 0x100000 && sg[1].seg_iova < 0x110000);
+	assert_int_equal(stats(dev).bounces, 1);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 3, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	direct_dev_free(dev);
+	free(low);
+	free(high);
+}
+
+static void test_no_iova_space_below_mask_is_enomem(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+	uint8_t *buf = page_alloc(32 * PG);
+	uint64_t iova = 0;
+	void *va = NULL;
+
+	(void)state;
+	/* A 16-bit device: 15 usable pages below 64 KiB (page 0 is out). */
+	o.domain = d;
+	o.dma_mask = 0xffff;
+	assert_int_equal(iodma_dev_create(&o, &dev), -ENOMEM); /* 4 MiB pool */
+	assert_null(dev);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	o.bounce_pool_size = 4 * PG;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	assert_int_equal(iodma_alloc_coherent(dev, 16 * PG, &va, &iova), -ENOMEM);
+	assert_null(va);
+	assert_int_equal(iodma_dev_register(dev, buf, 16 * PG, &iova), -ENOMEM);
+	assert_int_equal(iodma_va_to_iova(dev, buf, 1, &iova), -ENOENT);
+	assert_int_equal(iodma_map_single(dev, buf, 16 * PG, IODMA_TO_DEVICE, &iova), -ENOMEM);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(iodma_alloc_coherent(dev, 8 * PG, &va, &iova), 0);
+	assert_true(iova + 8 * PG - 1 <= 0xffff);
+	assert_int_equal(iodma_free_coherent(dev, va, iova, 8 * PG), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_domain_map_errors_propagate_and_leave_nothing(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+	uint8_t *buf = page_alloc(8 * PG);
+	uint64_t iova = 0;
+	void *va = NULL;
+	struct iodma_sg sg[1];
+
+	(void)state;
+	o.domain = d;
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 1, -EIO), 0);
+	assert_int_equal(iodma_dev_create(&o, &dev), -EIO); /* the pool map */
+	assert_null(dev);
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 1, -EIO), 0);
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), -EIO);
+	assert_int_equal(stats(dev).coherent_allocs, 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 1, -EIO), 0);
+	assert_int_equal(iodma_dev_register(dev, buf, 8 * PG, NULL), -EIO);
+	assert_int_equal(iodma_va_to_iova(dev, buf, 1, &iova), -ENOENT);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	/* Unregister whose domain unmap fails: still registered. */
+	assert_int_equal(iodma_dev_register(dev, buf, 8 * PG, NULL), 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf, 8 * PG), -EIO);
+	assert_int_equal(iodma_va_to_iova(dev, buf + PG, 1, &iova), 0);
+	assert_int_equal(iodma_map_single(dev, buf, 8, IODMA_TO_DEVICE, &iova), 0);
+	assert_int_equal(stats(dev).registered_hits, 1);
+	assert_int_equal(iodma_unmap_single(dev, iova, 8, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf, 8 * PG), 0);
+	/* Coherent free whose unmap fails: still allocated. */
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), -EIO);
+	assert_int_equal(stats(dev).coherent_allocs, 1);
+	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), 0);
+	/* unmap_sg whose unmap fails: the list stays mapped. */
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf; sg[0].len = PG;
+	assert_int_equal(iodma_map_sg(dev, sg, 1, IODMA_TO_DEVICE), 1);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 1, IODMA_TO_DEVICE), -EIO);
+	assert_int_equal(iodma_sync_sg_for_cpu(dev, sg, 1, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 1, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* ---- MMIO ----------------------------------------------------------------------------- */
+
+static void test_mmio_windows_translate_and_reject(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, 0, IODMA_BOUNCE_NEVER, 0);
+	static uint8_t bar[2][4096];
+	void *va = NULL;
+
+	(void)state;
+	assert_int_equal(iodma_dev_add_mmio(dev, 0xfe000000, 4096, bar[0]), 0);
+	assert_int_equal(iodma_dev_add_mmio(dev, 0xfe001000, 4096, bar[1]), 0);
+	assert_int_equal(iodma_dev_add_mmio(dev, 0xfe000800, 16, bar[1]), -EEXIST);
+	assert_int_equal(iodma_dev_add_mmio(dev, 0x1000, 0, bar[1]), -EINVAL);
+	assert_int_equal(iodma_dev_add_mmio(dev, UINT64_MAX, 2, bar[1]), -EINVAL);
+	assert_int_equal(iodma_dev_add_mmio(dev, 0x1000, 16, NULL), -EINVAL);
+	assert_int_equal(iodma_mmio_phys_to_virt(dev, 0xfe000010, 16, &va), 0);
+	assert_ptr_equal(va, bar[0] + 16);
+	assert_int_equal(iodma_mmio_phys_to_virt(dev, 0xfe001ff0, 16, &va), 0);
+	assert_ptr_equal(va, bar[1] + 0xff0);
+	va = NULL;
+	assert_int_equal(iodma_mmio_phys_to_virt(dev, 0xfe000ff0, 32, &va), -EFAULT);
+	assert_int_equal(iodma_mmio_phys_to_virt(dev, 0xfd000000, 4, &va), -EFAULT);
+	assert_int_equal(iodma_mmio_phys_to_virt(dev, 0xfe000000, 0, &va), -EFAULT);
+	assert_null(va);
+	for (int i = 2; i < 16; i++)
+		assert_int_equal(iodma_dev_add_mmio(dev, 0x10000000ull * (uint64_t)i,
+						    4096, bar[0]), 0);
+	assert_int_equal(iodma_dev_add_mmio(dev, 0x200000000ull, 4096, bar[0]), -ENOSPC);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+/* ---- destroy ----------------------------------------------------------------------------- */
+
+static void test_dev_destroy_releases_everything_live(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(16 * PG);
+	struct iodma_sg sg[2];
+	uint64_t io;
+	void *va;
+
+	(void)state;
+	assert_int_equal(iodma_dev_register(dev, buf, 4 * PG, NULL), 0);
+	assert_int_equal(iodma_map_single(dev, buf, 10, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(iodma_map_single(dev, buf + 5 * PG, 10, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(iodma_map_single_attrs(dev, buf + 6 * PG + 1, 10, 4, 0,
+						IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &io), 0);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf + 8 * PG; sg[0].len = PG;
+	sg[1].va = buf + 9 * PG; sg[1].len = PG;
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), 1);
+	assert_true(iodma_domain_nr_mappings(d) > 1);
+	iodma_dev_destroy(dev);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	iodma_dev_destroy(NULL);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* ---- fail-nth sweeps ----------------------------------------------------------------------- */
+
+static void test_fail_nth_dev_create(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev;
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	o.domain = d;
+	o.dma_mask = MASK32;
+	for (n = 1;; n++) {
+		dev = NULL;
+		iodma_test_fail_alloc(n);
+		ret = iodma_dev_create(&o, &dev);
+		iodma_test_fail_alloc(0);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_null(dev);
+		assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	}
+	assert_true(n > 1);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+static void sweep_map_single(struct iodma_domain *d, struct iodma_dev *dev,
+			     void *va, size_t len, uint64_t align)
+{
+	struct iodma_dev_stats before = stats(dev), st;
+	uint64_t nr = iodma_domain_nr_mappings(d), iova = 0;
+	unsigned long n;
+	int ret;
+
+	for (n = 1;; n++) {
+		iodma_test_fail_alloc(n);
+		ret = iodma_map_single_attrs(dev, va, len, align, 0,
+					     IODMA_BIDIRECTIONAL, &iova);
+		iodma_test_fail_alloc(0);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_int_equal(iodma_domain_nr_mappings(d), nr);
+		st = stats(dev);
+		assert_int_equal(st.maps, before.maps);
+		assert_int_equal(st.bounce_slots_used, before.bounce_slots_used);
+	}
+	assert_int_equal(iodma_unmap_single(dev, iova, len, IODMA_BIDIRECTIONAL), 0);
+}
+
+static void test_fail_nth_map_single_every_kind(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(8 * PG);
+
+	(void)state;
+	sweep_map_single(d, dev, buf + 100, 3000, 0);      /* dynamic */
+	sweep_map_single(d, dev, buf + 101, 3000, 4);      /* bounce */
+	assert_int_equal(iodma_dev_register(dev, buf + 4 * PG, 4 * PG, NULL), 0);
+	sweep_map_single(d, dev, buf + 4 * PG + 8, 100, 0); /* registered */
+	assert_int_equal(iodma_dev_unregister(dev, buf + 4 * PG, 4 * PG), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_fail_nth_alloc_coherent(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint64_t nr = iodma_domain_nr_mappings(d), iova;
+	unsigned long n;
+	void *va;
+	int ret;
+
+	(void)state;
+	for (n = 1;; n++) {
+		va = NULL;
+		iodma_test_fail_alloc(n);
+		ret = iodma_alloc_coherent(dev, 3 * PG, &va, &iova);
+		iodma_test_fail_alloc(0);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_null(va);
+		assert_int_equal(iodma_domain_nr_mappings(d), nr);
+		assert_int_equal(stats(dev).coherent_allocs, 0);
+	}
+	assert_int_equal(iodma_free_coherent(dev, va, iova, 3 * PG), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+static void test_fail_nth_register(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	uint8_t *buf = page_alloc(16 * PG);
+	uint64_t nr = iodma_domain_nr_mappings(d), io;
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	/* A first registration elsewhere so the registry array exists too. */
+	for (n = 1;; n++) {
+		iodma_test_fail_alloc(n);
+		ret = iodma_dev_register(dev, buf, 16 * PG, NULL);
+		iodma_test_fail_alloc(0);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_int_equal(iodma_domain_nr_mappings(d), nr);
+		assert_int_equal(iodma_va_to_iova(dev, buf, 1, &io), -ENOENT);
+		/* and the range is still free to register */
+	}
+	assert_int_equal(iodma_va_to_iova(dev, buf + 15 * PG, PG, &io), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf, 16 * PG), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+static void test_fail_nth_map_sg(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev;
+	uint8_t *buf = page_alloc(8 * PG);
+	struct iodma_sg sg[4];
+	uint64_t nr;
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	o.domain = d;
+	o.min_align = 8;
+	o.bounce_pool_size = 1 << 16;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	assert_int_equal(iodma_dev_register(dev, buf + 6 * PG, 2 * PG, NULL), 0);
+	nr = iodma_domain_nr_mappings(d);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf; sg[0].len = PG;              /* dynamic */
+	sg[1].va = buf + 2 * PG + 3; sg[1].len = 9;  /* bounce */
+	sg[2].va = buf + 4 * PG; sg[2].len = PG;     /* dynamic */
+	sg[3].va = buf + 6 * PG; sg[3].len = PG;     /* registered */
+	for (n = 1;; n++) {
+		iodma_test_fail_alloc(n);
+		ret = iodma_map_sg(dev, sg, 4, IODMA_TO_DEVICE);
+		iodma_test_fail_alloc(0);
+		if (ret > 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_int_equal(iodma_domain_nr_mappings(d), nr);
+		assert_int_equal(stats(dev).bounce_slots_used, 0);
+		assert_int_equal(stats(dev).maps, 0);
+	}
+	assert_int_equal(stats(dev).registered_hits, 1);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 6 * PG, 2 * PG), -EBUSY);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 4, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf + 6 * PG, 2 * PG), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* ---- threads ------------------------------------------------------------------------------ */
+
+struct thr_arg {
+	struct iodma_domain *d;
+	struct iodma_dev *dev;
+	uint8_t seed;
+	int errors;
+};
+
+static void *bounce_thread(void *p)
+{
+	struct thr_arg *a = p;
+	size_t len = 3000;
+	uint8_t *buf = malloc(len), *seen = malloc(len), *ans = malloc(len);
+
+	for (int it = 0; it < 400; it++) {
+		uint8_t s = (uint8_t)(a->seed + it);
+		uint64_t iova;
+
+		fill(buf, len, s);
+		if (iodma_map_single(a->dev, buf, len, IODMA_BIDIRECTIONAL, &iova)) {
+			a->errors++;
+			continue;
+		}
+		if (iodma_read(a->d, iova, seen, len) || !check(seen, len, s))
+			a->errors++;
+		fill(ans, len, (uint8_t)(s ^ 0x5a));
+		if (iodma_write(a->d, iova, ans, len))
+			a->errors++;
+		if (iodma_unmap_single(a->dev, iova, len, IODMA_BIDIRECTIONAL) ||
+		    !check(buf, len, (uint8_t)(s ^ 0x5a)))
+			a->errors++;
+	}
+	free(buf);
+	free(seen);
+	free(ans);
+	return NULL;
+}
+
+static void test_bounce_pool_four_threads_keep_their_data(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	pthread_t t[4];
+	struct thr_arg a[4];
+
+	(void)state;
+	for (int i = 0; i < 4; i++) {
+		a[i] = (struct thr_arg){ d, dev, (uint8_t)(i * 61), 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, bounce_thread, &a[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].errors, 0);
+	}
+	assert_int_equal(stats(dev).bounces, 1600);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dev_create_rejects_bad_options),
+		cmocka_unit_test(test_dev_create_defaults_and_pool_mapping),
+		cmocka_unit_test(test_dev_create_direct_pool_above_mask_is_enomem),
+		cmocka_unit_test(test_coherent_zeroed_aligned_below_mask_and_device_reachable),
+		cmocka_unit_test(test_coherent_free_errors_change_nothing),
+		cmocka_unit_test(test_coherent_direct_mode_bus_address_and_mask),
+		cmocka_unit_test(test_hal_dma_alloc_dealloc),
+		cmocka_unit_test(test_map_single_above_dma_mask_bounces),
+		cmocka_unit_test(test_map_single_physically_discontiguous_bounces),
+		cmocka_unit_test(test_map_single_misaligned_buffer_bounces),
+		cmocka_unit_test(test_dynamic_map_permissions_follow_direction),
+		cmocka_unit_test(test_after_unmap_single_device_cannot_reach_buffer),
+		cmocka_unit_test(test_share_to_device_copies_in_not_back),
+		cmocka_unit_test(test_share_from_device_copies_back_not_in),
+		cmocka_unit_test(test_share_bidirectional_copies_both_ways),
+		cmocka_unit_test(test_hal_unshare_wrong_buffer_is_einval),
+		cmocka_unit_test(test_policy_always_bounces_everything),
+		cmocka_unit_test(test_policy_never_refuses_with_erange_or_einval),
+		cmocka_unit_test(test_sync_for_cpu_copies_device_writes_mid_mapping),
+		cmocka_unit_test(test_sync_for_device_hands_cpu_writes_to_device),
+		cmocka_unit_test(test_sync_rejects_unknown_ranges_and_directions),
+		cmocka_unit_test(test_map_single_argument_errors_change_nothing),
+		cmocka_unit_test(test_unmap_single_unknown_map_is_einval_and_map_stays),
+		cmocka_unit_test(test_unmap_single_backend_failure_keeps_map),
+		cmocka_unit_test(test_bounce_pool_exhaustion_enomem_then_recovery),
+		cmocka_unit_test(test_registered_map_is_a_lookup_without_new_mapping),
+		cmocka_unit_test(test_register_errors_eexist_enoent_ebusy),
+		cmocka_unit_test(test_va_to_iova_needs_whole_contiguous_registration),
+		cmocka_unit_test(test_register_direct_mode_records_bus_pages),
+		cmocka_unit_test(test_sg_merges_page_contiguous_elements_into_segments),
+		cmocka_unit_test(test_sg_respects_segment_boundary),
+		cmocka_unit_test(test_sg_all_or_nothing_when_third_element_fails),
+		cmocka_unit_test(test_sg_bounced_elements_copy_back_at_unmap),
+		cmocka_unit_test(test_sg_direct_mode_merges_physically_contiguous),
+		cmocka_unit_test(test_no_iova_space_below_mask_is_enomem),
+		cmocka_unit_test(test_domain_map_errors_propagate_and_leave_nothing),
+		cmocka_unit_test(test_mmio_windows_translate_and_reject),
+		cmocka_unit_test(test_dev_destroy_releases_everything_live),
+		cmocka_unit_test(test_fail_nth_dev_create),
+		cmocka_unit_test(test_fail_nth_map_single_every_kind),
+		cmocka_unit_test(test_fail_nth_alloc_coherent),
+		cmocka_unit_test(test_fail_nth_register),
+		cmocka_unit_test(test_fail_nth_map_sg),
+		cmocka_unit_test(test_bounce_pool_four_threads_keep_their_data),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests: guest/physical memory regions (iodma/memory.h): add, remove,
+ * lookups, translation into host slices, copies, fds, fail-nth. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <iodma.h>
+
+#include "memory_priv.h"
+#include "util.h"
+
+#define PG ((uint64_t)iodma_page_size())
+
+static struct iodma_memory *mem_new(void)
+{
+	struct iodma_memory *m = NULL;
+
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_non_null(m);
+	return m;
+}
+
+static size_t nr_regions(const struct iodma_memory *m)
+{
+	return iodma_memory_get_regions(m, NULL, 0);
+}
+
+static void test_create_rejects_bad_opts(void **state)
+{
+	struct iodma_memory_opts o = IODMA_OPTS_INIT(struct iodma_memory_opts);
+	struct iodma_memory *m = (void *)0x1;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, NULL), -EINVAL);
+	o.flags = 1;
+	assert_int_equal(iodma_memory_create(&o, &m), -EINVAL);
+	assert_ptr_equal(m, (void *)0x1);
+	o.flags = 0;
+	o.size = 1;
+	assert_int_equal(iodma_memory_create(&o, &m), -EINVAL);
+	assert_ptr_equal(m, (void *)0x1);
+	o.size = sizeof(o);
+	assert_int_equal(iodma_memory_create(&o, &m), 0);
+	assert_int_equal(nr_regions(m), 0);
+	assert_int_equal(memory_generation(m) % 2, 0);
+	iodma_memory_destroy(m);
+	iodma_memory_destroy(NULL);
+}
+
+static void test_create_fail_nth_returns_enomem_and_leaves_out(void **state)
+{
+	struct iodma_memory *m;
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	for (n = 1;; n++) {
+		m = (void *)0x1;
+		iodma_test_fail_alloc(n);
+		ret = iodma_memory_create(NULL, &m);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_ptr_equal(m, (void *)0x1);
+	}
+	iodma_test_fail_alloc(0);
+	assert_true(n >= 2);
+	iodma_memory_destroy(m);
+}
+
+static void test_add_region_is_zeroed_sorted_and_memfd_backed(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	struct iodma_region_info r[4];
+	void *va1, *va2, *va3;
+	uint64_t g0 = memory_generation(m);
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0x100000, 4 * PG, 0, &va1), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0x0, 2 * PG, IODMA_REGION_ANON, &va2), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0x200000, PG, 0, &va3), 0);
+	assert_int_equal(memory_generation(m), g0 + 6);
+	for (uint64_t i = 0; i < 4 * PG; i++)
+		assert_int_equal(((unsigned char *)va1)[i], 0);
+
+	assert_int_equal(iodma_memory_get_regions(m, r, 4), 3);
+	assert_int_equal(r[0].gpa, 0);
+	assert_ptr_equal(r[0].va, va2);
+	assert_int_equal(r[0].fd, -1);       /* anonymous: no fd */
+	assert_true(r[0].owned);
+	assert_int_equal(r[1].gpa, 0x100000);
+	assert_int_equal(r[1].len, 4 * PG);
+	assert_true(r[1].fd >= 0);           /* memfd by default */
+	assert_int_equal(r[1].offset, 0);
+	assert_int_equal(r[2].gpa, 0x200000);
+	/* A short array gets only what fits, the count is still the total. */
+	memset(r, 0, sizeof(r));
+	assert_int_equal(iodma_memory_get_regions(m, r, 1), 3);
+	assert_int_equal(r[0].gpa, 0);
+	assert_int_equal(r[1].len, 0);
+	iodma_memory_destroy(m);
+}
+
+static void test_memfd_region_fd_and_va_see_the_same_bytes(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	struct iodma_region_info ri;
+	char buf[16] = { 0 };
+	void *va;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0x10000, 2 * PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_find(m, 0x10000 + PG + 5, &ri), 0);
+	assert_true(ri.fd >= 0);
+	assert_int_equal(pwrite(ri.fd, "through-the-fd", 15, (off_t)(PG + 5)), 15);
+	assert_string_equal((char *)va + PG + 5, "through-the-fd");
+	assert_int_equal(iodma_memory_read(m, 0x10000 + PG + 5, buf, 15), 0);
+	assert_string_equal(buf, "through-the-fd");
+	iodma_memory_destroy(m);
+}
+
+static void test_add_region_rejects_bad_arguments_unchanged(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	uint64_t g = memory_generation(m);
+	void *va = (void *)0x1;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0x1000 + 1, PG, 0, &va), -EINVAL);
+	assert_int_equal(iodma_memory_add_region(m, 0, 0, 0, &va), -EINVAL);
+	assert_int_equal(iodma_memory_add_region(m, 0, PG + 1, 0, &va), -EINVAL);
+	assert_int_equal(iodma_memory_add_region(m, UINT64_MAX - PG + 1, 2 * PG, 0, &va), -EINVAL);
+	assert_int_equal(iodma_memory_add_region(m, 0, PG, 0x80, &va), -EINVAL);
+	assert_int_equal(iodma_memory_add_region(m, 0, PG,
+		IODMA_REGION_ANON | IODMA_REGION_HUGETLB, &va), -EINVAL);
+	/* HUGETLB wants 2 MiB multiples. */
+	assert_int_equal(iodma_memory_add_region(m, 0, PG, IODMA_REGION_HUGETLB, &va), -EINVAL);
+	assert_int_equal(iodma_memory_add_region(NULL, 0, PG, 0, &va), -EINVAL);
+	assert_ptr_equal(va, (void *)0x1);
+	assert_int_equal(nr_regions(m), 0);
+	assert_int_equal(memory_generation(m), g);
+	iodma_memory_destroy(m);
+}
+
+static void test_add_region_host_rejects_bad_arguments_unchanged(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	char *buf = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	(void)state;
+	assert_true(buf != MAP_FAILED);
+	assert_int_equal(iodma_memory_add_region_host(m, 0, PG, NULL, -1, 0), -EINVAL);
+	assert_int_equal(iodma_memory_add_region_host(m, 0, PG, buf + 8, -1, 0), -EINVAL);
+	assert_int_equal(iodma_memory_add_region_host(m, 8, PG, buf, -1, 0), -EINVAL);
+	assert_int_equal(iodma_memory_add_region_host(m, 0, PG - 8, buf, -1, 0), -EINVAL);
+	assert_int_equal(iodma_memory_add_region_host(m, 0, 0, buf, -1, 0), -EINVAL);
+	assert_int_equal(iodma_memory_add_region_host(m, 0, PG, buf, 3, 8), -EINVAL);
+	assert_int_equal(iodma_memory_add_region_host(m, 0, PG, buf, -7, 0), -EINVAL);
+	assert_int_equal(nr_regions(m), 0);
+	/* Offset is ignored without an fd. */
+	assert_int_equal(iodma_memory_add_region_host(m, 0, PG, buf, -1, 8), 0);
+	assert_int_equal(nr_regions(m), 1);
+	iodma_memory_destroy(m);
+	/* Caller-owned memory is not freed by the library. */
+	buf[0] = 1;
+	munmap(buf, 4 * PG);
+}
+
+static void test_overlapping_region_is_eexist_unchanged(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	char *buf = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct iodma_region_info r[2];
+	uint64_t g;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 4 * PG, 4 * PG, 0, NULL), 0);
+	g = memory_generation(m);
+	assert_int_equal(iodma_memory_add_region(m, 4 * PG, PG, 0, NULL), -EEXIST);
+	assert_int_equal(iodma_memory_add_region(m, 7 * PG, 2 * PG, 0, NULL), -EEXIST);
+	assert_int_equal(iodma_memory_add_region(m, 2 * PG, 3 * PG, 0, NULL), -EEXIST);
+	assert_int_equal(iodma_memory_add_region(m, 0, 16 * PG, 0, NULL), -EEXIST);
+	assert_int_equal(iodma_memory_add_region_host(m, 5 * PG, PG, buf, -1, 0), -EEXIST);
+	assert_int_equal(memory_generation(m), g);
+	assert_int_equal(iodma_memory_get_regions(m, r, 2), 1);
+	assert_int_equal(r[0].gpa, 4 * PG);
+	assert_int_equal(r[0].len, 4 * PG);
+	/* Touching (adjacent) regions are fine. */
+	assert_int_equal(iodma_memory_add_region_host(m, 8 * PG, PG, buf, -1, 0), 0);
+	assert_int_equal(iodma_memory_add_region(m, 3 * PG, PG, 0, NULL), 0);
+	assert_int_equal(nr_regions(m), 3);
+	iodma_memory_destroy(m);
+	munmap(buf, 4 * PG);
+}
+
+static void test_translate_splits_at_region_ends_and_lengths_add_up(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	struct iodma_slice s[4];
+	void *a, *b, *c;
+	size_t nr = 99;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, 2 * PG, 0, &a), 0);
+	assert_int_equal(iodma_memory_add_region(m, 2 * PG, PG, 0, &b), 0);
+	assert_int_equal(iodma_memory_add_region(m, 3 * PG, 4 * PG, 0, &c), 0);
+
+	assert_int_equal(iodma_memory_translate(m, PG + 100, 3 * PG, s, 4, &nr, NULL), 0);
+	assert_int_equal(nr, 3);
+	assert_ptr_equal(s[0].va, (char *)a + PG + 100);
+	assert_int_equal(s[0].len, PG - 100);
+	assert_ptr_equal(s[1].va, b);
+	assert_int_equal(s[1].len, PG);
+	assert_ptr_equal(s[2].va, c);
+	assert_int_equal(s[2].len, PG + 100);
+	assert_int_equal(s[0].len + s[1].len + s[2].len, 3 * PG);
+
+	/* Inside one region: one slice. */
+	assert_int_equal(iodma_memory_translate(m, 3 * PG + 1, 8, s, 4, &nr, NULL), 0);
+	assert_int_equal(nr, 1);
+	assert_ptr_equal(s[0].va, (char *)c + 1);
+	assert_int_equal(s[0].len, 8);
+
+	/* Too few slices: -E2BIG with max written. */
+	assert_int_equal(iodma_memory_translate(m, 0, 7 * PG, s, 2, &nr, NULL), -E2BIG);
+	assert_int_equal(nr, 2);
+	assert_int_equal(s[1].len, PG);
+	iodma_memory_destroy(m);
+}
+
+static void test_translate_hole_is_efault_with_the_hole_subrange(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	struct iodma_fault f;
+	struct iodma_slice s[4];
+	size_t nr;
+	void *a;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, 2 * PG, 0, &a), 0);
+	assert_int_equal(iodma_memory_add_region(m, 5 * PG, PG, 0, NULL), 0);
+
+	/* Hole from 2 PG to 5 PG; request ends past it. */
+	assert_int_equal(iodma_memory_translate(m, PG, 5 * PG, s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(nr, 1);
+	assert_ptr_equal(s[0].va, (char *)a + PG);
+	assert_int_equal(s[0].len, PG);
+	assert_int_equal(f.iova, 2 * PG);
+	assert_int_equal(f.len, 3 * PG);
+	assert_int_equal(f.reason, IODMA_FAULT_NOT_MAPPED);
+
+	/* Request ending inside the hole: fault stops at the request end. */
+	assert_int_equal(iodma_memory_translate(m, 3 * PG, PG, s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(nr, 0);
+	assert_int_equal(f.iova, 3 * PG);
+	assert_int_equal(f.len, PG);
+
+	/* Past the last region. */
+	assert_int_equal(iodma_memory_translate(m, 6 * PG, 10, s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(f.iova, 6 * PG);
+	assert_int_equal(f.len, 10);
+
+	/* Bad ranges. */
+	assert_int_equal(iodma_memory_translate(m, 0, 0, s, 4, &nr, &f), -EINVAL);
+	assert_int_equal(iodma_memory_translate(m, UINT64_MAX, 2, s, 4, &nr, &f), -EINVAL);
+	assert_int_equal(iodma_memory_translate(m, 0, 1, NULL, 4, &nr, &f), -EINVAL);
+	iodma_memory_destroy(m);
+}
+
+static void test_read_write_cross_regions_and_efault_copies_nothing(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	char *src = malloc(3 * PG), *dst = malloc(3 * PG);
+	void *a, *b;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, 2 * PG, 0, &a), 0);
+	assert_int_equal(iodma_memory_add_region(m, 2 * PG, 2 * PG, IODMA_REGION_ANON, &b), 0);
+	for (size_t i = 0; i < 3 * PG; i++)
+		src[i] = (char)(i * 7 + 3);
+	assert_int_equal(iodma_memory_write(m, PG / 2, src, 3 * PG), 0);
+	assert_memory_equal((char *)a + PG / 2, src, 2 * PG - PG / 2);
+	assert_memory_equal(b, src + 2 * PG - PG / 2, PG + PG / 2);
+	memset(dst, 0, 3 * PG);
+	assert_int_equal(iodma_memory_read(m, PG / 2, dst, 3 * PG), 0);
+	assert_memory_equal(dst, src, 3 * PG);
+
+	/* Crossing the end of memory: -EFAULT, nothing copied either way. */
+	memset(dst, 0x5a, 3 * PG);
+	assert_int_equal(iodma_memory_read(m, 2 * PG, dst, 3 * PG), -EFAULT);
+	for (size_t i = 0; i < 3 * PG; i++)
+		assert_int_equal((unsigned char)dst[i], 0x5a);
+	memset(src, 0x11, 3 * PG);
+	assert_int_equal(iodma_memory_write(m, 2 * PG, src, 3 * PG), -EFAULT);
+	assert_int_equal(((unsigned char *)b)[0], (unsigned char)(((2 * PG - PG / 2) * 7 + 3) & 0xff));
+	assert_int_equal(iodma_memory_read(m, 0, dst, 0), -EINVAL);
+	assert_int_equal(iodma_memory_write(m, UINT64_MAX, src, 2), -EINVAL);
+	assert_int_equal(iodma_memory_read(m, 0, NULL, 1), -EINVAL);
+	free(src);
+	free(dst);
+	iodma_memory_destroy(m);
+}
+
+static void test_find_and_remove_region(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	struct iodma_region_info ri;
+	uint64_t g;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0x10000, 2 * PG, 0, NULL), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0x40000, 2 * PG, 0, NULL), 0);
+	assert_int_equal(iodma_memory_find(m, 0x10000 + 2 * PG - 1, &ri), 0);
+	assert_int_equal(ri.gpa, 0x10000);
+	assert_int_equal(iodma_memory_find(m, 0x10000 + 2 * PG, &ri), -ENOENT);
+	assert_int_equal(iodma_memory_find(m, 0, &ri), -ENOENT);
+
+	g = memory_generation(m);
+	/* Only the region's first address names it. */
+	assert_int_equal(iodma_memory_remove_region(m, 0x10000 + PG), -ENOENT);
+	assert_int_equal(iodma_memory_remove_region(m, 0x20000), -ENOENT);
+	assert_int_equal(memory_generation(m), g);
+	assert_int_equal(nr_regions(m), 2);
+
+	assert_int_equal(iodma_memory_remove_region(m, 0x10000), 0);
+	assert_int_equal(memory_generation(m), g + 2);
+	assert_int_equal(iodma_memory_find(m, 0x10000, &ri), -ENOENT);
+	assert_int_equal(iodma_memory_find(m, 0x40000, &ri), 0);
+	assert_int_equal(iodma_memory_remove_region(m, 0x10000), -ENOENT);
+	assert_int_equal(iodma_memory_remove_region(m, 0x40000), 0);
+	assert_int_equal(nr_regions(m), 0);
+	/* The space can be used again. */
+	assert_int_equal(iodma_memory_add_region(m, 0x10000, 8 * PG, 0, NULL), 0);
+	iodma_memory_destroy(m);
+}
+
+static void test_remove_never_allocates(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	const uint64_t order[] = { 3, 0, 5, 1, 4, 2 };
+
+	(void)state;
+	for (uint64_t i = 0; i < 6; i++)
+		assert_int_equal(iodma_memory_add_region(m, i * PG, PG, IODMA_REGION_ANON, NULL), 0);
+	for (size_t k = 0; k < 6; k++) {
+		struct iodma_region_info ri;
+
+		iodma_test_fail_alloc(1); /* any allocation would fail */
+		assert_int_equal(iodma_memory_remove_region(m, order[k] * PG), 0);
+		iodma_test_fail_alloc(0);
+		assert_int_equal(nr_regions(m), 5 - k);
+		assert_int_equal(iodma_memory_find(m, order[k] * PG, &ri), -ENOENT);
+		for (size_t j = k + 1; j < 6; j++)
+			assert_int_equal(iodma_memory_find(m, order[j] * PG, &ri), 0);
+	}
+	iodma_memory_destroy(m);
+}
+
+static void test_add_fail_nth_returns_enomem_unchanged(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	char *buf = mmap(NULL, PG, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, PG, 0, NULL), 0);
+	for (int which = 0; which < 2; which++) {
+		size_t before = nr_regions(m);
+		uint64_t g = memory_generation(m);
+
+		for (n = 1;; n++) {
+			void *va = (void *)0x1;
+
+			iodma_test_fail_alloc(n);
+			if (which == 0)
+				ret = iodma_memory_add_region(m, 4 * PG, PG, 0, &va);
+			else
+				ret = iodma_memory_add_region_host(m, 8 * PG, PG, buf, -1, 0);
+			if (ret == 0)
+				break;
+			assert_int_equal(ret, -ENOMEM);
+			assert_ptr_equal(va, (void *)0x1);
+			assert_int_equal(nr_regions(m), before);
+			assert_int_equal(memory_generation(m), g);
+		}
+		iodma_test_fail_alloc(0);
+		assert_true(n >= 2);
+		assert_int_equal(nr_regions(m), before + 1);
+	}
+	iodma_memory_destroy(m);
+	munmap(buf, PG);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_create_rejects_bad_opts),
+		cmocka_unit_test(test_create_fail_nth_returns_enomem_and_leaves_out),
+		cmocka_unit_test(test_add_region_is_zeroed_sorted_and_memfd_backed),
+		cmocka_unit_test(test_memfd_region_fd_and_va_see_the_same_bytes),
+		cmocka_unit_test(test_add_region_rejects_bad_arguments_unchanged),
+		cmocka_unit_test(test_add_region_host_rejects_bad_arguments_unchanged),
+		cmocka_unit_test(test_overlapping_region_is_eexist_unchanged),
+		cmocka_unit_test(test_translate_splits_at_region_ends_and_lengths_add_up),
+		cmocka_unit_test(test_translate_hole_is_efault_with_the_hole_subrange),
+		cmocka_unit_test(test_read_write_cross_regions_and_efault_copies_nothing),
+		cmocka_unit_test(test_find_and_remove_region),
+		cmocka_unit_test(test_remove_never_allocates),
+		cmocka_unit_test(test_add_fail_nth_returns_enomem_unchanged),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,790 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests: device-side translation (iodma/xlate.h, seed 002 GuestMemory
+ * with IOMMU): slices, errors and their sub-ranges, check_range, IOTLB,
+ * two stages, identity, resolver, fault log, dirty log, counters. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <iodma.h>
+
+#include "util.h"
+
+#define PG ((uint64_t)iodma_page_size())
+#define IOVA0 0x10000000ull
+
+/* A domain with a small fault log and the default soft backend. */
+static struct iodma_domain *dom_new(struct iodma_memory *m, uint32_t flags,
+				    uint32_t fault_log)
+{
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_domain *d = NULL;
+
+	o.memory = m;
+	o.flags = flags;
+	o.fault_log_entries = fault_log;
+	assert_int_equal(iodma_domain_create(&o, &d), 0);
+	return d;
+}
+
+static char *pages(size_t n)
+{
+	char *p = mmap(NULL, n * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	assert_true(p != MAP_FAILED);
+	return p;
+}
+
+static size_t faults_pending(struct iodma_domain *d)
+{
+	struct iodma_fault f[64];
+	size_t n, total = 0;
+
+	while ((n = iodma_fault_pop(d, f, 64)))
+		total += n;
+	return total;
+}
+
+static struct iodma_xlate_stats stats(struct iodma_domain *d)
+{
+	struct iodma_xlate_stats st;
+
+	iodma_xlate_get_stats(d, &st);
+	return st;
+}
+
+static void test_slices_add_up_and_split_where_host_discontiguous(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(4), *b = pages(4);
+	struct iodma_xlate_iter it;
+	struct iodma_slice s[4];
+	uint64_t sum = 0;
+	size_t nr;
+	int ret, k = 0;
+
+	(void)state;
+	/* IOVA-contiguous, host-discontiguous. */
+	assert_int_equal(iodma_domain_map(d, IOVA0, 2 * PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + 2 * PG, PG, b, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 100, 3 * PG - 200, IODMA_PERM_READ,
+					 s, 4, &nr, NULL), 0);
+	assert_int_equal(nr, 2);
+	assert_ptr_equal(s[0].va, a + 100);
+	assert_int_equal(s[0].len, 2 * PG - 100);
+	assert_ptr_equal(s[1].va, b);
+	assert_int_equal(s[1].len, PG - 100);
+
+	/* The iterator yields the same pieces. */
+	assert_int_equal(iodma_xlate_begin(&it, d, IOVA0 + 100, 3 * PG - 200,
+					   IODMA_PERM_READ), 0);
+	while ((ret = iodma_xlate_next(&it, &s[k])) == 1) {
+		sum += s[k].len;
+		k++;
+	}
+	assert_int_equal(ret, 0);
+	assert_int_equal(k, 2);
+	assert_int_equal(sum, 3 * PG - 200);
+	assert_ptr_equal(s[1].va, b);
+	assert_int_equal(iodma_xlate_next(&it, &s[0]), 0); /* stays done */
+
+	/* Two mappings that are host-contiguous come back as one slice. */
+	assert_int_equal(iodma_domain_map(d, IOVA0 + 8 * PG, PG, b + PG, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + 9 * PG, PG, b + 2 * PG, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 8 * PG, 2 * PG, IODMA_PERM_READ,
+					 s, 4, &nr, NULL), 0);
+	assert_int_equal(nr, 1);
+	assert_ptr_equal(s[0].va, b + PG);
+	assert_int_equal(s[0].len, 2 * PG);
+
+	/* Too few slices: -E2BIG with max written. */
+	assert_int_equal(iodma_translate(d, IOVA0, 3 * PG, IODMA_PERM_READ,
+					 s, 1, &nr, NULL), -E2BIG);
+	assert_int_equal(nr, 1);
+	assert_int_equal(s[0].len, 2 * PG);
+	assert_int_equal(faults_pending(d), 0);
+	iodma_domain_destroy(d);
+	munmap(a, 4 * PG);
+	munmap(b, 4 * PG);
+}
+
+static void test_error_stops_at_first_unmapped_byte_with_hole_subrange(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(4);
+	struct iodma_xlate_iter it;
+	struct iodma_fault f, log[4];
+	struct iodma_slice s[4];
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + 3 * PG, PG, a + PG, IODMA_PERM_RW), 0);
+
+	assert_int_equal(iodma_translate(d, IOVA0 + 10, 5 * PG, IODMA_PERM_WRITE,
+					 s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(nr, 1);
+	assert_int_equal(s[0].len, PG - 10);
+	assert_int_equal(f.iova, IOVA0 + PG);
+	assert_int_equal(f.len, 2 * PG);           /* to the next mapping */
+	assert_int_equal(f.perm, IODMA_PERM_WRITE);
+	assert_int_equal(f.reason, IODMA_FAULT_NOT_MAPPED);
+	assert_int_equal(iodma_fault_pop(d, log, 4), 1);
+	assert_memory_equal(&log[0], &f, sizeof(f));
+
+	/* Hole up to the request end. */
+	assert_int_equal(iodma_translate(d, IOVA0 + PG + 5, 20, IODMA_PERM_READ,
+					 s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(nr, 0);
+	assert_int_equal(f.iova, IOVA0 + PG + 5);
+	assert_int_equal(f.len, 20);
+
+	/* Iterator: one slice, then the error, then the same error again. */
+	assert_int_equal(iodma_xlate_begin(&it, d, IOVA0, 2 * PG, IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_xlate_next(&it, &s[0]), 1);
+	assert_int_equal(s[0].len, PG);
+	assert_int_equal(iodma_xlate_next(&it, &s[0]), -EFAULT);
+	assert_int_equal(it.fault.iova, IOVA0 + PG);
+	assert_int_equal(it.fault.len, PG);
+	assert_int_equal(it.fault.reason, IODMA_FAULT_NOT_MAPPED);
+	assert_int_equal(iodma_xlate_next(&it, &s[0]), -EFAULT);
+	assert_int_equal(faults_pending(d), 2); /* one per failed call */
+	iodma_domain_destroy(d);
+	munmap(a, 4 * PG);
+}
+
+static void test_permission_error_covers_the_mapping_part(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(4);
+	struct iodma_fault f;
+	struct iodma_slice s[4];
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + PG, 2 * PG, a + PG, IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + 3 * PG, PG, a + 3 * PG, IODMA_PERM_RW), 0);
+
+	assert_int_equal(iodma_translate(d, IOVA0, 4 * PG, IODMA_PERM_READ, s, 4, &nr, &f), 0);
+	assert_int_equal(nr, 1); /* host-contiguous: merged */
+	assert_int_equal(iodma_translate(d, IOVA0, 4 * PG, IODMA_PERM_WRITE, s, 4, &nr, &f), -EACCES);
+	assert_int_equal(nr, 1);
+	assert_int_equal(s[0].len, PG);
+	assert_int_equal(f.iova, IOVA0 + PG);
+	assert_int_equal(f.len, 2 * PG);           /* the read-only mapping */
+	assert_int_equal(f.perm, IODMA_PERM_WRITE);
+	assert_int_equal(f.reason, IODMA_FAULT_PERMISSION);
+	/* Ending inside the mapping: the fault stops at the request end. */
+	assert_int_equal(iodma_translate(d, IOVA0 + 2 * PG, 8, IODMA_PERM_RW, s, 4, &nr, &f), -EACCES);
+	assert_int_equal(f.iova, IOVA0 + 2 * PG);
+	assert_int_equal(f.len, 8);
+	assert_int_equal(f.perm, IODMA_PERM_RW);
+	assert_int_equal(faults_pending(d), 2);
+	{
+		struct iodma_xlate_iter it;
+
+		assert_int_equal(iodma_xlate_begin(&it, d, IOVA0, 4 * PG, IODMA_PERM_WRITE), 0);
+		assert_int_equal(iodma_xlate_next(&it, s), 1);
+		assert_int_equal(iodma_xlate_next(&it, s), -EACCES);
+		assert_int_equal(it.fault.reason, IODMA_FAULT_PERMISSION);
+		assert_int_equal(it.fault.iova, IOVA0 + PG);
+		assert_int_equal(it.fault.len, 2 * PG);
+		assert_int_equal(iodma_xlate_next(&it, s), -EACCES);
+		assert_int_equal(faults_pending(d), 1);
+	}
+	iodma_domain_destroy(d);
+	munmap(a, 4 * PG);
+}
+
+static void test_check_range_answers_without_recording_faults(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(2);
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + PG, PG, a + PG, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_check_range(d, IOVA0, 2 * PG, IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_check_range(d, IOVA0 + PG, PG, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_check_range(d, IOVA0, 2 * PG, IODMA_PERM_WRITE), -EACCES);
+	assert_int_equal(iodma_check_range(d, IOVA0, 2 * PG + 1, IODMA_PERM_READ), -EFAULT);
+	assert_int_equal(iodma_check_range(d, IOVA0 - 1, 2, IODMA_PERM_READ), -EFAULT);
+	assert_int_equal(iodma_check_range(d, IOVA0, 0, IODMA_PERM_READ), -EINVAL);
+	assert_int_equal(iodma_check_range(d, UINT64_MAX, 2, IODMA_PERM_READ), -EINVAL);
+	assert_int_equal(iodma_check_range(d, IOVA0, 1, 0), -EINVAL);
+	assert_int_equal(iodma_check_range(d, IOVA0, 1, 0x4), -EINVAL);
+	assert_int_equal(iodma_check_range(NULL, IOVA0, 1, IODMA_PERM_READ), -EINVAL);
+	assert_int_equal(faults_pending(d), 0);
+	assert_int_equal(stats(d).faults, 0);
+	iodma_domain_destroy(d);
+	munmap(a, 2 * PG);
+}
+
+static void test_count_zero_is_an_empty_iteration_and_bad_args_einval(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	struct iodma_xlate_iter it;
+	struct iodma_slice s;
+	size_t nr = 7;
+
+	(void)state;
+	assert_int_equal(iodma_xlate_begin(&it, d, 0x1234, 0, IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_xlate_next(&it, &s), 0);
+	assert_int_equal(iodma_xlate_begin(&it, d, UINT64_MAX, 2, IODMA_PERM_READ), -EINVAL);
+	assert_int_equal(iodma_xlate_begin(&it, d, 0, 1, 0), -EINVAL);
+	assert_int_equal(iodma_xlate_begin(&it, d, 0, 1, 0x8), -EINVAL);
+	assert_int_equal(iodma_xlate_begin(&it, NULL, 0, 1, IODMA_PERM_READ), -EINVAL);
+	assert_int_equal(iodma_translate(d, 0, 0, IODMA_PERM_READ, &s, 1, &nr, NULL), -EINVAL);
+	assert_int_equal(iodma_translate(d, UINT64_MAX, 2, IODMA_PERM_READ, &s, 1, &nr, NULL), -EINVAL);
+	assert_int_equal(iodma_translate(d, 0, 1, 0, &s, 1, &nr, NULL), -EINVAL);
+	assert_int_equal(iodma_translate(d, 0, 1, IODMA_PERM_READ, NULL, 1, &nr, NULL), -EINVAL);
+	assert_int_equal(iodma_translate(d, 0, 1, IODMA_PERM_READ, &s, 1, NULL, NULL), -EINVAL);
+	assert_int_equal(nr, 7);
+	assert_int_equal(iodma_read(d, 0, &s, 0), -EINVAL);
+	assert_int_equal(iodma_write(d, UINT64_MAX, &s, 2), -EINVAL);
+	assert_int_equal(iodma_read(d, 0, NULL, 1), -EINVAL);
+	assert_int_equal(faults_pending(d), 0);
+	iodma_domain_destroy(d);
+}
+
+static void test_second_translate_of_a_page_is_an_iotlb_hit(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(4);
+	struct iodma_slice s;
+	struct iodma_xlate_stats st;
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, 4 * PG, a, IODMA_PERM_RW), 0);
+	st = stats(d);
+	assert_int_equal(st.iotlb_hits, 0);
+	assert_int_equal(st.iotlb_misses, 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 8, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	st = stats(d);
+	assert_int_equal(st.iotlb_hits, 0);
+	assert_int_equal(st.iotlb_misses, 1);
+	assert_int_equal(iodma_translate(d, IOVA0 + 64, 8, IODMA_PERM_WRITE, &s, 1, &nr, NULL), 0);
+	assert_ptr_equal(s.va, a + 64);
+	st = stats(d);
+	assert_int_equal(st.iotlb_hits, 1);
+	assert_int_equal(st.iotlb_misses, 1);
+	/* The entry holds the whole mapping: a later page hits through its
+	 * own slot after one fill. */
+	assert_int_equal(iodma_translate(d, IOVA0 + 3 * PG, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 3 * PG + 8, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	assert_ptr_equal(s.va, a + 3 * PG + 8);
+	st = stats(d);
+	assert_int_equal(st.iotlb_hits, 2);
+	assert_int_equal(st.iotlb_misses, 2);
+	/* A whole-range translate runs to the mapping's end in one step. */
+	assert_int_equal(iodma_translate(d, IOVA0, 4 * PG, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	assert_int_equal(s.len, 4 * PG);
+	assert_int_equal(stats(d).iotlb_hits, 3);
+	iodma_domain_destroy(d);
+	munmap(a, 4 * PG);
+}
+
+static void test_iotlb_is_invalidated_before_unmap_returns(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(1);
+	struct iodma_slice s;
+	struct iodma_fault f;
+	struct iodma_xlate_stats st;
+	uint64_t inv;
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	st = stats(d);
+	assert_int_equal(st.iotlb_hits, 1);
+	inv = st.iotlb_invalidations;
+	assert_int_equal(iodma_domain_unmap(d, IOVA0, PG), 0);
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, &f), -EFAULT);
+	assert_int_equal(f.reason, IODMA_FAULT_NOT_MAPPED);
+	st = stats(d);
+	assert_int_equal(st.iotlb_hits, 1);          /* not a stale hit */
+	assert_true(st.iotlb_invalidations > inv);
+	/* Re-mapped elsewhere: the new host address. */
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_WRITE, &s, 1, &nr, &f), -EACCES);
+	iodma_domain_destroy(d);
+	munmap(a, PG);
+}
+
+static void test_iotlb_flush_drops_cached_translations(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(1);
+	struct iodma_slice s;
+	struct iodma_xlate_stats st;
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	st = stats(d);
+	iodma_iotlb_flush(d);
+	assert_int_equal(stats(d).iotlb_invalidations, st.iotlb_invalidations + 1);
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	assert_int_equal(stats(d).iotlb_misses, st.iotlb_misses + 1);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits);
+	iodma_iotlb_flush(NULL);
+	iodma_domain_destroy(d);
+	munmap(a, PG);
+}
+
+static void test_two_stage_composes_and_follows_both_generations(void **state)
+{
+	struct iodma_memory *m;
+	struct iodma_domain *d;
+	struct iodma_slice s[4];
+	struct iodma_fault f;
+	struct iodma_xlate_stats st;
+	char *host = pages(8);
+	void *r1 = host, *r2 = host + 4 * PG, *r3; /* host-discontiguous */
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region_host(m, 0x200000, 2 * PG, r1, -1, 0), 0);
+	assert_int_equal(iodma_memory_add_region_host(m, 0x200000 + 2 * PG, 2 * PG, r2, -1, 0), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0x800000, 4 * PG, 0, &r3), 0);
+	d = dom_new(m, 0, 0);
+
+	/* IOVA -> GPA over two regions: two slices, split at the region end. */
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 4 * PG, 0x200000, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 2 * PG, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_int_equal(nr, 2);
+	assert_ptr_equal(s[0].va, (char *)r1 + PG);
+	assert_int_equal(s[0].len, PG);
+	assert_ptr_equal(s[1].va, r2);
+	assert_int_equal(s[1].len, PG);
+	memcpy((char *)r2 + 16, "stage2", 7);
+	{
+		char buf[8];
+
+		assert_int_equal(iodma_read(d, IOVA0 + 2 * PG + 16, buf, 7), 0);
+		assert_string_equal(buf, "stage2");
+	}
+
+	/* Composed result cached: hit. */
+	st = stats(d);
+	assert_int_equal(iodma_translate(d, IOVA0 + 8, 8, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 16, 8, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_ptr_equal(s[0].va, (char *)r1 + 16);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits + 1);
+
+	/* Stage 2 changes (a region removed): no stale hit. */
+	assert_int_equal(iodma_memory_remove_region(m, 0x200000 + 2 * PG), 0);
+	st = stats(d);
+	assert_int_equal(iodma_translate(d, IOVA0 + 16, 8, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits);
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 3 * PG, IODMA_PERM_READ, s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(nr, 1);
+	assert_int_equal(f.iova, IOVA0 + 2 * PG);
+	assert_int_equal(f.len, 2 * PG);
+	assert_int_equal(f.reason, IODMA_FAULT_NOT_MAPPED);
+
+	/* Stage 1 changes (remapped to another GPA): the new region. */
+	assert_int_equal(iodma_translate(d, IOVA0 + 16, 8, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_int_equal(iodma_domain_unmap(d, IOVA0, 4 * PG), 0);
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 4 * PG, 0x800000, IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 16, 8, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_ptr_equal(s[0].va, (char *)r3 + 16);
+	assert_int_equal(iodma_translate(d, IOVA0, 4 * PG, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_int_equal(nr, 1);
+	assert_int_equal(s[0].len, 4 * PG);
+
+	/* A GPA no region backs. */
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0 + 8 * PG, 2 * PG, 0x40000000, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 8 * PG, PG, IODMA_PERM_READ, s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(f.iova, IOVA0 + 8 * PG);
+	assert_int_equal(f.len, PG);
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+	munmap(host, 8 * PG);
+}
+
+static void test_disabled_domain_is_identity_over_memory(void **state)
+{
+	struct iodma_memory *m;
+	struct iodma_domain *d;
+	struct iodma_slice s[4];
+	struct iodma_fault f;
+	char *host = pages(8);
+	void *r1, *r2 = host + 4 * PG;
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0x100000, 2 * PG, 0, &r1), 0);
+	/* host + 4 PG cannot follow r1 directly: host is mapped already. */
+	assert_int_equal(iodma_memory_add_region_host(m, 0x100000 + 2 * PG, PG, r2, -1, 0), 0);
+	d = dom_new(m, IODMA_DOMAIN_DISABLED, 0);
+
+	assert_int_equal(iodma_translate(d, 0x100000 + PG, 2 * PG, IODMA_PERM_RW, s, 4, &nr, NULL), 0);
+	assert_int_equal(nr, 2);
+	assert_ptr_equal(s[0].va, (char *)r1 + PG);
+	assert_ptr_equal(s[1].va, r2);
+	assert_int_equal(s[0].len + s[1].len, 2 * PG);
+	assert_int_equal(iodma_write(d, 0x100000 + 2 * PG, "id", 3), 0);
+	assert_string_equal((char *)r2, "id");
+	assert_int_equal(iodma_translate(d, 0x100000 + 3 * PG, 1, IODMA_PERM_READ, s, 4, &nr, &f), -EFAULT);
+	assert_int_equal(f.reason, IODMA_FAULT_NOT_MAPPED);
+	assert_int_equal(stats(d).iotlb_hits + stats(d).iotlb_misses, 0);
+
+	/* Enabled: the (empty) mapping table rules. */
+	assert_int_equal(iodma_domain_set_enabled(d, true), 0);
+	assert_int_equal(iodma_check_range(d, 0x100000, 8, IODMA_PERM_READ), -EFAULT);
+	assert_int_equal(iodma_domain_set_enabled(d, false), 0);
+	assert_int_equal(iodma_check_range(d, 0x100000, 8, IODMA_PERM_READ), 0);
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+	munmap(host, 8 * PG);
+}
+
+struct resolver_ctx {
+	char *host;
+	int calls;
+	int fail;
+};
+
+static int resolver_map(void *arg, struct iodma_domain *d, uint64_t iova,
+			uint32_t perm)
+{
+	struct resolver_ctx *c = arg;
+
+	c->calls++;
+	if (c->fail)
+		return -ENOENT;
+	return iodma_domain_map(d, align_down(iova, PG), PG, c->host, perm);
+}
+
+static void test_resolver_installs_a_mapping_on_miss(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	struct resolver_ctx c = { .host = pages(1) };
+	struct iodma_slice s;
+	struct iodma_fault f;
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_xlate_set_resolver(d, resolver_map, &c), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 24, 8, IODMA_PERM_WRITE, &s, 1, &nr, &f), 0);
+	assert_ptr_equal(s.va, c.host + 24);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(stats(d).resolver_calls, 1);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	/* Mapped now: no more calls. */
+	assert_int_equal(iodma_translate(d, IOVA0 + 32, 8, IODMA_PERM_WRITE, &s, 1, &nr, &f), 0);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(faults_pending(d), 0);
+
+	/* A failing resolver: the fault is recorded. */
+	c.fail = 1;
+	assert_int_equal(iodma_translate(d, IOVA0 + 4 * PG, 8, IODMA_PERM_READ, &s, 1, &nr, &f), -EFAULT);
+	assert_int_equal(c.calls, 2);
+	assert_int_equal(f.reason, IODMA_FAULT_NOT_MAPPED);
+	assert_int_equal(faults_pending(d), 1);
+	/* check_range also asks the resolver, but records nothing. */
+	assert_int_equal(iodma_check_range(d, IOVA0 + 4 * PG, 8, IODMA_PERM_READ), -EFAULT);
+	assert_int_equal(c.calls, 3);
+	assert_int_equal(faults_pending(d), 0);
+
+	/* Removed: not called any more. */
+	assert_int_equal(iodma_xlate_set_resolver(d, NULL, NULL), 0);
+	assert_int_equal(iodma_check_range(d, IOVA0 + 4 * PG, 8, IODMA_PERM_READ), -EFAULT);
+	assert_int_equal(c.calls, 3);
+	assert_int_equal(stats(d).resolver_calls, 3);
+	assert_int_equal(iodma_xlate_set_resolver(NULL, NULL, NULL), -EINVAL);
+	iodma_domain_destroy(d);
+	munmap(c.host, PG);
+}
+
+static void test_fault_log_overflow_drops_oldest_and_counts(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 4);
+	struct iodma_fault f[8];
+	struct iodma_xlate_stats st;
+	char buf[8];
+
+	(void)state;
+	for (uint64_t i = 0; i < 6; i++)
+		assert_int_equal(iodma_read(d, IOVA0 + i * PG, buf, 8), -EFAULT);
+	st = stats(d);
+	assert_int_equal(st.faults, 6);
+	assert_int_equal(st.faults_dropped, 2);
+	assert_int_equal(iodma_fault_pop(d, f, 1), 1);
+	assert_int_equal(f[0].iova, IOVA0 + 2 * PG);  /* the two oldest went */
+	assert_int_equal(f[0].len, 8);
+	assert_int_equal(f[0].perm, IODMA_PERM_READ);
+	assert_int_equal(iodma_fault_pop(d, f, 8), 3);
+	assert_int_equal(f[0].iova, IOVA0 + 3 * PG);
+	assert_int_equal(f[2].iova, IOVA0 + 5 * PG);
+	assert_int_equal(iodma_fault_pop(d, f, 8), 0);
+	assert_int_equal(iodma_fault_pop(NULL, f, 8), 0);
+	iodma_domain_destroy(d);
+}
+
+static void test_read_write_check_all_first_and_copy_nothing_on_error(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(40);
+	char *buf = malloc(20 * PG), *back = malloc(20 * PG);
+
+	(void)state;
+	/* 20 one-page mappings onto every other host page: 20 runs. */
+	for (uint64_t i = 0; i < 20; i++)
+		assert_int_equal(iodma_domain_map(d, IOVA0 + i * PG, PG, a + 2 * i * PG,
+						  i == 19 ? IODMA_PERM_READ : IODMA_PERM_RW), 0);
+	for (size_t i = 0; i < 20 * PG; i++)
+		buf[i] = (char)(i * 13 + 1);
+	assert_int_equal(iodma_write(d, IOVA0 + 1, buf, 19 * PG - 1), 0);
+	for (uint64_t i = 0; i < 19; i++)
+		assert_memory_equal(a + 2 * i * PG + (i ? 0 : 1), buf + i * PG - (i ? 1 : 0),
+				    i ? PG : PG - 1);
+	memset(back, 0, 20 * PG);
+	assert_int_equal(iodma_read(d, IOVA0 + 1, back, 19 * PG - 1), 0);
+	assert_memory_equal(back, buf, 19 * PG - 1);
+
+	/* The last page is read-only: a write over it copies nothing. */
+	memset(buf, 0x77, 20 * PG);
+	assert_int_equal(iodma_write(d, IOVA0, buf, 20 * PG), -EACCES);
+	assert_int_equal((unsigned char)a[1], 1);
+	/* Past the end: a read copies nothing. */
+	memset(back, 0x33, 20 * PG);
+	assert_int_equal(iodma_read(d, IOVA0 + 19 * PG, back, 2 * PG), -EFAULT);
+	assert_int_equal((unsigned char)back[0], 0x33);
+	assert_int_equal(faults_pending(d), 2);
+	iodma_domain_destroy(d);
+	munmap(a, 40 * PG);
+	free(buf);
+	free(back);
+}
+
+static void test_fd_only_mapping_has_no_host_address(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	struct iodma_memory *m;
+	struct iodma_region_info ri;
+	struct iodma_slice s;
+	struct iodma_fault f;
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0, 2 * PG, 0, NULL), 0);
+	assert_int_equal(iodma_memory_find(m, 0, &ri), 0);
+	assert_int_equal(iodma_domain_map_fd(d, IOVA0, 2 * PG, NULL, ri.fd, 0, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 2 * PG, IODMA_PERM_READ, &s, 1, &nr, &f), -EFAULT);
+	assert_int_equal(f.reason, IODMA_FAULT_NO_HOST);
+	assert_int_equal(f.iova, IOVA0 + PG);
+	assert_int_equal(f.len, PG);
+	assert_int_equal(iodma_check_range(d, IOVA0, 8, IODMA_PERM_READ), -EFAULT);
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+}
+
+static uint64_t bit(const uint64_t *bm, uint64_t i)
+{
+	return (bm[i / 64] >> (i % 64)) & 1;
+}
+
+static void test_dirty_log_marks_writes_not_reads_and_get_clears(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(200);
+	struct iodma_slice s[4];
+	uint64_t bm[4];
+	char buf[16] = { 0 };
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, 200 * PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, PG, bm, 4), -EINVAL);
+	assert_int_equal(iodma_dirty_log_stop(d), -EINVAL);
+	assert_int_equal(iodma_dirty_log_start(d), 0);
+	assert_int_equal(iodma_dirty_log_start(d), -EALREADY);
+
+	assert_int_equal(iodma_read(d, IOVA0 + 5 * PG, buf, 16), 0);
+	assert_int_equal(iodma_check_range(d, IOVA0 + 6 * PG, 8, IODMA_PERM_WRITE), 0);
+	assert_int_equal(iodma_translate(d, IOVA0 + 7 * PG, 8, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_int_equal(iodma_write(d, IOVA0 + 2 * PG - 1, buf, 2), 0);          /* pages 1, 2 */
+	assert_int_equal(iodma_translate(d, IOVA0 + 70 * PG, PG, IODMA_PERM_RW, s, 4, &nr, NULL), 0);
+	{
+		struct iodma_xlate_iter it;
+
+		assert_int_equal(iodma_xlate_begin(&it, d, IOVA0 + 130 * PG, 2 * PG,
+						   IODMA_PERM_WRITE), 0);
+		while (iodma_xlate_next(&it, s) == 1)
+			;
+	}
+
+	/* -ENOSPC: too small, nothing cleared. */
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, 200 * PG, bm, 3), -ENOSPC);
+	/* -EINVAL: not granule aligned. */
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0 + 1, PG, bm, 4), -EINVAL);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, PG + 1, bm, 4), -EINVAL);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, 0, bm, 4), -EINVAL);
+
+	/* A window that starts mid-word: pages 60..139. */
+	memset(bm, 0xff, sizeof(bm));
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0 + 60 * PG, 80 * PG, bm, 2), 0);
+	for (uint64_t i = 0; i < 80; i++)
+		assert_int_equal(bit(bm, i), i == 10 || i == 70 || i == 71);
+	/* The rest is still there, the window was cleared. */
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, 200 * PG, bm, 4), 0);
+	for (uint64_t i = 0; i < 200; i++)
+		assert_int_equal(bit(bm, i), i == 1 || i == 2);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, 200 * PG, bm, 4), 0);
+	assert_int_equal(bm[0] | bm[1] | bm[2] | bm[3], 0);
+
+	assert_int_equal(iodma_dirty_log_stop(d), 0);
+	assert_int_equal(iodma_write(d, IOVA0, buf, 2), 0);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, PG, bm, 4), -EINVAL);
+	/* Restart: a fresh, empty bitmap. */
+	assert_int_equal(iodma_dirty_log_start(d), 0);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, PG, bm, 1), 0);
+	assert_int_equal(bm[0], 0);
+	iodma_domain_destroy(d); /* frees a live log */
+	munmap(a, 200 * PG);
+}
+
+static void test_dirty_log_covers_high_iovas_across_leaves(void **state)
+{
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_iova_range r = { .iova = 1ull << 40, .len = 1ull << 40 };
+	struct iodma_domain *d;
+	char *a = pages(2);
+	uint64_t leaf = (1ull << 15) * PG; /* IOVA bytes covered by one leaf */
+	uint64_t iova = (1ull << 40) + 7 * leaf - PG, bm[1];
+
+	(void)state;
+	so.nr_ranges = 1;
+	so.ranges = &r;
+	o.backend_config = &so;
+	assert_int_equal(iodma_domain_create(&o, &d), 0);
+	assert_int_equal(iodma_domain_map(d, iova, 2 * PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_dirty_log_start(d), 0);
+	assert_int_equal(iodma_write(d, iova + PG - 4, "abcdefgh", 8), 0); /* both leaves */
+	assert_int_equal(iodma_dirty_get_and_clear(d, iova - PG, 4 * PG, bm, 1), 0);
+	assert_int_equal(bm[0], 0x6);
+	iodma_domain_destroy(d);
+	munmap(a, 2 * PG);
+}
+
+static void test_dirty_start_fail_nth_and_lost_marks_report_all(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(4);
+	uint64_t bm[1];
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, 4 * PG, a, IODMA_PERM_RW), 0);
+	for (n = 1;; n++) {
+		iodma_test_fail_alloc(n);
+		ret = iodma_dirty_log_start(d);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, PG, bm, 1), -EINVAL);
+	}
+	iodma_test_fail_alloc(0);
+	/* A write whose bitmap leaf cannot be allocated is not lost: every
+	 * granule is reported dirty from then on. */
+	iodma_test_fail_alloc(1);
+	assert_int_equal(iodma_write(d, IOVA0, "x", 1), 0);
+	iodma_test_fail_alloc(0);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, 4 * PG, bm, 1), 0);
+	assert_int_equal(bm[0], 0xf);
+	iodma_domain_destroy(d);
+	munmap(a, 4 * PG);
+}
+
+static void test_bad_iotlb_size_is_einval(void **state)
+{
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_domain *d = NULL;
+
+	(void)state;
+	o.iotlb_entries = 1000;
+	assert_int_equal(iodma_domain_create(&o, &d), -EINVAL);
+	assert_null(d);
+	o.iotlb_entries = 1; /* a one-entry IOTLB still works */
+	assert_int_equal(iodma_domain_create(&o, &d), 0);
+	{
+		char *a = pages(1);
+		struct iodma_slice s;
+		size_t nr;
+
+		assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_RW), 0);
+		assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+		assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+		assert_int_equal(stats(d).iotlb_hits, 1);
+		iodma_domain_destroy(d);
+		munmap(a, PG);
+	}
+}
+
+static void test_domain_create_fail_nth_covers_xlate_init(void **state)
+{
+	struct iodma_domain *d;
+	unsigned long n;
+	int ret;
+
+	(void)state;
+	for (n = 1;; n++) {
+		d = NULL;
+		iodma_test_fail_alloc(n);
+		ret = iodma_domain_create(NULL, &d);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, -ENOMEM);
+		assert_null(d);
+	}
+	iodma_test_fail_alloc(0);
+	iodma_domain_destroy(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_slices_add_up_and_split_where_host_discontiguous),
+		cmocka_unit_test(test_error_stops_at_first_unmapped_byte_with_hole_subrange),
+		cmocka_unit_test(test_permission_error_covers_the_mapping_part),
+		cmocka_unit_test(test_check_range_answers_without_recording_faults),
+		cmocka_unit_test(test_count_zero_is_an_empty_iteration_and_bad_args_einval),
+		cmocka_unit_test(test_second_translate_of_a_page_is_an_iotlb_hit),
+		cmocka_unit_test(test_iotlb_is_invalidated_before_unmap_returns),
+		cmocka_unit_test(test_iotlb_flush_drops_cached_translations),
+		cmocka_unit_test(test_two_stage_composes_and_follows_both_generations),
+		cmocka_unit_test(test_disabled_domain_is_identity_over_memory),
+		cmocka_unit_test(test_resolver_installs_a_mapping_on_miss),
+		cmocka_unit_test(test_fault_log_overflow_drops_oldest_and_counts),
+		cmocka_unit_test(test_read_write_check_all_first_and_copy_nothing_on_error),
+		cmocka_unit_test(test_fd_only_mapping_has_no_host_address),
+		cmocka_unit_test(test_dirty_log_marks_writes_not_reads_and_get_clears),
+		cmocka_unit_test(test_dirty_log_covers_high_iovas_across_leaves),
+		cmocka_unit_test(test_dirty_start_fail_nth_and_lost_marks_report_all),
+		cmocka_unit_test(test_bad_iotlb_size_is_einval),
+		cmocka_unit_test(test_domain_create_fail_nth_covers_xlate_init),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
