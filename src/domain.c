@@ -13,9 +13,10 @@
  * the runs already removed from the backend, with the table untouched and
  * no B-tree allocation needed.  Then, still under map_lock:
  *   backend unmap of each contiguous run (or unmap_all), flush_iotlb and
- *   the listeners' unmap per run; xlate_invalidate_begin(); the records
+ *   the listeners' unmap per run; xlate_unmap_begin(); the records
  *   leave the table (table_lock for writing), claims are released;
- *   xlate_invalidate_end(); map_lock dropped; os_synchronize_rcu().
+ *   xlate_unmap_end() drops the IOTLB entries that may hold the range;
+ *   map_lock dropped; os_synchronize_rcu().
  * Translation may thus still succeed for the short time between the
  * backend unmap and the table removal, but never after unmap returns.
  *
@@ -23,10 +24,12 @@
  * the allocator's ranges (the caps at creation), so allocations never land
  * on it; the claim is recomputed from the same ranges when it is released.
  *
- * refresh_caps is kept simple: the new caps are accepted when the
- * alignment is unchanged, every range the allocator serves is still inside
- * one new range (the allocator is never rebuilt: other modules hold
- * d->iova), and every live mapping fits the new ranges; otherwise -EBUSY.
+ * refresh_caps accepts new caps when every live mapping fits them (inside
+ * a new range, aligned to the new alignment); space the ranges lost is
+ * reserved in the allocator for good (-EBUSY while an allocation lies
+ * there), space they gained is usable by fixed-IOVA maps (the allocator
+ * keeps serving only its original ranges).  The allocator is never rebuilt:
+ * other modules hold d->iova.
  */
 #include <errno.h>
 #include <string.h>
@@ -43,6 +46,7 @@ struct domain_impl {
 	 * immutable. */
 	uint32_t nr_alloc_ranges;
 	struct iodma_iova_range alloc_ranges[IODMA_MAX_IOVA_RANGES];
+	uint64_t granule;		/* the allocator's, = alignment at creation */
 };
 
 static inline struct domain_impl *to_impl(struct iodma_domain *d)
@@ -225,7 +229,8 @@ static int unclaim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
 struct claim_ctx {
 	bool claimed;		/* at least one piece became claimed */
 	bool inside_alloc;	/* a piece lies inside an allocation */
-	uint32_t nr_claimed;	/* pieces claimed so far, for rollback */
+	uint32_t nr_claimed;	/* entries in done[] */
+	struct iodma_iova_range done[IODMA_MAX_IOVA_RANGES]; /* for rollback */
 };
 
 static int claim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
@@ -238,7 +243,10 @@ static int claim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	if (err)
 		return err;
 	if (claimed) {
+		assert(cx->nr_claimed < IODMA_ARRAY_SIZE(cx->done));
 		cx->claimed = true;
+		cx->done[cx->nr_claimed].iova = iova;
+		cx->done[cx->nr_claimed].len = len;
 		cx->nr_claimed++;
 	} else {
 		cx->inside_alloc = true;
@@ -264,22 +272,9 @@ static int claim(struct iodma_domain *d, uint64_t iova, struct map_rec *rec)
 	if (!err && cx.claimed && cx.inside_alloc)
 		err = -EEXIST;
 	if (err) {
-		/* Undo the pieces claimed: they are the first nr_claimed
-		 * pieces that reported claimed (in range order). */
-		struct domain_impl *di = to_impl(d);
-		uint64_t last = range_last(iova, rec->len);
-
-		for (uint32_t i = 0; i < di->nr_alloc_ranges && cx.nr_claimed; i++) {
-			const struct iodma_iova_range *r = &di->alloc_ranges[i];
-			uint64_t lo, hi;
-
-			if (!ranges_overlap(r->iova, r->len, iova, rec->len))
-				continue;
-			lo = IODMA_MAX(r->iova, iova);
-			hi = IODMA_MIN(range_last(r->iova, r->len), last);
-			iova_unclaim(d->iova, lo, hi - lo + 1);
-			cx.nr_claimed--;
-		}
+		/* Undo exactly the pieces this call claimed. */
+		for (uint32_t i = 0; i < cx.nr_claimed; i++)
+			iova_unclaim(d->iova, cx.done[i].iova, cx.done[i].len);
 		return err;
 	}
 	if (cx.claimed)
@@ -343,8 +338,10 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	atomic_init(&d->alignment, caps.alignment);
 	atomic_init(&d->nr_mappings, 0);
 	atomic_init(&d->gen, 0);
+	atomic_init(&d->useq, 0);
 	atomic_init(&d->enabled, !(o.flags & IODMA_DOMAIN_DISABLED));
 	di->nr_alloc_ranges = caps.nr_ranges;
+	di->granule = caps.alignment;
 	memcpy(di->alloc_ranges, caps.ranges,
 	       caps.nr_ranges * sizeof(caps.ranges[0]));
 	err = iova_alloc_create(caps.alignment, caps.ranges, caps.nr_ranges,
@@ -638,7 +635,7 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	struct run_iter it;
 	struct run run;
 	struct map_rec rec;
-	uint64_t key, done;
+	uint64_t key, done, removed_last = 0;
 	int err;
 
 	/* 1. The backend: one call per contiguous run. */
@@ -686,14 +683,16 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 		}
 	}
 
-	/* 3. The table: no translation of the range succeeds after this. */
-	xlate_invalidate_begin(d);
+	/* 3. The table: no translation of the range succeeds after this;
+	 * the IOTLB entries that may hold it are dropped (xlate.c). */
+	xlate_unmap_begin(d);
 	if (n == 1) {
 		os_rwlock_wrlock(&d->table_lock);
 		err = btree_remove(&d->table, first, &rec);
 		os_rwlock_unlock(&d->table_lock);
 		assert(err == 0);
 		unclaim(d, first, &rec);
+		removed_last = range_last(first, rec.len);
 	} else {
 		key = first;
 		for (uint64_t i = 0; i < n; i++) {
@@ -706,9 +705,10 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			btree_remove(&d->table, key, &rec);
 			os_rwlock_unlock(&d->table_lock);
 			unclaim(d, key, &rec);
+			removed_last = range_last(key, rec.len);
 		}
 	}
-	xlate_invalidate_end(d);
+	xlate_unmap_end(d, first, removed_last - first + 1);
 	atomic_fetch_sub(&d->nr_mappings, n);
 	return 0;
 }
@@ -817,14 +817,77 @@ IODMA_EXPORT int iodma_domain_unmap_all(struct iodma_domain *d,
 
 /* ---- caps, enable ------------------------------------------------------- */
 
+/* Append [lo, hi] rounded outward to @granule to @out, merging with the
+ * previous window when they touch. */
+static void window_add(struct iodma_iova_range *out, size_t *n, size_t max,
+		       uint64_t lo, uint64_t hi, uint64_t granule)
+{
+	uint64_t a = align_down(lo, granule);
+	uint64_t b = align_down(hi, granule) + (granule - 1);
+
+	if (*n > 0) {
+		struct iodma_iova_range *p = &out[*n - 1];
+		uint64_t pl = range_last(p->iova, p->len);
+
+		if (a <= pl || a == pl + 1) {
+			if (b > pl)
+				p->len = b - p->iova + 1;
+			return;
+		}
+	}
+	assert(*n < max);
+	out[*n].iova = a;
+	out[*n].len = b - a + 1;
+	(*n)++;
+}
+
+/* The allocator's ranges minus @c's ranges (both sorted), rounded outward
+ * to the allocator's granule: the space the allocator must stop serving.
+ * Returns the number of windows written to @out. */
+static size_t removed_windows(const struct domain_impl *di,
+			      const struct iodma_caps *c,
+			      struct iodma_iova_range *out, size_t max)
+{
+	size_t n = 0;
+
+	for (uint32_t i = 0; i < di->nr_alloc_ranges; i++) {
+		uint64_t cur = di->alloc_ranges[i].iova;
+		uint64_t last = range_last(cur, di->alloc_ranges[i].len);
+		bool covered = false; /* cur passed last */
+
+		for (uint32_t k = 0; k < c->nr_ranges && !covered; k++) {
+			uint64_t klo = c->ranges[k].iova;
+			uint64_t khi = range_last(klo, c->ranges[k].len);
+
+			if (khi < cur)
+				continue;
+			if (klo > last)
+				break;
+			if (klo > cur)
+				window_add(out, &n, max, cur, klo - 1, di->granule);
+			if (khi >= last)
+				covered = true;
+			else
+				cur = khi + 1;
+		}
+		if (!covered)
+			window_add(out, &n, max, cur, last, di->granule);
+	}
+	return n;
+}
+
 IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d)
 {
 	struct domain_impl *di = to_impl(d);
+	struct iodma_iova_range removed[2 * IODMA_MAX_IOVA_RANGES + 1];
 	struct iodma_caps caps;
 	const struct map_rec *r;
 	uint64_t key;
+	size_t nr_removed;
 	int err;
 
+	if (!d)
+		return -EINVAL;
 	memset(&caps, 0, sizeof(caps));
 	os_mutex_lock(&d->map_lock);
 	err = d->ops->get_caps(d->bpriv, &caps);
@@ -832,22 +895,24 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d)
 		err = caps_validate(&caps);
 	if (err)
 		goto out;
+	/* Every live mapping must stay legal under the new caps. */
 	err = -EBUSY;
-	if (caps.alignment != d->caps.alignment)
-		goto out;
-	for (uint32_t i = 0; i < di->nr_alloc_ranges; i++) {
-		if (!ranges_contain(caps.ranges, caps.nr_ranges,
-				    di->alloc_ranges[i].iova,
-				    di->alloc_ranges[i].len))
-			goto out;
-	}
 	for (r = btree_lookup_ge(&d->table, 0, &key); r;
 	     r = btree_next(&d->table, key, &key)) {
-		if (!ranges_contain(caps.ranges, caps.nr_ranges, key, r->len))
+		if (!ranges_contain(caps.ranges, caps.nr_ranges, key, r->len) ||
+		    !is_aligned(key, caps.alignment) ||
+		    !is_aligned(r->len, caps.alignment))
 			goto out;
 	}
+	/* Space the ranges lost is taken from the allocator for good (all or
+	 * nothing: -EBUSY while an allocation lies there). */
+	nr_removed = removed_windows(di, &caps, removed, IODMA_ARRAY_SIZE(removed));
+	err = iova_alloc_reserve(d->iova, removed, nr_removed);
+	if (err)
+		goto out;
 	xlate_invalidate_begin(d);
 	d->caps = caps;
+	atomic_store(&d->alignment, caps.alignment);
 	xlate_invalidate_end(d);
 	err = 0;
 out:

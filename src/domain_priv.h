@@ -13,15 +13,24 @@
  *               btree_remove; translation misses take it for reading.
  * The IOTLB is lock-free (see xlate.c).  Translation never takes map_lock.
  *
- * Unmap ordering (DESIGN.md "Before unmap returns"):
- *   1. xlate_invalidate_begin(d): generation made odd, every IOTLB entry is
- *      stale and none can be filled;
- *   2. the records leave the table (table_lock for writing);
- *   3. xlate_invalidate_end(d): generation even and new;
- *   4. backend unmap + flush_iotlb, listeners' unmap;
+ * Unmap ordering (DESIGN.md "Before unmap returns"), as domain.c does it:
+ *   1. the backend unmaps each contiguous run (a failure re-maps the runs
+ *      already unmapped: nothing changed) and flushes its IOTLB; the
+ *      listeners are told;
+ *   2. xlate_unmap_begin(d): the unmap sequence is made odd, so no IOTLB
+ *      fill can start from the table until step 4;
+ *   3. the records leave the table (table_lock for writing);
+ *   4. xlate_unmap_end(d, range): the sequence is made even and new, and
+ *      every IOTLB entry that may hold the range is dropped; a filler that
+ *      looked the table up before step 3 sees the sequence changed and
+ *      drops its own entry (xlate.c);
  *   5. map_lock dropped, then os_synchronize_rcu(): every access section
- *      that could hold a slice of the range has ended;
+ *      that could hold a slice of the range, and every filler that could
+ *      have cached it, has ended;
  *   6. return.
+ * Whole-domain changes (refresh_caps, set_enabled, unmap_all, iotlb flush)
+ * bump the stage-1 generation instead (xlate_invalidate_begin/end): every
+ * entry goes.
  */
 #ifndef IODMA_DOMAIN_PRIV_H
 #define IODMA_DOMAIN_PRIV_H
@@ -83,6 +92,8 @@ struct iodma_domain {
 
 	/* Translation (xlate.c). */
 	_Atomic uint64_t gen;           /* stage-1 generation; odd while changing */
+	_Atomic uint64_t useq;          /* unmap sequence; odd while records
+					 * leave the table */
 	_Atomic bool enabled;           /* false: identity over memory */
 	struct xlate_state *xl;         /* IOTLB, faults, dirty log, stats */
 };
@@ -100,9 +111,15 @@ int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out)
 int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts);
 void xlate_fini(struct iodma_domain *d);
 
-/* Steps 1 and 3 of the unmap ordering.  Called with map_lock held.
- * Also used around set_enabled and refresh_caps. */
+/* Whole-IOTLB invalidation around a change of the domain as a whole
+ * (set_enabled, refresh_caps, unmap_all): generation odd, then even and
+ * new.  Called with map_lock held. */
 void xlate_invalidate_begin(struct iodma_domain *d);
 void xlate_invalidate_end(struct iodma_domain *d);
+
+/* Steps 2 and 4 of the unmap ordering, around the records of
+ * [iova, iova + len) leaving the table.  Called with map_lock held. */
+void xlate_unmap_begin(struct iodma_domain *d);
+void xlate_unmap_end(struct iodma_domain *d, uint64_t iova, uint64_t len);
 
 #endif /* IODMA_DOMAIN_PRIV_H */

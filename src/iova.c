@@ -34,6 +34,7 @@
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "iova.h"
 #include "util.h"
@@ -1213,6 +1214,115 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 	if (a->claims > 0)
 		a->claims--;
 	os_mutex_unlock(&a->tree_lock);
+}
+
+/* Remove pages [p, q] from the sorted segment array @segs of *@n entries
+ * (capacity at least *@n + 1: one segment may split in two). */
+static void segs_subtract(struct iova_seg *segs, size_t *n, uint64_t p,
+			  uint64_t q)
+{
+	size_t i = 0;
+
+	while (i < *n) {
+		struct iova_seg *g = &segs[i];
+
+		if (g->last < p || g->pfn > q) {
+			i++;
+		} else if (g->pfn >= p && g->last <= q) {	/* all of it */
+			memmove(g, g + 1, (*n - i - 1) * sizeof(*g));
+			(*n)--;
+		} else if (g->pfn < p && g->last > q) {		/* split */
+			memmove(g + 2, g + 1, (*n - i - 1) * sizeof(*g));
+			g[1].pfn = q + 1;
+			g[1].last = g->last;
+			g->last = p - 1;
+			(*n)++;
+			i += 2;
+		} else if (g->pfn < p) {			/* its tail */
+			g->last = p - 1;
+			i++;
+		} else {					/* its head */
+			g->pfn = q + 1;
+			i++;
+		}
+	}
+}
+
+int iova_alloc_reserve(struct iova_alloc *a,
+		       const struct iodma_iova_range *r, size_t n)
+{
+	struct iova_seg *segs;
+	size_t nsegs, i;
+	uint64_t g;
+	int err;
+
+	if (!a || (n && !r))
+		return -EINVAL;
+	g = 1ull << a->shift;
+	for (i = 0; i < n; i++) {
+		if (!range_valid(r[i].iova, r[i].len) ||
+		    !is_aligned(r[i].iova, g) || !is_aligned(r[i].len, g))
+			return -EINVAL;
+		for (size_t j = 0; j < i; j++)
+			if (ranges_overlap(r[i].iova, r[i].len, r[j].iova, r[j].len))
+				return -EINVAL;
+	}
+	if (n == 0)
+		return 0;
+	/* Cached ranges are free space to the caller: give them back first. */
+	iova_alloc_flush_caches(a);
+
+	os_mutex_lock(&a->tree_lock);
+	for (i = 0; i < n; i++) {
+		struct overlap_count oc = { 0 };
+
+		busy_overlaps(a->busy_root, r[i].iova >> a->shift,
+			      range_last(r[i].iova, r[i].len) >> a->shift, &oc);
+		if (oc.total) {
+			err = -EBUSY;
+			goto out;
+		}
+	}
+	err = -ENOMEM;
+	segs = iodma_calloc(a->nr_segs + n, sizeof(*segs));
+	if (!segs)
+		goto out;
+	if (node_reserve(a, n)) {
+		iodma_free(segs);
+		goto out;
+	}
+	memcpy(segs, a->segs, a->nr_segs * sizeof(*segs));
+	nsegs = a->nr_segs;
+	for (i = 0; i < n; i++) {
+		uint64_t p = r[i].iova >> a->shift;
+		uint64_t q = range_last(r[i].iova, r[i].len) >> a->shift;
+		size_t k;
+
+		/* Every usable page in [p, q] is free (nothing busy there):
+		 * carve it out of the free extents, segment by segment. */
+		for (k = seg_first(a, p); k < a->nr_segs && a->segs[k].pfn <= q; k++) {
+			uint64_t pos = IODMA_MAX(p, a->segs[k].pfn);
+			uint64_t e = IODMA_MIN(q, a->segs[k].last);
+
+			while (pos <= e) {
+				struct iova_node *f = avl_floor(a->free_root, pos);
+				uint64_t end;
+
+				assert(f && node_last(f) >= pos);
+				end = IODMA_MIN(e, node_last(f));
+				free_carve(a, f, pos, end - pos + 1);
+				pos = end + 1;
+			}
+		}
+		segs_subtract(segs, &nsegs, p, q);
+	}
+	iodma_free(a->segs);
+	a->segs = segs;
+	a->nr_segs = nsegs;
+	err = 0;
+out:
+	os_mutex_unlock(&a->tree_lock);
+	return err;
 }
 
 /* ---- stats and self-check ---------------------------------------------------- */

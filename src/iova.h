@@ -71,6 +71,16 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
  * is not exactly such a claim is ignored (nothing changes). */
 void iova_unclaim(struct iova_alloc *a, uint64_t iova, uint64_t len);
 
+/* Take @n more windows out of the space the allocator serves, for good
+ * (the domain's valid ranges shrank: iommufd re-reads them after every
+ * attach).  The windows must be granule-aligned and must not overlap each
+ * other.  All or nothing: -EINVAL bad window; -EBUSY an allocation or claim
+ * lies in one of them (cached ranges are flushed back first); -ENOMEM.
+ * Claims made before keep their pieces: their ranges cannot overlap the
+ * windows. */
+int iova_alloc_reserve(struct iova_alloc *a,
+		       const struct iodma_iova_range *r, size_t n);
+
 /* Return every cached range to the tree (used by claim and by tests). */
 void iova_alloc_flush_caches(struct iova_alloc *a);
 

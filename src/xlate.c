@@ -18,8 +18,16 @@
  *   shared.  Fillers claim an entry with a CAS even -> odd and give up when
  *   they lose.  A filler reads d->gen BEFORE domain_lookup() and never
  *   fills when it was odd, so an entry built from a table state older than
- *   an unmap carries an older generation and can never hit (unmap ordering
- *   in domain_priv.h).  Negative results are never cached.
+ *   a whole-domain change carries an older generation and can never hit.
+ *   An unmap drops only the entries that may hold its range: an entry
+ *   caches a run inside one mapping and sits in the slot of a page of that
+ *   run, so the slots of the range's pages are all there is to look at
+ *   (ranges longer than the IOTLB bump the generation instead).  A filler
+ *   also reads the unmap sequence d->useq before its lookup, does not fill
+ *   while it is odd, and after filling re-reads it: if an unmap removed
+ *   records meanwhile, the filler drops its own entry, which the unmap's
+ *   grace period waits for (unmap ordering in domain_priv.h).  Negative
+ *   results are never cached.
  *
  * Dirty log
  *   One bit per granule (the domain alignment when logging started) over
@@ -208,6 +216,46 @@ void xlate_fini(struct iodma_domain *d)
 	d->xl = NULL;
 }
 
+/* ---- IOTLB slots ---------------------------------------------------------- */
+
+static inline struct iotlb_entry *iotlb_slot_of_pfn(struct xlate_state *xl,
+						   uint64_t pfn)
+{
+	uint64_t h = pfn * 0x9e3779b97f4a7c15ull;
+
+	return &xl->iotlb[(h >> 32) & xl->iotlb_mask];
+}
+
+static inline struct iotlb_entry *iotlb_slot(struct xlate_state *xl,
+					     uint64_t iova)
+{
+	return iotlb_slot_of_pfn(xl, iova >> xl->page_shift);
+}
+
+/* Empty entry @e if it is not being filled and overlaps [iova, iova + len).
+ * An entry being filled is left alone: its filler re-checks the unmap
+ * sequence and drops it itself. */
+static void iotlb_drop(struct iotlb_entry *e, uint64_t iova, uint64_t len)
+{
+	uint64_t s = atomic_load_explicit(&e->seq, memory_order_acquire);
+	uint64_t eiova, elen;
+
+	for (;;) {
+		if (s & 1)
+			return;
+		eiova = atomic_load_explicit(&e->iova, memory_order_relaxed);
+		elen = atomic_load_explicit(&e->len, memory_order_relaxed);
+		if (elen == 0 || !ranges_overlap(eiova, elen, iova, len))
+			return;
+		if (atomic_compare_exchange_weak_explicit(&e->seq, &s, s + 1,
+							  memory_order_acquire,
+							  memory_order_acquire))
+			break;
+	}
+	atomic_store_explicit(&e->len, 0, memory_order_relaxed);
+	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+}
+
 void xlate_invalidate_begin(struct iodma_domain *d)
 {
 	atomic_fetch_add_explicit(&d->gen, 1, memory_order_seq_cst);
@@ -217,6 +265,31 @@ void xlate_invalidate_begin(struct iodma_domain *d)
 void xlate_invalidate_end(struct iodma_domain *d)
 {
 	atomic_fetch_add_explicit(&d->gen, 1, memory_order_seq_cst);
+}
+
+void xlate_unmap_begin(struct iodma_domain *d)
+{
+	atomic_fetch_add_explicit(&d->useq, 1, memory_order_seq_cst);
+}
+
+static void iotlb_drop(struct iotlb_entry *e, uint64_t iova, uint64_t len);
+
+void xlate_unmap_end(struct iodma_domain *d, uint64_t iova, uint64_t len)
+{
+	struct xlate_state *xl = d->xl;
+	uint64_t pages, first, p;
+
+	atomic_fetch_add_explicit(&d->useq, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&xl->invalidations, 1, memory_order_relaxed);
+	first = iova >> xl->page_shift;
+	pages = (range_last(iova, len) >> xl->page_shift) - first + 1;
+	if (pages > xl->iotlb_mask + 1) {
+		/* Cheaper to drop everything than to visit every slot twice. */
+		atomic_fetch_add_explicit(&d->gen, 2, memory_order_seq_cst);
+		return;
+	}
+	for (p = 0; p < pages; p++)
+		iotlb_drop(iotlb_slot_of_pfn(xl, first + p), iova, len);
 }
 
 IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d)
@@ -242,13 +315,6 @@ IODMA_EXPORT void iodma_access_end(void)
 
 /* ---- IOTLB --------------------------------------------------------------- */
 
-static inline struct iotlb_entry *iotlb_slot(struct xlate_state *xl,
-					     uint64_t iova)
-{
-	uint64_t h = (iova >> xl->page_shift) * 0x9e3779b97f4a7c15ull;
-
-	return &xl->iotlb[(h >> 32) & xl->iotlb_mask];
-}
 
 /* A hit: fill *@run and return true. */
 static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
@@ -285,15 +351,18 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 
 /* Cache [iova, iova + len) -> hva under generations @dgen/@mgen in the
  * slot of @key (the IOVA that missed).  Gives up if another filler holds
- * the slot. */
-static void iotlb_fill(struct xlate_state *xl, uint64_t key, uint64_t iova,
+ * the slot.  @useq is the unmap sequence read before the table lookup: if
+ * it moved while we filled, an unmap may have removed what we cached and
+ * missed our slot while we held it, so the entry is dropped again. */
+static void iotlb_fill(struct iodma_domain *d, uint64_t key, uint64_t iova,
 		       uint64_t len, uint64_t hva, uint32_t perm,
-		       uint64_t dgen, uint64_t mgen)
+		       uint64_t dgen, uint64_t mgen, uint64_t useq)
 {
-	struct iotlb_entry *e = iotlb_slot(xl, key);
+	struct iotlb_entry *e = iotlb_slot(d->xl, key);
 	uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
 
-	if ((s & 1) ||
+	if ((dgen & 1) || (useq & 1) ||
+	    (s & 1) ||
 	    !atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
 						     memory_order_relaxed,
 						     memory_order_relaxed))
@@ -305,7 +374,17 @@ static void iotlb_fill(struct xlate_state *xl, uint64_t key, uint64_t iova,
 	atomic_store_explicit(&e->dgen, dgen, memory_order_relaxed);
 	atomic_store_explicit(&e->mgen, mgen, memory_order_relaxed);
 	atomic_store_explicit(&e->perm, perm, memory_order_relaxed);
-	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+	atomic_store_explicit(&e->seq, s + 2, memory_order_seq_cst);
+	if (atomic_load_explicit(&d->useq, memory_order_seq_cst) == useq)
+		return;
+	/* An unmap ran: drop the entry unless someone refilled it already. */
+	s += 2;
+	if (atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
+						    memory_order_acquire,
+						    memory_order_relaxed)) {
+		atomic_store_explicit(&e->len, 0, memory_order_relaxed);
+		atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+	}
 }
 
 /* ---- faults -------------------------------------------------------------- */
@@ -688,7 +767,7 @@ static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
 	struct xlate_state *xl = d->xl;
 	struct iodma_region_info ri;
 	struct map_lookup ml;
-	uint64_t g, mg, off, mleft;
+	uint64_t g, us, mg, off, mleft;
 	bool resolved = false;
 
 	if (!atomic_load_explicit(&d->enabled, memory_order_acquire))
@@ -696,6 +775,7 @@ static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
 	for (;;) {
 		/* Generations first, then the table: see the file comment. */
 		g = atomic_load_explicit(&d->gen, memory_order_acquire);
+		us = atomic_load_explicit(&d->useq, memory_order_seq_cst);
 		mg = d->memory ? memory_generation(d->memory) : 0;
 		if (domain_lookup(d, iova, &ml) == 0)
 			break;
@@ -728,9 +808,8 @@ static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
 	if (!(ml.rec.flags & MAP_F_GPA)) {
 		run->va = (char *)(uintptr_t)ml.rec.target + off;
 		run->len = mleft;
-		if (!(g & 1))
-			iotlb_fill(xl, iova, ml.iova, ml.rec.len, ml.rec.target,
-				   ml.rec.perm, g, mg);
+		iotlb_fill(d, iova, ml.iova, ml.rec.len, ml.rec.target,
+			   ml.rec.perm, g, mg, us);
 		return 0;
 	}
 
@@ -761,8 +840,7 @@ static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
 
 		run->va = (char *)(uintptr_t)ehva + (iova - eiova);
 		run->len = IODMA_MIN(left, elen - (iova - eiova));
-		if (!(g & 1))
-			iotlb_fill(xl, iova, eiova, elen, ehva, ml.rec.perm, g, mg);
+		iotlb_fill(d, iova, eiova, elen, ehva, ml.rec.perm, g, mg, us);
 		return 0;
 	}
 }

@@ -12,8 +12,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <urcu/urcu-bp.h>
-
 #include "os.h"
 
 void *os_malloc(size_t len) { return malloc(len); }
@@ -43,21 +41,20 @@ void os_rwlock_wrlock(os_rwlock_t *l) { pthread_rwlock_wrlock(l); }
 void os_rwlock_unlock(os_rwlock_t *l) { pthread_rwlock_unlock(l); }
 
 /* urcu-bp registers a thread on its first read-side lock and unregisters it
- * when the thread exits, so callers never register anything. */
-void os_rcu_read_lock(void) { urcu_bp_read_lock(); }
-void os_rcu_read_unlock(void) { urcu_bp_read_unlock(); }
+ * when the thread exits, so callers never register anything.  The read
+ * side is inline in os.h. */
 void os_synchronize_rcu(void) { urcu_bp_synchronize_rcu(); }
 
-unsigned int os_thread_slot(void)
+_Thread_local unsigned int os_tls_slot;
+
+unsigned int os_thread_slot_assign(void)
 {
 	static atomic_uint next;
-	static _Thread_local unsigned int slot;
-	static _Thread_local bool have;
+	unsigned int slot = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
 
-	if (!have) {
-		slot = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
-		have = true;
-	}
+	/* slot + 1 wraps to 0 only after 2^32 threads: then stay unassigned
+	 * and take a fresh number each time, which is still correct. */
+	os_tls_slot = slot + 1;
 	return slot;
 }
 

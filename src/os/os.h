@@ -46,17 +46,46 @@ void os_rwlock_wrlock(os_rwlock_t *l);
 void os_rwlock_unlock(os_rwlock_t *l);
 
 /* ---- RCU: access sections ------------------------------------------------- */
-void os_rcu_read_lock(void);
-void os_rcu_read_unlock(void);
 /* Waits until every read-side section open at the call has ended.
  * Must not be called inside a read-side section. */
 void os_synchronize_rcu(void);
 
 /* ---- threads -------------------------------------------------------------- */
-/* A small per-thread number, stable for the thread's life, used to pick a
- * shard (stats, IOVA caches, bounce areas).  Threads are numbered in the
- * order they first ask, so the first 64 threads get distinct numbers. */
+/* os_thread_slot(): a small per-thread number, stable for the thread's
+ * life, used to pick a shard (stats, IOVA caches, bounce areas).  Threads
+ * are numbered in the order they first ask, so the first 64 threads get
+ * distinct numbers. */
+
+#if defined(IODMA_FREESTANDING)
+void os_rcu_read_lock(void);
+void os_rcu_read_unlock(void);
 unsigned int os_thread_slot(void);
+#else
+/*
+ * The read side is on every translation, so it is inlined: liburcu's
+ * _LGPL_SOURCE mode, which its README allows for LGPL- and GPL-compatible
+ * code (iodma is MIT).  The bullet-proof flavour registers a thread on its
+ * first read-side lock; the inline fast path is a TLS nesting count and a
+ * compiler barrier (grace periods use membarrier).
+ */
+#ifndef _LGPL_SOURCE
+#define _LGPL_SOURCE
+#endif
+#include <urcu/urcu-bp.h>
+
+static inline void os_rcu_read_lock(void) { urcu_bp_read_lock(); }
+static inline void os_rcu_read_unlock(void) { urcu_bp_read_unlock(); }
+
+extern _Thread_local unsigned int os_tls_slot; /* slot + 1; 0 = none yet */
+unsigned int os_thread_slot_assign(void);
+
+static inline unsigned int os_thread_slot(void)
+{
+	unsigned int s = os_tls_slot;
+
+	return s ? s - 1 : os_thread_slot_assign();
+}
+#endif
 
 /* ---- pages ---------------------------------------------------------------- */
 size_t os_page_size(void);

@@ -1124,15 +1124,57 @@ static void test_refresh_caps_compatible_only(void **state)
 	wrap.caps_alignment = 3 * PG;
 	assert_int_equal(iodma_domain_refresh_caps(d), -EINVAL);
 	wrap.caps_alignment = 0;
-	wrap.caps_shrink = true;
-	assert_int_equal(iodma_domain_refresh_caps(d), -EBUSY);
-	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
-	assert_int_equal(c.nr_ranges, 2); /* old caps kept */
-	wrap.caps_shrink = false;
 	wrap.clear_flags = IODMA_CAP_MAP_FD;
 	assert_int_equal(iodma_domain_refresh_caps(d), 0);
 	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
 	assert_false(c.flags & IODMA_CAP_MAP_FD);
+	iodma_domain_destroy(d);
+}
+
+/* iommufd re-reads its ranges after an attach and they may shrink: the
+ * lost space leaves the allocator for good, unless something lives there. */
+static void test_refresh_caps_shrink_takes_lost_space_from_allocator(void **state)
+{
+	struct iodma_iova_range rr[2] = { { 0x100000, 0x100000 },
+					  { 0x400000, 0x100000 } };
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain *d;
+	struct iodma_caps c;
+	uint64_t iova;
+
+	so.ranges = rr;
+	so.nr_ranges = 2;
+	memset(&wrap, 0, sizeof(wrap));
+	d = mkdomain_opts(&wrap_ops, &so, NULL);
+
+	/* An allocation in the range that goes away blocks the refresh. */
+	assert_int_equal(iodma_iova_alloc(d, PG, PG, UINT64_MAX, &iova), 0);
+	assert_true(iova >= 0x400000); /* top-down */
+	wrap.caps_shrink = true;
+	assert_int_equal(iodma_domain_refresh_caps(d), -EBUSY);
+	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
+	assert_int_equal(c.nr_ranges, 2); /* old caps kept */
+	assert_int_equal(iodma_iova_free(d, iova, PG), 0);
+
+	/* So does a live mapping there. */
+	map_ok(d, 0x400000, PG);
+	assert_int_equal(iodma_domain_refresh_caps(d), -EBUSY);
+	assert_int_equal(iodma_domain_unmap(d, 0x400000, PG), 0);
+
+	/* Empty: accepted; the allocator stops serving the lost range. */
+	assert_int_equal(iodma_domain_refresh_caps(d), 0);
+	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
+	assert_int_equal(c.nr_ranges, 1);
+	assert_int_equal(iova_alloc_check(d->iova), 0);
+	assert_int_equal(iodma_iova_alloc(d, PG, PG, UINT64_MAX, &iova), 0);
+	assert_true(iova >= 0x100000 && iova < 0x200000);
+	assert_int_equal(iodma_iova_free(d, iova, PG), 0);
+	assert_int_equal(iodma_iova_alloc(d, 0x100000, PG, UINT64_MAX, &iova), 0);
+	assert_int_equal(iodma_iova_alloc(d, PG, PG, UINT64_MAX, &iova), -ENOMEM);
+	assert_int_equal(iodma_domain_map(d, 0x400000, PG, VA(0), IODMA_PERM_RW), -ERANGE);
+	/* Refreshing again with the same caps changes nothing. */
+	assert_int_equal(iodma_domain_refresh_caps(d), 0);
+	assert_int_equal(iova_alloc_check(d->iova), 0);
 	iodma_domain_destroy(d);
 }
 
@@ -1305,6 +1347,7 @@ int main(void)
 		cmocka_unit_test(test_iova_alloc_avoids_mappings_and_reserved),
 		cmocka_unit_test(test_map_inside_allocation_ok_straddling_eexist),
 		cmocka_unit_test(test_refresh_caps_compatible_only),
+		cmocka_unit_test(test_refresh_caps_shrink_takes_lost_space_from_allocator),
 		cmocka_unit_test(test_for_each_mapping_visits_overlapping_in_order),
 		cmocka_unit_test(test_soft_backend_behaves_like_type1),
 		cmocka_unit_test(test_lookups_run_concurrently_with_map_unmap),

@@ -1093,10 +1093,108 @@ static void test_threads_never_hand_a_range_to_two_owners(void **state)
 	iova_alloc_destroy(a);
 }
 
+/* ---- runtime reservation (valid ranges shrank) ------------------------------ */
+
+static void test_reserve_takes_space_for_good(void **state)
+{
+	struct iova_alloc *a = mk1(0x100000, 64); /* [0x100000, 0x140000) */
+	struct iodma_iova_range w[2] = { { 0x110000, 4 * G }, { 0x13c000, 4 * G } };
+	struct iova_alloc_stats before, after;
+	uint64_t iova;
+
+	(void)state;
+	assert_int_equal(iova_alloc_reserve(a, w, 2), 0);
+	chk(a);
+	iova_alloc_get_stats(a, &after);
+	assert_int_equal(after.free_bytes, 56 * G);
+	/* Top-down now starts below the reserved tail window. */
+	get_ok(a, G, G, UINT64_MAX, &iova);
+	assert_int_equal(iova, 0x13b000);
+	assert_int_equal(iova_alloc_put(a, iova, G), 0);
+	/* Nothing ever lands in a reserved window. */
+	for (int i = 0; i < 56; i++) {
+		get_ok(a, G, G, UINT64_MAX, &iova);
+		assert_false(iova >= 0x110000 && iova < 0x114000);
+		assert_false(iova >= 0x13c000);
+	}
+	assert_int_equal(iova_alloc_get(a, G, G, UINT64_MAX, &iova), -ENOMEM);
+	/* A claim over a reserved window claims only the usable pieces. */
+	iova_alloc_destroy(a);
+
+	/* Reserving twice is harmless. */
+	a = mk1(0x100000, 16);
+	assert_int_equal(iova_alloc_reserve(a, w, 1), 0);
+	iova_alloc_get_stats(a, &before);
+	assert_int_equal(iova_alloc_reserve(a, w, 1), 0);
+	iova_alloc_get_stats(a, &after);
+	stats_equal(&before, &after);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+static void test_reserve_errors_change_nothing(void **state)
+{
+	struct iova_alloc *a = mk1(0x100000, 64);
+	struct iova_alloc_stats before, after;
+	struct iodma_iova_range w[2];
+	uint64_t iova;
+	bool claimed;
+
+	(void)state;
+	get_ok(a, G, G, UINT64_MAX, &iova); /* 0x13f000 */
+	assert_int_equal(iova_claim(a, 0x100000, 2 * G, &claimed), 0);
+	assert_true(claimed);
+	iova_alloc_get_stats(a, &before);
+
+	w[0] = (struct iodma_iova_range){ 0x120000, G + 1 };	/* misaligned */
+	assert_int_equal(iova_alloc_reserve(a, w, 1), -EINVAL);
+	w[0] = (struct iodma_iova_range){ 0x120000, 0 };		/* empty */
+	assert_int_equal(iova_alloc_reserve(a, w, 1), -EINVAL);
+	w[0] = (struct iodma_iova_range){ 0x120000, 4 * G };	/* overlapping pair */
+	w[1] = (struct iodma_iova_range){ 0x123000, 4 * G };
+	assert_int_equal(iova_alloc_reserve(a, w, 2), -EINVAL);
+	assert_int_equal(iova_alloc_reserve(a, NULL, 1), -EINVAL);
+	w[1] = (struct iodma_iova_range){ 0x13e000, 2 * G };	/* an allocation */
+	assert_int_equal(iova_alloc_reserve(a, w, 2), -EBUSY);
+	w[1] = (struct iodma_iova_range){ 0x100000, G };		/* a claim */
+	assert_int_equal(iova_alloc_reserve(a, w, 2), -EBUSY);
+	iova_alloc_get_stats(a, &after);
+	stats_equal(&before, &after);
+	chk(a);
+
+	/* A cached (freed) range is free space: flushed back and reserved. */
+	assert_int_equal(iova_alloc_put(a, iova, G), 0);
+	w[0] = (struct iodma_iova_range){ 0x13f000, G };
+	assert_int_equal(iova_alloc_reserve(a, w, 1), 0);
+	chk(a);
+
+	/* fail-nth: -ENOMEM leaves everything as it was */
+	w[0] = (struct iodma_iova_range){ 0x120000, 4 * G };
+	for (unsigned long n = 1;; n++) {
+		int err;
+
+		iova_alloc_get_stats(a, &before);
+		iodma_test_fail_alloc(n);
+		err = iova_alloc_reserve(a, w, 1);
+		iodma_test_fail_alloc(0);
+		chk(a);
+		if (!err)
+			break;
+		assert_int_equal(err, -ENOMEM);
+		iova_alloc_get_stats(a, &after);
+		stats_equal(&before, &after);
+	}
+	iova_unclaim(a, 0x100000, 2 * G);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_alloc_is_top_down),
+		cmocka_unit_test(test_reserve_takes_space_for_good),
+		cmocka_unit_test(test_reserve_errors_change_nothing),
 		cmocka_unit_test(test_limit_32bit_in_39bit_space),
 		cmocka_unit_test(test_alignment_respected_including_align_above_len),
 		cmocka_unit_test(test_alignment_search_finds_lower_fit),

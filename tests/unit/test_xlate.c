@@ -324,6 +324,52 @@ static void test_iotlb_is_invalidated_before_unmap_returns(void **state)
 	munmap(a, PG);
 }
 
+/* An unmap drops only the IOTLB entries that may hold its range: a device
+ * model's rings stay cached while its data buffers come and go. */
+static void test_unmap_keeps_unrelated_iotlb_entries(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *ring = pages(1), *buf = pages(64);
+	struct iodma_slice s;
+	struct iodma_fault f;
+	struct iodma_xlate_stats st;
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, ring, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	for (int i = 0; i < 64; i++) {
+		uint64_t b = IOVA0 + 0x100000 + (uint64_t)i * PG;
+
+		assert_int_equal(iodma_domain_map(d, b, PG, buf + i * PG, IODMA_PERM_RW), 0);
+		assert_int_equal(iodma_translate(d, b, 8, IODMA_PERM_WRITE, &s, 1, &nr, NULL), 0);
+		assert_ptr_equal(s.va, buf + i * PG);
+		assert_int_equal(iodma_domain_unmap(d, b, PG), 0);
+		assert_int_equal(iodma_translate(d, b, 8, IODMA_PERM_WRITE, &s, 1, &nr, &f), -EFAULT);
+	}
+	st = stats(d);
+	/* Every ring lookup after the first was a hit despite 64 unmaps. */
+	assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits + 1);
+	assert_ptr_equal(s.va, ring);
+	/* An unmap longer than the IOTLB (1024 entries) drops everything. */
+	{
+		char *big = pages(2048);
+
+		assert_int_equal(iodma_domain_map(d, IOVA0 + 0x10000000, 2048 * PG,
+						  big, IODMA_PERM_RW), 0);
+		assert_int_equal(iodma_domain_unmap(d, IOVA0 + 0x10000000, 2048 * PG), 0);
+		st = stats(d);
+		assert_int_equal(iodma_translate(d, IOVA0, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
+		assert_int_equal(stats(d).iotlb_misses, st.iotlb_misses + 1);
+		assert_ptr_equal(s.va, ring);
+		munmap(big, 2048 * PG);
+	}
+	iodma_domain_destroy(d);
+	munmap(ring, PG);
+	munmap(buf, 64 * PG);
+}
+
 static void test_iotlb_flush_drops_cached_translations(void **state)
 {
 	struct iodma_domain *d = dom_new(NULL, 0, 0);
@@ -772,6 +818,7 @@ int main(void)
 		cmocka_unit_test(test_count_zero_is_an_empty_iteration_and_bad_args_einval),
 		cmocka_unit_test(test_second_translate_of_a_page_is_an_iotlb_hit),
 		cmocka_unit_test(test_iotlb_is_invalidated_before_unmap_returns),
+		cmocka_unit_test(test_unmap_keeps_unrelated_iotlb_entries),
 		cmocka_unit_test(test_iotlb_flush_drops_cached_translations),
 		cmocka_unit_test(test_two_stage_composes_and_follows_both_generations),
 		cmocka_unit_test(test_disabled_domain_is_identity_over_memory),
