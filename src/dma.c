@@ -667,8 +667,12 @@ static int classify(struct iodma_dev *dev, void *va, size_t len,
 	return 0;
 }
 
-/* Bounce [va, va + len): reserve a run, copy in for TO_DEVICE/BIDIRECTIONAL,
- * clean the run for a non-coherent device. */
+/* Bounce [va, va + len): reserve a run, copy the buffer in, clean the run
+ * for a non-coherent device.  The copy is made for FROM_DEVICE too, as
+ * Linux's swiotlb does since its DMA_FROM_DEVICE info-leak fix: otherwise
+ * bytes the device does not write would come back at unmap as whatever an
+ * earlier mapping left in the slots, leaking that mapping's data into this
+ * buffer. */
 static int map_bounce(struct iodma_dev *dev, void *va, size_t len,
 		      uint64_t align, uint64_t mask, uint64_t boundary,
 		      unsigned int dir, uint8_t flags, uint64_t *iova)
@@ -684,10 +688,8 @@ static int map_bounce(struct iodma_dev *dev, void *va, size_t len,
 		STAT_ADD(dev, st_bounce_full, 1);
 		return ret;
 	}
-	if (dir_to_dev(dir)) {
-		memcpy(run.bva, va, len);
-		STAT_ADD(dev, st_bounce_bytes, len);
-	}
+	memcpy(run.bva, va, len);
+	STAT_ADD(dev, st_bounce_bytes, len);
 	cache_for_device(dev, run.bva, len, dir);
 	if (!(flags & BOUNCE_F_SG))
 		STAT_ADD(dev, st_bounces, 1); /* sg: counted once all mapped */

@@ -15,7 +15,9 @@
  *   and below dma_mask.  Streaming maps take a direction and bounce when the
  *   buffer is above dma_mask (direct mode), misaligned for the device, or the
  *   policy says so (ALWAYS: confidential-VM style sharing, as virtio-drivers'
- *   test HAL does).  A bounce copies in at map for TO_DEVICE/BIDIRECTIONAL and
+ *   test HAL does).  A bounce copies the buffer in at map (for FROM_DEVICE
+ *   too, as Linux's swiotlb does: the slots then never show the device, or
+ *   give back to the buffer, data an earlier mapping left there) and copies
  *   back at unmap or sync-for-cpu for FROM_DEVICE/BIDIRECTIONAL.
  *   sync_for_device (DmaOp::confirm_write) and sync_for_cpu
  *   (DmaOp::prepare_read) do the bounce copies and, for a non-coherent
@@ -190,7 +192,7 @@ IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
  * Inside registered memory: a lookup, no mapping.  Otherwise, with a domain:
  * the pages covering the buffer are mapped at IOVA space allocated below
  * dma_mask.  Direct mode: the physical address.  Bounces as the policy says
- * (see Concepts); TO_DEVICE/BIDIRECTIONAL bounces copy the buffer in now.
+ * (see Concepts); a bounce copies the buffer in now (every direction).
  * For a non-coherent device the buffer's cache lines are cleaned (to device)
  * or invalidated (from device).
  *
