@@ -23,6 +23,8 @@
  * Claims.  A fixed-IOVA map claims its space in the allocator, clipped to
  * the allocator's ranges (the caps at creation), so allocations never land
  * on it; the claim is recomputed from the same ranges when it is released.
+ * Claiming starts with the domain's first IOVA allocation (claims_enable),
+ * which claims every live mapping first: until then nothing can collide.
  *
  * refresh_caps accepts new caps when every live mapping fits them (inside
  * a new range, aligned to the new alignment); space the ranges lost is
@@ -47,6 +49,9 @@ struct domain_impl {
 	uint32_t nr_alloc_ranges;
 	struct iodma_iova_range alloc_ranges[IODMA_MAX_IOVA_RANGES];
 	uint64_t granule;		/* the allocator's, = alignment at creation */
+	_Atomic bool claims_on;		/* fixed maps claim allocator space; set
+					 * under map_lock at the first IOVA
+					 * allocation, never cleared */
 };
 
 static inline struct domain_impl *to_impl(struct iodma_domain *d)
@@ -339,6 +344,7 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	atomic_init(&d->nr_mappings, 0);
 	atomic_init(&d->gen, 0);
 	atomic_init(&d->useq, 0);
+	atomic_init(&di->claims_on, false);
 	atomic_init(&d->enabled, !(o.flags & IODMA_DOMAIN_DISABLED));
 	di->nr_alloc_ranges = caps.nr_ranges;
 	di->granule = caps.alignment;
@@ -508,9 +514,11 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	if (d->ops->avail_mappings &&
 	    d->ops->avail_mappings(d->bpriv, &avail) == 0 && avail == 0)
 		return -ENOSPC;
-	err = claim(d, iova, rec);
-	if (err)
-		return err;
+	if (atomic_load_explicit(&to_impl(d)->claims_on, memory_order_relaxed)) {
+		err = claim(d, iova, rec);
+		if (err)
+			return err;
+	}
 	err = btree_preload(&d->table);
 	if (err)
 		goto err_unclaim;
@@ -935,14 +943,64 @@ IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled)
 
 /* ---- IOVA allocation ---------------------------------------------------- */
 
+/*
+ * Claims are made only once the allocator is in use: a domain whose user
+ * picks every IOVA itself (a VMM, a PciIommu driver) never pays for them.
+ * The first allocation claims the space of every live mapping, under
+ * map_lock so that no map slips between; all or nothing.
+ */
+static int claims_enable(struct iodma_domain *d)
+{
+	struct domain_impl *di = to_impl(d);
+	struct map_rec *r;
+	uint64_t key, undo;
+	int err = 0;
+
+	os_mutex_lock(&d->map_lock);
+	if (atomic_load_explicit(&di->claims_on, memory_order_relaxed))
+		goto out;
+	for (r = btree_lookup_ge(&d->table, 0, &key); r;
+	     r = btree_next(&d->table, key, &key)) {
+		struct map_rec c = *r;
+
+		err = claim(d, key, &c);
+		if (err)
+			break;
+		os_rwlock_wrlock(&d->table_lock);
+		r->flags = c.flags;
+		os_rwlock_unlock(&d->table_lock);
+	}
+	if (err) {
+		/* Release the claims made, up to the record that failed. */
+		for (r = btree_lookup_ge(&d->table, 0, &undo); r && undo < key;
+		     r = btree_next(&d->table, undo, &undo)) {
+			unclaim(d, undo, r);
+			os_rwlock_wrlock(&d->table_lock);
+			r->flags &= (uint16_t)~MAP_F_CLAIMED;
+			os_rwlock_unlock(&d->table_lock);
+		}
+		goto out;
+	}
+	atomic_store_explicit(&di->claims_on, true, memory_order_release);
+out:
+	os_mutex_unlock(&d->map_lock);
+	return err;
+}
+
 IODMA_EXPORT int iodma_iova_alloc(struct iodma_domain *d, uint64_t len,
 				  uint64_t align, uint64_t limit,
 				  uint64_t *iova)
 {
 	uint64_t a, rlen;
+	int err;
 
 	if (!d || !iova || len == 0 || !is_pow2(align))
 		return -EINVAL;
+	if (!atomic_load_explicit(&to_impl(d)->claims_on, memory_order_acquire)) {
+		err = claims_enable(d);
+		if (err)
+			return err;
+	}
 	a = atomic_load_explicit(&d->alignment, memory_order_relaxed);
 	if (align < a)
 		align = a;

@@ -1102,6 +1102,61 @@ static void test_map_inside_allocation_ok_straddling_eexist(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* Fixed maps claim allocator space only once the allocator is used: the
+ * first allocation claims every live mapping, so it never lands on one. */
+static void test_first_allocation_claims_existing_fixed_maps(void **state)
+{
+	struct iodma_iova_range rr = { 0x100000, 8 * PG };
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain *d;
+	struct map_lookup ml;
+	struct iova_alloc_stats st;
+	uint64_t iova;
+
+	so.ranges = &rr;
+	so.nr_ranges = 1;
+	d = mkdomain_opts(NULL, &so, NULL);
+	/* The top four pages (where top-down allocation starts) are mapped. */
+	map_ok(d, 0x100000 + 4 * PG, 2 * PG);
+	map_ok(d, 0x100000 + 6 * PG, 2 * PG);
+	assert_int_equal(domain_lookup(d, 0x100000 + 4 * PG, &ml), 0);
+	assert_false(ml.rec.flags & MAP_F_CLAIMED);
+	iova_alloc_get_stats(d->iova, &st);
+	assert_int_equal(st.claims, 0);
+
+	/* fail-nth over the first allocation: -ENOMEM leaves no claim. */
+	for (unsigned long n = 1;; n++) {
+		int err;
+
+		iodma_test_fail_alloc(n);
+		err = iodma_iova_alloc(d, 4 * PG, PG, UINT64_MAX, &iova);
+		iodma_test_fail_alloc(0);
+		if (!err)
+			break;
+		assert_int_equal(err, -ENOMEM);
+		iova_alloc_get_stats(d->iova, &st);
+		assert_int_equal(st.claims, 0);
+		assert_int_equal(st.live, 0);
+		assert_int_equal(domain_lookup(d, 0x100000 + 6 * PG, &ml), 0);
+		assert_false(ml.rec.flags & MAP_F_CLAIMED);
+		assert_int_equal(iova_alloc_check(d->iova), 0);
+	}
+	assert_int_equal(iova, 0x100000); /* below the two mappings */
+	iova_alloc_get_stats(d->iova, &st);
+	assert_int_equal(st.claims, 2);
+	assert_int_equal(domain_lookup(d, 0x100000 + 4 * PG, &ml), 0);
+	assert_true(ml.rec.flags & MAP_F_CLAIMED);
+	assert_int_equal(iodma_iova_alloc(d, PG, PG, UINT64_MAX, &iova), -ENOMEM);
+	/* Unmapping releases the claims the first allocation made. */
+	assert_int_equal(iodma_domain_unmap(d, 0x100000 + 4 * PG, 4 * PG), 0);
+	iova_alloc_get_stats(d->iova, &st);
+	assert_int_equal(st.claims, 0);
+	assert_int_equal(iodma_iova_alloc(d, 4 * PG, PG, UINT64_MAX, &iova), 0);
+	assert_int_equal(iova, 0x100000 + 4 * PG);
+	assert_int_equal(iova_alloc_check(d->iova), 0);
+	iodma_domain_destroy(d);
+}
+
 /* ---- refresh_caps, for_each --------------------------------------------- */
 
 static void test_refresh_caps_compatible_only(void **state)
@@ -1346,6 +1401,7 @@ int main(void)
 		cmocka_unit_test(test_map_gpa_events_carry_region_fd_offset_va),
 		cmocka_unit_test(test_iova_alloc_avoids_mappings_and_reserved),
 		cmocka_unit_test(test_map_inside_allocation_ok_straddling_eexist),
+		cmocka_unit_test(test_first_allocation_claims_existing_fixed_maps),
 		cmocka_unit_test(test_refresh_caps_compatible_only),
 		cmocka_unit_test(test_refresh_caps_shrink_takes_lost_space_from_allocator),
 		cmocka_unit_test(test_for_each_mapping_visits_overlapping_in_order),
