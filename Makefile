@@ -2,8 +2,9 @@
 #   make demo    install what is missing (as root), build, run the end-to-end demo
 #   make check   install what is missing (as root), build with -Werror, run every
 #                test suite: plain, under ASan+UBSan, and under valgrind
-# Other targets: build, test (plain suites only), asan, valgrind, tsan, bench,
-# freestanding (compile the core with -ffreestanding), install, clean.
+# Other targets: build, test (plain suites only), vm-test (VFIO backends in
+# QEMU guests), asan, valgrind, tsan, bench, freestanding (compile the core
+# with -ffreestanding), install, clean.
 
 BUILD      ?= build
 DEMO_INPUT ?= /usr/bin/perl
@@ -11,8 +12,8 @@ MESON_TEST  = meson test --print-errorlogs --num-processes 2
 SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
-.PHONY: all deps-build deps-test build demo check test asan valgrind tsan bench \
-	freestanding install clean
+.PHONY: all deps-build deps-test build demo check test vm-test asan valgrind tsan \
+	bench freestanding install clean
 
 all: build
 
@@ -38,6 +39,14 @@ test: deps-test
 	@[ -f build-check/build.ninja ] || meson setup build-check -Dwerror=true -Dtests=enabled
 	ninja -C build-check
 	cd build-check && $(MESON_TEST) $(SUITES)
+
+# Real-kernel tests in QEMU guests (Debian's 6.12 kernel and a minimal 6.12
+# with iommufd, each under intel-iommu and virtio-iommu).  The first run
+# fetches and builds the kernels into ~/.cache/iodma-vm (about 5 minutes).
+vm-test: deps-test
+	@[ -f build-check/build.ninja ] || meson setup build-check -Dwerror=true -Dtests=enabled
+	ninja -C build-check
+	cd build-check && meson test --print-errorlogs --suite vm --verbose
 
 asan: deps-test
 	@[ -f build-asan/build.ninja ] || meson setup build-asan -Dwerror=true -Dtests=enabled \

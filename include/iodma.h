@@ -13,6 +13,8 @@
  *   iodma/dma.h      driver-side DMA: coherent, streaming, bounce, sg,
  *                    registered memory, VirtIoHal      (seeds 001, 004)
  *   iodma/cache.h    cache maintenance                 (seed 004)
+ *   iodma/vfio.h     VFIO type1 / iommufd / identity backends, VFIO PCI
+ *                    device access: BARs, config, reset, IRQs (seed 001)
  */
 #ifndef IODMA_H
 #define IODMA_H
@@ -24,5 +26,6 @@
 #include <iodma/memory.h>
 #include <iodma/dma.h>
 #include <iodma/cache.h>
+#include <iodma/vfio.h>
 
 #endif /* IODMA_H */

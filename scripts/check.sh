@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The full test gate (README's `make check`, CI's .ci/run):
 #   1. plain build with -Werror, suites unit + demo
-#   2. the same under ASan+UBSan
-#   3. the same under valgrind (memcheck, leaks are errors)
-#   4. the core compiled freestanding
+#   2. suite vm: the VFIO backends against real Linux kernels in QEMU guests
+#      (tests/vm/run.sh; SKIP with the reason where QEMU cannot start)
+#   3. unit + demo under ASan+UBSan
+#   4. unit + demo under valgrind (memcheck, leaks are errors)
+#   5. the core compiled freestanding
 # Prints one closing line "check: N passed, N failed, N skipped" over all tiers
 # and exits non-zero if anything failed.
 set -uo pipefail
@@ -25,23 +27,33 @@ setup() { # dir, extra meson args...
 tier() { # name, dir, meson test args...
 	local name=$1 dir=$2; shift 2
 	echo "== $name"
-	if ! (cd "$dir" && meson test --print-errorlogs --num-processes "$jobs" "${suites[@]}" "$@" | tail -n 12); then
+	if ! (cd "$dir" && meson test --print-errorlogs --num-processes "$jobs" "$@" | tail -n 12); then
 		failed_tiers+=("$name")
 	fi
 	cp "$dir/meson-logs/testlog.json" "$dir/meson-logs/testlog-$name.json" 2>/dev/null || true
 }
 
 setup build-check || failed_tiers+=("build")
-tier plain build-check
+tier plain build-check "${suites[@]}"
+
+# The guest runs print their own per-suite table; keep it in the log.
+echo "== vm"
+if (cd build-check && meson test --print-errorlogs --suite vm); then
+	sed -n '/^vm: /p' build-check/meson-logs/testlog.txt | tail -n 1
+else
+	failed_tiers+=("vm")
+	tail -n 60 build-check/meson-logs/testlog.txt
+fi
+cp build-check/meson-logs/testlog.json build-check/meson-logs/testlog-vm.json 2>/dev/null || true
 
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-		tier asan build-asan
+		tier asan build-asan "${suites[@]}"
 else
 	failed_tiers+=("asan-build")
 fi
 
-tier valgrind build-check --timeout-multiplier 10 \
+tier valgrind build-check "${suites[@]}" --timeout-multiplier 10 \
 	--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --quiet'
 
 echo "== freestanding"
