@@ -67,8 +67,13 @@ unsigned int os_thread_slot(void);
  * code (iodma is MIT).  The bullet-proof flavour registers a thread on its
  * first read-side lock; the inline fast path is a TLS nesting count and a
  * compiler barrier (grace periods use membarrier).
+ *
+ * Sanitizer builds (IODMA_URCU_CALLS, set by meson.build when b_sanitize
+ * is on) call liburcu's out-of-line functions instead: liburcu 0.13's
+ * registry does not give struct urcu_bp_reader the 128-byte alignment the
+ * struct declares, and UBSan reports that in the inlined code as ours.
  */
-#ifndef _LGPL_SOURCE
+#if !defined(_LGPL_SOURCE) && !defined(IODMA_URCU_CALLS)
 #define _LGPL_SOURCE
 #endif
 #include <urcu/urcu-bp.h>
