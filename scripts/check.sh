@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh test || exit 1
-rm -f build-*/meson-logs/testlog-*.json
+rm -f build-*/meson-logs/testlog-*
 
 suites=(--suite unit --suite demo)
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -27,10 +27,10 @@ setup() { # dir, extra meson args...
 tier() { # name, dir, meson test args...
 	local name=$1 dir=$2; shift 2
 	echo "== $name"
-	if ! (cd "$dir" && meson test --print-errorlogs --num-processes "$jobs" "$@" | tail -n 12); then
+	if ! (cd "$dir" && meson test --print-errorlogs --num-processes "$jobs" \
+		--logbase "testlog-$name" "$@" | tail -n 12); then
 		failed_tiers+=("$name")
 	fi
-	cp "$dir/meson-logs/testlog.json" "$dir/meson-logs/testlog-$name.json" 2>/dev/null || true
 }
 
 setup build-check || failed_tiers+=("build")
@@ -38,13 +38,12 @@ tier plain build-check "${suites[@]}"
 
 # The guest runs print their own per-suite table; keep it in the log.
 echo "== vm"
-if (cd build-check && meson test --print-errorlogs --suite vm); then
-	sed -n '/^vm: /p' build-check/meson-logs/testlog.txt | tail -n 1
+if (cd build-check && meson test --print-errorlogs --logbase testlog-vm --suite vm); then
+	sed -n '/^vm: /p' build-check/meson-logs/testlog-vm.txt | tail -n 1
 else
 	failed_tiers+=("vm")
-	tail -n 60 build-check/meson-logs/testlog.txt
+	tail -n 60 build-check/meson-logs/testlog-vm.txt
 fi
-cp build-check/meson-logs/testlog.json build-check/meson-logs/testlog-vm.json 2>/dev/null || true
 
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
@@ -62,7 +61,8 @@ scripts/freestanding-check.sh || failed_tiers+=("freestanding")
 python3 - "$@" <<'PY'
 import json, glob
 p = f = s = 0
-for path in glob.glob("build-*/meson-logs/testlog-*.json"):
+for tier in ("plain", "vm", "asan", "valgrind"):
+  for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
     for line in open(path):
         line = line.strip()
         if not line:
