@@ -6,7 +6,8 @@
 # Usage: tests/vm/run.sh BUILD_DIR [--tier debian|mini|all]
 #                        [--iommu intel|virtio|all] [--test BIN[:BACKENDS]]...
 #   BUILD_DIR  a meson build directory: the test binaries are the
-#              executables in BUILD_DIR/tests/vm/ (unless --test is given),
+#              executables in BUILD_DIR/tests/vm/ and its subdirectories one
+#              level down (unless --test is given),
 #              logs go to BUILD_DIR/meson-logs/vm-TIER-IOMMU.log
 #   --tier     debian: Debian's 6.12 cloud kernel (type1 only)
 #              mini:   a tinyconfig kernel from linux-source-6.12 (type1 and
@@ -62,7 +63,8 @@ command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 if [ ${#tests[@]} -eq 0 ]; then
 	while IFS= read -r f; do
 		tests+=("$f")
-	done < <(find "$build/tests/vm" -maxdepth 1 -type f -perm -u+x ! -name '*.sh' 2>/dev/null | sort)
+	done < <(find "$build/tests/vm" -maxdepth 2 -type f -perm -u+x ! -name '*.sh' \
+		! -path '*.p/*' 2>/dev/null | sort)
 fi
 [ ${#tests[@]} -gt 0 ] || { echo "run.sh: no test binaries in $build/tests/vm (build first)"; exit 1; }
 
@@ -144,7 +146,7 @@ for tier in $tiers; do
 			-drive "file=$work/nvme.img,if=none,id=nvm,format=raw"
 			-device nvme,serial=deadbeef,drive=nvm
 			-drive "file=$work/vblk.img,if=none,id=vblk,format=raw"
-			-device virtio-blk-pci,drive=vblk
+			-device virtio-blk-pci,drive=vblk,disable-legacy=on,iommu_platform=on
 			-kernel "$kdir/vmlinuz" -initrd "$initrd" -append "$append")
 		echo "== boot $tier/$iommu ($accel, timeout ${boot_timeout}s): ${cmd[*]}"
 		b0=$SECONDS
