@@ -1,7 +1,8 @@
 # iodma: the two commands a newcomer needs, and the gates CI runs.
 #   make demo    install what is missing (as root), build, run the end-to-end demo
 #   make check   install what is missing (as root), build with -Werror, run every
-#                test suite: plain, under ASan+UBSan, and under valgrind
+#                test suite: plain, the vm suite in QEMU guests, under ASan+UBSan,
+#                valgrind and ThreadSanitizer; compile the core freestanding
 # Other targets: build, test (plain suites only), vm-test (VFIO backends in
 # QEMU guests), asan, valgrind, tsan, bench, freestanding (compile the core
 # with -ffreestanding), install, clean.

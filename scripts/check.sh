@@ -5,7 +5,9 @@
 #      (tests/vm/run.sh; SKIP with the reason where QEMU cannot start)
 #   3. unit + demo under ASan+UBSan
 #   4. unit + demo under valgrind (memcheck, leaks are errors)
-#   5. the core compiled freestanding
+#   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
+#      instrument atomic_thread_fence)
+#   6. the core compiled freestanding
 # Prints one closing line "check: N passed, N failed, N skipped" over all tiers
 # and exits non-zero if anything failed.
 set -uo pipefail
@@ -55,13 +57,24 @@ fi
 tier valgrind build-check "${suites[@]}" --timeout-multiplier 10 \
 	--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --quiet'
 
+if [ -f build-tsan/build.ninja ] || meson setup build-tsan -Dtests=enabled \
+	-Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug >/dev/null; then
+	if ninja -C build-tsan >/dev/null 2>&1 || ninja -C build-tsan; then
+		TSAN_OPTIONS=halt_on_error=1 tier tsan build-tsan --suite unit --timeout-multiplier 4
+	else
+		failed_tiers+=("tsan-build")
+	fi
+else
+	failed_tiers+=("tsan-build")
+fi
+
 echo "== freestanding"
 scripts/freestanding-check.sh || failed_tiers+=("freestanding")
 
 python3 - "$@" <<'PY'
 import json, glob
 p = f = s = 0
-for tier in ("plain", "vm", "asan", "valgrind"):
+for tier in ("plain", "vm", "asan", "valgrind", "tsan"):
   for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
     for line in open(path):
         line = line.strip()
