@@ -2,9 +2,10 @@
 /*
  * driver.c - the virtio-blk driver.
  *
- * Initialisation follows VIRTIO 1.2 3.1.1 over the virtio-mmio registers:
- * reset, ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK (read back),
- * queue setup, DRIVER_OK.  The split virtqueue (2.7) lives in coherent DMA
+ * Initialisation follows VIRTIO 1.2 3.1.1 over a transport (transport.h:
+ * the demo's virtio-mmio register page, or a virtio-pci device through
+ * VFIO): reset, ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK (read
+ * back), queue setup, DRIVER_OK.  The split virtqueue (2.7) lives in coherent DMA
  * memory: the descriptor table from iodma_alloc_coherent, the available and
  * used rings from iodma_hal_dma_alloc (VirtIoHal::dma_alloc).  A request is
  * a chain header (device-readable) -> data (readable for T_OUT, writable
@@ -18,20 +19,18 @@
  * checking the ids it returns.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <endian.h>
-#include <unistd.h>
-#include <sys/eventfd.h>
+#include <time.h>
 #include <sys/mman.h>
 
 #include <iodma.h>
 
 #include "driver.h"
-#include "mmio_window.h"
+#include "transport.h"
 #include "virtio_ring.h"
 
 #define WAIT_TIMEOUT_MS 10000
@@ -71,7 +70,7 @@ struct vblk_driver {
 	struct vblk_driver_opts o;
 	struct iodma_dev *dev;
 	struct iodma_domain *domain;
-	void *mmio;
+	struct vblk_transport *t;
 	uint64_t dev_features, features;
 	uint64_t capacity;
 	uint32_t size_max, seg_max, blk_size;
@@ -109,14 +108,9 @@ static inline _Atomic uint16_t *ring16(uint8_t *base, size_t off)
 	return (_Atomic uint16_t *)(base + off);
 }
 
-static int reg_write(struct vblk_driver *drv, uint32_t off, uint32_t val)
+static uint32_t cfg32(struct vblk_driver *drv, uint32_t off)
 {
-	return mmio_write32(drv->mmio, drv->o.doorbell_fd, off, val);
-}
-
-static uint32_t reg_read(struct vblk_driver *drv, uint32_t off)
-{
-	return mmio_read32(drv->mmio, off);
+	return drv->t->ops->config_read(drv->t, off, 4);
 }
 
 static uint64_t round_up(uint64_t x, uint64_t a)
@@ -126,10 +120,11 @@ static uint64_t round_up(uint64_t x, uint64_t a)
 
 /* ---- initialisation ------------------------------------------------------ */
 
-static int set_status(struct vblk_driver *drv, uint32_t bits)
+static int set_status(struct vblk_driver *drv, uint8_t bits)
 {
-	return reg_write(drv, VIRTIO_MMIO_STATUS,
-			 reg_read(drv, VIRTIO_MMIO_STATUS) | bits);
+	const struct vblk_transport_ops *ops = drv->t->ops;
+
+	return ops->set_status(drv->t, ops->get_status(drv->t) | bits);
 }
 
 static int negotiate(struct vblk_driver *drv, const char **msg)
@@ -140,68 +135,58 @@ static int negotiate(struct vblk_driver *drv, const char **msg)
 			VIRTIO_BIT(VIRTIO_BLK_F_SEG_MAX) |
 			VIRTIO_BIT(VIRTIO_BLK_F_BLK_SIZE) |
 			VIRTIO_BIT(VIRTIO_BLK_F_FLUSH);
+	const struct vblk_transport_ops *ops = drv->t->ops;
 	uint32_t gen;
 	int ret;
 
-	if (reg_read(drv, VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC ||
-	    reg_read(drv, VIRTIO_MMIO_VERSION) != 2 ||
-	    reg_read(drv, VIRTIO_MMIO_DEVICE_ID) != VIRTIO_ID_BLOCK) {
-		*msg = "no virtio-mmio v2 block device in the window";
-		return -ENODEV;
-	}
+	if ((ret = ops->probe(drv->t, msg)))
+		return ret;
 	drv->dev_started = true;
-	if ((ret = reg_write(drv, VIRTIO_MMIO_STATUS, 0)) ||
+	if ((ret = ops->set_status(drv->t, 0)) ||
 	    (ret = set_status(drv, VIRTIO_STATUS_ACKNOWLEDGE)) ||
 	    (ret = set_status(drv, VIRTIO_STATUS_DRIVER))) {
 		*msg = "device does not answer register writes";
 		return ret;
 	}
-	for (uint32_t sel = 0; sel < 2; sel++) {
-		if ((ret = reg_write(drv, VIRTIO_MMIO_DEVICE_FEATURES_SEL, sel)))
-			return ret;
-		drv->dev_features |= (uint64_t)reg_read(drv,
-				VIRTIO_MMIO_DEVICE_FEATURES) << (32 * sel);
+	if ((ret = ops->get_device_features(drv->t, &drv->dev_features))) {
+		*msg = "reading the device features";
+		return ret;
 	}
 	if (drv->o.event_idx)
 		want |= VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX);
 	drv->features = drv->dev_features & want;
-	if (!(drv->features & VIRTIO_BIT(VIRTIO_F_VERSION_1)) ||
-	    !(drv->features & VIRTIO_BIT(VIRTIO_F_ACCESS_PLATFORM))) {
-		/* Without ACCESS_PLATFORM the device would bypass the
-		 * IOMMU: refuse, as Linux does for a restricted-DMA guest. */
-		*msg = "device lacks VIRTIO_F_VERSION_1 or VIRTIO_F_ACCESS_PLATFORM";
+	if (!(drv->features & VIRTIO_BIT(VIRTIO_F_VERSION_1))) {
+		*msg = "device lacks VIRTIO_F_VERSION_1 (a legacy device)";
 		(void)set_status(drv, VIRTIO_STATUS_FAILED);
 		return -ENOTSUP;
 	}
-	for (uint32_t sel = 0; sel < 2; sel++) {
-		if ((ret = reg_write(drv, VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel)) ||
-		    (ret = reg_write(drv, VIRTIO_MMIO_DRIVER_FEATURES,
-				     (uint32_t)(drv->features >> (32 * sel)))))
-			return ret;
+	if (!(drv->features & VIRTIO_BIT(VIRTIO_F_ACCESS_PLATFORM))) {
+		/* Without ACCESS_PLATFORM the device would bypass the
+		 * IOMMU: refuse, as Linux does for a restricted-DMA guest. */
+		*msg = "device lacks VIRTIO_F_ACCESS_PLATFORM (its DMA would bypass the IOMMU; QEMU: iommu_platform=on)";
+		(void)set_status(drv, VIRTIO_STATUS_FAILED);
+		return -ENOTSUP;
 	}
+	if ((ret = ops->set_driver_features(drv->t, drv->features)))
+		return ret;
 	if ((ret = set_status(drv, VIRTIO_STATUS_FEATURES_OK)))
 		return ret;
-	if (!(reg_read(drv, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
+	if (!(ops->get_status(drv->t) & VIRTIO_STATUS_FEATURES_OK)) {
 		*msg = "device refused the negotiated features";
 		(void)set_status(drv, VIRTIO_STATUS_FAILED);
 		return -ENOTSUP;
 	}
 	drv->event_idx = drv->features & VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX);
 
-	/* Device configuration, consistent across a generation (4.2.2.2). */
+	/* Device configuration, consistent across a generation (2.5.1). */
 	do {
-		gen = reg_read(drv, VIRTIO_MMIO_CONFIG_GENERATION);
-		drv->capacity = (uint64_t)le32toh(reg_read(drv,
-				VIRTIO_MMIO_CONFIG + VIRTIO_BLK_CFG_CAPACITY)) |
-			(uint64_t)le32toh(reg_read(drv,
-				VIRTIO_MMIO_CONFIG + VIRTIO_BLK_CFG_CAPACITY + 4)) << 32;
-		drv->size_max = le32toh(reg_read(drv,
-				VIRTIO_MMIO_CONFIG + VIRTIO_BLK_CFG_SIZE_MAX));
-		drv->seg_max = le32toh(reg_read(drv,
-				VIRTIO_MMIO_CONFIG + VIRTIO_BLK_CFG_SEG_MAX));
-		drv->blk_size = le32toh(reg_read(drv,
-				VIRTIO_MMIO_CONFIG + VIRTIO_BLK_CFG_BLK_SIZE));
-	} while (gen != reg_read(drv, VIRTIO_MMIO_CONFIG_GENERATION));
+		gen = ops->config_generation(drv->t);
+		drv->capacity = (uint64_t)cfg32(drv, VIRTIO_BLK_CFG_CAPACITY) |
+			(uint64_t)cfg32(drv, VIRTIO_BLK_CFG_CAPACITY + 4) << 32;
+		drv->size_max = cfg32(drv, VIRTIO_BLK_CFG_SIZE_MAX);
+		drv->seg_max = cfg32(drv, VIRTIO_BLK_CFG_SEG_MAX);
+		drv->blk_size = cfg32(drv, VIRTIO_BLK_CFG_BLK_SIZE);
+	} while (gen != ops->config_generation(drv->t));
 	if (!(drv->features & VIRTIO_BIT(VIRTIO_BLK_F_SIZE_MAX)) ||
 	    drv->size_max < VIRTIO_BLK_SECTOR_SIZE)
 		drv->size_max = 1u << 20;
@@ -214,16 +199,17 @@ static int negotiate(struct vblk_driver *drv, const char **msg)
 
 static int setup_queue(struct vblk_driver *drv, const char **msg)
 {
+	const struct vblk_transport_ops *ops = drv->t->ops;
 	unsigned int max;
 	int ret;
 
-	if ((ret = reg_write(drv, VIRTIO_MMIO_QUEUE_SEL, 0)))
+	if ((ret = ops->queue_select(drv->t, 0)))
 		return ret;
-	if (reg_read(drv, VIRTIO_MMIO_QUEUE_READY)) {
+	if (ops->queue_enabled(drv->t)) {
 		*msg = "queue 0 already live after reset";
 		return -EBUSY;
 	}
-	max = reg_read(drv, VIRTIO_MMIO_QUEUE_NUM_MAX);
+	max = ops->queue_size_max(drv->t);
 	if (max == 0) {
 		*msg = "device has no queue 0";
 		return -ENODEV;
@@ -262,16 +248,12 @@ static int setup_queue(struct vblk_driver *drv, const char **msg)
 	drv->used = rings + avail_pages * page;
 	drv->used_iova = rings_iova + avail_pages * page;
 
-	if ((ret = reg_write(drv, VIRTIO_MMIO_QUEUE_NUM, drv->qsz)) ||
-	    (ret = reg_write(drv, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)drv->desc_iova)) ||
-	    (ret = reg_write(drv, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(drv->desc_iova >> 32))) ||
-	    (ret = reg_write(drv, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)drv->avail_iova)) ||
-	    (ret = reg_write(drv, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, (uint32_t)(drv->avail_iova >> 32))) ||
-	    (ret = reg_write(drv, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)drv->used_iova)) ||
-	    (ret = reg_write(drv, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, (uint32_t)(drv->used_iova >> 32))) ||
-	    (ret = reg_write(drv, VIRTIO_MMIO_QUEUE_READY, 1)))
+	if ((ret = ops->queue_set_size(drv->t, drv->qsz)) ||
+	    (ret = ops->queue_set_addrs(drv->t, drv->desc_iova, drv->avail_iova,
+					drv->used_iova)) ||
+	    (ret = ops->queue_enable(drv->t)))
 		return ret;
-	if (!reg_read(drv, VIRTIO_MMIO_QUEUE_READY)) {
+	if (!ops->queue_enabled(drv->t)) {
 		*msg = "device refused the queue";
 		return -EIO;
 	}
@@ -357,7 +339,7 @@ int vblk_driver_open(const struct vblk_driver_opts *opts,
 	int ret;
 
 	*err_msg = "invalid driver options";
-	if (!opts || !opts->dev || opts->queue_size < 2 ||
+	if (!opts || !opts->dev || !opts->transport || opts->queue_size < 2 ||
 	    opts->queue_size > 32768 ||
 	    (opts->queue_size & (opts->queue_size - 1)) ||
 	    opts->request_size < VIRTIO_BLK_SECTOR_SIZE ||
@@ -371,19 +353,12 @@ int vblk_driver_open(const struct vblk_driver_opts *opts,
 	}
 	drv->o = *opts;
 	drv->dev = opts->dev;
+	drv->t = opts->transport;
 	drv->domain = iodma_dev_domain(opts->dev);
 	if (!drv->domain) {
 		*err_msg = "the demo needs a device behind an IOMMU domain";
 		free(drv);
 		return -EINVAL;
-	}
-	/* Find the BAR, as VirtIoHal::mmio_phys_to_virt does. */
-	ret = iodma_mmio_phys_to_virt(opts->dev, opts->mmio_paddr,
-				      VBLK_MMIO_SIZE, &drv->mmio);
-	if (ret) {
-		*err_msg = "iodma_mmio_phys_to_virt (register window)";
-		free(drv);
-		return ret;
 	}
 	ret = negotiate(drv, &msg);
 	if (!ret)
@@ -568,16 +543,26 @@ static int kick(struct vblk_driver *drv)
 	if (!need)
 		return 0;
 	drv->stats.kicks++;
-	return mmio_queue_notify(drv->o.doorbell_fd);
+	return drv->t->ops->notify(drv->t, 0);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*
- * Collect used buffers; with @wait, sleep on the interrupt eventfd until at
- * least one arrives.  Returns how many completed, or -errno (-EIO: the
- * device returned an id it was not given or needs a reset; -ETIMEDOUT).
+ * Collect used buffers; with @wait, wait through the transport (an
+ * interrupt, or polling) until at least one arrives.  Returns how many
+ * completed, or -errno (-EIO: the device returned an id it was not given
+ * or needs a reset; -ETIMEDOUT: nothing in WAIT_TIMEOUT_MS).
  */
 static int reap(struct vblk_driver *drv, bool wait)
 {
+	int64_t deadline = 0;
 	int n = 0;
 
 	for (;;) {
@@ -628,22 +613,25 @@ static int reap(struct vblk_driver *drv, bool wait)
 			    drv->last_used)
 				continue;
 		}
-		if (reg_read(drv, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
+		if (drv->t->ops->get_status(drv->t) & VIRTIO_STATUS_NEEDS_RESET) {
 			fprintf(stderr, "virtio-blk driver: device needs reset\n");
 			return -EIO;
 		}
-		struct pollfd p = { .fd = drv->o.irq_fd, .events = POLLIN };
-		int r = poll(&p, 1, WAIT_TIMEOUT_MS);
-		eventfd_t v;
+		int64_t left;
+		int r;
 
-		if (r < 0 && errno != EINTR)
-			return -errno;
-		if (r == 0) {
+		if (!deadline)
+			deadline = now_ms() + WAIT_TIMEOUT_MS;
+		left = deadline - now_ms();
+		if (left <= 0) {
 			fprintf(stderr, "virtio-blk driver: no completion in %d ms\n",
 				WAIT_TIMEOUT_MS);
 			return -ETIMEDOUT;
 		}
-		if (r > 0 && eventfd_read(drv->o.irq_fd, &v) == 0)
+		r = drv->t->ops->wait(drv->t, (int)left);
+		if (r < 0)
+			return r;
+		if (r > 0)
 			drv->stats.interrupts++;
 	}
 }
@@ -1280,7 +1268,7 @@ void vblk_driver_close(struct vblk_driver *drv)
 		return;
 	/* Reset first: once the write returns, the device no longer touches
 	 * the rings or the buffers, and they can be unmapped. */
-	if (drv->dev_started && reg_write(drv, VIRTIO_MMIO_STATUS, 0))
+	if (drv->dev_started && drv->t->ops->set_status(drv->t, 0))
 		fprintf(stderr, "virtio-blk driver: device did not acknowledge reset\n");
 	for (unsigned int i = 0; drv->slots && i < drv->nslots; i++) {
 		slot_unmap(drv, &drv->slots[i]);

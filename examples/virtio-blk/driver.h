@@ -4,10 +4,10 @@
  *
  * The driver sees its device the way a guest or user-space PCI driver does:
  * an iodma_dev (its DMA API: the rings come from coherent allocations, the
- * request buffers go through streaming maps / VirtIoHal share), an MMIO
- * window found with iodma_mmio_phys_to_virt, a doorbell eventfd it rings
- * (QueueNotify) and an interrupt eventfd it waits on.  It shares nothing
- * else with the device.
+ * request buffers go through streaming maps / VirtIoHal share) and a
+ * transport (transport.h) that carries its register accesses, doorbells
+ * and interrupts: the demo's MMIO window with its eventfds, or a real
+ * virtio-pci device through VFIO.  It shares nothing else with the device.
  */
 #ifndef VBLK_DRIVER_H
 #define VBLK_DRIVER_H
@@ -18,13 +18,13 @@
 
 struct iodma_dev;
 struct vblk_driver;
+struct vblk_transport;
 
 /**
  * struct vblk_driver_opts - How the platform hands the device to the driver.
  * @dev:          the device's DMA context (iodma_dev with a domain).
- * @mmio_paddr:   bus address of the register window (a BAR).
- * @doorbell_fd:  eventfd behind QueueNotify and the trapped register writes.
- * @irq_fd:       eventfd the device signals (an MSI-X vector).
+ * @transport:    the device's registers (transport.h); the caller keeps it
+ *                until after vblk_driver_close().
  * @queue_size:   wanted queue size (clamped to QueueNumMax); power of two.
  * @request_size: bytes per read/write request; multiple of 512.
  * @registered:   take every request buffer from one registered area
@@ -33,9 +33,7 @@ struct vblk_driver;
  */
 struct vblk_driver_opts {
 	struct iodma_dev *dev;
-	uint64_t mmio_paddr;
-	int doorbell_fd;
-	int irq_fd;
+	struct vblk_transport *transport;
 	unsigned int queue_size;
 	size_t request_size;
 	bool registered;
@@ -53,7 +51,7 @@ struct vblk_driver_info {
 	unsigned int queue_size;
 	unsigned int slots;		/* requests in flight at most */
 	uint64_t kicks;			/* QueueNotify doorbells rung */
-	uint64_t interrupts;		/* waits ended by the interrupt eventfd */
+	uint64_t interrupts;		/* waits ended by an interrupt */
 	uint64_t requests;		/* requests completed */
 };
 
@@ -85,7 +83,9 @@ int vblk_driver_read(struct vblk_driver *drv, uint64_t sector, uint64_t len,
  * Protocol and isolation checks, using the disk sectors
  * [scratch, scratch + 16) freely.  Prints one line per check unless
  * @quiet.  Returns the number of checks that failed (0 = all held), or
- * -errno when the checks could not run.
+ * -errno when the checks could not run.  The isolation checks read the
+ * faults a soft domain records (iodma_fault_pop): they are meant for the
+ * demo's device model, not for a device behind a real IOMMU.
  */
 int vblk_driver_checks(struct vblk_driver *drv, uint64_t scratch, bool quiet);
 

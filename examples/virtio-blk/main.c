@@ -8,6 +8,11 @@
  * an MMIO window, as a BAR), and the two eventfds; then runs the driver on
  * this thread: copy an input to the disk and back, compare SHA-256 sums,
  * run the protocol and isolation checks, print what iodma did.
+ *
+ * With --pci BDF the same driver runs against a real virtio-blk-pci device
+ * bound to vfio-pci (QEMU's, in the test bed's guest) through the
+ * virtio-pci transport, its DMA through the kernel's IOMMU (VFIO type1 or
+ * iommufd): the input goes to the device's disk from sector 0 and back.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +33,7 @@
 #include "device.h"
 #include "driver.h"
 #include "mmio_window.h"
+#include "transport.h"
 #include "virtio_ring.h"
 
 #define DEFAULT_INPUT		"/usr/bin/perl"
@@ -49,6 +55,9 @@ struct options {
 	bool event_idx;
 	bool isolation_only;
 	bool quiet;
+	const char *pci;	/* BDF: a virtio-blk-pci device through VFIO */
+	const char *backend;	/* vfio | iommufd */
+	bool poll;		/* no MSI-X: poll the used ring */
 };
 
 /* The input: a file, or deterministic pseudo-random bytes. */
@@ -99,6 +108,11 @@ static void usage(FILE *f)
 "  --no-event-idx         do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
 "  --isolation-only       skip the copy, run only the checks\n"
 "  --quiet                print only the summary\n"
+"  --pci BDF              drive a real virtio-blk-pci device bound to\n"
+"                         vfio-pci instead of the device model: INPUT goes\n"
+"                         to its disk from sector 0 and back (no checks)\n"
+"  --backend vfio|iommufd the IOMMU interface for --pci (default vfio)\n"
+"  --poll                 --pci: poll the used ring, no MSI-X interrupt\n"
 "  -h, --help             this text\n", DEVICE_QUEUE_MAX);
 }
 
@@ -132,7 +146,7 @@ static int parse_size(const char *s, uint64_t *out)
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	enum { OPT_SELF = 256, OPT_DISK, OPT_QS, OPT_RS, OPT_BOUNCE, OPT_REG,
-	       OPT_NOEI, OPT_ISO, OPT_QUIET };
+	       OPT_NOEI, OPT_ISO, OPT_QUIET, OPT_PCI, OPT_BACKEND, OPT_POLL };
 	static const struct option longopts[] = {
 		{ "self-test-size", required_argument, NULL, OPT_SELF },
 		{ "disk", required_argument, NULL, OPT_DISK },
@@ -143,6 +157,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "no-event-idx", no_argument, NULL, OPT_NOEI },
 		{ "isolation-only", no_argument, NULL, OPT_ISO },
 		{ "quiet", no_argument, NULL, OPT_QUIET },
+		{ "pci", required_argument, NULL, OPT_PCI },
+		{ "backend", required_argument, NULL, OPT_BACKEND },
+		{ "poll", no_argument, NULL, OPT_POLL },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -151,7 +168,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 	*o = (struct options){ .queue_size = 128, .request_size = 256 * 1024,
 			       .bounce = IODMA_BOUNCE_WHEN_NEEDED,
-			       .event_idx = true };
+			       .event_idx = true, .backend = "vfio" };
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_SELF:
@@ -208,6 +225,20 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case OPT_QUIET:
 			o->quiet = true;
 			break;
+		case OPT_PCI:
+			o->pci = optarg;
+			break;
+		case OPT_BACKEND:
+			if (strcmp(optarg, "vfio") && strcmp(optarg, "iommufd")) {
+				fprintf(stderr, "--backend: want vfio or iommufd, got %s\n",
+					optarg);
+				return -1;
+			}
+			o->backend = optarg;
+			break;
+		case OPT_POLL:
+			o->poll = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -223,6 +254,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (o->input && o->self_test) {
 		fprintf(stderr, "give either INPUT or --self-test-size, not both\n");
+		return -1;
+	}
+	if (o->pci && (o->isolation_only || o->disk)) {
+		fprintf(stderr, "--pci copies to the device's own disk: no --disk, no --isolation-only\n");
 		return -1;
 	}
 	if (!o->input && !o->self_test && !o->isolation_only)
@@ -375,6 +410,128 @@ static void print_features(uint64_t f)
 	printf("\n");
 }
 
+/* Enough bounce slots for a full queue (2 KiB slots: one for each header
+ * and status byte, the data rounded up), plus 1 MiB for the checks. */
+static size_t bounce_pool_size(const struct options *o, size_t size_max)
+{
+	size_t nseg = (o->request_size + size_max - 1) / size_max;
+	size_t inflight = o->queue_size / (nseg + 4);
+
+	return (inflight * ((o->request_size + 2047) / 2048 + 2) * 2048 +
+		(1u << 20) + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+}
+
+/*
+ * --pci: the same driver, a real virtio-blk-pci device through VFIO.
+ * Returns the exit status.
+ */
+static int run_pci(const struct options *o, struct source *src,
+		   struct sink *snk, uint64_t size)
+{
+	struct iodma_dev_opts devopts = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct vblk_pci_host h;
+	struct vblk_driver *drv = NULL;
+	struct vblk_driver_info info;
+	struct vblk_pci_info pi;
+	struct iodma_dev_stats ds0, ds1;
+	char in_hex[65], out_hex[65];
+	bool verified = false;
+	double t0, t1, t2;
+	const char *msg = "";
+	int ret, status = 1;
+
+	devopts.bounce = o->bounce;
+	/* size_max is unknown until negotiation: size the pool for the most
+	 * requests in flight (one data descriptor each). */
+	devopts.bounce_pool_size = bounce_pool_size(o, o->request_size);
+	ret = vblk_pci_host_open(o->pci, o->backend, &devopts,
+				 o->poll ? 0 : VBLK_PCI_MSIX, &h, &msg);
+	if (ret) {
+		fprintf(stderr, "%s (%s): %s: %s%s%s\n", o->pci, o->backend, msg,
+			iodma_strerror(ret), *iodma_vfio_last_error() ? ": " : "",
+			iodma_vfio_last_error());
+		return 1;
+	}
+	struct vblk_driver_opts drvopts = {
+		.dev = h.dev, .transport = h.transport,
+		.queue_size = o->queue_size, .request_size = o->request_size,
+		.registered = o->registered, .event_idx = o->event_idx,
+	};
+	ret = vblk_driver_open(&drvopts, &drv, &msg);
+	if (ret) {
+		fprintf(stderr, "driver: %s: %s\n", msg, iodma_strerror(ret));
+		goto out;
+	}
+	vblk_driver_get_info(drv, &info);
+	vblk_pci_transport_info(h.transport, &pi);
+	if (size > info.capacity * VIRTIO_BLK_SECTOR_SIZE) {
+		fprintf(stderr, "input of %" PRIu64 " bytes does not fit the disk (%" PRIu64
+			" sectors)\n", size, info.capacity);
+		goto out;
+	}
+	if (!o->quiet) {
+		printf("virtio-blk-demo (iodma %s): input %s, %" PRIu64 " bytes\n",
+		       iodma_version(), o->self_test ? "(generated)" : o->input, size);
+		printf("device %s through %s, transport virtio-pci: common BAR%u+%#x, "
+		       "notify BAR%u+%#x (x%u), device config BAR%u+%#x, %s; %s\n",
+		       o->pci, !strcmp(o->backend, "vfio") ? "VFIO type1" : "iommufd",
+		       pi.common_bar, pi.common_off, pi.notify_bar, pi.notify_off,
+		       pi.notify_mult, pi.device_bar, pi.device_off,
+		       pi.mmapped ? "mmapped" : "pread/pwrite",
+		       pi.msix ? "MSI-X -> eventfd" : "polling");
+		printf("disk %" PRIu64 " sectors of %u bytes\n", info.capacity,
+		       info.blk_size);
+		printf("queue %u, %u requests in flight of up to %zu bytes, size_max %u, seg_max %u\n",
+		       info.queue_size, info.slots, o->request_size, info.size_max,
+		       info.seg_max);
+		printf("bounce %s (pool %zu KiB), registered %s\n",
+		       bounce_name(o->bounce), devopts.bounce_pool_size >> 10,
+		       o->registered ? "yes" : "no");
+		printf("features offered:  ");
+		print_features(info.device_features);
+		printf("features accepted: ");
+		print_features(info.driver_features);
+	}
+	iodma_dev_get_stats(h.dev, &ds0);
+	t0 = now_s();
+	ret = vblk_driver_write(drv, 0, size, source_read, src);
+	t1 = now_s();
+	if (ret)
+		fprintf(stderr, "write: %s\n", iodma_strerror(ret));
+	else if ((ret = vblk_driver_read(drv, 0, size, sink_write, snk)))
+		fprintf(stderr, "read back: %s\n", iodma_strerror(ret));
+	t2 = now_s();
+	iodma_dev_get_stats(h.dev, &ds1);
+	sha_hex(src->sha, in_hex);
+	sha_hex(snk->sha, out_hex);
+	verified = !ret && !strcmp(in_hex, out_hex);
+	vblk_driver_get_info(drv, &info);
+	vblk_pci_transport_info(h.transport, &pi);
+
+	printf("sha256 in : %s\n", in_hex);
+	printf("sha256 out: %s\n", out_hex);
+	printf("%s\n", verified ? "verified" : "MISMATCH: the data read back differs");
+	printf("moved %" PRIu64 " bytes (written %" PRIu64 ", read back %" PRIu64
+	       ") in %.4f s: %.1f MiB/s (write %.1f, read %.1f)\n",
+	       2 * size, size, size, t2 - t0,
+	       t2 > t0 ? 2.0 * size / (t2 - t0) / 1048576.0 : 0.0,
+	       t1 > t0 ? size / (t1 - t0) / 1048576.0 : 0.0,
+	       t2 > t1 ? size / (t2 - t1) / 1048576.0 : 0.0);
+	printf("copy: mappings made %" PRIu64 ", maps %" PRIu64 " (%" PRIu64
+	       " from registered memory), bounces %" PRIu64 " (%" PRIu64
+	       " bytes); %" PRIu64 " requests, %" PRIu64 " kicks, %" PRIu64
+	       " interrupts, %" PRIu64 " polls\n",
+	       ds1.mappings_created - ds0.mappings_created, ds1.maps - ds0.maps,
+	       ds1.registered_hits - ds0.registered_hits,
+	       ds1.bounces - ds0.bounces, ds1.bounce_bytes - ds0.bounce_bytes,
+	       info.requests, info.kicks, info.interrupts, pi.polls);
+	status = verified ? 0 : 1;
+out:
+	vblk_driver_close(drv);
+	vblk_pci_host_close(&h);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -384,6 +541,7 @@ int main(int argc, char **argv)
 	struct iodma_dev *dev = NULL;
 	struct vblk_device *vd = NULL;
 	struct vblk_driver *drv = NULL;
+	struct vblk_transport *transport = NULL;
 	struct vblk_driver_info info;
 	struct vblk_device_stats dst;
 	struct iodma_xlate_stats xs0 = { 0 }, xs1 = { 0 }, xs_end;
@@ -430,6 +588,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "OpenSSL: cannot set up SHA-256\n");
 		goto out;
 	}
+	if (o.pci) {
+		status = run_pci(&o, &src, &snk, size);
+		goto out;
+	}
 
 	/* The disk: the data, then scratch sectors for the checks. */
 	data_sectors = (size + VIRTIO_BLK_SECTOR_SIZE - 1) / VIRTIO_BLK_SECTOR_SIZE;
@@ -469,16 +631,10 @@ int main(int argc, char **argv)
 
 	/* The driver's view: a DMA context on the domain, the BAR. */
 	struct iodma_dev_opts devopts = IODMA_OPTS_INIT(struct iodma_dev_opts);
-	size_t nseg = (o.request_size + DEVICE_SIZE_MAX - 1) / DEVICE_SIZE_MAX;
-	size_t inflight = o.queue_size / (nseg + 4);
 
 	devopts.domain = domain;
 	devopts.bounce = o.bounce;
-	/* Enough bounce slots for a full queue (2 KiB slots: one for each
-	 * header and status byte, the data rounded up), plus the checks. */
-	devopts.bounce_pool_size = (inflight * ((o.request_size + 2047) / 2048 + 2) *
-				    2048 + (1u << 20) + (1u << 20) - 1) &
-				   ~(size_t)((1u << 20) - 1);
+	devopts.bounce_pool_size = bounce_pool_size(&o, DEVICE_SIZE_MAX);
 	ret = iodma_dev_create(&devopts, &dev);
 	if (ret) {
 		fprintf(stderr, "iodma_dev_create: %s\n", iodma_strerror(ret));
@@ -491,9 +647,16 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	ret = vblk_mmio_transport_create(dev, MMIO_PADDR, doorbell, irq,
+					 &transport);
+	if (ret) {
+		fprintf(stderr, "driver: iodma_mmio_phys_to_virt (register window): %s\n",
+			iodma_strerror(ret));
+		goto out;
+	}
+
 	struct vblk_driver_opts drvopts = {
-		.dev = dev, .mmio_paddr = MMIO_PADDR, .doorbell_fd = doorbell,
-		.irq_fd = irq, .queue_size = o.queue_size,
+		.dev = dev, .transport = transport, .queue_size = o.queue_size,
 		.request_size = o.request_size, .registered = o.registered,
 		.event_idx = o.event_idx,
 	};
@@ -597,6 +760,8 @@ int main(int argc, char **argv)
 	status = (o.isolation_only || verified) && checks_failed == 0 ? 0 : 1;
 out:
 	vblk_driver_close(drv);
+	if (transport)
+		transport->ops->destroy(transport);
 	iodma_dev_destroy(dev);
 	vblk_device_destroy(vd);	/* stops the thread if still running */
 	iodma_domain_destroy(domain);
