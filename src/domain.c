@@ -42,6 +42,10 @@
 #include "domain_priv.h"
 #include "memory_priv.h"
 
+/* Mappings below the limit from which a map re-reads the backend's
+ * avail_mappings. */
+#define AVAIL_RECHECK_MARGIN 256
+
 struct domain_impl {
 	struct iodma_domain d;
 	/* Ranges the IOVA allocator was created over (caps at creation);
@@ -494,7 +498,7 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	const struct map_rec *prev;
 	struct iodma_listener *l, *m;
 	struct iodma_map_event ev;
-	uint64_t key, unmapped;
+	uint64_t key, unmapped, nr;
 	uint32_t avail;
 	int err;
 
@@ -509,9 +513,14 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	prev = btree_lookup_le(&d->table, range_last(iova, rec->len), &key);
 	if (prev && range_last(key, prev->len) >= iova)
 		return -EEXIST;
-	if (atomic_load(&d->nr_mappings) >= c->max_mappings)
+	nr = atomic_load(&d->nr_mappings);
+	if (nr >= c->max_mappings)
 		return -ENOSPC;
-	if (d->ops->avail_mappings &&
+	/* Near the limit, ask the IOMMU how many it will still take (VFIO's
+	 * DMA_AVAIL, read live: a shared container's other users count too).
+	 * Far from it the kernel's own -ENOSPC is enough, and a type1 map
+	 * stays one ioctl instead of two. */
+	if (d->ops->avail_mappings && nr + AVAIL_RECHECK_MARGIN >= c->max_mappings &&
 	    d->ops->avail_mappings(d->bpriv, &avail) == 0 && avail == 0)
 		return -ENOSPC;
 	if (atomic_load_explicit(&to_impl(d)->claims_on, memory_order_relaxed)) {

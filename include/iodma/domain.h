@@ -167,8 +167,9 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d);
  * Context: thread-safe; may block (backend, listeners).
  * Return:  0; -EINVAL bad alignment/length/perm, NULL va, or a two-stage
  *          domain; -ERANGE not inside one valid IOVA range; -EEXIST overlaps
- *          a mapping; -ENOSPC max mappings reached; -ENOMEM; or the
- *          backend's or a listener's error.  On any error nothing was mapped
+ *          a mapping; -ENOSPC max mappings reached (within 256 of the
+ *          limit the backend's live count, VFIO's DMA_AVAIL, is read too);
+ *          -ENOMEM; or the backend's or a listener's error.  On any error nothing was mapped
  *          and every listener that saw the map has seen its unmap.
  */
 IODMA_EXPORT int iodma_domain_map(struct iodma_domain *d, uint64_t iova,

@@ -202,6 +202,41 @@ IODMA_EXPORT int iodma_vfio_add_group(struct iodma_domain *d, int group);
  */
 IODMA_EXPORT const char *iodma_vfio_last_error(void);
 
+/**
+ * struct iodma_vfio_stats - ioctls a vfio or iommufd domain has issued.
+ * @map_ioctls:   VFIO_IOMMU_MAP_DMA / IOMMU_IOAS_MAP(_FILE) calls.
+ * @unmap_ioctls: VFIO_IOMMU_UNMAP_DMA / IOMMU_IOAS_UNMAP calls.
+ * @other_ioctls: every other ioctl of the backend: GET_INFO, IOVA ranges,
+ *                API version and extension checks, group status and
+ *                container set/unset, IOAS alloc/destroy, device
+ *                bind/attach/detach.
+ *
+ * Counted since the domain was created, failed calls included.  The VFIO
+ * device calls of this header (region info, interrupts, reset) are not
+ * counted: they go to the device fd, not to the domain.
+ */
+struct iodma_vfio_stats {
+	uint64_t map_ioctls;
+	uint64_t unmap_ioctls;
+	uint64_t other_ioctls;
+};
+
+/**
+ * iodma_vfio_get_stats() - The ioctl counters of a vfio or iommufd domain.
+ * @d:  a domain created with iodma_backend_vfio() or iodma_backend_iommufd().
+ * @st: receives the counters.
+ *
+ * Each counter is read atomically, the three not as one snapshot (a call
+ * concurrent with maps may see one counter move before another).  In VFIO
+ * no-IOMMU mode maps make no ioctl: only @other_ioctls grows.
+ *
+ * Context: thread-safe, lock-free.
+ * Return:  0; -EINVAL NULL argument or @d is neither a vfio nor an iommufd
+ *          domain.
+ */
+IODMA_EXPORT int iodma_vfio_get_stats(const struct iodma_domain *d,
+				      struct iodma_vfio_stats *st);
+
 /* ---- VFIO PCI device access ---------------------------------------------- */
 
 /* Region indexes of a vfio-pci device (VFIO_PCI_*_REGION_INDEX). */

@@ -48,6 +48,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -69,13 +70,26 @@ struct iommufd {
 	int fd;			/* our iommufd (opened, or a dup of the caller's) */
 	uint32_t ioas_id;	/* the domain's IOAS */
 	bool map_file;		/* kernel has IOMMU_IOAS_MAP_FILE */
+	/* ioctls issued (iodma_vfio_get_stats()); relaxed atomics, no lock */
+	_Atomic uint64_t nr_map_ioctls;
+	_Atomic uint64_t nr_unmap_ioctls;
+	_Atomic uint64_t nr_other_ioctls;
 };
 
-/* ioctl(2) as 0 or a negative errno. */
-static int xioctl(int fd, unsigned long req, void *arg)
+/* ioctl(2) as 0 or a negative errno, counted in @counter. */
+static int xioctl(_Atomic uint64_t *counter, int fd, unsigned long req,
+		  void *arg)
 {
+	atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 	return ioctl(fd, req, arg) ? -errno : 0;
 }
+
+#define XIOCTL_MAP(f, fd, req, arg) \
+	xioctl(&(f)->nr_map_ioctls, (fd), (req), (arg))
+#define XIOCTL_UNMAP(f, fd, req, arg) \
+	xioctl(&(f)->nr_unmap_ioctls, (fd), (req), (arg))
+#define XIOCTL_OTHER(f, fd, req, arg) \
+	xioctl(&(f)->nr_other_ioctls, (fd), (req), (arg))
 
 /* Does the kernel know IOMMU_IOAS_MAP_FILE?  Asked with fd -1: a kernel
  * that has the ioctl rejects the argument (EBADF), one that does not
@@ -92,7 +106,7 @@ static bool iommufd_probe_map_file(struct iommufd *f)
 		.length = page,
 		.iova = page,
 	};
-	int err = xioctl(f->fd, IOMMU_IOAS_MAP_FILE, &m);
+	int err = XIOCTL_OTHER(f, f->fd, IOMMU_IOAS_MAP_FILE, &m);
 
 	if (err == 0) {
 		/* Cannot happen with fd -1; undo it anyway. */
@@ -101,7 +115,7 @@ static bool iommufd_probe_map_file(struct iommufd *f)
 			.iova = page, .length = page,
 		};
 
-		xioctl(f->fd, IOMMU_IOAS_UNMAP, &u);
+		XIOCTL_OTHER(f, f->fd, IOMMU_IOAS_UNMAP, &u);
 		return true;
 	}
 	return err != -ENOTTY;
@@ -138,7 +152,7 @@ static int iommufd_open(const void *config, void **priv)
 			goto err_free;
 		}
 	}
-	err = xioctl(fd, IOMMU_IOAS_ALLOC, &a);
+	err = XIOCTL_OTHER(f, fd, IOMMU_IOAS_ALLOC, &a);
 	if (err) {
 		vfio_set_error("IOMMU_IOAS_ALLOC: %s%s", strerror(-err),
 			       err == -ENOTTY ? " (not an iommufd)" : "");
@@ -164,7 +178,7 @@ static void iommufd_close(void *priv)
 
 	/* EBUSY while a device is still attached: the kernel then frees the
 	 * IOAS with the last reference (the iommufd and its devices). */
-	xioctl(f->fd, IOMMU_DESTROY, &d);
+	XIOCTL_OTHER(f, f->fd, IOMMU_DESTROY, &d);
 	close(f->fd);
 	iodma_free(f);
 }
@@ -189,7 +203,7 @@ static int iommufd_read_ranges(struct iommufd *f, struct iommu_iova_range **out,
 			.allowed_iovas = (uintptr_t)r,
 		};
 
-		err = xioctl(f->fd, IOMMU_IOAS_IOVA_RANGES, &q);
+		err = XIOCTL_OTHER(f, f->fd, IOMMU_IOAS_IOVA_RANGES, &q);
 		if (err == 0 && q.num_iovas <= cap) {
 			*out = r;
 			*nr = q.num_iovas;
@@ -215,7 +229,14 @@ static int iommufd_read_ranges(struct iommufd *f, struct iommu_iova_range **out,
 }
 
 /* Clip the kernel's ranges (inclusive last) to @align into @caps, without
- * [0, align): see the file comment. */
+ * [0, align): see the file comment.
+ *
+ * Top of the space: on Linux 6.12 with virtio-iommu (whose IOAS range ends
+ * at 0xffffffffffffffff), device writes into a mapping that ends exactly at
+ * 2^64 did not reach memory past its first 256 KiB, with no fault logged
+ * (seen by the virtio-blk-pci guest test with its bounce pool there).  type1
+ * has a like defect (src/backend/vfio.c), so a range reaching 2^64 is cut
+ * one alignment unit short here too. */
 static void iommufd_ranges_to_caps(const struct iommu_iova_range *kr,
 				   uint32_t n, uint64_t align,
 				   struct iodma_caps *caps)
@@ -232,7 +253,10 @@ static void iommufd_ranges_to_caps(const struct iommu_iova_range *kr,
 		if (start == 0)
 			continue;	/* rounding up overflowed */
 		if (kr[i].last == UINT64_MAX) {
-			len = 0 - start;	/* up to 2^64 */
+			/* One unit short of 2^64: see "top of the space". */
+			if (start > UINT64_MAX - 2 * align + 1)
+				continue;
+			len = 0 - start - align;
 		} else {
 			uint64_t end = align_down(kr[i].last + 1, align);
 
@@ -300,7 +324,7 @@ static int iommufd_map_file(struct iommufd *f, const struct iodma_map_event *ev,
 		.iova = ev->iova,
 	};
 
-	return xioctl(f->fd, IOMMU_IOAS_MAP_FILE, &m);
+	return XIOCTL_MAP(f, f->fd, IOMMU_IOAS_MAP_FILE, &m);
 }
 
 /* IOMMU_IOAS_MAP of ev->va. */
@@ -316,7 +340,7 @@ static int iommufd_map_va(struct iommufd *f, const struct iodma_map_event *ev,
 		.iova = ev->iova,
 	};
 
-	return xioctl(f->fd, IOMMU_IOAS_MAP, &m);
+	return XIOCTL_MAP(f, f->fd, IOMMU_IOAS_MAP, &m);
 }
 
 /*
@@ -357,7 +381,7 @@ static int iommufd_unmap_range(struct iommufd *f, uint64_t iova, uint64_t len,
 		.size = sizeof(u), .ioas_id = f->ioas_id,
 		.iova = iova, .length = len,
 	};
-	int err = xioctl(f->fd, IOMMU_IOAS_UNMAP, &u);
+	int err = XIOCTL_UNMAP(f, f->fd, IOMMU_IOAS_UNMAP, &u);
 
 	if (err)
 		return err;
@@ -425,7 +449,7 @@ int iommufd_domain_attach_device(struct iodma_domain *d, int devfd,
 	memset(&bind, 0, sizeof(bind));
 	bind.argsz = IODMA_VFIO_BIND_IOMMUFD_MINSZ;
 	bind.iommufd = f->fd;
-	err = xioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, &bind);
+	err = XIOCTL_OTHER(f, devfd, VFIO_DEVICE_BIND_IOMMUFD, &bind);
 	if (err) {
 		vfio_set_error("VFIO_DEVICE_BIND_IOMMUFD: %s%s", strerror(-err),
 			       err == -EBUSY ? " (close the device's VFIO group "
@@ -436,7 +460,7 @@ int iommufd_domain_attach_device(struct iodma_domain *d, int devfd,
 	memset(&at, 0, sizeof(at));
 	at.argsz = IODMA_VFIO_ATTACH_PT_MINSZ;
 	at.pt_id = f->ioas_id;
-	err = xioctl(devfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at);
+	err = XIOCTL_OTHER(f, devfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at);
 	if (err) {
 		vfio_set_error("VFIO_DEVICE_ATTACH_IOMMUFD_PT (IOAS %u): %s",
 			       f->ioas_id, strerror(-err));
@@ -454,7 +478,7 @@ int iommufd_domain_attach_device(struct iodma_domain *d, int devfd,
 			       "no longer reach)" : "");
 		memset(&dt, 0, sizeof(dt));
 		dt.argsz = IODMA_VFIO_DETACH_PT_MINSZ;
-		xioctl(devfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &dt);
+		XIOCTL_OTHER(f, devfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &dt);
 		return err;
 	}
 	*dev_id = bind.out_devid;
@@ -465,12 +489,31 @@ void iommufd_domain_detach_device(struct iodma_domain *d, int devfd,
 				  uint32_t dev_id)
 {
 	struct vfio_device_detach_iommufd_pt dt;
+	struct iommufd *f;
 
 	(void)dev_id;
 	if (devfd < 0 || !iommufd_domain_is(d))
 		return;
+	f = d->bpriv;
 	memset(&dt, 0, sizeof(dt));
 	dt.argsz = IODMA_VFIO_DETACH_PT_MINSZ;
-	if (xioctl(devfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &dt) == 0)
+	if (XIOCTL_OTHER(f, devfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &dt) == 0)
 		iodma_domain_refresh_caps(d);	/* ranges may widen again */
+}
+
+int iommufd_domain_stats(const struct iodma_domain *d,
+			 struct iodma_vfio_stats *st)
+{
+	struct iommufd *f;
+
+	if (!iommufd_domain_is(d) || !st)
+		return -EINVAL;
+	f = d->bpriv;
+	st->map_ioctls = atomic_load_explicit(&f->nr_map_ioctls,
+					      memory_order_relaxed);
+	st->unmap_ioctls = atomic_load_explicit(&f->nr_unmap_ioctls,
+						memory_order_relaxed);
+	st->other_ioctls = atomic_load_explicit(&f->nr_other_ioctls,
+						memory_order_relaxed);
+	return 0;
 }

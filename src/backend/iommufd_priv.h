@@ -75,4 +75,12 @@ int iommufd_domain_attach_device(struct iodma_domain *d, int devfd,
 void iommufd_domain_detach_device(struct iodma_domain *d, int devfd,
 				  uint32_t dev_id);
 
+struct iodma_vfio_stats;
+
+/* The ioctl counters of an iommufd domain (iodma_vfio_get_stats(); the
+ * device bind/attach/detach above count as other ioctls).  0; -EINVAL not
+ * an iommufd domain. */
+int iommufd_domain_stats(const struct iodma_domain *d,
+			 struct iodma_vfio_stats *st);
+
 #endif /* IODMA_BACKEND_IOMMUFD_PRIV_H */

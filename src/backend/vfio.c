@@ -56,6 +56,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@
 
 #include "../domain_priv.h"
 #include "../util.h"
+#include "iommufd_priv.h"
 #include "vfio_priv.h"
 
 #define VFIO_DEFAULT_MAX_MAPPINGS 65535u
@@ -95,7 +97,17 @@ struct vfio {
 	struct vfio_iommu_type1_info *info; /* GET_INFO buffer */
 	uint32_t info_len;		/* its size in bytes */
 	struct ident_book book;		/* no-IOMMU mode only */
+	/* ioctls issued (iodma_vfio_get_stats()); relaxed atomics, no lock */
+	_Atomic uint64_t nr_map_ioctls;
+	_Atomic uint64_t nr_unmap_ioctls;
+	_Atomic uint64_t nr_other_ioctls;
 };
+
+/* ioctl(2) on behalf of @v, counted as a map, unmap or other ioctl.  The
+ * count is made first so that errno is the ioctl's own afterwards. */
+#define VFIO_IOCTL(v, counter, ...)					\
+	(atomic_fetch_add_explicit(&(v)->counter, 1, memory_order_relaxed), \
+	 ioctl(__VA_ARGS__))
 
 static const struct iodma_backend_ops vfio_ops;
 
@@ -248,7 +260,7 @@ static int vfio_read_info_raw(struct vfio *v)
 	for (int tries = 0; tries < 4; tries++) {
 		memset(v->info, 0, v->info_len);
 		v->info->argsz = v->info_len;
-		if (ioctl(v->container, VFIO_IOMMU_GET_INFO, v->info) < 0) {
+		if (VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_IOMMU_GET_INFO, v->info) < 0) {
 			int err = -errno;
 
 			vfio_set_error("vfio: VFIO_IOMMU_GET_INFO: %s",
@@ -485,7 +497,7 @@ static int group_attach_locked(struct vfio *v, int fd, int nr)
 		v->groups = p;
 		v->cap_groups = cap;
 	}
-	if (ioctl(fd, VFIO_GROUP_GET_STATUS, &st) < 0) {
+	if (VFIO_IOCTL(v, nr_other_ioctls, fd, VFIO_GROUP_GET_STATUS, &st) < 0) {
 		err = -errno;
 		vfio_set_error("vfio: VFIO_GROUP_GET_STATUS: %s", strerror(errno));
 		return err;
@@ -501,7 +513,7 @@ static int group_attach_locked(struct vfio *v, int fd, int nr)
 		vfio_set_error("vfio: group %d is already in a container", nr);
 		return -EBUSY;
 	}
-	if (ioctl(fd, VFIO_GROUP_SET_CONTAINER, &v->container) < 0) {
+	if (VFIO_IOCTL(v, nr_other_ioctls, fd, VFIO_GROUP_SET_CONTAINER, &v->container) < 0) {
 		err = -errno;
 		vfio_set_error("vfio: VFIO_GROUP_SET_CONTAINER (group %d): %s",
 			       nr, strerror(errno));
@@ -511,23 +523,23 @@ static int group_attach_locked(struct vfio *v, int fd, int nr)
 		unsigned long model = v->noiommu ? VFIO_NOIOMMU_IOMMU :
 					      VFIO_TYPE1v2_IOMMU;
 
-		if (ioctl(v->container, VFIO_SET_IOMMU, model) < 0) {
+		if (VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_SET_IOMMU, model) < 0) {
 			err = -errno;
 			vfio_set_error("vfio: VFIO_SET_IOMMU(%s): %s%s",
 				       v->noiommu ? "no-IOMMU" : "type1v2",
 				       strerror(errno),
 				       errno == EPERM ? " (no interrupt remapping? "
 				       "vfio_iommu_type1 allow_unsafe_interrupts=1)" : "");
-			ioctl(fd, VFIO_GROUP_UNSET_CONTAINER);
+			VFIO_IOCTL(v, nr_other_ioctls, fd, VFIO_GROUP_UNSET_CONTAINER);
 			return err;
 		}
 		v->iommu_set = true;
 		if (!v->noiommu) {
-			v->has_unmap_all = ioctl(v->container, VFIO_CHECK_EXTENSION,
+			v->has_unmap_all = VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_CHECK_EXTENSION,
 						 VFIO_UNMAP_ALL) > 0;
 			err = vfio_read_info(v, &info);
 			if (err) {
-				ioctl(fd, VFIO_GROUP_UNSET_CONTAINER);
+				VFIO_IOCTL(v, nr_other_ioctls, fd, VFIO_GROUP_UNSET_CONTAINER);
 				v->iommu_set = false;
 				return err;
 			}
@@ -547,7 +559,7 @@ static void group_detach_locked(struct vfio *v, int fd)
 	for (uint32_t i = 0; i < v->nr_groups; i++) {
 		if (v->groups[i].fd != fd)
 			continue;
-		ioctl(fd, VFIO_GROUP_UNSET_CONTAINER);
+		VFIO_IOCTL(v, nr_other_ioctls, fd, VFIO_GROUP_UNSET_CONTAINER);
 		v->groups[i] = v->groups[--v->nr_groups];
 		if (v->nr_groups == 0)
 			v->iommu_set = false; /* the kernel dropped the model */
@@ -651,12 +663,33 @@ IODMA_EXPORT int iodma_vfio_add_group(struct iodma_domain *d, int group)
 	return vfio_domain_group_fd(d, group, &fd);
 }
 
+IODMA_EXPORT int iodma_vfio_get_stats(const struct iodma_domain *d,
+				      struct iodma_vfio_stats *st)
+{
+	struct vfio *v;
+
+	if (!d || !st)
+		return -EINVAL;
+	if (iommufd_domain_is(d))
+		return iommufd_domain_stats(d, st);
+	if (!vfio_domain_is(d))
+		return -EINVAL;
+	v = d->bpriv;
+	st->map_ioctls = atomic_load_explicit(&v->nr_map_ioctls,
+					      memory_order_relaxed);
+	st->unmap_ioctls = atomic_load_explicit(&v->nr_unmap_ioctls,
+						memory_order_relaxed);
+	st->other_ioctls = atomic_load_explicit(&v->nr_other_ioctls,
+						memory_order_relaxed);
+	return 0;
+}
+
 /* ---- ops ---------------------------------------------------------------- */
 
 static void vfio_free(struct vfio *v)
 {
 	for (uint32_t i = 0; i < v->nr_groups; i++) {
-		ioctl(v->groups[i].fd, VFIO_GROUP_UNSET_CONTAINER);
+		VFIO_IOCTL(v, nr_other_ioctls, v->groups[i].fd, VFIO_GROUP_UNSET_CONTAINER);
 		close(v->groups[i].fd);
 	}
 	if (v->own_container && v->container >= 0)
@@ -745,14 +778,14 @@ static int vfio_open(const void *config, void **priv)
 		}
 		v->own_container = true;
 	}
-	ver = ioctl(v->container, VFIO_GET_API_VERSION);
+	ver = VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_GET_API_VERSION);
 	if (ver != VFIO_API_VERSION) {
 		err = ver < 0 ? -errno : -EPROTO;
 		vfio_set_error("vfio: VFIO_GET_API_VERSION is %d, want %d", ver,
 			       VFIO_API_VERSION);
 		goto err;
 	}
-	if (ioctl(v->container, VFIO_CHECK_EXTENSION,
+	if (VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_CHECK_EXTENSION,
 		  v->noiommu ? VFIO_NOIOMMU_IOMMU : VFIO_TYPE1v2_IOMMU) <= 0) {
 		err = -EOPNOTSUPP;
 		vfio_set_error("vfio: the kernel has no %s (%s)",
@@ -767,7 +800,7 @@ static int vfio_open(const void *config, void **priv)
 
 		if (vfio_read_info(v, &info) == 0) {
 			v->iommu_set = true;
-			v->has_unmap_all = ioctl(v->container, VFIO_CHECK_EXTENSION,
+			v->has_unmap_all = VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_CHECK_EXTENSION,
 						 VFIO_UNMAP_ALL) > 0;
 			v->has_avail = info.has_avail;
 			v->avail_base = info.avail;
@@ -880,7 +913,7 @@ static int vfio_map(void *priv, const struct iodma_map_event *ev)
 	m.vaddr = (uintptr_t)ev->va;
 	m.iova = ev->iova;
 	m.size = ev->len;
-	if (ioctl(v->container, VFIO_IOMMU_MAP_DMA, &m) == 0)
+	if (VFIO_IOCTL(v, nr_map_ioctls, v->container, VFIO_IOMMU_MAP_DMA, &m) == 0)
 		return 0;
 	err = -errno;
 	if (err == -ENOSPC)
@@ -901,7 +934,7 @@ static int vfio_unmap_once(struct vfio *v, uint64_t iova, uint64_t len,
 		.argsz = sizeof(u), .flags = flags, .iova = iova, .size = len,
 	};
 
-	if (ioctl(v->container, VFIO_IOMMU_UNMAP_DMA, &u) < 0) {
+	if (VFIO_IOCTL(v, nr_unmap_ioctls, v->container, VFIO_IOMMU_UNMAP_DMA, &u) < 0) {
 		int err = -errno;
 
 		vfio_set_error("vfio: VFIO_IOMMU_UNMAP_DMA iova %#llx len %#llx: %s",

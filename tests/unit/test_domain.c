@@ -434,17 +434,31 @@ static void test_map_max_mappings_enospc(void **state)
 	(void)s;
 }
 
-static void test_backend_avail_zero_enospc(void **state)
+/* Near the mapping limit the backend's live count (VFIO DMA_AVAIL) is
+ * asked and its 0 is -ENOSPC; far from it the backend is not asked, so a
+ * type1 map stays one ioctl (the kernel refuses by itself past its limit). */
+static void test_backend_avail_zero_enospc_near_the_limit(void **state)
 {
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
 	struct iodma_domain *d;
 
 	memset(&wrap, 0, sizeof(wrap));
-	d = mkdomain_opts(&wrap_ops, NULL, NULL);
+	so.max_mappings = 100; /* within the recheck margin */
+	d = mkdomain_opts(&wrap_ops, &so, NULL);
 	wrap.avail_zero = true;
 	assert_int_equal(iodma_domain_map(d, BASE, PG, VA(0), IODMA_PERM_RW), -ENOSPC);
 	assert_int_equal(wrap.map_calls, 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
 	wrap.avail_zero = false;
 	map_ok(d, BASE, PG);
+	iodma_domain_destroy(d);
+
+	memset(&wrap, 0, sizeof(wrap));
+	d = mkdomain_opts(&wrap_ops, NULL, NULL); /* 65535: far from it */
+	wrap.avail_zero = true;
+	map_ok(d, BASE, PG);
+	assert_int_equal(wrap.map_calls, 1);
+	wrap.avail_zero = false;
 	iodma_domain_destroy(d);
 }
 
@@ -1379,7 +1393,7 @@ int main(void)
 		cmocka_unit_test(test_map_overlap_eexist),
 		cmocka_unit_test(test_map_outside_ranges_erange),
 		cmocka_unit_test(test_map_max_mappings_enospc),
-		cmocka_unit_test(test_backend_avail_zero_enospc),
+		cmocka_unit_test(test_backend_avail_zero_enospc_near_the_limit),
 		cmocka_unit_test(test_misaligned_einval),
 		cmocka_unit_test(test_overflow_einval),
 		cmocka_unit_test(test_pciiommu_unmap_contiguous_whole_mappings_ok),
