@@ -33,29 +33,24 @@
  * the caps checks and an identity map at the physical address of a page.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <iodma.h>
 #include <iodma/vfio.h>
 
 #include "domain_priv.h"
 #include "backend/vfio_priv.h"
+#include "guest.h"
 #include "tap.h"
 
-#define MAX_DEVICES 8
 #define BUF_PAGES   256
 
-static const char *backend = "soft";
-static bool noiommu;		/* --noiommu: vfio in VFIO no-IOMMU mode */
-static const char *devices[MAX_DEVICES];
-static unsigned int nr_devices;
-static struct iodma_vfio_device *vdevs[MAX_DEVICES];
+static struct guest_args args = GUEST_ARGS_INIT("conformance");
+static struct iodma_vfio_device *vdevs[GUEST_MAX_DEVICES];
 static unsigned int nr_vdevs;
 
 static char *buf;		/* BUF_PAGES * PG bytes */
@@ -65,42 +60,19 @@ static uint64_t B;		/* base IOVA for the tests */
 #define X(i) (B + (uint64_t)(i) * PG)	/* the i-th page of IOVA space */
 #define V(i) (buf + (uint64_t)(i) * PG)	/* the i-th page of the buffer */
 
-static bool is_kernel(void)
-{
-	return !strcmp(backend, "vfio") || !strcmp(backend, "iommufd");
-}
-
 /* ---- domains ------------------------------------------------------------- */
 
-static int open_domain(const char *which, struct iodma_domain **d)
+/* The domain of --backend; iommufd: with every --device attached. */
+static int open_domain(struct iodma_domain **d)
 {
-	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
-	struct iodma_vfio_opts vo = IODMA_OPTS_INIT(struct iodma_vfio_opts);
-	struct iodma_iommufd_opts io = IODMA_OPTS_INIT(struct iodma_iommufd_opts);
 	int err;
 
-	if (!strcmp(which, "soft")) {
-		o.backend = iodma_backend_soft();
-	} else if (!strcmp(which, "identity")) {
-		o.backend = iodma_backend_identity();
-	} else if (!strcmp(which, "vfio")) {
-		vo.nr_devices = nr_devices;
-		vo.devices = devices;
-		vo.noiommu = noiommu;
-		o.backend = iodma_backend_vfio();
-		o.backend_config = &vo;
-	} else if (!strcmp(which, "iommufd")) {
-		o.backend = iodma_backend_iommufd();
-		o.backend_config = &io;
-	} else {
-		return -EINVAL;
-	}
-	err = iodma_domain_create(&o, d);
+	err = guest_domain_create(&args, GUEST_DOMAIN_DEVICES, d);
 	if (err)
 		return err;
-	if (!strcmp(which, "iommufd")) {
-		for (unsigned int i = 0; i < nr_devices; i++) {
-			err = iodma_vfio_device_open(*d, devices[i], &vdevs[nr_vdevs]);
+	if (!strcmp(args.backend, "iommufd")) {
+		for (unsigned int i = 0; i < args.nr_devices; i++) {
+			err = iodma_vfio_device_open(*d, args.devices[i], &vdevs[nr_vdevs]);
 			if (err) {
 				while (nr_vdevs)
 					iodma_vfio_device_close(vdevs[--nr_vdevs]);
@@ -137,7 +109,7 @@ static void print_ranges(const char *tag, const struct iodma_caps *c,
 				      range_last(c->ranges[i].iova, c->ranges[i].len));
 	has_avail = d->ops->avail_mappings &&
 		    d->ops->avail_mappings(d->bpriv, &avail) == 0;
-	if (!strcmp(backend, "vfio") && !noiommu && vfio_domain_info(d, &pgsizes, &avail, &mig) == 0) {
+	if (!strcmp(args.backend, "vfio") && !args.noiommu && vfio_domain_info(d, &pgsizes, &avail, &mig) == 0) {
 		TAP_DIAG("%s iova_pgsizes=%#" PRIx64 " ranges=%s avail=%u max=%u migration=%s",
 			 tag, pgsizes, line, avail, c->max_mappings, mig ? "yes" : "no");
 	} else {
@@ -154,8 +126,8 @@ static bool caps_section(struct iodma_domain *d)
 {
 	struct iodma_caps c;
 	bool ok = true, page0 = false;
-	const char *tag = !strcmp(backend, "vfio") ? "GET_INFO" :
-			  !strcmp(backend, "iommufd") ? "IOAS_IOVA_RANGES" : "CAPS";
+	const char *tag = !strcmp(args.backend, "vfio") ? "GET_INFO" :
+			  !strcmp(args.backend, "iommufd") ? "IOAS_IOVA_RANGES" : "CAPS";
 
 	TAP_OK(iodma_domain_get_caps(d, &c) == 0, "caps_get", "get_caps failed");
 	print_ranges(tag, &c, d);
@@ -573,18 +545,18 @@ static void raw_section(struct iodma_domain *k)
 {
 	struct raw_result kern[NR_RAW], soft[NR_RAW];
 	struct iodma_domain *s;
-	bool strict = !strcmp(backend, "vfio") || !strcmp(backend, "soft");
+	bool strict = !strcmp(args.backend, "vfio") || !strcmp(args.backend, "soft");
 
-	if (strcmp(backend, "soft")) {
+	if (strcmp(args.backend, "soft")) {
 		raw_script(k, kern);
 		for (int i = 0; i < NR_RAW; i++)
-			TAP_DIAG("RAW %s %s: ret=%d (%s) bytes=%" PRIu64 " pages", backend,
+			TAP_DIAG("RAW %s %s: ret=%d (%s) bytes=%" PRIu64 " pages", args.backend,
 				 raw_names[i], kern[i].ret, strerror(-kern[i].ret),
 				 kern[i].bytes);
 	} else {
 		memcpy(kern, type1_expected, sizeof(kern));
 	}
-	if (!TAP_OK(open_domain("soft", &s) == 0, "raw_soft_domain", "create"))
+	if (!TAP_OK(guest_backend_domain("soft", NULL, &s) == 0, "raw_soft_domain", "create"))
 		return;
 	raw_script(s, soft);
 	for (int i = 0; i < NR_RAW; i++) {
@@ -592,11 +564,11 @@ static void raw_section(struct iodma_domain *k)
 		char name[80];
 
 		snprintf(name, sizeof(name), "%s_soft_matches_%s", raw_names[i],
-			 strcmp(backend, "soft") ? backend : "type1");
+			 strcmp(args.backend, "soft") ? args.backend : "type1");
 		if (!same)
 			TAP_DIAG("DIFF %s: soft ret=%d bytes=%" PRIu64 ", %s ret=%d bytes=%" PRIu64,
 				 raw_names[i], soft[i].ret, soft[i].bytes,
-				 strcmp(backend, "soft") ? backend : "type1",
+				 strcmp(args.backend, "soft") ? args.backend : "type1",
 				 kern[i].ret, kern[i].bytes);
 		if (strict)
 			TAP_OK(same, name, "soft ret=%d bytes=%" PRIu64 " vs ret=%d bytes=%" PRIu64,
@@ -609,26 +581,13 @@ static void raw_section(struct iodma_domain *k)
 
 /* ---- identity --------------------------------------------------------------- */
 
-static uint64_t phys_of(void *va)
-{
-	uint64_t e = 0, pg = iodma_page_size();
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-
-	if (fd < 0)
-		return 0;
-	if (pread(fd, &e, 8, (off_t)((uintptr_t)va / pg * 8)) != 8)
-		e = 0;
-	close(fd);
-	return (e & ((1ull << 55) - 1)) * pg;
-}
-
 static void identity_section(struct iodma_domain *d)
 {
 	uint64_t pa, bytes = 0;
 	int r;
 
 	V(0)[0] = 1;
-	pa = phys_of(V(0));
+	pa = guest_phys_of(V(0));
 	if (!pa) {
 		r = iodma_domain_map(d, 0x100000, PG, V(0), IODMA_PERM_RW);
 		TAP_OK(r == -EPERM, "identity_pfns_hidden_eperm", "ret %d", r);
@@ -651,41 +610,26 @@ int main(int argc, char **argv)
 	struct iodma_domain *d;
 	int r;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-			backend = argv[++i];
-		} else if (!strcmp(argv[i], "--noiommu")) {
-			noiommu = true;
-		} else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-			if (nr_devices < MAX_DEVICES)
-				devices[nr_devices++] = argv[++i];
-			else
-				i++;
-		} else {
-			fprintf(stderr, "usage: %s --backend soft|vfio|iommufd|identity [--device BDF]...\n",
-				argv[0]);
-			return 2;
-		}
-	}
-	TAP_PLAN();
-	TAP_DIAG("conformance --backend %s%s, %u device(s)", backend,
-		 noiommu ? " --noiommu" : "", nr_devices);
+	r = guest_start(&args, argc, argv, "soft|vfio|iommufd|identity",
+			GUEST_ARGS_NOIOMMU, NULL, NULL);
+	if (r >= 0)
+		return r;
+	TAP_DIAG("conformance --backend %s%s, %u device(s)", args.backend,
+		 args.noiommu ? " --noiommu" : "", args.nr_devices);
 	buf = mmap(NULL, BUF_PAGES * 0x10000ull, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!TAP_OK(buf != MAP_FAILED, "buffer", "mmap failed"))
-		return TAP_RESULT("conformance", backend);
+		return guest_result(&args);
 	memset(buf, 0x5a, BUF_PAGES * 0x10000ull);
 
-	if (is_kernel() && nr_devices == 0) {
-		TAP_SKIP("domain_open", "no --device given");
-		return TAP_RESULT("conformance", backend);
-	}
-	r = open_domain(backend, &d);
+	if (guest_is_kernel(args.backend) && args.nr_devices == 0)
+		return guest_skip(&args, "domain_open", "no --device given");
+	r = open_domain(&d);
 	if (!TAP_OK(r == 0, "domain_open", "ret %d (%s): %s", r, iodma_strerror(r),
 		    iodma_vfio_last_error()))
-		return TAP_RESULT("conformance", backend);
+		return guest_result(&args);
 	if (caps_section(d) && PG <= 0x10000) {
-		if (!strcmp(backend, "identity") || noiommu) {
+		if (!strcmp(args.backend, "identity") || args.noiommu) {
 			identity_section(d);
 		} else {
 			map_section(d);
@@ -699,5 +643,5 @@ int main(int argc, char **argv)
 		}
 	}
 	close_domain(d);
-	return TAP_RESULT("conformance", backend);
+	return guest_result(&args);
 }

@@ -16,7 +16,6 @@
  * Soft and identity backends have no device: every test is skipped.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,14 +28,10 @@
 #include <iodma.h>
 #include <iodma/vfio.h>
 
+#include "guest.h"
 #include "tap.h"
 
-#define MAX_DEVICES 8
-
-static const char *backend = "soft";
-static bool noiommu;		/* --noiommu: vfio in VFIO no-IOMMU mode */
-static const char *devices[MAX_DEVICES];
-static unsigned int nr_devices;
+static struct guest_args args = GUEST_ARGS_INIT("vfio_device");
 
 static void sleep_ms(long ms)
 {
@@ -103,21 +98,6 @@ static int nvme_admin(void *bar, uint32_t dstrd, uint8_t *sq, uint8_t *cq,
 	return -1;
 }
 
-/* Physical address of @va (no-IOMMU mode: the IOVA is the physical
- * address), or 0 when hidden. */
-static uint64_t phys_of(void *va)
-{
-	uint64_t e = 0, pg = iodma_page_size();
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-
-	if (fd < 0)
-		return 0;
-	if (pread(fd, &e, 8, (off_t)((uintptr_t)va / pg * 8)) != 8)
-		e = 0;
-	close(fd);
-	return (e & ((1ull << 55) - 1)) * pg;
-}
-
 /* Map page @i of @mem for the device: at base + i pages, or (no-IOMMU) at
  * its physical address.  Returns the IOVA, or 0 on failure. */
 static uint64_t map_page(struct iodma_domain *d, uint8_t *mem, uint64_t base,
@@ -125,7 +105,7 @@ static uint64_t map_page(struct iodma_domain *d, uint8_t *mem, uint64_t base,
 {
 	uint64_t pg = iodma_page_size(), iova;
 
-	iova = noiommu ? phys_of(mem + i * pg) : base + i * pg;
+	iova = args.noiommu ? guest_phys_of(mem + i * pg) : base + i * pg;
 	if (!iova || iodma_domain_map(d, iova, pg, mem + i * pg, IODMA_PERM_RW))
 		return 0;
 	return iova;
@@ -147,7 +127,7 @@ static void nvme_identify(struct iodma_domain *d, struct iodma_vfio_device *vd,
 		return;
 	memset(mem, 0, 2 * pg);
 	memset(mem + 2 * pg, 0xaa, pg);
-	if (!noiommu) {
+	if (!args.noiommu) {
 		r = iodma_iova_alloc(d, 3 * pg, pg, 0xffffffffffffull, &base);
 		if (!TAP_OK(r == 0, "nvme_iova_alloc", "ret %d", r))
 			goto out_unmap_mem;
@@ -192,7 +172,7 @@ static void nvme_identify(struct iodma_domain *d, struct iodma_vfio_device *vd,
 	r = iodma_domain_unmap_gaps(d, iova[2], pg, &bytes);
 	TAP_OK(r == 0 && bytes == pg, "nvme_unmap_data_page", "ret %d", r);
 	iova[2] = 0;
-	if (!noiommu) {
+	if (!args.noiommu) {
 		bool untouched = true;
 
 		memset(mem + 2 * pg, 0xaa, pg);
@@ -211,7 +191,7 @@ out_domain:
 	for (unsigned int i = 0; i < 3; i++)
 		if (iova[i])
 			iodma_domain_unmap(d, iova[i], pg);
-	if (!noiommu)
+	if (!args.noiommu)
 		iodma_iova_free(d, base, 3 * pg);
 out_unmap_mem:
 	munmap(mem, 3 * pg);
@@ -404,52 +384,22 @@ static void device_tests(struct iodma_domain *d, const char *bdf)
 
 int main(int argc, char **argv)
 {
-	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
-	struct iodma_vfio_opts vo = IODMA_OPTS_INIT(struct iodma_vfio_opts);
-	struct iodma_iommufd_opts io = IODMA_OPTS_INIT(struct iodma_iommufd_opts);
 	struct iodma_domain *d;
 	int r;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-			backend = argv[++i];
-		} else if (!strcmp(argv[i], "--noiommu")) {
-			noiommu = true;
-		} else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-			if (nr_devices < MAX_DEVICES)
-				devices[nr_devices++] = argv[++i];
-			else
-				i++;
-		} else {
-			fprintf(stderr, "usage: %s --backend vfio|iommufd [--device BDF]...\n",
-				argv[0]);
-			return 2;
-		}
-	}
-	TAP_PLAN();
-	if (strcmp(backend, "vfio") && strcmp(backend, "iommufd")) {
-		TAP_SKIP("vfio_device", "needs --backend vfio or iommufd");
-		return TAP_RESULT("vfio_device", backend);
-	}
-	if (nr_devices == 0) {
-		TAP_SKIP("vfio_device", "no --device given");
-		return TAP_RESULT("vfio_device", backend);
-	}
-	if (!strcmp(backend, "vfio")) {
-		/* No group at creation: device_open adds them (and narrows the
-		 * placeholder caps to the kernel's). */
-		vo.noiommu = noiommu;
-		o.backend = iodma_backend_vfio();
-		o.backend_config = &vo;
-	} else {
-		o.backend = iodma_backend_iommufd();
-		o.backend_config = &io;
-	}
-	r = iodma_domain_create(&o, &d);
+	r = guest_start(&args, argc, argv, "vfio|iommufd", GUEST_ARGS_NOIOMMU,
+			"vfio_device", "needs --backend vfio or iommufd");
+	if (r >= 0)
+		return r;
+	if (args.nr_devices == 0)
+		return guest_skip(&args, "vfio_device", "no --device given");
+	/* vfio: no group at creation: device_open adds them (and narrows the
+	 * placeholder caps to the kernel's). */
+	r = guest_domain_create(&args, 0, &d);
 	if (!TAP_OK(r == 0, "domain_create", "ret %d: %s", r, iodma_vfio_last_error()))
-		return TAP_RESULT("vfio_device", backend);
-	for (unsigned int i = 0; i < nr_devices; i++)
-		device_tests(d, devices[i]);
+		return guest_result(&args);
+	for (unsigned int i = 0; i < args.nr_devices; i++)
+		device_tests(d, args.devices[i]);
 	iodma_domain_destroy(d);
-	return TAP_RESULT("vfio_device", backend);
+	return guest_result(&args);
 }

@@ -23,14 +23,11 @@
 #include <iodma.h>
 #include <iodma/vfio.h>
 
+#include "guest.h"
 #include "info.h"
 #include "tap.h"
 
-#define MAX_DEVICES 8
-
-static const char *backend = "soft";
-static const char *devices[MAX_DEVICES];
-static unsigned int nr_devices;
+static struct guest_args args = GUEST_ARGS_INIT("iodma_info_test");
 
 static char *render(const struct info_report *r, bool json)
 {
@@ -125,7 +122,7 @@ static void diag_caps(const char *who, const struct iodma_caps *c)
 
 static void check_type1(const struct info_report *r)
 {
-	int done[MAX_DEVICES];
+	int done[GUEST_MAX_DEVICES];
 	unsigned int nr_done = 0;
 
 	TAP_OK(r->container_err == 0 && r->type1v2 && r->api_version >= 0,
@@ -133,16 +130,15 @@ static void check_type1(const struct info_report *r)
 	       r->container_err, r->type1v2, r->api_version);
 	TAP_OK(r->dma_entry_limit > 0, "type1_dma_entry_limit_read",
 	       "%lld", (long long)r->dma_entry_limit);
-	for (unsigned int i = 0; i < nr_devices; i++) {
+	for (unsigned int i = 0; i < args.nr_devices; i++) {
 		struct iodma_vfio_opts vo = IODMA_OPTS_INIT(struct iodma_vfio_opts);
-		struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
 		const struct info_group *g;
 		struct iodma_domain *d = NULL;
 		struct iodma_caps caps;
 		bool seen = false;
 		int group = -1, err;
 
-		if (iodma_vfio_group_of(devices[i], &group))
+		if (iodma_vfio_group_of(args.devices[i], &group))
 			continue;
 		for (unsigned int j = 0; j < nr_done; j++)
 			seen |= done[j] == group;
@@ -150,7 +146,7 @@ static void check_type1(const struct info_report *r)
 			continue;
 		done[nr_done++] = group;
 		g = find_group(r, group);
-		if (!TAP_OK(g, "group_listed", "group %d of %s", group, devices[i]))
+		if (!TAP_OK(g, "group_listed", "group %d of %s", group, args.devices[i]))
 			continue;
 		TAP_OK(g->viable && g->node && g->node_access, "group_viable",
 		       "group %d viable %d node %d access %d", group, g->viable,
@@ -161,9 +157,7 @@ static void check_type1(const struct info_report *r)
 			continue;
 		vo.nr_groups = 1;
 		vo.groups = &group;
-		o.backend = iodma_backend_vfio();
-		o.backend_config = &vo;
-		err = iodma_domain_create(&o, &d);
+		err = guest_backend_domain("vfio", &vo, &d);
 		if (!TAP_OK(err == 0, "own_vfio_domain", "%d %s", err,
 			    iodma_vfio_last_error()))
 			continue;
@@ -187,9 +181,8 @@ static void check_iommufd(const struct info_report *r)
 {
 	TAP_OK(r->iommufd_err == 0, "iommufd_available", "err %d",
 	       r->iommufd_err);
-	for (unsigned int i = 0; i < nr_devices; i++) {
-		const struct info_device *dv = find_dev(r, devices[i]);
-		struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	for (unsigned int i = 0; i < args.nr_devices; i++) {
+		const struct info_device *dv = find_dev(r, args.devices[i]);
 		struct iodma_vfio_device *vd = NULL;
 		struct iodma_domain *d = NULL;
 		struct iodma_caps caps;
@@ -202,8 +195,7 @@ static void check_iommufd(const struct info_report *r)
 			    "iommufd_probe_ok", "%s tried %d err %d %s", dv->name,
 			    dv->iommufd.tried, dv->iommufd.err, dv->iommufd.msg))
 			continue;
-		o.backend = iodma_backend_iommufd();
-		err = iodma_domain_create(&o, &d);
+		err = guest_backend_domain("iommufd", NULL, &d);
 		if (!TAP_OK(err == 0, "own_iommufd_domain", "%d", err))
 			continue;
 		err = iodma_vfio_device_open(d, dv->name, &vd);
@@ -228,22 +220,14 @@ int main(int argc, char **argv)
 	char *text, *json;
 	int err;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--backend") && i + 1 < argc)
-			backend = argv[++i];
-		else if (!strcmp(argv[i], "--device") && i + 1 < argc &&
-			 nr_devices < MAX_DEVICES)
-			devices[nr_devices++] = argv[++i];
-	}
-	TAP_PLAN();
-	if (strcmp(backend, "vfio") && strcmp(backend, "iommufd")) {
-		TAP_SKIP("info_report", "no VFIO under this backend");
-		return TAP_RESULT("iodma_info_test", backend);
-	}
+	err = guest_start(&args, argc, argv, "soft|vfio|iommufd", GUEST_ARGS_LENIENT,
+			  "info_report", "no VFIO under this backend");
+	if (err >= 0)
+		return err;
 
 	err = info_collect(&opts, &r);
 	if (!TAP_OK(err == 0, "info_collect", "%d", err))
-		return TAP_RESULT("iodma_info_test", backend);
+		return guest_result(&args);
 	text = render(r, false);
 	TAP_OK(text && strstr(text, "IOMMU groups:"), "text_report", "%s",
 	       text ? "no header" : "no memory");
@@ -260,12 +244,12 @@ int main(int argc, char **argv)
 	       json ? json : "(null)");
 	free(json);
 
-	TAP_OK(r->nr_groups >= nr_devices && nr_devices > 0, "groups_listed",
-	       "%u groups, %u devices asked", r->nr_groups, nr_devices);
-	for (unsigned int i = 0; i < nr_devices; i++) {
-		const struct info_device *dv = find_dev(r, devices[i]);
+	TAP_OK(r->nr_groups >= args.nr_devices && args.nr_devices > 0, "groups_listed",
+	       "%u groups, %u devices asked", r->nr_groups, args.nr_devices);
+	for (unsigned int i = 0; i < args.nr_devices; i++) {
+		const struct info_device *dv = find_dev(r, args.devices[i]);
 
-		if (!TAP_OK(dv, "device_listed", "%s", devices[i]))
+		if (!TAP_OK(dv, "device_listed", "%s", args.devices[i]))
 			continue;
 		TAP_OK(!strcmp(dv->driver, "vfio-pci"), "device_on_vfio_pci",
 		       "%s driver '%s'", dv->name, dv->driver);
@@ -283,20 +267,20 @@ int main(int argc, char **argv)
 				bad = r->hints[i];
 		TAP_OK(!bad, "no_unexpected_hint", "%s", bad);
 	}
-	if (!strcmp(backend, "vfio"))
+	if (!strcmp(args.backend, "vfio"))
 		check_type1(r);
 	else
 		check_iommufd(r);
 
-	if (nr_devices) {
-		opts.device = devices[0];
+	if (args.nr_devices) {
+		opts.device = args.devices[0];
 		opts.probe = false;
 		err = info_collect(&opts, &one);
 		TAP_OK(err == 0 && one->device_found && one->nr_groups == 1 &&
-		       find_dev(one, devices[0]), "device_filter_keeps_its_group",
+		       find_dev(one, args.devices[0]), "device_filter_keeps_its_group",
 		       "err %d groups %u", err, one ? one->nr_groups : 0);
 		info_free(one);
 	}
 	info_free(r);
-	return TAP_RESULT("iodma_info_test", backend);
+	return guest_result(&args);
 }

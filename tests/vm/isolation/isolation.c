@@ -35,39 +35,18 @@
 #include <iodma.h>
 #include <iodma/vfio.h>
 
+#include "guest.h"
 #include "nvme.h"
 #include "tap.h"
 
-#define MAX_DEVICES 8
 #define PATTERN_LBA 20000u	/* where the READs read from */
 #define SCRATCH_LBA 30000u	/* where the read-only buffer is written */
 #define CANARY_OLD  0xa5
 #define CANARY_NEW  0x3c
 
-static const char *backend = "soft";
-static const char *devices[MAX_DEVICES];
-static unsigned int nr_devices;
+static struct guest_args args = GUEST_ARGS_INIT("isolation");
 static uint64_t pg;
 static uint8_t pattern[4096];	/* what PATTERN_LBA holds */
-
-static const char *find_nvme(void)
-{
-	for (unsigned int i = 0; i < nr_devices; i++) {
-		char path[256], buf[32] = { 0 };
-		FILE *f;
-
-		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/class", devices[i]);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(buf, sizeof(buf), f) && strtoul(buf, NULL, 16) == 0x010802) {
-			fclose(f);
-			return devices[i];
-		}
-		fclose(f);
-	}
-	return NULL;
-}
 
 static void sleep_ms(long ms)
 {
@@ -373,54 +352,28 @@ out:
 
 int main(int argc, char **argv)
 {
-	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
-	struct iodma_vfio_opts vo = IODMA_OPTS_INIT(struct iodma_vfio_opts);
-	struct iodma_iommufd_opts io = IODMA_OPTS_INIT(struct iodma_iommufd_opts);
 	struct iodma_domain *d;
 	struct nvme_ctrl c;
 	const char *bdf;
 	int r;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-			backend = argv[++i];
-		} else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-			if (nr_devices < MAX_DEVICES)
-				devices[nr_devices++] = argv[++i];
-			else
-				i++;
-		} else {
-			fprintf(stderr, "usage: %s --backend soft|vfio|iommufd [--device BDF]...\n",
-				argv[0]);
-			return 2;
-		}
-	}
 	pg = iodma_page_size();
-	TAP_PLAN();
-	if (strcmp(backend, "vfio") && strcmp(backend, "iommufd")) {
-		TAP_SKIP("isolation", "needs --backend vfio or iommufd (a real IOMMU)");
-		return TAP_RESULT("isolation", backend);
-	}
-	bdf = find_nvme();
-	if (!bdf) {
-		TAP_SKIP("isolation", "no NVMe controller (class 0x010802) in --device");
-		return TAP_RESULT("isolation", backend);
-	}
-	if (!strcmp(backend, "vfio")) {
-		o.backend = iodma_backend_vfio();
-		o.backend_config = &vo;
-	} else {
-		o.backend = iodma_backend_iommufd();
-		o.backend_config = &io;
-	}
-	r = iodma_domain_create(&o, &d);
+	r = guest_start(&args, argc, argv, "soft|vfio|iommufd", 0, "isolation",
+			"needs --backend vfio or iommufd (a real IOMMU)");
+	if (r >= 0)
+		return r;
+	bdf = guest_find_device(&args, 0x010802, -1, -1);
+	if (!bdf)
+		return guest_skip(&args, "isolation",
+				  "no NVMe controller (class 0x010802) in --device");
+	r = guest_domain_create(&args, 0, &d);
 	if (!TAP_OK(r == 0, "domain_create", "ret %d: %s", r, iodma_vfio_last_error()))
-		return TAP_RESULT("isolation", backend);
+		return guest_result(&args);
 	r = nvme_open(&c, d, bdf, 1);
 	if (TAP_OK(r == 0, "nvme_open", "%s: ret %d: %s", bdf, r, nvme_last_error())) {
 		isolation_tests(d, &c);
 		nvme_close(&c);
 	}
 	iodma_domain_destroy(d);
-	return TAP_RESULT("isolation", backend);
+	return guest_result(&args);
 }

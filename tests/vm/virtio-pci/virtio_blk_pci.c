@@ -37,20 +37,18 @@
 #include <iodma/vfio.h>
 
 #include "driver.h"
+#include "guest.h"
 #include "tap.h"
 #include "transport.h"
 #include "virtio_ring.h"
 
 #define NAME		"virtio_blk_pci"
 #define INPUT		"/bin/busybox"
-#define MAX_DEVICES	8
 #define QUEUE_SIZE	128u
 #define REQUEST_SIZE	(256u * 1024u)
 #define REGION_BYTES	(4u << 20)
 
-static const char *backend = "soft";
-static const char *devices[MAX_DEVICES];
-static unsigned int nr_devices;
+static struct guest_args args = GUEST_ARGS_INIT(NAME);
 
 /* A buffer as a driver source or sink: a cursor into memory. */
 struct cursor {
@@ -98,22 +96,6 @@ static void sha256_hex(const void *buf, size_t len, char hex[65])
 		return;
 	for (unsigned int i = 0; i < n && i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-}
-
-/* The sysfs id file @what ("vendor", "device") of @bdf, or -1. */
-static long sysfs_id(const char *bdf, const char *what)
-{
-	char path[256], buf[32] = "";
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/%s", bdf, what);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (!fgets(buf, sizeof(buf), f))
-		buf[0] = 0;
-	fclose(f);
-	return buf[0] ? strtol(buf, NULL, 16) : -1;
 }
 
 static int read_file(const char *path, uint8_t **out, size_t *len)
@@ -188,7 +170,7 @@ static void copy_pass(const char *bdf, const struct pass *ps,
 	dopts.bounce_pool_size = (dopts.bounce_pool_size + (1u << 20) - 1) &
 				 ~(size_t)((1u << 20) - 1);
 	snprintf(name, sizeof(name), "%s_open", ps->name);
-	r = vblk_pci_host_open(bdf, backend, &dopts, ps->flags, &h, &msg);
+	r = vblk_pci_host_open(bdf, args.backend, &dopts, ps->flags, &h, &msg);
 	if (!TAP_OK(r == 0, name, "%s: %s: %s", msg, iodma_strerror(r),
 		    iodma_vfio_last_error()))
 		return;
@@ -276,7 +258,7 @@ static void copy_pass(const char *bdf, const struct pass *ps,
 	TAP_OK(pi.mmapped == !(ps->flags & VBLK_PCI_NO_MMAP), name,
 	       "registers %s", pi.mmapped ? "mmapped" : "by pread/pwrite");
 	TAP_DIAG("%s %s: %zu bytes each way in %.3f s: %.1f MiB/s (write %.1f, read %.1f)",
-		 backend, ps->name, len, t2 - t0,
+		 args.backend, ps->name, len, t2 - t0,
 		 t2 > t0 ? 2.0 * len / (t2 - t0) / 1048576.0 : 0.0,
 		 t1 > t0 ? len / (t1 - t0) / 1048576.0 : 0.0,
 		 t2 > t1 ? len / (t2 - t1) / 1048576.0 : 0.0);
@@ -284,7 +266,7 @@ static void copy_pass(const char *bdf, const struct pass *ps,
 		 " registered lookups), bounces %" PRIu64 " (%" PRIu64 " bytes); %"
 		 PRIu64 " requests, %" PRIu64 " kicks, %" PRIu64 " interrupts, %"
 		 PRIu64 " polls",
-		 backend, ps->name, s1.mappings_created - s0.mappings_created,
+		 args.backend, ps->name, s1.mappings_created - s0.mappings_created,
 		 s1.maps - s0.maps, s1.registered_hits - s0.registered_hits,
 		 s1.bounces - s0.bounces, s1.bounce_bytes - s0.bounce_bytes,
 		 info.requests - i0.requests, info.kicks - i0.kicks,
@@ -325,54 +307,36 @@ int main(int argc, char **argv)
 		{ "always_pread_pwrite_polled", IODMA_BOUNCE_ALWAYS,
 		  VBLK_PCI_NO_MMAP, false },
 	};
-	/* Each pass of each backend on its own 4 MiB of the disk. */
-	unsigned int region = strcmp(backend, "vfio") ?
-			      sizeof(passes) / sizeof(passes[0]) : 0;
-	const char *bdf = NULL;
+	unsigned int region;
+	const char *bdf;
 	uint8_t *data = NULL;
 	size_t len = 0;
 	int r;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-			backend = argv[++i];
-		} else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
-			if (nr_devices < MAX_DEVICES)
-				devices[nr_devices++] = argv[++i];
-			else
-				i++;
-		} else {
-			fprintf(stderr, "usage: %s --backend vfio|iommufd [--device BDF]...\n",
-				argv[0]);
-			return 2;
-		}
-	}
-	TAP_PLAN();
-	if (strcmp(backend, "vfio") && strcmp(backend, "iommufd")) {
-		TAP_SKIP(NAME, "needs a device behind a real IOMMU: --backend vfio or iommufd");
-		return TAP_RESULT(NAME, backend);
-	}
-	for (unsigned int i = 0; i < nr_devices && !bdf; i++)
-		if (sysfs_id(devices[i], "vendor") == 0x1af4 &&
-		    sysfs_id(devices[i], "device") == 0x1042)
-			bdf = devices[i];
+	r = guest_start(&args, argc, argv, "vfio|iommufd", 0, NAME,
+			"needs a device behind a real IOMMU: --backend vfio or iommufd");
+	if (r >= 0)
+		return r;
+	/* Each pass of each backend on its own 4 MiB of the disk. */
+	region = strcmp(args.backend, "vfio") ? sizeof(passes) / sizeof(passes[0]) : 0;
+	bdf = guest_find_device(&args, -1, 0x1af4, 0x1042);
 	if (!TAP_OK(bdf != NULL, "find_virtio_blk_device",
-		    "no 1af4:1042 among %u --device", nr_devices))
-		return TAP_RESULT(NAME, backend);
-	TAP_DIAG("virtio-blk-pci at %s, backend %s", bdf, backend);
+		    "no 1af4:1042 among %u --device", args.nr_devices))
+		return guest_result(&args);
+	TAP_DIAG("virtio-blk-pci at %s, backend %s", bdf, args.backend);
 	r = read_file(INPUT, &data, &len);
 	if (!TAP_OK(r == 0, "read_input_file", "%s: %s", INPUT, strerror(-r)))
-		return TAP_RESULT(NAME, backend);
+		return guest_result(&args);
 	TAP_DIAG("input %s, %zu bytes", INPUT, len);
 	if (!TAP_OK(len <= REGION_BYTES, "input_fits_a_region",
 		    "%zu bytes > %u", len, REGION_BYTES)) {
 		free(data);
-		return TAP_RESULT(NAME, backend);
+		return guest_result(&args);
 	}
 	for (size_t i = 0; i < sizeof(passes) / sizeof(passes[0]); i++)
 		copy_pass(bdf, &passes[i],
 			  (uint64_t)(region + i) * (REGION_BYTES / VIRTIO_BLK_SECTOR_SIZE),
 			  data, len);
 	free(data);
-	return TAP_RESULT(NAME, backend);
+	return guest_result(&args);
 }
