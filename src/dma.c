@@ -729,7 +729,10 @@ static int map_registered(struct iodma_dev *dev, void *va, size_t len,
 		return -ENOMEM;
 	os_mutex_lock(&dev->lock);
 	r = reg_find_locked(dev, (uintptr_t)va, len);
-	if (!r) {
+	/* The lock-free lookup that sent us here may predate an unregister
+	 * and a new registration of the same VA at another IOVA: look again
+	 * now that registrations cannot change (they do under dev->lock). */
+	if (!r || regmap_lookup(dev->regmap, (uintptr_t)va, len, &io) != 0) {
 		os_mutex_unlock(&dev->lock);
 		iodma_free(s);
 		return -ENOENT;

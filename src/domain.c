@@ -443,6 +443,8 @@ IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 {
 	struct iodma_domain *w = unconst(d);
 
+	if (!d || !caps)
+		return -EINVAL;
 	os_mutex_lock(&w->map_lock);
 	*caps = d->caps;
 	os_mutex_unlock(&w->map_lock);
@@ -451,6 +453,8 @@ IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 
 IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d)
 {
+	if (!d)
+		return 0;
 	return atomic_load_explicit(&unconst(d)->alignment,
 				    memory_order_relaxed);
 }
@@ -460,6 +464,8 @@ IODMA_EXPORT uint32_t iodma_domain_max_mappings(const struct iodma_domain *d)
 	struct iodma_domain *w = unconst(d);
 	uint32_t max;
 
+	if (!d)
+		return 0;
 	os_mutex_lock(&w->map_lock);
 	max = d->caps.max_mappings;
 	os_mutex_unlock(&w->map_lock);
@@ -468,6 +474,8 @@ IODMA_EXPORT uint32_t iodma_domain_max_mappings(const struct iodma_domain *d)
 
 IODMA_EXPORT uint64_t iodma_domain_nr_mappings(const struct iodma_domain *d)
 {
+	if (!d)
+		return 0;
 	return atomic_load_explicit(&unconst(d)->nr_mappings,
 				    memory_order_relaxed);
 }
@@ -540,9 +548,12 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 		if (err) {
 			for (m = d->listeners; m != l; m = m->next)
 				m->ops->unmap(m->arg, iova, rec->len);
-			/* A failure here cannot be undone; the soft backend
-			 * cannot fail an unmap it was just given. */
-			d->ops->unmap(d->bpriv, iova, rec->len, &unmapped);
+			/* A kernel that refuses to unmap what it has just
+			 * mapped leaves it mapped: nothing more can be done
+			 * here (the soft backend cannot fail this way). */
+			if (d->ops->unmap(d->bpriv, iova, rec->len, &unmapped) == 0 &&
+			    d->ops->flush_iotlb)
+				d->ops->flush_iotlb(d->bpriv, iova, rec->len);
 			goto err_unclaim;
 		}
 	}
@@ -912,8 +923,12 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d)
 		err = caps_validate(&caps);
 	if (err)
 		goto out;
-	/* Every live mapping must stay legal under the new caps. */
+	/* Every live mapping must stay legal under the new caps, and the
+	 * allocator's granule (the alignment at creation) must still divide
+	 * the alignment: claims are made in granules. */
 	err = -EBUSY;
+	if (!is_aligned(caps.alignment, di->granule))
+		goto out;
 	for (r = btree_lookup_ge(&d->table, 0, &key); r;
 	     r = btree_next(&d->table, key, &key)) {
 		if (!ranges_contain(caps.ranges, caps.nr_ranges, key, r->len) ||

@@ -21,9 +21,10 @@
  *      fill can start from the table until step 4;
  *   3. the records leave the table (table_lock for writing);
  *   4. xlate_unmap_end(d, range): the sequence is made even and new, and
- *      every IOTLB entry that may hold the range is dropped; a filler that
- *      looked the table up before step 3 sees the sequence changed and
- *      drops its own entry (xlate.c);
+ *      every IOTLB entry that may hold the range is dropped, waiting for a
+ *      slot being filled; a filler that looked the table up before step 3
+ *      sees the sequence changed before it publishes, and publishes
+ *      nothing (xlate.c);
  *   5. map_lock dropped, then os_synchronize_rcu(): every access section
  *      that could hold a slice of the range, and every filler that could
  *      have cached it, has ended;

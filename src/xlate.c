@@ -24,10 +24,12 @@
  *   run, so the slots of the range's pages are all there is to look at
  *   (ranges longer than the IOTLB bump the generation instead).  A filler
  *   also reads the unmap sequence d->useq before its lookup, does not fill
- *   while it is odd, and after filling re-reads it: if an unmap removed
- *   records meanwhile, the filler drops its own entry, which the unmap's
- *   grace period waits for (unmap ordering in domain_priv.h).  Negative
- *   results are never cached.
+ *   while it is odd, and re-reads it while it still holds the slot: if an
+ *   unmap has begun, it publishes the slot empty.  The unmap, for its part,
+ *   waits for a slot being filled before examining it, so a stale run is
+ *   never visible once the unmap has dropped its slots, and the grace
+ *   period that follows covers every section that saw it before (unmap
+ *   ordering in domain_priv.h).  Negative results are never cached.
  *
  * Dirty log
  *   One bit per granule (the domain alignment when logging started) over
@@ -104,7 +106,9 @@ struct xlate_state {
 	struct iotlb_entry *iotlb;
 	uint64_t iotlb_mask;            /* entries - 1 */
 	unsigned int page_shift;        /* log2 host page: hash input */
-	struct stat_shard *shards;      /* NR_SHARDS */
+	struct stat_shard *shards;      /* NR_SHARDS + 1: the last one is
+					 * shared by threads past the first
+					 * NR_SHARDS, with atomic adds */
 	_Atomic(struct dirty_log *) dirty;      /* RCU; NULL = logging off */
 	_Atomic(struct resolver *) resolver;    /* RCU; NULL = none */
 	struct resolver res_slot[2];    /* the one not published is free */
@@ -137,14 +141,16 @@ struct run {
 /* ---- counters ------------------------------------------------------------ */
 
 /* Add 1 to a counter of this thread's shard.  The first NR_SHARDS threads
- * own their shard and need no atomic read-modify-write. */
+ * own their shard and need no atomic read-modify-write; later threads
+ * share one more shard and add atomically, so no increment is lost. */
 static inline void stat_inc(struct xlate_state *xl, size_t field_off)
 {
 	unsigned int slot = os_thread_slot();
+	bool own = slot < NR_SHARDS;
 	_Atomic uint64_t *c = (_Atomic uint64_t *)
-		((char *)&xl->shards[slot % NR_SHARDS] + field_off);
+		((char *)&xl->shards[own ? slot : NR_SHARDS] + field_off);
 
-	if (slot < NR_SHARDS)
+	if (own)
 		atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
 				      memory_order_relaxed);
 	else
@@ -176,7 +182,7 @@ int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 	/* One allocation: state, IOTLB, shards, fault ring; cache aligned. */
 	off_tlb = (sizeof(*xl) + IODMA_CACHELINE - 1) & ~(size_t)(IODMA_CACHELINE - 1);
 	off_sh = off_tlb + (size_t)entries * sizeof(struct iotlb_entry);
-	off_f = off_sh + NR_SHARDS * sizeof(struct stat_shard);
+	off_f = off_sh + (NR_SHARDS + 1) * sizeof(struct stat_shard);
 	total = off_f + (size_t)flog * sizeof(struct iodma_fault);
 	raw = iodma_malloc(total + IODMA_CACHELINE);
 	if (!raw)
@@ -232,24 +238,25 @@ static inline struct iotlb_entry *iotlb_slot(struct xlate_state *xl,
 	return iotlb_slot_of_pfn(xl, iova >> xl->page_shift);
 }
 
-/* Empty entry @e if it is not being filled and overlaps [iova, iova + len).
- * An entry being filled is left alone: its filler re-checks the unmap
- * sequence and drops it itself. */
+/* Empty entry @e if it overlaps [iova, iova + len).  An entry being filled
+ * (odd seq) is waited for: its filler either saw the unmap sequence move
+ * and published nothing, or published a run that is examined here.  A
+ * filler's odd window is a few stores and one load, never a block. */
 static void iotlb_drop(struct iotlb_entry *e, uint64_t iova, uint64_t len)
 {
-	uint64_t s = atomic_load_explicit(&e->seq, memory_order_acquire);
-	uint64_t eiova, elen;
+	uint64_t s, eiova, elen;
 
 	for (;;) {
+		s = atomic_load_explicit(&e->seq, memory_order_seq_cst);
 		if (s & 1)
-			return;
+			continue;
 		eiova = atomic_load_explicit(&e->iova, memory_order_relaxed);
 		elen = atomic_load_explicit(&e->len, memory_order_relaxed);
 		if (elen == 0 || !ranges_overlap(eiova, elen, iova, len))
 			return;
 		if (atomic_compare_exchange_weak_explicit(&e->seq, &s, s + 1,
-							  memory_order_acquire,
-							  memory_order_acquire))
+							  memory_order_seq_cst,
+							  memory_order_relaxed))
 			break;
 	}
 	atomic_store_explicit(&e->len, 0, memory_order_relaxed);
@@ -351,9 +358,11 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 
 /* Cache [iova, iova + len) -> hva under generations @dgen/@mgen in the
  * slot of @key (the IOVA that missed).  Gives up if another filler holds
- * the slot.  @useq is the unmap sequence read before the table lookup: if
- * it moved while we filled, an unmap may have removed what we cached and
- * missed our slot while we held it, so the entry is dropped again. */
+ * the slot.  @useq is the unmap sequence read before the table lookup.
+ * It is read again while the slot is still held (odd): if an unmap has
+ * begun since, what we looked up may be gone and the slot is published
+ * empty; if not, that unmap's iotlb_drop() will wait for the slot and
+ * examine what we publish (all seq_cst: one side always sees the other). */
 static void iotlb_fill(struct iodma_domain *d, uint64_t key, uint64_t iova,
 		       uint64_t len, uint64_t hva, uint32_t perm,
 		       uint64_t dgen, uint64_t mgen, uint64_t useq)
@@ -364,27 +373,18 @@ static void iotlb_fill(struct iodma_domain *d, uint64_t key, uint64_t iova,
 	if ((dgen & 1) || (useq & 1) ||
 	    (s & 1) ||
 	    !atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
-						     memory_order_relaxed,
+						     memory_order_seq_cst,
 						     memory_order_relaxed))
 		return;
-	atomic_thread_fence(memory_order_release);
 	atomic_store_explicit(&e->iova, iova, memory_order_relaxed);
-	atomic_store_explicit(&e->len, len, memory_order_relaxed);
 	atomic_store_explicit(&e->hva, hva, memory_order_relaxed);
 	atomic_store_explicit(&e->dgen, dgen, memory_order_relaxed);
 	atomic_store_explicit(&e->mgen, mgen, memory_order_relaxed);
 	atomic_store_explicit(&e->perm, perm, memory_order_relaxed);
-	atomic_store_explicit(&e->seq, s + 2, memory_order_seq_cst);
-	if (atomic_load_explicit(&d->useq, memory_order_seq_cst) == useq)
-		return;
-	/* An unmap ran: drop the entry unless someone refilled it already. */
-	s += 2;
-	if (atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
-						    memory_order_acquire,
-						    memory_order_relaxed)) {
-		atomic_store_explicit(&e->len, 0, memory_order_relaxed);
-		atomic_store_explicit(&e->seq, s + 2, memory_order_release);
-	}
+	if (atomic_load_explicit(&d->useq, memory_order_seq_cst) != useq)
+		len = 0; /* an unmap began: publish nothing */
+	atomic_store_explicit(&e->len, len, memory_order_relaxed);
+	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
 }
 
 /* ---- faults -------------------------------------------------------------- */
@@ -990,23 +990,39 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
 		      size_t len, uint32_t perm)
 {
-	struct run runs[COPY_RUNS], run;
+	struct run stack_runs[COPY_RUNS], *runs = stack_runs, run;
 	struct iodma_fault f;
 	uint64_t pos = iova, left = len;
-	size_t n = 0, done = 0;
+	size_t n = 0, cap = COPY_RUNS, done = 0;
 	int ret = 0;
 
 	if (!d || !buf || !range_valid(iova, len))
 		return -EINVAL;
 	os_rcu_read_lock();
+	/* Translate everything first and keep every run: the copy then uses
+	 * exactly what was checked, so an error copies nothing and a racing
+	 * unmap + remap cannot redirect part of the copy (the runs' memory
+	 * stays valid until this section ends). */
 	while (left) {
 		ret = xlate_step(d, pos, left, perm, 0, &run, &f);
 		if (ret) {
 			fault_record(d, &f);
 			goto out;
 		}
-		if (n < COPY_RUNS)
-			runs[n++] = run;
+		if (n == cap) {
+			struct run *r = iodma_malloc(2 * cap * sizeof(*r));
+
+			if (!r) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			memcpy(r, runs, n * sizeof(*r));
+			if (runs != stack_runs)
+				iodma_free(runs);
+			runs = r;
+			cap *= 2;
+		}
+		runs[n++] = run;
 		pos += run.len;
 		left -= run.len;
 	}
@@ -1019,24 +1035,10 @@ static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
 			memcpy(buf + done, runs[i].va, (size_t)runs[i].len);
 		done += (size_t)runs[i].len;
 	}
-	/* More runs than kept: walk the rest again.  It can only fail if an
-	 * unmap raced with this copy (the memory itself stays valid until
-	 * this section ends). */
-	while (done < len) {
-		ret = xlate_step(d, iova + done, len - done, perm,
-				 XF_NOSTATS | XF_NORESOLVE, &run, &f);
-		if (ret) {
-			fault_record(d, &f);
-			goto out;
-		}
-		if (perm & IODMA_PERM_WRITE)
-			memcpy(run.va, buf + done, (size_t)run.len);
-		else
-			memcpy(buf + done, run.va, (size_t)run.len);
-		done += (size_t)run.len;
-	}
 out:
 	os_rcu_read_unlock();
+	if (runs != stack_runs)
+		iodma_free(runs);
 	return ret;
 }
 
@@ -1063,7 +1065,7 @@ IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
 		return;
 	xl = d->xl;
 	memset(st, 0, sizeof(*st));
-	for (unsigned int i = 0; i < NR_SHARDS; i++) {
+	for (unsigned int i = 0; i <= NR_SHARDS; i++) {
 		st->iotlb_hits += atomic_load_explicit(&xl->shards[i].hits,
 						       memory_order_relaxed);
 		st->iotlb_misses += atomic_load_explicit(&xl->shards[i].misses,

@@ -25,7 +25,9 @@
  *   Locking: map, unmap, listener and allocator calls are thread-safe and
  *   serialised by the domain's map lock; translation (xlate.h) runs
  *   concurrently with them.  Listener and backend callbacks run with the map
- *   lock held and must not call back into the same domain's map/unmap.
+ *   lock held: from them, only translation and the lock-free queries
+ *   iodma_domain_alignment() and iodma_domain_nr_mappings() may be called on
+ *   the same domain (any other function of it would wait for the lock).
  */
 #ifndef IODMA_DOMAIN_H
 #define IODMA_DOMAIN_H
@@ -105,8 +107,8 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d);
  * @d:    domain.
  * @caps: receives alignment, valid IOVA ranges, max mappings, flags.
  *
- * Context: thread-safe.
- * Return:  0.
+ * Context: thread-safe; takes the map lock (not from a listener).
+ * Return:  0; -EINVAL NULL argument.
  */
 IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 				       struct iodma_caps *caps);
@@ -115,8 +117,9 @@ IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
  * iodma_domain_alignment() - PciIommu::alignment.
  * @d: domain.
  *
- * Context: thread-safe.
- * Return:  the alignment in bytes: a power of two >= host page size.
+ * Context: thread-safe, lock-free.
+ * Return:  the alignment in bytes: a power of two >= host page size; 0 for
+ *          a NULL domain.
  */
 IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d);
 
@@ -124,8 +127,9 @@ IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d);
  * iodma_domain_max_mappings() - PciIommu::max_num_mappings.
  * @d: domain.
  *
- * Context: thread-safe.
- * Return:  the most mappings that may be in effect at once.
+ * Context: thread-safe; takes the map lock (not from a listener).
+ * Return:  the most mappings that may be in effect at once; 0 for a NULL
+ *          domain.
  */
 IODMA_EXPORT uint32_t iodma_domain_max_mappings(const struct iodma_domain *d);
 
@@ -133,8 +137,8 @@ IODMA_EXPORT uint32_t iodma_domain_max_mappings(const struct iodma_domain *d);
  * iodma_domain_nr_mappings() - How many mappings are live now.
  * @d: domain.
  *
- * Context: thread-safe (a snapshot).
- * Return:  the count.
+ * Context: thread-safe, lock-free (a snapshot).
+ * Return:  the count; 0 for a NULL domain.
  */
 IODMA_EXPORT uint64_t iodma_domain_nr_mappings(const struct iodma_domain *d);
 
@@ -146,9 +150,15 @@ IODMA_EXPORT uint64_t iodma_domain_nr_mappings(const struct iodma_domain *d);
  * IOAS_IOVA_RANGES after every attach).
  *
  * Context: thread-safe; takes the map lock.
+ * Ranges may shrink: the space they lose leaves the IOVA allocator for
+ * good.  The alignment may grow, but not below the alignment the domain was
+ * created with (the allocator's granule).
+ *
  * Return:  0; -EBUSY a live mapping would fall outside the new ranges or
- *          break the new alignment (old caps kept); or the backend's error
- *          (old caps kept).
+ *          break the new alignment, an IOVA allocation lies in lost space,
+ *          or the new alignment is not a multiple of the creation-time one
+ *          (old caps kept); -EINVAL the new caps are invalid; or the
+ *          backend's error (old caps kept).
  */
 IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d);
 

@@ -194,10 +194,13 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
  * @buf:  destination, @len bytes.
  * @len:  bytes; > 0, no overflow.
  *
- * Checks IODMA_PERM_READ over the whole range before copying anything.
+ * Checks IODMA_PERM_READ over the whole range before copying anything,
+ * and copies exactly the host memory it checked.
  *
  * Context: thread-safe; opens its own access section.
- * Return:  0; -EINVAL; -EFAULT / -EACCES (nothing copied, fault recorded).
+ * Return:  0; -EINVAL; -EFAULT / -EACCES (nothing copied, fault recorded);
+ *          -ENOMEM the range splits into more than 16 host runs and no
+ *          memory could hold their list (nothing copied).
  */
 IODMA_EXPORT int iodma_read(struct iodma_domain *d, uint64_t iova, void *buf,
 			    size_t len);
@@ -209,11 +212,14 @@ IODMA_EXPORT int iodma_read(struct iodma_domain *d, uint64_t iova, void *buf,
  * @buf:  source, @len bytes.
  * @len:  bytes; > 0, no overflow.
  *
- * Checks IODMA_PERM_WRITE over the whole range before copying anything;
- * marks the pages dirty when dirty logging is on.
+ * Checks IODMA_PERM_WRITE over the whole range before copying anything,
+ * and copies into exactly the host memory it checked; marks the pages
+ * dirty when dirty logging is on.
  *
  * Context: thread-safe; opens its own access section.
- * Return:  0; -EINVAL; -EFAULT / -EACCES (nothing copied, fault recorded).
+ * Return:  0; -EINVAL; -EFAULT / -EACCES (nothing copied, fault recorded);
+ *          -ENOMEM the range splits into more than 16 host runs and no
+ *          memory could hold their list (nothing copied).
  */
 IODMA_EXPORT int iodma_write(struct iodma_domain *d, uint64_t iova,
 			     const void *buf, size_t len);

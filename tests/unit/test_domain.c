@@ -1247,6 +1247,45 @@ static void test_refresh_caps_shrink_takes_lost_space_from_allocator(void **stat
 	iodma_domain_destroy(d);
 }
 
+/* The allocator claims in granules of the creation-time alignment: a
+ * refresh may raise the alignment but not lower it below that. */
+static void test_refresh_caps_alignment_below_creation_ebusy(void **state)
+{
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain *d;
+	struct iodma_caps c;
+
+	struct iodma_iova_range rr = { 0x100000, 0x100000 }; /* 16 KiB aligned */
+
+	(void)state;
+	memset(&wrap, 0, sizeof(wrap));
+	so.alignment = 2 * PG;
+	so.ranges = &rr;
+	so.nr_ranges = 1;
+	d = mkdomain_opts(&wrap_ops, &so, NULL);
+	wrap.caps_alignment = PG;
+	assert_int_equal(iodma_domain_refresh_caps(d), -EBUSY);
+	assert_int_equal(iodma_domain_alignment(d), 2 * PG);
+	wrap.caps_alignment = 4 * PG;
+	assert_int_equal(iodma_domain_refresh_caps(d), 0);
+	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
+	assert_int_equal(c.alignment, 4 * PG);
+	assert_int_equal(iodma_domain_alignment(d), 4 * PG);
+	iodma_domain_destroy(d);
+}
+
+static void test_queries_of_null_domain(void **state)
+{
+	struct iodma_caps c;
+
+	(void)state;
+	assert_int_equal(iodma_domain_get_caps(NULL, &c), -EINVAL);
+	assert_int_equal(iodma_domain_alignment(NULL), 0);
+	assert_int_equal(iodma_domain_max_mappings(NULL), 0);
+	assert_int_equal(iodma_domain_nr_mappings(NULL), 0);
+	assert_int_equal(iodma_domain_refresh_caps(NULL), -EINVAL);
+}
+
 static int stop_at_second(void *arg, const struct iodma_map_event *ev)
 {
 	int *n = arg;
@@ -1417,6 +1456,8 @@ int main(void)
 		cmocka_unit_test(test_map_inside_allocation_ok_straddling_eexist),
 		cmocka_unit_test(test_first_allocation_claims_existing_fixed_maps),
 		cmocka_unit_test(test_refresh_caps_compatible_only),
+		cmocka_unit_test(test_refresh_caps_alignment_below_creation_ebusy),
+		cmocka_unit_test(test_queries_of_null_domain),
 		cmocka_unit_test(test_refresh_caps_shrink_takes_lost_space_from_allocator),
 		cmocka_unit_test(test_for_each_mapping_visits_overlapping_in_order),
 		cmocka_unit_test(test_soft_backend_behaves_like_type1),

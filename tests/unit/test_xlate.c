@@ -606,6 +606,15 @@ static void test_read_write_check_all_first_and_copy_nothing_on_error(void **sta
 	assert_int_equal(iodma_read(d, IOVA0 + 1, back, 19 * PG - 1), 0);
 	assert_memory_equal(back, buf, 19 * PG - 1);
 
+	/* 19 runs are more than fit on the stack: without memory for their
+	 * list, -ENOMEM and nothing copied. */
+	memset(back, 0x55, 20 * PG);
+	iodma_test_fail_alloc(1);
+	assert_int_equal(iodma_read(d, IOVA0 + 1, back, 19 * PG - 1), -ENOMEM);
+	iodma_test_fail_alloc(0);
+	assert_int_equal((unsigned char)back[0], 0x55);
+	assert_int_equal((unsigned char)back[19 * PG - 2], 0x55);
+
 	/* The last page is read-only: a write over it copies nothing. */
 	memset(buf, 0x77, 20 * PG);
 	assert_int_equal(iodma_write(d, IOVA0, buf, 20 * PG), -EACCES);
