@@ -136,8 +136,22 @@ int os_virt_to_phys(const void *va, uint64_t *pa)
 
 	if (fd < 0)
 		return -errno;
-	/* Touch the page so it is present. */
-	(void)*(const volatile char *)va;
+	/*
+	 * Fault the page in writable.  A private page never written is the
+	 * kernel's shared zero page until its first write: reading it in would
+	 * report that frame, and a device would then write into memory every
+	 * process reads as zeros.  MADV_POPULATE_WRITE (5.14+) breaks the
+	 * sharing without touching the data; before it, mlock does (for a
+	 * private writable mapping it faults for write), and the page stays
+	 * locked, which direct-mode DMA wants anyway.  A read-only page can
+	 * only be a DMA source: there a read fault, and the zero page's zeros
+	 * are its contents.
+	 */
+	if (madvise((void *)(v & ~(uintptr_t)(pg - 1)), pg, MADV_POPULATE_WRITE) != 0) {
+		if (errno != EINVAL ||
+		    mlock((const void *)(v & ~(uintptr_t)(pg - 1)), pg) != 0)
+			(void)*(const volatile char *)va;
+	}
 	n = pread(fd, &entry, sizeof(entry), off);
 	close(fd);
 	if (n != (ssize_t)sizeof(entry))

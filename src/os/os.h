@@ -106,7 +106,8 @@ void os_pages_free(void *va, size_t len, int fd);
 
 /* Bus/physical address of @va (Linux: /proc/self/pagemap; needs
  * CAP_SYS_ADMIN to see frame numbers: -EPERM otherwise; -EFAULT page not
- * present). */
+ * present).  The page is faulted in writable first where it can be, so a
+ * never-written page does not report the kernel's shared zero page. */
 int os_virt_to_phys(const void *va, uint64_t *pa);
 
 #endif /* IODMA_OS_H */

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <string.h>
 
 #include <iodma.h>
@@ -119,6 +120,31 @@ static void test_fail_alloc_fails_exactly_the_nth(void **state)
 	}
 }
 
+/* Two fresh, never-written pages must not report the same frame (the
+ * kernel's shared zero page): a device would write into it. */
+static void test_virt_to_phys_of_unwritten_pages_is_not_the_zero_page(void **state)
+{
+	size_t pg = iodma_page_size();
+	char *p = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t a, b;
+	int r;
+
+	(void)state;
+	assert_true(p != MAP_FAILED);
+	r = os_virt_to_phys(p, &a);
+	if (r == -EPERM) {
+		munmap(p, 2 * pg);
+		skip(); /* frame numbers hidden without CAP_SYS_ADMIN */
+	}
+	assert_int_equal(r, 0);
+	assert_int_equal(os_virt_to_phys(p + pg + 8, &b), 0);
+	assert_true(a / pg != b / pg);
+	assert_int_equal(b % pg, 8);
+	assert_int_equal((unsigned char)p[0], 0); /* the data is untouched */
+	munmap(p, 2 * pg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -129,6 +155,7 @@ int main(void)
 		cmocka_unit_test(test_range_overlap_and_containment),
 		cmocka_unit_test(test_align_helpers),
 		cmocka_unit_test(test_fail_alloc_fails_exactly_the_nth),
+		cmocka_unit_test(test_virt_to_phys_of_unwritten_pages_is_not_the_zero_page),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
