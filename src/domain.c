@@ -667,10 +667,14 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	int err;
 
 	/* 1. The backend: one call per contiguous run. */
-	if (all && ops->unmap_all) {
-		err = ops->unmap_all(d->bpriv, &done);
-		if (err)
-			return err;
+	/* unmap_all may decline (-EOPNOTSUPP: e.g. a kernel without
+	 * VFIO_UNMAP_ALL, or a container shared with mappings not ours):
+	 * then the runs are unmapped one by one below. */
+	err = all && ops->unmap_all ? ops->unmap_all(d->bpriv, &done) : -EOPNOTSUPP;
+	if (err == 0) {
+		;
+	} else if (all && ops->unmap_all && err != -EOPNOTSUPP) {
+		return err;
 	} else if (single_run) {
 		err = ops->unmap(d->bpriv, first, run_last - first + 1, &done);
 		if (err)

@@ -591,10 +591,14 @@ static void probe_type1(struct info_group *g)
 	o.backend = iodma_backend_vfio();
 	o.backend_config = &vo;
 	err = iodma_domain_create(&o, &d);
+	if (!err) {
+		err = iodma_domain_get_caps(d, &p->caps);
+		if (err)
+			iodma_domain_destroy(d);
+	}
 	if (err) {
 		probe_fail(p, err);
 	} else {
-		iodma_domain_get_caps(d, &p->caps);
 		if (!vo.noiommu)
 			probe_raw_info(container, p);
 		iodma_domain_destroy(d);

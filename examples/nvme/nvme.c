@@ -149,6 +149,17 @@ static int wait_ready(struct nvme_ctrl *c, uint32_t want)
 
 /* ---- admin queue ----------------------------------------------------------- */
 
+/* A command did not complete in time: it may still be in flight, and its
+ * buffers must not be unmapped and reused while the device can write them.
+ * Disable the controller (CC.EN = 0 aborts every outstanding command and
+ * stops its DMA once CSTS.RDY reads 0) and refuse every later command. */
+static void ctrl_fail(struct nvme_ctrl *c)
+{
+	c->failed = true;
+	wr32(c, REG_CC, rd32(c, REG_CC) & ~CC_EN);
+	(void)wait_ready(c, 0);
+}
+
 /* Submit @cmd on the admin queue and wait for its completion: the status
  * field (>= 0; 0 = success) or -ETIMEDOUT.  @dw0 receives completion
  * dword 0 when not NULL. */
@@ -158,6 +169,8 @@ static int admin_cmd(struct nvme_ctrl *c, uint32_t cmd[16], uint32_t *dw0)
 	uint16_t cid = c->next_cid++;
 	uint64_t end;
 
+	if (c->failed)
+		return -EIO;
 	cmd[0] = (cmd[0] & 0xffffu) | (uint32_t)cid << 16;
 	memcpy((uint8_t *)c->asq + (size_t)c->asq_tail * SQE_SIZE, cmd, SQE_SIZE);
 	c->asq_tail = (uint16_t)((c->asq_tail + 1) % c->aq_size);
@@ -167,6 +180,7 @@ static int admin_cmd(struct nvme_ctrl *c, uint32_t cmd[16], uint32_t *dw0)
 	while (((cqe[3] >> 16) & 1) != c->acq_phase) {
 		if (now_ms() > end) {
 			set_error("nvme: admin command %#x timed out", cmd[0] & 0xff);
+			ctrl_fail(c);
 			return -ETIMEDOUT;
 		}
 	}
@@ -181,9 +195,14 @@ static int admin_cmd(struct nvme_ctrl *c, uint32_t cmd[16], uint32_t *dw0)
 		cq_doorbell(c, 0, c->acq_head);
 		if (dw0)
 			*dw0 = d0;
-		if ((d3 & 0xffffu) != cid)
+		if ((d3 & 0xffffu) != cid) {
+			/* A completion of another command: the queue is out of
+			 * step; its status is not ours to return. */
 			set_error("nvme: admin completion for cid %u, want %u",
 				  d3 & 0xffffu, cid);
+			ctrl_fail(c);
+			return -EIO;
+		}
 		return (int)(d3 >> 17);
 	}
 }
@@ -231,7 +250,7 @@ static int identify_all(struct nvme_ctrl *c)
 	copy_field(c->serial, id + 4, 20);
 	copy_field(c->model, id + 24, 40);
 	copy_field(c->firmware, id + 64, 8);
-	if (id[77]) {
+	if (id[77] && id[77] < 20) {	/* larger: 2^20 pages, treat as none */
 		uint64_t mpsmin = 4096ull << ((c->cap >> 48) & 0xf);
 		uint64_t m = mpsmin << id[77];
 
@@ -364,6 +383,13 @@ int nvme_open(struct nvme_ctrl *c, struct iodma_domain *d, const char *bdf,
 		goto fail;
 	}
 	c->dstrd = 4u << ((c->cap >> 32) & 0xf);
+	/* Doorbells of queues 0 and 1 (SQ and CQ each) must lie inside BAR0. */
+	if (REG_DBS + 4ull * c->dstrd > c->bar_len) {
+		set_error("nvme: BAR0 of %s (%#llx bytes) is too small for doorbell stride %u",
+			  bdf, (unsigned long long)c->bar_len, c->dstrd);
+		err = -ENODEV;
+		goto fail;
+	}
 	c->timeout_ms = (uint32_t)((c->cap >> 24) & 0xff) * 500u;
 	if (c->timeout_ms < 1000)
 		c->timeout_ms = 1000;
@@ -513,6 +539,8 @@ int nvme_io_batch(struct nvme_ctrl *c, struct nvme_io *ios, size_t n)
 	uint64_t end;
 	int ret = 0;
 
+	if (c->failed)
+		return -EIO;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t blocks = ios[i].len / c->lba_size;
 
@@ -582,6 +610,7 @@ int nvme_io_batch(struct nvme_ctrl *c, struct nvme_io *ios, size_t n)
 		} else if (now_ms() > end) {
 			set_error("nvme: I/O timed out with %zu of %zu commands done",
 				  done, n);
+			ctrl_fail(c);
 			return -ETIMEDOUT;
 		}
 	}
@@ -622,6 +651,8 @@ int nvme_io_raw(struct nvme_ctrl *c, const uint32_t cmd_in[16])
 	uint16_t cid;
 	int st;
 
+	if (c->failed)
+		return -EIO;
 	memcpy(cmd, cmd_in, sizeof(cmd));
 	cmd[0] = (cmd[0] & 0xffffu) | (uint32_t)0 << 16;	/* slot 0 */
 	io_push(c, cmd);
@@ -629,6 +660,7 @@ int nvme_io_raw(struct nvme_ctrl *c, const uint32_t cmd_in[16])
 	while (!io_reap(c, &cid, &st)) {
 		if (now_ms() > end) {
 			set_error("nvme: raw I/O command timed out");
+			ctrl_fail(c);
 			return -ETIMEDOUT;
 		}
 	}

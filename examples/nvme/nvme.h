@@ -59,6 +59,8 @@ struct nvme_ctrl {
 	uint16_t ioq_size, iosq_tail, iocq_head;
 	uint8_t iocq_phase;
 	bool ioq_created;
+	bool failed;			/* a command timed out: the controller
+					 * was disabled, every command is -EIO */
 
 	/* PRP list pages, one per in-flight slot */
 	void *prp;

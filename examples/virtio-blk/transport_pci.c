@@ -235,9 +235,18 @@ static int pci_get_device_features(struct vblk_transport *t, uint64_t *f)
 
 	*f = 0;
 	for (uint32_t sel = 0; sel < 2; sel++) {
+		uint32_t w;
+
 		if ((ret = cc_write(p, VPCI_DEVICE_FEATURE_SELECT, 4, sel)))
 			return ret;
-		*f |= (uint64_t)cc_read(p, VPCI_DEVICE_FEATURE, 4) << (32 * sel);
+		/* All ones is what a failed region read returns (and what a
+		 * PCI read of a vanished device returns): not a feature set. */
+		w = cc_read(p, VPCI_DEVICE_FEATURE, 4);
+		if (w == UINT32_MAX) {
+			*f = 0;
+			return -EIO;
+		}
+		*f |= (uint64_t)w << (32 * sel);
 	}
 	return 0;
 }

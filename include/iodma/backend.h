@@ -97,7 +97,9 @@ struct iodma_map_event {
  *              (the domain guarantees no live mapping is bisected).  Returns
  *              0 and stores the bytes actually removed in *@unmapped, or a
  *              negative errno and nothing was removed.
- * @unmap_all:  optional; remove every mapping in one call.
+ * @unmap_all:  optional; remove every mapping in one call.  May return
+ *              -EOPNOTSUPP (nothing removed) to have the domain unmap its
+ *              runs one by one instead.
  * @flush_iotlb: optional; invalidate the IOMMU's own IOTLB for the range.
  *              Called after unmap and before the domain's unmap returns.
  * @avail_mappings: optional; how many more mappings the IOMMU will take now

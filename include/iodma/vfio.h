@@ -68,7 +68,8 @@ struct iodma_vfio_device;
  *              needs CAP_SYS_ADMIN), and the range is mlocked while mapped.
  *
  * A domain may be opened with no group at all; its caps are then a
- * placeholder (alignment = page size, one range [page, 2^39)) until the
+ * placeholder (alignment = page size, [page, 2^39) minus the x86 MSI window
+ * 0xfee00000-0xfeefffff: what VT-d, AMD-Vi and virtio-iommu all offer) until the
  * first group is added (iodma_vfio_add_group() or iodma_vfio_device_open()),
  * when VFIO_SET_IOMMU is done and the real caps are read.  Maps need a group.
  */

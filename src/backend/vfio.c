@@ -30,8 +30,10 @@
  * yet).  Without DMA_AVAIL (kernels before 5.10) 65535 is assumed.
  *
  * Before the first group there is no IOMMU to ask: get_caps reports a
- * placeholder (alignment = page, one range [page, 2^64)) that the first
- * group's refresh narrows (the domain reserves what was removed).
+ * placeholder (alignment = page, [page, 2^39) minus the MSI window
+ * 0xfee00000-0xfeefffff) that the first group's refresh narrows or widens
+ * (the domain reserves what was removed; the IOVA allocator keeps serving
+ * only the placeholder's space).
  *
  * map / unmap are VFIO_IOMMU_MAP_DMA / UNMAP_DMA; the kernel's errors pass
  * through (-EEXIST over a mapping, -ENOSPC at dma_entry_limit).  UNMAP_DMA
@@ -561,8 +563,15 @@ static void group_detach_locked(struct vfio *v, int fd)
 			continue;
 		VFIO_IOCTL(v, nr_other_ioctls, fd, VFIO_GROUP_UNSET_CONTAINER);
 		v->groups[i] = v->groups[--v->nr_groups];
-		if (v->nr_groups == 0)
-			v->iommu_set = false; /* the kernel dropped the model */
+		/* The kernel drops the model with the container's last group;
+		 * a caller-supplied container may still hold other users'
+		 * groups, so ask it rather than assume. */
+		if (v->nr_groups == 0) {
+			struct vfio_iommu_type1_info probe = { .argsz = sizeof(probe) };
+
+			v->iommu_set = VFIO_IOCTL(v, nr_other_ioctls, v->container,
+						  VFIO_IOMMU_GET_INFO, &probe) == 0;
+		}
 		return;
 	}
 }
@@ -857,11 +866,16 @@ static int vfio_get_caps(void *priv, struct iodma_caps *caps)
 	} else if (!v->iommu_set) {
 		uint64_t page = os_page_size();
 
+		/* What every x86 IOMMU we know offers (VT-d's 39-bit space
+		 * minus the MSI window; AMD and virtio-iommu offer more), so
+		 * that IOVAs allocated before the first group stay valid. */
 		memset(caps, 0, sizeof(*caps));
 		caps->alignment = page;
-		caps->nr_ranges = 1;
+		caps->nr_ranges = 2;
 		caps->ranges[0].iova = page;
-		caps->ranges[0].len = 0 - page;
+		caps->ranges[0].len = 0xfee00000ull - page;
+		caps->ranges[1].iova = 0xfef00000ull;
+		caps->ranges[1].len = (1ull << 39) - 0xfef00000ull;
 		caps->max_mappings = VFIO_DEFAULT_MAX_MAPPINGS;
 	} else {
 		err = vfio_read_info(v, &info);
@@ -964,7 +978,12 @@ static int vfio_unmap(void *priv, uint64_t iova, uint64_t len,
 			       "the kernel and the domain disagree",
 			       (unsigned long long)iova, (unsigned long long)len,
 			       (unsigned long long)bytes);
-		return -EIO;
+		/* Fewer: the rest was gone already (someone else unmapped it
+		 * from a shared container); the range is empty in the kernel
+		 * now, so the domain's books may follow.  More cannot be
+		 * explained. */
+		if (bytes > len)
+			return -EIO;
 	}
 	return 0;
 }
@@ -972,19 +991,16 @@ static int vfio_unmap(void *priv, uint64_t iova, uint64_t len,
 static int vfio_unmap_all(void *priv, uint64_t *unmapped)
 {
 	struct vfio *v = priv;
-	uint64_t a = 0, b = 0;
-	int err;
 
 	if (v->noiommu)
 		return ident_book_unmap(&v->book, 0, UINT64_MAX, unmapped);
-	if (v->has_unmap_all)
-		return vfio_unmap_once(v, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, unmapped);
-	/* Two halves: one range of 2^64 bytes cannot be expressed. */
-	err = vfio_unmap_once(v, 0, 1ull << 63, 0, &a);
-	if (!err)
-		err = vfio_unmap_once(v, 1ull << 63, 1ull << 63, 0, &b);
-	*unmapped = a + b;
-	return err;
+	/* Without the kernel's UNMAP_ALL (before 5.12), or on a container
+	 * that may hold mappings this domain did not make, the domain unmaps
+	 * its own runs instead (two half-space unmaps would fail on a mapping
+	 * that crosses 2^63, and could half succeed). */
+	if (!v->has_unmap_all || !v->own_container)
+		return -EOPNOTSUPP;
+	return vfio_unmap_once(v, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, unmapped);
 }
 
 static const struct iodma_backend_ops vfio_ops = {

@@ -85,6 +85,7 @@ static uint64_t rec_net_bytes(const struct recorder *r)
 static struct {
 	uint32_t clear_flags;
 	bool no_unmap_all;
+	bool unmap_all_declines;       /* unmap_all says -EOPNOTSUPP */
 	bool avail_zero;
 	uint64_t caps_alignment;       /* 0 = soft's */
 	bool caps_shrink;              /* drop the last range */
@@ -117,6 +118,8 @@ static int w_unmap(void *p, uint64_t iova, uint64_t len, uint64_t *u)
 static int w_unmap_all(void *p, uint64_t *u)
 {
 	wrap.unmap_all_calls++;
+	if (wrap.unmap_all_declines)
+		return -EOPNOTSUPP;
 	return iodma_backend_soft()->unmap_all(p, u);
 }
 static int w_avail(void *p, uint32_t *a)
@@ -651,9 +654,12 @@ static void test_unmap_all_with_and_without_backend_unmap_all(void **state)
 	struct iodma_listener *l;
 	uint64_t u;
 
-	for (int pass = 0; pass < 2; pass++) {
+	/* pass 0: unmap_all; 1: no unmap_all op; 2: unmap_all declines
+	 * (-EOPNOTSUPP, as vfio does without VFIO_UNMAP_ALL): per run. */
+	for (int pass = 0; pass < 3; pass++) {
 		memset(&wrap, 0, sizeof(wrap));
-		d = mkdomain_opts(pass ? &wrap_ops_no_all : &wrap_ops, NULL, NULL);
+		wrap.unmap_all_declines = pass == 2;
+		d = mkdomain_opts(pass == 1 ? &wrap_ops_no_all : &wrap_ops, NULL, NULL);
 		map_ok(d, BASE, PG);
 		map_ok(d, BASE + PG, PG);
 		map_ok(d, BASE + 4 * PG, PG);
