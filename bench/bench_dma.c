@@ -22,28 +22,9 @@
 
 #include <iodma.h>
 
-#define RUNS 5
+#include "bench.h"
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v)
-{
-	qsort(v, RUNS, sizeof(*v), cmp_double);
-	return v[RUNS / 2];
-}
+#define RUNS BENCH_RUNS
 
 static void die(const char *what, int err)
 {
@@ -78,7 +59,7 @@ static void bench_bounce(struct iodma_domain *d)
 		memset(buf, 1, len);
 		memset(bounce, 2, len);
 		for (int r = 0; r < RUNS; r++) {
-			double t0 = now_ns();
+			double t0 = bench_now_ns();
 
 			for (long i = 0; i < iters; i++) {
 				uint64_t iova;
@@ -90,18 +71,19 @@ static void bench_bounce(struct iodma_domain *d)
 				if (ret)
 					die("unmap_single", ret);
 			}
-			t_b[r] = now_ns() - t0;
-			t0 = now_ns();
+			t_b[r] = bench_now_ns() - t0;
+			t0 = bench_now_ns();
 			for (long i = 0; i < iters; i++) {
 				memcpy(bounce, buf, len);
 				__asm__ volatile("" ::: "memory");
 				memcpy(buf, bounce, len);
 				__asm__ volatile("" ::: "memory");
 			}
-			t_m[r] = now_ns() - t0;
+			t_m[r] = bench_now_ns() - t0;
 		}
 		{
-			double b = mib / (median(t_b) / 1e9), m = mib / (median(t_m) / 1e9);
+			double b = mib / (bench_median(t_b, RUNS) / 1e9);
+			double m = mib / (bench_median(t_m, RUNS) / 1e9);
 
 			printf("   %6zu B: bounce %8.0f MiB/s   memcpy x2 %8.0f MiB/s   ratio %.2f\n",
 			       len, b, m, b / m);
@@ -179,7 +161,7 @@ static void bench_lookup(struct iodma_domain *d)
 	}
 	for (int r = 0; r < RUNS; r++) {
 		uint64_t acc = 0, io;
-		double t0 = now_ns();
+		double t0 = bench_now_ns();
 
 		for (long k = 0; k < rounds; k++) {
 			for (size_t i = 0; i < NLOOK; i++) {
@@ -188,8 +170,8 @@ static void bench_lookup(struct iodma_domain *d)
 				acc += io;
 			}
 		}
-		t_r[r] = (now_ns() - t0) / ((double)rounds * NLOOK);
-		t0 = now_ns();
+		t_r[r] = (bench_now_ns() - t0) / ((double)rounds * NLOOK);
+		t0 = bench_now_ns();
 		for (long k = 0; k < rounds; k++) {
 			for (size_t i = 0; i < NLOOK; i++) {
 				if (bsearch_lookup(ents, NREGS, q[i], 256, &io))
@@ -197,13 +179,14 @@ static void bench_lookup(struct iodma_domain *d)
 				acc += io;
 			}
 		}
-		t_b[r] = (now_ns() - t0) / ((double)rounds * NLOOK);
+		t_b[r] = (bench_now_ns() - t0) / ((double)rounds * NLOOK);
 		sink += acc;
 	}
 	printf("2. VA -> IOVA lookup, %d registrations of %u KiB, random 256-byte buffers\n",
 	       NREGS, REG_LEN >> 10);
 	printf("   iodma_va_to_iova %6.1f ns   binary search %6.1f ns   ratio %.2f\n",
-	       median(t_r), median(t_b), median(t_r) / median(t_b));
+	       bench_median(t_r, RUNS), bench_median(t_b, RUNS),
+	       bench_median(t_r, RUNS) / bench_median(t_b, RUNS));
 	iodma_dev_destroy(dev);
 	free(mem);
 	free(ents);
@@ -231,7 +214,7 @@ static void bench_map(struct iodma_domain *d)
 		die("register", ret);
 	for (int r = 0; r < RUNS; r++) {
 		uint64_t iova;
-		double t0 = now_ns();
+		double t0 = bench_now_ns();
 
 		for (long i = 0; i < iters; i++) {
 			uint8_t *b = reg + ((size_t)(i & 255) << 12);
@@ -243,8 +226,8 @@ static void bench_map(struct iodma_domain *d)
 			if (ret)
 				die("unmap registered", ret);
 		}
-		t_r[r] = (now_ns() - t0) / (double)iters;
-		t0 = now_ns();
+		t_r[r] = (bench_now_ns() - t0) / (double)iters;
+		t0 = bench_now_ns();
 		for (long i = 0; i < iters / 10; i++) {
 			ret = iodma_map_single(dev, plain, 4096, IODMA_TO_DEVICE, &iova);
 			if (ret)
@@ -253,12 +236,12 @@ static void bench_map(struct iodma_domain *d)
 			if (ret)
 				die("unmap dynamic", ret);
 		}
-		t_d[r] = (now_ns() - t0) / (double)(iters / 10);
+		t_d[r] = (bench_now_ns() - t0) / (double)(iters / 10);
 	}
 	printf("3. map_single+unmap_single of 4 KiB: registered (lookup) vs dynamic (soft domain)\n");
 	printf("   registered %7.1f ns   dynamic %8.1f ns   ratio %.3f (%.1fx faster)\n",
-	       median(t_r), median(t_d), median(t_r) / median(t_d),
-	       median(t_d) / median(t_r));
+	       bench_median(t_r, RUNS), bench_median(t_d, RUNS), bench_median(t_r, RUNS) / bench_median(t_d, RUNS),
+	       bench_median(t_d, RUNS) / bench_median(t_r, RUNS));
 	iodma_dev_destroy(dev);
 	free(reg);
 	free(plain);

@@ -18,41 +18,11 @@
 #include <iodma/domain.h>
 
 #include "domain_priv.h"
+#include "bench.h"
 
 #define PG	 4096ull
 #define BASE	 0x100000000ull	/* 4 GiB: inside the default second range */
-#define RUNS	 5
-
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v)
-{
-	qsort(v, RUNS, sizeof(*v), cmp_d);
-	return v[RUNS / 2];
-}
-
-static uint64_t rng = 88172645463325252ull;
-
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
+#define RUNS	 BENCH_RUNS
 
 static volatile uint64_t sink;
 
@@ -83,10 +53,10 @@ static struct iodma_domain *make_domain(uint64_t n)
 
 static double bench_pair(struct iodma_domain *d, uint64_t n, int iters)
 {
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int k = 0; k < iters; k++) {
-		uint64_t iova = BASE + (2 * (rnd() % n) + 1) * PG;
+		uint64_t iova = BASE + (2 * (bench_rnd() % n) + 1) * PG;
 
 		if (iodma_domain_map(d, iova, PG, (void *)(uintptr_t)0x7e0000000000ull,
 				     IODMA_PERM_RW) ||
@@ -95,18 +65,18 @@ static double bench_pair(struct iodma_domain *d, uint64_t n, int iters)
 			exit(1);
 		}
 	}
-	return (now_ns() - t0) / iters;
+	return (bench_now_ns() - t0) / iters;
 }
 
 /* 64 maps of 4 KiB above the live ones, then one unmap_gaps over all 64
  * (one grace period for 64); returns ns per mapping (map + its unmap). */
 static double bench_batch64(struct iodma_domain *d, uint64_t n, int iters)
 {
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 	uint64_t u;
 
 	for (int k = 0; k < iters; k++) {
-		uint64_t first = BASE + 2 * n * PG + (rnd() % 1024) * 64 * PG;
+		uint64_t first = BASE + 2 * n * PG + (bench_rnd() % 1024) * 64 * PG;
 
 		for (uint64_t j = 0; j < 64; j++) {
 			if (iodma_domain_map(d, first + j * PG, PG,
@@ -117,35 +87,35 @@ static double bench_batch64(struct iodma_domain *d, uint64_t n, int iters)
 		if (iodma_domain_unmap_gaps(d, first, 64 * PG, &u) || u != 64 * PG)
 			exit(1);
 	}
-	return (now_ns() - t0) / iters / 64;
+	return (bench_now_ns() - t0) / iters / 64;
 }
 
 static double bench_sync_rcu(int iters)
 {
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int k = 0; k < iters; k++)
 		os_synchronize_rcu();
-	return (now_ns() - t0) / iters;
+	return (bench_now_ns() - t0) / iters;
 }
 
 static double bench_btree_pair(struct btree *t, uint64_t n, int iters)
 {
 	struct map_rec rec = { .len = PG, .fd = -1, .perm = 3 };
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int k = 0; k < iters; k++) {
-		uint64_t key = BASE + (2 * (rnd() % n) + 1) * PG;
+		uint64_t key = BASE + (2 * (bench_rnd() % n) + 1) * PG;
 
 		if (btree_insert(t, key, &rec) || btree_remove(t, key, NULL))
 			exit(1);
 	}
-	return (now_ns() - t0) / iters;
+	return (bench_now_ns() - t0) / iters;
 }
 
 static double bench_malloc(int iters)
 {
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int k = 0; k < iters; k++) {
 		void *p = malloc(32);
@@ -153,50 +123,50 @@ static double bench_malloc(int iters)
 		sink += (uintptr_t)p;
 		free(p);
 	}
-	return (now_ns() - t0) / iters;
+	return (bench_now_ns() - t0) / iters;
 }
 
 static double bench_lookup(struct iodma_domain *d, uint64_t n, int iters)
 {
 	struct map_lookup ml;
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 
 	for (int k = 0; k < iters; k++) {
-		uint64_t iova = BASE + 2 * (rnd() % n) * PG + 64;
+		uint64_t iova = BASE + 2 * (bench_rnd() % n) * PG + 64;
 
 		if (domain_lookup(d, iova, &ml))
 			exit(1);
 		sink += ml.rec.target;
 	}
-	return (now_ns() - t0) / iters;
+	return (bench_now_ns() - t0) / iters;
 }
 
 static double bench_btree_lookup(struct btree *t, uint64_t n, int iters)
 {
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 	uint64_t key;
 
 	for (int k = 0; k < iters; k++) {
-		uint64_t iova = BASE + 2 * (rnd() % n) * PG + 64;
+		uint64_t iova = BASE + 2 * (bench_rnd() % n) * PG + 64;
 		const struct map_rec *r = btree_lookup_le(t, iova, &key);
 
 		sink += r->target + key;
 	}
-	return (now_ns() - t0) / iters;
+	return (bench_now_ns() - t0) / iters;
 }
 
 static void run_size(uint64_t n)
 {
 	double pair[RUNS], sync[RUNS], bt[RUNS], mf[RUNS], lk[RUNS], blk[RUNS];
 	double batch[RUNS];
-	double t0 = now_ns();
+	double t0 = bench_now_ns();
 	struct iodma_domain *d = make_domain(n);
 	struct btree t;
 	struct map_rec rec = { .len = PG, .fd = -1, .perm = 3 };
 	const int iters = 20000, liters = 1000000;
 
 	printf("\n%llu live mappings (setup %.2f s)\n", (unsigned long long)n,
-	       (now_ns() - t0) / 1e9);
+	       (bench_now_ns() - t0) / 1e9);
 	btree_init(&t, sizeof(struct map_rec));
 	for (uint64_t i = 0; i < n; i++) {
 		rec.target = 0x7f0000000000ull + i * PG;
@@ -212,9 +182,9 @@ static void run_size(uint64_t n)
 		blk[r] = bench_btree_lookup(&t, n, liters);
 	}
 	{
-		double p = median(pair), s = median(sync), b = median(bt);
-		double m = median(mf), l = median(lk), bl = median(blk);
-		double b64 = median(batch);
+		double p = bench_median(pair, RUNS), s = bench_median(sync, RUNS), b = bench_median(bt, RUNS);
+		double m = bench_median(mf, RUNS), l = bench_median(lk, RUNS), bl = bench_median(blk, RUNS);
+		double b64 = bench_median(batch, RUNS);
 
 		printf("  map+unmap pair (4 KiB, soft)      %9.1f ns\n", p);
 		printf("    of which os_synchronize_rcu()   %9.1f ns  (%.0f%% of the pair)\n",

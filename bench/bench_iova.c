@@ -13,54 +13,13 @@
 
 #include "iova.h"
 #include "util.h"
+#include "bench.h"
 
 #define G       4096ull
 #define SPACE   (1ull << 39)
-#define RUNS    5
+#define RUNS    BENCH_RUNS
 #define LIVE    10000
 #define FIFO    32
-
-static double clock_ns(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static double now_ns(void)
-{
-	return clock_ns(CLOCK_MONOTONIC);
-}
-
-/* CPU time of this thread: immune to other processes on a shared host. */
-static double cpu_ns(void)
-{
-	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
-}
-
-static int cmp_double(const void *x, const void *y)
-{
-	double a = *(const double *)x, b = *(const double *)y;
-
-	return a < b ? -1 : a > b;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return v[n / 2];
-}
-
-static uint64_t rng = 88172645463325252ull;
-
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
 
 static void die(const char *what)
 {
@@ -216,14 +175,14 @@ static double pairs(int kind, long n)
 		fifo_len[i] = (1ull << (i & 3)) * G;
 		c_get(&c, fifo_len[i], &fifo_iova[i]);
 	}
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (i = 0; i < n; i++) {
 		int k = (int)(i % FIFO);
 
 		c_put(&c, fifo_iova[k], fifo_len[k]);
 		c_get(&c, fifo_len[k], &fifo_iova[k]);
 	}
-	t1 = now_ns();
+	t1 = bench_now_ns();
 	c_teardown(&c);
 	return (t1 - t0) / (double)n;
 }
@@ -246,11 +205,11 @@ static void long_run(double out[LR_NWIN], double cpu[LR_NWIN])
 	if (iova_alloc_create(G, &r, 1, NULL, 0, &a))
 		die("create");
 	for (w = 0; w < LR_NWIN; w++) {
-		double t0 = now_ns(), c0 = cpu_ns();
+		double t0 = bench_now_ns(), c0 = bench_cpu_ns();
 		long i;
 
 		for (i = 0; i < LR_WIN; i++) {
-			uint64_t x = rnd();
+			uint64_t x = bench_rnd();
 			/* alloc with probability ~ (2*LIVE - nr) / (2*LIVE) */
 			bool alloc = nr == 0 || (x % (2 * LR_LIVE)) >= nr;
 
@@ -275,8 +234,8 @@ static void long_run(double out[LR_NWIN], double cpu[LR_NWIN])
 				llen[k] = llen[nr];
 			}
 		}
-		out[w] = (now_ns() - t0) / LR_WIN;
-		cpu[w] = (cpu_ns() - c0) / LR_WIN;
+		out[w] = (bench_now_ns() - t0) / LR_WIN;
+		cpu[w] = (bench_cpu_ns() - c0) / LR_WIN;
 	}
 	iova_alloc_destroy(a);
 }
@@ -295,7 +254,7 @@ int main(void)
 		for (k = 0; k < 3; k++)
 			v[k][run] = pairs(k, n[k]);
 	for (k = 0; k < 3; k++)
-		med[k] = median(v[k], RUNS);
+		med[k] = bench_median(v[k], RUNS);
 
 	printf("IOVA alloc+free pair, sizes 1/2/4/8 pages, %d live, "
 	       "median of %d runs\n", LIVE, RUNS);
@@ -317,8 +276,8 @@ int main(void)
 	       "~%d live, ns/op per %d-op window, median of %d runs\n",
 	       LR_OPS, LR_LIVE, LR_WIN, RUNS);
 	for (w = 0; w < LR_NWIN; w++) {
-		lrm[w] = median(lr[w], RUNS);
-		lcm[w] = median(lc[w], RUNS);
+		lrm[w] = bench_median(lr[w], RUNS);
+		lcm[w] = bench_median(lc[w], RUNS);
 		printf("  window %2d  %8.1f ns/op wall  %8.1f ns/op cpu\n", w,
 		       lrm[w], lcm[w]);
 	}

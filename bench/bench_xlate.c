@@ -18,32 +18,13 @@
 
 #include <iodma.h>
 
+#include "bench.h"
+
 #define IOVA0   0x10000000ull
 #define MAP_LEN (1ull << 20)
-#define RUNS    5
+#define RUNS    BENCH_RUNS
 
 static volatile uintptr_t sink;
-
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median(double *v)
-{
-	qsort(v, RUNS, sizeof(*v), cmp_d);
-	return v[RUNS / 2];
-}
 
 /* The baseline: what a device model without an IOMMU does. */
 struct flat {
@@ -81,13 +62,13 @@ static double b_flat(void *p, unsigned long n)
 {
 	struct ctx *c = p;
 	struct iodma_slice s;
-	double t = now_ns();
+	double t = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		flat_translate(&c->flat, IOVA0 + OFF(i), 8, &s);
 		sink += (uintptr_t)s.va;
 	}
-	return (now_ns() - t) / n;
+	return (bench_now_ns() - t) / n;
 }
 
 static double b_hit(void *p, unsigned long n)
@@ -95,13 +76,13 @@ static double b_hit(void *p, unsigned long n)
 	struct ctx *c = p;
 	struct iodma_slice s;
 	size_t nr;
-	double t = now_ns();
+	double t = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		iodma_translate(c->d, IOVA0 + OFF(i), 8, IODMA_PERM_READ, &s, 1, &nr, NULL);
 		sink += (uintptr_t)s.va;
 	}
-	return (now_ns() - t) / n;
+	return (bench_now_ns() - t) / n;
 }
 
 static double b_iter(void *p, unsigned long n)
@@ -109,14 +90,14 @@ static double b_iter(void *p, unsigned long n)
 	struct ctx *c = p;
 	struct iodma_xlate_iter it;
 	struct iodma_slice s;
-	double t = now_ns();
+	double t = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		iodma_xlate_begin(&it, c->d, IOVA0 + OFF(i), 8, IODMA_PERM_READ);
 		while (iodma_xlate_next(&it, &s) == 1)
 			sink += (uintptr_t)s.va;
 	}
-	return (now_ns() - t) / n;
+	return (bench_now_ns() - t) / n;
 }
 
 static double b_miss(void *p, unsigned long n)
@@ -124,38 +105,38 @@ static double b_miss(void *p, unsigned long n)
 	struct ctx *c = p;
 	struct iodma_slice s;
 	size_t nr;
-	double t = now_ns();
+	double t = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		iodma_iotlb_flush(c->d);
 		iodma_translate(c->d, IOVA0 + OFF(i), 8, IODMA_PERM_READ, &s, 1, &nr, NULL);
 		sink += (uintptr_t)s.va;
 	}
-	return (now_ns() - t) / n;
+	return (bench_now_ns() - t) / n;
 }
 
 static double b_memcpy(void *p, unsigned long n)
 {
 	struct ctx *c = p;
-	double t = now_ns();
+	double t = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		memcpy(c->dst, c->buf + OFF(i * 64), 4096);
 		sink += (uintptr_t)c->dst[i & 4095];
 	}
-	return (now_ns() - t) / n;
+	return (bench_now_ns() - t) / n;
 }
 
 static double b_read(void *p, unsigned long n)
 {
 	struct ctx *c = p;
-	double t = now_ns();
+	double t = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		iodma_read(c->d, IOVA0 + OFF(i * 64), c->dst, 4096);
 		sink += (uintptr_t)c->dst[i & 4095];
 	}
-	return (now_ns() - t) / n;
+	return (bench_now_ns() - t) / n;
 }
 
 static double run(bench_fn fn, void *ctx, unsigned long n)
@@ -165,7 +146,7 @@ static double run(bench_fn fn, void *ctx, unsigned long n)
 	fn(ctx, n / 10); /* warm-up */
 	for (int r = 0; r < RUNS; r++)
 		v[r] = fn(ctx, n);
-	return median(v);
+	return bench_median(v, RUNS);
 }
 
 int main(void)
