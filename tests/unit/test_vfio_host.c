@@ -31,6 +31,7 @@
 #include <iodma/vfio.h>
 
 #include "backend/vfio_priv.h"
+#include "os/os.h"
 
 static char tmpdir[256];
 
@@ -563,18 +564,13 @@ static void test_identity_create_fail_nth_is_enomem(void **state)
 	iodma_domain_destroy(d);
 }
 
-/* Physical address of @va from pagemap, or 0 when hidden. */
+/* Physical address of @va's page (the library's pagemap lookup), or 0
+ * when frame numbers are hidden. */
 static uint64_t phys_of(void *va)
 {
-	uint64_t e = 0, pg = iodma_page_size();
-	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t pg = iodma_page_size(), pa;
 
-	if (fd < 0)
-		return 0;
-	if (pread(fd, &e, 8, (off_t)((uintptr_t)va / pg * 8)) != 8)
-		e = 0;
-	close(fd);
-	return (e & ((1ull << 55) - 1)) * pg;
+	return os_virt_to_phys((void *)((uintptr_t)va & ~(uintptr_t)(pg - 1)), &pa) ? 0 : pa;
 }
 
 static uint64_t vm_locked_kb(void)

@@ -43,6 +43,7 @@
 #include <iodma.h>
 #include <iodma/vfio.h>
 
+#include "os/os.h"
 #include "tap.h"
 
 #define GUEST_MAX_DEVICES 8		/* --device beyond this are dropped */
@@ -241,19 +242,13 @@ static inline int guest_domain_create(const struct guest_args *a,
 	return guest_backend_domain(a->backend, &vo, d);
 }
 
-/* The physical address of the page of @va (/proc/self/pagemap: needs
- * CAP_SYS_ADMIN), or 0 when hidden. */
+/* The physical address of the page of @va (the library's pagemap lookup:
+ * needs CAP_SYS_ADMIN), or 0 when hidden. */
 static inline uint64_t guest_phys_of(void *va)
 {
-	uint64_t e = 0, pg = iodma_page_size();
-	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t pg = iodma_page_size(), pa;
 
-	if (fd < 0)
-		return 0;
-	if (pread(fd, &e, 8, (off_t)((uintptr_t)va / pg * 8)) != 8)
-		e = 0;
-	close(fd);
-	return (e & ((1ull << 55) - 1)) * pg;
+	return os_virt_to_phys((void *)((uintptr_t)va & ~(uintptr_t)(pg - 1)), &pa) ? 0 : pa;
 }
 
 #endif /* IODMA_TESTS_VM_GUEST_H */
