@@ -125,17 +125,37 @@ void os_pages_free(void *va, size_t len, int fd)
 		close(fd);
 }
 
+/* /proc/self/pagemap, opened once for the process (direct-mode maps look
+ * up every page: an open and a close each time doubled the syscalls). */
+static int pagemap_fd(void)
+{
+	static atomic_int cached = -1;
+	int fd = atomic_load_explicit(&cached, memory_order_acquire);
+	int expected = -1;
+
+	if (fd >= 0)
+		return fd;
+	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (!atomic_compare_exchange_strong(&cached, &expected, fd)) {
+		close(fd); /* another thread won */
+		fd = expected;
+	}
+	return fd;
+}
+
 int os_virt_to_phys(const void *va, uint64_t *pa)
 {
 	size_t pg = os_page_size();
 	uint64_t entry;
 	uintptr_t v = (uintptr_t)va;
 	off_t off = (off_t)(v / pg * sizeof(entry));
-	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int fd = pagemap_fd();
 	ssize_t n;
 
 	if (fd < 0)
-		return -errno;
+		return fd;
 	/*
 	 * Fault the page in writable.  A private page never written is the
 	 * kernel's shared zero page until its first write: reading it in would
@@ -153,7 +173,6 @@ int os_virt_to_phys(const void *va, uint64_t *pa)
 			(void)*(const volatile char *)va;
 	}
 	n = pread(fd, &entry, sizeof(entry), off);
-	close(fd);
 	if (n != (ssize_t)sizeof(entry))
 		return n < 0 ? -errno : -EIO;
 	if (!(entry & (1ull << 63)))
