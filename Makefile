@@ -13,7 +13,7 @@ MESON_TEST  = meson test --print-errorlogs --num-processes 2
 SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
-.PHONY: all deps-build deps-test build demo check test vm-test asan valgrind tsan \
+.PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
 	bench freestanding install clean
 
 all: build
@@ -24,20 +24,25 @@ deps-build:
 deps-test:
 	@scripts/deps.sh test
 
-$(BUILD)/build.ninja:
-	meson setup $(BUILD) -Dwerror=true
+# scripts/setup-build.sh configures a tree, and reconfigures it when the
+# installed dependencies changed (make check installed cmocka after make demo
+# configured build/), so no order of the README commands breaks a tree.
+configure: deps-build
+	@scripts/setup-build.sh $(BUILD) -Dwerror=true
 
-build: deps-build $(BUILD)/build.ninja
+build: configure
 	ninja -C $(BUILD)
 
-demo: build
+# The demo builds only what it runs.
+demo: configure
+	ninja -C $(BUILD) $(patsubst $(BUILD)/%,%,$(DEMO))
 	@echo "== virtio-blk demo: $(DEMO_INPUT) through the soft IOMMU (bounce when needed)"
 	$(DEMO) $(DEMO_INPUT)
 	@echo "== the same with bounce policy 'always' (confidential-VM style sharing)"
 	$(DEMO) --bounce=always $(DEMO_INPUT)
 
 test: deps-test
-	@[ -f build-check/build.ninja ] || meson setup build-check -Dwerror=true -Dtests=enabled
+	@scripts/setup-build.sh build-check -Dwerror=true -Dtests=enabled
 	ninja -C build-check
 	cd build-check && $(MESON_TEST) $(SUITES)
 
@@ -45,12 +50,12 @@ test: deps-test
 # with iommufd, each under intel-iommu and virtio-iommu).  The first run
 # fetches and builds the kernels into ~/.cache/iodma-vm (about 5 minutes).
 vm-test: deps-test
-	@[ -f build-check/build.ninja ] || meson setup build-check -Dwerror=true -Dtests=enabled
+	@scripts/setup-build.sh build-check -Dwerror=true -Dtests=enabled
 	ninja -C build-check
 	cd build-check && meson test --print-errorlogs --suite vm --verbose
 
 asan: deps-test
-	@[ -f build-asan/build.ninja ] || meson setup build-asan -Dwerror=true -Dtests=enabled \
+	@scripts/setup-build.sh build-asan -Dwerror=true -Dtests=enabled \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	ninja -C build-asan
 	cd build-asan && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -61,7 +66,7 @@ valgrind: test
 		--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --quiet'
 
 tsan: deps-test
-	@[ -f build-tsan/build.ninja ] || meson setup build-tsan -Dtests=enabled \
+	@scripts/setup-build.sh build-tsan -Dtests=enabled \
 		-Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
 	ninja -C build-tsan
 	cd build-tsan && $(MESON_TEST) --suite unit

@@ -22,7 +22,7 @@ failed_tiers=()
 
 setup() { # dir, extra meson args...
 	local dir=$1; shift
-	[ -f "$dir/build.ninja" ] || meson setup "$dir" -Dwerror=true -Dtests=enabled "$@" >/dev/null || return 1
+	scripts/setup-build.sh "$dir" -Dwerror=true -Dtests=enabled "$@" >/dev/null || return 1
 	ninja -C "$dir" >/dev/null || ninja -C "$dir"
 }
 
@@ -57,7 +57,7 @@ fi
 tier valgrind build-check "${suites[@]}" --timeout-multiplier 10 \
 	--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --quiet'
 
-if [ -f build-tsan/build.ninja ] || meson setup build-tsan -Dtests=enabled \
+if scripts/setup-build.sh build-tsan -Dtests=enabled \
 	-Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug >/dev/null; then
 	if ninja -C build-tsan >/dev/null 2>&1 || ninja -C build-tsan; then
 		TSAN_OPTIONS=halt_on_error=1 tier tsan build-tsan --suite unit --timeout-multiplier 4

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Installs the Debian packages iodma needs to build, test and run its demo.
-# Usage: scripts/deps.sh [build|test]
+# Usage: scripts/deps.sh [build|test|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
-#   test:  the above + cmocka, valgrind
+#   test:  the above + cmocka, valgrind, GLib (bench/ baselines)
+#   state: print a fingerprint of which of all these are installed, at which
+#          version (scripts/setup-build.sh reconfigures a tree when it changes)
 # As root, missing packages are installed with apt-get; otherwise the missing
 # ones are listed and the script fails.
 set -euo pipefail
 
-want=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
-if [ "${1:-build}" = test ]; then
-	want+=(libcmocka-dev valgrind)
-fi
+build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
+test_pkgs=(libcmocka-dev valgrind libglib2.0-dev)
+
+case ${1:-build} in
+build) want=("${build_pkgs[@]}") ;;
+test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+state)
+	dpkg-query -W -f='${Package}=${Version}=${Status}\n' "${build_pkgs[@]}" "${test_pkgs[@]}" \
+		2>/dev/null | sort | cksum | cut -d' ' -f1
+	exit 0 ;;
+*) echo "usage: scripts/deps.sh [build|test|state]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do
