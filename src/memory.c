@@ -22,11 +22,20 @@
 #include "memory_priv.h"
 #include "util.h"
 
+/* One region of a snapshot.  Everything but @dirty is immutable once
+ * published; @dirty is set and cleared under m->lock by dirty-log
+ * start/stop (and copied along when a new snapshot is built). */
+struct mregion {
+	struct iodma_region_info i;
+	_Atomic(_Atomic uint64_t *) dirty; /* one bit per page, bit k = page
+					    * i.gpa / page + k; NULL = off */
+};
+
 /* One published snapshot of the regions, sorted by gpa, non-overlapping. */
 struct region_array {
 	size_t nr;
 	size_t cap;                     /* entries allocated */
-	struct iodma_region_info r[];
+	struct mregion r[];
 };
 
 /*
@@ -42,6 +51,10 @@ struct iodma_memory {
 	os_mutex_t lock;                        /* serialises add/remove;
 						 * protects spare */
 	struct region_array *spare;             /* retired, unreachable */
+	_Atomic bool dirty_on;                  /* GPA dirty log running;
+						 * written under lock */
+	_Atomic uint64_t dirty_epoch;           /* += 1 per get-and-clear */
+	unsigned int page_shift;                /* log2 of a log page */
 };
 
 /* The current snapshot.  Caller is inside a read-side section. */
@@ -60,7 +73,7 @@ static size_t regions_search(const struct region_array *a, uint64_t gpa)
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (range_last(a->r[mid].gpa, a->r[mid].len) < gpa)
+		if (range_last(a->r[mid].i.gpa, a->r[mid].i.len) < gpa)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -74,9 +87,9 @@ int memory_lookup(const struct iodma_memory *m, uint64_t gpa,
 	const struct region_array *a = regions_get(m);
 	size_t i = regions_search(a, gpa);
 
-	if (!a || i == a->nr || a->r[i].gpa > gpa)
+	if (!a || i == a->nr || a->r[i].i.gpa > gpa)
 		return -ENOENT;
-	*out = a->r[i];
+	*out = a->r[i].i;
 	return 0;
 }
 
@@ -101,6 +114,9 @@ IODMA_EXPORT int iodma_memory_create(const struct iodma_memory_opts *opts,
 		return -ENOMEM;
 	atomic_init(&m->regions, NULL);
 	atomic_init(&m->gen, 0);
+	atomic_init(&m->dirty_on, false);
+	atomic_init(&m->dirty_epoch, 0);
+	m->page_shift = ilog2_u64(os_page_size());
 	os_mutex_init(&m->lock);
 	*out = m;
 	return 0;
@@ -113,9 +129,12 @@ IODMA_EXPORT void iodma_memory_destroy(struct iodma_memory *m)
 	if (!m)
 		return;
 	a = atomic_load_explicit(&m->regions, memory_order_relaxed);
-	for (size_t i = 0; a && i < a->nr; i++)
-		if (a->r[i].owned)
-			os_pages_free(a->r[i].va, a->r[i].len, a->r[i].fd);
+	for (size_t i = 0; a && i < a->nr; i++) {
+		iodma_free((void *)atomic_load_explicit(&a->r[i].dirty,
+							memory_order_relaxed));
+		if (a->r[i].i.owned)
+			os_pages_free(a->r[i].i.va, a->r[i].i.len, a->r[i].i.fd);
+	}
 	iodma_free(a);
 	iodma_free(m->spare);
 	os_mutex_destroy(&m->lock);
@@ -139,12 +158,21 @@ static void regions_replace_locked(struct iodma_memory *m,
 	}
 }
 
+/* A zeroed bitmap of one bit per log page of a region of @len bytes. */
+static _Atomic uint64_t *dirty_bitmap_alloc(struct iodma_memory *m, uint64_t len)
+{
+	uint64_t pages = len >> m->page_shift;
+
+	return iodma_calloc((size_t)((pages + 63) / 64), sizeof(uint64_t));
+}
+
 /* Insert @ri into the array.  Returns 0, -EEXIST (overlap) or -ENOMEM;
  * nothing changed on error. */
 static int region_insert(struct iodma_memory *m,
 			 const struct iodma_region_info *ri)
 {
 	struct region_array *cur, *next;
+	_Atomic uint64_t *bits = NULL;
 	size_t i, nr;
 	int ret = 0;
 
@@ -152,13 +180,21 @@ static int region_insert(struct iodma_memory *m,
 	cur = atomic_load_explicit(&m->regions, memory_order_relaxed);
 	nr = cur ? cur->nr : 0;
 	i = regions_search(cur, ri->gpa);
-	if (i < nr && ranges_overlap(cur->r[i].gpa, cur->r[i].len, ri->gpa,
+	if (i < nr && ranges_overlap(cur->r[i].i.gpa, cur->r[i].i.len, ri->gpa,
 				     ri->len)) {
 		ret = -EEXIST;
 		goto out;
 	}
+	if (atomic_load_explicit(&m->dirty_on, memory_order_relaxed)) {
+		bits = dirty_bitmap_alloc(m, ri->len);
+		if (!bits) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
 	next = iodma_malloc(sizeof(*next) + (nr + 1) * sizeof(next->r[0]));
 	if (!next) {
+		iodma_free((void *)bits);
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -166,7 +202,8 @@ static int region_insert(struct iodma_memory *m,
 	next->cap = nr + 1;
 	if (i)
 		memcpy(next->r, cur->r, i * sizeof(next->r[0]));
-	next->r[i] = *ri;
+	next->r[i].i = *ri;
+	atomic_init(&next->r[i].dirty, bits);
 	if (nr - i)
 		memcpy(&next->r[i + 1], &cur->r[i], (nr - i) * sizeof(next->r[0]));
 	regions_replace_locked(m, next);
@@ -234,6 +271,7 @@ IODMA_EXPORT int iodma_memory_remove_region(struct iodma_memory *m,
 {
 	struct region_array *cur, *next = NULL;
 	struct iodma_region_info gone;
+	_Atomic uint64_t *gone_bits;
 	size_t i, nr;
 
 	if (!m)
@@ -242,11 +280,12 @@ IODMA_EXPORT int iodma_memory_remove_region(struct iodma_memory *m,
 	cur = atomic_load_explicit(&m->regions, memory_order_relaxed);
 	nr = cur ? cur->nr : 0;
 	i = regions_search(cur, gpa);
-	if (i == nr || cur->r[i].gpa != gpa) {
+	if (i == nr || cur->r[i].i.gpa != gpa) {
 		os_mutex_unlock(&m->lock);
 		return -ENOENT;
 	}
-	gone = cur->r[i];
+	gone = cur->r[i].i;
+	gone_bits = atomic_load_explicit(&cur->r[i].dirty, memory_order_relaxed);
 	if (nr > 1) {
 		next = m->spare;
 		m->spare = NULL;
@@ -257,6 +296,7 @@ IODMA_EXPORT int iodma_memory_remove_region(struct iodma_memory *m,
 		       (nr - i - 1) * sizeof(next->r[0]));
 	}
 	regions_replace_locked(m, next);
+	iodma_free((void *)gone_bits); /* no reader marks in it any more */
 	if (gone.owned)
 		os_pages_free(gone.va, (size_t)gone.len, gone.fd);
 	os_mutex_unlock(&m->lock);
@@ -288,8 +328,8 @@ IODMA_EXPORT size_t iodma_memory_get_regions(const struct iodma_memory *m,
 	os_rcu_read_lock();
 	a = regions_get(m);
 	nr = a ? a->nr : 0;
-	if (out && max && nr)
-		memcpy(out, a->r, IODMA_MIN(nr, max) * sizeof(*out));
+	for (size_t i = 0; out && i < IODMA_MIN(nr, max); i++)
+		out[i] = a->r[i].i;
 	os_rcu_read_unlock();
 	return nr;
 }
@@ -307,12 +347,12 @@ static int regions_walk(const struct region_array *a, uint64_t gpa,
 		const struct iodma_region_info *r;
 		uint64_t run;
 
-		if (!a || i == a->nr || a->r[i].gpa > gpa) {
+		if (!a || i == a->nr || a->r[i].i.gpa > gpa) {
 			if (fault) {
 				uint64_t hole = left;
 
 				if (a && i < a->nr)
-					hole = IODMA_MIN(left, a->r[i].gpa - gpa);
+					hole = IODMA_MIN(left, a->r[i].i.gpa - gpa);
 				*fault = (struct iodma_fault){
 					.iova = gpa, .len = hole, .perm = 0,
 					.reason = IODMA_FAULT_NOT_MAPPED };
@@ -324,7 +364,7 @@ static int regions_walk(const struct region_array *a, uint64_t gpa,
 			*nr = n;
 			return -E2BIG;
 		}
-		r = &a->r[i];
+		r = &a->r[i].i;
 		run = IODMA_MIN(left, range_last(r->gpa, r->len) - gpa + 1);
 		if (out) {
 			out[n].va = (char *)r->va + (gpa - r->gpa);
@@ -356,12 +396,212 @@ IODMA_EXPORT int iodma_memory_translate(const struct iodma_memory *m,
 	return ret;
 }
 
+/* ---- GPA dirty log --------------------------------------------------------- */
+
+/* Mark the log pages of [gpa, gpa + len) that lie in region @r.  Inside a
+ * read-side section that saw m->dirty_on true (so the bitmap cannot be
+ * freed under us: iodma_memory_dirty_log_stop).  A bit
+ * already set is only read: no shared line is written again. */
+static void region_mark(const struct iodma_memory *m, const struct mregion *r,
+			uint64_t gpa, uint64_t len)
+{
+	_Atomic uint64_t *bits = atomic_load_explicit(
+		&((struct mregion *)r)->dirty, memory_order_acquire);
+	uint64_t first, last, k;
+
+	if (!bits || !len)
+		return;
+	first = (gpa - r->i.gpa) >> m->page_shift;
+	last = (range_last(gpa, len) - r->i.gpa) >> m->page_shift;
+	for (k = first; k <= last;) {
+		uint64_t w = k / 64, b = k % 64;
+		uint64_t n = IODMA_MIN(64 - b, last - k + 1);
+		uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
+
+		if ((atomic_load_explicit(&bits[w], memory_order_relaxed) & mask) != mask)
+			atomic_fetch_or_explicit(&bits[w], mask, memory_order_relaxed);
+		k += n;
+	}
+}
+
+void memory_dirty_mark(const struct iodma_memory *m, uint64_t gpa, uint64_t len)
+{
+	const struct region_array *a;
+	size_t i;
+
+	if (!atomic_load_explicit(&((struct iodma_memory *)m)->dirty_on,
+				  memory_order_acquire) || !len)
+		return;
+	a = regions_get(m);
+	for (i = regions_search(a, gpa); a && i < a->nr; i++) {
+		const struct mregion *r = &a->r[i];
+		uint64_t lo = IODMA_MAX(gpa, r->i.gpa);
+		uint64_t hi = IODMA_MIN(range_last(gpa, len),
+					range_last(r->i.gpa, r->i.len));
+
+		if (r->i.gpa > range_last(gpa, len))
+			break;
+		region_mark(m, r, lo, hi - lo + 1);
+	}
+}
+
+uint64_t memory_dirty_epoch(const struct iodma_memory *m)
+{
+	return atomic_load_explicit(&((struct iodma_memory *)m)->dirty_epoch,
+				    memory_order_seq_cst);
+}
+
+IODMA_EXPORT int iodma_memory_dirty_log_start(struct iodma_memory *m)
+{
+	struct region_array *a;
+	size_t i;
+	int ret = 0;
+
+	if (!m)
+		return -EINVAL;
+	os_mutex_lock(&m->lock);
+	if (atomic_load_explicit(&m->dirty_on, memory_order_relaxed)) {
+		ret = -EALREADY;
+		goto out;
+	}
+	a = atomic_load_explicit(&m->regions, memory_order_relaxed);
+	/* All bitmaps or none: allocate first, publish after. */
+	for (i = 0; a && i < a->nr; i++) {
+		_Atomic uint64_t *bits = dirty_bitmap_alloc(m, a->r[i].i.len);
+
+		if (!bits) {
+			while (i--) {
+				iodma_free((void *)atomic_load_explicit(
+					&a->r[i].dirty, memory_order_relaxed));
+				atomic_store_explicit(&a->r[i].dirty, NULL,
+						      memory_order_relaxed);
+			}
+			ret = -ENOMEM;
+			goto out;
+		}
+		atomic_store_explicit(&a->r[i].dirty, bits, memory_order_relaxed);
+	}
+	/* Readers see dirty_on only after every bitmap is in place; a
+	 * reader that saw a bitmap NULL just before simply marked nothing
+	 * (it wrote before logging began). */
+	atomic_store_explicit(&m->dirty_on, true, memory_order_seq_cst);
+out:
+	os_mutex_unlock(&m->lock);
+	return ret;
+}
+
+IODMA_EXPORT int iodma_memory_dirty_log_stop(struct iodma_memory *m)
+{
+	struct region_array *a;
+
+	if (!m)
+		return -EINVAL;
+	os_mutex_lock(&m->lock);
+	if (!atomic_load_explicit(&m->dirty_on, memory_order_relaxed)) {
+		os_mutex_unlock(&m->lock);
+		return -EINVAL;
+	}
+	/* Markers test dirty_on inside their section before they load a
+	 * bitmap: once every section that saw it true has ended, nobody
+	 * touches the bitmaps and they can go, without allocating. */
+	atomic_store_explicit(&m->dirty_on, false, memory_order_seq_cst);
+	os_synchronize_rcu();
+	a = atomic_load_explicit(&m->regions, memory_order_relaxed);
+	for (size_t i = 0; a && i < a->nr; i++)
+		iodma_free((void *)atomic_exchange_explicit(&a->r[i].dirty, NULL,
+							    memory_order_relaxed));
+	os_mutex_unlock(&m->lock);
+	return 0;
+}
+
+IODMA_EXPORT int iodma_memory_mark_dirty(struct iodma_memory *m, uint64_t gpa,
+					 uint64_t len)
+{
+	size_t n;
+	int ret;
+
+	if (!m || !range_valid(gpa, len))
+		return -EINVAL;
+	os_rcu_read_lock();
+	ret = regions_walk(regions_get(m), gpa, len, NULL, SIZE_MAX, &n, NULL);
+	if (ret == 0)
+		memory_dirty_mark(m, gpa, len);
+	os_rcu_read_unlock();
+	return ret;
+}
+
+IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
+						  uint64_t gpa, uint64_t len,
+						  uint64_t *bitmap, size_t words)
+{
+	const struct region_array *a;
+	uint64_t pg, first, last, need;
+	size_t i;
+
+	if (!m || !bitmap || !range_valid(gpa, len))
+		return -EINVAL;
+	pg = 1ull << m->page_shift;
+	if (!is_aligned(gpa, pg) || !is_aligned(len, pg))
+		return -EINVAL;
+	need = ((len >> m->page_shift) + 63) / 64;
+	if (words < need)
+		return -ENOSPC;
+	if (!atomic_load_explicit(&m->dirty_on, memory_order_acquire))
+		return -EINVAL;
+	/* The epoch moves before any bit is cleared: an access section that
+	 * still holds a slice written after this harvest sees the change at
+	 * its end and marks its pages again (xlate.c), so they are in the
+	 * next harvest. */
+	atomic_fetch_add_explicit(&m->dirty_epoch, 1, memory_order_seq_cst);
+	memset(bitmap, 0, (size_t)need * sizeof(uint64_t));
+	first = gpa >> m->page_shift;
+	last = range_last(gpa, len) >> m->page_shift;
+	os_rcu_read_lock();
+	a = regions_get(m);
+	for (i = regions_search(a, gpa); a && i < a->nr; i++) {
+		const struct mregion *r = &a->r[i];
+		_Atomic uint64_t *bits = atomic_load_explicit(
+			&((struct mregion *)r)->dirty, memory_order_acquire);
+		uint64_t rfirst = r->i.gpa >> m->page_shift;
+		uint64_t lo, hi, k;
+
+		if (rfirst > last)
+			break;
+		if (!bits)
+			continue;
+		lo = IODMA_MAX(first, rfirst) - rfirst;   /* region page index */
+		hi = IODMA_MIN(last, range_last(r->i.gpa, r->i.len) >> m->page_shift) -
+		     rfirst;
+		for (k = lo; k <= hi;) {
+			uint64_t w = k / 64, b = k % 64;
+			uint64_t n = IODMA_MIN(64 - b, hi - k + 1);
+			uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
+			uint64_t got = 0;
+
+			if (atomic_load_explicit(&bits[w], memory_order_relaxed) & mask)
+				got = atomic_fetch_and_explicit(&bits[w], ~mask,
+								memory_order_acq_rel) & mask;
+			while (got) {
+				uint64_t bit = (uint64_t)__builtin_ctzll(got);
+				uint64_t o = rfirst + w * 64 + bit - first;
+
+				bitmap[o / 64] |= 1ull << (o % 64);
+				got &= got - 1;
+			}
+			k += n;
+		}
+	}
+	os_rcu_read_unlock();
+	return 0;
+}
+
 /* Copy between @buf and guest memory: check the whole range, then copy, in
  * one read-side section so no region can be freed in between. */
 static int memory_copy(const struct iodma_memory *m, uint64_t gpa, void *buf,
 		       size_t len, bool to_guest)
 {
 	const struct region_array *a;
+	bool logging;
 	size_t i, n;
 	char *p = buf;
 	int ret;
@@ -370,18 +610,24 @@ static int memory_copy(const struct iodma_memory *m, uint64_t gpa, void *buf,
 		return -EINVAL;
 	os_rcu_read_lock();
 	a = regions_get(m);
+	logging = to_guest && atomic_load_explicit(
+		&((struct iodma_memory *)m)->dirty_on, memory_order_acquire);
 	ret = regions_walk(a, gpa, len, NULL, SIZE_MAX, &n, NULL);
 	if (ret == 0) {
 		i = regions_search(a, gpa);
 		while (len) {
-			const struct iodma_region_info *r = &a->r[i++];
+			const struct iodma_region_info *r = &a->r[i++].i;
 			uint64_t off = gpa - r->gpa;
 			size_t run = (size_t)IODMA_MIN((uint64_t)len, r->len - off);
 
+			/* Written first, marked after: a harvest in between
+			 * leaves the mark for the next one. */
 			if (to_guest)
 				memcpy((char *)r->va + off, p, run);
 			else
 				memcpy(p, (char *)r->va + off, run);
+			if (logging)
+				region_mark(m, &a->r[i - 1], gpa, run);
 			p += run;
 			len -= run;
 			gpa += run;

@@ -23,4 +23,13 @@ int memory_lookup(const struct iodma_memory *m, uint64_t gpa,
  * (before the old array can be freed). */
 uint64_t memory_generation(const struct iodma_memory *m);
 
+/* Mark the log pages of [gpa, gpa + len) dirty in the GPA dirty log, if
+ * it runs; parts outside every region are ignored.  Caller is inside a
+ * read-side section.  Lock-free. */
+void memory_dirty_mark(const struct iodma_memory *m, uint64_t gpa, uint64_t len);
+
+/* The GPA dirty log's harvest epoch: moves (seq_cst) before a
+ * get-and-clear clears anything. */
+uint64_t memory_dirty_epoch(const struct iodma_memory *m);
+
 #endif /* IODMA_MEMORY_PRIV_H */

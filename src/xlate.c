@@ -71,8 +71,12 @@ struct iotlb_entry {
 	_Atomic uint64_t hva;   /* host VA of iova */
 	_Atomic uint64_t dgen;  /* d->gen at fill (always even) */
 	_Atomic uint64_t mgen;  /* memory_generation() at fill, or 0 */
+	_Atomic uint64_t gpa;   /* guest-physical address of iova (two-stage),
+				 * or NO_GPA */
 	_Atomic uint32_t perm;  /* IODMA_PERM_* */
 };
+_Static_assert(sizeof(struct iotlb_entry) == IODMA_CACHELINE,
+	       "an IOTLB entry is one cache line");
 
 /* Translation counters of the threads sharing one slot. */
 struct stat_shard {
@@ -132,10 +136,14 @@ struct xlate_state {
 #define XF_NOSTATS   0x1u /* do not count hits/misses */
 #define XF_NORESOLVE 0x2u /* do not call the resolver */
 
+#define NO_GPA UINT64_MAX
+
 /* One host-contiguous run. */
 struct run {
 	char *va;
 	uint64_t len;
+	uint64_t gpa;   /* guest-physical address of va (two-stage or identity
+			 * over memory), NO_GPA for a host-VA mapping */
 };
 
 /* ---- counters ------------------------------------------------------------ */
@@ -329,7 +337,7 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 			       struct run *run)
 {
 	struct iotlb_entry *e = iotlb_slot(xl, iova);
-	uint64_t s, eiova, elen, ehva, edgen, emgen, off;
+	uint64_t s, eiova, elen, ehva, edgen, emgen, egpa, off;
 	uint32_t eperm;
 
 	s = atomic_load_explicit(&e->seq, memory_order_acquire);
@@ -340,6 +348,7 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 	ehva = atomic_load_explicit(&e->hva, memory_order_relaxed);
 	edgen = atomic_load_explicit(&e->dgen, memory_order_relaxed);
 	emgen = atomic_load_explicit(&e->mgen, memory_order_relaxed);
+	egpa = atomic_load_explicit(&e->gpa, memory_order_relaxed);
 	eperm = atomic_load_explicit(&e->perm, memory_order_relaxed);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s)
@@ -353,6 +362,7 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 		return false;
 	run->va = (char *)(uintptr_t)ehva + off;
 	run->len = IODMA_MIN(left, elen - off);
+	run->gpa = egpa == NO_GPA ? NO_GPA : egpa + off;
 	return true;
 }
 
@@ -364,7 +374,7 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
  * empty; if not, that unmap's iotlb_drop() will wait for the slot and
  * examine what we publish (all seq_cst: one side always sees the other). */
 static void iotlb_fill(struct iodma_domain *d, uint64_t key, uint64_t iova,
-		       uint64_t len, uint64_t hva, uint32_t perm,
+		       uint64_t len, uint64_t hva, uint64_t gpa, uint32_t perm,
 		       uint64_t dgen, uint64_t mgen, uint64_t useq)
 {
 	struct iotlb_entry *e = iotlb_slot(d->xl, key);
@@ -380,6 +390,7 @@ static void iotlb_fill(struct iodma_domain *d, uint64_t key, uint64_t iova,
 	atomic_store_explicit(&e->hva, hva, memory_order_relaxed);
 	atomic_store_explicit(&e->dgen, dgen, memory_order_relaxed);
 	atomic_store_explicit(&e->mgen, mgen, memory_order_relaxed);
+	atomic_store_explicit(&e->gpa, gpa, memory_order_relaxed);
 	atomic_store_explicit(&e->perm, perm, memory_order_relaxed);
 	if (atomic_load_explicit(&d->useq, memory_order_seq_cst) != useq)
 		len = 0; /* an unmap began: publish nothing */
@@ -546,6 +557,17 @@ static inline void dirty_mark(struct xlate_state *xl, uint64_t iova,
 	dl = atomic_load_explicit(&xl->dirty, memory_order_acquire);
 	if (dl)
 		dirty_mark_locked(dl, iova, len);
+	os_rcu_read_unlock();
+}
+
+/* Mark a write run in the memory's guest-physical log (memory.h), where the
+ * run has a guest-physical address. */
+static inline void gpa_mark(struct iodma_domain *d, const struct run *run)
+{
+	if (run->gpa == NO_GPA || !d->memory)
+		return;
+	os_rcu_read_lock();
+	memory_dirty_mark(d->memory, run->gpa, run->len);
 	os_rcu_read_unlock();
 }
 
@@ -751,6 +773,7 @@ static int xlate_identity(struct iodma_domain *d, uint64_t iova, uint64_t left,
 	if (nr == 1) {
 		run->va = s.va;
 		run->len = s.len;
+		run->gpa = iova;
 		return 0;
 	}
 	assert(ret == -EFAULT);
@@ -808,7 +831,8 @@ static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
 	if (!(ml.rec.flags & MAP_F_GPA)) {
 		run->va = (char *)(uintptr_t)ml.rec.target + off;
 		run->len = mleft;
-		iotlb_fill(d, iova, ml.iova, ml.rec.len, ml.rec.target,
+		run->gpa = NO_GPA;
+		iotlb_fill(d, iova, ml.iova, ml.rec.len, ml.rec.target, NO_GPA,
 			   ml.rec.perm, g, mg, us);
 		return 0;
 	}
@@ -840,7 +864,9 @@ static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
 
 		run->va = (char *)(uintptr_t)ehva + (iova - eiova);
 		run->len = IODMA_MIN(left, elen - (iova - eiova));
-		iotlb_fill(d, iova, eiova, elen, ehva, ml.rec.perm, g, mg, us);
+		run->gpa = gstart + (iova - eiova);
+		iotlb_fill(d, iova, eiova, elen, ehva, gstart, ml.rec.perm, g, mg,
+			   us);
 		return 0;
 	}
 }
@@ -933,8 +959,10 @@ IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
 		fault_record(it->d, &it->fault);
 		return ret;
 	}
-	if (it->perm & IODMA_PERM_WRITE)
+	if (it->perm & IODMA_PERM_WRITE) {
 		dirty_mark(it->d->xl, it->iova, run.len);
+		gpa_mark(it->d, &run);
+	}
 	slice->va = run.va;
 	slice->len = run.len;
 	it->iova += run.len;
@@ -974,8 +1002,10 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 			out[n].len = run.len;
 			n++;
 		}
-		if (perm & IODMA_PERM_WRITE)
+		if (perm & IODMA_PERM_WRITE) {
 			dirty_mark(d->xl, iova, run.len);
+			gpa_mark(d, &run);
+		}
 		iova += run.len;
 		len -= run.len;
 	}
@@ -1029,10 +1059,12 @@ static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
 	if (perm & IODMA_PERM_WRITE)
 		dirty_mark(d->xl, iova, len);
 	for (size_t i = 0; i < n; i++) {
-		if (perm & IODMA_PERM_WRITE)
+		if (perm & IODMA_PERM_WRITE) {
 			memcpy(runs[i].va, buf + done, (size_t)runs[i].len);
-		else
+			gpa_mark(d, &runs[i]); /* after the write */
+		} else {
 			memcpy(buf + done, runs[i].va, (size_t)runs[i].len);
+		}
 		done += (size_t)runs[i].len;
 	}
 out:

@@ -20,6 +20,20 @@
  *   an internal lock.  Removing a region waits until no access section
  *   (iodma/xlate.h) that could see it is still open, and bumps the memory's
  *   generation so every domain's IOTLB drops composed results through it.
+ *
+ *   Dirty log by guest-physical address: iodma_memory_dirty_log_start()
+ *   gives every region a bitmap of one bit per host page (4 KiB on x86-64,
+ *   the page of vhost-user's shared log), as vm-memory's per-region
+ *   bitmaps do.  While it runs, pages are marked by device writes through
+ *   any two-stage domain over this memory (a write translation marks the
+ *   guest-physical pages behind the IOVAs), by identity translation of a
+ *   disabled domain, by iodma_memory_write() and by
+ *   iodma_memory_mark_dirty() (for a VMM's own writes through slices of
+ *   iodma_memory_translate()).  The marks are kept by guest-physical
+ *   address, so they survive the unmap of the IOVA that wrote them.  This
+ *   is the log a migrating VMM sends pages from; the per-domain IOVA log
+ *   (iodma_dirty_log_start() in iodma/xlate.h) reports what a device wrote
+ *   by IOVA, as VFIO's type1 dirty bitmaps do, and is lost with an unmap.
  */
 #ifndef IODMA_MEMORY_H
 #define IODMA_MEMORY_H
@@ -213,6 +227,70 @@ IODMA_EXPORT int iodma_memory_read(const struct iodma_memory *m, uint64_t gpa,
  */
 IODMA_EXPORT int iodma_memory_write(struct iodma_memory *m, uint64_t gpa,
 				    const void *buf, size_t len);
+
+/**
+ * iodma_memory_dirty_log_start() - Start the guest-physical dirty log.
+ * @m: memory.
+ *
+ * Every region, and every region added while the log runs, gets a bitmap
+ * of one bit per host page, all clear.
+ *
+ * Context: thread-safe; may run inside an access section.
+ * Return:  0; -EINVAL @m is NULL; -EALREADY the log already runs;
+ *          -ENOMEM (no bitmap was installed, the log stays off).
+ */
+IODMA_EXPORT int iodma_memory_dirty_log_start(struct iodma_memory *m);
+
+/**
+ * iodma_memory_dirty_log_stop() - Stop the guest-physical dirty log.
+ * @m: memory.
+ *
+ * Drops every bitmap and the marks in it.
+ *
+ * Context: thread-safe; waits for open access sections (must not be called
+ *          inside one).
+ * Return:  0; -EINVAL @m is NULL or the log was not running.
+ */
+IODMA_EXPORT int iodma_memory_dirty_log_stop(struct iodma_memory *m);
+
+/**
+ * iodma_memory_mark_dirty() - Mark guest-physical pages dirty.
+ * @m:   memory.
+ * @gpa: first byte.
+ * @len: bytes; > 0, no overflow.
+ *
+ * For writes the library did not see: a VMM or back end writing through
+ * slices of iodma_memory_translate().  Call it after the write.  Does
+ * nothing (and succeeds) while the log is off.
+ *
+ * Context: thread-safe, lock-free.
+ * Return:  0; -EINVAL bad range; -EFAULT part of the range is not backed by
+ *          a region (nothing marked).
+ */
+IODMA_EXPORT int iodma_memory_mark_dirty(struct iodma_memory *m, uint64_t gpa,
+					 uint64_t len);
+
+/**
+ * iodma_memory_dirty_get_and_clear() - Read and clear the log of a range.
+ * @m:      memory.
+ * @gpa:    first byte; multiple of the host page size.
+ * @len:    bytes; > 0, page multiple, no overflow.
+ * @bitmap: receives one bit per page: bit i (bit i % 64 of word i / 64) for
+ *          the page at @gpa + i * page; 1 = written since the last harvest.
+ *          Pages outside every region read 0.
+ * @words:  uint64_t words in @bitmap; at least ceil(len / page / 64).
+ *
+ * Each bit is read and cleared atomically.  A device write through a slice
+ * obtained before this call, inside an access section, is reported by this
+ * call or the next one, never by none (iodma/xlate.h, access sections).
+ *
+ * Context: thread-safe, lock-free; may run while devices write.
+ * Return:  0; -EINVAL bad range or alignment, or the log is off; -ENOSPC
+ *          @bitmap too small (nothing cleared).
+ */
+IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
+						  uint64_t gpa, uint64_t len,
+						  uint64_t *bitmap, size_t words);
 
 #ifdef __cplusplus
 }

@@ -404,6 +404,164 @@ static void test_add_fail_nth_returns_enomem_unchanged(void **state)
 	munmap(buf, PG);
 }
 
+/* ---- GPA dirty log --------------------------------------------------------- */
+
+/* Harvest [gpa, gpa + pages * PG) into a fresh bitmap. */
+static uint64_t harvest(struct iodma_memory *m, uint64_t gpa, uint64_t pages)
+{
+	uint64_t bm[4] = { 0 };
+
+	assert_true(pages <= 64);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, gpa, pages * PG, bm, 4), 0);
+	return bm[0];
+}
+
+static void test_dirty_log_errors_change_nothing(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	uint64_t bm[2] = { 0 };
+	void *va;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, 4 * PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(NULL), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_log_stop(NULL), -EINVAL);
+	/* Off: stop and harvest refuse, marking succeeds and does nothing. */
+	assert_int_equal(iodma_memory_dirty_log_stop(m), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, PG, bm, 2), -EINVAL);
+	assert_int_equal(iodma_memory_mark_dirty(m, 0, PG), 0);
+
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), -EALREADY);
+	assert_int_equal(iodma_memory_mark_dirty(m, PG, PG), 0);
+	/* Bad ranges, alignment, bitmap: -EINVAL / -ENOSPC, nothing cleared. */
+	assert_int_equal(iodma_memory_mark_dirty(NULL, 0, PG), -EINVAL);
+	assert_int_equal(iodma_memory_mark_dirty(m, 0, 0), -EINVAL);
+	assert_int_equal(iodma_memory_mark_dirty(m, UINT64_MAX, 2), -EINVAL);
+	assert_int_equal(iodma_memory_mark_dirty(m, 3 * PG, 2 * PG), -EFAULT);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(NULL, 0, PG, bm, 2), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, PG, NULL, 2), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 8, PG, bm, 2), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, PG + 8, bm, 2), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, 0, bm, 2), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, UINT64_MAX - PG + 1, 2 * PG,
+							  bm, 2), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, 65 * PG, bm, 1), -ENOSPC);
+	/* The -EFAULT mark marked nothing (page 3 clean); page 1 survived the
+	 * refused calls. */
+	assert_int_equal(harvest(m, 0, 4), 1ull << 1);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), -EINVAL);
+	iodma_memory_destroy(m);
+}
+
+static void test_dirty_log_start_fail_nth_leaves_it_off(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	int ret = -ENOMEM;
+	void *va;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, 4 * PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_add_region(m, 16 * PG, 4 * PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_add_region(m, 32 * PG, 4 * PG, 0, &va), 0);
+	for (unsigned long n = 1; ret == -ENOMEM && n < 16; n++) {
+		iodma_test_fail_alloc(n);
+		ret = iodma_memory_dirty_log_start(m);
+		iodma_test_fail_alloc(0);
+		if (ret == -ENOMEM) {
+			uint64_t bm[1];
+
+			/* Off, with no bitmap left behind (valgrind checks). */
+			assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, PG, bm, 1),
+					 -EINVAL);
+		}
+	}
+	assert_int_equal(ret, 0);
+	/* A region added while the log runs cannot be added without its
+	 * bitmap: -ENOMEM, nothing added. */
+	iodma_test_fail_alloc(1);
+	assert_int_equal(iodma_memory_add_region_host(m, 64 * PG, PG, va, -1, 0), -ENOMEM);
+	iodma_test_fail_alloc(0);
+	assert_int_equal(nr_regions(m), 3);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	iodma_memory_destroy(m);
+}
+
+static void test_dirty_log_marks_writes_by_gpa_across_regions(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	char buf[3 * 4096 + 8];
+	void *va;
+
+	(void)state;
+	/* Regions at pages 1-2 and 4-5 (hole at 3): the harvest window starts
+	 * at page 0, so region bits are shifted into place. */
+	assert_int_equal(iodma_memory_add_region(m, PG, 2 * PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_add_region(m, 4 * PG, 2 * PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(harvest(m, 0, 8), 0);
+
+	/* iodma_memory_write marks the pages it wrote, here pages 2..2. */
+	memset(buf, 7, sizeof(buf));
+	assert_int_equal(iodma_memory_write(m, 2 * PG + 8, buf, 16), 0);
+	/* Reads mark nothing. */
+	assert_int_equal(iodma_memory_read(m, PG, buf, PG), 0);
+	assert_int_equal(harvest(m, 0, 8), 1ull << 2);
+	assert_int_equal(harvest(m, 0, 8), 0); /* cleared */
+
+	/* A mark spanning the hole is -EFAULT; pieces inside regions work. */
+	assert_int_equal(iodma_memory_mark_dirty(m, 2 * PG, 3 * PG), -EFAULT);
+	assert_int_equal(iodma_memory_mark_dirty(m, 2 * PG - 1, 2), 0);
+	assert_int_equal(iodma_memory_mark_dirty(m, 5 * PG, PG), 0);
+	/* A window that starts inside a region and ends in a hole. */
+	assert_int_equal(harvest(m, 2 * PG, 6), (1ull << 0) | (1ull << 3));
+	assert_int_equal(harvest(m, PG, 1), 1); /* page 1 was left for it */
+	assert_int_equal(harvest(m, 0, 8), 0);
+
+	/* A region added while logging is logged; a removed one takes its
+	 * marks with it. */
+	assert_int_equal(iodma_memory_add_region(m, 7 * PG, PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_mark_dirty(m, 7 * PG, PG), 0);
+	assert_int_equal(iodma_memory_mark_dirty(m, 4 * PG, PG), 0);
+	assert_int_equal(iodma_memory_remove_region(m, 4 * PG), 0);
+	assert_int_equal(harvest(m, 0, 8), 1ull << 7);
+
+	/* Stop drops the marks; a restart begins clean. */
+	assert_int_equal(iodma_memory_mark_dirty(m, PG, PG), 0);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(harvest(m, 0, 8), 0);
+	/* Destroy while logging frees the bitmaps (valgrind checks). */
+	assert_int_equal(iodma_memory_mark_dirty(m, PG, PG), 0);
+	iodma_memory_destroy(m);
+}
+
+static void test_dirty_log_large_region_words(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	uint64_t bm[4];
+	void *va;
+
+	(void)state;
+	/* 200 pages starting at page 3: bits cross region words and output
+	 * words at different offsets. */
+	assert_int_equal(iodma_memory_add_region(m, 3 * PG, 200 * PG, IODMA_REGION_ANON, &va), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(iodma_memory_mark_dirty(m, 60 * PG, 10 * PG), 0);   /* 60..69 */
+	assert_int_equal(iodma_memory_mark_dirty(m, 202 * PG, PG), 0);       /* last */
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 64 * PG, 192 * PG, bm, 3), 0);
+	/* Window page 0 = page 64: pages 64..69 -> bits 0..5; 202 -> 138. */
+	assert_int_equal(bm[0], 0x3full);
+	assert_int_equal(bm[1], 0);
+	assert_int_equal(bm[2], 1ull << (138 - 128));
+	/* Pages 60..63 were outside that window and are still set. */
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, 256 * PG, bm, 4), 0);
+	assert_int_equal(bm[0], 0xfull << 60);
+	assert_int_equal(bm[1] | bm[2] | bm[3], 0);
+	iodma_memory_destroy(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -420,6 +578,10 @@ int main(void)
 		cmocka_unit_test(test_find_and_remove_region),
 		cmocka_unit_test(test_remove_never_allocates),
 		cmocka_unit_test(test_add_fail_nth_returns_enomem_unchanged),
+		cmocka_unit_test(test_dirty_log_errors_change_nothing),
+		cmocka_unit_test(test_dirty_log_start_fail_nth_leaves_it_off),
+		cmocka_unit_test(test_dirty_log_marks_writes_by_gpa_across_regions),
+		cmocka_unit_test(test_dirty_log_large_region_words),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -817,9 +817,100 @@ static void test_domain_create_fail_nth_covers_xlate_init(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* The guest-physical dirty log (memory.h): device writes through a
+ * two-stage domain mark the GPA pages behind the IOVAs, on the IOTLB miss
+ * and hit paths alike, and the marks survive the unmap of the IOVA. */
+static uint64_t gpa_harvest(struct iodma_memory *m, uint64_t gpa, uint64_t pages)
+{
+	uint64_t bm[1] = { 0 };
+
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, gpa, pages * PG, bm, 1), 0);
+	return bm[0];
+}
+
+static void test_gpa_dirty_log_two_stage_survives_unmap(void **state)
+{
+	const uint64_t GPA = 0x400000;
+	struct iodma_memory *m;
+	struct iodma_domain *d;
+	struct iodma_slice s[4];
+	char buf[64] = { 0 };
+	size_t nr;
+	void *r;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region(m, GPA, 16 * PG, 0, &r), 0);
+	d = dom_new(m, 0, 0);
+	/* IOVA0 + k pages -> GPA + (k + 4) pages. */
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 8 * PG, GPA + 4 * PG,
+					      IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+
+	/* Reads mark nothing. */
+	assert_int_equal(iodma_translate(d, IOVA0, 2 * PG, IODMA_PERM_READ, s, 4, &nr, NULL), 0);
+	assert_int_equal(iodma_read(d, IOVA0, buf, sizeof(buf)), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 0);
+
+	/* A write translation (miss, then hit) marks GPA pages 5-6. */
+	iodma_iotlb_flush(d);
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 2 * PG, IODMA_PERM_WRITE, s, 4, &nr, NULL), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 3ull << 5);
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 2 * PG, IODMA_PERM_WRITE, s, 4, &nr, NULL), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 3ull << 5);
+
+	/* The iterator and iodma_write mark too (GPA pages 11 and 7). */
+	{
+		struct iodma_xlate_iter it;
+		struct iodma_slice sl;
+
+		assert_int_equal(iodma_xlate_begin(&it, d, IOVA0 + 7 * PG, 8, IODMA_PERM_WRITE), 0);
+		assert_int_equal(iodma_xlate_next(&it, &sl), 1);
+	}
+	assert_int_equal(iodma_write(d, IOVA0 + 3 * PG + 100, buf, sizeof(buf)), 0);
+
+	/* Unmapping the IOVA keeps the guest-physical marks. */
+	assert_int_equal(iodma_domain_unmap(d, IOVA0, 8 * PG), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), (1ull << 11) | (1ull << 7));
+
+	/* Identity (IOMMU disabled): IOVA == GPA. */
+	assert_int_equal(iodma_domain_set_enabled(d, false), 0);
+	assert_int_equal(iodma_write(d, GPA + 9 * PG, buf, 8), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 1ull << 9);
+
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+}
+
+/* A domain without memory maps host VAs: write translations have no
+ * guest-physical address and mark no GPA log (and do not crash). */
+static void test_gpa_dirty_log_host_va_domain_marks_nothing(void **state)
+{
+	struct iodma_memory *m;
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *p = pages(2);
+	char buf[8] = { 1 };
+	void *r;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0, 4 * PG, 0, &r), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0, 2 * PG, p, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_write(d, IOVA0, buf, sizeof(buf)), 0);
+	assert_int_equal(gpa_harvest(m, 0, 4), 0);
+	assert_int_equal(iodma_domain_unmap(d, IOVA0, 2 * PG), 0);
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+	munmap(p, 2 * PG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_gpa_dirty_log_two_stage_survives_unmap),
+		cmocka_unit_test(test_gpa_dirty_log_host_va_domain_marks_nothing),
 		cmocka_unit_test(test_slices_add_up_and_split_where_host_discontiguous),
 		cmocka_unit_test(test_error_stops_at_first_unmapped_byte_with_hole_subrange),
 		cmocka_unit_test(test_permission_error_covers_the_mapping_part),
