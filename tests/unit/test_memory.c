@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -562,6 +564,128 @@ static void test_dirty_log_large_region_words(void **state)
 	iodma_memory_destroy(m);
 }
 
+/* Migration, as a VMM does it: start the log, copy everything once, then
+ * send the pages each harvest reports while a writer keeps writing; after
+ * the writer stops, a last harvest.  The copy must equal the memory: a
+ * write that no harvest reported would show as a difference. */
+#define MIG_PAGES 64
+
+struct mig_writer {
+	struct iodma_memory *m;
+	atomic_bool stop;
+	atomic_ulong writes;
+};
+
+static void *mig_write_loop(void *arg)
+{
+	struct mig_writer *w = arg;
+	uint64_t x = 88172645463325252ull;
+
+	while (!atomic_load(&w->stop)) {
+		uint64_t v, page, off;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		page = x % MIG_PAGES;
+		off = (x >> 32) % (PG / 8) * 8;
+		v = x;
+		if (x & 1)
+			assert_int_equal(iodma_memory_write(w->m, page * PG + off, &v, 8), 0);
+		else {
+			/* A VMM's own write through a slice, marked after. */
+			struct iodma_slice sl;
+			size_t nr;
+
+			iodma_access_begin();
+			assert_int_equal(iodma_memory_translate(w->m, page * PG + off, 8,
+								&sl, 1, &nr, NULL), 0);
+			memcpy(sl.va, &v, 8);
+			assert_int_equal(iodma_memory_mark_dirty(w->m, page * PG + off, 8), 0);
+			iodma_access_end();
+		}
+		w->writes++;
+	}
+	return NULL;
+}
+
+static void mig_send(struct iodma_memory *m, const char *mem, char *copy)
+{
+	uint64_t bm[MIG_PAGES / 64];
+
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, MIG_PAGES * PG, bm,
+							  MIG_PAGES / 64), 0);
+	for (unsigned int p = 0; p < MIG_PAGES; p++)
+		if (bm[p / 64] & (1ull << (p % 64)))
+			for (uint64_t i = 0; i < PG; i += 8)   /* racy reads, as a */
+				__atomic_load((const uint64_t *)(mem + p * PG + i),
+					      (uint64_t *)(copy + p * PG + i),
+					      __ATOMIC_RELAXED); /* VMM's send */
+}
+
+static void test_dirty_log_migration_loses_no_write(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	struct mig_writer w = { .m = m };
+	char *copy = malloc(MIG_PAGES * PG);
+	pthread_t t;
+	void *va;
+
+	(void)state;
+	assert_non_null(copy);
+	assert_int_equal(iodma_memory_add_region(m, 0, MIG_PAGES * PG, 0, &va), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(pthread_create(&t, NULL, mig_write_loop, &w), 0);
+	for (uint64_t i = 0; i < MIG_PAGES * PG; i += 8)
+		__atomic_load((uint64_t *)((char *)va + i), (uint64_t *)(copy + i),
+			      __ATOMIC_RELAXED);
+	/* Rounds until the writer has done plenty (it may start late). */
+	for (int round = 0; round < 200 || atomic_load(&w.writes) < 20000; round++)
+		mig_send(m, va, copy);
+	atomic_store(&w.stop, true);
+	pthread_join(t, NULL);
+	mig_send(m, va, copy);
+	assert_true(w.writes > 0);
+	assert_memory_equal(copy, va, MIG_PAGES * PG);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	iodma_memory_destroy(m);
+	free(copy);
+}
+
+/* Start, harvest and stop race with writers: no use after free of a
+ * bitmap (ASan, valgrind, TSan tiers). */
+static void *mark_loop(void *arg)
+{
+	struct mig_writer *w = arg;
+	uint64_t v = 1;
+
+	while (!atomic_load(&w->stop)) {
+		assert_int_equal(iodma_memory_write(w->m, (w->writes % MIG_PAGES) * PG, &v, 8), 0);
+		assert_int_equal(iodma_memory_mark_dirty(w->m, 0, MIG_PAGES * PG), 0);
+		w->writes++;
+	}
+	return NULL;
+}
+
+static void test_dirty_log_start_stop_race_with_writers(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	struct mig_writer w = { .m = m };
+	uint64_t bm[1];
+	pthread_t t;
+	void *va;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, MIG_PAGES * PG, 0, &va), 0);
+	assert_int_equal(pthread_create(&t, NULL, mark_loop, &w), 0);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+		assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0, MIG_PAGES * PG, bm, 1), 0);
+		assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	}
+	atomic_store(&w.stop, true);
+	pthread_join(t, NULL);
+	iodma_memory_destroy(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -582,6 +706,8 @@ int main(void)
 		cmocka_unit_test(test_dirty_log_start_fail_nth_leaves_it_off),
 		cmocka_unit_test(test_dirty_log_marks_writes_by_gpa_across_regions),
 		cmocka_unit_test(test_dirty_log_large_region_words),
+		cmocka_unit_test(test_dirty_log_migration_loses_no_write),
+		cmocka_unit_test(test_dirty_log_start_stop_race_with_writers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
