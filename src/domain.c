@@ -20,6 +20,16 @@
  * Translation may thus still succeed for the short time between the
  * backend unmap and the table removal, but never after unmap returns.
  *
+ * Failed undo.  A map that a listener rejects is taken back from the
+ * backend.  Should the backend refuse that unmap (a kernel error; the
+ * soft backend's fault injection), the IOMMU still holds the mapping, so
+ * the table records it as live too, counted in nr_mappings, and the map
+ * returns -EUCLEAN: the books never disagree, and the caller's ordinary
+ * unmap removes it later.  The listeners that accepted the map keep it;
+ * the one that rejected it and those after it never saw it (a later
+ * unmap is, to them, a gap).  A listener's or backend's own -EUCLEAN is
+ * returned as -EIO, so that the code means only this.
+ *
  * Claims.  A fixed-IOVA map claims its space in the allocator, clipped to
  * the allocator's ranges (the caps at creation), so allocations never land
  * on it; the claim is recomputed from the same ranges when it is released.
@@ -508,7 +518,7 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	struct iodma_map_event ev;
 	uint64_t key, unmapped, nr;
 	uint32_t avail;
-	int err;
+	int err, ins;
 
 	if ((rec->flags & MAP_F_NO_VA) && !(c->flags & IODMA_CAP_MAP_FD))
 		return -EOPNOTSUPP;
@@ -542,28 +552,38 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	make_event(d, iova, rec, &ev);
 	err = d->ops->map(d->bpriv, &ev);
 	if (err)
-		goto err_unclaim;
+		goto err_reserved;
 	for (l = d->listeners; l; l = l->next) {
 		err = l->ops->map(l->arg, &ev);
-		if (err) {
+		if (err)
+			break;
+	}
+	if (l) {
+		/* @l rejected the map.  The backend gives it back first, and
+		 * only once it has are the listeners that accepted it told:
+		 * if the backend refuses, the mapping is live and stays so
+		 * for them too (see "Failed undo" above). */
+		if (d->ops->unmap(d->bpriv, iova, rec->len, &unmapped) == 0) {
+			if (d->ops->flush_iotlb)
+				d->ops->flush_iotlb(d->bpriv, iova, rec->len);
 			for (m = d->listeners; m != l; m = m->next)
 				m->ops->unmap(m->arg, iova, rec->len);
-			/* A kernel that refuses to unmap what it has just
-			 * mapped leaves it mapped: nothing more can be done
-			 * here (the soft backend cannot fail this way). */
-			if (d->ops->unmap(d->bpriv, iova, rec->len, &unmapped) == 0 &&
-			    d->ops->flush_iotlb)
-				d->ops->flush_iotlb(d->bpriv, iova, rec->len);
-			goto err_unclaim;
+			goto err_reserved;
 		}
+		err = -EUCLEAN;
 	}
 	os_rwlock_wrlock(&d->table_lock);
-	err = btree_insert(&d->table, iova, rec);
+	ins = btree_insert(&d->table, iova, rec);
 	os_rwlock_unlock(&d->table_lock);
-	assert(err == 0); /* preloaded, and overlap was excluded */
+	assert(ins == 0); /* preloaded, and overlap was excluded */
+	(void)ins;
 	atomic_fetch_add(&d->nr_mappings, 1);
-	return 0;
+	return err;
 
+err_reserved:
+	/* -EUCLEAN says "left live" and nothing else. */
+	if (err == -EUCLEAN)
+		err = -EIO;
 err_unclaim:
 	unclaim(d, iova, rec);
 	return err;

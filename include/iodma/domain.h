@@ -12,8 +12,11 @@
  *   unmap after replaying the live mappings to each new one.
  *
  *   Invariants: every mapping is aligned and inside one valid IOVA range;
- *   mappings never overlap; the backend, the listeners and the table always
- *   agree.  Every failing call leaves all three exactly as they were.
+ *   mappings never overlap; the backend and the table always agree, and
+ *   every listener holds what the table holds.  Every failing call leaves
+ *   all of them exactly as they were, with one exception a backend forces:
+ *   a map a listener rejected, whose undo the backend then refused to
+ *   unmap, stays live (-EUCLEAN, see iodma_domain_map()).
  *
  *   Two unmap modes: strict (PciIommu::unmap: exactly one or several
  *   contiguous whole mappings) and gaps allowed (DmaTarget::unmap_dma: gaps
@@ -174,13 +177,32 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d);
  * The mapping carries no fd (listeners see fd = -1).  On a two-stage domain
  * (one created over an iodma_memory) use iodma_domain_map_gpa() instead.
  *
+ * A listener that rejects the map makes it fail: the backend unmaps it,
+ * then every listener that accepted it sees its unmap.  Should the backend
+ * refuse that unmap, the mapping cannot be taken back: it is then recorded
+ * as live (the books never disagree with the IOMMU; nr_mappings counts it,
+ * a map over it is -EEXIST) and -EUCLEAN is returned; the caller removes
+ * it with iodma_domain_unmap() like any other.  This is Linux iommufd's
+ * rule that the IOAS records what the IOMMU holds, kept without its
+ * WARN_ON: the domain cannot force the kernel, so it tells the caller.
+ *
  * Context: thread-safe; may block (backend, listeners).
- * Return:  0; -EINVAL bad alignment/length/perm, NULL va, or a two-stage
- *          domain; -ERANGE not inside one valid IOVA range; -EEXIST overlaps
- *          a mapping; -ENOSPC max mappings reached (within 256 of the
- *          limit the backend's live count, VFIO's DMA_AVAIL, is read too);
- *          -ENOMEM; or the backend's or a listener's error.  On any error nothing was mapped
- *          and every listener that saw the map has seen its unmap.
+ * Return:  0; -EINVAL bad alignment/length/perm, NULL va, a two-stage
+ *          domain, or [va, va + len) wraps past the end of the address
+ *          space; -ERANGE not inside one valid IOVA range; -EEXIST overlaps
+ *          a mapping, or lies partly inside an IOVA allocation
+ *          (iodma_iova_alloc(): a map is either wholly inside one
+ *          allocation, or clear of all of them);
+ *          -ENOSPC max mappings reached (within 256 of the limit the
+ *          backend's live count, VFIO's DMA_AVAIL, is read too); -ENOMEM;
+ *          the backend's or a listener's error: then nothing was mapped
+ *          and every listener that saw the map has seen its unmap;
+ *          -EUCLEAN a listener rejected the map and the backend refused to
+ *          unmap it again: the mapping is live, in the table and the
+ *          backend, and with the listeners that accepted it before the one
+ *          that rejected it (the rejecting one and those after it never
+ *          saw it); unmap it.  A listener's or backend's own -EUCLEAN is
+ *          returned as -EIO, so -EUCLEAN always means "left live".
  */
 IODMA_EXPORT int iodma_domain_map(struct iodma_domain *d, uint64_t iova,
 				  uint64_t len, void *va, uint32_t perm);
@@ -199,9 +221,10 @@ IODMA_EXPORT int iodma_domain_map(struct iodma_domain *d, uint64_t iova,
  * @perm:   IODMA_PERM_* for the device.
  *
  * Context: thread-safe; may block.
- * Return:  as iodma_domain_map(); also -EINVAL for fd < 0 or a misaligned
- *          offset, -EOPNOTSUPP for va == NULL on a backend without
- *          IODMA_CAP_MAP_FD.  Nothing changed on error.
+ * Return:  as iodma_domain_map() (-EUCLEAN included); also -EINVAL for
+ *          fd < 0, a misaligned offset, or [offset, offset + len) wrapping
+ *          past 2^64; -EOPNOTSUPP for va == NULL on a backend without
+ *          IODMA_CAP_MAP_FD.  Nothing changed on any other error.
  */
 IODMA_EXPORT int iodma_domain_map_fd(struct iodma_domain *d, uint64_t iova,
 				     uint64_t len, void *va, int fd,
@@ -221,8 +244,9 @@ IODMA_EXPORT int iodma_domain_map_fd(struct iodma_domain *d, uint64_t iova,
  * region holds all of it, else va = NULL and fd = -1.
  *
  * Context: thread-safe; may block.
- * Return:  as iodma_domain_map(); -EINVAL also when @d has no memory.
- *          Nothing changed on error.
+ * Return:  as iodma_domain_map() (-EUCLEAN included); -EINVAL also when
+ *          @d has no memory or [gpa, gpa + len) wraps past 2^64.  Nothing
+ *          changed on any other error.
  */
 IODMA_EXPORT int iodma_domain_map_gpa(struct iodma_domain *d, uint64_t iova,
 				      uint64_t len, uint64_t gpa, uint32_t perm);
@@ -336,7 +360,9 @@ IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
  * struct iodma_listener_ops - A consumer of the domain's mapping events.
  * @map:   a mapping was added (or is being replayed).  Return 0 to accept,
  *         or a negative errno to reject: the map then fails with that error
- *         and every listener that accepted it gets @unmap.
+ *         and every listener that accepted it gets @unmap (after the
+ *         backend unmapped it; if the backend cannot, the map fails with
+ *         -EUCLEAN instead and those listeners keep it: it is live).
  * @unmap: [iova, iova + len) is being removed.  The range never bisects a
  *         mapping this listener accepted but may contain gaps (DmaTarget).
  *         Must not fail.

@@ -501,7 +501,9 @@ static void test_overflow_einval(void **state)
 	assert_int_equal(iodma_domain_map(d, UINT64_MAX - PG + 1, 2 * PG, VA(0), IODMA_PERM_RW), -EINVAL);
 	assert_int_equal(iodma_domain_map(d, BASE, PG, (void *)(uintptr_t)(UINT64_MAX - PG + 1 - PG + 1), IODMA_PERM_RW), -EINVAL);
 	assert_int_equal(iodma_domain_map(d, BASE, 2 * PG, (void *)(uintptr_t)(UINT64_MAX - PG + 1), IODMA_PERM_RW), -EINVAL);
+	/* Host VA and fd offset ranges that wrap (domain.h: -EINVAL). */
 	assert_int_equal(iodma_domain_map_fd(d, BASE, 2 * PG, VA(0), 3, UINT64_MAX - PG + 1, IODMA_PERM_RW), -EINVAL);
+	assert_int_equal(iodma_domain_map_fd(d, BASE, 2 * PG, (void *)(uintptr_t)(UINT64_MAX - PG + 1), 3, 0, IODMA_PERM_RW), -EINVAL);
 	assert_int_equal(iodma_domain_unmap(d, UINT64_MAX - PG + 1, 2 * PG), -EINVAL);
 	assert_int_equal(iodma_domain_unmap_gaps(d, UINT64_MAX - PG + 1, 2 * PG, &u), -EINVAL);
 	assert_int_equal(iodma_domain_for_each_mapping(d, UINT64_MAX, 2, snap_cb, &s), -EINVAL);
@@ -756,6 +758,94 @@ static void test_listener_rollback_on_reject(void **state)
 	/* The backend holds no trace: the same map now succeeds. */
 	map_ok(d, BASE + PG, PG);
 	assert_int_equal(c.n, 1);
+	iodma_domain_destroy(d);
+}
+
+/* The backend's own count of live mappings (the soft IOMMU's book). */
+static uint64_t backend_live(struct iodma_domain *d)
+{
+	uint32_t avail;
+
+	assert_int_equal(d->ops->avail_mappings(d->bpriv, &avail), 0);
+	return 65535 - (uint64_t)avail;
+}
+
+/*
+ * A listener rejects a map and the backend then refuses to unmap it (the
+ * undo fails): the mapping stays live and recorded, the call says so with
+ * -EUCLEAN, and the table and the backend agree.  (Differential fuzzing
+ * found the old code forgot the mapping: nr_mappings 0, the backend 1, and
+ * the same map -EEXIST forever.)
+ */
+static void test_listener_reject_with_failing_undo_keeps_books_agreeing(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	struct recorder a = { .n = 0 }, b = { .n = 0 };
+	struct iodma_listener *la, *lb;
+	struct map_lookup ml;
+	uint64_t u = 0;
+	int err;
+
+	assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &a, &la), 0);
+	assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &b, &lb), 0);
+	b.reject_nth = 1;
+	b.reject_err = -EPERM;
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	err = iodma_domain_map(d, BASE, 2 * PG, VA(0), IODMA_PERM_RW);
+	/* The books agree: one live mapping, in the table and the backend. */
+	assert_int_equal(backend_live(d), iodma_domain_nr_mappings(d));
+	assert_int_equal(err, -EUCLEAN);
+	assert_int_equal(backend_live(d), 1);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(domain_lookup(d, BASE + PG, &ml), 0);
+	assert_int_equal(ml.iova, BASE);
+	assert_int_equal(ml.rec.len, 2 * PG);
+	/* a accepted it and keeps it (it is live); b rejected, never saw it. */
+	assert_int_equal(a.n, 1);
+	assert_true(a.log[0].map);
+	assert_int_equal(b.n, 0);
+
+	/* The fuzzer's sequence: drop the rejecting listener, map again. */
+	iodma_domain_remove_listener(d, lb);
+	assert_int_equal(iodma_domain_map(d, BASE, 2 * PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_map(d, BASE + PG, PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(backend_live(d), 1);
+	/* The caller cleans up with an ordinary unmap. */
+	assert_int_equal(iodma_domain_unmap_gaps(d, BASE, 4 * PG, &u), 0);
+	assert_int_equal(u, 2 * PG);
+	assert_int_equal(a.n, 2);
+	assert_false(a.log[1].map);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	assert_int_equal(backend_live(d), 0);
+	/* And the same map now simply works. */
+	map_ok(d, BASE, 2 * PG);
+	assert_int_equal(backend_live(d), 1);
+	assert_int_equal(iodma_domain_unmap(d, BASE, 2 * PG), 0);
+	assert_int_equal(backend_live(d), 0);
+	iodma_domain_destroy(d);
+}
+
+/* -EUCLEAN means only "left live": a listener or backend that returns it
+ * for its own reasons is reported as -EIO, and nothing stays mapped. */
+static void test_euclean_from_a_listener_or_backend_becomes_eio(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	struct recorder a = { .n = 0 };
+	struct iodma_listener *la;
+
+	assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &a, &la), 0);
+	a.reject_nth = 1;
+	a.reject_err = -EUCLEAN;
+	assert_int_equal(iodma_domain_map(d, BASE, PG, VA(0), IODMA_PERM_RW), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	assert_int_equal(backend_live(d), 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 1, -EUCLEAN), 0);
+	assert_int_equal(iodma_domain_map(d, BASE, PG, VA(0), IODMA_PERM_RW), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	assert_int_equal(backend_live(d), 0);
+	assert_int_equal(a.n, 0);
+	map_ok(d, BASE, PG);
 	iodma_domain_destroy(d);
 }
 
@@ -1449,6 +1539,8 @@ int main(void)
 		cmocka_unit_test(test_unmap_all_with_and_without_backend_unmap_all),
 		cmocka_unit_test(test_listener_replay_on_register),
 		cmocka_unit_test(test_listener_rollback_on_reject),
+		cmocka_unit_test(test_listener_reject_with_failing_undo_keeps_books_agreeing),
+		cmocka_unit_test(test_euclean_from_a_listener_or_backend_becomes_eio),
 		cmocka_unit_test(test_listener_add_replay_rejected_is_rolled_back),
 		cmocka_unit_test(test_listener_add_fail_nth_sweep),
 		cmocka_unit_test(test_destroy_sends_one_unmap_per_mapping),
