@@ -35,6 +35,10 @@
  * on it; the claim is recomputed from the same ranges when it is released.
  * Claiming starts with the domain's first IOVA allocation (claims_enable),
  * which claims every live mapping first: until then nothing can collide.
+ * A map inside an allocation claims nothing but is counted in it
+ * (MAP_F_INSIDE); the allocation cannot be freed (-EBUSY) until the count
+ * is back to zero, so no IOVA space is handed out twice.  The count is
+ * dropped where claims are released, with the record leaving the table.
  *
  * refresh_caps accepts new caps when every live mapping fits them (inside
  * a new range, aligned to the new alignment); space the ranges lost is
@@ -245,59 +249,81 @@ static int unclaim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	return 0;
 }
 
+static int unclaim_inside_piece(struct iodma_domain *d, uint64_t iova,
+				uint64_t len, void *arg)
+{
+	iova_unclaim_inside(d->iova, iova, len);
+	return 0;
+}
+
 struct claim_ctx {
-	bool claimed;		/* at least one piece became claimed */
-	bool inside_alloc;	/* a piece lies inside an allocation */
-	uint32_t nr_claimed;	/* entries in done[] */
+	uint32_t nr_claimed;	/* pieces that became claimed */
+	uint32_t nr_inside;	/* pieces inside an allocation (counted in it) */
 	struct iodma_iova_range done[IODMA_MAX_IOVA_RANGES]; /* for rollback */
+	bool inside[IODMA_MAX_IOVA_RANGES];	/* done[i] was inside */
 };
 
 static int claim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
 		       void *arg)
 {
 	struct claim_ctx *cx = arg;
+	uint32_t i = cx->nr_claimed + cx->nr_inside;
 	bool claimed = false;
 	int err = iova_claim(d->iova, iova, len, &claimed);
 
 	if (err)
 		return err;
-	if (claimed) {
-		assert(cx->nr_claimed < IODMA_ARRAY_SIZE(cx->done));
-		cx->claimed = true;
-		cx->done[cx->nr_claimed].iova = iova;
-		cx->done[cx->nr_claimed].len = len;
+	assert(i < IODMA_ARRAY_SIZE(cx->done));
+	cx->done[i].iova = iova;
+	cx->done[i].len = len;
+	cx->inside[i] = !claimed;
+	if (claimed)
 		cx->nr_claimed++;
-	} else {
-		cx->inside_alloc = true;
-	}
+	else
+		cx->nr_inside++;
 	return 0;
 }
 
-/* Release the claims a record made (MAP_F_CLAIMED). */
+/* Release what a record holds in the allocator: its claims
+ * (MAP_F_CLAIMED), or its place in the allocation it lies inside
+ * (MAP_F_INSIDE: the allocation can be freed again once none is left). */
 static void unclaim(struct iodma_domain *d, uint64_t iova,
 		    const struct map_rec *rec)
 {
 	if (rec->flags & MAP_F_CLAIMED)
 		for_each_claim_piece(d, iova, rec->len, unclaim_piece, NULL);
+	else if (rec->flags & MAP_F_INSIDE)
+		for_each_claim_piece(d, iova, rec->len, unclaim_inside_piece,
+				     NULL);
 }
 
-/* Claim the allocator space of a new mapping; sets MAP_F_CLAIMED.  A range
- * partly inside an allocation and partly claimed is -EEXIST. */
+/* Claim the allocator space of a new mapping (MAP_F_CLAIMED), or count it
+ * in the one allocation it lies inside (MAP_F_INSIDE).  A range partly
+ * inside an allocation and partly outside, or inside two (possible only
+ * once refresh_caps merged two touching ranges), is -EEXIST. */
 static int claim(struct iodma_domain *d, uint64_t iova, struct map_rec *rec)
 {
 	struct claim_ctx cx = { 0 };
 	int err = for_each_claim_piece(d, iova, rec->len, claim_piece, &cx);
 
-	if (!err && cx.claimed && cx.inside_alloc)
+	if (!err && cx.nr_inside && (cx.nr_claimed || cx.nr_inside > 1))
 		err = -EEXIST;
 	if (err) {
-		/* Undo exactly the pieces this call claimed. */
-		for (uint32_t i = 0; i < cx.nr_claimed; i++)
-			iova_unclaim(d->iova, cx.done[i].iova, cx.done[i].len);
+		/* Undo exactly what this call did. */
+		for (uint32_t i = 0; i < cx.nr_claimed + cx.nr_inside; i++) {
+			if (cx.inside[i])
+				iova_unclaim_inside(d->iova, cx.done[i].iova,
+						    cx.done[i].len);
+			else
+				iova_unclaim(d->iova, cx.done[i].iova,
+					     cx.done[i].len);
+		}
 		return err;
 	}
-	if (cx.claimed)
+	if (cx.nr_claimed)
 		rec->flags |= MAP_F_CLAIMED;
+	else if (cx.nr_inside)
+		rec->flags |= MAP_F_INSIDE;
 	return 0;
 }
 

@@ -192,7 +192,9 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d);
  *          space; -ERANGE not inside one valid IOVA range; -EEXIST overlaps
  *          a mapping, or lies partly inside an IOVA allocation
  *          (iodma_iova_alloc(): a map is either wholly inside one
- *          allocation, or clear of all of them);
+ *          allocation, or clear of all of them), or spans two
+ *          allocations (possible only once refresh_caps merged two
+ *          touching valid ranges);
  *          -ENOSPC max mappings reached (within 256 of the limit the
  *          backend's live count, VFIO's DMA_AVAIL, is read too); -ENOMEM;
  *          the backend's or a listener's error: then nothing was mapped
@@ -328,9 +330,13 @@ IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled);
  *
  * The range is inside one valid IOVA range, at or below @limit, clear of
  * live mappings, of other allocations and of the reserved windows.  It is
- * not mapped: map it with iodma_domain_map*() (a map inside an allocation
- * is allowed), release it with iodma_iova_free().  Recently freed sizes are
- * served from per-thread caches (Linux's iova rcache) without the lock.
+ * not mapped: map it with iodma_domain_map*() (maps wholly inside an
+ * allocation are allowed, and counted in it), release it with
+ * iodma_iova_free() once they are unmapped.  No IOVA space is ever handed
+ * out twice: not over another allocation, a reserved window or a live
+ * mapping, fixed-IOVA or inside a freed allocation.  Recently freed sizes
+ * are served from per-thread caches (Linux's iova rcache) without the
+ * tree.
  *
  * Context: thread-safe.
  * Return:  0; -EINVAL bad len/align; -ENOMEM no free range fits (or no
@@ -346,10 +352,17 @@ IODMA_EXPORT int iodma_iova_alloc(struct iodma_domain *d, uint64_t len,
  * @iova: the start returned by iodma_iova_alloc().
  * @len:  the len passed to it.
  *
- * Mappings inside the range are not touched; unmap them first.
+ * An allocation is freed only when no mapping lies inside it: unmap them
+ * first.  Otherwise the free is refused and the space stays allocated, so
+ * that the next iodma_iova_alloc() cannot hand out IOVAs a device can
+ * still reach (Linux's dma-iommu frees the IOVA only after the unmap, for
+ * the same reason).  The check reads a count kept in the allocation: the
+ * free's cost does not depend on the number of mappings.
  *
  * Context: thread-safe.
- * Return:  0; -ENOENT no allocation [iova, iova + len) (nothing freed).
+ * Return:  0; -ENOENT no allocation [iova, iova + len) (nothing freed);
+ *          -EBUSY a live mapping lies inside the allocation (nothing
+ *          freed: it is still allocated; unmap, then free again).
  */
 IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
 				 uint64_t len);
