@@ -1017,7 +1017,12 @@ static inline uint64_t pow2_ceil(uint64_t x)
 }
 
 /* Plan element @i: registered, bounce, dynamic (placed at *@cursor in the
- * group allocation) or direct.  dev->lock held. */
+ * group allocation) or direct.  Every branch leaves the element inside one
+ * segment_boundary window (its length was checked against the window and
+ * max_segment_size by the caller): a registered or direct address that
+ * would cross a line is not used, the element is mapped dynamically or
+ * bounced instead (bounce.c places runs inside the window), or refused
+ * with -EINVAL under BOUNCE_NEVER without a domain.  dev->lock held. */
 static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 			       struct sg_plan *pl, uint64_t *cursor)
 {
@@ -1030,6 +1035,7 @@ static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 	    range_last(io, e->len) >= io &&
 	    range_last(io, e->len) <= dev->dma_mask &&
 	    is_aligned(io, dev->min_align) &&
+	    !crosses(io, e->len, b) &&
 	    (pl->reg = reg_find_locked(dev, v, e->len))) {
 		pl->cls = CLASS_REG;
 		pl->addr = io;
@@ -1037,8 +1043,16 @@ static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 	}
 	ret = classify(dev, e->va, e->len, dev->min_align, dev->dma_mask,
 		       &pl->cls, &pl->addr);
-	if (ret || pl->cls != CLASS_DYN)
+	if (ret)
 		return ret;
+	if (pl->cls == CLASS_DIRECT && crosses(pl->addr, e->len, b)) {
+		if (dev->policy == IODMA_BOUNCE_NEVER)
+			return -EINVAL;
+		pl->cls = CLASS_BOUNCE;
+		return 0;
+	}
+	if (pl->cls != CLASS_DYN)
+		return 0;
 	base = align_down(v, g);
 	end = align_up(v + e->len, g);
 	if (!end)
@@ -1161,10 +1175,8 @@ IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 					       pl[i].cover,
 					       (void *)(uintptr_t)pl[i].base,
 					       dir_perm(dir));
-			if (!ret) {
+			if (!ret)
 				grp_mapped = true;
-				STAT_ADD(dev, st_mappings_created, 1);
-			}
 			break;
 		default:
 			break;
@@ -1173,9 +1185,12 @@ IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 			goto fail;
 		pl[i].done = true;
 	}
-	/* Success: publish. */
-	if (grp)
+	/* Success: publish.  Only now are the domain maps counted: a failed
+	 * list rolled them back. */
+	if (grp) {
 		grp->nelems = ndyn;
+		STAT_ADD(dev, st_mappings_created, ndyn);
+	}
 	for (i = 0; i < nents; i++) {
 		if (pl[i].rec) {
 			pl[i].rec->dying = false;
