@@ -28,6 +28,13 @@
  *   lookup in a multi-level VA -> IOVA radix table, with no new mapping and
  *   no system call.
  *
+ *   A domain map that a listener rejected and the backend refused to take
+ *   back is live (-EUCLEAN, iodma/domain.h).  The functions here then unmap
+ *   it once more themselves and fail with -EIO, nothing mapped; only if
+ *   the backend refuses again do they return -EUCLEAN: the device may
+ *   still reach the memory, whose IOVA space stays allocated (and, for
+ *   coherent memory, whose pages are never freed).  Keep such a buffer.
+ *
  *   Locking: every function is thread-safe unless it says otherwise; the
  *   bounce pool is split in areas with their own locks; registered-memory
  *   lookups are lock-free.  A given mapping must not be unmapped twice or
@@ -160,7 +167,10 @@ IODMA_EXPORT struct iodma_domain *iodma_dev_domain(const struct iodma_dev *dev);
  * Context: thread-safe; may block.
  * Return:  0; -EINVAL len 0 or too large; -ENOMEM no memory or no IOVA space
  *          below dma_mask (direct mode: the pages are not below the mask);
- *          or the domain's map error.  Nothing allocated on error.
+ *          -EUCLEAN the domain map was rejected and could not be undone
+ *          (Concepts: the pages stay mapped and allocated, unreachable to
+ *          the caller); or the domain's map error (-EIO when it was undone
+ *          after all).  Nothing allocated on any error but -EUCLEAN.
  */
 IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
 				      void **va, uint64_t *iova);
@@ -204,8 +214,11 @@ IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
  *          misaligned (min_align) and the policy is NEVER; -ENOMEM bounce
  *          pool full or no IOVA space; -ERANGE the buffer is above dma_mask
  *          (direct mode, including not physically contiguous) and the
- *          policy is NEVER; or the domain's error (or direct mode's
- *          virt_to_phys error).  Nothing mapped on error.
+ *          policy is NEVER; -EUCLEAN the domain map was rejected and could
+ *          not be undone (Concepts: the device may still reach the
+ *          buffer); or the domain's error (-EIO when it was undone after
+ *          all; or direct mode's virt_to_phys error).  Nothing mapped on
+ *          any error but -EUCLEAN.
  */
 IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 				  enum iodma_dir dir, uint64_t *iova);
@@ -322,8 +335,12 @@ struct iodma_sg {
  *          elements' seg_iova/seg_len; -EINVAL bad list (an element of
  *          len 0, wrapping, longer than max_segment_size or than the
  *          boundary window), or, policy NEVER in direct mode, an element
- *          whose bus address crosses a boundary line; -ENOMEM; or the
- *          domain's error.  All or nothing: on error no element is mapped.
+ *          whose bus address crosses a boundary line; -ENOMEM; -EUCLEAN
+ *          a domain map or the rollback's unmap could not be undone
+ *          (Concepts: the device may still reach some elements); or the
+ *          domain's error (-EIO when a map left live was undone after
+ *          all).  All or nothing: on any error but -EUCLEAN no element is
+ *          mapped.
  */
 IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 			      size_t nents, enum iodma_dir dir);
@@ -381,8 +398,11 @@ IODMA_EXPORT int iodma_sync_sg_for_device(struct iodma_dev *dev,
  *
  * Context: thread-safe; may block.
  * Return:  0; -EINVAL bad alignment/len; -EEXIST overlaps a registration;
- *          -ENOMEM; -ERANGE direct mode and a page is above dma_mask; or
- *          the domain's error.  Nothing registered on error.
+ *          -ENOMEM; -ERANGE direct mode and a page is above dma_mask;
+ *          -EUCLEAN the domain map was rejected and could not be undone
+ *          (Concepts: the device may still reach the range; it is not
+ *          registered); or the domain's error (-EIO when it was undone
+ *          after all).  Nothing registered on error.
  */
 IODMA_EXPORT int iodma_dev_register(struct iodma_dev *dev, void *va,
 				    size_t len, uint64_t *iova);

@@ -1560,6 +1560,122 @@ static void test_domain_map_errors_propagate_and_leave_nothing(void **state)
 	free(buf);
 }
 
+/* A backend whose unmaps fail while flaky_unmaps > 0 (soft underneath),
+ * and a listener that rejects its next map: together they make a domain
+ * map fail and its undo fail too (-EUCLEAN, domain.h). */
+static unsigned int flaky_unmaps;
+
+static int fl_open(const void *c, void **p) { return iodma_backend_soft()->open(c, p); }
+static void fl_close(void *p) { iodma_backend_soft()->close(p); }
+static int fl_get_caps(void *p, struct iodma_caps *c) { return iodma_backend_soft()->get_caps(p, c); }
+static int fl_map(void *p, const struct iodma_map_event *ev) { return iodma_backend_soft()->map(p, ev); }
+static int fl_unmap(void *p, uint64_t iova, uint64_t len, uint64_t *u)
+{
+	if (flaky_unmaps > 0) {
+		flaky_unmaps--;
+		return -EIO;
+	}
+	return iodma_backend_soft()->unmap(p, iova, len, u);
+}
+
+static const struct iodma_backend_ops flaky_ops = {
+	.version = IODMA_BACKEND_OPS_VERSION, .name = "flaky",
+	.open = fl_open, .close = fl_close, .get_caps = fl_get_caps,
+	.map = fl_map, .unmap = fl_unmap,
+};
+
+static unsigned int reject_next; /* 1 = the next map is rejected */
+
+static int rj_map(void *arg, const struct iodma_map_event *ev)
+{
+	(void)arg; (void)ev;
+	if (reject_next && --reject_next == 0)
+		return -EPERM;
+	return 0;
+}
+
+static void rj_unmap(void *arg, uint64_t iova, uint64_t len)
+{
+	(void)arg; (void)iova; (void)len;
+}
+
+static const struct iodma_listener_ops rj_ops = { .map = rj_map, .unmap = rj_unmap };
+
+/* The DMA layer never passes a domain's -EUCLEAN on while it can take the
+ * mapping back itself: one more unmap, then -EIO and nothing mapped.  Only
+ * when the backend refuses again does it report -EUCLEAN, and then it keeps
+ * the memory the device may still reach (coherent pages are not freed). */
+static void test_domain_map_left_live_is_taken_back_or_reported(void **state)
+{
+	struct iodma_domain_opts dopt = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_domain *d = NULL;
+	struct iodma_dev *dev;
+	struct iodma_listener *l;
+	uint8_t *buf = page_alloc(8 * PG);
+	struct iodma_sg sg[2];
+	uint64_t iova = 0, nr, created;
+	void *va = NULL;
+
+	(void)state;
+	dopt.backend = &flaky_ops;
+	assert_int_equal(iodma_domain_create(&dopt, &d), 0);
+	dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	assert_int_equal(iodma_domain_add_listener(d, &rj_ops, NULL, &l), 0);
+	nr = iodma_domain_nr_mappings(d);
+	created = stats(dev).mappings_created;
+
+	/* The domain's undo fails once, the DMA layer's retry works: -EIO. */
+	reject_next = 1; flaky_unmaps = 1;
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	reject_next = 1; flaky_unmaps = 1;
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), -EIO);
+	assert_null(va);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	reject_next = 1; flaky_unmaps = 1;
+	assert_int_equal(iodma_dev_register(dev, buf, 8 * PG, &iova), -EIO);
+	assert_int_equal(iodma_va_to_iova(dev, buf, 1, &iova), -ENOENT);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	/* sg: the 2nd element's map is rejected and left live; the group
+	 * unmap takes both back. */
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf; sg[0].len = PG;
+	sg[1].va = buf + 2 * PG; sg[1].len = PG;
+	reject_next = 2; flaky_unmaps = 1;
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	assert_int_equal(stats(dev).mappings_created, created);
+	assert_int_equal(stats(dev).maps, 0);
+	/* And everything works afterwards, in the IOVA space given back. */
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), 1);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 2, IODMA_TO_DEVICE), 0);
+
+	/* The backend refuses twice: -EUCLEAN, the mapping is live. */
+	reject_next = 1; flaky_unmaps = 2;
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), -EUCLEAN);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 1);
+	reject_next = 1; flaky_unmaps = 2;
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), -EUCLEAN);
+	assert_null(va);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 2);
+	reject_next = 2; flaky_unmaps = 2;
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), -EUCLEAN);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 4);
+	assert_int_equal(stats(dev).maps, 2); /* the good sg only */
+	reject_next = 1; flaky_unmaps = 2;
+	assert_int_equal(iodma_dev_register(dev, buf + 4 * PG, 4 * PG, &iova), -EUCLEAN);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 4 * PG, 1, &iova), -ENOENT);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 5);
+	assert_int_equal(stats(dev).mappings_created, created + 2);
+	assert_int_equal(flaky_unmaps, 0);
+	iodma_domain_remove_listener(d, l);
+	iodma_dev_destroy(dev);
+	/* The domain still holds what the device can reach; destroy unmaps. */
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 5 - 1);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
 /* ---- MMIO ----------------------------------------------------------------------------- */
 
 static void test_mmio_windows_translate_and_reject(void **state)
@@ -1894,6 +2010,7 @@ int main(void)
 		cmocka_unit_test(test_sg_direct_mode_merges_physically_contiguous),
 		cmocka_unit_test(test_no_iova_space_below_mask_is_enomem),
 		cmocka_unit_test(test_domain_map_errors_propagate_and_leave_nothing),
+		cmocka_unit_test(test_domain_map_left_live_is_taken_back_or_reported),
 		cmocka_unit_test(test_mmio_windows_translate_and_reject),
 		cmocka_unit_test(test_dev_destroy_releases_everything_live),
 		cmocka_unit_test(test_fail_nth_dev_create),
