@@ -1050,7 +1050,7 @@ static int claims_enable(struct iodma_domain *d)
 		     r = btree_next(&d->table, undo, &undo)) {
 			unclaim(d, undo, r);
 			os_rwlock_wrlock(&d->table_lock);
-			r->flags &= (uint16_t)~MAP_F_CLAIMED;
+			r->flags &= (uint16_t)~(MAP_F_CLAIMED | MAP_F_INSIDE);
 			os_rwlock_unlock(&d->table_lock);
 		}
 		goto out;
