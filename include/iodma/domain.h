@@ -182,9 +182,11 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d);
  * refuse that unmap, the mapping cannot be taken back: it is then recorded
  * as live (the books never disagree with the IOMMU; nr_mappings counts it,
  * a map over it is -EEXIST) and -EUCLEAN is returned; the caller removes
- * it with iodma_domain_unmap() like any other.  This is Linux iommufd's
- * rule that the IOAS records what the IOMMU holds, kept without its
- * WARN_ON: the domain cannot force the kernel, so it tells the caller.
+ * it with iodma_domain_unmap() like any other.  In the kernel, iommufd
+ * treats an unmap that does not remove exactly what was asked as a driver
+ * bug (iommu_unmap_nofail() in drivers/iommu/iommufd/pages.c warns and
+ * goes on); a user-space domain cannot assume that of an ioctl, so it
+ * keeps its book equal to the IOMMU's and tells the caller.
  *
  * Context: thread-safe; may block (backend, listeners).
  * Return:  0; -EINVAL bad alignment/length/perm, NULL va, a two-stage
