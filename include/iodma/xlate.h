@@ -300,8 +300,9 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d);
  * every page of the range asked for as dirty, whether written, cleared or
  * mapped at all, until iodma_dirty_log_stop() (a restart begins a precise
  * log).  Over-reporting is the safe side for a migration, which resends
- * those pages (QEMU marks a whole section dirty when VFIO cannot track
- * its writes); under-reporting would lose guest data.
+ * those pages (QEMU's vfio_get_dirty_bitmap() marks a whole range dirty
+ * when VFIO cannot track its writes); under-reporting would lose guest
+ * data.
  *
  * Context: thread-safe; each bit is read and cleared atomically.
  * Return:  0; -EINVAL bad range or logging off; -ENOSPC bitmap too small
