@@ -507,6 +507,21 @@ IODMA_EXPORT struct iodma_domain *iodma_dev_domain(const struct iodma_dev *dev)
 	return dev->domain;
 }
 
+/* A domain map of [io, io + len) failed with @ret.  -EUCLEAN means it is
+ * live all the same (a listener rejected it and the backend refused to
+ * unmap it, domain.h): unmap it once more.  Then the failure is clean
+ * (-EIO: nothing mapped); if the backend refuses again the mapping stays,
+ * with the IOVA allocation around it (iodma_iova_free() refuses while it
+ * lives), and -EUCLEAN tells the caller the device may still reach the
+ * memory. */
+static int dyn_map_failed(struct iodma_dev *dev, uint64_t io, uint64_t len,
+			  int ret)
+{
+	if (ret != -EUCLEAN)
+		return ret;
+	return iodma_domain_unmap(dev->domain, io, len) == 0 ? -EIO : -EUCLEAN;
+}
+
 /* ---- coherent memory ------------------------------------------------------- */
 
 IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
@@ -546,8 +561,10 @@ IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
 		iova_done = true;
 		ret = iodma_domain_map(dev->domain, io, alloc_len, p,
 				       IODMA_PERM_RW);
-		if (ret)
+		if (ret) {
+			ret = dyn_map_failed(dev, io, alloc_len, ret);
 			goto fail;
+		}
 		STAT_ADD(dev, st_mappings_created, 1);
 	} else {
 		ret = phys_contig(dev, p, (size_t)alloc_len, &io);
@@ -574,7 +591,9 @@ fail:
 	if (iova_done)
 		(void)iodma_iova_free(dev->domain, io, alloc_len);
 	os_mutex_unlock(&dev->lock);
-	os_pages_free(rec.raw, rec.raw_len, -1);
+	/* Pages the device may still reach are never given back. */
+	if (ret != -EUCLEAN)
+		os_pages_free(rec.raw, rec.raw_len, -1);
 	return ret;
 }
 
@@ -780,6 +799,7 @@ static int map_dynamic(struct iodma_dev *dev, void *va, size_t len,
 	ret = iodma_domain_map(dev->domain, io, end - base,
 			       (void *)(uintptr_t)base, dir_perm(dir));
 	if (ret) {
+		ret = dyn_map_failed(dev, io, end - base, ret);
 		(void)iodma_iova_free(dev->domain, io, end - base);
 		goto fail;
 	}
@@ -1017,7 +1037,12 @@ static inline uint64_t pow2_ceil(uint64_t x)
 }
 
 /* Plan element @i: registered, bounce, dynamic (placed at *@cursor in the
- * group allocation) or direct.  dev->lock held. */
+ * group allocation) or direct.  Every branch leaves the element inside one
+ * segment_boundary window (its length was checked against the window and
+ * max_segment_size by the caller): a registered or direct address that
+ * would cross a line is not used, the element is mapped dynamically or
+ * bounced instead (bounce.c places runs inside the window), or refused
+ * with -EINVAL under BOUNCE_NEVER without a domain.  dev->lock held. */
 static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 			       struct sg_plan *pl, uint64_t *cursor)
 {
@@ -1030,6 +1055,7 @@ static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 	    range_last(io, e->len) >= io &&
 	    range_last(io, e->len) <= dev->dma_mask &&
 	    is_aligned(io, dev->min_align) &&
+	    !crosses(io, e->len, b) &&
 	    (pl->reg = reg_find_locked(dev, v, e->len))) {
 		pl->cls = CLASS_REG;
 		pl->addr = io;
@@ -1037,8 +1063,16 @@ static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 	}
 	ret = classify(dev, e->va, e->len, dev->min_align, dev->dma_mask,
 		       &pl->cls, &pl->addr);
-	if (ret || pl->cls != CLASS_DYN)
+	if (ret)
 		return ret;
+	if (pl->cls == CLASS_DIRECT && crosses(pl->addr, e->len, b)) {
+		if (dev->policy == IODMA_BOUNCE_NEVER)
+			return -EINVAL;
+		pl->cls = CLASS_BOUNCE;
+		return 0;
+	}
+	if (pl->cls != CLASS_DYN)
+		return 0;
 	base = align_down(v, g);
 	end = align_up(v + e->len, g);
 	if (!end)
@@ -1161,10 +1195,10 @@ IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 					       pl[i].cover,
 					       (void *)(uintptr_t)pl[i].base,
 					       dir_perm(dir));
-			if (!ret) {
+			/* -EUCLEAN: live despite the error (domain.h);
+			 * the group unmap below takes it back. */
+			if (!ret || ret == -EUCLEAN)
 				grp_mapped = true;
-				STAT_ADD(dev, st_mappings_created, 1);
-			}
 			break;
 		default:
 			break;
@@ -1173,9 +1207,12 @@ IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 			goto fail;
 		pl[i].done = true;
 	}
-	/* Success: publish. */
-	if (grp)
+	/* Success: publish.  Only now are the domain maps counted: a failed
+	 * list rolled them back. */
+	if (grp) {
 		grp->nelems = ndyn;
+		STAT_ADD(dev, st_mappings_created, ndyn);
+	}
 	for (i = 0; i < nents; i++) {
 		if (pl[i].rec) {
 			pl[i].rec->dying = false;
@@ -1235,9 +1272,14 @@ fail:
 			smap_unlink_locked(dev, pl[i].rec);
 		iodma_free(pl[i].rec);
 	}
-	if (grp_mapped)
-		(void)iodma_domain_unmap_gaps(dev->domain, grp->iova, grp->len,
-					      NULL);
+	if (grp_mapped) {
+		/* If the backend refuses, elements stay reachable: say so. */
+		if (iodma_domain_unmap_gaps(dev->domain, grp->iova, grp->len,
+					    NULL))
+			ret = -EUCLEAN;
+		else if (ret == -EUCLEAN)
+			ret = -EIO;
+	}
 	if (grp_iova)
 		(void)iodma_iova_free(dev->domain, grp->iova, grp->len);
 	iodma_free(grp);
@@ -1428,8 +1470,10 @@ IODMA_EXPORT int iodma_dev_register(struct iodma_dev *dev, void *va,
 			goto fail;
 		iova_done = true;
 		ret = iodma_domain_map(dev->domain, io, len, va, IODMA_PERM_RW);
-		if (ret)
+		if (ret) {
+			ret = dyn_map_failed(dev, io, len, ret);
 			goto fail;
+		}
 		STAT_ADD(dev, st_mappings_created, 1);
 		regmap_set(dev->regmap, v, len, io);
 	} else {

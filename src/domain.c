@@ -20,11 +20,25 @@
  * Translation may thus still succeed for the short time between the
  * backend unmap and the table removal, but never after unmap returns.
  *
+ * Failed undo.  A map that a listener rejects is taken back from the
+ * backend.  Should the backend refuse that unmap (a kernel error; the
+ * soft backend's fault injection), the IOMMU still holds the mapping, so
+ * the table records it as live too, counted in nr_mappings, and the map
+ * returns -EUCLEAN: the books never disagree, and the caller's ordinary
+ * unmap removes it later.  The listeners that accepted the map keep it;
+ * the one that rejected it and those after it never saw it (a later
+ * unmap is, to them, a gap).  A listener's or backend's own -EUCLEAN is
+ * returned as -EIO, so that the code means only this.
+ *
  * Claims.  A fixed-IOVA map claims its space in the allocator, clipped to
  * the allocator's ranges (the caps at creation), so allocations never land
  * on it; the claim is recomputed from the same ranges when it is released.
  * Claiming starts with the domain's first IOVA allocation (claims_enable),
  * which claims every live mapping first: until then nothing can collide.
+ * A map inside an allocation claims nothing but is counted in it
+ * (MAP_F_INSIDE); the allocation cannot be freed (-EBUSY) until the count
+ * is back to zero, so no IOVA space is handed out twice.  The count is
+ * dropped where claims are released, with the record leaving the table.
  *
  * refresh_caps accepts new caps when every live mapping fits them (inside
  * a new range, aligned to the new alignment); space the ranges lost is
@@ -235,59 +249,81 @@ static int unclaim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	return 0;
 }
 
+static int unclaim_inside_piece(struct iodma_domain *d, uint64_t iova,
+				uint64_t len, void *arg)
+{
+	iova_unclaim_inside(d->iova, iova, len);
+	return 0;
+}
+
 struct claim_ctx {
-	bool claimed;		/* at least one piece became claimed */
-	bool inside_alloc;	/* a piece lies inside an allocation */
-	uint32_t nr_claimed;	/* entries in done[] */
+	uint32_t nr_claimed;	/* pieces that became claimed */
+	uint32_t nr_inside;	/* pieces inside an allocation (counted in it) */
 	struct iodma_iova_range done[IODMA_MAX_IOVA_RANGES]; /* for rollback */
+	bool inside[IODMA_MAX_IOVA_RANGES];	/* done[i] was inside */
 };
 
 static int claim_piece(struct iodma_domain *d, uint64_t iova, uint64_t len,
 		       void *arg)
 {
 	struct claim_ctx *cx = arg;
+	uint32_t i = cx->nr_claimed + cx->nr_inside;
 	bool claimed = false;
 	int err = iova_claim(d->iova, iova, len, &claimed);
 
 	if (err)
 		return err;
-	if (claimed) {
-		assert(cx->nr_claimed < IODMA_ARRAY_SIZE(cx->done));
-		cx->claimed = true;
-		cx->done[cx->nr_claimed].iova = iova;
-		cx->done[cx->nr_claimed].len = len;
+	assert(i < IODMA_ARRAY_SIZE(cx->done));
+	cx->done[i].iova = iova;
+	cx->done[i].len = len;
+	cx->inside[i] = !claimed;
+	if (claimed)
 		cx->nr_claimed++;
-	} else {
-		cx->inside_alloc = true;
-	}
+	else
+		cx->nr_inside++;
 	return 0;
 }
 
-/* Release the claims a record made (MAP_F_CLAIMED). */
+/* Release what a record holds in the allocator: its claims
+ * (MAP_F_CLAIMED), or its place in the allocation it lies inside
+ * (MAP_F_INSIDE: the allocation can be freed again once none is left). */
 static void unclaim(struct iodma_domain *d, uint64_t iova,
 		    const struct map_rec *rec)
 {
 	if (rec->flags & MAP_F_CLAIMED)
 		for_each_claim_piece(d, iova, rec->len, unclaim_piece, NULL);
+	else if (rec->flags & MAP_F_INSIDE)
+		for_each_claim_piece(d, iova, rec->len, unclaim_inside_piece,
+				     NULL);
 }
 
-/* Claim the allocator space of a new mapping; sets MAP_F_CLAIMED.  A range
- * partly inside an allocation and partly claimed is -EEXIST. */
+/* Claim the allocator space of a new mapping (MAP_F_CLAIMED), or count it
+ * in the one allocation it lies inside (MAP_F_INSIDE).  A range partly
+ * inside an allocation and partly outside, or inside two (possible only
+ * once refresh_caps merged two touching ranges), is -EEXIST. */
 static int claim(struct iodma_domain *d, uint64_t iova, struct map_rec *rec)
 {
 	struct claim_ctx cx = { 0 };
 	int err = for_each_claim_piece(d, iova, rec->len, claim_piece, &cx);
 
-	if (!err && cx.claimed && cx.inside_alloc)
+	if (!err && cx.nr_inside && (cx.nr_claimed || cx.nr_inside > 1))
 		err = -EEXIST;
 	if (err) {
-		/* Undo exactly the pieces this call claimed. */
-		for (uint32_t i = 0; i < cx.nr_claimed; i++)
-			iova_unclaim(d->iova, cx.done[i].iova, cx.done[i].len);
+		/* Undo exactly what this call did. */
+		for (uint32_t i = 0; i < cx.nr_claimed + cx.nr_inside; i++) {
+			if (cx.inside[i])
+				iova_unclaim_inside(d->iova, cx.done[i].iova,
+						    cx.done[i].len);
+			else
+				iova_unclaim(d->iova, cx.done[i].iova,
+					     cx.done[i].len);
+		}
 		return err;
 	}
-	if (cx.claimed)
+	if (cx.nr_claimed)
 		rec->flags |= MAP_F_CLAIMED;
+	else if (cx.nr_inside)
+		rec->flags |= MAP_F_INSIDE;
 	return 0;
 }
 
@@ -508,7 +544,7 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	struct iodma_map_event ev;
 	uint64_t key, unmapped, nr;
 	uint32_t avail;
-	int err;
+	int err, ins;
 
 	if ((rec->flags & MAP_F_NO_VA) && !(c->flags & IODMA_CAP_MAP_FD))
 		return -EOPNOTSUPP;
@@ -542,28 +578,38 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	make_event(d, iova, rec, &ev);
 	err = d->ops->map(d->bpriv, &ev);
 	if (err)
-		goto err_unclaim;
+		goto err_reserved;
 	for (l = d->listeners; l; l = l->next) {
 		err = l->ops->map(l->arg, &ev);
-		if (err) {
+		if (err)
+			break;
+	}
+	if (l) {
+		/* @l rejected the map.  The backend gives it back first, and
+		 * only once it has are the listeners that accepted it told:
+		 * if the backend refuses, the mapping is live and stays so
+		 * for them too (see "Failed undo" above). */
+		if (d->ops->unmap(d->bpriv, iova, rec->len, &unmapped) == 0) {
+			if (d->ops->flush_iotlb)
+				d->ops->flush_iotlb(d->bpriv, iova, rec->len);
 			for (m = d->listeners; m != l; m = m->next)
 				m->ops->unmap(m->arg, iova, rec->len);
-			/* A kernel that refuses to unmap what it has just
-			 * mapped leaves it mapped: nothing more can be done
-			 * here (the soft backend cannot fail this way). */
-			if (d->ops->unmap(d->bpriv, iova, rec->len, &unmapped) == 0 &&
-			    d->ops->flush_iotlb)
-				d->ops->flush_iotlb(d->bpriv, iova, rec->len);
-			goto err_unclaim;
+			goto err_reserved;
 		}
+		err = -EUCLEAN;
 	}
 	os_rwlock_wrlock(&d->table_lock);
-	err = btree_insert(&d->table, iova, rec);
+	ins = btree_insert(&d->table, iova, rec);
 	os_rwlock_unlock(&d->table_lock);
-	assert(err == 0); /* preloaded, and overlap was excluded */
+	assert(ins == 0); /* preloaded, and overlap was excluded */
+	(void)ins;
 	atomic_fetch_add(&d->nr_mappings, 1);
-	return 0;
+	return err;
 
+err_reserved:
+	/* -EUCLEAN says "left live" and nothing else. */
+	if (err == -EUCLEAN)
+		err = -EIO;
 err_unclaim:
 	unclaim(d, iova, rec);
 	return err;
@@ -1004,7 +1050,7 @@ static int claims_enable(struct iodma_domain *d)
 		     r = btree_next(&d->table, undo, &undo)) {
 			unclaim(d, undo, r);
 			os_rwlock_wrlock(&d->table_lock);
-			r->flags &= (uint16_t)~MAP_F_CLAIMED;
+			r->flags &= (uint16_t)~(MAP_F_CLAIMED | MAP_F_INSIDE);
 			os_rwlock_unlock(&d->table_lock);
 		}
 		goto out;

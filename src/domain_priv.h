@@ -49,6 +49,8 @@
 #define MAP_F_NO_VA    0x1u /* fd-only mapping: no host address */
 #define MAP_F_GPA      0x2u /* target is a guest-physical address (two-stage) */
 #define MAP_F_CLAIMED  0x4u /* the map claimed its IOVA space (iova_claim) */
+#define MAP_F_INSIDE   0x8u /* the map lies inside an IOVA allocation and is
+			     * counted there (iova_claim, *claimed = false) */
 
 /* One mapping in the table; the key is its iova.  32 bytes. */
 struct map_rec {

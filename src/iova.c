@@ -21,6 +21,13 @@
  * AVL tree, keyed the same way.  Free extents + busy nodes tile the
  * segments exactly (iova_alloc_check() verifies it).
  *
+ * Mapped allocations.  An ALLOC node counts the fixed maps inside it
+ * (maps: iova_claim() adds, iova_unclaim_inside() takes away), and
+ * iova_alloc_put() refuses it with -EBUSY while that count is not zero, so
+ * a live mapping's space is never handed out again.  The check is one
+ * field of the node the free looks up anyway, under the lock it holds
+ * anyway: the free's fast path gains a load and a branch.
+ *
  * rcache.  Frees of 1, 2, 4 ... 32 pages go, still in the busy tree but
  * marked CACHED, to the magazines of the caller's slot (loaded and previous,
  * as in Linux), full magazines to a bounded depot.  A magazine entry is the
@@ -52,8 +59,12 @@ struct iova_node {
 	uint64_t pages;		/* > 0 */
 	uint64_t max_pages;	/* largest .pages in this subtree */
 	struct iova_node *l, *r;
-	int height;		/* AVL height, leaf = 1 */
-	int kind;		/* enum iova_kind */
+	int16_t height;		/* AVL height, leaf = 1 (< IOVA_MAX_HEIGHT) */
+	int16_t kind;		/* enum iova_kind */
+	uint32_t maps;		/* ALLOC: fixed maps inside it (iova_claim's
+				 * *claimed = false); the free is -EBUSY
+				 * while > 0.  Fits: the domain has at most
+				 * UINT32_MAX mappings (caps.max_mappings). */
 };
 
 #define IOVA_NR_SLOTS    16
@@ -464,6 +475,7 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	b->pfn = cand;
 	b->pages = pages;
 	b->kind = IOVA_ALLOC;
+	b->maps = 0;
 	a->busy_root = avl_insert(a->busy_root, b);
 	a->allocs++;
 	a->live++;
@@ -656,6 +668,7 @@ static bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
 		os_mutex_lock(&a->tree_lock);
 		if (n->kind == IOVA_CACHED) {
 			n->kind = IOVA_ALLOC;
+			assert(n->maps == 0); /* freed only with none */
 			a->nr_cached--;
 			a->allocs++;
 			a->cache_hits++;
@@ -1034,6 +1047,13 @@ int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
 	}
 	os_mutex_lock(&a->tree_lock);
 	n = busy_find_alloc(a, pfn, pages);
+	if (n && n->maps) {
+		/* A mapping still lies inside: the space stays taken. */
+		os_mutex_unlock(&a->tree_lock);
+		if (s)
+			os_mutex_unlock(&s->lock);
+		return -EBUSY;
+	}
 	if (n) {
 		a->frees++;
 		a->live--;
@@ -1131,6 +1151,7 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 	busy_overlaps(a->busy_root, p, q, &oc);
 	if (oc.total == 1 && oc.first->kind == IOVA_ALLOC &&
 	    oc.first->pfn <= p && node_last(oc.first) >= q) {
+		oc.first->maps++;
 		os_mutex_unlock(&a->tree_lock);
 		*claimed = false;
 		return 0;
@@ -1213,6 +1234,28 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 	}
 	if (a->claims > 0)
 		a->claims--;
+	os_mutex_unlock(&a->tree_lock);
+}
+
+void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
+{
+	struct iova_node *n;
+	uint64_t g, p, q;
+
+	if (!a)
+		return;
+	g = 1ull << a->shift;
+	if (!range_valid(iova, len) || !is_aligned(iova, g) ||
+	    !is_aligned(len, g))
+		return;
+	p = iova >> a->shift;
+	q = range_last(iova, len) >> a->shift;
+	os_mutex_lock(&a->tree_lock);
+	n = avl_floor(a->busy_root, p);
+	if (n && n->kind == IOVA_ALLOC && node_last(n) >= q && n->maps > 0)
+		n->maps--;
+	else
+		assert(0); /* iova_claim() counted it: the free was refused */
 	os_mutex_unlock(&a->tree_lock);
 }
 

@@ -47,14 +47,18 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len, uint64_t align,
 		   uint64_t limit, uint64_t *iova);
 
 /* Free an allocation made by iova_alloc_get() with the same @len.
- * Returns 0, or -ENOENT if [iova, iova + len rounded) is not a live
- * allocation (double free, wrong len): nothing changes then. */
+ * Returns 0; -ENOENT if [iova, iova + len rounded) is not a live
+ * allocation (double free, wrong len); -EBUSY if a fixed map lies inside
+ * it (iova_claim() counted it and no iova_unclaim_inside() took it back):
+ * nothing changes on error. */
 int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len);
 
 /* A fixed-IOVA mapping is about to use [iova, iova + len) (granule-aligned,
  * inside the valid ranges).
  *  - range entirely inside one live allocation: 0, *@claimed = false
- *    (the allocation's owner is mapping its own space);
+ *    (the allocation's owner is mapping its own space); the allocation
+ *    counts one more mapping inside it and cannot be freed (-EBUSY) until
+ *    iova_unclaim_inside() takes it back;
  *  - range overlaps no allocation and no claim: the parts of it that are
  *    free space (not reserved windows) become claimed; 0, *@claimed = true;
  *  - otherwise (straddles an allocation's edge, overlaps another claim):
@@ -70,6 +74,10 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 /* Undo a claim that set *claimed = true, with the same range.  A range that
  * is not exactly such a claim is ignored (nothing changes). */
 void iova_unclaim(struct iova_alloc *a, uint64_t iova, uint64_t len);
+
+/* Undo an iova_claim() that set *claimed = false, with the same range: the
+ * mapping inside the allocation is gone.  O(log n). */
+void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len);
 
 /* Take @n more windows out of the space the allocator serves, for good
  * (the domain's valid ranges shrank: iommufd re-reads them after every

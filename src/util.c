@@ -68,6 +68,7 @@ IODMA_EXPORT const char *iodma_strerror(int err)
 	case -EALREADY:	return "already enabled";
 	case -EIO:	return "I/O error";
 	case -EPERM:	return "operation not permitted";
+	case -EUCLEAN:	return "map failed and the backend refused to undo it: the mapping stays live, unmap it";
 	default:	return "unknown error";
 	}
 }

@@ -21,7 +21,9 @@
  *   in-process IOMMU whose translation structure is the domain's own mapping
  *   table, with configurable alignment, valid IOVA ranges and mapping limit,
  *   and a fault-injection hook that fails its Nth map or unmap, used by the
- *   tests to prove that a failing backend leaves the domain unchanged.
+ *   tests to prove that a failing backend leaves the domain unchanged (and,
+ *   when it refuses to undo a map a listener rejected, that the domain
+ *   records the mapping as live: -EUCLEAN, iodma/domain.h).
  */
 #ifndef IODMA_BACKEND_H
 #define IODMA_BACKEND_H

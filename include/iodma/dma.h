@@ -28,6 +28,13 @@
  *   lookup in a multi-level VA -> IOVA radix table, with no new mapping and
  *   no system call.
  *
+ *   A domain map that a listener rejected and the backend refused to take
+ *   back is live (-EUCLEAN, iodma/domain.h).  The functions here then unmap
+ *   it once more themselves and fail with -EIO, nothing mapped; only if
+ *   the backend refuses again do they return -EUCLEAN: the device may
+ *   still reach the memory, whose IOVA space stays allocated (and, for
+ *   coherent memory, whose pages are never freed).  Keep such a buffer.
+ *
  *   Locking: every function is thread-safe unless it says otherwise; the
  *   bounce pool is split in areas with their own locks; registered-memory
  *   lookups are lock-free.  A given mapping must not be unmapped twice or
@@ -160,7 +167,10 @@ IODMA_EXPORT struct iodma_domain *iodma_dev_domain(const struct iodma_dev *dev);
  * Context: thread-safe; may block.
  * Return:  0; -EINVAL len 0 or too large; -ENOMEM no memory or no IOVA space
  *          below dma_mask (direct mode: the pages are not below the mask);
- *          or the domain's map error.  Nothing allocated on error.
+ *          -EUCLEAN the domain map was rejected and could not be undone
+ *          (Concepts: the pages stay mapped and allocated, unreachable to
+ *          the caller); or the domain's map error (-EIO when it was undone
+ *          after all).  Nothing allocated on any error but -EUCLEAN.
  */
 IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
 				      void **va, uint64_t *iova);
@@ -174,7 +184,9 @@ IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
  *
  * Context: thread-safe; may block (waits for access sections).
  * Return:  0; -EINVAL (@va, @iova, @len) is not a live coherent allocation
- *          of @dev (nothing freed).
+ *          of @dev; or the domain's unmap error (the backend's, e.g. a
+ *          VFIO unmap ioctl's): the allocation stays live and mapped, and
+ *          may be freed again.  Nothing freed on error.
  */
 IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
 				     uint64_t iova, size_t len);
@@ -202,8 +214,11 @@ IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
  *          misaligned (min_align) and the policy is NEVER; -ENOMEM bounce
  *          pool full or no IOVA space; -ERANGE the buffer is above dma_mask
  *          (direct mode, including not physically contiguous) and the
- *          policy is NEVER; or the domain's error (or direct mode's
- *          virt_to_phys error).  Nothing mapped on error.
+ *          policy is NEVER; -EUCLEAN the domain map was rejected and could
+ *          not be undone (Concepts: the device may still reach the
+ *          buffer); or the domain's error (-EIO when it was undone after
+ *          all; or direct mode's virt_to_phys error).  Nothing mapped on
+ *          any error but -EUCLEAN.
  */
 IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 				  enum iodma_dir dir, uint64_t *iova);
@@ -239,7 +254,9 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
  * device can no longer reach the buffer (domain unmap semantics).
  *
  * Context: thread-safe; may block.
- * Return:  0; -EINVAL no such live streaming map (nothing changed).
+ * Return:  0; -EINVAL no such live streaming map; or the domain's unmap
+ *          error (the backend's): the map stays live and may be unmapped
+ *          again.  Nothing changed on error.
  */
 IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 				    size_t len, enum iodma_dir dir);
@@ -306,13 +323,24 @@ struct iodma_sg {
  *
  * With a domain the elements get consecutive IOVA space from one allocation,
  * so elements that end and start on page boundaries merge into one DMA
- * segment (respecting max_segment_size and segment_boundary).  Elements are
- * bounced individually as the policy says.
+ * segment.  Elements are bounced individually as the policy says.  Every
+ * segment, merged or not, respects max_segment_size and segment_boundary
+ * whichever way its elements were mapped (Linux's dma_map_sg contract): an
+ * element in registered memory whose registered IOVA would cross a
+ * boundary line is mapped dynamically instead (or bounced without a
+ * domain), and so is a direct-mode element whose bus address would.
  *
  * Context: thread-safe; may block.
  * Return:  the number of DMA segments (>= 1) described in the first
- *          elements' seg_iova/seg_len; -EINVAL bad list; -ENOMEM; or the
- *          domain's error.  All or nothing: on error no element is mapped.
+ *          elements' seg_iova/seg_len; -EINVAL bad list (an element of
+ *          len 0, wrapping, longer than max_segment_size or than the
+ *          boundary window), or, policy NEVER in direct mode, an element
+ *          whose bus address crosses a boundary line; -ENOMEM; -EUCLEAN
+ *          a domain map or the rollback's unmap could not be undone
+ *          (Concepts: the device may still reach some elements); or the
+ *          domain's error (-EIO when a map left live was undone after
+ *          all).  All or nothing: on any error but -EUCLEAN no element is
+ *          mapped.
  */
 IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 			      size_t nents, enum iodma_dir dir);
@@ -325,7 +353,9 @@ IODMA_EXPORT int iodma_map_sg(struct iodma_dev *dev, struct iodma_sg *sg,
  * @dir:   the same direction.
  *
  * Context: thread-safe; may block.
- * Return:  0; -EINVAL the list is not a live mapping of @dev.
+ * Return:  0; -EINVAL the list is not a live mapping of @dev; or the
+ *          domain's unmap error (the backend's): the whole list stays
+ *          mapped and may be unmapped again.  Nothing changed on error.
  */
 IODMA_EXPORT int iodma_unmap_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 				size_t nents, enum iodma_dir dir);
@@ -368,8 +398,11 @@ IODMA_EXPORT int iodma_sync_sg_for_device(struct iodma_dev *dev,
  *
  * Context: thread-safe; may block.
  * Return:  0; -EINVAL bad alignment/len; -EEXIST overlaps a registration;
- *          -ENOMEM; -ERANGE direct mode and a page is above dma_mask; or
- *          the domain's error.  Nothing registered on error.
+ *          -ENOMEM; -ERANGE direct mode and a page is above dma_mask;
+ *          -EUCLEAN the domain map was rejected and could not be undone
+ *          (Concepts: the device may still reach the range; it is not
+ *          registered); or the domain's error (-EIO when it was undone
+ *          after all).  Nothing registered on error.
  */
 IODMA_EXPORT int iodma_dev_register(struct iodma_dev *dev, void *va,
 				    size_t len, uint64_t *iova);
@@ -382,7 +415,8 @@ IODMA_EXPORT int iodma_dev_register(struct iodma_dev *dev, void *va,
  *
  * Context: thread-safe; may block (unmap waits for access sections).
  * Return:  0; -ENOENT no such registration; -EBUSY streaming maps inside it
- *          are live (nothing changed).
+ *          are live; or the domain's unmap error (the backend's): still
+ *          registered.  Nothing changed on error.
  */
 IODMA_EXPORT int iodma_dev_unregister(struct iodma_dev *dev, void *va,
 				      size_t len);
@@ -453,8 +487,9 @@ IODMA_EXPORT int iodma_hal_dma_alloc(struct iodma_dev *dev, size_t pages,
  * @va:    as returned.
  * @pages: as passed.
  *
- * Context: thread-safe.
- * Return:  0; -EINVAL not a live allocation.
+ * Context: thread-safe; may block.
+ * Return:  as iodma_free_coherent(): 0; -EINVAL not a live allocation; or
+ *          the domain's unmap error (still allocated).
  */
 IODMA_EXPORT int iodma_hal_dma_dealloc(struct iodma_dev *dev, uint64_t paddr,
 				       void *va, size_t pages);
@@ -494,7 +529,8 @@ IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,
  * struct iodma_dev_stats - Counters of a device (monotonic unless noted).
  * @maps:              streaming maps made (single + sg elements).
  * @registered_hits:   maps served from registered memory.
- * @mappings_created:  domain mappings this device created.
+ * @mappings_created:  domain mappings this device created and kept: a map
+ *                     a failing call rolled back is not counted.
  * @bounces:           maps that bounced.
  * @bounce_bytes:      bytes copied through the bounce pool, both ways.
  * @bounce_slots_total: slots in the pool (constant).

@@ -12,8 +12,11 @@
  *   unmap after replaying the live mappings to each new one.
  *
  *   Invariants: every mapping is aligned and inside one valid IOVA range;
- *   mappings never overlap; the backend, the listeners and the table always
- *   agree.  Every failing call leaves all three exactly as they were.
+ *   mappings never overlap; the backend and the table always agree, and
+ *   every listener holds what the table holds.  Every failing call leaves
+ *   all of them exactly as they were, with one exception a backend forces:
+ *   a map a listener rejected, whose undo the backend then refused to
+ *   unmap, stays live (-EUCLEAN, see iodma_domain_map()).
  *
  *   Two unmap modes: strict (PciIommu::unmap: exactly one or several
  *   contiguous whole mappings) and gaps allowed (DmaTarget::unmap_dma: gaps
@@ -174,13 +177,36 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d);
  * The mapping carries no fd (listeners see fd = -1).  On a two-stage domain
  * (one created over an iodma_memory) use iodma_domain_map_gpa() instead.
  *
+ * A listener that rejects the map makes it fail: the backend unmaps it,
+ * then every listener that accepted it sees its unmap.  Should the backend
+ * refuse that unmap, the mapping cannot be taken back: it is then recorded
+ * as live (the books never disagree with the IOMMU; nr_mappings counts it,
+ * a map over it is -EEXIST) and -EUCLEAN is returned; the caller removes
+ * it with iodma_domain_unmap() like any other.  In the kernel, iommufd
+ * treats an unmap that does not remove exactly what was asked as a driver
+ * bug (iommu_unmap_nofail() in drivers/iommu/iommufd/pages.c warns and
+ * goes on); a user-space domain cannot assume that of an ioctl, so it
+ * keeps its book equal to the IOMMU's and tells the caller.
+ *
  * Context: thread-safe; may block (backend, listeners).
- * Return:  0; -EINVAL bad alignment/length/perm, NULL va, or a two-stage
- *          domain; -ERANGE not inside one valid IOVA range; -EEXIST overlaps
- *          a mapping; -ENOSPC max mappings reached (within 256 of the
- *          limit the backend's live count, VFIO's DMA_AVAIL, is read too);
- *          -ENOMEM; or the backend's or a listener's error.  On any error nothing was mapped
- *          and every listener that saw the map has seen its unmap.
+ * Return:  0; -EINVAL bad alignment/length/perm, NULL va, a two-stage
+ *          domain, or [va, va + len) wraps past the end of the address
+ *          space; -ERANGE not inside one valid IOVA range; -EEXIST overlaps
+ *          a mapping, or lies partly inside an IOVA allocation
+ *          (iodma_iova_alloc(): a map is either wholly inside one
+ *          allocation, or clear of all of them), or spans two
+ *          allocations (possible only once refresh_caps merged two
+ *          touching valid ranges);
+ *          -ENOSPC max mappings reached (within 256 of the limit the
+ *          backend's live count, VFIO's DMA_AVAIL, is read too); -ENOMEM;
+ *          the backend's or a listener's error: then nothing was mapped
+ *          and every listener that saw the map has seen its unmap;
+ *          -EUCLEAN a listener rejected the map and the backend refused to
+ *          unmap it again: the mapping is live, in the table and the
+ *          backend, and with the listeners that accepted it before the one
+ *          that rejected it (the rejecting one and those after it never
+ *          saw it); unmap it.  A listener's or backend's own -EUCLEAN is
+ *          returned as -EIO, so -EUCLEAN always means "left live".
  */
 IODMA_EXPORT int iodma_domain_map(struct iodma_domain *d, uint64_t iova,
 				  uint64_t len, void *va, uint32_t perm);
@@ -199,9 +225,10 @@ IODMA_EXPORT int iodma_domain_map(struct iodma_domain *d, uint64_t iova,
  * @perm:   IODMA_PERM_* for the device.
  *
  * Context: thread-safe; may block.
- * Return:  as iodma_domain_map(); also -EINVAL for fd < 0 or a misaligned
- *          offset, -EOPNOTSUPP for va == NULL on a backend without
- *          IODMA_CAP_MAP_FD.  Nothing changed on error.
+ * Return:  as iodma_domain_map() (-EUCLEAN included); also -EINVAL for
+ *          fd < 0, a misaligned offset, or [offset, offset + len) wrapping
+ *          past 2^64; -EOPNOTSUPP for va == NULL on a backend without
+ *          IODMA_CAP_MAP_FD.  Nothing changed on any other error.
  */
 IODMA_EXPORT int iodma_domain_map_fd(struct iodma_domain *d, uint64_t iova,
 				     uint64_t len, void *va, int fd,
@@ -221,8 +248,9 @@ IODMA_EXPORT int iodma_domain_map_fd(struct iodma_domain *d, uint64_t iova,
  * region holds all of it, else va = NULL and fd = -1.
  *
  * Context: thread-safe; may block.
- * Return:  as iodma_domain_map(); -EINVAL also when @d has no memory.
- *          Nothing changed on error.
+ * Return:  as iodma_domain_map() (-EUCLEAN included); -EINVAL also when
+ *          @d has no memory or [gpa, gpa + len) wraps past 2^64.  Nothing
+ *          changed on any other error.
  */
 IODMA_EXPORT int iodma_domain_map_gpa(struct iodma_domain *d, uint64_t iova,
 				      uint64_t len, uint64_t gpa, uint32_t perm);
@@ -304,9 +332,13 @@ IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled);
  *
  * The range is inside one valid IOVA range, at or below @limit, clear of
  * live mappings, of other allocations and of the reserved windows.  It is
- * not mapped: map it with iodma_domain_map*() (a map inside an allocation
- * is allowed), release it with iodma_iova_free().  Recently freed sizes are
- * served from per-thread caches (Linux's iova rcache) without the lock.
+ * not mapped: map it with iodma_domain_map*() (maps wholly inside an
+ * allocation are allowed, and counted in it), release it with
+ * iodma_iova_free() once they are unmapped.  No IOVA space is ever handed
+ * out twice: not over another allocation, a reserved window or a live
+ * mapping, fixed-IOVA or inside a freed allocation.  Recently freed sizes
+ * are served from per-thread caches (Linux's iova rcache) without the
+ * tree.
  *
  * Context: thread-safe.
  * Return:  0; -EINVAL bad len/align; -ENOMEM no free range fits (or no
@@ -322,10 +354,17 @@ IODMA_EXPORT int iodma_iova_alloc(struct iodma_domain *d, uint64_t len,
  * @iova: the start returned by iodma_iova_alloc().
  * @len:  the len passed to it.
  *
- * Mappings inside the range are not touched; unmap them first.
+ * An allocation is freed only when no mapping lies inside it: unmap them
+ * first.  Otherwise the free is refused and the space stays allocated, so
+ * that the next iodma_iova_alloc() cannot hand out IOVAs a device can
+ * still reach (Linux's dma-iommu frees the IOVA only after the unmap, for
+ * the same reason).  The check reads a count kept in the allocation: the
+ * free's cost does not depend on the number of mappings.
  *
  * Context: thread-safe.
- * Return:  0; -ENOENT no allocation [iova, iova + len) (nothing freed).
+ * Return:  0; -ENOENT no allocation [iova, iova + len) (nothing freed);
+ *          -EBUSY a live mapping lies inside the allocation (nothing
+ *          freed: it is still allocated; unmap, then free again).
  */
 IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
 				 uint64_t len);
@@ -336,7 +375,9 @@ IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
  * struct iodma_listener_ops - A consumer of the domain's mapping events.
  * @map:   a mapping was added (or is being replayed).  Return 0 to accept,
  *         or a negative errno to reject: the map then fails with that error
- *         and every listener that accepted it gets @unmap.
+ *         and every listener that accepted it gets @unmap (after the
+ *         backend unmapped it; if the backend cannot, the map fails with
+ *         -EUCLEAN instead and those listeners keep it: it is live).
  * @unmap: [iova, iova + len) is being removed.  The range never bisects a
  *         mapping this listener accepted but may contain gaps (DmaTarget).
  *         Must not fail.

@@ -33,7 +33,9 @@
  *   Dirty logging: while on, every translation with IODMA_PERM_WRITE marks
  *   the IOVA pages it covers dirty (granule = the domain alignment), as a
  *   device write through vm-memory's bitmap would; get-and-clear returns and
- *   clears the bitmap of a range.
+ *   clears the bitmap of a range.  A write that cannot be logged (no memory
+ *   for its bitmap leaf) makes every later get-and-clear report all pages
+ *   dirty until logging is stopped.
  *
  *   All functions here are thread-safe and may run concurrently with map and
  *   unmap on the same domain.
@@ -291,6 +293,16 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d);
  * @bitmap: receives one bit per granule page, bit i (bit i % 64 of word
  *          i / 64) for the page at iova + i * granule; 1 = dirty.
  * @words:  uint64_t words in @bitmap; at least ceil(len / granule / 64).
+ *
+ * Dirty bits live in leaves allocated on a range's first logged write.
+ * If one cannot be allocated (out of memory), that write's pages cannot be
+ * recorded, so the log is marked lost: from then on every call reports
+ * every page of the range asked for as dirty, whether written, cleared or
+ * mapped at all, until iodma_dirty_log_stop() (a restart begins a precise
+ * log).  Over-reporting is the safe side for a migration, which resends
+ * those pages (QEMU's vfio_get_dirty_bitmap() marks a whole range dirty
+ * when VFIO cannot track its writes); under-reporting would lose guest
+ * data.
  *
  * Context: thread-safe; each bit is read and cleared atomically.
  * Return:  0; -EINVAL bad range or logging off; -ENOSPC bitmap too small

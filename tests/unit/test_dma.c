@@ -1210,6 +1210,145 @@ static void test_sg_respects_segment_boundary(void **state)
 	free(buf);
 }
 
+/* Does [iova, iova + len) cross a multiple of @mask + 1? */
+static bool crosses_boundary(uint64_t iova, uint64_t len, uint64_t mask)
+{
+	return (iova & ~mask) != ((iova + len - 1) & ~mask);
+}
+
+/* Every segment map_sg hands out respects the segment boundary, however
+ * its elements were mapped.  Differential fuzzing found the registered
+ * branch skipping the check: a 2-page element straddling a 64 KiB line
+ * inside 256 KiB of registered memory came back as one crossing segment. */
+static void test_sg_boundary_holds_for_registered_elements(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+	size_t len = 64 * PG;	/* 256 KiB */
+	uint8_t *buf = page_alloc(len), x[2 * PG];
+	uint64_t reg_iova, off, hits;
+	struct iodma_sg sg[3];
+	int n;
+
+	(void)state;
+	o.domain = d;
+	o.dma_mask = MASK32;
+	o.segment_boundary = 0xffff;
+	o.bounce_pool_size = 1 << 16;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	assert_int_equal(iodma_dev_register(dev, buf, len, &reg_iova), 0);
+	/* The page below a 64 KiB line of the registration's IOVA space. */
+	off = ((reg_iova + PG + 0xffff) & ~0xffffull) - PG - reg_iova;
+	assert_true(off + 3 * PG <= len);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf + off;
+	sg[0].len = 2 * PG;
+	fill(sg[0].va, 2 * PG, 9);
+	n = iodma_map_sg(dev, sg, 1, IODMA_TO_DEVICE);
+	assert_int_equal(n, 1);
+	assert_false(crosses_boundary(sg[0].seg_iova, sg[0].seg_len, 0xffff));
+	assert_false(crosses_boundary(sg[0].iova, sg[0].len, 0xffff));
+	/* The device still reads the element's bytes there. */
+	assert_int_equal(iodma_read(d, sg[0].iova, x, 2 * PG), 0);
+	assert_true(check(x, 2 * PG, 9));
+	assert_int_equal(iodma_unmap_sg(dev, sg, 1, IODMA_TO_DEVICE), 0);
+
+	/* Registered elements that fit keep the registered IOVA; one that
+	 * would cross is mapped elsewhere; no segment crosses. */
+	hits = stats(dev).registered_hits;
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf + off + PG;	/* at the line: a registered hit */
+	sg[0].len = PG;
+	sg[1].va = buf + off;		/* straddles */
+	sg[1].len = 2 * PG;
+	sg[2].va = buf + off + 2 * PG;	/* after the line: a hit */
+	sg[2].len = PG;
+	n = iodma_map_sg(dev, sg, 3, IODMA_BIDIRECTIONAL);
+	assert_true(n >= 1);
+	for (int i = 0; i < n; i++)
+		assert_false(crosses_boundary(sg[i].seg_iova, sg[i].seg_len, 0xffff));
+	for (int i = 0; i < 3; i++)
+		assert_false(crosses_boundary(sg[i].iova, sg[i].len, 0xffff));
+	assert_int_equal(sg[0].iova, reg_iova + off + PG);
+	assert_int_equal(sg[2].iova, reg_iova + off + 2 * PG);
+	assert_int_equal(stats(dev).registered_hits, hits + 2);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 3, IODMA_BIDIRECTIONAL), 0);
+	assert_int_equal(iodma_dev_unregister(dev, buf, len), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* Direct mode: an element whose bus address crosses the boundary, in
+ * registered memory or not, bounces (WHEN_NEEDED) or is refused (NEVER). */
+static void test_sg_boundary_holds_for_direct_elements(void **state)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+	uint8_t *low = page_alloc(2 * PG), *reg = page_alloc(2 * PG);
+	struct iodma_sg sg[2];
+	int n;
+
+	(void)state;
+	fake_reset();
+	low_pool = page_alloc(1 << 16);
+	fake_add(low_pool, 1 << 16, 0x100000, 0);
+	fake_add(low, 2 * PG, 0x80f000, 0);	/* crosses 0x810000 */
+	fake_add(reg, 2 * PG, 0x90f000, 0);	/* crosses 0x910000 */
+	o.dma_mask = MASK32;
+	o.segment_boundary = 0xffff;
+	o.bounce_pool_size = 1 << 16;
+	o.bounce_pool = low_pool;
+	o.bounce_pool_bus = 0x100000;
+	o.virt_to_phys = fake_v2p;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	assert_int_equal(iodma_dev_register(dev, reg, 2 * PG, NULL), 0);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = low; sg[0].len = 2 * PG;
+	sg[1].va = reg; sg[1].len = 2 * PG;
+	fill(low, 2 * PG, 3);
+	n = iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE);
+	assert_true(n >= 1);
+	for (int i = 0; i < n; i++)
+		assert_false(crosses_boundary(sg[i].seg_iova, sg[i].seg_len, 0xffff));
+	for (int i = 0; i < 2; i++)
+		assert_false(crosses_boundary(sg[i].iova, sg[i].len, 0xffff));
+	assert_int_equal(stats(dev).bounces, 2);
+	assert_true(check(fake_bus_to_va(sg[0].iova), 2 * PG, 3));
+	assert_int_equal(iodma_unmap_sg(dev, sg, 2, IODMA_TO_DEVICE), 0);
+	/* A direct element that fits is still direct. */
+	sg[0].va = low + PG; sg[0].len = PG;
+	assert_int_equal(iodma_map_sg(dev, sg, 1, IODMA_TO_DEVICE), 1);
+	assert_int_equal(sg[0].iova, 0x810000);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 1, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_dev_unregister(dev, reg, 2 * PG), 0);
+	iodma_dev_destroy(dev);
+
+	/* NEVER: refused with -EINVAL, nothing mapped. */
+	o.bounce = IODMA_BOUNCE_NEVER;
+	o.bounce_pool = NULL;
+	o.bounce_pool_size = 0;
+	o.bounce_pool_bus = 0;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	sg[0].va = low; sg[0].len = 2 * PG;
+	sg[0].iova = 0;
+	assert_int_equal(iodma_map_sg(dev, sg, 1, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(sg[0].iova, 0);
+	assert_int_equal(stats(dev).maps, 0);
+	assert_int_equal(iodma_dev_register(dev, reg, 2 * PG, NULL), 0);
+	sg[0].va = reg;
+	assert_int_equal(iodma_map_sg(dev, sg, 1, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(stats(dev).maps, 0);
+	assert_int_equal(iodma_dev_unregister(dev, reg, 2 * PG), 0);
+	iodma_dev_destroy(dev);
+	free(low_pool);
+	low_pool = NULL;
+	fake_reset();
+	free(low);
+	free(reg);
+}
+
 static void test_sg_all_or_nothing_when_third_element_fails(void **state)
 {
 	struct iodma_domain *d = domain_new();
@@ -1235,8 +1374,12 @@ static void test_sg_all_or_nothing_when_third_element_fails(void **state)
 	st = stats(dev);
 	assert_int_equal(st.maps, 0);
 	assert_int_equal(st.bounce_slots_used, 0);
+	/* The two maps made and rolled back are not counted: only the pool's
+	 * mapping stayed. */
+	assert_int_equal(st.mappings_created, 1);
 	/* Segments: [0] [1 (offset 1)] [2 3 4 (page-contiguous)]. */
 	assert_int_equal(iodma_map_sg(dev, sg, 5, IODMA_TO_DEVICE), 3);
+	assert_int_equal(stats(dev).mappings_created, 1 + 5); /* one per element */
 	assert_int_equal(sg[2].seg_iova, sg[2].iova);
 	assert_int_equal(sg[2].seg_len, 2 * PG + 10);
 	assert_int_equal(iodma_read(d, sg[2].iova, &x, 1), 0);
@@ -1397,6 +1540,12 @@ static void test_domain_map_errors_propagate_and_leave_nothing(void **state)
 	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), -EIO);
 	assert_int_equal(stats(dev).coherent_allocs, 1);
 	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), 0);
+	/* VirtIoHal::dma_dealloc is the same call. */
+	assert_int_equal(iodma_hal_dma_alloc(dev, 1, IODMA_BIDIRECTIONAL, &iova, &va), 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	assert_int_equal(iodma_hal_dma_dealloc(dev, iova, va, 1), -EIO);
+	assert_int_equal(stats(dev).coherent_allocs, 1);
+	assert_int_equal(iodma_hal_dma_dealloc(dev, iova, va, 1), 0);
 	/* unmap_sg whose unmap fails: the list stays mapped. */
 	memset(sg, 0, sizeof(sg));
 	sg[0].va = buf; sg[0].len = PG;
@@ -1407,6 +1556,122 @@ static void test_domain_map_errors_propagate_and_leave_nothing(void **state)
 	assert_int_equal(iodma_unmap_sg(dev, sg, 1, IODMA_TO_DEVICE), 0);
 	assert_int_equal(iodma_domain_nr_mappings(d), 1);
 	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* A backend whose unmaps fail while flaky_unmaps > 0 (soft underneath),
+ * and a listener that rejects its next map: together they make a domain
+ * map fail and its undo fail too (-EUCLEAN, domain.h). */
+static unsigned int flaky_unmaps;
+
+static int fl_open(const void *c, void **p) { return iodma_backend_soft()->open(c, p); }
+static void fl_close(void *p) { iodma_backend_soft()->close(p); }
+static int fl_get_caps(void *p, struct iodma_caps *c) { return iodma_backend_soft()->get_caps(p, c); }
+static int fl_map(void *p, const struct iodma_map_event *ev) { return iodma_backend_soft()->map(p, ev); }
+static int fl_unmap(void *p, uint64_t iova, uint64_t len, uint64_t *u)
+{
+	if (flaky_unmaps > 0) {
+		flaky_unmaps--;
+		return -EIO;
+	}
+	return iodma_backend_soft()->unmap(p, iova, len, u);
+}
+
+static const struct iodma_backend_ops flaky_ops = {
+	.version = IODMA_BACKEND_OPS_VERSION, .name = "flaky",
+	.open = fl_open, .close = fl_close, .get_caps = fl_get_caps,
+	.map = fl_map, .unmap = fl_unmap,
+};
+
+static unsigned int reject_next; /* 1 = the next map is rejected */
+
+static int rj_map(void *arg, const struct iodma_map_event *ev)
+{
+	(void)arg; (void)ev;
+	if (reject_next && --reject_next == 0)
+		return -EPERM;
+	return 0;
+}
+
+static void rj_unmap(void *arg, uint64_t iova, uint64_t len)
+{
+	(void)arg; (void)iova; (void)len;
+}
+
+static const struct iodma_listener_ops rj_ops = { .map = rj_map, .unmap = rj_unmap };
+
+/* The DMA layer never passes a domain's -EUCLEAN on while it can take the
+ * mapping back itself: one more unmap, then -EIO and nothing mapped.  Only
+ * when the backend refuses again does it report -EUCLEAN, and then it keeps
+ * the memory the device may still reach (coherent pages are not freed). */
+static void test_domain_map_left_live_is_taken_back_or_reported(void **state)
+{
+	struct iodma_domain_opts dopt = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_domain *d = NULL;
+	struct iodma_dev *dev;
+	struct iodma_listener *l;
+	uint8_t *buf = page_alloc(8 * PG);
+	struct iodma_sg sg[2];
+	uint64_t iova = 0, nr, created;
+	void *va = NULL;
+
+	(void)state;
+	dopt.backend = &flaky_ops;
+	assert_int_equal(iodma_domain_create(&dopt, &d), 0);
+	dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
+	assert_int_equal(iodma_domain_add_listener(d, &rj_ops, NULL, &l), 0);
+	nr = iodma_domain_nr_mappings(d);
+	created = stats(dev).mappings_created;
+
+	/* The domain's undo fails once, the DMA layer's retry works: -EIO. */
+	reject_next = 1; flaky_unmaps = 1;
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	reject_next = 1; flaky_unmaps = 1;
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), -EIO);
+	assert_null(va);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	reject_next = 1; flaky_unmaps = 1;
+	assert_int_equal(iodma_dev_register(dev, buf, 8 * PG, &iova), -EIO);
+	assert_int_equal(iodma_va_to_iova(dev, buf, 1, &iova), -ENOENT);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	/* sg: the 2nd element's map is rejected and left live; the group
+	 * unmap takes both back. */
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf; sg[0].len = PG;
+	sg[1].va = buf + 2 * PG; sg[1].len = PG;
+	reject_next = 2; flaky_unmaps = 1;
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr);
+	assert_int_equal(stats(dev).mappings_created, created);
+	assert_int_equal(stats(dev).maps, 0);
+	/* And everything works afterwards, in the IOVA space given back. */
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), 1);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 2, IODMA_TO_DEVICE), 0);
+
+	/* The backend refuses twice: -EUCLEAN, the mapping is live. */
+	reject_next = 1; flaky_unmaps = 2;
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &iova), -EUCLEAN);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 1);
+	reject_next = 1; flaky_unmaps = 2;
+	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), -EUCLEAN);
+	assert_null(va);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 2);
+	reject_next = 2; flaky_unmaps = 2;
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), -EUCLEAN);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 4);
+	assert_int_equal(stats(dev).maps, 2); /* the good sg only */
+	reject_next = 1; flaky_unmaps = 2;
+	assert_int_equal(iodma_dev_register(dev, buf + 4 * PG, 4 * PG, &iova), -EUCLEAN);
+	assert_int_equal(iodma_va_to_iova(dev, buf + 4 * PG, 1, &iova), -ENOENT);
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 5);
+	assert_int_equal(stats(dev).mappings_created, created + 2);
+	assert_int_equal(flaky_unmaps, 0);
+	iodma_domain_remove_listener(d, l);
+	iodma_dev_destroy(dev);
+	/* The domain still holds what the device can reach; destroy unmaps. */
+	assert_int_equal(iodma_domain_nr_mappings(d), nr + 5 - 1);
 	iodma_domain_destroy(d);
 	free(buf);
 }
@@ -1738,11 +2003,14 @@ int main(void)
 		cmocka_unit_test(test_register_direct_mode_records_bus_pages),
 		cmocka_unit_test(test_sg_merges_page_contiguous_elements_into_segments),
 		cmocka_unit_test(test_sg_respects_segment_boundary),
+		cmocka_unit_test(test_sg_boundary_holds_for_registered_elements),
+		cmocka_unit_test(test_sg_boundary_holds_for_direct_elements),
 		cmocka_unit_test(test_sg_all_or_nothing_when_third_element_fails),
 		cmocka_unit_test(test_sg_bounced_elements_copy_back_at_unmap),
 		cmocka_unit_test(test_sg_direct_mode_merges_physically_contiguous),
 		cmocka_unit_test(test_no_iova_space_below_mask_is_enomem),
 		cmocka_unit_test(test_domain_map_errors_propagate_and_leave_nothing),
+		cmocka_unit_test(test_domain_map_left_live_is_taken_back_or_reported),
 		cmocka_unit_test(test_mmio_windows_translate_and_reject),
 		cmocka_unit_test(test_dev_destroy_releases_everything_live),
 		cmocka_unit_test(test_fail_nth_dev_create),

@@ -89,6 +89,7 @@ static struct {
 	bool avail_zero;
 	uint64_t caps_alignment;       /* 0 = soft's */
 	bool caps_shrink;              /* drop the last range */
+	bool caps_merge;               /* merge the first two ranges if they touch */
 	unsigned int unmap_calls, unmap_all_calls, map_calls;
 } wrap;
 
@@ -103,6 +104,13 @@ static int w_get_caps(void *p, struct iodma_caps *c)
 		c->alignment = wrap.caps_alignment;
 	if (wrap.caps_shrink && c->nr_ranges > 1)
 		c->nr_ranges--;
+	if (wrap.caps_merge && c->nr_ranges > 1 &&
+	    c->ranges[0].iova + c->ranges[0].len == c->ranges[1].iova) {
+		c->ranges[0].len += c->ranges[1].len;
+		memmove(&c->ranges[1], &c->ranges[2],
+			(c->nr_ranges - 2) * sizeof(c->ranges[0]));
+		c->nr_ranges--;
+	}
 	return err;
 }
 static int w_map(void *p, const struct iodma_map_event *ev)
@@ -501,7 +509,9 @@ static void test_overflow_einval(void **state)
 	assert_int_equal(iodma_domain_map(d, UINT64_MAX - PG + 1, 2 * PG, VA(0), IODMA_PERM_RW), -EINVAL);
 	assert_int_equal(iodma_domain_map(d, BASE, PG, (void *)(uintptr_t)(UINT64_MAX - PG + 1 - PG + 1), IODMA_PERM_RW), -EINVAL);
 	assert_int_equal(iodma_domain_map(d, BASE, 2 * PG, (void *)(uintptr_t)(UINT64_MAX - PG + 1), IODMA_PERM_RW), -EINVAL);
+	/* Host VA and fd offset ranges that wrap (domain.h: -EINVAL). */
 	assert_int_equal(iodma_domain_map_fd(d, BASE, 2 * PG, VA(0), 3, UINT64_MAX - PG + 1, IODMA_PERM_RW), -EINVAL);
+	assert_int_equal(iodma_domain_map_fd(d, BASE, 2 * PG, (void *)(uintptr_t)(UINT64_MAX - PG + 1), 3, 0, IODMA_PERM_RW), -EINVAL);
 	assert_int_equal(iodma_domain_unmap(d, UINT64_MAX - PG + 1, 2 * PG), -EINVAL);
 	assert_int_equal(iodma_domain_unmap_gaps(d, UINT64_MAX - PG + 1, 2 * PG, &u), -EINVAL);
 	assert_int_equal(iodma_domain_for_each_mapping(d, UINT64_MAX, 2, snap_cb, &s), -EINVAL);
@@ -756,6 +766,94 @@ static void test_listener_rollback_on_reject(void **state)
 	/* The backend holds no trace: the same map now succeeds. */
 	map_ok(d, BASE + PG, PG);
 	assert_int_equal(c.n, 1);
+	iodma_domain_destroy(d);
+}
+
+/* The backend's own count of live mappings (the soft IOMMU's book). */
+static uint64_t backend_live(struct iodma_domain *d)
+{
+	uint32_t avail;
+
+	assert_int_equal(d->ops->avail_mappings(d->bpriv, &avail), 0);
+	return 65535 - (uint64_t)avail;
+}
+
+/*
+ * A listener rejects a map and the backend then refuses to unmap it (the
+ * undo fails): the mapping stays live and recorded, the call says so with
+ * -EUCLEAN, and the table and the backend agree.  (Differential fuzzing
+ * found the old code forgot the mapping: nr_mappings 0, the backend 1, and
+ * the same map -EEXIST forever.)
+ */
+static void test_listener_reject_with_failing_undo_keeps_books_agreeing(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	struct recorder a = { .n = 0 }, b = { .n = 0 };
+	struct iodma_listener *la, *lb;
+	struct map_lookup ml;
+	uint64_t u = 0;
+	int err;
+
+	assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &a, &la), 0);
+	assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &b, &lb), 0);
+	b.reject_nth = 1;
+	b.reject_err = -EPERM;
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	err = iodma_domain_map(d, BASE, 2 * PG, VA(0), IODMA_PERM_RW);
+	/* The books agree: one live mapping, in the table and the backend. */
+	assert_int_equal(backend_live(d), iodma_domain_nr_mappings(d));
+	assert_int_equal(err, -EUCLEAN);
+	assert_int_equal(backend_live(d), 1);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(domain_lookup(d, BASE + PG, &ml), 0);
+	assert_int_equal(ml.iova, BASE);
+	assert_int_equal(ml.rec.len, 2 * PG);
+	/* a accepted it and keeps it (it is live); b rejected, never saw it. */
+	assert_int_equal(a.n, 1);
+	assert_true(a.log[0].map);
+	assert_int_equal(b.n, 0);
+
+	/* The fuzzer's sequence: drop the rejecting listener, map again. */
+	iodma_domain_remove_listener(d, lb);
+	assert_int_equal(iodma_domain_map(d, BASE, 2 * PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_map(d, BASE + PG, PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(backend_live(d), 1);
+	/* The caller cleans up with an ordinary unmap. */
+	assert_int_equal(iodma_domain_unmap_gaps(d, BASE, 4 * PG, &u), 0);
+	assert_int_equal(u, 2 * PG);
+	assert_int_equal(a.n, 2);
+	assert_false(a.log[1].map);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	assert_int_equal(backend_live(d), 0);
+	/* And the same map now simply works. */
+	map_ok(d, BASE, 2 * PG);
+	assert_int_equal(backend_live(d), 1);
+	assert_int_equal(iodma_domain_unmap(d, BASE, 2 * PG), 0);
+	assert_int_equal(backend_live(d), 0);
+	iodma_domain_destroy(d);
+}
+
+/* -EUCLEAN means only "left live": a listener or backend that returns it
+ * for its own reasons is reported as -EIO, and nothing stays mapped. */
+static void test_euclean_from_a_listener_or_backend_becomes_eio(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	struct recorder a = { .n = 0 };
+	struct iodma_listener *la;
+
+	assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &a, &la), 0);
+	a.reject_nth = 1;
+	a.reject_err = -EUCLEAN;
+	assert_int_equal(iodma_domain_map(d, BASE, PG, VA(0), IODMA_PERM_RW), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	assert_int_equal(backend_live(d), 0);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 1, -EUCLEAN), 0);
+	assert_int_equal(iodma_domain_map(d, BASE, PG, VA(0), IODMA_PERM_RW), -EIO);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	assert_int_equal(backend_live(d), 0);
+	assert_int_equal(a.n, 0);
+	map_ok(d, BASE, PG);
 	iodma_domain_destroy(d);
 }
 
@@ -1122,6 +1220,179 @@ static void test_map_inside_allocation_ok_straddling_eexist(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* True when no live mapping overlaps [iova, iova + len). */
+static bool clear_of_mappings(struct iodma_domain *d, uint64_t iova, uint64_t len)
+{
+	struct map_lookup ml;
+
+	for (uint64_t off = 0; off < len; off += PG)
+		if (domain_lookup(d, iova + off, &ml) == 0)
+			return false;
+	return true;
+}
+
+/*
+ * No IOVA space is handed out twice: an allocation with a live mapping
+ * inside cannot be freed (-EBUSY, still allocated), so the next allocation
+ * never lands on the mapping.  (Differential fuzzing found alloc X, map X,
+ * free X = 0, alloc = X again over the live mapping.)
+ */
+static void test_iova_free_refused_while_a_mapping_lies_inside(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	struct iova_alloc_stats st;
+	uint64_t x, y, z;
+	int err;
+
+	/* One page: the rcache size classes, where the bug lived. */
+	assert_int_equal(iodma_iova_alloc(d, PG, PG, UINT64_MAX, &x), 0);
+	map_ok(d, x, PG);
+	err = iodma_iova_free(d, x, PG);
+	assert_int_equal(iodma_iova_alloc(d, PG, PG, UINT64_MAX, &y), 0);
+	assert_true(clear_of_mappings(d, y, PG));
+	assert_int_equal(err, -EBUSY);
+	iova_alloc_get_stats(d->iova, &st);
+	assert_int_equal(st.live, 2);
+	/* Unmapped, it frees (and not twice). */
+	assert_int_equal(iodma_domain_unmap(d, x, PG), 0);
+	assert_int_equal(iodma_iova_free(d, x, PG), 0);
+	assert_int_equal(iodma_iova_free(d, x, PG), -ENOENT);
+	assert_int_equal(iodma_iova_free(d, y, PG), 0);
+
+	/* Several mappings inside one allocation: busy until the last goes. */
+	assert_int_equal(iodma_iova_alloc(d, 8 * PG, PG, UINT64_MAX, &x), 0);
+	map_ok(d, x, 2 * PG);
+	map_ok(d, x + 4 * PG, PG);
+	assert_int_equal(iodma_iova_free(d, x, 8 * PG), -EBUSY);
+	assert_int_equal(iodma_domain_unmap(d, x, 2 * PG), 0);
+	assert_int_equal(iodma_iova_free(d, x, 8 * PG), -EBUSY);
+	/* A map refused by the backend adds nothing to the count. */
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_MAP, 1, -EIO), 0);
+	assert_int_equal(iodma_domain_map(d, x + 6 * PG, PG, VA(0), IODMA_PERM_RW), -EIO);
+	assert_int_equal(iodma_domain_unmap_all(d, NULL), 0);
+	assert_int_equal(iodma_iova_free(d, x, 8 * PG), 0);
+
+	/* Beyond the rcache sizes (tree path), and a mapping left live by a
+	 * failed undo (-EUCLEAN) keeps its allocation busy too. */
+	{
+		struct recorder r = { .n = 0 };
+		struct iodma_listener *l;
+
+		assert_int_equal(iodma_iova_alloc(d, 64 * PG, PG, UINT64_MAX, &z), 0);
+		assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &r, &l), 0);
+		r.reject_nth = 1;
+		r.reject_err = -EPERM;
+		assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+		assert_int_equal(iodma_domain_map(d, z, 64 * PG, VA(0), IODMA_PERM_RW), -EUCLEAN);
+		assert_int_equal(iodma_iova_free(d, z, 64 * PG), -EBUSY);
+		assert_int_equal(iodma_domain_unmap(d, z, 64 * PG), 0);
+		assert_int_equal(iodma_iova_free(d, z, 64 * PG), 0);
+		iodma_domain_remove_listener(d, l);
+	}
+	iova_alloc_get_stats(d->iova, &st);
+	assert_int_equal(st.live, 0);
+	assert_int_equal(iova_alloc_check(d->iova), 0);
+	iodma_domain_destroy(d);
+}
+
+/* A map may lie inside one allocation, not across two.  Only possible once
+ * refresh_caps merged two touching valid ranges into one (the allocator
+ * keeps serving them apart, so each holds one of the allocations). */
+static void test_map_across_two_allocations_eexist(void **state)
+{
+	struct iodma_iova_range rr[2] = { { 0x100000, 4 * PG }, { 0x100000 + 4 * PG, 4 * PG } };
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain *d;
+	struct snap s;
+	uint64_t lo, hi;
+
+	memset(&wrap, 0, sizeof(wrap));
+	so.ranges = rr;
+	so.nr_ranges = 2;
+	d = mkdomain_opts(&wrap_ops, &so, NULL);
+	/* Top-down: range 1 first, then range 0. */
+	assert_int_equal(iodma_iova_alloc(d, 4 * PG, PG, UINT64_MAX, &hi), 0);
+	assert_int_equal(iodma_iova_alloc(d, 4 * PG, PG, UINT64_MAX, &lo), 0);
+	assert_int_equal(hi, 0x100000 + 4 * PG);
+	assert_int_equal(lo, 0x100000);
+	/* Before the merge no valid range holds the span at all. */
+	assert_int_equal(iodma_domain_map(d, lo + 2 * PG, 4 * PG, VA(0), IODMA_PERM_RW), -ERANGE);
+	wrap.caps_merge = true;
+	assert_int_equal(iodma_domain_refresh_caps(d), 0);
+	take_snap(d, &s);
+	assert_int_equal(iodma_domain_map(d, lo + 2 * PG, 4 * PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_snap_equal(d, &s);
+	/* Either one alone is fine, and both free once unmapped. */
+	map_ok(d, lo + 2 * PG, 2 * PG);
+	map_ok(d, hi, 2 * PG);
+	assert_int_equal(iodma_iova_free(d, lo, 4 * PG), -EBUSY);
+	assert_int_equal(iodma_domain_unmap_all(d, NULL), 0);
+	assert_int_equal(iodma_iova_free(d, lo, 4 * PG), 0);
+	assert_int_equal(iodma_iova_free(d, hi, 4 * PG), 0);
+	assert_int_equal(iova_alloc_check(d->iova), 0);
+	iodma_domain_destroy(d);
+	memset(&wrap, 0, sizeof(wrap));
+}
+
+/* Threads each allocate, map inside, try to free while mapped, allocate
+ * again: no allocation may ever overlap a live mapping. */
+struct churn_ctx {
+	struct iodma_domain *d;
+	atomic_ulong over_live;   /* allocations that overlapped a mapping */
+	atomic_ulong bad;         /* unexpected return codes */
+};
+
+static void *churn_thread(void *arg)
+{
+	struct churn_ctx *cx = arg;
+
+	for (int k = 0; k < 2000; k++) {
+		uint64_t len = (1ull << (k % 4)) * PG, x, y;
+		int ferr;
+
+		if (iodma_iova_alloc(cx->d, len, PG, UINT64_MAX, &x)) {
+			atomic_fetch_add(&cx->bad, 1);
+			continue;
+		}
+		if (!clear_of_mappings(cx->d, x, len))
+			atomic_fetch_add(&cx->over_live, 1);
+		if (iodma_domain_map(cx->d, x, len, VA(0), IODMA_PERM_RW)) {
+			atomic_fetch_add(&cx->bad, 1);
+			continue;
+		}
+		ferr = iodma_iova_free(cx->d, x, len);
+		if (iodma_iova_alloc(cx->d, len, PG, UINT64_MAX, &y) == 0) {
+			if (!clear_of_mappings(cx->d, y, len))
+				atomic_fetch_add(&cx->over_live, 1);
+			if (iodma_iova_free(cx->d, y, len))
+				atomic_fetch_add(&cx->bad, 1);
+		}
+		if (iodma_domain_unmap(cx->d, x, len))
+			atomic_fetch_add(&cx->bad, 1);
+		if (ferr == -EBUSY && iodma_iova_free(cx->d, x, len))
+			atomic_fetch_add(&cx->bad, 1);
+	}
+	return NULL;
+}
+
+static void test_iova_never_handed_out_over_a_live_mapping_concurrently(void **state)
+{
+	struct churn_ctx cx = { .d = mkdomain() };
+	pthread_t th[4];
+
+	atomic_init(&cx.over_live, 0);
+	atomic_init(&cx.bad, 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, churn_thread, &cx), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(atomic_load(&cx.over_live), 0);
+	assert_int_equal(atomic_load(&cx.bad), 0);
+	assert_int_equal(iodma_domain_nr_mappings(cx.d), 0);
+	assert_int_equal(iova_alloc_check(cx.d->iova), 0);
+	iodma_domain_destroy(cx.d);
+}
+
 /* Fixed maps claim allocator space only once the allocator is used: the
  * first allocation claims every live mapping, so it never lands on one. */
 static void test_first_allocation_claims_existing_fixed_maps(void **state)
@@ -1449,6 +1720,8 @@ int main(void)
 		cmocka_unit_test(test_unmap_all_with_and_without_backend_unmap_all),
 		cmocka_unit_test(test_listener_replay_on_register),
 		cmocka_unit_test(test_listener_rollback_on_reject),
+		cmocka_unit_test(test_listener_reject_with_failing_undo_keeps_books_agreeing),
+		cmocka_unit_test(test_euclean_from_a_listener_or_backend_becomes_eio),
 		cmocka_unit_test(test_listener_add_replay_rejected_is_rolled_back),
 		cmocka_unit_test(test_listener_add_fail_nth_sweep),
 		cmocka_unit_test(test_destroy_sends_one_unmap_per_mapping),
@@ -1461,6 +1734,9 @@ int main(void)
 		cmocka_unit_test(test_iova_alloc_avoids_mappings_and_reserved),
 		cmocka_unit_test(test_map_inside_allocation_ok_straddling_eexist),
 		cmocka_unit_test(test_first_allocation_claims_existing_fixed_maps),
+		cmocka_unit_test(test_iova_free_refused_while_a_mapping_lies_inside),
+		cmocka_unit_test(test_map_across_two_allocations_eexist),
+		cmocka_unit_test(test_iova_never_handed_out_over_a_live_mapping_concurrently),
 		cmocka_unit_test(test_refresh_caps_compatible_only),
 		cmocka_unit_test(test_refresh_caps_alignment_below_creation_ebusy),
 		cmocka_unit_test(test_queries_of_null_domain),

@@ -416,8 +416,31 @@ static void test_claim_inside_allocation_is_not_claimed(void **state)
 	iova_alloc_get_stats(a, &s1);
 	stats_equal(&s0, &s1);
 	chk(a);
-	/* the owner frees it normally afterwards */
+	/* Each claim inside is counted: the free is refused (-EBUSY,
+	 * nothing changes) until both are taken back. */
+	assert_int_equal(iova_alloc_put(a, x, 8 * G), -EBUSY);
+	iova_alloc_get_stats(a, &s1);
+	stats_equal(&s0, &s1);
+	iova_unclaim_inside(a, x + 2 * G, 3 * G);
+	assert_int_equal(iova_alloc_put(a, x, 8 * G), -EBUSY);
+	iova_unclaim_inside(a, x, 8 * G);
 	assert_int_equal(iova_alloc_put(a, x, 8 * G), 0);
+	chk(a);
+	/* The same on the rcache path (one granule), and the range is then
+	 * handed out again only once free. */
+	get_ok(a, G, G, UINT64_MAX, &x);
+	assert_int_equal(iova_claim(a, x, G, &claimed), 0);
+	assert_false(claimed);
+	assert_int_equal(iova_alloc_put(a, x, G), -EBUSY);
+	{
+		uint64_t y;
+
+		get_ok(a, G, G, UINT64_MAX, &y);
+		assert_true(y != x);
+		assert_int_equal(iova_alloc_put(a, y, G), 0);
+	}
+	iova_unclaim_inside(a, x, G);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);
 	chk(a);
 	iova_alloc_destroy(a);
 }
@@ -923,6 +946,16 @@ static void soak(bool caching, int ops)
 				assert_int_equal(ret, 0);
 				assert_false(claimed);
 				n_nocl++;
+				/* Mapped inside: its allocation cannot be
+				 * freed until the map is taken back. */
+				for (i = 0; i < m.nr_live; i++)
+					if (m.live[i].id == first)
+						break;
+				assert_true(i < m.nr_live);
+				assert_int_equal(iova_alloc_put(a, m.live[i].pfn * G,
+								m.live[i].pages * G),
+						 -EBUSY);
+				iova_unclaim_inside(a, p * G, n * G);
 				continue;
 			}
 			other = false;
