@@ -233,3 +233,23 @@ int regmap_lookup(const struct regmap *m, uint64_t va, uint64_t len,
 	*iova = first_entry + (va & (REGMAP_PAGE_SIZE - 1));
 	return 0;
 }
+
+uint64_t regmap_table_bytes(struct regmap *m)
+{
+	uint64_t n = sizeof(*m);
+
+	os_mutex_lock(&m->lock);
+	for (unsigned int i = 0; i < REGMAP_LVL_SIZE; i++) {
+		struct regmap_l2 *l2 = atomic_load_explicit(&m->l1[i],
+							    memory_order_relaxed);
+
+		if (!l2)
+			continue;
+		n += sizeof(*l2);
+		for (unsigned int j = 0; j < REGMAP_LVL_SIZE; j++)
+			if (atomic_load_explicit(&l2->leaf[j], memory_order_relaxed))
+				n += sizeof(struct regmap_leaf);
+	}
+	os_mutex_unlock(&m->lock);
+	return n;
+}

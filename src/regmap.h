@@ -45,4 +45,8 @@ void regmap_clear(struct regmap *m, uint64_t va, uint64_t len);
 int regmap_lookup(const struct regmap *m, uint64_t va, uint64_t len,
 		  uint64_t *iova);
 
+/* Bytes of table memory the map holds (its own struct, interior tables
+ * and leaves).  Writers serialised against it (m->lock). */
+uint64_t regmap_table_bytes(struct regmap *m);
+
 #endif /* IODMA_REGMAP_H */
