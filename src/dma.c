@@ -1419,7 +1419,9 @@ IODMA_EXPORT int iodma_dev_register(struct iodma_dev *dev, void *va,
 		dev->regs = n;
 		dev->cap_regs = cap;
 	}
-	ret = regmap_reserve(dev->regmap, v, len);
+	/* Direct mode records bus pages one by one: leaves everywhere. */
+	ret = dev->domain ? regmap_reserve(dev->regmap, v, len) :
+			    regmap_reserve_pages(dev->regmap, v, len);
 	if (ret)
 		goto fail;
 	if (dev->domain) {
