@@ -84,7 +84,8 @@ uint64_t bounce_destroy(struct bounce_pool *p);
 bool bounce_owns(const struct bounce_pool *p, uint64_t iova);
 
 /* Reserve a run for [orig, orig + len): its first byte's IOVA is a
- * multiple of @align, its last byte <= @limit, and it does not cross a
+ * multiple of @align (and of 4096 when @len >= 4096, as in Linux's
+ * swiotlb), its last byte <= @limit, and it does not cross a
  * multiple of @boundary + 1 (@boundary 0 = no constraint).  Returns 0 and
  * the run, or -ENOMEM (no free run fits in the areas or the caller's
  * stash). */
