@@ -17,8 +17,9 @@
 
 /* Per-thread stashes of free runs (see bounce.h). */
 #define STASH_DEPTH     2      /* runs per stash */
-#define STASH_MAX_BYTES 4096u  /* longest run a stash keeps (at least a slot) */
-#define STASH_HIDE_DIV  8      /* stashes hold at most 1/8 of the pool */
+#define STASH_SMALL     4096u  /* every stash keeps runs up to this long ... */
+#define STASH_BIG       65536u /* ... the first few up to this many bytes */
+#define STASH_HIDE_DIV  8      /* each kind holds at most 1/8 of the pool */
 #define BOUNCE_PAGE     4096u  /* runs of this many bytes or more start on one */
 
 /* A head slot's state word: generation << 2 | one of these.  Only heads
@@ -57,8 +58,9 @@ struct bounce_area {
 struct bounce_stash {
 	uint32_t run[STASH_DEPTH];  /* head slots, state FREE */
 	uint32_t count;
+	uint32_t budget;            /* most slots it may hold (immutable) */
 	_Atomic uint32_t held;      /* slots in @run (read by stats) */
-	char pad[IODMA_CACHELINE - (STASH_DEPTH + 2) * sizeof(uint32_t)];
+	char pad[IODMA_CACHELINE - (STASH_DEPTH + 3) * sizeof(uint32_t)];
 };
 
 struct bounce_pool {
@@ -73,7 +75,6 @@ struct bounce_pool {
 	unsigned int nareas;
 	unsigned int areas_ready; /* areas whose lock and bitmap exist */
 	unsigned int nstash;     /* threads 0..nstash-1 have a stash */
-	uint32_t stash_max;      /* longest run a stash keeps, in slots */
 	void *raw;               /* what os_pages_alloc returned, or NULL */
 	size_t raw_len;
 	bool mapped;             /* [iova, iova + len) mapped in @domain */
@@ -200,8 +201,8 @@ static int pool_memory(struct bounce_pool *p, const struct bounce_cfg *cfg)
 int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 {
 	struct bounce_pool *p;
-	uint64_t nslots;
-	unsigned int nareas = 1;
+	uint64_t nslots, small, big;
+	unsigned int nareas = 1, nbig;
 	int ret;
 
 	if (!is_pow2(cfg->slot_size) || cfg->slot_size < 64 ||
@@ -224,10 +225,14 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	p->nslots = (uint32_t)nslots;
 	p->len = cfg->pool_size;
 	p->nareas = nareas;
-	p->stash_max = (uint32_t)IODMA_MAX(STASH_MAX_BYTES >> p->slot_shift, 1u);
-	p->nstash = (unsigned int)IODMA_MIN(nslots / (STASH_HIDE_DIV * STASH_DEPTH *
-						     p->stash_max),
+	/* Every thread's stash holds two runs of up to 4 KiB, the first
+	 * threads' up to 64 KiB in all; each kind at most 1/8 of the pool. */
+	small = STASH_DEPTH * IODMA_MAX(STASH_SMALL >> p->slot_shift, 1u);
+	big = IODMA_MAX(STASH_BIG >> p->slot_shift, small);
+	p->nstash = (unsigned int)IODMA_MIN(nslots / (STASH_HIDE_DIV * small),
 					    (uint64_t)IODMA_SHARDS);
+	nbig = (unsigned int)IODMA_MIN(nslots / (STASH_HIDE_DIV * big),
+				       (uint64_t)p->nstash);
 	p->slots = iodma_calloc(nslots, sizeof(*p->slots));
 	p->areas = iodma_calloc(nareas, sizeof(*p->areas));
 	if (p->nstash)
@@ -236,6 +241,8 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 		ret = -ENOMEM;
 		goto fail;
 	}
+	for (unsigned int i = 0; i < p->nstash; i++)
+		p->stash[i].budget = (uint32_t)(i < nbig ? big : small);
 	for (unsigned int i = 0; i < nareas; i++) {
 		struct bounce_area *a = &p->areas[i];
 		uint32_t per = (uint32_t)(nslots / nareas);
@@ -620,28 +627,34 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 	return claim(p, iova, len, dir, flags, orig, out) < 0 ? -EINVAL : 0;
 }
 
-/* Free the DYING run at @head: into the caller's stash if it is short
- * and there is room, else back to its area. */
+/* Free the DYING run at @head: into the caller's stash if its budget
+ * allows (the oldest runs there go back to their areas to make room),
+ * else back to its area. */
 static void release(struct bounce_pool *p, uint32_t head)
 {
 	struct bounce_slot *s = &p->slots[head];
 	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
 	struct bounce_stash *st;
-	uint32_t n = s->nslots;
+	uint32_t n = s->nslots, held;
 
 	assert(st_of(state) == ST_DYING);
 	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
 			      memory_order_release);
 	st = stash_own(p);
-	if (st && n <= p->stash_max && st->count < STASH_DEPTH) {
-		st->run[st->count++] = head;
-		atomic_store_explicit(&st->held,
-				      atomic_load_explicit(&st->held,
-							   memory_order_relaxed) + n,
-				      memory_order_relaxed);
+	if (!st || n > st->budget) {
+		area_release(p, head, n);
 		return;
 	}
-	area_release(p, head, n);
+	held = atomic_load_explicit(&st->held, memory_order_relaxed);
+	while (st->count && (st->count == STASH_DEPTH || held + n > st->budget)) {
+		uint32_t old = st->run[0];
+
+		held -= p->slots[old].nslots;
+		area_release(p, old, p->slots[old].nslots);
+		st->run[0] = st->run[--st->count];
+	}
+	st->run[st->count++] = head;
+	atomic_store_explicit(&st->held, held + n, memory_order_relaxed);
 }
 
 int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,

@@ -17,15 +17,15 @@
  * area, so the longest bounce is one area.
  *
  * The hot path takes no lock (Linux's swiotlb takes its area lock twice):
- *  - a thread with a shard of its own (shard_own() in util.h) keeps up to
- *    two freed runs of at most 4 KiB in a stash that only it touches, and
- *    maps from there first, so a map + unmap of a small buffer is one
- *    atomic read-modify-write (the unmap's claim).  Stashed slots stay
- *    reserved in their area: at most 1/8 of the pool is held in stashes,
- *    and a thread that finds the areas full empties its own stash into
- *    them and tries again; another thread's stash is not taken (as with
- *    Linux's per-CPU page lists, -ENOMEM may come while up to that much
- *    sits in other threads' stashes);
+ *  - a thread with a shard of its own (shard_own() in util.h) keeps the
+ *    runs it frees in a stash that only it touches (two runs; up to 4 KiB
+ *    in all, 64 KiB for the first threads) and maps from there first, so
+ *    a map + unmap of the same size is one atomic read-modify-write (the
+ *    unmap's claim).  Stashed slots stay reserved in their area: stashes
+ *    hold at most a quarter of the pool, and a thread that finds the
+ *    areas full empties its own stash into them and tries again; another
+ *    thread's stash is not taken (as with Linux's per-CPU page lists,
+ *    -ENOMEM may come while that much sits in other threads' stashes);
  *  - a run's head slot has a state word (generation, FREE/LIVE/DYING).
  *    Unmap claims a run with one compare-and-swap LIVE -> DYING (of two
  *    racing unmaps exactly one wins, a stale one fails on the

@@ -30,9 +30,9 @@
  *
  *   Locking: every function is thread-safe unless it says otherwise; the
  *   bounce pool is split in areas with their own locks, taken only to
- *   reserve or free slots: a thread keeps a few freed small runs of its own
- *   (up to 1/8 of the pool in all), so a small bounce map + unmap takes no
- *   lock, and the unmap claims its run with one compare-and-swap (of two
+ *   reserve or free slots: a thread keeps the last runs it freed (up to a
+ *   quarter of the pool in all threads), so a bounce map + unmap of the
+ *   same size as the last one takes no lock, and the unmap claims its run with one compare-and-swap (of two
  *   racing unmaps of one map, one gets -EINVAL); statistics are per-thread
  *   counters summed when read; registered-memory lookups are lock-free.  A given mapping must not be unmapped twice or
  *   synced after unmap (as with Linux's DMA API).
@@ -505,8 +505,8 @@ IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,
  * @bounce_slots_used: slots in use now (a snapshot; slots a thread keeps
  *                     for its next maps are not in use).
  * @bounce_full:       maps refused with -ENOMEM because the pool was full
- *                     (other threads may keep up to 1/8 of it for their
- *                     next maps).
+ *                     (other threads may keep up to a quarter of it
+ *                     for their next maps).
  * @coherent_allocs:   live coherent allocations (a snapshot).
  * @leaked:            maps and allocations still live at destroy.
  */
