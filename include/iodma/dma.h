@@ -28,14 +28,15 @@
  *   lookup in a multi-level VA -> IOVA radix table, with no new mapping and
  *   no system call.
  *
- *   Locking: every function is thread-safe unless it says otherwise; the
+ *   Locking: every function is thread-safe unless it says otherwise.  The
  *   bounce pool is split in areas with their own locks, taken only to
  *   reserve or free slots: a thread keeps the last runs it freed (up to a
  *   quarter of the pool in all threads), so a bounce map + unmap of the
- *   same size as the last one takes no lock, and the unmap claims its run with one compare-and-swap (of two
- *   racing unmaps of one map, one gets -EINVAL); statistics are per-thread
- *   counters summed when read; registered-memory lookups are lock-free.  A given mapping must not be unmapped twice or
- *   synced after unmap (as with Linux's DMA API).
+ *   same size as the last one takes no lock, and the unmap claims its run
+ *   with one compare-and-swap (of two racing unmaps of one map, one gets
+ *   -EINVAL).  Statistics are per-thread counters summed when read.
+ *   Registered-memory lookups are lock-free.  A given mapping must not be
+ *   unmapped twice or synced after unmap (as with Linux's DMA API).
  */
 #ifndef IODMA_DMA_H
 #define IODMA_DMA_H
