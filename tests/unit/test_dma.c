@@ -1908,6 +1908,59 @@ static void test_bounce_full_pool_takes_back_own_kept_runs(void **state)
 	free(big);
 }
 
+/* More threads than statistics shards: the threads past the 64th share
+ * one counter block with atomic adds; no count is lost. */
+#define NSTAT_THR 80
+
+struct stat_thr {
+	struct iodma_dev *dev;
+	pthread_barrier_t *bar;
+	int errors;
+};
+
+static void *stat_thread(void *p)
+{
+	struct stat_thr *a = p;
+	uint8_t buf[64];
+
+	pthread_barrier_wait(a->bar);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t iova;
+
+		if (iodma_map_single(a->dev, buf, sizeof(buf), IODMA_TO_DEVICE, &iova) ||
+		    iodma_unmap_single(a->dev, iova, sizeof(buf), IODMA_TO_DEVICE))
+			a->errors++;
+	}
+	return NULL;
+}
+
+static void test_stats_exact_with_more_threads_than_shards(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	pthread_t t[NSTAT_THR];
+	struct stat_thr a[NSTAT_THR];
+	pthread_barrier_t bar;
+
+	(void)state;
+	pthread_barrier_init(&bar, NULL, NSTAT_THR);
+	for (int i = 0; i < NSTAT_THR; i++) {
+		a[i] = (struct stat_thr){ dev, &bar, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, stat_thread, &a[i]), 0);
+	}
+	for (int i = 0; i < NSTAT_THR; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].errors, 0);
+	}
+	pthread_barrier_destroy(&bar);
+	assert_int_equal(stats(dev).maps, NSTAT_THR * 1000);
+	assert_int_equal(stats(dev).bounces, NSTAT_THR * 1000);
+	assert_int_equal(stats(dev).bounce_bytes, NSTAT_THR * 1000 * 64);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1958,6 +2011,7 @@ int main(void)
 		cmocka_unit_test(test_bounce_racing_double_unmap_exactly_one_wins),
 		cmocka_unit_test(test_bounce_map_on_one_thread_unmap_on_another),
 		cmocka_unit_test(test_bounce_full_pool_takes_back_own_kept_runs),
+		cmocka_unit_test(test_stats_exact_with_more_threads_than_shards),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
