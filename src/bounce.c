@@ -17,8 +17,8 @@
 
 /* Per-thread stashes of free runs (see bounce.h). */
 #define STASH_DEPTH     2      /* runs per stash */
-#define STASH_SMALL     4096u  /* every stash keeps runs up to this long ... */
-#define STASH_BIG       65536u /* ... the first few up to this many bytes */
+#define STASH_SMALL     4096u  /* every stash: STASH_DEPTH times this ... */
+#define STASH_BIG       65536u /* ... the first few: this many bytes in all */
 #define STASH_HIDE_DIV  8      /* each kind holds at most 1/8 of the pool */
 #define BOUNCE_PAGE     4096u  /* runs of this many bytes or more start on one */
 
@@ -225,8 +225,8 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	p->nslots = (uint32_t)nslots;
 	p->len = cfg->pool_size;
 	p->nareas = nareas;
-	/* Every thread's stash holds two runs of up to 4 KiB, the first
-	 * threads' up to 64 KiB in all; each kind at most 1/8 of the pool. */
+	/* Every thread's stash holds up to 2 x 4 KiB, the first threads' up
+	 * to 64 KiB; each kind at most 1/8 of the pool. */
 	small = STASH_DEPTH * IODMA_MAX(STASH_SMALL >> p->slot_shift, 1u);
 	big = IODMA_MAX(STASH_BIG >> p->slot_shift, small);
 	p->nstash = (unsigned int)IODMA_MIN(nslots / (STASH_HIDE_DIV * small),

@@ -18,7 +18,7 @@
  *
  * The hot path takes no lock (Linux's swiotlb takes its area lock twice):
  *  - a thread with a shard of its own (shard_own() in util.h) keeps the
- *    runs it frees in a stash that only it touches (two runs; up to 4 KiB
+ *    runs it frees in a stash that only it touches (two runs; up to 8 KiB
  *    in all, 64 KiB for the first threads) and maps from there first, so
  *    a map + unmap of the same size is one atomic read-modify-write (the
  *    unmap's claim).  Stashed slots stay reserved in their area: stashes
