@@ -133,8 +133,7 @@ uint64_t regmap_table_bytes(struct regmap *m)
  * wrap of va + len - 1 too). */
 static inline bool in_va_space(uint64_t va, uint64_t len)
 {
-	return len - 1 < (1ull << REGMAP_VA_BITS) &&
-	       (va + (len - 1)) >> REGMAP_VA_BITS == 0;
+	return (((len - 1) | (va + (len - 1))) >> REGMAP_VA_BITS) == 0;
 }
 
 /* The L2 entry of @va's chunk, or NULL (no L2 table).  Lock-free. */
