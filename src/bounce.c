@@ -15,25 +15,52 @@
 #define BOUNCE_MAX_AREAS     4
 #define BOUNCE_MIN_AREA_SLOTS 256 /* split only pools with this many per area */
 
+/* Per-thread stashes of free runs (see bounce.h). */
+#define STASH_DEPTH     2      /* runs per stash */
+#define STASH_SMALL     4096u  /* every stash: STASH_DEPTH times this ... */
+#define STASH_BIG       65536u /* ... the first few: this many bytes in all */
+#define STASH_HIDE_DIV  8      /* each kind holds at most 1/8 of the pool */
+#define BOUNCE_PAGE     4096u  /* runs of this many bytes or more start on one */
+
+/* A head slot's state word: generation << 2 | one of these.  Only heads
+ * of live (LIVE) or unmapping (DYING) runs are not FREE. */
+#define ST_FREE  0u
+#define ST_LIVE  1u
+#define ST_DYING 2u
+#define ST_MASK  3ull
+
 /* Per-slot record.  Only the first slot of a run carries the metadata;
- * every slot of a live run has @head = index of that first slot. */
+ * every slot of a run has @head = index of that first slot.  @len, @orig
+ * and @attr are written by the run's allocator while the state is not
+ * LIVE and published by the release store of LIVE; lock-free readers
+ * check the state again after reading them (a seqlock, the generation in
+ * the state word telling one life of the run from the next). */
 struct bounce_slot {
-	void *orig;      /* head: the buffer */
-	size_t len;      /* head: bytes mapped */
-	uint32_t head;   /* first slot of the run this slot belongs to */
-	uint32_t nslots; /* head: slots in the run */
-	uint8_t dir;     /* head: enum iodma_dir */
-	uint8_t flags;   /* head: BOUNCE_F_* */
-	uint8_t dying;   /* head: claimed by an unmap in progress */
+	_Atomic uint64_t state;  /* head: generation << 2 | ST_* */
+	_Atomic uint64_t len;    /* head: bytes mapped */
+	_Atomic uintptr_t orig;  /* head: the buffer */
+	_Atomic uint32_t head;   /* first slot of the run this slot belongs to */
+	_Atomic uint32_t attr;   /* head: dir | flags << 8 */
+	uint32_t nslots;         /* head: slots in the run; its owner's */
 };
 
 struct bounce_area {
-	os_mutex_t lock;     /* protects bitmap, cursor and the slots' records */
+	os_mutex_t lock;     /* protects bitmap and cursor */
 	uint32_t first;      /* first slot (pool index) */
 	uint32_t nslots;
 	uint32_t cursor;     /* next-fit start, relative to @first */
-	uint64_t *bitmap;    /* bit set = slot in use */
+	uint64_t *bitmap;    /* bit set = slot in use (or stashed) */
 	char pad[IODMA_CACHELINE];
+};
+
+/* Free runs kept by one thread (shard_own()); only that thread touches
+ * @run and @count.  Their bits stay set in their area's bitmap. */
+struct bounce_stash {
+	uint32_t run[STASH_DEPTH];  /* head slots, state FREE */
+	uint32_t count;
+	uint32_t budget;            /* most slots it may hold (immutable) */
+	_Atomic uint32_t held;      /* slots in @run (read by stats) */
+	char pad[IODMA_CACHELINE - (STASH_DEPTH + 3) * sizeof(uint32_t)];
 };
 
 struct bounce_pool {
@@ -47,14 +74,16 @@ struct bounce_pool {
 	uint32_t nslots;
 	unsigned int nareas;
 	unsigned int areas_ready; /* areas whose lock and bitmap exist */
+	unsigned int nstash;     /* threads 0..nstash-1 have a stash */
 	void *raw;               /* what os_pages_alloc returned, or NULL */
 	size_t raw_len;
 	bool mapped;             /* [iova, iova + len) mapped in @domain */
 	bool iova_allocated;
 
-	struct bounce_slot *slots; /* records, under their area's lock */
+	struct bounce_slot *slots;
 	struct bounce_area *areas;
-	_Atomic uint64_t used;     /* slots in use (snapshot) */
+	struct bounce_stash *stash; /* nstash of them, or NULL */
+	_Atomic uint64_t used;     /* slots set in the bitmaps (snapshot) */
 };
 
 static inline bool bit_test(const uint64_t *bm, uint32_t i)
@@ -111,6 +140,7 @@ static void pool_free(struct bounce_pool *p)
 		os_mutex_destroy(&p->areas[i].lock);
 	}
 	iodma_free(p->areas);
+	iodma_free(p->stash);
 	iodma_free(p->slots);
 	iodma_free(p);
 }
@@ -171,8 +201,8 @@ static int pool_memory(struct bounce_pool *p, const struct bounce_cfg *cfg)
 int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 {
 	struct bounce_pool *p;
-	uint64_t nslots;
-	unsigned int nareas = 1;
+	uint64_t nslots, small, big;
+	unsigned int nareas = 1, nbig;
 	int ret;
 
 	if (!is_pow2(cfg->slot_size) || cfg->slot_size < 64 ||
@@ -195,12 +225,24 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	p->nslots = (uint32_t)nslots;
 	p->len = cfg->pool_size;
 	p->nareas = nareas;
+	/* Every thread's stash holds up to 2 x 4 KiB, the first threads' up
+	 * to 64 KiB; each kind at most 1/8 of the pool. */
+	small = STASH_DEPTH * IODMA_MAX(STASH_SMALL >> p->slot_shift, 1u);
+	big = IODMA_MAX(STASH_BIG >> p->slot_shift, small);
+	p->nstash = (unsigned int)IODMA_MIN(nslots / (STASH_HIDE_DIV * small),
+					    (uint64_t)IODMA_SHARDS);
+	nbig = (unsigned int)IODMA_MIN(nslots / (STASH_HIDE_DIV * big),
+				       (uint64_t)p->nstash);
 	p->slots = iodma_calloc(nslots, sizeof(*p->slots));
 	p->areas = iodma_calloc(nareas, sizeof(*p->areas));
-	if (!p->slots || !p->areas) {
+	if (p->nstash)
+		p->stash = iodma_calloc(p->nstash, sizeof(*p->stash));
+	if (!p->slots || !p->areas || (p->nstash && !p->stash)) {
 		ret = -ENOMEM;
 		goto fail;
 	}
+	for (unsigned int i = 0; i < p->nstash; i++)
+		p->stash[i].budget = (uint32_t)(i < nbig ? big : small);
 	for (unsigned int i = 0; i < nareas; i++) {
 		struct bounce_area *a = &p->areas[i];
 		uint32_t per = (uint32_t)(nslots / nareas);
@@ -232,6 +274,11 @@ static inline struct bounce_area *area_of(struct bounce_pool *p, uint32_t slot)
 	return &p->areas[IODMA_MIN(slot / per, p->nareas - 1)];
 }
 
+static inline unsigned int st_of(uint64_t state)
+{
+	return (unsigned int)(state & ST_MASK);
+}
+
 uint64_t bounce_destroy(struct bounce_pool *p)
 {
 	uint64_t live = 0;
@@ -239,9 +286,8 @@ uint64_t bounce_destroy(struct bounce_pool *p)
 	if (!p)
 		return 0;
 	for (uint32_t i = 0; i < p->nslots; i++) {
-		struct bounce_area *a = area_of(p, i);
-
-		if (bit_test(a->bitmap, i - a->first) && p->slots[i].head == i)
+		if (st_of(atomic_load_explicit(&p->slots[i].state,
+					       memory_order_relaxed)) != ST_FREE)
 			live++;
 	}
 	pool_free(p);
@@ -260,7 +306,16 @@ uint64_t bounce_slots_total(const struct bounce_pool *p)
 
 uint64_t bounce_slots_used(const struct bounce_pool *p)
 {
-	return p ? atomic_load_explicit(&p->used, memory_order_relaxed) : 0;
+	uint64_t used, held = 0;
+
+	if (!p)
+		return 0;
+	used = atomic_load_explicit(&((struct bounce_pool *)p)->used,
+				    memory_order_relaxed);
+	for (unsigned int i = 0; i < p->nstash; i++)
+		held += atomic_load_explicit(&p->stash[i].held,
+					     memory_order_relaxed);
+	return used > held ? used - held : 0;
 }
 
 static inline uint64_t slot_iova(const struct bounce_pool *p, uint32_t slot)
@@ -325,20 +380,84 @@ static int64_t area_search(struct bounce_pool *p, struct bounce_area *a,
 	return -1;
 }
 
-int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
-	       uint8_t flags, uint64_t align, uint64_t limit,
-	       uint64_t boundary, struct bounce_run *out)
+/* The calling thread's stash, or NULL. */
+static inline struct bounce_stash *stash_own(struct bounce_pool *p)
 {
-	uint64_t n64 = ((uint64_t)len + p->slot_size - 1) >> p->slot_shift;
-	unsigned int start;
+	unsigned int sh;
 
-	assert(len > 0 && is_pow2(align));
-	if (n64 == 0 || n64 > p->nslots)
-		return -ENOMEM;
-	start = p->nareas > 1 ? os_thread_slot() % p->nareas : 0;
+	if (!p->nstash)
+		return NULL;
+	sh = shard_own();
+	return sh < p->nstash ? &p->stash[sh] : NULL;
+}
+
+/* Give the slots of run @head back to its area. */
+static void area_release(struct bounce_pool *p, uint32_t head, uint32_t n)
+{
+	struct bounce_area *a = area_of(p, head);
+
+	os_mutex_lock(&a->lock);
+	bits_clear(a->bitmap, head - a->first, n);
+	/* Freeing the run allocated last: hand the same (cache-hot) slots to
+	 * the next map instead of walking the whole area. */
+	if (head - a->first + n == a->cursor ||
+	    (a->cursor == 0 && head - a->first + n == a->nslots))
+		a->cursor = head - a->first;
+	os_mutex_unlock(&a->lock);
+	atomic_fetch_sub_explicit(&p->used, n, memory_order_relaxed);
+}
+
+/* Empty the caller's stash into the areas. */
+static void stash_flush(struct bounce_pool *p, struct bounce_stash *st)
+{
+	for (uint32_t k = 0; k < st->count; k++)
+		area_release(p, st->run[k], p->slots[st->run[k]].nslots);
+	st->count = 0;
+	atomic_store_explicit(&st->held, 0, memory_order_relaxed);
+}
+
+/* Does the free run at @head (of @n slots) meet a map's constraints? */
+static inline bool run_fits(const struct bounce_pool *p, uint32_t head,
+			    size_t len, uint64_t align, uint64_t limit,
+			    uint64_t boundary)
+{
+	uint64_t iova = slot_iova(p, head);
+
+	return is_aligned(iova, align) && iova + (len - 1) <= limit &&
+	       (!boundary || (iova & ~boundary) ==
+				     ((iova + (len - 1)) & ~boundary));
+}
+
+/* A stashed run of exactly @n slots that fits, taken out, or -1. */
+static inline int64_t stash_take(struct bounce_pool *p,
+				 struct bounce_stash *st, uint32_t n,
+				 size_t len, uint64_t align, uint64_t limit,
+				 uint64_t boundary)
+{
+	for (uint32_t k = 0; k < st->count; k++) {
+		uint32_t h = st->run[k];
+
+		if (p->slots[h].nslots != n ||
+		    !run_fits(p, h, len, align, limit, boundary))
+			continue;
+		st->run[k] = st->run[--st->count];
+		atomic_store_explicit(&st->held,
+				      atomic_load_explicit(&st->held,
+							   memory_order_relaxed) - n,
+				      memory_order_relaxed);
+		return h;
+	}
+	return -1;
+}
+
+/* Reserve @n slots in the areas.  Returns the head or -1. */
+static int64_t area_alloc(struct bounce_pool *p, uint32_t n, size_t len,
+			  uint64_t align, uint64_t limit, uint64_t boundary)
+{
+	unsigned int start = p->nareas > 1 ? os_thread_slot() % p->nareas : 0;
+
 	for (unsigned int k = 0; k < p->nareas; k++) {
 		struct bounce_area *a = &p->areas[(start + k) % p->nareas];
-		uint32_t n = (uint32_t)n64;
 		int64_t r;
 
 		if (n > a->nslots || slot_iova(p, a->first) > limit)
@@ -352,139 +471,190 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 					n, len, align, limit, boundary);
 		if (r >= 0) {
 			uint32_t first = a->first + (uint32_t)r;
-			struct bounce_slot *s = &p->slots[first];
 
 			bits_set(a->bitmap, (uint32_t)r, n);
 			for (uint32_t i = 0; i < n; i++)
-				p->slots[first + i].head = first;
-			s->orig = orig;
-			s->len = len;
-			s->nslots = n;
-			s->dir = dir;
-			s->flags = flags;
-			s->dying = 0;
+				atomic_store_explicit(&p->slots[first + i].head,
+						      first, memory_order_relaxed);
+			p->slots[first].nslots = n;
 			a->cursor = (uint32_t)r + n >= a->nslots ? 0 : (uint32_t)r + n;
 			os_mutex_unlock(&a->lock);
 			atomic_fetch_add_explicit(&p->used, n, memory_order_relaxed);
-			out->iova = slot_iova(p, first);
-			out->bva = p->va + ((size_t)first << p->slot_shift);
-			out->orig = orig;
-			out->len = len;
-			out->dir = dir;
-			out->flags = flags;
-			return 0;
+			return first;
 		}
 		os_mutex_unlock(&a->lock);
 	}
-	return -ENOMEM;
+	return -1;
 }
 
-static void run_out(struct bounce_pool *p, uint32_t head,
-		    struct bounce_run *out)
+int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
+	       uint8_t flags, uint64_t align, uint64_t limit,
+	       uint64_t boundary, struct bounce_run *out)
 {
-	const struct bounce_slot *s = &p->slots[head];
+	uint64_t n64 = ((uint64_t)len + p->slot_size - 1) >> p->slot_shift;
+	struct bounce_stash *st;
+	struct bounce_slot *s;
+	uint64_t state;
+	int64_t h = -1;
+	uint32_t n;
 
+	assert(len > 0 && is_pow2(align));
+	if (n64 == 0 || n64 > p->nslots)
+		return -ENOMEM;
+	n = (uint32_t)n64;
+	/* A page or more starts on a page, as Linux's swiotlb does: a copy
+	 * between page-aligned buffers at different offsets in their pages
+	 * is slower (~3% at 64 KiB here). */
+	if (len >= BOUNCE_PAGE && align < BOUNCE_PAGE)
+		align = BOUNCE_PAGE;
+	st = stash_own(p);
+	if (st)
+		h = stash_take(p, st, n, len, align, limit, boundary);
+	if (h < 0)
+		h = area_alloc(p, n, len, align, limit, boundary);
+	if (h < 0 && st && st->count) {
+		/* Full: what this thread keeps goes back, then try again. */
+		stash_flush(p, st);
+		h = area_alloc(p, n, len, align, limit, boundary);
+	}
+	if (h < 0)
+		return -ENOMEM;
+
+	/* The run is ours alone (FREE, its bits set): record, then publish
+	 * LIVE with the next generation.  The release fence orders the
+	 * FREE/DYING store a lock-free reader may still be validating
+	 * against before the new record (seqlock writer). */
+	s = &p->slots[h];
+	state = atomic_load_explicit(&s->state, memory_order_relaxed);
+	assert(st_of(state) == ST_FREE);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&s->len, len, memory_order_relaxed);
+	atomic_store_explicit(&s->orig, (uintptr_t)orig, memory_order_relaxed);
+	atomic_store_explicit(&s->attr, dir | (uint32_t)flags << 8,
+			      memory_order_relaxed);
+	atomic_store_explicit(&s->state, (state & ~ST_MASK) + 4 + ST_LIVE,
+			      memory_order_release);
+	out->iova = slot_iova(p, (uint32_t)h);
+	out->bva = p->va + ((size_t)h << p->slot_shift);
+	out->orig = orig;
+	out->len = len;
+	out->dir = dir;
+	out->flags = flags;
+	return 0;
+}
+
+static void run_out(struct bounce_pool *p, uint32_t head, size_t len,
+		    uintptr_t orig, uint32_t attr, struct bounce_run *out)
+{
 	out->iova = slot_iova(p, head);
 	out->bva = p->va + ((size_t)head << p->slot_shift);
-	out->orig = s->orig;
-	out->len = s->len;
-	out->dir = s->dir;
-	out->flags = s->flags;
-}
-
-/* Head of the live run holding slot @slot, or -1.  Caller holds the
- * area's lock. */
-static int64_t head_of_locked(struct bounce_pool *p, struct bounce_area *a,
-			      uint32_t slot)
-{
-	uint32_t head;
-
-	if (!bit_test(a->bitmap, slot - a->first))
-		return -1;
-	head = p->slots[slot].head;
-	if (head < a->first || head > slot ||
-	    !bit_test(a->bitmap, head - a->first) ||
-	    p->slots[head].head != head || p->slots[head].dying)
-		return -1;
-	return head;
+	out->orig = (void *)orig;
+	out->len = len;
+	out->dir = (uint8_t)attr;
+	out->flags = (uint8_t)(attr >> 8);
 }
 
 int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 		struct bounce_run *out)
 {
-	uint32_t slot;
-	struct bounce_area *a;
-	int64_t head;
-	int ret = -EINVAL;
+	struct bounce_slot *s;
+	uint64_t state, rlen;
+	uintptr_t orig;
+	uint32_t slot, head, attr;
 
 	if (!bounce_owns(p, iova) || !range_valid(iova, len))
 		return -EINVAL;
 	slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
-	a = area_of(p, slot);
-	os_mutex_lock(&a->lock);
-	head = head_of_locked(p, a, slot);
-	if (head >= 0) {
-		uint64_t hiova = slot_iova(p, (uint32_t)head);
-
-		if (range_contains(hiova, p->slots[head].len, iova, len)) {
-			run_out(p, (uint32_t)head, out);
-			ret = 0;
-		}
-	}
-	os_mutex_unlock(&a->lock);
-	return ret;
+	head = atomic_load_explicit(&p->slots[slot].head, memory_order_relaxed);
+	if (head > slot)
+		return -EINVAL;
+	/* Seqlock read of the head's record: LIVE before and after. */
+	s = &p->slots[head];
+	state = atomic_load_explicit(&s->state, memory_order_acquire);
+	if (st_of(state) != ST_LIVE)
+		return -EINVAL;
+	rlen = atomic_load_explicit(&s->len, memory_order_relaxed);
+	orig = atomic_load_explicit(&s->orig, memory_order_relaxed);
+	attr = atomic_load_explicit(&s->attr, memory_order_relaxed);
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) != state ||
+	    !range_contains(slot_iova(p, head), rlen, iova, len))
+		return -EINVAL;
+	run_out(p, head, rlen, orig, attr, out);
+	return 0;
 }
 
-/* Is there a live run starting exactly at slot @slot with these
- * attributes?  Caller holds a->lock. */
-static bool run_matches_locked(struct bounce_pool *p, struct bounce_area *a,
-			       uint32_t slot, size_t len, uint8_t dir,
-			       uint8_t flags, const void *orig)
+/* Take the live run starting at @iova with these attributes from LIVE to
+ * DYING: after it, the caller alone owns it.  Returns its head or -1. */
+static int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
+		     uint8_t dir, uint8_t flags, const void *orig,
+		     struct bounce_run *out)
 {
-	const struct bounce_slot *s = &p->slots[slot];
+	struct bounce_slot *s;
+	uint64_t state;
+	uintptr_t o;
+	uint32_t slot, attr;
 
-	return head_of_locked(p, a, slot) == (int64_t)slot && s->len == len &&
-	       s->dir == dir && (s->flags & BOUNCE_F_SG) == flags &&
-	       (!orig || s->orig == orig);
+	if (!bounce_owns(p, iova) || !is_aligned(iova - p->iova, p->slot_size))
+		return -1;
+	slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
+	s = &p->slots[slot];
+	/* Only the head of a live run is LIVE. */
+	state = atomic_load_explicit(&s->state, memory_order_acquire);
+	if (st_of(state) != ST_LIVE)
+		return -1;
+	o = atomic_load_explicit(&s->orig, memory_order_relaxed);
+	attr = atomic_load_explicit(&s->attr, memory_order_relaxed);
+	if (atomic_load_explicit(&s->len, memory_order_relaxed) != len ||
+	    (uint8_t)attr != dir || ((attr >> 8) & BOUNCE_F_SG) != flags ||
+	    (orig && o != (uintptr_t)orig))
+		return -1;
+	/* The one atomic read-modify-write of a map + unmap: of two racing
+	 * unmaps, one wins; the generation makes a stale claim fail. */
+	if (!atomic_compare_exchange_strong_explicit(&s->state, &state,
+						     state - ST_LIVE + ST_DYING,
+						     memory_order_acq_rel,
+						     memory_order_relaxed))
+		return -1;
+	run_out(p, slot, len, o, attr, out);
+	return slot;
 }
 
 int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 struct bounce_run *out)
 {
-	uint32_t slot;
-	struct bounce_area *a;
-	int ret = -EINVAL;
-
-	if (!bounce_owns(p, iova) || !is_aligned(iova - p->iova, p->slot_size))
-		return -EINVAL;
-	slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
-	a = area_of(p, slot);
-	os_mutex_lock(&a->lock);
-	if (run_matches_locked(p, a, slot, len, dir, flags, orig)) {
-		p->slots[slot].dying = 1;
-		run_out(p, slot, out);
-		ret = 0;
-	}
-	os_mutex_unlock(&a->lock);
-	return ret;
+	return claim(p, iova, len, dir, flags, orig, out) < 0 ? -EINVAL : 0;
 }
 
-/* Free the run at @slot.  Caller holds a->lock.  Returns the slots freed. */
-static uint32_t release_locked(struct bounce_pool *p, struct bounce_area *a,
-			       uint32_t slot)
+/* Free the DYING run at @head: into the caller's stash if its budget
+ * allows (the oldest runs there go back to their areas to make room),
+ * else back to its area. */
+static void release(struct bounce_pool *p, uint32_t head)
 {
-	uint32_t n = p->slots[slot].nslots;
+	struct bounce_slot *s = &p->slots[head];
+	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+	struct bounce_stash *st;
+	uint32_t n = s->nslots, held;
 
-	bits_clear(a->bitmap, slot - a->first, n);
-	/* Freeing the run allocated last: hand the same (cache-hot) slots to
-	 * the next map instead of walking the whole area. */
-	if (slot - a->first + n == a->cursor ||
-	    (a->cursor == 0 && slot - a->first + n == a->nslots))
-		a->cursor = slot - a->first;
-	p->slots[slot].dying = 0;
-	p->slots[slot].orig = NULL;
-	return n;
+	assert(st_of(state) == ST_DYING);
+	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
+			      memory_order_release);
+	st = stash_own(p);
+	if (!st || n > st->budget) {
+		area_release(p, head, n);
+		return;
+	}
+	held = atomic_load_explicit(&st->held, memory_order_relaxed);
+	while (st->count && (st->count == STASH_DEPTH || held + n > st->budget)) {
+		uint32_t old = st->run[0];
+
+		held -= p->slots[old].nslots;
+		area_release(p, old, p->slots[old].nslots);
+		st->run[0] = st->run[--st->count];
+	}
+	st->run[st->count++] = head;
+	atomic_store_explicit(&st->held, held + n, memory_order_relaxed);
 }
 
 int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
@@ -493,35 +663,16 @@ int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
 		 void *arg)
 {
 	struct bounce_run run;
-	struct bounce_area *a;
-	uint32_t slot, n;
+	int64_t head = claim(p, iova, len, dir, flags, orig, &run);
 
-	if (!bounce_owns(p, iova) || !is_aligned(iova - p->iova, p->slot_size))
+	if (head < 0)
 		return -EINVAL;
-	slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
-	a = area_of(p, slot);
-	os_mutex_lock(&a->lock);
-	if (!run_matches_locked(p, a, slot, len, dir, flags, orig)) {
-		os_mutex_unlock(&a->lock);
-		return -EINVAL;
-	}
-	run_out(p, slot, &run);
 	fn(arg, &run);
-	n = release_locked(p, a, slot);
-	os_mutex_unlock(&a->lock);
-	atomic_fetch_sub_explicit(&p->used, n, memory_order_relaxed);
+	release(p, (uint32_t)head);
 	return 0;
 }
 
 void bounce_release(struct bounce_pool *p, uint64_t iova)
 {
-	uint32_t slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
-	struct bounce_area *a = area_of(p, slot);
-	uint32_t n;
-
-	os_mutex_lock(&a->lock);
-	assert(p->slots[slot].head == slot && p->slots[slot].dying);
-	n = release_locked(p, a, slot);
-	os_mutex_unlock(&a->lock);
-	atomic_fetch_sub_explicit(&p->used, n, memory_order_relaxed);
+	release(p, (uint32_t)((iova - p->iova) >> p->slot_shift));
 }

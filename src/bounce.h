@@ -16,6 +16,22 @@
  * slot and moves on to the others when it is full.  A run never crosses an
  * area, so the longest bounce is one area.
  *
+ * The hot path takes no lock (Linux's swiotlb takes its area lock twice):
+ *  - a thread with a shard of its own (shard_own() in util.h) keeps the
+ *    runs it frees in a stash that only it touches (two runs; up to 8 KiB
+ *    in all, 64 KiB for the first threads) and maps from there first, so
+ *    a map + unmap of the same size is one atomic read-modify-write (the
+ *    unmap's claim).  Stashed slots stay reserved in their area: stashes
+ *    hold at most a quarter of the pool, and a thread that finds the
+ *    areas full empties its own stash into them and tries again; another
+ *    thread's stash is not taken (as with Linux's per-CPU page lists,
+ *    -ENOMEM may come while that much sits in other threads' stashes);
+ *  - a run's head slot has a state word (generation, FREE/LIVE/DYING).
+ *    Unmap claims a run with one compare-and-swap LIVE -> DYING (of two
+ *    racing unmaps exactly one wins, a stale one fails on the
+ *    generation), copies back, and frees it; sync and lookups read the
+ *    record lock-free as a seqlock.
+ * The area locks are taken only to reserve or free slots in an area.
  * bounce.c only allocates, records and releases runs; dma.c does the copies
  * and the cache maintenance.  Thread-safe.
  */
@@ -68,9 +84,11 @@ uint64_t bounce_destroy(struct bounce_pool *p);
 bool bounce_owns(const struct bounce_pool *p, uint64_t iova);
 
 /* Reserve a run for [orig, orig + len): its first byte's IOVA is a
- * multiple of @align, its last byte <= @limit, and it does not cross a
+ * multiple of @align (and of 4096 when @len >= 4096, as in Linux's
+ * swiotlb), its last byte <= @limit, and it does not cross a
  * multiple of @boundary + 1 (@boundary 0 = no constraint).  Returns 0 and
- * the run, or -ENOMEM (no free run fits). */
+ * the run, or -ENOMEM (no free run fits in the areas or the caller's
+ * stash). */
 int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	       uint8_t flags, uint64_t align, uint64_t limit,
 	       uint64_t boundary, struct bounce_run *out);
@@ -88,15 +106,16 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 struct bounce_run *out);
 
-/* bounce_claim() + @fn(@arg, run) under the area's lock + bounce_release()
- * in one locked step (the single-map unmap: @fn copies back).  Returns 0 or
- * -EINVAL (no such run: @fn not called, nothing changed). */
+/* bounce_claim() + @fn(@arg, run) + bounce_release() (the single-map
+ * unmap: @fn copies back while the run is claimed, so no map can take its
+ * slots).  Returns 0 or -EINVAL (no such run: @fn not called, nothing
+ * changed). */
 int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 void (*fn)(void *arg, const struct bounce_run *run),
 		 void *arg);
 
-/* Free the slots of a claimed run. */
+/* Free the slots of a run claimed by the caller. */
 void bounce_release(struct bounce_pool *p, uint64_t iova);
 
 uint64_t bounce_slots_total(const struct bounce_pool *p);

@@ -10,9 +10,9 @@
  *   dynamic     with a domain: the granule pages covering the buffer are
  *               mapped at IOVA space allocated below the mask;
  *   direct      no domain: the bus address from virt_to_phys.
- * Bounce runs are recorded in their slots (per-area locks).  The others are
- * recorded in dev->maps, a B-tree keyed by IOVA whose value is the head of
- * a chain of records with that IOVA (registered and direct maps of the
+ * Bounce runs are recorded in their slots (bounce.h: claimed lock-free).
+ * The others are recorded in dev->maps, a B-tree keyed by IOVA whose value
+ * is the head of a chain of records with that IOVA (registered and direct maps of the
  * same buffer share an IOVA), under dev->lock.  unmap and sync find their
  * map there (or in the pool) and refuse anything else with -EINVAL.
  *
@@ -98,6 +98,23 @@ struct mmio_win {
 	void *va;
 };
 
+struct dma_stats {
+	_Atomic uint64_t st_maps;
+	_Atomic uint64_t st_registered_hits;
+	_Atomic uint64_t st_mappings_created;
+	_Atomic uint64_t st_bounces;
+	_Atomic uint64_t st_bounce_bytes;
+	_Atomic uint64_t st_bounce_full;
+	_Atomic uint64_t st_coherent;
+	_Atomic uint64_t st_leaked;
+	_Atomic uint64_t st_cache[3];  /* clean, invalidate, clean+invalidate */
+};
+
+struct dma_stat_shard {
+	struct dma_stats s;
+	char pad[2 * IODMA_CACHELINE - sizeof(struct dma_stats)];
+};
+
 struct iodma_dev {
 	/* Immutable after create. */
 	struct iodma_domain *domain;
@@ -125,22 +142,38 @@ struct iodma_dev {
 	struct mmio_win mmio[DMA_MAX_MMIO]; /* published by nr_mmio */
 	_Atomic unsigned int nr_mmio;
 
-	/* Statistics (relaxed atomics). */
-	_Atomic uint64_t st_maps;
-	_Atomic uint64_t st_registered_hits;
-	_Atomic uint64_t st_mappings_created;
-	_Atomic uint64_t st_bounces;
-	_Atomic uint64_t st_bounce_bytes;
-	_Atomic uint64_t st_bounce_full;
-	_Atomic uint64_t st_coherent;
-	_Atomic uint64_t st_leaked;
-	_Atomic uint64_t st_cache[3];  /* clean, invalidate, clean+invalidate */
+	/* Statistics: per-thread shards (util.h), the last one shared. */
+	struct dma_stat_shard stats[IODMA_SHARDS + 1];
 };
 
-#define STAT_ADD(dev, f, n) \
-	atomic_fetch_add_explicit(&(dev)->f, (n), memory_order_relaxed)
-#define STAT_GET(dev, f) \
-	atomic_load_explicit(&(dev)->f, memory_order_relaxed)
+/* Adding to a counter is a plain load and store in the calling thread's
+ * own shard (no locked instruction on the map path), an atomic add in the
+ * shared one; reading sums the shards (a snapshot, exact once the
+ * writers are done).  Counters that go down wrap: the sum is modulo 2^64. */
+static inline void stat_add(_Atomic uint64_t *c, bool own, uint64_t n)
+{
+	if (own)
+		atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+				      memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static uint64_t stat_sum(const struct iodma_dev *dev, size_t off)
+{
+	uint64_t v = 0;
+
+	for (unsigned int i = 0; i <= IODMA_SHARDS; i++)
+		v += atomic_load_explicit((_Atomic uint64_t *)((uintptr_t)&dev->stats[i] + off),
+					  memory_order_relaxed);
+	return v;
+}
+
+#define STAT_ADD(dev, f, n) do {						\
+		unsigned int sh_ = shard_own();					\
+		stat_add(&(dev)->stats[sh_].s.f, sh_ < IODMA_SHARDS, (n));	\
+	} while (0)
+#define STAT_GET(dev, f) stat_sum((dev), offsetof(struct dma_stat_shard, s.f))
 
 static inline bool dir_valid(enum iodma_dir dir)
 {
@@ -630,7 +663,7 @@ IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
 	(void)btree_remove(&dev->coh, iova, NULL);
 	os_mutex_unlock(&dev->lock);
 	os_pages_free(rec.raw, rec.raw_len, -1);
-	atomic_fetch_sub_explicit(&dev->st_coherent, 1, memory_order_relaxed);
+	STAT_ADD(dev, st_coherent, UINT64_MAX); /* - 1 */
 	return 0;
 }
 
@@ -1461,7 +1494,9 @@ IODMA_EXPORT int iodma_dev_register(struct iodma_dev *dev, void *va,
 		dev->regs = n;
 		dev->cap_regs = cap;
 	}
-	ret = regmap_reserve(dev->regmap, v, len);
+	/* Direct mode records bus pages one by one: leaves everywhere. */
+	ret = dev->domain ? regmap_reserve(dev->regmap, v, len) :
+			    regmap_reserve_pages(dev->regmap, v, len);
 	if (ret)
 		goto fail;
 	if (dev->domain) {

@@ -2,24 +2,38 @@
 /*
  * regmap.c - the VA -> IOVA radix table of registered memory.
  *
- * A 48-bit virtual address is decoded in three levels, 12 bits each, as
- * SPDK's mem map does with 2 MiB pages (here the leaves hold 4 KiB pages):
+ * A 48-bit virtual address is decoded as SPDK's mem map does
+ * (lib/env_dpdk/memory.c): two levels down to 2 MiB, and a 4 KiB-granule
+ * leaf only under the 2 MiB chunks that are registered in part:
  *
- *    47          36 35          24 23          12 11           0
- *   +--------------+--------------+--------------+--------------+
- *   |  L1 index    |  L2 index    | leaf index   | page offset  |
- *   +--------------+--------------+--------------+--------------+
- *     4096 entries   4096 entries   4096 entries
- *     -> L2 table    -> leaf        uint64_t: IOVA of the 4 KiB page
- *                                   | REGMAP_VALID (bit 0)
+ *    47             33 32          21 20      12 11           0
+ *   +-----------------+--------------+----------+--------------+
+ *   |    L1 index     |   L2 index   |leaf index| page offset  |
+ *   +-----------------+--------------+----------+--------------+
+ *     32768 entries     4096 entries   512 entries
+ *     -> L2 table       uint64_t:      uint64_t: IOVA of the 4 KiB page
+ *     (NULL: nothing    0 nothing       | REGMAP_VALID (bit 0)
+ *     registered in     IOVA of the chunk | REGMAP_VALID: the whole
+ *     those 8 GiB)        2 MiB chunk is registered, contiguous in IOVA
+ *                       else a leaf pointer (bit 0 clear)
  *
  * Bits 63..48 must be zero (user-space VAs on x86-64 4-level paging,
  * AArch64 48-bit VA, RISC-V Sv48); higher addresses are never registered.
- * Each table is 32 KiB; a leaf covers 16 MiB of VA, an L2 table 64 GiB.
+ * The L1 array is 256 KiB, an L2 table 32 KiB (8 GiB of VA), a leaf 4 KiB
+ * (2 MiB): a registration of whole 2 MiB chunks costs 8 bytes of L2 per
+ * chunk and no leaf; a 2 MiB registration in 4 KiB entries (the old
+ * layout) cost 4 KiB.
  *
- * Readers do acquire loads of the L1 and L2 slots and a relaxed load of the
- * leaf entry; writers hold m->lock, publish new tables with release stores
- * and free tables only in regmap_destroy().
+ * A chunk goes direct only when one regmap_set() covers all of it and it
+ * has no leaf; a chunk that has had a leaf keeps it (filled per page)
+ * until regmap_destroy(), as do L2 tables, so a concurrent reader never
+ * follows a freed pointer.  A direct chunk that has to be set or cleared in
+ * part gets its leaf first (regmap_reserve*(), filled from the direct
+ * entry, so lookups do not change when it is published).
+ *
+ * Readers do acquire loads of the L1 slot and of the L2 entry (a leaf
+ * pointer is published with a release store after it is filled) and a
+ * relaxed load of the leaf entry; writers hold m->lock.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -27,39 +41,51 @@
 #include "regmap.h"
 #include "util.h"
 
-#define REGMAP_LVL_BITS  12
-#define REGMAP_LVL_SIZE  (1u << REGMAP_LVL_BITS)
-#define REGMAP_LVL_MASK  (REGMAP_LVL_SIZE - 1)
-#define REGMAP_L1_SHIFT  36
-#define REGMAP_L2_SHIFT  24
-#define REGMAP_VALID     1ull
+#define REGMAP_L1_SHIFT   33
+#define REGMAP_L1_SIZE    (1u << (REGMAP_VA_BITS - REGMAP_L1_SHIFT))
+#define REGMAP_CHUNK_SHIFT 21
+#define REGMAP_CHUNK_SIZE (1ull << REGMAP_CHUNK_SHIFT)
+#define REGMAP_L2_SIZE    (1u << (REGMAP_L1_SHIFT - REGMAP_CHUNK_SHIFT))
+#define REGMAP_LEAF_SIZE  (1u << (REGMAP_CHUNK_SHIFT - REGMAP_PAGE_SHIFT))
+#define REGMAP_VALID      1ull
 
 struct regmap_leaf {
-	_Atomic uint64_t e[REGMAP_LVL_SIZE];
+	_Atomic uint64_t e[REGMAP_LEAF_SIZE];   /* IOVA | REGMAP_VALID, or 0 */
 };
 
 struct regmap_l2 {
-	struct regmap_leaf *_Atomic leaf[REGMAP_LVL_SIZE];
+	_Atomic uint64_t e[REGMAP_L2_SIZE];     /* 0, direct, or leaf pointer */
 };
 
 struct regmap {
-	os_mutex_t lock;                              /* serialises writers */
-	struct regmap_l2 *_Atomic l1[REGMAP_LVL_SIZE]; /* installed under lock */
+	os_mutex_t lock;                        /* serialises writers */
+	uint64_t bytes;                         /* table bytes; under lock */
+	struct regmap_l2 *_Atomic l1[REGMAP_L1_SIZE]; /* installed under lock */
 };
 
 static inline unsigned int l1_idx(uint64_t va)
 {
-	return (unsigned int)(va >> REGMAP_L1_SHIFT) & REGMAP_LVL_MASK;
+	return (unsigned int)(va >> REGMAP_L1_SHIFT) & (REGMAP_L1_SIZE - 1);
 }
 
 static inline unsigned int l2_idx(uint64_t va)
 {
-	return (unsigned int)(va >> REGMAP_L2_SHIFT) & REGMAP_LVL_MASK;
+	return (unsigned int)(va >> REGMAP_CHUNK_SHIFT) & (REGMAP_L2_SIZE - 1);
 }
 
 static inline unsigned int leaf_idx(uint64_t va)
 {
-	return (unsigned int)(va >> REGMAP_PAGE_SHIFT) & REGMAP_LVL_MASK;
+	return (unsigned int)(va >> REGMAP_PAGE_SHIFT) & (REGMAP_LEAF_SIZE - 1);
+}
+
+static inline bool ent_direct(uint64_t e)
+{
+	return e & REGMAP_VALID;
+}
+
+static inline struct regmap_leaf *ent_leaf(uint64_t e)
+{
+	return ent_direct(e) ? NULL : (struct regmap_leaf *)(uintptr_t)e;
 }
 
 int regmap_create(struct regmap **out)
@@ -69,6 +95,7 @@ int regmap_create(struct regmap **out)
 	if (!m)
 		return -ENOMEM;
 	os_mutex_init(&m->lock);
+	m->bytes = sizeof(*m);
 	*out = m;
 	return 0;
 }
@@ -77,97 +104,153 @@ void regmap_destroy(struct regmap *m)
 {
 	if (!m)
 		return;
-	for (unsigned int i = 0; i < REGMAP_LVL_SIZE; i++) {
+	for (unsigned int i = 0; i < REGMAP_L1_SIZE; i++) {
 		struct regmap_l2 *l2 = atomic_load_explicit(&m->l1[i],
 							    memory_order_relaxed);
 
 		if (!l2)
 			continue;
-		for (unsigned int j = 0; j < REGMAP_LVL_SIZE; j++)
-			iodma_free(atomic_load_explicit(&l2->leaf[j],
-							memory_order_relaxed));
+		for (unsigned int j = 0; j < REGMAP_L2_SIZE; j++)
+			iodma_free(ent_leaf(atomic_load_explicit(&l2->e[j],
+							  memory_order_relaxed)));
 		iodma_free(l2);
 	}
 	os_mutex_destroy(&m->lock);
 	iodma_free(m);
 }
 
-/* The leaf holding @va, or NULL.  Lock-free. */
-static inline struct regmap_leaf *leaf_of(const struct regmap *m, uint64_t va)
+uint64_t regmap_table_bytes(struct regmap *m)
+{
+	uint64_t n;
+
+	os_mutex_lock(&m->lock);
+	n = m->bytes;
+	os_mutex_unlock(&m->lock);
+	return n;
+}
+
+/* len > 0 and [va, va + len) below 2^48 (len - 1 < 2^48 rules out a
+ * wrap of va + len - 1 too). */
+static inline bool in_va_space(uint64_t va, uint64_t len)
+{
+	return (((len - 1) | (va + (len - 1))) >> REGMAP_VA_BITS) == 0;
+}
+
+/* The L2 entry of @va's chunk, or NULL (no L2 table).  Lock-free. */
+static inline _Atomic uint64_t *l2_ent(const struct regmap *m, uint64_t va)
 {
 	struct regmap_l2 *l2;
 
 	l2 = atomic_load_explicit(&((struct regmap *)m)->l1[l1_idx(va)],
 				  memory_order_acquire);
-	if (!l2)
-		return NULL;
-	return atomic_load_explicit(&l2->leaf[l2_idx(va)], memory_order_acquire);
+	return l2 ? &l2->e[l2_idx(va)] : NULL;
 }
 
-static bool in_va_space(uint64_t va, uint64_t len)
+/* Install the L2 table of @va and, with @leaf, a leaf under its chunk
+ * (filled from a direct entry).  Caller holds m->lock. */
+static int reserve_chunk_locked(struct regmap *m, uint64_t va, bool leaf)
 {
-	return range_valid(va, len) &&
-	       range_last(va, len) < (1ull << REGMAP_VA_BITS);
+	struct regmap_l2 *l2;
+	struct regmap_leaf *lf;
+	uint64_t e;
+
+	l2 = atomic_load_explicit(&m->l1[l1_idx(va)], memory_order_relaxed);
+	if (!l2) {
+		l2 = iodma_calloc(1, sizeof(*l2));
+		if (!l2)
+			return -ENOMEM;
+		m->bytes += sizeof(*l2);
+		atomic_store_explicit(&m->l1[l1_idx(va)], l2,
+				      memory_order_release);
+	}
+	e = atomic_load_explicit(&l2->e[l2_idx(va)], memory_order_relaxed);
+	if (!leaf || (e && !ent_direct(e)))
+		return 0;
+	lf = iodma_calloc(1, sizeof(*lf));
+	if (!lf)
+		return -ENOMEM;
+	m->bytes += sizeof(*lf);
+	if (e) {
+		/* Direct: the leaf says the same, page by page. */
+		for (unsigned int i = 0; i < REGMAP_LEAF_SIZE; i++)
+			atomic_store_explicit(&lf->e[i],
+					      e + ((uint64_t)i << REGMAP_PAGE_SHIFT),
+					      memory_order_relaxed);
+	}
+	atomic_store_explicit(&l2->e[l2_idx(va)], (uint64_t)(uintptr_t)lf,
+			      memory_order_release);
+	return 0;
 }
 
-int regmap_reserve(struct regmap *m, uint64_t va, uint64_t len)
+static int reserve(struct regmap *m, uint64_t va, uint64_t len, bool pages)
 {
-	uint64_t p, last;
+	uint64_t c, last;
 	int ret = 0;
 
 	if (!in_va_space(va, len))
 		return -EINVAL;
 	last = range_last(va, len);
 	os_mutex_lock(&m->lock);
-	/* One step per leaf (16 MiB of VA). */
-	for (p = va & ~((1ull << REGMAP_L2_SHIFT) - 1); p <= last;
-	     p += 1ull << REGMAP_L2_SHIFT) {
-		struct regmap_l2 *l2;
-		struct regmap_leaf *leaf;
+	/* One step per 2 MiB chunk; a leaf where the range covers it in part
+	 * (or everywhere, with @pages). */
+	for (c = align_down(va, REGMAP_CHUNK_SIZE); c <= last;
+	     c += REGMAP_CHUNK_SIZE) {
+		bool part = c < va || range_last(c, REGMAP_CHUNK_SIZE) > last;
 
-		l2 = atomic_load_explicit(&m->l1[l1_idx(p)], memory_order_relaxed);
-		if (!l2) {
-			l2 = iodma_calloc(1, sizeof(*l2));
-			if (!l2) {
-				ret = -ENOMEM;
-				break;
-			}
-			atomic_store_explicit(&m->l1[l1_idx(p)], l2,
-					      memory_order_release);
-		}
-		leaf = atomic_load_explicit(&l2->leaf[l2_idx(p)],
-					    memory_order_relaxed);
-		if (!leaf) {
-			leaf = iodma_calloc(1, sizeof(*leaf));
-			if (!leaf) {
-				ret = -ENOMEM;
-				break;
-			}
-			atomic_store_explicit(&l2->leaf[l2_idx(p)], leaf,
-					      memory_order_release);
-		}
-		if (p + (1ull << REGMAP_L2_SHIFT) < p)
+		ret = reserve_chunk_locked(m, c, pages || part);
+		if (ret)
 			break;
 	}
 	os_mutex_unlock(&m->lock);
 	return ret;
 }
 
-/* Store @entry for every page of [va, va + len), with @step added to the
- * entry's IOVA per page (0 for clearing).  Caller holds m->lock. */
-static void fill_locked(struct regmap *m, uint64_t va, uint64_t len,
-			uint64_t entry, uint64_t step)
+int regmap_reserve(struct regmap *m, uint64_t va, uint64_t len)
 {
-	uint64_t npages = len >> REGMAP_PAGE_SHIFT;
+	return reserve(m, va, len, false);
+}
 
-	for (uint64_t i = 0; i < npages; i++) {
-		uint64_t p = va + (i << REGMAP_PAGE_SHIFT);
-		struct regmap_leaf *leaf = leaf_of(m, p);
+int regmap_reserve_pages(struct regmap *m, uint64_t va, uint64_t len)
+{
+	return reserve(m, va, len, true);
+}
 
-		assert(leaf); /* regmap_reserve() ran */
-		atomic_store_explicit(&leaf->e[leaf_idx(p)], entry,
-				      memory_order_relaxed);
-		entry += step;
+/* With @set, store @iova for [va, va + len), stepping @step per page;
+ * else clear it.  Whole chunks without a leaf become direct (or empty);
+ * the others need their leaf (regmap_reserve*() ran).  Caller holds
+ * m->lock. */
+static void fill_locked(struct regmap *m, uint64_t va, uint64_t len,
+			uint64_t iova, uint64_t step, bool set)
+{
+	uint64_t end = va + len; /* in the VA space: cannot wrap */
+
+	while (va < end) {
+		uint64_t c = align_down(va, REGMAP_CHUNK_SIZE);
+		uint64_t stop = IODMA_MIN(end, c + REGMAP_CHUNK_SIZE);
+		_Atomic uint64_t *pe = l2_ent(m, va);
+		uint64_t e;
+		struct regmap_leaf *lf;
+
+		assert(pe); /* regmap_reserve*() ran */
+		e = atomic_load_explicit(pe, memory_order_relaxed);
+		lf = e ? ent_leaf(e) : NULL;
+		if (!lf) {
+			/* Only whole chunks are direct; a partial one was
+			 * given its leaf by regmap_reserve*(). */
+			assert(va == c && stop == c + REGMAP_CHUNK_SIZE &&
+			       (!set || step == REGMAP_PAGE_SIZE));
+			atomic_store_explicit(pe, set ? iova | REGMAP_VALID : 0,
+					      memory_order_release);
+			iova += REGMAP_CHUNK_SIZE;
+			va = stop;
+			continue;
+		}
+		for (; va < stop; va += REGMAP_PAGE_SIZE) {
+			atomic_store_explicit(&lf->e[leaf_idx(va)],
+					      set ? iova | REGMAP_VALID : 0,
+					      memory_order_relaxed);
+			iova += step;
+		}
 	}
 }
 
@@ -175,7 +258,7 @@ void regmap_set(struct regmap *m, uint64_t va, uint64_t len, uint64_t iova)
 {
 	assert(is_aligned(va | len | iova, REGMAP_PAGE_SIZE));
 	os_mutex_lock(&m->lock);
-	fill_locked(m, va, len, iova | REGMAP_VALID, REGMAP_PAGE_SIZE);
+	fill_locked(m, va, len, iova, REGMAP_PAGE_SIZE, true);
 	os_mutex_unlock(&m->lock);
 }
 
@@ -183,7 +266,7 @@ void regmap_set_page(struct regmap *m, uint64_t va, uint64_t iova)
 {
 	assert(is_aligned(va | iova, REGMAP_PAGE_SIZE));
 	os_mutex_lock(&m->lock);
-	fill_locked(m, va, REGMAP_PAGE_SIZE, iova | REGMAP_VALID, 0);
+	fill_locked(m, va, REGMAP_PAGE_SIZE, iova, 0, true);
 	os_mutex_unlock(&m->lock);
 }
 
@@ -191,45 +274,94 @@ void regmap_clear(struct regmap *m, uint64_t va, uint64_t len)
 {
 	assert(is_aligned(va | len, REGMAP_PAGE_SIZE));
 	os_mutex_lock(&m->lock);
-	fill_locked(m, va, len, 0, 0);
+	fill_locked(m, va, len, 0, 0, false);
 	os_mutex_unlock(&m->lock);
+}
+
+/* IOVA of @va and the bytes from @va to the end of the entry that holds
+ * it (its chunk or its page), or false.  Lock-free. */
+static inline bool xlate(const struct regmap *m, uint64_t va, uint64_t *iova,
+			 uint64_t *span)
+{
+	_Atomic uint64_t *pe = l2_ent(m, va);
+	uint64_t e;
+	struct regmap_leaf *lf;
+
+	if (!pe)
+		return false;
+	e = atomic_load_explicit(pe, memory_order_acquire);
+	if (ent_direct(e)) {
+		*iova = (e & ~REGMAP_VALID) + (va & (REGMAP_CHUNK_SIZE - 1));
+		*span = REGMAP_CHUNK_SIZE - (va & (REGMAP_CHUNK_SIZE - 1));
+		return true;
+	}
+	lf = ent_leaf(e);
+	if (!lf)
+		return false;
+	e = atomic_load_explicit(&lf->e[leaf_idx(va)], memory_order_relaxed);
+	if (!(e & REGMAP_VALID))
+		return false;
+	*iova = (e & ~REGMAP_VALID) + (va & (REGMAP_PAGE_SIZE - 1));
+	*span = REGMAP_PAGE_SIZE - (va & (REGMAP_PAGE_SIZE - 1));
+	return true;
+}
+
+/* A buffer that crosses entries: every next entry must continue the IOVA
+ * range of the first.  Lock-free. */
+static int lookup_span(const struct regmap *m, uint64_t va, uint64_t len,
+		       uint64_t *iova)
+{
+	uint64_t io, span, cur, left;
+
+	if (!xlate(m, va, &io, &span))
+		return -ENOENT;
+	for (cur = va, left = len; left > span;) {
+		uint64_t next, nspan;
+
+		cur += span;
+		left -= span;
+		if (!xlate(m, cur, &next, &nspan) || next != io + (cur - va))
+			return -ENOENT;
+		span = nspan;
+	}
+	*iova = io;
+	return 0;
 }
 
 int regmap_lookup(const struct regmap *m, uint64_t va, uint64_t len,
 		  uint64_t *iova)
 {
-	uint64_t page = va & ~(REGMAP_PAGE_SIZE - 1);
-	uint64_t last, first_entry, want;
-	const struct regmap_leaf *leaf;
+	_Atomic uint64_t *pe;
+	uint64_t e, off;
+	struct regmap_leaf *lf;
 
 	if (!in_va_space(va, len))
 		return -ENOENT;
-	leaf = leaf_of(m, page);
-	if (!leaf)
+	pe = l2_ent(m, va);
+	if (!pe)
 		return -ENOENT;
-	first_entry = atomic_load_explicit(&leaf->e[leaf_idx(page)],
-					   memory_order_relaxed);
-	if (!(first_entry & REGMAP_VALID))
-		return -ENOENT;
-	first_entry &= ~REGMAP_VALID;
-	last = range_last(va, len) & ~(REGMAP_PAGE_SIZE - 1);
-	/* The common case: the buffer lies in one page. */
-	want = first_entry;
-	while (page != last) {
-		uint64_t e;
-
-		page += REGMAP_PAGE_SIZE;
-		want += REGMAP_PAGE_SIZE;
-		if (leaf_idx(page) == 0) {
-			leaf = leaf_of(m, page);
-			if (!leaf)
-				return -ENOENT;
+	/* The common cases inline: the buffer lies in one direct chunk or
+	 * in one page of a leaf. */
+	e = atomic_load_explicit(pe, memory_order_acquire);
+	if (ent_direct(e)) {
+		off = va & (REGMAP_CHUNK_SIZE - 1);
+		if (len <= REGMAP_CHUNK_SIZE - off) {
+			*iova = (e ^ REGMAP_VALID) + off;
+			return 0;
 		}
-		e = atomic_load_explicit(&leaf->e[leaf_idx(page)],
-					 memory_order_relaxed);
-		if (e != (want | REGMAP_VALID))
+	} else {
+		lf = ent_leaf(e);
+		if (!lf)
 			return -ENOENT;
+		e = atomic_load_explicit(&lf->e[leaf_idx(va)],
+					 memory_order_relaxed);
+		if (!(e & REGMAP_VALID))
+			return -ENOENT;
+		off = va & (REGMAP_PAGE_SIZE - 1);
+		if (len <= REGMAP_PAGE_SIZE - off) {
+			*iova = (e ^ REGMAP_VALID) + off;
+			return 0;
+		}
 	}
-	*iova = first_entry + (va & (REGMAP_PAGE_SIZE - 1));
-	return 0;
+	return lookup_span(m, va, len, iova);
 }

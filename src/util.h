@@ -74,6 +74,26 @@ static inline unsigned int ilog2_u64(uint64_t x)
 	return 63u - (unsigned int)__builtin_clzll(x);
 }
 
+/* Per-thread shards (statistics, bounce-slot stashes): IODMA_SHARDS of
+ * them, each written by one thread only, with plain loads and stores of
+ * relaxed atomics and no read-modify-write (Linux's per-CPU counters do
+ * the same with preemption off).  shard_own() is the calling thread's, or
+ * IODMA_SHARDS when it has none (more threads than shards, or a platform
+ * whose thread numbers may repeat): then the caller must use atomic
+ * read-modify-writes on a shared one. */
+#define IODMA_SHARDS 64
+
+static inline unsigned int shard_own(void)
+{
+#if defined(OS_THREAD_SLOT_UNIQUE)
+	unsigned int s = os_thread_slot();
+
+	return s < IODMA_SHARDS ? s : IODMA_SHARDS;
+#else
+	return IODMA_SHARDS;
+#endif
+}
+
 /* Library allocations: all go through these so that
  * iodma_test_fail_alloc() can fail the Nth one. */
 void *iodma_malloc(size_t len);

@@ -35,10 +35,15 @@
  *   still reach the memory, whose IOVA space stays allocated (and, for
  *   coherent memory, whose pages are never freed).  Keep such a buffer.
  *
- *   Locking: every function is thread-safe unless it says otherwise; the
- *   bounce pool is split in areas with their own locks; registered-memory
- *   lookups are lock-free.  A given mapping must not be unmapped twice or
- *   synced after unmap (as with Linux's DMA API).
+ *   Locking: every function is thread-safe unless it says otherwise.  The
+ *   bounce pool is split in areas with their own locks, taken only to
+ *   reserve or free slots: a thread keeps the last runs it freed (up to a
+ *   quarter of the pool in all threads), so a bounce map + unmap of the
+ *   same size as the last one takes no lock, and the unmap claims its run
+ *   with one compare-and-swap (of two racing unmaps of one map, one gets
+ *   -EINVAL).  Statistics are per-thread counters summed when read.
+ *   Registered-memory lookups are lock-free.  A given mapping must not be
+ *   unmapped twice or synced after unmap (as with Linux's DMA API).
  */
 #ifndef IODMA_DMA_H
 #define IODMA_DMA_H
@@ -534,8 +539,11 @@ IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,
  * @bounces:           maps that bounced.
  * @bounce_bytes:      bytes copied through the bounce pool, both ways.
  * @bounce_slots_total: slots in the pool (constant).
- * @bounce_slots_used: slots in use now (a snapshot).
- * @bounce_full:       maps refused with -ENOMEM because the pool was full.
+ * @bounce_slots_used: slots in use now (a snapshot; slots a thread keeps
+ *                     for its next maps are not in use).
+ * @bounce_full:       maps refused with -ENOMEM because the pool was full
+ *                     (other threads may keep up to a quarter of it
+ *                     for their next maps).
  * @coherent_allocs:   live coherent allocations (a snapshot).
  * @leaked:            maps and allocations still live at destroy.
  */

@@ -5,6 +5,7 @@
  */
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -49,11 +50,12 @@ _Thread_local unsigned int os_tls_slot;
 
 unsigned int os_thread_slot_assign(void)
 {
-	static atomic_uint next;
-	unsigned int slot = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+	static atomic_ullong next;
+	unsigned long long n = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+	/* Numbers are never handed out twice (OS_THREAD_SLOT_UNIQUE): after
+	 * 2^32 - 2 threads every new one shares the last number. */
+	unsigned int slot = n < UINT_MAX - 1 ? (unsigned int)n : UINT_MAX - 1;
 
-	/* slot + 1 wraps to 0 only after 2^32 threads: then stay unassigned
-	 * and take a fresh number each time, which is still correct. */
 	os_tls_slot = slot + 1;
 	return slot;
 }

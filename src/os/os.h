@@ -84,6 +84,12 @@ static inline void os_rcu_read_unlock(void) { urcu_bp_read_unlock(); }
 extern _Thread_local unsigned int os_tls_slot; /* slot + 1; 0 = none yet */
 unsigned int os_thread_slot_assign(void);
 
+/* Here no two threads ever get the same number below UINT_MAX - 1 (the
+ * counter stops there): a shard picked by a number below a bound is
+ * written by one thread only, without atomic read-modify-writes (see
+ * shard_own() in util.h).  The freestanding hook promises no such thing. */
+#define OS_THREAD_SLOT_UNIQUE 1
+
 static inline unsigned int os_thread_slot(void)
 {
 	unsigned int s = os_tls_slot;

@@ -17,6 +17,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1969,6 +1971,261 @@ static void test_bounce_pool_four_threads_keep_their_data(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* Two threads unmap the same bounce map at the same moment, many times:
+ * exactly one gets 0 and the other -EINVAL (the claim is one
+ * compare-and-swap), and no slot is freed twice (nothing in use at the
+ * end).  The main thread is one racer, a spinning thread the other; the
+ * main thread waits a varying few nanoseconds after the start signal so
+ * that, whatever the signal's latency, some rounds collide. */
+struct race_ctl {
+	struct iodma_dev *dev;
+	_Atomic uint64_t iova;
+	_Atomic int go;      /* round number released */
+	_Atomic int done;    /* rounds the racer finished */
+	_Atomic int wins;
+	int rounds;
+};
+
+static void *race_unmap_thread(void *p)
+{
+	struct race_ctl *c = p;
+
+	for (int r = 1; r <= c->rounds; r++) {
+		for (unsigned int spin = 0; atomic_load(&c->go) < r; spin++)
+			if (spin > 2000)
+				sched_yield();
+		if (iodma_unmap_single(c->dev, atomic_load(&c->iova), PG,
+				       IODMA_TO_DEVICE) == 0)
+			atomic_fetch_add(&c->wins, 1);
+		atomic_store(&c->done, r);
+	}
+	return NULL;
+}
+
+static void test_bounce_racing_double_unmap_exactly_one_wins(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	uint8_t *buf = page_alloc(PG);
+	struct race_ctl *c = calloc(1, sizeof(*c));
+	pthread_t t;
+	const int rounds = 20000;
+
+	(void)state;
+	c->dev = dev;
+	c->rounds = rounds;
+	assert_int_equal(pthread_create(&t, NULL, race_unmap_thread, c), 0);
+	for (int r = 1; r <= rounds; r++) {
+		uint64_t io;
+
+		assert_int_equal(iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &io), 0);
+		atomic_store(&c->iova, io);
+		atomic_store(&c->go, r);
+		for (volatile int k = 0; k < r % 97; k++)
+			;
+		if (iodma_unmap_single(dev, io, PG, IODMA_TO_DEVICE) == 0)
+			atomic_fetch_add(&c->wins, 1);
+		for (unsigned int spin = 0; atomic_load(&c->done) < r; spin++)
+			if (spin > 2000)
+				sched_yield();
+		assert_int_equal(atomic_load(&c->wins), r);
+	}
+	pthread_join(t, NULL);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	assert_int_equal(stats(dev).bounces, rounds);
+	free(c);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
+/* A driver maps on its submission thread and unmaps on its completion
+ * thread: runs freed on one thread are kept there, the other maps from
+ * the areas; data goes both ways intact and every counter adds up. */
+struct xthr {
+	struct iodma_domain *d;
+	struct iodma_dev *dev;
+	uint64_t ring[64];
+	uint8_t *bufs[64];
+	unsigned int head, tail; /* under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int errors;
+	int n;
+};
+
+static void *xthr_completer(void *p)
+{
+	struct xthr *x = p;
+	size_t len = 1500;
+
+	for (int i = 0; i < x->n; i++) {
+		uint64_t iova;
+		uint8_t *b, ans[1500];
+
+		pthread_mutex_lock(&x->mu);
+		while (x->head == x->tail)
+			pthread_cond_wait(&x->cv, &x->mu);
+		iova = x->ring[x->tail % 64];
+		b = x->bufs[x->tail % 64];
+		pthread_mutex_unlock(&x->mu);
+		fill(ans, len, (uint8_t)(i ^ 0x33));
+		if (iodma_write(x->d, iova, ans, len))
+			x->errors++;
+		if (iodma_unmap_single(x->dev, iova, len, IODMA_BIDIRECTIONAL) ||
+		    !check(b, len, (uint8_t)(i ^ 0x33)))
+			x->errors++;
+		pthread_mutex_lock(&x->mu);
+		x->tail++;
+		pthread_cond_signal(&x->cv);
+		pthread_mutex_unlock(&x->mu);
+	}
+	return NULL;
+}
+
+static void test_bounce_map_on_one_thread_unmap_on_another(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	struct xthr *x = calloc(1, sizeof(*x));
+	pthread_t t;
+	size_t len = 1500;
+	uint8_t seen[1500];
+
+	(void)state;
+	x->d = d;
+	x->dev = dev;
+	x->n = 4000;
+	pthread_mutex_init(&x->mu, NULL);
+	pthread_cond_init(&x->cv, NULL);
+	for (int i = 0; i < 64; i++)
+		x->bufs[i] = page_alloc(PG);
+	assert_int_equal(pthread_create(&t, NULL, xthr_completer, x), 0);
+	for (int i = 0; i < x->n; i++) {
+		uint8_t *b;
+		uint64_t iova;
+
+		pthread_mutex_lock(&x->mu);
+		while (x->head - x->tail == 64)
+			pthread_cond_wait(&x->cv, &x->mu);
+		b = x->bufs[x->head % 64];
+		pthread_mutex_unlock(&x->mu);
+		fill(b, len, (uint8_t)i);
+		assert_int_equal(iodma_map_single(dev, b, len, IODMA_BIDIRECTIONAL, &iova), 0);
+		assert_int_equal(iodma_read(d, iova, seen, len), 0);
+		assert_true(check(seen, len, (uint8_t)i));
+		pthread_mutex_lock(&x->mu);
+		x->ring[x->head % 64] = iova;
+		x->head++;
+		pthread_cond_signal(&x->cv);
+		pthread_mutex_unlock(&x->mu);
+	}
+	pthread_join(t, NULL);
+	assert_int_equal(x->errors, 0);
+	assert_int_equal(stats(dev).bounces, 4000);
+	assert_int_equal(stats(dev).maps, 4000);
+	assert_int_equal(stats(dev).bounce_bytes, 2 * 4000 * 1500);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	for (int i = 0; i < 64; i++)
+		free(x->bufs[i]);
+	pthread_mutex_destroy(&x->mu);
+	pthread_cond_destroy(&x->cv);
+	free(x);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
+/* Runs a thread keeps for its next maps go back when the pool is full:
+ * the thread can still map the whole pool at once. */
+static void test_bounce_full_pool_takes_back_own_kept_runs(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	/* 512 KiB of 2 KiB slots: one area of 256 slots. */
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 19);
+	uint8_t *buf = page_alloc(PG), *big = page_alloc(1 << 19);
+	uint64_t iova[128], io;
+	int n = 0;
+
+	(void)state;
+	while (n < 128 && iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &iova[n]) == 0)
+		n++;
+	assert_int_equal(n, 128);
+	assert_int_equal(iodma_map_single(dev, buf, 1, IODMA_TO_DEVICE, &io), -ENOMEM);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(iodma_unmap_single(dev, iova[i], PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	/* The last unmaps were kept by this thread; a map of the whole pool
+	 * needs them back. */
+	assert_int_equal(iodma_map_single(dev, big, 1 << 19, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 256);
+	assert_int_equal(iodma_unmap_single(dev, io, 1 << 19, IODMA_TO_DEVICE), 0);
+	/* And a kept run serves the next small map: same IOVA as just freed
+	 * small runs, the pool stays consistent. */
+	assert_int_equal(iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &iova[0]), 0);
+	assert_int_equal(iodma_unmap_single(dev, iova[0], PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(io, iova[0]);
+	assert_int_equal(iodma_unmap_single(dev, io, PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, io, PG, IODMA_TO_DEVICE), -EINVAL);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+	free(big);
+}
+
+/* More threads than statistics shards: the threads past the 64th share
+ * one counter block with atomic adds; no count is lost. */
+#define NSTAT_THR 80
+
+struct stat_thr {
+	struct iodma_dev *dev;
+	pthread_barrier_t *bar;
+	int errors;
+};
+
+static void *stat_thread(void *p)
+{
+	struct stat_thr *a = p;
+	uint8_t buf[64];
+
+	pthread_barrier_wait(a->bar);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t iova;
+
+		if (iodma_map_single(a->dev, buf, sizeof(buf), IODMA_TO_DEVICE, &iova) ||
+		    iodma_unmap_single(a->dev, iova, sizeof(buf), IODMA_TO_DEVICE))
+			a->errors++;
+	}
+	return NULL;
+}
+
+static void test_stats_exact_with_more_threads_than_shards(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	pthread_t t[NSTAT_THR];
+	struct stat_thr a[NSTAT_THR];
+	pthread_barrier_t bar;
+
+	(void)state;
+	pthread_barrier_init(&bar, NULL, NSTAT_THR);
+	for (int i = 0; i < NSTAT_THR; i++) {
+		a[i] = (struct stat_thr){ dev, &bar, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, stat_thread, &a[i]), 0);
+	}
+	for (int i = 0; i < NSTAT_THR; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].errors, 0);
+	}
+	pthread_barrier_destroy(&bar);
+	assert_int_equal(stats(dev).maps, NSTAT_THR * 1000);
+	assert_int_equal(stats(dev).bounces, NSTAT_THR * 1000);
+	assert_int_equal(stats(dev).bounce_bytes, NSTAT_THR * 1000 * 64);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2019,6 +2276,10 @@ int main(void)
 		cmocka_unit_test(test_fail_nth_register),
 		cmocka_unit_test(test_fail_nth_map_sg),
 		cmocka_unit_test(test_bounce_pool_four_threads_keep_their_data),
+		cmocka_unit_test(test_bounce_racing_double_unmap_exactly_one_wins),
+		cmocka_unit_test(test_bounce_map_on_one_thread_unmap_on_another),
+		cmocka_unit_test(test_bounce_full_pool_takes_back_own_kept_runs),
+		cmocka_unit_test(test_stats_exact_with_more_threads_than_shards),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
