@@ -127,13 +127,18 @@ static int check_direct(const struct bounce_cfg *cfg, void *va, size_t len,
 	return 0;
 }
 
-static void pool_free(struct bounce_pool *p)
+/* Free the pool.  Returns false when the pool's mapping could not be
+ * removed: the device may still reach the pages, so they and the IOVA
+ * space around them are deliberately left allocated (domain.h, -EUCLEAN). */
+static bool pool_free(struct bounce_pool *p)
 {
-	if (p->mapped)
-		(void)iodma_domain_unmap(p->domain, p->iova, p->len);
-	if (p->iova_allocated)
+	bool clean = true;
+
+	if (p->mapped && iodma_domain_unmap(p->domain, p->iova, p->len) != 0)
+		clean = false;
+	if (clean && p->iova_allocated)
 		(void)iodma_iova_free(p->domain, p->iova, p->len);
-	if (p->raw)
+	if (clean && p->raw)
 		os_pages_free(p->raw, p->raw_len, -1);
 	for (unsigned int i = 0; i < p->areas_ready; i++) {
 		iodma_free(p->areas[i].bitmap);
@@ -143,6 +148,7 @@ static void pool_free(struct bounce_pool *p)
 	iodma_free(p->stash);
 	iodma_free(p->slots);
 	iodma_free(p);
+	return clean;
 }
 
 /* Get the pool's memory and its device address. */
@@ -192,10 +198,11 @@ static int pool_memory(struct bounce_pool *p, const struct bounce_cfg *cfg)
 	p->iova_allocated = true;
 	ret = iodma_domain_map(cfg->domain, p->iova, p->len, p->va,
 			       IODMA_PERM_RW);
-	if (ret)
-		return ret;
-	p->mapped = true;
-	return 0;
+	/* -EUCLEAN: a listener rejected the map and the backend kept it
+	 * (domain.h): it is live, and pool_free() must take it back. */
+	if (ret == 0 || ret == -EUCLEAN)
+		p->mapped = true;
+	return ret;
 }
 
 int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
@@ -258,12 +265,15 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 		p->areas_ready++;
 	}
 	ret = pool_memory(p, cfg);
+	if (ret == -EUCLEAN)
+		ret = -EIO; /* a clean failure once pool_free() unmapped it */
 	if (ret)
 		goto fail;
 	*out = p;
 	return 0;
 fail:
-	pool_free(p);
+	if (!pool_free(p))
+		ret = -EUCLEAN; /* the pool's memory stays reachable: kept */
 	return ret;
 }
 

@@ -74,10 +74,15 @@ struct bounce_run {
  * below dma_mask (direct) or allocate IOVA space below it and map it
  * read/write (domain).  Returns 0, -EINVAL, -ENOMEM (including: no IOVA
  * space, or direct-mode memory not contiguous below the mask), or the
- * domain's map error.  Nothing left allocated on error. */
+ * domain's map error; -EIO a listener rejected the pool's map and it was
+ * taken back.  Nothing left allocated on error, except with -EUCLEAN: the
+ * backend refused to unmap the pool, so its pages and IOVA space are kept
+ * (the device may still reach them). */
 int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out);
 
-/* Unmap and free the pool.  Returns how many runs were still live. */
+/* Unmap and free the pool.  Returns how many runs were still live.  If the
+ * backend refuses the unmap, the pages and IOVA space stay allocated (the
+ * device may still reach them). */
 uint64_t bounce_destroy(struct bounce_pool *p);
 
 /* Is @iova inside the pool's bus/IOVA range? */

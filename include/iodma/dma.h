@@ -130,8 +130,12 @@ struct iodma_dev_opts {
  *
  * Context: thread-safe; may block (allocates and maps the bounce pool).
  * Return:  0; -EINVAL bad options; -ENOMEM (including: no IOVA space below
- *          dma_mask for the bounce pool); or the domain's map error.
- *          Nothing allocated on error.
+ *          dma_mask for the bounce pool); -EIO the pool's map was rejected
+ *          by a listener and had to be taken back; or the domain's map
+ *          error.  Nothing allocated on error, except with -EUCLEAN: the
+ *          backend refused to take the pool's mapping back, so the device
+ *          may still reach the pool's pages, which stay allocated (with their
+ *          IOVA space and the mapping, see iodma/domain.h).
  */
 IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
 				  struct iodma_dev **out);

@@ -2226,6 +2226,45 @@ static void test_stats_exact_with_more_threads_than_shards(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* The bounce pool's own map, rejected by a listener: taken back (-EIO,
+ * nothing left), or kept when the backend refuses twice (-EUCLEAN: the
+ * device may still reach the pool, so its mapping and pages stay). */
+static void test_bounce_pool_map_left_live_is_taken_back_or_kept(void **state)
+{
+	struct iodma_domain_opts dopt = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_domain *d = NULL;
+	struct iodma_dev *dev = NULL;
+	struct iodma_listener *l;
+
+	(void)state;
+	dopt.backend = &flaky_ops;
+	assert_int_equal(iodma_domain_create(&dopt, &d), 0);
+	assert_int_equal(iodma_domain_add_listener(d, &rj_ops, NULL, &l), 0);
+	o.domain = d;
+	o.dma_mask = MASK32;
+	o.bounce = IODMA_BOUNCE_ALWAYS;
+	o.bounce_pool_size = 1 << 16;
+
+	reject_next = 1; flaky_unmaps = 1;
+	assert_int_equal(iodma_dev_create(&o, &dev), -EIO);
+	assert_null(dev);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+
+	reject_next = 1; flaky_unmaps = 2;
+	assert_int_equal(iodma_dev_create(&o, &dev), -EUCLEAN);
+	assert_null(dev);
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+
+	/* Clean up the kept mapping, then everything works. */
+	reject_next = 0; flaky_unmaps = 0;
+	assert_int_equal(iodma_domain_unmap_all(d, NULL), 0);
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_remove_listener(d, l);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2268,6 +2307,7 @@ int main(void)
 		cmocka_unit_test(test_no_iova_space_below_mask_is_enomem),
 		cmocka_unit_test(test_domain_map_errors_propagate_and_leave_nothing),
 		cmocka_unit_test(test_domain_map_left_live_is_taken_back_or_reported),
+		cmocka_unit_test(test_bounce_pool_map_left_live_is_taken_back_or_kept),
 		cmocka_unit_test(test_mmio_windows_translate_and_reject),
 		cmocka_unit_test(test_dev_destroy_releases_everything_live),
 		cmocka_unit_test(test_fail_nth_dev_create),
