@@ -153,7 +153,7 @@ static inline void bench_row(const char *id, const char *figure,
 		break;
 	}
 	if (has_base)
-		snprintf(rs, sizeof(rs), "%.3f", ratio);
+		snprintf(rs, sizeof(rs), "%.4g", ratio);
 	printf("ROW\t%s\t%s\t%s\t%.1f\t%s\t", id, figure, unit, value, bname);
 	if (has_base)
 		printf("%.1f", base);

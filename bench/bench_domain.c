@@ -226,6 +226,7 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 	char id[64], fig[96], k1[64], k2[64], k3[64], k4[64];
 	/* Sized to ~0.1 s per run today; the sorted array moves n/2 entries. */
 	unsigned long ops = 4000, sops = n > 10000 ? 2000 : 200000;
+	unsigned long irs = n > 10000 ? 100 : IR_OPS;	/* sorted array, Ir */
 	int ret;
 
 	if (!c)
@@ -271,8 +272,8 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 		bench_ir_end(k2, IR_OPS);
 #endif
 		bench_ir_begin();
-		p_sarr(c, IR_OPS);
-		bench_ir_end(k3, IR_OPS);
+		p_sarr(c, irs);
+		bench_ir_end(k3, irs);
 		bench_ir_begin();
 		p_batch(c, IR_OPS / 64);
 		bench_ir_end(k4, (IR_OPS / 64) * 64);
