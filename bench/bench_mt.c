@@ -149,7 +149,7 @@ static void readers_stop(struct mt *m, struct reader *rd, unsigned int n)
 /* ---- unmap latency ------------------------------------------------------------ */
 
 #define LAT_MAX   2000
-#define LAT_WALL  3e9	/* ns: stop sampling after this */
+#define LAT_WALL  5e9	/* ns: stop sampling after this */
 
 /* Unmap latencies (ns) of the mapper's slot; returns the sample count. */
 static size_t unmap_lat(struct mt *m, double *lat)

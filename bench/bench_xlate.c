@@ -102,7 +102,7 @@ static double t_iodma(struct xctx *c, unsigned long n)
 {
 	struct iodma_slice s;
 	size_t nr;
-	double t0 = bench_now_ns();
+	double t0 = bench_cpu_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		int ret = iodma_translate(c->d, c->keys[i & KMASK], 8,
@@ -112,12 +112,12 @@ static double t_iodma(struct xctx *c, unsigned long n)
 			die("translate", ret);
 		sink += (uintptr_t)s.va;
 	}
-	return (bench_now_ns() - t0) / (double)n;
+	return (bench_cpu_ns() - t0) / (double)n;
 }
 
 static double t_probe(struct xctx *c, unsigned long n)
 {
-	double t0 = bench_now_ns();
+	double t0 = bench_cpu_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		void *va = probe_lookup(c->p, c->keys[i & KMASK], 8, 1);
@@ -126,7 +126,7 @@ static double t_probe(struct xctx *c, unsigned long n)
 			die("probe", -14);
 		sink += (uintptr_t)va;
 	}
-	return (bench_now_ns() - t0) / (double)n;
+	return (bench_cpu_ns() - t0) / (double)n;
 }
 
 static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
@@ -196,7 +196,7 @@ static void ft_round(struct xctx *c, char *host, uint64_t *keys, double *ti,
 	}
 	if (ir)
 		bench_ir_begin();
-	t0 = bench_now_ns();
+	t0 = bench_cpu_ns();
 	for (unsigned int i = 0; i < FT_M; i++) {
 		ret = iodma_translate(c->d, keys[i], 8, IODMA_PERM_READ, &s, 1,
 				      &nr, NULL);
@@ -204,12 +204,12 @@ static void ft_round(struct xctx *c, char *host, uint64_t *keys, double *ti,
 			die("translate", ret);
 		sink += (uintptr_t)s.va;
 	}
-	*ti += bench_now_ns() - t0;
+	*ti += bench_cpu_ns() - t0;
 	if (ir) {
 		bench_ir_end("xlate.first.iodma", FT_M);
 		bench_ir_begin();
 	}
-	t0 = bench_now_ns();
+	t0 = bench_cpu_ns();
 	for (unsigned int i = 0; i < FT_M; i++) {
 		void *va = probe_lookup(c->p, keys[i], 8, 1);
 
@@ -217,7 +217,7 @@ static void ft_round(struct xctx *c, char *host, uint64_t *keys, double *ti,
 			die("probe", -14);
 		sink += (uintptr_t)va;
 	}
-	*tp += bench_now_ns() - t0;
+	*tp += bench_cpu_ns() - t0;
 	if (ir)
 		bench_ir_end("xlate.first.probe", FT_M);
 	ret = iodma_domain_unmap_gaps(c->d, FT_BASE, 2 * FT_M * PG, &un);

@@ -30,7 +30,7 @@ import sys
 import tempfile
 
 ORDER = ["bench_xlate", "bench_dma", "bench_domain", "bench_mt", "bench_iova"]
-IR_BENCHES = ["bench_xlate", "bench_domain", "bench_iova"]
+IR_BENCHES = ["bench_xlate", "bench_dma", "bench_domain", "bench_iova"]
 
 
 def log(msg):
