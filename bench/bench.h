@@ -12,7 +12,9 @@
  * reads ">=" (memcpy time / bounce time), target is the bar the
  * redesign of issue 8 must meet ("ratio<=1.5", "value<=250", "-" none) and
  * verdict PASS/MISS/-.  Each value is the median of BENCH_RUNS runs and its
- * baseline is measured in the same run, interleaved with it.
+ * baseline is measured in the same run, interleaved with it slice by slice,
+ * in process CPU time (bench_interleave()); the threaded figures are wall
+ * time.
  *
  * Ir mode (argument --ir).  Each measured loop whose row names an ir-key runs
  * once with a fixed op count between bench_ir_begin() and bench_ir_end(),
@@ -43,7 +45,8 @@
 #define CALLGRIND_DUMP_STATS_AT(s) do { (void)(s); } while (0)
 #endif
 
-#define BENCH_RUNS 5
+#define BENCH_RUNS   5
+#define BENCH_SLICES 10
 
 static inline double bench_clock_ns(clockid_t id)
 {
@@ -63,6 +66,13 @@ static inline double bench_now_ns(void)
 static inline double bench_cpu_ns(void)
 {
 	return bench_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+/* CPU time of the whole process: also counts work handed to helper threads
+ * (a deferred free, a call_rcu thread), still immune to other processes. */
+static inline double bench_proc_ns(void)
+{
+	return bench_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 static inline int bench_cmp_double(const void *x, const void *y)
@@ -87,6 +97,72 @@ static inline double bench_pct(double *v, size_t n, double p)
 	qsort(v, n, sizeof(*v), bench_cmp_double);
 	i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
 	return v[i < n ? i : n - 1];
+}
+
+/* A measured loop: runs @n operations on @ctx (its return value, its own
+ * ns per operation, is not used by bench_interleave()). */
+typedef double (*bench_fn)(void *ctx, unsigned long n);
+
+/*
+ * bench_interleave() - Medians of @k contestants measured in the same run.
+ * @fn:   the @k loops.
+ * @ctx:  passed to each.
+ * @n:    operations per run of each loop (at least BENCH_SLICES).
+ * @k:    contestants (at most 8).
+ * @cpu:  receives each one's median process CPU ns per operation.
+ * @wall: receives each one's median wall-clock ns per operation, or NULL.
+ *
+ * Each of BENCH_RUNS runs is cut into BENCH_SLICES slices, and every slice
+ * runs the contestants one after the other, so a change of load falls on
+ * all of them alike.  A run's figure is its total time over its
+ * operations; the result is the median of the runs.
+ *
+ * The figure the table shows is process CPU time: on a shared 2-core host
+ * wall time swings by 2-3x with the other processes' load, CPU time does
+ * not; it still counts system calls and work handed to helper threads.
+ * What it does not count is time asleep: the wall figure is kept so a
+ * benchmark can say when the two part (bench_wall_note()).
+ */
+static inline void bench_interleave(const bench_fn *fn, void *ctx,
+				    const unsigned long *n, int k, double *cpu,
+				    double *wall)
+{
+	double vc[8][BENCH_RUNS], vw[8][BENCH_RUNS];
+
+	for (int r = 0; r < BENCH_RUNS; r++) {
+		double sc[8] = { 0 }, sw[8] = { 0 };
+
+		for (int s = 0; s < BENCH_SLICES; s++) {
+			for (int i = 0; i < k; i++) {
+				double c0 = bench_proc_ns(), w0 = bench_now_ns();
+
+				fn[i](ctx, n[i] / BENCH_SLICES);
+				sw[i] += bench_now_ns() - w0;
+				sc[i] += bench_proc_ns() - c0;
+			}
+		}
+		for (int i = 0; i < k; i++) {
+			double ops = (double)(n[i] / BENCH_SLICES * BENCH_SLICES);
+
+			vc[i][r] = sc[i] / ops;
+			vw[i][r] = sw[i] / ops;
+		}
+	}
+	for (int i = 0; i < k; i++) {
+		cpu[i] = bench_median(vc[i], BENCH_RUNS);
+		if (wall)
+			wall[i] = bench_median(vw[i], BENCH_RUNS);
+	}
+}
+
+/* A NOTE line when a figure's wall time exceeds its CPU time by a third:
+ * the operation sleeps, or the host was loaded while it ran. */
+static inline void bench_wall_note(const char *id, double cpu, double wall)
+{
+	if (wall > cpu * 4 / 3)
+		printf("NOTE\t%s: wall %.1f ns vs CPU %.1f ns per op (the "
+		       "operation sleeps, or the host was loaded)\n", id, wall,
+		       cpu);
 }
 
 /* xorshift64 with a fixed seed: every run draws the same sequence. */

@@ -16,8 +16,8 @@
  *     64 KiB with bounce policy ALWAYS (copy in + copy back) vs memcpy in +
  *     memcpy out of the same size; ratio = memcpy time / bounce time.
  * The registered host memory is a MAP_NORESERVE range never touched.
- * Lookups are timed in thread CPU time (a pure computation: immune to the
- * other processes of a shared host), bounce in wall time.  With --ir the
+ * Times are process CPU time, each contestant interleaved with its
+ * baseline slice by slice (bench.h: bench_interleave()).  With --ir the
  * lookup loops run once each for callgrind.
  */
 #ifndef _GNU_SOURCE
@@ -94,9 +94,10 @@ struct lctx {
 	uint64_t *keys;
 };
 
-static double l_iodma(struct lctx *c, unsigned long n)
+static double l_iodma(void *ctx, unsigned long n)
 {
-	double t0 = bench_cpu_ns();
+	struct lctx *c = ctx;
+	double t0 = bench_now_ns();
 	uint64_t io;
 
 	for (unsigned long i = 0; i < n; i++) {
@@ -107,12 +108,13 @@ static double l_iodma(struct lctx *c, unsigned long n)
 			die("va_to_iova", ret);
 		sink += io;
 	}
-	return (bench_cpu_ns() - t0) / (double)n;
+	return (bench_now_ns() - t0) / (double)n;
 }
 
-static double l_probe(struct lctx *c, unsigned long n)
+static double l_probe(void *ctx, unsigned long n)
 {
-	double t0 = bench_cpu_ns();
+	struct lctx *c = ctx;
+	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		void *io = probe_lookup(c->p, c->keys[i & KMASK], BUF, 1);
@@ -121,7 +123,7 @@ static double l_probe(struct lctx *c, unsigned long n)
 			die("probe", -2);
 		sink += (uintptr_t)io;
 	}
-	return (bench_cpu_ns() - t0) / (double)n;
+	return (bench_now_ns() - t0) / (double)n;
 }
 
 /* 65,536 registrations of @sz, contiguous in VA.  Under callgrind (--ir)
@@ -139,7 +141,9 @@ static void bench_lookup(uint64_t sz, unsigned int gshift, const char *id,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	char *host;
 	struct lctx c;
-	double vi[BENCH_RUNS], vp[BENCH_RUNS];
+	static const bench_fn fn[2] = { l_iodma, l_probe };
+	static const unsigned long ops[2] = { OPS, OPS };
+	double med[2];
 	char iri[64], irp[64];
 	size_t h0, h1, r0, r1;
 	int ret;
@@ -185,12 +189,9 @@ static void bench_lookup(uint64_t sz, unsigned int gshift, const char *id,
 		bench_ir_end(irp, IR_OPS);
 		goto out;
 	}
-	for (int r = 0; r < BENCH_RUNS; r++) {
-		vi[r] = l_iodma(&c, OPS);
-		vp[r] = l_probe(&c, OPS);
-	}
-	bench_row(id, fig, "ns", bench_median(vi, BENCH_RUNS), "radix probe",
-		  bench_median(vp, BENCH_RUNS), BT_RATIO_LE, 1.2, iri, irp);
+	bench_interleave(fn, &c, ops, 2, med, NULL);
+	bench_row(id, fig, "ns", med[0], "radix probe", med[1], BT_RATIO_LE,
+		  1.2, iri, irp);
 
 	if (sz == (2ull << 20)) {
 		/* The domain's own share: the same allocations and maps. */
@@ -232,11 +233,51 @@ out:
 
 /* ---- bounce ---------------------------------------------------------------------- */
 
+struct bctx {
+	struct iodma_dev *dev;
+	uint8_t *buf, *copy;
+	size_t len;
+};
+
+static double b_bounce(void *ctx, unsigned long n)
+{
+	struct bctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t iova;
+		int ret = iodma_map_single(c->dev, c->buf, c->len,
+					   IODMA_BIDIRECTIONAL, &iova);
+
+		if (ret)
+			die("map_single", ret);
+		ret = iodma_unmap_single(c->dev, iova, c->len, IODMA_BIDIRECTIONAL);
+		if (ret)
+			die("unmap_single", ret);
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
+static double b_memcpy(void *ctx, unsigned long n)
+{
+	struct bctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		memcpy(c->copy, c->buf, c->len);
+		__asm__ volatile("" ::: "memory");
+		memcpy(c->buf, c->copy, c->len);
+		__asm__ volatile("" ::: "memory");
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
 static void bench_bounce(void)
 {
 	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
 	struct iodma_domain *d;
-	struct iodma_dev *dev;
+	struct bctx c;
+	static const bench_fn fn[2] = { b_bounce, b_memcpy };
 	static const size_t sizes[2] = { 4096, 65536 };
 	static const double bar[2] = { 0.9, 0.97 };
 	static const char *const ids[2] = { "bounce.4k", "bounce.64k" };
@@ -249,47 +290,32 @@ static void bench_bounce(void)
 		die("domain_create", ret);
 	o.domain = d;
 	o.bounce = IODMA_BOUNCE_ALWAYS;
-	ret = iodma_dev_create(&o, &dev);
+	ret = iodma_dev_create(&o, &c.dev);
 	if (ret)
 		die("dev_create", ret);
 	for (int s = 0; s < 2; s++) {
-		size_t len = sizes[s];
-		long iters = (long)((64u << 20) / len);	/* 64 MiB each way */
-		uint8_t *buf = aligned_alloc(4096, len), *bounce = aligned_alloc(4096, len);
-		double t_b[BENCH_RUNS], t_m[BENCH_RUNS];
+		/* 64 MiB each way per run */
+		unsigned long iters = (unsigned long)((64u << 20) / sizes[s]);
+		unsigned long ops[2] = { iters, iters };
+		double med[2], wall[2];
 
-		memset(buf, 1, len);
-		memset(bounce, 2, len);
-		for (int r = 0; r < BENCH_RUNS; r++) {
-			double t0 = bench_now_ns();
-
-			for (long i = 0; i < iters; i++) {
-				uint64_t iova;
-
-				ret = iodma_map_single(dev, buf, len, IODMA_BIDIRECTIONAL, &iova);
-				if (ret)
-					die("map_single", ret);
-				ret = iodma_unmap_single(dev, iova, len, IODMA_BIDIRECTIONAL);
-				if (ret)
-					die("unmap_single", ret);
-			}
-			t_b[r] = (bench_now_ns() - t0) / (double)iters;
-			t0 = bench_now_ns();
-			for (long i = 0; i < iters; i++) {
-				memcpy(bounce, buf, len);
-				__asm__ volatile("" ::: "memory");
-				memcpy(buf, bounce, len);
-				__asm__ volatile("" ::: "memory");
-			}
-			t_m[r] = (bench_now_ns() - t0) / (double)iters;
-		}
-		bench_row(ids[s], figs[s], "ns", bench_median(t_b, BENCH_RUNS),
-			  "memcpy in+out", bench_median(t_m, BENCH_RUNS),
+		c.len = sizes[s];
+		c.buf = aligned_alloc(4096, c.len);
+		c.copy = aligned_alloc(4096, c.len);
+		if (!c.buf || !c.copy)
+			die("aligned_alloc", -12);
+		memset(c.buf, 1, c.len);
+		memset(c.copy, 2, c.len);
+		b_bounce(&c, iters / 16);	/* warm-up */
+		b_memcpy(&c, iters / 16);
+		bench_interleave(fn, &c, ops, 2, med, wall);
+		bench_wall_note(ids[s], med[0], wall[0]);
+		bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out", med[1],
 			  BT_RATIO_GE, bar[s], NULL, NULL);
-		free(buf);
-		free(bounce);
+		free(c.buf);
+		free(c.copy);
 	}
-	iodma_dev_destroy(dev);
+	iodma_dev_destroy(c.dev);
 	iodma_domain_destroy(d);
 }
 

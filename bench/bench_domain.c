@@ -11,7 +11,9 @@
  *   a sorted array of ranges: binary search, overlap check, memmove in;
  *   binary search, memmove out.
  * And batched: 64 maps then one iodma_domain_unmap_gaps over them, per map.
- * Medians of 5 runs; --ir runs each loop once for callgrind.
+ * Medians of 5 runs in process CPU time, each run interleaved slice by
+ * slice (bench.h: bench_interleave(); a NOTE gives the wall time when an
+ * unmap sleeps); --ir runs each loop once for callgrind.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,8 +150,9 @@ struct dctx {
 	char *host;
 };
 
-static double p_iodma(struct dctx *c, unsigned long ops)
+static double p_iodma(void *ctx, unsigned long ops)
 {
+	struct dctx *c = ctx;
 	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < ops; i++) {
@@ -165,8 +168,9 @@ static double p_iodma(struct dctx *c, unsigned long ops)
 	return (bench_now_ns() - t0) / (double)ops;
 }
 
-static double p_sarr(struct dctx *c, unsigned long ops)
+static double p_sarr(void *ctx, unsigned long ops)
 {
+	struct dctx *c = ctx;
 	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < ops; i++) {
@@ -179,8 +183,9 @@ static double p_sarr(struct dctx *c, unsigned long ops)
 }
 
 #ifdef BENCH_HAVE_GLIB
-static double p_gtree(struct dctx *c, unsigned long ops)
+static double p_gtree(void *ctx, unsigned long ops)
 {
+	struct dctx *c = ctx;
 	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < ops; i++) {
@@ -195,8 +200,9 @@ static double p_gtree(struct dctx *c, unsigned long ops)
 
 /* 64 maps of 4 KiB above the live set, then one unmap_gaps over all 64;
  * ns per map. */
-static double p_batch(struct dctx *c, unsigned long batches)
+static double p_batch(void *ctx, unsigned long batches)
 {
+	struct dctx *c = ctx;
 	uint64_t top = BASE + 2 * c->n * PG + PG, u;
 	double t0 = bench_now_ns();
 
@@ -222,10 +228,9 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
 	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
 	struct dctx *c = calloc(1, sizeof(*c));
-	double vi[BENCH_RUNS], vs[BENCH_RUNS], vg[BENCH_RUNS], vb[BENCH_RUNS];
+	double mi, ms, mg, mb;
 	char id[64], fig[96], k1[64], k2[64], k3[64], k4[64];
-	/* Sized to ~0.1 s per run today; the sorted array moves n/2 entries. */
-	unsigned long ops = 4000, sops = n > 10000 ? 2000 : 200000;
+	unsigned long ops = 6400, sops = n > 10000 ? 2000 : 200000;
 	unsigned long irs = n > 10000 ? 100 : IR_OPS;	/* sorted array, Ir */
 	int ret;
 
@@ -279,19 +284,31 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 		bench_ir_end(k4, (IR_OPS / 64) * 64);
 		goto out;
 	}
-	for (int r = 0; r < BENCH_RUNS; r++) {
-		vi[r] = p_iodma(c, ops);
-		vs[r] = p_sarr(c, sops);
+	{
+		/* Sized to ~0.1 s per run today; the sorted array moves n/2
+		 * entries per operation. */
+		bench_fn fn[4] = { p_iodma, p_batch, p_sarr, NULL };
+		unsigned long nops[4] = { ops, ops / 64, sops, ops * 10 };
+		double med[4] = { 0 }, wall[4] = { 0 };
+		int k = 3;
+
 #ifdef BENCH_HAVE_GLIB
-		vg[r] = p_gtree(c, ops * 10);
-#else
-		vg[r] = 0;
+		fn[3] = p_gtree;
+		k = 4;
 #endif
-		vb[r] = p_batch(c, ops / 64);
+		bench_interleave(fn, c, nops, k, med, wall);
+		med[1] /= 64;	/* p_batch's operation is a batch of 64 maps */
+		wall[1] /= 64;
+		snprintf(id, sizeof(id), "pair.%s", tag);
+		bench_wall_note(id, med[0], wall[0]);
+		snprintf(id, sizeof(id), "batch64.%s", tag);
+		bench_wall_note(id, med[1], wall[1]);
+		mi = med[0];
+		mb = med[1];
+		ms = med[2];
+		mg = med[3];
 	}
 	{
-		double mi = bench_median(vi, BENCH_RUNS), ms = bench_median(vs, BENCH_RUNS);
-		double mg = bench_median(vg, BENCH_RUNS), mb = bench_median(vb, BENCH_RUNS);
 		enum bench_target kind = n == 16 || n == 65536 ? BT_VALUE_LE : BT_NONE;
 		double bar = n == 16 ? 250 : 500;
 

@@ -9,7 +9,9 @@
  *   first touch: the first translation of each of 1,024 mappings made just
  *   before (today the IOTLB miss path), over 1,024 live 4 KiB mappings.
  * The host memory behind the mappings is a MAP_NORESERVE range that is
- * never touched (translation does not read it).  Medians of 5 runs.
+ * never touched (translation does not read it).  Medians of 5 runs, in
+ * process CPU time (bench.h: bench_interleave()); first touch likewise,
+ * per round of 1,024 fresh mappings, the two alternating.
  * With --ir each loop runs once with a fixed op count for callgrind.
  */
 #include <stdint.h>
@@ -31,6 +33,7 @@
 #define OPS	 500000ul
 #define IR_OPS	 20000ul
 #define FT_M	 1024u		/* fresh mappings per first-touch round */
+#define FT_REPS	 32u		/* probe passes per round (see ft_round) */
 #define FT_BASE	 (BASE + (1ull << 34)) /* above every live set */
 
 static volatile uintptr_t sink;
@@ -98,11 +101,12 @@ static void populate(struct xctx *c, uint64_t n, uint64_t sz, char *host)
 	}
 }
 
-static double t_iodma(struct xctx *c, unsigned long n)
+static double t_iodma(void *ctx, unsigned long n)
 {
+	struct xctx *c = ctx;
 	struct iodma_slice s;
 	size_t nr;
-	double t0 = bench_cpu_ns();
+	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		int ret = iodma_translate(c->d, c->keys[i & KMASK], 8,
@@ -112,12 +116,13 @@ static double t_iodma(struct xctx *c, unsigned long n)
 			die("translate", ret);
 		sink += (uintptr_t)s.va;
 	}
-	return (bench_cpu_ns() - t0) / (double)n;
+	return (bench_now_ns() - t0) / (double)n;
 }
 
-static double t_probe(struct xctx *c, unsigned long n)
+static double t_probe(void *ctx, unsigned long n)
 {
-	double t0 = bench_cpu_ns();
+	struct xctx *c = ctx;
+	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < n; i++) {
 		void *va = probe_lookup(c->p, c->keys[i & KMASK], 8, 1);
@@ -126,7 +131,7 @@ static double t_probe(struct xctx *c, unsigned long n)
 			die("probe", -14);
 		sink += (uintptr_t)va;
 	}
-	return (bench_cpu_ns() - t0) / (double)n;
+	return (bench_now_ns() - t0) / (double)n;
 }
 
 static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
@@ -134,7 +139,9 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 {
 	struct xctx c;
 	char *host = host_range(n * sz, sz);
-	double vi[BENCH_RUNS], vp[BENCH_RUNS];
+	static const bench_fn fn[2] = { t_iodma, t_probe };
+	static const unsigned long ops[2] = { OPS, OPS };
+	double med[2];
 	char iri[64], irp[64];
 
 	c.d = soft_domain(sz);
@@ -152,12 +159,8 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 		t_probe(&c, IR_OPS);
 		bench_ir_end(irp, IR_OPS);
 	} else {
-		for (int r = 0; r < BENCH_RUNS; r++) {
-			vi[r] = t_iodma(&c, OPS);
-			vp[r] = t_probe(&c, OPS);
-		}
-		bench_row(id, fig, "ns", bench_median(vi, BENCH_RUNS),
-			  "radix probe", bench_median(vp, BENCH_RUNS),
+		bench_interleave(fn, &c, ops, 2, med, NULL);
+		bench_row(id, fig, "ns", med[0], "radix probe", med[1],
 			  BT_RATIO_LE, 1.5, iri, irp);
 	}
 	iodma_domain_destroy(c.d);
@@ -168,7 +171,11 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 
 /* One first-touch round: map FT_M fresh 4 KiB mappings (untimed), translate
  * each once in random order (timed), unmap them (untimed); the probe gets
- * the same entries and keys.  Adds the timed ns to @ti and @tp. */
+ * the same entries and keys.  Adds the timed ns per operation to @ti and
+ * @tp.  A probe has no first touch (no cache of its own, and its entries
+ * were just written, so they are in the CPU cache as iodma's table is):
+ * its pass is repeated FT_REPS times so the interval is long enough for
+ * the CPU clock. */
 static void ft_round(struct xctx *c, char *host, uint64_t *keys, double *ti,
 		     double *tp, bool ir)
 {
@@ -196,7 +203,7 @@ static void ft_round(struct xctx *c, char *host, uint64_t *keys, double *ti,
 	}
 	if (ir)
 		bench_ir_begin();
-	t0 = bench_cpu_ns();
+	t0 = bench_proc_ns();
 	for (unsigned int i = 0; i < FT_M; i++) {
 		ret = iodma_translate(c->d, keys[i], 8, IODMA_PERM_READ, &s, 1,
 				      &nr, NULL);
@@ -204,20 +211,22 @@ static void ft_round(struct xctx *c, char *host, uint64_t *keys, double *ti,
 			die("translate", ret);
 		sink += (uintptr_t)s.va;
 	}
-	*ti += bench_cpu_ns() - t0;
+	*ti += (bench_proc_ns() - t0) / FT_M;
 	if (ir) {
 		bench_ir_end("xlate.first.iodma", FT_M);
 		bench_ir_begin();
 	}
-	t0 = bench_cpu_ns();
-	for (unsigned int i = 0; i < FT_M; i++) {
-		void *va = probe_lookup(c->p, keys[i], 8, 1);
+	t0 = bench_proc_ns();
+	for (unsigned int rep = 0; rep < (ir ? 1 : FT_REPS); rep++) {
+		for (unsigned int i = 0; i < FT_M; i++) {
+			void *va = probe_lookup(c->p, keys[i], 8, 1);
 
-		if (!va)
-			die("probe", -14);
-		sink += (uintptr_t)va;
+			if (!va)
+				die("probe", -14);
+			sink += (uintptr_t)va;
+		}
 	}
-	*tp += bench_cpu_ns() - t0;
+	*tp += (bench_proc_ns() - t0) / (FT_M * FT_REPS);
 	if (ir)
 		bench_ir_end("xlate.first.probe", FT_M);
 	ret = iodma_domain_unmap_gaps(c->d, FT_BASE, 2 * FT_M * PG, &un);
@@ -252,8 +261,8 @@ static void run_first_touch(void)
 			for (int k = 0; k < rounds; k++)
 				ft_round(&c, host + live * PG, keys, &a, &b,
 					 false);
-			vi[r] = a / (rounds * FT_M);
-			vp[r] = b / (rounds * FT_M);
+			vi[r] = a / rounds;
+			vp[r] = b / rounds;
 		}
 		bench_row("xlate.first", "translate 8 B, first touch after map (1,024 live)",
 			  "ns", bench_median(vi, BENCH_RUNS), "radix probe",
