@@ -121,7 +121,9 @@ typedef double (*bench_fn)(void *ctx, unsigned long n);
  * wall time swings by 2-3x with the other processes' load, CPU time does
  * not; it still counts system calls and work handed to helper threads.
  * What it does not count is time asleep: the wall figure is kept so a
- * benchmark can say when the two part (bench_wall_note()).
+ * benchmark can say when the two part (bench_wall_note()).  Reading the CPU
+ * clock is a system call (~0.7 us): a slice must run long enough to make
+ * it negligible.
  */
 static inline void bench_interleave(const bench_fn *fn, void *ctx,
 				    const unsigned long *n, int k, double *cpu,
@@ -155,14 +157,16 @@ static inline void bench_interleave(const bench_fn *fn, void *ctx,
 	}
 }
 
-/* A NOTE line when a figure's wall time exceeds its CPU time by a third:
- * the operation sleeps, or the host was loaded while it ran. */
-static inline void bench_wall_note(const char *id, double cpu, double wall)
+/* A NOTE line when a figure's wall time exceeds its CPU time by a third,
+ * with the same for its baseline (@bcpu, @bwall): if the baseline parts
+ * as much, the host was loaded; if only iodma's does, the operation sleeps. */
+static inline void bench_wall_note(const char *id, double cpu, double wall,
+				   double bcpu, double bwall)
 {
 	if (wall > cpu * 4 / 3)
-		printf("NOTE\t%s: wall %.1f ns vs CPU %.1f ns per op (the "
-		       "operation sleeps, or the host was loaded)\n", id, wall,
-		       cpu);
+		printf("NOTE\t%s: wall %.1f ns vs CPU %.1f ns per op (x%.2f); "
+		       "baseline x%.2f\n", id, wall, cpu, wall / cpu,
+		       bcpu > 0 ? bwall / bcpu : 0);
 }
 
 /* xorshift64 with a fixed seed: every run draws the same sequence. */

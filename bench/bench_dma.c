@@ -309,7 +309,7 @@ static void bench_bounce(void)
 		b_bounce(&c, iters / 16);	/* warm-up */
 		b_memcpy(&c, iters / 16);
 		bench_interleave(fn, &c, ops, 2, med, wall);
-		bench_wall_note(ids[s], med[0], wall[0]);
+		bench_wall_note(ids[s], med[0], wall[0], med[1], wall[1]);
 		bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out", med[1],
 			  BT_RATIO_GE, bar[s], NULL, NULL);
 		free(c.buf);

@@ -300,9 +300,9 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 		med[1] /= 64;	/* p_batch's operation is a batch of 64 maps */
 		wall[1] /= 64;
 		snprintf(id, sizeof(id), "pair.%s", tag);
-		bench_wall_note(id, med[0], wall[0]);
+		bench_wall_note(id, med[0], wall[0], med[k - 1], wall[k - 1]);
 		snprintf(id, sizeof(id), "batch64.%s", tag);
-		bench_wall_note(id, med[1], wall[1]);
+		bench_wall_note(id, med[1], wall[1], med[k - 1], wall[k - 1]);
 		mi = med[0];
 		mb = med[1];
 		ms = med[2];
