@@ -128,10 +128,13 @@ static void *reader_main(void *arg)
 		iodma_access_begin();
 		if (iodma_translate(m->d, iova, 64, IODMA_PERM_RW, &s, 1, &nr,
 				    NULL) == 0) {
-			volatile uint8_t *b = s.va;
+			uint8_t *b = s.va;
 
-			sum += b[0] + b[63];
-			b[8] = (uint8_t)sum;
+			/* Readers share host pages: relaxed atomics, as a
+			 * device's concurrent DMA would be. */
+			sum += __atomic_load_n(&b[0], __ATOMIC_RELAXED) +
+			       __atomic_load_n(&b[63], __ATOMIC_RELAXED);
+			__atomic_store_n(&b[8], (uint8_t)sum, __ATOMIC_RELAXED);
 		}
 		iodma_access_end();
 		n++;
