@@ -146,6 +146,7 @@ static void bench_lookup(uint64_t sz, unsigned int gshift, const char *id,
 	double med[2];
 	char iri[64], irp[64];
 	size_t h0, h1, r0, r1;
+	uint64_t *iovas;
 	int ret;
 
 	if (m == MAP_FAILED)
@@ -157,18 +158,20 @@ static void bench_lookup(uint64_t sz, unsigned int gshift, const char *id,
 	if (ret)
 		die("dev_create", ret);
 	c.p = probe_create(gshift);
+	iovas = malloc(nregs * sizeof(*iovas));
+	if (!iovas)
+		die("malloc", -12);
 	h0 = heap_bytes();
 	r0 = rss_bytes();
 	for (uint64_t i = 0; i < nregs; i++) {
-		uint64_t io;
-
-		ret = iodma_dev_register(c.dev, host + i * sz, sz, &io);
+		ret = iodma_dev_register(c.dev, host + i * sz, sz, &iovas[i]);
 		if (ret)
 			die("register", ret);
-		probe_set(c.p, (uintptr_t)(host + i * sz), sz, io, 3);
 	}
 	h1 = heap_bytes();
 	r1 = rss_bytes();
+	for (uint64_t i = 0; i < nregs; i++)
+		probe_set(c.p, (uintptr_t)(host + i * sz), sz, iovas[i], 3);
 	c.keys = malloc(NKEYS * sizeof(*c.keys));
 	for (unsigned int k = 0; k < NKEYS; k++) {
 		uint64_t r = bench_rnd();
@@ -228,6 +231,7 @@ out:
 	iodma_domain_destroy(d);
 	probe_destroy(c.p);
 	free(c.keys);
+	free(iovas);
 	munmap(m, span + sz);
 }
 

@@ -50,15 +50,28 @@ static void die(const char *what, int err)
 	exit(1);
 }
 
-/* @len bytes of untouched, unreserved host VA aligned to @align. */
-static char *host_range(uint64_t len, uint64_t align)
-{
-	char *m = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+/* Untouched, unreserved host VA. */
+struct host {
+	char *map;	/* what mmap returned: @len + @align bytes */
+	char *va;	/* @len bytes aligned to @align inside it */
+	uint64_t len, align;
+};
 
-	if (m == MAP_FAILED)
+static struct host host_range(uint64_t len, uint64_t align)
+{
+	struct host h = { .len = len, .align = align };
+
+	h.map = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (h.map == MAP_FAILED)
 		die("mmap", -12);
-	return (char *)(((uintptr_t)m + align - 1) & ~(uintptr_t)(align - 1));
+	h.va = (char *)(((uintptr_t)h.map + align - 1) & ~(uintptr_t)(align - 1));
+	return h;
+}
+
+static void host_free(struct host *h)
+{
+	munmap(h->map, h->len + h->align);
 }
 
 static struct iodma_domain *soft_domain(uint64_t align)
@@ -138,7 +151,7 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 		    unsigned int gshift)
 {
 	struct xctx c;
-	char *host = host_range(n * sz, sz);
+	struct host h = host_range(n * sz, sz);
 	static const bench_fn fn[2] = { t_iodma, t_probe };
 	static const unsigned long ops[2] = { OPS, OPS };
 	double med[2];
@@ -146,7 +159,7 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 
 	c.d = soft_domain(sz);
 	c.p = probe_create(gshift);
-	populate(&c, n, sz, host);
+	populate(&c, n, sz, h.va);
 	snprintf(iri, sizeof(iri), "%s.iodma", id);
 	snprintf(irp, sizeof(irp), "%s.probe", id);
 	t_iodma(&c, NKEYS);	/* warm-up: IOTLB and caches */
@@ -166,7 +179,7 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 	iodma_domain_destroy(c.d);
 	probe_destroy(c.p);
 	free(c.keys);
-	munmap(host, n * sz);	/* the aligned tail of the range; enough */
+	host_free(&h);
 }
 
 /* One first-touch round: map FT_M fresh 4 KiB mappings (untimed), translate
@@ -239,7 +252,8 @@ static void run_first_touch(void)
 {
 	struct xctx c;
 	const uint64_t live = 1024;
-	char *host = host_range((live + FT_M) * PG, PG);
+	struct host h = host_range((live + FT_M) * PG, PG);
+	char *host = h.va;
 	uint64_t keys[FT_M];
 	double vi[BENCH_RUNS], vp[BENCH_RUNS];
 	const int rounds = 40;
@@ -272,6 +286,7 @@ static void run_first_touch(void)
 	iodma_domain_destroy(c.d);
 	probe_destroy(c.p);
 	free(c.keys);
+	host_free(&h);
 }
 
 int main(int argc, char **argv)
