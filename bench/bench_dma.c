@@ -12,6 +12,9 @@
  *     65,536 x 2 MiB, minus its growth across making the same IOVA
  *     allocations and domain maps directly on another domain (what is
  *     left: the VA -> IOVA table plus the per-registration record);
+ *   for information, iodma_map_single + iodma_unmap_single of 4 KiB of
+ *     registered memory (a lookup) vs of an unregistered buffer (IOVA
+ *     allocation + soft domain map + unmap);
  *   bounce: iodma_map_single + iodma_unmap_single BIDIRECTIONAL of 4 KiB and
  *     64 KiB with bounce policy ALWAYS (copy in + copy back) vs memcpy in +
  *     memcpy out of the same size; ratio = memcpy time / bounce time.
@@ -235,6 +238,88 @@ out:
 	munmap(m, span + sz);
 }
 
+/* ---- registered vs dynamic map_single (information) ------------------------------ */
+
+struct mctx {
+	struct iodma_dev *dev;
+	uint8_t *reg, *plain;
+};
+
+/* map_single + unmap_single of 4 KiB inside a registration: a lookup. */
+static double m_registered(void *ctx, unsigned long n)
+{
+	struct mctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t iova;
+		int ret = iodma_map_single(c->dev, c->reg + ((i & 255) << 12), 4096,
+					   IODMA_TO_DEVICE, &iova);
+
+		if (ret)
+			die("map registered", ret);
+		ret = iodma_unmap_single(c->dev, iova, 4096, IODMA_TO_DEVICE);
+		if (ret)
+			die("unmap registered", ret);
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
+/* The same of an unregistered buffer: IOVA alloc + domain map + unmap. */
+static double m_dynamic(void *ctx, unsigned long n)
+{
+	struct mctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t iova;
+		int ret = iodma_map_single(c->dev, c->plain, 4096, IODMA_TO_DEVICE,
+					   &iova);
+
+		if (ret)
+			die("map dynamic", ret);
+		ret = iodma_unmap_single(c->dev, iova, 4096, IODMA_TO_DEVICE);
+		if (ret)
+			die("unmap dynamic", ret);
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
+static void bench_map(void)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_domain *d = big_domain();
+	static const bench_fn fn[2] = { m_registered, m_dynamic };
+	static const unsigned long ops[2] = { 200000, 20000 };
+	double med[2], wall[2];
+	struct mctx c;
+	int ret;
+
+	c.reg = aligned_alloc(4096, 1 << 20);
+	c.plain = aligned_alloc(4096, 4096);
+	if (!c.reg || !c.plain)
+		die("aligned_alloc", -12);
+	o.domain = d;
+	o.bounce = IODMA_BOUNCE_NEVER;
+	ret = iodma_dev_create(&o, &c.dev);
+	if (ret)
+		die("dev_create", ret);
+	ret = iodma_dev_register(c.dev, c.reg, 1 << 20, NULL);
+	if (ret)
+		die("register", ret);
+	m_registered(&c, 1000);
+	m_dynamic(&c, 100);
+	bench_interleave(fn, &c, ops, 2, med, wall);
+	bench_wall_note("map.registered", med[0], wall[0], med[1], wall[1]);
+	bench_row("map.registered", "map_single+unmap_single 4 KiB, registered",
+		  "ns", med[0], "same, unregistered", med[1], BT_NONE, 0, NULL,
+		  NULL);
+	iodma_dev_destroy(c.dev);
+	iodma_domain_destroy(d);
+	free(c.reg);
+	free(c.plain);
+}
+
 /* ---- bounce ---------------------------------------------------------------------- */
 
 struct bctx {
@@ -330,7 +415,9 @@ int main(int argc, char **argv)
 		     "VA->IOVA 256 B, 65,536 regs of 4 KiB");
 	bench_lookup(2ull << 20, 21, "va2iova.2m",
 		     "VA->IOVA 256 B, 65,536 regs of 2 MiB");
-	if (!bench_ir_on)
+	if (!bench_ir_on) {
+		bench_map();
 		bench_bounce();
+	}
 	return 0;
 }
