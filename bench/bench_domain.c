@@ -147,16 +147,18 @@ struct dctx {
 	GTree *gt;
 #endif
 	uint64_t keys[NKEYS];	/* free odd slots */
+	unsigned long cur[3];	/* where each contestant goes on in keys[] */
 	char *host;
 };
 
 static double p_iodma(void *ctx, unsigned long ops)
 {
 	struct dctx *c = ctx;
+	unsigned long k0 = c->cur[0];
 	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < ops; i++) {
-		uint64_t iova = c->keys[i % NKEYS];
+		uint64_t iova = c->keys[(k0 + i) % NKEYS];
 		int ret = iodma_domain_map(c->d, iova, PG, c->host, IODMA_PERM_RW);
 
 		if (ret)
@@ -165,20 +167,23 @@ static double p_iodma(void *ctx, unsigned long ops)
 		if (ret)
 			die("unmap", ret);
 	}
+	c->cur[0] = k0 + ops;
 	return (bench_now_ns() - t0) / (double)ops;
 }
 
 static double p_sarr(void *ctx, unsigned long ops)
 {
 	struct dctx *c = ctx;
+	unsigned long k0 = c->cur[1];
 	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < ops; i++) {
-		struct range x = { c->keys[i % NKEYS], PG, (uintptr_t)c->host, 3 };
+		struct range x = { c->keys[(k0 + i) % NKEYS], PG, (uintptr_t)c->host, 3 };
 
 		if (sarr_insert(&c->sa, &x) || sarr_remove(&c->sa, x.iova, PG))
 			die("sorted array", -22);
 	}
+	c->cur[1] = k0 + ops;
 	return (bench_now_ns() - t0) / (double)ops;
 }
 
@@ -186,14 +191,16 @@ static double p_sarr(void *ctx, unsigned long ops)
 static double p_gtree(void *ctx, unsigned long ops)
 {
 	struct dctx *c = ctx;
+	unsigned long k0 = c->cur[2];
 	double t0 = bench_now_ns();
 
 	for (unsigned long i = 0; i < ops; i++) {
-		struct range x = { c->keys[i % NKEYS], PG, (uintptr_t)c->host, 3 };
+		struct range x = { c->keys[(k0 + i) % NKEYS], PG, (uintptr_t)c->host, 3 };
 
 		if (gt_insert(c->gt, &x) || gt_remove(c->gt, x.iova, PG))
 			die("gtree", -22);
 	}
+	c->cur[2] = k0 + ops;
 	return (bench_now_ns() - t0) / (double)ops;
 }
 #endif
