@@ -10,11 +10,12 @@
  *       ir-key ir-key-of-baseline
  * where ratio is value/baseline, or baseline/value for a time whose target
  * reads ">=" (memcpy time / bounce time), target is the bar the
- * redesign of issue 8 must meet ("ratio<=1.5", "value<=250", "-" none) and
+ * redesign of issue 8 must meet ("ratio<=1.5", "<=250 ns", "-" none) and
  * verdict PASS/MISS/-.  Each value is the median of BENCH_RUNS runs and its
  * baseline is measured in the same run, interleaved with it slice by slice,
  * in process CPU time (bench_interleave()); the threaded figures are wall
- * time.
+ * time.  NOTE lines carry what does not fit a row; run.py prints them
+ * under the table.
  *
  * Ir mode (argument --ir).  Each measured loop whose row names an ir-key runs
  * once with a fixed op count between bench_ir_begin() and bench_ir_end(),
