@@ -159,8 +159,9 @@ static inline void bench_interleave(const bench_fn *fn, void *ctx,
 }
 
 /* A NOTE line when a figure's wall time exceeds its CPU time by a third,
- * with the same for its baseline (@bcpu, @bwall): if the baseline parts
- * as much, the host was loaded; if only iodma's does, the operation sleeps. */
+ * with the same quotient for its baseline (@bcpu, @bwall).  A hint, not a
+ * measurement: on a loaded host both part, by amounts that differ from
+ * loop to loop; an operation that sleeps parts its own alone, every run. */
 static inline void bench_wall_note(const char *id, double cpu, double wall,
 				   double bcpu, double bwall)
 {
