@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 
 #if defined(__has_include)
 #if __has_include(<valgrind/callgrind.h>)
@@ -104,14 +105,26 @@ static inline double bench_pct(double *v, size_t n, double p)
  * ns per operation, is not used by bench_interleave()). */
 typedef double (*bench_fn)(void *ctx, unsigned long n);
 
+/* Voluntary context switches of this thread so far: each is a time it
+ * blocked (slept, waited on a futex, polled). */
+static inline double bench_blocks(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_THREAD, &ru);
+	return (double)ru.ru_nvcsw;
+}
+
 /*
  * bench_interleave() - Medians of @k contestants measured in the same run.
- * @fn:   the @k loops.
- * @ctx:  passed to each.
- * @n:    operations per run of each loop (at least BENCH_SLICES).
- * @k:    contestants (at most 8).
- * @cpu:  receives each one's median process CPU ns per operation.
- * @wall: receives each one's median wall-clock ns per operation, or NULL.
+ * @fn:    the @k loops.
+ * @ctx:   passed to each.
+ * @n:     operations per run of each loop (at least BENCH_SLICES).
+ * @k:     contestants (at most 8).
+ * @cpu:   receives each one's median process CPU ns per operation.
+ * @wall:  receives each one's median wall-clock ns per operation, or NULL.
+ * @block: receives each one's median voluntary context switches of the
+ *         measuring thread per operation, or NULL.
  *
  * Each of BENCH_RUNS runs is cut into BENCH_SLICES slices, and every slice
  * runs the contestants one after the other, so a change of load falls on
@@ -119,29 +132,31 @@ typedef double (*bench_fn)(void *ctx, unsigned long n);
  * operations; the result is the median of the runs.
  *
  * The figure the table shows is process CPU time: on a shared 2-core host
- * wall time swings by 2-3x with the other processes' load, CPU time does
- * not; it still counts system calls and work handed to helper threads.
- * What it does not count is time asleep: the wall figure is kept so a
- * benchmark can say when the two part (bench_wall_note()).  Reading the CPU
- * clock is a system call (~0.7 us): a slice must run long enough to make
- * it negligible.
+ * wall time swings 2-5x with the other processes' load, CPU time does not;
+ * it still counts system calls and work handed to helper threads.  What it
+ * does not count is time asleep, which @block reveals (bench_block_note()):
+ * a wall/CPU quotient cannot, as preemption lands unevenly on loops of
+ * different lengths.  Reading the CPU clock is a system call (~0.7 us): a
+ * slice must run long enough to make it negligible.
  */
 static inline void bench_interleave(const bench_fn *fn, void *ctx,
 				    const unsigned long *n, int k, double *cpu,
-				    double *wall)
+				    double *wall, double *block)
 {
-	double vc[8][BENCH_RUNS], vw[8][BENCH_RUNS];
+	double vc[8][BENCH_RUNS], vw[8][BENCH_RUNS], vb[8][BENCH_RUNS];
 
 	for (int r = 0; r < BENCH_RUNS; r++) {
-		double sc[8] = { 0 }, sw[8] = { 0 };
+		double sc[8] = { 0 }, sw[8] = { 0 }, sb[8] = { 0 };
 
 		for (int s = 0; s < BENCH_SLICES; s++) {
 			for (int i = 0; i < k; i++) {
+				double b0 = bench_blocks();
 				double c0 = bench_proc_ns(), w0 = bench_now_ns();
 
 				fn[i](ctx, n[i] / BENCH_SLICES);
 				sw[i] += bench_now_ns() - w0;
 				sc[i] += bench_proc_ns() - c0;
+				sb[i] += bench_blocks() - b0;
 			}
 		}
 		for (int i = 0; i < k; i++) {
@@ -149,26 +164,27 @@ static inline void bench_interleave(const bench_fn *fn, void *ctx,
 
 			vc[i][r] = sc[i] / ops;
 			vw[i][r] = sw[i] / ops;
+			vb[i][r] = sb[i] / ops;
 		}
 	}
 	for (int i = 0; i < k; i++) {
 		cpu[i] = bench_median(vc[i], BENCH_RUNS);
 		if (wall)
 			wall[i] = bench_median(vw[i], BENCH_RUNS);
+		if (block)
+			block[i] = bench_median(vb[i], BENCH_RUNS);
 	}
 }
 
-/* A NOTE line when a figure's wall time exceeds its CPU time by a third,
- * with the same quotient for its baseline (@bcpu, @bwall).  A hint, not a
- * measurement: on a loaded host both part, by amounts that differ from
- * loop to loop; an operation that sleeps parts its own alone, every run. */
-static inline void bench_wall_note(const char *id, double cpu, double wall,
-				   double bcpu, double bwall)
+/* A NOTE line when the operation blocks (more than once per 1,000 ops),
+ * which its CPU time cannot show, with its wall time beside. */
+static inline void bench_block_note(const char *id, double cpu, double wall,
+				    double block)
 {
-	if (wall > cpu * 4 / 3)
-		printf("NOTE\t%s: wall %.1f ns vs CPU %.1f ns per op (x%.2f); "
-		       "baseline x%.2f\n", id, wall, cpu, wall / cpu,
-		       bcpu > 0 ? bwall / bcpu : 0);
+	if (block > 1e-3)
+		printf("NOTE\t%s blocks %.3g times per op (voluntary context "
+		       "switches): CPU %.1f ns, wall %.1f ns per op\n", id,
+		       block, cpu, wall);
 }
 
 /* xorshift64 with a fixed seed: every run draws the same sequence. */

@@ -195,7 +195,7 @@ static void bench_lookup(uint64_t sz, unsigned int gshift, const char *id,
 		bench_ir_end(irp, IR_OPS);
 		goto out;
 	}
-	bench_interleave(fn, &c, ops, 2, med, NULL);
+	bench_interleave(fn, &c, ops, 2, med, NULL, NULL);
 	bench_row(id, fig, "ns", med[0], "radix probe", med[1], BT_RATIO_LE,
 		  1.2, iri, irp);
 
@@ -291,7 +291,7 @@ static void bench_map(void)
 	struct iodma_domain *d = big_domain();
 	static const bench_fn fn[2] = { m_registered, m_dynamic };
 	static const unsigned long ops[2] = { 200000, 20000 };
-	double med[2], wall[2];
+	double med[2], wall[2], blk[2];
 	struct mctx c;
 	int ret;
 
@@ -309,8 +309,9 @@ static void bench_map(void)
 		die("register", ret);
 	m_registered(&c, 1000);
 	m_dynamic(&c, 100);
-	bench_interleave(fn, &c, ops, 2, med, wall);
-	bench_wall_note("map.registered", med[0], wall[0], med[1], wall[1]);
+	bench_interleave(fn, &c, ops, 2, med, wall, blk);
+	bench_block_note("map.registered", med[0], wall[0], blk[0]);
+	bench_block_note("map.unregistered", med[1], wall[1], blk[1]);
 	bench_row("map.registered", "map_single+unmap_single 4 KiB, registered",
 		  "ns", med[0], "same, unregistered", med[1], BT_NONE, 0, NULL,
 		  NULL);
@@ -386,7 +387,7 @@ static void bench_bounce(void)
 		/* 64 MiB each way per run */
 		unsigned long iters = (unsigned long)((64u << 20) / sizes[s]);
 		unsigned long ops[2] = { iters, iters };
-		double med[2], wall[2];
+		double med[2], wall[2], blk[2];
 
 		c.len = sizes[s];
 		c.buf = aligned_alloc(4096, c.len);
@@ -397,8 +398,8 @@ static void bench_bounce(void)
 		memset(c.copy, 2, c.len);
 		b_bounce(&c, iters / 16);	/* warm-up */
 		b_memcpy(&c, iters / 16);
-		bench_interleave(fn, &c, ops, 2, med, wall);
-		bench_wall_note(ids[s], med[0], wall[0], med[1], wall[1]);
+		bench_interleave(fn, &c, ops, 2, med, wall, blk);
+		bench_block_note(ids[s], med[0], wall[0], blk[0]);
 		bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out", med[1],
 			  BT_RATIO_GE, bar[s], NULL, NULL);
 		free(c.buf);

@@ -12,8 +12,8 @@
  *   binary search, memmove out.
  * And batched: 64 maps then one iodma_domain_unmap_gaps over them, per map.
  * Medians of 5 runs in process CPU time, each run interleaved slice by
- * slice (bench.h: bench_interleave(); a NOTE gives the wall time when an
- * unmap sleeps); --ir runs each loop once for callgrind.
+ * slice (bench.h: bench_interleave(); a NOTE says when an operation
+ * blocks, with its wall time); --ir runs each loop once for callgrind.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,20 +296,21 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 		 * entries per operation. */
 		bench_fn fn[4] = { p_iodma, p_batch, p_sarr, NULL };
 		unsigned long nops[4] = { ops, ops / 64, sops, ops * 10 };
-		double med[4] = { 0 }, wall[4] = { 0 };
+		double med[4] = { 0 }, wall[4] = { 0 }, blk[4] = { 0 };
 		int k = 3;
 
 #ifdef BENCH_HAVE_GLIB
 		fn[3] = p_gtree;
 		k = 4;
 #endif
-		bench_interleave(fn, c, nops, k, med, wall);
+		bench_interleave(fn, c, nops, k, med, wall, blk);
 		med[1] /= 64;	/* p_batch's operation is a batch of 64 maps */
 		wall[1] /= 64;
+		blk[1] /= 64;
 		snprintf(id, sizeof(id), "pair.%s", tag);
-		bench_wall_note(id, med[0], wall[0], med[k - 1], wall[k - 1]);
+		bench_block_note(id, med[0], wall[0], blk[0]);
 		snprintf(id, sizeof(id), "batch64.%s", tag);
-		bench_wall_note(id, med[1], wall[1], med[k - 1], wall[k - 1]);
+		bench_block_note(id, med[1], wall[1], blk[1]);
 		mi = med[0];
 		mb = med[1];
 		ms = med[2];

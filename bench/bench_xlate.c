@@ -173,7 +173,7 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 		t_probe(&c, IR_OPS);
 		bench_ir_end(irp, IR_OPS);
 	} else {
-		bench_interleave(fn, &c, ops, 2, med, NULL);
+		bench_interleave(fn, &c, ops, 2, med, NULL, NULL);
 		bench_row(id, fig, "ns", med[0], "radix probe", med[1],
 			  BT_RATIO_LE, 1.5, iri, irp);
 	}
@@ -358,7 +358,7 @@ static void run_read(void)
 		r_memcpy(&c, IR_OPS / 10);
 		bench_ir_end("read.4k.memcpy", IR_OPS / 10);
 	} else {
-		bench_interleave(fn, &c, ops, 2, med, NULL);
+		bench_interleave(fn, &c, ops, 2, med, NULL, NULL);
 		bench_row("read.4k", "iodma_read 4 KiB (one 1 MiB mapping)", "ns",
 			  med[0], "memcpy 4 KiB", med[1], BT_NONE, 0,
 			  "read.4k.iodma", "read.4k.memcpy");
