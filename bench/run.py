@@ -91,8 +91,6 @@ def fmt_num(s):
         return s
     if v == 0:
         return "0"
-    if abs(v) >= 100000:
-        return "%.3g" % v
     if abs(v) >= 100:
         return "%.0f" % v
     if abs(v) >= 10:
