@@ -1,35 +1,51 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench_dma.c - driver-side DMA figures, each beside a baseline measured in
- * the same run (median of 5 runs each):
- *   1. bounce copy throughput: map_single + unmap_single BIDIRECTIONAL with
- *      policy ALWAYS (copy in + copy back) vs two plain memcpy of the same
- *      size; the ratio should be close to 1 (memcpy-bound);
- *   2. iodma_va_to_iova (radix table) vs a binary search over a sorted
- *      array of the same registrations;
- *   3. map_single + unmap_single of registered memory (a lookup) vs a
- *      dynamic map + unmap of an unregistered buffer through the soft
- *      domain (IOVA alloc + domain map + unmap + free);
- *   4. the registered-memory table (src/regmap.c, driven through its
- *      internal API: 65,536 x 2 MiB is 128 GiB of VA, which the dev API
- *      would need backed) at 65,536 registrations of 4 KiB and of 2 MiB,
- *      random lookups, vs a bare 2-level radix probe over the same keys.
+ * bench_dma.c - driver-side figures, each beside a baseline measured in the
+ * same run (medians of 5 runs):
+ *   VA -> IOVA of registered memory: iodma_va_to_iova() (the lookup
+ *     iodma_map_single() does on registered memory) of random 256-byte
+ *     buffers with 65,536 registrations of 4 KiB, then of 2 MiB, vs the
+ *     bare two-level radix probe (bench.h) at the same granule over the
+ *     same keys;
+ *   heap bytes the registrations cost per registered 2 MiB beyond the
+ *     domain's own mappings: mallinfo2() growth across registering the
+ *     65,536 x 2 MiB, minus its growth across making the same IOVA
+ *     allocations and domain maps directly on another domain (what is
+ *     left: the VA -> IOVA table plus the per-registration record);
+ *   for information, iodma_map_single + iodma_unmap_single of 4 KiB of
+ *     registered memory (a lookup) vs of an unregistered buffer (IOVA
+ *     allocation + soft domain map + unmap);
+ *   bounce: iodma_map_single + iodma_unmap_single BIDIRECTIONAL of 4 KiB and
+ *     64 KiB with bounce policy ALWAYS (copy in + copy back) vs memcpy in +
+ *     memcpy out of the same size; ratio = memcpy time / bounce time.
+ * The registered host memory is a MAP_NORESERVE range never touched.
+ * Times are process CPU time, each contestant interleaved with its
+ * baseline slice by slice (bench.h: bench_interleave()).  With --ir the
+ * lookup loops run once each for callgrind.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/mman.h>
 
 #include <iodma.h>
 
 #include "bench.h"
 #include "regmap.h"
 
-#define RUNS BENCH_RUNS
+#define NREGS	65536u
+#define NKEYS	(1u << 16)
+#define KMASK	(NKEYS - 1)
+#define BUF	256u
+#define OPS	500000ul
+#define IR_OPS	20000ul
+
+static volatile uint64_t sink;
 
 static void die(const char *what, int err)
 {
@@ -37,338 +53,398 @@ static void die(const char *what, int err)
 	exit(1);
 }
 
-static volatile uint64_t sink;
-
-/* ---- 1. bounce copy throughput ---------------------------------------------- */
-
-static void bench_bounce(struct iodma_domain *d)
+static struct iodma_domain *big_domain(void)
 {
-	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
-	struct iodma_dev *dev;
-	size_t sizes[2] = { 4096, 65536 };
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_domain *d;
 	int ret;
 
-	o.domain = d;
-	o.bounce = IODMA_BOUNCE_ALWAYS;
-	ret = iodma_dev_create(&o, &dev);
+	so.max_mappings = 1u << 20;
+	o.backend_config = &so;
+	ret = iodma_domain_create(&o, &d);
 	if (ret)
-		die("dev_create", ret);
-	printf("1. bounce copy throughput (map_single+unmap_single BIDIRECTIONAL, "
-	       "policy ALWAYS) vs memcpy in + memcpy out (thread CPU time)\n");
-	for (int s = 0; s < 2; s++) {
-		size_t len = sizes[s];
-		long iters = (long)((256u << 20) / len); /* 256 MiB each way */
-		uint8_t *buf = aligned_alloc(4096, len), *bounce = aligned_alloc(4096, len);
-		double t_b[RUNS], t_m[RUNS], mib = (double)iters * 2 * (double)len / (1 << 20);
-
-		memset(buf, 1, len);
-		memset(bounce, 2, len);
-		for (int r = 0; r < RUNS; r++) {
-			double t0 = bench_cpu_ns();
-
-			for (long i = 0; i < iters; i++) {
-				uint64_t iova;
-
-				ret = iodma_map_single(dev, buf, len, IODMA_BIDIRECTIONAL, &iova);
-				if (ret)
-					die("map_single", ret);
-				ret = iodma_unmap_single(dev, iova, len, IODMA_BIDIRECTIONAL);
-				if (ret)
-					die("unmap_single", ret);
-			}
-			t_b[r] = bench_cpu_ns() - t0;
-			t0 = bench_cpu_ns();
-			for (long i = 0; i < iters; i++) {
-				memcpy(bounce, buf, len);
-				__asm__ volatile("" ::: "memory");
-				memcpy(buf, bounce, len);
-				__asm__ volatile("" ::: "memory");
-			}
-			t_m[r] = bench_cpu_ns() - t0;
-		}
-		{
-			double b = mib / (bench_median(t_b, RUNS) / 1e9);
-			double m = mib / (bench_median(t_m, RUNS) / 1e9);
-
-			printf("   %6zu B: bounce %8.0f MiB/s (%7.1f ns/op)   memcpy x2 %8.0f MiB/s (%7.1f ns)   ratio %.2f\n",
-			       len, b, bench_median(t_b, RUNS) / (double)iters, m,
-			       bench_median(t_m, RUNS) / (double)iters, b / m);
-		}
-		free(buf);
-		free(bounce);
-	}
-	iodma_dev_destroy(dev);
+		die("domain_create", ret);
+	return d;
 }
 
-/* ---- 2. VA -> IOVA lookup ---------------------------------------------------------- */
+/* Resident bytes of the process (/proc/self/statm), 0 if unknown. */
+static size_t rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long size = 0, res = 0;
 
-struct reg_ent {
-	uintptr_t va;
-	size_t len;
-	uint64_t iova;
+	if (!f)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &res) != 2)
+		res = 0;
+	fclose(f);
+	return res * (size_t)iodma_page_size();
+}
+
+/* Bytes malloc has handed out (arena and mmap'd chunks). */
+static size_t heap_bytes(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	return mi.uordblks + mi.hblkhd;
+}
+
+/* ---- VA -> IOVA ------------------------------------------------------------------ */
+
+struct lctx {
+	struct iodma_dev *dev;
+	struct probe *p;
+	uint64_t *keys;
 };
 
-static int bsearch_lookup(const struct reg_ent *e, size_t n, uintptr_t va,
-			  size_t len, uint64_t *iova)
+static double l_iodma(void *ctx, unsigned long n)
 {
-	size_t lo = 0, hi = n;
+	struct lctx *c = ctx;
+	double t0 = bench_now_ns();
+	uint64_t io;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
+	for (unsigned long i = 0; i < n; i++) {
+		int ret = iodma_va_to_iova(c->dev, (void *)(uintptr_t)c->keys[i & KMASK],
+					   BUF, &io);
 
-		if (e[mid].va <= va)
-			lo = mid + 1;
-		else
-			hi = mid;
+		if (ret)
+			die("va_to_iova", ret);
+		sink += io;
 	}
-	if (lo == 0)
-		return -1;
-	lo--;
-	if (va + len > e[lo].va + e[lo].len)
-		return -1;
-	*iova = e[lo].iova + (va - e[lo].va);
-	return 0;
+	return (bench_now_ns() - t0) / (double)n;
 }
 
-#define NREGS   256
-#define REG_LEN (256u << 10)
-#define NLOOK   (1u << 16)
+static double l_probe(void *ctx, unsigned long n)
+{
+	struct lctx *c = ctx;
+	double t0 = bench_now_ns();
 
-static void bench_lookup(struct iodma_domain *d)
+	for (unsigned long i = 0; i < n; i++) {
+		void *io = probe_lookup(c->p, c->keys[i & KMASK], BUF, 1);
+
+		if (!io)
+			die("probe", -2);
+		sink += (uintptr_t)io;
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
+/* 65,536 registrations of @sz, contiguous in VA.  Under callgrind (--ir)
+ * the 2 MiB set has 8,192 registrations: valgrind cannot reserve 128 GiB
+ * of client address space; instructions per lookup do not depend on the
+ * count for a radix table (log2 of it for a tree: 13 levels, not 16). */
+static void bench_lookup(uint64_t sz, unsigned int gshift, const char *id,
+			 const char *fig)
 {
 	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
-	struct iodma_dev *dev;
-	struct reg_ent *ents = malloc(NREGS * sizeof(*ents));
-	uintptr_t *q = malloc(NLOOK * sizeof(*q));
-	uint8_t *mem;
-	double t_r[RUNS], t_b[RUNS];
-	long rounds = 40;
+	struct iodma_domain *d = big_domain(), *d2 = NULL;
+	uint64_t nregs = bench_ir_on && sz > 4096 ? 8192 : NREGS;
+	uint64_t span = nregs * sz;
+	char *m = mmap(NULL, span + sz, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	char *host;
+	struct lctx c;
+	static const bench_fn fn[2] = { l_iodma, l_probe };
+	static const unsigned long ops[2] = { OPS, OPS };
+	double med[2];
+	char iri[64], irp[64];
+	size_t h0, h1, r0, r1;
+	uint64_t *iovas;
 	int ret;
 
+	if (m == MAP_FAILED)
+		die("mmap", -12);
+	host = (char *)(((uintptr_t)m + sz - 1) & ~(uintptr_t)(sz - 1));
 	o.domain = d;
 	o.bounce = IODMA_BOUNCE_NEVER;
-	ret = iodma_dev_create(&o, &dev);
+	ret = iodma_dev_create(&o, &c.dev);
 	if (ret)
 		die("dev_create", ret);
-	/* Registrations with a one-page gap between them, spread over VA. */
-	mem = aligned_alloc(4096, (size_t)NREGS * (REG_LEN + 4096));
-	for (size_t i = 0; i < NREGS; i++) {
-		ents[i].va = (uintptr_t)mem + i * (REG_LEN + 4096);
-		ents[i].len = REG_LEN;
-		ret = iodma_dev_register(dev, (void *)ents[i].va, REG_LEN, &ents[i].iova);
+	c.p = probe_create(gshift);
+	iovas = malloc(nregs * sizeof(*iovas));
+	if (!iovas)
+		die("malloc", -12);
+	h0 = heap_bytes();
+	r0 = rss_bytes();
+	for (uint64_t i = 0; i < nregs; i++) {
+		ret = iodma_dev_register(c.dev, host + i * sz, sz, &iovas[i]);
 		if (ret)
 			die("register", ret);
 	}
-	srand(1);
-	for (size_t i = 0; i < NLOOK; i++) {
-		size_t r = (size_t)rand() % NREGS;
+	h1 = heap_bytes();
+	r1 = rss_bytes();
+	for (uint64_t i = 0; i < nregs; i++)
+		probe_set(c.p, (uintptr_t)(host + i * sz), sz, iovas[i], 3);
+	c.keys = malloc(NKEYS * sizeof(*c.keys));
+	for (unsigned int k = 0; k < NKEYS; k++) {
+		uint64_t r = bench_rnd();
 
-		q[i] = ents[r].va + ((size_t)rand() % (REG_LEN - 512));
+		c.keys[k] = (uintptr_t)host + (r % nregs) * sz +
+			    ((r >> 32) % ((sz - BUF) / 8 + 1)) * 8;
 	}
-	for (int r = 0; r < RUNS; r++) {
-		uint64_t acc = 0, io;
-		double t0 = bench_now_ns();
+	snprintf(iri, sizeof(iri), "%s.iodma", id);
+	snprintf(irp, sizeof(irp), "%s.probe", id);
+	l_iodma(&c, NKEYS);
+	l_probe(&c, NKEYS);
+	if (bench_ir_on) {
+		bench_ir_begin();
+		l_iodma(&c, IR_OPS);
+		bench_ir_end(iri, IR_OPS);
+		bench_ir_begin();
+		l_probe(&c, IR_OPS);
+		bench_ir_end(irp, IR_OPS);
+		goto out;
+	}
+	bench_interleave(fn, &c, ops, 2, med, NULL, NULL);
+	bench_row(id, fig, "ns", med[0], "radix probe", med[1], BT_RATIO_LE,
+		  1.2, iri, irp);
 
-		for (long k = 0; k < rounds; k++) {
-			for (size_t i = 0; i < NLOOK; i++) {
-				if (iodma_va_to_iova(dev, (void *)q[i], 256, &io))
-					die("va_to_iova", -1);
-				acc += io;
-			}
+	if (sz == (2ull << 20)) {
+		/* The domain's own share: the same allocations and maps. */
+		size_t g0, g1, q0, q1;
+		double per;
+
+		d2 = big_domain();
+		g0 = heap_bytes();
+		q0 = rss_bytes();
+		for (uint64_t i = 0; i < nregs; i++) {
+			uint64_t io;
+
+			ret = iodma_iova_alloc(d2, sz, 4096, UINT64_MAX, &io);
+			if (!ret)
+				ret = iodma_domain_map(d2, io, sz, host + i * sz,
+						       IODMA_PERM_RW);
+			if (ret)
+				die("domain map", ret);
 		}
-		t_r[r] = (bench_now_ns() - t0) / ((double)rounds * NLOOK);
-		t0 = bench_now_ns();
-		for (long k = 0; k < rounds; k++) {
-			for (size_t i = 0; i < NLOOK; i++) {
-				if (bsearch_lookup(ents, NREGS, q[i], 256, &io))
-					die("bsearch", -1);
-				acc += io;
-			}
-		}
-		t_b[r] = (bench_now_ns() - t0) / ((double)rounds * NLOOK);
-		sink += acc;
+		g1 = heap_bytes();
+		q1 = rss_bytes();
+		per = ((double)h1 - (double)h0 - ((double)g1 - (double)g0)) / nregs;
+		bench_row("reg.bytes.2m",
+			  "VA->IOVA table+record bytes per registered 2 MiB",
+			  "B", per, "-", 0, BT_NONE, 0, NULL, NULL);
+		printf("NOTE\tregistration bytes per 2 MiB by resident memory "
+		       "instead of heap (catches tables mmap'd outside malloc): "
+		       "%.0f B\n",
+		       ((double)r1 - (double)r0 - ((double)q1 - (double)q0)) / nregs);
+		iodma_domain_destroy(d2);
 	}
-	printf("2. VA -> IOVA lookup, %d registrations of %u KiB, random 256-byte buffers\n",
-	       NREGS, REG_LEN >> 10);
-	printf("   iodma_va_to_iova %6.1f ns   binary search %6.1f ns   ratio %.2f\n",
-	       bench_median(t_r, RUNS), bench_median(t_b, RUNS),
-	       bench_median(t_r, RUNS) / bench_median(t_b, RUNS));
-	iodma_dev_destroy(dev);
-	free(mem);
-	free(ents);
-	free(q);
+out:
+	iodma_dev_destroy(c.dev);
+	iodma_domain_destroy(d);
+	probe_destroy(c.p);
+	free(c.keys);
+	free(iovas);
+	munmap(m, span + sz);
 }
 
-/* ---- 3. registered vs dynamic map --------------------------------------------------- */
+/* ---- registered vs dynamic map_single (information) ------------------------------ */
 
-static void bench_map(struct iodma_domain *d)
-{
-	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+struct mctx {
 	struct iodma_dev *dev;
-	uint8_t *reg = aligned_alloc(4096, 1 << 20), *plain = aligned_alloc(4096, 4096);
-	double t_r[RUNS], t_d[RUNS];
-	long iters = 200000;
-	int ret;
-
-	o.domain = d;
-	o.bounce = IODMA_BOUNCE_NEVER;
-	ret = iodma_dev_create(&o, &dev);
-	if (ret)
-		die("dev_create", ret);
-	ret = iodma_dev_register(dev, reg, 1 << 20, NULL);
-	if (ret)
-		die("register", ret);
-	for (int r = 0; r < RUNS; r++) {
-		uint64_t iova;
-		double t0 = bench_now_ns();
-
-		for (long i = 0; i < iters; i++) {
-			uint8_t *b = reg + ((size_t)(i & 255) << 12);
-
-			ret = iodma_map_single(dev, b, 4096, IODMA_TO_DEVICE, &iova);
-			if (ret)
-				die("map registered", ret);
-			ret = iodma_unmap_single(dev, iova, 4096, IODMA_TO_DEVICE);
-			if (ret)
-				die("unmap registered", ret);
-		}
-		t_r[r] = (bench_now_ns() - t0) / (double)iters;
-		t0 = bench_now_ns();
-		for (long i = 0; i < iters / 10; i++) {
-			ret = iodma_map_single(dev, plain, 4096, IODMA_TO_DEVICE, &iova);
-			if (ret)
-				die("map dynamic", ret);
-			ret = iodma_unmap_single(dev, iova, 4096, IODMA_TO_DEVICE);
-			if (ret)
-				die("unmap dynamic", ret);
-		}
-		t_d[r] = (bench_now_ns() - t0) / (double)(iters / 10);
-	}
-	printf("3. map_single+unmap_single of 4 KiB: registered (lookup) vs dynamic (soft domain)\n");
-	printf("   registered %7.1f ns   dynamic %8.1f ns   ratio %.3f (%.1fx faster)\n",
-	       bench_median(t_r, RUNS), bench_median(t_d, RUNS), bench_median(t_r, RUNS) / bench_median(t_d, RUNS),
-	       bench_median(t_d, RUNS) / bench_median(t_r, RUNS));
-	iodma_dev_destroy(dev);
-	free(reg);
-	free(plain);
-}
-
-/* ---- 4. registered-memory table vs a bare 2-level radix ----------------------------- */
-
-#define RM_N     65536u
-#define RM_LOOK  (1u << 20)
-#define RM_BASE  0x100000000000ull /* 16 TiB: clear of any real mapping */
-
-/* The baseline: two dependent loads, no checks; level 1 is a flat array
- * over the span of the keys, level 2 a 512-entry table (SPDK's mem map
- * shape: 2 MiB entries; for 4 KiB keys the second level holds 4 KiB
- * entries).  Called out of line with regmap_lookup()'s shape, as
- * regmap_lookup() is: the row compares tables, not call overheads. */
-struct rad2 {
-	uint64_t **l1;
-	unsigned int l2_shift; /* bits below the level-2 index */
+	uint8_t *reg, *plain;
 };
 
-static __attribute__((noinline)) int rad2_probe(const struct rad2 *r, uint64_t va,
-						uint64_t len, uint64_t *iova)
+/* map_single + unmap_single of 4 KiB inside a registration: a lookup. */
+static double m_registered(void *ctx, unsigned long n)
 {
-	uint64_t off = va - RM_BASE;
-	const uint64_t *l2 = r->l1[off >> (r->l2_shift + 9)];
+	struct mctx *c = ctx;
+	double t0 = bench_now_ns();
 
-	(void)len;
-	*iova = l2[(off >> r->l2_shift) & 511] + (va & ((1ull << r->l2_shift) - 1));
-	return 0;
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t iova;
+		int ret = iodma_map_single(c->dev, c->reg + ((i & 255) << 12), 4096,
+					   IODMA_TO_DEVICE, &iova);
+
+		if (ret)
+			die("map registered", ret);
+		ret = iodma_unmap_single(c->dev, iova, 4096, IODMA_TO_DEVICE);
+		if (ret)
+			die("unmap registered", ret);
+	}
+	return (bench_now_ns() - t0) / (double)n;
 }
 
-static void bench_regmap_one(uint64_t reg_len, uint64_t stride)
+/* The same of an unregistered buffer: IOVA alloc + domain map + unmap. */
+static double m_dynamic(void *ctx, unsigned long n)
 {
+	struct mctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t iova;
+		int ret = iodma_map_single(c->dev, c->plain, 4096, IODMA_TO_DEVICE,
+					   &iova);
+
+		if (ret)
+			die("map dynamic", ret);
+		ret = iodma_unmap_single(c->dev, iova, 4096, IODMA_TO_DEVICE);
+		if (ret)
+			die("unmap dynamic", ret);
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
+static void bench_map(void)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_domain *d = big_domain();
+	static const bench_fn fn[2] = { m_registered, m_dynamic };
+	static const unsigned long ops[2] = { 200000, 20000 };
+	double med[2], wall[2], blk[2];
+	struct mctx c;
+	int ret;
+
+	c.reg = aligned_alloc(4096, 1 << 20);
+	c.plain = aligned_alloc(4096, 4096);
+	if (!c.reg || !c.plain)
+		die("aligned_alloc", -12);
+	o.domain = d;
+	o.bounce = IODMA_BOUNCE_NEVER;
+	ret = iodma_dev_create(&o, &c.dev);
+	if (ret)
+		die("dev_create", ret);
+	ret = iodma_dev_register(c.dev, c.reg, 1 << 20, NULL);
+	if (ret)
+		die("register", ret);
+	m_registered(&c, 1000);
+	m_dynamic(&c, 100);
+	bench_interleave(fn, &c, ops, 2, med, wall, blk);
+	bench_block_note("map.registered", med[0], wall[0], blk[0]);
+	bench_block_note("map.unregistered", med[1], wall[1], blk[1]);
+	bench_row("map.registered", "map_single+unmap_single 4 KiB, registered",
+		  "ns", med[0], "same, unregistered", med[1], BT_NONE, 0, NULL,
+		  NULL);
+	iodma_dev_destroy(c.dev);
+	iodma_domain_destroy(d);
+	free(c.reg);
+	free(c.plain);
+}
+
+/* ---- bounce ---------------------------------------------------------------------- */
+
+struct bctx {
+	struct iodma_dev *dev;
+	uint8_t *buf, *copy;
+	size_t len;
+};
+
+static double b_bounce(void *ctx, unsigned long n)
+{
+	struct bctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t iova;
+		int ret = iodma_map_single(c->dev, c->buf, c->len,
+					   IODMA_BIDIRECTIONAL, &iova);
+
+		if (ret)
+			die("map_single", ret);
+		ret = iodma_unmap_single(c->dev, iova, c->len, IODMA_BIDIRECTIONAL);
+		if (ret)
+			die("unmap_single", ret);
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
+static double b_memcpy(void *ctx, unsigned long n)
+{
+	struct bctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		memcpy(c->copy, c->buf, c->len);
+		__asm__ volatile("" ::: "memory");
+		memcpy(c->buf, c->copy, c->len);
+		__asm__ volatile("" ::: "memory");
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
+static void bench_bounce(void)
+{
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_domain *d;
+	struct bctx c;
+	static const bench_fn fn[2] = { b_bounce, b_memcpy };
+	static const size_t sizes[2] = { 4096, 65536 };
+	static const double bar[2] = { 0.9, 0.97 };
+	static const char *const ids[2] = { "bounce.4k", "bounce.64k" };
+	static const char *const figs[2] = {
+		"bounce map+unmap BIDIR 4 KiB (policy ALWAYS)",
+		"bounce map+unmap BIDIR 64 KiB (policy ALWAYS)" };
+	int ret = iodma_domain_create(NULL, &d);
+
+	if (ret)
+		die("domain_create", ret);
+	o.domain = d;
+	o.bounce = IODMA_BOUNCE_ALWAYS;
+	ret = iodma_dev_create(&o, &c.dev);
+	if (ret)
+		die("dev_create", ret);
+	for (int s = 0; s < 2; s++) {
+		/* 64 MiB each way per run */
+		unsigned long iters = (unsigned long)((64u << 20) / sizes[s]);
+		unsigned long ops[2] = { iters, iters };
+		double med[2], wall[2], blk[2];
+
+		c.len = sizes[s];
+		c.buf = aligned_alloc(4096, c.len);
+		c.copy = aligned_alloc(4096, c.len);
+		if (!c.buf || !c.copy)
+			die("aligned_alloc", -12);
+		memset(c.buf, 1, c.len);
+		memset(c.copy, 2, c.len);
+		b_bounce(&c, iters / 16);	/* warm-up */
+		b_memcpy(&c, iters / 16);
+		bench_interleave(fn, &c, ops, 2, med, wall, blk);
+		bench_block_note(ids[s], med[0], wall[0], blk[0]);
+		bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out", med[1],
+			  BT_RATIO_GE, bar[s], NULL, NULL);
+		free(c.buf);
+		free(c.copy);
+	}
+	iodma_dev_destroy(c.dev);
+	iodma_domain_destroy(d);
+}
+
+/* The table alone (src/regmap.c through its internal API): bytes of
+ * VA -> IOVA table per registered 2 MiB at 65,536 adjacent 2 MiB
+ * registrations (the row above adds each registration's own record). */
+static void bench_regmap_table(void)
+{
+	const uint64_t base = 0x100000000000ull, sz = 2ull << 20;
 	struct regmap *m;
-	struct rad2 r;
-	uint64_t span = (uint64_t)RM_N * stride, *q = malloc(RM_LOOK * sizeof(*q));
-	unsigned int shift = reg_len >= (2u << 20) ? 21 : 12;
-	size_t nl1 = (size_t)(span >> (shift + 9)) + 1;
-	double t_m[RUNS], t_b[RUNS];
 	int ret;
 
 	ret = regmap_create(&m);
 	if (ret)
 		die("regmap_create", ret);
-	r.l2_shift = shift;
-	r.l1 = calloc(nl1, sizeof(*r.l1));
-	for (size_t i = 0; i < nl1; i++)
-		r.l1[i] = calloc(512, sizeof(uint64_t));
-	for (uint64_t i = 0; i < RM_N; i++) {
-		uint64_t va = RM_BASE + i * stride, iova = 0x40000000ull + i * reg_len;
-
-		ret = regmap_reserve(m, va, reg_len);
+	for (uint64_t i = 0; i < NREGS; i++) {
+		ret = regmap_reserve(m, base + i * sz, sz);
 		if (ret)
 			die("regmap_reserve", ret);
-		regmap_set(m, va, reg_len, iova);
-		for (uint64_t o = 0; o < reg_len; o += 1ull << shift) {
-			uint64_t k = va + o - RM_BASE;
-
-			r.l1[k >> (shift + 9)][(k >> shift) & 511] = iova + o;
-		}
+		regmap_set(m, base + i * sz, sz, 0x40000000ull + i * sz);
 	}
-	for (size_t i = 0; i < RM_LOOK; i++)
-		q[i] = RM_BASE + (bench_rnd() % RM_N) * stride +
-		       bench_rnd() % (reg_len - 256);
-	for (int k = 0; k < RUNS; k++) {
-		uint64_t acc = 0, io;
-		double t0 = bench_cpu_ns();
-
-		for (size_t i = 0; i < RM_LOOK; i++) {
-			if (regmap_lookup(m, q[i], 256, &io))
-				die("regmap_lookup", -1);
-			acc += io;
-		}
-		t_m[k] = (bench_cpu_ns() - t0) / RM_LOOK;
-		t0 = bench_cpu_ns();
-		for (size_t i = 0; i < RM_LOOK; i++) {
-			if (rad2_probe(&r, q[i], 256, &io))
-				die("rad2_probe", -1);
-			acc += io;
-		}
-		t_b[k] = (bench_cpu_ns() - t0) / RM_LOOK;
-		/* Both must agree: the baseline is the same translation. */
-		{
-			uint64_t io2;
-
-			if (regmap_lookup(m, q[k], 256, &io) ||
-			    rad2_probe(&r, q[k], 256, &io2) || io != io2)
-				die("baseline disagrees", -1);
-		}
-		sink += acc;
-	}
-	printf("   %6.0f KiB x %u: regmap %5.1f ns   2-level radix %5.1f ns   ratio %.2f   table %.1f B per 2 MiB registered\n",
-	       (double)reg_len / 1024, RM_N, bench_median(t_m, RUNS), bench_median(t_b, RUNS),
-	       bench_median(t_m, RUNS) / bench_median(t_b, RUNS),
-	       (double)regmap_table_bytes(m) / ((double)RM_N * (double)reg_len / (2 << 20)));
+	bench_row("reg.table.2m", "VA->IOVA table bytes per registered 2 MiB",
+		  "B", (double)regmap_table_bytes(m) / NREGS, "-", 0,
+		  BT_VALUE_LE, 16, NULL, NULL);
 	regmap_destroy(m);
-	for (size_t i = 0; i < nl1; i++)
-		free(r.l1[i]);
-	free(r.l1);
-	free(q);
 }
 
-static void bench_regmap(void)
+int main(int argc, char **argv)
 {
-	printf("4. registered-memory table lookup (internal regmap API, random 256-byte buffers) vs a bare 2-level radix\n");
-	bench_regmap_one(4096, 8192);         /* every other 4 KiB page */
-	bench_regmap_one(2u << 20, 2u << 20); /* adjacent 2 MiB chunks (hugepages) */
-}
-
-int main(void)
-{
-	struct iodma_domain *d;
-	int ret = iodma_domain_create(NULL, &d);
-
-	if (ret)
-		die("domain_create", ret);
-	bench_bounce(d);
-	bench_lookup(d);
-	bench_map(d);
-	bench_regmap();
-	iodma_domain_destroy(d);
+	bench_ir_mode(argc, argv);
+	bench_lookup(4096, 12, "va2iova.4k",
+		     "VA->IOVA 256 B, 65,536 regs of 4 KiB");
+	bench_lookup(2ull << 20, 21, "va2iova.2m",
+		     "VA->IOVA 256 B, 65,536 regs of 2 MiB");
+	if (!bench_ir_on) {
+		bench_regmap_table();
+		bench_map();
+		bench_bounce();
+	}
 	return 0;
 }

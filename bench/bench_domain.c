@@ -1,213 +1,364 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench_domain.c - map/unmap through the soft IOMMU and domain lookups,
- * each beside a baseline measured in the same run.
- *
- *   map+unmap pair (4 KiB) with N live mappings around  vs
- *     a bare B-tree insert+remove pair at the same size, and malloc+free(32);
- *   the share of os_synchronize_rcu() (every unmap waits for a grace period),
- *     and unmap_gaps of 64 mappings in one call (one grace period for 64);
- *   domain_lookup()  vs  a bare btree_lookup_le() on the same table.
- * Every figure is the median of 5 runs.
+ * bench_domain.c - strict map + unmap through the soft IOMMU
+ * (iodma_domain_map + iodma_domain_unmap of 4 KiB at a random free slot
+ * between the live mappings) with 16, 1,024 and 65,536 live mappings, beside
+ * two baselines measured in the same run on the same keys:
+ *   GLib's GTree (g_tree_new_full, the balanced tree QEMU's util/iova-tree.c
+ *   keeps its IOVA -> host ranges in): overlap lookup + insert of a
+ *   g_new'd range, then lookup + remove (the tree frees it), as QEMU's
+ *   iova_tree_insert / iova_tree_remove do;
+ *   a sorted array of ranges: binary search, overlap check, memmove in;
+ *   binary search, memmove out.
+ * And batched: 64 maps then one iodma_domain_unmap_gaps over them, per map.
+ * Medians of 5 runs in process CPU time, each run interleaved slice by
+ * slice (bench.h: bench_interleave(); a NOTE says when an operation
+ * blocks, with its wall time); --ir runs each loop once for callgrind.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/mman.h>
 
-#include <iodma/domain.h>
+#include <iodma.h>
+#ifdef BENCH_HAVE_GLIB
+#include <glib.h>
+#endif
 
-#include "domain_priv.h"
 #include "bench.h"
 
-#define PG	 4096ull
-#define BASE	 0x100000000ull	/* 4 GiB: inside the default second range */
-#define RUNS	 BENCH_RUNS
+#define PG	0x1000ull
+#define BASE	0x100000000ull	/* 4 GiB */
+#define NKEYS	(1u << 14)
+#define IR_OPS	2000
 
 static volatile uint64_t sink;
 
-/* A domain holding @n live 4 KiB mappings at BASE + 2 * i * PG (so every
- * odd page is a free slot for the measured pairs). */
-static struct iodma_domain *make_domain(uint64_t n)
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "bench_domain: %s: %s\n", what, iodma_strerror(err));
+	exit(1);
+}
+
+struct range {
+	uint64_t iova, len, va;
+	uint32_t perm;
+};
+
+/* ---- the sorted-array baseline -------------------------------------------- */
+
+struct sarr {
+	struct range *r;
+	size_t n;
+};
+
+/* First index whose iova is > @iova. */
+static size_t sarr_upper(const struct sarr *a, uint64_t iova)
+{
+	size_t lo = 0, hi = a->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (a->r[mid].iova <= iova)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int sarr_insert(struct sarr *a, const struct range *x)
+{
+	size_t i = sarr_upper(a, x->iova);
+
+	if ((i > 0 && a->r[i - 1].iova + a->r[i - 1].len > x->iova) ||
+	    (i < a->n && a->r[i].iova < x->iova + x->len))
+		return -1;
+	memmove(&a->r[i + 1], &a->r[i], (a->n - i) * sizeof(*a->r));
+	a->r[i] = *x;
+	a->n++;
+	return 0;
+}
+
+static int sarr_remove(struct sarr *a, uint64_t iova, uint64_t len)
+{
+	size_t i = sarr_upper(a, iova);
+
+	if (i == 0 || a->r[i - 1].iova != iova || a->r[i - 1].len != len)
+		return -1;
+	i--;
+	memmove(&a->r[i], &a->r[i + 1], (a->n - i - 1) * sizeof(*a->r));
+	a->n--;
+	return 0;
+}
+
+/* ---- the GTree baseline ----------------------------------------------------- */
+
+#ifdef BENCH_HAVE_GLIB
+/* Overlapping ranges compare equal: a lookup finds any overlap. */
+static gint range_cmp(gconstpointer x, gconstpointer y, gpointer unused)
+{
+	const struct range *a = x, *b = y;
+
+	if (a->iova + a->len <= b->iova)
+		return -1;
+	if (b->iova + b->len <= a->iova)
+		return 1;
+	return 0;
+}
+
+static GTree *gt_new(void)
+{
+	return g_tree_new_full(range_cmp, NULL, g_free, NULL);
+}
+
+static int gt_insert(GTree *t, const struct range *x)
+{
+	struct range *n;
+
+	if (g_tree_lookup(t, x))
+		return -1;
+	n = g_new(struct range, 1);
+	*n = *x;
+	g_tree_insert(t, n, n);
+	return 0;
+}
+
+static int gt_remove(GTree *t, uint64_t iova, uint64_t len)
+{
+	struct range q = { .iova = iova, .len = len };
+	const struct range *f = g_tree_lookup(t, &q);
+
+	if (!f || f->iova != iova || f->len != len)
+		return -1;
+	g_tree_remove(t, &q);
+	return 0;
+}
+#endif
+
+/* ---- the contestants ------------------------------------------------------------ */
+
+struct dctx {
+	uint64_t n;
+	struct iodma_domain *d;
+	struct sarr sa;
+#ifdef BENCH_HAVE_GLIB
+	GTree *gt;
+#endif
+	uint64_t keys[NKEYS];	/* free odd slots */
+	unsigned long cur[3];	/* where each contestant goes on in keys[] */
+	char *host;
+};
+
+static double p_iodma(void *ctx, unsigned long ops)
+{
+	struct dctx *c = ctx;
+	unsigned long k0 = c->cur[0];
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < ops; i++) {
+		uint64_t iova = c->keys[(k0 + i) % NKEYS];
+		int ret = iodma_domain_map(c->d, iova, PG, c->host, IODMA_PERM_RW);
+
+		if (ret)
+			die("map", ret);
+		ret = iodma_domain_unmap(c->d, iova, PG);
+		if (ret)
+			die("unmap", ret);
+	}
+	c->cur[0] = k0 + ops;
+	return (bench_now_ns() - t0) / (double)ops;
+}
+
+static double p_sarr(void *ctx, unsigned long ops)
+{
+	struct dctx *c = ctx;
+	unsigned long k0 = c->cur[1];
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < ops; i++) {
+		struct range x = { c->keys[(k0 + i) % NKEYS], PG, (uintptr_t)c->host, 3 };
+
+		if (sarr_insert(&c->sa, &x) || sarr_remove(&c->sa, x.iova, PG))
+			die("sorted array", -22);
+	}
+	c->cur[1] = k0 + ops;
+	return (bench_now_ns() - t0) / (double)ops;
+}
+
+#ifdef BENCH_HAVE_GLIB
+static double p_gtree(void *ctx, unsigned long ops)
+{
+	struct dctx *c = ctx;
+	unsigned long k0 = c->cur[2];
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < ops; i++) {
+		struct range x = { c->keys[(k0 + i) % NKEYS], PG, (uintptr_t)c->host, 3 };
+
+		if (gt_insert(c->gt, &x) || gt_remove(c->gt, x.iova, PG))
+			die("gtree", -22);
+	}
+	c->cur[2] = k0 + ops;
+	return (bench_now_ns() - t0) / (double)ops;
+}
+#endif
+
+/* 64 maps of 4 KiB above the live set, then one unmap_gaps over all 64;
+ * ns per map. */
+static double p_batch(void *ctx, unsigned long batches)
+{
+	struct dctx *c = ctx;
+	uint64_t top = BASE + 2 * c->n * PG + PG, u;
+	double t0 = bench_now_ns();
+
+	for (unsigned long k = 0; k < batches; k++) {
+		uint64_t first = top + (bench_rnd() % 1024) * 64 * PG;
+		int ret;
+
+		for (uint64_t j = 0; j < 64; j++) {
+			ret = iodma_domain_map(c->d, first + j * PG, PG, c->host,
+					       IODMA_PERM_RW);
+			if (ret)
+				die("map", ret);
+		}
+		ret = iodma_domain_unmap_gaps(c->d, first, 64 * PG, &u);
+		if (ret || u != 64 * PG)
+			die("unmap_gaps", ret);
+	}
+	return (bench_now_ns() - t0) / (double)batches / 64;
+}
+
+static void run_size(uint64_t n, const char *tag, const char *label)
 {
 	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
 	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
-	struct iodma_domain *d = NULL;
+	struct dctx *c = calloc(1, sizeof(*c));
+	double mi, ms, mg, mb;
+	char id[64], fig[96], k1[64], k2[64], k3[64], k4[64];
+	unsigned long ops = 6400, sops = n > 10000 ? 2000 : 200000;
+	unsigned long irs = n > 10000 ? 100 : IR_OPS;	/* sorted array, Ir */
+	int ret;
 
-	so.max_mappings = 4000000;
+	if (!c)
+		die("calloc", -12);
+	c->n = n;
+	c->host = mmap(NULL, PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	so.max_mappings = 1u << 20;
 	o.backend_config = &so;
-	if (iodma_domain_create(&o, &d)) {
-		fprintf(stderr, "domain_create failed\n");
-		exit(1);
-	}
+	ret = iodma_domain_create(&o, &c->d);
+	if (ret)
+		die("domain_create", ret);
+	c->sa.r = malloc((n + 1) * sizeof(*c->sa.r));
+#ifdef BENCH_HAVE_GLIB
+	c->gt = gt_new();
+#endif
 	for (uint64_t i = 0; i < n; i++) {
-		if (iodma_domain_map(d, BASE + 2 * i * PG, PG,
-				     (void *)(uintptr_t)(0x7f0000000000ull + i * PG),
-				     IODMA_PERM_RW)) {
-			fprintf(stderr, "map %llu failed\n", (unsigned long long)i);
-			exit(1);
-		}
+		struct range x = { BASE + 2 * i * PG, PG, (uintptr_t)c->host, 3 };
+
+		ret = iodma_domain_map(c->d, x.iova, PG, c->host, IODMA_PERM_RW);
+		if (ret)
+			die("map", ret);
+		if (sarr_insert(&c->sa, &x))
+			die("sorted array", -22);
+#ifdef BENCH_HAVE_GLIB
+		if (gt_insert(c->gt, &x))
+			die("gtree", -22);
+#endif
 	}
-	return d;
-}
-
-static double bench_pair(struct iodma_domain *d, uint64_t n, int iters)
-{
-	double t0 = bench_now_ns();
-
-	for (int k = 0; k < iters; k++) {
-		uint64_t iova = BASE + (2 * (bench_rnd() % n) + 1) * PG;
-
-		if (iodma_domain_map(d, iova, PG, (void *)(uintptr_t)0x7e0000000000ull,
-				     IODMA_PERM_RW) ||
-		    iodma_domain_unmap(d, iova, PG)) {
-			fprintf(stderr, "pair failed\n");
-			exit(1);
-		}
-	}
-	return (bench_now_ns() - t0) / iters;
-}
-
-/* 64 maps of 4 KiB above the live ones, then one unmap_gaps over all 64
- * (one grace period for 64); returns ns per mapping (map + its unmap). */
-static double bench_batch64(struct iodma_domain *d, uint64_t n, int iters)
-{
-	double t0 = bench_now_ns();
-	uint64_t u;
-
-	for (int k = 0; k < iters; k++) {
-		uint64_t first = BASE + 2 * n * PG + (bench_rnd() % 1024) * 64 * PG;
-
-		for (uint64_t j = 0; j < 64; j++) {
-			if (iodma_domain_map(d, first + j * PG, PG,
-					     (void *)(uintptr_t)0x7e0000000000ull,
-					     IODMA_PERM_RW))
-				exit(1);
-		}
-		if (iodma_domain_unmap_gaps(d, first, 64 * PG, &u) || u != 64 * PG)
-			exit(1);
-	}
-	return (bench_now_ns() - t0) / iters / 64;
-}
-
-static double bench_sync_rcu(int iters)
-{
-	double t0 = bench_now_ns();
-
-	for (int k = 0; k < iters; k++)
-		os_synchronize_rcu();
-	return (bench_now_ns() - t0) / iters;
-}
-
-static double bench_btree_pair(struct btree *t, uint64_t n, int iters)
-{
-	struct map_rec rec = { .len = PG, .fd = -1, .perm = 3 };
-	double t0 = bench_now_ns();
-
-	for (int k = 0; k < iters; k++) {
-		uint64_t key = BASE + (2 * (bench_rnd() % n) + 1) * PG;
-
-		if (btree_insert(t, key, &rec) || btree_remove(t, key, NULL))
-			exit(1);
-	}
-	return (bench_now_ns() - t0) / iters;
-}
-
-static double bench_malloc(int iters)
-{
-	double t0 = bench_now_ns();
-
-	for (int k = 0; k < iters; k++) {
-		void *p = malloc(32);
-
-		sink += (uintptr_t)p;
-		free(p);
-	}
-	return (bench_now_ns() - t0) / iters;
-}
-
-static double bench_lookup(struct iodma_domain *d, uint64_t n, int iters)
-{
-	struct map_lookup ml;
-	double t0 = bench_now_ns();
-
-	for (int k = 0; k < iters; k++) {
-		uint64_t iova = BASE + 2 * (bench_rnd() % n) * PG + 64;
-
-		if (domain_lookup(d, iova, &ml))
-			exit(1);
-		sink += ml.rec.target;
-	}
-	return (bench_now_ns() - t0) / iters;
-}
-
-static double bench_btree_lookup(struct btree *t, uint64_t n, int iters)
-{
-	double t0 = bench_now_ns();
-	uint64_t key;
-
-	for (int k = 0; k < iters; k++) {
-		uint64_t iova = BASE + 2 * (bench_rnd() % n) * PG + 64;
-		const struct map_rec *r = btree_lookup_le(t, iova, &key);
-
-		sink += r->target + key;
-	}
-	return (bench_now_ns() - t0) / iters;
-}
-
-static void run_size(uint64_t n)
-{
-	double pair[RUNS], sync[RUNS], bt[RUNS], mf[RUNS], lk[RUNS], blk[RUNS];
-	double batch[RUNS];
-	double t0 = bench_now_ns();
-	struct iodma_domain *d = make_domain(n);
-	struct btree t;
-	struct map_rec rec = { .len = PG, .fd = -1, .perm = 3 };
-	const int iters = 20000, liters = 1000000;
-
-	printf("\n%llu live mappings (setup %.2f s)\n", (unsigned long long)n,
-	       (bench_now_ns() - t0) / 1e9);
-	btree_init(&t, sizeof(struct map_rec));
-	for (uint64_t i = 0; i < n; i++) {
-		rec.target = 0x7f0000000000ull + i * PG;
-		btree_insert(&t, BASE + 2 * i * PG, &rec);
-	}
-	for (int r = 0; r < RUNS; r++) {
-		pair[r] = bench_pair(d, n, iters);
-		sync[r] = bench_sync_rcu(iters);
-		batch[r] = bench_batch64(d, n, iters / 64);
-		bt[r] = bench_btree_pair(&t, n, iters * 10);
-		mf[r] = bench_malloc(iters * 10);
-		lk[r] = bench_lookup(d, n, liters);
-		blk[r] = bench_btree_lookup(&t, n, liters);
+	for (unsigned int k = 0; k < NKEYS; k++)
+		c->keys[k] = BASE + (2 * (bench_rnd() % n) + 1) * PG;
+	snprintf(k1, sizeof(k1), "pair.%s.iodma", tag);
+	snprintf(k2, sizeof(k2), "pair.%s.gtree", tag);
+	snprintf(k3, sizeof(k3), "pair.%s.sarray", tag);
+	snprintf(k4, sizeof(k4), "batch64.%s.iodma", tag);
+	if (bench_ir_on) {
+		bench_ir_begin();
+		p_iodma(c, IR_OPS);
+		bench_ir_end(k1, IR_OPS);
+#ifdef BENCH_HAVE_GLIB
+		bench_ir_begin();
+		p_gtree(c, IR_OPS);
+		bench_ir_end(k2, IR_OPS);
+#endif
+		bench_ir_begin();
+		p_sarr(c, irs);
+		bench_ir_end(k3, irs);
+		bench_ir_begin();
+		p_batch(c, IR_OPS / 64);
+		bench_ir_end(k4, (IR_OPS / 64) * 64);
+		goto out;
 	}
 	{
-		double p = bench_median(pair, RUNS), s = bench_median(sync, RUNS), b = bench_median(bt, RUNS);
-		double m = bench_median(mf, RUNS), l = bench_median(lk, RUNS), bl = bench_median(blk, RUNS);
-		double b64 = bench_median(batch, RUNS);
+		/* Sized to ~0.1 s per run today; the sorted array moves n/2
+		 * entries per operation. */
+		bench_fn fn[4] = { p_iodma, p_batch, p_sarr, NULL };
+		unsigned long nops[4] = { ops, ops / 64, sops, ops * 10 };
+		double med[4] = { 0 }, wall[4] = { 0 }, blk[4] = { 0 };
+		int k = 3;
 
-		printf("  map+unmap pair (4 KiB, soft)      %9.1f ns\n", p);
-		printf("    of which os_synchronize_rcu()   %9.1f ns  (%.0f%% of the pair)\n",
-		       s, 100.0 * s / p);
-		printf("    pair minus grace period         %9.1f ns\n", p - s);
-		printf("  baseline btree insert+remove      %9.1f ns  pair/btree = %.1fx, (pair-rcu)/btree = %.1fx\n",
-		       b, p / b, (p - s) / b);
-		printf("  baseline malloc+free(32)          %9.1f ns  pair/malloc = %.1fx\n",
-		       m, p / m);
-		printf("  64 maps + one unmap_gaps, per map %9.1f ns  vs pair: %.2fx\n",
-		       b64, b64 / p);
-		printf("  domain_lookup                     %9.1f ns\n", l);
-		printf("  baseline btree_lookup_le          %9.1f ns  lookup/btree = %.2fx\n",
-		       bl, l / bl);
+#ifdef BENCH_HAVE_GLIB
+		fn[3] = p_gtree;
+		k = 4;
+#endif
+		bench_interleave(fn, c, nops, k, med, wall, blk);
+		med[1] /= 64;	/* p_batch's operation is a batch of 64 maps */
+		wall[1] /= 64;
+		blk[1] /= 64;
+		snprintf(id, sizeof(id), "pair.%s", tag);
+		bench_block_note(id, med[0], wall[0], blk[0]);
+		snprintf(id, sizeof(id), "batch64.%s", tag);
+		bench_block_note(id, med[1], wall[1], blk[1]);
+		mi = med[0];
+		mb = med[1];
+		ms = med[2];
+		mg = med[3];
 	}
-	btree_fini(&t);
-	iodma_domain_destroy(d);
+	{
+		enum bench_target kind = n == 16 || n == 65536 ? BT_VALUE_LE : BT_NONE;
+		double bar = n == 16 ? 250 : 500;
+
+		snprintf(id, sizeof(id), "pair.%s", tag);
+		snprintf(fig, sizeof(fig), "strict map+unmap 4 KiB, %s live", label);
+#ifdef BENCH_HAVE_GLIB
+		bench_row(id, fig, "ns", mi, "GTree ins+rm", mg, kind, bar, k1, k2);
+		snprintf(id, sizeof(id), "pair.%s.sa", tag);
+		snprintf(fig, sizeof(fig), "  (same) vs sorted array, %s live", label);
+		bench_row(id, fig, "ns", mi, "sorted-array ins+rm", ms, BT_NONE, 0,
+			  k1, k3);
+#else
+		bench_row(id, fig, "ns", mi, "sorted-array ins+rm", ms, kind, bar,
+			  k1, k3);
+		(void)mg;
+#endif
+		snprintf(id, sizeof(id), "batch64.%s", tag);
+		snprintf(fig, sizeof(fig), "64 maps + 1 unmap_gaps, per map, %s live",
+			 label);
+#ifdef BENCH_HAVE_GLIB
+		bench_row(id, fig, "ns", mb, "GTree ins+rm", mg, BT_VALUE_LE, 150,
+			  k4, k2);
+#else
+		bench_row(id, fig, "ns", mb, "sorted-array ins+rm", ms, BT_VALUE_LE,
+			  150, k4, k3);
+#endif
+	}
+out:
+	iodma_domain_destroy(c->d);
+#ifdef BENCH_HAVE_GLIB
+	g_tree_destroy(c->gt);
+#endif
+	free(c->sa.r);
+	munmap(c->host, PG);
+	free(c);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	printf("bench_domain: medians of %d runs\n", RUNS);
-	run_size(10000);
-	run_size(1000000);
+	bench_ir_mode(argc, argv);
+	run_size(16, "16", "16");
+	run_size(1024, "1k", "1,024");
+	run_size(65536, "64k", "65,536");
 	return (int)(sink & 0);
 }

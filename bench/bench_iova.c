@@ -3,8 +3,11 @@
  * bench_iova.c - IOVA allocator: ns per alloc+free pair with the rcache,
  * through the tree only, and for a naive baseline (sorted array of busy
  * ranges, linear top-down first fit), each with 10k live allocations in
- * place; then a long run (2M random ops, ~100k live) printing ns/op per
- * 200k-op window, which must stay flat.  Medians of 5 runs.
+ * place; then a long run (2M random ops, ~100k live) whose ns/op per
+ * 200k-op window must stay flat (row: last window against the second).
+ * Medians of 5 runs, in CPU time (process CPU for the pairs, thread CPU
+ * for the long run's row; its note gives wall/cpu per window); rows in the
+ * format of bench.h; --ir counts the pair loops under callgrind.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,8 +165,9 @@ static void c_teardown(struct contestant *c)
 		naive_fini(&c->nv);
 }
 
-/* ns per alloc+free pair: sizes 1, 2, 4, 8 pages, FIFO of 32 outstanding. */
-static double pairs(int kind, long n)
+/* ns per alloc+free pair: sizes 1, 2, 4, 8 pages, FIFO of 32 outstanding.
+ * In Ir mode the loop alone is counted under @irkey. */
+static double pairs(int kind, long n, const char *irkey)
 {
 	struct contestant c;
 	uint64_t fifo_iova[FIFO], fifo_len[FIFO];
@@ -175,14 +179,18 @@ static double pairs(int kind, long n)
 		fifo_len[i] = (1ull << (i & 3)) * G;
 		c_get(&c, fifo_len[i], &fifo_iova[i]);
 	}
-	t0 = bench_now_ns();
+	if (irkey)
+		bench_ir_begin();
+	t0 = bench_proc_ns();
 	for (i = 0; i < n; i++) {
 		int k = (int)(i % FIFO);
 
 		c_put(&c, fifo_iova[k], fifo_len[k]);
 		c_get(&c, fifo_len[k], &fifo_iova[k]);
 	}
-	t1 = bench_now_ns();
+	t1 = bench_proc_ns();
+	if (irkey)
+		bench_ir_end(irkey, (unsigned long)n);
 	c_teardown(&c);
 	return (t1 - t0) / (double)n;
 }
@@ -240,28 +248,33 @@ static void long_run(double out[LR_NWIN], double cpu[LR_NWIN])
 	iova_alloc_destroy(a);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	double v[3][RUNS], med[3], lr[LR_NWIN][RUNS], lrm[LR_NWIN];
 	double lc[LR_NWIN][RUNS], lcm[LR_NWIN];
+	static const char *const id[3] = { "iova.rcache", "iova.tree", "iova.naive" };
 	static const char *const name[3] = {
-		"rcache on (cached sizes)", "rcache off (tree path)",
-		"naive sorted array, linear top-down scan" };
+		"IOVA alloc+free, rcache on, 10k live",
+		"IOVA alloc+free, rcache off (tree), 10k live", "-" };
+	static const char *const irkey[3] = {
+		"iova.rcache.pair", "iova.tree.pair", "iova.naive.pair" };
 	static const long n[3] = { 2000000, 1000000, 4000 };
+	static const long irn[3] = { 20000, 20000, 1000 };
 	int k, run, w;
 
+	if (bench_ir_mode(argc, argv)) {
+		for (k = 0; k < 3; k++)
+			pairs(k, irn[k], irkey[k]);
+		return 0;
+	}
 	for (run = 0; run < RUNS; run++)
 		for (k = 0; k < 3; k++)
-			v[k][run] = pairs(k, n[k]);
+			v[k][run] = pairs(k, n[k], NULL);
 	for (k = 0; k < 3; k++)
 		med[k] = bench_median(v[k], RUNS);
-
-	printf("IOVA alloc+free pair, sizes 1/2/4/8 pages, %d live, "
-	       "median of %d runs\n", LIVE, RUNS);
-	for (k = 0; k < 3; k++)
-		printf("  %-42s %10.1f ns/pair   ratio to baseline %.4f\n",
-		       name[k], med[k], med[k] / med[2]);
-	printf("  rcache on / rcache off: %.3f\n", med[0] / med[1]);
+	for (k = 0; k < 2; k++)
+		bench_row(id[k], name[k], "ns", med[k], "naive sorted array",
+			  med[2], BT_NONE, 0, irkey[k], irkey[2]);
 
 	for (run = 0; run < RUNS; run++) {
 		double o[LR_NWIN], oc[LR_NWIN];
@@ -272,17 +285,18 @@ int main(void)
 			lc[w][run] = oc[w];
 		}
 	}
-	printf("long run: %d random ops (1..100 pages, some size-aligned), "
-	       "~%d live, ns/op per %d-op window, median of %d runs\n",
-	       LR_OPS, LR_LIVE, LR_WIN, RUNS);
 	for (w = 0; w < LR_NWIN; w++) {
 		lrm[w] = bench_median(lr[w], RUNS);
 		lcm[w] = bench_median(lc[w], RUNS);
-		printf("  window %2d  %8.1f ns/op wall  %8.1f ns/op cpu\n", w,
-		       lrm[w], lcm[w]);
 	}
-	printf("  last window / second window: %.3f wall, %.3f cpu (first "
-	       "window is the ramp-up to ~%d live)\n",
-	       lrm[LR_NWIN - 1] / lrm[1], lcm[LR_NWIN - 1] / lcm[1], LR_LIVE);
+	/* Flatness: the last window against the second (the first is the
+	 * ramp-up to ~LR_LIVE live), in CPU time. */
+	bench_row("iova.longrun", "IOVA long run ~100k live, last 200k-op window",
+		  "ns", lcm[LR_NWIN - 1], "2nd window", lcm[1], BT_NONE, 0,
+		  NULL, NULL);
+	printf("NOTE\tIOVA long run, ns/op per %d-op window (wall/cpu):", LR_WIN);
+	for (w = 0; w < LR_NWIN; w++)
+		printf(" %.0f/%.0f", lrm[w], lcm[w]);
+	printf("\n");
 	return 0;
 }

@@ -1,0 +1,367 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_mt.c - the map side while other threads translate (2-core host):
+ *   unmap latency: p50 / p90 / p99 of iodma_domain_unmap() of a 4 KiB
+ *     mapping no reader touches, while 4 threads loop
+ *     access_begin / translate 64 B / touch the bytes / access_end over
+ *     OTHER mappings; baseline: the same percentile with no reader;
+ *   held section: one thread holds an access section open for 100 ms on
+ *     one range; the time iodma_domain_unmap() of ANOTHER range takes then
+ *     (information: today it waits for the section);
+ *   mapper rate: map+unmap pairs per second of one thread while 2 threads
+ *     translate (IOTLB hits on 16 hot keys, misses over 65,536 live
+ *     mappings, and first touches of the mapping the mapper just made), as
+ *     a ratio to its rate alone.
+ * Medians of 5 runs where a run is a figure; latencies pool all samples.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <iodma.h>
+
+#include "bench.h"
+
+#define PG	  4096ull
+#define BASE	  0x100000000ull	/* readers' mappings */
+#define MAPPER	  0x4000000000ull	/* the mapper's slot (256 GiB) */
+#define NLIVE	  65536u
+#define HOSTPG	  256u			/* real host pages behind the mappings */
+#define NREADERS  4
+#define NXLATORS  2
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "bench_mt: %s: %s\n", what, iodma_strerror(err));
+	exit(1);
+}
+
+struct mt {
+	struct iodma_domain *d;
+	uint8_t *host;
+	uint64_t nlive;
+	atomic_bool stop;
+	atomic_uint started;	/* readers that have run one section */
+	atomic_ulong reads;
+	_Atomic uint64_t fresh;	/* the mapper's live mapping for first
+				 * touches, 0 = none (mapper rate only) */
+};
+
+/* Mapping i at BASE + i * PG -> host page i % HOSTPG (touched memory). */
+static struct mt *mt_create(uint64_t nlive)
+{
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct mt *m = calloc(1, sizeof(*m));
+	int ret;
+
+	if (!m)
+		die("calloc", -12);
+	so.max_mappings = 1u << 20;
+	o.backend_config = &so;
+	ret = iodma_domain_create(&o, &m->d);
+	if (ret)
+		die("domain_create", ret);
+	m->host = mmap(NULL, (HOSTPG + 1) * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m->host == MAP_FAILED)
+		die("mmap", -12);
+	memset(m->host, 1, (HOSTPG + 1) * PG);
+	m->nlive = nlive;
+	for (uint64_t i = 0; i < nlive; i++) {
+		ret = iodma_domain_map(m->d, BASE + i * PG, PG,
+				       m->host + (i % HOSTPG) * PG, IODMA_PERM_RW);
+		if (ret)
+			die("map", ret);
+	}
+	return m;
+}
+
+static void mt_destroy(struct mt *m)
+{
+	iodma_domain_destroy(m->d);
+	munmap(m->host, (HOSTPG + 1) * PG);
+	free(m);
+}
+
+/* A reader: sections over the live set, alternating 16 hot mappings (IOTLB
+ * hits) and all of them (misses); while the mapper publishes its fresh
+ * mapping (m->fresh), every fourth section is a first touch of it instead
+ * (it may be gone by then: a failed translation touches nothing). */
+struct reader {
+	struct mt *m;
+	unsigned int id;
+	pthread_t th;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	struct mt *m = r->m;
+	uint64_t x = 0x9e3779b97f4a7c15ull * (r->id + 1), sum = 0;
+	unsigned long n = 0;
+
+	while (!atomic_load_explicit(&m->stop, memory_order_relaxed)) {
+		struct iodma_slice s;
+		uint64_t i, iova;
+		size_t nr;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		i = (n & 1) ? x % 16 : x % m->nlive;
+		iova = BASE + i * PG + ((x >> 40) % (PG / 64)) * 64;
+		if ((n & 3) == 3) {
+			uint64_t f = atomic_load_explicit(&m->fresh,
+							  memory_order_relaxed);
+
+			if (f)
+				iova = f + ((x >> 40) % (PG / 64)) * 64;
+		}
+		iodma_access_begin();
+		if (iodma_translate(m->d, iova, 64, IODMA_PERM_RW, &s, 1, &nr,
+				    NULL) == 0) {
+			uint8_t *b = s.va;
+
+			/* Readers share host pages: relaxed atomics, as a
+			 * device's concurrent DMA would be. */
+			sum += __atomic_load_n(&b[0], __ATOMIC_RELAXED) +
+			       __atomic_load_n(&b[63], __ATOMIC_RELAXED);
+			__atomic_store_n(&b[8], (uint8_t)sum, __ATOMIC_RELAXED);
+		}
+		iodma_access_end();
+		if (n++ == 0)
+			atomic_fetch_add(&m->started, 1);
+	}
+	atomic_fetch_add(&m->reads, n);
+	return (void *)(uintptr_t)(sum & 0);
+}
+
+static void sleep_ns(long ns)
+{
+	struct timespec ts = { 0, ns };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Start @n readers and return once each has run a section (on a loaded
+ * 2-core host a new thread may wait milliseconds for its first slice). */
+static void readers_start(struct mt *m, struct reader *rd, unsigned int n)
+{
+	atomic_store(&m->stop, false);
+	atomic_store(&m->started, 0);
+	atomic_store(&m->reads, 0);
+	for (unsigned int i = 0; i < n; i++) {
+		rd[i].m = m;
+		rd[i].id = i;
+		if (pthread_create(&rd[i].th, NULL, reader_main, &rd[i]))
+			die("pthread_create", -11);
+	}
+	while (atomic_load(&m->started) < n)
+		sleep_ns(1000000);
+}
+
+static void readers_stop(struct mt *m, struct reader *rd, unsigned int n)
+{
+	atomic_store(&m->stop, true);
+	for (unsigned int i = 0; i < n; i++)
+		pthread_join(rd[i].th, NULL);
+}
+
+/* ---- unmap latency ------------------------------------------------------------ */
+
+#define LAT_MAX   2000
+#define LAT_WALL  5e9		/* ns: stop sampling after this */
+#define LAT_GAP   200000	/* ns asleep between two samples */
+
+/* Unmap latencies (ns) of the mapper's slot; returns the sample count.
+ * The samples are spread out (LAT_GAP apart, so over ~0.5 s at least) so
+ * that they meet the readers in every phase of their loops. */
+static size_t unmap_lat(struct mt *m, double *lat)
+{
+	double start = bench_now_ns();
+	size_t k;
+
+	for (k = 0; k < LAT_MAX && bench_now_ns() - start < LAT_WALL; k++) {
+		double t0;
+
+		if (k)
+			sleep_ns(LAT_GAP);
+		int ret = iodma_domain_map(m->d, MAPPER, PG, m->host + HOSTPG * PG,
+					   IODMA_PERM_RW);
+
+		if (ret)
+			die("map", ret);
+		t0 = bench_now_ns();
+		ret = iodma_domain_unmap(m->d, MAPPER, PG);
+		lat[k] = bench_now_ns() - t0;
+		if (ret)
+			die("unmap", ret);
+	}
+	return k;
+}
+
+static void bench_unmap_latency(struct mt *m)
+{
+	static double lr[LAT_MAX], l0[LAT_MAX];
+	struct reader rd[NREADERS];
+	size_t nr, n0;
+	static const double pct[3] = { 50, 90, 99 };
+	static const char *const ids[3] = { "unmap.p50", "unmap.p90", "unmap.p99" };
+	static const char *const figs[3] = {
+		"unmap 4 KiB p50, 4 threads in sections elsewhere",
+		"unmap 4 KiB p90, 4 threads in sections elsewhere",
+		"unmap 4 KiB p99, 4 threads in sections elsewhere" };
+
+	unsigned long sections;
+	double secs;
+
+	n0 = unmap_lat(m, l0);
+	readers_start(m, rd, NREADERS);
+	secs = bench_now_ns();
+	nr = unmap_lat(m, lr);
+	secs = (bench_now_ns() - secs) / 1e9;
+	readers_stop(m, rd, NREADERS);
+	sections = atomic_load(&m->reads);
+	for (int i = 0; i < 3; i++) {
+		double a = bench_pct(lr, nr, pct[i]) / 1e3;
+		double b = bench_pct(l0, n0, pct[i]) / 1e3;
+		/* Readers that hardly ran make the figure meaningless. */
+		bool valid = (double)sections > 1e5 * secs;
+
+		bench_row(ids[i], figs[i], "us", a, "same, no readers", b,
+			  i == 2 && valid ? BT_VALUE_LE : BT_NONE, 50, NULL, NULL);
+	}
+	printf("NOTE\tunmap latency: %zu samples over %.1f s with readers "
+	       "(%lu reader sections meanwhile%s), %zu without\n", nr, secs,
+	       sections, (double)sections > 1e5 * secs ? "" :
+	       ": too few, no verdict", n0);
+}
+
+/* ---- a section held for 100 ms ----------------------------------------------- */
+
+struct holder {
+	struct mt *m;
+	atomic_int state;	/* 1 section open, 2 done */
+};
+
+static void *holder_main(void *arg)
+{
+	struct holder *h = arg;
+	struct iodma_slice s;
+	size_t nr;
+
+	iodma_access_begin();
+	if (iodma_translate(h->m->d, BASE, 64, IODMA_PERM_READ, &s, 1, &nr, NULL))
+		die("translate", -14);
+	atomic_store(&h->state, 1);
+	sleep_ns(100 * 1000 * 1000);
+	iodma_access_end();
+	atomic_store(&h->state, 2);
+	return NULL;
+}
+
+static void bench_held(struct mt *m)
+{
+	double v[BENCH_RUNS], b[BENCH_RUNS];
+
+	for (int r = 0; r < BENCH_RUNS; r++) {
+		struct holder h = { .m = m };
+		pthread_t th;
+		double t0;
+		int ret = iodma_domain_map(m->d, MAPPER, PG, m->host + HOSTPG * PG,
+					   IODMA_PERM_RW);
+
+		if (ret)
+			die("map", ret);
+		t0 = bench_now_ns();
+		ret = iodma_domain_unmap(m->d, MAPPER, PG);
+		b[r] = bench_now_ns() - t0;
+		if (ret)
+			die("unmap", ret);
+		ret = iodma_domain_map(m->d, MAPPER, PG, m->host + HOSTPG * PG,
+				       IODMA_PERM_RW);
+		if (ret)
+			die("map", ret);
+		if (pthread_create(&th, NULL, holder_main, &h))
+			die("pthread_create", -11);
+		while (atomic_load(&h.state) == 0)
+			;
+		t0 = bench_now_ns();
+		ret = iodma_domain_unmap(m->d, MAPPER, PG);
+		v[r] = bench_now_ns() - t0;
+		if (ret)
+			die("unmap", ret);
+		pthread_join(th, NULL);
+	}
+	bench_row("unmap.held", "unmap 4 KiB while another range's section is held 100 ms",
+		  "us", bench_median(v, BENCH_RUNS) / 1e3, "same, no section",
+		  bench_median(b, BENCH_RUNS) / 1e3, BT_NONE, 0, NULL, NULL);
+}
+
+/* ---- mapper rate ---------------------------------------------------------------- */
+
+#define RATE_NS 4e8	/* 0.4 s per measurement */
+
+static double mapper_rate(struct mt *m)
+{
+	double t0 = bench_now_ns(), t;
+	unsigned long n = 0;
+
+	do {
+		for (int k = 0; k < 16; k++, n++) {
+			uint64_t iova = MAPPER + (n & 255) * PG;
+			int ret = iodma_domain_map(m->d, iova, PG,
+						   m->host + HOSTPG * PG,
+						   IODMA_PERM_RW);
+
+			if (ret)
+				die("map", ret);
+			atomic_store_explicit(&m->fresh, iova, memory_order_relaxed);
+			ret = iodma_domain_unmap(m->d, iova, PG);
+			if (ret)
+				die("unmap", ret);
+		}
+		t = bench_now_ns() - t0;
+	} while (t < RATE_NS);
+	atomic_store(&m->fresh, 0);
+	return (double)n / (t / 1e9);
+}
+
+static void bench_mapper_rate(struct mt *m)
+{
+	double v[BENCH_RUNS], b[BENCH_RUNS];
+	struct reader rd[NXLATORS];
+
+	for (int r = 0; r < BENCH_RUNS; r++) {
+		b[r] = mapper_rate(m);
+		readers_start(m, rd, NXLATORS);
+		v[r] = mapper_rate(m);
+		readers_stop(m, rd, NXLATORS);
+	}
+	bench_row("mapper.rate", "map+unmap rate with 2 threads translating",
+		  "op/s", bench_median(v, BENCH_RUNS), "same, alone",
+		  bench_median(b, BENCH_RUNS), BT_RATE_GE, 0.5, NULL, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	struct mt *m;
+
+	if (bench_ir_mode(argc, argv))
+		return 0;	/* no Ir figures here */
+	m = mt_create(NLIVE);
+	bench_unmap_latency(m);
+	bench_held(m);
+	bench_mapper_rate(m);
+	mt_destroy(m);
+	return 0;
+}
