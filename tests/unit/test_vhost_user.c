@@ -215,9 +215,16 @@ static int single_region(struct fe *t, uint32_t req, struct vu_mem_region r,
 static int iotlb(struct fe *t, uint8_t type, uint64_t iova, uint64_t size,
 		 uint64_t uaddr, uint8_t perm)
 {
-	struct vhost_iotlb_msg m = { .iova = iova, .size = size, .uaddr = uaddr,
-				     .perm = perm, .type = type };
-	int ret = fe_msg(t, VU_IOTLB_MSG, NEED, &m, sizeof(m), NULL, 0);
+	struct vhost_iotlb_msg m;
+	int ret;
+
+	memset(&m, 0, sizeof(m)); /* the padding goes on the wire too */
+	m.iova = iova;
+	m.size = size;
+	m.uaddr = uaddr;
+	m.perm = perm;
+	m.type = type;
+	ret = fe_msg(t, VU_IOTLB_MSG, NEED, &m, sizeof(m), NULL, 0);
 
 	/* IOTLB_MSG always gets its u64: 0 or the errno. */
 	assert_int_equal(reply_u64(t, VU_IOTLB_MSG), (uint64_t)-ret);
@@ -725,6 +732,56 @@ static void test_miss_without_channel_faults_at_once(void **state)
 	fe_fini(&t);
 }
 
+struct reader {
+	struct fe *t;
+	uint64_t iova;
+	int ret;
+};
+
+static void *read_one(void *arg)
+{
+	struct reader *r = arg;
+	uint8_t b[4];
+
+	r->ret = iodma_read(dom(r->t), r->iova, b, 4);
+	return NULL;
+}
+
+/* A miss waits inside its access section for an UPDATE only handle() can
+ * install; an INVALIDATE (which waits for access sections) arriving
+ * meanwhile must not wait for the miss's timeout (an hour here: without
+ * the release the test would hang): the miss gives up and faults. */
+static void test_invalidate_releases_a_waiting_miss(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct reader r;
+	struct {
+		struct vu_header h;
+		struct vhost_iotlb_msg m;
+	} __attribute__((packed)) in;
+	struct iodma_fault f[2];
+	pthread_t th;
+	struct fe t;
+
+	(void)state;
+	o.miss_timeout_ns = 3600ull * 1000000000ull;
+	iommu_setup(&t, &o);
+	backend_channel(&t);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x7000000, PG, UBASE, 3), 0);
+	r = (struct reader){ .t = &t, .iova = 0xe000000 };
+	assert_int_equal(pthread_create(&th, NULL, read_one, &r), 0);
+	/* The MISS is out: the reader waits in the resolver. */
+	assert_int_equal(recv(t.req[0], &in, sizeof(in), MSG_WAITALL), (ssize_t)sizeof(in));
+	assert_int_equal(in.m.iova, 0xe000000);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_INVALIDATE, 0x7000000, PG, 0, 0), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(r.ret, -EFAULT);
+	assert_int_equal(iodma_fault_pop(dom(&t), f, 2), 1);
+	assert_int_equal(f[0].iova, 0xe000000);
+	assert_int_equal(iodma_domain_nr_mappings(dom(&t)), 0);
+	fe_fini(&t);
+}
+
 static void test_iotlb_miss_with_reply_ack(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
@@ -1048,7 +1105,13 @@ static void snap_same(struct fe *t, const struct snap *a)
 
 	snap_take(t, &b);
 	assert_int_equal(a->nr, b.nr);
-	assert_memory_equal(a->r, b.r, sizeof(a->r));
+	for (size_t i = 0; i < a->nr && i < 8; i++) {
+		assert_int_equal(a->r[i].gpa, b.r[i].gpa);
+		assert_int_equal(a->r[i].len, b.r[i].len);
+		assert_ptr_equal(a->r[i].va, b.r[i].va);
+		assert_int_equal(a->r[i].fd, b.r[i].fd);
+		assert_int_equal(a->r[i].offset, b.r[i].offset);
+	}
 	assert_int_equal(a->maps, b.maps);
 	assert_int_equal(a->fds, b.fds);
 }
@@ -1504,6 +1567,7 @@ int main(void)
 		cmocka_unit_test(test_miss_sends_miss_and_waits_for_the_update),
 		cmocka_unit_test(test_miss_without_answer_times_out_and_faults),
 		cmocka_unit_test(test_miss_without_channel_faults_at_once),
+		cmocka_unit_test(test_invalidate_releases_a_waiting_miss),
 		cmocka_unit_test(test_iotlb_miss_with_reply_ack),
 		cmocka_unit_test(test_shared_log_by_device_writes_and_log_used),
 		cmocka_unit_test(test_vring_fds_are_kept_handed_over_or_closed),
