@@ -1553,6 +1553,146 @@ static void test_random_message_stream(void **state)
 	assert_int_equal(count_fds(), base - 2); /* base counted logfd and evfd */
 }
 
+/* ---- error paths of the smaller entry points ------------------------------------ */
+
+static void test_socket_helpers_errors(void **state)
+{
+	uint8_t buf[64], big[300], zero[100] = { 0 };
+	int sv[2], fds[8], base = count_fds(), ev = memfd_of(PG);
+	size_t n;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	n = 8;
+	assert_int_equal(iodma_vhost_user_recv(-1, buf, sizeof(buf), fds, &n), -EINVAL);
+	assert_int_equal(iodma_vhost_user_recv(sv[1], buf, 11, fds, &n), -EINVAL);
+	assert_int_equal(iodma_vhost_user_send(sv[0], buf, 11), -EINVAL);
+	assert_int_equal(iodma_vhost_user_send(-1, buf, 12), -EINVAL);
+	/* A payload larger than the buffer: -EMSGSIZE, its fds closed. */
+	raw_send(sv[0], big, build(big, VU_SET_OWNER, VU_VERSION, zero, 100), &ev, 1);
+	n = 8;
+	assert_int_equal(iodma_vhost_user_recv(sv[1], buf, sizeof(buf), fds, &n), -EMSGSIZE);
+	assert_int_equal(n, 0);
+	/* More fds than the caller has room for: -EMSGSIZE, all closed. */
+	close(sv[0]);
+	close(sv[1]);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	raw_send(sv[0], buf, build(buf, VU_SET_OWNER, VU_VERSION, NULL, 0),
+		 (int[]){ ev, ev, ev }, 3);
+	n = 2;
+	assert_int_equal(iodma_vhost_user_recv(sv[1], buf, sizeof(buf), fds, &n), -EMSGSIZE);
+	assert_int_equal(n, 0);
+	/* The peer went away. */
+	close(sv[0]);
+	n = 8;
+	assert_int_equal(iodma_vhost_user_recv(sv[1], buf, sizeof(buf), fds, &n), -ECONNRESET);
+	assert_int_equal(iodma_vhost_user_send(sv[1], buf, 12), -EPIPE);
+	close(sv[1]);
+	close(ev);
+	assert_int_equal(count_fds(), base);
+}
+
+static void test_log_write_and_mapping_limit_errors(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct fe t;
+
+	(void)state;
+	o.max_mappings = 2;
+	iommu_setup(&t, &o);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x1000000, PG, UBASE, 1), 0);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x2000000, PG, UBASE + PG, 3), 0);
+	/* The domain's mapping limit. */
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x3000000, PG, UBASE + 2 * PG, 3), -ENOSPC);
+	/* An update split in two whose second piece does not fit: the first
+	 * piece is undone. */
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_INVALIDATE, 0x2000000, PG, 0, 0), 0);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x4000000, 3 * PG,
+			       UBASE + 0x10000 - PG, 3), -ENOSPC);
+	assert_int_equal(iodma_domain_nr_mappings(dom(&t)), 1);
+	assert_int_equal(iodma_vhost_user_log_write(NULL, 0x1000000, 8), -EINVAL);
+	assert_int_equal(iodma_vhost_user_log_write(t.vu, 0x1000000, 0), -EINVAL);
+	assert_int_equal(iodma_vhost_user_log_write(t.vu, 0x1000000, 8), -EACCES); /* RO */
+	drain_faults(dom(&t));
+	fe_fini(&t);
+}
+
+/* The front end acks a MISS with something that is not an ack. */
+static void *bad_ack(void *arg)
+{
+	struct fe *t = arg;
+	uint8_t in[44];
+	struct vu_header h = { VU_BACKEND_IOTLB_MSG, VU_VERSION, 8 }; /* no reply bit */
+	uint8_t out[20] = { 0 };
+
+	if (recv(t->req[0], in, sizeof(in), MSG_WAITALL) != (ssize_t)sizeof(in))
+		return NULL;
+	memcpy(out, &h, sizeof(h));
+	send(t->req[0], out, sizeof(out), 0);
+	return NULL;
+}
+
+static void test_iotlb_miss_malformed_ack(void **state)
+{
+	pthread_t th;
+	struct fe t;
+
+	(void)state;
+	iommu_setup(&t, NULL);
+	backend_channel(&t);
+	assert_int_equal(pthread_create(&th, NULL, bad_ack, &t), 0);
+	assert_int_equal(iodma_vhost_user_iotlb_miss(t.vu, 0x5000, IODMA_PERM_READ), -EPROTO);
+	pthread_join(th, NULL);
+	/* The channel is gone on the front end's side: the socket's errno. */
+	close(t.req[0]);
+	t.req[0] = socket(AF_UNIX, SOCK_STREAM, 0); /* for fe_fini */
+	assert_int_equal(iodma_vhost_user_iotlb_miss(t.vu, 0x5000, IODMA_PERM_READ), -EPIPE);
+	fe_fini(&t);
+}
+
+/* Fail every allocation in turn: each message either succeeds or fails
+ * with -ENOMEM leaving regions, mappings and fds as they were. */
+static void test_fail_nth_alloc_changes_nothing(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct vu_mem_region r[2] = { region(0x800000, 0x10000, 0x40000),
+				      region(0x900000, 0x10000, 0x50000) };
+	int logfd = memfd_of(PG);
+	struct snap s;
+	struct fe t;
+
+	(void)state;
+	o.max_mem_slots = 16;
+	iommu_setup(&t, &o);
+	for (int kind = 0; kind < 4; kind++) {
+		unsigned long n;
+		int ret;
+
+		for (n = 1;; n++) {
+			snap_take(&t, &s);
+			iodma_test_fail_alloc(n);
+			if (kind == 0)
+				ret = mem_table(&t, r, 2, 2);
+			else if (kind == 1)
+				ret = single_region(&t, VU_ADD_MEM_REG,
+						    region(0xa00000, PG, 0x60000), 1);
+			else if (kind == 2)
+				ret = iotlb(&t, VHOST_IOTLB_UPDATE, 0x1000000, 2 * PG,
+					    UBASE + 0x50000 - PG, 3);
+			else
+				ret = log_base(&t, logfd, 512, 0, 1);
+			iodma_test_fail_alloc(0);
+			if (ret == 0)
+				break;
+			assert_int_equal(ret, -ENOMEM);
+			snap_same(&t, &s);
+		}
+		assert_true(n > 1 || kind == 1 || kind == 3);
+	}
+	fe_fini(&t);
+	close(logfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1573,6 +1713,10 @@ int main(void)
 		cmocka_unit_test(test_vring_fds_are_kept_handed_over_or_closed),
 		cmocka_unit_test(test_vring_addresses_without_iommu_are_user_addresses),
 		cmocka_unit_test(test_malformed_messages_change_nothing),
+		cmocka_unit_test(test_socket_helpers_errors),
+		cmocka_unit_test(test_log_write_and_mapping_limit_errors),
+		cmocka_unit_test(test_iotlb_miss_malformed_ack),
+		cmocka_unit_test(test_fail_nth_alloc_changes_nothing),
 		cmocka_unit_test(test_random_message_stream),
 	};
 
