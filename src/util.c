@@ -68,6 +68,10 @@ IODMA_EXPORT const char *iodma_strerror(int err)
 	case -EALREADY:	return "already enabled";
 	case -EIO:	return "I/O error";
 	case -EPERM:	return "operation not permitted";
+	case -EPROTO:	return "protocol error: bad message version or flags";
+	case -EBADMSG:	return "message size does not match its request";
+	case -ETIMEDOUT: return "timed out waiting for the peer";
+	case -ENOTCONN:	return "no channel to the peer";
 	default:	return "unknown error";
 	}
 }

@@ -35,7 +35,10 @@
  *   Hostile input: the front end is another process.  Every message is
  *   checked (version, flags, the exact payload size of its request, fd
  *   count, ranges, overflow, overlaps) before anything changes; a bad
- *   message changes nothing, and every fd it carried is closed.
+ *   message changes nothing, and every fd it carried is closed.  A
+ *   region's fd must hold its [mmap offset, + size) when it arrives; a
+ *   front end that shrinks the file afterwards can still make accesses to
+ *   it raise SIGBUS here (an unsealed memfd; the spec offers no guard).
  *
  *   Locking: handle() calls are serialised by an internal lock (one
  *   message at a time, from any thread).  Translation, the miss resolver,
@@ -281,7 +284,9 @@ IODMA_EXPORT struct iodma_memory *iodma_vhost_user_memory(struct iodma_vhost_use
  * removes it.  While the shared log runs, a region past the log's end is
  * refused.
  *
- * IOTLB (spec, "IOMMU support"): UPDATE maps [iova, iova + size) to the
+ * IOTLB (spec, "IOMMU support"): iova, size and uaddr must be multiples
+ * of the host page size (the domain's alignment).  UPDATE maps
+ * [iova, iova + size) to the
  * guest-physical addresses of its user addresses, split where the user
  * range crosses regions that are not contiguous in guest-physical space;
  * permissions 1 read, 2 write, 3 both.  The user range must lie wholly
@@ -345,7 +350,10 @@ IODMA_EXPORT int iodma_vhost_user_handle(struct iodma_vhost_user *vu,
  * timeout; on a timeout the translation faults and the domain records
  * the fault.
  *
- * Context: thread-safe; blocks up to the timeout.
+ * Context: thread-safe; blocks up to the timeout.  Call it outside access
+ *          sections: handle() may be waiting for them while the front end
+ *          waits for handle() before it acks (the wait would last the
+ *          timeout).
  * Return:  0 sent (and acked with 0); -EINVAL bad @perm; -ENOTCONN no
  *          back-end channel; -EPERM VIRTIO_F_IOMMU_PLATFORM or
  *          BACKEND_REQ not negotiated; -ETIMEDOUT the channel stayed busy
@@ -371,8 +379,10 @@ IODMA_EXPORT int iodma_vhost_user_iotlb_miss(struct iodma_vhost_user *vu,
  *
  * Context: thread-safe, lock-free.
  * Return:  0; -EINVAL NULL @vu, ring index out of range, @len 0, or
- *          [offset, offset + len) outside the used ring; -ERANGE the
- *          write's pages lie beyond the log (nothing marked).
+ *          [offset, offset + len) outside the used ring (or the ring's
+ *          size not set); -ERANGE the write's pages lie beyond the log
+ *          (nothing marked; a defence only: handle() refuses every ring
+ *          address, ring size and log that would allow it).
  */
 IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
 					   uint32_t vring, uint64_t offset,

@@ -277,6 +277,11 @@ static void test_create_rejects_bad_opts(void **state)
 	assert_null(iodma_vhost_user_domain(NULL));
 	iodma_vhost_user_destroy(vu);
 	iodma_vhost_user_destroy(NULL);
+	/* The codes this module returns have texts of their own. */
+	for (size_t i = 0; i < 4; i++)
+		assert_string_not_equal(iodma_strerror((int[]){ -EPROTO, -EBADMSG,
+								-ETIMEDOUT, -ENOTCONN }[i]),
+					iodma_strerror(-99999));
 }
 
 static void test_create_fail_nth_leaves_nothing(void **state)

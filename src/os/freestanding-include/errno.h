@@ -15,6 +15,9 @@
 #define ENOSPC 28
 #define ERANGE 34
 #define ENOSYS 38
+#define EPROTO 71
+#define EBADMSG 74
+#define ENOTCONN 107
 #define ETIMEDOUT 110
 #define EOPNOTSUPP 95
 #define EALREADY 114
