@@ -1370,7 +1370,11 @@ static size_t random_msg(struct fe *t, uint8_t *buf, int *nfds)
 	}
 	case VU_ADD_MEM_REG:
 	case VU_REM_MEM_REG: {
-		struct vu_single_region s = { .region = region(gpa * 8, len, off) };
+		/* A few slots above the tables' range, so that removals
+		 * often name a region an earlier ADD put there. */
+		uint64_t k = pick(4);
+		struct vu_single_region s = { .region = region(0x1000000 + k * 0x100000,
+							       0x10000, 0xc0000 + k * 0x10000) };
 
 		memcpy(p, &s, sizeof(s));
 		size = sizeof(s);
@@ -1551,7 +1555,7 @@ static void test_random_message_stream(void **state)
 	assert_true(ok_table > count / 1000);
 	assert_true(ok_update > count / 1000);
 	assert_true(ok_add + ok_rem > count / 1000);
-	assert_true(max_maps > 4);
+	assert_true(max_maps >= 2);
 	fe_fini(&t);
 	close(logfd);
 	close(evfd);
