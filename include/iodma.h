@@ -15,6 +15,8 @@
  *   iodma/cache.h    cache maintenance                 (seed 004)
  *   iodma/vfio.h     VFIO type1 / iommufd / identity backends, VFIO PCI
  *                    device access: BARs, config, reset, IRQs (seed 001)
+ *   iodma/vhost-user.h  the IOMMU and memory half of a vhost-user back end:
+ *                    mem table, IOTLB update/invalidate/miss, shared log
  */
 #ifndef IODMA_H
 #define IODMA_H
@@ -27,5 +29,6 @@
 #include <iodma/dma.h>
 #include <iodma/cache.h>
 #include <iodma/vfio.h>
+#include <iodma/vhost-user.h>
 
 #endif /* IODMA_H */

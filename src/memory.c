@@ -31,6 +31,16 @@ struct mregion {
 					    * i.gpa / page + k; NULL = off */
 };
 
+/* The shared mode of the dirty log (iodma_memory_dirty_log_start_shared):
+ * a flat bitmap by guest-physical address that belongs to someone else
+ * (a vhost-user front end), one bit per SHARED_LOG_PAGE. */
+struct shared_log {
+	_Atomic uint8_t *bits;
+	uint64_t bytes;
+};
+
+#define SHARED_LOG_SHIFT 12 /* VHOST_LOG_PAGE, 0x1000, on every host */
+
 /* One published snapshot of the regions, sorted by gpa, non-overlapping. */
 struct region_array {
 	size_t nr;
@@ -53,6 +63,9 @@ struct iodma_memory {
 	struct region_array *spare;             /* retired, unreachable */
 	_Atomic bool dirty_on;                  /* GPA dirty log running;
 						 * written under lock */
+	_Atomic(struct shared_log *) shared;    /* RCU; non-NULL = the log
+						 * runs in shared mode; written
+						 * under lock */
 	_Atomic uint64_t dirty_epoch;           /* += 1 per get-and-clear */
 	unsigned int page_shift;                /* log2 of a log page */
 };
@@ -115,6 +128,7 @@ IODMA_EXPORT int iodma_memory_create(const struct iodma_memory_opts *opts,
 	atomic_init(&m->regions, NULL);
 	atomic_init(&m->gen, 0);
 	atomic_init(&m->dirty_on, false);
+	atomic_init(&m->shared, NULL);
 	atomic_init(&m->dirty_epoch, 0);
 	m->page_shift = ilog2_u64(os_page_size());
 	os_mutex_init(&m->lock);
@@ -137,6 +151,7 @@ IODMA_EXPORT void iodma_memory_destroy(struct iodma_memory *m)
 	}
 	iodma_free(a);
 	iodma_free(m->spare);
+	iodma_free(atomic_load_explicit(&m->shared, memory_order_relaxed));
 	os_mutex_destroy(&m->lock);
 	iodma_free(m);
 }
@@ -185,7 +200,8 @@ static int region_insert(struct iodma_memory *m,
 		ret = -EEXIST;
 		goto out;
 	}
-	if (atomic_load_explicit(&m->dirty_on, memory_order_relaxed)) {
+	if (atomic_load_explicit(&m->dirty_on, memory_order_relaxed) &&
+	    !atomic_load_explicit(&m->shared, memory_order_relaxed)) {
 		bits = dirty_bitmap_alloc(m, ri->len);
 		if (!bits) {
 			ret = -ENOMEM;
@@ -398,6 +414,34 @@ IODMA_EXPORT int iodma_memory_translate(const struct iodma_memory *m,
 
 /* ---- GPA dirty log --------------------------------------------------------- */
 
+void memory_shared_log_mark(void *log, uint64_t bytes, uint64_t gpa,
+			    uint64_t len)
+{
+	_Atomic uint8_t *bits = log;
+	uint64_t first, last, k;
+
+	if (!len || !bytes)
+		return;
+	first = gpa >> SHARED_LOG_SHIFT;
+	last = range_last(gpa, len) >> SHARED_LOG_SHIFT;
+	if (first / 8 >= bytes)
+		return;
+	if (last / 8 >= bytes)
+		last = bytes * 8 - 1;
+	/* The data written before this call must be visible before any bit
+	 * the owner may read and clear, also where a bit is only read. */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (k = first; k <= last;) {
+		uint64_t b = k % 8, n = IODMA_MIN(8 - b, last - k + 1);
+		uint8_t mask = (uint8_t)(((1u << n) - 1) << b);
+		_Atomic uint8_t *p = &bits[k / 8];
+
+		if ((atomic_load_explicit(p, memory_order_relaxed) & mask) != mask)
+			atomic_fetch_or_explicit(p, mask, memory_order_relaxed);
+		k += n;
+	}
+}
+
 /* Mark the log pages of [gpa, gpa + len) that lie in region @r.  Inside a
  * read-side section that saw m->dirty_on true (so the bitmap cannot be
  * freed under us: iodma_memory_dirty_log_stop).  A bit
@@ -405,10 +449,17 @@ IODMA_EXPORT int iodma_memory_translate(const struct iodma_memory *m,
 static void region_mark(const struct iodma_memory *m, const struct mregion *r,
 			uint64_t gpa, uint64_t len)
 {
-	_Atomic uint64_t *bits = atomic_load_explicit(
-		&((struct mregion *)r)->dirty, memory_order_acquire);
+	struct shared_log *sl = atomic_load_explicit(
+		&((struct iodma_memory *)m)->shared, memory_order_acquire);
+	_Atomic uint64_t *bits;
 	uint64_t first, last, k;
 
+	if (sl) {
+		memory_shared_log_mark((void *)sl->bits, sl->bytes, gpa, len);
+		return;
+	}
+	bits = atomic_load_explicit(&((struct mregion *)r)->dirty,
+				    memory_order_acquire);
 	if (!bits || !len)
 		return;
 	first = (gpa - r->i.gpa) >> m->page_shift;
@@ -461,7 +512,8 @@ IODMA_EXPORT int iodma_memory_dirty_log_start(struct iodma_memory *m)
 		return -EINVAL;
 	os_mutex_lock(&m->lock);
 	if (atomic_load_explicit(&m->dirty_on, memory_order_relaxed)) {
-		ret = -EALREADY;
+		ret = atomic_load_explicit(&m->shared, memory_order_relaxed) ?
+		      -EBUSY : -EALREADY;
 		goto out;
 	}
 	a = atomic_load_explicit(&m->regions, memory_order_relaxed);
@@ -490,9 +542,42 @@ out:
 	return ret;
 }
 
+IODMA_EXPORT int iodma_memory_dirty_log_start_shared(struct iodma_memory *m,
+						     void *log, uint64_t log_bytes)
+{
+	struct shared_log *sl, *old;
+
+	if (!m || !log || !log_bytes || log_bytes > UINT64_MAX / 8)
+		return -EINVAL;
+	sl = iodma_malloc(sizeof(*sl));
+	if (!sl)
+		return -ENOMEM;
+	sl->bits = log;
+	sl->bytes = log_bytes;
+	os_mutex_lock(&m->lock);
+	old = atomic_load_explicit(&m->shared, memory_order_relaxed);
+	if (atomic_load_explicit(&m->dirty_on, memory_order_relaxed) && !old) {
+		os_mutex_unlock(&m->lock);
+		iodma_free(sl);
+		return -EBUSY; /* the per-region mode runs */
+	}
+	/* The pointer first, the flag after: a marker that sees dirty_on
+	 * true finds a log.  A switch publishes the new log and waits for
+	 * every marker that could still hold the old one. */
+	atomic_store_explicit(&m->shared, sl, memory_order_release);
+	atomic_store_explicit(&m->dirty_on, true, memory_order_seq_cst);
+	if (old) {
+		os_synchronize_rcu();
+		iodma_free(old);
+	}
+	os_mutex_unlock(&m->lock);
+	return 0;
+}
+
 IODMA_EXPORT int iodma_memory_dirty_log_stop(struct iodma_memory *m)
 {
 	struct region_array *a;
+	struct shared_log *sl;
 
 	if (!m)
 		return -EINVAL;
@@ -505,7 +590,9 @@ IODMA_EXPORT int iodma_memory_dirty_log_stop(struct iodma_memory *m)
 	 * bitmap: once every section that saw it true has ended, nobody
 	 * touches the bitmaps and they can go, without allocating. */
 	atomic_store_explicit(&m->dirty_on, false, memory_order_seq_cst);
+	sl = atomic_exchange_explicit(&m->shared, NULL, memory_order_relaxed);
 	os_synchronize_rcu();
+	iodma_free(sl);
 	a = atomic_load_explicit(&m->regions, memory_order_relaxed);
 	for (size_t i = 0; a && i < a->nr; i++)
 		iodma_free((void *)atomic_exchange_explicit(&a->r[i].dirty, NULL,
@@ -548,6 +635,8 @@ IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
 		return -ENOSPC;
 	if (!atomic_load_explicit(&m->dirty_on, memory_order_acquire))
 		return -EINVAL;
+	if (atomic_load_explicit(&m->shared, memory_order_acquire))
+		return -EOPNOTSUPP; /* the log's owner harvests it */
 	/* The epoch moves before any bit is cleared: an access section that
 	 * still holds a slice written after this harvest sees the change at
 	 * its end and marks its pages again (xlate.c), so they are in the

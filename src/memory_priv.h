@@ -32,4 +32,11 @@ void memory_dirty_mark(const struct iodma_memory *m, uint64_t gpa, uint64_t len)
  * get-and-clear clears anything. */
 uint64_t memory_dirty_epoch(const struct iodma_memory *m);
 
+/* Set the bits of the 4 KiB pages of [gpa, gpa + len) in a shared log of
+ * @bytes bytes at @log (vhost-user: bit page % 8 of byte page / 8), with
+ * atomic byte ORs after a full fence; pages past the log are skipped.
+ * Lock-free; the caller keeps @log mapped. */
+void memory_shared_log_mark(void *log, uint64_t bytes, uint64_t gpa,
+			    uint64_t len);
+
 #endif /* IODMA_MEMORY_PRIV_H */

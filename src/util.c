@@ -69,6 +69,10 @@ IODMA_EXPORT const char *iodma_strerror(int err)
 	case -EIO:	return "I/O error";
 	case -EPERM:	return "operation not permitted";
 	case -EUCLEAN:	return "map failed and the backend refused to undo it: the mapping stays live, unmap it";
+	case -EPROTO:	return "protocol error: bad message version or flags";
+	case -EBADMSG:	return "message size does not match its request";
+	case -ETIMEDOUT: return "timed out waiting for the peer";
+	case -ENOTCONN:	return "no channel to the peer";
 	default:	return "unknown error";
 	}
 }

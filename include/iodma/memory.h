@@ -34,6 +34,13 @@
  *   is the log a migrating VMM sends pages from; the per-domain IOVA log
  *   (iodma_dirty_log_start() in iodma/xlate.h) reports what a device wrote
  *   by IOVA, as VFIO's type1 dirty bitmaps do, and is lost with an unmap.
+ *
+ *   The log has a second, shared mode (iodma_memory_dirty_log_start_shared):
+ *   the marks go into a flat bitmap by guest-physical address that someone
+ *   else owns and harvests, one bit per 4 KiB page, set with atomic byte
+ *   ORs: the shared log of a vhost-user front end (vhost-user spec,
+ *   "Migration": log[page / 8] |= 1 << page % 8).  The same writes mark it
+ *   as in the per-region mode; only the owner reads and clears it.
  */
 #ifndef IODMA_MEMORY_H
 #define IODMA_MEMORY_H
@@ -237,15 +244,51 @@ IODMA_EXPORT int iodma_memory_write(struct iodma_memory *m, uint64_t gpa,
  *
  * Context: thread-safe; may run inside an access section.
  * Return:  0; -EINVAL @m is NULL; -EALREADY the log already runs;
- *          -ENOMEM (no bitmap was installed, the log stays off).
+ *          -EBUSY the log runs in shared mode; -ENOMEM (no bitmap was
+ *          installed, the log stays off).
  */
 IODMA_EXPORT int iodma_memory_dirty_log_start(struct iodma_memory *m);
+
+/**
+ * iodma_memory_dirty_log_start_shared() - Log into a bitmap owned elsewhere.
+ * @m:         memory.
+ * @log:       the bitmap: bit (page % 8) of byte (page / 8) stands for the
+ *             4 KiB guest-physical page page = gpa >> 12 (VHOST_LOG_PAGE,
+ *             whatever the host page size); typically memory shared with
+ *             another process.  Must stay mapped until the log is stopped
+ *             or switched to another bitmap.
+ * @log_bytes: bytes of @log; it covers guest-physical [0, log_bytes * 8 *
+ *             4096).  Pages beyond it are not marked: the caller makes it
+ *             cover every region (the vhost-user layer refuses a log that
+ *             does not).
+ *
+ * From now on every write the per-region mode would mark (memory.h
+ * Concepts) sets the page's bit with an atomic byte OR, after a full
+ * fence, so the owner that clears a bit atomically and then reads the page
+ * sees the data written before the mark (vhost-user spec, "Migration").
+ * The library never clears a bit.  Called while the shared mode already
+ * runs, it switches to @log: marks made after it returns go to @log only,
+ * and no marker still touches the old bitmap (the caller may unmap it).
+ * iodma_memory_dirty_get_and_clear() is -EOPNOTSUPP in this mode: the
+ * owner harvests.  iodma_memory_dirty_log_stop() stops it.
+ *
+ * Context: thread-safe.  Starting may run inside an access section;
+ *          switching waits for open sections (not inside one).
+ * Return:  0; -EINVAL NULL @m or @log, @log_bytes 0 or above 2^61;
+ *          -EBUSY the per-region mode runs; -ENOMEM.  On error the log
+ *          is as it was (off, or still on the old bitmap).
+ */
+IODMA_EXPORT int iodma_memory_dirty_log_start_shared(struct iodma_memory *m,
+						     void *log,
+						     uint64_t log_bytes);
 
 /**
  * iodma_memory_dirty_log_stop() - Stop the guest-physical dirty log.
  * @m: memory.
  *
- * Drops every bitmap and the marks in it.
+ * Drops every bitmap and the marks in it; in shared mode, forgets the
+ * shared bitmap (not unmapped: its owner's) and, when it returns, no
+ * marker touches it any more.
  *
  * Context: thread-safe; waits for open access sections (must not be called
  *          inside one).
@@ -286,7 +329,8 @@ IODMA_EXPORT int iodma_memory_mark_dirty(struct iodma_memory *m, uint64_t gpa,
  *
  * Context: thread-safe, lock-free; may run while devices write.
  * Return:  0; -EINVAL bad range or alignment, or the log is off; -ENOSPC
- *          @bitmap too small (nothing cleared).
+ *          @bitmap too small (nothing cleared); -EOPNOTSUPP the log runs
+ *          in shared mode (its owner reads it; nothing cleared).
  */
 IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
 						  uint64_t gpa, uint64_t len,

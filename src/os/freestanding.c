@@ -138,3 +138,49 @@ int os_virt_to_phys(const void *va, uint64_t *pa)
 {
 	return plat.virt_to_phys ? plat.virt_to_phys(va, pa) : -EOPNOTSUPP;
 }
+
+/* No scheduler: waiting is spinning, and without a clock a bounded wait
+ * cannot be measured, so it gives up at once (os.h). */
+void os_cond_init(os_cond_t *c) { atomic_init(&c->seq, 0); }
+void os_cond_destroy(os_cond_t *c) { (void)c; }
+void os_cond_broadcast(os_cond_t *c)
+{
+	atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
+}
+int os_cond_timedwait(os_cond_t *c, os_mutex_t *m, uint64_t deadline_ns)
+{
+	unsigned int s = atomic_load_explicit(&c->seq, memory_order_acquire);
+
+	os_mutex_unlock(m);
+	if (deadline_ns == UINT64_MAX) {
+		while (atomic_load_explicit(&c->seq, memory_order_acquire) == s)
+			relax();
+	}
+	os_mutex_lock(m);
+	return deadline_ns == UINT64_MAX ? 0 : -ETIMEDOUT;
+}
+uint64_t os_now_ns(void) { return 0; }
+
+/* No processes, no fds: nothing to share memory or messages with. */
+int os_map_fd_shared(int fd, uint64_t offset, uint64_t len, void **va)
+{
+	(void)fd; (void)offset; (void)len; (void)va;
+	return -ENOSYS;
+}
+void os_unmap(void *va, uint64_t len) { (void)va; (void)len; }
+void os_close(int fd) { (void)fd; }
+int os_unix_send(int fd, const void *buf, size_t len, const int *fds,
+		 size_t nfds, bool nonblock)
+{
+	(void)fd; (void)buf; (void)len; (void)fds; (void)nfds; (void)nonblock;
+	return -ENOSYS;
+}
+int os_unix_recv(int fd, void *buf, size_t len, int *fds, size_t max_fds,
+		 size_t *nfds, uint64_t deadline_ns, size_t *got)
+{
+	(void)fd; (void)buf; (void)len; (void)fds; (void)max_fds; (void)nfds;
+	(void)deadline_ns;
+	if (got)
+		*got = 0;
+	return -ENOSYS;
+}

@@ -10,10 +10,18 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "os.h"
+
+/* Milliseconds for poll(), rounded up, capped at INT_MAX. */
+#define IODMA_OS_MIN_MS(ns) \
+	((ns) / 1000000u + 1 > 0x7fffffffu ? 0x7fffffffu : (ns) / 1000000u + 1)
 
 void *os_malloc(size_t len) { return malloc(len); }
 void *os_calloc(size_t n, size_t len) { return calloc(n, len); }
@@ -40,6 +48,43 @@ void os_rwlock_destroy(os_rwlock_t *l) { pthread_rwlock_destroy(l); }
 void os_rwlock_rdlock(os_rwlock_t *l) { pthread_rwlock_rdlock(l); }
 void os_rwlock_wrlock(os_rwlock_t *l) { pthread_rwlock_wrlock(l); }
 void os_rwlock_unlock(os_rwlock_t *l) { pthread_rwlock_unlock(l); }
+
+void os_cond_init(os_cond_t *c)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &a);
+	pthread_condattr_destroy(&a);
+}
+void os_cond_destroy(os_cond_t *c) { pthread_cond_destroy(c); }
+void os_cond_broadcast(os_cond_t *c) { pthread_cond_broadcast(c); }
+
+uint64_t os_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int os_cond_timedwait(os_cond_t *c, os_mutex_t *m, uint64_t deadline_ns)
+{
+	struct timespec ts;
+	int r;
+
+	if (deadline_ns == UINT64_MAX) {
+		pthread_cond_wait(c, m);
+		return 0;
+	}
+	if (os_now_ns() >= deadline_ns)
+		return -ETIMEDOUT;
+	ts.tv_sec = (time_t)(deadline_ns / 1000000000ull);
+	ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
+	r = pthread_cond_timedwait(c, m, &ts);
+	return r == ETIMEDOUT ? -ETIMEDOUT : 0;
+}
 
 /* urcu-bp registers a thread on its first read-side lock and unregisters it
  * when the thread exits, so callers never register anything.  The read
@@ -184,4 +229,191 @@ int os_virt_to_phys(const void *va, uint64_t *pa)
 		return -EPERM; /* PFNs hidden without CAP_SYS_ADMIN */
 	*pa = entry * pg + (v & (pg - 1));
 	return 0;
+}
+
+int os_map_fd_shared(int fd, uint64_t offset, uint64_t len, void **va)
+{
+	struct stat st;
+	void *p;
+
+	if (fd < 0 || len == 0 || len > SIZE_MAX || offset > (uint64_t)INT64_MAX ||
+	    len > (uint64_t)INT64_MAX - offset)
+		return -EINVAL;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	/* Touching a shared mapping past the end of its file raises SIGBUS:
+	 * refuse what is visibly short now (a hostile peer may still shrink
+	 * an unsealed file later). */
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < offset + len)
+		return -EINVAL;
+	p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		 (off_t)offset);
+	if (p == MAP_FAILED)
+		return -errno;
+	*va = p;
+	return 0;
+}
+
+void os_unmap(void *va, uint64_t len)
+{
+	if (va)
+		munmap(va, (size_t)len);
+}
+
+void os_close(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+#define OS_UNIX_MAX_FDS 8
+
+int os_unix_send(int fd, const void *buf, size_t len, const int *fds,
+		 size_t nfds, bool nonblock)
+{
+	union {
+		char buf[CMSG_SPACE(OS_UNIX_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	const char *p = buf;
+	size_t off = 0;
+
+	if (fd < 0 || (len && !buf) || nfds > OS_UNIX_MAX_FDS || (nfds && !fds) ||
+	    (nfds && !len))
+		return -EINVAL;
+	while (off < len) {
+		struct iovec iov = { .iov_base = (void *)(p + off),
+				     .iov_len = len - off };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t n;
+
+		if (off == 0 && nfds) {
+			struct cmsghdr *c;
+
+			memset(&ctl, 0, sizeof(ctl));
+			mh.msg_control = ctl.buf;
+			mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+			c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+			memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+		}
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL |
+			    (nonblock && off == 0 ? MSG_DONTWAIT : 0));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+/* Close the fds of every SCM_RIGHTS block in @mh. */
+static void cmsg_close_all(struct msghdr *mh)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+		size_t n;
+		int v;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			memcpy(&v, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			close(v);
+		}
+	}
+}
+
+int os_unix_recv(int fd, void *buf, size_t len, int *fds, size_t max_fds,
+		 size_t *nfds, uint64_t deadline_ns, size_t *got)
+{
+	/* Room for more fds than anyone may send, so that an excess is seen
+	 * (and closed) rather than truncated by the kernel. */
+	union {
+		char buf[CMSG_SPACE(4 * OS_UNIX_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	size_t first = *nfds, off = 0;
+	char *p = buf;
+	int ret = 0;
+
+	if (got)
+		*got = 0;
+	while (off < len) {
+		struct iovec iov = { .iov_base = p + off, .iov_len = len - off };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = ctl.buf,
+				     .msg_controllen = sizeof(ctl.buf) };
+		ssize_t n;
+
+		if (deadline_ns != UINT64_MAX) {
+			struct pollfd pfd = { .fd = fd, .events = POLLIN };
+			uint64_t now = os_now_ns();
+			int r;
+
+			if (now >= deadline_ns) {
+				ret = -ETIMEDOUT;
+				break;
+			}
+			r = poll(&pfd, 1, (int)IODMA_OS_MIN_MS(deadline_ns - now));
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0) {
+				ret = -errno;
+				break;
+			}
+			if (r == 0)
+				continue; /* the deadline check above ends it */
+		}
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = -errno;
+			break;
+		}
+		if (n == 0) {
+			cmsg_close_all(&mh);
+			ret = -ECONNRESET;
+			break;
+		}
+		if (mh.msg_flags & MSG_CTRUNC) {
+			cmsg_close_all(&mh);
+			ret = -EMSGSIZE;
+			break;
+		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c;
+		     c = CMSG_NXTHDR(&mh, c)) {
+			size_t k;
+
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int v;
+
+				memcpy(&v, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (*nfds < max_fds) {
+					fds[(*nfds)++] = v;
+				} else {
+					close(v);
+					ret = -EMSGSIZE;
+				}
+			}
+		}
+		off += (size_t)n;
+		if (ret)
+			break;
+	}
+	if (got)
+		*got = off;
+	if (ret) {
+		while (*nfds > first)
+			close(fds[--*nfds]);
+	}
+	return ret;
 }

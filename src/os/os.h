@@ -22,10 +22,12 @@
 /* A spinning lock: bare-metal code has no scheduler to sleep on. */
 typedef struct { atomic_flag f; } os_mutex_t;
 typedef struct { atomic_int v; } os_rwlock_t; /* >0 readers, -1 writer */
+typedef struct { atomic_uint seq; } os_cond_t;  /* spins: no scheduler */
 #else
 #include <pthread.h>
 typedef pthread_mutex_t os_mutex_t;
 typedef pthread_rwlock_t os_rwlock_t;
+typedef pthread_cond_t os_cond_t;
 #endif
 
 /* ---- memory for the library's own objects ------------------------------- */
@@ -44,6 +46,19 @@ void os_rwlock_destroy(os_rwlock_t *l);
 void os_rwlock_rdlock(os_rwlock_t *l);
 void os_rwlock_wrlock(os_rwlock_t *l);
 void os_rwlock_unlock(os_rwlock_t *l);
+
+/* Condition variables on the monotonic clock.  os_cond_timedwait() waits
+ * until signalled or until os_now_ns() >= @deadline_ns (UINT64_MAX = no
+ * deadline); it may wake spuriously, so callers loop on their predicate.
+ * Returns 0, or -ETIMEDOUT once the deadline has passed.  Freestanding:
+ * there is no clock, so a wait drops and retakes the mutex once and
+ * reports -ETIMEDOUT unless @deadline_ns is UINT64_MAX. */
+void os_cond_init(os_cond_t *c);
+void os_cond_destroy(os_cond_t *c);
+void os_cond_broadcast(os_cond_t *c);
+int os_cond_timedwait(os_cond_t *c, os_mutex_t *m, uint64_t deadline_ns);
+/* Monotonic time in ns (freestanding: 0). */
+uint64_t os_now_ns(void);
 
 /* ---- RCU: access sections ------------------------------------------------- */
 /* Waits until every read-side section open at the call has ended.
@@ -115,5 +130,36 @@ void os_pages_free(void *va, size_t len, int fd);
  * present).  The page is faulted in writable first where it can be, so a
  * never-written page does not report the kernel's shared zero page. */
 int os_virt_to_phys(const void *va, uint64_t *pa);
+
+/* ---- memory shared with another process (vhost-user) ---------------------- */
+/* Map @len bytes of @fd at @offset (both page multiples, len > 0) shared and
+ * writable.  A regular file or memfd must hold [offset, offset + len): a
+ * mapping past its end would raise SIGBUS on access (-EINVAL then).
+ * Returns 0 and *@va, or a negative errno (-ENOSYS freestanding). */
+int os_map_fd_shared(int fd, uint64_t offset, uint64_t len, void **va);
+/* Undo os_map_fd_shared(). */
+void os_unmap(void *va, uint64_t len);
+/* Close a file descriptor received from another process (< 0: no-op). */
+void os_close(int fd);
+
+/* ---- AF_UNIX messages with SCM_RIGHTS (vhost-user) ------------------------ */
+/* Send all @len bytes of @buf on the stream socket @fd, with @nfds fds (at
+ * most 8) attached to the first byte.  Never raises SIGPIPE.  With
+ * @nonblock a full socket is -EAGAIN before any byte went (a message
+ * begun is finished blocking).  Returns 0 or a negative errno (-ENOSYS
+ * freestanding). */
+int os_unix_send(int fd, const void *buf, size_t len, const int *fds,
+		 size_t nfds, bool nonblock);
+/* Receive exactly @len bytes into @buf from the stream socket @fd, waiting
+ * until os_now_ns() >= @deadline_ns at most (UINT64_MAX = no limit).  Fds
+ * that arrive with the bytes are stored in @fds (up to @max_fds; received
+ * close-on-exec) and counted in *@nfds (which the caller initialises; it
+ * is added to).  More fds than fit, or truncated control data: every fd
+ * received by this call is closed and -EMSGSIZE returned.  Returns 0;
+ * -ECONNRESET the peer closed the stream (*@got, if not NULL, says how many
+ * bytes came first); -ETIMEDOUT; or a negative errno (fds received by this
+ * call closed). */
+int os_unix_recv(int fd, void *buf, size_t len, int *fds, size_t max_fds,
+		 size_t *nfds, uint64_t deadline_ns, size_t *got);
 
 #endif /* IODMA_OS_H */

@@ -715,6 +715,77 @@ static void test_dirty_log_start_stop_race_with_writers(void **state)
 	iodma_memory_destroy(m);
 }
 
+/* The shared mode: marks land in a flat bitmap by 4 KiB guest-physical
+ * page (vhost-user's log), the owner harvests, a switch moves the marks to
+ * the new bitmap, stop forgets it. */
+static void test_dirty_log_shared_marks_flat_bitmap_by_gpa(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	uint8_t log1[64] = { 0 }, log2[64] = { 0 }, buf[8] = { 1 };
+	uint64_t bm[2];
+	void *va;
+
+	(void)state;
+	/* Region at 64 KiB: log byte 2 holds pages 16..23. */
+	assert_int_equal(iodma_memory_add_region(m, 0x10000, 0x10000, IODMA_REGION_ANON, &va), 0);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(NULL, log1, 64), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, NULL, 64), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, log1, 0), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, log1, UINT64_MAX / 4), -EINVAL);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, log1, 64), 0);
+	/* Per-region mode and harvesting are not for this mode. */
+	assert_int_equal(iodma_memory_dirty_log_start(m), -EBUSY);
+	assert_int_equal(iodma_memory_dirty_get_and_clear(m, 0x10000, PG, bm, 2), -EOPNOTSUPP);
+	/* A write across pages 17 and 18 (4 KiB pages, whatever the host's). */
+	assert_int_equal(iodma_memory_write(m, 0x11ffc, buf, 8), 0);
+	assert_int_equal(log1[2], (1u << 1) | (1u << 2));
+	assert_int_equal(iodma_memory_mark_dirty(m, 0x1f000, 0x1000), 0); /* page 31 */
+	assert_int_equal(log1[3], 1u << 7);
+	/* Outside every region: nothing marked, as in the per-region mode. */
+	assert_int_equal(iodma_memory_mark_dirty(m, 0x30000, 0x1000), -EFAULT);
+	assert_int_equal(log1[6], 0);
+	/* The owner clears; the library never does: a new write sets it again. */
+	log1[2] = 0;
+	assert_int_equal(iodma_memory_write(m, 0x10000, buf, 1), 0);
+	assert_int_equal(log1[2], 1u);
+	/* Switch: later marks go to the new bitmap only. */
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, log2, 64), 0);
+	assert_int_equal(iodma_memory_write(m, 0x13000, buf, 1), 0);
+	assert_int_equal(log2[2], 1u << 3);
+	assert_int_equal(log1[2], 1u);
+	/* A log shorter than the memory: pages past it are not marked. */
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, log2, 2), 0);
+	memset(log2, 0, sizeof(log2));
+	assert_int_equal(iodma_memory_write(m, 0x10000, buf, 1), 0);
+	for (size_t i = 0; i < sizeof(log2); i++)
+		assert_int_equal(log2[i], 0);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	assert_int_equal(iodma_memory_write(m, 0x13000, buf, 1), 0);
+	assert_int_equal(log2[2], 0);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), -EINVAL);
+	/* The per-region mode refuses the shared one while it runs. */
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, log1, 64), -EBUSY);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	iodma_memory_destroy(m);
+}
+
+static void test_dirty_log_shared_start_fail_nth_leaves_it_off(void **state)
+{
+	struct iodma_memory *m = mem_new();
+	uint8_t log[8] = { 0 }, b = 1;
+	void *va;
+
+	(void)state;
+	assert_int_equal(iodma_memory_add_region(m, 0, 0x8000, IODMA_REGION_ANON, &va), 0);
+	iodma_test_fail_alloc(1);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, log, 8), -ENOMEM);
+	assert_int_equal(iodma_memory_write(m, 0, &b, 1), 0);
+	assert_int_equal(log[0], 0);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), -EINVAL); /* still off */
+	iodma_memory_destroy(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -737,6 +808,8 @@ int main(void)
 		cmocka_unit_test(test_dirty_log_large_region_words),
 		cmocka_unit_test(test_dirty_log_migration_loses_no_write),
 		cmocka_unit_test(test_dirty_log_start_stop_race_with_writers),
+		cmocka_unit_test(test_dirty_log_shared_marks_flat_bitmap_by_gpa),
+		cmocka_unit_test(test_dirty_log_shared_start_fail_nth_leaves_it_off),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,7 +21,8 @@ static void test_strerror_names_every_documented_code(void **state)
 	static const int codes[] = { 0, -EINVAL, -ERANGE, -EEXIST, -ENOSPC,
 				     -ENOMEM, -ENOENT, -EFAULT, -EACCES, -EBUSY,
 				     -EOPNOTSUPP, -E2BIG, -EALREADY, -EIO, -EPERM,
-				     -EUCLEAN };
+				     -EUCLEAN, -EPROTO, -EBADMSG, -ETIMEDOUT,
+				     -ENOTCONN };
 	const char *unknown = iodma_strerror(-12345);
 
 	(void)state;

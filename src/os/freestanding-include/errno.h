@@ -14,6 +14,11 @@
 #define EINVAL 22
 #define ENOSPC 28
 #define ERANGE 34
+#define ENOSYS 38
+#define EPROTO 71
+#define EBADMSG 74
+#define ENOTCONN 107
+#define ETIMEDOUT 110
 #define EOPNOTSUPP 95
 #define EALREADY 114
 #define EUCLEAN 117
