@@ -89,7 +89,17 @@ int os_cond_timedwait(os_cond_t *c, os_mutex_t *m, uint64_t deadline_ns)
 /* urcu-bp registers a thread on its first read-side lock and unregisters it
  * when the thread exits, so callers never register anything.  The read
  * side is inline in os.h. */
+#if defined(__SANITIZE_THREAD__)
+char os_rcu_tsan_hb; /* see os_rcu_read_unlock() */
+
+void os_synchronize_rcu(void)
+{
+	urcu_bp_synchronize_rcu();
+	__tsan_acquire(&os_rcu_tsan_hb);
+}
+#else
 void os_synchronize_rcu(void) { urcu_bp_synchronize_rcu(); }
+#endif
 
 _Thread_local unsigned int os_tls_slot;
 

@@ -93,8 +93,23 @@ unsigned int os_thread_slot(void);
 #endif
 #include <urcu/urcu-bp.h>
 
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer cannot see liburcu's grace periods (the read side is a
+ * plain TLS store, the writer uses membarrier): every section end releases
+ * one token that os_synchronize_rcu() acquires once the grace period is
+ * over, which is exactly the order the grace period guarantees. */
+#include <sanitizer/tsan_interface.h>
+extern char os_rcu_tsan_hb;
+static inline void os_rcu_read_lock(void) { urcu_bp_read_lock(); }
+static inline void os_rcu_read_unlock(void)
+{
+	__tsan_release(&os_rcu_tsan_hb);
+	urcu_bp_read_unlock();
+}
+#else
 static inline void os_rcu_read_lock(void) { urcu_bp_read_lock(); }
 static inline void os_rcu_read_unlock(void) { urcu_bp_read_unlock(); }
+#endif
 
 extern _Thread_local unsigned int os_tls_slot; /* slot + 1; 0 = none yet */
 unsigned int os_thread_slot_assign(void);
