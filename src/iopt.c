@@ -63,19 +63,17 @@ static inline _Atomic uint64_t *node_of(uint64_t e)
 
 /* ---- lookups -------------------------------------------------------------- */
 
-bool iopt_lookup_high(const struct iopt *t, uint64_t iova, struct iopt_hit *h)
+struct iopt_leaf iopt_walk_high(const struct iopt *t, uint64_t iova)
 {
 	const _Atomic uint64_t *n = t->hi_root;
 	unsigned int level = t->hi_level;
-	uint64_t e, mask;
+	uint64_t e;
 
 	if (iova > t->last) {
 		/* Above the input width (with W <= 48, everything at or above
-		 * fast_limit is): nothing up to 2^64.  iova > 0 here. */
-		h->entry = 0;
-		h->target = 0;
-		h->len = 0 - iova;
-		return false;
+		 * fast_limit is): empty up to 2^64.  Mask ~0 makes the hit's
+		 * len 0 - iova = 2^64 - iova (iova > 0 here). */
+		return (struct iopt_leaf){ .entry = 0, .mask = ~0ull };
 	}
 	assert(n); /* W > 48: the high root exists */
 	for (;;) {
@@ -83,16 +81,11 @@ bool iopt_lookup_high(const struct iopt *t, uint64_t iova, struct iopt_hit *h)
 
 		e = atomic_load_explicit(&n[(iova >> s) & (IOPT_NODE_ENTRIES - 1)],
 					 memory_order_acquire);
-		mask = (1ull << s) - 1;
 		if (!(e & IOPT_TABLE) || level == 0)
-			break;
+			return (struct iopt_leaf){ .entry = e, .mask = (1ull << s) - 1 };
 		n = iopt_node(e);
 		level--;
 	}
-	h->entry = e;
-	h->target = (e & IOPT_ADDR) + (iova & mask);
-	h->len = mask - (iova & mask) + 1;
-	return (e & IOPT_PRESENT) != 0;
 }
 
 uint64_t iopt_hole(const struct iopt *t, uint64_t iova, uint64_t max)

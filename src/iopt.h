@@ -23,8 +23,9 @@
  *     1       IOPT_W       device may write   (== IODMA_PERM_WRITE)
  *     0       IOPT_R       device may read    (== IODMA_PERM_READ)
  *   0 is an empty slot.  Because the permission bits equal IODMA_PERM_*, a
- *   caller checks "present with @perm" as (entry & need) == need with
- *   need = perm | IOPT_PRESENT.
+ *   caller checks "present with @perm" (perm != 0) as (entry & perm) ==
+ *   perm: a lookup only returns a leaf or 0 (a TABLE word never comes back,
+ *   and would have bits 0-1 clear anyway), and a leaf always has PRESENT.
  *
  *   Bits each level decodes, for an input width W (iopt_init; IOVAs at or
  *   above 2^W are "not mapped"):
@@ -53,11 +54,11 @@
  *   and unmap (a 64 KiB mapping is 16 level-0 entries).
  *
  * Threads
- *   Lookups (iopt_lookup, iopt_lookup_high) take no lock and make no RCU
+ *   Lookups (iopt_lookup, iopt_walk_high, iopt_hole) take no lock and make no RCU
  *   call: plain acquire loads down the levels.  The caller is inside
  *   whatever access section keeps the *target memory* alive; the table's
  *   own nodes never go away while the table lives.  Writers (reserve, map,
- *   unmap, fini, stats, hole) are serialised by the caller (the domain's
+ *   unmap, fini, stats) are serialised by the caller (the domain's
  *   map_lock).  A writer fills a new node with zeros and publishes it with
  *   a release store; leaves are published and cleared with release stores.
  *   An entry is one word, so a reader sees a mapping whole or not at all;
@@ -112,8 +113,7 @@
  *     have seen the range.  A backend failure re-maps with iopt_map() (the
  *     nodes are still there: it cannot fail).
  *   - translate: inside the access section, iopt_lookup(); the hit is
- *     (h.entry & need) == need, need = perm | IOPT_PRESENT, and not
- *     IOPT_NO_VA; the slice is h.target for min(left, h.len) bytes; the
+ *     (h.entry & perm) == perm and not IOPT_NO_VA; the slice is h.target for min(left, h.len) bytes; the
  *     caller loops for multi-page requests and merges slices whose host
  *     addresses are contiguous.  A miss reports IODMA_FAULT_NOT_MAPPED for
  *     iopt_hole() bytes (or h.len, a lower bound, on the hot path), a
@@ -195,8 +195,25 @@ static inline const _Atomic uint64_t *iopt_node(uint64_t e)
 	return (const _Atomic uint64_t *)(uintptr_t)(e - IOPT_TABLE);
 }
 
+/* A leaf word and the offset mask of its block (size - 1); two words, so
+ * the out-of-line walk returns them in registers and the caller's
+ * struct iopt_hit never has to live in memory. */
+struct iopt_leaf {
+	uint64_t entry;
+	uint64_t mask;
+};
+
 /* Out of line: IOVAs at or above fast_limit (high window or not mapped). */
-bool iopt_lookup_high(const struct iopt *t, uint64_t iova, struct iopt_hit *h);
+struct iopt_leaf iopt_walk_high(const struct iopt *t, uint64_t iova);
+
+static inline __attribute__((always_inline)) bool
+iopt_hit_fill(uint64_t e, uint64_t mask, uint64_t iova, struct iopt_hit *h)
+{
+	h->entry = e;
+	h->target = (e & IOPT_ADDR) | (iova & mask);
+	h->len = mask + 1 - (iova & mask);
+	return (e & IOPT_PRESENT) != 0;
+}
 
 /**
  * iopt_lookup() - Find the leaf that maps @iova.
@@ -207,7 +224,9 @@ bool iopt_lookup_high(const struct iopt *t, uint64_t iova, struct iopt_hit *h);
  *
  * The walk an IOMMU does: three acquire loads (root, L1, L0) for an IOVA
  * below 2^min(W,48), stopping early at a 1 GiB or 2 MiB leaf or an empty
- * slot; higher IOVAs go out of line.  No permission check: the caller
+ * slot; higher IOVAs go out of line.  Each level's exit has its own
+ * constant block mask, so the common 4 KiB hit is straight-line code after
+ * the two "points to a node" branches.  No permission check: the caller
  * tests h->entry (the IOPT_R/IOPT_W bits equal IODMA_PERM_*).
  *
  * Context: lock-free; any thread, concurrently with one writer.  The
@@ -219,29 +238,28 @@ bool iopt_lookup_high(const struct iopt *t, uint64_t iova, struct iopt_hit *h);
 static inline __attribute__((always_inline)) bool
 iopt_lookup(const struct iopt *t, uint64_t iova, struct iopt_hit *h)
 {
-	uint64_t e, mask;
+	uint64_t e;
 
-	if (__builtin_expect(iova >= t->fast_limit, 0))
-		return iopt_lookup_high(t, iova, h);
+	if (__builtin_expect(iova >= t->fast_limit, 0)) {
+		struct iopt_leaf l = iopt_walk_high(t, iova);
+
+		return iopt_hit_fill(l.entry, l.mask, iova, h);
+	}
+	/* The 4 KiB path falls through; 2 MiB / 1 GiB leaves and holes take
+	 * one taken branch more. */
 	e = atomic_load_explicit(&t->root[iova >> IOPT_L2_SHIFT],
 				 memory_order_acquire);
-	mask = (1ull << IOPT_L2_SHIFT) - 1;
-	if (e & IOPT_TABLE) {
-		e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
-						       (IOPT_NODE_ENTRIES - 1)],
-					 memory_order_acquire);
-		mask = (1ull << IOPT_L1_SHIFT) - 1;
-		if (e & IOPT_TABLE) {
-			e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
-							       (IOPT_NODE_ENTRIES - 1)],
-						 memory_order_acquire);
-			mask = (1ull << IOPT_L0_SHIFT) - 1;
-		}
-	}
-	h->entry = e;
-	h->target = (e & IOPT_ADDR) + (iova & mask);
-	h->len = mask + 1 - (iova & mask);
-	return (e & IOPT_PRESENT) != 0;
+	if (__builtin_expect(!(e & IOPT_TABLE), 0))
+		return iopt_hit_fill(e, (1ull << IOPT_L2_SHIFT) - 1, iova, h);
+	e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
+					       (IOPT_NODE_ENTRIES - 1)],
+				 memory_order_acquire);
+	if (__builtin_expect(!(e & IOPT_TABLE), 0))
+		return iopt_hit_fill(e, (1ull << IOPT_L1_SHIFT) - 1, iova, h);
+	e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
+					       (IOPT_NODE_ENTRIES - 1)],
+				 memory_order_acquire);
+	return iopt_hit_fill(e, (1ull << IOPT_L0_SHIFT) - 1, iova, h);
 }
 
 /**
