@@ -77,8 +77,14 @@
  *   and on Linux backed only where touched) and the high levels.  The cost
  *   of keeping nodes: a mapping later made over space that once held
  *   smaller ones is stored at the levels of the nodes that stayed (a 1 GiB
- *   map where a 4 KiB map once was becomes 512 2 MiB entries): correct,
- *   one more load, no more memory.
+ *   map where a 4 KiB map once was becomes 511 2 MiB entries and 512 4 KiB
+ *   ones): correct, one more load, no more memory, but map and unmap then
+ *   cost O(leaves), and an unmap scans the nodes under its range.  The
+ *   fix, when that matters (vIOMMU guests that reuse IOVA space with
+ *   different sizes): let unmap clear a parent slot whose node became
+ *   empty and put the node on a retire list that the owner frees after
+ *   the access-section wait it already does at the end of every unmap
+ *   (the same wait that protects the target memory protects the node).
  *
  * Preconditions (checked; a violation is an error that changes nothing)
  *   - map and reserve never overlap a present entry (-EEXIST): the domain
