@@ -20,7 +20,8 @@
  *                           touches its own leaf page, in both tables);
  *   2M x1024, 1G x16        2 MiB / 1 GiB mappings, targets aligned.
  * Printed: ns per lookup (median of 5 runs, thread CPU time), the ratio,
- * and, when valgrind is installed, instructions per lookup from callgrind
+ * for independent lookups (throughput) and for a chain where each key
+ * depends on the previous result (latency: 3 dependent loads vs 2), and, when valgrind is installed, instructions per lookup from callgrind
  * (the bench re-runs itself under it; --no-ir skips that), with the
  * ratio, and the same net of an empty loop that only sums the keys.  Then
  * table bytes per mapping at 65,536 dense and sparse 4 KiB mappings.
@@ -173,6 +174,46 @@ loop_iopt(const struct iopt *t, const uint64_t *keys, size_t n)
 	return acc;
 }
 
+/* Latency: each key depends on the previous result (target >> 63 is 0,
+ * which the compiler cannot know), so lookups cannot overlap: the cost of
+ * the dependent loads themselves, as when a device model translates a
+ * descriptor address it just read. */
+#define DEP_LOOP(name, PROBE)                                                 \
+static __attribute__((noinline)) uint64_t                                     \
+name(const struct radix *r, const uint64_t *keys, size_t n)                   \
+{                                                                             \
+	uint64_t acc = 0, out = 0, len;                                       \
+                                                                              \
+	for (size_t i = 0; i < n; i++) {                                      \
+		if (PROBE(r, keys[i] + (out >> 63), PERM_R, &out, &len) &&    \
+		    len >= 8)                                                 \
+			acc += out;                                           \
+		else                                                          \
+			acc += 1;                                             \
+	}                                                                     \
+	return acc;                                                           \
+}
+DEP_LOOP(dep_radix_4k, radix_probe_4k)
+DEP_LOOP(dep_radix_2m, radix_probe_2m)
+
+static __attribute__((noinline)) uint64_t
+dep_iopt(const struct iopt *t, const uint64_t *keys, size_t n)
+{
+	uint64_t acc = 0, out = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct iopt_hit h;
+
+		iopt_lookup(t, keys[i] + (out >> 63), &h);
+		out = h.target;
+		if ((h.entry & PERM_R) == PERM_R && h.len >= 8)
+			acc += h.target;
+		else
+			acc += 1;
+	}
+	return acc;
+}
+
 static __attribute__((noinline)) uint64_t
 loop_empty(const uint64_t *keys, size_t n)
 {
@@ -260,6 +301,12 @@ static uint64_t run_radix(const struct setup *s, size_t n)
 {
 	return s->mlen == 4096 ? loop_radix_4k(s->r, s->keys, n)
 			       : loop_radix_2m(s->r, s->keys, n);
+}
+
+static uint64_t dep_radix(const struct setup *s, size_t n)
+{
+	return s->mlen == 4096 ? dep_radix_4k(s->r, s->keys, n)
+			       : dep_radix_2m(s->r, s->keys, n);
 }
 
 /* ---- instruction counts: this program again, under callgrind ------------ */
@@ -387,7 +434,7 @@ static void memory_report(void)
 int main(int argc, char **argv)
 {
 	const size_t nc = sizeof(cases) / sizeof(cases[0]);
-	double ns[sizeof(cases) / sizeof(cases[0])][2];
+	double ns[sizeof(cases) / sizeof(cases[0])][4];
 	double ir[sizeof(cases) / sizeof(cases[0])][IR_PER_CASE];
 	bool have_ir = false, no_ir = false;
 
@@ -398,7 +445,7 @@ int main(int argc, char **argv)
 			no_ir = true;
 	}
 	for (size_t c = 0; c < nc; c++) {
-		double vr[BENCH_RUNS], vi[BENCH_RUNS];
+		double vr[BENCH_RUNS], vi[BENCH_RUNS], dr[BENCH_RUNS], di[BENCH_RUNS];
 		struct setup s;
 		uint64_t sr, si;
 
@@ -406,7 +453,7 @@ int main(int argc, char **argv)
 		sr = run_radix(&s, NKEYS); /* warm-up, and the sums to compare */
 		si = loop_iopt(&s.t, s.keys, NKEYS);
 		sink = sr;
-		if (sr != si) {
+		if (sr != si || dep_radix(&s, NKEYS) != dep_iopt(&s.t, s.keys, NKEYS)) {
 			fprintf(stderr, "%s: radix and iopt disagree\n", cases[c].name);
 			return 1;
 		}
@@ -418,9 +465,17 @@ int main(int argc, char **argv)
 			t0 = bench_cpu_ns();
 			sink += loop_iopt(&s.t, s.keys, NKEYS);
 			vi[k] = (bench_cpu_ns() - t0) / NKEYS;
+			t0 = bench_cpu_ns();
+			sink += dep_radix(&s, NKEYS);
+			dr[k] = (bench_cpu_ns() - t0) / NKEYS;
+			t0 = bench_cpu_ns();
+			sink += dep_iopt(&s.t, s.keys, NKEYS);
+			di[k] = (bench_cpu_ns() - t0) / NKEYS;
 		}
 		ns[c][0] = bench_median(vr, BENCH_RUNS);
 		ns[c][1] = bench_median(vi, BENCH_RUNS);
+		ns[c][2] = bench_median(dr, BENCH_RUNS);
+		ns[c][3] = bench_median(di, BENCH_RUNS);
 		teardown(&s);
 	}
 	if (!no_ir)
@@ -429,14 +484,16 @@ int main(int argc, char **argv)
 	printf("bench_iopt: lookup of 8 bytes, read permission (W = 48, 4 KiB granule)\n");
 	printf("time: median of %d runs of %u random keys, thread CPU ns per lookup\n",
 	       BENCH_RUNS, NKEYS);
-	printf("  %-18s %9s %9s %7s", "case", "radix ns", "iopt ns", "ratio");
+	printf("  %-18s %9s %9s %7s | %9s %9s %7s", "case", "radix ns", "iopt ns", "ratio",
+	       "dep radix", "dep iopt", "ratio");
 	if (have_ir)
 		printf(" | %8s %8s %6s | %6s %8s %8s %6s", "radix Ir", "iopt Ir", "ratio",
 		       "loop", "radix-", "iopt-", "ratio");
 	printf("\n");
 	for (size_t c = 0; c < nc; c++) {
-		printf("  %-18s %9.2f %9.2f %6.2fx", cases[c].name, ns[c][0], ns[c][1],
-		       ns[c][1] / ns[c][0]);
+		printf("  %-18s %9.2f %9.2f %6.2fx | %9.2f %9.2f %6.2fx", cases[c].name,
+		       ns[c][0], ns[c][1], ns[c][1] / ns[c][0], ns[c][2], ns[c][3],
+		       ns[c][3] / ns[c][2]);
 		if (have_ir) {
 			double net_r = ir[c][0] - ir[c][2], net_i = ir[c][1] - ir[c][2];
 
@@ -446,6 +503,8 @@ int main(int argc, char **argv)
 		}
 		printf("\n");
 	}
+	printf("  ns: independent lookups (throughput); dep: each key depends on the\n"
+	       "  previous result (latency of the dependent loads)\n");
 	if (have_ir)
 		printf("  Ir: callgrind instructions per lookup (%u keys); \"loop\" is an empty\n"
 		       "  loop summing the keys, and radix-/iopt- are net of it\n", IR_KEYS);
