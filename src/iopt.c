@@ -12,7 +12,8 @@
  *   INSTALL  install those nodes, taken from a list allocated in between;
  *   WRITE    store the leaves;
  *   UCHECK   unmap: refuse a leaf the range would bisect;
- *   UCLEAR   unmap: clear the leaves.
+ *   UCLEAR   unmap: clear the leaves;
+ *   PRUNE    unhook the nodes left empty and retire them.
  * The leaf rule (visit_slot): a level-0..2 slot becomes a leaf when the
  * range covers its whole block, the target of the block's first byte is
  * aligned to the block size and the slot does not already point to a node
@@ -33,7 +34,21 @@ static_assert((IOPT_MAP_FLAGS & (IOPT_PRESENT | IOPT_TABLE | IOPT_ADDR)) == 0,
 
 #define NODE_BYTES (IOPT_NODE_ENTRIES * sizeof(uint64_t))
 
-enum walk_mode { W_PLAN, W_INSTALL, W_WRITE, W_UCHECK, W_UCLEAR };
+/* Writer-only bookkeeping, after each node's 512 entries (readers never
+ * look past the entries). */
+struct node_meta {
+	uint32_t live;          /* non-zero entries in the node */
+	void *next;             /* the retired list (iopt_prune) */
+};
+
+#define NODE_ALLOC (NODE_BYTES + sizeof(struct node_meta))
+
+static inline struct node_meta *meta_of(_Atomic uint64_t *n)
+{
+	return (struct node_meta *)(void *)((char *)n + NODE_BYTES);
+}
+
+enum walk_mode { W_PLAN, W_INSTALL, W_WRITE, W_UCHECK, W_UCLEAR, W_PRUNE };
 
 struct walk {
 	enum walk_mode mode;
@@ -155,10 +170,34 @@ static void free_below(_Atomic uint64_t *n, uint64_t entries, unsigned int level
 	}
 }
 
+void *iopt_retired_take(struct iopt *t)
+{
+	void *list = t->retired;
+
+	t->retired = NULL;
+	t->nr_retired = 0;
+	return list;
+}
+
+size_t iopt_retired_free(void *list)
+{
+	size_t n = 0;
+
+	while (list) {
+		void *next = meta_of(list)->next;
+
+		iodma_free(list);
+		list = next;
+		n++;
+	}
+	return n;
+}
+
 void iopt_fini(struct iopt *t)
 {
 	if (!t || !t->root)
 		return;
+	iopt_retired_free(iopt_retired_take(t));
 	free_below(t->root, t->root_entries, 2);
 	iodma_free(t->root);
 	if (t->hi_root) {
@@ -172,18 +211,22 @@ void iopt_get_stats(const struct iopt *t, struct iopt_stats *st)
 {
 	st->nodes = t->nodes;
 	st->leaves = t->leaves;
-	st->bytes = t->nodes * NODE_BYTES + (size_t)t->root_entries * sizeof(uint64_t) +
+	st->retired = t->nr_retired;
+	st->bytes = (t->nodes + t->nr_retired) * NODE_ALLOC +
+		    (size_t)t->root_entries * sizeof(uint64_t) +
 		    (t->hi_root ? NODE_BYTES : 0);
 }
 
 /* ---- the traversal ------------------------------------------------------ */
 
 static void visit_node(struct iopt *t, struct walk *w, _Atomic uint64_t *n,
-		       uint64_t entries, unsigned int level, uint64_t start);
+		       struct node_meta *m, uint64_t entries, unsigned int level,
+		       uint64_t start);
 
-/* Slot @slot holds a level-@level entry for the block starting at @start. */
+/* Slot @slot, in the node whose bookkeeping is @pm (NULL for the roots),
+ * holds a level-@level entry for the block starting at @start. */
 static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
-		       unsigned int level, uint64_t start)
+		       struct node_meta *pm, unsigned int level, uint64_t start)
 {
 	unsigned int s = level_shift(level);
 	uint64_t blast = start + ((1ull << s) - 1); /* s <= 57: no wrap */
@@ -195,7 +238,10 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 	switch (w->mode) {
 	case W_UCHECK:
 	case W_UCLEAR:
+	case W_PRUNE:
 		if (e & IOPT_PRESENT) {
+			if (w->mode == W_PRUNE)
+				return;
 			if (!whole) {
 				w->err = -EINVAL; /* the range bisects this leaf */
 				return;
@@ -203,10 +249,26 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 			if (w->mode == W_UCLEAR) {
 				atomic_store_explicit(slot, 0, memory_order_release);
 				t->leaves--;
+				if (pm)
+					pm->live--;
 				w->unmapped += 1ull << s;
 			}
 		} else if (e & IOPT_TABLE) {
-			visit_node(t, w, node_of(e), IOPT_NODE_ENTRIES, level - 1, start);
+			child = node_of(e);
+			visit_node(t, w, child, meta_of(child), IOPT_NODE_ENTRIES,
+				   level - 1, start);
+			if (w->mode == W_PRUNE && meta_of(child)->live == 0) {
+				/* Empty: unhook it.  A reader may still be
+				 * inside (it reads zeros); the owner frees it
+				 * after its wait (iopt_retired_take/free). */
+				atomic_store_explicit(slot, 0, memory_order_release);
+				if (pm)
+					pm->live--;
+				meta_of(child)->next = t->retired;
+				t->retired = child;
+				t->nodes--;
+				t->nr_retired++;
+			}
 		}
 		return;
 	case W_PLAN:
@@ -227,6 +289,8 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 						     IOPT_ADDR) | w->flags | IOPT_PRESENT,
 					      memory_order_release);
 			t->leaves++;
+			if (pm)
+				pm->live++;
 		}
 		return;
 	}
@@ -249,6 +313,8 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 			atomic_store_explicit(slot, (uint64_t)(uintptr_t)child | IOPT_TABLE,
 					      memory_order_release);
 			t->nodes++;
+			if (pm)
+				pm->live++;
 			break;
 		default:
 			/* WRITE runs only after a PLAN that found nothing missing. */
@@ -257,12 +323,16 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 			return;
 		}
 	}
-	visit_node(t, w, child, IOPT_NODE_ENTRIES, level - 1, start);
+	/* (zero_node has no bookkeeping; PLAN never touches it.) */
+	visit_node(t, w, child, child == zero_node ? NULL : meta_of(child),
+		   IOPT_NODE_ENTRIES, level - 1, start);
 }
 
-/* @n holds @entries level-@level entries, the first for the block at @start. */
+/* @n (bookkeeping @m, NULL for the roots) holds @entries level-@level
+ * entries, the first for the block at @start. */
 static void visit_node(struct iopt *t, struct walk *w, _Atomic uint64_t *n,
-		       uint64_t entries, unsigned int level, uint64_t start)
+		       struct node_meta *m, uint64_t entries, unsigned int level,
+		       uint64_t start)
 {
 	unsigned int s = level_shift(level);
 	uint64_t first, last, nlast;
@@ -277,10 +347,10 @@ static void visit_node(struct iopt *t, struct walk *w, _Atomic uint64_t *n,
 	for (uint64_t i = first; i <= last && !w->err; i++) {
 		/* Unmap skips empty slots here: unmap_all scans the 2^18
 		 * root entries of a 48-bit table. */
-		if ((w->mode == W_UCHECK || w->mode == W_UCLEAR) &&
+		if ((w->mode == W_UCHECK || w->mode == W_UCLEAR || w->mode == W_PRUNE) &&
 		    atomic_load_explicit(&n[i], memory_order_relaxed) == 0)
 			continue;
-		visit_slot(t, w, &n[i], level, start + (i << s));
+		visit_slot(t, w, &n[i], m, level, start + (i << s));
 	}
 }
 
@@ -291,12 +361,12 @@ static int walk(struct iopt *t, struct walk *w)
 
 	w->err = 0;
 	if (lo < t->fast_limit)
-		visit_node(t, w, t->root, t->root_entries, 2, 0);
+		visit_node(t, w, t->root, NULL, t->root_entries, 2, 0);
 	if (!w->err && w->hi >= t->fast_limit && t->hi_root) {
 		/* The high window starts at 2^48: its entries for lower IOVAs
 		 * are never used. */
 		w->lo = IODMA_MAX(lo, t->fast_limit);
-		visit_node(t, w, t->hi_root, IOPT_NODE_ENTRIES, t->hi_level, 0);
+		visit_node(t, w, t->hi_root, NULL, IOPT_NODE_ENTRIES, t->hi_level, 0);
 		w->lo = lo;
 	}
 	return w->err;
@@ -343,7 +413,7 @@ int iopt_reserve(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target)
 		return err;
 	/* All or nothing: allocate every node before installing any. */
 	for (size_t i = 0; i < w.need; i++) {
-		uint64_t *n = iodma_calloc(IOPT_NODE_ENTRIES, sizeof(uint64_t));
+		uint64_t *n = iodma_calloc(1, NODE_ALLOC);
 
 		if (!n) {
 			while (pool) {
@@ -407,5 +477,21 @@ int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped)
 	assert(err == 0);
 	if (unmapped)
 		*unmapped = w.unmapped;
+	return err;
+}
+
+int iopt_prune(struct iopt *t, uint64_t iova, uint64_t len)
+{
+	struct walk w = { .mode = W_PRUNE, .lo = iova };
+	int err;
+
+	if (!t || !t->root)
+		return -EINVAL;
+	err = range_check(t, iova, len);
+	if (err)
+		return err;
+	w.hi = range_last(iova, len);
+	err = walk(t, &w);
+	assert(err == 0);
 	return err;
 }

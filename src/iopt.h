@@ -54,37 +54,43 @@
  *   and unmap (a 64 KiB mapping is 16 level-0 entries).
  *
  * Threads
- *   Lookups (iopt_lookup, iopt_walk_high, iopt_hole) take no lock and make no RCU
- *   call: plain acquire loads down the levels.  The caller is inside
- *   whatever access section keeps the *target memory* alive; the table's
- *   own nodes never go away while the table lives.  Writers (reserve, map,
- *   unmap, fini, stats) are serialised by the caller (the domain's
- *   map_lock).  A writer fills a new node with zeros and publishes it with
+ *   Lookups (iopt_lookup, iopt_walk_high, iopt_hole) take no lock and make
+ *   no RCU call: plain acquire loads down the levels.  The caller is inside
+ *   an access section (the domain's RCU read side), which keeps both the
+ *   target memory and the table's nodes alive: a node is freed only by
+ *   iopt_retired_free(), which the owner calls after waiting for the
+ *   sections open when the node was unhooked.  Writers (reserve, map,
+ *   unmap, prune, retired_take, fini, stats) are serialised by the caller
+ *   (the domain's map_lock).  A writer fills a new node with zeros and publishes it with
  *   a release store; leaves are published and cleared with release stores.
  *   An entry is one word, so a reader sees a mapping whole or not at all;
  *   it may see a mapping that an unmap in progress is clearing (the owner
  *   waits for access sections after the clear, see below).
  *
  * Node lifetime and memory bound
- *   Nodes are allocated by iopt_reserve() and never freed before
- *   iopt_fini(): an empty node stays, as SPDK's mem map keeps its 2nd-level
- *   maps.  So a reader can never follow a pointer into freed or reused
- *   memory, and no grace period or deferred free is needed anywhere.  The
- *   bound is the IOVA span ever mapped, not the number of maps: at most one
- *   4 KiB L0 node per 2 MiB of IOVA space that ever held a sub-2 MiB block
- *   (0.2% of it), one L1 node per GiB that held a sub-1 GiB block, the root
- *   (8 bytes per GiB of the low window: 2 MiB at W >= 48, allocated zeroed
- *   and on Linux backed only where touched) and the high levels.  The cost
- *   of keeping nodes: a mapping later made over space that once held
- *   smaller ones is stored at the levels of the nodes that stayed (a 1 GiB
- *   map where a 4 KiB map once was becomes 511 2 MiB entries and 512 4 KiB
- *   ones): correct, one more load, no more memory, but map and unmap then
- *   cost O(leaves), and an unmap scans the nodes under its range.  The
- *   fix, when that matters (vIOMMU guests that reuse IOVA space with
- *   different sizes): let unmap clear a parent slot whose node became
- *   empty and put the node on a retire list that the owner frees after
- *   the access-section wait it already does at the end of every unmap
- *   (the same wait that protects the target memory protects the node).
+ *   iopt_reserve() allocates nodes (4 KiB of entries + 16 bytes of writer
+ *   bookkeeping: how many entries are non-zero).  iopt_unmap() only clears
+ *   leaves, so an unmap can be undone by iopt_map() without allocating;
+ *   once the unmap is final the owner calls iopt_prune(), which unhooks
+ *   every node left empty (its parent slot goes to 0 with a release store)
+ *   and puts it on a retired list.  A reader already inside reads zeros,
+ *   i.e. "not mapped", which is what the unmap made true.  The owner takes
+ *   the list under its writer lock (iopt_retired_take) and frees it after
+ *   the access-section wait it does at the end of every unmap anyway
+ *   (iopt_retired_free): the wait that protects the target memory
+ *   protects the node, so there is no extra grace period.  Nodes never
+ *   move and are never reused while reachable, so a reader can never land
+ *   in the wrong part of the table.  Memory is bounded by what is live:
+ *   one L0 node per 2 MiB block holding a sub-2 MiB leaf, one L1 node per
+ *   GiB holding a sub-1 GiB leaf, the high levels above them, plus the
+ *   root (8 bytes per GiB of the low window: 2 MiB at W >= 48, allocated
+ *   zeroed and on Linux backed only where touched; SPDK keeps the same
+ *   2 MiB top level) and what waits to be freed.  Nodes installed by a
+ *   reserve whose map never came (the backend failed) stay empty until a
+ *   prune over them, or fini.  Without pruning, a 1 GiB mapping made where
+ *   a 4 KiB one used to be would be stored in the node that stayed (511
+ *   2 MiB + 512 4 KiB leaves: correct, but map and unmap then cost
+ *   O(leaves)); with it, it is one entry again.
  *
  * Preconditions (checked; a violation is an error that changes nothing)
  *   - map and reserve never overlap a present entry (-EEXIST): the domain
@@ -115,9 +121,10 @@
  *     backend is told and before any listener hears of it (bug 4: a
  *     listener freeing memory while the device still translates into it);
  *     then the backend unmap and its IOTLB flush, the listeners, the
- *     B-tree removal, and last the wait for the access sections that could
- *     have seen the range.  A backend failure re-maps with iopt_map() (the
- *     nodes are still there: it cannot fail).
+ *     B-tree removal, iopt_prune() and iopt_retired_take(); map_lock
+ *     dropped; the wait for the access sections that could have seen the
+ *     range; iopt_retired_free().  A backend failure re-maps with
+ *     iopt_map() alone (not pruned yet: it cannot fail).
  *   - translate: inside the access section, iopt_lookup(); the hit is
  *     (h.entry & perm) == perm and not IOPT_NO_VA; the slice is h.target for min(left, h.len) bytes; the
  *     caller loops for multi-page requests and merges slices whose host
@@ -176,8 +183,10 @@ struct iopt {
 	unsigned int width;         /* W */
 	uint64_t granule;           /* alignment of map/reserve/unmap */
 	uint64_t root_entries;      /* 2^(max(min(W,48),30) - 30) */
-	size_t nodes;               /* 4 KiB nodes allocated (root excluded) */
+	size_t nodes;               /* nodes in the tree (roots excluded) */
 	size_t leaves;              /* present leaf entries */
+	void *retired;              /* nodes pruned, not yet taken */
+	size_t nr_retired;
 };
 
 /* What a lookup found. */
@@ -190,9 +199,10 @@ struct iopt_hit {
 };
 
 struct iopt_stats {
-	size_t nodes;       /* 4 KiB nodes (levels below the root, high levels) */
+	size_t nodes;       /* nodes in the tree (below the roots) */
 	size_t leaves;      /* present leaf entries */
-	size_t bytes;       /* nodes * 4 KiB + the root (+ the high root) */
+	size_t retired;     /* pruned nodes not yet taken (iopt_retired_take) */
+	size_t bytes;       /* (nodes + retired) * (4 KiB + 16) + the roots */
 };
 
 /* The entries of the node an IOPT_TABLE word points to. */
@@ -345,7 +355,8 @@ int iopt_map(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target,
  *
  * Gaps are allowed (DmaTarget::unmap_dma); a leaf that the range would
  * bisect is refused before anything is cleared.  Each leaf is cleared with
- * a release store; nodes stay (see "Node lifetime").  When this returns no
+ * a release store; nodes stay hooked until iopt_prune() (see "Node
+ * lifetime").  Never allocates.  When this returns no
  * lookup that *starts* afterwards finds the range; a lookup already under
  * way may still return a leaf it loaded before: waiting for those is the
  * owner's access-section wait.
@@ -356,6 +367,44 @@ int iopt_map(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target,
  *          nothing was cleared.
  */
 int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped);
+
+/**
+ * iopt_prune() - Unhook the nodes under [iova, iova + len) that hold no
+ *                entry, and retire them.
+ * @t, @iova, @len: as for iopt_unmap().
+ *
+ * Separate from iopt_unmap() so that an unmap whose backend call fails can
+ * be undone with iopt_map() alone (the nodes are still hooked: it cannot
+ * fail); the owner prunes once the unmap is final.  Each unhook is a
+ * release store of 0 to the parent slot; a reader already inside the node
+ * reads zeros.  Never allocates.
+ *
+ * Context: writer (see iopt_reserve()).
+ * Return:  0; -EINVAL bad alignment/length/wrap; -ERANGE the range reaches
+ *          2^W.  On error nothing changed.
+ */
+int iopt_prune(struct iopt *t, uint64_t iova, uint64_t len);
+
+/**
+ * iopt_retired_take() - Detach the list of nodes pruned so far.
+ * @t: table.
+ *
+ * Context: writer (see iopt_reserve()).
+ * Return:  the list (NULL if empty), for iopt_retired_free().
+ */
+void *iopt_retired_take(struct iopt *t);
+
+/**
+ * iopt_retired_free() - Free a list from iopt_retired_take().
+ * @list: the list, or NULL.
+ *
+ * Context: any thread, no lock, but only once no reader can still be
+ *          inside those nodes: after waiting for every access section that
+ *          was open when the list was taken (the domain's unmap does that
+ *          wait anyway; take the list under map_lock, free it after).
+ * Return:  how many nodes were freed.
+ */
+size_t iopt_retired_free(void *list);
 
 /**
  * iopt_hole() - Bytes from @iova to the first present leaf, at most @max.

@@ -22,6 +22,7 @@
 #include <iodma/backend.h>
 
 #include "iopt.h"
+#include "os/os.h"
 
 #define KiB (1ull << 10)
 #define MiB (1ull << 20)
@@ -408,6 +409,69 @@ static void test_reserve_fail_nth_leaves_table_unchanged(void **state)
 	}
 }
 
+/* ---- pruning: empty nodes leave, and come back only through reserve ------ */
+
+static void test_prune_unhooks_empty_nodes(void **state)
+{
+	struct iopt t;
+	struct iopt_stats st;
+	uint64_t un;
+	void *list;
+
+	assert_int_equal(iopt_init(&t, 48, P4K), 0);
+	map_ok(&t, 8 * GiB, P4K, 0x1000, IOPT_R);
+	map_ok(&t, 8 * GiB + 2 * P4K, P4K, 0x3000, IOPT_R);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.nodes, 2);
+	/* An unmap only clears: undoing it (a backend that failed to unmap)
+	 * is a map that needs no allocation. */
+	assert_int_equal(iopt_unmap(&t, 8 * GiB, P4K, &un), 0);
+	iodma_test_fail_alloc(1);
+	assert_int_equal(iopt_map(&t, 8 * GiB, P4K, 0x1000, IOPT_R), 0);
+	iodma_test_fail_alloc(0);
+	expect_hit(&t, 8 * GiB, 0x1000, P4K, IOPT_R);
+	/* A node that still holds a leaf stays. */
+	assert_int_equal(iopt_unmap(&t, 8 * GiB, P4K, &un), 0);
+	assert_int_equal(iopt_prune(&t, 8 * GiB, GiB), 0);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.nodes, 2);
+	assert_int_equal(st.retired, 0);
+	assert_null(iopt_retired_take(&t));
+	expect_hit(&t, 8 * GiB + 2 * P4K, 0x3000, P4K, IOPT_R);
+	/* Emptied: both nodes go, the L0 one and the L1 one above it. */
+	assert_int_equal(iopt_unmap(&t, 8 * GiB + 2 * P4K, P4K, &un), 0);
+	assert_int_equal(iopt_prune(&t, 8 * GiB + 2 * P4K, P4K), 0);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.nodes, 0);
+	assert_int_equal(st.retired, 2);
+	expect_miss(&t, 8 * GiB + 2 * P4K);
+	list = iopt_retired_take(&t);
+	assert_non_null(list);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.retired, 0);
+	assert_int_equal(iopt_retired_free(list), 2);
+	assert_int_equal(iopt_retired_free(NULL), 0);
+	/* Where the 4 KiB leaves were, a 1 GiB map is one entry again. */
+	map_ok(&t, 8 * GiB, GiB, 16 * GiB, IOPT_W);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.leaves, 1);
+	assert_int_equal(st.nodes, 0);
+	expect_hit(&t, 8 * GiB + P4K, 16 * GiB + P4K, GiB - P4K, IOPT_W);
+	/* Pruning around a large leaf, or nothing, changes nothing. */
+	assert_int_equal(iopt_prune(&t, 0, 1ull << 48), 0);
+	expect_hit(&t, 8 * GiB, 16 * GiB, GiB, IOPT_W);
+	/* Errors. */
+	assert_int_equal(iopt_prune(&t, 8 * GiB + 1, P4K), -EINVAL);
+	assert_int_equal(iopt_prune(&t, 8 * GiB, 0), -EINVAL);
+	assert_int_equal(iopt_prune(&t, (1ull << 48) - P4K, 2 * P4K), -ERANGE);
+	assert_int_equal(iopt_prune(NULL, 0, P4K), -EINVAL);
+	/* Pruned nodes left for fini are freed by it (valgrind checks). */
+	map_ok(&t, 4 * GiB, P4K, 0, IOPT_R);
+	assert_int_equal(iopt_unmap(&t, 4 * GiB, P4K, &un), 0);
+	assert_int_equal(iopt_prune(&t, 4 * GiB, P4K), 0);
+	iopt_fini(&t);
+}
+
 /* ---- differential test against a sorted model ----------------------------- */
 
 struct mmap_ {
@@ -667,6 +731,11 @@ mapped:
 				bytes += m->v[k].len;
 			assert_int_equal(iopt_unmap(&t, lo, hi - lo + 1, &un), 0);
 			assert_int_equal(un, bytes);
+			if (rnd() % 2) {
+				/* Alone: no reader to wait for. */
+				assert_int_equal(iopt_prune(&t, lo, hi - lo + 1), 0);
+				iopt_retired_free(iopt_retired_take(&t));
+			}
 			model_del(m, i, j - i + 1);
 			unmaps++;
 		} else if (r < 62) {
@@ -752,7 +821,10 @@ static void test_random_ops_match_model(void **state)
  * A region's state is a seqlock (odd while the writer changes it).  A
  * reader that saw the same even sequence before and after its lookup knows
  * the exact answer; any other present entry must still be one whole word
- * of some kind: target - iova and permissions of the same kind.
+ * of some kind: target - iova and permissions of the same kind.  The
+ * writer prunes emptied nodes and frees them after os_synchronize_rcu();
+ * the readers look up inside RCU read-side sections (ASan / valgrind catch
+ * a node freed under a reader).
  */
 #define NR_REG 8
 #define K1 (64 * GiB)
@@ -823,7 +895,9 @@ static void *race_reader(void *arg)
 		s1 = atomic_load_explicit(&r->reg[ri].seq, memory_order_acquire);
 		kind = atomic_load_explicit(&r->reg[ri].kind, memory_order_relaxed);
 		k = atomic_load_explicit(&r->reg[ri].k, memory_order_relaxed);
+		os_rcu_read_lock(); /* the access section: nodes stay */
 		hit = iopt_lookup(&r->t, iova, &h);
+		os_rcu_read_unlock();
 		atomic_thread_fence(memory_order_acquire);
 		s2 = atomic_load_explicit(&r->reg[ri].seq, memory_order_relaxed);
 		if (hit) {
@@ -884,6 +958,15 @@ static void test_lookups_race_one_writer(void **state)
 						  kind_perm(kind)), 0);
 		}
 		atomic_store_explicit(&g->seq, s + 2, memory_order_release);
+		if (it % 16 == 15) {
+			/* The owner's protocol: prune, take, wait, free. */
+			void *list;
+
+			assert_int_equal(iopt_prune(&r->t, r->base, NR_REG * GiB), 0);
+			list = iopt_retired_take(&r->t);
+			os_synchronize_rcu();
+			iopt_retired_free(list);
+		}
 	}
 	atomic_store(&r->stop, true);
 	for (int i = 0; i < 2; i++)
@@ -909,6 +992,7 @@ int main(void)
 		cmocka_unit_test(test_unmap_refuses_to_bisect_a_leaf),
 		cmocka_unit_test(test_top_of_the_address_space),
 		cmocka_unit_test(test_reserve_fail_nth_leaves_table_unchanged),
+		cmocka_unit_test(test_prune_unhooks_empty_nodes),
 		cmocka_unit_test(test_random_ops_match_model),
 		cmocka_unit_test(test_lookups_race_one_writer),
 	};
