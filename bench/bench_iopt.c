@@ -423,7 +423,8 @@ static void memory_report(void)
 		setup(&s, m[i].l, 65536, 1);
 		iopt_get_stats(&s.t, &st);
 		printf("  %-26s %14.1f %14.1f %14.1f\n", m[i].name,
-		       (double)st.bytes / 65536, (double)(st.nodes * 4096) / 65536,
+		       (double)st.bytes / 65536,
+		       (double)(st.bytes - ((size_t)1 << 18) * 8) / 65536, /* W=48 root */
 		       (double)radix_bytes(s.r) / 65536);
 		teardown(&s);
 	}
