@@ -33,8 +33,8 @@
  *       root   bits 30..min(W,48)-1  flat array of up to 2^18 level-2
  *                                    entries (2 MiB at W >= 48, like SPDK's
  *                                    map_256tb in lib/env_dpdk/memory.c)
- *       L1     bits 21..29           512 entries, 4 KiB node
- *       L0     bits 12..20           512 entries, 4 KiB node
+ *       L1     bits 21..29           512 entries (4 KiB) per node
+ *       L0     bits 12..20           512 entries (4 KiB) per node
  *     high window, 2^48 <= IOVA < 2^W (only when W > 48; out of line):
  *       L5     bits 57..63   (top node when W > 57)
  *       L4     bits 48..56   (top node when 48 < W <= 57)
@@ -245,10 +245,10 @@ iopt_hit_fill(uint64_t e, uint64_t mask, uint64_t iova, struct iopt_hit *h)
  * the two "points to a node" branches.  No permission check: the caller
  * tests h->entry (the IOPT_R/IOPT_W bits equal IODMA_PERM_*).
  *
- * Context: lock-free; any thread, concurrently with one writer.  The
- *          result describes the table at one instant: the entry is one
- *          word.  Keeping the *target* memory alive is the caller's job
- *          (its access section).
+ * Context: lock-free; any thread, concurrently with one writer, inside
+ *          the owner's access section (it keeps pruned nodes and the
+ *          target memory alive; see "Node lifetime").  The result
+ *          describes the table at one instant: the entry is one word.
  * Return:  true if a leaf maps @iova (h->entry has IOPT_PRESENT), else false.
  */
 static inline __attribute__((always_inline)) bool
@@ -416,8 +416,9 @@ size_t iopt_retired_free(void *list);
  * For fault reports: "not mapped for this many bytes".  Skips empty
  * subtrees whole.  0 if @iova itself is mapped.
  *
- * Context: lock-free reader like iopt_lookup() (a result racing a writer
- *          describes some state during the call).
+ * Context: lock-free reader like iopt_lookup(), inside an access
+ *          section (a result racing a writer describes some state during
+ *          the call).
  * Return:  the length of the hole starting at @iova, <= @max.
  */
 uint64_t iopt_hole(const struct iopt *t, uint64_t iova, uint64_t max);
