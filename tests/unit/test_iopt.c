@@ -854,6 +854,7 @@ struct race {
 	uint64_t base;
 	struct region reg[NR_REG];
 	atomic_bool stop;
+	_Atomic unsigned int cur;       /* the region the writer is changing */
 	atomic_ulong stable_checks, racy_checks, errors;
 	_Atomic uint64_t bad_iova, bad_entry;
 };
@@ -901,9 +902,11 @@ static void *race_reader(void *arg)
 		x ^= x >> 7;
 		x ^= x << 17;
 		ri = x % NR_REG;
+		if (x & (1ull << 61))   /* half of the probes where the writer is */
+			ri = atomic_load_explicit(&r->cur, memory_order_relaxed);
 		off = (x >> 8) % GiB;
-		if (x & (1ull << 60))   /* half of the probes near the low pages */
-			off %= 64 * MiB;
+		if (x & (1ull << 60))   /* half of them where kinds 2 and 3 live */
+			off %= 16 * MiB + 64 * KiB;
 		iova = r->base + ri * GiB + off;
 		s1 = atomic_load_explicit(&r->reg[ri].seq, memory_order_acquire);
 		kind = atomic_load_explicit(&r->reg[ri].kind, memory_order_relaxed);
@@ -945,7 +948,7 @@ static void test_lookups_race_one_writer(void **state)
 {
 	struct race *r = calloc(1, sizeof(*r));
 	pthread_t th[2];
-	unsigned long iters = 10000;
+	unsigned long iters = 40000;
 
 	assert_non_null(r);
 	r->base = (1ull << 48) - 4 * GiB;
@@ -958,6 +961,7 @@ static void test_lookups_race_one_writer(void **state)
 		uint64_t s = atomic_load_explicit(&g->seq, memory_order_relaxed);
 		uint64_t reg = r->base + ri * GiB, off, len, un;
 
+		atomic_store_explicit(&r->cur, ri, memory_order_relaxed);
 		atomic_store_explicit(&g->seq, s + 1, memory_order_relaxed);
 		atomic_thread_fence(memory_order_release);
 		assert_int_equal(iopt_unmap(&r->t, reg, GiB, &un), 0);
