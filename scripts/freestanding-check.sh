@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 CC=${CC:-gcc}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-core=(src/util.c src/btree.c src/iova.c src/domain.c src/xlate.c src/memory.c
+core=(src/util.c src/btree.c src/iopt.c src/iova.c src/domain.c src/xlate.c src/memory.c
       src/regmap.c src/bounce.c src/dma.c src/cache.c src/backend/soft.c
       src/os/freestanding.c)
 objs=()
