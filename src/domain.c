@@ -420,6 +420,11 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
 		atomic_store(&d->nr_mappings, 0);
 	}
 	os_mutex_unlock(&d->map_lock);
+	/* No section may still look at d when it is freed: those of other
+	 * threads that recorded it end first (their end reads d's dirty
+	 * log), the caller's own forgets it. */
+	xlate_wait_sections(d, 0, UINT64_MAX);
+	xlate_forget_domain(d);
 	if (had)
 		os_synchronize_rcu();
 

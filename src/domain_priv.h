@@ -142,6 +142,11 @@ void xlate_unmap_end(struct iodma_domain *d, uint64_t iova, uint64_t len);
  * spins briefly, then sleeps on the section's futex word. */
 void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last);
 
+/* Domain destroy: wait for the other threads' sections that recorded @d
+ * (xlate_wait_sections over everything), and drop @d from the calling
+ * thread's own open section, whose end must not look at @d any more. */
+void xlate_forget_domain(struct iodma_domain *d);
+
 /* For tests: unmappers now sleeping on the calling thread's section; does
  * the calling thread hold a section record. */
 uint32_t xlate_test_section_waiters(void);

@@ -246,17 +246,20 @@ struct sect_dirty {
 	bool remark;                    /* re-mark at the end regardless */
 };
 
-/* One thread's access-section record. */
+/* One thread's access-section record.  Allocated with iodma_calloc (16-byte
+ * alignment, so no _Alignas here); the pad keeps the next record's state
+ * word off this record's owner-private tail. */
 struct reader {
 	/* The futex word: (sequence << ST_SEQ_SHIFT) | ST_ALL | ranges.
 	 * Written by the owner only; the sequence moves at each outermost
 	 * end of a section that published a range. */
-	_Alignas(IODMA_CACHELINE) _Atomic uint32_t state;
+	_Atomic uint32_t state;
 	_Atomic uint32_t waiters;       /* unmappers sleeping on state */
 	_Atomic uint32_t in_use;        /* owned by a live thread */
 	struct reader *next;            /* registry link, set before publish */
 	struct sect_range rng[SECT_RANGES];
 	struct sect_dirty dirty[SECT_RANGES];
+	char pad[IODMA_CACHELINE];
 };
 
 /* Flags for one translation step. */
@@ -554,6 +557,8 @@ static void section_close(struct reader *r)
 		if (!sd->snap)
 			continue;
 		d = atomic_load_explicit(&r->rng[i].d, memory_order_relaxed);
+		if (!d)
+			continue; /* the domain was destroyed meanwhile */
 		dl = atomic_load_explicit(&d->xl->dirty, memory_order_acquire);
 		if (!dl)
 			continue;
@@ -768,6 +773,22 @@ static void sect_wait(struct reader *r, uint32_t st)
 		os_wait_on(&r->state, cur);
 	}
 	atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_release);
+}
+
+void xlate_forget_domain(struct iodma_domain *d)
+{
+	struct reader *r = tls.r;
+	uint32_t nr;
+
+	if (!r || !tls.depth)
+		return;
+	nr = atomic_load_explicit(&r->state, memory_order_relaxed) & ST_NR_MASK;
+	for (uint32_t i = 0; i < nr; i++) {
+		if (atomic_load_explicit(&r->rng[i].d, memory_order_relaxed) == d) {
+			atomic_store_explicit(&r->rng[i].d, NULL, memory_order_release);
+			r->dirty[i].snap = false;
+		}
+	}
 }
 
 void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last)

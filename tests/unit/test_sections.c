@@ -590,6 +590,40 @@ static void test_unmap_needs_no_memory(void **state)
 	munmap(a, PG);
 }
 
+/* A domain unmapped and destroyed inside the caller's own section (after
+ * a write translation with logging on): the section's end must not touch
+ * it (ASan reports a use after free otherwise). */
+static void test_destroy_inside_own_section(void **state)
+{
+	struct iodma_domain *d, *d2;
+	char *a = page_alloc(1);
+	struct iodma_slice s;
+	uint64_t bm[1];
+	size_t nr;
+
+	(void)state;
+	assert_int_equal(iodma_domain_create(NULL, &d), 0);
+	assert_int_equal(iodma_domain_create(NULL, &d2), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA_A, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_map(d2, IOVA_A, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_dirty_log_start(d), 0);
+	assert_int_equal(iodma_dirty_log_start(d2), 0);
+	iodma_access_begin();
+	assert_int_equal(iodma_translate(d, IOVA_A, 8, IODMA_PERM_WRITE, &s, 1, &nr, NULL), 0);
+	assert_int_equal(iodma_translate(d2, IOVA_A, 8, IODMA_PERM_WRITE, &s, 1, &nr, NULL), 0);
+	assert_int_equal(iodma_dirty_get_and_clear(d2, IOVA_A, PG, bm, 1), 0);
+	assert_int_equal(bm[0], 1);
+	/* Unmapping inside one's own section does not wait for itself (a
+	 * destroy with mappings left would: it waits a grace period). */
+	assert_int_equal(iodma_domain_unmap(d, IOVA_A, PG), 0);
+	iodma_domain_destroy(d);
+	iodma_access_end(); /* d2's range is still re-marked */
+	assert_int_equal(iodma_dirty_get_and_clear(d2, IOVA_A, PG, bm, 1), 0);
+	assert_int_equal(bm[0], 1);
+	iodma_domain_destroy(d2);
+	munmap(a, PG);
+}
+
 /* ---- dirty: a write through a slice across a harvest --------------------- */
 
 static void test_write_after_harvest_through_held_slice_is_reported(void **state)
@@ -741,6 +775,7 @@ int main(void)
 		cmocka_unit_test(test_listener_unmap_event_cannot_translate_the_range),
 		cmocka_unit_test(test_failed_unmap_restores_translation),
 		cmocka_unit_test(test_unmap_needs_no_memory),
+		cmocka_unit_test(test_destroy_inside_own_section),
 		cmocka_unit_test(test_write_after_harvest_through_held_slice_is_reported),
 		cmocka_unit_test(test_dirty_harvest_racing_writer_loses_no_write),
 	};
