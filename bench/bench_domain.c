@@ -256,9 +256,11 @@ static int cmp_u64(const void *x, const void *y)
 
 /* @iters map+unmap pairs of a page above the translators' pages; each
  * unmap timed into @lat (ns) when not NULL.  Returns pairs per second. */
+static double mapper_cpu_ns; /* CPU time of the last mapper() run */
+
 static double mapper(struct trctx *c, int iters, uint64_t *lat)
 {
-	double t0 = bench_now_ns();
+	double t0 = bench_now_ns(), c0 = bench_cpu_ns();
 
 	for (int k = 0; k < iters; k++) {
 		uint64_t iova = BASE + (64 + (uint64_t)(k & 1023)) * PG;
@@ -272,6 +274,7 @@ static double mapper(struct trctx *c, int iters, uint64_t *lat)
 		if (lat)
 			lat[k] = (uint64_t)(bench_now_ns() - u0);
 	}
+	mapper_cpu_ns = (bench_cpu_ns() - c0) / iters;
 	return iters / ((bench_now_ns() - t0) / 1e9);
 }
 
@@ -310,7 +313,7 @@ static void run_threads(void)
 	uint64_t *lat = malloc(iters * sizeof(*lat));
 	uint64_t *all0 = malloc(RUNS * (size_t)iters * sizeof(*lat));
 	uint64_t *all4 = malloc(RUNS * (size_t)iters * sizeof(*lat));
-	double alone[RUNS], two[RUNS];
+	double alone[RUNS], two[RUNS], alone_cpu[RUNS], two_cpu[RUNS];
 
 	for (int r = 0; r < RUNS; r++) {
 		with_translators(0, iters, lat);
@@ -318,7 +321,9 @@ static void run_threads(void)
 		with_translators(4, iters, lat);
 		memcpy(all4 + (size_t)r * iters, lat, iters * sizeof(*lat));
 		alone[r] = with_translators(0, iters, NULL);
+		alone_cpu[r] = mapper_cpu_ns;
 		two[r] = with_translators(2, iters, NULL);
+		two_cpu[r] = mapper_cpu_ns;
 	}
 	qsort(all0, RUNS * (size_t)iters, sizeof(*lat), cmp_u64);
 	qsort(all4, RUNS * (size_t)iters, sizeof(*lat), cmp_u64);
@@ -331,8 +336,12 @@ static void run_threads(void)
 		       all0[n / 2] / 1e3, all0[n * 9 / 10] / 1e3, all0[n * 99 / 100] / 1e3);
 		printf("  4 threads in sections, other ranges  p50 %8.2f us  p90 %8.2f us  p99 %8.2f us\n",
 		       all4[n / 2] / 1e3, all4[n * 9 / 10] / 1e3, all4[n * 99 / 100] / 1e3);
+		double ac = bench_median(alone_cpu, RUNS), tc = bench_median(two_cpu, RUNS);
+
 		printf("mapper map+unmap rate: alone %.0f/s, with 2 translating threads %.0f/s (%.0f%% of alone)\n",
 		       a, t2, 100.0 * t2 / a);
+		printf("  mapper CPU per pair: alone %.1f ns, with 2 translating threads %.1f ns (rate by CPU time %.0f%% of alone)\n",
+		       ac, tc, 100.0 * ac / tc);
 	}
 	free(lat);
 	free(all0);
@@ -343,6 +352,8 @@ int main(void)
 {
 	printf("bench_domain: medians of %d runs\n", RUNS);
 	run_threads();
+	if (getenv("BENCH_DOMAIN_THREADS_ONLY"))
+		return 0;
 	run_size(16);
 	run_size(1024);
 	run_size(65536);
