@@ -43,7 +43,8 @@
  *   costs one thread-local load more.  An unmap called inside a section is
  *   fine for ranges that section did not translate; for its own ranges it
  *   does not wait for itself, and the caller must not use those slices
- *   after it.
+ *   after it.  (Two threads that each unmap, inside a section, a range the
+ *   other's open section translated wait for each other for ever.)
  *
  *   Dirty logging: while on, every translation with IODMA_PERM_WRITE marks
  *   the IOVA pages it covers dirty (granule = the domain alignment), as a
