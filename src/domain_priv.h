@@ -103,9 +103,12 @@ struct iodma_domain {
 	struct iova_alloc *iova;        /* thread-safe on its own */
 
 	/* Translation (xlate.c).  gen, enabled and xl are read by every
-	 * translation; useq is written twice by every unmap and read only on
-	 * IOTLB misses, so it lives a cache line away from them (padding: the
-	 * domain comes from calloc, no 64-byte alignment to rely on). */
+	 * translation; the table above and useq below are written by every
+	 * map or unmap, so padding keeps them a cache line away (the domain
+	 * comes from calloc: no 64-byte alignment to rely on).  The hit path
+	 * reads the memory pointer from xl, not from the first line, which
+	 * map_lock shares. */
+	char gen_pad[IODMA_CACHELINE];
 	_Atomic uint64_t gen;           /* stage-1 generation; odd while changing */
 	_Atomic bool enabled;           /* false: identity over memory */
 	struct xlate_state *xl;         /* IOTLB, faults, dirty log, stats */

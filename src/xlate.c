@@ -197,6 +197,8 @@ struct dirty_log {
 struct xlate_state {
 	/* Read-mostly: the hit path. */
 	struct iotlb_entry *iotlb;
+	struct iodma_memory *memory;    /* == d->memory, on this read-mostly
+					 * line (d's first line holds map_lock) */
 	uint64_t iotlb_mask;            /* entries - 1 */
 	unsigned int page_shift;        /* log2 host page: hash input */
 	struct stat_shard *shards;      /* NR_SHARDS + 1: the last one is
@@ -327,6 +329,7 @@ int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 	xl->raw = raw;
 	xl->iotlb = (struct iotlb_entry *)(base + off_tlb);
 	xl->iotlb_mask = entries - 1;
+	xl->memory = d->memory;
 	xl->page_shift = ilog2_u64(os_page_size());
 	xl->shards = (struct stat_shard *)(base + off_sh);
 	xl->faults = (struct iodma_fault *)(base + off_f);
@@ -686,10 +689,19 @@ sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
 	if (i == nr && nr < SECT_RANGES) {
 		struct sect_range *e = &r->rng[nr];
 
-		atomic_store_explicit(&e->d, d, memory_order_release);
-		atomic_store_explicit(&e->first, first, memory_order_release);
-		atomic_store_explicit(&e->last, last, memory_order_release);
-		atomic_store_explicit(&e->write, write, memory_order_release);
+		/* A device model often translates the same range section
+		 * after section: leave equal fields alone, so the line stays
+		 * shared with the unmappers that read it (only the state word
+		 * then moves).  A field not stored keeps a value published
+		 * before, which the publish below orders as well. */
+		if (atomic_load_explicit(&e->d, memory_order_relaxed) != d)
+			atomic_store_explicit(&e->d, d, memory_order_release);
+		if (atomic_load_explicit(&e->first, memory_order_relaxed) != first)
+			atomic_store_explicit(&e->first, first, memory_order_release);
+		if (atomic_load_explicit(&e->last, memory_order_relaxed) != last)
+			atomic_store_explicit(&e->last, last, memory_order_release);
+		if (atomic_load_explicit(&e->write, memory_order_relaxed) != (uint32_t)write)
+			atomic_store_explicit(&e->write, write, memory_order_release);
 		sect_publish(r, st + 1);
 		r->dirty[nr].snap = false;
 		if (write)
@@ -852,7 +864,7 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 		return false;
 	if (edgen != atomic_load_explicit(&d->gen, memory_order_seq_cst))
 		return false;
-	if (d->memory && emgen != memory_generation(d->memory))
+	if (xl->memory && emgen != memory_generation(xl->memory))
 		return false;
 	run->va = (char *)(uintptr_t)ehva + off;
 	run->len = IODMA_MIN(left, elen - off);
