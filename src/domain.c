@@ -8,17 +8,17 @@
  * then make the irreversible calls (backend, listeners) with an undo path,
  * and finally update the books, which cannot fail any more.
  *
- * Unmap order.  The backend is called BEFORE the records leave the table,
- * so that a backend failure (on any contiguous run) is undone by re-mapping
- * the runs already removed from the backend, with the table untouched and
- * no B-tree allocation needed.  Then, still under map_lock:
- *   backend unmap of each contiguous run (or unmap_all), flush_iotlb and
- *   the listeners' unmap per run; xlate_unmap_begin(); the records
- *   leave the table (table_lock for writing), claims are released;
- *   xlate_unmap_end() drops the IOTLB entries that may hold the range;
- *   map_lock dropped; os_synchronize_rcu().
- * Translation may thus still succeed for the short time between the
- * backend unmap and the table removal, but never after unmap returns.
+ * Unmap order (domain_priv.h).  Translation of the range stops FIRST, so
+ * that nothing the backend or a listener does afterwards can still reach
+ * it: under map_lock the records leave the table (one record, preloaded so
+ * that it can be put back) or are marked dying (several), and the IOTLB
+ * entries that may hold the range are dropped.  Then the backend unmaps
+ * each contiguous run (a failure re-maps the runs already removed from the
+ * backend and restores the records exactly: nothing changed), flush_iotlb
+ * and the listeners' unmap per run; the dying records leave the table and
+ * claims are released.  map_lock is dropped and only then does the unmap
+ * wait, for the access sections of other threads that recorded a piece of
+ * the range (xlate_wait_sections): no grace period on this path.
  *
  * Failed undo.  A map that a listener rejects is taken back from the
  * backend.  Should the backend refuse that unmap (a kernel error; the
@@ -456,6 +456,11 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
 		atomic_store(&d->nr_mappings, 0);
 	}
 	os_mutex_unlock(&d->map_lock);
+	/* No section may still look at d when it is freed: those of other
+	 * threads that recorded it end first (their end reads d's dirty
+	 * log), the caller's own forgets it. */
+	xlate_wait_sections(d, 0, UINT64_MAX);
+	xlate_forget_domain(d);
 	if (had)
 		os_synchronize_rcu();
 
@@ -524,7 +529,7 @@ int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out)
 
 	os_rwlock_rdlock(&d->table_lock);
 	r = btree_lookup_le(&d->table, iova, &key);
-	if (r && range_last(key, r->len) >= iova) {
+	if (r && range_last(key, r->len) >= iova && !(r->flags & MAP_F_DYING)) {
 		out->iova = key;
 		out->rec = *r;
 		err = 0;
@@ -694,11 +699,32 @@ static void backend_remap_before(struct iodma_domain *d, uint64_t iova,
 	}
 }
 
+/* Set or clear MAP_F_DYING on every record in [first, last] (n > 1 case).
+ * map_lock held; takes table_lock for writing: flags are part of what
+ * translation copies. */
+static void mark_dying(struct iodma_domain *d, uint64_t first, uint64_t last,
+		       bool dying)
+{
+	struct map_rec *r;
+	uint64_t key;
+
+	os_rwlock_wrlock(&d->table_lock);
+	for (r = (struct map_rec *)first_in(d, first, last, &key); r;
+	     r = (struct map_rec *)next_in(d, key, last, &key)) {
+		if (dying)
+			r->flags |= MAP_F_DYING;
+		else
+			r->flags &= (uint16_t)~MAP_F_DYING;
+	}
+	os_rwlock_unlock(&d->table_lock);
+}
+
 /*
  * Unmap the records in [iova, last] (validated by the caller).  @n records,
  * @bytes in total, @single_run when they form one contiguous run
  * [first, run_last].  @all: the whole table (backend unmap_all allowed).
  * map_lock held.  Returns 0 or the backend's error with nothing changed.
+ * The caller waits for the access sections after dropping map_lock.
  */
 static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			 uint64_t first, uint64_t n, bool single_run,
@@ -708,11 +734,30 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	struct iodma_listener *l;
 	struct run_iter it;
 	struct run run;
-	struct map_rec rec;
-	uint64_t key, done, removed_last = 0;
+	struct map_rec rec, one;
+	uint64_t key, done;
+	bool removed;
 	int err;
 
-	/* 1. The backend: one call per contiguous run. */
+	/* 1. Translation of the range stops first: one record leaves the
+	 * table (preloaded, so that a backend failure can put it back), or
+	 * several (or one that cannot be preloaded: unmap never fails for
+	 * lack of memory) are marked dying; then the IOTLB entries that may
+	 * hold the range are dropped (xlate.c).  From here on no translation
+	 * of the range succeeds, not even from a listener's unmap callback. */
+	removed = n == 1 && btree_preload(&d->table) == 0;
+	xlate_unmap_begin(d);
+	if (removed) {
+		os_rwlock_wrlock(&d->table_lock);
+		err = btree_remove(&d->table, first, &one);
+		os_rwlock_unlock(&d->table_lock);
+		assert(err == 0);
+	} else {
+		mark_dying(d, first, last, true);
+	}
+	xlate_unmap_end(d, first, run_last - first + 1);
+
+	/* 2. The backend: one call per contiguous run. */
 	/* unmap_all may decline (-EOPNOTSUPP: e.g. a kernel without
 	 * VFIO_UNMAP_ALL, or a container shared with mappings not ours):
 	 * then the runs are unmapped one by one below. */
@@ -720,11 +765,11 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	if (err == 0) {
 		;
 	} else if (all && ops->unmap_all && err != -EOPNOTSUPP) {
-		return err;
+		goto restore;
 	} else if (single_run) {
 		err = ops->unmap(d->bpriv, first, run_last - first + 1, &done);
 		if (err)
-			return err;
+			goto restore;
 	} else {
 		run_iter_init(&it, d, iova, last);
 		while (run_next(&it, &run)) {
@@ -732,12 +777,12 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 					 run.last - run.iova + 1, &done);
 			if (err) {
 				backend_remap_before(d, iova, last, run.iova);
-				return err;
+				goto restore;
 			}
 		}
 	}
 
-	/* 2. The backend's IOTLB and the listeners, per run. */
+	/* 3. The backend's IOTLB and the listeners, per run. */
 	if (ops->flush_iotlb || d->listeners) {
 		if (single_run) {
 			run.iova = first;
@@ -761,16 +806,9 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 		}
 	}
 
-	/* 3. The table: no translation of the range succeeds after this;
-	 * the IOTLB entries that may hold it are dropped (xlate.c). */
-	xlate_unmap_begin(d);
-	if (n == 1) {
-		os_rwlock_wrlock(&d->table_lock);
-		err = btree_remove(&d->table, first, &rec);
-		os_rwlock_unlock(&d->table_lock);
-		assert(err == 0);
-		unclaim(d, first, &rec);
-		removed_last = range_last(first, rec.len);
+	/* 4. The books. */
+	if (removed) {
+		unclaim(d, first, &one);
 	} else {
 		key = first;
 		for (uint64_t i = 0; i < n; i++) {
@@ -783,12 +821,26 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			btree_remove(&d->table, key, &rec);
 			os_rwlock_unlock(&d->table_lock);
 			unclaim(d, key, &rec);
-			removed_last = range_last(key, rec.len);
 		}
 	}
-	xlate_unmap_end(d, first, removed_last - first + 1);
 	atomic_fetch_sub(&d->nr_mappings, n);
 	return 0;
+
+restore:
+	/* Put the records back exactly: nothing changed (translations of the
+	 * range failed meanwhile, as if it were being unmapped). */
+	if (removed) {
+		int e;
+
+		os_rwlock_wrlock(&d->table_lock);
+		e = btree_insert(&d->table, first, &one);
+		os_rwlock_unlock(&d->table_lock);
+		assert(e == 0); /* preloaded */
+		(void)e;
+	} else {
+		mark_dying(d, first, last, false);
+	}
+	return err;
 }
 
 /*
@@ -844,8 +896,10 @@ static int unmap_common(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	os_mutex_unlock(&d->map_lock);
 	if (err)
 		return err;
+	/* The range no longer translates; wait only for the sections of
+	 * other threads that recorded a piece of it (xlate.c). */
 	if (bytes)
-		os_synchronize_rcu();
+		xlate_wait_sections(d, iova, last);
 	if (unmapped)
 		*unmapped = bytes;
 	return 0;
@@ -1011,7 +1065,7 @@ IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled)
 	atomic_store(&d->enabled, enabled);
 	xlate_invalidate_end(d);
 	os_mutex_unlock(&d->map_lock);
-	os_synchronize_rcu();
+	xlate_wait_sections(d, 0, UINT64_MAX); /* every section of this domain */
 	return 0;
 }
 

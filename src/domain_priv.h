@@ -14,24 +14,32 @@
  * The IOTLB is lock-free (see xlate.c).  Translation never takes map_lock.
  *
  * Unmap ordering (DESIGN.md "Before unmap returns"), as domain.c does it:
- *   1. the backend unmaps each contiguous run (a failure re-maps the runs
- *      already unmapped: nothing changed) and flushes its IOTLB; the
- *      listeners are told;
- *   2. xlate_unmap_begin(d): the unmap sequence is made odd, so no IOTLB
- *      fill can start from the table until step 4;
- *   3. the records leave the table (table_lock for writing);
- *   4. xlate_unmap_end(d, range): the sequence is made even and new, and
- *      every IOTLB entry that may hold the range is dropped, waiting for a
- *      slot being filled; a filler that looked the table up before step 3
- *      sees the sequence changed before it publishes, and publishes
- *      nothing (xlate.c);
- *   5. map_lock dropped, then os_synchronize_rcu(): every access section
- *      that could hold a slice of the range, and every filler that could
- *      have cached it, has ended;
- *   6. return.
+ *   1. translation of the range stops FIRST, under map_lock:
+ *      xlate_unmap_begin(d) makes the unmap sequence odd (no IOTLB fill
+ *      starts from the table); the records leave the table (one record,
+ *      after btree_preload so it can be put back) or are marked
+ *      MAP_F_DYING (several, or one that could not be preloaded:
+ *      domain_lookup() treats them as absent), under table_lock for
+ *      writing; xlate_unmap_end(d, range) makes the sequence even and new
+ *      and drops every IOTLB entry that may hold the range (waiting for a
+ *      slot being filled; a filler that looked the table up before sees
+ *      the sequence changed and publishes nothing).  Its seq_cst writes
+ *      are the unmapper's half of the access-section handshake (xlate.c);
+ *   2. the backend unmaps each contiguous run (on failure the runs already
+ *      unmapped are re-mapped and the records restored exactly: nothing
+ *      changed), flushes its IOTLB, and the listeners are told: none of
+ *      them can translate the range any more;
+ *   3. dying records leave the table; claims and counters are updated;
+ *   4. map_lock dropped, then xlate_wait_sections(d, range): every access
+ *      section of another thread that recorded a piece of the range has
+ *      ended (a futex wait on each such section; other sections, and
+ *      preempted readers elsewhere, are not waited for);
+ *   5. return.
  * Whole-domain changes (refresh_caps, set_enabled, unmap_all, iotlb flush)
  * bump the stage-1 generation instead (xlate_invalidate_begin/end): every
- * entry goes.
+ * entry goes.  unmap_all and set_enabled then wait for every section that
+ * recorded a range of the domain (range [0, 2^64 - 1]); refresh_caps keeps
+ * every mapping valid and waits for nothing.
  */
 #ifndef IODMA_DOMAIN_PRIV_H
 #define IODMA_DOMAIN_PRIV_H
@@ -51,6 +59,9 @@
 #define MAP_F_CLAIMED  0x4u /* the map claimed its IOVA space (iova_claim) */
 #define MAP_F_INSIDE   0x8u /* the map lies inside an IOVA allocation and is
 			     * counted there (iova_claim, *claimed = false) */
+#define MAP_F_DYING    0x10u /* being unmapped: translation treats it as
+			     * absent; only seen under map_lock inside one
+			     * unmap (domain.c) */
 
 /* One mapping in the table; the key is its iova.  32 bytes. */
 struct map_rec {
@@ -93,12 +104,19 @@ struct iodma_domain {
 
 	struct iova_alloc *iova;        /* thread-safe on its own */
 
-	/* Translation (xlate.c). */
+	/* Translation (xlate.c).  gen, enabled and xl are read by every
+	 * translation; the table above and useq below are written by every
+	 * map or unmap, so padding keeps them a cache line away (the domain
+	 * comes from calloc: no 64-byte alignment to rely on).  The hit path
+	 * reads the memory pointer from xl, not from the first line, which
+	 * map_lock shares. */
+	char gen_pad[IODMA_CACHELINE];
 	_Atomic uint64_t gen;           /* stage-1 generation; odd while changing */
-	_Atomic uint64_t useq;          /* unmap sequence; odd while records
-					 * leave the table */
 	_Atomic bool enabled;           /* false: identity over memory */
 	struct xlate_state *xl;         /* IOTLB, faults, dirty log, stats */
+	char useq_pad[IODMA_CACHELINE];
+	_Atomic uint64_t useq;          /* unmap sequence; odd while records
+					 * leave the table */
 };
 
 /* ---- domain.c, for xlate.c and dma.c ------------------------------------ */
@@ -124,5 +142,24 @@ void xlate_invalidate_end(struct iodma_domain *d);
  * [iova, iova + len) leaving the table.  Called with map_lock held. */
 void xlate_unmap_begin(struct iodma_domain *d);
 void xlate_unmap_end(struct iodma_domain *d, uint64_t iova, uint64_t len);
+
+/* Step 4 of the unmap ordering: wait until every access section of another
+ * thread that recorded a range of @d overlapping [iova, last] (or that
+ * overflowed) has ended.  Called after the range stopped translating (a
+ * seq_cst step: xlate_unmap_end or xlate_invalidate_end), WITHOUT map_lock
+ * (a section's owner may be waiting for it).  Never sleeps on a timer:
+ * spins briefly, then sleeps on the section's futex word. */
+void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last);
+
+/* Domain destroy: wait for the other threads' sections that recorded @d
+ * (xlate_wait_sections over everything), and drop @d from the calling
+ * thread's own open section, whose end must not look at @d any more. */
+void xlate_forget_domain(struct iodma_domain *d);
+
+/* For tests: unmappers now sleeping on the calling thread's section; does
+ * the calling thread hold a section record. */
+uint32_t xlate_test_section_waiters(void);
+bool xlate_test_has_record(void);
+size_t xlate_test_records(void); /* records in the registry */
 
 #endif /* IODMA_DOMAIN_PRIV_H */

@@ -109,6 +109,9 @@ struct iodma_vhost_user {
 	bool chan_busy;                 /* a miss is being sent / acked */
 	bool chan_noack;                /* an ack timed out: ask no more */
 	unsigned int quiesce;           /* handle() waits for sections */
+	uint64_t quiesce_gen;           /* += 1 per quiesce(): a waiter that
+					 * saw it move gives up, even if the
+					 * wait was over before it woke */
 	struct vu_waiter *waiters;
 };
 
@@ -193,6 +196,7 @@ static void quiesce(struct iodma_vhost_user *vu)
 {
 	os_mutex_lock(&vu->miss_lock);
 	vu->quiesce++;
+	vu->quiesce_gen++;
 	os_cond_broadcast(&vu->miss_cond);
 	os_mutex_unlock(&vu->miss_lock);
 }
@@ -335,7 +339,7 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 {
 	struct iodma_vhost_user *vu = arg;
 	struct vu_waiter w = { .iova = iova, .perm = perm }, **pp;
-	uint64_t deadline;
+	uint64_t deadline, gen;
 	int fd, ret = 0;
 
 	(void)d;
@@ -343,6 +347,7 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 		return -ENOENT;
 	deadline = os_now_ns() + vu->timeout_ns;
 	os_mutex_lock(&vu->miss_lock);
+	gen = vu->quiesce_gen;
 	w.next = vu->waiters;
 	vu->waiters = &w;
 	fd = chan_acquire(vu, deadline, true);
@@ -355,7 +360,10 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 	os_mutex_lock(&vu->miss_lock);
 	chan_release(vu);
 	while (ret == 0 && !w.resolved) {
-		if (vu->quiesce)
+		/* A quiesce that began, even one already over (an unmap that
+		 * did not have to wait for this section returns at once),
+		 * releases the miss. */
+		if (vu->quiesce || vu->quiesce_gen != gen)
 			ret = -EAGAIN;
 		else if (os_cond_timedwait(&vu->miss_cond, &vu->miss_lock, deadline))
 			ret = w.resolved ? 0 : -ETIMEDOUT;

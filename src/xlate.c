@@ -27,9 +27,71 @@
  *   while it is odd, and re-reads it while it still holds the slot: if an
  *   unmap has begun, it publishes the slot empty.  The unmap, for its part,
  *   waits for a slot being filled before examining it, so a stale run is
- *   never visible once the unmap has dropped its slots, and the grace
- *   period that follows covers every section that saw it before (unmap
- *   ordering in domain_priv.h).  Negative results are never cached.
+ *   never visible once the unmap has dropped its slots; the sections that
+ *   saw it before are waited for by the unmap (below, and unmap ordering in
+ *   domain_priv.h).  Negative results are never cached.
+ *
+ * Access sections
+ *   Each thread that opens a section gets a record (struct reader) from a
+ *   process-wide registry: a push-only list of records that are recycled,
+ *   never freed (a thread's exit, seen through os_thread_on_exit(), closes
+ *   a section it left open and gives the record back).  iodma_access_begin
+ *   and end still take liburcu's read side as well, so the rare global waits
+ *   (region removal, dirty-log stop, set_resolver, domain destroy) keep
+ *   os_synchronize_rcu(); only unmap and set_enabled wait per range.
+ *
+ *   A record holds the ranges the open section translates in: {domain,
+ *   page-rounded first, last, write}, up to SECT_RANGES, and a 32-bit state
+ *   word = (section sequence << 6) | ALL | number of ranges, which is also
+ *   the futex word.  Every translate entry point (translate, xlate_next,
+ *   check_range, read, write), inside a section, records the requested
+ *   range BEFORE its IOTLB probe or table lookup: nothing if a range of the
+ *   same domain already covers it (with the write flag when needed);
+ *   otherwise it appends a range or extends one it touches, with release
+ *   stores of the range's fields followed by one seq_cst store of the state
+ *   word (the publish, A).  A full record merges into the range of that
+ *   domain that grows least; with no range of that domain it sets ALL: the
+ *   section then overlaps every range of every domain.  The outermost end
+ *   of a section that published anything stores state = (sequence + 1) with
+ *   no ranges (seq_cst) and, if an unmapper sleeps on it, wakes it.  A
+ *   section that translated nothing writes nothing shared at all.
+ *
+ *   Unmap (domain.c) first stops the range translating, under map_lock:
+ *   the records leave the table (or are marked dying) and xlate_unmap_end()
+ *   drops the IOTLB slots with seq_cst CASes (or bumps d->gen, seq_cst):
+ *   call the last of these seq_cst writes D.  After dropping map_lock it
+ *   scans the registry (xlate_wait_sections): for each record it loads the
+ *   state (seq_cst, R), and waits for the sequence to move if the section
+ *   published ALL or a range of this domain overlapping the unmapped one.
+ *
+ *   Why no section is missed (store buffering, both sides seq_cst): the
+ *   reader does A then loads the IOTLB slot's seq and d->gen with seq_cst
+ *   loads (plain moves on x86) or takes table_lock; the unmapper does D
+ *   then R.  In the single total order S of seq_cst operations, either A
+ *   precedes R, and R reads A or a later state of the same section (the
+ *   release/acquire pair also makes the range fields visible), so the
+ *   unmapper waits for it; or R precedes A, so D precedes the reader's
+ *   IOTLB loads, which then see the dropped slot (odd or empty) or the new
+ *   generation and go to the table, where the removal is seen under
+ *   table_lock.  A reader that took table_lock before the unmapper did
+ *   published A before its unlock, which happens before the unmapper's
+ *   lock, so R sees A.  The range fields only grow while a section is open
+ *   and are rewritten only after its end (which moves the sequence), so a
+ *   half-updated or newer view leads to a wait that is at worst not needed.
+ *   A new thread's record is pushed (seq_cst) before its first publish, so
+ *   the scan, which loads the list head after D, finds every record that
+ *   could matter.  The wait: spin briefly on the state, then count itself
+ *   in waiters (seq_cst RMW), re-load the state (seq_cst) and FUTEX_WAIT on
+ *   its current value; the end stores the state (seq_cst) and then loads
+ *   waiters (seq_cst): one of the two sees the other, so no wake-up is
+ *   lost.  The end's store is a release that the unmapper's final load
+ *   acquires: every access the section made through its slices happens
+ *   before the unmapper returns.  A thread whose record could not be
+ *   allocated counts its section in anon_sections (seq_cst RMW before its
+ *   lookups): an unmapper that sees any falls back to a grace period.  The
+ *   unmapper never waits for its own thread's section (it cannot end
+ *   first).  The translate path outside a section adds one TLS load and a
+ *   branch.
  *
  * Dirty log
  *   One bit per granule (the domain alignment when logging started) over
@@ -39,8 +101,32 @@
  *   The top array is allocated at start; mid nodes (512 pointers) and
  *   leaves (512 words = 32768 granules) are installed lazily by CAS (the
  *   loser frees its copy).  Bits are set with atomic_fetch_or and read and
- *   cleared with atomic exchange / fetch_and.  The log is published as an
- *   RCU pointer; stop unpublishes it, waits a grace period, frees it.
+ *   cleared with atomic exchange / fetch_and, all seq_cst.  The log is
+ *   published as an RCU pointer; stop unpublishes it, waits a grace period,
+ *   frees it.
+ *
+ *   A write through a slice held across a harvest (translate for write,
+ *   get_and_clear, then the device writes: libvfio-user issue 595) must not
+ *   be lost.  The log's harvest word counts harvests started (high half)
+ *   and under way (low half); get_and_clear adds (1 << 32) + 1 before it
+ *   clears any bit, subtracts 1 after the last, then fences.  A write
+ *   translation inside a section snapshots the word (seq_cst load) after
+ *   publishing its range and before its marks.  The section's outermost end
+ *   fences, re-loads the word, and re-marks the whole range if a harvest
+ *   was under way at a snapshot, or another one started since, or the log
+ *   changed (started during the section).  Argument, per bitmap word (all
+ *   marks M, clears C, the counter updates I1/I2 and the snapshots are
+ *   seq_cst): a harvest whose clear C loses a mark M of this section has
+ *   M before C.  If its I1 preceded the snapshot, then I2 did not (else C
+ *   preceded the snapshot, hence M), so it was under way: re-mark.  If I1
+ *   followed the snapshot, either the end's load sees it (re-mark, which
+ *   follows every write of the section, so the next harvest reports it) or
+ *   the end's fence precedes the harvest's closing fence in S, and then
+ *   every write of the section is visible to what the harvester reads after
+ *   get_and_clear returns (it copies the new data).  The fences are needed
+ *   because the device's writes are plain stores, which a load may pass.
+ *   A harvest therefore never waits for a section.  A write range that did
+ *   not fit a full record sets the log's lost flag instead.
  *
  * Locks (after domain_priv.h's map_lock -> table_lock):
  *   res_lock   serialises set_resolver (held across its grace period);
@@ -100,14 +186,23 @@ struct dirty_log {
 	unsigned int gshift;    /* log2 of the granule */
 	unsigned int levels;    /* pointer levels above the leaves (>= 1) */
 	unsigned int top_bits;  /* pfn bits decoded by the top array */
-	_Atomic bool lost;      /* a leaf could not be allocated: report every
-				 * granule dirty until logging stops */
+	_Atomic bool lost;      /* a leaf could not be allocated, or a write
+				 * could not be tracked (section overflow):
+				 * report every granule dirty until logging
+				 * stops */
+	_Atomic uint64_t harvest; /* (harvests started << HV_GEN_SHIFT) |
+				 * harvests under way (get_and_clear) */
 	_Atomic(void *) top[];  /* 1 << top_bits slots */
 };
+
+#define HV_GEN_SHIFT   32
+#define HV_ACTIVE_MASK 0xffffffffull
 
 struct xlate_state {
 	/* Read-mostly: the hit path. */
 	struct iotlb_entry *iotlb;
+	struct iodma_memory *memory;    /* == d->memory, on this read-mostly
+					 * line (d's first line holds map_lock) */
 	uint64_t iotlb_mask;            /* entries - 1 */
 	unsigned int page_shift;        /* log2 host page: hash input */
 	struct stat_shard *shards;      /* NR_SHARDS + 1: the last one is
@@ -130,6 +225,47 @@ struct xlate_state {
 	uint32_t fault_count;
 	uint64_t faults_total;
 	uint64_t faults_dropped;
+};
+
+/* ---- access-section records (see "Access sections" above) ---- */
+
+#define SECT_RANGES   16        /* ranges one record keeps per section */
+#define ST_NR_MASK    0x1fu     /* state: ranges published (0..16) */
+#define ST_ALL        0x20u     /* state: overflow, overlaps everything */
+#define ST_SEQ_SHIFT  6         /* state: section sequence above this */
+#define ST_SEQ_ONE    (1u << ST_SEQ_SHIFT)
+
+/* A range a section translates in, as unmappers read it.  It only grows
+ * while the section is open (first down, last up, write 0 -> 1). */
+struct sect_range {
+	_Atomic(struct iodma_domain *) d;
+	_Atomic uint64_t first;         /* page-rounded, inclusive */
+	_Atomic uint64_t last;
+	_Atomic uint32_t write;
+};
+
+/* The owner's dirty snapshot of a write range (never read by others). */
+struct sect_dirty {
+	struct dirty_log *dl;           /* log at the first snapshot, or NULL */
+	uint64_t hgen;                  /* its harvest generation then */
+	bool snap;                      /* a snapshot was taken */
+	bool remark;                    /* re-mark at the end regardless */
+};
+
+/* One thread's access-section record.  Allocated with iodma_calloc (16-byte
+ * alignment, so no _Alignas here); the pad keeps the next record's state
+ * word off this record's owner-private tail. */
+struct reader {
+	/* The futex word: (sequence << ST_SEQ_SHIFT) | ST_ALL | ranges.
+	 * Written by the owner only; the sequence moves at each outermost
+	 * end of a section that published a range. */
+	_Atomic uint32_t state;
+	_Atomic uint32_t waiters;       /* unmappers sleeping on state */
+	_Atomic uint32_t in_use;        /* owned by a live thread */
+	struct reader *next;            /* registry link, set before publish */
+	struct sect_range rng[SECT_RANGES];
+	struct sect_dirty dirty[SECT_RANGES];
+	char pad[IODMA_CACHELINE];
 };
 
 /* Flags for one translation step. */
@@ -201,6 +337,7 @@ int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 	xl->raw = raw;
 	xl->iotlb = (struct iotlb_entry *)(base + off_tlb);
 	xl->iotlb_mask = entries - 1;
+	xl->memory = d->memory;
 	xl->page_shift = ilog2_u64(os_page_size());
 	xl->shards = (struct stat_shard *)(base + off_sh);
 	xl->faults = (struct iodma_fault *)(base + off_f);
@@ -318,14 +455,390 @@ IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d)
 
 /* ---- access sections ----------------------------------------------------- */
 
-IODMA_EXPORT void iodma_access_begin(void)
+/* The calling thread's section state.  Initial-exec TLS: one %fs-relative
+ * load on the translate path instead of a __tls_get_addr() call. */
+struct sect_tls {
+	unsigned int depth;     /* nesting of open sections */
+	bool anon;              /* the outermost one has no record (counted in
+				 * anon_sections) */
+	struct reader *r;       /* this thread's record, or NULL */
+};
+
+static _Thread_local struct sect_tls tls __attribute__((tls_model("initial-exec")));
+
+/* Every record ever made, newest first; records are recycled, never freed,
+ * so the list only grows (by one per thread alive at the same time). */
+static _Atomic(struct reader *) registry;
+/* Outermost sections open on threads that could not get a record (out of
+ * memory): an unmap that sees one falls back to os_synchronize_rcu(). */
+static _Atomic uint64_t anon_sections;
+
+static void reader_exit(void *arg);
+
+/* A free record for this thread: a recycled one, else a new one pushed on
+ * the registry.  NULL when out of memory (retried at the next begin). */
+static struct reader *reader_get(void)
+{
+	struct reader *r, *head;
+
+	for (r = atomic_load_explicit(&registry, memory_order_acquire); r; r = r->next) {
+		uint32_t free_ = 0;
+
+		if (atomic_load_explicit(&r->in_use, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_strong_explicit(&r->in_use, &free_, 1,
+							    memory_order_acquire,
+							    memory_order_relaxed))
+			goto got;
+	}
+	r = iodma_calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	atomic_init(&r->in_use, 1);
+	head = atomic_load_explicit(&registry, memory_order_relaxed);
+	do {
+		r->next = head;
+	} while (!atomic_compare_exchange_weak_explicit(&registry, &head, r,
+							memory_order_seq_cst,
+							memory_order_relaxed));
+got:
+	if (os_thread_on_exit(reader_exit, r)) {
+		/* No way to learn of this thread's exit: do not keep it. */
+		atomic_store_explicit(&r->in_use, 0, memory_order_release);
+		return NULL;
+	}
+	return r;
+}
+
+static void section_close(struct reader *r);
+
+/* The thread exits: close a section it left open (so no unmap waits for
+ * it forever) and give the record back for the next new thread. */
+static void reader_exit(void *arg)
+{
+	struct reader *r = arg;
+
+	if (tls.r == r) {
+		if (tls.depth) {
+			tls.depth = 0;
+			section_close(r);
+		}
+		tls.r = NULL;
+	}
+	atomic_store_explicit(&r->in_use, 0, memory_order_release);
+}
+
+/* Outermost begin: make sure the thread has a record. */
+static __attribute__((noinline)) void section_open(void)
+{
+	if (!tls.r)
+		tls.r = reader_get();
+	if (!tls.r) {
+		tls.anon = true;
+		atomic_fetch_add_explicit(&anon_sections, 1, memory_order_seq_cst);
+	}
+}
+
+static inline void section_begin(void)
 {
 	os_rcu_read_lock();
+	if (tls.depth++ == 0 && !tls.r)
+		section_open();
+}
+
+static void dirty_mark_span(struct dirty_log *dl, uint64_t first, uint64_t last);
+
+/* Outermost end of a section that recorded something: re-mark the write
+ * ranges a harvest may have cleared (file comment, "Dirty log"), then
+ * publish the end (new sequence, no ranges) and wake the unmappers
+ * waiting for it. */
+static void section_close(struct reader *r)
+{
+	uint32_t st = atomic_load_explicit(&r->state, memory_order_relaxed);
+	uint32_t nr = st & ST_NR_MASK;
+	bool fenced = false;
+
+	if (!(st & (ST_NR_MASK | ST_ALL)))
+		return; /* nothing published: nobody can be waiting */
+	for (uint32_t i = 0; i < nr; i++) {
+		struct sect_dirty *sd = &r->dirty[i];
+		struct iodma_domain *d;
+		struct dirty_log *dl;
+		uint64_t h, first, last;
+
+		if (!sd->snap)
+			continue;
+		d = atomic_load_explicit(&r->rng[i].d, memory_order_relaxed);
+		if (!d)
+			continue; /* the domain was destroyed meanwhile */
+		dl = atomic_load_explicit(&d->xl->dirty, memory_order_acquire);
+		if (!dl)
+			continue;
+		if (!fenced) {
+			/* The section's writes through its slices are plain
+			 * stores: without a full fence the load below could
+			 * pass them (x86 store buffer) and miss a harvest that
+			 * then copies the page before they land.  Pairs with
+			 * the fence at the end of a harvest. */
+			atomic_thread_fence(memory_order_seq_cst);
+			fenced = true;
+		}
+		h = atomic_load_explicit(&dl->harvest, memory_order_seq_cst);
+		if (!sd->remark && dl == sd->dl && (h >> HV_GEN_SHIFT) == sd->hgen)
+			continue;
+		first = atomic_load_explicit(&r->rng[i].first, memory_order_relaxed);
+		last = atomic_load_explicit(&r->rng[i].last, memory_order_relaxed);
+		dirty_mark_span(dl, first, last);
+	}
+	atomic_store_explicit(&r->state, (st & ~(ST_NR_MASK | ST_ALL)) + ST_SEQ_ONE,
+			      memory_order_seq_cst);
+	if (atomic_load_explicit(&r->waiters, memory_order_seq_cst))
+		os_wake_all(&r->state);
+}
+
+static inline void section_end(void)
+{
+	assert(tls.depth > 0);
+	if (--tls.depth == 0) {
+		if (tls.r) {
+			section_close(tls.r);
+		} else if (tls.anon) {
+			tls.anon = false;
+			atomic_fetch_sub_explicit(&anon_sections, 1, memory_order_seq_cst);
+		}
+	}
+	os_rcu_read_unlock();
+}
+
+IODMA_EXPORT void iodma_access_begin(void)
+{
+	section_begin();
 }
 
 IODMA_EXPORT void iodma_access_end(void)
 {
-	os_rcu_read_unlock();
+	section_end();
+}
+
+/* Take the dirty snapshot of write range @i of @r (after the range was
+ * published): the log and its harvest word now.  A later snapshot of the
+ * same range only adds reasons to re-mark. */
+static void sect_snapshot(struct reader *r, uint32_t i, struct xlate_state *xl,
+			  bool fresh)
+{
+	struct sect_dirty *sd = &r->dirty[i];
+	struct dirty_log *dl = atomic_load_explicit(&xl->dirty, memory_order_acquire);
+	uint64_t h = dl ? atomic_load_explicit(&dl->harvest, memory_order_seq_cst) : 0;
+
+	if (fresh || !sd->snap) {
+		sd->snap = true;
+		sd->dl = dl;
+		sd->hgen = h >> HV_GEN_SHIFT;
+		sd->remark = (h & HV_ACTIVE_MASK) != 0;
+	} else if (dl != sd->dl || (h >> HV_GEN_SHIFT) != sd->hgen ||
+		   (h & HV_ACTIVE_MASK)) {
+		sd->remark = true;
+	}
+}
+
+/* Publish every change made to @r's ranges: the seq_cst store that pairs
+ * with the unmapper's seq_cst load of the state (file comment). */
+static inline void sect_publish(struct reader *r, uint32_t st)
+{
+	atomic_store_explicit(&r->state, st, memory_order_seq_cst);
+}
+
+/* Record, in the calling thread's open section, that it translates
+ * [iova, iova + len) of @d (page-rounded), BEFORE the lookup. */
+static __attribute__((noinline)) void
+sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
+{
+	struct reader *r = tls.r;
+	struct xlate_state *xl = d->xl;
+	uint64_t pmask = (1ull << xl->page_shift) - 1;
+	uint64_t first = iova & ~pmask, last = range_last(iova, len) | pmask;
+	uint64_t best_grow = UINT64_MAX;
+	uint32_t st, nr, best = SECT_RANGES, i;
+
+	if (!r) {
+		/* No record: the unmapper falls back to a grace period; the
+		 * dirty log cannot be told what to re-mark. */
+		struct dirty_log *dl;
+
+		if (write && (dl = atomic_load_explicit(&xl->dirty, memory_order_acquire)))
+			atomic_store_explicit(&dl->lost, true, memory_order_seq_cst);
+		return;
+	}
+	st = atomic_load_explicit(&r->state, memory_order_relaxed);
+	nr = st & ST_NR_MASK;
+	for (i = 0; i < nr; i++) {
+		struct sect_range *e = &r->rng[i];
+		uint64_t f, l, grow;
+		uint32_t w;
+
+		if (atomic_load_explicit(&e->d, memory_order_relaxed) != d)
+			continue;
+		f = atomic_load_explicit(&e->first, memory_order_relaxed);
+		l = atomic_load_explicit(&e->last, memory_order_relaxed);
+		w = atomic_load_explicit(&e->write, memory_order_relaxed);
+		if (f <= first && l >= last && (w || !write))
+			return; /* covered: already published before */
+		if (w == write && (l == UINT64_MAX || first <= l + 1) &&
+		    (f == 0 || f - 1 <= last)) {
+			best = i; /* touches a range of the same kind: extend it */
+			break;
+		}
+		/* Overflow choice: the range that grows least. */
+		grow = (IODMA_MAX(l, last) - IODMA_MIN(f, first)) - (l - f);
+		if (grow < best_grow) {
+			best_grow = grow;
+			best = i;
+		}
+	}
+	if (i == nr && nr < SECT_RANGES) {
+		struct sect_range *e = &r->rng[nr];
+
+		/* A device model often translates the same range section
+		 * after section: leave equal fields alone, so the line stays
+		 * shared with the unmappers that read it (only the state word
+		 * then moves).  A field not stored keeps a value published
+		 * before, which the publish below orders as well. */
+		if (atomic_load_explicit(&e->d, memory_order_relaxed) != d)
+			atomic_store_explicit(&e->d, d, memory_order_release);
+		if (atomic_load_explicit(&e->first, memory_order_relaxed) != first)
+			atomic_store_explicit(&e->first, first, memory_order_release);
+		if (atomic_load_explicit(&e->last, memory_order_relaxed) != last)
+			atomic_store_explicit(&e->last, last, memory_order_release);
+		if (atomic_load_explicit(&e->write, memory_order_relaxed) != (uint32_t)write)
+			atomic_store_explicit(&e->write, write, memory_order_release);
+		sect_publish(r, st + 1);
+		r->dirty[nr].snap = false;
+		if (write)
+			sect_snapshot(r, nr, xl, true);
+		return;
+	}
+	if (best < SECT_RANGES) {
+		struct sect_range *e = &r->rng[best];
+		uint64_t f = atomic_load_explicit(&e->first, memory_order_relaxed);
+		uint64_t l = atomic_load_explicit(&e->last, memory_order_relaxed);
+
+		/* Ranges only grow while the section is open, so an unmapper
+		 * reading them half-updated still sees at least the old one. */
+		if (first < f)
+			atomic_store_explicit(&e->first, first, memory_order_release);
+		if (last > l)
+			atomic_store_explicit(&e->last, last, memory_order_release);
+		if (write)
+			atomic_store_explicit(&e->write, 1, memory_order_release);
+		sect_publish(r, st);
+		if (write)
+			sect_snapshot(r, best, xl, false);
+		return;
+	}
+	/* Full, and no range of this domain: the section now counts as
+	 * touching everything; writes here can no longer be re-marked. */
+	if (!(st & ST_ALL))
+		sect_publish(r, st | ST_ALL);
+	if (write) {
+		struct dirty_log *dl = atomic_load_explicit(&xl->dirty, memory_order_acquire);
+
+		if (dl)
+			atomic_store_explicit(&dl->lost, true, memory_order_seq_cst);
+	}
+}
+
+/* The translate entry points call this first: nothing outside a section. */
+static inline void sect_note(struct iodma_domain *d, uint64_t iova,
+			     uint64_t len, uint32_t perm)
+{
+	if (__builtin_expect(tls.depth != 0, 0))
+		sect_record(d, iova, len, (perm & IODMA_PERM_WRITE) != 0);
+}
+
+/* Does @r's published state @st cover [iova, last] of @d? */
+static bool sect_overlaps(struct reader *r, uint32_t st, struct iodma_domain *d,
+			  uint64_t iova, uint64_t last)
+{
+	uint32_t nr = st & ST_NR_MASK;
+
+	if (st & ST_ALL)
+		return true;
+	for (uint32_t i = 0; i < nr; i++) {
+		struct sect_range *e = &r->rng[i];
+
+		if (atomic_load_explicit(&e->d, memory_order_acquire) == d &&
+		    atomic_load_explicit(&e->first, memory_order_acquire) <= last &&
+		    atomic_load_explicit(&e->last, memory_order_acquire) >= iova)
+			return true;
+	}
+	return false;
+}
+
+#define SECT_SPIN 200 /* relax hints before sleeping on the futex */
+
+/* Wait until the section that published @st on @r has ended. */
+static void sect_wait(struct reader *r, uint32_t st)
+{
+	uint32_t seq = st >> ST_SEQ_SHIFT, cur;
+
+	for (int i = 0; i < SECT_SPIN; i++) {
+		if ((atomic_load_explicit(&r->state, memory_order_acquire) >> ST_SEQ_SHIFT) != seq)
+			return;
+		os_cpu_relax();
+	}
+	atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
+	for (;;) {
+		cur = atomic_load_explicit(&r->state, memory_order_seq_cst);
+		if ((cur >> ST_SEQ_SHIFT) != seq)
+			break;
+		os_wait_on(&r->state, cur);
+	}
+	atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_release);
+}
+
+void xlate_forget_domain(struct iodma_domain *d)
+{
+	struct reader *r = tls.r;
+	uint32_t nr;
+
+	if (!r || !tls.depth)
+		return;
+	nr = atomic_load_explicit(&r->state, memory_order_relaxed) & ST_NR_MASK;
+	for (uint32_t i = 0; i < nr; i++) {
+		if (atomic_load_explicit(&r->rng[i].d, memory_order_relaxed) == d) {
+			atomic_store_explicit(&r->rng[i].d, NULL, memory_order_release);
+			r->dirty[i].snap = false;
+		}
+	}
+}
+
+void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last)
+{
+	struct reader *self = tls.r, *r;
+
+	/* Called after the caller's seq_cst removal (xlate_unmap_end or a
+	 * generation bump): every load below is seq_cst or follows one.
+	 * Sections without a record (out of memory) are waited for as a
+	 * whole: a grace period, or, inside the caller's own section (where a
+	 * grace period would wait for itself), until none but the caller's
+	 * is open. */
+	if (atomic_load_explicit(&anon_sections, memory_order_seq_cst)) {
+		if (tls.depth == 0)
+			os_synchronize_rcu();
+		else
+			while (atomic_load_explicit(&anon_sections, memory_order_seq_cst) >
+			       (uint64_t)tls.anon)
+				os_cpu_relax();
+	}
+	for (r = atomic_load_explicit(&registry, memory_order_seq_cst); r; r = r->next) {
+		uint32_t st;
+
+		if (r == self)
+			continue; /* the caller's own section cannot end first */
+		st = atomic_load_explicit(&r->state, memory_order_seq_cst);
+		if (!(st & (ST_NR_MASK | ST_ALL)) || !sect_overlaps(r, st, d, iova, last))
+			continue;
+		sect_wait(r, st);
+	}
 }
 
 /* ---- IOTLB --------------------------------------------------------------- */
@@ -340,7 +853,9 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 	uint64_t s, eiova, elen, ehva, edgen, emgen, egpa, off;
 	uint32_t eperm;
 
-	s = atomic_load_explicit(&e->seq, memory_order_acquire);
+	/* seq_cst (a plain load on x86): pairs with the unmapper's seq_cst
+	 * drop, see "Access sections" in the file comment. */
+	s = atomic_load_explicit(&e->seq, memory_order_seq_cst);
 	if (s & 1)
 		return false;
 	eiova = atomic_load_explicit(&e->iova, memory_order_relaxed);
@@ -356,9 +871,9 @@ static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
 	off = iova - eiova;
 	if (off >= elen || (eperm & perm) != perm)
 		return false;
-	if (edgen != atomic_load_explicit(&d->gen, memory_order_acquire))
+	if (edgen != atomic_load_explicit(&d->gen, memory_order_seq_cst))
 		return false;
-	if (d->memory && emgen != memory_generation(d->memory))
+	if (xl->memory && emgen != memory_generation(xl->memory))
 		return false;
 	run->va = (char *)(uintptr_t)ehva + off;
 	run->len = IODMA_MIN(left, elen - off);
@@ -511,12 +1026,13 @@ static void dirty_free(struct dirty_log *dl)
 	iodma_free(dl);
 }
 
-/* Mark the granules of [iova, iova + len) dirty.  Inside a read-side
- * section. */
-static void dirty_mark_locked(struct dirty_log *dl, uint64_t iova, uint64_t len)
+/* Mark the granules of [first, last] dirty.  Inside a read-side section.
+ * Every access is seq_cst: the dirty-race argument (file comment) orders
+ * these marks against the harvest's clears in one total order. */
+static void dirty_mark_span(struct dirty_log *dl, uint64_t first, uint64_t last_byte)
 {
-	uint64_t pfn = iova >> dl->gshift;
-	uint64_t last = range_last(iova, len) >> dl->gshift;
+	uint64_t pfn = first >> dl->gshift;
+	uint64_t last = last_byte >> dl->gshift;
 
 	for (;;) {
 		uint64_t leaf_last = pfn | ((1ull << DIRTY_LEAF_BITS) - 1);
@@ -524,7 +1040,7 @@ static void dirty_mark_locked(struct dirty_log *dl, uint64_t iova, uint64_t len)
 		_Atomic uint64_t *leaf = dirty_leaf(dl, pfn, true);
 
 		if (!leaf) {
-			atomic_store_explicit(&dl->lost, true, memory_order_relaxed);
+			atomic_store_explicit(&dl->lost, true, memory_order_seq_cst);
 		} else {
 			while (pfn <= hi) {
 				unsigned int b = pfn & 63;
@@ -534,8 +1050,8 @@ static void dirty_mark_locked(struct dirty_log *dl, uint64_t iova, uint64_t len)
 					&leaf[(pfn >> 6) & (DIRTY_LEAF_WORDS - 1)];
 
 				/* Already set: no write, no shared line made dirty. */
-				if ((atomic_load_explicit(w, memory_order_relaxed) & mask) != mask)
-					atomic_fetch_or_explicit(w, mask, memory_order_relaxed);
+				if ((atomic_load_explicit(w, memory_order_seq_cst) & mask) != mask)
+					atomic_fetch_or_explicit(w, mask, memory_order_seq_cst);
 				pfn += n;
 			}
 		}
@@ -556,7 +1072,7 @@ static inline void dirty_mark(struct xlate_state *xl, uint64_t iova,
 	os_rcu_read_lock();
 	dl = atomic_load_explicit(&xl->dirty, memory_order_acquire);
 	if (dl)
-		dirty_mark_locked(dl, iova, len);
+		dirty_mark_span(dl, iova, range_last(iova, len));
 	os_rcu_read_unlock();
 }
 
@@ -665,6 +1181,11 @@ IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 		goto out;
 	}
 	memset(bitmap, 0, (size_t)((pages + 63) / 64) * sizeof(*bitmap));
+	/* A harvest starts (generation + 1, one more under way) before any
+	 * bit is cleared and ends after the last: sections that see either
+	 * re-mark their write ranges at their end (file comment). */
+	atomic_fetch_add_explicit(&dl->harvest, (1ull << HV_GEN_SHIFT) + 1,
+				  memory_order_seq_cst);
 	first = iova >> dl->gshift;
 	last = first + pages - 1;
 	pfn = first;
@@ -680,12 +1201,12 @@ IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 			_Atomic uint64_t *w = &leaf[(pfn >> 6) & (DIRTY_LEAF_WORDS - 1)];
 			uint64_t old;
 
-			if (!(atomic_load_explicit(w, memory_order_relaxed) & mask))
+			if (!(atomic_load_explicit(w, memory_order_seq_cst) & mask))
 				old = 0;
 			else if (n == 64)
-				old = atomic_exchange_explicit(w, 0, memory_order_acq_rel);
+				old = atomic_exchange_explicit(w, 0, memory_order_seq_cst);
 			else
-				old = atomic_fetch_and_explicit(w, ~mask, memory_order_acq_rel);
+				old = atomic_fetch_and_explicit(w, ~mask, memory_order_seq_cst);
 			old = (old & mask) >> b;
 			if (old)
 				bits_put(bitmap, pfn - first, old, n);
@@ -695,7 +1216,12 @@ IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 			break;
 		pfn = hi + 1;
 	}
-	if (atomic_load_explicit(&dl->lost, memory_order_relaxed)) {
+	atomic_fetch_sub_explicit(&dl->harvest, 1, memory_order_seq_cst);
+	/* Pairs with the fence of a section's end: either that end sees this
+	 * harvest and re-marks, or every write of the section is visible to
+	 * whatever the caller reads after this returns (the page copy). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&dl->lost, memory_order_seq_cst)) {
 		/* Some writes could not be logged: everything may be dirty. */
 		for (uint64_t o = 0; o < pages; o += 64) {
 			unsigned int n = (unsigned int)IODMA_MIN(pages - o, 64);
@@ -917,6 +1443,7 @@ IODMA_EXPORT int iodma_check_range(struct iodma_domain *d, uint64_t iova,
 
 	if (!d || !range_valid(iova, len) || !perm_valid(perm))
 		return -EINVAL;
+	sect_note(d, iova, len, perm);
 	while (len) {
 		int ret = xlate_step(d, iova, len, perm, 0, &run, &f);
 
@@ -953,6 +1480,7 @@ IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
 		return fault_errno(&it->fault);
 	if (!it->left)
 		return 0;
+	sect_note(it->d, it->iova, it->left, it->perm);
 	ret = xlate_step(it->d, it->iova, it->left, it->perm, 0, &run, &it->fault);
 	if (ret) {
 		it->flags |= IT_ERROR;
@@ -983,6 +1511,7 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 	if (!d || !nr || (max && !out) || !range_valid(iova, len) ||
 	    !perm_valid(perm))
 		return -EINVAL;
+	sect_note(d, iova, len, perm);
 	while (len) {
 		ret = xlate_step(d, iova, len, perm, 0, &run, &f);
 		if (ret) {
@@ -1028,7 +1557,8 @@ static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
 
 	if (!d || !buf || !range_valid(iova, len))
 		return -EINVAL;
-	os_rcu_read_lock();
+	section_begin();
+	sect_note(d, iova, len, perm);
 	/* Translate everything first and keep every run: the copy then uses
 	 * exactly what was checked, so an error copies nothing and a racing
 	 * unmap + remap cannot redirect part of the copy (the runs' memory
@@ -1068,7 +1598,7 @@ static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
 		done += (size_t)runs[i].len;
 	}
 out:
-	os_rcu_read_unlock();
+	section_end();
 	if (runs != stack_runs)
 		iodma_free(runs);
 	return ret;
@@ -1111,4 +1641,25 @@ IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
 	st->faults = xl->faults_total;
 	st->faults_dropped = xl->faults_dropped;
 	os_mutex_unlock(&xl->fault_lock);
+}
+
+/* ---- for tests ------------------------------------------------------------ */
+
+uint32_t xlate_test_section_waiters(void)
+{
+	return tls.r ? atomic_load(&tls.r->waiters) : 0;
+}
+
+bool xlate_test_has_record(void)
+{
+	return tls.r != NULL;
+}
+
+size_t xlate_test_records(void)
+{
+	size_t n = 0;
+
+	for (struct reader *r = atomic_load(&registry); r; r = r->next)
+		n++;
+	return n;
 }

@@ -262,15 +262,23 @@ IODMA_EXPORT int iodma_domain_map_gpa(struct iodma_domain *d, uint64_t iova,
  * @len:  bytes; > 0, aligned, no overflow.
  *
  * [iova, iova + len) must be exactly one live mapping or several contiguous
- * whole mappings with no gap between them.  Before returning: IOTLB
- * invalidated, backend unmapped and its IOTLB flushed, listeners told, open
- * access sections ended.
+ * whole mappings with no gap between them.  In this order: the range stops
+ * translating (mapping table and IOTLB, vm-memory's rule), the backend
+ * unmaps it and flushes its IOTLB, the listeners are told (a listener that
+ * translates the range from its unmap callback gets -EFAULT); then, after
+ * the map lock is dropped, the call waits for the access sections of other
+ * threads that translated a piece of the range (xlate.h: only those, on a
+ * futex; sections on other ranges do not delay it).  After it returns the
+ * memory may be freed.
  *
- * Context: thread-safe; may block; must not be called inside an access
- *          section (it waits for them).
+ * Context: thread-safe; may block (map lock; the sections above).  From
+ *          inside an access section it does not wait for that section: the
+ *          caller must not use that section's slices of the range after.
  * Return:  0; -EINVAL misaligned/zero/overflowing range, or the range is not
  *          exactly tiled by whole contiguous mappings (including: nothing
- *          mapped there); or the backend's error.  Nothing changed on error.
+ *          mapped there); or the backend's error.  Nothing changed on error
+ *          (translations of the range fail while the backend is tried).
+ *          Never fails for lack of memory.
  */
 IODMA_EXPORT int iodma_domain_unmap(struct iodma_domain *d, uint64_t iova,
 				    uint64_t len);
@@ -284,9 +292,10 @@ IODMA_EXPORT int iodma_domain_unmap(struct iodma_domain *d, uint64_t iova,
  *            range held no mapping).
  *
  * Every mapping inside the range is removed; gaps are fine; a mapping that
- * crosses either end of the range (would be bisected) is refused.
+ * crosses either end of the range (would be bisected) is refused.  Same
+ * order and waiting as iodma_domain_unmap(), over the whole range.
  *
- * Context: thread-safe; may block; not inside an access section.
+ * Context: thread-safe; may block; as iodma_domain_unmap() inside a section.
  * Return:  0; -EINVAL bad range or a mapping would be bisected; or the
  *          backend's error.  Nothing changed on error.
  */
@@ -299,8 +308,10 @@ IODMA_EXPORT int iodma_domain_unmap_gaps(struct iodma_domain *d, uint64_t iova,
  * @unmapped: if not NULL, receives the bytes unmapped.
  *
  * Uses the backend's unmap_all when it has one (VFIO_DMA_UNMAP_FLAG_ALL).
+ * Waits for every access section of another thread that translated in
+ * this domain (sections in other domains do not delay it).
  *
- * Context: thread-safe; may block; not inside an access section.
+ * Context: thread-safe; may block; as iodma_domain_unmap() inside a section.
  * Return:  0, or the backend's error (nothing changed).
  */
 IODMA_EXPORT int iodma_domain_unmap_all(struct iodma_domain *d,
@@ -313,7 +324,8 @@ IODMA_EXPORT int iodma_domain_unmap_all(struct iodma_domain *d,
  *           domain's iodma_memory (IOVA = guest-physical address); mappings
  *           are kept and come back when re-enabled.
  *
- * Context: thread-safe; invalidates the IOTLB; waits for access sections.
+ * Context: thread-safe; invalidates the IOTLB; waits for the access
+ *          sections of other threads that translated in this domain.
  * Return:  0; -EINVAL disabling a domain that has no memory.
  */
 IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled);

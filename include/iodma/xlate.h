@@ -24,18 +24,42 @@
  *   len, perm, reason) in the domain's fault log.
  *
  *   Access sections: host slices may be used only inside an access section
- *   (iodma_access_begin/end, the read side of RCU).  Unmapping waits until
- *   every section that could have seen the range has ended, so after unmap
- *   returns the owner may free the memory: no use after unmap.  Sections
- *   nest, are per thread, cost a few instructions, and must not be held
- *   across a call that unmaps (it would wait for itself).
+ *   (iodma_access_begin/end), and must be obtained inside the same section.
+ *   Inside a section, each translation first records the IOVA range it
+ *   asks for (page-rounded, per domain) in the calling thread's record; an
+ *   unmap first stops the range translating, then waits for exactly the
+ *   sections of other threads that recorded a piece of it, so after unmap
+ *   returns the owner may free the memory: no use after unmap.  A section
+ *   open on another range or in another domain, or a preempted thread
+ *   elsewhere, does not delay it; the wait sleeps on a futex and is woken
+ *   by the section's end (no grace period, no timed sleep).  A section that
+ *   touches more than 16 separate ranges keeps merged, larger ones; one
+ *   that touches more than 16 domains counts as touching everything (more
+ *   waiting, never less).  Sections nest (the outermost end counts), are
+ *   per thread, and also hold liburcu's read side, which region removal,
+ *   dirty-log stop and set_resolver wait for.  A section costs nothing
+ *   shared until it translates: then one seq_cst store per new range and
+ *   one at its end.  Translation outside a section records nothing and
+ *   costs one thread-local load more.  An unmap called inside a section is
+ *   fine for ranges that section did not translate; for its own ranges it
+ *   does not wait for itself, and the caller must not use those slices
+ *   after it.  (Two threads that each unmap, inside a section, a range the
+ *   other's open section translated wait for each other for ever.)
  *
  *   Dirty logging: while on, every translation with IODMA_PERM_WRITE marks
  *   the IOVA pages it covers dirty (granule = the domain alignment), as a
  *   device write through vm-memory's bitmap would; get-and-clear returns and
- *   clears the bitmap of a range.  A write that cannot be logged (no memory
- *   for its bitmap leaf) makes every later get-and-clear report all pages
- *   dirty until logging is stopped.
+ *   clears the bitmap of a range.  A write through a slice obtained before
+ *   a harvest appears in that harvest or the next, never in none, for
+ *   slices used inside access sections (iodma_write opens its own): when a
+ *   harvest starts, or is under way, between a write translation and its
+ *   section's end, the end marks the section's write ranges again, so they
+ *   may be reported twice (the libvfio-user issue 595 race: the harvest
+ *   clears the bit, the device writes afterwards through the slice it
+ *   holds).  A section whose write ranges did not fit its record sets the
+ *   log's "lost" state instead: every granule reports dirty until logging
+ *   stops.  A write that cannot be logged (no memory for its bitmap leaf)
+ *   does the same.
  *
  *   All functions here are thread-safe and may run concurrently with map and
  *   unmap on the same domain.
@@ -87,10 +111,18 @@ struct iodma_fault {
 /**
  * iodma_access_begin() - Open an access section on this thread.
  *
- * Host slices obtained inside the section stay valid until the matching
- * iodma_access_end(): an unmap (or region removal) that covers them waits.
+ * Host slices obtained inside the section stay valid until the outermost
+ * matching iodma_access_end(): an unmap (or set_enabled) that covers a
+ * range translated in the section waits for that end; region removal,
+ * dirty-log stop and set_resolver wait for every open section (liburcu's
+ * read side, which the section also holds, as in QEMU's
+ * address_space_map under RCU).  The thread's record is allocated on its
+ * first section (if that fails, the section still works and unmaps fall
+ * back to a grace period); a thread that exits inside a section has it
+ * closed for it.
  *
- * Context: any thread; nests; lock-free, a few instructions.
+ * Context: any thread; nests; lock-free; a few instructions (the first
+ *          section of a thread takes the registry's list once).
  * Return:  nothing.
  */
 IODMA_EXPORT void iodma_access_begin(void);
@@ -98,7 +130,12 @@ IODMA_EXPORT void iodma_access_begin(void);
 /**
  * iodma_access_end() - Close the innermost access section of this thread.
  *
- * Context: the thread that opened it.
+ * The outermost end of a section that translated anything re-marks its
+ * write ranges dirty if a harvest overlapped it (see "Dirty logging"),
+ * publishes the end with one seq_cst store, and wakes an unmap waiting for
+ * it (a futex wake, only when one is waiting).
+ *
+ * Context: the thread that opened it; must balance iodma_access_begin().
  * Return:  nothing.
  */
 IODMA_EXPORT void iodma_access_end(void);
@@ -293,6 +330,12 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d);
  * @bitmap: receives one bit per granule page, bit i (bit i % 64 of word
  *          i / 64) for the page at iova + i * granule; 1 = dirty.
  * @words:  uint64_t words in @bitmap; at least ceil(len / granule / 64).
+ *
+ * A write through a slice obtained before this call appears in this
+ * bitmap or the next one (slices used inside access sections; see "Dirty
+ * logging"), so a page may be reported by two consecutive calls.  Never
+ * waits for a section: it counts itself in the log's harvest word instead
+ * (started before the first bit is cleared, finished after the last).
  *
  * Dirty bits live in leaves allocated on a range's first logged write.
  * If one cannot be allocated (out of memory), that write's pages cannot be

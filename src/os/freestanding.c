@@ -111,6 +111,25 @@ void os_synchronize_rcu(void)
 		relax();
 }
 
+void os_wait_on(_Atomic uint32_t *addr, uint32_t val)
+{
+	/* No scheduler to sleep in: spin until the word changes. */
+	while (atomic_load_explicit(addr, memory_order_acquire) == val)
+		relax();
+}
+
+void os_wake_all(_Atomic uint32_t *addr)
+{
+	(void)addr; /* spinning waiters see the change by themselves */
+}
+
+int os_thread_on_exit(void (*fn)(void *arg), void *arg)
+{
+	(void)fn; /* a CPU never exits: its records live as long as the image */
+	(void)arg;
+	return 0;
+}
+
 unsigned int os_thread_slot(void)
 {
 	return plat.thread_slot ? plat.thread_slot() : 0;

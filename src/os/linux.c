@@ -10,10 +10,12 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +102,48 @@ void os_synchronize_rcu(void)
 #else
 void os_synchronize_rcu(void) { urcu_bp_synchronize_rcu(); }
 #endif
+
+/* Futexes: the waiter sleeps in the kernel only while the word still holds
+ * @val (the kernel compares under its own lock, so a wake that follows a
+ * change of the word is never lost); EINTR and EAGAIN just return. */
+void os_wait_on(_Atomic uint32_t *addr, uint32_t val)
+{
+	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void os_wake_all(_Atomic uint32_t *addr)
+{
+	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* One key for the process; its destructor runs the hook with the value the
+ * exiting thread registered (glibc runs destructors before TLS goes). */
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static int exit_key_err;
+static void (*_Atomic exit_fn)(void *arg);
+
+static void exit_trampoline(void *arg)
+{
+	void (*fn)(void *) = atomic_load(&exit_fn);
+
+	if (fn && arg)
+		fn(arg);
+}
+
+static void exit_key_create(void)
+{
+	exit_key_err = pthread_key_create(&exit_key, exit_trampoline);
+}
+
+int os_thread_on_exit(void (*fn)(void *arg), void *arg)
+{
+	pthread_once(&exit_once, exit_key_create);
+	if (exit_key_err)
+		return -exit_key_err;
+	atomic_store(&exit_fn, fn);
+	return -pthread_setspecific(exit_key, arg);
+}
 
 _Thread_local unsigned int os_tls_slot;
 

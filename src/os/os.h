@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 
 #if defined(IODMA_FREESTANDING)
-#include <stdatomic.h>
 /* A spinning lock: bare-metal code has no scheduler to sleep on. */
 typedef struct { atomic_flag f; } os_mutex_t;
 typedef struct { atomic_int v; } os_rwlock_t; /* >0 readers, -1 writer */
@@ -64,6 +64,37 @@ uint64_t os_now_ns(void);
 /* Waits until every read-side section open at the call has ended.
  * Must not be called inside a read-side section. */
 void os_synchronize_rcu(void);
+
+/* ---- waiting on a word ---------------------------------------------------- */
+/* os_wait_on(): returns once *@addr may differ from @val: at once if it
+ * already does, else after an os_wake_all(@addr) or spuriously (callers
+ * re-check in a loop).  Linux: FUTEX_WAIT_PRIVATE, no timeout; freestanding:
+ * spins with the platform's relax hook until the word changes.
+ * os_wake_all(): wakes every thread in os_wait_on(@addr) (Linux:
+ * FUTEX_WAKE_PRIVATE; freestanding: nothing to do).  @addr is 4-byte
+ * aligned and shared only within the process. */
+void os_wait_on(_Atomic uint32_t *addr, uint32_t val);
+void os_wake_all(_Atomic uint32_t *addr);
+/* A pause hint for short spins (x86 pause, arm64 yield; a compiler barrier
+ * elsewhere). */
+static inline void os_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* ---- threads -------------------------------------------------------------- */
+/* os_thread_on_exit(): run @fn(@arg) when the calling thread exits
+ * (Linux: a pthread key destructor; freestanding: never, a "thread" is a
+ * CPU that does not go away).  One registration per thread, always with
+ * the same @fn; a second call replaces @arg.  Returns 0 or -ENOMEM / -EAGAIN
+ * (nothing registered). */
+int os_thread_on_exit(void (*fn)(void *arg), void *arg);
 
 /* ---- threads -------------------------------------------------------------- */
 /* os_thread_slot(): a small per-thread number, stable for the thread's

@@ -319,10 +319,10 @@ static void test_dirty_get_and_clear_loses_no_concurrent_write(void **state)
 		last = atomic_load(&r.done) == DIRTY_WRITERS;
 		assert_int_equal(iodma_dirty_get_and_clear(r.d, IOVA0, pages * PG,
 							   bm, words), 0);
-		for (size_t w = 0; w < words; w++) {
-			assert_int_equal(acc[w] & bm[w], 0); /* reported once */
+		/* A page may come twice: a write whose section overlapped a
+		 * harvest is re-marked for the next one (xlate.h). */
+		for (size_t w = 0; w < words; w++)
 			acc[w] |= bm[w];
-		}
 	}
 	for (int i = 0; i < DIRTY_WRITERS; i++)
 		pthread_join(t[i], NULL);
