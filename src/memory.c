@@ -66,7 +66,12 @@ struct iodma_memory {
 	_Atomic(struct shared_log *) shared;    /* RCU; non-NULL = the log
 						 * runs in shared mode; written
 						 * under lock */
-	_Atomic uint64_t dirty_epoch;           /* += 1 per get-and-clear */
+	_Atomic uint64_t dirty_harvest;         /* harvests started << 32 |
+						 * harvests under way (xlate.c
+						 * re-marks across them) */
+	_Atomic bool dirty_lost;                /* a write could not be kept
+						 * for re-marking: report every
+						 * page dirty until stop */
 	unsigned int page_shift;                /* log2 of a log page */
 };
 
@@ -129,7 +134,8 @@ IODMA_EXPORT int iodma_memory_create(const struct iodma_memory_opts *opts,
 	atomic_init(&m->gen, 0);
 	atomic_init(&m->dirty_on, false);
 	atomic_init(&m->shared, NULL);
-	atomic_init(&m->dirty_epoch, 0);
+	atomic_init(&m->dirty_harvest, 0);
+	atomic_init(&m->dirty_lost, false);
 	m->page_shift = ilog2_u64(os_page_size());
 	os_mutex_init(&m->lock);
 	*out = m;
@@ -469,8 +475,10 @@ static void region_mark(const struct iodma_memory *m, const struct mregion *r,
 		uint64_t n = IODMA_MIN(64 - b, last - k + 1);
 		uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
 
-		if ((atomic_load_explicit(&bits[w], memory_order_relaxed) & mask) != mask)
-			atomic_fetch_or_explicit(&bits[w], mask, memory_order_relaxed);
+		/* seq_cst: the section-end re-mark argument in xlate.c
+		 * orders marks against a harvest's clears. */
+		if ((atomic_load_explicit(&bits[w], memory_order_seq_cst) & mask) != mask)
+			atomic_fetch_or_explicit(&bits[w], mask, memory_order_seq_cst);
 		k += n;
 	}
 }
@@ -496,10 +504,28 @@ void memory_dirty_mark(const struct iodma_memory *m, uint64_t gpa, uint64_t len)
 	}
 }
 
-uint64_t memory_dirty_epoch(const struct iodma_memory *m)
+uint64_t memory_dirty_harvest(const struct iodma_memory *m)
 {
-	return atomic_load_explicit(&((struct iodma_memory *)m)->dirty_epoch,
+	return atomic_load_explicit(&((struct iodma_memory *)m)->dirty_harvest,
 				    memory_order_seq_cst);
+}
+
+bool memory_dirty_logging(const struct iodma_memory *m)
+{
+	return atomic_load_explicit(&((struct iodma_memory *)m)->dirty_on,
+				    memory_order_acquire);
+}
+
+bool memory_dirty_shared(const struct iodma_memory *m)
+{
+	return atomic_load_explicit(&((struct iodma_memory *)m)->shared,
+				    memory_order_acquire) != NULL;
+}
+
+void memory_dirty_set_lost(struct iodma_memory *m)
+{
+	if (atomic_load_explicit(&m->dirty_on, memory_order_acquire))
+		atomic_store_explicit(&m->dirty_lost, true, memory_order_seq_cst);
 }
 
 IODMA_EXPORT int iodma_memory_dirty_log_start(struct iodma_memory *m)
@@ -623,6 +649,7 @@ IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
 {
 	const struct region_array *a;
 	uint64_t pg, first, last, need;
+	bool lost;
 	size_t i;
 
 	if (!m || !bitmap || !range_valid(gpa, len))
@@ -637,11 +664,14 @@ IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
 		return -EINVAL;
 	if (atomic_load_explicit(&m->shared, memory_order_acquire))
 		return -EOPNOTSUPP; /* the log's owner harvests it */
-	/* The epoch moves before any bit is cleared: an access section that
-	 * still holds a slice written after this harvest sees the change at
-	 * its end and marks its pages again (xlate.c), so they are in the
-	 * next harvest. */
-	atomic_fetch_add_explicit(&m->dirty_epoch, 1, memory_order_seq_cst);
+	/* Counted as started and under way before any bit is cleared, and no
+	 * longer under way after the last: an access section that wrote
+	 * through a slice across this harvest sees it at its end and marks
+	 * its pages again (xlate.c, "Dirty log"), so they are in the next
+	 * harvest.  Never waits for a section. */
+	atomic_fetch_add_explicit(&m->dirty_harvest, (1ull << 32) + 1,
+				  memory_order_seq_cst);
+	lost = atomic_load_explicit(&m->dirty_lost, memory_order_seq_cst);
 	memset(bitmap, 0, (size_t)need * sizeof(uint64_t));
 	first = gpa >> m->page_shift;
 	last = range_last(gpa, len) >> m->page_shift;
@@ -667,9 +697,11 @@ IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
 			uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
 			uint64_t got = 0;
 
-			if (atomic_load_explicit(&bits[w], memory_order_relaxed) & mask)
+			if (atomic_load_explicit(&bits[w], memory_order_seq_cst) & mask)
 				got = atomic_fetch_and_explicit(&bits[w], ~mask,
-								memory_order_acq_rel) & mask;
+								memory_order_seq_cst) & mask;
+			if (lost)
+				got = mask; /* every page may be dirty */
 			while (got) {
 				uint64_t bit = (uint64_t)__builtin_ctzll(got);
 				uint64_t o = rfirst + w * 64 + bit - first;
@@ -681,6 +713,9 @@ IODMA_EXPORT int iodma_memory_dirty_get_and_clear(struct iodma_memory *m,
 		}
 	}
 	os_rcu_read_unlock();
+	atomic_fetch_sub_explicit(&m->dirty_harvest, 1, memory_order_seq_cst);
+	/* Pairs with the fence at a section's end (xlate.c). */
+	atomic_thread_fence(memory_order_seq_cst);
 	return 0;
 }
 

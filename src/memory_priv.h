@@ -11,6 +11,7 @@
 #ifndef IODMA_MEMORY_PRIV_H
 #define IODMA_MEMORY_PRIV_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <iodma/memory.h>
 
@@ -28,9 +29,21 @@ uint64_t memory_generation(const struct iodma_memory *m);
  * read-side section.  Lock-free. */
 void memory_dirty_mark(const struct iodma_memory *m, uint64_t gpa, uint64_t len);
 
-/* The GPA dirty log's harvest epoch: moves (seq_cst) before a
- * get-and-clear clears anything. */
-uint64_t memory_dirty_epoch(const struct iodma_memory *m);
+/* The GPA dirty log's harvest word: harvests started << 32 | harvests
+ * under way (seq_cst load).  A get-and-clear adds (1 << 32) + 1 before it
+ * clears any bit and subtracts 1 after the last, then fences. */
+uint64_t memory_dirty_harvest(const struct iodma_memory *m);
+
+/* True while the memory's dirty log runs (either mode). */
+bool memory_dirty_logging(const struct iodma_memory *m);
+
+/* True while the memory's log is shared (someone else harvests it, with
+ * no harvest word to look at). */
+bool memory_dirty_shared(const struct iodma_memory *m);
+
+/* A write whose pages could not be kept for re-marking: every later
+ * get-and-clear reports every page dirty until the log stops. */
+void memory_dirty_set_lost(struct iodma_memory *m);
 
 /* Set the bits of the 4 KiB pages of [gpa, gpa + len) in a shared log of
  * @bytes bytes at @log (vhost-user: bit page % 8 of byte page / 8), with

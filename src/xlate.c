@@ -457,11 +457,25 @@ IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d)
 
 /* The calling thread's section state.  Initial-exec TLS: one %fs-relative
  * load on the translate path instead of a __tls_get_addr() call. */
+/* A guest-physical range the open section wrote through (two-stage or
+ * identity write runs), for the memory's dirty log (memory.h): owner
+ * private, re-marked at the section's end like the IOVA ranges. */
+#define SECT_GPA 8
+
+struct sect_gpa {
+	struct iodma_memory *m;
+	uint64_t first, last;   /* bytes, inclusive hull of the runs */
+	uint64_t hgen;          /* harvests started at the first snapshot */
+	bool remark;            /* re-mark at the end regardless */
+};
+
 struct sect_tls {
 	unsigned int depth;     /* nesting of open sections */
 	bool anon;              /* the outermost one has no record (counted in
 				 * anon_sections) */
 	struct reader *r;       /* this thread's record, or NULL */
+	unsigned int ngpa;      /* entries in gpa[] */
+	struct sect_gpa gpa[SECT_GPA];
 };
 
 static _Thread_local struct sect_tls tls __attribute__((tls_model("initial-exec")));
@@ -595,10 +609,31 @@ static void section_close(struct reader *r)
 		os_wake_all(&r->state);
 }
 
+/* Outermost end: re-mark the guest-physical write ranges a harvest of the
+ * memory's log may have cleared before the section's writes landed (the
+ * argument of the file comment's "Dirty log", with the memory's harvest
+ * word).  A shared log (vhost-user's) has no harvest word to look at: its
+ * owner may have cleared the bits at any time, so those ranges are always
+ * marked again, after every write of the section. */
+static void section_gpa_close(void)
+{
+	atomic_thread_fence(memory_order_seq_cst); /* as in section_close() */
+	for (unsigned int i = 0; i < tls.ngpa; i++) {
+		struct sect_gpa *g = &tls.gpa[i];
+		uint64_t h = memory_dirty_harvest(g->m);
+
+		if (g->remark || (h >> 32) != g->hgen || memory_dirty_shared(g->m))
+			memory_dirty_mark(g->m, g->first, g->last - g->first + 1);
+	}
+	tls.ngpa = 0;
+}
+
 static inline void section_end(void)
 {
 	assert(tls.depth > 0);
 	if (--tls.depth == 0) {
+		if (tls.ngpa)
+			section_gpa_close();
 		if (tls.r) {
 			section_close(tls.r);
 		} else if (tls.anon) {
@@ -1076,13 +1111,46 @@ static inline void dirty_mark(struct xlate_state *xl, uint64_t iova,
 	os_rcu_read_unlock();
 }
 
+/* Keep a write run's guest-physical range in the open section, with the
+ * memory log's harvest word taken before the run is marked (section_end()
+ * re-marks it if a harvest ran across the section).  No room: the log
+ * reports everything dirty until it stops (memory_dirty_set_lost). */
+static void gpa_keep(struct iodma_memory *m, uint64_t gpa, uint64_t len)
+{
+	uint64_t h = memory_dirty_harvest(m), last = range_last(gpa, len);
+	struct sect_gpa *g;
+	unsigned int i;
+
+	for (i = 0; i < tls.ngpa && tls.gpa[i].m != m; i++)
+		;
+	if (i == tls.ngpa) {
+		if (i == SECT_GPA) {
+			memory_dirty_set_lost(m);
+			return;
+		}
+		g = &tls.gpa[tls.ngpa++];
+		*g = (struct sect_gpa){ .m = m, .first = gpa, .last = last,
+					.hgen = h >> 32,
+					.remark = (h & 0xffffffffu) != 0 };
+		return;
+	}
+	g = &tls.gpa[i];
+	g->first = IODMA_MIN(g->first, gpa);
+	g->last = IODMA_MAX(g->last, last);
+	if ((h >> 32) != g->hgen || (h & 0xffffffffu))
+		g->remark = true;
+}
+
 /* Mark a write run in the memory's guest-physical log (memory.h), where the
- * run has a guest-physical address. */
+ * run has a guest-physical address; inside a section, keep it for the
+ * re-mark at the section's end. */
 static inline void gpa_mark(struct iodma_domain *d, const struct run *run)
 {
 	if (run->gpa == NO_GPA || !d->memory)
 		return;
 	os_rcu_read_lock();
+	if (tls.depth && memory_dirty_logging(d->memory))
+		gpa_keep(d->memory, run->gpa, run->len);
 	memory_dirty_mark(d->memory, run->gpa, run->len);
 	os_rcu_read_unlock();
 }

@@ -920,11 +920,72 @@ static void test_gpa_dirty_log_host_va_domain_marks_nothing(void **state)
 	munmap(p, 2 * PG);
 }
 
+/* The libvfio-user 595 race on the guest-physical log: a write translated
+ * (and marked) inside a section, a harvest, then the device's write
+ * through the slice it holds: the next harvest must report the page. */
+static void test_gpa_dirty_write_across_a_harvest_is_not_lost(void **state)
+{
+	const uint64_t GPA = 0x400000;
+	struct iodma_memory *m;
+	struct iodma_domain *d;
+	struct iodma_slice s[2];
+	static uint8_t shared_log[4096];
+	size_t nr;
+	void *r;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region(m, GPA, 16 * PG, 0, &r), 0);
+	d = dom_new(m, 0, 0);
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 8 * PG, GPA + 4 * PG,
+					      IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+
+	iodma_access_begin();
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 8, IODMA_PERM_WRITE, s, 2, &nr, NULL), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 1ull << 5); /* sent, clean */
+	memset(s[0].va, 0x5a, 8);                             /* the write */
+	iodma_access_end();
+	assert_int_equal(gpa_harvest(m, GPA, 16), 1ull << 5); /* not lost */
+	assert_int_equal(gpa_harvest(m, GPA, 16), 0);
+
+	/* No harvest across the section: reported once, not twice. */
+	iodma_access_begin();
+	assert_int_equal(iodma_translate(d, IOVA0 + 2 * PG, 8, IODMA_PERM_WRITE, s, 2, &nr, NULL), 0);
+	memset(s[0].va, 0x5b, 8);
+	iodma_access_end();
+	assert_int_equal(gpa_harvest(m, GPA, 16), 1ull << 6);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 0);
+
+	/* A shared log (vhost-user's) is cleared by its owner with no word to
+	 * watch: the section's end marks its write ranges again. */
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, shared_log,
+							     sizeof(shared_log)), 0);
+	iodma_access_begin();
+	assert_int_equal(iodma_translate(d, IOVA0 + 3 * PG, 8, IODMA_PERM_WRITE, s, 2, &nr, NULL), 0);
+	{
+		uint64_t page = (GPA + 7 * PG) >> 12;
+
+		assert_true(__atomic_load_n(&shared_log[page / 8], __ATOMIC_SEQ_CST) &
+			    (1u << (page % 8)));
+		__atomic_store_n(&shared_log[page / 8], 0, __ATOMIC_SEQ_CST); /* owner harvests */
+		memset(s[0].va, 0x5c, 8);
+		iodma_access_end();
+		assert_true(__atomic_load_n(&shared_log[page / 8], __ATOMIC_SEQ_CST) &
+			    (1u << (page % 8)));
+	}
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gpa_dirty_log_two_stage_survives_unmap),
 		cmocka_unit_test(test_gpa_dirty_log_host_va_domain_marks_nothing),
+		cmocka_unit_test(test_gpa_dirty_write_across_a_harvest_is_not_lost),
 		cmocka_unit_test(test_slices_add_up_and_split_where_host_discontiguous),
 		cmocka_unit_test(test_error_stops_at_first_unmapped_byte_with_hole_subrange),
 		cmocka_unit_test(test_permission_error_covers_the_mapping_part),
