@@ -394,12 +394,14 @@ IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
  * @iova: device address of the first byte written.
  * @len:  bytes; > 0, no overflow.
  *
- * iodma_write() marks the shared log after its copy; a translation to
- * slices marks when it translates, before the caller writes, and the
- * front end may harvest in between.  Call this after writing through
- * slices of a write translation: it translates again and marks the pages
- * (kernel vhost logs after the copy too).  Does nothing while the log is
- * off.
+ * iodma_write() marks the shared log after its copy, and a write
+ * translation made inside an access section is marked again when the
+ * section ends (iodma/xlate.h), after the caller's writes through its
+ * slices.  A translation made outside any section marks only when it
+ * translates, before the caller writes, and the front end may harvest in
+ * between: call this after writing through such slices.  It translates
+ * again and marks the pages (kernel vhost logs after the copy too).  Does
+ * nothing while the log is off.
  *
  * Context: thread-safe.
  * Return:  0; -EINVAL bad arguments; -EFAULT / -EACCES the range is not
