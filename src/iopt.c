@@ -458,9 +458,9 @@ int iopt_map(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target,
 	return err;
 }
 
-int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped)
+/* Check [iova, iova + len) and walk it with @w (lo/hi set here). */
+static int walk_range(struct iopt *t, struct walk *w, uint64_t iova, uint64_t len)
 {
-	struct walk w = { .mode = W_UCHECK, .lo = iova };
 	int err;
 
 	if (!t || !t->root)
@@ -468,8 +468,17 @@ int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped)
 	err = range_check(t, iova, len);
 	if (err)
 		return err;
-	w.hi = range_last(iova, len);
-	err = walk(t, &w);
+	w->lo = iova;
+	w->hi = range_last(iova, len);
+	return walk(t, w);
+}
+
+int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped)
+{
+	struct walk w = { .mode = W_UCHECK };
+	int err;
+
+	err = walk_range(t, &w, iova, len);
 	if (err)
 		return err;
 	w.mode = W_UCLEAR;
@@ -482,16 +491,7 @@ int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped)
 
 int iopt_prune(struct iopt *t, uint64_t iova, uint64_t len)
 {
-	struct walk w = { .mode = W_PRUNE, .lo = iova };
-	int err;
+	struct walk w = { .mode = W_PRUNE };
 
-	if (!t || !t->root)
-		return -EINVAL;
-	err = range_check(t, iova, len);
-	if (err)
-		return err;
-	w.hi = range_last(iova, len);
-	err = walk(t, &w);
-	assert(err == 0);
-	return err;
+	return walk_range(t, &w, iova, len); /* a prune walk cannot fail */
 }

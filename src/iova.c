@@ -1130,22 +1130,30 @@ static void busy_overlaps(struct iova_node *n, uint64_t p, uint64_t q,
 	}
 }
 
+/* [iova, iova + len) as pages [*p, *q] of the allocator's granule; false
+ * when the range wraps, is empty or is not granule aligned. */
+static bool granule_pages(const struct iova_alloc *a, uint64_t iova,
+			  uint64_t len, uint64_t *p, uint64_t *q)
+{
+	uint64_t g = 1ull << a->shift;
+
+	if (!range_valid(iova, len) || !is_aligned(iova, g) || !is_aligned(len, g))
+		return false;
+	*p = iova >> a->shift;
+	*q = range_last(iova, len) >> a->shift;
+	return true;
+}
+
 int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 	       bool *claimed)
 {
 	struct overlap_count oc = { 0 };
-	uint64_t g, p, q;
+	uint64_t p, q;
 	size_t i, first, pieces = 0;
 	int err;
 
-	if (!a || !claimed)
+	if (!a || !claimed || !granule_pages(a, iova, len, &p, &q))
 		return -EINVAL;
-	g = 1ull << a->shift;
-	if (!range_valid(iova, len) || !is_aligned(iova, g) ||
-	    !is_aligned(len, g))
-		return -EINVAL;
-	p = iova >> a->shift;
-	q = range_last(iova, len) >> a->shift;
 
 	os_mutex_lock(&a->tree_lock);
 	busy_overlaps(a->busy_root, p, q, &oc);
@@ -1202,17 +1210,11 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 		  uint64_t len)
 {
-	uint64_t g, p, q;
+	uint64_t p, q;
 	size_t i, first;
 
-	if (!a)
+	if (!a || !granule_pages(a, iova, len, &p, &q))
 		return;
-	g = 1ull << a->shift;
-	if (!range_valid(iova, len) || !is_aligned(iova, g) ||
-	    !is_aligned(len, g))
-		return;
-	p = iova >> a->shift;
-	q = range_last(iova, len) >> a->shift;
 
 	os_mutex_lock(&a->tree_lock);
 	first = seg_first(a, p);
@@ -1240,16 +1242,10 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
 {
 	struct iova_node *n;
-	uint64_t g, p, q;
+	uint64_t p, q;
 
-	if (!a)
+	if (!a || !granule_pages(a, iova, len, &p, &q))
 		return;
-	g = 1ull << a->shift;
-	if (!range_valid(iova, len) || !is_aligned(iova, g) ||
-	    !is_aligned(len, g))
-		return;
-	p = iova >> a->shift;
-	q = range_last(iova, len) >> a->shift;
 	os_mutex_lock(&a->tree_lock);
 	n = avl_floor(a->busy_root, p);
 	if (n && n->kind == IOVA_ALLOC && node_last(n) >= q && n->maps > 0)
