@@ -105,7 +105,9 @@ def main():
     bdir = sys.argv[1]
     failed = []
     rows, notes = [], []
-    for name in ORDER:
+    only = [x for x in os.environ.get("IODMA_BENCH_ONLY", "").split(",") if x]
+    order = [n for n in ORDER if not only or n in only]
+    for name in order:
         exe = os.path.join(bdir, name)
         if not os.access(exe, os.X_OK):
             failed.append(name + " (not built)")
@@ -122,6 +124,8 @@ def main():
     if want_ir and shutil.which("valgrind"):
         with tempfile.TemporaryDirectory(prefix="iodma-cg-") as tmp:
             for name in IR_BENCHES:
+                if only and name not in only:
+                    continue
                 exe = os.path.join(bdir, name)
                 if not os.access(exe, os.X_OK):
                     continue

@@ -4,21 +4,30 @@
  * allocator, backend calls with rollback, and listeners.
  *
  * Every change runs under map_lock (domain_priv.h) and follows one pattern:
- * validate everything, reserve what can fail (IOVA claim, B-tree nodes),
- * then make the irreversible calls (backend, listeners) with an undo path,
- * and finally update the books, which cannot fail any more.
+ * validate everything, reserve what can fail (IOVA claim, B-tree nodes,
+ * IO page-table nodes), then make the irreversible calls (backend,
+ * listeners) with an undo path, and finally update the books, which cannot
+ * fail any more.
  *
  * Unmap order (domain_priv.h).  Translation of the range stops FIRST, so
  * that nothing the backend or a listener does afterwards can still reach
- * it: under map_lock the records leave the table (one record, preloaded so
- * that it can be put back) or are marked dying (several), and the IOTLB
- * entries that may hold the range are dropped.  Then the backend unmaps
- * each contiguous run (a failure re-maps the runs already removed from the
- * backend and restores the records exactly: nothing changed), flush_iotlb
- * and the listeners' unmap per run; the dying records leave the table and
- * claims are released.  map_lock is dropped and only then does the unmap
- * wait, for the access sections of other threads that recorded a piece of
- * the range (xlate_wait_sections): no grace period on this path.
+ * it: under map_lock the page table's leaves of the range are cleared and
+ * xlate_stop() fences.  Then the backend unmaps each contiguous run (a
+ * failure re-maps the runs already removed from the backend and puts the
+ * leaves back: nothing changed), flush_iotlb and the listeners' unmap per
+ * run; the records leave the table and claims are released.  map_lock is
+ * dropped and only then does the unmap wait, for the access sections of
+ * other threads that recorded a piece of the range (xlate_wait_sections):
+ * no grace period on this path.
+ *
+ * Page-table memory.  An unmap only clears leaves; the nodes that held
+ * them stay hooked, so the next map nearby reuses them and a strict
+ * map + unmap pair allocates and frees nothing.  When the table has more
+ * than pt_prune_at nodes (twice what it had after the last prune, at
+ * least PT_PRUNE_MIN), the unmap (or failed map) that sees it unhooks
+ * every empty node, and frees them after xlate_wait_walks(): memory stays
+ * within about twice what the live mappings need, whatever a hostile
+ * guest maps and unmaps, at O(1) amortised cost per operation.
  *
  * Failed undo.  A map that a listener rejects is taken back from the
  * backend.  Should the backend refuse that unmap (a kernel error; the
@@ -60,6 +69,13 @@
  * avail_mappings. */
 #define AVAIL_RECHECK_MARGIN 256
 
+/* Page-table nodes (4 KiB each) below which the table is never pruned. */
+#define PT_PRUNE_MIN 64
+
+/* Width of every domain's page table: the whole 64-bit IOVA space (the
+ * caps' ranges, which refresh_caps may change, are checked before it). */
+#define PT_WIDTH 64
+
 struct domain_impl {
 	struct iodma_domain d;
 	/* Ranges the IOVA allocator was created over (caps at creation);
@@ -83,6 +99,8 @@ static inline struct iodma_domain *unconst(const struct iodma_domain *d)
 }
 
 /* ---- helpers ------------------------------------------------------------ */
+
+static void pt_unmap(struct iodma_domain *d, uint64_t iova, uint64_t last);
 
 static bool ranges_contain(const struct iodma_iova_range *r, uint32_t nr,
 			   uint64_t iova, uint64_t len)
@@ -370,9 +388,14 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	d->ops = ops;
 	d->memory = o.memory;
 	btree_init(&d->table, sizeof(struct map_rec));
-	err = ops->open(o.backend_config, &d->bpriv);
+	xlate_global_init();
+	err = iopt_init(&d->pt, PT_WIDTH, 1ull << IOPT_L0_SHIFT);
 	if (err)
 		goto err_free;
+	d->pt_prune_at = PT_PRUNE_MIN;
+	err = ops->open(o.backend_config, &d->bpriv);
+	if (err)
+		goto err_pt;
 	memset(&caps, 0, sizeof(caps));
 	err = ops->get_caps(d->bpriv, &caps);
 	if (!err)
@@ -382,8 +405,6 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	d->caps = caps;
 	atomic_init(&d->alignment, caps.alignment);
 	atomic_init(&d->nr_mappings, 0);
-	atomic_init(&d->gen, 0);
-	atomic_init(&d->useq, 0);
 	atomic_init(&di->claims_on, false);
 	atomic_init(&d->enabled, !(o.flags & IODMA_DOMAIN_DISABLED));
 	di->nr_alloc_ranges = caps.nr_ranges;
@@ -395,7 +416,6 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	if (err)
 		goto err_close;
 	os_mutex_init(&d->map_lock);
-	os_rwlock_init(&d->table_lock);
 	err = xlate_init(d, &o);
 	if (err)
 		goto err_locks;
@@ -403,11 +423,12 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	return 0;
 
 err_locks:
-	os_rwlock_destroy(&d->table_lock);
 	os_mutex_destroy(&d->map_lock);
 	iova_alloc_destroy(d->iova);
 err_close:
 	ops->close(d->bpriv);
+err_pt:
+	iopt_fini(&d->pt);
 err_free:
 	iodma_free(di);
 	return err;
@@ -448,11 +469,9 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
 			for (l = d->listeners; l; l = l->next)
 				l->ops->unmap(l->arg, key, r->len);
 		}
-		xlate_invalidate_begin(d);
-		os_rwlock_wrlock(&d->table_lock);
+		pt_unmap(d, 0, UINT64_MAX);
+		xlate_stop(d);
 		btree_fini(&d->table);
-		os_rwlock_unlock(&d->table_lock);
-		xlate_invalidate_end(d);
 		atomic_store(&d->nr_mappings, 0);
 	}
 	os_mutex_unlock(&d->map_lock);
@@ -472,7 +491,10 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
 	iova_alloc_destroy(d->iova);
 	d->ops->close(d->bpriv);
 	btree_fini(&d->table);
-	os_rwlock_destroy(&d->table_lock);
+	/* The caller promised no translation runs or starts any more (the
+	 * walks of this domain are over): the nodes go without a wait. */
+	iopt_retired_free(d->pt_kept);
+	iopt_fini(&d->pt);
 	os_mutex_destroy(&d->map_lock);
 	iodma_free(to_impl(d));
 }
@@ -527,21 +549,98 @@ int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out)
 	uint64_t key;
 	int err = -ENOENT;
 
-	os_rwlock_rdlock(&d->table_lock);
+	os_mutex_lock(&d->map_lock);
 	r = btree_lookup_le(&d->table, iova, &key);
-	if (r && range_last(key, r->len) >= iova && !(r->flags & MAP_F_DYING)) {
+	if (r && range_last(key, r->len) >= iova) {
 		out->iova = key;
 		out->rec = *r;
 		err = 0;
 	}
-	os_rwlock_unlock(&d->table_lock);
+	os_mutex_unlock(&d->map_lock);
 	return err;
+}
+
+/* ---- the IO page table -------------------------------------------------- */
+
+/* What a mapping's leaves point to, and their flags (domain_priv.h). */
+static uint64_t pt_target(uint64_t iova, const struct map_rec *rec)
+{
+	return (rec->flags & MAP_F_NO_VA) ? iova : rec->target;
+}
+
+static uint64_t pt_flags(const struct map_rec *rec)
+{
+	return (rec->perm & IODMA_PERM_RW) |
+	       ((rec->flags & MAP_F_NO_VA) ? IOPT_NO_VA : 0) |
+	       ((rec->flags & MAP_F_GPA) ? IOPT_GPA : 0);
+}
+
+/* Publish a mapping whose nodes iopt_reserve() installed: cannot fail. */
+static void pt_map(struct iodma_domain *d, uint64_t iova,
+		   const struct map_rec *rec)
+{
+	int e = iopt_map(&d->pt, iova, rec->len, pt_target(iova, rec),
+			 pt_flags(rec));
+
+	assert(e == 0);
+	(void)e;
+}
+
+/* Clear every leaf in [iova, last] (whole mappings only: validated by the
+ * caller, so this cannot fail).  A range of 2^64 bytes takes two calls. */
+static void pt_unmap(struct iodma_domain *d, uint64_t iova, uint64_t last)
+{
+	int e;
+
+	if (iova == 0 && last == UINT64_MAX) {
+		e = iopt_unmap(&d->pt, 0, 1ull << 63, NULL);
+		if (!e)
+			e = iopt_unmap(&d->pt, 1ull << 63, 1ull << 63, NULL);
+	} else {
+		e = iopt_unmap(&d->pt, iova, last - iova + 1, NULL);
+	}
+	assert(e == 0);
+	(void)e;
+}
+
+/* If the table holds more than pt_prune_at nodes, unhook its empty nodes
+ * and return them (iopt_retired_take) for pt_free() once map_lock is
+ * dropped; else NULL.  map_lock held. */
+static void *pt_maybe_prune(struct iodma_domain *d)
+{
+	struct iopt_stats st;
+
+	iopt_get_stats(&d->pt, &st);
+	if (st.nodes <= d->pt_prune_at)
+		return NULL;
+	iopt_prune(&d->pt, 0, 1ull << 63);
+	iopt_prune(&d->pt, 1ull << 63, 1ull << 63);
+	iopt_get_stats(&d->pt, &st);
+	d->pt_prune_at = IODMA_MAX((size_t)PT_PRUNE_MIN, 2 * st.nodes);
+	return iopt_retired_take(&d->pt);
+}
+
+/* Free nodes pruned by pt_maybe_prune(), once no walk can be inside them.
+ * map_lock NOT held (the wait may spin out a preempted walker). */
+static void pt_free(struct iodma_domain *d, void *list)
+{
+	if (!list)
+		return;
+	if (xlate_wait_walks()) {
+		atomic_fetch_add_explicit(&d->pt_nodes_freed, iopt_retired_free(list),
+					  memory_order_relaxed);
+		return;
+	}
+	/* Cannot know when the walks are over: keep the nodes until destroy. */
+	os_mutex_lock(&d->map_lock);
+	d->pt_kept = iopt_retired_join(d->pt_kept, list);
+	os_mutex_unlock(&d->map_lock);
 }
 
 /* ---- map ---------------------------------------------------------------- */
 
 static int map_locked(struct iodma_domain *d, uint64_t iova,
-		      struct map_rec *rec)
+		      struct map_rec *rec, void **pruned)
 {
 	const struct iodma_caps *c = &d->caps;
 	const struct map_rec *prev;
@@ -580,6 +679,10 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	err = btree_preload(&d->table);
 	if (err)
 		goto err_unclaim;
+	/* The page table's nodes too: after this, publishing cannot fail. */
+	err = iopt_reserve(&d->pt, iova, rec->len, pt_target(iova, rec));
+	if (err)
+		goto err_unclaim;
 	make_event(d, iova, rec, &ev);
 	err = d->ops->map(d->bpriv, &ev);
 	if (err)
@@ -603,12 +706,12 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 		}
 		err = -EUCLEAN;
 	}
-	os_rwlock_wrlock(&d->table_lock);
 	ins = btree_insert(&d->table, iova, rec);
-	os_rwlock_unlock(&d->table_lock);
 	assert(ins == 0); /* preloaded, and overlap was excluded */
 	(void)ins;
-	atomic_fetch_add(&d->nr_mappings, 1);
+	/* Translatable last: everyone was told of the mapping. */
+	pt_map(d, iova, rec);
+	atomic_fetch_add_explicit(&d->nr_mappings, 1, memory_order_relaxed);
 	return err;
 
 err_reserved:
@@ -617,6 +720,8 @@ err_reserved:
 		err = -EIO;
 err_unclaim:
 	unclaim(d, iova, rec);
+	/* Nodes the reserve installed stay (empty) until a prune. */
+	*pruned = pt_maybe_prune(d);
 	return err;
 }
 
@@ -627,6 +732,7 @@ static int check_perm(uint32_t perm)
 
 static int do_map(struct iodma_domain *d, uint64_t iova, struct map_rec *rec)
 {
+	void *pruned = NULL;
 	int err;
 
 	if (!d || !range_valid(iova, rec->len) || check_perm(rec->perm))
@@ -636,8 +742,9 @@ static int do_map(struct iodma_domain *d, uint64_t iova, struct map_rec *rec)
 	if (rec->fd >= 0 && !range_valid(rec->offset, rec->len))
 		return -EINVAL;
 	os_mutex_lock(&d->map_lock);
-	err = map_locked(d, iova, rec);
+	err = map_locked(d, iova, rec, &pruned);
 	os_mutex_unlock(&d->map_lock);
+	pt_free(d, pruned);
 	return err;
 }
 
@@ -699,26 +806,6 @@ static void backend_remap_before(struct iodma_domain *d, uint64_t iova,
 	}
 }
 
-/* Set or clear MAP_F_DYING on every record in [first, last] (n > 1 case).
- * map_lock held; takes table_lock for writing: flags are part of what
- * translation copies. */
-static void mark_dying(struct iodma_domain *d, uint64_t first, uint64_t last,
-		       bool dying)
-{
-	struct map_rec *r;
-	uint64_t key;
-
-	os_rwlock_wrlock(&d->table_lock);
-	for (r = (struct map_rec *)first_in(d, first, last, &key); r;
-	     r = (struct map_rec *)next_in(d, key, last, &key)) {
-		if (dying)
-			r->flags |= MAP_F_DYING;
-		else
-			r->flags &= (uint16_t)~MAP_F_DYING;
-	}
-	os_rwlock_unlock(&d->table_lock);
-}
-
 /*
  * Unmap the records in [iova, last] (validated by the caller).  @n records,
  * @bytes in total, @single_run when they form one contiguous run
@@ -728,34 +815,23 @@ static void mark_dying(struct iodma_domain *d, uint64_t first, uint64_t last,
  */
 static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			 uint64_t first, uint64_t n, bool single_run,
-			 uint64_t run_last, bool all)
+			 uint64_t run_last, bool all, void **pruned)
 {
 	const struct iodma_backend_ops *ops = d->ops;
 	struct iodma_listener *l;
+	const struct map_rec *r;
 	struct run_iter it;
 	struct run run;
-	struct map_rec rec, one;
+	struct map_rec rec;
 	uint64_t key, done;
-	bool removed;
 	int err;
 
-	/* 1. Translation of the range stops first: one record leaves the
-	 * table (preloaded, so that a backend failure can put it back), or
-	 * several (or one that cannot be preloaded: unmap never fails for
-	 * lack of memory) are marked dying; then the IOTLB entries that may
-	 * hold the range are dropped (xlate.c).  From here on no translation
-	 * of the range succeeds, not even from a listener's unmap callback. */
-	removed = n == 1 && btree_preload(&d->table) == 0;
-	xlate_unmap_begin(d);
-	if (removed) {
-		os_rwlock_wrlock(&d->table_lock);
-		err = btree_remove(&d->table, first, &one);
-		os_rwlock_unlock(&d->table_lock);
-		assert(err == 0);
-	} else {
-		mark_dying(d, first, last, true);
-	}
-	xlate_unmap_end(d, first, run_last - first + 1);
+	/* 1. Translation of the range stops first: its leaves are cleared and
+	 * the fence makes that visible to every walk that follows (and to
+	 * the section handshake).  From here on no translation of the range
+	 * succeeds, not even from a listener's unmap callback. */
+	pt_unmap(d, first, run_last);
+	xlate_stop(d);
 
 	/* 2. The backend: one call per contiguous run. */
 	/* unmap_all may decline (-EOPNOTSUPP: e.g. a kernel without
@@ -807,39 +883,26 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	}
 
 	/* 4. The books. */
-	if (removed) {
-		unclaim(d, first, &one);
-	} else {
-		key = first;
-		for (uint64_t i = 0; i < n; i++) {
-			os_rwlock_wrlock(&d->table_lock);
-			if (!btree_lookup_ge(&d->table, key, &key) || key > last) {
-				os_rwlock_unlock(&d->table_lock);
-				assert(0);
-				break;
-			}
-			btree_remove(&d->table, key, &rec);
-			os_rwlock_unlock(&d->table_lock);
-			unclaim(d, key, &rec);
+	key = first;
+	for (uint64_t i = 0; i < n; i++) {
+		if (!btree_lookup_ge(&d->table, key, &key) || key > last) {
+			assert(0);
+			break;
 		}
+		btree_remove(&d->table, key, &rec);
+		unclaim(d, key, &rec);
 	}
-	atomic_fetch_sub(&d->nr_mappings, n);
+	atomic_fetch_sub_explicit(&d->nr_mappings, n, memory_order_relaxed);
+	*pruned = pt_maybe_prune(d);
 	return 0;
 
 restore:
-	/* Put the records back exactly: nothing changed (translations of the
-	 * range failed meanwhile, as if it were being unmapped). */
-	if (removed) {
-		int e;
-
-		os_rwlock_wrlock(&d->table_lock);
-		e = btree_insert(&d->table, first, &one);
-		os_rwlock_unlock(&d->table_lock);
-		assert(e == 0); /* preloaded */
-		(void)e;
-	} else {
-		mark_dying(d, first, last, false);
-	}
+	/* Put the leaves back exactly: nothing changed (translations of the
+	 * range failed meanwhile, as if it were being unmapped).  The nodes
+	 * are still hooked (no prune since the clear): cannot fail. */
+	for (r = first_in(d, first, run_last, &key); r;
+	     r = next_in(d, key, run_last, &key))
+		pt_map(d, key, r);
 	return err;
 }
 
@@ -849,7 +912,7 @@ restore:
  * held.  *@bytes receives the bytes unmapped.
  */
 static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
-			bool strict, bool all, uint64_t *bytes)
+			bool strict, bool all, uint64_t *bytes, void **pruned)
 {
 	const struct map_rec *r;
 	uint64_t key, first, prev_last = 0, n = 0, total = 0;
@@ -882,17 +945,18 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 		single_run = false; /* run length would not fit */
 	*bytes = total;
 	return unmap_records(d, iova, last, first, n, single_run, prev_last,
-			     all);
+			     all, pruned);
 }
 
 static int unmap_common(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			bool strict, bool all, uint64_t *unmapped)
 {
 	uint64_t bytes = 0;
+	void *pruned = NULL;
 	int err;
 
 	os_mutex_lock(&d->map_lock);
-	err = unmap_locked(d, iova, last, strict, all, &bytes);
+	err = unmap_locked(d, iova, last, strict, all, &bytes, &pruned);
 	os_mutex_unlock(&d->map_lock);
 	if (err)
 		return err;
@@ -900,6 +964,7 @@ static int unmap_common(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	 * other threads that recorded a piece of it (xlate.c). */
 	if (bytes)
 		xlate_wait_sections(d, iova, last);
+	pt_free(d, pruned);
 	if (unmapped)
 		*unmapped = bytes;
 	return 0;
@@ -1046,10 +1111,9 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d)
 	err = iova_alloc_reserve(d->iova, removed, nr_removed);
 	if (err)
 		goto out;
-	xlate_invalidate_begin(d);
+	/* Every mapping stays valid: translation is not affected. */
 	d->caps = caps;
 	atomic_store(&d->alignment, caps.alignment);
-	xlate_invalidate_end(d);
 	err = 0;
 out:
 	os_mutex_unlock(&d->map_lock);
@@ -1061,9 +1125,8 @@ IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled)
 	if (!d || (!enabled && !d->memory))
 		return -EINVAL;
 	os_mutex_lock(&d->map_lock);
-	xlate_invalidate_begin(d);
-	atomic_store(&d->enabled, enabled);
-	xlate_invalidate_end(d);
+	atomic_store_explicit(&d->enabled, enabled, memory_order_seq_cst);
+	xlate_stop(d);
 	os_mutex_unlock(&d->map_lock);
 	xlate_wait_sections(d, 0, UINT64_MAX); /* every section of this domain */
 	return 0;
@@ -1094,18 +1157,14 @@ static int claims_enable(struct iodma_domain *d)
 		err = claim(d, key, &c);
 		if (err)
 			break;
-		os_rwlock_wrlock(&d->table_lock);
 		r->flags = c.flags;
-		os_rwlock_unlock(&d->table_lock);
 	}
 	if (err) {
 		/* Release the claims made, up to the record that failed. */
 		for (r = btree_lookup_ge(&d->table, 0, &undo); r && undo < key;
 		     r = btree_next(&d->table, undo, &undo)) {
 			unclaim(d, undo, r);
-			os_rwlock_wrlock(&d->table_lock);
 			r->flags &= (uint16_t)~(MAP_F_CLAIMED | MAP_F_INSIDE);
-			os_rwlock_unlock(&d->table_lock);
 		}
 		goto out;
 	}

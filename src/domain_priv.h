@@ -1,45 +1,49 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * domain_priv.h - the inside of a domain, shared by domain.c (bookkeeping,
- * backend calls, listeners), xlate.c (IOTLB, translation, faults, dirty
- * log) and dma.c.
+ * backend calls, listeners), xlate.c (translation, faults, dirty log) and
+ * dma.c.
  *
- * Lock order: map_lock -> table_lock -> (xlate's internal locks).
- *   map_lock    serialises every change: map, unmap, listeners, caps,
- *               claims, enable; held while calling the backend and the
- *               listeners.
- *   table_lock  rwlock over the B-tree's structure: writers (already holding
- *               map_lock) take it for writing only around btree_insert /
- *               btree_remove; translation misses take it for reading.
- * The IOTLB is lock-free (see xlate.c).  Translation never takes map_lock.
+ * Two books of the same mappings:
+ *   table  a B+tree iova -> struct map_rec: the range operations (overlap
+ *          checks, strict/gaps unmap validation, listener replay, claims,
+ *          the fd and offset of a mapping).  Only writers use it, under
+ *          map_lock.
+ *   pt     the IO page table (iopt.h): what every translation walks,
+ *          without a lock.  Leaf target: the host VA, the GPA (IOPT_GPA,
+ *          two-stage) or, for an fd-only mapping, the IOVA itself
+ *          (IOPT_NO_VA: nothing to translate to, only the permission).
+ *
+ * Lock order: map_lock -> (xlate's internal locks).  map_lock serialises
+ * every change: map, unmap, listeners, caps, claims, enable; held while
+ * calling the backend and the listeners.  Translation takes no lock.
+ *
+ * Map (map_locked): validate on the table, claim, btree_preload and
+ * iopt_reserve (the only steps that allocate), the backend, the listeners,
+ * then btree_insert and iopt_map, neither of which can fail any more.  The
+ * mapping becomes translatable last, once everyone was told.
  *
  * Unmap ordering (DESIGN.md "Before unmap returns"), as domain.c does it:
- *   1. translation of the range stops FIRST, under map_lock:
- *      xlate_unmap_begin(d) makes the unmap sequence odd (no IOTLB fill
- *      starts from the table); the records leave the table (one record,
- *      after btree_preload so it can be put back) or are marked
- *      MAP_F_DYING (several, or one that could not be preloaded:
- *      domain_lookup() treats them as absent), under table_lock for
- *      writing; xlate_unmap_end(d, range) makes the sequence even and new
- *      and drops every IOTLB entry that may hold the range (waiting for a
- *      slot being filled; a filler that looked the table up before sees
- *      the sequence changed and publishes nothing).  Its seq_cst writes
- *      are the unmapper's half of the access-section handshake (xlate.c);
+ *   1. translation of the range stops FIRST, under map_lock: iopt_unmap()
+ *      clears the leaves (release stores), then xlate_stop(d) issues the
+ *      seq_cst fence that is the unmapper's half of the access-section
+ *      handshake (xlate.c);
  *   2. the backend unmaps each contiguous run (on failure the runs already
- *      unmapped are re-mapped and the records restored exactly: nothing
- *      changed), flushes its IOTLB, and the listeners are told: none of
- *      them can translate the range any more;
- *   3. dying records leave the table; claims and counters are updated;
+ *      unmapped are re-mapped and the leaves put back with iopt_map(), which
+ *      cannot fail: the nodes are still there; nothing changed), flushes
+ *      its IOTLB, and the listeners are told: none of them can translate
+ *      the range any more;
+ *   3. the records leave the table; claims and counters are updated; when
+ *      the page table holds too many nodes (pt_prune_at) its empty nodes are
+ *      unhooked and taken;
  *   4. map_lock dropped, then xlate_wait_sections(d, range): every access
  *      section of another thread that recorded a piece of the range has
  *      ended (a futex wait on each such section; other sections, and
- *      preempted readers elsewhere, are not waited for);
+ *      preempted readers elsewhere, are not waited for); then, if nodes
+ *      were taken, xlate_wait_walks() and they are freed;
  *   5. return.
- * Whole-domain changes (refresh_caps, set_enabled, unmap_all, iotlb flush)
- * bump the stage-1 generation instead (xlate_invalidate_begin/end): every
- * entry goes.  unmap_all and set_enabled then wait for every section that
- * recorded a range of the domain (range [0, 2^64 - 1]); refresh_caps keeps
- * every mapping valid and waits for nothing.
+ * set_enabled stores d->enabled and calls xlate_stop too, then waits for
+ * every section that recorded a range of the domain.
  */
 #ifndef IODMA_DOMAIN_PRIV_H
 #define IODMA_DOMAIN_PRIV_H
@@ -50,6 +54,7 @@
 #include <iodma/xlate.h>
 
 #include "btree.h"
+#include "iopt.h"
 #include "iova.h"
 #include "util.h"
 
@@ -59,9 +64,6 @@
 #define MAP_F_CLAIMED  0x4u /* the map claimed its IOVA space (iova_claim) */
 #define MAP_F_INSIDE   0x8u /* the map lies inside an IOVA allocation and is
 			     * counted there (iova_claim, *claimed = false) */
-#define MAP_F_DYING    0x10u /* being unmapped: translation treats it as
-			     * absent; only seen under map_lock inside one
-			     * unmap (domain.c) */
 
 /* One mapping in the table; the key is its iova.  32 bytes. */
 struct map_rec {
@@ -98,58 +100,63 @@ struct iodma_domain {
 	_Atomic uint64_t alignment;     /* == caps.alignment; lock-free reads */
 	struct iodma_listener *listeners; /* protected by map_lock */
 	_Atomic uint64_t nr_mappings;   /* written under map_lock */
-
-	os_rwlock_t table_lock;         /* protects table's structure */
-	struct btree table;             /* iova -> struct map_rec */
+	struct btree table;             /* iova -> struct map_rec; map_lock */
+	size_t pt_prune_at;             /* prune pt when it has more nodes;
+					 * map_lock */
+	void *pt_kept;                  /* pruned nodes no walk could be
+					 * waited out for (no membarrier, no
+					 * fence): freed at destroy; map_lock */
+	_Atomic uint64_t pt_nodes_freed; /* page-table nodes pruned and freed
+					 * (for tests) */
 
 	struct iova_alloc *iova;        /* thread-safe on its own */
 
-	/* Translation (xlate.c).  gen, enabled and xl are read by every
-	 * translation; the table above and useq below are written by every
-	 * map or unmap, so padding keeps them a cache line away (the domain
-	 * comes from calloc: no 64-byte alignment to rely on).  The hit path
-	 * reads the memory pointer from xl, not from the first line, which
-	 * map_lock shares. */
-	char gen_pad[IODMA_CACHELINE];
-	_Atomic uint64_t gen;           /* stage-1 generation; odd while changing */
+	/* Translation (xlate.c): read by every translation, written only by
+	 * map/unmap (the page table's nodes) and set_enabled.  The padding
+	 * keeps map_lock and the writers' fields a cache line away (the
+	 * domain comes from calloc: no 64-byte alignment to rely on). */
+	char xl_pad[IODMA_CACHELINE];
 	_Atomic bool enabled;           /* false: identity over memory */
-	struct xlate_state *xl;         /* IOTLB, faults, dirty log, stats */
-	char useq_pad[IODMA_CACHELINE];
-	_Atomic uint64_t useq;          /* unmap sequence; odd while records
-					 * leave the table */
+	struct xlate_state *xl;         /* faults, dirty log, stats */
+	struct iopt pt;                 /* the IO page table; writers hold
+					 * map_lock */
 };
 
-/* ---- domain.c, for xlate.c and dma.c ------------------------------------ */
+/* ---- domain.c, for tests -------------------------------------------------- */
 
-/* The mapping that contains @iova, copied into *@out.  Takes table_lock for
- * reading; safe from any thread.  Returns 0 or -ENOENT. */
+/* The mapping that contains @iova, copied into *@out, from the table.
+ * Takes map_lock (not from a listener callback).  Returns 0 or -ENOENT. */
 int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out);
 
 /* ---- xlate.c, for domain.c ---------------------------------------------- */
 
-/* Allocate the IOTLB (opts->iotlb_entries), fault log, stats.
+/* Once per process, before the first domain: decide whether page-table
+ * walkers fence (no membarrier) or not.  Idempotent, thread-safe. */
+void xlate_global_init(void);
+
+/* Allocate the fault log and stats (opts->iotlb_entries is validated).
  * Returns 0, -EINVAL (entries not a power of two) or -ENOMEM. */
 int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts);
 void xlate_fini(struct iodma_domain *d);
 
-/* Whole-IOTLB invalidation around a change of the domain as a whole
- * (set_enabled, refresh_caps, unmap_all): generation odd, then even and
- * new.  Called with map_lock held. */
-void xlate_invalidate_begin(struct iodma_domain *d);
-void xlate_invalidate_end(struct iodma_domain *d);
-
-/* Steps 2 and 4 of the unmap ordering, around the records of
- * [iova, iova + len) leaving the table.  Called with map_lock held. */
-void xlate_unmap_begin(struct iodma_domain *d);
-void xlate_unmap_end(struct iodma_domain *d, uint64_t iova, uint64_t len);
+/* Step 1 of the unmap ordering, after the leaves were cleared (or enabled
+ * was changed): the seq_cst fence, counted as an invalidation.  Called
+ * with map_lock held. */
+void xlate_stop(struct iodma_domain *d);
 
 /* Step 4 of the unmap ordering: wait until every access section of another
  * thread that recorded a range of @d overlapping [iova, last] (or that
- * overflowed) has ended.  Called after the range stopped translating (a
- * seq_cst step: xlate_unmap_end or xlate_invalidate_end), WITHOUT map_lock
+ * overflowed) has ended.  Called after xlate_stop(), WITHOUT map_lock
  * (a section's owner may be waiting for it).  Never sleeps on a timer:
  * spins briefly, then sleeps on the section's futex word. */
 void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last);
+
+/* After page-table nodes were unhooked (iopt_prune): wait until no walk
+ * that could have loaded a pointer to them is still under way, so they
+ * can be freed.  Any thread, no lock held.  Returns false when that
+ * cannot be known (membarrier failed after the walkers were told not to
+ * fence): the caller must keep the nodes until the domain is destroyed. */
+bool xlate_wait_walks(void);
 
 /* Domain destroy: wait for the other threads' sections that recorded @d
  * (xlate_wait_sections over everything), and drop @d from the calling
@@ -160,6 +167,13 @@ void xlate_forget_domain(struct iodma_domain *d);
  * the calling thread hold a section record. */
 uint32_t xlate_test_section_waiters(void);
 bool xlate_test_has_record(void);
+/* For tests: hold a page-table walk open on this thread (as a translation
+ * preempted mid-walk would), and end it; and a switch that makes
+ * xlate_wait_walks() return at once, to show the tests that need it fail
+ * without it. */
+void xlate_test_walk_begin(void);
+void xlate_test_walk_end(void);
+extern _Atomic bool xlate_test_skip_walk_wait;
 size_t xlate_test_records(void); /* records in the registry */
 
 #endif /* IODMA_DOMAIN_PRIV_H */

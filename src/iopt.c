@@ -95,7 +95,7 @@ struct iopt_leaf iopt_walk_high(const struct iopt *t, uint64_t iova)
 		unsigned int s = level_shift(level); /* <= 57 */
 
 		e = atomic_load_explicit(&n[(iova >> s) & (IOPT_NODE_ENTRIES - 1)],
-					 memory_order_acquire);
+					 memory_order_seq_cst);
 		if (!(e & IOPT_TABLE) || level == 0)
 			return (struct iopt_leaf){ .entry = e, .mask = (1ull << s) - 1 };
 		n = iopt_node(e);
@@ -191,6 +191,18 @@ size_t iopt_retired_free(void *list)
 		n++;
 	}
 	return n;
+}
+
+void *iopt_retired_join(void *a, void *b)
+{
+	void *tail = a;
+
+	if (!a)
+		return b;
+	while (meta_of(tail)->next)
+		tail = meta_of(tail)->next;
+	meta_of(tail)->next = b;
+	return a;
 }
 
 void iopt_fini(struct iopt *t)

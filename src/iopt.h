@@ -55,17 +55,17 @@
  *
  * Threads
  *   Lookups (iopt_lookup, iopt_walk_high, iopt_hole) take no lock and make
- *   no RCU call: plain acquire loads down the levels.  The caller is inside
- *   an access section (the domain's RCU read side), which keeps both the
- *   target memory and the table's nodes alive: a node is freed only by
- *   iopt_retired_free(), which the owner calls after waiting for the
- *   sections open when the node was unhooked.  Writers (reserve, map,
+ *   no RCU call: seq_cst loads (plain loads on x86) down the levels.  The
+ *   owner keeps the nodes alive: a node is freed only by
+ *   iopt_retired_free(), which the owner calls once no lookup that could
+ *   have loaded a pointer to it is still under way (xlate.c's walk
+ *   counters).  Writers (reserve, map,
  *   unmap, prune, retired_take, fini, stats) are serialised by the caller
  *   (the domain's map_lock).  A writer fills a new node with zeros and publishes it with
  *   a release store; leaves are published and cleared with release stores.
  *   An entry is one word, so a reader sees a mapping whole or not at all;
  *   it may see a mapping that an unmap in progress is clearing (the owner
- *   waits for access sections after the clear, see below).
+ *   then waits for the access sections that could hold its slices).
  *
  * Node lifetime and memory bound
  *   iopt_reserve() allocates nodes (4 KiB of entries + 16 bytes of writer
@@ -75,10 +75,10 @@
  *   every node left empty (its parent slot goes to 0 with a release store)
  *   and puts it on a retired list.  A reader already inside reads zeros,
  *   i.e. "not mapped", which is what the unmap made true.  The owner takes
- *   the list under its writer lock (iopt_retired_take) and frees it after
- *   the access-section wait it does at the end of every unmap anyway
- *   (iopt_retired_free): the wait that protects the target memory
- *   protects the node, so there is no extra grace period.  Nodes never
+ *   the list under its writer lock (iopt_retired_take) and frees it
+ *   (iopt_retired_free) once no lookup can still be inside: a lookup may
+ *   run outside any access section, so the owner tracks the walks
+ *   themselves (xlate.c).  Nodes never
  *   move and are never reused while reachable, so a reader can never land
  *   in the wrong part of the table.  Memory is bounded by what is live:
  *   one L0 node per 2 MiB block holding a sub-2 MiB leaf, one L1 node per
@@ -102,48 +102,28 @@
  *   - iopt_map() after a successful iopt_reserve() of the same iova, len
  *     and target, with no writer in between, cannot fail (asserted).
  *
- * How translation will use it (integration, next step; xlate.c/domain.c
- * are not changed by this module):
- *   - struct iodma_domain gains `struct iopt pt` beside the B-tree.  The
- *     B-tree stays for range operations (strict/gaps unmap validation,
- *     listener replay, claims, fd/offset of a mapping); the iopt serves
- *     every lookup.  iopt_init(&d->pt, W, caps.alignment) at create, with W
- *     = bits of the highest valid IOVA (ilog2(last) + 1); iopt_fini at
- *     destroy.
- *   - map (under map_lock): validate against the B-tree, btree_preload(),
- *     iopt_reserve(iova, len, target) BEFORE the backend call (an -ENOMEM
- *     here fails the map with nothing done), backend map, listeners, then
- *     btree_insert() and iopt_map(iova, len, target, perm | flags), which
- *     cannot fail.  Flags: IOPT_NO_VA for fd-only maps (target = the fd
- *     offset), IOPT_GPA for a two-stage domain (target = the GPA).
- *   - unmap (under map_lock): validate on the B-tree, then iopt_unmap()
- *     FIRST, so no translation of the range can start any more before the
- *     backend is told and before any listener hears of it (bug 4: a
- *     listener freeing memory while the device still translates into it);
- *     then the backend unmap and its IOTLB flush, the listeners, the
- *     B-tree removal, iopt_prune() and iopt_retired_take(); map_lock
- *     dropped; the wait for the access sections that could have seen the
- *     range; iopt_retired_free().  A backend failure re-maps with
- *     iopt_map() alone (not pruned yet: it cannot fail).
- *   - translate: inside the access section, iopt_lookup(); the hit is
- *     (h.entry & perm) == perm and not IOPT_NO_VA; the slice is h.target for min(left, h.len) bytes; the
- *     caller loops for multi-page requests and merges slices whose host
- *     addresses are contiguous.  A miss reports IODMA_FAULT_NOT_MAPPED for
- *     iopt_hole() bytes (or h.len, a lower bound, on the hot path), a
- *     present entry without @perm IODMA_FAULT_PERMISSION.  The IOTLB, the
- *     table_lock read side, the generation loads and the fill all go from
- *     the translation path; d->gen stays only for whole-domain changes
- *     (enable/disable switch to identity, refresh_caps rebuilds the table).
- *   - two-stage domains (IOVA -> GPA -> host VA): leaves hold the GPA
- *     (IOPT_GPA) and the hit resolves it through the memory's regions.  To
- *     make that fast too, the memory keeps its own iopt over GPA space
- *     (leaf target = host VA of the region's block, rebuilt when a region
- *     is added or removed, which are rare and serialised), so a two-stage
- *     translate is two inlined walks and no lock: GPA = iopt_lookup(&d->pt,
- *     iova), HVA = iopt_lookup(&mem->pt, GPA).  (Caching the composed HVA in
- *     the stage-1 entry would need a second word for a stage-2 generation
- *     and a re-validation on every hit; the second walk is cheaper than
- *     that and has no invalidation problem.)
+ * How the domain uses it (domain_priv.h, domain.c, xlate.c):
+ *   - every domain has one, of width 64 and granule 4 KiB (the domain
+ *     checks its own alignment and IOVA ranges first); the B-tree stays for
+ *     range operations (strict/gaps unmap validation, listener replay,
+ *     claims, the fd and offset of a mapping);
+ *   - map: iopt_reserve() before the backend call (its -ENOMEM fails the
+ *     map with nothing done), iopt_map() last, once the backend and the
+ *     listeners took the mapping; leaf target: the host VA, the GPA
+ *     (IOPT_GPA) or, fd-only, the IOVA itself (IOPT_NO_VA);
+ *   - unmap: iopt_unmap() FIRST, then a seq_cst fence, so no translation
+ *     of the range can start before the backend or a listener is told
+ *     (bug 4); a backend failure puts the leaves back with iopt_map();
+ *   - nodes: kept hooked after an unmap (the next map nearby reuses them);
+ *     pruned when the table holds more than twice the nodes it had after
+ *     the last prune (at least 64), and freed once no page-table walk can
+ *     be inside them (xlate.c "Page-table walks and node lifetime": a
+ *     per-thread walk counter and membarrier(2), which also covers
+ *     translations outside access sections);
+ *   - translate: iopt_lookup() (or the same three loads spelled out in
+ *     iodma_translate()'s frame-less path); (entry & perm) == perm with
+ *     neither IOPT_NO_VA nor IOPT_GPA is a host-VA hit; a GPA leaf is
+ *     resolved through the memory's regions.
  */
 #ifndef IODMA_IOPT_H
 #define IODMA_IOPT_H
@@ -179,7 +159,10 @@ struct iopt {
 	uint64_t last;              /* 2^W - 1: highest IOVA the table holds */
 	_Atomic uint64_t *hi_root;  /* W > 48: node of level hi_level; else NULL */
 	unsigned int hi_level;      /* 4 or 5 */
-	/* Writer side (serialised by the owner). */
+	/* Writer side (serialised by the owner), a cache line away from what
+	 * every lookup reads: a map or unmap must not take that line from
+	 * the translating CPUs. */
+	char pad[64];
 	unsigned int width;         /* W */
 	uint64_t granule;           /* alignment of map/reserve/unmap */
 	uint64_t root_entries;      /* 2^(max(min(W,48),30) - 30) */
@@ -245,9 +228,13 @@ iopt_hit_fill(uint64_t e, uint64_t mask, uint64_t iova, struct iopt_hit *h)
  * the two "points to a node" branches.  No permission check: the caller
  * tests h->entry (the IOPT_R/IOPT_W bits equal IODMA_PERM_*).
  *
- * Context: lock-free; any thread, concurrently with one writer, inside
- *          the owner's access section (it keeps pruned nodes and the
- *          target memory alive; see "Node lifetime").  The result
+ * The loads are seq_cst (plain loads on x86 and arm64's ldar, as acquire
+ * would be): an owner that clears leaves and then issues a seq_cst fence
+ * can rely on every lookup ordered after that fence, in the single total
+ * order, seeing the clear (the access-section handshake of xlate.c).
+ *
+ * Context: lock-free; any thread, concurrently with one writer, under the
+ *          owner's protection of the nodes (see "Node lifetime").  The result
  *          describes the table at one instant: the entry is one word.
  * Return:  true if a leaf maps @iova (h->entry has IOPT_PRESENT), else false.
  */
@@ -264,17 +251,17 @@ iopt_lookup(const struct iopt *t, uint64_t iova, struct iopt_hit *h)
 	/* The 4 KiB path falls through; 2 MiB / 1 GiB leaves and holes take
 	 * one taken branch more. */
 	e = atomic_load_explicit(&t->root[iova >> IOPT_L2_SHIFT],
-				 memory_order_acquire);
+				 memory_order_seq_cst);
 	if (__builtin_expect(!(e & IOPT_TABLE), 0))
 		return iopt_hit_fill(e, (1ull << IOPT_L2_SHIFT) - 1, iova, h);
 	e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
 					       (IOPT_NODE_ENTRIES - 1)],
-				 memory_order_acquire);
+				 memory_order_seq_cst);
 	if (__builtin_expect(!(e & IOPT_TABLE), 0))
 		return iopt_hit_fill(e, (1ull << IOPT_L1_SHIFT) - 1, iova, h);
 	e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
 					       (IOPT_NODE_ENTRIES - 1)],
-				 memory_order_acquire);
+				 memory_order_seq_cst);
 	return iopt_hit_fill(e, (1ull << IOPT_L0_SHIFT) - 1, iova, h);
 }
 
@@ -399,12 +386,20 @@ void *iopt_retired_take(struct iopt *t);
  * @list: the list, or NULL.
  *
  * Context: any thread, no lock, but only once no reader can still be
- *          inside those nodes: after waiting for every access section that
- *          was open when the list was taken (the domain's unmap does that
- *          wait anyway; take the list under map_lock, free it after).
+ *          inside those nodes: after waiting for every lookup under way
+ *          when they were unhooked (the domain: xlate_wait_walks()).
  * Return:  how many nodes were freed.
  */
 size_t iopt_retired_free(void *list);
+
+/**
+ * iopt_retired_join() - One list of two from iopt_retired_take().
+ * @a, @b: lists, or NULL.
+ *
+ * Context: any thread; the lists are the caller's.
+ * Return:  the list holding the nodes of both.
+ */
+void *iopt_retired_join(void *a, void *b);
 
 /**
  * iopt_hole() - Bytes from @iova to the first present leaf, at most @max.

@@ -1,35 +1,41 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * xlate.c - device-side translation: IOVA -> host slices with permission
- * checks, the IOTLB, the miss resolver, the fault log, dirty logging and
+ * checks over the domain's IO page table, the fault log, dirty logging and
  * the translation counters.
  *
- * IOTLB
- *   A power-of-two array of cache-line-sized entries indexed by a hash of
- *   (iova >> page shift).  An entry caches one composed translation
- *   [iova, iova + len) -> host VA with its permissions and the generations
- *   it was filled under: the domain's d->gen (stage 1) and, for a domain
- *   over an iodma_memory, memory_generation() (stage 2).  It is a seqlock
- *   per entry: seq is odd while a filler writes it.  A reader loads seq
- *   (acquire), the fields (relaxed), fences, reloads seq, and uses the
- *   entry only if seq was even and unchanged, both generations are the
- *   current ones and the range and permissions cover the request.  A hit
- *   touches the entry's line and the generation word(s) and writes nothing
- *   shared.  Fillers claim an entry with a CAS even -> odd and give up when
- *   they lose.  A filler reads d->gen BEFORE domain_lookup() and never
- *   fills when it was odd, so an entry built from a table state older than
- *   a whole-domain change carries an older generation and can never hit.
- *   An unmap drops only the entries that may hold its range: an entry
- *   caches a run inside one mapping and sits in the slot of a page of that
- *   run, so the slots of the range's pages are all there is to look at
- *   (ranges longer than the IOTLB bump the generation instead).  A filler
- *   also reads the unmap sequence d->useq before its lookup, does not fill
- *   while it is odd, and re-reads it while it still holds the slot: if an
- *   unmap has begun, it publishes the slot empty.  The unmap, for its part,
- *   waits for a slot being filled before examining it, so a stale run is
- *   never visible once the unmap has dropped its slots; the sections that
- *   saw it before are waited for by the unmap (below, and unmap ordering in
- *   domain_priv.h).  Negative results are never cached.
+ * Translation
+ *   Every translation walks d->pt (iopt.h) with seq_cst loads (plain loads
+ *   on x86) and no lock: a leaf holds the host VA (or the GPA of a
+ *   two-stage mapping, then looked up in the memory's regions under
+ *   liburcu's read side, or the IOVA of an fd-only mapping, which has no
+ *   host address).  Nothing is cached in front of the table, so nothing
+ *   needs filling or invalidating.  iodma_translate() has a path with no
+ *   call and no stack frame for the common case (a valid request outside a
+ *   section, one host-VA leaf holding it, no dirty log); everything else
+ *   goes step by step (xlate_step: one leaf, then following leaves while
+ *   they stay host-contiguous), and faults are described by the span of
+ *   leaves that fail alike (pt_span) or the hole up to the next leaf
+ *   (iopt_hole).
+ *
+ * Page-table walks and node lifetime
+ *   The table's nodes are unhooked only by a prune (domain.c), and freed
+ *   only once no walk that could have loaded a pointer to them is still
+ *   under way.  Each walk bumps its thread's walk counter (struct reader,
+ *   on a line of its own) to odd before its first load and to even after
+ *   its last (release), with only a compiler barrier between: the freeing
+ *   side (xlate_wait_walks) unhooks, then runs membarrier(2)
+ *   (PRIVATE_EXPEDITED: every running thread of the process executes a full
+ *   barrier), then waits for every counter it sees odd to move.  A walk
+ *   whose odd store was not visible to that scan started its loads after
+ *   the barrier, so it loads the unhooked (zero) slot, never the node.
+ *   Where membarrier is not available (decided once, before the first
+ *   domain: old kernels, valgrind, ThreadSanitizer builds) the walker
+ *   issues a seq_cst fence after its odd store and the freer one before
+ *   its scan: the store-buffering pattern again.  A thread that cannot get
+ *   a record counts its walks in anon_walks (seq_cst RMWs).  Walks never
+ *   block, so the wait is at most a preemption; it runs without map_lock,
+ *   and prunes are rare (domain.c "Page-table memory").
  *
  * Access sections
  *   Each thread that opens a section gets a record (struct reader) from a
@@ -45,7 +51,7 @@
  *   word = (section sequence << 6) | ALL | number of ranges, which is also
  *   the futex word.  Every translate entry point (translate, xlate_next,
  *   check_range, read, write), inside a section, records the requested
- *   range BEFORE its IOTLB probe or table lookup: nothing if a range of the
+ *   range BEFORE its page-table walk: nothing if a range of the
  *   same domain already covers it (with the write flag when needed);
  *   otherwise it appends a range or extends one it touches, with release
  *   stores of the range's fields followed by one seq_cst store of the state
@@ -57,29 +63,26 @@
  *   section that translated nothing writes nothing shared at all.
  *
  *   Unmap (domain.c) first stops the range translating, under map_lock:
- *   the records leave the table (or are marked dying) and xlate_unmap_end()
- *   drops the IOTLB slots with seq_cst CASes (or bumps d->gen, seq_cst):
- *   call the last of these seq_cst writes D.  After dropping map_lock it
- *   scans the registry (xlate_wait_sections): for each record it loads the
- *   state (seq_cst, R), and waits for the sequence to move if the section
- *   published ALL or a range of this domain overlapping the unmapped one.
+ *   iopt_unmap() clears the range's leaves and xlate_stop() issues a
+ *   seq_cst fence (X); set_enabled stores d->enabled (seq_cst) before X.
+ *   After dropping map_lock the unmapper scans the registry
+ *   (xlate_wait_sections): for each record it loads the state (seq_cst, R),
+ *   and waits for the sequence to move if the section published ALL or a
+ *   range of this domain overlapping the unmapped one.
  *
- *   Why no section is missed (store buffering, both sides seq_cst): the
- *   reader does A then loads the IOTLB slot's seq and d->gen with seq_cst
- *   loads (plain moves on x86) or takes table_lock; the unmapper does D
- *   then R.  In the single total order S of seq_cst operations, either A
- *   precedes R, and R reads A or a later state of the same section (the
- *   release/acquire pair also makes the range fields visible), so the
- *   unmapper waits for it; or R precedes A, so D precedes the reader's
- *   IOTLB loads, which then see the dropped slot (odd or empty) or the new
- *   generation and go to the table, where the removal is seen under
- *   table_lock.  A reader that took table_lock before the unmapper did
- *   published A before its unlock, which happens before the unmapper's
- *   lock, so R sees A.  The range fields only grow while a section is open
- *   and are rewritten only after its end (which moves the sequence), so a
- *   half-updated or newer view leads to a wait that is at worst not needed.
+ *   Why no section is missed (store buffering): the reader does A, then
+ *   loads d->enabled and the table's entries with seq_cst loads (L); the
+ *   unmapper clears the leaves (C), then X, then R.  All of A, L, X and R
+ *   are in the single total order S.  If R does not see A, R precedes A in
+ *   S (coherence), so X < R < A < L in S; C is sequenced before the fence X,
+ *   so L sees C (or later): the reader finds the range unmapped.  If R sees
+ *   A (or a later state of the same section; the release/acquire pair also
+ *   makes the range fields visible), the unmapper waits for the section.
+ *   The range fields only grow while a section is open and are rewritten
+ *   only after its end (which moves the sequence), so a half-updated or
+ *   newer view leads to a wait that is at worst not needed.
  *   A new thread's record is pushed (seq_cst) before its first publish, so
- *   the scan, which loads the list head after D, finds every record that
+ *   the scan, which loads the list head after X, finds every record that
  *   could matter.  The wait: spin briefly on the state, then count itself
  *   in waiters (seq_cst RMW), re-load the state (seq_cst) and FUTEX_WAIT on
  *   its current value; the end stores the state (seq_cst) and then loads
@@ -128,7 +131,7 @@
  *   A harvest therefore never waits for a section.  A write range that did
  *   not fit a full record sets the log's lost flag instead.
  *
- * Locks (after domain_priv.h's map_lock -> table_lock):
+ * Locks (after domain_priv.h's map_lock):
  *   res_lock   serialises set_resolver (held across its grace period);
  *   dirty_lock serialises dirty start/stop (never held while waiting, so
  *              start may run inside an access section);
@@ -145,24 +148,9 @@
 #include "memory_priv.h"
 #include "util.h"
 
-#define IOTLB_DEFAULT_ENTRIES 1024
+#define IOTLB_DEFAULT_ENTRIES 1024 /* validated only (API) */
 #define FAULT_LOG_DEFAULT     256
 #define NR_SHARDS             64
-
-/* One IOTLB entry: exactly one cache line. */
-struct iotlb_entry {
-	_Alignas(IODMA_CACHELINE) _Atomic uint64_t seq; /* odd while filled */
-	_Atomic uint64_t iova;  /* first IOVA of the cached run */
-	_Atomic uint64_t len;   /* bytes; 0 = empty */
-	_Atomic uint64_t hva;   /* host VA of iova */
-	_Atomic uint64_t dgen;  /* d->gen at fill (always even) */
-	_Atomic uint64_t mgen;  /* memory_generation() at fill, or 0 */
-	_Atomic uint64_t gpa;   /* guest-physical address of iova (two-stage),
-				 * or NO_GPA */
-	_Atomic uint32_t perm;  /* IODMA_PERM_* */
-};
-_Static_assert(sizeof(struct iotlb_entry) == IODMA_CACHELINE,
-	       "an IOTLB entry is one cache line");
 
 /* Translation counters of the threads sharing one slot. */
 struct stat_shard {
@@ -199,12 +187,8 @@ struct dirty_log {
 #define HV_ACTIVE_MASK 0xffffffffull
 
 struct xlate_state {
-	/* Read-mostly: the hit path. */
-	struct iotlb_entry *iotlb;
-	struct iodma_memory *memory;    /* == d->memory, on this read-mostly
-					 * line (d's first line holds map_lock) */
-	uint64_t iotlb_mask;            /* entries - 1 */
-	unsigned int page_shift;        /* log2 host page: hash input */
+	/* Read-mostly: the translate path. */
+	unsigned int page_shift;        /* log2 host page: section ranges */
 	struct stat_shard *shards;      /* NR_SHARDS + 1: the last one is
 					 * shared by threads past the first
 					 * NR_SHARDS, with atomic adds */
@@ -266,6 +250,11 @@ struct reader {
 	struct sect_range rng[SECT_RANGES];
 	struct sect_dirty dirty[SECT_RANGES];
 	char pad[IODMA_CACHELINE];
+	/* Page-table walks of the owner (odd while one is under way), on a
+	 * line of its own: written by every translation, read only by
+	 * xlate_wait_walks(). */
+	_Atomic uint32_t walk;
+	char pad2[IODMA_CACHELINE];
 };
 
 /* Flags for one translation step. */
@@ -308,7 +297,7 @@ static inline void stat_inc(struct xlate_state *xl, size_t field_off)
 int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 {
 	uint32_t entries = IOTLB_DEFAULT_ENTRIES, flog = FAULT_LOG_DEFAULT;
-	size_t off_tlb, off_sh, off_f, total;
+	size_t off_sh, off_f, total;
 	struct xlate_state *xl;
 	uintptr_t base;
 	void *raw;
@@ -323,9 +312,10 @@ int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 	if (!is_pow2(entries))
 		return -EINVAL;
 
-	/* One allocation: state, IOTLB, shards, fault ring; cache aligned. */
-	off_tlb = (sizeof(*xl) + IODMA_CACHELINE - 1) & ~(size_t)(IODMA_CACHELINE - 1);
-	off_sh = off_tlb + (size_t)entries * sizeof(struct iotlb_entry);
+	/* One allocation: state, shards, fault ring; cache aligned.  The
+	 * IOTLB size is still validated (API), but nothing is cached: the IO
+	 * page table is walked on every translation (see the file comment). */
+	off_sh = (sizeof(*xl) + IODMA_CACHELINE - 1) & ~(size_t)(IODMA_CACHELINE - 1);
 	off_f = off_sh + (NR_SHARDS + 1) * sizeof(struct stat_shard);
 	total = off_f + (size_t)flog * sizeof(struct iodma_fault);
 	raw = iodma_malloc(total + IODMA_CACHELINE);
@@ -335,9 +325,6 @@ int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 	memset((void *)base, 0, total);
 	xl = (struct xlate_state *)base;
 	xl->raw = raw;
-	xl->iotlb = (struct iotlb_entry *)(base + off_tlb);
-	xl->iotlb_mask = entries - 1;
-	xl->memory = d->memory;
 	xl->page_shift = ilog2_u64(os_page_size());
 	xl->shards = (struct stat_shard *)(base + off_sh);
 	xl->faults = (struct iodma_fault *)(base + off_f);
@@ -367,89 +354,22 @@ void xlate_fini(struct iodma_domain *d)
 	d->xl = NULL;
 }
 
-/* ---- IOTLB slots ---------------------------------------------------------- */
+/* ---- stopping translation ------------------------------------------------ */
 
-static inline struct iotlb_entry *iotlb_slot_of_pfn(struct xlate_state *xl,
-						   uint64_t pfn)
+void xlate_stop(struct iodma_domain *d)
 {
-	uint64_t h = pfn * 0x9e3779b97f4a7c15ull;
-
-	return &xl->iotlb[(h >> 32) & xl->iotlb_mask];
-}
-
-static inline struct iotlb_entry *iotlb_slot(struct xlate_state *xl,
-					     uint64_t iova)
-{
-	return iotlb_slot_of_pfn(xl, iova >> xl->page_shift);
-}
-
-/* Empty entry @e if it overlaps [iova, iova + len).  An entry being filled
- * (odd seq) is waited for: its filler either saw the unmap sequence move
- * and published nothing, or published a run that is examined here.  A
- * filler's odd window is a few stores and one load, never a block. */
-static void iotlb_drop(struct iotlb_entry *e, uint64_t iova, uint64_t len)
-{
-	uint64_t s, eiova, elen;
-
-	for (;;) {
-		s = atomic_load_explicit(&e->seq, memory_order_seq_cst);
-		if (s & 1)
-			continue;
-		eiova = atomic_load_explicit(&e->iova, memory_order_relaxed);
-		elen = atomic_load_explicit(&e->len, memory_order_relaxed);
-		if (elen == 0 || !ranges_overlap(eiova, elen, iova, len))
-			return;
-		if (atomic_compare_exchange_weak_explicit(&e->seq, &s, s + 1,
-							  memory_order_seq_cst,
-							  memory_order_relaxed))
-			break;
-	}
-	atomic_store_explicit(&e->len, 0, memory_order_relaxed);
-	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
-}
-
-void xlate_invalidate_begin(struct iodma_domain *d)
-{
-	atomic_fetch_add_explicit(&d->gen, 1, memory_order_seq_cst);
+	/* The fence X of the file comment: the leaf clears (or the enabled
+	 * store) before it are seen by every walk that follows it in S. */
+	atomic_thread_fence(memory_order_seq_cst);
 	atomic_fetch_add_explicit(&d->xl->invalidations, 1, memory_order_relaxed);
-}
-
-void xlate_invalidate_end(struct iodma_domain *d)
-{
-	atomic_fetch_add_explicit(&d->gen, 1, memory_order_seq_cst);
-}
-
-void xlate_unmap_begin(struct iodma_domain *d)
-{
-	atomic_fetch_add_explicit(&d->useq, 1, memory_order_seq_cst);
-}
-
-static void iotlb_drop(struct iotlb_entry *e, uint64_t iova, uint64_t len);
-
-void xlate_unmap_end(struct iodma_domain *d, uint64_t iova, uint64_t len)
-{
-	struct xlate_state *xl = d->xl;
-	uint64_t pages, first, p;
-
-	atomic_fetch_add_explicit(&d->useq, 1, memory_order_seq_cst);
-	atomic_fetch_add_explicit(&xl->invalidations, 1, memory_order_relaxed);
-	first = iova >> xl->page_shift;
-	pages = (range_last(iova, len) >> xl->page_shift) - first + 1;
-	if (pages > xl->iotlb_mask + 1) {
-		/* Cheaper to drop everything than to visit every slot twice. */
-		atomic_fetch_add_explicit(&d->gen, 2, memory_order_seq_cst);
-		return;
-	}
-	for (p = 0; p < pages; p++)
-		iotlb_drop(iotlb_slot_of_pfn(xl, first + p), iova, len);
 }
 
 IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d)
 {
 	if (!d)
 		return;
-	/* +2 keeps the parity, so it composes with an unmap's begin/end. */
-	atomic_fetch_add_explicit(&d->gen, 2, memory_order_seq_cst);
+	/* Nothing is cached in front of the IO page table: a translation
+	 * always walks the current table.  Counted, as before. */
 	atomic_fetch_add_explicit(&d->xl->invalidations, 1, memory_order_relaxed);
 }
 
@@ -634,9 +554,11 @@ static inline void section_end(void)
 	if (--tls.depth == 0) {
 		if (tls.ngpa)
 			section_gpa_close();
-		if (tls.r) {
+		/* A section opened without a record may have got one for its
+		 * walks since (walk_record): then both apply. */
+		if (tls.r)
 			section_close(tls.r);
-		} else if (tls.anon) {
+		if (tls.anon) {
 			tls.anon = false;
 			atomic_fetch_sub_explicit(&anon_sections, 1, memory_order_seq_cst);
 		}
@@ -850,8 +772,8 @@ void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last)
 {
 	struct reader *self = tls.r, *r;
 
-	/* Called after the caller's seq_cst removal (xlate_unmap_end or a
-	 * generation bump): every load below is seq_cst or follows one.
+	/* Called after the caller's xlate_stop() (the fence X of the file
+	 * comment): every load below is seq_cst or follows one.
 	 * Sections without a record (out of memory) are waited for as a
 	 * whole: a grace period, or, inside the caller's own section (where a
 	 * grace period would wait for itself), until none but the caller's
@@ -876,76 +798,124 @@ void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last)
 	}
 }
 
-/* ---- IOTLB --------------------------------------------------------------- */
+/* ---- page-table walks ----------------------------------------------------- */
 
+/* Walks of threads that have no record (out of memory); seq_cst. */
+static _Atomic uint64_t anon_walks;
+/* Readers fence after announcing a walk: membarrier(2) is not available
+ * (or this is a ThreadSanitizer build, which does not model it).  Decided
+ * once, by xlate_global_init(), before the first domain exists. */
+static _Atomic bool walk_fence;
+static _Atomic int walk_init_state; /* 0 not yet, 1 deciding, 2 done */
 
-/* A hit: fill *@run and return true. */
-static inline bool iotlb_probe(struct iodma_domain *d, struct xlate_state *xl,
-			       uint64_t iova, uint64_t left, uint32_t perm,
-			       struct run *run)
+void xlate_global_init(void)
 {
-	struct iotlb_entry *e = iotlb_slot(xl, iova);
-	uint64_t s, eiova, elen, ehva, edgen, emgen, egpa, off;
-	uint32_t eperm;
+	int st = 0;
 
-	/* seq_cst (a plain load on x86): pairs with the unmapper's seq_cst
-	 * drop, see "Access sections" in the file comment. */
-	s = atomic_load_explicit(&e->seq, memory_order_seq_cst);
-	if (s & 1)
-		return false;
-	eiova = atomic_load_explicit(&e->iova, memory_order_relaxed);
-	elen = atomic_load_explicit(&e->len, memory_order_relaxed);
-	ehva = atomic_load_explicit(&e->hva, memory_order_relaxed);
-	edgen = atomic_load_explicit(&e->dgen, memory_order_relaxed);
-	emgen = atomic_load_explicit(&e->mgen, memory_order_relaxed);
-	egpa = atomic_load_explicit(&e->gpa, memory_order_relaxed);
-	eperm = atomic_load_explicit(&e->perm, memory_order_relaxed);
-	atomic_thread_fence(memory_order_acquire);
-	if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s)
-		return false;
-	off = iova - eiova;
-	if (off >= elen || (eperm & perm) != perm)
-		return false;
-	if (edgen != atomic_load_explicit(&d->gen, memory_order_seq_cst))
-		return false;
-	if (xl->memory && emgen != memory_generation(xl->memory))
-		return false;
-	run->va = (char *)(uintptr_t)ehva + off;
-	run->len = IODMA_MIN(left, elen - off);
-	run->gpa = egpa == NO_GPA ? NO_GPA : egpa + off;
-	return true;
+	if (atomic_load_explicit(&walk_init_state, memory_order_acquire) == 2)
+		return;
+	if (atomic_compare_exchange_strong_explicit(&walk_init_state, &st, 1,
+						    memory_order_acq_rel,
+						    memory_order_acquire)) {
+#if defined(__SANITIZE_THREAD__)
+		atomic_store_explicit(&walk_fence, true, memory_order_relaxed);
+#else
+		atomic_store_explicit(&walk_fence, os_membarrier() != 0,
+				      memory_order_relaxed);
+#endif
+		atomic_store_explicit(&walk_init_state, 2, memory_order_release);
+		return;
+	}
+	while (atomic_load_explicit(&walk_init_state, memory_order_acquire) != 2)
+		os_cpu_relax();
 }
 
-/* Cache [iova, iova + len) -> hva under generations @dgen/@mgen in the
- * slot of @key (the IOVA that missed).  Gives up if another filler holds
- * the slot.  @useq is the unmap sequence read before the table lookup.
- * It is read again while the slot is still held (odd): if an unmap has
- * begun since, what we looked up may be gone and the slot is published
- * empty; if not, that unmap's iotlb_drop() will wait for the slot and
- * examine what we publish (all seq_cst: one side always sees the other). */
-static void iotlb_fill(struct iodma_domain *d, uint64_t key, uint64_t iova,
-		       uint64_t len, uint64_t hva, uint64_t gpa, uint32_t perm,
-		       uint64_t dgen, uint64_t mgen, uint64_t useq)
+/* The first walk of a thread with no record yet. */
+static __attribute__((noinline)) struct reader *walk_record(void)
 {
-	struct iotlb_entry *e = iotlb_slot(d->xl, key);
-	uint64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+	if (!tls.r)
+		tls.r = reader_get();
+	if (!tls.r)
+		atomic_fetch_add_explicit(&anon_walks, 1, memory_order_seq_cst);
+	return tls.r;
+}
 
-	if ((dgen & 1) || (useq & 1) ||
-	    (s & 1) ||
-	    !atomic_compare_exchange_strong_explicit(&e->seq, &s, s + 1,
-						     memory_order_seq_cst,
-						     memory_order_relaxed))
+/* Announce a walk of an IO page table (iopt.h "Node lifetime"): the
+ * owner's walk counter goes odd.  Returns the record, or NULL when the
+ * walk was counted in anon_walks instead. */
+static inline __attribute__((always_inline)) struct reader *walk_begin(void)
+{
+	struct reader *r = tls.r;
+
+	if (__builtin_expect(!r, 0)) {
+		r = walk_record();
+		if (!r)
+			return NULL;
+	}
+	atomic_store_explicit(&r->walk,
+			      atomic_load_explicit(&r->walk, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	if (__builtin_expect(atomic_load_explicit(&walk_fence, memory_order_relaxed), 0))
+		atomic_thread_fence(memory_order_seq_cst);
+	else
+		atomic_signal_fence(memory_order_seq_cst); /* membarrier's half */
+	return r;
+}
+
+/* The walk is over: the counter goes even (release: every load of the
+ * walk happens before a reclaimer that sees the new value frees). */
+static inline __attribute__((always_inline)) void walk_end(struct reader *r)
+{
+	if (__builtin_expect(!r, 0)) {
+		atomic_fetch_sub_explicit(&anon_walks, 1, memory_order_seq_cst);
 		return;
-	atomic_store_explicit(&e->iova, iova, memory_order_relaxed);
-	atomic_store_explicit(&e->hva, hva, memory_order_relaxed);
-	atomic_store_explicit(&e->dgen, dgen, memory_order_relaxed);
-	atomic_store_explicit(&e->mgen, mgen, memory_order_relaxed);
-	atomic_store_explicit(&e->gpa, gpa, memory_order_relaxed);
-	atomic_store_explicit(&e->perm, perm, memory_order_relaxed);
-	if (atomic_load_explicit(&d->useq, memory_order_seq_cst) != useq)
-		len = 0; /* an unmap began: publish nothing */
-	atomic_store_explicit(&e->len, len, memory_order_relaxed);
-	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+	}
+	atomic_store_explicit(&r->walk,
+			      atomic_load_explicit(&r->walk, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+#define WALK_SPIN 1000 /* relax hints before yielding */
+
+_Atomic bool xlate_test_skip_walk_wait;
+
+bool xlate_wait_walks(void)
+{
+	struct reader *r;
+	unsigned int i;
+
+	if (atomic_load_explicit(&xlate_test_skip_walk_wait, memory_order_relaxed))
+		return true; /* tests only: the mechanism dropped */
+
+	/* The writer's half of the handshake, after the caller unhooked the
+	 * nodes: a full barrier on every thread (membarrier), or the seq_cst
+	 * fence that pairs with the readers' own fences.  Then a walk not
+	 * seen under way here started after the unhook and cannot reach the
+	 * nodes; one seen under way is waited for (walks never block: this
+	 * waits out at most a preemption). */
+	if (atomic_load_explicit(&walk_fence, memory_order_relaxed))
+		atomic_thread_fence(memory_order_seq_cst);
+	else if (os_membarrier() != 0)
+		return false; /* the readers do not fence: cannot tell */
+	for (r = atomic_load_explicit(&registry, memory_order_seq_cst); r; r = r->next) {
+		uint32_t w = atomic_load_explicit(&r->walk, memory_order_acquire);
+
+		if (!(w & 1))
+			continue;
+		for (i = 0; atomic_load_explicit(&r->walk, memory_order_acquire) == w; i++) {
+			if (i < WALK_SPIN)
+				os_cpu_relax();
+			else
+				os_yield();
+		}
+	}
+	for (i = 0; atomic_load_explicit(&anon_walks, memory_order_seq_cst); i++) {
+		if (i < WALK_SPIN)
+			os_cpu_relax();
+		else
+			os_yield();
+	}
+	return true;
 }
 
 /* ---- faults -------------------------------------------------------------- */
@@ -1330,16 +1300,24 @@ IODMA_EXPORT int iodma_xlate_set_resolver(struct iodma_domain *d,
 
 /* ---- translation ---------------------------------------------------------- */
 
-/* Bytes from @iova to the next mapping, at most @left. */
-static uint64_t table_hole_len(struct iodma_domain *d, uint64_t iova,
-			       uint64_t left)
+/* One IO page-table lookup, under walk protection. */
+static inline __attribute__((always_inline)) bool
+pt_lookup(struct iodma_domain *d, uint64_t iova, struct iopt_hit *h)
 {
-	uint64_t key = 0, hole = left;
+	struct reader *r = walk_begin();
+	bool hit = iopt_lookup(&d->pt, iova, h);
 
-	os_rwlock_rdlock(&d->table_lock);
-	if (btree_lookup_ge(&d->table, iova, &key) && key > iova)
-		hole = IODMA_MIN(left, key - iova);
-	os_rwlock_unlock(&d->table_lock);
+	walk_end(r);
+	return hit;
+}
+
+/* Bytes from @iova to the next mapping, at most @left. */
+static uint64_t pt_hole(struct iodma_domain *d, uint64_t iova, uint64_t left)
+{
+	struct reader *r = walk_begin();
+	uint64_t hole = iopt_hole(&d->pt, iova, left);
+
+	walk_end(r);
 	return hole;
 }
 
@@ -1348,6 +1326,28 @@ static void fault_set(struct iodma_fault *f, uint64_t iova, uint64_t len,
 {
 	*f = (struct iodma_fault){ .iova = iova, .len = len, .perm = perm,
 				   .reason = reason };
+}
+
+/* A fault's sub-range: bytes from @iova (at most @left) over which the
+ * leaves fail as @h's does: same permissions, same kind, targets that
+ * follow each other. */
+static uint64_t pt_span(struct iodma_domain *d, uint64_t iova, uint64_t left,
+			const struct iopt_hit *h)
+{
+	const uint64_t same = IOPT_PRESENT | IOPT_R | IOPT_W | IOPT_NO_VA | IOPT_GPA;
+	uint64_t span = IODMA_MIN(left, h->len);
+	struct iopt_hit n;
+
+	while (span < left) {
+		uint64_t next = iova + span;
+
+		if (next == 0 || !pt_lookup(d, next, &n) ||
+		    (n.entry & same) != (h->entry & same) ||
+		    n.target != h->target + span)
+			break;
+		span += IODMA_MIN(left - span, n.len);
+	}
+	return span;
 }
 
 /* Identity over the domain's memory (IOMMU disabled). */
@@ -1375,127 +1375,173 @@ static int xlate_identity(struct iodma_domain *d, uint64_t iova, uint64_t left,
 	return -EFAULT;
 }
 
-/* The miss path: the mapping table (and the memory for stage 2), the
- * resolver, an IOTLB fill.  Inside a read-side section. */
-static int xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left,
-		      uint32_t perm, unsigned int flags, struct run *run,
-		      struct iodma_fault *f)
+/* Stage 2 of a two-stage leaf: the guest-physical [gpa, gpa + glen)
+ * through the memory's regions (liburcu's read side keeps the region's
+ * memory; region removal waits for it and for access sections). */
+static int xlate_stage2(struct iodma_domain *d, uint64_t iova, uint64_t gpa,
+			uint64_t glen, uint32_t perm, struct run *run,
+			struct iodma_fault *f)
 {
-	struct xlate_state *xl = d->xl;
 	struct iodma_region_info ri;
-	struct map_lookup ml;
-	uint64_t g, us, mg, off, mleft;
-	bool resolved = false;
+	int ret = 0;
 
-	if (!atomic_load_explicit(&d->enabled, memory_order_acquire))
-		return xlate_identity(d, iova, left, perm, run, f);
-	for (;;) {
-		/* Generations first, then the table: see the file comment. */
-		g = atomic_load_explicit(&d->gen, memory_order_acquire);
-		us = atomic_load_explicit(&d->useq, memory_order_seq_cst);
-		mg = d->memory ? memory_generation(d->memory) : 0;
-		if (domain_lookup(d, iova, &ml) == 0)
-			break;
-		if (!resolved && !(flags & XF_NORESOLVE)) {
-			struct resolver *r =
-				atomic_load_explicit(&xl->resolver, memory_order_acquire);
-
-			if (r) {
-				STAT_INC(xl, resolver_calls);
-				if (r->fn(r->arg, d, iova, perm) == 0) {
-					resolved = true;
-					continue;
-				}
-			}
-		}
-		fault_set(f, iova, table_hole_len(d, iova, left), perm,
-			  IODMA_FAULT_NOT_MAPPED);
-		return -EFAULT;
-	}
-	off = iova - ml.iova;
-	mleft = IODMA_MIN(left, ml.rec.len - off); /* bytes left in the mapping */
-	if ((ml.rec.perm & perm) != perm) {
-		fault_set(f, iova, mleft, perm, IODMA_FAULT_PERMISSION);
-		return -EACCES;
-	}
-	if (ml.rec.flags & MAP_F_NO_VA) {
-		fault_set(f, iova, mleft, perm, IODMA_FAULT_NO_HOST);
-		return -EFAULT;
-	}
-	if (!(ml.rec.flags & MAP_F_GPA)) {
-		run->va = (char *)(uintptr_t)ml.rec.target + off;
-		run->len = mleft;
-		run->gpa = NO_GPA;
-		iotlb_fill(d, iova, ml.iova, ml.rec.len, ml.rec.target, NO_GPA,
-			   ml.rec.perm, g, mg, us);
-		return 0;
-	}
-
-	/* Stage 2: the GPA through the memory's regions. */
-	if (!d->memory || memory_lookup(d->memory, ml.rec.target + off, &ri)) {
-		uint64_t hole = mleft;
+	os_rcu_read_lock();
+	if (d->memory && memory_lookup(d->memory, gpa, &ri) == 0) {
+		run->va = (char *)ri.va + (gpa - ri.gpa);
+		run->len = IODMA_MIN(glen, range_last(ri.gpa, ri.len) - gpa + 1);
+		run->gpa = gpa;
+	} else {
+		uint64_t hole = glen;
 
 		if (d->memory) {
 			struct iodma_fault mf;
 			size_t nr;
 
-			if (iodma_memory_translate(d->memory, ml.rec.target + off,
-						   mleft, NULL, 0, &nr, &mf) == -EFAULT &&
-			    nr == 0)
+			if (iodma_memory_translate(d->memory, gpa, glen, NULL, 0,
+						   &nr, &mf) == -EFAULT && nr == 0)
 				hole = mf.len;
 		}
 		fault_set(f, iova, hole, perm, IODMA_FAULT_NOT_MAPPED);
-		return -EFAULT;
-	} else {
-		/* Intersect the stage-1 mapping with the region, in GPA. */
-		uint64_t t = ml.rec.target;
-		uint64_t gstart = IODMA_MAX(t, ri.gpa);
-		uint64_t glast = IODMA_MIN(range_last(t, ml.rec.len),
-					   range_last(ri.gpa, ri.len));
-		uint64_t eiova = ml.iova + (gstart - t);
-		uint64_t elen = glast - gstart + 1;
-		uint64_t ehva = (uintptr_t)ri.va + (gstart - ri.gpa);
-
-		run->va = (char *)(uintptr_t)ehva + (iova - eiova);
-		run->len = IODMA_MIN(left, elen - (iova - eiova));
-		run->gpa = gstart + (iova - eiova);
-		iotlb_fill(d, iova, eiova, elen, ehva, gstart, ml.rec.perm, g, mg,
-			   us);
-		return 0;
+		ret = -EFAULT;
 	}
-}
-
-/* The slow path out of line, inside its own read-side section. */
-static __attribute__((noinline)) int
-xlate_miss(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
-	   unsigned int flags, struct run *run, struct iodma_fault *f)
-{
-	int ret;
-
-	os_rcu_read_lock();
-	ret = xlate_slow(d, iova, left, perm, flags, run, f);
 	os_rcu_read_unlock();
 	return ret;
 }
 
+/* Everything but the plain host-VA hit: the IOMMU disabled, no leaf (the
+ * resolver, then a fault), a leaf without @perm, an fd-only leaf, a
+ * two-stage leaf. */
+static __attribute__((noinline)) int
+xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
+	   unsigned int flags, struct run *run, struct iodma_fault *f)
+{
+	struct xlate_state *xl = d->xl;
+	struct iopt_hit h;
+	bool resolved = false;
+	uint64_t mleft;
+
+	if (!atomic_load_explicit(&d->enabled, memory_order_seq_cst))
+		return xlate_identity(d, iova, left, perm, run, f);
+	while (!pt_lookup(d, iova, &h)) {
+		if (!(flags & XF_NOSTATS))
+			STAT_INC(xl, misses);
+		if (!resolved && !(flags & XF_NORESOLVE)) {
+			struct resolver *r;
+
+			os_rcu_read_lock();
+			r = atomic_load_explicit(&xl->resolver, memory_order_acquire);
+			if (r) {
+				STAT_INC(xl, resolver_calls);
+				resolved = r->fn(r->arg, d, iova, perm) == 0;
+			}
+			os_rcu_read_unlock();
+			if (resolved)
+				continue;
+		}
+		fault_set(f, iova, pt_hole(d, iova, left), perm,
+			  IODMA_FAULT_NOT_MAPPED);
+		return -EFAULT;
+	}
+	mleft = IODMA_MIN(left, h.len);
+	if ((h.entry & perm) != perm) {
+		fault_set(f, iova, pt_span(d, iova, left, &h), perm,
+			  IODMA_FAULT_PERMISSION);
+		return -EACCES;
+	}
+	if (h.entry & IOPT_NO_VA) {
+		fault_set(f, iova, pt_span(d, iova, left, &h), perm,
+			  IODMA_FAULT_NO_HOST);
+		return -EFAULT;
+	}
+	if (!(flags & XF_NOSTATS))
+		STAT_INC(xl, hits);
+	if (h.entry & IOPT_GPA) {
+		int ret = xlate_stage2(d, iova, h.target, mleft, perm, run, f);
+
+		/* A stage-2 hole: report it over the whole stage-1 span. */
+		if (ret && mleft < left)
+			ret = xlate_stage2(d, iova, h.target,
+					   pt_span(d, iova, left, &h), perm, run, f);
+		return ret;
+	}
+	run->va = (char *)(uintptr_t)h.target;
+	run->len = mleft;
+	run->gpa = NO_GPA;
+	return 0;
+}
+
+/* Grow a run that stopped at a leaf's end while bytes are left: the next
+ * leaves, as long as they are usable with @perm, of the same kind and
+ * host-contiguous (and guest-physically contiguous for two-stage).  A
+ * stage-2 hole or any other fault just ends the run: the next step reports
+ * it. */
+static __attribute__((noinline)) void
+xlate_extend(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
+	     struct run *run)
+{
+	uint64_t kind = IOPT_NO_VA | IOPT_GPA;
+
+	while (run->len < left) {
+		uint64_t next = iova + run->len;
+		struct iodma_fault f;
+		struct iopt_hit h;
+		struct run more;
+
+		if (next == 0 || !pt_lookup(d, next, &h) || (h.entry & perm) != perm)
+			return;
+		if ((h.entry & kind) == 0) {
+			if (run->gpa != NO_GPA)
+				return;
+			more.va = (char *)(uintptr_t)h.target;
+			more.len = IODMA_MIN(left - run->len, h.len);
+			more.gpa = NO_GPA;
+		} else if ((h.entry & kind) == IOPT_GPA) {
+			if (run->gpa == NO_GPA || h.target != run->gpa + run->len ||
+			    xlate_stage2(d, next, h.target,
+					 IODMA_MIN(left - run->len, h.len), perm,
+					 &more, &f))
+				return;
+		} else {
+			return;
+		}
+		if (more.va != run->va + run->len)
+			return;
+		run->len += more.len;
+	}
+}
+
 /* One step: the largest host-contiguous run at @iova (at most @left
- * bytes), or an error with *@f describing the failing sub-range. */
+ * bytes), or an error with *@f describing the failing sub-range.  The
+ * common case, a host-VA leaf with @perm, is one inlined walk. */
 static inline __attribute__((always_inline)) int
 xlate_step(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
 	   unsigned int flags, struct run *run, struct iodma_fault *f)
 {
-	struct xlate_state *xl = d->xl;
+	struct iopt_hit h;
+	int ret;
 
-	if (atomic_load_explicit(&d->enabled, memory_order_relaxed)) {
-		if (iotlb_probe(d, xl, iova, left, perm, run)) {
-			if (!(flags & XF_NOSTATS))
-				STAT_INC(xl, hits);
-			return 0;
-		}
+	/* seq_cst: the reader's half of the section handshake (file
+	 * comment), like the walk's loads. */
+	if (__builtin_expect(atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1) &&
+	    __builtin_expect(pt_lookup(d, iova, &h), 1) &&
+	    __builtin_expect((h.entry & (perm | IOPT_NO_VA | IOPT_GPA)) == perm, 1)) {
+		run->va = (char *)(uintptr_t)h.target;
+		run->len = h.len;
+		run->gpa = NO_GPA;
 		if (!(flags & XF_NOSTATS))
-			STAT_INC(xl, misses);
+			STAT_INC(d->xl, hits);
+	} else {
+		ret = xlate_slow(d, iova, left, perm, flags, run, f);
+		if (ret)
+			return ret;
 	}
-	return xlate_miss(d, iova, left, perm, flags, run, f);
+	if (__builtin_expect(run->len >= left, 1)) {
+		run->len = left;
+		return 0;
+	}
+	if (atomic_load_explicit(&d->enabled, memory_order_relaxed))
+		xlate_extend(d, iova, left, perm, run);
+	return 0;
 }
 
 static inline bool perm_valid(uint32_t perm)
@@ -1566,20 +1612,18 @@ IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
 	return 1;
 }
 
-IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
-				 uint64_t len, uint32_t perm,
-				 struct iodma_slice *out, size_t max,
-				 size_t *nr, struct iodma_fault *fault)
+/* iodma_translate() past its first leaf: step by step, merging
+ * host-contiguous runs. */
+static __attribute__((noinline)) int
+translate_steps(struct iodma_domain *d, uint64_t iova, uint64_t len,
+		uint32_t perm, struct iodma_slice *out, size_t max, size_t *nr,
+		struct iodma_fault *fault)
 {
 	struct iodma_fault f;
 	struct run run;
 	size_t n = 0;
 	int ret = 0;
 
-	if (!d || !nr || (max && !out) || !range_valid(iova, len) ||
-	    !perm_valid(perm))
-		return -EINVAL;
-	sect_note(d, iova, len, perm);
 	while (len) {
 		ret = xlate_step(d, iova, len, perm, 0, &run, &f);
 		if (ret) {
@@ -1608,6 +1652,84 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 	}
 	*nr = n;
 	return ret;
+}
+
+/* iodma_translate() in full: validation, the section record, then step by
+ * step. */
+static __attribute__((noinline)) int
+translate_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
+	       uint32_t perm, struct iodma_slice *out, size_t max, size_t *nr,
+	       struct iodma_fault *fault)
+{
+	if (!d || !nr || (max && !out) || !range_valid(iova, len) ||
+	    !perm_valid(perm))
+		return -EINVAL;
+	sect_note(d, iova, len, perm);
+	return translate_steps(d, iova, len, perm, out, max, nr, fault);
+}
+
+IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
+				 uint64_t len, uint32_t perm,
+				 struct iodma_slice *out, size_t max,
+				 size_t *nr, struct iodma_fault *fault)
+{
+	struct reader *r = tls.r;
+	unsigned int slot = os_tls_slot - 1;
+	uint64_t e, mask;
+
+	/* The common case, with no call so that it needs no stack frame: a
+	 * valid request outside a section (inside one, the range is recorded
+	 * first), from a thread that has its record and shard, one host-VA
+	 * leaf with @perm holding the whole request (a descriptor, a buffer
+	 * inside one page or large page), no dirty log to mark.  Anything
+	 * else, or any doubt, goes to translate_full(), which starts over. */
+	if (__builtin_expect(d && nr && out && max && range_valid(iova, len) &&
+			     perm_valid(perm) && !tls.depth && r &&
+			     slot < NR_SHARDS &&
+			     iova < d->pt.fast_limit &&
+			     !atomic_load_explicit(&walk_fence, memory_order_relaxed) &&
+			     atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1)) {
+		/* walk_begin()/iopt_lookup()/walk_end(), spelled out. */
+		atomic_store_explicit(&r->walk,
+				      atomic_load_explicit(&r->walk, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+		e = atomic_load_explicit(&d->pt.root[iova >> IOPT_L2_SHIFT],
+					 memory_order_seq_cst);
+		mask = (1ull << IOPT_L2_SHIFT) - 1;
+		if (e & IOPT_TABLE) {
+			e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
+							       (IOPT_NODE_ENTRIES - 1)],
+						 memory_order_seq_cst);
+			mask = (1ull << IOPT_L1_SHIFT) - 1;
+			if (e & IOPT_TABLE) {
+				e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
+								       (IOPT_NODE_ENTRIES - 1)],
+							 memory_order_seq_cst);
+				mask = (1ull << IOPT_L0_SHIFT) - 1;
+			}
+		}
+		atomic_store_explicit(&r->walk,
+				      atomic_load_explicit(&r->walk, memory_order_relaxed) + 1,
+				      memory_order_release);
+		/* A leaf (no TABLE word reaches here with @perm's bits: a
+		 * level-0 slot is a leaf or 0) with @perm, host VA, and the
+		 * request inside its block. */
+		if (__builtin_expect((e & (perm | IOPT_NO_VA | IOPT_GPA)) == perm, 1) &&
+		    __builtin_expect((iova & mask) + (len - 1) <= mask, 1) &&
+		    (!(perm & IODMA_PERM_WRITE) ||
+		     !atomic_load_explicit(&d->xl->dirty, memory_order_relaxed))) {
+			_Atomic uint64_t *c = &d->xl->shards[slot].hits;
+
+			out[0].va = (void *)(uintptr_t)((e & IOPT_ADDR) | (iova & mask));
+			out[0].len = len;
+			*nr = 1;
+			atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+					      memory_order_relaxed);
+			return 0;
+		}
+	}
+	return translate_full(d, iova, len, perm, out, max, nr, fault);
 }
 
 #define COPY_RUNS 16
@@ -1716,6 +1838,18 @@ IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
 uint32_t xlate_test_section_waiters(void)
 {
 	return tls.r ? atomic_load(&tls.r->waiters) : 0;
+}
+
+static _Thread_local struct reader *test_walk_r;
+
+void xlate_test_walk_begin(void)
+{
+	test_walk_r = walk_begin();
+}
+
+void xlate_test_walk_end(void)
+{
+	walk_end(test_walk_r);
 }
 
 bool xlate_test_has_record(void)

@@ -21,8 +21,8 @@
  *   Two unmap modes: strict (PciIommu::unmap: exactly one or several
  *   contiguous whole mappings) and gaps allowed (DmaTarget::unmap_dma: gaps
  *   are fine, bisecting a mapping is not; returns the bytes unmapped).
- *   Before any unmap returns, the domain's IOTLB was invalidated, the
- *   backend's IOTLB flushed and every access section that could still see
+ *   Before any unmap returns, the range left the domain's IO page table
+ *   (before anyone was told), the backend's IOTLB was flushed and every access section that could still see
  *   the range has ended (iodma/xlate.h), so the caller may free the memory.
  *
  *   Locking: map, unmap, listener and allocator calls are thread-safe and
@@ -58,7 +58,9 @@ struct iodma_memory;
  *                     and translation resolves GPA through @memory; and
  *                     with the IOMMU disabled translation is identity over
  *                     @memory.  The memory must outlive the domain.
- * @iotlb_entries:     IOTLB size; a power of two; 0 = 1024.
+ * @iotlb_entries:     0 or a power of two (anything else is -EINVAL); no
+ *                     longer used: translation walks the domain's IO page
+ *                     table, which has no capacity to size (xlate.h).
  * @fault_log_entries: fault records kept before the oldest are dropped; 0 = 256.
  * @nr_reserved:       entries in @reserved.
  * @reserved:          IOVA windows the IOVA allocator never hands out (maps
@@ -263,7 +265,7 @@ IODMA_EXPORT int iodma_domain_map_gpa(struct iodma_domain *d, uint64_t iova,
  *
  * [iova, iova + len) must be exactly one live mapping or several contiguous
  * whole mappings with no gap between them.  In this order: the range stops
- * translating (mapping table and IOTLB, vm-memory's rule), the backend
+ * translating (its leaves leave the IO page table, vm-memory's rule), the backend
  * unmaps it and flushes its IOTLB, the listeners are told (a listener that
  * translates the range from its unmap callback gets -EFAULT); then, after
  * the map lock is dropped, the call waits for the access sections of other
@@ -324,8 +326,9 @@ IODMA_EXPORT int iodma_domain_unmap_all(struct iodma_domain *d,
  *           domain's iodma_memory (IOVA = guest-physical address); mappings
  *           are kept and come back when re-enabled.
  *
- * Context: thread-safe; invalidates the IOTLB; waits for the access
- *          sections of other threads that translated in this domain.
+ * Context: thread-safe; every translation that starts afterwards sees the
+ *          new state; waits for the access sections of other threads that
+ *          translated in this domain.
  * Return:  0; -EINVAL disabling a domain that has no memory.
  */
 IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled);

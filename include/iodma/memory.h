@@ -18,8 +18,9 @@
  *   Locking: lookups are lock-free (RCU): they may run on any thread while
  *   another adds or removes regions.  Adding and removing are serialised by
  *   an internal lock.  Removing a region waits until no access section
- *   (iodma/xlate.h) that could see it is still open, and bumps the memory's
- *   generation so every domain's IOTLB drops composed results through it.
+ *   (iodma/xlate.h) that could see it is still open; translations that
+ *   start after the removal no longer find it (stage 2 is looked up at
+ *   every translation).
  *
  *   Dirty log by guest-physical address: iodma_memory_dirty_log_start()
  *   gives every region a bitmap of one bit per host page (4 KiB on x86-64,

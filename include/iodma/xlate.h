@@ -12,13 +12,18 @@
  *
  *   Stages: a domain with no memory maps IOVA -> host VA directly; a domain
  *   over an iodma_memory maps IOVA -> GPA and the GPA is resolved through the
- *   memory's regions.  The IOTLB caches the composed IOVA -> host result; it
- *   is checked against a generation per stage, so a change of either stage
- *   invalidates it.  A hit costs the IOTLB entry's cache line plus the
- *   generation words.  With the IOMMU disabled, translation is identity over
- *   the domain's memory.
+ *   memory's regions.  Every translation walks the domain's IO page table
+ *   (a radix table like the IOMMU page tables the soft backend emulates:
+ *   4 KiB, 2 MiB and 1 GiB leaves, three dependent loads below 2^48),
+ *   without a lock and without a cache in front of it, so there is nothing
+ *   to fill on a first touch and nothing to invalidate: a map is
+ *   translatable when it returns, an unmap has stopped the range
+ *   translating before anyone is told of it.  Stage 2 is looked up in the
+ *   memory's regions at each translation, so a region change is followed
+ *   at once.  With the IOMMU disabled, translation is identity over the
+ *   domain's memory.
  *
- *   On a miss that the mapping table cannot serve, an optional resolver (a
+ *   On a miss that the page table cannot serve, an optional resolver (a
  *   vIOMMU page-table walk, a vhost-user IOTLB miss) may install the mapping
  *   and the lookup is retried once; otherwise a fault is recorded (iova,
  *   len, perm, reason) in the domain's fault log.
@@ -40,7 +45,11 @@
  *   dirty-log stop and set_resolver wait for.  A section costs nothing
  *   shared until it translates: then one seq_cst store per new range and
  *   one at its end.  Translation outside a section records nothing and
- *   costs one thread-local load more.  An unmap called inside a section is
+ *   costs one thread-local load more.  Every walk of the page table also
+ *   bumps a counter of the calling thread (two plain stores), which lets
+ *   the nodes an unmap prunes be freed once no walk can be inside them
+ *   (membarrier(2) on the freeing side, as liburcu's memb flavour does;
+ *   without it the walker adds a fence).  An unmap called inside a section is
  *   fine for ranges that section did not translate; for its own ranges it
  *   does not wait for itself, and the caller must not use those slices
  *   after it.  (Two threads that each unmap, inside a section, a range the
@@ -357,7 +366,13 @@ IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 
 /**
  * iodma_iotlb_flush() - Drop every cached translation of the domain.
- * @d: domain.
+ * @d: domain, or NULL (nothing happens).
+ *
+ * Nothing is cached in front of the IO page table any more (see
+ * "Stages"): every translation already sees the current mappings, so this
+ * only counts an invalidation (iotlb_invalidations).  Kept so that a
+ * vIOMMU model can call it where the guest's invalidation commands say so
+ * (VT-d's global IOTLB invalidation, virtio-iommu's detach).
  *
  * Context: thread-safe.
  * Return:  nothing.
@@ -366,10 +381,12 @@ IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d);
 
 /**
  * struct iodma_xlate_stats - Translation counters (monotonic).
- * @iotlb_hits:         lookups served by the IOTLB.
- * @iotlb_misses:       lookups that went to the mapping table.
- * @iotlb_invalidations: whole-IOTLB invalidations (unmap, memory change,
- *                      flush, enable/disable).
+ * @iotlb_hits:         translation steps a page-table leaf served (the
+ *                      names are kept from the IOTLB this table replaced).
+ * @iotlb_misses:       page-table walks that found no leaf (a fault or a
+ *                      resolver call follows).
+ * @iotlb_invalidations: unmaps, enable/disable and iodma_iotlb_flush()
+ *                      calls (each stops translation of what it changed).
  * @resolver_calls:     times the miss resolver ran.
  * @faults:             faults recorded.
  * @faults_dropped:     faults lost because the log was full.

@@ -123,6 +123,16 @@ void os_wake_all(_Atomic uint32_t *addr)
 	(void)addr; /* spinning waiters see the change by themselves */
 }
 
+int os_membarrier(void)
+{
+	return -ENOSYS; /* readers fence for themselves */
+}
+
+void os_yield(void)
+{
+	relax();
+}
+
 int os_thread_on_exit(void (*fn)(void *arg), void *arg)
 {
 	(void)fn; /* a CPU never exits: its records live as long as the image */

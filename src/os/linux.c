@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -116,6 +118,35 @@ void os_wake_all(_Atomic uint32_t *addr)
 	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+/* 0 unknown, 1 usable, -1 not available (ENOSYS / EINVAL / EPERM). */
+static _Atomic int membarrier_state;
+
+int os_membarrier(void)
+{
+	int st = atomic_load_explicit(&membarrier_state, memory_order_acquire);
+
+	if (st == 0) {
+		/* Registration is idempotent: racing first callers are fine. */
+		st = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+			     0, 0) == 0 ? 1 : -1;
+		atomic_store_explicit(&membarrier_state, st, memory_order_release);
+	}
+	if (st < 0)
+		return -ENOSYS;
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+		/* Registered, so this cannot fail but for a broken seccomp
+		 * filter: say so once and for all (callers then fence). */
+		atomic_store_explicit(&membarrier_state, -1, memory_order_release);
+		return -ENOSYS;
+	}
+	return 0;
+}
+
+void os_yield(void)
+{
+	sched_yield();
+}
+
 /* One key for the process; its destructor runs the hook with the value the
  * exiting thread registered (glibc runs destructors before TLS goes). */
 static pthread_key_t exit_key;
@@ -145,7 +176,7 @@ int os_thread_on_exit(void (*fn)(void *arg), void *arg)
 	return -pthread_setspecific(exit_key, arg);
 }
 
-_Thread_local unsigned int os_tls_slot;
+_Thread_local unsigned int os_tls_slot __attribute__((tls_model("initial-exec")));
 
 unsigned int os_thread_slot_assign(void)
 {

@@ -75,6 +75,18 @@ void os_synchronize_rcu(void);
  * aligned and shared only within the process. */
 void os_wait_on(_Atomic uint32_t *addr, uint32_t val);
 void os_wake_all(_Atomic uint32_t *addr);
+/* os_membarrier(): make every other running thread of the process execute
+ * a full memory barrier before this returns (Linux: membarrier(2)
+ * MEMBARRIER_CMD_PRIVATE_EXPEDITED, registered on the first call, as
+ * liburcu's memb flavour does).  The writer's half of an asymmetric fence:
+ * readers then need only a compiler barrier.  Returns 0, or -ENOSYS when
+ * the kernel (or the tool running us: valgrind) lacks it, in which case
+ * the readers must fence themselves; once it has failed it keeps failing.
+ * Freestanding: -ENOSYS. */
+int os_membarrier(void);
+/* os_yield(): give the CPU to another runnable thread (sched_yield;
+ * freestanding: a pause hint). */
+void os_yield(void);
 /* A pause hint for short spins (x86 pause, arm64 yield; a compiler barrier
  * elsewhere). */
 static inline void os_cpu_relax(void)
@@ -142,7 +154,10 @@ static inline void os_rcu_read_lock(void) { urcu_bp_read_lock(); }
 static inline void os_rcu_read_unlock(void) { urcu_bp_read_unlock(); }
 #endif
 
-extern _Thread_local unsigned int os_tls_slot; /* slot + 1; 0 = none yet */
+/* slot + 1; 0 = none yet.  Initial-exec: one %fs-relative load from the
+ * shared library too, instead of a __tls_get_addr() call. */
+extern _Thread_local unsigned int os_tls_slot
+	__attribute__((tls_model("initial-exec")));
 unsigned int os_thread_slot_assign(void);
 
 /* Here no two threads ever get the same number below UINT_MAX - 1 (the
