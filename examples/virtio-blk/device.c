@@ -4,8 +4,8 @@
  *
  * Everything the device learns about the driver's memory comes through
  * iodma: ring fields are translated one element at a time (a descriptor,
- * a ring entry and an index never cross a page, so each is one slice and,
- * after the first touch, one IOTLB hit), and request buffers are translated
+ * a ring entry and an index never cross a page, so each is one slice and
+ * one page-table walk), and request buffers are translated
  * into iovecs for preadv/pwritev.  All host pointers obtained from a
  * translation are used inside an access section, so an unmap by the driver
  * waits for the request in progress and the device cannot touch memory after

@@ -725,7 +725,7 @@ int main(int argc, char **argv)
 		       secs > 0 ? 2.0 * size / secs / 1048576.0 : 0.0,
 		       t1 > t0 ? size / (t1 - t0) / 1048576.0 : 0.0,
 		       t2 > t1 ? size / (t2 - t1) / 1048576.0 : 0.0);
-		printf("copy: IOTLB %" PRIu64 " hits, %" PRIu64 " misses, hit rate %.2f%%; "
+		printf("copy: page-table walks %" PRIu64 " hits, %" PRIu64 " misses (%.2f%% hits); "
 		       "mappings made %" PRIu64 ", maps %" PRIu64 " (%" PRIu64
 		       " from registered memory), bounces %" PRIu64 " (%" PRIu64 " bytes)\n",
 		       hits, misses, hits + misses ? 100.0 * hits / (hits + misses) : 0.0,
@@ -746,7 +746,7 @@ int main(int argc, char **argv)
 	iodma_xlate_get_stats(domain, &xs_end);
 	iodma_dev_get_stats(dev, &ds_end);
 
-	printf("total: IOTLB hit rate %.2f%%, mappings made %" PRIu64 ", bounces %" PRIu64
+	printf("total: page-table hits %.2f%%, mappings made %" PRIu64 ", bounces %" PRIu64
 	       ", faults %" PRIu64 " (dropped %" PRIu64 "); device: %" PRIu64
 	       " requests, %" PRIu64 " IOERR, %" PRIu64 " UNSUPP; %" PRIu64
 	       " kicks, %" PRIu64 " interrupts\n",
