@@ -278,7 +278,7 @@ struct run {
  * share one more shard and add atomically, so no increment is lost. */
 static inline void stat_inc(struct xlate_state *xl, size_t field_off)
 {
-	unsigned int slot = os_thread_slot();
+	unsigned int slot = shard_own();
 	bool own = slot < NR_SHARDS;
 	_Atomic uint64_t *c = (_Atomic uint64_t *)
 		((char *)&xl->shards[own ? slot : NR_SHARDS] + field_off);
@@ -391,6 +391,10 @@ struct sect_gpa {
 
 struct sect_tls {
 	unsigned int depth;     /* nesting of open sections */
+	unsigned int fast;      /* iodma_translate()'s frame-less path may run:
+				 * own stats shard + 1; 0 = not now (inside a
+				 * section, no record, no own shard, walkers
+				 * fence); see fast_refresh() */
 	bool anon;              /* the outermost one has no record (counted in
 				 * anon_sections) */
 	struct reader *r;       /* this thread's record, or NULL */
@@ -457,6 +461,7 @@ static void reader_exit(void *arg)
 			section_close(r);
 		}
 		tls.r = NULL;
+		tls.fast = 0;
 	}
 	atomic_store_explicit(&r->in_use, 0, memory_order_release);
 }
@@ -475,6 +480,7 @@ static __attribute__((noinline)) void section_open(void)
 static inline void section_begin(void)
 {
 	os_rcu_read_lock();
+	tls.fast = 0; /* inside: translations record their range first */
 	if (tls.depth++ == 0 && !tls.r)
 		section_open();
 }
@@ -838,6 +844,17 @@ static __attribute__((noinline)) struct reader *walk_record(void)
 	if (!tls.r)
 		atomic_fetch_add_explicit(&anon_walks, 1, memory_order_seq_cst);
 	return tls.r;
+}
+
+/* Recompute tls.fast (outside a section, once the thread has its record
+ * and, on a platform with unique thread numbers, its own stats shard). */
+static __attribute__((noinline)) void fast_refresh(void)
+{
+	unsigned int own = shard_own();
+
+	tls.fast = !tls.depth && tls.r && own < NR_SHARDS &&
+		   !atomic_load_explicit(&walk_fence, memory_order_relaxed) ?
+		   own + 1 : 0;
 }
 
 /* Announce a walk of an IO page table (iopt.h "Node lifetime"): the
@@ -1665,6 +1682,8 @@ translate_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	    !perm_valid(perm))
 		return -EINVAL;
 	sect_note(d, iova, len, perm);
+	if (!tls.fast && !tls.depth)
+		fast_refresh(); /* for the next call (a record comes with the walk below) */
 	return translate_steps(d, iova, len, perm, out, max, nr, fault);
 }
 
@@ -1674,7 +1693,7 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 				 size_t *nr, struct iodma_fault *fault)
 {
 	struct reader *r = tls.r;
-	unsigned int slot = os_tls_slot - 1;
+	unsigned int fast = tls.fast;
 	uint64_t e, mask;
 
 	/* The common case, with no call so that it needs no stack frame: a
@@ -1683,11 +1702,8 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 	 * leaf with @perm holding the whole request (a descriptor, a buffer
 	 * inside one page or large page), no dirty log to mark.  Anything
 	 * else, or any doubt, goes to translate_full(), which starts over. */
-	if (__builtin_expect(d && nr && out && max && range_valid(iova, len) &&
-			     perm_valid(perm) && !tls.depth && r &&
-			     slot < NR_SHARDS &&
-			     iova < d->pt.fast_limit &&
-			     !atomic_load_explicit(&walk_fence, memory_order_relaxed) &&
+	if (__builtin_expect(fast && d && nr && out && max && range_valid(iova, len) &&
+			     perm_valid(perm) && iova < d->pt.fast_limit &&
 			     atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1)) {
 		/* walk_begin()/iopt_lookup()/walk_end(), spelled out. */
 		atomic_store_explicit(&r->walk,
@@ -1719,7 +1735,7 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 		    __builtin_expect((iova & mask) + (len - 1) <= mask, 1) &&
 		    (!(perm & IODMA_PERM_WRITE) ||
 		     !atomic_load_explicit(&d->xl->dirty, memory_order_relaxed))) {
-			_Atomic uint64_t *c = &d->xl->shards[slot].hits;
+			_Atomic uint64_t *c = &d->xl->shards[fast - 1].hits;
 
 			out[0].va = (void *)(uintptr_t)((e & IOPT_ADDR) | (iova & mask));
 			out[0].len = len;
