@@ -1534,17 +1534,26 @@ static inline __attribute__((always_inline)) int
 xlate_step(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
 	   unsigned int flags, struct run *run, struct iodma_fault *f)
 {
+	const uint64_t kind = perm | IOPT_NO_VA | IOPT_GPA;
 	struct iopt_hit h;
+	bool hit;
 	int ret;
 
 	/* seq_cst: the reader's half of the section handshake (file
 	 * comment), like the walk's loads. */
-	if (__builtin_expect(atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1) &&
-	    __builtin_expect(pt_lookup(d, iova, &h), 1) &&
-	    __builtin_expect((h.entry & (perm | IOPT_NO_VA | IOPT_GPA)) == perm, 1)) {
+	hit = __builtin_expect(atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1) &&
+	      __builtin_expect(pt_lookup(d, iova, &h), 1);
+	if (__builtin_expect(hit && (h.entry & kind) == perm, 1)) {
 		run->va = (char *)(uintptr_t)h.target;
 		run->len = h.len;
 		run->gpa = NO_GPA;
+		if (!(flags & XF_NOSTATS))
+			STAT_INC(d->xl, hits);
+	} else if (hit && (h.entry & kind) == (perm | IOPT_GPA) &&
+		   xlate_stage2(d, iova, h.target, IODMA_MIN(left, h.len), perm,
+				run, f) == 0) {
+		/* Two-stage: the same walk, then the GPA's region (a failure
+		 * goes the slow way, which describes the fault). */
 		if (!(flags & XF_NOSTATS))
 			STAT_INC(d->xl, hits);
 	} else {
