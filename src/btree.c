@@ -507,25 +507,48 @@ int btree_insert(struct btree *t, uint64_t key, const void *value)
 
 /* ---- remove ----------------------------------------------------------- */
 
-/* Leaf @n (child @i of @p) has BT_LEAF_MIN - 1 entries: borrow or merge. */
+/* Remove entries @pos..@pos + @cnt - 1 of leaf @n (values dropped); their
+ * slots become free. */
+static void leaf_remove_span(struct btree_node *n, unsigned int pos,
+			     unsigned int cnt)
+{
+	uint8_t *sl = leaf_slot(n);
+	uint8_t freed[BT_LEAF_MAX];
+
+	assert(pos + cnt <= n->nr);
+	memcpy(freed, &sl[pos], cnt);
+	memmove(&n->keys[pos], &n->keys[pos + cnt],
+		(n->nr - pos - cnt) * sizeof(uint64_t));
+	memmove(&sl[pos], &sl[pos + cnt], n->nr - pos - cnt);
+	n->nr -= cnt;
+	memcpy(&sl[n->nr], freed, cnt);
+}
+
+/* Leaf @n (child @i of @p) has fewer than BT_LEAF_MIN entries (maybe none):
+ * borrow what it lacks from a sibling that keeps BT_LEAF_MIN, else merge
+ * with a sibling (then the two hold fewer than 2 * BT_LEAF_MIN). */
 static void leaf_rebalance(struct btree *t, struct btree_node *p,
 			   unsigned int i)
 {
 	struct btree_node **c = node_child(p);
 	struct btree_node *n = c[i], *ls, *rs;
+	unsigned int need = BT_LEAF_MIN - n->nr;
 
-	if (i > 0 && c[i - 1]->nr > BT_LEAF_MIN) {
+	assert(n->nr < BT_LEAF_MIN);
+	if (i > 0 && c[i - 1]->nr >= BT_LEAF_MIN + need) {
 		ls = c[i - 1];
-		leaf_insert_at(t, n, 0, ls->keys[ls->nr - 1],
-			       leaf_val(t, ls, ls->nr - 1));
-		ls->nr--;
+		for (unsigned int k = 0; k < need; k++) {
+			leaf_insert_at(t, n, 0, ls->keys[ls->nr - 1],
+				       leaf_val(t, ls, ls->nr - 1));
+			ls->nr--;
+		}
 		p->keys[i - 1] = n->keys[0];
 		return;
 	}
-	if (i < p->nr && c[i + 1]->nr > BT_LEAF_MIN) {
+	if (i < p->nr && c[i + 1]->nr >= BT_LEAF_MIN + need) {
 		rs = c[i + 1];
-		leaf_append(t, n, rs, 0, 1);
-		leaf_remove_at(t, rs, 0, NULL);
+		leaf_append(t, n, rs, 0, need);
+		leaf_remove_span(rs, 0, need);
 		p->keys[i] = rs->keys[0];
 		return;
 	}
@@ -534,6 +557,7 @@ static void leaf_rebalance(struct btree *t, struct btree_node *p,
 		unsigned int j = i > 0 ? i - 1 : i;
 		struct btree_node *a = c[j], *b = c[j + 1];
 
+		assert(a->nr + b->nr < 2 * BT_LEAF_MIN);
 		leaf_append(t, a, b, 0, b->nr);
 		memmove(&p->keys[j], &p->keys[j + 1],
 			(p->nr - j - 1) * sizeof(uint64_t));
@@ -593,6 +617,38 @@ static void inner_rebalance(struct btree_node *p, unsigned int i)
 	}
 }
 
+/* Leaf @n at the end of the root path @path / @idx (t->height - 1 levels)
+ * just lost entries: restore the fill invariants bottom-up. */
+static void leaf_shrunk(struct btree *t, struct btree_node **path,
+			const unsigned int *idx, struct btree_node *n)
+{
+	unsigned int h = t->height, l;
+
+	if (h == 1) {
+		if (n->nr == 0) {
+			iodma_free(n);
+			t->root = NULL;
+			t->height = 0;
+		}
+		return;
+	}
+	if (n->nr >= BT_LEAF_MIN)
+		return;
+	leaf_rebalance(t, path[h - 2], idx[h - 2]);
+	for (l = h - 2; l > 0; l--) {
+		if (path[l]->nr + 1 >= BT_INNER_MIN)
+			return;
+		inner_rebalance(path[l - 1], idx[l - 1]);
+	}
+	/* The root lost its last separator: shrink a level. */
+	if (t->root->nr == 0) {
+		n = t->root;
+		t->root = node_child(n)[0];
+		t->height--;
+		iodma_free(n);
+	}
+}
+
 int btree_remove(struct btree *t, uint64_t key, void *value_out)
 {
 	struct btree_node *path[BT_MAX_HEIGHT];
@@ -612,31 +668,63 @@ int btree_remove(struct btree *t, uint64_t key, void *value_out)
 		return -ENOENT;
 	leaf_remove_at(t, n, pos, value_out);
 	t->count--;
-
-	if (h == 1) {
-		if (n->nr == 0) {
-			iodma_free(n);
-			t->root = NULL;
-			t->height = 0;
-		}
-		return 0;
-	}
-	if (n->nr >= BT_LEAF_MIN)
-		return 0;
-	leaf_rebalance(t, path[h - 2], idx[h - 2]);
-	for (l = h - 2; l > 0; l--) {
-		if (path[l]->nr + 1 >= BT_INNER_MIN)
-			return 0;
-		inner_rebalance(path[l - 1], idx[l - 1]);
-	}
-	/* The root lost its last separator: shrink a level. */
-	if (t->root->nr == 0) {
-		n = t->root;
-		t->root = node_child(n)[0];
-		t->height--;
-		iodma_free(n);
-	}
+	leaf_shrunk(t, path, idx, n);
 	return 0;
+}
+
+size_t btree_remove_range(struct btree *t, uint64_t lo, uint64_t hi,
+			  btree_visit_fn fn, void *arg)
+{
+	struct btree_node *path[BT_MAX_HEIGHT];
+	unsigned int idx[BT_MAX_HEIGHT];
+	size_t removed = 0;
+
+	if (lo > hi)
+		return 0;
+	while (t->root) {
+		struct btree_node *n = t->root;
+		unsigned int h = t->height, pos, end, l;
+		uint64_t last;
+		bool more;
+
+		for (l = 0; l + 1 < h; l++) {
+			path[l] = n;
+			idx[l] = upper_bound(n, lo);
+			n = node_child(n)[idx[l]];
+		}
+		pos = lower_bound(n, lo);
+		if (pos == n->nr) {
+			/* Nothing >= @lo here: the next leaf starts at or
+			 * after the nearest separator right of the path. */
+			more = false;
+			for (l = h - 1; l-- > 0;) {
+				if (idx[l] < path[l]->nr) {
+					lo = path[l]->keys[idx[l]];
+					more = true;
+					break;
+				}
+			}
+			if (!more || lo > hi)
+				break;
+			continue;
+		}
+		for (end = pos; end < n->nr && n->keys[end] <= hi; end++) {
+			if (fn)
+				fn(n->keys[end], leaf_val(t, n, end), arg);
+		}
+		if (end == pos)
+			break;
+		last = n->keys[end - 1];
+		more = end == n->nr && last < hi;
+		leaf_remove_span(n, pos, end - pos);
+		t->count -= end - pos;
+		removed += end - pos;
+		leaf_shrunk(t, path, idx, n);
+		if (!more)
+			break;
+		lo = last + 1;	/* last < hi: no overflow */
+	}
+	return removed;
 }
 
 /* ---- self-check --------------------------------------------------------- */

@@ -54,6 +54,18 @@ int btree_insert(struct btree *t, uint64_t key, const void *value);
  * Returns 0 or -ENOENT. */
 int btree_remove(struct btree *t, uint64_t key, void *value_out);
 
+/* Called by btree_remove_range() on each entry it removes. */
+typedef void (*btree_visit_fn)(uint64_t key, const void *value, void *arg);
+
+/* Remove every entry whose key lies in [@lo, @hi] (inclusive; nothing when
+ * @lo > @hi), calling @fn(key, value, @arg) on each, in key order, just
+ * before it goes (@fn may be NULL; it must not touch the tree).  One
+ * descent per leaf touched, where btree_remove() per key walks the whole
+ * path each time.  Never allocates, cannot fail.  Returns how many entries
+ * were removed. */
+size_t btree_remove_range(struct btree *t, uint64_t lo, uint64_t hi,
+			  btree_visit_fn fn, void *arg);
+
 /* Exact lookup.  Returns the value or NULL. */
 void *btree_lookup(const struct btree *t, uint64_t key);
 

@@ -379,6 +379,100 @@ static void test_preload_guarantees_insert(void **state)
 	free(m.k);
 }
 
+struct visit_log {
+	uint64_t *keys;
+	size_t n, cap;
+};
+
+/* Record each visited key; the value must be the one inserted under it. */
+static void log_visit(uint64_t key, const void *value, void *arg)
+{
+	struct visit_log *vl = arg;
+
+	check_val(value, key);
+	assert_true(vl->n < vl->cap);
+	vl->keys[vl->n++] = key;
+}
+
+/* btree_remove_range() against the model: random ranges (empty, inside one
+ * leaf, across many leaves and levels, the whole key space) over trees
+ * grown and churned at random; every visited key in order, the count, the
+ * survivors and the invariants checked after each. */
+static void test_remove_range_matches_model(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+	struct visit_log vl = { 0 };
+	const uint64_t space = 30000;
+
+	vl.cap = space;
+	vl.keys = malloc(vl.cap * sizeof(*vl.keys));
+	assert_non_null(vl.keys);
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	/* Empty tree, inverted range. */
+	assert_int_equal(btree_remove_range(&t, 0, UINT64_MAX, NULL, NULL), 0);
+	for (int round = 0; round < 3000; round++) {
+		unsigned int adds = rnd() % 400;
+		uint64_t lo, hi;
+		size_t a, b, got;
+
+		for (unsigned int i = 0; i < adds; i++) {
+			uint64_t key = (rnd() % space) * 4096;
+			struct val v = mkval(key);
+			bool fresh = model_insert(&m, key);
+
+			assert_int_equal(btree_insert(&t, key, &v),
+					 fresh ? 0 : -EEXIST);
+		}
+		switch (rnd() % 8) {
+		case 0: /* whole space */
+			lo = 0;
+			hi = UINT64_MAX;
+			break;
+		case 1: /* inverted: removes nothing */
+			lo = (rnd() % space) * 4096 + 1;
+			hi = lo - 1;
+			break;
+		case 2: /* wide */
+			lo = (rnd() % space) * 4096 - rnd() % 2;
+			hi = lo + (rnd() % (space / 2)) * 4096;
+			break;
+		default: /* narrow, bounds on and off keys */
+			lo = (rnd() % space) * 4096 + rnd() % 3 - 1;
+			hi = lo + (rnd() % 64) * 4096 + rnd() % 3;
+			break;
+		}
+		a = model_lb(&m, lo);
+		b = lo <= hi ? (hi == UINT64_MAX ? m.n : model_lb(&m, hi + 1)) : a;
+		vl.n = 0;
+		got = btree_remove_range(&t, lo, hi, log_visit, &vl);
+		assert_int_equal(got, b - a);
+		assert_int_equal(vl.n, b - a);
+		if (b > a)
+			assert_memory_equal(vl.keys, &m.k[a], (b - a) * sizeof(uint64_t));
+		memmove(&m.k[a], &m.k[b], (m.n - b) * sizeof(*m.k));
+		m.n -= b - a;
+		assert_int_equal(btree_count(&t), m.n);
+		assert_int_equal(btree_check(&t), 0);
+		if (round % 50 == 0) {
+			for (size_t i = 0; i < m.n; i++)
+				check_val(btree_lookup(&t, m.k[i]), m.k[i]);
+		}
+		if (b > a) {
+			check_queries(&t, &m, lo);
+			check_queries(&t, &m, hi);
+		}
+	}
+	/* What is left goes in one call, without a visitor. */
+	assert_int_equal(btree_remove_range(&t, 0, UINT64_MAX, NULL, NULL), m.n);
+	assert_int_equal(btree_count(&t), 0);
+	assert_null(btree_lookup_ge(&t, 0, NULL));
+	assert_int_equal(btree_check(&t), 0);
+	btree_fini(&t);
+	free(vl.keys);
+	free(m.k);
+}
+
 static void test_check_detects_corruption(void **state)
 {
 	struct btree t;
@@ -411,6 +505,7 @@ int main(void)
 		cmocka_unit_test(test_million_sequential_inserts_and_removals),
 		cmocka_unit_test(test_insert_fail_nth_leaves_tree_unchanged),
 		cmocka_unit_test(test_preload_guarantees_insert),
+		cmocka_unit_test(test_remove_range_matches_model),
 		cmocka_unit_test(test_check_detects_corruption),
 	};
 
