@@ -174,47 +174,45 @@ static int soft_map(void *priv, const struct iodma_map_event *ev)
 	return btree_insert(&s->book, ev->iova, &rec);
 }
 
-/* First mapping in the book that overlaps [iova, last], or NULL. */
-static struct soft_rec *soft_first(struct soft *s, uint64_t iova,
-				   uint64_t last, uint64_t *key)
+static void soft_sum_len(uint64_t key, const void *value, void *arg)
 {
-	struct soft_rec *r = btree_lookup_le(&s->book, iova, key);
-
-	if (r && range_last(*key, r->len) >= iova)
-		return r;
-	r = btree_lookup_ge(&s->book, iova, key);
-	return r && *key <= last ? r : NULL;
+	*(uint64_t *)arg += ((const struct soft_rec *)value)->len;
 }
 
-/* Remove every mapping inside [iova, last]; -EINVAL if one crosses an end
- * (nothing removed then). */
+/*
+ * Remove every mapping inside [iova, last]; -EINVAL if one crosses an end
+ * (nothing removed then).  The book's mappings are disjoint, so only two
+ * can cross: the one holding @last (found first: the greatest start <=
+ * @last) and the one holding iova - 1.  When the mapping holding @last
+ * starts at @iova it is the only one inside and nothing can hold iova - 1
+ * across @iova: one lookup and one remove, as for an exact unmap.  Else the
+ * whole range goes in one btree_remove_range() pass.
+ */
 static int soft_unmap_range(struct soft *s, uint64_t iova, uint64_t last,
 			    uint64_t *unmapped)
 {
-	struct soft_rec *r, rec;
-	uint64_t key = 0, first, end, n = 0, bytes = 0;
+	const struct soft_rec *r;
+	struct soft_rec rec;
+	uint64_t key, bytes = 0;
 
-	r = soft_first(s, iova, last, &key);
-	if (r && key < iova)
-		return -EINVAL;
-	first = key;
-	while (r) {
-		end = range_last(key, r->len);
-		if (end > last)
-			return -EINVAL;
-		n++;
-		if (end >= last)
-			break;	/* the next mapping starts past @last */
-		r = btree_next(&s->book, key, &key);
-		if (r && key > last)
-			break;
+	r = btree_lookup_le(&s->book, last, &key);
+	if (!r || range_last(key, r->len) < iova) {
+		*unmapped = 0;		/* nothing at or inside the range */
+		return 0;
 	}
-	for (uint64_t i = 0; i < n; i++) {
-		if (i > 0)
-			btree_lookup_ge(&s->book, first, &first);
-		btree_remove(&s->book, first, &rec);
-		bytes += rec.len;
+	if (key < iova || range_last(key, r->len) > last)
+		return -EINVAL;		/* crosses an end (or both) */
+	if (key == iova) {
+		btree_remove(&s->book, key, &rec);
+		*unmapped = rec.len;
+		return 0;
 	}
+	if (iova > 0) {
+		r = btree_lookup_le(&s->book, iova - 1, &key);
+		if (r && range_last(key, r->len) >= iova)
+			return -EINVAL;	/* crosses @iova */
+	}
+	btree_remove_range(&s->book, iova, last, soft_sum_len, &bytes);
 	*unmapped = bytes;
 	return 0;
 }
