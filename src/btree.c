@@ -420,13 +420,16 @@ static struct btree_node *inner_split(struct btree *t, struct btree_node *n,
 	return r;
 }
 
+static int insert_path(struct btree *t, struct btree_node **path,
+		       const unsigned int *idx, unsigned int pos,
+		       uint64_t key, const void *value);
+
 int btree_insert(struct btree *t, uint64_t key, const void *value)
 {
 	struct btree_node *path[BT_MAX_HEIGHT];
 	unsigned int idx[BT_MAX_HEIGHT];
-	struct btree_node *n, *right;
-	unsigned int h = t->height, pos, need, l;
-	uint64_t sep;
+	struct btree_node *n;
+	unsigned int h = t->height, pos, l;
 	int err;
 
 	if (!t->root) {
@@ -451,6 +454,75 @@ int btree_insert(struct btree *t, uint64_t key, const void *value)
 	pos = lower_bound(n, key);
 	if (pos < n->nr && n->keys[pos] == key)
 		return -EEXIST;
+	return insert_path(t, path, idx, pos, key, value);
+}
+
+int btree_insert_check(struct btree *t, uint64_t key, const void *value,
+		       btree_gap_fn check, void *arg)
+{
+	struct btree_node *path[BT_MAX_HEIGHT];
+	unsigned int idx[BT_MAX_HEIGHT];
+	const struct btree_node *n, *cl = NULL, *cr = NULL, *nb;
+	unsigned int h = t->height, cl_level = 0, cr_level = 0, pos, l;
+	const void *prev = NULL, *next = NULL;
+	uint64_t pk = 0, nk = 0;
+	int err;
+
+	if (!t->root) {
+		err = check(NULL, 0, NULL, 0, arg);
+		return err ? err : btree_insert(t, key, value);
+	}
+	n = t->root;
+	for (l = 0; l + 1 < h; l++) {
+		path[l] = (struct btree_node *)(uintptr_t)n;
+		idx[l] = upper_bound(n, key);
+		if (idx[l] > 0) {	/* the subtree left of the path */
+			cl = node_child(n)[idx[l] - 1];
+			cl_level = h - 1 - l;
+		}
+		if (idx[l] < n->nr) {	/* the subtree right of it */
+			cr = node_child(n)[idx[l] + 1];
+			cr_level = h - 1 - l;
+		}
+		n = descend(n, idx[l]);
+	}
+	path[h - 1] = (struct btree_node *)(uintptr_t)n;
+	pos = lower_bound(n, key);
+	if (pos < n->nr && n->keys[pos] == key)
+		return -EEXIST;
+	if (pos > 0) {
+		pk = n->keys[pos - 1];
+		prev = leaf_val(t, n, pos - 1);
+	} else if (cl) {
+		nb = rightmost_leaf(cl, cl_level);
+		pk = nb->keys[nb->nr - 1];
+		prev = leaf_val(t, nb, nb->nr - 1);
+	}
+	if (pos < n->nr) {
+		nk = n->keys[pos];
+		next = leaf_val(t, n, pos);
+	} else if (cr) {
+		nb = leftmost_leaf(cr, cr_level);
+		nk = nb->keys[0];
+		next = leaf_val(t, nb, 0);
+	}
+	err = check(prev, pk, next, nk, arg);
+	if (err)
+		return err;
+	return insert_path(t, path, idx, pos, key, value);
+}
+
+/* Insert (@key, @value) at position @pos of the leaf ending the root path
+ * @path / @idx (t->height levels), splitting bottom-up as needed.  Returns
+ * 0 or -ENOMEM (nothing changed). */
+static int insert_path(struct btree *t, struct btree_node **path,
+		       const unsigned int *idx, unsigned int pos,
+		       uint64_t key, const void *value)
+{
+	struct btree_node *n = path[t->height - 1], *right;
+	unsigned int h = t->height, need, l;
+	uint64_t sep;
+	int err;
 
 	/* Count the splits: full nodes from the leaf up, plus a new root. */
 	need = 0;
@@ -642,6 +714,55 @@ int btree_remove(struct btree *t, uint64_t key, void *value_out)
 	t->count--;
 	leaf_shrunk(t, path, idx, n);
 	return 0;
+}
+
+int btree_remove_le(struct btree *t, uint64_t key, btree_pick_fn pick,
+		    void *arg, uint64_t *key_out, void *value_out)
+{
+	struct btree_node *path[BT_MAX_HEIGHT];
+	unsigned int idx[BT_MAX_HEIGHT];
+	struct btree_node *n = t->root;
+	const struct btree_node *cl = NULL, *nb;
+	unsigned int h = t->height, cl_level = 0, i, l;
+	uint64_t k;
+	int err;
+
+	if (!n)
+		return -ENOENT;
+	for (l = 0; l + 1 < h; l++) {
+		path[l] = n;
+		idx[l] = upper_bound(n, key);
+		if (idx[l] > 0) {
+			cl = node_child(n)[idx[l] - 1];
+			cl_level = h - 1 - l;
+		}
+		n = descend(n, idx[l]);
+	}
+	i = upper_bound(n, key);
+	if (i > 0) {
+		k = n->keys[i - 1];
+		err = pick(k, leaf_val(t, n, i - 1), arg);
+		if (err)
+			return err;
+		if (key_out)
+			*key_out = k;
+		leaf_remove_span(t, n, i - 1, 1, value_out);
+		t->count--;
+		leaf_shrunk(t, path, idx, n);
+		return 0;
+	}
+	if (!cl)
+		return -ENOENT;
+	/* In the previous leaf, off this path: remove it by key (rare: @key
+	 * sorts before everything in its leaf). */
+	nb = rightmost_leaf(cl, cl_level);
+	k = nb->keys[nb->nr - 1];
+	err = pick(k, leaf_val(t, nb, nb->nr - 1), arg);
+	if (err)
+		return err;
+	if (key_out)
+		*key_out = k;
+	return btree_remove(t, k, value_out);
 }
 
 size_t btree_remove_range(struct btree *t, uint64_t lo, uint64_t hi,

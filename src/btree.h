@@ -50,6 +50,33 @@ int btree_preload(struct btree *t);
  * successful btree_preload()). */
 int btree_insert(struct btree *t, uint64_t key, const void *value);
 
+/* Called by btree_insert_check() with the entries either side of the new
+ * key: @prev (greatest key below it, @prev_key) and @next (smallest key
+ * above it, @next_key); each NULL (its key 0) when there is none.  Returns
+ * 0 to let the insert go on, or a negative errno to refuse it. */
+typedef int (*btree_gap_fn)(const void *prev, uint64_t prev_key,
+			    const void *next, uint64_t next_key, void *arg);
+
+/* btree_insert() that first shows @check the neighbours of @key, found on
+ * the same descent (for an ordered set of disjoint intervals: "does the new
+ * one overlap either side?" without a separate lookup).  Returns 0,
+ * -EEXIST (@key present; @check not called), @check's non-zero return or
+ * -ENOMEM; nothing changed unless 0.  @check must not touch the tree. */
+int btree_insert_check(struct btree *t, uint64_t key, const void *value,
+		       btree_gap_fn check, void *arg);
+
+/* Called by btree_remove_le() on the entry it found; returns 0 to remove
+ * it, anything else to keep it (and have btree_remove_le return that). */
+typedef int (*btree_pick_fn)(uint64_t key, const void *value, void *arg);
+
+/* Find the entry with the greatest key <= @key and remove it if @pick
+ * agrees: a lookup_le and a remove on one descent.  On removal stores its
+ * key in *@key_out and copies its value to @value_out (each if not NULL).
+ * Never allocates.  Returns 0 (removed), -ENOENT (no key <= @key; @pick
+ * not called) or @pick's non-zero return (nothing changed). */
+int btree_remove_le(struct btree *t, uint64_t key, btree_pick_fn pick,
+		    void *arg, uint64_t *key_out, void *value_out);
+
 /* Remove @key; copy its value to @value_out if not NULL.  Never allocates.
  * Returns 0 or -ENOENT. */
 int btree_remove(struct btree *t, uint64_t key, void *value_out);

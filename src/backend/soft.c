@@ -153,12 +153,30 @@ static int soft_get_caps(void *priv, struct iodma_caps *caps)
 	return 0;
 }
 
+/* btree_insert_check's verdict on a new mapping, shown the mappings
+ * either side of its start: -EEXIST if one overlaps it (the book is
+ * disjoint, so only these two can), else -ENOSPC at the limit. */
+static int soft_map_check(const void *prev, uint64_t prev_key,
+			  const void *next, uint64_t next_key, void *arg)
+{
+	const struct iodma_map_event *ev = ((void **)arg)[0];
+	const struct soft *s = ((void **)arg)[1];
+	const struct soft_rec *p = prev;
+
+	if (p && range_last(prev_key, p->len) >= ev->iova)
+		return -EEXIST;
+	if (next && next_key <= range_last(ev->iova, ev->len))
+		return -EEXIST;
+	if (btree_count(&s->book) >= s->caps.max_mappings)
+		return -ENOSPC;
+	return 0;
+}
+
 static int soft_map(void *priv, const struct iodma_map_event *ev)
 {
 	struct soft *s = priv;
 	struct soft_rec rec = { .len = ev->len, .perm = ev->perm };
-	struct soft_rec *prev;
-	uint64_t key;
+	void *arg[2] = { (void *)(uintptr_t)ev, s };
 	int err;
 
 	err = soft_fault(s, IODMA_SOFT_FAULT_MAP);
@@ -166,17 +184,30 @@ static int soft_map(void *priv, const struct iodma_map_event *ev)
 		return err;
 	if (!range_valid(ev->iova, ev->len))
 		return -EINVAL;
-	prev = btree_lookup_le(&s->book, range_last(ev->iova, ev->len), &key);
-	if (prev && range_last(key, prev->len) >= ev->iova)
-		return -EEXIST;
-	if (btree_count(&s->book) >= s->caps.max_mappings)
-		return -ENOSPC;
-	return btree_insert(&s->book, ev->iova, &rec);
+	/* One descent: the overlap and limit checks, then the insert. */
+	return btree_insert_check(&s->book, ev->iova, &rec, soft_map_check, arg);
 }
 
 static void soft_sum_len(uint64_t key, const void *value, void *arg)
 {
 	*(uint64_t *)arg += ((const struct soft_rec *)value)->len;
+}
+
+#define SOFT_NONE_INSIDE 1	/* soft_unmap_pick: nothing in the range */
+#define SOFT_MANY_INSIDE 2	/* soft_unmap_pick: maybe several inside */
+
+/* btree_remove_le's verdict on the mapping holding the range's last byte
+ * (the greatest start <= last), @arg the range {iova, last}. */
+static int soft_unmap_pick(uint64_t key, const void *value, void *arg)
+{
+	const uint64_t *r = arg;
+	uint64_t end = range_last(key, ((const struct soft_rec *)value)->len);
+
+	if (end < r[0])
+		return SOFT_NONE_INSIDE;
+	if (key < r[0] || end > r[1])
+		return -EINVAL;		/* crosses an end (or both) */
+	return key == r[0] ? 0 : SOFT_MANY_INSIDE;
 }
 
 /*
@@ -185,28 +216,28 @@ static void soft_sum_len(uint64_t key, const void *value, void *arg)
  * can cross: the one holding @last (found first: the greatest start <=
  * @last) and the one holding iova - 1.  When the mapping holding @last
  * starts at @iova it is the only one inside and nothing can hold iova - 1
- * across @iova: one lookup and one remove, as for an exact unmap.  Else the
- * whole range goes in one btree_remove_range() pass.
+ * across @iova: btree_remove_le checks and removes it on one descent, the
+ * exact unmap.  Else the whole range goes in one btree_remove_range() pass.
  */
 static int soft_unmap_range(struct soft *s, uint64_t iova, uint64_t last,
 			    uint64_t *unmapped)
 {
 	const struct soft_rec *r;
 	struct soft_rec rec;
-	uint64_t key, bytes = 0;
+	uint64_t range[2] = { iova, last }, key, bytes = 0;
+	int ret;
 
-	r = btree_lookup_le(&s->book, last, &key);
-	if (!r || range_last(key, r->len) < iova) {
-		*unmapped = 0;		/* nothing at or inside the range */
-		return 0;
-	}
-	if (key < iova || range_last(key, r->len) > last)
-		return -EINVAL;		/* crosses an end (or both) */
-	if (key == iova) {
-		btree_remove(&s->book, key, &rec);
+	ret = btree_remove_le(&s->book, last, soft_unmap_pick, range, &key, &rec);
+	if (ret == 0) {
 		*unmapped = rec.len;
 		return 0;
 	}
+	if (ret == -ENOENT || ret == SOFT_NONE_INSIDE) {
+		*unmapped = 0;		/* nothing at or inside the range */
+		return 0;
+	}
+	if (ret < 0)
+		return ret;
 	if (iova > 0) {
 		r = btree_lookup_le(&s->book, iova - 1, &key);
 		if (r && range_last(key, r->len) >= iova)

@@ -473,6 +473,121 @@ static void test_remove_range_matches_model(void **state)
 	free(m.k);
 }
 
+struct nbr_ctx {
+	const struct model *m;
+	uint64_t key;		/* the key being inserted / looked up */
+	int answer;		/* what the callback returns */
+	int calls;
+};
+
+/* btree_insert_check's callback: the neighbours must be the model's. */
+static int expect_gap(const void *prev, uint64_t pk, const void *next,
+		      uint64_t nk, void *arg)
+{
+	struct nbr_ctx *cx = arg;
+	size_t i = model_lb(cx->m, cx->key);
+
+	cx->calls++;
+	if (i > 0) {
+		assert_int_equal(pk, cx->m->k[i - 1]);
+		check_val(prev, pk);
+	} else {
+		assert_null(prev);
+	}
+	if (i < cx->m->n) {
+		assert_int_equal(nk, cx->m->k[i]);
+		check_val(next, nk);
+	} else {
+		assert_null(next);
+	}
+	return cx->answer;
+}
+
+/* btree_remove_le's callback: the entry must be the model's greatest key
+ * <= the probe. */
+static int expect_le(uint64_t key, const void *value, void *arg)
+{
+	struct nbr_ctx *cx = arg;
+	size_t i = model_lb(cx->m, cx->key);
+
+	cx->calls++;
+	if (i < cx->m->n && cx->m->k[i] == cx->key)
+		i++;
+	assert_true(i > 0);
+	assert_int_equal(key, cx->m->k[i - 1]);
+	check_val(value, key);
+	return cx->answer;
+}
+
+/* btree_insert_check and btree_remove_le against the model: 150k random
+ * calls on trees of up to ~20k keys (neighbours in other leaves and
+ * subtrees included); refused calls change nothing. */
+static void test_neighbour_ops_match_model(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+	struct nbr_ctx cx = { .m = &m };
+	const uint64_t space = 40000;
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	for (int i = 0; i < 150000; i++) {
+		uint64_t key = (rnd() % space) * 4096 + (rnd() % 4 == 0);
+		bool grow = (i / 30000) % 2 == 0;
+		unsigned int op = rnd() % 10;
+		struct val v = mkval(key), out;
+		int calls;
+
+		cx.key = key;
+		cx.answer = rnd() % 5 == 0 ? -EBUSY : 0;
+		cx.calls = 0;
+		if (op < (grow ? 7u : 3u)) {
+			size_t j = model_lb(&m, key);
+			bool present = j < m.n && m.k[j] == key;
+			int want = present ? -EEXIST : cx.answer;
+
+			assert_int_equal(btree_insert_check(&t, key, &v,
+							    expect_gap, &cx), want);
+			assert_int_equal(cx.calls, present ? 0 : 1);
+			if (want == 0)
+				assert_true(model_insert(&m, key));
+		} else {
+			size_t j = model_lb(&m, key);
+			uint64_t k = 0;
+			int want;
+
+			if (j < m.n && m.k[j] == key)
+				j++;
+			want = j == 0 ? -ENOENT : cx.answer;
+			assert_int_equal(btree_remove_le(&t, key, expect_le, &cx,
+							 &k, &out), want);
+			calls = j == 0 ? 0 : 1;
+			assert_int_equal(cx.calls, calls);
+			if (want == 0) {
+				assert_int_equal(k, m.k[j - 1]);
+				check_val(&out, k);
+				assert_true(model_remove(&m, k));
+			}
+		}
+		assert_int_equal(btree_count(&t), m.n);
+		if (i % 16 == 0 || i > 149000)
+			assert_int_equal(btree_check(&t), 0);
+	}
+	for (size_t i = 0; i < m.n; i++)
+		check_val(btree_lookup(&t, m.k[i]), m.k[i]);
+	/* Empty tree: the gap callback sees no neighbours. */
+	btree_fini(&t);
+	m.n = 0;
+	cx.key = 7;
+	cx.answer = 0;
+	cx.calls = 0;
+	assert_int_equal(btree_remove_le(&t, 7, expect_le, &cx, NULL, NULL), -ENOENT);
+	assert_int_equal(btree_insert_check(&t, 7, &(struct val){ 0 }, expect_gap, &cx), 0);
+	assert_int_equal(cx.calls, 1);
+	assert_int_equal(btree_count(&t), 1);
+	btree_fini(&t);
+	free(m.k);
+}
+
 static void test_check_detects_corruption(void **state)
 {
 	struct btree t;
@@ -506,6 +621,7 @@ int main(void)
 		cmocka_unit_test(test_insert_fail_nth_leaves_tree_unchanged),
 		cmocka_unit_test(test_preload_guarantees_insert),
 		cmocka_unit_test(test_remove_range_matches_model),
+		cmocka_unit_test(test_neighbour_ops_match_model),
 		cmocka_unit_test(test_check_detects_corruption),
 	};
 
