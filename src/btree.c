@@ -320,8 +320,9 @@ static void leaf_insert_at(struct btree *t, struct btree_node *n,
 
 /* Remove entries @pos..@pos + @cnt - 1 of leaf @n, copying the first one's
  * value to @out if not NULL. */
-static void leaf_remove_span(struct btree *t, struct btree_node *n,
-			     unsigned int pos, unsigned int cnt, void *out)
+static inline __attribute__((always_inline)) void
+leaf_remove_span(struct btree *t, struct btree_node *n, unsigned int pos,
+		 unsigned int cnt, void *out)
 {
 	size_t vs = t->value_size;
 
@@ -420,9 +421,26 @@ static struct btree_node *inner_split(struct btree *t, struct btree_node *n,
 	return r;
 }
 
-static int insert_path(struct btree *t, struct btree_node **path,
-		       const unsigned int *idx, unsigned int pos,
-		       uint64_t key, const void *value);
+static int insert_split(struct btree *t, struct btree_node **path,
+			const unsigned int *idx, unsigned int pos,
+			uint64_t key, const void *value);
+
+/* Insert (@key, @value) at position @pos of the leaf ending the root path
+ * @path / @idx (t->height levels).  Returns 0 or -ENOMEM (nothing
+ * changed).  The common case, a leaf with room, inline. */
+static inline __attribute__((always_inline)) int
+insert_path(struct btree *t, struct btree_node **path, const unsigned int *idx,
+	    unsigned int pos, uint64_t key, const void *value)
+{
+	struct btree_node *n = path[t->height - 1];
+
+	if (n->nr < BT_LEAF_MAX) {
+		t->count++;
+		leaf_insert_at(t, n, pos, key, value);
+		return 0;
+	}
+	return insert_split(t, path, idx, pos, key, value);
+}
 
 int btree_insert(struct btree *t, uint64_t key, const void *value)
 {
@@ -512,12 +530,10 @@ int btree_insert_check(struct btree *t, uint64_t key, const void *value,
 	return insert_path(t, path, idx, pos, key, value);
 }
 
-/* Insert (@key, @value) at position @pos of the leaf ending the root path
- * @path / @idx (t->height levels), splitting bottom-up as needed.  Returns
- * 0 or -ENOMEM (nothing changed). */
-static int insert_path(struct btree *t, struct btree_node **path,
-		       const unsigned int *idx, unsigned int pos,
-		       uint64_t key, const void *value)
+/* insert_path() into a full leaf: split bottom-up as needed. */
+static int insert_split(struct btree *t, struct btree_node **path,
+			const unsigned int *idx, unsigned int pos,
+			uint64_t key, const void *value)
 {
 	struct btree_node *n = path[t->height - 1], *right;
 	unsigned int h = t->height, need, l;
@@ -661,10 +677,10 @@ static void inner_rebalance(struct btree_node *p, unsigned int i)
 	}
 }
 
-/* Leaf @n at the end of the root path @path / @idx (t->height - 1 levels)
- * just lost entries: restore the fill invariants bottom-up. */
-static void leaf_shrunk(struct btree *t, struct btree_node **path,
-			const unsigned int *idx, struct btree_node *n)
+/* leaf_shrunk() when the leaf fell under its minimum (or the root leaf
+ * emptied). */
+static void leaf_fix(struct btree *t, struct btree_node **path,
+		     const unsigned int *idx, struct btree_node *n)
 {
 	unsigned int h = t->height, l;
 
@@ -691,6 +707,18 @@ static void leaf_shrunk(struct btree *t, struct btree_node **path,
 		t->height--;
 		iodma_free(n);
 	}
+}
+
+/* Leaf @n at the end of the root path @path / @idx (t->height - 1 levels)
+ * just lost entries: restore the fill invariants bottom-up.  The common
+ * case, nothing to do, inline. */
+static inline __attribute__((always_inline)) void
+leaf_shrunk(struct btree *t, struct btree_node **path, const unsigned int *idx,
+	    struct btree_node *n)
+{
+	if (n->nr >= BT_LEAF_MIN || (t->height == 1 && n->nr > 0))
+		return;
+	leaf_fix(t, path, idx, n);
 }
 
 int btree_remove(struct btree *t, uint64_t key, void *value_out)
