@@ -4,10 +4,16 @@
  * inline: the mapping table's structure (and anything else that needs an
  * ordered set of intervals keyed by start).
  *
- * A B+tree: values live in leaves (sorted key arrays, binary searched, one
- * or two cache lines per level touched), interior nodes hold separator keys.
- * Lookup, insert, remove, predecessor/successor are O(log n); memory per
- * entry is bounded (leaves at least half full, except the root).  Not
+ * A B+tree: values live in leaves (sorted key arrays, binary searched),
+ * interior nodes hold separator keys.  A descent requests the first 512
+ * bytes of each node it enters at once (keys and child pointers or the
+ * first values), so a tree larger than the caches costs about one miss
+ * latency per level rather than one per line.  Lookup, insert, remove,
+ * predecessor/successor are O(log n); btree_remove_range() is one descent
+ * per leaf it empties or trims; btree_insert_check() and btree_remove_le()
+ * fold a neighbour check into the insert's or remove's own descent.
+ * Memory per entry is bounded (leaves at least half full, except the
+ * root).  Not
  * thread-safe: the owner serialises writers and excludes readers during a
  * write (the domain uses an rwlock).  Value pointers returned by lookups
  * stay valid only until the next insert or remove.

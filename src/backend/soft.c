@@ -13,7 +13,11 @@
  *                                       range: -EINVAL, nothing removed
  *   unmap_all, avail_mappings = max - live, flush_iotlb (counted).
  * Translation itself is served by the domain's table (iodma/backend.h);
- * this book only mirrors what a real IOMMU would hold.
+ * this book only mirrors what a real IOMMU would hold.  It costs one
+ * descent of its B-tree per map (btree_insert_check: the overlap and limit
+ * checks see the new mapping's neighbours on the insert's own path) and per
+ * exact unmap (btree_remove_le); a wider unmap adds one lookup for the
+ * start crossing and one btree_remove_range pass.
  *
  * The domain serialises calls with its map lock; only the fault-injection
  * counters are touched from other threads (atomics).
