@@ -4,10 +4,16 @@
  * inline: the mapping table's structure (and anything else that needs an
  * ordered set of intervals keyed by start).
  *
- * A B+tree: values live in leaves (sorted key arrays, binary searched, one
- * or two cache lines per level touched), interior nodes hold separator keys.
- * Lookup, insert, remove, predecessor/successor are O(log n); memory per
- * entry is bounded (leaves at least half full, except the root).  Not
+ * A B+tree: values live in leaves (sorted key arrays, binary searched),
+ * interior nodes hold separator keys.  A descent requests the first 512
+ * bytes of each node it enters at once (keys and child pointers or the
+ * first values), so a tree larger than the caches costs about one miss
+ * latency per level rather than one per line.  Lookup, insert, remove,
+ * predecessor/successor are O(log n); btree_remove_range() is one descent
+ * per leaf it empties or trims; btree_insert_check() and btree_remove_le()
+ * fold a neighbour check into the insert's or remove's own descent.
+ * Memory per entry is bounded (leaves at least half full, except the
+ * root).  Not
  * thread-safe: the owner serialises writers and excludes readers during a
  * write (the domain uses an rwlock).  Value pointers returned by lookups
  * stay valid only until the next insert or remove.
@@ -50,9 +56,48 @@ int btree_preload(struct btree *t);
  * successful btree_preload()). */
 int btree_insert(struct btree *t, uint64_t key, const void *value);
 
+/* Called by btree_insert_check() with the entries either side of the new
+ * key: @prev (greatest key below it, @prev_key) and @next (smallest key
+ * above it, @next_key); each NULL (its key 0) when there is none.  Returns
+ * 0 to let the insert go on, or a negative errno to refuse it. */
+typedef int (*btree_gap_fn)(const void *prev, uint64_t prev_key,
+			    const void *next, uint64_t next_key, void *arg);
+
+/* btree_insert() that first shows @check the neighbours of @key, found on
+ * the same descent (for an ordered set of disjoint intervals: "does the new
+ * one overlap either side?" without a separate lookup).  Returns 0,
+ * -EEXIST (@key present; @check not called), @check's non-zero return or
+ * -ENOMEM; nothing changed unless 0.  @check must not touch the tree. */
+int btree_insert_check(struct btree *t, uint64_t key, const void *value,
+		       btree_gap_fn check, void *arg);
+
+/* Called by btree_remove_le() on the entry it found; returns 0 to remove
+ * it, anything else to keep it (and have btree_remove_le return that). */
+typedef int (*btree_pick_fn)(uint64_t key, const void *value, void *arg);
+
+/* Find the entry with the greatest key <= @key and remove it if @pick
+ * agrees: a lookup_le and a remove on one descent.  On removal stores its
+ * key in *@key_out and copies its value to @value_out (each if not NULL).
+ * Never allocates.  Returns 0 (removed), -ENOENT (no key <= @key; @pick
+ * not called) or @pick's non-zero return (nothing changed). */
+int btree_remove_le(struct btree *t, uint64_t key, btree_pick_fn pick,
+		    void *arg, uint64_t *key_out, void *value_out);
+
 /* Remove @key; copy its value to @value_out if not NULL.  Never allocates.
  * Returns 0 or -ENOENT. */
 int btree_remove(struct btree *t, uint64_t key, void *value_out);
+
+/* Called by btree_remove_range() on each entry it removes. */
+typedef void (*btree_visit_fn)(uint64_t key, const void *value, void *arg);
+
+/* Remove every entry whose key lies in [@lo, @hi] (inclusive; nothing when
+ * @lo > @hi), calling @fn(key, value, @arg) on each, in key order, just
+ * before it goes (@fn may be NULL; it must not touch the tree).  One
+ * descent per leaf touched, where btree_remove() per key walks the whole
+ * path each time.  Never allocates, cannot fail.  Returns how many entries
+ * were removed. */
+size_t btree_remove_range(struct btree *t, uint64_t lo, uint64_t hi,
+			  btree_visit_fn fn, void *arg);
 
 /* Exact lookup.  Returns the value or NULL. */
 void *btree_lookup(const struct btree *t, uint64_t key);

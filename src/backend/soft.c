@@ -13,7 +13,11 @@
  *                                       range: -EINVAL, nothing removed
  *   unmap_all, avail_mappings = max - live, flush_iotlb (counted).
  * Translation itself is served by the domain's table (iodma/backend.h);
- * this book only mirrors what a real IOMMU would hold.
+ * this book only mirrors what a real IOMMU would hold.  It costs one
+ * descent of its B-tree per map (btree_insert_check: the overlap and limit
+ * checks see the new mapping's neighbours on the insert's own path) and per
+ * exact unmap (btree_remove_le); a wider unmap adds one lookup for the
+ * start crossing and one btree_remove_range pass.
  *
  * The domain serialises calls with its map lock; only the fault-injection
  * counters are touched from other threads (atomics).
@@ -153,12 +157,30 @@ static int soft_get_caps(void *priv, struct iodma_caps *caps)
 	return 0;
 }
 
+/* btree_insert_check's verdict on a new mapping, shown the mappings
+ * either side of its start: -EEXIST if one overlaps it (the book is
+ * disjoint, so only these two can), else -ENOSPC at the limit. */
+static int soft_map_check(const void *prev, uint64_t prev_key,
+			  const void *next, uint64_t next_key, void *arg)
+{
+	const struct iodma_map_event *ev = ((void **)arg)[0];
+	const struct soft *s = ((void **)arg)[1];
+	const struct soft_rec *p = prev;
+
+	if (p && range_last(prev_key, p->len) >= ev->iova)
+		return -EEXIST;
+	if (next && next_key <= range_last(ev->iova, ev->len))
+		return -EEXIST;
+	if (btree_count(&s->book) >= s->caps.max_mappings)
+		return -ENOSPC;
+	return 0;
+}
+
 static int soft_map(void *priv, const struct iodma_map_event *ev)
 {
 	struct soft *s = priv;
 	struct soft_rec rec = { .len = ev->len, .perm = ev->perm };
-	struct soft_rec *prev;
-	uint64_t key;
+	void *arg[2] = { (void *)(uintptr_t)ev, s };
 	int err;
 
 	err = soft_fault(s, IODMA_SOFT_FAULT_MAP);
@@ -166,55 +188,66 @@ static int soft_map(void *priv, const struct iodma_map_event *ev)
 		return err;
 	if (!range_valid(ev->iova, ev->len))
 		return -EINVAL;
-	prev = btree_lookup_le(&s->book, range_last(ev->iova, ev->len), &key);
-	if (prev && range_last(key, prev->len) >= ev->iova)
-		return -EEXIST;
-	if (btree_count(&s->book) >= s->caps.max_mappings)
-		return -ENOSPC;
-	return btree_insert(&s->book, ev->iova, &rec);
+	/* One descent: the overlap and limit checks, then the insert. */
+	return btree_insert_check(&s->book, ev->iova, &rec, soft_map_check, arg);
 }
 
-/* First mapping in the book that overlaps [iova, last], or NULL. */
-static struct soft_rec *soft_first(struct soft *s, uint64_t iova,
-				   uint64_t last, uint64_t *key)
+static void soft_sum_len(uint64_t key, const void *value, void *arg)
 {
-	struct soft_rec *r = btree_lookup_le(&s->book, iova, key);
-
-	if (r && range_last(*key, r->len) >= iova)
-		return r;
-	r = btree_lookup_ge(&s->book, iova, key);
-	return r && *key <= last ? r : NULL;
+	*(uint64_t *)arg += ((const struct soft_rec *)value)->len;
 }
 
-/* Remove every mapping inside [iova, last]; -EINVAL if one crosses an end
- * (nothing removed then). */
+#define SOFT_NONE_INSIDE 1	/* soft_unmap_pick: nothing in the range */
+#define SOFT_MANY_INSIDE 2	/* soft_unmap_pick: maybe several inside */
+
+/* btree_remove_le's verdict on the mapping holding the range's last byte
+ * (the greatest start <= last), @arg the range {iova, last}. */
+static int soft_unmap_pick(uint64_t key, const void *value, void *arg)
+{
+	const uint64_t *r = arg;
+	uint64_t end = range_last(key, ((const struct soft_rec *)value)->len);
+
+	if (end < r[0])
+		return SOFT_NONE_INSIDE;
+	if (key < r[0] || end > r[1])
+		return -EINVAL;		/* crosses an end (or both) */
+	return key == r[0] ? 0 : SOFT_MANY_INSIDE;
+}
+
+/*
+ * Remove every mapping inside [iova, last]; -EINVAL if one crosses an end
+ * (nothing removed then).  The book's mappings are disjoint, so only two
+ * can cross: the one holding @last (found first: the greatest start <=
+ * @last) and the one holding iova - 1.  When the mapping holding @last
+ * starts at @iova it is the only one inside and nothing can hold iova - 1
+ * across @iova: btree_remove_le checks and removes it on one descent, the
+ * exact unmap.  Else the whole range goes in one btree_remove_range() pass.
+ */
 static int soft_unmap_range(struct soft *s, uint64_t iova, uint64_t last,
 			    uint64_t *unmapped)
 {
-	struct soft_rec *r, rec;
-	uint64_t key = 0, first, end, n = 0, bytes = 0;
+	const struct soft_rec *r;
+	struct soft_rec rec;
+	uint64_t range[2] = { iova, last }, key, bytes = 0;
+	int ret;
 
-	r = soft_first(s, iova, last, &key);
-	if (r && key < iova)
-		return -EINVAL;
-	first = key;
-	while (r) {
-		end = range_last(key, r->len);
-		if (end > last)
-			return -EINVAL;
-		n++;
-		if (end >= last)
-			break;	/* the next mapping starts past @last */
-		r = btree_next(&s->book, key, &key);
-		if (r && key > last)
-			break;
+	ret = btree_remove_le(&s->book, last, soft_unmap_pick, range, &key, &rec);
+	if (ret == 0) {
+		*unmapped = rec.len;
+		return 0;
 	}
-	for (uint64_t i = 0; i < n; i++) {
-		if (i > 0)
-			btree_lookup_ge(&s->book, first, &first);
-		btree_remove(&s->book, first, &rec);
-		bytes += rec.len;
+	if (ret == -ENOENT || ret == SOFT_NONE_INSIDE) {
+		*unmapped = 0;		/* nothing at or inside the range */
+		return 0;
 	}
+	if (ret < 0)
+		return ret;
+	if (iova > 0) {
+		r = btree_lookup_le(&s->book, iova - 1, &key);
+		if (r && range_last(key, r->len) >= iova)
+			return -EINVAL;	/* crosses @iova */
+	}
+	btree_remove_range(&s->book, iova, last, soft_sum_len, &bytes);
 	*unmapped = bytes;
 	return 0;
 }

@@ -379,6 +379,215 @@ static void test_preload_guarantees_insert(void **state)
 	free(m.k);
 }
 
+struct visit_log {
+	uint64_t *keys;
+	size_t n, cap;
+};
+
+/* Record each visited key; the value must be the one inserted under it. */
+static void log_visit(uint64_t key, const void *value, void *arg)
+{
+	struct visit_log *vl = arg;
+
+	check_val(value, key);
+	assert_true(vl->n < vl->cap);
+	vl->keys[vl->n++] = key;
+}
+
+/* btree_remove_range() against the model: random ranges (empty, inside one
+ * leaf, across many leaves and levels, the whole key space) over trees
+ * grown and churned at random; every visited key in order, the count, the
+ * survivors and the invariants checked after each. */
+static void test_remove_range_matches_model(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+	struct visit_log vl = { 0 };
+	const uint64_t space = 30000;
+
+	vl.cap = space;
+	vl.keys = malloc(vl.cap * sizeof(*vl.keys));
+	assert_non_null(vl.keys);
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	/* Empty tree, inverted range. */
+	assert_int_equal(btree_remove_range(&t, 0, UINT64_MAX, NULL, NULL), 0);
+	for (int round = 0; round < 3000; round++) {
+		unsigned int adds = rnd() % 400;
+		uint64_t lo, hi;
+		size_t a, b, got;
+
+		for (unsigned int i = 0; i < adds; i++) {
+			uint64_t key = (rnd() % space) * 4096;
+			struct val v = mkval(key);
+			bool fresh = model_insert(&m, key);
+
+			assert_int_equal(btree_insert(&t, key, &v),
+					 fresh ? 0 : -EEXIST);
+		}
+		switch (rnd() % 8) {
+		case 0: /* whole space */
+			lo = 0;
+			hi = UINT64_MAX;
+			break;
+		case 1: /* inverted: removes nothing */
+			lo = (rnd() % space) * 4096 + 1;
+			hi = lo - 1;
+			break;
+		case 2: /* wide */
+			lo = (rnd() % space) * 4096 - rnd() % 2;
+			hi = lo + (rnd() % (space / 2)) * 4096;
+			break;
+		default: /* narrow, bounds on and off keys */
+			lo = (rnd() % space) * 4096 + rnd() % 3 - 1;
+			hi = lo + (rnd() % 64) * 4096 + rnd() % 3;
+			break;
+		}
+		a = model_lb(&m, lo);
+		b = lo <= hi ? (hi == UINT64_MAX ? m.n : model_lb(&m, hi + 1)) : a;
+		vl.n = 0;
+		got = btree_remove_range(&t, lo, hi, log_visit, &vl);
+		assert_int_equal(got, b - a);
+		assert_int_equal(vl.n, b - a);
+		if (b > a)
+			assert_memory_equal(vl.keys, &m.k[a], (b - a) * sizeof(uint64_t));
+		memmove(&m.k[a], &m.k[b], (m.n - b) * sizeof(*m.k));
+		m.n -= b - a;
+		assert_int_equal(btree_count(&t), m.n);
+		assert_int_equal(btree_check(&t), 0);
+		if (round % 50 == 0) {
+			for (size_t i = 0; i < m.n; i++)
+				check_val(btree_lookup(&t, m.k[i]), m.k[i]);
+		}
+		if (b > a) {
+			check_queries(&t, &m, lo);
+			check_queries(&t, &m, hi);
+		}
+	}
+	/* What is left goes in one call, without a visitor. */
+	assert_int_equal(btree_remove_range(&t, 0, UINT64_MAX, NULL, NULL), m.n);
+	assert_int_equal(btree_count(&t), 0);
+	assert_null(btree_lookup_ge(&t, 0, NULL));
+	assert_int_equal(btree_check(&t), 0);
+	btree_fini(&t);
+	free(vl.keys);
+	free(m.k);
+}
+
+struct nbr_ctx {
+	const struct model *m;
+	uint64_t key;		/* the key being inserted / looked up */
+	int answer;		/* what the callback returns */
+	int calls;
+};
+
+/* btree_insert_check's callback: the neighbours must be the model's. */
+static int expect_gap(const void *prev, uint64_t pk, const void *next,
+		      uint64_t nk, void *arg)
+{
+	struct nbr_ctx *cx = arg;
+	size_t i = model_lb(cx->m, cx->key);
+
+	cx->calls++;
+	if (i > 0) {
+		assert_int_equal(pk, cx->m->k[i - 1]);
+		check_val(prev, pk);
+	} else {
+		assert_null(prev);
+	}
+	if (i < cx->m->n) {
+		assert_int_equal(nk, cx->m->k[i]);
+		check_val(next, nk);
+	} else {
+		assert_null(next);
+	}
+	return cx->answer;
+}
+
+/* btree_remove_le's callback: the entry must be the model's greatest key
+ * <= the probe. */
+static int expect_le(uint64_t key, const void *value, void *arg)
+{
+	struct nbr_ctx *cx = arg;
+	size_t i = model_lb(cx->m, cx->key);
+
+	cx->calls++;
+	if (i < cx->m->n && cx->m->k[i] == cx->key)
+		i++;
+	assert_true(i > 0);
+	assert_int_equal(key, cx->m->k[i - 1]);
+	check_val(value, key);
+	return cx->answer;
+}
+
+/* btree_insert_check and btree_remove_le against the model: 150k random
+ * calls on trees of up to ~20k keys (neighbours in other leaves and
+ * subtrees included); refused calls change nothing. */
+static void test_neighbour_ops_match_model(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+	struct nbr_ctx cx = { .m = &m };
+	const uint64_t space = 40000;
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	for (int i = 0; i < 150000; i++) {
+		uint64_t key = (rnd() % space) * 4096 + (rnd() % 4 == 0);
+		bool grow = (i / 30000) % 2 == 0;
+		unsigned int op = rnd() % 10;
+		struct val v = mkval(key), out;
+		int calls;
+
+		cx.key = key;
+		cx.answer = rnd() % 5 == 0 ? -EBUSY : 0;
+		cx.calls = 0;
+		if (op < (grow ? 7u : 3u)) {
+			size_t j = model_lb(&m, key);
+			bool present = j < m.n && m.k[j] == key;
+			int want = present ? -EEXIST : cx.answer;
+
+			assert_int_equal(btree_insert_check(&t, key, &v,
+							    expect_gap, &cx), want);
+			assert_int_equal(cx.calls, present ? 0 : 1);
+			if (want == 0)
+				assert_true(model_insert(&m, key));
+		} else {
+			size_t j = model_lb(&m, key);
+			uint64_t k = 0;
+			int want;
+
+			if (j < m.n && m.k[j] == key)
+				j++;
+			want = j == 0 ? -ENOENT : cx.answer;
+			assert_int_equal(btree_remove_le(&t, key, expect_le, &cx,
+							 &k, &out), want);
+			calls = j == 0 ? 0 : 1;
+			assert_int_equal(cx.calls, calls);
+			if (want == 0) {
+				assert_int_equal(k, m.k[j - 1]);
+				check_val(&out, k);
+				assert_true(model_remove(&m, k));
+			}
+		}
+		assert_int_equal(btree_count(&t), m.n);
+		if (i % 16 == 0 || i > 149000)
+			assert_int_equal(btree_check(&t), 0);
+	}
+	for (size_t i = 0; i < m.n; i++)
+		check_val(btree_lookup(&t, m.k[i]), m.k[i]);
+	/* Empty tree: the gap callback sees no neighbours. */
+	btree_fini(&t);
+	m.n = 0;
+	cx.key = 7;
+	cx.answer = 0;
+	cx.calls = 0;
+	assert_int_equal(btree_remove_le(&t, 7, expect_le, &cx, NULL, NULL), -ENOENT);
+	assert_int_equal(btree_insert_check(&t, 7, &(struct val){ 0 }, expect_gap, &cx), 0);
+	assert_int_equal(cx.calls, 1);
+	assert_int_equal(btree_count(&t), 1);
+	btree_fini(&t);
+	free(m.k);
+}
+
 static void test_check_detects_corruption(void **state)
 {
 	struct btree t;
@@ -411,6 +620,8 @@ int main(void)
 		cmocka_unit_test(test_million_sequential_inserts_and_removals),
 		cmocka_unit_test(test_insert_fail_nth_leaves_tree_unchanged),
 		cmocka_unit_test(test_preload_guarantees_insert),
+		cmocka_unit_test(test_remove_range_matches_model),
+		cmocka_unit_test(test_neighbour_ops_match_model),
 		cmocka_unit_test(test_check_detects_corruption),
 	};
 
