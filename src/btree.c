@@ -298,6 +298,40 @@ void *btree_lookup_ge(const struct btree *t, uint64_t key, uint64_t *key_out)
 	return leaf_val(t, n, i);
 }
 
+int btree_visit(const struct btree *t, uint64_t lo, uint64_t hi,
+		btree_each_fn fn, void *arg)
+{
+	while (lo <= hi && t->root) {
+		const struct btree_node *n = t->root;
+		unsigned int i;
+		uint64_t k = 0;
+		int ret;
+
+		for (unsigned int l = t->height; l > 1; l--)
+			n = descend(n, upper_bound(n, lo));
+		i = lower_bound(n, lo);
+		if (i == n->nr) {
+			/* Past this leaf's keys: the next one is further right. */
+			if (!btree_lookup_ge(t, lo, &k) || k > hi)
+				return 0;
+			lo = k;
+			continue;
+		}
+		for (; i < n->nr; i++) {
+			k = n->keys[i];
+			if (k > hi)
+				return 0;
+			ret = fn(k, leaf_val(t, n, i), arg);
+			if (ret)
+				return ret;
+		}
+		if (k == UINT64_MAX)
+			return 0;
+		lo = k + 1;
+	}
+	return 0;
+}
+
 void *btree_next(const struct btree *t, uint64_t key, uint64_t *key_out)
 {
 	if (key == UINT64_MAX)

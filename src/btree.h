@@ -15,7 +15,7 @@
  * Memory per entry is bounded (leaves at least half full, except the
  * root).  Not
  * thread-safe: the owner serialises writers and excludes readers during a
- * write (the domain uses an rwlock).  Value pointers returned by lookups
+ * write (the domain and the soft backend: the domain's map_lock).  Value pointers returned by lookups
  * stay valid only until the next insert or remove.
  *
  * btree_preload() reserves the nodes one insert can need, so that an insert
@@ -98,6 +98,16 @@ typedef void (*btree_visit_fn)(uint64_t key, const void *value, void *arg);
  * were removed. */
 size_t btree_remove_range(struct btree *t, uint64_t lo, uint64_t hi,
 			  btree_visit_fn fn, void *arg);
+
+/* Called by btree_visit() on each entry in order; returns 0 to go on, or
+ * anything else to stop (btree_visit returns it). */
+typedef int (*btree_each_fn)(uint64_t key, const void *value, void *arg);
+
+/* Call @fn on every entry whose key lies in [@lo, @hi], in key order, with
+ * one descent per leaf (a btree_next() loop descends once per entry).
+ * @fn must not change the tree.  Returns 0 or @fn's non-zero return. */
+int btree_visit(const struct btree *t, uint64_t lo, uint64_t hi,
+		btree_each_fn fn, void *arg);
 
 /* Exact lookup.  Returns the value or NULL. */
 void *btree_lookup(const struct btree *t, uint64_t key);

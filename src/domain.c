@@ -20,14 +20,16 @@
  * other threads that recorded a piece of the range (xlate_wait_sections):
  * no grace period on this path.
  *
- * Page-table memory.  An unmap only clears leaves; the nodes that held
- * them stay hooked, so the next map nearby reuses them and a strict
- * map + unmap pair allocates and frees nothing.  When the table has more
- * than pt_prune_at nodes (twice what it had after the last prune, at
- * least PT_PRUNE_MIN), the unmap (or failed map) that sees it unhooks
- * every empty node, and frees them after xlate_wait_walks(): memory stays
- * within about twice what the live mappings need, whatever a hostile
- * guest maps and unmaps, at O(1) amortised cost per operation.
+ * Page-table memory.  An unmap only clears leaves; the nodes it leaves
+ * empty stay hooked, so the next map nearby reuses them and a strict
+ * map + unmap pair allocates and frees nothing.  The table remembers
+ * them (iopt_prune_empty's candidates, as are the nodes of a map that
+ * failed after its reserve); once PT_PRUNE_MIN of them have piled up,
+ * the unmap (or failed map) that sees it unhooks those still empty, in
+ * O(their number), and frees them after xlate_wait_walks(): memory stays
+ * within what the live mappings need plus PT_PRUNE_MIN nodes (and their
+ * parents), whatever a hostile guest maps and unmaps, at O(1) amortised
+ * cost per operation and one membarrier(2) per PT_PRUNE_MIN nodes.
  *
  * Failed undo.  A map that a listener rejects is taken back from the
  * backend.  Should the backend refuse that unmap (a kernel error; the
@@ -69,7 +71,8 @@
  * avail_mappings. */
 #define AVAIL_RECHECK_MARGIN 256
 
-/* Page-table nodes (4 KiB each) below which the table is never pruned. */
+/* Empty page-table nodes (4 KiB each) kept hooked for reuse before a
+ * prune unhooks them. */
 #define PT_PRUNE_MIN 64
 
 /* Width of every domain's page table: the whole 64-bit IOVA space (the
@@ -392,7 +395,6 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	err = iopt_init(&d->pt, PT_WIDTH, 1ull << IOPT_L0_SHIFT);
 	if (err)
 		goto err_free;
-	d->pt_prune_at = PT_PRUNE_MIN;
 	err = ops->open(o.backend_config, &d->bpriv);
 	if (err)
 		goto err_pt;
@@ -603,20 +605,18 @@ static void pt_unmap(struct iodma_domain *d, uint64_t iova, uint64_t last)
 	(void)e;
 }
 
-/* If the table holds more than pt_prune_at nodes, unhook its empty nodes
- * and return them (iopt_retired_take) for pt_free() once map_lock is
- * dropped; else NULL.  map_lock held. */
+/* Once PT_PRUNE_MIN nodes were left empty (by unmaps, or by maps that
+ * failed after their reserve), unhook those still empty and return them
+ * (iopt_retired_take) for pt_free() once map_lock is dropped; else NULL.
+ * O(those nodes), never a scan of the table.  map_lock held. */
 static void *pt_maybe_prune(struct iodma_domain *d)
 {
 	struct iopt_stats st;
 
 	iopt_get_stats(&d->pt, &st);
-	if (st.nodes <= d->pt_prune_at)
+	if (st.candidates < PT_PRUNE_MIN)
 		return NULL;
-	iopt_prune(&d->pt, 0, 1ull << 63);
-	iopt_prune(&d->pt, 1ull << 63, 1ull << 63);
-	iopt_get_stats(&d->pt, &st);
-	d->pt_prune_at = IODMA_MAX((size_t)PT_PRUNE_MIN, 2 * st.nodes);
+	iopt_prune_empty(&d->pt);
 	return iopt_retired_take(&d->pt);
 }
 
@@ -639,29 +639,30 @@ static void pt_free(struct iodma_domain *d, void *list)
 
 /* ---- map ---------------------------------------------------------------- */
 
-static int map_locked(struct iodma_domain *d, uint64_t iova,
-		      struct map_rec *rec, void **pruned)
-{
-	const struct iodma_caps *c = &d->caps;
-	const struct map_rec *prev;
-	struct iodma_listener *l, *m;
-	struct iodma_map_event ev;
-	uint64_t key, unmapped, nr;
-	uint32_t avail;
-	int err, ins;
+/* What map_admit() checks a new mapping against. */
+struct map_admit_ctx {
+	struct iodma_domain *d;
+	uint64_t iova, last;
+	struct map_rec *rec;
+};
 
-	if ((rec->flags & MAP_F_NO_VA) && !(c->flags & IODMA_CAP_MAP_FD))
-		return -EOPNOTSUPP;
-	if (!is_aligned(iova | rec->len, c->alignment) ||
-	    (!(rec->flags & MAP_F_NO_VA) && !is_aligned(rec->target, c->alignment)) ||
-	    (rec->fd >= 0 && !is_aligned(rec->offset, c->alignment)))
-		return -EINVAL;
-	if (!ranges_contain(c->ranges, c->nr_ranges, iova, rec->len))
-		return -ERANGE;
-	prev = btree_lookup_le(&d->table, range_last(iova, rec->len), &key);
-	if (prev && range_last(key, prev->len) >= iova)
+/* btree_insert_check()'s callback, on the insert's own descent: the
+ * neighbours do not overlap the new mapping, the domain and the IOMMU take
+ * one more mapping, and the allocator space is claimed (rec->flags, before
+ * the record is copied in).  Nothing changed unless it returns 0. */
+static int map_admit(const void *prev, uint64_t pk, const void *next,
+		     uint64_t nk, void *arg)
+{
+	struct map_admit_ctx *cx = arg;
+	struct iodma_domain *d = cx->d;
+	const struct iodma_caps *c = &d->caps;
+	const struct map_rec *p = prev;
+	uint64_t nr;
+	uint32_t avail;
+
+	if ((p && range_last(pk, p->len) >= cx->iova) || (next && nk <= cx->last))
 		return -EEXIST;
-	nr = atomic_load(&d->nr_mappings);
+	nr = atomic_load_explicit(&d->nr_mappings, memory_order_relaxed);
 	if (nr >= c->max_mappings)
 		return -ENOSPC;
 	/* Near the limit, ask the IOMMU how many it will still take (VFIO's
@@ -671,14 +672,40 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	if (d->ops->avail_mappings && nr + AVAIL_RECHECK_MARGIN >= c->max_mappings &&
 	    d->ops->avail_mappings(d->bpriv, &avail) == 0 && avail == 0)
 		return -ENOSPC;
-	if (atomic_load_explicit(&to_impl(d)->claims_on, memory_order_relaxed)) {
-		err = claim(d, iova, rec);
-		if (err)
-			return err;
-	}
+	if (atomic_load_explicit(&to_impl(d)->claims_on, memory_order_relaxed))
+		return claim(d, cx->iova, cx->rec);
+	return 0;
+}
+
+static int map_locked(struct iodma_domain *d, uint64_t iova,
+		      struct map_rec *rec, void **pruned)
+{
+	const struct iodma_caps *c = &d->caps;
+	struct map_admit_ctx cx = { .d = d, .iova = iova,
+				    .last = range_last(iova, rec->len), .rec = rec };
+	struct iodma_listener *l, *m;
+	struct iodma_map_event ev;
+	uint64_t unmapped;
+	int err;
+
+	if ((rec->flags & MAP_F_NO_VA) && !(c->flags & IODMA_CAP_MAP_FD))
+		return -EOPNOTSUPP;
+	if (!is_aligned(iova | rec->len, c->alignment) ||
+	    (!(rec->flags & MAP_F_NO_VA) && !is_aligned(rec->target, c->alignment)) ||
+	    (rec->fd >= 0 && !is_aligned(rec->offset, c->alignment)))
+		return -EINVAL;
+	if (!ranges_contain(c->ranges, c->nr_ranges, iova, rec->len))
+		return -ERANGE;
+	/* The record goes into the table on the descent that checks its
+	 * neighbours (translation never reads the table: the mapping is not
+	 * visible before pt_map() below); preloaded, so only map_admit()
+	 * can refuse it. */
 	err = btree_preload(&d->table);
 	if (err)
-		goto err_unclaim;
+		return err;
+	err = btree_insert_check(&d->table, iova, rec, map_admit, &cx);
+	if (err)
+		return err;
 	/* The page table's nodes too: after this, publishing cannot fail. */
 	err = iopt_reserve(&d->pt, iova, rec->len, pt_target(iova, rec));
 	if (err)
@@ -706,9 +733,6 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 		}
 		err = -EUCLEAN;
 	}
-	ins = btree_insert(&d->table, iova, rec);
-	assert(ins == 0); /* preloaded, and overlap was excluded */
-	(void)ins;
 	/* Translatable last: everyone was told of the mapping. */
 	pt_map(d, iova, rec);
 	atomic_fetch_add_explicit(&d->nr_mappings, 1, memory_order_relaxed);
@@ -719,8 +743,10 @@ err_reserved:
 	if (err == -EUCLEAN)
 		err = -EIO;
 err_unclaim:
+	btree_remove(&d->table, iova, NULL);
 	unclaim(d, iova, rec);
-	/* Nodes the reserve installed stay (empty) until a prune. */
+	/* Nodes the reserve installed stay, empty, until a prune. */
+	iopt_mark_empty(&d->pt, iova, rec->len);
 	*pruned = pt_maybe_prune(d);
 	return err;
 }
@@ -806,6 +832,12 @@ static void backend_remap_before(struct iodma_domain *d, uint64_t iova,
 	}
 }
 
+/* btree_remove_range()'s visitor: a record leaves, its claims with it. */
+static void unclaim_visit(uint64_t key, const void *value, void *arg)
+{
+	unclaim(arg, key, value);
+}
+
 /*
  * Unmap the records in [iova, last] (validated by the caller).  @n records,
  * @bytes in total, @single_run when they form one contiguous run
@@ -815,7 +847,8 @@ static void backend_remap_before(struct iodma_domain *d, uint64_t iova,
  */
 static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			 uint64_t first, uint64_t n, bool single_run,
-			 uint64_t run_last, bool all, void **pruned)
+			 uint64_t run_last, bool all, const struct map_rec *taken,
+			 void **pruned)
 {
 	const struct iodma_backend_ops *ops = d->ops;
 	struct iodma_listener *l;
@@ -882,15 +915,19 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 		}
 	}
 
-	/* 4. The books. */
-	key = first;
-	for (uint64_t i = 0; i < n; i++) {
-		if (!btree_lookup_ge(&d->table, key, &key) || key > last) {
-			assert(0);
-			break;
-		}
-		btree_remove(&d->table, key, &rec);
-		unclaim(d, key, &rec);
+	/* 4. The books: one descent per leaf for a batch. */
+	if (taken) {
+		unclaim(d, first, taken); /* already out of the table */
+	} else if (n == 1) {
+		err = btree_remove(&d->table, first, &rec);
+		assert(err == 0);
+		unclaim(d, first, &rec);
+	} else {
+		size_t gone = btree_remove_range(&d->table, first, run_last,
+						 unclaim_visit, d);
+
+		assert(gone == n);
+		(void)gone;
 	}
 	atomic_fetch_sub_explicit(&d->nr_mappings, n, memory_order_relaxed);
 	*pruned = pt_maybe_prune(d);
@@ -899,11 +936,78 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 restore:
 	/* Put the leaves back exactly: nothing changed (translations of the
 	 * range failed meanwhile, as if it were being unmapped).  The nodes
-	 * are still hooked (no prune since the clear): cannot fail. */
+	 * are still hooked (no prune since the clear): cannot fail; a record
+	 * already taken out goes back in (preloaded: cannot fail either). */
+	if (taken) {
+		int e = btree_insert(&d->table, first, taken);
+
+		assert(e == 0);
+		(void)e;
+		pt_map(d, first, taken);
+		return err;
+	}
 	for (r = first_in(d, first, run_last, &key); r;
 	     r = next_in(d, key, run_last, &key))
 		pt_map(d, key, r);
 	return err;
+}
+
+struct unmap_range {
+	uint64_t iova, last;
+};
+
+/* btree_remove_le()'s pick for unmap_locked(): the record at or before
+ * the range's first byte is taken when it is exactly the range; -EINVAL
+ * when it starts before the range and reaches into it; 1 (keep it, look
+ * further) otherwise. */
+static int unmap_pick_one(uint64_t key, const void *value, void *arg)
+{
+	const struct map_rec *r = value;
+	const struct unmap_range *u = arg;
+	uint64_t rlast = range_last(key, r->len);
+
+	if (key == u->iova && rlast == u->last)
+		return 0;
+	if (key < u->iova && rlast >= u->iova)
+		return -EINVAL;
+	return 1;
+}
+
+/*
+ * Validate and unmap [iova, last].  strict: exactly tiled by contiguous
+ * whole mappings; else gaps allowed, no mapping crossing an end.  map_lock
+ * held.  *@bytes receives the bytes unmapped.
+ */
+/* What unmap_scan() learns about the records inside the range. */
+struct unmap_scan_ctx {
+	uint64_t last;          /* the range's last byte */
+	bool strict;
+	uint64_t n, total;      /* records, bytes */
+	uint64_t first;         /* first record's IOVA */
+	uint64_t prev_last;     /* last byte of the last record seen */
+	bool single_run;        /* no gap between them */
+};
+
+/* btree_visit()'s visitor over the records starting in [iova, last]: a
+ * gap is -EINVAL when strict, a record crossing @last always is. */
+static int unmap_scan(uint64_t key, const void *value, void *arg)
+{
+	struct unmap_scan_ctx *cx = arg;
+	const struct map_rec *r = value;
+
+	if (cx->n == 0) {
+		cx->first = key;
+	} else if (cx->prev_last == UINT64_MAX || key != cx->prev_last + 1) {
+		if (cx->strict)
+			return -EINVAL; /* gap */
+		cx->single_run = false;
+	}
+	cx->prev_last = range_last(key, r->len);
+	if (cx->prev_last > cx->last)
+		return -EINVAL; /* would bisect */
+	cx->n++;
+	cx->total += r->len;
+	return 0;
 }
 
 /*
@@ -914,38 +1018,47 @@ restore:
 static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			bool strict, bool all, uint64_t *bytes, void **pruned)
 {
+	struct unmap_scan_ctx cx = { .last = last, .strict = strict,
+				     .single_run = true };
 	const struct map_rec *r;
-	uint64_t key, first, prev_last = 0, n = 0, total = 0;
-	bool single_run = true;
+	uint64_t key;
+	int err;
 
 	*bytes = 0;
-	r = first_in(d, iova, last, &key);
-	if (!r)
-		return strict ? -EINVAL : 0;
-	if (key < iova || (strict && key != iova))
-		return -EINVAL;
-	first = key;
-	for (; r; r = next_in(d, key, last, &key)) {
-		if (n > 0 && (prev_last == UINT64_MAX || key != prev_last + 1)) {
-			if (strict)
-				return -EINVAL; /* gap */
-			single_run = false;
+	/* The common case, exactly one record, leaves the table on the
+	 * descent that finds it (translation never reads the table; a
+	 * backend failure puts it back: preloaded).  Otherwise a record
+	 * starting before @iova must end before it. */
+	if (btree_preload(&d->table) == 0) {
+		struct unmap_range u = { .iova = iova, .last = last };
+		struct map_rec one;
+
+		err = btree_remove_le(&d->table, iova, unmap_pick_one, &u,
+				      &key, &one);
+		if (err == 0) {
+			*bytes = one.len;
+			return unmap_records(d, iova, last, iova, 1, true, last,
+					     all, &one, pruned);
 		}
-		prev_last = range_last(key, r->len);
-		if (prev_last > last)
-			return -EINVAL; /* would bisect */
-		n++;
-		total += r->len;
-		if (prev_last >= last)
-			break;	/* the next mapping starts past @last */
+		if (err < 0 && err != -ENOENT)
+			return err; /* a record crossing @iova */
+	} else {
+		r = btree_lookup_le(&d->table, iova, &key);
+		if (r && range_last(key, r->len) >= iova && key < iova)
+			return -EINVAL;
 	}
-	if (strict && prev_last != last)
-		return -EINVAL; /* gap at the end */
-	if (single_run && prev_last - first == UINT64_MAX)
-		single_run = false; /* run length would not fit */
-	*bytes = total;
-	return unmap_records(d, iova, last, first, n, single_run, prev_last,
-			     all, pruned);
+	err = btree_visit(&d->table, iova, last, unmap_scan, &cx);
+	if (err)
+		return err;
+	if (cx.n == 0)
+		return strict ? -EINVAL : 0;
+	if (strict && (cx.first != iova || cx.prev_last != last))
+		return -EINVAL; /* gap at the start or the end */
+	if (cx.single_run && cx.prev_last - cx.first == UINT64_MAX)
+		cx.single_run = false; /* run length would not fit */
+	*bytes = cx.total;
+	return unmap_records(d, iova, last, cx.first, cx.n, cx.single_run,
+			     cx.prev_last, all, NULL, pruned);
 }
 
 static int unmap_common(struct iodma_domain *d, uint64_t iova, uint64_t last,

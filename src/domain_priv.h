@@ -33,9 +33,9 @@
  *      cannot fail: the nodes are still there; nothing changed), flushes
  *      its IOTLB, and the listeners are told: none of them can translate
  *      the range any more;
- *   3. the records leave the table; claims and counters are updated; when
- *      the page table holds too many nodes (pt_prune_at) its empty nodes are
- *      unhooked and taken;
+ *   3. the records leave the table; claims and counters are updated; once
+ *      enough page-table nodes were left empty, those still empty are
+ *      unhooked and taken (domain.c "Page-table memory");
  *   4. map_lock dropped, then xlate_wait_sections(d, range): every access
  *      section of another thread that recorded a piece of the range has
  *      ended (a futex wait on each such section; other sections, and
@@ -101,8 +101,6 @@ struct iodma_domain {
 	struct iodma_listener *listeners; /* protected by map_lock */
 	_Atomic uint64_t nr_mappings;   /* written under map_lock */
 	struct btree table;             /* iova -> struct map_rec; map_lock */
-	size_t pt_prune_at;             /* prune pt when it has more nodes;
-					 * map_lock */
 	void *pt_kept;                  /* pruned nodes no walk could be
 					 * waited out for (no membarrier, no
 					 * fence): freed at destroy; map_lock */

@@ -38,7 +38,11 @@ static_assert((IOPT_MAP_FLAGS & (IOPT_PRESENT | IOPT_TABLE | IOPT_ADDR)) == 0,
  * look past the entries). */
 struct node_meta {
 	uint32_t live;          /* non-zero entries in the node */
+	uint32_t cand;          /* on the candidate list */
 	void *next;             /* the retired list (iopt_prune) */
+	void *cand_next;        /* the candidate list (iopt_prune_empty) */
+	_Atomic uint64_t *pslot; /* the parent's slot that points here */
+	struct node_meta *pmeta; /* the parent's bookkeeping; NULL: a root */
 };
 
 #define NODE_ALLOC (NODE_BYTES + sizeof(struct node_meta))
@@ -48,7 +52,23 @@ static inline struct node_meta *meta_of(_Atomic uint64_t *n)
 	return (struct node_meta *)(void *)((char *)n + NODE_BYTES);
 }
 
-enum walk_mode { W_PLAN, W_INSTALL, W_WRITE, W_UCHECK, W_UCLEAR, W_PRUNE };
+static inline _Atomic uint64_t *node_of_meta(struct node_meta *m)
+{
+	return (_Atomic uint64_t *)(void *)((char *)m - NODE_BYTES);
+}
+
+/* @m's node has no entry left: remember it for iopt_prune_empty(). */
+static void cand_push(struct iopt *t, struct node_meta *m)
+{
+	if (m->cand)
+		return;
+	m->cand = 1;
+	m->cand_next = t->cand;
+	t->cand = node_of_meta(m);
+	t->nr_cand++;
+}
+
+enum walk_mode { W_PLAN, W_INSTALL, W_WRITE, W_UCHECK, W_UCLEAR, W_PRUNE, W_MARK };
 
 struct walk {
 	enum walk_mode mode;
@@ -222,6 +242,7 @@ void iopt_fini(struct iopt *t)
 void iopt_get_stats(const struct iopt *t, struct iopt_stats *st)
 {
 	st->nodes = t->nodes;
+	st->candidates = t->nr_cand;
 	st->leaves = t->leaves;
 	st->retired = t->nr_retired;
 	st->bytes = (t->nodes + t->nr_retired) * NODE_ALLOC +
@@ -251,8 +272,9 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 	case W_UCHECK:
 	case W_UCLEAR:
 	case W_PRUNE:
+	case W_MARK:
 		if (e & IOPT_PRESENT) {
-			if (w->mode == W_PRUNE)
+			if (w->mode == W_PRUNE || w->mode == W_MARK)
 				return;
 			if (!whole) {
 				w->err = -EINVAL; /* the range bisects this leaf */
@@ -261,14 +283,16 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 			if (w->mode == W_UCLEAR) {
 				atomic_store_explicit(slot, 0, memory_order_release);
 				t->leaves--;
-				if (pm)
-					pm->live--;
+				if (pm && --pm->live == 0)
+					cand_push(t, pm);
 				w->unmapped += 1ull << s;
 			}
 		} else if (e & IOPT_TABLE) {
 			child = node_of(e);
 			visit_node(t, w, child, meta_of(child), IOPT_NODE_ENTRIES,
 				   level - 1, start);
+			if (w->mode == W_MARK && meta_of(child)->live == 0)
+				cand_push(t, meta_of(child));
 			if (w->mode == W_PRUNE && meta_of(child)->live == 0) {
 				/* Empty: unhook it.  A reader may still be
 				 * inside (it reads zeros); the owner frees it
@@ -322,6 +346,8 @@ static void visit_slot(struct iopt *t, struct walk *w, _Atomic uint64_t *slot,
 			/* The rest is zero since calloc; the release store
 			 * below publishes the zeros with the node. */
 			atomic_store_explicit(&child[0], 0, memory_order_relaxed);
+			meta_of(child)->pslot = slot;
+			meta_of(child)->pmeta = pm;
 			atomic_store_explicit(slot, (uint64_t)(uintptr_t)child | IOPT_TABLE,
 					      memory_order_release);
 			t->nodes++;
@@ -359,7 +385,8 @@ static void visit_node(struct iopt *t, struct walk *w, _Atomic uint64_t *n,
 	for (uint64_t i = first; i <= last && !w->err; i++) {
 		/* Unmap skips empty slots here: unmap_all scans the 2^18
 		 * root entries of a 48-bit table. */
-		if ((w->mode == W_UCHECK || w->mode == W_UCLEAR || w->mode == W_PRUNE) &&
+		if ((w->mode == W_UCHECK || w->mode == W_UCLEAR || w->mode == W_PRUNE ||
+		     w->mode == W_MARK) &&
 		    atomic_load_explicit(&n[i], memory_order_relaxed) == 0)
 			continue;
 		visit_slot(t, w, &n[i], m, level, start + (i << s));
@@ -407,6 +434,45 @@ static int map_check(const struct iopt *t, uint64_t iova, uint64_t len,
 	return 0;
 }
 
+/* ---- the one-node fast path ------------------------------------------------
+ * Most maps and unmaps are a few 4 KiB pages inside one 2 MiB block whose
+ * nodes exist (a strict unmap of a streaming buffer, its map right after):
+ * they reach the level-0 node with two loads and touch its slots directly.
+ * Anything else (a range crossing a 2 MiB boundary, a missing node, a large
+ * leaf on the way, the high window) takes the general walk, which gives the
+ * same result.  A range shorter than 2 MiB only ever has level-0 leaves. */
+
+/* The level-0 node holding all of [iova, last], or NULL. */
+static _Atomic uint64_t *l0_node(const struct iopt *t, uint64_t iova,
+				 uint64_t last)
+{
+	uint64_t e;
+
+	if (last >= t->fast_limit || (iova >> IOPT_L1_SHIFT) != (last >> IOPT_L1_SHIFT))
+		return NULL;
+	e = atomic_load_explicit(&t->root[iova >> IOPT_L2_SHIFT], memory_order_relaxed);
+	if (!(e & IOPT_TABLE))
+		return NULL;
+	e = atomic_load_explicit(&node_of(e)[(iova >> IOPT_L1_SHIFT) &
+					      (IOPT_NODE_ENTRIES - 1)],
+				 memory_order_relaxed);
+	return (e & IOPT_TABLE) ? node_of(e) : NULL;
+}
+
+static inline unsigned int l0_idx(uint64_t iova)
+{
+	return (unsigned int)(iova >> IOPT_L0_SHIFT) & (IOPT_NODE_ENTRIES - 1);
+}
+
+/* Is every level-0 slot of [iova, last] in @n empty? */
+static bool l0_empty(_Atomic uint64_t *n, uint64_t iova, uint64_t last)
+{
+	for (unsigned int i = l0_idx(iova); i <= l0_idx(last); i++)
+		if (atomic_load_explicit(&n[i], memory_order_relaxed))
+			return false;
+	return true;
+}
+
 int iopt_reserve(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target)
 {
 	struct walk w = { .mode = W_PLAN, .lo = iova, .iova0 = iova,
@@ -420,6 +486,12 @@ int iopt_reserve(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target)
 	if (err)
 		return err;
 	w.hi = range_last(iova, len);
+	if (len < (1ull << IOPT_L1_SHIFT)) {
+		_Atomic uint64_t *n = l0_node(t, iova, w.hi);
+
+		if (n)
+			return l0_empty(n, iova, w.hi) ? 0 : -EEXIST;
+	}
 	err = walk(t, &w);
 	if (err || w.need == 0)
 		return err;
@@ -459,6 +531,24 @@ int iopt_map(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target,
 	if (err)
 		return err;
 	w.hi = range_last(iova, len);
+	if (len < (1ull << IOPT_L1_SHIFT)) {
+		_Atomic uint64_t *n = l0_node(t, iova, w.hi);
+
+		if (n) {
+			unsigned int first = l0_idx(iova), last = l0_idx(w.hi);
+
+			if (!l0_empty(n, iova, w.hi))
+				return -EEXIST;
+			for (unsigned int k = first; k <= last; k++)
+				atomic_store_explicit(&n[k], ((target + ((uint64_t)(k - first) <<
+								 IOPT_L0_SHIFT)) & IOPT_ADDR) |
+						      flags | IOPT_PRESENT,
+						      memory_order_release);
+			meta_of(n)->live += last - first + 1;
+			t->leaves += last - first + 1;
+			return 0;
+		}
+	}
 	err = walk(t, &w);
 	if (err)
 		return err;
@@ -488,8 +578,31 @@ static int walk_range(struct iopt *t, struct walk *w, uint64_t iova, uint64_t le
 int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped)
 {
 	struct walk w = { .mode = W_UCHECK };
+	_Atomic uint64_t *n;
 	int err;
 
+	if (t && t->root && len < (1ull << IOPT_L1_SHIFT) &&
+	    range_check(t, iova, len) == 0 &&
+	    (n = l0_node(t, iova, range_last(iova, len)))) {
+		/* Level-0 leaves only: nothing to bisect. */
+		unsigned int first = l0_idx(iova), last = l0_idx(range_last(iova, len));
+		struct node_meta *m = meta_of(n);
+		uint64_t cleared = 0;
+
+		for (unsigned int k = first; k <= last; k++) {
+			if (!atomic_load_explicit(&n[k], memory_order_relaxed))
+				continue;
+			atomic_store_explicit(&n[k], 0, memory_order_release);
+			cleared++;
+		}
+		m->live -= (uint32_t)cleared;
+		t->leaves -= cleared;
+		if (cleared && m->live == 0)
+			cand_push(t, m);
+		if (unmapped)
+			*unmapped = cleared << IOPT_L0_SHIFT;
+		return 0;
+	}
 	err = walk_range(t, &w, iova, len);
 	if (err)
 		return err;
@@ -501,9 +614,50 @@ int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped)
 	return err;
 }
 
+int iopt_mark_empty(struct iopt *t, uint64_t iova, uint64_t len)
+{
+	struct walk w = { .mode = W_MARK };
+
+	return walk_range(t, &w, iova, len); /* a mark walk cannot fail */
+}
+
+size_t iopt_prune_empty(struct iopt *t)
+{
+	size_t n = 0;
+
+	while (t->cand) {
+		_Atomic uint64_t *node = t->cand;
+		struct node_meta *m = meta_of(node), *pm;
+
+		t->cand = m->cand_next;
+		t->nr_cand--;
+		m->cand = 0;
+		if (m->live != 0)
+			continue; /* filled again since */
+		/* Unhook it: a reader already inside reads zeros. */
+		assert(atomic_load_explicit(m->pslot, memory_order_relaxed) ==
+		       ((uint64_t)(uintptr_t)node | IOPT_TABLE));
+		atomic_store_explicit(m->pslot, 0, memory_order_release);
+		pm = m->pmeta;
+		if (pm && --pm->live == 0)
+			cand_push(t, pm);
+		m->next = t->retired;
+		t->retired = node;
+		t->nodes--;
+		t->nr_retired++;
+		n++;
+	}
+	return n;
+}
+
 int iopt_prune(struct iopt *t, uint64_t iova, uint64_t len)
 {
 	struct walk w = { .mode = W_PRUNE };
 
+	if (!t || !t->root)
+		return -EINVAL;
+	/* No node on the candidate list may be retired by the walk below
+	 * (the list would then point into freed memory): empty it first. */
+	iopt_prune_empty(t);
 	return walk_range(t, &w, iova, len); /* a prune walk cannot fail */
 }

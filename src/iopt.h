@@ -170,6 +170,9 @@ struct iopt {
 	size_t leaves;              /* present leaf entries */
 	void *retired;              /* nodes pruned, not yet taken */
 	size_t nr_retired;
+	void *cand;                 /* nodes an unmap left empty (they may
+				     * have been filled again since) */
+	size_t nr_cand;
 };
 
 /* What a lookup found. */
@@ -183,6 +186,7 @@ struct iopt_hit {
 
 struct iopt_stats {
 	size_t nodes;       /* nodes in the tree (below the roots) */
+	size_t candidates;  /* nodes on the candidate list (iopt_prune_empty) */
 	size_t leaves;      /* present leaf entries */
 	size_t retired;     /* pruned nodes not yet taken (iopt_retired_take) */
 	size_t bytes;       /* (nodes + retired) * (4 KiB + 16) + the roots */
@@ -362,7 +366,8 @@ int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped);
  *
  * Separate from iopt_unmap() so that an unmap whose backend call fails can
  * be undone with iopt_map() alone (the nodes are still hooked: it cannot
- * fail); the owner prunes once the unmap is final.  Each unhook is a
+ * fail); the owner prunes once the unmap is final.  Runs
+ * iopt_prune_empty() first.  Each unhook is a
  * release store of 0 to the parent slot; a reader already inside the node
  * reads zeros.  Never allocates.
  *
@@ -371,6 +376,36 @@ int iopt_unmap(struct iopt *t, uint64_t iova, uint64_t len, uint64_t *unmapped);
  *          2^W.  On error nothing changed.
  */
 int iopt_prune(struct iopt *t, uint64_t iova, uint64_t len);
+
+/**
+ * iopt_mark_empty() - Put the empty nodes under [iova, iova + len) on the
+ *                     candidate list.
+ * @t, @iova, @len: as for iopt_unmap().
+ *
+ * For nodes that no unmap emptied: those an iopt_reserve() installed for a
+ * map that never came (the backend refused it).  Never allocates.
+ *
+ * Context: writer (see iopt_reserve()).
+ * Return:  0; -EINVAL bad alignment/length/wrap; -ERANGE the range reaches
+ *          2^W.  On error nothing changed.
+ */
+int iopt_mark_empty(struct iopt *t, uint64_t iova, uint64_t len);
+
+/**
+ * iopt_prune_empty() - Unhook and retire the nodes unmaps left empty.
+ * @t: table.
+ *
+ * Every node whose last entry an iopt_unmap() cleared is remembered (once,
+ * in iopt_stats.candidates); this visits only those: a node filled again
+ * since is dropped from the list, an empty one is unhooked (release store
+ * of 0 to its parent's slot) and retired, and a parent left empty by that
+ * is visited too.  O(candidates), whatever the table's size: the owner's
+ * way to bound memory without scanning the table.  Never allocates.
+ *
+ * Context: writer (see iopt_reserve()).
+ * Return:  how many nodes were retired.
+ */
+size_t iopt_prune_empty(struct iopt *t);
 
 /**
  * iopt_retired_take() - Detach the list of nodes pruned so far.

@@ -519,6 +519,108 @@ static int expect_le(uint64_t key, const void *value, void *arg)
 	return cx->answer;
 }
 
+/* btree_visit()'s visitor: log, and stop after @stop_after entries (0 = never). */
+struct each_log {
+	struct visit_log vl;
+	size_t stop_after;
+};
+
+static int log_each(uint64_t key, const void *value, void *arg)
+{
+	struct each_log *el = arg;
+
+	log_visit(key, value, &el->vl);
+	return el->stop_after && el->vl.n == el->stop_after ? 7 : 0;
+}
+
+/* btree_visit() against the model: every key in [lo, hi] in order, once,
+ * over trees of one leaf to several levels, ranges empty, inverted, inside
+ * a leaf, across leaves, reaching both ends of the key space; a visitor's
+ * non-zero return stops the walk there and is returned. */
+static void test_visit_matches_model(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+	struct each_log el = { 0 };
+	const uint64_t space = 20000;
+
+	(void)state;
+	el.vl.cap = space + 2;
+	el.vl.keys = malloc(el.vl.cap * sizeof(uint64_t));
+	assert_non_null(el.vl.keys);
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	assert_int_equal(btree_visit(&t, 0, UINT64_MAX, log_each, &el), 0);
+	assert_int_equal(el.vl.n, 0);
+	for (int round = 0; round < 2000; round++) {
+		unsigned int adds = rnd() % 200;
+		uint64_t lo, hi;
+		size_t a, b;
+		int ret;
+
+		for (unsigned int i = 0; i < adds; i++) {
+			uint64_t key = (rnd() % space) * 4096;
+			struct val v = mkval(key);
+			bool fresh = model_insert(&m, key);
+
+			assert_int_equal(btree_insert(&t, key, &v), fresh ? 0 : -EEXIST);
+		}
+		if (round == 1000) {
+			/* The extreme keys too. */
+			struct val v0 = mkval(0), vm = mkval(UINT64_MAX);
+
+			if (model_insert(&m, 0))
+				assert_int_equal(btree_insert(&t, 0, &v0), 0);
+			assert_true(model_insert(&m, UINT64_MAX));
+			assert_int_equal(btree_insert(&t, UINT64_MAX, &vm), 0);
+		}
+		switch (rnd() % 6) {
+		case 0:
+			lo = 0;
+			hi = UINT64_MAX;
+			break;
+		case 1:
+			lo = (rnd() % space) * 4096 + 1;
+			hi = lo - 1;
+			break;
+		case 2:
+			lo = (rnd() % space) * 4096 - rnd() % 2;
+			hi = lo + (rnd() % (space / 2)) * 4096;
+			break;
+		default:
+			lo = (rnd() % space) * 4096 + rnd() % 3 - 1;
+			hi = lo + (rnd() % 64) * 4096 + rnd() % 3;
+			break;
+		}
+		a = model_lb(&m, lo);
+		b = lo <= hi ? (hi == UINT64_MAX ? m.n : model_lb(&m, hi + 1)) : a;
+		el.vl.n = 0;
+		el.stop_after = (b > a && rnd() % 4 == 0) ? 1 + rnd() % (b - a) : 0;
+		ret = btree_visit(&t, lo, hi, log_each, &el);
+		if (el.stop_after) {
+			assert_int_equal(ret, 7);
+			assert_int_equal(el.vl.n, el.stop_after);
+		} else {
+			assert_int_equal(ret, 0);
+			assert_int_equal(el.vl.n, b - a);
+		}
+		if (el.vl.n)
+			assert_memory_equal(el.vl.keys, &m.k[a], el.vl.n * sizeof(uint64_t));
+		if (rnd() % 3 == 0 && m.n) {
+			/* Churn: remove a random stretch so leaves thin out. */
+			size_t i = rnd() % m.n, k = 1 + rnd() % 50;
+
+			for (size_t j = i; j < m.n && j < i + k; j++)
+				assert_int_equal(btree_remove(&t, m.k[j], NULL), 0);
+			k = k < m.n - i ? k : m.n - i;
+			memmove(&m.k[i], &m.k[i + k], (m.n - i - k) * sizeof(*m.k));
+			m.n -= k;
+		}
+	}
+	btree_fini(&t);
+	free(el.vl.keys);
+	free(m.k);
+}
+
 /* btree_insert_check and btree_remove_le against the model: 150k random
  * calls on trees of up to ~20k keys (neighbours in other leaves and
  * subtrees included); refused calls change nothing. */
@@ -621,6 +723,7 @@ int main(void)
 		cmocka_unit_test(test_insert_fail_nth_leaves_tree_unchanged),
 		cmocka_unit_test(test_preload_guarantees_insert),
 		cmocka_unit_test(test_remove_range_matches_model),
+		cmocka_unit_test(test_visit_matches_model),
 		cmocka_unit_test(test_neighbour_ops_match_model),
 		cmocka_unit_test(test_check_detects_corruption),
 	};

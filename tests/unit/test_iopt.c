@@ -485,6 +485,69 @@ static void test_prune_unhooks_empty_nodes(void **state)
 	iopt_fini(&t);
 }
 
+/* iopt_prune_empty(): only nodes an unmap (or iopt_mark_empty) left empty
+ * are looked at; one filled again meanwhile stays; an emptied parent goes
+ * with its child. */
+static void test_prune_empty_takes_only_empty_nodes(void **state)
+{
+	struct iopt t;
+	struct iopt_stats st;
+	uint64_t un;
+
+	(void)state;
+	assert_int_equal(iopt_init(&t, 48, P4K), 0);
+	map_ok(&t, 8 * GiB, P4K, 0x1000, IOPT_R);
+	map_ok(&t, 8 * GiB + P4K, P4K, 0x2000, IOPT_R);
+	map_ok(&t, 9 * GiB, P4K, 0x9000, IOPT_R);
+	/* Half emptied: no candidate. */
+	assert_int_equal(iopt_unmap(&t, 8 * GiB, P4K, &un), 0);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.candidates, 0);
+	assert_int_equal(iopt_prune_empty(&t), 0);
+	/* Emptied, then filled again before the prune: stays. */
+	assert_int_equal(iopt_unmap(&t, 8 * GiB + P4K, P4K, &un), 0);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.candidates, 1);
+	map_ok(&t, 8 * GiB + 5 * P4K, P4K, 0x5000, IOPT_W);
+	assert_int_equal(iopt_prune_empty(&t), 0);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.candidates, 0);
+	assert_int_equal(st.nodes, 4);
+	expect_hit(&t, 8 * GiB + 5 * P4K, 0x5000, P4K, IOPT_W);
+	/* Emptied for good: its L0 node and the L1 node above it go; the
+	 * other GiB's nodes stay. */
+	assert_int_equal(iopt_unmap(&t, 8 * GiB + 5 * P4K, P4K, &un), 0);
+	assert_int_equal(iopt_unmap(&t, 8 * GiB + 5 * P4K, P4K, &un), 0); /* again: no double entry */
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.candidates, 1);
+	assert_int_equal(iopt_prune_empty(&t), 2);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.nodes, 2);
+	assert_int_equal(st.retired, 2);
+	expect_miss(&t, 8 * GiB + 5 * P4K);
+	expect_hit(&t, 9 * GiB, 0x9000, P4K, IOPT_R);
+	assert_int_equal(iopt_retired_free(iopt_retired_take(&t)), 2);
+	/* A reserve whose map never came: marked, then taken. */
+	assert_int_equal(iopt_reserve(&t, 12 * GiB, P4K, 0), 0);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.nodes, 4);
+	assert_int_equal(st.candidates, 0);
+	assert_int_equal(iopt_mark_empty(&t, 12 * GiB, P4K), 0);
+	assert_int_equal(iopt_mark_empty(&t, 12 * GiB, 0), -EINVAL);
+	assert_int_equal(iopt_prune_empty(&t), 2);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.nodes, 2);
+	iopt_retired_free(iopt_retired_take(&t));
+	/* A range prune empties the candidate list first (no dangling entry). */
+	assert_int_equal(iopt_unmap(&t, 9 * GiB, P4K, &un), 0);
+	assert_int_equal(iopt_prune(&t, 9 * GiB, P4K), 0);
+	iopt_get_stats(&t, &st);
+	assert_int_equal(st.candidates, 0);
+	assert_int_equal(st.nodes, 0);
+	iopt_retired_free(iopt_retired_take(&t));
+	iopt_fini(&t);
+}
+
 /* ---- differential test against a sorted model ----------------------------- */
 
 struct mmap_ {
@@ -747,6 +810,10 @@ mapped:
 			if (rnd() % 2) {
 				/* Alone: no reader to wait for. */
 				assert_int_equal(iopt_prune(&t, lo, hi - lo + 1), 0);
+				iopt_retired_free(iopt_retired_take(&t));
+			} else if (rnd() % 3 == 0) {
+				/* The domain's way: the nodes unmaps emptied. */
+				iopt_prune_empty(&t);
 				iopt_retired_free(iopt_retired_take(&t));
 			}
 			model_del(m, i, j - i + 1);
@@ -1012,6 +1079,7 @@ int main(void)
 		cmocka_unit_test(test_top_of_the_address_space),
 		cmocka_unit_test(test_reserve_fail_nth_leaves_table_unchanged),
 		cmocka_unit_test(test_prune_unhooks_empty_nodes),
+		cmocka_unit_test(test_prune_empty_takes_only_empty_nodes),
 		cmocka_unit_test(test_random_ops_match_model),
 		cmocka_unit_test(test_lookups_race_one_writer),
 	};
