@@ -7,9 +7,9 @@
  *     OTHER mappings; baseline: the same percentile with no reader;
  *   held section: one thread holds an access section open for 100 ms on
  *     one range; the time iodma_domain_unmap() of ANOTHER range takes then
- *     (information: today it waits for the section);
+ *     (information: it does not wait for that section);
  *   mapper rate: map+unmap pairs per second of one thread while 2 threads
- *     translate (IOTLB hits on 16 hot keys, misses over 65,536 live
+ *     translate (16 hot keys, and random keys over 65,536 live
  *     mappings, and first touches of the mapping the mapper just made), as
  *     a ratio to its rate alone.
  * Medians of 5 runs where a run is a figure; latencies pool all samples.
@@ -92,8 +92,8 @@ static void mt_destroy(struct mt *m)
 	free(m);
 }
 
-/* A reader: sections over the live set, alternating 16 hot mappings (IOTLB
- * hits) and all of them (misses); while the mapper publishes its fresh
+/* A reader: sections over the live set, alternating 16 hot mappings (in
+ * the CPU's caches) and all of them (mostly not); while the mapper publishes its fresh
  * mapping (m->fresh), every fourth section is a first touch of it instead
  * (it may be gone by then: a failed translation touches nothing). */
 struct reader {

@@ -7,7 +7,7 @@
  *   2 MiB mappings, 512 live (soft domain with 2 MiB alignment);
  *   one 1 GiB mapping (soft domain with 1 GiB alignment);
  *   first touch: the first translation of each of 1,024 mappings made just
- *   before (today the IOTLB miss path), over 1,024 live 4 KiB mappings;
+ *   before (where an IOTLB would miss), over 1,024 live 4 KiB mappings;
  * and, for information, iodma_read() of 4 KiB vs memcpy() of 4 KiB.
  * The host memory behind the mappings is a MAP_NORESERVE range that is
  * never touched (translation does not read it).  Medians of 5 runs, in
@@ -163,7 +163,7 @@ static void run_set(const char *id, const char *fig, uint64_t n, uint64_t sz,
 	populate(&c, n, sz, h.va);
 	snprintf(iri, sizeof(iri), "%s.iodma", id);
 	snprintf(irp, sizeof(irp), "%s.probe", id);
-	t_iodma(&c, NKEYS);	/* warm-up: IOTLB and caches */
+	t_iodma(&c, NKEYS);	/* warm-up: caches */
 	t_probe(&c, NKEYS);
 	if (bench_ir_on) {
 		bench_ir_begin();
