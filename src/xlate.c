@@ -1711,7 +1711,7 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 	 * leaf with @perm holding the whole request (a descriptor, a buffer
 	 * inside one page or large page), no dirty log to mark.  Anything
 	 * else, or any doubt, goes to translate_full(), which starts over. */
-	if (__builtin_expect(fast && d && nr && out && max && range_valid(iova, len) &&
+	if (__builtin_expect(fast && d && nr && out && max && len &&
 			     perm_valid(perm) && iova < d->pt.fast_limit &&
 			     atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1)) {
 		/* walk_begin()/iopt_lookup()/walk_end(), spelled out. */
@@ -1741,7 +1741,8 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 		 * level-0 slot is a leaf or 0) with @perm, host VA, and the
 		 * request inside its block. */
 		if (__builtin_expect((e & (perm | IOPT_NO_VA | IOPT_GPA)) == perm, 1) &&
-		    __builtin_expect((iova & mask) + (len - 1) <= mask, 1) &&
+		    /* inside the leaf's block, hence no wrap: range_valid() */
+		    __builtin_expect(len - 1 <= mask - (iova & mask), 1) &&
 		    (!(perm & IODMA_PERM_WRITE) ||
 		     !atomic_load_explicit(&d->xl->dirty, memory_order_relaxed))) {
 			_Atomic uint64_t *c = &d->xl->shards[fast - 1].hits;
