@@ -595,8 +595,10 @@ int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 }
 
 /* Take the live run starting at @iova with these attributes from LIVE to
- * DYING: after it, the caller alone owns it.  Returns its head or -1. */
-static int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
+ * DYING: after it, the caller alone owns it.  Returns its head, -1 (no
+ * such run) or -2 (@iova is not in the pool, or there is no pool).
+ * Inlined into bounce_unmap(): the single-map unmap is straight-line. */
+static inline __attribute__((always_inline)) int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		     uint8_t dir, uint8_t flags, const void *orig,
 		     struct bounce_run *out)
 {
@@ -605,7 +607,9 @@ static int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
 	uintptr_t o;
 	uint32_t slot, attr;
 
-	if (!bounce_owns(p, iova) || !is_aligned(iova - p->iova, p->slot_size))
+	if (!bounce_owns(p, iova))
+		return -2;
+	if (!is_aligned(iova - p->iova, p->slot_size))
 		return -1;
 	slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
 	s = &p->slots[slot];
@@ -640,7 +644,8 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 /* Free the DYING run at @head: into the caller's stash if its budget
  * allows (the oldest runs there go back to their areas to make room),
  * else back to its area. */
-static void release(struct bounce_pool *p, uint32_t head)
+static inline __attribute__((always_inline)) void
+release(struct bounce_pool *p, uint32_t head)
 {
 	struct bounce_slot *s = &p->slots[head];
 	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
@@ -676,7 +681,7 @@ int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
 	int64_t head = claim(p, iova, len, dir, flags, orig, &run);
 
 	if (head < 0)
-		return -EINVAL;
+		return head == -2 ? -ENOENT : -EINVAL;
 	fn(arg, &run);
 	release(p, (uint32_t)head);
 	return 0;

@@ -730,21 +730,31 @@ static int map_bounce(struct iodma_dev *dev, void *va, size_t len,
 		      unsigned int dir, uint8_t flags, uint64_t *iova)
 {
 	struct bounce_run run;
+	struct dma_stats *st;
+	unsigned int sh;
+	bool own;
 	int ret;
 
 	if (!dev->pool)
 		return -ENOMEM;
 	ret = bounce_map(dev->pool, va, len, (uint8_t)dir, flags, align, mask,
 			 boundary, &run);
+	/* One shard look-up for every counter of this map (STAT_ADD). */
+	sh = shard_own();
+	own = sh < IODMA_SHARDS;
+	st = &dev->stats[sh].s;
 	if (ret) {
-		STAT_ADD(dev, st_bounce_full, 1);
+		stat_add(&st->st_bounce_full, own, 1);
 		return ret;
 	}
 	memcpy(run.bva, va, len);
-	STAT_ADD(dev, st_bounce_bytes, len);
 	cache_for_device(dev, run.bva, len, dir);
-	if (!(flags & BOUNCE_F_SG))
-		STAT_ADD(dev, st_bounces, 1); /* sg: counted once all mapped */
+	stat_add(&st->st_bounce_bytes, own, len);
+	if (!(flags & BOUNCE_F_SG)) {
+		/* A single map is complete here (sg: counted once all mapped). */
+		stat_add(&st->st_bounces, own, 1);
+		stat_add(&st->st_maps, own, 1);
+	}
 	*iova = run.iova;
 	return 0;
 }
@@ -900,8 +910,10 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
 	ret = map_args(dev, va, len, dir, iova, &align, &dma_mask);
 	if (ret)
 		return ret;
-	if (dev->policy != IODMA_BOUNCE_ALWAYS &&
-	    regmap_lookup(dev->regmap, (uintptr_t)va, len, &io) == 0 &&
+	/* Policy ALWAYS: straight to the pool (classify() would say so). */
+	if (dev->policy == IODMA_BOUNCE_ALWAYS)
+		return map_bounce(dev, va, len, align, dma_mask, 0, dir, 0, iova);
+	if (regmap_lookup(dev->regmap, (uintptr_t)va, len, &io) == 0 &&
 	    range_last(io, len) >= io && range_last(io, len) <= dma_mask &&
 	    is_aligned(io, align)) {
 		ret = map_registered(dev, va, len, dir, io, iova);
@@ -913,8 +925,8 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
 		return ret;
 	switch (cls) {
 	case CLASS_BOUNCE:
-		ret = map_bounce(dev, va, len, align, dma_mask, 0, dir, 0, iova);
-		goto out_nocache;
+		/* Counts its own map (st_maps) and cleans only the run. */
+		return map_bounce(dev, va, len, align, dma_mask, 0, dir, 0, iova);
 	case CLASS_DYN:
 		ret = map_dynamic(dev, va, len, align, dma_mask, dir, iova);
 		break;
@@ -926,11 +938,10 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
 		break;
 	}
 out:
-	if (ret == 0)
+	if (ret == 0) {
 		cache_for_device(dev, va, len, dir);
-out_nocache:
-	if (ret == 0)
 		STAT_ADD(dev, st_maps, 1);
+	}
 	return ret;
 }
 
@@ -949,9 +960,12 @@ static int unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 
 	if (!dev || len == 0 || !dir_valid(dir))
 		return -EINVAL;
-	if (bounce_owns(dev->pool, iova))
-		return bounce_unmap(dev->pool, iova, len, (uint8_t)dir, 0, va,
-				    bounce_copy_back, dev);
+	/* A bounce run is found from @iova by arithmetic (bounce.h); -ENOENT:
+	 * not in the pool (or no pool), so a record in dev->maps. */
+	ret = bounce_unmap(dev->pool, iova, len, (uint8_t)dir, 0, va,
+			   bounce_copy_back, dev);
+	if (ret != -ENOENT)
+		return ret;
 	os_mutex_lock(&dev->lock);
 	s = smap_find_exact_locked(dev, iova, len, dir, false, va);
 	if (!s) {
