@@ -21,7 +21,8 @@
  * The registered host memory is a MAP_NORESERVE range never touched.
  * Times are process CPU time, each contestant interleaved with its
  * baseline slice by slice (bench.h: bench_interleave()).  With --ir the
- * lookup loops run once each for callgrind.
+ * lookup loops and the bounce loops (2,000 ops each, bounce and memcpy)
+ * run once each for callgrind.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -44,6 +45,7 @@
 #define BUF	256u
 #define OPS	500000ul
 #define IR_OPS	20000ul
+#define BOUNCE_IR_OPS 2000ul
 
 static volatile uint64_t sink;
 
@@ -389,6 +391,7 @@ static void bench_bounce(void)
 		unsigned long iters = (unsigned long)((64u << 20) / sizes[s]);
 		unsigned long ops[2] = { iters, iters };
 		double med[2], wall[2], blk[2];
+		char iri[64], irb[64];
 
 		c.len = sizes[s];
 		c.buf = aligned_alloc(4096, c.len);
@@ -397,12 +400,23 @@ static void bench_bounce(void)
 			die("aligned_alloc", -12);
 		memset(c.buf, 1, c.len);
 		memset(c.copy, 2, c.len);
+		snprintf(iri, sizeof(iri), "%s.iodma", ids[s]);
+		snprintf(irb, sizeof(irb), "%s.memcpy", ids[s]);
 		b_bounce(&c, iters / 16);	/* warm-up */
 		b_memcpy(&c, iters / 16);
-		bench_interleave(fn, &c, ops, 2, med, wall, blk);
-		bench_block_note(ids[s], med[0], wall[0], blk[0]);
-		bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out", med[1],
-			  BT_RATIO_GE, bar[s], NULL, NULL);
+		if (bench_ir_on) {
+			bench_ir_begin();
+			b_bounce(&c, BOUNCE_IR_OPS);
+			bench_ir_end(iri, BOUNCE_IR_OPS);
+			bench_ir_begin();
+			b_memcpy(&c, BOUNCE_IR_OPS);
+			bench_ir_end(irb, BOUNCE_IR_OPS);
+		} else {
+			bench_interleave(fn, &c, ops, 2, med, wall, blk);
+			bench_block_note(ids[s], med[0], wall[0], blk[0]);
+			bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out",
+				  med[1], BT_RATIO_GE, bar[s], iri, irb);
+		}
 		free(c.buf);
 		free(c.copy);
 	}
@@ -444,7 +458,7 @@ int main(int argc, char **argv)
 	if (!bench_ir_on) {
 		bench_regmap_table();
 		bench_map();
-		bench_bounce();
 	}
+	bench_bounce();
 	return 0;
 }

@@ -401,8 +401,9 @@ static inline struct bounce_stash *stash_own(struct bounce_pool *p)
 	return sh < p->nstash ? &p->stash[sh] : NULL;
 }
 
-/* Give the slots of run @head back to its area. */
-static void area_release(struct bounce_pool *p, uint32_t head, uint32_t n)
+/* Give the slots of run @head back to its area.  Out of line: it takes
+ * the area lock, and keeping it out of release() keeps that straight. */
+static __attribute__((noinline)) void area_release(struct bounce_pool *p, uint32_t head, uint32_t n)
 {
 	struct bounce_area *a = area_of(p, head);
 
@@ -497,6 +498,22 @@ static int64_t area_alloc(struct bounce_pool *p, uint32_t n, size_t len,
 	return -1;
 }
 
+/* No stashed run fits: reserve in the areas; when they are full, empty
+ * the caller's stash into them and try again.  Returns the head or -1.
+ * Out of line, so the stash hit in bounce_map() stays short. */
+static __attribute__((noinline)) int64_t
+map_slow(struct bounce_pool *p, struct bounce_stash *st, uint32_t n,
+	 size_t len, uint64_t align, uint64_t limit, uint64_t boundary)
+{
+	int64_t h = area_alloc(p, n, len, align, limit, boundary);
+
+	if (h < 0 && st && st->count) {
+		stash_flush(p, st);
+		h = area_alloc(p, n, len, align, limit, boundary);
+	}
+	return h;
+}
+
 int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	       uint8_t flags, uint64_t align, uint64_t limit,
 	       uint64_t boundary, struct bounce_run *out)
@@ -520,15 +537,11 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	st = stash_own(p);
 	if (st)
 		h = stash_take(p, st, n, len, align, limit, boundary);
-	if (h < 0)
-		h = area_alloc(p, n, len, align, limit, boundary);
-	if (h < 0 && st && st->count) {
-		/* Full: what this thread keeps goes back, then try again. */
-		stash_flush(p, st);
-		h = area_alloc(p, n, len, align, limit, boundary);
+	if (h < 0) {
+		h = map_slow(p, st, n, len, align, limit, boundary);
+		if (h < 0)
+			return -ENOMEM;
 	}
-	if (h < 0)
-		return -ENOMEM;
 
 	/* The run is ours alone (FREE, its bits set): record, then publish
 	 * LIVE with the next generation.  The release fence orders the
@@ -595,8 +608,10 @@ int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 }
 
 /* Take the live run starting at @iova with these attributes from LIVE to
- * DYING: after it, the caller alone owns it.  Returns its head or -1. */
-static int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
+ * DYING: after it, the caller alone owns it.  Returns its head, -1 (no
+ * such run) or -2 (@iova is not in the pool, or there is no pool).
+ * Inlined into bounce_unmap(): the single-map unmap is straight-line. */
+static inline __attribute__((always_inline)) int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		     uint8_t dir, uint8_t flags, const void *orig,
 		     struct bounce_run *out)
 {
@@ -605,7 +620,9 @@ static int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
 	uintptr_t o;
 	uint32_t slot, attr;
 
-	if (!bounce_owns(p, iova) || !is_aligned(iova - p->iova, p->slot_size))
+	if (!bounce_owns(p, iova))
+		return -2;
+	if (!is_aligned(iova - p->iova, p->slot_size))
 		return -1;
 	slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
 	s = &p->slots[slot];
@@ -640,7 +657,8 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 /* Free the DYING run at @head: into the caller's stash if its budget
  * allows (the oldest runs there go back to their areas to make room),
  * else back to its area. */
-static void release(struct bounce_pool *p, uint32_t head)
+static inline __attribute__((always_inline)) void
+release(struct bounce_pool *p, uint32_t head)
 {
 	struct bounce_slot *s = &p->slots[head];
 	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
@@ -676,7 +694,7 @@ int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
 	int64_t head = claim(p, iova, len, dir, flags, orig, &run);
 
 	if (head < 0)
-		return -EINVAL;
+		return head == -2 ? -ENOENT : -EINVAL;
 	fn(arg, &run);
 	release(p, (uint32_t)head);
 	return 0;

@@ -113,8 +113,10 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 
 /* bounce_claim() + @fn(@arg, run) + bounce_release() (the single-map
  * unmap: @fn copies back while the run is claimed, so no map can take its
- * slots).  Returns 0 or -EINVAL (no such run: @fn not called, nothing
- * changed). */
+ * slots).  @p may be NULL (no pool).  Returns 0, -ENOENT (@iova is not in
+ * the pool, or no pool: not a bounce, so the caller looks elsewhere) or
+ * -EINVAL (in the pool but no such run); on error @fn is not called and
+ * nothing changed. */
 int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 void (*fn)(void *arg, const struct bounce_run *run),

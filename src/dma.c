@@ -202,11 +202,10 @@ static inline uint32_t dir_perm(unsigned int dir)
 /* Before the device accesses [va, va + len): write back what the CPU
  * wrote; for a device write, also drop the lines so no dirty line is
  * evicted over the device's data later (Linux's arch_sync_dma_for_device). */
-static void cache_for_device(struct iodma_dev *dev, const void *va,
-			     size_t len, unsigned int dir)
+static __attribute__((noinline)) void
+cache_for_device_nc(struct iodma_dev *dev, const void *va, size_t len,
+		    unsigned int dir)
 {
-	if (!dev->noncoherent)
-		return;
 	if (dir == IODMA_TO_DEVICE) {
 		iodma_cache_clean(va, len);
 		STAT_ADD(dev, st_cache[0], 1);
@@ -216,9 +215,19 @@ static void cache_for_device(struct iodma_dev *dev, const void *va,
 	}
 }
 
+/* A coherent device (x86's, and the default): nothing to do, no call. */
+static inline __attribute__((always_inline)) void
+cache_for_device(struct iodma_dev *dev, const void *va, size_t len,
+		 unsigned int dir)
+{
+	if (dev->noncoherent)
+		cache_for_device_nc(dev, va, len, dir);
+}
+
 /* Before the CPU reads what the device wrote (arch_sync_dma_for_cpu). */
-static void cache_for_cpu(struct iodma_dev *dev, const void *va, size_t len,
-			  unsigned int dir)
+static inline __attribute__((always_inline)) void
+cache_for_cpu(struct iodma_dev *dev, const void *va, size_t len,
+	      unsigned int dir)
 {
 	if (!dev->noncoherent || !dir_from_dev(dir))
 		return;
@@ -730,21 +739,31 @@ static int map_bounce(struct iodma_dev *dev, void *va, size_t len,
 		      unsigned int dir, uint8_t flags, uint64_t *iova)
 {
 	struct bounce_run run;
+	struct dma_stats *st;
+	unsigned int sh;
+	bool own;
 	int ret;
 
 	if (!dev->pool)
 		return -ENOMEM;
 	ret = bounce_map(dev->pool, va, len, (uint8_t)dir, flags, align, mask,
 			 boundary, &run);
+	/* One shard look-up for every counter of this map (STAT_ADD). */
+	sh = shard_own();
+	own = sh < IODMA_SHARDS;
+	st = &dev->stats[sh].s;
 	if (ret) {
-		STAT_ADD(dev, st_bounce_full, 1);
+		stat_add(&st->st_bounce_full, own, 1);
 		return ret;
 	}
 	memcpy(run.bva, va, len);
-	STAT_ADD(dev, st_bounce_bytes, len);
 	cache_for_device(dev, run.bva, len, dir);
-	if (!(flags & BOUNCE_F_SG))
-		STAT_ADD(dev, st_bounces, 1); /* sg: counted once all mapped */
+	stat_add(&st->st_bounce_bytes, own, len);
+	if (!(flags & BOUNCE_F_SG)) {
+		/* A single map is complete here (sg: counted once all mapped). */
+		stat_add(&st->st_bounces, own, 1);
+		stat_add(&st->st_maps, own, 1);
+	}
 	*iova = run.iova;
 	return 0;
 }
@@ -888,20 +907,18 @@ static int map_args(struct iodma_dev *dev, void *va, size_t len,
 	return 0;
 }
 
-IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
-					size_t len, uint64_t align,
-					uint64_t dma_mask, enum iodma_dir dir,
-					uint64_t *iova)
+/* Everything but policy ALWAYS: registered, then as classify() decides.
+ * Out of line, so that map_single() stays short for the bounce. */
+static __attribute__((noinline)) int
+map_single_classify(struct iodma_dev *dev, void *va, size_t len,
+		    uint64_t align, uint64_t dma_mask, enum iodma_dir dir,
+		    uint64_t *iova)
 {
 	enum map_class cls;
 	uint64_t io, pa = 0;
 	int ret;
 
-	ret = map_args(dev, va, len, dir, iova, &align, &dma_mask);
-	if (ret)
-		return ret;
-	if (dev->policy != IODMA_BOUNCE_ALWAYS &&
-	    regmap_lookup(dev->regmap, (uintptr_t)va, len, &io) == 0 &&
+	if (regmap_lookup(dev->regmap, (uintptr_t)va, len, &io) == 0 &&
 	    range_last(io, len) >= io && range_last(io, len) <= dma_mask &&
 	    is_aligned(io, align)) {
 		ret = map_registered(dev, va, len, dir, io, iova);
@@ -913,8 +930,8 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
 		return ret;
 	switch (cls) {
 	case CLASS_BOUNCE:
-		ret = map_bounce(dev, va, len, align, dma_mask, 0, dir, 0, iova);
-		goto out_nocache;
+		/* Counts its own map (st_maps) and cleans only the run. */
+		return map_bounce(dev, va, len, align, dma_mask, 0, dir, 0, iova);
 	case CLASS_DYN:
 		ret = map_dynamic(dev, va, len, align, dma_mask, dir, iova);
 		break;
@@ -926,32 +943,49 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
 		break;
 	}
 out:
-	if (ret == 0)
+	if (ret == 0) {
 		cache_for_device(dev, va, len, dir);
-out_nocache:
-	if (ret == 0)
 		STAT_ADD(dev, st_maps, 1);
+	}
 	return ret;
+}
+
+static inline __attribute__((always_inline)) int
+map_single(struct iodma_dev *dev, void *va, size_t len, uint64_t align,
+	   uint64_t dma_mask, enum iodma_dir dir, uint64_t *iova)
+{
+	int ret = map_args(dev, va, len, dir, iova, &align, &dma_mask);
+
+	if (ret)
+		return ret;
+	/* Policy ALWAYS: straight to the pool (classify() would say so). */
+	if (dev->policy == IODMA_BOUNCE_ALWAYS)
+		return map_bounce(dev, va, len, align, dma_mask, 0, dir, 0, iova);
+	return map_single_classify(dev, va, len, align, dma_mask, dir, iova);
+}
+
+IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
+					size_t len, uint64_t align,
+					uint64_t dma_mask, enum iodma_dir dir,
+					uint64_t *iova)
+{
+	return map_single(dev, va, len, align, dma_mask, dir, iova);
 }
 
 IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 				  enum iodma_dir dir, uint64_t *iova)
 {
-	return iodma_map_single_attrs(dev, va, len, 0, 0, dir, iova);
+	return map_single(dev, va, len, 0, 0, dir, iova);
 }
 
-/* Unmap a single map; @va, when not NULL, must be the mapped buffer. */
-static int unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
-			enum iodma_dir dir, const void *va)
+/* Unmap a single map recorded in dev->maps (not a bounce). */
+static __attribute__((noinline)) int
+unmap_single_rec(struct iodma_dev *dev, uint64_t iova, size_t len,
+		 enum iodma_dir dir, const void *va)
 {
 	struct smap *s;
 	int ret;
 
-	if (!dev || len == 0 || !dir_valid(dir))
-		return -EINVAL;
-	if (bounce_owns(dev->pool, iova))
-		return bounce_unmap(dev->pool, iova, len, (uint8_t)dir, 0, va,
-				    bounce_copy_back, dev);
 	os_mutex_lock(&dev->lock);
 	s = smap_find_exact_locked(dev, iova, len, dir, false, va);
 	if (!s) {
@@ -977,6 +1011,24 @@ static int unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	cache_for_cpu(dev, s->va, s->len, s->dir);
 	iodma_free(s);
 	return 0;
+}
+
+/* Unmap a single map; @va, when not NULL, must be the mapped buffer. */
+static inline __attribute__((always_inline)) int
+unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
+	     enum iodma_dir dir, const void *va)
+{
+	int ret;
+
+	if (!dev || len == 0 || !dir_valid(dir))
+		return -EINVAL;
+	/* A bounce run is found from @iova by arithmetic (bounce.h); -ENOENT:
+	 * not in the pool (or no pool), so a record in dev->maps. */
+	ret = bounce_unmap(dev->pool, iova, len, (uint8_t)dir, 0, va,
+			   bounce_copy_back, dev);
+	if (ret != -ENOENT)
+		return ret;
+	return unmap_single_rec(dev, iova, len, dir, va);
 }
 
 IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
