@@ -368,7 +368,12 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 		memcpy(&o, opts, sizeof(o));
 	}
 	ops = o.backend ? o.backend : iodma_backend_soft();
-	if (ops->version != IODMA_BACKEND_OPS_VERSION || !ops->open ||
+	if (ops->version >= 2 && (!ops->dirty_start != !ops->dirty_stop ||
+				  !ops->dirty_start != !ops->dirty_get ||
+				  !ops->dirty_start != !ops->unmap_dirty))
+		return -EINVAL; /* all four dirty ops or none */
+	if (ops->version < IODMA_BACKEND_OPS_VERSION_MIN ||
+	    ops->version > IODMA_BACKEND_OPS_VERSION || !ops->open ||
 	    !ops->close || !ops->get_caps || !ops->map || !ops->unmap)
 		return -EINVAL;
 	if (o.iotlb_entries && !is_pow2(o.iotlb_entries))
@@ -559,6 +564,46 @@ int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out)
 		err = 0;
 	}
 	os_mutex_unlock(&d->map_lock);
+	return err;
+}
+
+/* ---- the backend's dirty log -------------------------------------------- */
+
+int domain_dirty_get(struct iodma_domain *d, uint64_t iova, uint64_t len,
+		     uint64_t pgsize, uint64_t *bitmap)
+{
+	uint64_t last = range_last(iova, len), lo = iova, hi = last, key, n, off;
+	const struct map_rec *r;
+	uint64_t *tmp;
+	int err;
+
+	/* No mapping in the range: nothing the device can have written. */
+	r = btree_lookup_le(&d->table, last, &key);
+	if (!r || range_last(key, r->len) < iova)
+		return 0;
+	/* The kernel's query must cover whole mappings (VFIO's GET_BITMAP):
+	 * widen it to the mappings that cross either end. */
+	r = btree_lookup_le(&d->table, iova, &key);
+	if (r && range_last(key, r->len) >= iova)
+		lo = key;
+	r = btree_lookup_le(&d->table, last, &key);
+	if (r && range_last(key, r->len) > last)
+		hi = range_last(key, r->len);
+	if (lo == iova && hi == last)
+		return d->ops->dirty_get(d->bpriv, iova, len, pgsize, bitmap);
+	n = (hi - lo) / pgsize + 1;
+	tmp = iodma_calloc((size_t)((n + 63) / 64), sizeof(uint64_t));
+	if (!tmp)
+		return -ENOMEM;
+	err = d->ops->dirty_get(d->bpriv, lo, hi - lo + 1, pgsize, tmp);
+	if (err == 0) {
+		/* The caller's window: bits (iova - lo) / pgsize onwards. */
+		off = (iova - lo) / pgsize;
+		for (uint64_t i = 0; i < len / pgsize; i++)
+			if (tmp[(off + i) / 64] & (1ull << ((off + i) % 64)))
+				bitmap[i / 64] |= 1ull << (i % 64);
+	}
+	iodma_free(tmp);
 	return err;
 }
 
@@ -832,6 +877,33 @@ static void backend_remap_before(struct iodma_domain *d, uint64_t iova,
 	}
 }
 
+/* The backend's unmap of one run.  While the backend logs the device's
+ * writes (xlate_dirty_backend), unmap_dirty hands over what it logged for
+ * the range, which goes into the domain's log: an unmap during migration
+ * loses no write.  Should that fail for lack of memory, the whole range is
+ * marked dirty instead (more is safe, less is not) and the plain unmap
+ * runs: unmap never fails for lack of memory. */
+static int backend_unmap(struct iodma_domain *d, uint64_t iova, uint64_t len,
+			 uint64_t *done)
+{
+	uint64_t pg = xlate_dirty_backend(d), *bm;
+	int err;
+
+	if (!pg)
+		return d->ops->unmap(d->bpriv, iova, len, done);
+	bm = iodma_calloc((size_t)((len / pg + 63) / 64), sizeof(uint64_t));
+	if (bm) {
+		err = d->ops->unmap_dirty(d->bpriv, iova, len, pg, bm, done);
+		if (err == 0)
+			xlate_dirty_merge(d, iova, pg, bm, len / pg);
+		iodma_free(bm);
+		if (err != -ENOMEM)
+			return err;
+	}
+	xlate_dirty_merge(d, iova, pg, NULL, len / pg);
+	return d->ops->unmap(d->bpriv, iova, len, done);
+}
+
 /* btree_remove_range()'s visitor: a record leaves, its claims with it. */
 static void unclaim_visit(uint64_t key, const void *value, void *arg)
 {
@@ -870,20 +942,23 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	/* unmap_all may decline (-EOPNOTSUPP: e.g. a kernel without
 	 * VFIO_UNMAP_ALL, or a container shared with mappings not ours):
 	 * then the runs are unmapped one by one below. */
-	err = all && ops->unmap_all ? ops->unmap_all(d->bpriv, &done) : -EOPNOTSUPP;
+	/* While the backend logs the device's writes, every run goes through
+	 * unmap_dirty (unmap_all would drop what it logged). */
+	err = all && ops->unmap_all && !xlate_dirty_backend(d) ?
+	      ops->unmap_all(d->bpriv, &done) : -EOPNOTSUPP;
 	if (err == 0) {
 		;
 	} else if (all && ops->unmap_all && err != -EOPNOTSUPP) {
 		goto restore;
 	} else if (single_run) {
-		err = ops->unmap(d->bpriv, first, run_last - first + 1, &done);
+		err = backend_unmap(d, first, run_last - first + 1, &done);
 		if (err)
 			goto restore;
 	} else {
 		run_iter_init(&it, d, iova, last);
 		while (run_next(&it, &run)) {
-			err = ops->unmap(d->bpriv, run.iova,
-					 run.last - run.iova + 1, &done);
+			err = backend_unmap(d, run.iova, run.last - run.iova + 1,
+					    &done);
 			if (err) {
 				backend_remap_before(d, iova, last, run.iova);
 				goto restore;

@@ -120,6 +120,21 @@ struct iodma_domain {
 					 * map_lock */
 };
 
+/* Does the backend log the device's own writes (backend.h, version 2)? */
+static inline bool backend_dirty(const struct iodma_domain *d)
+{
+	return d->ops->version >= 2 && d->ops->dirty_start;
+}
+
+/* ---- domain.c, for xlate.c ------------------------------------------------ */
+
+/* OR the backend's log of [iova, iova + len) (@pgsize multiples) into
+ * @bitmap, bit 0 = @iova; the query is widened to whole mappings and cut
+ * back.  map_lock held, the backend's log on.  0, -ENOMEM or the
+ * backend's error (@bitmap then unchanged). */
+int domain_dirty_get(struct iodma_domain *d, uint64_t iova, uint64_t len,
+		     uint64_t pgsize, uint64_t *bitmap);
+
 /* ---- domain.c, for tests -------------------------------------------------- */
 
 /* The mapping that contains @iova, copied into *@out, from the table.
@@ -136,6 +151,16 @@ void xlate_global_init(void);
  * Returns 0, -EINVAL (entries not a power of two) or -ENOMEM. */
 int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts);
 void xlate_fini(struct iodma_domain *d);
+
+/* The page size of the backend's dirty log while the domain's log is on
+ * and the backend logs the device's writes, else 0.  map_lock held. */
+uint64_t xlate_dirty_backend(struct iodma_domain *d);
+
+/* Mark in the domain's dirty log the pages whose bits are set in @bitmap
+ * (bit i = page @iova + i * @pgsize, @nbits bits), or all @nbits pages
+ * when @bitmap is NULL.  Any thread; a no-op while logging is off. */
+void xlate_dirty_merge(struct iodma_domain *d, uint64_t iova, uint64_t pgsize,
+		       const uint64_t *bitmap, uint64_t nbits);
 
 /* Step 1 of the unmap ordering, after the leaves were cleared (or enabled
  * was changed): the seq_cst fence, counted as an invalidation.  Called

@@ -202,6 +202,10 @@ struct xlate_state {
 	os_mutex_t res_lock;            /* serialises set_resolver; protects
 					 * res_slot */
 	os_mutex_t dirty_lock;          /* serialises dirty start/stop */
+	uint64_t dirty_pgsize;          /* the backend logs the device's writes
+					 * at this page size while the log is
+					 * on, else 0; written under map_lock
+					 * and dirty_lock */
 	os_mutex_t fault_lock;          /* protects the fields below */
 	struct iodma_fault *faults;     /* ring of fault_cap records */
 	uint32_t fault_cap;
@@ -1152,6 +1156,10 @@ IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d)
 	if (!d)
 		return -EINVAL;
 	xl = d->xl;
+	/* map_lock first (lock order): the backend's calls are serialised by
+	 * it, and the backend's log must start before any unmap can look at
+	 * xlate_dirty_backend(). */
+	os_mutex_lock(&d->map_lock);
 	os_mutex_lock(&xl->dirty_lock);
 	if (atomic_load_explicit(&xl->dirty, memory_order_relaxed)) {
 		ret = -EALREADY;
@@ -1174,9 +1182,20 @@ IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d)
 	dl->gshift = gshift;
 	dl->levels = levels;
 	dl->top_bits = top_bits;
+	if (backend_dirty(d)) {
+		/* The device's own writes (a passthrough device behind VFIO):
+		 * the backend logs them, or nothing is logged at all. */
+		ret = d->ops->dirty_start(d->bpriv, 1ull << gshift);
+		if (ret) {
+			iodma_free(dl);
+			goto out;
+		}
+		xl->dirty_pgsize = 1ull << gshift;
+	}
 	atomic_store_explicit(&xl->dirty, dl, memory_order_release);
 out:
 	os_mutex_unlock(&xl->dirty_lock);
+	os_mutex_unlock(&d->map_lock);
 	return ret;
 }
 
@@ -1188,14 +1207,54 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d)
 	if (!d)
 		return -EINVAL;
 	xl = d->xl;
+	os_mutex_lock(&d->map_lock);
 	os_mutex_lock(&xl->dirty_lock);
 	dl = atomic_exchange_explicit(&xl->dirty, NULL, memory_order_acq_rel);
+	if (dl && xl->dirty_pgsize) {
+		d->ops->dirty_stop(d->bpriv);
+		xl->dirty_pgsize = 0;
+	}
 	os_mutex_unlock(&xl->dirty_lock);
+	os_mutex_unlock(&d->map_lock);
 	if (!dl)
 		return -EINVAL;
 	os_synchronize_rcu(); /* no thread still marks in it */
 	dirty_free(dl);
 	return 0;
+}
+
+/* Might the backend log the device's writes?  (A hint read without
+ * map_lock; get_and_clear re-checks dirty_pgsize under it.) */
+static inline bool xl_backend_may_log(struct iodma_domain *d)
+{
+	return backend_dirty(d);
+}
+
+uint64_t xlate_dirty_backend(struct iodma_domain *d)
+{
+	return d->xl->dirty_pgsize;
+}
+
+void xlate_dirty_merge(struct iodma_domain *d, uint64_t iova, uint64_t pgsize,
+		       const uint64_t *bitmap, uint64_t nbits)
+{
+	struct dirty_log *dl;
+
+	os_rcu_read_lock();
+	dl = atomic_load_explicit(&d->xl->dirty, memory_order_acquire);
+	for (uint64_t i = 0; dl && i < nbits; i++) {
+		uint64_t j = i;
+
+		if (bitmap && !(bitmap[i / 64] & (1ull << (i % 64))))
+			continue;
+		/* A run of set bits: one mark. */
+		while (j + 1 < nbits &&
+		       (!bitmap || (bitmap[(j + 1) / 64] & (1ull << ((j + 1) % 64)))))
+			j++;
+		dirty_mark_span(dl, iova + i * pgsize, iova + (j + 1) * pgsize - 1);
+		i = j;
+	}
+	os_rcu_read_unlock();
 }
 
 /* OR the low @n bits of @v into @bitmap at bit @o. */
@@ -1283,6 +1342,15 @@ IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 
 			bitmap[o >> 6] = n == 64 ? ~0ull : (1ull << n) - 1;
 		}
+	} else if (xl_backend_may_log(d)) {
+		/* The device's own writes, from the backend's log (outside
+		 * the read side: the backend call may sleep). */
+		os_rcu_read_unlock();
+		os_mutex_lock(&d->map_lock);
+		if (d->xl->dirty_pgsize == g)
+			ret = domain_dirty_get(d, iova, len, g, bitmap);
+		os_mutex_unlock(&d->map_lock);
+		return ret;
 	}
 out:
 	os_rcu_read_unlock();

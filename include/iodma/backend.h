@@ -34,7 +34,9 @@
 extern "C" {
 #endif
 
-#define IODMA_BACKEND_OPS_VERSION 1
+#define IODMA_BACKEND_OPS_VERSION 2
+/* Version 1 tables (no dirty_* members) are still accepted. */
+#define IODMA_BACKEND_OPS_VERSION_MIN 1
 #define IODMA_MAX_IOVA_RANGES     64
 
 /**
@@ -106,6 +108,27 @@ struct iodma_map_event {
  *              Called after unmap and before the domain's unmap returns.
  * @avail_mappings: optional; how many more mappings the IOMMU will take now
  *              (VFIO's DMA_AVAIL read live).  -EOPNOTSUPP if unknown.
+ *
+ * Dirty tracking of the device's own writes (version >= 2; all optional:
+ * a backend without @dirty_start has no device of its own to track, like
+ * the soft IOMMU, whose only writers are translations through the domain,
+ * which the domain logs itself).  All are called with the domain's map
+ * lock held, while the domain's dirty log is on (iodma_dirty_log_start()):
+ * @dirty_start: begin tracking at @pgsize bytes per bit (the log's
+ *              granule).  0; -EOPNOTSUPP the device's writes cannot be
+ *              tracked (the domain then refuses to log: a log that misses
+ *              them would lose guest data); or another negative errno.
+ *              Nothing started on error.
+ * @dirty_stop: end it.
+ * @dirty_get:  OR into @bitmap (bit i, bit i % 64 of word i / 64, is the
+ *              page @iova + i * @pgsize) the pages of [iova, iova + len)
+ *              written since tracking started or since the last dirty_get
+ *              or unmap_dirty covering them, and forget them.  The range
+ *              covers whole mappings only (VFIO's GET_BITMAP rule).  0 or a
+ *              negative errno (then @bitmap is unchanged, nothing forgotten).
+ * @unmap_dirty: @unmap that also ORs into @bitmap the range's pages
+ *              written and not yet reported (VFIO_DMA_UNMAP_FLAG_GET_DIRTY_
+ *              BITMAP), so an unmap during migration loses no write.
  */
 struct iodma_backend_ops {
 	uint32_t version;
@@ -118,6 +141,13 @@ struct iodma_backend_ops {
 	int (*unmap_all)(void *priv, uint64_t *unmapped);
 	void (*flush_iotlb)(void *priv, uint64_t iova, uint64_t len);
 	int (*avail_mappings)(void *priv, uint32_t *avail);
+	/* version >= 2 */
+	int (*dirty_start)(void *priv, uint64_t pgsize);
+	void (*dirty_stop)(void *priv);
+	int (*dirty_get)(void *priv, uint64_t iova, uint64_t len, uint64_t pgsize,
+			 uint64_t *bitmap);
+	int (*unmap_dirty)(void *priv, uint64_t iova, uint64_t len,
+			   uint64_t pgsize, uint64_t *bitmap, uint64_t *unmapped);
 };
 
 /* ---- the soft backend --------------------------------------------------- */

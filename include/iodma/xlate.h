@@ -317,8 +317,18 @@ IODMA_EXPORT size_t iodma_fault_pop(struct iodma_domain *d,
  * iodma_dirty_log_start() - Start logging device writes.
  * @d: domain.
  *
- * Context: thread-safe.
- * Return:  0; -EALREADY already on; -ENOMEM.
+ * Logs what translations with IODMA_PERM_WRITE mark (emulated devices) and,
+ * on a backend whose device writes by itself (a passthrough device behind
+ * VFIO type1: VFIO_IOMMU_DIRTY_PAGES START, at the domain alignment), what
+ * the kernel logs; iodma_dirty_get_and_clear() returns both.  A backend
+ * that cannot track its device's writes makes the start fail rather than
+ * log half of them (iommufd without a dirty-tracking HWPT; type1 without
+ * the migration capability).
+ *
+ * Context: thread-safe; takes the domain's map lock (the backend call).
+ * Return:  0; -EALREADY already on; -ENOMEM; -EOPNOTSUPP the backend cannot
+ *          track its device's writes (iodma_vfio_last_error() says why); or
+ *          the backend's error.  Logging is off after an error.
  */
 IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d);
 
@@ -356,9 +366,23 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d);
  * when VFIO cannot track its writes); under-reporting would lose guest
  * data.
  *
- * Context: thread-safe; each bit is read and cleared atomically.
+ * On a backend that logs its device's writes, the kernel's log of the
+ * range is ORed in: the kernel is asked for the mappings that overlap the
+ * range, whole (VFIO's GET_BITMAP rule), and the range is cut out of its
+ * answer (the kernel forgets the rest of those mappings' bits too: VFIO
+ * type1 reports every page a device without page pinning can reach as
+ * dirty at each harvest anyway).  An unmap while logging hands the
+ * kernel's bits of its range to this log first
+ * (VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP), so they are reported here after
+ * the mapping is gone; without memory for that, the whole range is
+ * reported dirty.
+ *
+ * Context: thread-safe; each bit is read and cleared atomically; with a
+ *          logging backend, takes the domain's map lock.
  * Return:  0; -EINVAL bad range or logging off; -ENOSPC bitmap too small
- *          (nothing cleared).
+ *          (nothing cleared); with a logging backend also -ENOMEM or the
+ *          backend's error, after the bits logged by translation were
+ *          returned and cleared (the kernel's are left for the next call).
  */
 IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 					   uint64_t iova, uint64_t len,

@@ -409,6 +409,39 @@ static int iommufd_unmap_all(void *priv, uint64_t *unmapped)
 	return err;
 }
 
+/* Dirty tracking on an IOAS needs a HWPT allocated with
+ * IOMMU_HWPT_ALLOC_DIRTY_TRACKING on hardware whose IOMMU_GET_HW_INFO
+ * reports IOMMU_HW_CAP_DIRTY_TRACKING (Linux 6.7); this backend attaches
+ * devices to an IOAS's automatic domain, which logs nothing: say so,
+ * rather than log only half of the writes. */
+static int iommufd_dirty_start(void *priv, uint64_t pgsize)
+{
+	(void)priv;
+	(void)pgsize;
+	vfio_set_error("iommufd: dirty tracking needs a dirty-tracking HWPT, which this backend "
+		       "does not allocate (IOMMU_HWPT_ALLOC_DIRTY_TRACKING)");
+	return -EOPNOTSUPP;
+}
+
+static void iommufd_dirty_stop(void *priv)
+{
+	(void)priv; /* never started */
+}
+
+static int iommufd_dirty_get(void *priv, uint64_t iova, uint64_t len,
+			     uint64_t pgsize, uint64_t *bitmap)
+{
+	(void)priv, (void)iova, (void)len, (void)pgsize, (void)bitmap;
+	return -EOPNOTSUPP; /* never started */
+}
+
+static int iommufd_unmap_dirty(void *priv, uint64_t iova, uint64_t len,
+			       uint64_t pgsize, uint64_t *bitmap, uint64_t *unmapped)
+{
+	(void)pgsize, (void)bitmap; /* never started: nothing to report */
+	return iommufd_unmap(priv, iova, len, unmapped);
+}
+
 static const struct iodma_backend_ops iommufd_ops = {
 	.version = IODMA_BACKEND_OPS_VERSION,
 	.name = "iommufd",
@@ -418,6 +451,10 @@ static const struct iodma_backend_ops iommufd_ops = {
 	.map = iommufd_map,
 	.unmap = iommufd_unmap,
 	.unmap_all = iommufd_unmap_all,
+	.dirty_start = iommufd_dirty_start,
+	.dirty_stop = iommufd_dirty_stop,
+	.dirty_get = iommufd_dirty_get,
+	.unmap_dirty = iommufd_unmap_dirty,
 };
 
 IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_iommufd(void)

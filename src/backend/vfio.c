@@ -251,6 +251,8 @@ struct vfio_info {
 	uint32_t nr_raw;		/* ranges the kernel reported */
 	bool has_ranges;
 	bool migration;
+	uint64_t dirty_pgsizes;		/* migration cap: log page sizes */
+	uint64_t max_dirty_bitmap;	/* migration cap: bitmap bytes at most */
 	bool has_avail;
 	uint32_t avail;
 };
@@ -324,9 +326,17 @@ static void vfio_parse_info(const struct vfio_iommu_type1_info *info,
 			out->nr_ranges = n;
 			break;
 		}
-		case VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION:
+		case VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION: {
+			const struct vfio_iommu_type1_info_cap_migration *c =
+				(const void *)h;
+
 			out->migration = true;
+			if (off + sizeof(*c) <= argsz) {
+				out->dirty_pgsizes = c->pgsize_bitmap;
+				out->max_dirty_bitmap = c->max_dirty_bitmap_size;
+			}
 			break;
+		}
 		case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL: {
 			const struct vfio_iommu_type1_info_dma_avail *c =
 				(const void *)h;
@@ -1003,6 +1013,144 @@ static int vfio_unmap_all(void *priv, uint64_t *unmapped)
 	return vfio_unmap_once(v, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL, unmapped);
 }
 
+/* ---- dirty tracking (VFIO_IOMMU_DIRTY_PAGES, type1 since Linux 5.8) ---- */
+
+/* OR the first @nbits bits of @src into @dst. */
+static void bits_or(uint64_t *dst, const uint64_t *src, uint64_t nbits)
+{
+	for (uint64_t w = 0; w < nbits / 64; w++)
+		dst[w] |= src[w];
+	if (nbits % 64)
+		dst[nbits / 64] |= src[nbits / 64] & ((1ull << (nbits % 64)) - 1);
+}
+
+/* A zeroed bitmap of one bit per @pgsize of @len bytes; its size in bytes
+ * in *@bytes.  NULL when out of memory. */
+static uint64_t *dirty_buf(uint64_t len, uint64_t pgsize, uint64_t *bytes)
+{
+	uint64_t words = (len / pgsize + 63) / 64;
+
+	*bytes = words * sizeof(uint64_t);
+	return iodma_calloc((size_t)words, sizeof(uint64_t));
+}
+
+static int vfio_dirty_pages(struct vfio *v, uint32_t flag, const char *what)
+{
+	struct vfio_iommu_type1_dirty_bitmap db = { .argsz = sizeof(db), .flags = flag };
+
+	if (VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_IOMMU_DIRTY_PAGES, &db) == 0)
+		return 0;
+	vfio_set_error("vfio: VFIO_IOMMU_DIRTY_PAGES %s: %s", what, strerror(errno));
+	return -errno;
+}
+
+static int vfio_dirty_start(void *priv, uint64_t pgsize)
+{
+	struct vfio *v = priv;
+	struct vfio_info vi;
+	int err;
+
+	if (v->noiommu) {
+		vfio_set_error("vfio: no-IOMMU mode cannot track the device's writes");
+		return -EOPNOTSUPP;
+	}
+	os_mutex_lock(&v->lock);
+	err = vfio_read_info(v, &vi);
+	os_mutex_unlock(&v->lock);
+	if (err)
+		return err;
+	/* The kernel logs at the page sizes its migration capability lists
+	 * (the IOMMU's smallest page); without the capability it has no log. */
+	if (!vi.migration || !(vi.dirty_pgsizes & pgsize)) {
+		vfio_set_error("vfio: the container cannot log writes at %#llx bytes a page "
+			       "(migration capability %s, page sizes %#llx)",
+			       (unsigned long long)pgsize, vi.migration ? "present" : "absent",
+			       (unsigned long long)vi.dirty_pgsizes);
+		return -EOPNOTSUPP;
+	}
+	return vfio_dirty_pages(v, VFIO_IOMMU_DIRTY_PAGES_FLAG_START, "START");
+}
+
+static void vfio_dirty_stop(void *priv)
+{
+	struct vfio *v = priv;
+
+	if (!v->noiommu)
+		vfio_dirty_pages(v, VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP, "STOP");
+}
+
+static int vfio_dirty_get(void *priv, uint64_t iova, uint64_t len,
+			  uint64_t pgsize, uint64_t *bitmap)
+{
+	struct vfio *v = priv;
+	struct {
+		struct vfio_iommu_type1_dirty_bitmap db;
+		struct vfio_iommu_type1_dirty_bitmap_get get;
+	} a;
+	uint64_t bytes, *buf = dirty_buf(len, pgsize, &bytes);
+	int err = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	memset(&a, 0, sizeof(a));
+	a.db.argsz = sizeof(a);
+	a.db.flags = VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
+	a.get.iova = iova;
+	a.get.size = len;
+	a.get.bitmap.pgsize = pgsize;
+	a.get.bitmap.size = bytes;
+	a.get.bitmap.data = (__u64 *)buf;
+	if (VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_IOMMU_DIRTY_PAGES, &a) == 0) {
+		bits_or(bitmap, buf, len / pgsize);
+	} else {
+		err = -errno;
+		vfio_set_error("vfio: VFIO_IOMMU_DIRTY_PAGES GET_BITMAP iova %#llx len %#llx: %s",
+			       (unsigned long long)iova, (unsigned long long)len,
+			       strerror(errno));
+	}
+	iodma_free(buf);
+	return err;
+}
+
+static int vfio_unmap_dirty(void *priv, uint64_t iova, uint64_t len,
+			    uint64_t pgsize, uint64_t *bitmap, uint64_t *unmapped)
+{
+	struct vfio *v = priv;
+	struct {
+		struct vfio_iommu_type1_dma_unmap u;
+		struct vfio_bitmap b;
+	} a;
+	uint64_t bytes, *buf;
+	int err = 0;
+
+	if (v->noiommu)
+		return vfio_unmap(priv, iova, len, unmapped);
+	buf = dirty_buf(len, pgsize, &bytes);
+	if (!buf)
+		return -ENOMEM;
+	memset(&a, 0, sizeof(a));
+	a.u.argsz = sizeof(a);
+	a.u.flags = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
+	a.u.iova = iova;
+	a.u.size = len;
+	a.b.pgsize = pgsize;
+	a.b.size = bytes;
+	a.b.data = (__u64 *)buf;
+	if (VFIO_IOCTL(v, nr_unmap_ioctls, v->container, VFIO_IOMMU_UNMAP_DMA, &a) == 0) {
+		bits_or(bitmap, buf, len / pgsize);
+		*unmapped = a.u.size;
+		if (a.u.size > len)
+			err = -EIO;
+	} else {
+		err = -errno;
+		vfio_set_error("vfio: VFIO_IOMMU_UNMAP_DMA GET_DIRTY_BITMAP iova %#llx len %#llx: %s",
+			       (unsigned long long)iova, (unsigned long long)len,
+			       strerror(errno));
+	}
+	iodma_free(buf);
+	return err;
+}
+
 static const struct iodma_backend_ops vfio_ops = {
 	.version = IODMA_BACKEND_OPS_VERSION,
 	.name = "vfio",
@@ -1013,6 +1161,10 @@ static const struct iodma_backend_ops vfio_ops = {
 	.unmap = vfio_unmap,
 	.unmap_all = vfio_unmap_all,
 	.avail_mappings = vfio_avail_mappings,
+	.dirty_start = vfio_dirty_start,
+	.dirty_stop = vfio_dirty_stop,
+	.dirty_get = vfio_dirty_get,
+	.unmap_dirty = vfio_unmap_dirty,
 };
 
 IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_vfio(void)

@@ -1667,6 +1667,189 @@ static void *lookup_thread(void *arg)
 	return NULL;
 }
 
+/* ---- the backend's dirty log (a VFIO-like device that writes) ----------- */
+
+#define DL_PAGES 4096
+
+/* The "kernel" of a backend whose device writes by itself: one bit per
+ * page from BASE, set by the test, reported and cleared by dirty_get or
+ * unmap_dirty, the way VFIO type1 does. */
+static struct {
+	bool on, start_fails;
+	uint64_t pgsize;
+	unsigned int starts, stops, gets, unmap_dirties;
+	uint64_t last_get_iova, last_get_len;
+	bool written[DL_PAGES];
+} dlk;
+
+static int dl_start(void *p, uint64_t pgsize)
+{
+	(void)p;
+	if (dlk.start_fails)
+		return -EOPNOTSUPP;
+	dlk.on = true;
+	dlk.pgsize = pgsize;
+	dlk.starts++;
+	return 0;
+}
+
+static void dl_stop(void *p)
+{
+	(void)p;
+	dlk.on = false;
+	dlk.stops++;
+}
+
+/* Report and forget the written pages of [iova, iova + len) into @bm. */
+static void dl_report(uint64_t iova, uint64_t len, uint64_t *bm)
+{
+	for (uint64_t i = 0; i < len / dlk.pgsize; i++) {
+		uint64_t pg = (iova - BASE) / PG + i;
+
+		if (iova >= BASE && pg < DL_PAGES && dlk.written[pg]) {
+			bm[i / 64] |= 1ull << (i % 64);
+			dlk.written[pg] = false;
+		}
+	}
+}
+
+/* VFIO's GET_BITMAP rule: the range covers whole mappings. */
+static bool covers_whole_mappings(void *p, uint64_t iova, uint64_t len)
+{
+	(void)p;
+	/* The test keeps its mappings at BASE + 4 * PG * k, 4 pages each. */
+	return (iova - BASE) % (4 * PG) == 0 && len % (4 * PG) == 0;
+}
+
+static int dl_get(void *p, uint64_t iova, uint64_t len, uint64_t pgsize,
+		  uint64_t *bm)
+{
+	assert_true(dlk.on);
+	assert_int_equal(pgsize, dlk.pgsize);
+	assert_true(covers_whole_mappings(p, iova, len));
+	dlk.gets++;
+	dlk.last_get_iova = iova;
+	dlk.last_get_len = len;
+	dl_report(iova, len, bm);
+	return 0;
+}
+
+static int dl_unmap_dirty(void *p, uint64_t iova, uint64_t len, uint64_t pgsize,
+			  uint64_t *bm, uint64_t *u)
+{
+	int err;
+
+	assert_true(dlk.on);
+	assert_int_equal(pgsize, dlk.pgsize);
+	err = iodma_backend_soft()->unmap(p, iova, len, u);
+	if (err == 0) {
+		dlk.unmap_dirties++;
+		dl_report(iova, len, bm);
+	}
+	return err;
+}
+
+static int dl_unmap(void *p, uint64_t iova, uint64_t len, uint64_t *u)
+{
+	if (dlk.on) /* a plain unmap drops what the kernel logged */
+		for (uint64_t i = 0; i < len / PG; i++)
+			if ((iova - BASE) / PG + i < DL_PAGES)
+				dlk.written[(iova - BASE) / PG + i] = false;
+	return iodma_backend_soft()->unmap(p, iova, len, u);
+}
+
+static const struct iodma_backend_ops dlog_ops = {
+	.version = IODMA_BACKEND_OPS_VERSION, .name = "dlog",
+	.open = w_open, .close = w_close, .get_caps = w_get_caps,
+	.map = w_map, .unmap = dl_unmap,
+	.dirty_start = dl_start, .dirty_stop = dl_stop, .dirty_get = dl_get,
+	.unmap_dirty = dl_unmap_dirty,
+};
+
+static const struct iodma_backend_ops dlog_half_ops = {
+	.version = IODMA_BACKEND_OPS_VERSION, .name = "dlog-half",
+	.open = w_open, .close = w_close, .get_caps = w_get_caps,
+	.map = w_map, .unmap = dl_unmap,
+	.dirty_start = dl_start, .dirty_stop = dl_stop, /* no get, no unmap_dirty */
+};
+
+static bool bit(const uint64_t *bm, uint64_t i)
+{
+	return bm[i / 64] & (1ull << (i % 64));
+}
+
+/* A device that writes by itself (passthrough behind VFIO): the domain's
+ * log is the backend's log plus what translations marked; queries are
+ * widened to whole mappings; an unmap hands its pages over; a backend that
+ * cannot log refuses the start. */
+static void test_backend_dirty_log_is_merged(void **state)
+{
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_domain *d;
+	uint64_t bm[2];
+	size_t nr;
+	struct iodma_slice sl;
+
+	(void)state;
+	memset(&dlk, 0, sizeof(dlk));
+	o.backend = &dlog_half_ops;
+	assert_int_equal(iodma_domain_create(&o, &d), -EINVAL);
+	d = mkdomain_opts(&dlog_ops, NULL, NULL);
+	for (uint64_t k = 0; k < 4; k++)
+		map_ok(d, BASE + 4 * PG * k, 4 * PG);
+
+	/* A backend that cannot log: no log at all. */
+	dlk.start_fails = true;
+	assert_int_equal(iodma_dirty_log_start(d), -EOPNOTSUPP);
+	assert_int_equal(iodma_dirty_get_and_clear(d, BASE, 16 * PG, bm, 2), -EINVAL);
+	dlk.start_fails = false;
+
+	assert_int_equal(iodma_dirty_log_start(d), 0);
+	assert_int_equal(dlk.starts, 1);
+	assert_int_equal(dlk.pgsize, PG);
+	/* The device wrote pages 1 and 6; a device model wrote page 9. */
+	dlk.written[1] = dlk.written[6] = true;
+	assert_int_equal(iodma_translate(d, BASE + 9 * PG, 8, IODMA_PERM_WRITE, &sl, 1, &nr, NULL), 0);
+	/* A window that bisects two mappings: asked as [0, 12) pages. */
+	memset(bm, 0xff, sizeof(bm));
+	assert_int_equal(iodma_dirty_get_and_clear(d, BASE + 2 * PG, 8 * PG, bm, 1), 0);
+	assert_int_equal(dlk.last_get_iova, BASE);
+	assert_int_equal(dlk.last_get_len, 12 * PG);
+	assert_int_equal(bm[0], (1ull << (6 - 2)) | (1ull << (9 - 2)));
+	/* Page 1 lay outside the window: reported by the kernel, not to us
+	 * (the kernel forgot it: type1's GET_BITMAP clears the whole query). */
+	/* Reported once. */
+	assert_int_equal(iodma_dirty_get_and_clear(d, BASE, 16 * PG, bm, 1), 0);
+	assert_int_equal(bm[0], 0);
+
+	/* An unmap while logging hands the device's pages over. */
+	dlk.written[12] = dlk.written[14] = true;
+	assert_int_equal(iodma_domain_unmap(d, BASE + 12 * PG, 4 * PG), 0);
+	assert_int_equal(dlk.unmap_dirties, 1);
+	assert_int_equal(iodma_dirty_get_and_clear(d, BASE, 16 * PG, bm, 1), 0);
+	assert_true(bit(bm, 12) && bit(bm, 14));
+	assert_false(bit(bm, 13));
+
+	/* No memory for the unmap's bitmap: the whole range counts as
+	 * written (more is safe), and the unmap still succeeds. */
+	iodma_test_fail_alloc(1);
+	assert_int_equal(iodma_domain_unmap(d, BASE + 8 * PG, 4 * PG), 0);
+	iodma_test_fail_alloc(0);
+	assert_int_equal(iodma_dirty_get_and_clear(d, BASE, 16 * PG, bm, 1), 0);
+	assert_int_equal(bm[0], 0xfull << 8);
+
+	/* unmap_all during logging goes run by run through unmap_dirty. */
+	dlk.written[4] = true;
+	assert_int_equal(iodma_domain_unmap_all(d, NULL), 0);
+	assert_int_equal(iodma_dirty_get_and_clear(d, BASE, 16 * PG, bm, 1), 0);
+	assert_true(bit(bm, 4));
+
+	assert_int_equal(iodma_dirty_log_stop(d), 0);
+	assert_int_equal(dlk.stops, 1);
+	assert_false(dlk.on);
+	iodma_domain_destroy(d);
+}
+
 /* ---- the IO page table's memory ------------------------------------------ */
 
 #define BLK (2ull << 20)
@@ -1928,6 +2111,7 @@ int main(void)
 		cmocka_unit_test(test_for_each_mapping_visits_overlapping_in_order),
 		cmocka_unit_test(test_soft_backend_behaves_like_type1),
 		cmocka_unit_test(test_lookups_run_concurrently_with_map_unmap),
+		cmocka_unit_test(test_backend_dirty_log_is_merged),
 		cmocka_unit_test(test_page_table_memory_stays_bounded),
 		cmocka_unit_test(test_failed_maps_do_not_grow_the_page_table),
 		cmocka_unit_test(test_node_free_waits_for_a_walk_under_way),

@@ -579,6 +579,53 @@ static void raw_section(struct iodma_domain *k)
 	iodma_domain_destroy(s);
 }
 
+/* ---- dirty tracking ---------------------------------------------------------- */
+
+/* The domain's dirty API on each backend: type1 logs the device's writes
+ * in the kernel (a device that pins nothing gets every page of a mapping
+ * reported dirty at each harvest: the kernel's real semantics), and an
+ * unmap during logging hands its pages over; iommufd without a
+ * dirty-tracking HWPT refuses; the soft IOMMU logs translations only. */
+static void dirty_section(struct iodma_domain *d)
+{
+	uint64_t bm[1] = { 0 }, bytes = 0;
+	int r;
+
+	r = iodma_domain_map(d, B, 8 * PG, V(0), IODMA_PERM_RW);
+	if (!TAP_OK(r == 0, "dirty_map", "ret %d", r))
+		return;
+	r = iodma_dirty_log_start(d);
+	if (!strcmp(args.backend, "iommufd")) {
+		TAP_OK(r == -EOPNOTSUPP, "dirty_iommufd_eopnotsupp", "ret %d: %s", r,
+		       iodma_vfio_last_error());
+		iodma_domain_unmap(d, B, 8 * PG);
+		return;
+	}
+	if (!TAP_OK(r == 0, "dirty_start", "ret %d: %s", r, iodma_vfio_last_error())) {
+		iodma_domain_unmap(d, B, 8 * PG);
+		return;
+	}
+	/* A window inside the mapping: the kernel is asked for the whole
+	 * mapping and the window is cut out of its answer. */
+	r = iodma_dirty_get_and_clear(d, B + 2 * PG, 4 * PG, bm, 1);
+	if (!strcmp(args.backend, "vfio"))
+		TAP_OK(r == 0 && bm[0] == 0xf, "dirty_type1_reports_pinned_pages",
+		       "ret %d bitmap %#" PRIx64 ": %s", r, bm[0], iodma_vfio_last_error());
+	else
+		TAP_OK(r == 0 && bm[0] == 0, "dirty_soft_nothing_written",
+		       "ret %d bitmap %#" PRIx64, r, bm[0]);
+	/* Unmapped while logging: its pages are still reported after. */
+	r = iodma_domain_unmap_gaps(d, B, 8 * PG, &bytes);
+	TAP_OK(r == 0 && bytes == 8 * PG, "dirty_unmap_while_logging", "ret %d: %s", r,
+	       iodma_vfio_last_error());
+	r = iodma_dirty_get_and_clear(d, B, 8 * PG, bm, 1);
+	if (!strcmp(args.backend, "vfio"))
+		TAP_OK(r == 0 && bm[0] == 0xff, "dirty_unmap_hands_over_pages",
+		       "ret %d bitmap %#" PRIx64 ": %s", r, bm[0], iodma_vfio_last_error());
+	r = iodma_dirty_log_stop(d);
+	TAP_OK(r == 0, "dirty_stop", "ret %d", r);
+}
+
 /* ---- identity --------------------------------------------------------------- */
 
 static void identity_section(struct iodma_domain *d)
@@ -635,6 +682,7 @@ int main(int argc, char **argv)
 			map_section(d);
 			listener_section(d);
 			register_section(d);
+			dirty_section(d);
 			if (!TAP_OK(iodma_domain_nr_mappings(d) == 0, "no_mapping_left",
 				    "%" PRIu64, iodma_domain_nr_mappings(d)))
 				iodma_domain_for_each_mapping(d, 0, UINT64_MAX,
