@@ -165,6 +165,7 @@ static void free_subtree(struct btree_node *n, unsigned int level)
 
 void btree_fini(struct btree *t)
 {
+	t->last_leaf = NULL;
 	if (t->root)
 		free_subtree(t->root, t->height);
 	while (t->spare) {
@@ -488,7 +489,67 @@ insert_path(struct btree *t, struct btree_node **path, const unsigned int *idx,
 	return insert_split(t, path, idx, pos, key, value);
 }
 
+static int insert_walk(struct btree *t, uint64_t key, const void *value);
+static int insert_check_walk(struct btree *t, uint64_t key, const void *value,
+			     btree_gap_fn check, void *arg);
+
+/* The rightmost leaf when @key goes after every key and it has room (an
+ * append: sequential maps, the batched case), else NULL.  Appending there
+ * changes no separator: interior keys bound subtrees from below. */
+static inline struct btree_node *append_leaf(const struct btree *t, uint64_t key)
+{
+	struct btree_node *n = t->last_leaf;
+
+	if (n && n->nr > 0 && n->nr < BT_LEAF_MAX && key > n->keys[n->nr - 1])
+		return n;
+	return NULL;
+}
+
+/* After an insert by a walk: remember the rightmost leaf (height loads). */
+static void last_leaf_set(struct btree *t)
+{
+	t->last_leaf = t->root ? (struct btree_node *)(uintptr_t)
+				 rightmost_leaf(t->root, t->height) : NULL;
+}
+
 int btree_insert(struct btree *t, uint64_t key, const void *value)
+{
+	struct btree_node *n = append_leaf(t, key);
+	int err;
+
+	if (n) {
+		t->count++;
+		leaf_insert_at(t, n, n->nr, key, value);
+		return 0;
+	}
+	err = insert_walk(t, key, value);
+	if (err == 0)
+		last_leaf_set(t);
+	return err;
+}
+
+int btree_insert_check(struct btree *t, uint64_t key, const void *value,
+		       btree_gap_fn check, void *arg)
+{
+	struct btree_node *n = append_leaf(t, key);
+	int err;
+
+	if (n) {
+		/* The neighbours: the leaf's last entry, and none after. */
+		err = check(leaf_val(t, n, n->nr - 1), n->keys[n->nr - 1], NULL, 0, arg);
+		if (err)
+			return err;
+		t->count++;
+		leaf_insert_at(t, n, n->nr, key, value);
+		return 0;
+	}
+	err = insert_check_walk(t, key, value, check, arg);
+	if (err == 0)
+		last_leaf_set(t);
+	return err;
+}
+
+static int insert_walk(struct btree *t, uint64_t key, const void *value)
 {
 	struct btree_node *path[BT_MAX_HEIGHT];
 	unsigned int idx[BT_MAX_HEIGHT];
@@ -521,8 +582,8 @@ int btree_insert(struct btree *t, uint64_t key, const void *value)
 	return insert_path(t, path, idx, pos, key, value);
 }
 
-int btree_insert_check(struct btree *t, uint64_t key, const void *value,
-		       btree_gap_fn check, void *arg)
+static int insert_check_walk(struct btree *t, uint64_t key, const void *value,
+			     btree_gap_fn check, void *arg)
 {
 	struct btree_node *path[BT_MAX_HEIGHT];
 	unsigned int idx[BT_MAX_HEIGHT];
@@ -774,6 +835,8 @@ int btree_remove(struct btree *t, uint64_t key, void *value_out)
 	struct btree_node *n = t->root;
 	unsigned int h = t->height, pos, l;
 
+	t->last_leaf = NULL; /* a merge may free the rightmost leaf */
+
 	if (!n)
 		return -ENOENT;
 	for (l = 0; l + 1 < h; l++) {
@@ -798,6 +861,8 @@ int btree_remove_le(struct btree *t, uint64_t key, btree_pick_fn pick,
 	struct btree_node *n = t->root;
 	const struct btree_node *cl = NULL, *nb;
 	unsigned int h = t->height, cl_level = 0, i, l;
+
+	t->last_leaf = NULL; /* a merge may free the rightmost leaf */
 	uint64_t k;
 	int err;
 
@@ -848,6 +913,7 @@ size_t btree_remove_range(struct btree *t, uint64_t lo, uint64_t hi,
 
 	if (lo > hi)
 		return 0;
+	t->last_leaf = NULL; /* merges may free the rightmost leaf */
 	while (t->root) {
 		struct btree_node *n = t->root;
 		unsigned int h = t->height, pos, end, l;

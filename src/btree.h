@@ -38,6 +38,10 @@ struct btree {
 	unsigned int height;        /* 0 = empty, 1 = root is a leaf */
 	struct btree_node *spare;   /* preloaded free nodes (singly linked) */
 	unsigned int nr_spare;
+	struct btree_node *last_leaf; /* the rightmost leaf, or NULL (unknown):
+				     * an insert past the largest key goes
+				     * straight there; every removal forgets
+				     * it, every other insert sets it again */
 };
 
 /* Initialise an empty tree whose values are @value_size bytes.

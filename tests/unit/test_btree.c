@@ -519,6 +519,59 @@ static int expect_le(uint64_t key, const void *value, void *arg)
 	return cx->answer;
 }
 
+/* Appends go straight to the rightmost leaf; a removal may merge that
+ * leaf away (it is forgotten then), and the next append finds the new
+ * one: order, counts and invariants hold through rounds of both. */
+static void test_appends_after_removals(void **state)
+{
+	struct btree t;
+	uint64_t top = 0;
+
+	(void)state;
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	for (int round = 0; round < 20; round++) {
+		size_t n = 500 + rnd() % 3000, drop;
+
+		for (size_t i = 0; i < n; i++) {
+			struct val v = mkval(top);
+
+			assert_int_equal(btree_insert(&t, top, &v), 0);
+			top += 1 + rnd() % 3;
+		}
+		/* Drop the top part, then a range in the middle. */
+		drop = rnd() % (btree_count(&t) + 1);
+		for (size_t i = 0; i < drop; i++) {
+			uint64_t k;
+
+			assert_non_null(btree_lookup_le(&t, UINT64_MAX, &k));
+			assert_int_equal(btree_remove(&t, k, NULL), 0);
+		}
+		if (btree_count(&t) > 10) {
+			uint64_t lo, hi;
+
+			assert_non_null(btree_lookup_ge(&t, 0, &lo));
+			assert_non_null(btree_lookup_le(&t, UINT64_MAX, &hi));
+			btree_remove_range(&t, lo + (hi - lo) / 3, lo + (hi - lo) / 2, NULL, NULL);
+		}
+		assert_int_equal(btree_check(&t), 0);
+	}
+	/* Everything is still in order and found. */
+	{
+		uint64_t k, prev = 0;
+		size_t n = 0;
+		const void *v;
+
+		for (v = btree_lookup_ge(&t, 0, &k); v; v = btree_next(&t, k, &k)) {
+			assert_true(n == 0 || k > prev);
+			check_val(v, k);
+			prev = k;
+			n++;
+		}
+		assert_int_equal(n, btree_count(&t));
+	}
+	btree_fini(&t);
+}
+
 /* btree_visit()'s visitor: log, and stop after @stop_after entries (0 = never). */
 struct each_log {
 	struct visit_log vl;
@@ -723,6 +776,7 @@ int main(void)
 		cmocka_unit_test(test_insert_fail_nth_leaves_tree_unchanged),
 		cmocka_unit_test(test_preload_guarantees_insert),
 		cmocka_unit_test(test_remove_range_matches_model),
+		cmocka_unit_test(test_appends_after_removals),
 		cmocka_unit_test(test_visit_matches_model),
 		cmocka_unit_test(test_neighbour_ops_match_model),
 		cmocka_unit_test(test_check_detects_corruption),
