@@ -1034,6 +1034,32 @@ static uint64_t *dirty_buf(uint64_t len, uint64_t pgsize, uint64_t *bytes)
 	return iodma_calloc((size_t)words, sizeof(uint64_t));
 }
 
+/* After an ioctl that filled @buf with the dirty bits of [iova, iova +
+ * len): OR them into @bitmap (@rc 0), or say why not (@rc < 0, errno set).
+ * Returns 0 or -errno. */
+static int dirty_done(int rc, const char *what, uint64_t iova, uint64_t len,
+		      uint64_t pgsize, const uint64_t *buf, uint64_t *bitmap)
+{
+	int err = -errno;
+
+	if (rc == 0) {
+		bits_or(bitmap, buf, len / pgsize);
+		return 0;
+	}
+	vfio_set_error("vfio: %s iova %#llx len %#llx: %s", what,
+		       (unsigned long long)iova, (unsigned long long)len,
+		       strerror(-err));
+	return err;
+}
+
+static void bitmap_arg(struct vfio_bitmap *b, uint64_t pgsize, uint64_t bytes,
+		       uint64_t *buf)
+{
+	b->pgsize = pgsize;
+	b->size = bytes;
+	b->data = (__u64 *)buf;
+}
+
 static int vfio_dirty_pages(struct vfio *v, uint32_t flag, const char *what)
 {
 	struct vfio_iommu_type1_dirty_bitmap db = { .argsz = sizeof(db), .flags = flag };
@@ -1088,7 +1114,7 @@ static int vfio_dirty_get(void *priv, uint64_t iova, uint64_t len,
 		struct vfio_iommu_type1_dirty_bitmap_get get;
 	} a;
 	uint64_t bytes, *buf = dirty_buf(len, pgsize, &bytes);
-	int err = 0;
+	int err;
 
 	if (!buf)
 		return -ENOMEM;
@@ -1097,17 +1123,11 @@ static int vfio_dirty_get(void *priv, uint64_t iova, uint64_t len,
 	a.db.flags = VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
 	a.get.iova = iova;
 	a.get.size = len;
-	a.get.bitmap.pgsize = pgsize;
-	a.get.bitmap.size = bytes;
-	a.get.bitmap.data = (__u64 *)buf;
-	if (VFIO_IOCTL(v, nr_other_ioctls, v->container, VFIO_IOMMU_DIRTY_PAGES, &a) == 0) {
-		bits_or(bitmap, buf, len / pgsize);
-	} else {
-		err = -errno;
-		vfio_set_error("vfio: VFIO_IOMMU_DIRTY_PAGES GET_BITMAP iova %#llx len %#llx: %s",
-			       (unsigned long long)iova, (unsigned long long)len,
-			       strerror(errno));
-	}
+	bitmap_arg(&a.get.bitmap, pgsize, bytes, buf);
+	err = dirty_done(VFIO_IOCTL(v, nr_other_ioctls, v->container,
+				    VFIO_IOMMU_DIRTY_PAGES, &a),
+			 "VFIO_IOMMU_DIRTY_PAGES GET_BITMAP", iova, len, pgsize,
+			 buf, bitmap);
 	iodma_free(buf);
 	return err;
 }
@@ -1121,7 +1141,7 @@ static int vfio_unmap_dirty(void *priv, uint64_t iova, uint64_t len,
 		struct vfio_bitmap b;
 	} a;
 	uint64_t bytes, *buf;
-	int err = 0;
+	int err;
 
 	if (v->noiommu)
 		return vfio_unmap(priv, iova, len, unmapped);
@@ -1133,19 +1153,15 @@ static int vfio_unmap_dirty(void *priv, uint64_t iova, uint64_t len,
 	a.u.flags = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
 	a.u.iova = iova;
 	a.u.size = len;
-	a.b.pgsize = pgsize;
-	a.b.size = bytes;
-	a.b.data = (__u64 *)buf;
-	if (VFIO_IOCTL(v, nr_unmap_ioctls, v->container, VFIO_IOMMU_UNMAP_DMA, &a) == 0) {
-		bits_or(bitmap, buf, len / pgsize);
+	bitmap_arg(&a.b, pgsize, bytes, buf);
+	err = dirty_done(VFIO_IOCTL(v, nr_unmap_ioctls, v->container,
+				    VFIO_IOMMU_UNMAP_DMA, &a),
+			 "VFIO_IOMMU_UNMAP_DMA GET_DIRTY_BITMAP", iova, len, pgsize,
+			 buf, bitmap);
+	if (err == 0) {
 		*unmapped = a.u.size;
 		if (a.u.size > len)
-			err = -EIO;
-	} else {
-		err = -errno;
-		vfio_set_error("vfio: VFIO_IOMMU_UNMAP_DMA GET_DIRTY_BITMAP iova %#llx len %#llx: %s",
-			       (unsigned long long)iova, (unsigned long long)len,
-			       strerror(errno));
+			err = -EIO; /* more than asked: cannot be explained */
 	}
 	iodma_free(buf);
 	return err;
