@@ -41,53 +41,6 @@
 #include "regmap.h"
 #include "util.h"
 
-#define REGMAP_L1_SHIFT   33
-#define REGMAP_L1_SIZE    (1u << (REGMAP_VA_BITS - REGMAP_L1_SHIFT))
-#define REGMAP_CHUNK_SHIFT 21
-#define REGMAP_CHUNK_SIZE (1ull << REGMAP_CHUNK_SHIFT)
-#define REGMAP_L2_SIZE    (1u << (REGMAP_L1_SHIFT - REGMAP_CHUNK_SHIFT))
-#define REGMAP_LEAF_SIZE  (1u << (REGMAP_CHUNK_SHIFT - REGMAP_PAGE_SHIFT))
-#define REGMAP_VALID      1ull
-
-struct regmap_leaf {
-	_Atomic uint64_t e[REGMAP_LEAF_SIZE];   /* IOVA | REGMAP_VALID, or 0 */
-};
-
-struct regmap_l2 {
-	_Atomic uint64_t e[REGMAP_L2_SIZE];     /* 0, direct, or leaf pointer */
-};
-
-struct regmap {
-	os_mutex_t lock;                        /* serialises writers */
-	uint64_t bytes;                         /* table bytes; under lock */
-	struct regmap_l2 *_Atomic l1[REGMAP_L1_SIZE]; /* installed under lock */
-};
-
-static inline unsigned int l1_idx(uint64_t va)
-{
-	return (unsigned int)(va >> REGMAP_L1_SHIFT) & (REGMAP_L1_SIZE - 1);
-}
-
-static inline unsigned int l2_idx(uint64_t va)
-{
-	return (unsigned int)(va >> REGMAP_CHUNK_SHIFT) & (REGMAP_L2_SIZE - 1);
-}
-
-static inline unsigned int leaf_idx(uint64_t va)
-{
-	return (unsigned int)(va >> REGMAP_PAGE_SHIFT) & (REGMAP_LEAF_SIZE - 1);
-}
-
-static inline bool ent_direct(uint64_t e)
-{
-	return e & REGMAP_VALID;
-}
-
-static inline struct regmap_leaf *ent_leaf(uint64_t e)
-{
-	return ent_direct(e) ? NULL : (struct regmap_leaf *)(uintptr_t)e;
-}
-
 int regmap_create(struct regmap **out)
 {
 	struct regmap *m = iodma_calloc(1, sizeof(*m));
@@ -127,23 +80,6 @@ uint64_t regmap_table_bytes(struct regmap *m)
 	n = m->bytes;
 	os_mutex_unlock(&m->lock);
 	return n;
-}
-
-/* len > 0 and [va, va + len) below 2^48 (len - 1 < 2^48 rules out a
- * wrap of va + len - 1 too). */
-static inline bool in_va_space(uint64_t va, uint64_t len)
-{
-	return (((len - 1) | (va + (len - 1))) >> REGMAP_VA_BITS) == 0;
-}
-
-/* The L2 entry of @va's chunk, or NULL (no L2 table).  Lock-free. */
-static inline _Atomic uint64_t *l2_ent(const struct regmap *m, uint64_t va)
-{
-	struct regmap_l2 *l2;
-
-	l2 = atomic_load_explicit(&((struct regmap *)m)->l1[l1_idx(va)],
-				  memory_order_acquire);
-	return l2 ? &l2->e[l2_idx(va)] : NULL;
 }
 
 /* Install the L2 table of @va and, with @leaf, a leaf under its chunk
@@ -328,40 +264,8 @@ static int lookup_span(const struct regmap *m, uint64_t va, uint64_t len,
 	return 0;
 }
 
-int regmap_lookup(const struct regmap *m, uint64_t va, uint64_t len,
-		  uint64_t *iova)
+int regmap_lookup_slow(const struct regmap *m, uint64_t va, uint64_t len,
+		       uint64_t *iova)
 {
-	_Atomic uint64_t *pe;
-	uint64_t e, off;
-	struct regmap_leaf *lf;
-
-	if (!in_va_space(va, len))
-		return -ENOENT;
-	pe = l2_ent(m, va);
-	if (!pe)
-		return -ENOENT;
-	/* The common cases inline: the buffer lies in one direct chunk or
-	 * in one page of a leaf. */
-	e = atomic_load_explicit(pe, memory_order_acquire);
-	if (ent_direct(e)) {
-		off = va & (REGMAP_CHUNK_SIZE - 1);
-		if (len <= REGMAP_CHUNK_SIZE - off) {
-			*iova = (e ^ REGMAP_VALID) + off;
-			return 0;
-		}
-	} else {
-		lf = ent_leaf(e);
-		if (!lf)
-			return -ENOENT;
-		e = atomic_load_explicit(&lf->e[leaf_idx(va)],
-					 memory_order_relaxed);
-		if (!(e & REGMAP_VALID))
-			return -ENOENT;
-		off = va & (REGMAP_PAGE_SIZE - 1);
-		if (len <= REGMAP_PAGE_SIZE - off) {
-			*iova = (e ^ REGMAP_VALID) + off;
-			return 0;
-		}
-	}
 	return lookup_span(m, va, len, iova);
 }
