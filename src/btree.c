@@ -791,6 +791,11 @@ static void leaf_fix(struct btree *t, struct btree_node **path,
 {
 	unsigned int h = t->height, l;
 
+	/* A merge may free the rightmost leaf, a borrow change which leaf
+	 * that is: forget it (a removal that needs no fix keeps it: the
+	 * rightmost leaf still holds the largest keys). */
+	t->last_leaf = NULL;
+
 	if (h == 1) {
 		if (n->nr == 0) {
 			iodma_free(n);
@@ -835,7 +840,6 @@ int btree_remove(struct btree *t, uint64_t key, void *value_out)
 	struct btree_node *n = t->root;
 	unsigned int h = t->height, pos, l;
 
-	t->last_leaf = NULL; /* a merge may free the rightmost leaf */
 
 	if (!n)
 		return -ENOENT;
@@ -862,7 +866,6 @@ int btree_remove_le(struct btree *t, uint64_t key, btree_pick_fn pick,
 	const struct btree_node *cl = NULL, *nb;
 	unsigned int h = t->height, cl_level = 0, i, l;
 
-	t->last_leaf = NULL; /* a merge may free the rightmost leaf */
 	uint64_t k;
 	int err;
 
@@ -913,7 +916,6 @@ size_t btree_remove_range(struct btree *t, uint64_t lo, uint64_t hi,
 
 	if (lo > hi)
 		return 0;
-	t->last_leaf = NULL; /* merges may free the rightmost leaf */
 	while (t->root) {
 		struct btree_node *n = t->root;
 		unsigned int h = t->height, pos, end, l;

@@ -40,8 +40,9 @@ struct btree {
 	unsigned int nr_spare;
 	struct btree_node *last_leaf; /* the rightmost leaf, or NULL (unknown):
 				     * an insert past the largest key goes
-				     * straight there; every removal forgets
-				     * it, every other insert sets it again */
+				     * straight there; a removal forgets
+				     * it when it restructures, every other
+				     * insert sets it again */
 };
 
 /* Initialise an empty tree whose values are @value_size bytes.

@@ -106,6 +106,12 @@ struct iodma_domain {
 					 * fence): freed at destroy; map_lock */
 	_Atomic uint64_t pt_nodes_freed; /* page-table nodes pruned and freed
 					 * (for tests) */
+	uint64_t dirty_pgsize;          /* the backend logs the device's writes
+					 * at this page size while the dirty
+					 * log is on, else 0; written under
+					 * map_lock (and xlate's dirty_lock),
+					 * read by unmaps under map_lock: kept
+					 * off the lines translators write */
 
 	struct iova_alloc *iova;        /* thread-safe on its own */
 

@@ -202,10 +202,6 @@ struct xlate_state {
 	os_mutex_t res_lock;            /* serialises set_resolver; protects
 					 * res_slot */
 	os_mutex_t dirty_lock;          /* serialises dirty start/stop */
-	uint64_t dirty_pgsize;          /* the backend logs the device's writes
-					 * at this page size while the log is
-					 * on, else 0; written under map_lock
-					 * and dirty_lock */
 	os_mutex_t fault_lock;          /* protects the fields below */
 	struct iodma_fault *faults;     /* ring of fault_cap records */
 	uint32_t fault_cap;
@@ -1190,7 +1186,7 @@ IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d)
 			iodma_free(dl);
 			goto out;
 		}
-		xl->dirty_pgsize = 1ull << gshift;
+		d->dirty_pgsize = 1ull << gshift;
 	}
 	atomic_store_explicit(&xl->dirty, dl, memory_order_release);
 out:
@@ -1210,9 +1206,9 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d)
 	os_mutex_lock(&d->map_lock);
 	os_mutex_lock(&xl->dirty_lock);
 	dl = atomic_exchange_explicit(&xl->dirty, NULL, memory_order_acq_rel);
-	if (dl && xl->dirty_pgsize) {
+	if (dl && d->dirty_pgsize) {
 		d->ops->dirty_stop(d->bpriv);
-		xl->dirty_pgsize = 0;
+		d->dirty_pgsize = 0;
 	}
 	os_mutex_unlock(&xl->dirty_lock);
 	os_mutex_unlock(&d->map_lock);
@@ -1232,7 +1228,7 @@ static inline bool xl_backend_may_log(struct iodma_domain *d)
 
 uint64_t xlate_dirty_backend(struct iodma_domain *d)
 {
-	return d->xl->dirty_pgsize;
+	return d->dirty_pgsize;
 }
 
 void xlate_dirty_merge(struct iodma_domain *d, uint64_t iova, uint64_t pgsize,
@@ -1347,7 +1343,7 @@ IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 		 * the read side: the backend call may sleep). */
 		os_rcu_read_unlock();
 		os_mutex_lock(&d->map_lock);
-		if (d->xl->dirty_pgsize == g)
+		if (d->dirty_pgsize == g)
 			ret = domain_dirty_get(d, iova, len, g, bitmap);
 		os_mutex_unlock(&d->map_lock);
 		return ret;
