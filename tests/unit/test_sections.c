@@ -507,7 +507,7 @@ static void test_listener_unmap_event_cannot_translate_the_range(void **state)
 	l.d = d;
 	assert_int_equal(iodma_domain_add_listener(d, &xl_ops, &l, &li), 0);
 	assert_int_equal(iodma_domain_map(d, IOVA_A, PG, a, IODMA_PERM_RW), 0);
-	/* Warm the IOTLB: the entry must be gone too. */
+	/* Translated once before: the leaf must be gone too. */
 	assert_int_equal(iodma_translate(d, IOVA_A, 8, IODMA_PERM_READ, &s, 1, &nr, NULL), 0);
 	assert_int_equal(iodma_domain_unmap(d, IOVA_A, PG), 0);
 	assert_int_equal(l.calls, 1);

@@ -35,7 +35,7 @@ struct race {
 	atomic_ulong reads_failed;  /* -EFAULT: nothing mapped right now */
 	atomic_ulong torn;          /* a read that mixed patterns: must be 0 */
 	atomic_ulong bad_errors;    /* anything but 0 / -EFAULT: must be 0 */
-	atomic_int next_id;         /* reader 0 also flushes the IOTLB */
+	atomic_int next_id;         /* reader 0 also calls iodma_iotlb_flush */
 	bool zero;                  /* memory is all zero, not a pattern */
 };
 

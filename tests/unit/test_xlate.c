@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit tests: device-side translation (iodma/xlate.h, seed 002 GuestMemory
- * with IOMMU): slices, errors and their sub-ranges, check_range, IOTLB,
+ * with IOMMU): slices, errors and their sub-ranges, check_range, counters,
  * two stages, identity, resolver, fault log, dirty log, counters. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -840,8 +840,8 @@ static void test_domain_create_fail_nth_covers_xlate_init(void **state)
 }
 
 /* The guest-physical dirty log (memory.h): device writes through a
- * two-stage domain mark the GPA pages behind the IOVAs, on the IOTLB miss
- * and hit paths alike, and the marks survive the unmap of the IOVA. */
+ * two-stage domain mark the GPA pages behind the IOVAs, and the marks
+ * survive the unmap of the IOVA. */
 static uint64_t gpa_harvest(struct iodma_memory *m, uint64_t gpa, uint64_t pages)
 {
 	uint64_t bm[1] = { 0 };
