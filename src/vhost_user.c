@@ -1282,6 +1282,8 @@ IODMA_EXPORT int iodma_vhost_user_handle(struct iodma_vhost_user *vu,
 	bool need_ack;
 	int ret;
 
+	if (reply)
+		reply->len = 0; /* on every return: a reused struct sends nothing stale */
 	if (nfds && !fds)
 		return -EINVAL;
 	for (size_t i = 0; i < nfds && i < IODMA_VHOST_USER_MAX_FDS; i++)
@@ -1296,7 +1298,6 @@ IODMA_EXPORT int iodma_vhost_user_handle(struct iodma_vhost_user *vu,
 		fds_close(&f);
 		return -EINVAL;
 	}
-	reply->len = 0;
 	if (len < sizeof(h)) {
 		fds_close(&f);
 		return -EBADMSG;

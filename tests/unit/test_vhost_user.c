@@ -1564,6 +1564,40 @@ static void test_random_message_stream(void **state)
 
 /* ---- error paths of the smaller entry points ------------------------------------ */
 
+/* Found by tests/fuzz: handle() refused too many fds, or a NULL message,
+ * before it cleared the reply, so a caller reusing its reply struct sent
+ * the previous message's reply again. */
+static void test_reply_cleared_on_early_errors(void **state)
+{
+	uint8_t buf[64];
+	size_t len = build(buf, VU_GET_QUEUE_NUM, VU_VERSION, NULL, 0);
+	struct fe t;
+	int base;
+
+	(void)state;
+	fe_init(&t, NULL);
+	assert_int_equal(fe_msg(&t, VU_GET_QUEUE_NUM, VU_VERSION, NULL, 0, NULL, 0), 0);
+	assert_int_equal(t.reply.len, 20);
+	base = count_fds();
+	/* Nine fds: -EINVAL, all closed, and nothing to send. */
+	assert_int_equal(raw_handle(&t, buf, len, t.memfd, 9), -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	assert_int_equal(count_fds(), base);
+	t.reply.len = 20;
+	assert_int_equal(iodma_vhost_user_handle(t.vu, NULL, len, NULL, 0, &t.reply),
+			 -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	t.reply.len = 20;
+	assert_int_equal(iodma_vhost_user_handle(t.vu, buf, len, NULL, 1, &t.reply),
+			 -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	t.reply.len = 20;
+	assert_int_equal(iodma_vhost_user_handle(NULL, buf, len, NULL, 0, &t.reply),
+			 -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	fe_fini(&t);
+}
+
 static void test_socket_helpers_errors(void **state)
 {
 	uint8_t buf[64], big[300], zero[100] = { 0 };
@@ -1723,6 +1757,7 @@ int main(void)
 		cmocka_unit_test(test_vring_addresses_without_iommu_are_user_addresses),
 		cmocka_unit_test(test_malformed_messages_change_nothing),
 		cmocka_unit_test(test_socket_helpers_errors),
+		cmocka_unit_test(test_reply_cleared_on_early_errors),
 		cmocka_unit_test(test_log_write_and_mapping_limit_errors),
 		cmocka_unit_test(test_iotlb_miss_malformed_ack),
 		cmocka_unit_test(test_fail_nth_alloc_changes_nothing),
