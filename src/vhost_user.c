@@ -1344,12 +1344,18 @@ IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
 	struct vu_vring *vr;
 	struct vu_shlog *log;
 	uint64_t ulen, gpa;
+	uint32_t num;
 	int ret = 0;
 
 	if (!vu || vring >= vu->max_vrings || len == 0)
 		return -EINVAL;
 	vr = &vu->vrings[vring];
-	ulen = used_ring_len(atomic_load_explicit(&vr->log_num, memory_order_acquire));
+	num = atomic_load_explicit(&vr->log_num, memory_order_acquire);
+	/* No size, no used ring: the log checks (SET_VRING_ADDR, _NUM,
+	 * SET_LOG_BASE) pass a logged ring without one. */
+	if (num == 0)
+		return -EINVAL;
+	ulen = used_ring_len(num);
 	if (offset >= ulen || len > ulen - offset)
 		return -EINVAL;
 	if (!has_feature(vu, VU_F_LOG_ALL) ||
