@@ -568,13 +568,21 @@ static void ring_get(struct fz *z, uint32_t i, struct ring_snap *s)
 	struct iodma_vhost_user_vring v;
 
 	CHECK(iodma_vhost_user_get_vring(z->vu, i, &v) == 0);
-	*s = (struct ring_snap){ .num = v.num, .base = v.base,
-				 .addr_flags = v.addr_flags, .desc = v.desc,
-				 .avail = v.avail, .used = v.used,
-				 .log_guest_addr = v.log_guest_addr,
-				 .addr_valid = v.addr_valid, .started = v.started,
-				 .enabled = v.enabled, .kick = v.kick_fd,
-				 .call = v.call_fd, .err = v.err_fd };
+	/* Field by field: the padding must compare equal too (memcmp). */
+	memset(s, 0, sizeof(*s));
+	s->num = v.num;
+	s->base = v.base;
+	s->addr_flags = v.addr_flags;
+	s->desc = v.desc;
+	s->avail = v.avail;
+	s->used = v.used;
+	s->log_guest_addr = v.log_guest_addr;
+	s->addr_valid = v.addr_valid;
+	s->started = v.started;
+	s->enabled = v.enabled;
+	s->kick = v.kick_fd;
+	s->call = v.call_fd;
+	s->err = v.err_fd;
 }
 
 static void snap_take(struct fz *z, struct snap *s, bool fds)
@@ -1346,6 +1354,60 @@ static void check_accepted(struct fz *z, uint32_t req, const uint8_t *p,
 	(void)size;
 }
 
+/* Send the message over a socketpair as a front end does and receive it
+ * with iodma_vhost_user_recv(), as a back end's loop does: the fds become
+ * the received copies (ours are closed).  Fds that cannot travel (-1, the
+ * bad number) keep the message off the socket. */
+static int through_socket(struct fz *z, struct msg *m, int *fds, int nfds)
+{
+	union {
+		char buf[CMSG_SPACE(8 * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { .iov_base = m->buf, .iov_len = m->len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	uint8_t in[MSG_CAP];
+	int got[IODMA_VHOST_USER_MAX_FDS], sv[2], n;
+	size_t ngot = IODMA_VHOST_USER_MAX_FDS;
+	/* Sometimes a buffer one byte short of the payload. */
+	size_t cap = z->msg % 8 == 7 && m->len > 12 ? m->len - 1 : sizeof(in);
+
+	for (int i = 0; i < nfds; i++)
+		if (fds[i] < 0 || fds[i] == BAD_FD)
+			return nfds;
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	if (nfds) {
+		struct cmsghdr *c;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+	}
+	CHECK(sendmsg(sv[0], &mh, MSG_NOSIGNAL) == (ssize_t)m->len);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	n = iodma_vhost_user_recv(sv[1], in, cap, got, &ngot);
+	close(sv[0]);
+	close(sv[1]);
+	if (n < 0) {
+		/* Too big for the buffer: no fd left open, nothing to handle. */
+		CHECK(n == -EMSGSIZE && cap < m->len && ngot == 0, "recv: %d", n);
+		memset(m->buf, 0, 12);
+		m->len = 0;
+		return 0;
+	}
+	CHECK((size_t)n == m->len && ngot == (size_t)nfds &&
+	      memcmp(in, m->buf, m->len) == 0, "recv: %d, %zu fds", n, ngot);
+	for (int i = 0; i < nfds; i++)
+		fds[i] = got[i];
+	return nfds;
+}
+
 static int trace = -1; /* IODMA_FUZZ_TRACE set: print every message */
 
 static void one_message(struct fz *z)
@@ -1365,7 +1427,7 @@ static void one_message(struct fz *z)
 
 	memset(&m, 0, sizeof(m));
 	if (x == 3)
-		nth = 1 + rd8(&z->r) % 12;
+		nth = 1 + rd8(&z->r) % 32;
 	if ((ctl & 3) == 3) {
 		/* Raw: the header as the input says. */
 		m.req = rd8(&z->r) % 40;
@@ -1425,6 +1487,8 @@ static void one_message(struct fz *z)
 		fds[i] = make_fd(z, kind);
 		ino[i] = ino_of(fds[i]);
 	}
+	if (x == 1 && m.len == 12 + (uint64_t)h.size && nfds <= 8)
+		nfds = through_socket(z, &m, fds, nfds);
 	need_ack = (h.flags & VU_FLAG_NEED_REPLY) &&
 		   (before.prot & (1ull << VU_PROTOCOL_F_REPLY_ACK));
 	header_ok = m.len >= 12 && (h.flags & 3) == VU_VERSION && !(h.flags & ~0xbu) &&
@@ -1599,10 +1663,13 @@ static unsigned int ereq(uint32_t req)
 	abort();
 }
 
+/* ctl bits every structured record gets (0x08: through the socket). */
+static unsigned int ectl;
+
 /* Start a structured record: ctl (fd mode "natural", need_reply), request. */
 static void emsg(struct enc *e, uint32_t req, bool need)
 {
-	e8(e, need ? 4 : 0);
+	e8(e, (need ? 4 : 0) | ectl);
 	e8(e, ereq(req));
 }
 
@@ -1673,9 +1740,9 @@ static void edev_xlate(struct enc *e, unsigned int extra)
 	e8(e, 0x10);
 	e8(e, 0x40);
 	e8(e, 2);
-	if (extra & 4) {            /* a miss: address, perm */
+	if (extra & 4) {            /* a miss: address, perm read, acked ahead */
 		e8(e, 0x20);
-		e8(e, 0);
+		e8(e, 0x80);
 	}
 	if (extra & 8) {            /* log_used: ring 0, offset, len */
 		e8(e, 0);
@@ -1693,7 +1760,7 @@ static void edev_xlate(struct enc *e, unsigned int extra)
 static void etable(struct enc *e, bool need, unsigned int n, const uint64_t (*r)[4],
 		   int fds_mode)
 {
-	e8(e, (need ? 4 : 0) | (fds_mode << 5));
+	e8(e, (need ? 4 : 0) | (fds_mode << 5) | ectl);
 	e8(e, ereq(VU_SET_MEM_TABLE));
 	e8(e, n);
 	for (unsigned int i = 0; i < n; i++)
@@ -1747,7 +1814,10 @@ int vu_fuzz_write_seeds(const char *dir)
 	int n = 0;
 
 #define SAVE(name) do { if (save(dir, name, &e)) return -1; n++; } while (0)
-	/* 1. The QEMU-like session: features, table, IOTLB, rings. */
+	/* 1. The QEMU-like session: features, table, IOTLB, rings; then the
+	 * same through the socket and iodma_vhost_user_recv(). */
+	for (int sock = 0; sock < 2; sock++) {
+	ectl = sock ? 0x08 : 0;
 	setup(&e, 0x49, F_IOMMU | F_PROTO | F_V1);
 	emsg(&e, VU_SET_BACKEND_REQ_FD, true);
 	eend(&e, 1, 0);
@@ -1769,7 +1839,9 @@ int vu_fuzz_write_seeds(const char *dir)
 	edev_xlate(&e, 0x10);
 	evring(&e, VU_GET_VRING_BASE, 0, 0);
 	eiotlb(&e, false, 0, 0, 0, 0, 0);
-	SAVE("session-iommu");
+	SAVE(sock ? "session-iommu-socket" : "session-iommu");
+	}
+	ectl = 0;
 
 	/* 2. Without the IOMMU: vring addresses are user addresses. */
 	setup(&e, 0x49, F_PROTO | F_V1);
@@ -1843,6 +1915,14 @@ int vu_fuzz_write_seeds(const char *dir)
 		e8(&e, (uint8_t)(((64 - 20) << 1) | 1));
 		eend(&e, 1, 0);
 	}
+	/* Three slots: one more region fits, the next does not. */
+	for (int i = 0; i < 2; i++) {
+		emsg(&e, VU_ADD_MEM_REG, true);
+		e8(&e, 0);
+		eregion(&e, 0x800000 + i * 0x100000, 0x10000, UBASE + 0x80000 + i * 0x10000,
+			0x80000 + i * 0x10000);
+		eend(&e, 1, 0);
+	}
 	edev_xlate(&e, 0);
 	SAVE("bad-tables");
 
@@ -1855,6 +1935,10 @@ int vu_fuzz_write_seeds(const char *dir)
 	eiotlb(&e, true, 0x7001000, 0x2000, UBASE + 0x4000, 3, 0);
 	eiotlb(&e, true, 0x7000000, 0x2000, UBASE, 1, 0);
 	eiotlb(&e, true, 0x7100000, 0x1000, UBASE, 0, 0);
+	/* Two pieces (two regions); the second overlaps another mapping:
+	 * the first is unmapped again. */
+	eiotlb(&e, true, 0x7300000, 0x1000, UBASE + 0x20000, 3, 0);
+	eiotlb(&e, true, 0x72f0000, 0x11000, UBASE, 3, 0);
 	emsg(&e, VU_IOTLB_MSG, true);
 	e8(&e, 7 | (4 << 3));                   /* type 4: ACCESS_FAIL */
 	elit(&e, 0x7000000);
