@@ -1556,6 +1556,17 @@ static void one_message(struct fz *z)
 	} else {
 		vu_fuzz_stats.handled_ok++;
 		check_accepted(z, m.req, m.buf + 12, h.size, ino, &before);
+		/* The GET_* replies say what the object was made with. */
+		if (m.req == VU_GET_FEATURES)
+			CHECK(reply.len == 20 && (u64_at(reply.msg + 12) &
+			      (F_IOMMU | F_LOG | F_PROTO)) == (F_IOMMU | F_LOG | F_PROTO));
+		if (m.req == VU_GET_PROTOCOL_FEATURES)
+			CHECK(reply.len == 20 && !!(u64_at(reply.msg + 12) &
+			      (1ull << VU_PROTOCOL_F_CONFIG)) == z->ops);
+		if (m.req == VU_GET_QUEUE_NUM)
+			CHECK(reply.len == 20 && u64_at(reply.msg + 12) == z->rings);
+		if (m.req == VU_GET_MAX_MEM_SLOTS)
+			CHECK(reply.len == 20 && u64_at(reply.msg + 12) == z->slots);
 		if (m.req == VU_GET_VRING_BASE && reply.len == 20) {
 			struct vhost_vring_state s;
 
