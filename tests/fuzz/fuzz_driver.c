@@ -12,7 +12,9 @@
  * (tests/fuzz/README.md).  The sequence depends only on --seed and the
  * corpus, so input number N is reproducible: --save N FILE writes it.
  *
- * Defaults: 20000 inputs or 60 s; under valgrind 600, under TSan 500.  The
+ * Defaults: 20000 inputs or 60 s; under valgrind 600, under TSan 500.
+ * --threads adds a device thread that translates and reads while the
+ * messages are handled (3000 inputs; valgrind 300, TSan 200).  The
  * environment may lower or raise them: IODMA_FUZZ_COUNT, IODMA_FUZZ_SECONDS.
  * On a crash the input is written to ./vu-fuzz-crash.bin (and its number
  * printed) before the process dies.
@@ -322,15 +324,14 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: fuzz-vhost-user [--corpus DIR] [--count N] [--seconds S] [--seed X]\n"
-		"                       [--save N FILE] [--write-seeds DIR] [FILE...]\n");
+		"                       [--threads] [--save N FILE] [--write-seeds DIR] [FILE...]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	const char *corpus = NULL, *save_file = NULL;
-	long count = env_long("IODMA_FUZZ_COUNT",
-			      UNDER_VALGRIND() ? 600 : UNDER_TSAN ? 500 : 20000);
+	long count = -1;
 	double seconds = (double)env_long("IODMA_FUZZ_SECONDS", 60);
 	long save_index = -1, i;
 	uint64_t seed = 0x5eed0f1d0ull;
@@ -351,6 +352,8 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[a], "--save") && a + 2 < argc) {
 			save_index = atol(argv[++a]);
 			save_file = argv[++a];
+		} else if (!strcmp(argv[a], "--threads")) {
+			vu_fuzz_threads = 1;
 		} else if (!strcmp(argv[a], "--write-seeds") && a + 1 < argc) {
 			int n = vu_fuzz_write_seeds(argv[++a]);
 
@@ -366,6 +369,13 @@ int main(int argc, char **argv)
 			nfiles++;
 		}
 	}
+
+	if (count < 0 && vu_fuzz_threads)
+		count = env_long("IODMA_FUZZ_COUNT",
+				 UNDER_VALGRIND() ? 300 : UNDER_TSAN ? 200 : 3000);
+	else if (count < 0)
+		count = env_long("IODMA_FUZZ_COUNT",
+				 UNDER_VALGRIND() ? 600 : UNDER_TSAN ? 500 : 20000);
 
 	signal(SIGABRT, on_signal);
 	signal(SIGSEGV, on_signal);
@@ -448,6 +458,9 @@ int main(int argc, char **argv)
 	       (unsigned long long)vu_fuzz_stats.xlate_ok,
 	       (unsigned long long)vu_fuzz_stats.xlate_fault,
 	       (unsigned long long)vu_fuzz_stats.dirty_checked);
+	if (vu_fuzz_threads)
+		printf("  device thread: %llu translations\n",
+		       (unsigned long long)vu_fuzz_stats.thread_xlates);
 	/* A run that never got a table or an UPDATE through tested little. */
 	if (i >= 1000 && (!vu_fuzz_stats.ok_mem_table || !vu_fuzz_stats.ok_update ||
 			      !vu_fuzz_stats.dirty_checked)) {

@@ -71,6 +71,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -93,6 +96,7 @@
 #define MAX_RINGS 4
 #define MSG_CAP   (12 + 512)
 #define MISS_NS   1000ull               /* misses give up after 1 us */
+#define MISS_NS_MT 200000ull            /* with a device thread: 200 us */
 
 #define F_IOMMU (1ull << VU_F_IOMMU_PLATFORM)
 #define F_LOG   (1ull << VU_F_LOG_ALL)
@@ -107,6 +111,7 @@ enum { K_GPA, K_RSIZE, K_RUADDR, K_OFF, K_IOVA, K_TLBSZ, K_UADDR, K_LOGSZ,
        K_LOGOFF, K_IDX, K_NUM, K_RING, K_FEAT, K_PROT, K_VFD, K_VFLAGS };
 
 struct vu_fuzz_stats vu_fuzz_stats;
+int vu_fuzz_threads;
 
 /* ---- input ------------------------------------------------------------------ */
 
@@ -1578,12 +1583,89 @@ static void one_message(struct fz *z)
 	device(z);
 }
 
+/* ---- a concurrent device (vu_fuzz_threads) --------------------------------------------- */
+
+/*
+ * A second thread translates while the main thread handles messages, as a
+ * back end's queue thread does: device reads through slices inside access
+ * sections (a slice of memory unmapped under it faults: SIGSEGV, ASan), and
+ * misses that wait in the resolver for an UPDATE the main thread may send
+ * (or for a quiesce to release them).  It only reads guest memory and never
+ * maps, so the main thread's checks stay exact.
+ */
+struct devthr {
+	struct iodma_domain *dom;
+	atomic_bool stop;
+	uint64_t rng;
+	uint64_t runs;
+	pthread_t t;
+};
+
+/* Guest memory races with the main thread's device writes by nature (it
+ * is DMA): keep these reads out of ThreadSanitizer's view; the library's
+ * own accesses stay checked. */
+#if defined(__SANITIZE_THREAD__)
+#define NO_TSAN __attribute__((no_sanitize_thread))
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NO_TSAN __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#ifndef NO_TSAN
+#define NO_TSAN
+#endif
+
+NO_TSAN static void touch(const struct iodma_slice *s)
+{
+	volatile const uint8_t *p = s->va;
+
+	(void)p[0];
+	(void)p[s->len - 1];
+}
+
+static void *dev_thread(void *arg)
+{
+	struct devthr *d = arg;
+
+	while (!atomic_load(&d->stop)) {
+		struct iodma_slice s[8];
+		struct map_list l = { .n = 0 };
+		uint64_t r, iova, len;
+		size_t nr = 0;
+
+		d->rng ^= d->rng >> 12;
+		d->rng ^= d->rng << 25;
+		d->rng ^= d->rng >> 27;
+		r = d->rng * 0x2545f4914f6cdd1dull;
+		iova = ((r >> 8) % 256) * 0x4000;
+		len = 1 + (r >> 32) % (2 * PG);
+		if (r & 1) {
+			iodma_domain_for_each_mapping(d->dom, 0, UINT64_MAX, list_cb, &l);
+			if (l.n) {
+				const struct iodma_map_event *e = &l.ev[(r >> 8) % l.n];
+
+				iova = e->iova + (r >> 20) % e->len;
+			}
+		}
+		iodma_access_begin();
+		iodma_translate(d->dom, iova, len, IODMA_PERM_READ, s, 8, &nr, NULL);
+		for (size_t i = 0; i < nr; i++)
+			touch(&s[i]);
+		iodma_access_end();
+		d->runs++;
+		if ((r & 0x30) == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
 /* ---- one input -------------------------------------------------------------------------- */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint32_t slots[] = { 1, 2, 3, 4, 6, 8, 16, 32 };
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct devthr dt;
 	struct fz z;
 	uint8_t cfg;
 	int base;
@@ -1606,7 +1688,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.max_mem_slots = z.slots;
 	o.max_mappings = z.max_maps;
 	o.device_features = (cfg & 0x40) ? F_V1 : 0;
-	o.miss_timeout_ns = MISS_NS;
+	o.miss_timeout_ns = vu_fuzz_threads ? MISS_NS_MT : MISS_NS;
 	o.ops = z.ops ? &fuzz_ops : NULL;
 	o.ops_arg = &z;
 	CHECK(iodma_vhost_user_create(&o, &z.vu) == 0);
@@ -1625,8 +1707,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	z.log_ino = ino_of(z.log_fd);
 	z.sock_ino = ino_of(z.sock[1]);
 
+	if (vu_fuzz_threads) {
+		dt.dom = z.dom;
+		dt.rng = 0x9e3779b97f4a7c15ull ^ size;
+		for (size_t i = 0; i < size && i < 64; i++)
+			dt.rng = (dt.rng ^ data[i]) * 0x100000001b3ull;
+		dt.rng |= 1;
+		atomic_init(&dt.stop, false);
+		dt.runs = 0;
+		CHECK(pthread_create(&dt.t, NULL, dev_thread, &dt) == 0);
+	}
 	for (z.msg = 0; z.msg < MAX_MSGS && z.r.n; z.msg++)
 		one_message(&z);
+	if (vu_fuzz_threads) {
+		atomic_store(&dt.stop, true);
+		CHECK(pthread_join(dt.t, NULL) == 0);
+		vu_fuzz_stats.thread_xlates += dt.runs;
+		drain_faults(&z);
+	}
 
 	iodma_vhost_user_destroy(z.vu);
 	for (int i = 0; i < MAX_RINGS; i++)

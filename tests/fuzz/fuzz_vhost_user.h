@@ -18,6 +18,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * files named after what they do.  Returns the number written, or -1. */
 int vu_fuzz_write_seeds(const char *dir);
 
+/* Non-zero: every input also runs a device thread that translates and
+ * reads guest memory while the messages are handled (set by the driver's
+ * --threads; libFuzzer runs stay single-threaded and reproducible). */
+extern int vu_fuzz_threads;
+
 /* Counters over every input run so far (for the drivers' summaries). */
 struct vu_fuzz_stats {
 	uint64_t inputs;
@@ -34,6 +39,7 @@ struct vu_fuzz_stats {
 	uint64_t xlate_fault;
 	uint64_t dirty_checked;   /* pages whose shared-log bit was checked */
 	uint64_t enomem;          /* injected allocation failures seen */
+	uint64_t thread_xlates;   /* translations of the device thread */
 };
 
 extern struct vu_fuzz_stats vu_fuzz_stats;
