@@ -12,9 +12,9 @@
  * (tests/fuzz/README.md).  The sequence depends only on --seed and the
  * corpus, so input number N is reproducible: --save N FILE writes it.
  *
- * Defaults: 20000 inputs or 60 s; under valgrind 600, under TSan 500.
+ * Defaults: 20000 inputs or 60 s; under valgrind 2000, under TSan 500.
  * --threads adds a device thread that translates and reads while the
- * messages are handled (3000 inputs; valgrind 300, TSan 200).  The
+ * messages are handled (3000 inputs; valgrind 600, TSan 200).  The
  * environment may lower or raise them: IODMA_FUZZ_COUNT, IODMA_FUZZ_SECONDS.
  * On a crash the input is written to ./vu-fuzz-crash.bin (and its number
  * printed) before the process dies.
@@ -372,10 +372,10 @@ int main(int argc, char **argv)
 
 	if (count < 0 && vu_fuzz_threads)
 		count = env_long("IODMA_FUZZ_COUNT",
-				 UNDER_VALGRIND() ? 300 : UNDER_TSAN ? 200 : 3000);
+				 UNDER_VALGRIND() ? 600 : UNDER_TSAN ? 200 : 3000);
 	else if (count < 0)
 		count = env_long("IODMA_FUZZ_COUNT",
-				 UNDER_VALGRIND() ? 600 : UNDER_TSAN ? 500 : 20000);
+				 UNDER_VALGRIND() ? 2000 : UNDER_TSAN ? 500 : 20000);
 
 	signal(SIGABRT, on_signal);
 	signal(SIGSEGV, on_signal);
