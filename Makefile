@@ -6,6 +6,7 @@
 # Other targets: build, test (plain suites only), vm-test (VFIO backends in
 # QEMU guests), asan, valgrind, tsan, bench (the issue-8 table of figures
 # against baselines), freestanding (compile the core with -ffreestanding),
+# fuzz (a libFuzzer campaign on the vhost-user target, clang only),
 # install, clean.
 
 BUILD      ?= build
@@ -15,7 +16,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding install clean
+	bench freestanding fuzz install clean
 
 all: build
 
@@ -87,8 +88,24 @@ bench: deps-test
 	ninja -C $(BUILD)
 	python3 bench/run.py $(BUILD)/bench
 
+# A libFuzzer campaign on the vhost-user message parser (tests/fuzz/README.md):
+# FUZZ_SECONDS long, inputs that found new coverage kept in build-fuzz/corpus,
+# crashes written to build-fuzz/crash-*.  Needs clang with libFuzzer; without
+# it, says so and does nothing (make check runs the gcc-built bounded driver).
+FUZZ_SECONDS ?= 600
+fuzz: deps-test
+	@if ! command -v clang >/dev/null 2>&1; then \
+		echo "fuzz: skipped: no clang (the bounded driver runs in make check)"; exit 0; fi; \
+	CC=clang scripts/setup-build.sh build-fuzz -Dfuzzer=enabled -Dtests=enabled \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug && \
+	ninja -C build-fuzz tests/fuzz/fuzz-vhost-user-libfuzzer && \
+	mkdir -p build-fuzz/corpus && cd build-fuzz && \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+	./tests/fuzz/fuzz-vhost-user-libfuzzer -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=4096 -artifact_prefix=crash- corpus ../tests/fuzz/corpus/vhost-user
+
 install: build
 	meson install -C $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-check build-asan build-tsan
+	rm -rf $(BUILD) build-check build-asan build-tsan build-fuzz

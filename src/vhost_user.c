@@ -1282,6 +1282,8 @@ IODMA_EXPORT int iodma_vhost_user_handle(struct iodma_vhost_user *vu,
 	bool need_ack;
 	int ret;
 
+	if (reply)
+		reply->len = 0; /* on every return: a reused struct sends nothing stale */
 	if (nfds && !fds)
 		return -EINVAL;
 	for (size_t i = 0; i < nfds && i < IODMA_VHOST_USER_MAX_FDS; i++)
@@ -1296,7 +1298,6 @@ IODMA_EXPORT int iodma_vhost_user_handle(struct iodma_vhost_user *vu,
 		fds_close(&f);
 		return -EINVAL;
 	}
-	reply->len = 0;
 	if (len < sizeof(h)) {
 		fds_close(&f);
 		return -EBADMSG;
@@ -1343,12 +1344,18 @@ IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
 	struct vu_vring *vr;
 	struct vu_shlog *log;
 	uint64_t ulen, gpa;
+	uint32_t num;
 	int ret = 0;
 
 	if (!vu || vring >= vu->max_vrings || len == 0)
 		return -EINVAL;
 	vr = &vu->vrings[vring];
-	ulen = used_ring_len(atomic_load_explicit(&vr->log_num, memory_order_acquire));
+	num = atomic_load_explicit(&vr->log_num, memory_order_acquire);
+	/* No size, no used ring: the log checks (SET_VRING_ADDR, _NUM,
+	 * SET_LOG_BASE) pass a logged ring without one. */
+	if (num == 0)
+		return -EINVAL;
+	ulen = used_ring_len(num);
 	if (offset >= ulen || len > ulen - offset)
 		return -EINVAL;
 	if (!has_feature(vu, VU_F_LOG_ALL) ||

@@ -253,7 +253,8 @@ IODMA_EXPORT struct iodma_memory *iodma_vhost_user_memory(struct iodma_vhost_use
  * @len:   bytes in @msg; must be exactly 12 + the header's size.
  * @fds:   the fds received with it (SCM_RIGHTS), @nfds of them.
  * @nfds:  at most IODMA_VHOST_USER_MAX_FDS.
- * @reply: receives what to send back (@reply->len 0: nothing).
+ * @reply: receives what to send back (@reply->len 0: nothing); set on
+ *         every return, errors included, when not NULL.
  *
  * Handles GET/SET_FEATURES, GET/SET_PROTOCOL_FEATURES (offering MQ,
  * LOG_SHMFD, REPLY_ACK, BACKEND_REQ, CONFIGURE_MEM_SLOTS, and CONFIG when

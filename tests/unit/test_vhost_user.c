@@ -942,6 +942,42 @@ static void test_shared_log_by_device_writes_and_log_used(void **state)
 	close(logfd);
 }
 
+/* Found by tests/fuzz: a logged ring whose size was never set passed
+ * the log check at SET_VRING_ADDR (it is redone at SET_VRING_NUM), and
+ * log_used() took its used ring to be 6 bytes long: it marked the log at
+ * an address nobody checked, or returned -ERANGE, the "cannot happen"
+ * code.  The header says: -EINVAL while the ring's size is not set. */
+static void test_log_used_before_ring_size_is_einval(void **state)
+{
+	uint8_t *log;
+	int logfd;
+	struct fe t;
+
+	(void)state;
+	iommu_setup(&t, NULL);
+	logfd = memfd_of(PG);
+	log = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0);
+	assert_true(log != MAP_FAILED);
+	assert_int_equal(log_base(&t, logfd, 160, 0, 1), 0);  /* 5 MiB */
+	assert_int_equal(set_u64(&t, VU_SET_FEATURES, F_IOMMU | F_LOG | F_PROTO), 0);
+	/* Inside the log, and far past it: both accepted (no size yet). */
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, 0x7003000, 0x20000), 0);
+	assert_int_equal(iodma_vhost_user_log_used(t.vu, 0, 0, 4), -EINVAL);
+	assert_int_equal(log[0x20000 / PG / 8], 0);
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, 0x7003000,
+				    0x10000000000ull), 0);
+	assert_int_equal(iodma_vhost_user_log_used(t.vu, 0, 0, 4), -EINVAL);
+	/* The size then meets the log check, and logging works. */
+	assert_int_equal(vring_state(&t, VU_SET_VRING_NUM, 0, 64), -ERANGE);
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, 0x7003000, 0x20000), 0);
+	assert_int_equal(vring_state(&t, VU_SET_VRING_NUM, 0, 64), 0);
+	assert_int_equal(iodma_vhost_user_log_used(t.vu, 0, 0, 4), 0);
+	assert_int_equal(log[0x20000 / PG / 8], 1u << ((0x20000 / PG) % 8));
+	fe_fini(&t);
+	munmap(log, PG);
+	close(logfd);
+}
+
 /* ---- ring fds ------------------------------------------------------------------ */
 
 struct fd_sink {
@@ -1564,6 +1600,40 @@ static void test_random_message_stream(void **state)
 
 /* ---- error paths of the smaller entry points ------------------------------------ */
 
+/* Found by tests/fuzz: handle() refused too many fds, or a NULL message,
+ * before it cleared the reply, so a caller reusing its reply struct sent
+ * the previous message's reply again. */
+static void test_reply_cleared_on_early_errors(void **state)
+{
+	uint8_t buf[64];
+	size_t len = build(buf, VU_GET_QUEUE_NUM, VU_VERSION, NULL, 0);
+	struct fe t;
+	int base;
+
+	(void)state;
+	fe_init(&t, NULL);
+	assert_int_equal(fe_msg(&t, VU_GET_QUEUE_NUM, VU_VERSION, NULL, 0, NULL, 0), 0);
+	assert_int_equal(t.reply.len, 20);
+	base = count_fds();
+	/* Nine fds: -EINVAL, all closed, and nothing to send. */
+	assert_int_equal(raw_handle(&t, buf, len, t.memfd, 9), -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	assert_int_equal(count_fds(), base);
+	t.reply.len = 20;
+	assert_int_equal(iodma_vhost_user_handle(t.vu, NULL, len, NULL, 0, &t.reply),
+			 -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	t.reply.len = 20;
+	assert_int_equal(iodma_vhost_user_handle(t.vu, buf, len, NULL, 1, &t.reply),
+			 -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	t.reply.len = 20;
+	assert_int_equal(iodma_vhost_user_handle(NULL, buf, len, NULL, 0, &t.reply),
+			 -EINVAL);
+	assert_int_equal(t.reply.len, 0);
+	fe_fini(&t);
+}
+
 static void test_socket_helpers_errors(void **state)
 {
 	uint8_t buf[64], big[300], zero[100] = { 0 };
@@ -1719,10 +1789,12 @@ int main(void)
 		cmocka_unit_test(test_invalidate_releases_a_waiting_miss),
 		cmocka_unit_test(test_iotlb_miss_with_reply_ack),
 		cmocka_unit_test(test_shared_log_by_device_writes_and_log_used),
+		cmocka_unit_test(test_log_used_before_ring_size_is_einval),
 		cmocka_unit_test(test_vring_fds_are_kept_handed_over_or_closed),
 		cmocka_unit_test(test_vring_addresses_without_iommu_are_user_addresses),
 		cmocka_unit_test(test_malformed_messages_change_nothing),
 		cmocka_unit_test(test_socket_helpers_errors),
+		cmocka_unit_test(test_reply_cleared_on_early_errors),
 		cmocka_unit_test(test_log_write_and_mapping_limit_errors),
 		cmocka_unit_test(test_iotlb_miss_malformed_ack),
 		cmocka_unit_test(test_fail_nth_alloc_changes_nothing),
