@@ -1219,13 +1219,6 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d)
 	return 0;
 }
 
-/* Might the backend log the device's writes?  (A hint read without
- * map_lock; get_and_clear re-checks dirty_pgsize under it.) */
-static inline bool xl_backend_may_log(struct iodma_domain *d)
-{
-	return backend_dirty(d);
-}
-
 uint64_t xlate_dirty_backend(struct iodma_domain *d)
 {
 	return d->dirty_pgsize;
@@ -1338,7 +1331,8 @@ IODMA_EXPORT int iodma_dirty_get_and_clear(struct iodma_domain *d,
 
 			bitmap[o >> 6] = n == 64 ? ~0ull : (1ull << n) - 1;
 		}
-	} else if (xl_backend_may_log(d)) {
+	} else if (backend_dirty(d)) {
+		/* (dirty_pgsize is re-checked under map_lock below.) */
 		/* The device's own writes, from the backend's log (outside
 		 * the read side: the backend call may sleep). */
 		os_rcu_read_unlock();
