@@ -120,6 +120,7 @@ struct iodma_vhost_user {
 	_Atomic uint64_t st_misses;
 	_Atomic uint64_t st_miss_resolved;
 	_Atomic uint64_t st_miss_failed;
+	_Atomic uint64_t st_miss_released;
 };
 
 static void stat_inc(_Atomic uint64_t *c)
@@ -387,7 +388,8 @@ out:
 		;
 	*pp = w.next;
 	os_mutex_unlock(&vu->miss_lock);
-	stat_inc(ret ? &vu->st_miss_failed : &vu->st_miss_resolved);
+	stat_inc(ret == 0 ? &vu->st_miss_resolved :
+		 ret == -EAGAIN ? &vu->st_miss_released : &vu->st_miss_failed);
 	return ret;
 }
 
@@ -1463,6 +1465,7 @@ IODMA_EXPORT int iodma_vhost_user_get_stats(struct iodma_vhost_user *vu,
 		.iotlb_invalidates = atomic_load_explicit(&vu->st_invalidates, memory_order_relaxed),
 		.iotlb_misses = atomic_load_explicit(&vu->st_misses, memory_order_relaxed),
 		.misses_resolved = atomic_load_explicit(&vu->st_miss_resolved, memory_order_relaxed),
+		.misses_released = atomic_load_explicit(&vu->st_miss_released, memory_order_relaxed),
 		.misses_failed = atomic_load_explicit(&vu->st_miss_failed, memory_order_relaxed),
 	};
 	return 0;

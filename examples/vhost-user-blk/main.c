@@ -76,7 +76,6 @@ struct backend {
 	uint32_t nq;
 	uint64_t features;		/* device features offered */
 	bool verbose;
-	uint64_t faults;		/* drained from the domain's log */
 };
 
 static void logv(const struct backend *b, const char *fmt, ...)
@@ -345,13 +344,8 @@ static int serve(struct backend *b, int conn, int sfd)
 static void print_counters(struct backend *b)
 {
 	struct iodma_vhost_user_stats vs = { 0 };
+	struct iodma_xlate_stats xs = { 0 };
 	struct vblk_device_stats sum = { 0 };
-	struct iodma_fault f[64];
-	size_t n;
-
-	while ((n = iodma_fault_pop(iodma_vhost_user_domain(b->vu), f,
-				    (sizeof(f) / sizeof(f[0])))) > 0)
-		b->faults += n;
 	for (uint32_t i = 0; i < b->nq; i++) {
 		struct vblk_device_stats st;
 
@@ -367,18 +361,25 @@ static void print_counters(struct backend *b)
 		sum.interrupts += st.interrupts;
 	}
 	iodma_vhost_user_get_stats(b->vu, &vs);
+	iodma_xlate_get_stats(iodma_vhost_user_domain(b->vu), &xs);
 	printf("VHOST-USER-BLK-COUNTERS requests=%" PRIu64 " bytes_read=%" PRIu64
 	       " bytes_written=%" PRIu64 " ioerr=%" PRIu64
 	       " iotlb_misses=%" PRIu64 " misses_resolved=%" PRIu64
-	       " misses_failed=%" PRIu64 " iotlb_updates=%" PRIu64
-	       " iotlb_invalidates=%" PRIu64 " pt_hits=%" PRIu64
+	       " misses_released=%" PRIu64 " misses_failed=%" PRIu64
+	       " iotlb_updates=%" PRIu64 " iotlb_invalidates=%" PRIu64
+	       " pt_hits=%" PRIu64 " pt_misses=%" PRIu64
+	       " hit_rate=%.3f device_xlates=%" PRIu64
 	       " faults=%" PRIu64 " xlate_retries=%" PRIu64
 	       " xlate_failures=%" PRIu64
 	       " kicks=%" PRIu64 " calls=%" PRIu64 "\n",
 	       sum.requests, sum.bytes_read, sum.bytes_written, sum.ioerr,
-	       vs.iotlb_misses, vs.misses_resolved, vs.misses_failed,
-	       vs.iotlb_updates, vs.iotlb_invalidates, sum.translations,
-	       b->faults, sum.xlate_retries, sum.xlate_failures, sum.doorbells, sum.interrupts);
+	       vs.iotlb_misses, vs.misses_resolved, vs.misses_released,
+	       vs.misses_failed, vs.iotlb_updates, vs.iotlb_invalidates,
+	       xs.iotlb_hits, xs.iotlb_misses,
+	       xs.iotlb_hits + xs.iotlb_misses ?
+	       (double)xs.iotlb_hits / (double)(xs.iotlb_hits + xs.iotlb_misses) : 0.0,
+	       sum.translations, xs.faults, sum.xlate_retries,
+	       sum.xlate_failures, sum.doorbells, sum.interrupts);
 	fflush(stdout);
 }
 

@@ -444,15 +444,23 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
  *                     covered no mapping).
  * @iotlb_misses:      MISS messages the domain's resolver sent.
  * @misses_resolved:   resolver calls an UPDATE answered in time.
- * @misses_failed:     resolver calls that failed: no channel, timeout, or
- *                     released by handle() waiting for access sections
- *                     (the translation then faulted).
+ * @misses_released:   resolver calls given up because handle() had to
+ *                     wait for access sections (an INVALIDATE, a memory
+ *                     table change) while they waited: the translation
+ *                     faulted, but asked again from a new section it may
+ *                     succeed (a race with the front end, not a bad
+ *                     address: QEMU's strict-mode invalidations make it
+ *                     happen under load).
+ * @misses_failed:     resolver calls that failed otherwise: no channel,
+ *                     a send error, or no UPDATE before the timeout (the
+ *                     front end found no mapping: a real fault).
  */
 struct iodma_vhost_user_stats {
 	uint64_t iotlb_updates;
 	uint64_t iotlb_invalidates;
 	uint64_t iotlb_misses;
 	uint64_t misses_resolved;
+	uint64_t misses_released;
 	uint64_t misses_failed;
 };
 
