@@ -41,6 +41,7 @@
 #include <sys/un.h>
 
 #include <iodma.h>
+#include <iodma/backend.h>
 #include <iodma/vhost-user.h>
 
 #include "device.h"
@@ -59,6 +60,9 @@
 /* Requests this file looks at before the library (spec numbering). */
 #define VU_GET_VRING_BASE	11u
 #define VU_SET_VRING_BASE	10u
+#define VU_IOTLB_MSG		22u
+#define VU_IOTLB_INVALIDATE	3u	/* struct vhost_iotlb_msg type */
+#define VU_FLAGS_REPLY		(0x1u | 0x4u)	/* version 1, reply */
 
 struct ring {
 	struct vblk_device *dev;
@@ -76,6 +80,16 @@ struct backend {
 	uint32_t nq;
 	uint64_t features;		/* device features offered */
 	bool verbose;
+	/* The isolation check (--isolation-probes N): after N INVALIDATEs
+	 * that removed mappings, the device tries its own access to the
+	 * first page (a translation through the same path as the device
+	 * model's, the resolver included).  It must fault.
+	 * --drop-invalidations is its negative control: a probed INVALIDATE
+	 * is acked before it is applied, so the probe must find the stale
+	 * mapping. */
+	uint32_t probes_left;
+	bool drop_invalidations;
+	uint64_t probes, probe_faults, probe_violations;
 };
 
 static void logv(const struct backend *b, const char *fmt, ...)
@@ -234,6 +248,48 @@ static void ring_sync(struct backend *b, uint32_t i)
 	     want.desc, want.avail, want.used, want.last_avail, features);
 }
 
+/* ---- the isolation check ----------------------------------------------------- */
+
+struct first_map {
+	bool found;
+	uint64_t iova;
+	uint32_t perm;
+};
+
+static int first_map_cb(void *arg, const struct iodma_map_event *ev)
+{
+	struct first_map *f = arg;
+
+	f->found = true;
+	f->iova = ev->iova;
+	f->perm = ev->perm;
+	return 1;
+}
+
+/*
+ * The front end has just been told that [iova, +size) is invalidated: a
+ * device access to its first mapped page must fault now.  Runs on this
+ * thread, before any further message is handled, so a miss cannot be
+ * answered by an UPDATE of a new mapping at that IOVA: only a stale entry
+ * in the page table could let the access through.
+ */
+static void isolation_probe(struct backend *b, const struct first_map *f)
+{
+	int ret = iodma_check_range(iodma_vhost_user_domain(b->vu), f->iova, 1,
+				    f->perm);
+
+	b->probes++;
+	if (ret == 0) {
+		b->probe_violations++;
+		fprintf(stderr, "vhost-user-blk: ISOLATION VIOLATION: IOVA 0x%" PRIx64
+			" still translates after INVALIDATE\n", f->iova);
+	} else {
+		b->probe_faults++;
+		logv(b, "isolation probe of IOVA 0x%" PRIx64 ": %s", f->iova,
+		     strerror(-ret));
+	}
+}
+
 /* ---- the message loop ------------------------------------------------------ */
 
 static int listen_on(const char *path)
@@ -312,6 +368,42 @@ static int serve(struct backend *b, int conn, int sfd)
 			if (idx < b->nq && req == VU_SET_VRING_BASE)
 				b->rings[idx].from_base = true;
 		}
+		/* An INVALIDATE of mapped IOVAs: probe it afterwards, or (the
+		 * negative control) ack it without applying it. */
+		struct first_map fm = { .found = false };
+		if (req == VU_IOTLB_MSG && size == 32 && nfds == 0 &&
+		    (b->probes_left || b->drop_invalidations)) {
+			uint64_t iova, len;
+
+			memcpy(&iova, msg + 12, 8);
+			memcpy(&len, msg + 20, 8);
+			if (msg[12 + 25] == VU_IOTLB_INVALIDATE && len &&
+			    len <= UINT64_MAX - iova && b->probes_left)
+				(void)iodma_domain_for_each_mapping(
+					iodma_vhost_user_domain(b->vu), iova,
+					len, first_map_cb, &fm);
+			if (fm.found && b->drop_invalidations) {
+				/* The bug this control simulates: acking an
+				 * INVALIDATE before it is applied.  The probe
+				 * runs in between, then the library applies
+				 * it (its own reply is not sent). */
+				uint32_t h[3] = { req, VU_FLAGS_REPLY, 8 };
+				uint8_t ack[20] = { 0 };
+
+				memcpy(ack, h, sizeof(h));
+				if (iodma_vhost_user_send(conn, ack, sizeof(ack)))
+					return -1;
+				b->probes_left--;
+				isolation_probe(b, &fm);
+				fm.found = false;
+				ret = iodma_vhost_user_handle(b->vu, msg, (size_t)n,
+							      fds, nfds, &reply);
+				if (ret)
+					fprintf(stderr, "vhost-user-blk: late INVALIDATE failed: %s\n",
+						strerror(-ret));
+				continue;
+			}
+		}
 		ret = iodma_vhost_user_handle(b->vu, msg, (size_t)n, fds, nfds,
 					      &reply);
 		logv(b, "request %u size %u fds %zu: %s%s", req, size, nfds,
@@ -336,6 +428,10 @@ static int serve(struct backend *b, int conn, int sfd)
 		}
 		if (ret == -EPROTO)
 			return -1;
+		if (ret == 0 && fm.found) {
+			b->probes_left--;
+			isolation_probe(b, &fm);
+		}
 		for (uint32_t i = 0; i < b->nq; i++)
 			ring_sync(b, i);
 	}
@@ -371,7 +467,9 @@ static void print_counters(struct backend *b)
 	       " hit_rate=%.3f device_xlates=%" PRIu64
 	       " faults=%" PRIu64 " xlate_retries=%" PRIu64
 	       " xlate_failures=%" PRIu64
-	       " kicks=%" PRIu64 " calls=%" PRIu64 "\n",
+	       " kicks=%" PRIu64 " calls=%" PRIu64
+	       " isolation_probes=%" PRIu64 " isolation_faults=%" PRIu64
+	       " isolation_violations=%" PRIu64 "\n",
 	       sum.requests, sum.bytes_read, sum.bytes_written, sum.ioerr,
 	       vs.iotlb_misses, vs.misses_resolved, vs.misses_released,
 	       vs.misses_failed, vs.iotlb_updates, vs.iotlb_invalidates,
@@ -379,7 +477,8 @@ static void print_counters(struct backend *b)
 	       xs.iotlb_hits + xs.iotlb_misses ?
 	       (double)xs.iotlb_hits / (double)(xs.iotlb_hits + xs.iotlb_misses) : 0.0,
 	       sum.translations, xs.faults, sum.xlate_retries,
-	       sum.xlate_failures, sum.doorbells, sum.interrupts);
+	       sum.xlate_failures, sum.doorbells, sum.interrupts, b->probes,
+	       b->probe_faults, b->probe_violations);
 	fflush(stdout);
 }
 
@@ -387,9 +486,16 @@ static void usage(const char *argv0)
 {
 	fprintf(stderr,
 		"usage: %s --socket PATH --disk IMAGE [--queues N] "
-		"[--miss-timeout-ms MS] [--verbose]\n"
+		"[--miss-timeout-ms MS] [--isolation-probes N] "
+		"[--drop-invalidations] [--verbose]\n"
 		"Serves IMAGE (its size rounded down to 512 bytes) as a "
-		"vhost-user-blk device on PATH.\n", argv0);
+		"vhost-user-blk device on PATH.\n"
+		"--isolation-probes N: after each of the first N IOTLB "
+		"INVALIDATEs that removed mappings, try a device access to the "
+		"first one (it must fault: counted).\n"
+		"--drop-invalidations: the probes' negative control: ack the "
+		"probed INVALIDATEs before applying them (UNSAFE: the probes "
+		"must then report violations).\n", argv0);
 }
 
 int main(int argc, char **argv)
@@ -400,6 +506,8 @@ int main(int argc, char **argv)
 		{ "queues", required_argument, NULL, 'q' },
 		{ "miss-timeout-ms", required_argument, NULL, 't' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "isolation-probes", required_argument, NULL, 'p' },
+		{ "drop-invalidations", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -412,13 +520,15 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 	int c, disk_fd, lsock, conn, sfd, ret, rc = 0;
 
-	while ((c = getopt_long(argc, argv, "s:d:q:t:vh", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:d:q:t:vp:Dh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's': sock_path = optarg; break;
 		case 'd': disk = optarg; break;
 		case 'q': b.nq = (uint32_t)strtoul(optarg, NULL, 0); break;
 		case 't': miss_ms = strtoull(optarg, NULL, 0); break;
 		case 'v': b.verbose = true; break;
+		case 'p': b.probes_left = (uint32_t)strtoul(optarg, NULL, 0); break;
+		case 'D': b.drop_invalidations = true; break;
 		case 'h': usage(argv[0]); return 0;
 		default: usage(argv[0]); return 2;
 		}
