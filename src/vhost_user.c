@@ -113,7 +113,20 @@ struct iodma_vhost_user {
 					 * saw it move gives up, even if the
 					 * wait was over before it woke */
 	struct vu_waiter *waiters;
+
+	/* Counters (iodma_vhost_user_get_stats()), relaxed atomics. */
+	_Atomic uint64_t st_updates;
+	_Atomic uint64_t st_invalidates;
+	_Atomic uint64_t st_misses;
+	_Atomic uint64_t st_miss_resolved;
+	_Atomic uint64_t st_miss_failed;
+	_Atomic uint64_t st_miss_released;
 };
+
+static void stat_inc(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
 
 /* The message's fds, as handlers see them: take one by setting it -1. */
 struct vu_fds {
@@ -357,6 +370,8 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 	}
 	os_mutex_unlock(&vu->miss_lock);
 	ret = send_miss(fd, iova, perm, false);
+	if (ret == 0)
+		stat_inc(&vu->st_misses);
 	os_mutex_lock(&vu->miss_lock);
 	chan_release(vu);
 	while (ret == 0 && !w.resolved) {
@@ -373,6 +388,8 @@ out:
 		;
 	*pp = w.next;
 	os_mutex_unlock(&vu->miss_lock);
+	stat_inc(ret == 0 ? &vu->st_miss_resolved :
+		 ret == -EAGAIN ? &vu->st_miss_released : &vu->st_miss_failed);
 	return ret;
 }
 
@@ -824,6 +841,7 @@ static int handle_iotlb(struct iodma_vhost_user *vu, const uint8_t *p,
 			uint32_t size, struct vu_fds *f)
 {
 	struct vhost_iotlb_msg m;
+	int ret;
 
 	if (size != sizeof(m))
 		return -EBADMSG;
@@ -834,9 +852,15 @@ static int handle_iotlb(struct iodma_vhost_user *vu, const uint8_t *p,
 	memcpy(&m, p, sizeof(m));
 	switch (m.type) {
 	case VHOST_IOTLB_UPDATE:
-		return iotlb_update(vu, &m);
+		ret = iotlb_update(vu, &m);
+		if (ret == 0)
+			stat_inc(&vu->st_updates);
+		return ret;
 	case VHOST_IOTLB_INVALIDATE:
-		return iotlb_invalidate(vu, &m);
+		ret = iotlb_invalidate(vu, &m);
+		if (ret == 0)
+			stat_inc(&vu->st_invalidates);
+		return ret;
 	default: /* MISS and ACCESS_FAIL go the other way */
 		return -EINVAL;
 	}
@@ -1435,6 +1459,22 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
 		*features = atomic_load_explicit(&vu->features, memory_order_acquire);
 	if (protocol)
 		*protocol = atomic_load_explicit(&vu->protocol, memory_order_acquire);
+	return 0;
+}
+
+IODMA_EXPORT int iodma_vhost_user_get_stats(struct iodma_vhost_user *vu,
+					    struct iodma_vhost_user_stats *st)
+{
+	if (!vu || !st)
+		return -EINVAL;
+	*st = (struct iodma_vhost_user_stats){
+		.iotlb_updates = atomic_load_explicit(&vu->st_updates, memory_order_relaxed),
+		.iotlb_invalidates = atomic_load_explicit(&vu->st_invalidates, memory_order_relaxed),
+		.iotlb_misses = atomic_load_explicit(&vu->st_misses, memory_order_relaxed),
+		.misses_resolved = atomic_load_explicit(&vu->st_miss_resolved, memory_order_relaxed),
+		.misses_released = atomic_load_explicit(&vu->st_miss_released, memory_order_relaxed),
+		.misses_failed = atomic_load_explicit(&vu->st_miss_failed, memory_order_relaxed),
+	};
 	return 0;
 }
 

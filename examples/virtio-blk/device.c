@@ -20,6 +20,7 @@
 #include <string.h>
 #include <endian.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
@@ -68,7 +69,7 @@ struct vblk_device {
 	struct vblk_device_stats st;
 };
 
-static uint64_t device_features(const struct vblk_device_opts *o)
+uint64_t vblk_device_features(const struct vblk_device_opts *o)
 {
 	uint64_t f = VIRTIO_BIT(VIRTIO_F_VERSION_1) |
 		     VIRTIO_BIT(VIRTIO_F_ACCESS_PLATFORM) |
@@ -133,7 +134,7 @@ int vblk_device_create(const struct vblk_device_opts *opts,
 	struct vblk_device *vd;
 
 	if (!opts || !opts->domain || opts->disk_fd < 0 ||
-	    opts->doorbell_fd < 0 || opts->irq_fd < 0 ||
+	    opts->doorbell_fd < -1 || opts->irq_fd < -1 ||
 	    opts->queue_num_max == 0 || opts->queue_num_max > 32768 ||
 	    opts->size_max < VIRTIO_BLK_SECTOR_SIZE || opts->seg_max == 0)
 		return -EINVAL;
@@ -153,7 +154,7 @@ int vblk_device_create(const struct vblk_device_opts *opts,
 		return -ENOMEM;
 	}
 	vd->o = *opts;
-	vd->features = device_features(opts);
+	vd->features = vblk_device_features(opts);
 	atomic_init(&vd->stop, false);
 	regs_reset(vd);
 	*out = vd;
@@ -355,6 +356,7 @@ static void *ring_ptr(struct vblk_device *vd, uint64_t iova, uint64_t len,
 	if (iodma_translate(vd->o.domain, iova, len, perm, &s, 1, &nr, NULL) ||
 	    nr != 1 || s.len != len)
 		return NULL;
+	vd->st.translations++;
 	return s.va;
 }
 
@@ -468,6 +470,7 @@ static int iov_translate(struct vblk_device *vd, struct iovbuf *b,
 	if (ret)
 		return ret;
 	while ((ret = iodma_xlate_next(&it, &s)) == 1) {
+		vd->st.translations++;
 		ret = iov_push(b, s.va, s.len);
 		if (ret)
 			return ret;
@@ -605,9 +608,13 @@ static uint8_t execute(struct vblk_device *vd,
 /*
  * Serve the chain starting at @head.  Returns the used length (bytes
  * written into the chain), or -EFAULT when the descriptor table itself
- * cannot be read (the ring is broken).  Runs inside an access section.
+ * cannot be read (the ring is broken).  With @may_retry, a translation
+ * failure (of the table or of a buffer) returns -EAGAIN instead, before
+ * any byte moved: the caller leaves its access section and serves the
+ * chain again.  Runs inside an access section.
  */
-static int64_t process_chain(struct vblk_device *vd, uint16_t head)
+static int64_t process_chain(struct vblk_device *vd, uint16_t head,
+			     bool may_retry)
 {
 	const struct vring_desc *last;
 	struct virtio_blk_outhdr h;
@@ -630,7 +637,7 @@ static int64_t process_chain(struct vblk_device *vd, uint16_t head)
 		if (n >= vd->queue_num || i >= vd->queue_num)
 			return -EINVAL;		/* loop or bad index */
 		if (read_desc(vd, i, d))
-			return -EFAULT;
+			return may_retry ? -EAGAIN : -EFAULT;
 		if (d->flags & VRING_DESC_F_INDIRECT)
 			return -EINVAL;		/* not negotiated */
 		if (d->flags & VRING_DESC_F_WRITE)
@@ -647,6 +654,8 @@ static int64_t process_chain(struct vblk_device *vd, uint16_t head)
 
 	/* The status byte first: without it no error can be reported. */
 	status = ring_ptr(vd, last->addr + last->len - 1, 1, IODMA_PERM_WRITE);
+	if (!status && may_retry)
+		return -EAGAIN;
 	if (!status) {
 		vd->st.xlate_failures++;
 		vd->st.ioerr++;
@@ -667,6 +676,8 @@ static int64_t process_chain(struct vblk_device *vd, uint16_t head)
 		else
 			ret = iov_translate(vd, &vd->rd, d->addr, len,
 					    IODMA_PERM_READ);
+		if (ret && may_retry)
+			return -EAGAIN;
 		if (ret) {
 			vd->st.xlate_failures++;
 			bad = true;
@@ -686,14 +697,34 @@ static int64_t process_chain(struct vblk_device *vd, uint16_t head)
 	return (int64_t)written + 1;
 }
 
+/*
+ * A translation failed: may it be asked again (opts.xlate_retries)?  A
+ * failure may be transient (a vhost-user IOTLB miss released by an
+ * invalidation that had to wait for this section): leave the section and
+ * enter a new one, as a PCIe ATS device re-requests a translation an
+ * invalidation raced.  Every pointer from the old section is dead.
+ */
+static bool retry_section(struct vblk_device *vd, unsigned int *tries)
+{
+	if (*tries >= vd->o.xlate_retries)
+		return false;
+	(*tries)++;
+	vd->st.xlate_retries++;
+	iodma_access_end();
+	iodma_access_begin();
+	return true;
+}
+
 /* Consume every available chain.  Returns how many were completed. */
 static unsigned int process_queue(struct vblk_device *vd)
 {
-	unsigned int done = 0;
+	unsigned int done = 0, tries = 0;
 	uint16_t idx;
 
 	iodma_access_begin();
-	if (avail_idx(vd, &idx)) {
+	while (avail_idx(vd, &idx)) {
+		if (retry_section(vd, &tries))
+			continue;
 		set_broken(vd, "available ring not readable");
 		goto out;
 	}
@@ -706,22 +737,31 @@ static unsigned int process_queue(struct vblk_device *vd)
 		uint16_t head;
 		int64_t used;
 
-		e = ring_ptr(vd, vd->avail_iova +
-			     VRING_AVAIL_RING_OFF(vd->last_avail % vd->queue_num),
-			     2, IODMA_PERM_READ);
-		if (!e) {
+		tries = 0;
+		while (!(e = ring_ptr(vd, vd->avail_iova +
+				      VRING_AVAIL_RING_OFF(vd->last_avail % vd->queue_num),
+				      2, IODMA_PERM_READ))) {
+			if (retry_section(vd, &tries))
+				continue;
 			set_broken(vd, "available ring not readable");
 			goto out;
 		}
 		head = le16toh(*e);
 		vd->last_avail++;
-		used = process_chain(vd, head);
+		tries = 0;
+		do {
+			used = process_chain(vd, head,
+					     tries < vd->o.xlate_retries);
+		} while (used == -EAGAIN && retry_section(vd, &tries));
 		if (used < 0) {
 			set_broken(vd, used == -EFAULT ? "descriptor table not readable"
 						       : "malformed descriptor chain");
 			goto out;
 		}
-		if (push_used(vd, head, (uint32_t)used)) {
+		tries = 0;
+		while (push_used(vd, head, (uint32_t)used)) {
+			if (retry_section(vd, &tries))
+				continue;
 			set_broken(vd, "used ring not writable");
 			goto out;
 		}
@@ -782,6 +822,14 @@ static void *device_thread(void *arg)
 			if (process_queue(vd) || arm_kick(vd))
 				continue;
 		}
+		/* Wait for the doorbell.  poll() first: a transport's eventfd
+		 * may be non-blocking (QEMU makes its vhost-user kick fds
+		 * EFD_NONBLOCK, and the flag belongs to the open file, which
+		 * it shares), where a bare read would return EAGAIN at once
+		 * and this loop would spin. */
+		if (poll(&(struct pollfd){ .fd = vd->o.doorbell_fd,
+					   .events = POLLIN }, 1, -1) < 0)
+			continue;
 		if (eventfd_read(vd->o.doorbell_fd, &v) == 0)
 			vd->st.doorbells++;
 	}
@@ -794,6 +842,8 @@ int vblk_device_start(struct vblk_device *vd)
 
 	if (vd->running)
 		return -EBUSY;
+	if (vd->o.doorbell_fd < 0 || vd->o.irq_fd < 0)
+		return -EINVAL;
 	atomic_store(&vd->stop, false);
 	ret = pthread_create(&vd->thread, NULL, device_thread, vd);
 	if (ret)
@@ -810,4 +860,53 @@ void vblk_device_stop(struct vblk_device *vd)
 	(void)eventfd_write(vd->o.doorbell_fd, 1);
 	pthread_join(vd->thread, NULL);
 	vd->running = false;
+}
+
+/* ---- a ring configured by the transport (vhost-user) --------------------- */
+
+int vblk_device_read_config(const struct vblk_device *vd, uint32_t offset,
+			    void *buf, uint32_t len)
+{
+	if (offset > 256 || len > 256 - offset)
+		return -EINVAL;
+	memcpy(buf, (const char *)vd->mmio + VIRTIO_MMIO_CONFIG + offset, len);
+	return 0;
+}
+
+int vblk_device_ring_start(struct vblk_device *vd,
+			   const struct vblk_device_ring *r)
+{
+	uint64_t f = r->features & vd->features;
+
+	if (vd->running)
+		return -EBUSY;
+	if (r->num == 0 || r->num > vd->o.queue_num_max ||
+	    r->desc % VRING_DESC_ALIGN || r->avail % VRING_AVAIL_ALIGN ||
+	    r->used % VRING_USED_ALIGN || r->kick_fd < 0 || r->call_fd < 0)
+		return -EINVAL;
+	vd->o.doorbell_fd = r->kick_fd;
+	vd->o.irq_fd = r->call_fd;
+	vd->driver_features = f;
+	vd->event_idx = f & VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX);
+	vd->flush = f & VIRTIO_BIT(VIRTIO_BLK_F_FLUSH);
+	vd->queue_num = r->num;
+	vd->desc_iova = r->desc;
+	vd->avail_iova = r->avail;
+	vd->used_iova = r->used;
+	vd->last_avail = r->last_avail;
+	vd->used_idx = r->last_avail;
+	vd->signalled_used = r->last_avail;
+	vd->broken = false;
+	vd->queue_ready = true;
+	mmio_set32(vd->mmio, VIRTIO_MMIO_STATUS,
+		   VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+		   VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	return vblk_device_start(vd);
+}
+
+uint16_t vblk_device_ring_stop(struct vblk_device *vd)
+{
+	vblk_device_stop(vd);
+	vd->queue_ready = false;
+	return vd->last_avail;
 }

@@ -15,6 +15,13 @@
  * The device runs in its own thread.  It wakes on the doorbell eventfd
  * (trapped register writes and QueueNotify) and signals used buffers on the
  * interrupt eventfd.
+ *
+ * A transport that configures the virtqueue itself (the vhost-user back
+ * end, examples/vhost-user-blk: the front end sets the ring up with
+ * messages, not register writes) leaves the register page alone and hands
+ * the device a ready ring with vblk_device_ring_start(): the same thread
+ * and the same request code then serve it, waking on the ring's kick
+ * eventfd and signalling its call eventfd.
  */
 #ifndef VBLK_DEVICE_H
 #define VBLK_DEVICE_H
@@ -34,9 +41,17 @@ struct vblk_device;
  * @size_max:      longest data descriptor the driver may use (bytes).
  * @seg_max:       most data descriptors in one request.
  * @queue_num_max: the largest queue the device offers (<= 32768).
- * @doorbell_fd:   eventfd the driver rings (register writes, QueueNotify).
- * @irq_fd:        eventfd the device rings (used buffers, config change).
+ * @doorbell_fd:   eventfd the driver rings (register writes, QueueNotify);
+ *                 -1 when only vblk_device_ring_start() will run it.
+ * @irq_fd:        eventfd the device rings (used buffers, config change);
+ *                 -1 likewise.
  * @event_idx:     offer VIRTIO_RING_F_EVENT_IDX.
+ * @xlate_retries: times a request whose descriptors or buffers fail
+ *                 translation is served again, each from a new access
+ *                 section, before it fails (0: fail at once).  A vhost-user
+ *                 IOTLB miss waiting inside a section is released (and
+ *                 faults) when an invalidation must wait for sections; a
+ *                 retry asks again.
  */
 struct vblk_device_opts {
 	struct iodma_domain *domain;
@@ -48,6 +63,7 @@ struct vblk_device_opts {
 	int doorbell_fd;
 	int irq_fd;
 	bool event_idx;
+	unsigned int xlate_retries;
 };
 
 /**
@@ -62,6 +78,33 @@ struct vblk_device_stats {
 	uint64_t xlate_failures; /* descriptors that failed translation */
 	uint64_t doorbells;	/* wake-ups on the doorbell */
 	uint64_t interrupts;	/* used-buffer notifications sent */
+	uint64_t translations;	/* successful translations (ring elements
+				 * and buffers): page-table walks that hit */
+	uint64_t xlate_retries;	/* requests served again after a failed
+				 * translation (opts.xlate_retries) */
+};
+
+/**
+ * struct vblk_device_ring - A virtqueue set up by the transport.
+ * @features:   the driver's accepted feature bits (bits the device did not
+ *              offer are ignored).
+ * @num:        ring size, 1..queue_num_max.
+ * @desc:       device addresses (IOVAs through the domain) of the
+ * @avail:      descriptor table, the available and the used ring.
+ * @used:
+ * @last_avail: the next available entry to consume (vhost-user
+ *              SET_VRING_BASE); the used index starts there too (every
+ *              chain consumed was completed: the device is synchronous).
+ * @kick_fd:    eventfd the driver kicks (replaces @doorbell_fd); not owned.
+ * @call_fd:    eventfd the device signals (replaces @irq_fd); not owned.
+ */
+struct vblk_device_ring {
+	uint64_t features;
+	uint32_t num;
+	uint64_t desc, avail, used;
+	uint16_t last_avail;
+	int kick_fd;
+	int call_fd;
 };
 
 /* Returns 0 or -errno; *out unchanged on error. */
@@ -74,6 +117,24 @@ void *vblk_device_mmio(struct vblk_device *vd);
 /* Start / stop the device thread. 0 or -errno. */
 int vblk_device_start(struct vblk_device *vd);
 void vblk_device_stop(struct vblk_device *vd);
+
+/* The feature bits a device with these options offers. */
+uint64_t vblk_device_features(const struct vblk_device_opts *opts);
+
+/* Copy @len bytes of the config space (virtio-blk's struct
+ * virtio_blk_config, little endian) at @offset; bytes past the fields the
+ * device fills read 0.  0, or -EINVAL beyond 256 bytes. */
+int vblk_device_read_config(const struct vblk_device *vd, uint32_t offset,
+			    void *buf, uint32_t len);
+
+/* Serve a ring the transport configured, in the device thread (started
+ * here).  0; -EBUSY the thread runs; -EINVAL bad size, alignment or fds. */
+int vblk_device_ring_start(struct vblk_device *vd,
+			   const struct vblk_device_ring *ring);
+
+/* Stop the device thread after the chain in progress; returns the next
+ * available index to consume (vhost-user GET_VRING_BASE). */
+uint16_t vblk_device_ring_stop(struct vblk_device *vd);
 
 /* Counters; read after vblk_device_stop() for exact figures. */
 void vblk_device_get_stats(const struct vblk_device *vd,

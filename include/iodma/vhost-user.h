@@ -438,6 +438,48 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
 					       uint64_t *protocol);
 
 /**
+ * struct iodma_vhost_user_stats - What the IOTLB layer did (monotonic).
+ * @iotlb_updates:     IOTLB UPDATE messages applied (a repeat of what is
+ *                     mapped counts; a refused one does not).
+ * @iotlb_invalidates: IOTLB INVALIDATE messages applied (also those that
+ *                     covered no mapping).
+ * @iotlb_misses:      MISS messages the domain's resolver sent.
+ * @misses_resolved:   resolver calls an UPDATE answered in time.
+ * @misses_released:   resolver calls given up because handle() had to
+ *                     wait for access sections (an INVALIDATE, a memory
+ *                     table change) while they waited: the translation
+ *                     faulted, but asked again from a new section it may
+ *                     succeed (a race with the front end, not a bad
+ *                     address: QEMU's strict-mode invalidations make it
+ *                     happen under load).
+ * @misses_failed:     resolver calls that failed otherwise: no channel,
+ *                     a send error, or no UPDATE before the timeout (the
+ *                     front end found no mapping: a real fault).
+ */
+struct iodma_vhost_user_stats {
+	uint64_t iotlb_updates;
+	uint64_t iotlb_invalidates;
+	uint64_t iotlb_misses;
+	uint64_t misses_resolved;
+	uint64_t misses_released;
+	uint64_t misses_failed;
+};
+
+/**
+ * iodma_vhost_user_get_stats() - Read the IOTLB counters.
+ * @vu: object.
+ * @st: receives them (each read atomically; together a near snapshot).
+ *
+ * Translations that hit the page table are not counted here: the device
+ * code sees those (every successful iodma_translate()).
+ *
+ * Context: thread-safe, lock-free.
+ * Return:  0; -EINVAL NULL argument.
+ */
+IODMA_EXPORT int iodma_vhost_user_get_stats(struct iodma_vhost_user *vu,
+					    struct iodma_vhost_user_stats *st);
+
+/**
  * iodma_vhost_user_recv() - Read one message from a vhost-user socket.
  * @fd:   connected AF_UNIX stream socket.
  * @buf:  receives header + payload.

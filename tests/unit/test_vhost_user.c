@@ -667,6 +667,7 @@ static void test_miss_sends_miss_and_waits_for_the_update(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
 	struct answerer a = { .answer = true };
+	struct iodma_vhost_user_stats vs;
 	struct iodma_xlate_stats st;
 	pthread_t th;
 	uint8_t b[5];
@@ -691,6 +692,14 @@ static void test_miss_sends_miss_and_waits_for_the_update(void **state)
 	iodma_xlate_get_stats(dom(&t), &st);
 	assert_int_equal(st.resolver_calls, 1);
 	assert_int_equal(st.faults, 0);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.iotlb_misses, 1);
+	assert_int_equal(vs.misses_resolved, 1);
+	assert_int_equal(vs.misses_released + vs.misses_failed, 0);
+	assert_int_equal(vs.iotlb_updates, 1);
+	assert_int_equal(vs.iotlb_invalidates, 0);
+	assert_int_equal(iodma_vhost_user_get_stats(NULL, &vs), -EINVAL);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, NULL), -EINVAL);
 	fe_fini(&t);
 }
 
@@ -698,6 +707,7 @@ static void test_miss_without_answer_times_out_and_faults(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
 	struct answerer a = { .answer = false };
+	struct iodma_vhost_user_stats vs;
 	struct iodma_fault f[2];
 	pthread_t th;
 	uint8_t b[4];
@@ -716,6 +726,11 @@ static void test_miss_without_answer_times_out_and_faults(void **state)
 	assert_int_equal(iodma_fault_pop(dom(&t), f, 2), 1);
 	assert_int_equal(f[0].iova, 0xb000000);
 	assert_int_equal(f[0].reason, IODMA_FAULT_NOT_MAPPED);
+	/* A timeout is a real fault, not a release. */
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.iotlb_misses, 1);
+	assert_int_equal(vs.misses_failed, 1);
+	assert_int_equal(vs.misses_resolved + vs.misses_released, 0);
 	fe_fini(&t);
 }
 
@@ -759,6 +774,7 @@ static void *read_one(void *arg)
 static void test_invalidate_releases_a_waiting_miss(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct iodma_vhost_user_stats vs;
 	struct reader r;
 	struct {
 		struct vu_header h;
@@ -784,6 +800,13 @@ static void test_invalidate_releases_a_waiting_miss(void **state)
 	assert_int_equal(iodma_fault_pop(dom(&t), f, 2), 1);
 	assert_int_equal(f[0].iova, 0xe000000);
 	assert_int_equal(iodma_domain_nr_mappings(dom(&t)), 0);
+	/* Counted as released (worth asking again), not as a real fault. */
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.iotlb_misses, 1);
+	assert_int_equal(vs.misses_released, 1);
+	assert_int_equal(vs.misses_resolved + vs.misses_failed, 0);
+	assert_int_equal(vs.iotlb_updates, 1);
+	assert_int_equal(vs.iotlb_invalidates, 1);
 	fe_fini(&t);
 }
 

@@ -9,8 +9,9 @@
 #               backends it is run with: "backends=vfio,iommufd /tests/NAME").
 #               Dynamically linked binaries get their ELF interpreter and
 #               every library ldd lists.
-# Content: busybox-static with its applet links, /init (init.sh), modules,
-# tests; packed with cpio -H newc | gzip.
+# Content: busybox-static with its applet links, /init (init.sh, or the
+# script named by IODMA_VM_INIT), modules, tests; packed with
+# cpio -H newc | gzip.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,13 +36,16 @@ cp "$busybox" "$root/bin/busybox"
 	[ -e "$root/$applet" ] || { mkdir -p "$root/$(dirname "$applet")"; ln -s /bin/busybox "$root/$applet"; }
 done
 [ -e "$root/bin/sh" ] || ln -s busybox "$root/bin/sh"
-install -m 755 "$here/init.sh" "$root/init"
+install -m 755 "${IODMA_VM_INIT:-$here/init.sh}" "$root/init"
 
 if [ -d "$kdir/lib/modules" ]; then
 	cp -a "$kdir/lib" "$root/"
 fi
 if [ -s "$kdir/modules.load" ]; then
 	cp "$kdir/modules.load" "$root/modules.load"
+fi
+if [ -s "$kdir/modules.extra" ]; then
+	cp "$kdir/modules.extra" "$root/modules.extra"
 fi
 
 # copy_lib PATH: copy a library or interpreter to the same path in the image.

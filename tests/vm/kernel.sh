@@ -7,8 +7,9 @@
 #        tests/vm/kernel.sh ensure PKG...   install missing Debian packages (root)
 #
 #   debian  Debian's 6.12 cloud kernel (VFIO type1; no IOMMUFD).  The directory
-#           holds vmlinuz, lib/modules/KVER/ (decompressed, depmod'ed) and
-#           modules.load: the .ko files to insmod, dependencies first.
+#           holds vmlinuz, lib/modules/KVER/ (decompressed, depmod'ed),
+#           modules.load: the .ko files to insmod, dependencies first, and
+#           modules.extra: more, for the guests that want them (virtio_blk).
 #   mini    tinyconfig + kernel-fragment.config built from linux-source-6.12
 #           (type1 and iommufd, everything built in).  The directory holds
 #           vmlinuz (the bzImage) and config.
@@ -73,9 +74,14 @@ fetch_deb() {
 	rm -rf "$dl"
 }
 
-# Module names wanted for VFIO on the Debian kernel (- and _ are the same).
+# Module names wanted on the Debian kernel (- and _ are the same), loaded by
+# init.sh (modules.load): VFIO.  Extra ones are shipped but listed apart
+# (modules.extra), for the guests that load them: virtio_blk for
+# tests/vm/vhost-user-blk.sh (init.sh binds the virtio-blk to vfio-pci, so
+# its driver stays unloaded there).  Both lists are part of the cache key.
 debian_modules=(vfio vfio_iommu_type1 vfio_pci vfio_pci_core irqbypass
 	virtio_iommu virtio_pci)
+debian_extra=(virtio_blk)
 
 debian() {
 	ensure kmod xz-utils || skip "kmod and xz-utils are missing (not root to install them)"
@@ -86,7 +92,7 @@ debian() {
 	[ -n "$real" ] || skip "cannot resolve $meta to a kernel package"
 	ver=$(candidate "$real")
 	[ -n "$ver" ] || skip "apt has no candidate for $real"
-	key="debian-${real#linux-image-}-$ver"
+	key="debian-${real#linux-image-}-$ver-$(echo "${debian_modules[*]} / ${debian_extra[*]}" | sha256sum | cut -c1-8)"
 	dir="$cache/$key"
 	if [ -f "$dir/.done" ]; then
 		echo "$dir"
@@ -132,8 +138,11 @@ debian() {
 		done
 		order+=("$mm")
 	}
-	for name in "${debian_modules[@]}"; do
-		if [ -n "${byname[$name]:-}" ]; then
+	local nload=0 i=0
+	for name in "${debian_modules[@]}" / "${debian_extra[@]}"; do
+		if [ "$name" = / ]; then
+			nload=${#order[@]}
+		elif [ -n "${byname[$name]:-}" ]; then
 			visit "${byname[$name]}"
 		elif grep -q "/${name//_/[-_]}\.ko" "$src/modules.builtin"; then
 			log "$name is built in"
@@ -143,6 +152,7 @@ debian() {
 	done
 
 	: >"$out/modules.load"
+	: >"$out/modules.extra"
 	for path in "${order[@]}"; do
 		mkdir -p "$out/lib/modules/$kver/$(dirname "$path")"
 		case $path in
@@ -152,7 +162,12 @@ debian() {
 		*) cp "$src/$path" "$out/lib/modules/$kver/$path" ;;
 		esac
 		path=${path%.xz}; path=${path%.zst}; path=${path%.gz}
-		echo "/lib/modules/$kver/$path" >>"$out/modules.load"
+		if [ $i -lt $nload ]; then
+			echo "/lib/modules/$kver/$path" >>"$out/modules.load"
+		else
+			echo "/lib/modules/$kver/$path" >>"$out/modules.extra"
+		fi
+		i=$((i + 1))
 	done
 	depmod -b "$out" "$kver"
 	echo "$kver" >"$out/kver"
