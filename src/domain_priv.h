@@ -141,6 +141,18 @@ static inline bool backend_dirty(const struct iodma_domain *d)
 int domain_dirty_get(struct iodma_domain *d, uint64_t iova, uint64_t len,
 		     uint64_t pgsize, uint64_t *bitmap);
 
+/* ---- xlate.c, for a resolver inside the library (vhost_user.c) ------------ */
+
+/* Inside a resolver call (iodma_resolver_fn), on the calling thread: the
+ * bytes the translation that missed still wants from the missing IOVA on
+ * (>= 1), so the resolver may ask for the rest of the buffer at once;
+ * 0 outside a resolver call. */
+uint64_t xlate_miss_left(void);
+
+/* Does a leaf of @d map @iova with every bit of @perm right now?  A
+ * lock-free look (no resolver, no stats, no fault); any thread. */
+bool xlate_mapped(struct iodma_domain *d, uint64_t iova, uint32_t perm);
+
 /* ---- domain.c, for tests -------------------------------------------------- */
 
 /* The mapping that contains @iova, copied into *@out, from the table.

@@ -32,12 +32,17 @@
 #include <iodma/vhost-user.h>
 #include <iodma/backend.h>
 
+#include "domain_priv.h"
 #include "memory_priv.h"
 #include "util.h"
 #include "vhost_user_proto.h"
 
 #define DEFAULT_SLOTS      32u
 #define DEFAULT_TIMEOUT_NS 1000000000ull
+/* Misses sent ahead for the rest of a buffer (see vu_resolver), and the
+ * misses awaiting their UPDATE that the layer remembers. */
+#define MISS_AHEAD   64u
+#define MISS_PENDING 128u
 #define MAX_VRING_NUM      32768u
 #define VRING_LOG_BIT      (1u << VHOST_VRING_F_LOG)
 
@@ -113,6 +118,17 @@ struct iodma_vhost_user {
 					 * saw it move gives up, even if the
 					 * wait was over before it woke */
 	struct vu_waiter *waiters;
+	/* MISS messages sent and not yet answered by an UPDATE, nor expired:
+	 * a miss inside one waits for that UPDATE instead of asking again. */
+	struct vu_pending {
+		uint64_t iova;          /* page */
+		uint32_t perm;
+		uint64_t deadline;      /* os_now_ns() after which it is dropped */
+	} pending[MISS_PENDING];
+	unsigned int npending;
+	uint64_t update_size;           /* the last UPDATE's size: the front
+					 * end's IOTLB entry size, the stride
+					 * of misses sent ahead */
 
 	/* Counters (iodma_vhost_user_get_stats()), relaxed atomics. */
 	_Atomic uint64_t st_updates;
@@ -121,6 +137,7 @@ struct iodma_vhost_user {
 	_Atomic uint64_t st_miss_resolved;
 	_Atomic uint64_t st_miss_failed;
 	_Atomic uint64_t st_miss_released;
+	_Atomic uint64_t st_miss_ahead;
 };
 
 static void stat_inc(_Atomic uint64_t *c)
@@ -221,11 +238,55 @@ static void unquiesce(struct iodma_vhost_user *vu)
 	os_mutex_unlock(&vu->miss_lock);
 }
 
+/* Forget pending misses that [iova, iova + size) with @perm answers, and
+ * those past their deadline (the front end answers nothing for an address
+ * it cannot translate).  miss_lock held. */
+static void pending_prune(struct iodma_vhost_user *vu, uint64_t iova,
+			  uint64_t size, uint32_t perm, uint64_t now)
+{
+	unsigned int i = 0;
+
+	while (i < vu->npending) {
+		struct vu_pending *p = &vu->pending[i];
+
+		if (p->deadline < now ||
+		    (p->iova >= iova && p->iova - iova < size &&
+		     (p->perm & ~perm) == 0))
+			*p = vu->pending[--vu->npending];
+		else
+			i++;
+	}
+}
+
+/* Is a miss for @iova with @perm already on its way?  miss_lock held. */
+static bool pending_has(const struct iodma_vhost_user *vu, uint64_t iova,
+			uint32_t perm, uint64_t pg, uint64_t now)
+{
+	for (unsigned int i = 0; i < vu->npending; i++) {
+		const struct vu_pending *p = &vu->pending[i];
+
+		if (p->deadline >= now && p->iova == (iova & ~(pg - 1)) &&
+		    (perm & ~p->perm) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void pending_add(struct iodma_vhost_user *vu, uint64_t iova,
+			uint32_t perm, uint64_t pg, uint64_t deadline)
+{
+	if (vu->npending < MISS_PENDING)
+		vu->pending[vu->npending++] = (struct vu_pending){
+			.iova = iova & ~(pg - 1), .perm = perm, .deadline = deadline };
+}
+
 /* An UPDATE mapped [iova, iova + size) with @perm: wake its waiters. */
 static void waiters_resolve(struct iodma_vhost_user *vu, uint64_t iova,
 			    uint64_t size, uint32_t perm)
 {
 	os_mutex_lock(&vu->miss_lock);
+	vu->update_size = size;
+	pending_prune(vu, iova, size, perm, os_now_ns());
 	for (struct vu_waiter *w = vu->waiters; w; w = w->next) {
 		if (w->iova >= iova && w->iova - iova < size &&
 		    (w->perm & ~perm) == 0)
@@ -341,39 +402,96 @@ IODMA_EXPORT int iodma_vhost_user_iotlb_miss(struct iodma_vhost_user *vu,
 	return ret;
 }
 
+/* The stride of misses sent ahead: the front end's IOTLB entry size as the
+ * last UPDATE showed it (a power of two; QEMU sends one entry per MISS),
+ * else the page size.  miss_lock held. */
+static uint64_t ahead_stride(const struct iodma_vhost_user *vu, uint64_t pg)
+{
+	uint64_t sz = vu->update_size;
+
+	if (sz > pg && sz <= (1ull << 30) && (sz & (sz - 1)) == 0)
+		return sz;
+	return pg;
+}
+
 /*
  * The domain's resolver: send a MISS (no ack asked: the UPDATE itself is
  * the answer) and wait for an UPDATE covering @iova with @perm, the
  * timeout, or a quiesce.  Runs inside the translating thread's access
  * section.
+ *
+ * A buffer the front end just mapped misses on every one of its IOTLB
+ * entries (strict-mode guests map each request anew), and each MISS is a
+ * round trip through the front end's main loop.  So the first miss of a
+ * translation also asks, in the same burst, for the entries of the rest
+ * of the buffer that are neither mapped nor already asked for (at most
+ * MISS_AHEAD, by xlate_miss_left()); their UPDATEs arrive while this one
+ * is consumed, and a later miss on one of them waits for its UPDATE
+ * instead of asking again.  Only addresses inside the buffer the device
+ * was given are asked for: nothing a correct driver did not map.
  */
 static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 		       uint32_t perm)
 {
 	struct iodma_vhost_user *vu = arg;
 	struct vu_waiter w = { .iova = iova, .perm = perm }, **pp;
-	uint64_t deadline, gen;
+	uint64_t pg = os_page_size(), left = xlate_miss_left();
+	uint64_t ahead[MISS_AHEAD], now, deadline, gen;
+	unsigned int nahead = 0, sent = 0;
 	int fd, ret = 0;
 
-	(void)d;
 	if (!has_feature(vu, VU_F_IOMMU_PLATFORM) || perm_to_vhost(perm) < 0)
 		return -ENOENT;
-	deadline = os_now_ns() + vu->timeout_ns;
+	now = os_now_ns();
+	deadline = now + vu->timeout_ns;
 	os_mutex_lock(&vu->miss_lock);
 	gen = vu->quiesce_gen;
 	w.next = vu->waiters;
 	vu->waiters = &w;
-	fd = chan_acquire(vu, deadline, true);
-	if (fd < 0) {
-		ret = fd;
+	if (vu->quiesce) {
+		ret = -EAGAIN;
 		goto out;
 	}
-	os_mutex_unlock(&vu->miss_lock);
-	ret = send_miss(fd, iova, perm, false);
-	if (ret == 0)
-		stat_inc(&vu->st_misses);
-	os_mutex_lock(&vu->miss_lock);
-	chan_release(vu);
+	pending_prune(vu, 0, 0, 0, now); /* the expired ones */
+	if (!pending_has(vu, iova, perm, pg, now)) {
+		uint64_t stride, next, last;
+
+		fd = chan_acquire(vu, deadline, true);
+		if (fd < 0) {
+			ret = fd;
+			goto out;
+		}
+		pending_add(vu, iova, perm, pg, deadline);
+		stride = ahead_stride(vu, pg);
+		next = (iova & ~(stride - 1)) + stride;
+		last = left > 1 && iova + (left - 1) > iova ? iova + (left - 1) : iova;
+		for (; nahead < MISS_AHEAD && next > iova && next <= last &&
+		       vu->npending < MISS_PENDING; next += stride) {
+			if (pending_has(vu, next, perm, pg, now) ||
+			    xlate_mapped(d, next, perm))
+				continue;
+			ahead[nahead++] = next;
+			pending_add(vu, next, perm, pg, deadline);
+		}
+		os_mutex_unlock(&vu->miss_lock);
+		ret = send_miss(fd, iova, perm, false);
+		if (ret == 0) {
+			stat_inc(&vu->st_misses);
+			for (; sent < nahead; sent++) {
+				if (send_miss(fd, ahead[sent], perm, false))
+					break;
+				stat_inc(&vu->st_misses);
+				stat_inc(&vu->st_miss_ahead);
+			}
+		}
+		os_mutex_lock(&vu->miss_lock);
+		/* What was not sent is not on its way. */
+		if (ret)
+			pending_prune(vu, iova & ~(pg - 1), pg, perm, now);
+		for (unsigned int i = sent; i < nahead; i++)
+			pending_prune(vu, ahead[i] & ~(pg - 1), pg, perm, now);
+		chan_release(vu);
+	}
 	while (ret == 0 && !w.resolved) {
 		/* A quiesce that began, even one already over (an unmap that
 		 * did not have to wait for this section returns at once),
@@ -1474,6 +1592,7 @@ IODMA_EXPORT int iodma_vhost_user_get_stats(struct iodma_vhost_user *vu,
 		.misses_resolved = atomic_load_explicit(&vu->st_miss_resolved, memory_order_relaxed),
 		.misses_released = atomic_load_explicit(&vu->st_miss_released, memory_order_relaxed),
 		.misses_failed = atomic_load_explicit(&vu->st_miss_failed, memory_order_relaxed),
+		.misses_ahead = atomic_load_explicit(&vu->st_miss_ahead, memory_order_relaxed),
 	};
 	return 0;
 }

@@ -398,6 +398,7 @@ struct sect_tls {
 	bool anon;              /* the outermost one has no record (counted in
 				 * anon_sections) */
 	struct reader *r;       /* this thread's record, or NULL */
+	uint64_t miss_left;     /* inside a resolver call: xlate_miss_left() */
 	unsigned int ngpa;      /* entries in gpa[] */
 	struct sect_gpa gpa[SECT_GPA];
 };
@@ -1506,8 +1507,12 @@ xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
 			os_rcu_read_lock();
 			r = atomic_load_explicit(&xl->resolver, memory_order_acquire);
 			if (r) {
+				uint64_t outer = tls.miss_left;
+
 				STAT_INC(xl, resolver_calls);
+				tls.miss_left = left;
 				resolved = r->fn(r->arg, d, iova, perm) == 0;
+				tls.miss_left = outer;
 			}
 			os_rcu_read_unlock();
 			if (resolved)
@@ -1543,6 +1548,18 @@ xlate_slow(struct iodma_domain *d, uint64_t iova, uint64_t left, uint32_t perm,
 	run->len = mleft;
 	run->gpa = NO_GPA;
 	return 0;
+}
+
+uint64_t xlate_miss_left(void)
+{
+	return tls.miss_left;
+}
+
+bool xlate_mapped(struct iodma_domain *d, uint64_t iova, uint32_t perm)
+{
+	struct iopt_hit h;
+
+	return pt_lookup(d, iova, &h) && (h.entry & perm) == perm;
 }
 
 /* Grow a run that stopped at a leaf's end while bytes are left: the next

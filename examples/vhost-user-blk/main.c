@@ -462,7 +462,7 @@ static void print_counters(struct backend *b)
 	       " bytes_written=%" PRIu64 " ioerr=%" PRIu64
 	       " iotlb_misses=%" PRIu64 " misses_resolved=%" PRIu64
 	       " misses_released=%" PRIu64 " misses_failed=%" PRIu64
-	       " iotlb_updates=%" PRIu64 " iotlb_invalidates=%" PRIu64
+	       " misses_ahead=%" PRIu64 " iotlb_updates=%" PRIu64 " iotlb_invalidates=%" PRIu64
 	       " pt_hits=%" PRIu64 " pt_misses=%" PRIu64
 	       " hit_rate=%.3f device_xlates=%" PRIu64
 	       " faults=%" PRIu64 " xlate_retries=%" PRIu64
@@ -472,7 +472,7 @@ static void print_counters(struct backend *b)
 	       " isolation_violations=%" PRIu64 "\n",
 	       sum.requests, sum.bytes_read, sum.bytes_written, sum.ioerr,
 	       vs.iotlb_misses, vs.misses_resolved, vs.misses_released,
-	       vs.misses_failed, vs.iotlb_updates, vs.iotlb_invalidates,
+	       vs.misses_failed, vs.misses_ahead, vs.iotlb_updates, vs.iotlb_invalidates,
 	       xs.iotlb_hits, xs.iotlb_misses,
 	       xs.iotlb_hits + xs.iotlb_misses ?
 	       (double)xs.iotlb_hits / (double)(xs.iotlb_hits + xs.iotlb_misses) : 0.0,

@@ -345,11 +345,19 @@ IODMA_EXPORT int iodma_vhost_user_handle(struct iodma_vhost_user *vu,
  * timed out the channel no longer asks for acks (a late one would pair
  * with the wrong request).  Misses on one channel are sent one at a time.
  *
- * The domain's resolver (installed by iodma_vhost_user_create()) calls
- * this on every translation miss while the IOMMU is negotiated, then
- * waits for an UPDATE covering @iova with @perm, bounded by the same
- * timeout; on a timeout the translation faults and the domain records
- * the fault.
+ * The domain's resolver (installed by iodma_vhost_user_create()) sends
+ * the same MISS (without need_reply) on every translation miss while the
+ * IOMMU is negotiated, then waits for an UPDATE covering @iova with @perm,
+ * bounded by the same timeout; on a timeout the translation faults and the
+ * domain records the fault.  In the same burst it also asks for the rest
+ * of the buffer being translated, one MISS per front-end IOTLB entry (the
+ * size of the last UPDATE, else a page) that is neither mapped nor already
+ * asked for, at most 64: a strict-mode guest maps every request anew, and
+ * the UPDATEs then come back-to-back instead of one round trip per page.
+ * A miss inside an entry already asked for waits for that UPDATE.  Nothing
+ * outside the buffer the device was given is asked for (QEMU's
+ * vhost_device_iotlb_miss() answers an address it cannot translate with
+ * nothing; such a request expires after the timeout).
  *
  * Context: thread-safe; blocks up to the timeout.  Call it outside access
  *          sections: handle() may be waiting for them while the front end
@@ -455,6 +463,9 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
  * @misses_failed:     resolver calls that failed otherwise: no channel,
  *                     a send error, or no UPDATE before the timeout (the
  *                     front end found no mapping: a real fault).
+ * @misses_ahead:      of @iotlb_misses, those sent ahead for the rest of
+ *                     the buffer whose translation missed (see
+ *                     iodma_vhost_user_iotlb_miss()).
  */
 struct iodma_vhost_user_stats {
 	uint64_t iotlb_updates;
@@ -463,6 +474,7 @@ struct iodma_vhost_user_stats {
 	uint64_t misses_resolved;
 	uint64_t misses_released;
 	uint64_t misses_failed;
+	uint64_t misses_ahead;
 };
 
 /**

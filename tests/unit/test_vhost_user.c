@@ -703,6 +703,115 @@ static void test_miss_sends_miss_and_waits_for_the_update(void **state)
 	fe_fini(&t);
 }
 
+/* The front end's side for a buffer of @n pages at @iova: read every MISS
+ * the first burst brings (until none comes for 300 ms), then answer each
+ * page, one UPDATE per page onto UBASE + page * PG (QEMU's one IOTLB entry
+ * per MISS), and answer any later MISS one at a time. */
+struct burst {
+	struct fe *t;
+	uint64_t iova;
+	unsigned int n;
+	uint64_t seen[32];
+	unsigned int got;   /* MISS messages read in all */
+	unsigned int burst; /* of them, read before the first answer */
+};
+
+static bool read_miss(struct burst *b, int ms)
+{
+	struct {
+		struct vu_header h;
+		struct vhost_iotlb_msg m;
+	} __attribute__((packed)) in;
+	struct pollfd p = { .fd = b->t->req[0], .events = POLLIN };
+
+	if (poll(&p, 1, ms) != 1 ||
+	    recv(b->t->req[0], &in, sizeof(in), MSG_WAITALL) != (ssize_t)sizeof(in) ||
+	    in.m.type != VHOST_IOTLB_MISS || b->got == sizeof(b->seen) / sizeof(b->seen[0]))
+		return false;
+	b->seen[b->got++] = in.m.iova;
+	return true;
+}
+
+static void answer_page(struct burst *b, uint64_t iova)
+{
+	uint64_t pg = iova & ~(PG - 1);
+	struct vhost_iotlb_msg u = { .iova = pg, .size = PG,
+				     .uaddr = UBASE + (pg - b->iova), .perm = 3,
+				     .type = VHOST_IOTLB_UPDATE };
+	struct iodma_vhost_user_reply r;
+	uint8_t buf[64];
+	size_t len = build(buf, VU_IOTLB_MSG, NEED, &u, sizeof(u));
+
+	iodma_vhost_user_handle(b->t->vu, buf, len, NULL, 0, &r);
+}
+
+static void *answer_burst(void *arg)
+{
+	struct burst *b = arg;
+	unsigned int i;
+
+	if (!read_miss(b, 5000))
+		return NULL;
+	while (read_miss(b, 300))
+		;
+	b->burst = b->got;
+	for (i = 0; i < b->burst; i++)
+		answer_page(b, b->seen[i]);
+	while (read_miss(b, 300))
+		answer_page(b, b->seen[b->got - 1]);
+	return NULL;
+}
+
+/* One translation of an 8-page buffer the front end has not mapped (but
+ * page 3): the first miss asks for all 7 missing pages in one burst, and
+ * the later misses wait for those UPDATEs instead of asking again. */
+static void test_miss_asks_ahead_for_the_rest_of_the_buffer(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	const uint64_t iova = 0xc000000;
+	struct burst b = { .iova = iova, .n = 8 };
+	struct iodma_vhost_user_stats vs;
+	uint8_t *out = malloc(8 * PG);
+	pthread_t th;
+	struct fe t;
+	unsigned int i;
+
+	(void)state;
+	assert_non_null(out);
+	o.miss_timeout_ns = 5000000000ull;
+	iommu_setup(&t, &o);
+	b.t = &t;
+	backend_channel(&t);
+	for (i = 0; i < 8 * PG; i++)
+		t.ram[i] = (uint8_t)(i * 7 + 1);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, iova + 3 * PG, PG, UBASE + 3 * PG, 3), 0);
+	assert_int_equal(pthread_create(&th, NULL, answer_burst, &b), 0);
+	assert_int_equal(iodma_read(dom(&t), iova + 0x10, out, 8 * PG - 0x10), 0);
+	pthread_join(th, NULL);
+	assert_memory_equal(out, t.ram + 0x10, 8 * PG - 0x10);
+	/* The missing pages, asked for at once, in order, none twice. */
+	assert_int_equal(b.burst, 7);
+	assert_int_equal(b.got, 7);
+	assert_int_equal(b.seen[0], iova + 0x10);
+	for (i = 1; i < 7; i++)
+		assert_int_equal(b.seen[i], iova + (i < 3 ? i : i + 1) * PG);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.iotlb_misses, 7);
+	assert_int_equal(vs.misses_ahead, 6);
+	assert_int_equal(vs.misses_failed + vs.misses_released, 0);
+	/* A translation inside one page asks for nothing beyond it. */
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_INVALIDATE, iova, 8 * PG, 0, 0), 0);
+	b = (struct burst){ .t = &t, .iova = iova, .n = 8 };
+	assert_int_equal(pthread_create(&th, NULL, answer_burst, &b), 0);
+	assert_int_equal(iodma_read(dom(&t), iova + 2 * PG, out, PG), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(b.got, 1);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.misses_ahead, 6);
+	free(out);
+	fe_fini(&t);
+}
+
 static void test_miss_without_answer_times_out_and_faults(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
@@ -1807,6 +1916,7 @@ int main(void)
 		cmocka_unit_test(test_iotlb_invalidate_makes_translation_fault),
 		cmocka_unit_test(test_rem_mem_reg_unmaps_mappings_into_it_first),
 		cmocka_unit_test(test_miss_sends_miss_and_waits_for_the_update),
+		cmocka_unit_test(test_miss_asks_ahead_for_the_rest_of_the_buffer),
 		cmocka_unit_test(test_miss_without_answer_times_out_and_faults),
 		cmocka_unit_test(test_miss_without_channel_faults_at_once),
 		cmocka_unit_test(test_invalidate_releases_a_waiting_miss),
