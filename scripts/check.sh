@@ -8,6 +8,7 @@
 #   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
 #      instrument atomic_thread_fence)
 #   6. the core compiled freestanding
+#   7. the libFuzzer targets, each for a bounded time (scripts/check-fuzz.sh)
 # Prints one closing line "check: N passed, N failed, N skipped" over all tiers
 # and exits non-zero if anything failed.
 set -uo pipefail
@@ -70,6 +71,10 @@ fi
 
 echo "== freestanding"
 scripts/freestanding-check.sh || failed_tiers+=("freestanding")
+
+echo "== fuzz"
+scripts/check-fuzz.sh
+case $? in 0 | 77) ;; *) failed_tiers+=("fuzz") ;; esac
 
 python3 - "$@" <<'PY'
 import json, glob

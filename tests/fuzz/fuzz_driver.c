@@ -53,7 +53,7 @@
 #define UNDER_TSAN 0
 #endif
 
-#include "fuzz_vhost_user.h"
+#include "fuzz_target.h"
 
 #define MAX_LEN   4096
 #define MAX_SEEDS 256
@@ -92,12 +92,13 @@ static size_t pick(size_t n)
 
 static void dump_crash(void)
 {
-	static const char path[] = "vu-fuzz-crash.bin";
-	char msg[160];
+	static char path[96];
+	char msg[200];
 	int fd, len;
 
 	if (!run_data)
 		return;
+	snprintf(path, sizeof(path), "%s-crash.bin", fuzz_target.name);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd >= 0) {
 		if (write(fd, run_data, run_len) != (ssize_t)run_len)
@@ -105,8 +106,8 @@ static void dump_crash(void)
 		close(fd);
 	}
 	len = snprintf(msg, sizeof(msg),
-		       "fuzz-vhost-user: input #%ld (%zu bytes) failed; written to %s\n",
-		       run_index, run_len, path);
+		       "%s: input #%ld (%zu bytes) failed; written to %s\n",
+		       fuzz_target.name, run_index, run_len, path);
 	if (len > 0 && write(2, msg, (size_t)len) < 0)
 		(void)0;
 	run_data = NULL;
@@ -323,8 +324,9 @@ static long env_long(const char *name, long dflt)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: fuzz-vhost-user [--corpus DIR] [--count N] [--seconds S] [--seed X]\n"
-		"                       [--threads] [--save N FILE] [--write-seeds DIR] [FILE...]\n");
+		"usage: %s [--corpus DIR] [--count N] [--seconds S] [--seed X]\n"
+		"       %*s [--threads] [--save N FILE] [--write-seeds DIR] [FILE...]\n",
+		fuzz_target.name, (int)strlen(fuzz_target.name), "");
 	exit(2);
 }
 
@@ -335,6 +337,7 @@ int main(int argc, char **argv)
 	double seconds = (double)env_long("IODMA_FUZZ_SECONDS", 60);
 	long save_index = -1, i;
 	uint64_t seed = 0x5eed0f1d0ull;
+	const long *counts = fuzz_target.count;
 	static uint8_t buf[MAX_LEN];
 	int nfiles = 0;
 	double t0, dt;
@@ -352,10 +355,10 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[a], "--save") && a + 2 < argc) {
 			save_index = atol(argv[++a]);
 			save_file = argv[++a];
-		} else if (!strcmp(argv[a], "--threads")) {
-			vu_fuzz_threads = 1;
+		} else if (!strcmp(argv[a], "--threads") && fuzz_target.threads) {
+			counts = fuzz_target.threads();
 		} else if (!strcmp(argv[a], "--write-seeds") && a + 1 < argc) {
-			int n = vu_fuzz_write_seeds(argv[++a]);
+			int n = fuzz_target.write_seeds(argv[++a]);
 
 			if (n < 0) {
 				perror("write-seeds");
@@ -370,12 +373,9 @@ int main(int argc, char **argv)
 		}
 	}
 
-	if (count < 0 && vu_fuzz_threads)
+	if (count < 0)
 		count = env_long("IODMA_FUZZ_COUNT",
-				 UNDER_VALGRIND() ? 600 : UNDER_TSAN ? 200 : 3000);
-	else if (count < 0)
-		count = env_long("IODMA_FUZZ_COUNT",
-				 UNDER_VALGRIND() ? 2000 : UNDER_TSAN ? 500 : 20000);
+				 UNDER_VALGRIND() ? counts[1] : UNDER_TSAN ? counts[2] : counts[0]);
 
 	signal(SIGABRT, on_signal);
 	signal(SIGSEGV, on_signal);
@@ -438,35 +438,12 @@ int main(int argc, char **argv)
 		}
 	}
 	dt = now() - t0;
-	printf("fuzz-vhost-user: %zu seeds + %ld generated inputs in %.1f s (%.0f inputs/s), "
-	       "seed %#llx%s\n", nseeds, i, dt, (double)vu_fuzz_stats.inputs / dt,
+	printf("%s: %zu seeds + %ld generated inputs in %.1f s (%.0f inputs/s), "
+	       "seed %#llx%s\n", fuzz_target.name, nseeds, i, dt,
+	       (double)(nseeds + (size_t)i) / dt,
 	       (unsigned long long)seed, i < count ? " (time bound reached)" : "");
-	printf("  messages %llu: accepted %llu, rejected %llu, injected -ENOMEM %llu\n",
-	       (unsigned long long)vu_fuzz_stats.messages,
-	       (unsigned long long)vu_fuzz_stats.handled_ok,
-	       (unsigned long long)vu_fuzz_stats.rejected,
-	       (unsigned long long)vu_fuzz_stats.enomem);
-	printf("  accepted: %llu tables, %llu ADD_MEM_REG, %llu REM_MEM_REG, %llu UPDATE, "
-	       "%llu INVALIDATE, %llu SET_LOG_BASE\n",
-	       (unsigned long long)vu_fuzz_stats.ok_mem_table,
-	       (unsigned long long)vu_fuzz_stats.ok_add_reg,
-	       (unsigned long long)vu_fuzz_stats.ok_rem_reg,
-	       (unsigned long long)vu_fuzz_stats.ok_update,
-	       (unsigned long long)vu_fuzz_stats.ok_invalidate,
-	       (unsigned long long)vu_fuzz_stats.ok_log_base);
-	printf("  device: %llu translations, %llu faults, %llu shared-log bits checked\n",
-	       (unsigned long long)vu_fuzz_stats.xlate_ok,
-	       (unsigned long long)vu_fuzz_stats.xlate_fault,
-	       (unsigned long long)vu_fuzz_stats.dirty_checked);
-	if (vu_fuzz_threads)
-		printf("  device thread: %llu translations\n",
-		       (unsigned long long)vu_fuzz_stats.thread_xlates);
-	/* A run that never got a table or an UPDATE through tested little. */
-	if (i >= 1000 && (!vu_fuzz_stats.ok_mem_table || !vu_fuzz_stats.ok_update ||
-			      !vu_fuzz_stats.dirty_checked)) {
-		fprintf(stderr, "fuzz-vhost-user: the inputs reached too little state\n");
+	if (fuzz_target.summary(i))
 		return 1;
-	}
 	for (size_t s = 0; s < nseeds; s++)
 		free(seeds[s].b);
 	for (size_t p = 0; p < npool; p++)

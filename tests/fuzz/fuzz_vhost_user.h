@@ -10,9 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* libFuzzer's entry point: one input = one fresh back end fed a stream of
- * messages, checked after each; abort() on a broken invariant. */
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_target.h" /* LLVMFuzzerTestOneInput(): one input = one fresh
+			  * back end fed a stream of messages */
 
 /* Write the seed corpus (inputs in the target's encoding) into @dir as
  * files named after what they do.  Returns the number written, or -1. */
