@@ -96,7 +96,7 @@ bench: deps-test
 # targets for a bounded time (scripts/check-fuzz.sh) and the gcc-built
 # standalone drivers in every tier.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS = vhost-user domain
+FUZZ_TARGETS = vhost-user domain dma
 fuzz: deps-test
 	CC=clang scripts/setup-build.sh build-fuzz -Dfuzzer=enabled -Dtests=enabled \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug

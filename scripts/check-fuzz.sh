@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${IODMA_FUZZ_CI_SECONDS:-30}
-targets=(vhost-user domain)
+targets=(vhost-user domain dma)
 command -v clang >/dev/null || { echo "fuzz: SKIP: no clang"; exit 77; }
 echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' |
 	clang -x c -fsanitize=fuzzer -o /dev/null - 2>/dev/null ||

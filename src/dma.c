@@ -1127,12 +1127,14 @@ static inline uint64_t pow2_ceil(uint64_t x)
  * max_segment_size by the caller): a registered or direct address that
  * would cross a line is not used, the element is mapped dynamically or
  * bounced instead (bounce.c places runs inside the window), or refused
- * with -EINVAL under BOUNCE_NEVER without a domain.  dev->lock held. */
+ * with -EINVAL under BOUNCE_NEVER without a domain.  A dynamic element
+ * whose offset in its page puts it across a line wherever it is placed is
+ * bounced too (-EINVAL under BOUNCE_NEVER).  dev->lock held. */
 static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 			       struct sg_plan *pl, uint64_t *cursor)
 {
 	uint64_t b = dev->segment_boundary, g = dev->granule;
-	uint64_t v = (uintptr_t)e->va, io, base, end, off;
+	uint64_t v = (uintptr_t)e->va, io, base, end, off, start;
 	int ret;
 
 	if (dev->policy != IODMA_BOUNCE_ALWAYS &&
@@ -1163,12 +1165,21 @@ static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 	if (!end)
 		return -EINVAL;
 	off = v - base;
+	start = *cursor;
 	if (dev->min_align > g)
-		*cursor = align_up(*cursor, dev->min_align);
-	if (crosses(*cursor + off, e->len, b))
-		*cursor = align_up(*cursor, IODMA_MAX(b + 1, g));
-	if (crosses(*cursor + off, e->len, b))
-		return -EINVAL;
+		start = align_up(start, dev->min_align);
+	if (crosses(start + off, e->len, b))
+		start = align_up(start, IODMA_MAX(b + 1, g));
+	if (crosses(start + off, e->len, b)) {
+		/* Its offset in the page puts it across a line wherever its
+		 * pages go (off + len > the window): only a bounce run, which
+		 * bounce.c places inside one window, can carry it whole. */
+		if (dev->policy == IODMA_BOUNCE_NEVER)
+			return -EINVAL;
+		pl->cls = CLASS_BOUNCE;
+		return 0;
+	}
+	*cursor = start;
 	pl->base = base;
 	pl->cover = end - base;
 	pl->addr = *cursor;

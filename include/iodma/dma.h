@@ -343,8 +343,12 @@ struct iodma_sg {
  * Return:  the number of DMA segments (>= 1) described in the first
  *          elements' seg_iova/seg_len; -EINVAL bad list (an element of
  *          len 0, wrapping, longer than max_segment_size or than the
- *          boundary window), or, policy NEVER in direct mode, an element
- *          whose bus address crosses a boundary line; -ENOMEM; -EUCLEAN
+ *          boundary window), or, policy NEVER, an element whose address
+ *          lacks min_align (as iodma_map_single()), or whose bytes would
+ *          cross a boundary line wherever they are mapped (direct mode:
+ *          its bus address; with a domain: its offset in its page plus
+ *          its length exceed the window; other policies bounce such an
+ *          element); -ENOMEM; -EUCLEAN
  *          a domain map or the rollback's unmap could not be undone
  *          (Concepts: the device may still reach some elements); or the
  *          domain's error (-EIO when a map left live was undone after

@@ -1218,6 +1218,50 @@ static bool crosses_boundary(uint64_t iova, uint64_t len, uint64_t mask)
 	return (iova & ~mask) != ((iova + len - 1) & ~mask);
 }
 
+/* With a domain, an element no longer than the boundary window whose
+ * offset in its page puts it across a line wherever its pages are mapped
+ * (offset + len > window) is bounced whole (found by fuzz-dma: it was
+ * refused with -EINVAL); under BOUNCE_NEVER it is refused. */
+static void test_sg_element_across_every_placement_bounces(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev;
+	uint8_t *buf = page_alloc(8 * PG), *back = page_alloc(8 * PG);
+	struct iodma_sg sg[2];
+	int n;
+
+	(void)state;
+	o.domain = d;
+	o.segment_boundary = 4 * PG - 1;  /* 16 KiB windows */
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	memset(sg, 0, sizeof(sg));
+	sg[0].va = buf;
+	sg[0].len = PG;
+	sg[1].va = buf + 2 * PG + 0x661;  /* 0x661 + 0x3f3f > 0x4000 */
+	sg[1].len = 0x3f3f;
+	fill(buf, 8 * PG, 9);
+	n = iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE);
+	assert_true(n >= 1);
+	for (int i = 0; i < n; i++)
+		assert_false(crosses_boundary(sg[i].seg_iova, sg[i].seg_len, 4 * PG - 1));
+	assert_false(crosses_boundary(sg[1].iova, sg[1].len, 4 * PG - 1));
+	assert_int_equal(stats(dev).bounces, 1);
+	assert_int_equal(iodma_read(d, sg[1].iova, back, sg[1].len), 0);
+	assert_memory_equal(back, sg[1].va, sg[1].len);
+	assert_int_equal(iodma_unmap_sg(dev, sg, 2, IODMA_TO_DEVICE), 0);
+	iodma_dev_destroy(dev);
+	o.bounce = IODMA_BOUNCE_NEVER;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	assert_int_equal(iodma_map_sg(dev, sg, 2, IODMA_TO_DEVICE), -EINVAL);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+	free(back);
+}
+
+
 /* Every segment map_sg hands out respects the segment boundary, however
  * its elements were mapped.  Differential fuzzing found the registered
  * branch skipping the check: a 2-page element straddling a 64 KiB line
@@ -2299,6 +2343,7 @@ int main(void)
 		cmocka_unit_test(test_register_direct_mode_records_bus_pages),
 		cmocka_unit_test(test_sg_merges_page_contiguous_elements_into_segments),
 		cmocka_unit_test(test_sg_respects_segment_boundary),
+		cmocka_unit_test(test_sg_element_across_every_placement_bounces),
 		cmocka_unit_test(test_sg_boundary_holds_for_registered_elements),
 		cmocka_unit_test(test_sg_boundary_holds_for_direct_elements),
 		cmocka_unit_test(test_sg_all_or_nothing_when_third_element_fails),
