@@ -105,22 +105,16 @@ static struct {
 		 coherent_ok, dev_reads, dev_writes, syncs, refused;
 } fs;
 
-static const uint8_t *in_p;
-static size_t in_left;
+static struct fuzz_in in;
 
 static uint8_t u8(void)
 {
-	if (!in_left)
-		return 0;
-	in_left--;
-	return *in_p++;
+	return fuzz_u8(&in);
 }
 
 static uint16_t u16(void)
 {
-	uint16_t v = u8();
-
-	return (uint16_t)(v | (uint16_t)u8() << 8);
+	return fuzz_u16(&in);
 }
 
 /* ---- helpers ---------------------------------------------------------------------- */
@@ -509,12 +503,12 @@ static void op_sg(void)
 	}
 	CHECK(segsum == total);
 	for (size_t i = 0; i < s->nents; i++) {
-		bool in = false;
+		bool covered = false;
 
-		for (int j = 0; j < ret && !in; j++)
-			in = s->sg[i].iova >= s->sg[j].seg_iova &&
-			     s->sg[i].iova + s->sg[i].len <= s->sg[j].seg_iova + s->sg[j].seg_len;
-		CHECK(in);
+		for (int j = 0; j < ret && !covered; j++)
+			covered = s->sg[i].iova >= s->sg[j].seg_iova &&
+				  s->sg[i].iova + s->sg[i].len <= s->sg[j].seg_iova + s->sg[j].seg_len;
+		CHECK(covered);
 		CHECK((s->sg[i].iova + (s->sg[i].len - 1)) <= S.mask);
 		if (dir != IODMA_FROM_DEVICE)
 			dev_read_check(s->sg[i].iova, s->sg[i].va, s->sg[i].len);
@@ -674,8 +668,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		trace = getenv("IODMA_FUZZ_TRACE") != NULL;
 	if (size < 3)
 		return 0;
-	in_p = data;
-	in_left = size;
+	in = (struct fuzz_in){ data, size };
 	c0 = u8();
 	c1 = u8();
 	c2 = u8();
@@ -701,12 +694,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(iodma_dev_create(&o, &S.dev) == 0);
 	pool_maps = iodma_domain_nr_mappings(S.d);
 	fs.inputs++;
-	while (in_left) {
+	while (in.left) {
 		uint8_t op = u8();
 
 		fs.ops++;
 		if (trace)
-			fprintf(stderr, "op %u (%zu bytes left)\n", op % 12, in_left);
+			fprintf(stderr, "op %u (%zu bytes left)\n", op % 12, in.left);
 		switch (op % 12) {
 		case 0: case 1: op_map(false); break;
 		case 2: op_map(true); break;

@@ -108,22 +108,16 @@ struct fuzz_domain_stats {
 
 /* ---- the input --------------------------------------------------------------------- */
 
-static const uint8_t *in_p;
-static size_t in_left;
+static struct fuzz_in in;
 
 static uint8_t u8(void)
 {
-	if (!in_left)
-		return 0;
-	in_left--;
-	return *in_p++;
+	return fuzz_u8(&in);
 }
 
 static uint16_t u16(void)
 {
-	uint16_t v = u8();
-
-	return (uint16_t)(v | (uint16_t)u8() << 8);
+	return fuzz_u16(&in);
 }
 
 /* ---- the model ------------------------------------------------------------------- */
@@ -861,12 +855,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	in_p = data;
-	in_left = size;
+	in = (struct fuzz_in){ data, size };
 	if (setup(u8()))
 		return 0;
 	fd_stats.inputs++;
-	while (in_left) {
+	while (in.left) {
 		uint8_t op = u8();
 
 		fd_stats.ops++;

@@ -39,6 +39,28 @@ struct fuzz_target {
 
 extern const struct fuzz_target fuzz_target;
 
+/* The operation-stream targets' input: bytes taken from the front, 0 once
+ * it is used up (an input that ends mid-operation still runs). */
+struct fuzz_in {
+	const uint8_t *p;
+	size_t left;
+};
+
+static inline uint8_t fuzz_u8(struct fuzz_in *in)
+{
+	if (!in->left)
+		return 0;
+	in->left--;
+	return *in->p++;
+}
+
+static inline uint16_t fuzz_u16(struct fuzz_in *in)
+{
+	uint16_t v = fuzz_u8(in);
+
+	return (uint16_t)(v | (uint16_t)fuzz_u8(in) << 8);
+}
+
 /* For write_seeds: write @n bytes to DIR/NAME.  Returns 0 or -1. */
 static inline int fuzz_write_file(const char *dir, const char *name,
 				  const void *b, size_t n)

@@ -1878,18 +1878,7 @@ static void etable(struct enc *e, bool need, unsigned int n, const uint64_t (*r)
 
 static int save(const char *dir, const char *name, const struct enc *e)
 {
-	char path[4096];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "wb");
-	if (!f)
-		return -1;
-	if (fwrite(e->b, 1, e->n, f) != e->n) {
-		fclose(f);
-		return -1;
-	}
-	return fclose(f) ? -1 : 0;
+	return fuzz_write_file(dir, name, e->b, e->n);
 }
 
 /* Features with the IOMMU, every protocol feature, a two-region table. */
