@@ -244,7 +244,8 @@ IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
  * @dir:      enum iodma_dir.
  * @iova:     receives the device address.
  *
- * Context, Return: as iodma_map_single().
+ * Context: as iodma_map_single().
+ * Return:  as iodma_map_single().
  */
 IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
 					size_t len, uint64_t align,
@@ -375,7 +376,10 @@ IODMA_EXPORT int iodma_unmap_sg(struct iodma_dev *dev, struct iodma_sg *sg,
 
 /**
  * iodma_sync_sg_for_cpu() - iodma_sync_for_cpu() on every element.
- * @dev: device.  @sg, @nents, @dir: as mapped.
+ * @dev:   device.
+ * @sg:    the list as iodma_map_sg() mapped it.
+ * @nents: the count it was mapped with.
+ * @dir:   the direction it was mapped with.
  *
  * Context: thread-safe.
  * Return:  0; -EINVAL.
@@ -386,7 +390,10 @@ IODMA_EXPORT int iodma_sync_sg_for_cpu(struct iodma_dev *dev,
 
 /**
  * iodma_sync_sg_for_device() - iodma_sync_for_device() on every element.
- * @dev: device.  @sg, @nents, @dir: as mapped.
+ * @dev:   device.
+ * @sg:    the list as iodma_map_sg() mapped it.
+ * @nents: the count it was mapped with.
+ * @dir:   the direction it was mapped with.
  *
  * Context: thread-safe.
  * Return:  0; -EINVAL.
@@ -487,7 +494,8 @@ IODMA_EXPORT int iodma_mmio_phys_to_virt(const struct iodma_dev *dev,
  * @paddr: receives the device address.
  * @va:    receives the CPU address: page aligned, zeroed.
  *
- * Context, Return: as iodma_alloc_coherent().
+ * Context: as iodma_alloc_coherent().
+ * Return:  as iodma_alloc_coherent().
  */
 IODMA_EXPORT int iodma_hal_dma_alloc(struct iodma_dev *dev, size_t pages,
 				     enum iodma_dir dir, uint64_t *paddr,
@@ -517,7 +525,8 @@ IODMA_EXPORT int iodma_hal_dma_dealloc(struct iodma_dev *dev, uint64_t paddr,
  *
  * Unlike the seed, failure is reported.
  *
- * Context, Return: as iodma_map_single().
+ * Context: as iodma_map_single().
+ * Return:  as iodma_map_single().
  */
 IODMA_EXPORT int iodma_hal_share(struct iodma_dev *dev, void *buf, size_t len,
 				 enum iodma_dir dir, uint64_t *paddr);
@@ -530,7 +539,8 @@ IODMA_EXPORT int iodma_hal_share(struct iodma_dev *dev, void *buf, size_t len,
  * @len:   the same length.
  * @dir:   the same direction.
  *
- * Context, Return: as iodma_unmap_single(); -EINVAL also if @buf is not the
+ * Context: as iodma_unmap_single().
+ * Return:  as iodma_unmap_single(); -EINVAL also if @buf is not the
  *          buffer that was shared at @paddr.
  */
 IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,

@@ -170,6 +170,12 @@ IODMA_EXPORT int iodma_check_range(struct iodma_domain *d, uint64_t iova,
 /**
  * struct iodma_xlate_iter - State of a slice-by-slice translation
  *                           (GuestMemory::get_slices).
+ * @d:     private: the domain translated in.
+ * @iova:  private: the next byte to translate.
+ * @left:  private: bytes still to translate.
+ * @perm:  private: the IODMA_PERM_* asked for.
+ * @flags: private: the iterator's state bits.
+ * @fault: private: the fault that ended the walk, if any.
  *
  * Fields are private; the struct is public so it can live on the stack.
  */
