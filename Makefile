@@ -7,7 +7,7 @@
 # QEMU guests), asan, valgrind, tsan, bench (the issue-8 table of figures
 # against baselines), freestanding (compile the core with -ffreestanding),
 # fuzz (a libFuzzer campaign on each fuzz target),
-# install, clean.
+# doc (the manual pages, checked as make check does), install, clean.
 
 BUILD      ?= build
 DEMO_INPUT ?= /usr/bin/perl
@@ -16,7 +16,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding fuzz install clean
+	bench freestanding fuzz doc install clean
 
 all: build
 
@@ -75,6 +75,14 @@ tsan: deps-test
 
 freestanding:
 	scripts/freestanding-check.sh
+
+# Section 3 pages by Linux's kernel-doc from the headers, iodma(1) and
+# iodma-info(1) by help2man (doc/meson.build); build-check/doc/ has them.
+# Read one with: man -l build-check/doc/man3/iodma_map_single.3
+doc: deps-test
+	@scripts/setup-build.sh build-check -Dwerror=true -Dtests=enabled
+	ninja -C build-check
+	cd build-check && $(MESON_TEST) --suite doc
 
 check:
 	scripts/check.sh

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The full test gate (README's `make check`, CI's .ci/run):
-#   1. plain build with -Werror, suites unit + demo
+#   1. plain build with -Werror, suites unit + demo; suite doc: the manual
+#      pages (kernel-doc with warnings as errors, a page for every exported
+#      function, every page renders; doc/check-man.sh)
 #   2. suite vm: the VFIO backends against real Linux kernels in QEMU guests
 #      (tests/vm/run.sh; SKIP with the reason where QEMU cannot start)
 #   3. unit + demo under ASan+UBSan
@@ -38,6 +40,7 @@ tier() { # name, dir, meson test args...
 
 setup build-check || failed_tiers+=("build")
 tier plain build-check "${suites[@]}"
+tier doc build-check --suite doc
 
 # The guest runs print their own per-suite table; keep it in the log.
 echo "== vm"
@@ -48,7 +51,8 @@ else
 	tail -n 60 build-check/meson-logs/testlog-vm.txt
 fi
 
-if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug \
+	-Ddocs=disabled; then
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 		tier asan build-asan "${suites[@]}"
 else
@@ -58,7 +62,7 @@ fi
 tier valgrind build-check "${suites[@]}" --timeout-multiplier 10 \
 	--wrapper 'valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --quiet'
 
-if scripts/setup-build.sh build-tsan -Dtests=enabled \
+if scripts/setup-build.sh build-tsan -Dtests=enabled -Ddocs=disabled \
 	-Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug >/dev/null; then
 	if ninja -C build-tsan >/dev/null 2>&1 || ninja -C build-tsan; then
 		TSAN_OPTIONS=halt_on_error=1 tier tsan build-tsan --suite unit --timeout-multiplier 4
@@ -79,7 +83,7 @@ case $? in 0 | 77) ;; *) failed_tiers+=("fuzz") ;; esac
 python3 - "$@" <<'PY'
 import json, glob
 p = f = s = 0
-for tier in ("plain", "vm", "asan", "valgrind", "tsan"):
+for tier in ("plain", "doc", "vm", "asan", "valgrind", "tsan"):
   for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
     for line in open(path):
         line = line.strip()

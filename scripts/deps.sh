@@ -3,7 +3,10 @@
 # Usage: scripts/deps.sh [build|test|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
 #   test:  the above + cmocka, valgrind, GLib (bench/ baselines), clang with
-#          libFuzzer (the fuzz tier of make check)
+#          libFuzzer (the fuzz tier of make check), and the manual pages'
+#          tools: linux-source-6.12 (Linux's scripts/kernel-doc, taken out of
+#          its tarball by doc/kernel-doc-tools.sh), perl, help2man, man-db
+#          (the doc tier renders every page)
 #   state: print a fingerprint of which of all these are installed, at which
 #          version (scripts/setup-build.sh reconfigures a tree when it changes)
 # As root, missing packages are installed with apt-get; otherwise the missing
@@ -11,7 +14,8 @@
 set -euo pipefail
 
 build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
-test_pkgs=(libcmocka-dev valgrind libglib2.0-dev clang libclang-rt-14-dev)
+test_pkgs=(libcmocka-dev valgrind libglib2.0-dev clang libclang-rt-14-dev
+	linux-source-6.12 perl help2man man-db)
 
 case ${1:-build} in
 build) want=("${build_pkgs[@]}") ;;
