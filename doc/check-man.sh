@@ -4,7 +4,8 @@
 #   1. kernel-doc -Wall -Werror over the public headers: no warning;
 #   2. every function libiodma.so exports has its section 3 page;
 #   3. every page (section 3 and 1) renders through man(1) with groff's
-#      warnings on and none printed (lintian's groff-message check).
+#      warnings on and none printed, and lexgrog reads its NAME line
+#      (lintian's groff-message and bad-whatis-entry checks).
 # Usage: doc/check-man.sh KERNEL_DOC LIBIODMA_SO MAN3DIR MAN1PAGE... -- HEADER...
 set -uo pipefail
 kernel_doc=$1 lib=$2 man3=$3; shift 3
@@ -47,6 +48,10 @@ for p in "$man3"/* "${man1[@]}"; do
 	if ! LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$p" \
 		>/dev/null 2>"$err" || [ -s "$err" ]; then
 		echo "FAIL: $p does not render cleanly:"; cat "$err"
+		bad=$((bad + 1))
+	elif ! lexgrog "$p" >/dev/null 2>&1; then
+		# mandb would index no name for it (lintian: bad-whatis-entry).
+		echo "FAIL: $p: lexgrog finds no NAME entry"
 		bad=$((bad + 1))
 	fi
 done

@@ -43,11 +43,13 @@ for f in "$out.split"/*.9; do
 		echo "man-pages: two pages named $name.$sec" >&2; exit 1
 	fi
 	# Line 1 is the .TH kernel-doc wrote; the rest is its page as is, less
-	# the export macro in the synopsis.
+	# the export macro in the synopsis and the "struct " before a type's
+	# name under NAME (whatis/lexgrog take the first word for the name).
 	{
 		printf '.TH "%s" %s "" "iodma %s" "iodma Library Functions"\n' \
 			"$name" "$sec" "$version"
-		tail -n +2 "$f" | sed -e 's/^\.B "IODMA_EXPORT /.B "/'
+		tail -n +2 "$f" | sed -e 's/^\.B "IODMA_EXPORT /.B "/' \
+			-e '/^\.SH NAME$/{n;s/^\(struct\|enum\|union\|typedef\) //}'
 	} > "$out/$name.$sec"
 done
 n=$(ls "$out" | wc -l)
