@@ -7,7 +7,8 @@
 # QEMU guests), asan, valgrind, tsan, bench (the issue-8 table of figures
 # against baselines), freestanding (compile the core with -ffreestanding),
 # fuzz (a libFuzzer campaign on each fuzz target),
-# doc (the manual pages, checked as make check does), install, clean.
+# doc (the manual pages, checked as make check does), deb (the Debian
+# packages, lintian-checked), install, clean.
 
 BUILD      ?= build
 DEMO_INPUT ?= /usr/bin/perl
@@ -16,7 +17,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding fuzz doc install clean
+	bench freestanding fuzz doc deb deb-symbols install clean
 
 all: build
 
@@ -116,8 +117,32 @@ fuzz: deps-test
 			-max_len=4096 -artifact_prefix=crash-$$t- corpus-$$t ../tests/fuzz/corpus/$$t; \
 	done
 
+# libiodma0, libiodma-dev and iodma-tools from this tree, offline once the
+# Build-Depends are in (scripts/deps.sh deb installs them as root): the tree's
+# files (tracked and new, as they are now) are copied to build-deb/iodma so
+# the packages land in build-deb/, not beside the repository; lintian must
+# then report no error and no warning.
+deb:
+	@scripts/deps.sh deb
+	rm -rf build-deb && mkdir -p build-deb/iodma
+	git ls-files -z --cached --others --exclude-standard | \
+		tar --null -T - -cf - | tar -C build-deb/iodma -xf -
+	cd build-deb/iodma && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error,warning build-deb/*.changes
+
+# After an intended change of the exported symbols (debian/README.source):
+# rewrite debian/libiodma0.symbols from the last `make deb` build.
+deb-symbols:
+	dpkg-gensymbols -plibiodma0 -Pbuild-deb/iodma/debian/libiodma0 \
+		-v$$(cd build-deb/iodma && dpkg-parsechangelog -S Version) \
+		-Idebian/libiodma0.symbols -Odebian/libiodma0.symbols.new
+	{ sed -n '/^ /q;p' debian/libiodma0.symbols; grep '^ ' debian/libiodma0.symbols.new; } \
+		> debian/libiodma0.symbols.tmp
+	rm debian/libiodma0.symbols.new
+	mv debian/libiodma0.symbols.tmp debian/libiodma0.symbols
+
 install: build
 	meson install -C $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-check build-asan build-tsan build-fuzz
+	rm -rf $(BUILD) build-check build-asan build-tsan build-fuzz build-deb

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages iodma needs to build, test and run its demo.
-# Usage: scripts/deps.sh [build|test|state]
+# Usage: scripts/deps.sh [build|test|deb|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
 #   test:  the above + cmocka, valgrind, GLib (bench/ baselines), clang with
 #          libFuzzer (the fuzz tier of make check), and the manual pages'
 #          tools: linux-source-6.12 (Linux's scripts/kernel-doc, taken out of
 #          its tarball by doc/kernel-doc-tools.sh), perl, help2man, man-db
 #          (the doc tier renders every page)
+#   deb:   what `make deb` needs: dpkg-dev, debhelper, lintian, then the
+#          Build-Depends of debian/control (apt-get build-dep ./)
 #   state: print a fingerprint of which of all these are installed, at which
 #          version (scripts/setup-build.sh reconfigures a tree when it changes)
 # As root, missing packages are installed with apt-get; otherwise the missing
@@ -20,12 +22,28 @@ test_pkgs=(libcmocka-dev valgrind libglib2.0-dev clang libclang-rt-14-dev
 case ${1:-build} in
 build) want=("${build_pkgs[@]}") ;;
 test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+deb)
+	cd "$(dirname "$0")/.."
+	"$0" debtools || exit 1
+	# dpkg-checkbuilddeps names what debian/control's Build-Depends lacks.
+	unmet=$(dpkg-checkbuilddeps 2>&1) && exit 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "iodma: $unmet" >&2
+		echo "iodma: run as root, or: sudo apt-get build-dep ./" >&2
+		exit 1
+	fi
+	echo "iodma: installing the Build-Depends of debian/control" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null || apt-get update
+	apt-get build-dep -y -qq --no-install-recommends ./ >/dev/null
+	exit 0 ;;
+debtools) want=(dpkg-dev debhelper lintian) ;;
 state)
 	# dpkg-query exits 1 when any of them is unknown; its output still counts.
 	{ dpkg-query -W -f='${Package}=${Version}=${Status}\n' "${build_pkgs[@]}" "${test_pkgs[@]}" \
 		2>/dev/null || true; } | sort | cksum | cut -d' ' -f1
 	exit 0 ;;
-*) echo "usage: scripts/deps.sh [build|test|state]" >&2; exit 2 ;;
+*) echo "usage: scripts/deps.sh [build|test|deb|state]" >&2; exit 2 ;;
 esac
 
 missing=()
