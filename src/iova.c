@@ -32,12 +32,30 @@
  * marked CACHED, to the magazines of the caller's slot (loaded and previous,
  * as in Linux), full magazines to a bounded depot.  A magazine entry is the
  * busy node itself.  An allocation of such a size pops a fitting entry
- * (below the limit, aligned) and flips it back to ALLOC under the tree lock
- * in O(1).  A claim that overlaps a CACHED node evicts it: the node leaves
- * the busy tree, its space becomes free, and the node is marked EVICTED;
- * the magazine still owns it and discards it when it next sees it.
+ * (below the limit, aligned) and flips it back to ALLOC.  A claim that
+ * overlaps a CACHED node evicts it: the node leaves the busy tree, its
+ * space becomes free, and the node is marked EVICTED; the magazine still
+ * owns it and discards it when it next sees it.
  *
- * Locks, in this order: slot->lock -> depot_lock -> tree_lock.
+ * The fast path without the tree lock (issue 12).  Every ALLOC or CACHED
+ * node of 1..32 pages ("hashed") is also in a chained hash keyed by pfn.
+ * The hash is guarded by 64 striped spin locks (a bucket belongs to one
+ * stripe whatever the table's size): a chain, and the kind and maps of its
+ * nodes, change only under the stripe's lock.  So the free of such a size
+ * finds its node and checks it (ALLOC: else -ENOENT, the double-free
+ * check; maps == 0: else -EBUSY) and flips it to CACHED under the slot's
+ * and one stripe's lock; the allocation's cache hit flips CACHED back to
+ * ALLOC under the same two.  Linux's rcache has no such check: it pushes
+ * whatever pfn it is given.  The busy tree keeps every hashed node, so
+ * claims, reservations and the check still see the whole space; the tree
+ * lock holders read kinds atomically and re-check under the stripe lock
+ * any kind they act on (claim inside an ALLOC, evict a CACHED), retrying
+ * when the fast path changed it.  Nodes enter and leave the hash only with
+ * the tree lock held too; the table doubles with every stripe held.
+ * Counters the fast path bumps (hits, fput) live in the slots.
+ *
+ * Locks, in this order: slot->lock -> depot_lock -> tree_lock -> one
+ * stripe (or all of them, in index order).  Slot and stripe locks spin.
  */
 #include <errno.h>
 #include <stdatomic.h>
