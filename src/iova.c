@@ -751,12 +751,11 @@ static void mag_recycle(struct iova_alloc *a, struct iova_mag *m)
 /* Make room for one entry in the slot's loaded magazine of class @c.
  * Slot lock held.  Returns false when no magazine can be had (then the
  * caller frees to the tree). */
-static bool mag_prepare_push(struct iova_alloc *a, struct iova_slot *s, int c)
+static __attribute__((noinline)) bool
+mag_prepare_push_slow(struct iova_alloc *a, struct iova_slot *s, int c)
 {
 	struct iova_mag *e, *full;
 
-	if (s->loaded[c] && s->loaded[c]->n < IOVA_MAG_SIZE)
-		return true;
 	if (s->prev[c] && s->prev[c]->n < IOVA_MAG_SIZE) {
 		e = s->loaded[c];
 		s->loaded[c] = s->prev[c];
@@ -799,6 +798,16 @@ static bool mag_prepare_push(struct iova_alloc *a, struct iova_slot *s, int c)
 	return true;
 }
 
+static inline bool mag_prepare_push(struct iova_alloc *a,
+				    struct iova_slot *s, int c)
+{
+	struct iova_mag *m = s->loaded[c];
+
+	if (m && m->n < IOVA_MAG_SIZE)
+		return true;
+	return mag_prepare_push_slow(a, s, c);
+}
+
 /* Index of the topmost entry of @m below @limit and aligned, or -1. */
 static int mag_find(const struct iova_mag *m, uint64_t pages, uint64_t align,
 		    uint64_t limit)
@@ -825,7 +834,7 @@ static struct iova_node *mag_take(struct iova_mag *m, int i)
 }
 
 /* Try the caller's slot, then the depot.  Returns true and *@pfn on a hit. */
-static bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
+static __attribute__((noinline)) bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
 		      uint64_t align, uint64_t limit, uint64_t *pfn)
 {
 	struct iova_slot *s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
@@ -1206,6 +1215,45 @@ static bool len_to_pages(const struct iova_alloc *a, uint64_t len,
 	return true;
 }
 
+static int get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
+		    uint64_t limit_pfn, uint64_t *pfnp);
+
+/* The common hit: the top entry of the slot's loaded magazine fits and is
+ * still CACHED.  Anything else is left to cache_get(). */
+static inline bool cache_get_top(struct iova_alloc *a, int c, uint64_t pages,
+				 uint64_t align, uint64_t limit, uint64_t *pfn)
+{
+	struct iova_slot *s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
+	struct iova_stripe *st;
+	struct iova_node *n;
+	struct iova_mag *m;
+	bool hit = false;
+
+	spin_lock(&s->lock);
+	m = s->loaded[c];
+	if (!m || m->n == 0)
+		goto out;
+	n = m->e[m->n - 1];
+	if (n->pfn + pages - 1 > limit || !is_aligned(n->pfn, align))
+		goto out;
+	st = stripe_of(a, n->pfn);
+	spin_lock(&st->lock);
+	if (n->kind == IOVA_CACHED) {
+		atomic_store_explicit(&n->kind, IOVA_ALLOC,
+				      memory_order_relaxed);
+		hit = true;
+	}
+	spin_unlock(&st->lock);
+	if (hit) {
+		m->n--;
+		ctr_inc(&s->hits);
+		*pfn = n->pfn;
+	}
+out:
+	spin_unlock(&s->lock);
+	return hit;
+}
+
 int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 		   uint64_t align, uint64_t limit, uint64_t *iova)
 {
@@ -1231,10 +1279,25 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 
 	c = size_class(pages);
 	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed) &&
-	    cache_get(a, c, pages, align_pages, limit_pfn, &pfn)) {
+	    (cache_get_top(a, c, pages, align_pages, limit_pfn, &pfn) ||
+	     cache_get(a, c, pages, align_pages, limit_pfn, &pfn))) {
 		*iova = pfn << a->shift;
 		return 0;
 	}
+	err = get_tree(a, pages, align_pages, limit_pfn, &pfn);
+	if (err)
+		return err;
+	*iova = pfn << a->shift;
+	return 0;
+}
+
+/* The tree path of iova_alloc_get(). */
+static __attribute__((noinline)) int
+get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
+	 uint64_t limit_pfn, uint64_t *pfnp)
+{
+	uint64_t pfn;
+	int err;
 
 	os_mutex_lock(&a->tree_lock);
 	err = tree_alloc(a, pages, align_pages, limit_pfn, &pfn);
@@ -1248,7 +1311,7 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 	os_mutex_unlock(&a->tree_lock);
 	if (err)
 		return -ENOMEM;
-	*iova = pfn << a->shift;
+	*pfnp = pfn;
 	return 0;
 }
 
@@ -1262,6 +1325,8 @@ static struct iova_node *busy_find_alloc(struct iova_alloc *a, uint64_t pfn,
 		return NULL;
 	return n;
 }
+
+static int put_tree(struct iova_alloc *a, uint64_t pfn, uint64_t pages);
 
 /* Free of a cache-class allocation: its node is found in the pfn hash,
  * and with the rcache on the free takes only the slot's and a stripe's
@@ -1303,7 +1368,18 @@ static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
 	return err;
 
 tree:
-	/* Straight back to the tree: tree lock, then the stripe's. */
+	return put_tree(a, pfn, pages);
+}
+
+/* A cache-class free straight back to the tree: tree lock, then the
+ * stripe's. */
+static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
+					      uint64_t pfn, uint64_t pages)
+{
+	struct iova_stripe *st = stripe_of(a, pfn);
+	struct iova_node *n;
+	int err = 0;
+
 	os_mutex_lock(&a->tree_lock);
 	spin_lock(&st->lock);
 	n = hash_find(a, pfn);
