@@ -1127,6 +1127,69 @@ static void test_threads_never_hand_a_range_to_two_owners(void **state)
 }
 
 
+
+/* The cache sizes' frees straight to the tree (rcache off) keep both
+ * refusals: -ENOENT for a double free or a wrong len, -EBUSY while a map
+ * lies inside; nothing changes on either. */
+static void test_put_tree_path_errors_change_nothing(void **state)
+{
+	struct iova_alloc *a = mk1(0, 64);
+	struct iova_alloc_stats s0, s1;
+	uint64_t x;
+	bool claimed = true;
+
+	iova_alloc_set_caching(a, false);
+	get_ok(a, 4 * G, G, UINT64_MAX, &x);
+	assert_int_equal(iova_claim(a, x + G, G, &claimed), 0);
+	assert_false(claimed);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(iova_alloc_put(a, x, 4 * G), -EBUSY);
+	assert_int_equal(iova_alloc_put(a, x, 2 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, x + G, G), -ENOENT);
+	iova_alloc_get_stats(a, &s1);
+	stats_equal(&s0, &s1);
+	chk(a);
+	iova_unclaim_inside(a, x + G, G);
+	assert_int_equal(iova_alloc_put(a, x, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, x, 4 * G), -ENOENT);
+	iova_alloc_get_stats(a, &s1);
+	assert_int_equal(s1.live, 0);
+	assert_int_equal(s1.free_bytes, 64 * G);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+/* The pfn hash doubles as allocations grow (256 buckets at first) and
+ * every live allocation stays findable: 5,000 live, freed in a scrambled
+ * order, each freed once (a second free is -ENOENT). */
+static void test_hash_grows_and_finds_every_allocation(void **state)
+{
+	enum { N = 5000 };
+	struct iova_alloc *a = mk1(0, 4 * N);
+	static uint64_t x[N];
+	struct iova_alloc_stats st;
+
+	for (int i = 0; i < N; i++)
+		get_ok(a, (1ull << (i % 3)) * G, G, UINT64_MAX, &x[i]);
+	chk(a);
+	for (int k = 0; k < N; k++) {
+		int i = (int)(((uint64_t)k * 2654435761u) % N);
+
+		assert_int_equal(iova_alloc_put(a, x[i], (1ull << (i % 3)) * G),
+				 0);
+		assert_int_equal(iova_alloc_put(a, x[i], (1ull << (i % 3)) * G),
+				 -ENOENT);
+	}
+	iova_alloc_get_stats(a, &st);
+	assert_int_equal(st.live, 0);
+	chk(a);
+	iova_alloc_flush_caches(a);
+	iova_alloc_get_stats(a, &st);
+	assert_int_equal(st.free_bytes, 4 * N * G);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
 /* ---- races the cache path must decide under its stripe lock ----------------- */
 
 #define R_RANGES 64
@@ -1416,6 +1479,8 @@ int main(void)
 		cmocka_unit_test(test_soak_against_model_tree_exact),
 		cmocka_unit_test(test_soak_against_model_with_caches),
 		cmocka_unit_test(test_threads_never_hand_a_range_to_two_owners),
+		cmocka_unit_test(test_put_tree_path_errors_change_nothing),
+		cmocka_unit_test(test_hash_grows_and_finds_every_allocation),
 		cmocka_unit_test(test_threads_racing_double_free_exactly_one_wins),
 		cmocka_unit_test(test_threads_claim_inside_races_free),
 	};
