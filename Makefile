@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # iodma: the two commands a newcomer needs, and the gates CI runs.
 #   make demo    install what is missing (as root), build, run the end-to-end demo
 #   make check   install what is missing (as root), build with -Werror, run every

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The full test gate (README's `make check`, CI's .ci/run):
 #   1. plain build with -Werror, suites unit + demo
 #   2. suite vm: the VFIO backends against real Linux kernels in QEMU guests
@@ -8,6 +9,7 @@
 #   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
 #      instrument atomic_thread_fence)
 #   6. the core compiled freestanding
+#   7. hygiene: SPDX lines (scripts/check-spdx.sh)
 # Prints one closing line "check: N passed, N failed, N skipped" over all tiers
 # and exits non-zero if anything failed.
 set -uo pipefail
@@ -70,6 +72,9 @@ fi
 
 echo "== freestanding"
 scripts/freestanding-check.sh || failed_tiers+=("freestanding")
+
+echo "== spdx"
+scripts/check-spdx.sh || failed_tiers+=("spdx")
 
 python3 - "$@" <<'PY'
 import json, glob

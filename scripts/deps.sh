@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages iodma needs to build, test and run its demo.
 # Usage: scripts/deps.sh [build|test|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
