@@ -8,6 +8,8 @@
 # QEMU guests), asan, valgrind, tsan, bench (the issue-8 table of figures
 # against baselines), freestanding (compile the core with -ffreestanding),
 # fuzz (a libFuzzer campaign on the vhost-user target, clang only),
+# abi-check (abidiff against abi/libiodma.so.0.abi), abi-dump (regenerate
+# that file when an ABI change is intended: scripts/abi-check.sh's policy),
 # install, clean.
 
 BUILD      ?= build
@@ -17,7 +19,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding fuzz install clean
+	bench freestanding fuzz abi-check abi-dump install clean
 
 all: build
 
@@ -79,6 +81,17 @@ freestanding:
 
 check:
 	scripts/check.sh
+
+# The ABI of the built libiodma.so.0 against the dump kept in abi/.
+abi-check: test
+	scripts/abi-check.sh check build-check/libiodma.so
+
+# Regenerate abi/libiodma.so.0.abi from a fresh -Werror build (commit it
+# with the change it records; scripts/abi-check.sh says when).
+abi-dump: deps-test
+	@scripts/setup-build.sh build-check -Dwerror=true -Dtests=enabled
+	ninja -C build-check
+	scripts/abi-check.sh dump build-check/libiodma.so
 
 # One table (bench/run.py): each figure beside a baseline measured in the
 # same run, the issue-8 target and PASS/MISS (information: exits 0 whatever

@@ -10,6 +10,8 @@
 #      instrument atomic_thread_fence)
 #   6. the core compiled freestanding
 #   7. hygiene: SPDX lines (scripts/check-spdx.sh)
+#   8. the ABI of build-check/libiodma.so against abi/libiodma.so.0.abi
+#      (scripts/abi-check.sh, abidiff)
 # Prints one closing line "check: N passed, N failed, N skipped" over all tiers
 # and exits non-zero if anything failed.
 set -uo pipefail
@@ -75,6 +77,9 @@ scripts/freestanding-check.sh || failed_tiers+=("freestanding")
 
 echo "== spdx"
 scripts/check-spdx.sh || failed_tiers+=("spdx")
+
+echo "== abi"
+scripts/abi-check.sh check build-check/libiodma.so | tail -n 40 || failed_tiers+=("abi")
 
 python3 - "$@" <<'PY'
 import json, glob
