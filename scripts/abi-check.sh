@@ -3,29 +3,31 @@
 # The ABI gate of libiodma.so.0 (issue 10), with libabigail (Debian's
 # abigail-tools):
 #   abi-check.sh check LIBIODMA.so   compare the built library with the dump
-#                                    kept in the tree, abi/libiodma.so.0.abi:
+#                                    kept in the tree, abi/<its soname>.abi
+#                                    (abi/libiodma.so.0.abi):
 #                                    exit 1 on an incompatible change (a
 #                                    removed or changed function or variable,
 #                                    a changed public type reachable from
 #                                    one), 0 otherwise; additions (new
 #                                    functions) are printed and pass.
-#   abi-check.sh dump LIBIODMA.so    rewrite abi/libiodma.so.0.abi from the
+#   abi-check.sh dump LIBIODMA.so    rewrite abi/<soname>.abi from the
 #                                    built library (`make abi-dump`).
 # The library must carry debug info (meson's debug/debugoptimized builds).
 # Only types reachable from the installed headers (include/) count.
 #
 # Policy (README "ABI"): the dump is the ABI of the last release.  A change
-# that abidiff calls incompatible is a bug unless intended; when it is,
-# bump the soname (meson.build iodma_soversion, and the dump's file name)
-# or, for 0.x, at least the version node of src/libiodma.map, then run
-# `make abi-dump` and commit the new dump with the change.  Additions
-# (new functions in a new node) pass the check; regenerate the dump at
-# release time so that the next release is compared with this one.
+# that this check calls incompatible is a bug unless intended; when it is,
+# in the same change: bump the soname (meson.build iodma_soversion: 0 -> 1),
+# rename the version node of src/libiodma.map to the new release, run
+# `make abi-dump` (it writes abi/libiodma.so.1.abi; delete the old dump)
+# and commit both.  Additions (new functions, listed in a new node of the
+# map) pass the check; regenerate the dump at release time so that the next
+# release is compared with this one.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 mode=${1:-}
 lib=${2:-}
-dump=abi/libiodma.so.0.abi
+[ -z "$lib" ] || [ ! -e "$lib" ] || lib=$(realpath "$lib")
+cd "$(dirname "$0")/.."
 opts=(--no-corpus-path --short-locs --no-comp-dir-path --drop-undefined-syms
       --headers-dir include)
 
@@ -35,6 +37,9 @@ for t in abidw abidiff; do
 		exit 1; }
 done
 [ -n "$lib" ] && [ -f "$lib" ] || { echo "usage: $0 check|dump LIBIODMA.so" >&2; exit 2; }
+soname=$(objdump -p "$lib" | awk '$1 == "SONAME" { print $2 }')
+[ -n "$soname" ] || { echo "abi: $lib has no soname" >&2; exit 1; }
+dump=abi/$soname.abi
 
 case $mode in
 dump)
