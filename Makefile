@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # iodma: the two commands a newcomer needs, and the gates CI runs.
 #   make demo    install what is missing (as root), build, run the end-to-end demo
 #   make check   install what is missing (as root), build with -Werror, run every
@@ -8,7 +9,9 @@
 # against baselines), freestanding (compile the core with -ffreestanding),
 # fuzz (a libFuzzer campaign on each fuzz target),
 # doc (the manual pages, checked as make check does), deb (the Debian
-# packages, lintian-checked), install, clean.
+# packages, lintian-checked), abi-check (abidiff against
+# abi/libiodma.so.0.abi), abi-dump (regenerate that file when an ABI change
+# is intended: scripts/abi-check.sh's policy), install, clean.
 
 BUILD      ?= build
 DEMO_INPUT ?= /usr/bin/perl
@@ -17,7 +20,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding fuzz doc deb deb-symbols install clean
+	bench freestanding fuzz doc deb deb-symbols abi-check abi-dump install clean
 
 all: build
 
@@ -87,6 +90,17 @@ doc: deps-test
 
 check:
 	scripts/check.sh
+
+# The ABI of the built libiodma.so.0 against the dump kept in abi/.
+abi-check: test
+	scripts/abi-check.sh check build-check/libiodma.so
+
+# Regenerate abi/libiodma.so.0.abi from a fresh -Werror build (commit it
+# with the change it records; scripts/abi-check.sh says when).
+abi-dump: deps-test
+	@scripts/setup-build.sh build-check -Dwerror=true -Dtests=enabled
+	ninja -C build-check
+	scripts/abi-check.sh dump build-check/libiodma.so
 
 # One table (bench/run.py): each figure beside a baseline measured in the
 # same run, the issue-8 target and PASS/MISS (information: exits 0 whatever

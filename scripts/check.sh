@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The full test gate (README's `make check`, CI's .ci/run):
 #   1. plain build with -Werror, suites unit + demo; suite doc: the manual
 #      pages (kernel-doc with warnings as errors, a page for every exported
@@ -10,8 +11,11 @@
 #   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
 #      instrument atomic_thread_fence)
 #   6. the core compiled freestanding
-#   7. the libFuzzer targets, each for a bounded time (scripts/check-fuzz.sh)
-#   8. deb: `make deb` builds libiodma0, libiodma-dev and iodma-tools with
+#   7. hygiene: SPDX lines (scripts/check-spdx.sh)
+#   8. the ABI of build-check/libiodma.so against abi/libiodma.so.0.abi
+#      (scripts/abi-check.sh, abidiff)
+#   9. the libFuzzer targets, each for a bounded time (scripts/check-fuzz.sh)
+#  10. deb: `make deb` builds libiodma0, libiodma-dev and iodma-tools with
 #      dpkg-buildpackage and lintian passes them (SKIP, with the reason, when
 #      the Build-Depends are missing and cannot be installed: not root, or
 #      no package mirror)
@@ -79,6 +83,12 @@ fi
 
 echo "== freestanding"
 scripts/freestanding-check.sh || failed_tiers+=("freestanding")
+
+echo "== spdx"
+scripts/check-spdx.sh || failed_tiers+=("spdx")
+
+echo "== abi"
+scripts/abi-check.sh check build-check/libiodma.so | tail -n 40 || failed_tiers+=("abi")
 
 echo "== fuzz"
 scripts/check-fuzz.sh

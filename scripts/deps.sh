@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages iodma needs to build, test and run its demo.
 # Usage: scripts/deps.sh [build|test|deb|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
-#   test:  the above + cmocka, valgrind, GLib (bench/ baselines), clang with
-#          libFuzzer (the fuzz tier of make check), and the manual pages'
-#          tools: linux-source-6.12 (Linux's scripts/kernel-doc, taken out of
-#          its tarball by doc/kernel-doc-tools.sh), perl, help2man, man-db
-#          (the doc tier renders every page)
+#   test:  the above + cmocka, valgrind, GLib (bench/ baselines),
+#          abigail-tools (abidiff, the ABI check), clang with libFuzzer (the
+#          fuzz tier of make check), and the manual pages' tools:
+#          linux-source-6.12 (Linux's scripts/kernel-doc, taken out of its
+#          tarball by doc/kernel-doc-tools.sh), perl, help2man, man-db (the
+#          doc tier renders every page)
 #   deb:   what `make deb` needs: dpkg-dev, debhelper, lintian, then the
 #          Build-Depends of debian/control (apt-get build-dep ./)
 #   state: print a fingerprint of which of all these are installed, at which
@@ -16,7 +18,7 @@
 set -euo pipefail
 
 build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
-test_pkgs=(libcmocka-dev valgrind libglib2.0-dev clang libclang-rt-14-dev
+test_pkgs=(libcmocka-dev valgrind libglib2.0-dev abigail-tools clang libclang-rt-14-dev
 	linux-source-6.12 perl help2man man-db)
 
 case ${1:-build} in

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Proves the core builds for bare metal: every core source, the soft backend
 # and the freestanding platform layer compile with -ffreestanding -nostdinc,
 # seeing only the compiler's own headers (stdint, stddef, stdbool, stdatomic)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Configures a Meson build tree, or reconfigures it when the installed
 # dependencies changed since it was configured.
 # Usage: scripts/setup-build.sh DIR [meson setup args...]

@@ -7,13 +7,14 @@
 
 #include <iodma/common.h>
 #include <iodma/backend.h>
+#include <iodma/test-hooks.h>
 
 #include "util.h"
 
 /* 0 = disarmed; otherwise the countdown to the allocation that fails. */
 static atomic_ulong fail_alloc_countdown;
 
-IODMA_EXPORT void iodma_test_fail_alloc(unsigned long nth)
+void iodma_test_fail_alloc(unsigned long nth)
 {
 	atomic_store(&fail_alloc_countdown, nth);
 }

@@ -19,11 +19,10 @@
  *
  *   The soft backend (iodma_backend_soft()) is the embedded default: an
  *   in-process IOMMU whose translation structure is the domain's own mapping
- *   table, with configurable alignment, valid IOVA ranges and mapping limit,
- *   and a fault-injection hook that fails its Nth map or unmap, used by the
- *   tests to prove that a failing backend leaves the domain unchanged (and,
- *   when it refuses to undo a map a listener rejected, that the domain
- *   records the mapping as live: -EUCLEAN, iodma/domain.h).
+ *   table, with configurable alignment, valid IOVA ranges and mapping limit.
+ *   Its fault-injection hook (fail the Nth map or unmap), used by the tests
+ *   to prove that a failing backend leaves the domain unchanged, is in
+ *   iodma/test-hooks.h, which is neither installed nor exported.
  */
 #ifndef IODMA_BACKEND_H
 #define IODMA_BACKEND_H
@@ -177,44 +176,6 @@ struct iodma_soft_opts {
  *          optional struct iodma_soft_opts as backend_config.
  */
 IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_soft(void);
-
-/* Which soft-backend call a fault is injected into. */
-enum iodma_soft_fault_op {
-	IODMA_SOFT_FAULT_MAP = 0,
-	IODMA_SOFT_FAULT_UNMAP = 1,
-};
-
-struct iodma_domain;
-
-/**
- * iodma_soft_inject_fault() - Make the soft backend fail a later call.
- * @d:    a domain created with the soft backend.
- * @op:   which call fails.
- * @nth:  1 = the next such call fails, 2 = the one after, ...; 0 disarms.
- * @err:  the negative errno that call returns (e.g. -EIO).
- *
- * The fault fires once.  Used by tests to check that a backend failure
- * leaves the domain, its listeners and the IOVA allocator unchanged.
- *
- * Context: thread-safe.
- * Return:  0; -EINVAL if @d is not a soft domain, @op is unknown or @err >= 0.
- */
-IODMA_EXPORT int iodma_soft_inject_fault(struct iodma_domain *d,
-					 enum iodma_soft_fault_op op,
-					 unsigned int nth, int err);
-
-/**
- * iodma_test_fail_alloc() - Fail the library's Nth memory allocation.
- * @nth: 1 = the next allocation made by any iodma code fails with -ENOMEM,
- *       2 = the one after, ...; 0 disarms.
- *
- * A process-wide fault-injection hook for fail-nth sweeps (SQLite, iommufd
- * selftest).  The fault fires once.
- *
- * Context: thread-safe, but meant for single-threaded tests.
- * Return:  nothing.
- */
-IODMA_EXPORT void iodma_test_fail_alloc(unsigned long nth);
 
 #ifdef __cplusplus
 }

@@ -33,7 +33,7 @@ extern "C" {
 #endif
 
 #define IODMA_VERSION_MAJOR 0
-#define IODMA_VERSION_MINOR 1
+#define IODMA_VERSION_MINOR 2
 #define IODMA_VERSION_PATCH 0
 
 /**

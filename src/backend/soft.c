@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include <iodma/backend.h>
+#include <iodma/test-hooks.h>
 
 #include "../domain_priv.h"
 #include "../util.h"
@@ -312,9 +313,9 @@ IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_soft(void)
 	return &soft_ops;
 }
 
-IODMA_EXPORT int iodma_soft_inject_fault(struct iodma_domain *d,
-					 enum iodma_soft_fault_op op,
-					 unsigned int nth, int err)
+int iodma_soft_inject_fault(struct iodma_domain *d,
+			    enum iodma_soft_fault_op op,
+			    unsigned int nth, int err)
 {
 	struct soft *s;
 

@@ -120,19 +120,23 @@ void os_rcu_read_unlock(void);
 unsigned int os_thread_slot(void);
 #else
 /*
- * The read side is on every translation, so it is inlined: liburcu's
- * _LGPL_SOURCE mode, which its README allows for LGPL- and GPL-compatible
- * code (iodma is MIT).  The bullet-proof flavour registers a thread on its
- * first read-side lock; the inline fast path is a TLS nesting count and a
- * compiler barrier (grace periods use membarrier).
- *
- * Sanitizer builds (IODMA_URCU_CALLS, set by meson.build when b_sanitize
- * is on) call liburcu's out-of-line functions instead: liburcu 0.13's
- * registry does not give struct urcu_bp_reader the 128-byte alignment the
- * struct declares, and UBSan reports that in the inlined code as ours.
+ * liburcu is LGPL-2.1 and iodma is MIT, so no liburcu code is inlined into
+ * the library: _LGPL_SOURCE is never defined here, and urcu_bp_read_lock()
+ * and urcu_bp_read_unlock() are calls into liburcu-bp's shared object (two
+ * calls per access section, and per region lookup in memory.c).
+ * URCU_INLINE_SMALL_FUNCTIONS is liburcu's license-neutral inlining (its
+ * README: "does *not* make the application a derived work"); in liburcu
+ * 0.13 it inlines only urcu/pointer.h's rcu_dereference() family, never the
+ * bp read side.  The translation fast path (the IO page table walk, xlate.c)
+ * takes no liburcu lock at all.  Leaving _LGPL_SOURCE out keeps a static
+ * libiodma.a free of LGPL code; what a static linker of liburcu-bp takes on is
+ * in the README ("License").
  */
-#if !defined(_LGPL_SOURCE) && !defined(IODMA_URCU_CALLS)
-#define _LGPL_SOURCE
+#if defined(_LGPL_SOURCE)
+#error "iodma is MIT: do not inline liburcu's LGPL code (_LGPL_SOURCE)"
+#endif
+#ifndef URCU_INLINE_SMALL_FUNCTIONS
+#define URCU_INLINE_SMALL_FUNCTIONS
 #endif
 #include <urcu/urcu-bp.h>
 

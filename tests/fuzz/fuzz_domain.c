@@ -41,6 +41,7 @@
 #include <sys/mman.h>
 
 #include <iodma/backend.h>
+#include <iodma/test-hooks.h>
 #include <iodma/domain.h>
 #include <iodma/xlate.h>
 

@@ -81,6 +81,7 @@
 #include <unistd.h>
 
 #include <iodma.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "vhost_user_proto.h"
 #include "fuzz_vhost_user.h"

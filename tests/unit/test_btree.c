@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <iodma/backend.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "btree.h"
 

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include <iodma.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #define PG 4096u
 #define MASK32 0xffffffffull

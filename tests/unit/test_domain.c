@@ -18,6 +18,7 @@
 
 #include <iodma/domain.h>
 #include <iodma/memory.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "domain_priv.h"
 

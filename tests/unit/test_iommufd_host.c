@@ -31,6 +31,7 @@
 
 #include <iodma/domain.h>
 #include <iodma/vfio.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "domain_priv.h"
 #include "backend/iommufd_priv.h"

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include <iodma/backend.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "iopt.h"
 #include "os/os.h"

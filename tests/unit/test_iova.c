@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include <iodma/backend.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "iova.h"
 #include "util.h"

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <iodma.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "memory_priv.h"
 #include "util.h"

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include <iodma/backend.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "regmap.h"
 #include "util.h"

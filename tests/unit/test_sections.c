@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include <iodma.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "domain_priv.h"
 

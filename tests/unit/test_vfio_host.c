@@ -29,6 +29,7 @@
 #include <iodma/dma.h>
 #include <iodma/domain.h>
 #include <iodma/vfio.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "backend/vfio_priv.h"
 #include "os/os.h"

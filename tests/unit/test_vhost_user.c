@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <iodma.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "vhost_user_proto.h"
 

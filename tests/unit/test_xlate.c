@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 
 #include <iodma.h>
+#include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "util.h"
 

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # /init of the iodma VM test bed (busybox sh, PID 1 in the guest).
 #
 # Mounts the pseudo file systems, loads the modules listed in /modules.load

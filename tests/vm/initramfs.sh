@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build the guest's initramfs for the VM test bed.
 #
 # Usage: tests/vm/initramfs.sh OUT.cpio.gz KERNEL_DIR TEST[:BACKENDS] ...

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # shellcheck disable=SC2012 # ls on package-made names
 # Fetch or build a guest kernel for the VM test bed, cached outside the
 # repository under ${IODMA_VM_CACHE:-$HOME/.cache/iodma-vm}, keyed by version.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # shellcheck disable=SC2054 # QEMU options contain commas
 # Host driver of the VM test bed: boot a QEMU guest with an emulated IOMMU,
 # run the guest test binaries against the real kernel, report per suite.

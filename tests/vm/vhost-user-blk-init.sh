@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # /init of the vhost-user-blk test (tests/vm/vhost-user-blk.sh; busybox sh,
 # PID 1 in the guest).  The kernel's own virtio_blk driver drives the one
 # virtio-blk device (QEMU's vhost-user-blk-pci or its built-in

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # shellcheck disable=SC2054 # QEMU options contain commas
 # iodma's vhost-user back end against a real VMM: QEMU 7.2 drives
 # examples/vhost-user-blk (iodma/vhost-user.h + the demo's virtio-blk device

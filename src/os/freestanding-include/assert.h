@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Freestanding build: assert() traps. */
 #ifndef IODMA_FS_ASSERT_H
 #define IODMA_FS_ASSERT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Freestanding build: the errno values the core returns (Linux numbering,
  * so that return codes mean the same on every platform). */
 #ifndef IODMA_FS_ERRNO_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Freestanding build: the four functions GCC requires of any environment. */
 #ifndef IODMA_FS_STRING_H
 #define IODMA_FS_STRING_H
