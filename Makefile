@@ -2,10 +2,13 @@
 #   make demo    install what is missing (as root), build, run the end-to-end demo
 #   make check   install what is missing (as root), build with -Werror, run every
 #                test suite: plain, the vm suite in QEMU guests, under ASan+UBSan,
-#                valgrind and ThreadSanitizer; compile the core freestanding
+#                valgrind and ThreadSanitizer; compile the core freestanding;
+#                unit + demo for aarch64 and riscv64 under qemu-user
 # Other targets: build, test (plain suites only), vm-test (VFIO backends in
 # QEMU guests), asan, valgrind, tsan, bench (the issue-8 table of figures
 # against baselines), freestanding (compile the core with -ffreestanding),
+# cross (unit + demo on aarch64 and riscv64 under qemu-user, and the
+# barrier instructions check; installs its toolchains as root),
 # fuzz (a libFuzzer campaign on the vhost-user target, clang only),
 # install, clean.
 
@@ -16,7 +19,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding fuzz install clean
+	bench freestanding cross fuzz install clean
 
 all: build
 
@@ -75,6 +78,9 @@ tsan: deps-test
 
 freestanding:
 	scripts/freestanding-check.sh
+
+cross:
+	scripts/check-cross.sh
 
 check:
 	scripts/check.sh

@@ -8,6 +8,10 @@
 #   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
 #      instrument atomic_thread_fence)
 #   6. the core compiled freestanding
+#   7. cross: unit + demo built for aarch64 and riscv64 and run under
+#      qemu-user, and the I/O barriers' instructions on every architecture
+#      (scripts/check-cross.sh; SKIP with the reason where the toolchains
+#      cannot be installed)
 # Prints one closing line "check: N passed, N failed, N skipped" over all tiers
 # and exits non-zero if anything failed.
 set -uo pipefail
@@ -71,10 +75,13 @@ fi
 echo "== freestanding"
 scripts/freestanding-check.sh || failed_tiers+=("freestanding")
 
+echo "== cross"
+scripts/check-cross.sh || failed_tiers+=("cross")
+
 python3 - "$@" <<'PY'
 import json, glob
 p = f = s = 0
-for tier in ("plain", "vm", "asan", "valgrind", "tsan"):
+for tier in ("plain", "vm", "asan", "valgrind", "tsan", "cross"):
   for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
     for line in open(path):
         line = line.strip()
