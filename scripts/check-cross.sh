@@ -81,8 +81,8 @@ setup_riscv64() {
 		[ -e "$sysroot/lib" ] || ln -s usr/lib "$sysroot/lib"
 		touch "$sysroot/.complete"
 	fi
-	printf "[constants]\nsysroot = '%s'\n" "$sysroot" > "$root/build-riscv64-sysroot.ini"
-	echo "--cross-file build-riscv64-sysroot.ini --cross-file scripts/cross/riscv64-linux-gnu.ini"
+	printf "[constants]\nsysroot = '%s'\n" "$sysroot" > "$sysroot/iodma-sysroot.ini"
+	echo "--cross-file $sysroot/iodma-sysroot.ini --cross-file scripts/cross/riscv64-linux-gnu.ini"
 }
 
 for a in "${arches[@]}"; do
