@@ -16,7 +16,7 @@
 #            has no riscv64 archive, so the target's libraries come from
 #            Debian 13 (trixie), extracted, not installed, into
 #            build-riscv64-sysroot/ (kept between runs; delete it to refresh).
-# Time: qemu-user runs code 5-20x slower; the fuzz driver's generated
+# Time: code runs several times slower under qemu-user; the fuzz driver's generated
 # inputs are lowered to 2000 (IODMA_FUZZ_COUNT, which it reads; the seed
 # corpus is still run whole), as the valgrind tier does.
 # Prints "cross: N passed, N failed, N skipped" and exits non-zero on a failure.
@@ -84,6 +84,13 @@ setup_riscv64() {
 	printf "[constants]\nsysroot = '%s'\n" "$sysroot" > "$sysroot/iodma-sysroot.ini"
 	echo "--cross-file $sysroot/iodma-sysroot.ini --cross-file scripts/cross/riscv64-linux-gnu.ini"
 }
+
+for a in "${arches[@]}"; do
+	case $a in
+	aarch64 | riscv64) ;;
+	*) echo "usage: scripts/check-cross.sh [aarch64] [riscv64]" >&2; exit 2 ;;
+	esac
+done
 
 for a in "${arches[@]}"; do
 	echo "== cross $a"
