@@ -3,10 +3,13 @@
 #   make demo    install what is missing (as root), build, run the end-to-end demo
 #   make check   install what is missing (as root), build with -Werror, run every
 #                test suite: plain, the vm suite in QEMU guests, under ASan+UBSan,
-#                valgrind and ThreadSanitizer; compile the core freestanding
+#                valgrind and ThreadSanitizer; compile the core freestanding;
+#                unit + demo for aarch64 and riscv64 under qemu-user
 # Other targets: build, test (plain suites only), vm-test (VFIO backends in
 # QEMU guests), asan, valgrind, tsan, bench (the issue-8 table of figures
 # against baselines), freestanding (compile the core with -ffreestanding),
+# cross (unit + demo on aarch64 and riscv64 under qemu-user, and the
+# barrier instructions check; installs its toolchains as root),
 # fuzz (a libFuzzer campaign on each fuzz target),
 # doc (the manual pages, checked as make check does), deb (the Debian
 # packages, lintian-checked), abi-check (abidiff against
@@ -20,7 +23,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding fuzz doc deb deb-symbols abi-check abi-dump install clean
+	bench freestanding cross fuzz doc deb deb-symbols abi-check abi-dump install clean
 
 all: build
 
@@ -87,6 +90,9 @@ doc: deps-test
 	@scripts/setup-build.sh build-check -Dwerror=true -Dtests=enabled
 	ninja -C build-check
 	cd build-check && $(MESON_TEST) --suite doc
+
+cross:
+	scripts/check-cross.sh
 
 check:
 	scripts/check.sh

@@ -214,7 +214,8 @@ dep_iopt(const struct iopt *t, const uint64_t *keys, size_t n)
 	return acc;
 }
 
-static __attribute__((noinline)) uint64_t
+/* Unused where valgrind's headers are absent (a cross build). */
+static __attribute__((noinline, unused)) uint64_t
 loop_empty(const uint64_t *keys, size_t n)
 {
 	uint64_t acc = 0;
@@ -338,7 +339,7 @@ static int ir_child(void)
 }
 
 /* Ir of dump @n in @dir, or -1. */
-static double read_dump(const char *dir, int n)
+static __attribute__((unused)) double read_dump(const char *dir, int n)
 {
 	char path[512], line[512];
 	double ir = -1;

@@ -13,6 +13,8 @@
  *   iodma/dma.h      driver-side DMA: coherent, streaming, bounce, sg,
  *                    registered memory, VirtIoHal      (seeds 001, 004)
  *   iodma/cache.h    cache maintenance                 (seed 004)
+ *   iodma/barrier.h  I/O barriers for drivers: dma_wmb/dma_rmb, wmb/rmb/mb
+ *                    before/after MMIO, ring index release/acquire
  *   iodma/vfio.h     VFIO type1 / iommufd / identity backends, VFIO PCI
  *                    device access: BARs, config, reset, IRQs (seed 001)
  *   iodma/vhost-user.h  the IOMMU and memory half of a vhost-user back end:
@@ -28,6 +30,7 @@
 #include <iodma/memory.h>
 #include <iodma/dma.h>
 #include <iodma/cache.h>
+#include <iodma/barrier.h>
 #include <iodma/vfio.h>
 #include <iodma/vhost-user.h>
 

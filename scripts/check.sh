@@ -11,11 +11,15 @@
 #   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
 #      instrument atomic_thread_fence)
 #   6. the core compiled freestanding
-#   7. hygiene: SPDX lines (scripts/check-spdx.sh)
-#   8. the ABI of build-check/libiodma.so against abi/libiodma.so.0.abi
+#   7. cross: unit + demo built for aarch64 and riscv64 and run under
+#      qemu-user, and the I/O barriers' instructions on every architecture
+#      (scripts/check-cross.sh; SKIP with the reason where the toolchains
+#      cannot be installed)
+#   8. hygiene: SPDX lines (scripts/check-spdx.sh)
+#   9. the ABI of build-check/libiodma.so against abi/libiodma.so.0.abi
 #      (scripts/abi-check.sh, abidiff)
-#   9. the libFuzzer targets, each for a bounded time (scripts/check-fuzz.sh)
-#  10. deb: `make deb` builds libiodma0, libiodma-dev and iodma-tools with
+#  10. the libFuzzer targets, each for a bounded time (scripts/check-fuzz.sh)
+#  11. deb: `make deb` builds libiodma0, libiodma-dev and iodma-tools with
 #      dpkg-buildpackage and lintian passes them (SKIP, with the reason, when
 #      the Build-Depends are missing and cannot be installed: not root, or
 #      no package mirror)
@@ -84,6 +88,9 @@ fi
 echo "== freestanding"
 scripts/freestanding-check.sh || failed_tiers+=("freestanding")
 
+echo "== cross"
+scripts/check-cross.sh || failed_tiers+=("cross")
+
 echo "== spdx"
 scripts/check-spdx.sh || failed_tiers+=("spdx")
 
@@ -119,7 +126,7 @@ for r in (os.environ.get("DEB_RESULT"), os.environ.get("FUZZ_RESULT")):
     s += 1
   else:
     f += 1
-for tier in ("plain", "doc", "vm", "asan", "valgrind", "tsan"):
+for tier in ("plain", "doc", "vm", "asan", "valgrind", "tsan", "cross"):
   for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
     for line in open(path):
         line = line.strip()

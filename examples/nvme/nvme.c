@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <iodma/barrier.h>
 #include <iodma.h>
 #include <iodma/vfio.h>
 
@@ -86,7 +87,12 @@ static void sleep_ms(long ms)
 
 static uint32_t rd32(struct nvme_ctrl *c, uint32_t off)
 {
-	return *(volatile uint32_t *)(c->bar + off);
+	uint32_t v = *(volatile uint32_t *)(c->bar + off);
+
+	/* As readl(): the register read completes before later loads of
+	 * memory the controller wrote (CSTS, then what it set up). */
+	iodma_rmb();
+	return v;
 }
 
 /* 64-bit registers as two 32-bit accesses (low first): not every model
@@ -98,8 +104,11 @@ static uint64_t rd64(struct nvme_ctrl *c, uint32_t off)
 
 static void wr32(struct nvme_ctrl *c, uint32_t off, uint32_t v)
 {
-	/* Queue entries written before must be visible before the doorbell. */
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	/* As writel(): the queue entries written to memory before must be
+	 * visible to the controller before the doorbell reaches it; a write
+	 * barrier ordering memory stores before the MMIO store (dsb st /
+	 * fence ow,ow), where a CPU-only fence does not order MMIO on Arm. */
+	iodma_wmb();
 	*(volatile uint32_t *)(c->bar + off) = v;
 }
 
@@ -184,7 +193,9 @@ static int admin_cmd(struct nvme_ctrl *c, uint32_t cmd[16], uint32_t *dw0)
 			return -ETIMEDOUT;
 		}
 	}
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	/* The phase bit before the entry's other fields and the data the
+	 * controller wrote: loads of DMA memory, Linux nvme's dma_rmb(). */
+	iodma_dma_rmb();
 	{
 		uint32_t d3 = cqe[3], d0 = cqe[0];
 
@@ -520,7 +531,8 @@ static int io_reap(struct nvme_ctrl *c, uint16_t *cid, int *status)
 
 	if (((d3 >> 16) & 1) != c->iocq_phase)
 		return 0;
-	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	/* As in admin_cmd(): phase bit, then the rest (dma_rmb). */
+	iodma_dma_rmb();
 	d3 = cqe[3];
 	*cid = (uint16_t)(d3 & 0xffff);
 	*status = (int)(d3 >> 17);

@@ -26,6 +26,7 @@
 #include <sys/uio.h>
 
 #include <iodma.h>
+#include <iodma/barrier.h>
 
 #include "device.h"
 #include "mmio_window.h"
@@ -362,14 +363,16 @@ static void *ring_ptr(struct vblk_device *vd, uint64_t iova, uint64_t len,
 
 static int avail_idx(struct vblk_device *vd, uint16_t *idx)
 {
-	_Atomic uint16_t *p = ring_ptr(vd, vd->avail_iova + VRING_AVAIL_IDX_OFF,
-				       2, IODMA_PERM_READ);
+	const volatile uint16_t *p = ring_ptr(vd, vd->avail_iova + VRING_AVAIL_IDX_OFF,
+					      2, IODMA_PERM_READ);
 
 	if (!p)
 		return -EFAULT;
 	/* Acquire: the ring entries and descriptors the driver wrote before
-	 * publishing this index are visible (2.7.13.3). */
-	*idx = le16toh(atomic_load_explicit(p, memory_order_acquire));
+	 * publishing this index are visible (2.7.13.3).  The same ring
+	 * accessor the driver uses (its peer here is a CPU, for which this
+	 * is at least as strong as a C11 acquire). */
+	*idx = le16toh(iodma_load_acquire_u16(p));
 	return 0;
 }
 
@@ -392,7 +395,7 @@ static int push_used(struct vblk_device *vd, uint16_t head, uint32_t len)
 {
 	uint16_t slot = vd->used_idx % vd->queue_num;
 	struct vring_used_elem *e;
-	_Atomic uint16_t *idx;
+	volatile uint16_t *idx;
 
 	e = ring_ptr(vd, vd->used_iova + VRING_USED_RING_OFF(slot), 8,
 		     IODMA_PERM_WRITE);
@@ -403,9 +406,9 @@ static int push_used(struct vblk_device *vd, uint16_t head, uint32_t len)
 	e->id = htole32(head);
 	e->len = htole32(len);
 	vd->used_idx++;
-	/* Release: the element is visible before the index that covers it
-	 * (2.7.8.2). */
-	atomic_store_explicit(idx, htole16(vd->used_idx), memory_order_release);
+	/* Release: the element (and the data written into the driver's
+	 * buffers) is visible before the index that covers it (2.7.8.2). */
+	iodma_store_release_u16(idx, htole16(vd->used_idx));
 	return 0;
 }
 
@@ -415,7 +418,11 @@ static void notify_used(struct vblk_device *vd)
 	bool need;
 
 	/* The used idx store must be ordered before the read of the
-	 * driver's suppression field (2.7.10: full barrier). */
+	 * driver's suppression field (2.7.10: full barrier).  Kept a C11
+	 * seq_cst fence, not iodma_mb(): this device model runs on a CPU
+	 * and its driver on CPUs, and a store-load order between CPUs is
+	 * what the fence gives (Linux's vhost: smp_mb()); no MMIO is
+	 * involved, so dsb sy / fence iorw,iorw would only cost more. */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (vd->event_idx) {
 		_Atomic uint16_t *ev = ring_ptr(vd, vd->avail_iova +
@@ -801,6 +808,8 @@ static bool arm_kick(struct vblk_device *vd)
 	if (ev)
 		atomic_store_explicit(ev, htole16(vd->last_avail),
 				      memory_order_relaxed);
+	/* avail_event store before the avail idx load: CPU to CPU, a C11
+	 * seq_cst fence (smp_mb), as in notify_used(). */
 	atomic_thread_fence(memory_order_seq_cst);
 	work = avail_idx(vd, &idx) == 0 && idx != vd->last_avail;
 	iodma_access_end();

@@ -19,7 +19,6 @@
  * checking the ids it returns.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include <sys/mman.h>
 
 #include <iodma.h>
+#include <iodma/barrier.h>
 
 #include "driver.h"
 #include "transport.h"
@@ -103,9 +103,11 @@ struct vblk_driver {
 	struct vblk_driver_info stats;
 };
 
-static inline _Atomic uint16_t *ring16(uint8_t *base, size_t off)
+/* A 16-bit ring field the device may read or write at any time: volatile,
+ * so every access is one load or store; ordering comes from barrier.h. */
+static inline volatile uint16_t *ring16(uint8_t *base, size_t off)
 {
-	return (_Atomic uint16_t *)(base + off);
+	return (volatile uint16_t *)(base + off);
 }
 
 static uint32_t cfg32(struct vblk_driver *drv, uint32_t off)
@@ -496,9 +498,11 @@ static int slot_post(struct vblk_driver *drv, struct slot *s,
 	*(uint16_t *)(drv->avail + VRING_AVAIL_RING_OFF(drv->avail_idx % drv->qsz)) =
 		htole16(head);
 	drv->avail_idx++;
-	/* Release: descriptors and ring entry before the index (2.7.13.3). */
-	atomic_store_explicit(ring16(drv->avail, VRING_AVAIL_IDX_OFF),
-			      htole16(drv->avail_idx), memory_order_release);
+	/* Release for a device: descriptors and ring entry before the index
+	 * (2.7.13.3); the device may be real hardware (transport_pci.c), which
+	 * a C11 release (ordering for CPUs only) does not cover on Arm. */
+	iodma_store_release_u16(ring16(drv->avail, VRING_AVAIL_IDX_OFF),
+				htole16(drv->avail_idx));
 	return 0;
 }
 
@@ -526,18 +530,18 @@ static int kick(struct vblk_driver *drv)
 
 	if (drv->avail_idx == old)
 		return 0;
-	/* Order the avail idx store before reading the suppression field. */
-	atomic_thread_fence(memory_order_seq_cst);
+	/* The avail idx store before the load of the suppression field
+	 * (2.7.13.4): a store then a load, which only a full barrier orders;
+	 * Linux's virtqueue_kick_prepare uses virtio_mb() here, mb() for a
+	 * hardware device. */
+	iodma_mb();
 	if (drv->event_idx) {
-		uint16_t ev = le16toh(atomic_load_explicit(
-			ring16(drv->used, VRING_AVAIL_EVENT_OFF(drv->qsz)),
-			memory_order_relaxed));
+		uint16_t ev = le16toh(*ring16(drv->used,
+					      VRING_AVAIL_EVENT_OFF(drv->qsz)));
 
 		need = vring_need_event(ev, drv->avail_idx, old);
 	} else {
-		need = !(le16toh(atomic_load_explicit(ring16(drv->used, 0),
-						      memory_order_relaxed)) &
-			 VRING_USED_F_NO_NOTIFY);
+		need = !(le16toh(*ring16(drv->used, 0)) & VRING_USED_F_NO_NOTIFY);
 	}
 	drv->kicked_idx = drv->avail_idx;
 	if (!need)
@@ -566,9 +570,10 @@ static int reap(struct vblk_driver *drv, bool wait)
 	int n = 0;
 
 	for (;;) {
-		uint16_t idx = le16toh(atomic_load_explicit(
-			ring16(drv->used, VRING_USED_IDX_OFF),
-			memory_order_acquire));
+		/* Acquire: the used index before the elements it covers and
+		 * the data the device wrote (2.7.14; Linux: virtio_rmb()). */
+		uint16_t idx = le16toh(iodma_load_acquire_u16(
+			ring16(drv->used, VRING_USED_IDX_OFF)));
 
 		if ((uint16_t)(idx - drv->last_used) > drv->qsz) {
 			fprintf(stderr, "virtio-blk driver: used index jumped\n");
@@ -602,14 +607,14 @@ static int reap(struct vblk_driver *drv, bool wait)
 		if (drv->event_idx) {
 			/* Ask for an interrupt at the next completion, then
 			 * look again before sleeping. */
-			atomic_store_explicit(ring16(drv->avail,
-						     VRING_USED_EVENT_OFF(drv->qsz)),
-					      htole16(drv->last_used),
-					      memory_order_relaxed);
-			atomic_thread_fence(memory_order_seq_cst);
-			if (le16toh(atomic_load_explicit(ring16(drv->used,
-								VRING_USED_IDX_OFF),
-							 memory_order_acquire)) !=
+			*ring16(drv->avail, VRING_USED_EVENT_OFF(drv->qsz)) =
+				htole16(drv->last_used);
+			/* used_event store before the used idx load: store
+			 * then load, a full barrier (Linux: virtio_mb() in
+			 * virtqueue_enable_cb_delayed). */
+			iodma_mb();
+			if (le16toh(iodma_load_acquire_u16(
+				    ring16(drv->used, VRING_USED_IDX_OFF))) !=
 			    drv->last_used)
 				continue;
 		}

@@ -23,7 +23,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,6 +30,7 @@
 #include <sys/eventfd.h>
 
 #include <iodma.h>
+#include <iodma/barrier.h>
 #include <iodma/vfio.h>
 
 #include "transport.h"
@@ -115,16 +115,24 @@ static uint32_t win_read(struct pci_transport *p, const struct win *w,
 
 	if (!w->present || off > w->len || width > w->len - off)
 		return UINT32_MAX;
-	atomic_thread_fence(memory_order_seq_cst);
 	if (w->va) {
 		switch (width) {
 		case 1:
-			return *(volatile uint8_t *)(w->va + off);
+			v = *(volatile uint8_t *)(w->va + off);
+			break;
 		case 2:
-			return le16toh(*(volatile uint16_t *)(w->va + off));
+			v = le16toh(*(volatile uint16_t *)(w->va + off));
+			break;
 		default:
-			return le32toh(*(volatile uint32_t *)(w->va + off));
+			v = le32toh(*(volatile uint32_t *)(w->va + off));
+			break;
 		}
+		/* As readl(): the register read (ISR, a status) completes
+		 * before the driver's later loads of memory the device wrote
+		 * (the used ring): an I/O read barrier after it, not a full
+		 * fence before it. */
+		iodma_rmb();
+		return v;
 	}
 	if (iodma_vfio_region_read(p->vdev, w->bar, (uint64_t)w->off + off, &v,
 				   width))
@@ -144,9 +152,11 @@ static int win_write(struct pci_transport *p, const struct win *w,
 
 	if (!w->present || off > w->len || width > w->len - off)
 		return -EINVAL;
-	/* Everything the driver wrote to memory (rings, descriptors) is
-	 * visible before the device sees this register write. */
-	atomic_thread_fence(memory_order_seq_cst);
+	/* As writel(): everything the driver wrote to memory (rings,
+	 * descriptors) is visible to the device before it sees this register
+	 * write (a doorbell): a write barrier that also orders memory against
+	 * MMIO (dsb st / fence ow,ow), which a CPU-only fence is not. */
+	iodma_wmb();
 	if (w->va) {
 		switch (width) {
 		case 1:

@@ -135,10 +135,25 @@ unsigned int os_thread_slot(void);
 #if defined(_LGPL_SOURCE)
 #error "iodma is MIT: do not inline liburcu's LGPL code (_LGPL_SOURCE)"
 #endif
+#if defined(__riscv) && defined(__GNUC__) && !defined(__clang__) && \
+	(__GNUC__ * 100 + __GNUC_MINOR__ < 1303)
+/*
+ * liburcu 0.14+'s headers refuse GCC before 13.3 on RISC-V (its atomics
+ * there were not sequentially consistent; found cross-building with
+ * Debian 12's gcc-riscv64-linux-gnu 12).  Call the library's exported,
+ * out-of-line read side and grace period (built by a newer compiler)
+ * instead of including the headers; these are the bullet-proof flavour's
+ * ABI (urcu/urcu-bp.h).
+ */
+void urcu_bp_read_lock(void);
+void urcu_bp_read_unlock(void);
+void urcu_bp_synchronize_rcu(void);
+#else
 #ifndef URCU_INLINE_SMALL_FUNCTIONS
 #define URCU_INLINE_SMALL_FUNCTIONS
 #endif
 #include <urcu/urcu-bp.h>
+#endif
 
 #if defined(__SANITIZE_THREAD__)
 /* ThreadSanitizer cannot see liburcu's grace periods (the read side is a

@@ -486,6 +486,22 @@ static void test_closed_fd_is_ebadf(void **state)
 	(void)state;
 }
 
+/* The error an iommufd ioctl on a file that is not an iommufd gets from
+ * below the library: ENOTTY from a kernel; ENOSYS under qemu-user, whose
+ * ioctl emulation knows no iommufd command and answers without asking the
+ * kernel (the cross tier runs this suite there). */
+static int unknown_ioctl_errno(void)
+{
+	struct iommu_ioas_alloc a = { .size = sizeof(a) };
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	long r;
+
+	assert_true(fd >= 0);
+	r = syscall(SYS_ioctl, fd, IOMMU_IOAS_ALLOC, &a);
+	close(fd);
+	return r < 0 ? errno : 0;
+}
+
 static void test_fd_not_an_iommufd_is_enotty(void **state)
 {
 	struct iodma_iommufd_opts io = IODMA_OPTS_INIT(struct iodma_iommufd_opts);
@@ -498,6 +514,11 @@ static void test_fd_not_an_iommufd_is_enotty(void **state)
 	o.backend = iodma_backend_iommufd();
 	o.backend_config = &io;
 	io.iommufd = fd;
+	if (unknown_ioctl_errno() == ENOSYS) {
+		close(fd);
+		print_message("skip: the emulator answers iommufd ioctls ENOSYS without the kernel\n");
+		skip();
+	}
 	assert_int_equal(iodma_domain_create(&o, &d), -ENOTTY);
 	assert_null(d);
 	assert_int_equal(count_fds(), fds);
@@ -898,7 +919,8 @@ static void test_attach_refused_by_kernel_changes_nothing(void **state)
 	int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
 
 	assert_true(nfd >= 0);
-	assert_int_equal(iommufd_domain_attach_device(d, nfd, &id), -ENOTTY);
+	assert_int_equal(iommufd_domain_attach_device(d, nfd, &id),
+			 -unknown_ioctl_errno());
 	close(nfd);
 	iodma_domain_destroy(d);
 	(void)state;

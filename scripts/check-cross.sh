@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The cross tier of `make check`: the unit suites and the demo built for
+# aarch64 and riscv64 and run under qemu-user, and the barrier check
+# (scripts/check-barriers.sh) on every architecture.
+# Usage: scripts/check-cross.sh [aarch64] [riscv64]   (default: both)
+#
+# What it needs (installed here as root, else it SKIPs with the reason):
+#   aarch64  gcc-aarch64-linux-gnu, qemu-user-static, and the arm64 multiarch
+#            packages libc6 liburcu-dev libcmocka-dev libssl-dev
+#            (dpkg --add-architecture arm64).  qemu runs the binaries with
+#            the multiarch loader /lib/ld-linux-aarch64.so.1: giving it
+#            -L /usr/aarch64-linux-gnu instead mixes that tree's ld.so with
+#            the multiarch libc.so.6 of another build, and every
+#            pthread_create then hangs.
+#   riscv64  gcc-riscv64-linux-gnu, qemu-user-static, mmdebstrap.  Debian 12
+#            has no riscv64 archive, so the target's libraries come from
+#            Debian 13 (trixie), extracted, not installed, into
+#            build-riscv64-sysroot/ (kept between runs; delete it to refresh).
+# Time: code runs several times slower under qemu-user; the fuzz driver's generated
+# inputs are lowered to 2000 (IODMA_FUZZ_COUNT, which it reads; the seed
+# corpus is still run whole), as the valgrind tier does.
+# Prints "cross: N passed, N failed, N skipped" and exits non-zero on a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+arches=("$@")
+[ ${#arches[@]} -eq 0 ] && arches=(aarch64 riscv64)
+root=$(pwd)
+failed=()
+skipped=()
+
+have_pkgs() { # package...
+	local p st
+	for p in "$@"; do
+		st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+		[ "$st" = "install ok installed" ] || return 1
+	done
+}
+
+install_pkgs() { # package...
+	have_pkgs "$@" && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "cross: not root and missing some of: $*" >&2
+		return 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null 2>&1 || true
+	apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+setup_aarch64() {
+	if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+		[ "$(id -u)" -eq 0 ] || { echo "arm64 is not a dpkg architecture here (needs root)"; return 1; }
+		dpkg --add-architecture arm64
+		apt-get update -qq >/dev/null 2>&1 || true
+	fi
+	install_pkgs gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static \
+		libc6:arm64 liburcu-dev:arm64 libcmocka-dev:arm64 libssl-dev:arm64 \
+		>/dev/null 2>&1 || { echo "could not install the aarch64 toolchain, qemu-user-static or arm64 libraries"; return 1; }
+	echo "--cross-file scripts/cross/aarch64-linux-gnu.ini"
+}
+
+setup_riscv64() {
+	local sysroot=$root/build-riscv64-sysroot
+	install_pkgs gcc-riscv64-linux-gnu binutils-riscv64-linux-gnu qemu-user-static mmdebstrap \
+		>/dev/null 2>&1 || { echo "could not install the riscv64 toolchain, qemu-user-static or mmdebstrap"; return 1; }
+	if [ ! -f "$sysroot/.complete" ]; then
+		# The Debian mirror this machine's apt already uses.
+		local mirror
+		mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)$/\1/p' \
+			/etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
+		[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 ~ /\/debian\/?$/ { print $2; exit }' \
+			/etc/apt/sources.list 2>/dev/null)
+		[ -n "$mirror" ] || { echo "no Debian mirror in this machine's apt sources"; return 1; }
+		rm -rf "$sysroot"
+		mmdebstrap --quiet --variant=extract --architectures=riscv64 \
+			--include=libc6-dev,libgcc-s1,libatomic1,liburcu-dev,libcmocka-dev,libssl-dev \
+			trixie "$sysroot" "$mirror" >/dev/null 2>&1 ||
+			{ echo "mmdebstrap could not fetch Debian 13's riscv64 libraries"; return 1; }
+		# Debian 13 has merged /usr: the /lib -> usr/lib link that an
+		# install makes (the loader is /lib/ld-linux-riscv64-lp64d.so.1).
+		[ -e "$sysroot/lib" ] || ln -s usr/lib "$sysroot/lib"
+		touch "$sysroot/.complete"
+	fi
+	printf "[constants]\nsysroot = '%s'\n" "$sysroot" > "$sysroot/iodma-sysroot.ini"
+	echo "--cross-file $sysroot/iodma-sysroot.ini --cross-file scripts/cross/riscv64-linux-gnu.ini"
+}
+
+for a in "${arches[@]}"; do
+	case $a in
+	aarch64 | riscv64) ;;
+	*) echo "usage: scripts/check-cross.sh [aarch64] [riscv64]" >&2; exit 2 ;;
+	esac
+done
+
+for a in "${arches[@]}"; do
+	echo "== cross $a"
+	t0=$(date +%s)
+	if ! args=$(setup_$a); then
+		echo "cross $a: SKIP: $args"
+		skipped+=("$a")
+		continue
+	fi
+	dir=build-$a
+	# shellcheck disable=SC2086
+	if { [ -f "$dir/build.ninja" ] || meson setup "$dir" $args -Dwerror=true -Dtests=enabled >/dev/null; } &&
+	   { ninja -C "$dir" >/dev/null || ninja -C "$dir"; }; then
+		if ! (cd "$dir" && IODMA_FUZZ_COUNT=2000 meson test --print-errorlogs --num-processes 2 \
+			--logbase "testlog-cross" --suite unit --suite demo | tail -n 12); then
+			failed+=("$a")
+		fi
+	else
+		failed+=("$a-build")
+	fi
+	echo "cross $a: $(( $(date +%s) - t0 )) s"
+done
+
+echo "== barriers"
+scripts/check-barriers.sh || failed+=("barriers")
+
+python3 - "${arches[@]}" <<'PY'
+import json, os, sys
+p = f = s = 0
+for a in sys.argv[1:]:
+    path = f"build-{a}/meson-logs/testlog-cross.json"
+    if not os.path.exists(path):
+        continue
+    for line in open(path):
+        if not line.strip():
+            continue
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"):
+            p += 1
+        elif r == "SKIP":
+            s += 1
+        else:
+            f += 1
+print(f"cross: {p} passed, {f} failed, {s} skipped")
+PY
+[ ${#skipped[@]} -ne 0 ] && echo "cross: skipped architectures: ${skipped[*]}"
+if [ ${#failed[@]} -ne 0 ]; then
+	echo "cross: FAILED: ${failed[*]}" >&2
+	exit 1
+fi
