@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages iodma needs to build, test and run its demo.
-# Usage: scripts/deps.sh [build|test|state]
+# Usage: scripts/deps.sh [build|test|baremetal|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
 #   test:  the above + cmocka, valgrind, GLib (bench/ baselines)
+#   baremetal: the aarch64 and riscv64 cross compilers (used freestanding)
+#          and QEMU's system emulators for examples/baremetal
 #   state: print a fingerprint of which of all these are installed, at which
 #          version (scripts/setup-build.sh reconfigures a tree when it changes)
 # As root, missing packages are installed with apt-get; otherwise the missing
@@ -11,16 +13,18 @@ set -euo pipefail
 
 build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
 test_pkgs=(libcmocka-dev valgrind libglib2.0-dev)
+baremetal_pkgs=(gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc)
 
 case ${1:-build} in
 build) want=("${build_pkgs[@]}") ;;
 test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+baremetal) want=("${baremetal_pkgs[@]}") ;;
 state)
 	# dpkg-query exits 1 when any of them is unknown; its output still counts.
 	{ dpkg-query -W -f='${Package}=${Version}=${Status}\n' "${build_pkgs[@]}" "${test_pkgs[@]}" \
 		2>/dev/null || true; } | sort | cksum | cut -d' ' -f1
 	exit 0 ;;
-*) echo "usage: scripts/deps.sh [build|test|state]" >&2; exit 2 ;;
+*) echo "usage: scripts/deps.sh [build|test|baremetal|state]" >&2; exit 2 ;;
 esac
 
 missing=()
