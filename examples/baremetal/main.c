@@ -51,7 +51,8 @@
 static int pages_alloc(size_t len, uint32_t flags, void **va, int *fd)
 {
 	(void)flags;
-	*fd = -1;
+	if (fd)		/* the core may pass NULL */
+		*fd = -1;
 	*va = bm_pages_alloc(len);
 	return *va ? 0 : -ENOMEM;
 }
