@@ -15,6 +15,10 @@
 #      qemu-user, and the I/O barriers' instructions on every architecture
 #      (scripts/check-cross.sh; SKIP with the reason where the toolchains
 #      cannot be installed)
+#   7b. baremetal: examples/baremetal booted on QEMU's aarch64 and riscv64
+#      virt boards, device coherent and non-coherent (meson suite baremetal;
+#      installs scripts/deps.sh baremetal as root, SKIP with the reason
+#      otherwise)
 #   8. hygiene: SPDX lines (scripts/check-spdx.sh)
 #   9. the ABI of build-check/libiodma.so against abi/libiodma.so.0.abi
 #      (scripts/abi-check.sh, abidiff)
@@ -91,6 +95,9 @@ scripts/freestanding-check.sh || failed_tiers+=("freestanding")
 echo "== cross"
 scripts/check-cross.sh || failed_tiers+=("cross")
 
+scripts/deps.sh baremetal >/dev/null 2>&1 || echo "baremetal: its packages could not be installed (the suite says SKIP)"
+tier baremetal build-check --suite baremetal
+
 echo "== spdx"
 scripts/check-spdx.sh || failed_tiers+=("spdx")
 
@@ -126,7 +133,7 @@ for r in (os.environ.get("DEB_RESULT"), os.environ.get("FUZZ_RESULT")):
     s += 1
   else:
     f += 1
-for tier in ("plain", "doc", "vm", "asan", "valgrind", "tsan", "cross"):
+for tier in ("plain", "doc", "vm", "asan", "valgrind", "tsan", "cross", "baremetal"):
   for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
     for line in open(path):
         line = line.strip()

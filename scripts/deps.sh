@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages iodma needs to build, test and run its demo.
-# Usage: scripts/deps.sh [build|test|deb|state]
+# Usage: scripts/deps.sh [build|test|deb|baremetal|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
 #   test:  the above + cmocka, valgrind, GLib (bench/ baselines),
 #          abigail-tools (abidiff, the ABI check), clang with libFuzzer (the
@@ -11,6 +11,8 @@
 #          doc tier renders every page)
 #   deb:   what `make deb` needs: dpkg-dev, debhelper, lintian, then the
 #          Build-Depends of debian/control (apt-get build-dep ./)
+#   baremetal: the aarch64 and riscv64 cross compilers (used freestanding)
+#          and QEMU's system emulators for examples/baremetal
 #   state: print a fingerprint of which of all these are installed, at which
 #          version (scripts/setup-build.sh reconfigures a tree when it changes)
 # As root, missing packages are installed with apt-get; otherwise the missing
@@ -20,6 +22,7 @@ set -euo pipefail
 build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
 test_pkgs=(libcmocka-dev valgrind libglib2.0-dev abigail-tools clang libclang-rt-14-dev
 	linux-source-6.12 perl help2man man-db)
+baremetal_pkgs=(gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc)
 
 case ${1:-build} in
 build) want=("${build_pkgs[@]}") ;;
@@ -40,12 +43,13 @@ deb)
 	apt-get build-dep -y -qq --no-install-recommends ./ >/dev/null
 	exit 0 ;;
 debtools) want=(dpkg-dev debhelper lintian) ;;
+baremetal) want=("${baremetal_pkgs[@]}") ;;
 state)
 	# dpkg-query exits 1 when any of them is unknown; its output still counts.
 	{ dpkg-query -W -f='${Package}=${Version}=${Status}\n' "${build_pkgs[@]}" "${test_pkgs[@]}" \
 		2>/dev/null || true; } | sort | cksum | cut -d' ' -f1
 	exit 0 ;;
-*) echo "usage: scripts/deps.sh [build|test|deb|state]" >&2; exit 2 ;;
+*) echo "usage: scripts/deps.sh [build|test|deb|baremetal|state]" >&2; exit 2 ;;
 esac
 
 missing=()

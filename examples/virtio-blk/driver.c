@@ -162,9 +162,12 @@ static int negotiate(struct vblk_driver *drv, const char **msg)
 		(void)set_status(drv, VIRTIO_STATUS_FAILED);
 		return -ENOTSUP;
 	}
-	if (!(drv->features & VIRTIO_BIT(VIRTIO_F_ACCESS_PLATFORM))) {
+	if (drv->domain &&
+	    !(drv->features & VIRTIO_BIT(VIRTIO_F_ACCESS_PLATFORM))) {
 		/* Without ACCESS_PLATFORM the device would bypass the
-		 * IOMMU: refuse, as Linux does for a restricted-DMA guest. */
+		 * IOMMU: refuse, as Linux does for a restricted-DMA guest.
+		 * In direct mode there is no IOMMU: physical addresses are
+		 * what the device uses either way. */
 		*msg = "device lacks VIRTIO_F_ACCESS_PLATFORM (its DMA would bypass the IOMMU; QEMU: iommu_platform=on)";
 		(void)set_status(drv, VIRTIO_STATUS_FAILED);
 		return -ENOTSUP;
@@ -274,7 +277,8 @@ static int setup_queue(struct vblk_driver *drv, const char **msg)
 
 static int setup_slots(struct vblk_driver *drv, const char **msg)
 {
-	size_t page = (size_t)iodma_domain_alignment(drv->domain);
+	size_t page = drv->domain ? (size_t)iodma_domain_alignment(drv->domain) :
+				    iodma_page_size();
 	unsigned int nseg = (unsigned int)((drv->o.request_size + drv->size_max - 1) /
 					   drv->size_max);
 	size_t ctl_len, stride;
@@ -356,12 +360,9 @@ int vblk_driver_open(const struct vblk_driver_opts *opts,
 	drv->o = *opts;
 	drv->dev = opts->dev;
 	drv->t = opts->transport;
+	/* NULL in direct mode (IOVA = physical, a bare-metal board): the
+	 * driver runs, only the isolation checks need a domain. */
 	drv->domain = iodma_dev_domain(opts->dev);
-	if (!drv->domain) {
-		*err_msg = "the demo needs a device behind an IOMMU domain";
-		free(drv);
-		return -EINVAL;
-	}
 	ret = negotiate(drv, &msg);
 	if (!ret)
 		ret = setup_queue(drv, &msg);
@@ -1077,6 +1078,10 @@ int vblk_driver_checks(struct vblk_driver *drv, uint64_t scratch, bool quiet)
 	bool same = false;
 	int ret;
 
+	if (!drv->domain) {
+		fprintf(stderr, "checks need a device behind an IOMMU domain\n");
+		return -EINVAL;
+	}
 	if (!quiet)
 		printf("checks (protocol, then isolation):\n");
 	if (drv->o.request_size < 4096) {

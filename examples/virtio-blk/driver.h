@@ -22,7 +22,9 @@ struct vblk_transport;
 
 /**
  * struct vblk_driver_opts - How the platform hands the device to the driver.
- * @dev:          the device's DMA context (iodma_dev with a domain).
+ * @dev:          the device's DMA context: an iodma_dev with a domain, or in
+ *                direct mode (IOVA = physical, examples/baremetal) without;
+ *                vblk_driver_checks() needs a domain (-EINVAL without).
  * @transport:    the device's registers (transport.h); the caller keeps it
  *                until after vblk_driver_close().
  * @queue_size:   wanted queue size (clamped to QueueNumMax); power of two.
