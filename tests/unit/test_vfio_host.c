@@ -30,6 +30,7 @@
 #include <iodma/domain.h>
 #include <iodma/vfio.h>
 
+#include "backend/linux_common.h"
 #include "backend/vfio_priv.h"
 #include "os/os.h"
 
