@@ -8,6 +8,8 @@
 #   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
 #      instrument atomic_thread_fence)
 #   6. the core compiled freestanding
+#   7. the layout: Linux headers only under src/backend and src/os, no
+#      backend includes another backend's header (scripts/layout-check.sh)
 # Prints one closing line "check: N passed, N failed, N skipped" over all tiers
 # and exits non-zero if anything failed.
 set -uo pipefail
@@ -70,6 +72,9 @@ fi
 
 echo "== freestanding"
 scripts/freestanding-check.sh || failed_tiers+=("freestanding")
+
+echo "== layout"
+scripts/layout-check.sh || failed_tiers+=("layout")
 
 python3 - "$@" <<'PY'
 import json, glob
