@@ -19,7 +19,9 @@
 #      virt boards, device coherent and non-coherent (meson suite baremetal;
 #      installs scripts/deps.sh baremetal as root, SKIP with the reason
 #      otherwise)
-#   8. hygiene: SPDX lines (scripts/check-spdx.sh)
+#   8. hygiene: SPDX lines (scripts/check-spdx.sh); the layout: Linux headers
+#      only under src/backend and src/os, no backend includes another
+#      backend's header (scripts/layout-check.sh)
 #   9. the ABI of build-check/libiodma.so against abi/libiodma.so.0.abi
 #      (scripts/abi-check.sh, abidiff)
 #  10. the libFuzzer targets, each for a bounded time (scripts/check-fuzz.sh)
@@ -100,6 +102,9 @@ tier baremetal build-check --suite baremetal
 
 echo "== spdx"
 scripts/check-spdx.sh || failed_tiers+=("spdx")
+
+echo "== layout"
+scripts/layout-check.sh || failed_tiers+=("layout")
 
 echo "== abi"
 scripts/abi-check.sh check build-check/libiodma.so | tail -n 40 || failed_tiers+=("abi")

@@ -400,11 +400,11 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 	err = iopt_init(&d->pt, PT_WIDTH, 1ull << IOPT_L0_SHIFT);
 	if (err)
 		goto err_free;
-	err = ops->open(o.backend_config, &d->bpriv);
+	err = be_open(d, o.backend_config);
 	if (err)
 		goto err_pt;
 	memset(&caps, 0, sizeof(caps));
-	err = ops->get_caps(d->bpriv, &caps);
+	err = be_get_caps(d, &caps);
 	if (!err)
 		err = caps_validate(&caps);
 	if (err)
@@ -433,7 +433,7 @@ err_locks:
 	os_mutex_destroy(&d->map_lock);
 	iova_alloc_destroy(d->iova);
 err_close:
-	ops->close(d->bpriv);
+	be_close(d);
 err_pt:
 	iopt_fini(&d->pt);
 err_free:
@@ -456,19 +456,17 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
 	if (btree_count(&d->table)) {
 		had = true;
 		/* Errors are ignored: there is nobody left to report to. */
-		if (d->ops->unmap_all) {
-			d->ops->unmap_all(d->bpriv, &bytes);
-		} else {
+		if (be_unmap_all(d, &bytes) == -EOPNOTSUPP) {
 			run_iter_init(&it, d, 0, UINT64_MAX);
 			while (run_next(&it, &run))
-				d->ops->unmap(d->bpriv, run.iova,
-					      run.last - run.iova + 1, &bytes);
+				be_unmap(d, run.iova, run.last - run.iova + 1,
+					 &bytes);
 		}
-		if (d->ops->flush_iotlb) {
+		if (be_has_flush_iotlb(d)) {
 			run_iter_init(&it, d, 0, UINT64_MAX);
 			while (run_next(&it, &run))
-				d->ops->flush_iotlb(d->bpriv, run.iova,
-						    run.last - run.iova + 1);
+				be_flush_iotlb(d, run.iova,
+					       run.last - run.iova + 1);
 		}
 		/* One unmap event per mapping to each listener. */
 		for (r = btree_lookup_ge(&d->table, 0, &key); r;
@@ -496,7 +494,7 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
 	}
 	xlate_fini(d);
 	iova_alloc_destroy(d->iova);
-	d->ops->close(d->bpriv);
+	be_close(d);
 	btree_fini(&d->table);
 	/* The caller promised no translation runs or starts any more (the
 	 * walks of this domain are over): the nodes go without a wait. */
@@ -590,12 +588,12 @@ int domain_dirty_get(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	if (r && range_last(key, r->len) > last)
 		hi = range_last(key, r->len);
 	if (lo == iova && hi == last)
-		return d->ops->dirty_get(d->bpriv, iova, len, pgsize, bitmap);
+		return be_dirty_get(d, iova, len, pgsize, bitmap);
 	n = (hi - lo) / pgsize + 1;
 	tmp = iodma_calloc((size_t)((n + 63) / 64), sizeof(uint64_t));
 	if (!tmp)
 		return -ENOMEM;
-	err = d->ops->dirty_get(d->bpriv, lo, hi - lo + 1, pgsize, tmp);
+	err = be_dirty_get(d, lo, hi - lo + 1, pgsize, tmp);
 	if (err == 0) {
 		/* The caller's window: bits (iova - lo) / pgsize onwards. */
 		off = (iova - lo) / pgsize;
@@ -714,8 +712,8 @@ static int map_admit(const void *prev, uint64_t pk, const void *next,
 	 * DMA_AVAIL, read live: a shared container's other users count too).
 	 * Far from it the kernel's own -ENOSPC is enough, and a type1 map
 	 * stays one ioctl instead of two. */
-	if (d->ops->avail_mappings && nr + AVAIL_RECHECK_MARGIN >= c->max_mappings &&
-	    d->ops->avail_mappings(d->bpriv, &avail) == 0 && avail == 0)
+	if (nr + AVAIL_RECHECK_MARGIN >= c->max_mappings &&
+	    be_avail_mappings(d, &avail) == 0 && avail == 0)
 		return -ENOSPC;
 	if (atomic_load_explicit(&to_impl(d)->claims_on, memory_order_relaxed))
 		return claim(d, cx->iova, cx->rec);
@@ -756,7 +754,7 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	if (err)
 		goto err_unclaim;
 	make_event(d, iova, rec, &ev);
-	err = d->ops->map(d->bpriv, &ev);
+	err = be_map(d, &ev);
 	if (err)
 		goto err_reserved;
 	for (l = d->listeners; l; l = l->next) {
@@ -769,9 +767,8 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 		 * only once it has are the listeners that accepted it told:
 		 * if the backend refuses, the mapping is live and stays so
 		 * for them too (see "Failed undo" above). */
-		if (d->ops->unmap(d->bpriv, iova, rec->len, &unmapped) == 0) {
-			if (d->ops->flush_iotlb)
-				d->ops->flush_iotlb(d->bpriv, iova, rec->len);
+		if (be_unmap(d, iova, rec->len, &unmapped) == 0) {
+			be_flush_iotlb(d, iova, rec->len);
 			for (m = d->listeners; m != l; m = m->next)
 				m->ops->unmap(m->arg, iova, rec->len);
 			goto err_reserved;
@@ -873,7 +870,7 @@ static void backend_remap_before(struct iodma_domain *d, uint64_t iova,
 	for (r = first_in(d, iova, last, &key); r && key < stop;
 	     r = next_in(d, key, last, &key)) {
 		make_event(d, key, r, &ev);
-		d->ops->map(d->bpriv, &ev);
+		be_map(d, &ev);
 	}
 }
 
@@ -890,10 +887,10 @@ static int backend_unmap(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	int err;
 
 	if (!pg)
-		return d->ops->unmap(d->bpriv, iova, len, done);
+		return be_unmap(d, iova, len, done);
 	bm = iodma_calloc((size_t)((len / pg + 63) / 64), sizeof(uint64_t));
 	if (bm) {
-		err = d->ops->unmap_dirty(d->bpriv, iova, len, pg, bm, done);
+		err = be_unmap_dirty(d, iova, len, pg, bm, done);
 		if (err == 0)
 			xlate_dirty_merge(d, iova, pg, bm, len / pg);
 		iodma_free(bm);
@@ -901,7 +898,7 @@ static int backend_unmap(struct iodma_domain *d, uint64_t iova, uint64_t len,
 			return err;
 	}
 	xlate_dirty_merge(d, iova, pg, NULL, len / pg);
-	return d->ops->unmap(d->bpriv, iova, len, done);
+	return be_unmap(d, iova, len, done);
 }
 
 /* btree_remove_range()'s visitor: a record leaves, its claims with it. */
@@ -922,7 +919,6 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			 uint64_t run_last, bool all, const struct map_rec *taken,
 			 void **pruned)
 {
-	const struct iodma_backend_ops *ops = d->ops;
 	struct iodma_listener *l;
 	const struct map_rec *r;
 	struct run_iter it;
@@ -944,11 +940,11 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	 * then the runs are unmapped one by one below. */
 	/* While the backend logs the device's writes, every run goes through
 	 * unmap_dirty (unmap_all would drop what it logged). */
-	err = all && ops->unmap_all && !xlate_dirty_backend(d) ?
-	      ops->unmap_all(d->bpriv, &done) : -EOPNOTSUPP;
+	err = all && !xlate_dirty_backend(d) ? be_unmap_all(d, &done) :
+	      -EOPNOTSUPP;
 	if (err == 0) {
 		;
-	} else if (all && ops->unmap_all && err != -EOPNOTSUPP) {
+	} else if (err != -EOPNOTSUPP) {
 		goto restore;
 	} else if (single_run) {
 		err = backend_unmap(d, first, run_last - first + 1, &done);
@@ -967,22 +963,19 @@ static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	}
 
 	/* 3. The backend's IOTLB and the listeners, per run. */
-	if (ops->flush_iotlb || d->listeners) {
+	if (be_has_flush_iotlb(d) || d->listeners) {
 		if (single_run) {
 			run.iova = first;
 			run.last = run_last;
-			if (ops->flush_iotlb)
-				ops->flush_iotlb(d->bpriv, run.iova,
-						 run.last - run.iova + 1);
+			be_flush_iotlb(d, run.iova, run.last - run.iova + 1);
 			for (l = d->listeners; l; l = l->next)
 				l->ops->unmap(l->arg, run.iova,
 					      run.last - run.iova + 1);
 		} else {
 			run_iter_init(&it, d, iova, last);
 			while (run_next(&it, &run)) {
-				if (ops->flush_iotlb)
-					ops->flush_iotlb(d->bpriv, run.iova,
-							 run.last - run.iova + 1);
+				be_flush_iotlb(d, run.iova,
+					       run.last - run.iova + 1);
 				for (l = d->listeners; l; l = l->next)
 					l->ops->unmap(l->arg, run.iova,
 						      run.last - run.iova + 1);
@@ -1275,7 +1268,7 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d)
 		return -EINVAL;
 	memset(&caps, 0, sizeof(caps));
 	os_mutex_lock(&d->map_lock);
-	err = d->ops->get_caps(d->bpriv, &caps);
+	err = be_get_caps(d, &caps);
 	if (!err)
 		err = caps_validate(&caps);
 	if (err)

@@ -50,6 +50,8 @@
 
 #include <stdatomic.h>
 
+#include <errno.h>
+
 #include <iodma/domain.h>
 #include <iodma/xlate.h>
 
@@ -130,6 +132,97 @@ struct iodma_domain {
 static inline bool backend_dirty(const struct iodma_domain *d)
 {
 	return d->ops->version >= 2 && d->ops->dirty_start;
+}
+
+/* ---- the backend ops, one wrapper each ------------------------------------
+ * The only place where the domain calls a backend (backend.h: optional ops
+ * "are NULL-checked in one place").  Required ops (open, close, get_caps,
+ * map, unmap; checked at domain creation) are called as they are; an
+ * optional op that is NULL, or newer than the table's version, is a no-op
+ * (flush_iotlb, dirty_stop) or -EOPNOTSUPP (the others).  Callers hold
+ * what the op needs (map_lock for all but open and close). */
+static inline int be_open(struct iodma_domain *d, const void *config)
+{
+	return d->ops->open(config, &d->bpriv);
+}
+
+static inline void be_close(struct iodma_domain *d)
+{
+	d->ops->close(d->bpriv);
+}
+
+static inline int be_get_caps(struct iodma_domain *d, struct iodma_caps *caps)
+{
+	return d->ops->get_caps(d->bpriv, caps);
+}
+
+static inline int be_map(struct iodma_domain *d,
+			 const struct iodma_map_event *ev)
+{
+	return d->ops->map(d->bpriv, ev);
+}
+
+static inline int be_unmap(struct iodma_domain *d, uint64_t iova,
+			   uint64_t len, uint64_t *unmapped)
+{
+	return d->ops->unmap(d->bpriv, iova, len, unmapped);
+}
+
+static inline int be_unmap_all(struct iodma_domain *d, uint64_t *unmapped)
+{
+	if (!d->ops->unmap_all)
+		return -EOPNOTSUPP;
+	return d->ops->unmap_all(d->bpriv, unmapped);
+}
+
+static inline bool be_has_flush_iotlb(const struct iodma_domain *d)
+{
+	return d->ops->flush_iotlb != NULL;
+}
+
+static inline void be_flush_iotlb(struct iodma_domain *d, uint64_t iova,
+				  uint64_t len)
+{
+	if (d->ops->flush_iotlb)
+		d->ops->flush_iotlb(d->bpriv, iova, len);
+}
+
+static inline int be_avail_mappings(struct iodma_domain *d, uint32_t *avail)
+{
+	if (!d->ops->avail_mappings)
+		return -EOPNOTSUPP;
+	return d->ops->avail_mappings(d->bpriv, avail);
+}
+
+static inline int be_dirty_start(struct iodma_domain *d, uint64_t pgsize)
+{
+	if (!backend_dirty(d))
+		return -EOPNOTSUPP;
+	return d->ops->dirty_start(d->bpriv, pgsize);
+}
+
+static inline void be_dirty_stop(struct iodma_domain *d)
+{
+	if (backend_dirty(d))
+		d->ops->dirty_stop(d->bpriv);
+}
+
+static inline int be_dirty_get(struct iodma_domain *d, uint64_t iova,
+			       uint64_t len, uint64_t pgsize, uint64_t *bitmap)
+{
+	if (!backend_dirty(d))
+		return -EOPNOTSUPP;
+	return d->ops->dirty_get(d->bpriv, iova, len, pgsize, bitmap);
+}
+
+static inline int be_unmap_dirty(struct iodma_domain *d, uint64_t iova,
+				 uint64_t len, uint64_t pgsize,
+				 uint64_t *bitmap, uint64_t *unmapped)
+{
+	if (!backend_dirty(d))
+		return -EOPNOTSUPP;
+	return d->ops->unmap_dirty(d->bpriv, iova, len, pgsize, bitmap,
+				   unmapped);
 }
 
 /* ---- domain.c, for xlate.c ------------------------------------------------ */

@@ -2,8 +2,10 @@
 /*
  * vhost_user_proto.h - the wire format of vhost-user, as the spec
  * (QEMU docs/interop/vhost-user.rst, "Message Specification") describes
- * it.  Written from the spec's tables; the kernel's own structs (vring
- * state and address, IOTLB message) come from <linux/vhost_types.h>.
+ * it.  Written from the spec's tables, including the three payloads the
+ * spec borrows from the kernel's vhost ioctls (vring state, vring address,
+ * IOTLB message): they are declared here under the kernel's names and
+ * layouts (asserted below), so the core includes no Linux header.
  * All numbers are in the machine's byte order (spec: "native").
  */
 #ifndef IODMA_VHOST_USER_PROTO_H
@@ -11,7 +13,40 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <linux/vhost_types.h>
+
+/* "Vring state description": index, number. */
+struct vhost_vring_state {
+	unsigned int index;
+	unsigned int num;
+};
+
+/* "Vring address description": index, flags, then the user addresses of
+ * the descriptor, used and available rings and the log's guest address. */
+struct vhost_vring_addr {
+	unsigned int index;
+	unsigned int flags;		/* VHOST_VRING_F_LOG */
+	uint64_t desc_user_addr;
+	uint64_t used_user_addr;
+	uint64_t avail_user_addr;
+	uint64_t log_guest_addr;
+};
+#define VHOST_VRING_F_LOG       0	/* flags bit: log writes to the used ring */
+
+/* "IOTLB message": IOVA, size, user address, permissions, type. */
+struct vhost_iotlb_msg {
+	uint64_t iova;
+	uint64_t size;
+	uint64_t uaddr;
+	uint8_t perm;			/* VHOST_ACCESS_* */
+	uint8_t type;			/* VHOST_IOTLB_* */
+};
+#define VHOST_ACCESS_RO         0x1
+#define VHOST_ACCESS_WO         0x2
+#define VHOST_ACCESS_RW         0x3
+#define VHOST_IOTLB_MISS        1
+#define VHOST_IOTLB_UPDATE      2
+#define VHOST_IOTLB_INVALIDATE  3
+#define VHOST_IOTLB_ACCESS_FAIL 4
 
 /* Header flags ("Header"). */
 #define VU_VERSION          0x1u
@@ -60,7 +95,7 @@ enum {
 #define VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS 15
 
 /* Virtio / vhost feature bits. */
-#define VU_F_LOG_ALL            VHOST_F_LOG_ALL /* 26 */
+#define VU_F_LOG_ALL            26
 #define VU_F_PROTOCOL_FEATURES  30
 #define VU_F_IOMMU_PLATFORM     33 /* ACCESS_PLATFORM in VIRTIO 1.1+ */
 

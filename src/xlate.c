@@ -1182,7 +1182,7 @@ IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d)
 	if (backend_dirty(d)) {
 		/* The device's own writes (a passthrough device behind VFIO):
 		 * the backend logs them, or nothing is logged at all. */
-		ret = d->ops->dirty_start(d->bpriv, 1ull << gshift);
+		ret = be_dirty_start(d, 1ull << gshift);
 		if (ret) {
 			iodma_free(dl);
 			goto out;
@@ -1208,7 +1208,7 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d)
 	os_mutex_lock(&xl->dirty_lock);
 	dl = atomic_exchange_explicit(&xl->dirty, NULL, memory_order_acq_rel);
 	if (dl && d->dirty_pgsize) {
-		d->ops->dirty_stop(d->bpriv);
+		be_dirty_stop(d);
 		d->dirty_pgsize = 0;
 	}
 	os_mutex_unlock(&xl->dirty_lock);

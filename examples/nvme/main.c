@@ -144,7 +144,7 @@ int main(int argc, char **argv)
 	err = iodma_domain_create(&o, &d);
 	if (err) {
 		fprintf(stderr, "nvme-copy: %s domain: %s: %s\n", backend,
-			strerror(-err), iodma_vfio_last_error());
+			iodma_strerror(err), iodma_vfio_last_error());
 		free(file);
 		return 1;
 	}
@@ -174,7 +174,7 @@ int main(int argc, char **argv)
 	dopts.bounce = IODMA_BOUNCE_NEVER;
 	err = iodma_dev_create(&dopts, &data);
 	if (err) {
-		fprintf(stderr, "nvme-copy: iodma_dev_create: %s\n", strerror(-err));
+		fprintf(stderr, "nvme-copy: iodma_dev_create: %s\n", iodma_strerror(err));
 		goto out_ctrl;
 	}
 	iodma_vfio_get_stats(d, &vs0);

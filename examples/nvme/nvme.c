@@ -248,7 +248,7 @@ static int identify_all(struct nvme_ctrl *c)
 
 	err = iodma_alloc_coherent(c->dev, NVME_PAGE, (void **)&id, &iova);
 	if (err) {
-		set_error("nvme: coherent identify buffer: %s", strerror(-err));
+		set_error("nvme: coherent identify buffer: %s", iodma_strerror(err));
 		return err;
 	}
 	st = nvme_identify(c, 1, 0, iova);
@@ -336,7 +336,7 @@ static int alloc_q(struct nvme_ctrl *c, size_t len, void **va, uint64_t *iova)
 
 	if (err)
 		set_error("nvme: coherent allocation of %zu bytes: %s", len,
-			  strerror(-err));
+			  iodma_strerror(err));
 	return err;
 }
 
@@ -358,7 +358,7 @@ int nvme_open(struct nvme_ctrl *c, struct iodma_domain *d, const char *bdf,
 	}
 	err = iodma_vfio_map_bar(c->vdev, 0, &bar, &c->bar_len);
 	if (err) {
-		set_error("nvme: map BAR0 of %s: %s", bdf, strerror(-err));
+		set_error("nvme: map BAR0 of %s: %s", bdf, iodma_strerror(err));
 		goto fail;
 	}
 	c->bar = bar;
@@ -372,12 +372,12 @@ int nvme_open(struct nvme_ctrl *c, struct iodma_domain *d, const char *bdf,
 	o.bounce = IODMA_BOUNCE_NEVER;
 	err = iodma_dev_create(&o, &c->dev);
 	if (err) {
-		set_error("nvme: iodma_dev_create: %s", strerror(-err));
+		set_error("nvme: iodma_dev_create: %s", iodma_strerror(err));
 		goto fail;
 	}
 	err = iodma_vfio_set_bus_master(c->vdev, true);
 	if (err) {
-		set_error("nvme: bus master: %s", strerror(-err));
+		set_error("nvme: bus master: %s", iodma_strerror(err));
 		goto fail;
 	}
 
@@ -712,7 +712,7 @@ static uint8_t *buf_alloc(struct iodma_dev *data, size_t len, bool registered)
 	}
 	err = iodma_dev_register(data, p, len, NULL);
 	if (err) {
-		set_error("nvme: iodma_dev_register %zu bytes: %s", len, strerror(-err));
+		set_error("nvme: iodma_dev_register %zu bytes: %s", len, iodma_strerror(err));
 		munmap(p, len);
 		return NULL;
 	}
@@ -753,7 +753,7 @@ static int copy_phase(struct nvme_ctrl *c, struct iodma_dev *data, bool write,
 			err = iodma_map_single(data, buf + off, l, dir, &ios[n].iova);
 			if (err) {
 				set_error("nvme: iodma_map_single %zu bytes: %s", l,
-					  strerror(-err));
+					  iodma_strerror(err));
 				break;
 			}
 			(*maps)++;

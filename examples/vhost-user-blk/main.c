@@ -238,7 +238,7 @@ static void ring_sync(struct backend *b, uint32_t i)
 	ret = vblk_device_ring_start(r->dev, &want);
 	if (ret) {
 		fprintf(stderr, "vhost-user-blk: ring %u cannot start: %s\n",
-			i, strerror(-ret));
+			i, iodma_strerror(ret));
 		return;
 	}
 	r->cfg = want;
@@ -286,7 +286,7 @@ static void isolation_probe(struct backend *b, const struct first_map *f)
 	} else {
 		b->probe_faults++;
 		logv(b, "isolation probe of IOVA 0x%" PRIx64 ": %s", f->iova,
-		     strerror(-ret));
+		     iodma_strerror(ret));
 	}
 }
 
@@ -353,7 +353,7 @@ static int serve(struct backend *b, int conn, int sfd)
 		if (n == -ECONNRESET)
 			return 0;
 		if (n < 0) {
-			fprintf(stderr, "vhost-user-blk: recv: %s\n", strerror(-n));
+			fprintf(stderr, "vhost-user-blk: recv: %s\n", iodma_strerror(n));
 			return -1;
 		}
 		memcpy(&req, msg, 4);
@@ -400,14 +400,14 @@ static int serve(struct backend *b, int conn, int sfd)
 							      fds, nfds, &reply);
 				if (ret)
 					fprintf(stderr, "vhost-user-blk: late INVALIDATE failed: %s\n",
-						strerror(-ret));
+						iodma_strerror(ret));
 				continue;
 			}
 		}
 		ret = iodma_vhost_user_handle(b->vu, msg, (size_t)n, fds, nfds,
 					      &reply);
 		logv(b, "request %u size %u fds %zu: %s%s", req, size, nfds,
-		     ret ? "error " : "ok", ret ? strerror(-ret) : "");
+		     ret ? "error " : "ok", ret ? iodma_strerror(ret) : "");
 		if (ret == -ENOTSUP) {
 			fprintf(stderr, "vhost-user-blk: request %u not supported\n",
 				req);
@@ -415,14 +415,14 @@ static int serve(struct backend *b, int conn, int sfd)
 				close(fds[i]);
 		} else if (ret) {
 			fprintf(stderr, "vhost-user-blk: request %u failed: %s\n",
-				req, strerror(-ret));
+				req, iodma_strerror(ret));
 		}
 		if (reply.len) {
 			int s = iodma_vhost_user_send(conn, reply.msg, reply.len);
 
 			if (s) {
 				fprintf(stderr, "vhost-user-blk: send: %s\n",
-					strerror(-s));
+					iodma_strerror(s));
 				return -1;
 			}
 		}
@@ -573,7 +573,7 @@ int main(int argc, char **argv)
 	ret = iodma_vhost_user_create(&vopts, &b.vu);
 	if (ret) {
 		fprintf(stderr, "vhost-user-blk: iodma_vhost_user_create: %s\n",
-			strerror(-ret));
+			iodma_strerror(ret));
 		return 1;
 	}
 	dopts.domain = iodma_vhost_user_domain(b.vu);
@@ -586,7 +586,7 @@ int main(int argc, char **argv)
 		ret = vblk_device_create(&dopts, &r->dev);
 		if (ret) {
 			fprintf(stderr, "vhost-user-blk: device: %s\n",
-				strerror(-ret));
+				iodma_strerror(ret));
 			return 1;
 		}
 	}

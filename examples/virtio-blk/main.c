@@ -625,7 +625,7 @@ int main(int argc, char **argv)
 	if (!ret)
 		ret = vblk_device_start(vd);
 	if (ret) {
-		fprintf(stderr, "device: %s\n", strerror(-ret));
+		fprintf(stderr, "device: %s\n", iodma_strerror(ret));
 		goto out;
 	}
 

@@ -21,204 +21,22 @@
  * architectural physical-address limit; page 0 is never handed out);
  * max mappings 65535; IODMA_CAP_UNMAP_ALL.
  *
- * The book (iova -> va, len) is shared with VFIO no-IOMMU mode
- * (backend/vfio.c); its calls are serialised by the domain's map lock.
+ * The book (iova -> va, len) and the pin/check code live in ident_book.c,
+ * shared with VFIO no-IOMMU mode (backend/vfio.c); its calls are
+ * serialised by the domain's map lock.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <iodma/backend.h>
 #include <iodma/vfio.h>
 
-#include "../btree.h"
 #include "../util.h"
-#include "vfio_priv.h"
+#include "ident_book.h"
+#include "linux_common.h"
 
 #define IDENTITY_MAX_MAPPINGS 65535u
 #define IDENTITY_PHYS_BITS    52
-#define PAGEMAP_BATCH         512	/* entries per pread */
-#define PM_PRESENT            (1ull << 63)
-#define PM_PFN_MASK           ((1ull << 55) - 1)
-
-struct ident_rec {
-	uint64_t len;
-	uint64_t va;
-};
-
-/* Check that [va, va + len) is resident at [iova, iova + len).  The range
- * must already be mlocked (so present and writable-faulted). */
-static int identity_check(const void *va, uint64_t iova, uint64_t len)
-{
-	uint64_t page = os_page_size();
-	uint64_t buf[PAGEMAP_BATCH];
-	uint64_t first = (uintptr_t)va / page, pages = len / page, done = 0;
-	int fd, err = 0;
-
-	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		err = -errno;
-		vfio_set_error("identity: cannot open /proc/self/pagemap: %s",
-			       strerror(errno));
-		return err;
-	}
-	while (done < pages && !err) {
-		uint64_t n = IODMA_MIN(pages - done, (uint64_t)PAGEMAP_BATCH);
-		ssize_t r = pread(fd, buf, n * sizeof(buf[0]),
-				  (off_t)((first + done) * sizeof(buf[0])));
-
-		if (r != (ssize_t)(n * sizeof(buf[0]))) {
-			err = r < 0 ? -errno : -EIO;
-			vfio_set_error("identity: short read of /proc/self/pagemap");
-			break;
-		}
-		for (uint64_t i = 0; i < n; i++) {
-			uint64_t e = buf[i], want = iova + (done + i) * page;
-
-			if (!(e & PM_PRESENT)) {
-				err = -EFAULT;
-				vfio_set_error("identity: page %#llx not present after mlock",
-					       (unsigned long long)((first + done + i) * page));
-				break;
-			}
-			if ((e & PM_PFN_MASK) == 0) {
-				err = -EPERM;
-				vfio_set_error("identity: /proc/self/pagemap hides frame numbers: "
-					       "the identity backend needs CAP_SYS_ADMIN");
-				break;
-			}
-			if ((e & PM_PFN_MASK) * page != want) {
-				err = -EINVAL;
-				vfio_set_error("identity: va %#llx is at physical %#llx, not at iova %#llx",
-					       (unsigned long long)((first + done + i) * page),
-					       (unsigned long long)((e & PM_PFN_MASK) * page),
-					       (unsigned long long)want);
-				break;
-			}
-		}
-		done += n;
-	}
-	close(fd);
-	return err;
-}
-
-int identity_lock(const void *va, uint64_t iova, uint64_t len)
-{
-	int err;
-
-	if (mlock(va, len) < 0) {
-		err = -errno;
-		vfio_set_error("identity: mlock of %llu bytes failed: %s (RLIMIT_MEMLOCK?)",
-			       (unsigned long long)len, strerror(errno));
-		return err;
-	}
-	err = identity_check(va, iova, len);
-	if (err)
-		munlock(va, len);
-	return err;
-}
-
-void identity_unlock(const void *va, uint64_t len)
-{
-	munlock(va, len);
-}
-
-/* ---- the book ----------------------------------------------------------- */
-
-int ident_book_init(struct ident_book *b, uint32_t max)
-{
-	b->max = max;
-	b->t = iodma_calloc(1, sizeof(*b->t));
-	if (!b->t)
-		return -ENOMEM;
-	btree_init(b->t, sizeof(struct ident_rec));
-	return 0;
-}
-
-void ident_book_fini(struct ident_book *b)
-{
-	const struct ident_rec *r;
-	uint64_t key;
-
-	if (!b->t)
-		return;
-	for (r = btree_lookup_ge(b->t, 0, &key); r;
-	     r = btree_next(b->t, key, &key))
-		identity_unlock((const void *)(uintptr_t)r->va, r->len);
-	btree_fini(b->t);
-	iodma_free(b->t);
-	b->t = NULL;
-}
-
-uint32_t ident_book_count(const struct ident_book *b)
-{
-	return (uint32_t)btree_count(b->t);
-}
-
-int ident_book_map(struct ident_book *b, const struct iodma_map_event *ev)
-{
-	struct ident_rec rec = { .len = ev->len, .va = (uintptr_t)ev->va };
-	const struct ident_rec *prev;
-	uint64_t key;
-	int err;
-
-	if (!range_valid(ev->iova, ev->len))
-		return -EINVAL;
-	if (!ev->va) {
-		vfio_set_error("identity: a mapping needs a host address");
-		return -EOPNOTSUPP;
-	}
-	prev = btree_lookup_le(b->t, range_last(ev->iova, ev->len), &key);
-	if (prev && range_last(key, prev->len) >= ev->iova)
-		return -EEXIST;
-	if (btree_count(b->t) >= b->max)
-		return -ENOSPC;
-	err = btree_preload(b->t);
-	if (err)
-		return err;
-	err = identity_lock(ev->va, ev->iova, ev->len);
-	if (err)
-		return err;
-	err = btree_insert(b->t, ev->iova, &rec);
-	assert(err == 0); /* preloaded, overlap excluded */
-	return err;
-}
-
-int ident_book_unmap(struct ident_book *b, uint64_t iova, uint64_t len,
-		     uint64_t *unmapped)
-{
-	const struct ident_rec *r;
-	struct ident_rec rec;
-	uint64_t key, last, first = 0, n = 0, bytes = 0;
-
-	if (!range_valid(iova, len))
-		return -EINVAL;
-	last = range_last(iova, len);
-	/* A mapping crossing the start? */
-	r = btree_lookup_le(b->t, iova, &key);
-	if (r && key < iova && range_last(key, r->len) >= iova)
-		return -EINVAL;
-	for (r = btree_lookup_ge(b->t, iova, &key); r && key <= last;
-	     r = btree_next(b->t, key, &key)) {
-		if (range_last(key, r->len) > last)
-			return -EINVAL; /* crosses the end */
-		if (n++ == 0)
-			first = key;
-		if (range_last(key, r->len) == UINT64_MAX)
-			break;
-	}
-	key = first;
-	for (uint64_t i = 0; i < n; i++) {
-		btree_lookup_ge(b->t, key, &key);
-		btree_remove(b->t, key, &rec);
-		identity_unlock((const void *)(uintptr_t)rec.va, rec.len);
-		bytes += rec.len;
-	}
-	*unmapped = bytes;
-	return 0;
-}
 
 /* ---- the identity backend ------------------------------------------------ */
 

@@ -60,8 +60,8 @@
 #include "../domain_priv.h"
 #include "../util.h"
 #include "iommufd_priv.h"
+#include "linux_common.h"
 #include "uapi_iommufd.h"
-#include "vfio_priv.h"
 
 #define IOMMUFD_DEV_PATH      "/dev/iommu"
 #define IOMMUFD_RANGES_TRIES  8	/* re-sizing rounds before giving up */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * iommufd_priv.h - what the iommufd backend (src/backend/iommufd.c) offers
- * the VFIO device code (src/vfio.c): attaching a VFIO device cdev to the
+ * the VFIO device code (src/backend/vfio_device.c): attaching a VFIO device cdev to the
  * domain's IOAS.
  *
  * Order of operations for a device on an iommufd domain:

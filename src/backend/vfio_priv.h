@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vfio_priv.h - what the VFIO type1 backend (backend/vfio.c), the identity
- * backend (backend/identity.c) and VFIO device access (vfio.c) share.
+ * vfio_priv.h - the VFIO type1 backend (backend/vfio.c) as seen by VFIO
+ * device access (backend/vfio_device.c) and the tests.  No other backend
+ * includes it (shared helpers: linux_common.h, ident_book.h).
  * Linux only.
  */
 #ifndef IODMA_BACKEND_VFIO_PRIV_H
@@ -13,6 +14,7 @@
 #include <iodma/vfio.h>
 
 struct iodma_domain;
+struct iodma_vfio_stats;
 
 /* Is @d a domain of the vfio (type1 / no-IOMMU) backend? */
 bool vfio_domain_is(const struct iodma_domain *d);
@@ -41,45 +43,10 @@ int vfio_domain_info(struct iodma_domain *d, uint64_t *pgsizes,
 int vfio_caps_from_info(const void *buf, uint32_t len, uint32_t avail_base,
 			bool unmap_all, struct iodma_caps *caps);
 
-/* Put in the error text which devices of IOMMU group @group are not bound
- * to vfio-pci (read from sysfs: kernel/iommu_groups/N/devices/<=>/driver). */
-void vfio_explain_not_viable(int group);
+/* The ioctl counters of vfio domain @d (iodma_vfio_get_stats()); relaxed
+ * loads, any thread.  0; -EINVAL @d is not a vfio domain. */
+int vfio_domain_stats(const struct iodma_domain *d,
+		      struct iodma_vfio_stats *st);
 
-/* Set / clear the calling thread's iodma_vfio_last_error() text. */
-void vfio_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* The sysfs root ("" normally, $IODMA_SYSFS_ROOT in tests) and the VFIO
- * device directory ("/dev/vfio" or $IODMA_VFIO_DEV_DIR). */
-const char *vfio_sysfs_root(void);
-const char *vfio_dev_dir(void);
-
-/* Is "DDDD:BB:DD.F" well formed (hex digits, sane lengths)? */
-bool vfio_bdf_valid(const char *bdf);
-
-/* Identity checks shared by the identity backend and VFIO no-IOMMU mode
- * (backend/identity.c): every page of [va, va + len) is at physical address
- * iova + offset.  0; -EPERM frame numbers hidden (no CAP_SYS_ADMIN);
- * -EINVAL not identity-contiguous; -EFAULT a page cannot be made present;
- * or the read error.  Then the range is mlocked: identity_lock() does both,
- * identity_unlock() undoes it. */
-int identity_lock(const void *va, uint64_t iova, uint64_t len);
-void identity_unlock(const void *va, uint64_t len);
-
-/* A book of identity mappings (iova -> va, len), for the identity backend
- * and VFIO no-IOMMU mode: map validates and mlocks (identity_lock), unmap
- * munlocks.  Same refusals as a type1 IOMMU: -EEXIST overlap, -ENOSPC at
- * @max mappings, unmap removes the mappings wholly inside the range and
- * refuses (-EINVAL, nothing removed) one crossing an end. */
-struct btree;
-struct ident_book {
-	struct btree *t;	/* iova -> struct ident_rec; caller serialises */
-	uint32_t max;		/* mapping limit */
-};
-int ident_book_init(struct ident_book *b, uint32_t max);
-void ident_book_fini(struct ident_book *b);	/* munlocks what is left */
-int ident_book_map(struct ident_book *b, const struct iodma_map_event *ev);
-int ident_book_unmap(struct ident_book *b, uint64_t iova, uint64_t len,
-		     uint64_t *unmapped);
-uint32_t ident_book_count(const struct ident_book *b);
 
 #endif /* IODMA_BACKEND_VFIO_PRIV_H */

@@ -31,6 +31,7 @@
 #include <iodma/vfio.h>
 #include <iodma/test-hooks.h> /* fault injection: tests only */
 
+#include "backend/linux_common.h"
 #include "backend/vfio_priv.h"
 #include "os/os.h"
 

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vfio.c - VFIO PCI device access (iodma/vfio.h): open a device through a
+ * vfio_device.c - VFIO PCI device access (iodma/vfio.h): open a device through a
  * vfio (type1 group) or iommufd (device cdev) domain, regions and BARs,
  * config space, bus mastering, reset, interrupts to eventfds, and the BARs
  * as MMIO windows of an iodma_dev.
  *
- * Linux code (like src/backend/): it makes ioctls on the device fd.  A
+ * Linux code: it makes ioctls on the device fd.  Not a backend: it sits
+ * above the vfio and iommufd backends and uses both private headers.  A
  * device's state is written only by open, map_bar, irq_* and close, which
  * the header marks not thread-safe per device; reads of the region table
  * are safe from any thread.
@@ -27,9 +28,10 @@
 #include <iodma/domain.h>
 #include <iodma/vfio.h>
 
-#include "backend/iommufd_priv.h"
-#include "backend/vfio_priv.h"
-#include "util.h"
+#include "../util.h"
+#include "iommufd_priv.h"
+#include "linux_common.h"
+#include "vfio_priv.h"
 
 #define PCI_COMMAND          0x04
 #define PCI_COMMAND_MASTER   0x4
@@ -583,4 +585,14 @@ IODMA_EXPORT int iodma_vfio_register_bars(struct iodma_vfio_device *vd,
 			bar++; /* the upper half is not a BAR of its own */
 	}
 	return added;
+}
+
+IODMA_EXPORT int iodma_vfio_get_stats(const struct iodma_domain *d,
+				      struct iodma_vfio_stats *st)
+{
+	if (!d || !st)
+		return -EINVAL;
+	if (iommufd_domain_is(d))
+		return iommufd_domain_stats(d, st);
+	return vfio_domain_stats(d, st);
 }
