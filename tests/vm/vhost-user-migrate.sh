@@ -89,7 +89,7 @@ qmp() {
 	python3 - "$@" <<'PY'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
-s.settimeout(30)
+s.settimeout(120)
 s.connect(sys.argv[1])
 f = s.makefile("rw")
 def rx():
@@ -133,7 +133,8 @@ migrate_once() {
 		;;
 	virtio) iommu_dev=(-device virtio-iommu-pci) ;;
 	esac
-	[ "$kind" = control ] && a_args=(--drop-dirty)
+	a_args=()
+	[ "$kind" = control ] && a_args+=(--drop-dirty)
 	"$backend" --socket "$work/a.sock" --disk "$img" "${a_args[@]}" >"$work/be-a.log" 2>&1 &
 	local be_a=$!
 	"$backend" --socket "$work/b.sock" --disk "$img" >"$work/be-b.log" 2>&1 &
@@ -222,10 +223,10 @@ migrate_once() {
 	} >>"$log"
 	local done_line bad_lines cnt_a cnt_b
 	done_line=$(tr -d '\r' <"$work/ser-dst" | grep '^VUMIG-DONE' | tail -n1)
-	bad_lines=$(tr -d '\r' <"$work/ser-src" "$work/ser-dst" 2>/dev/null | grep -c '^VUMIG-BAD')
+	bad_lines=$(cat "$work/ser-src" "$work/ser-dst" 2>/dev/null | tr -d '\r' | grep -c '^VUMIG-BAD')
 	cnt_a=$(grep '^VHOST-USER-BLK-COUNTERS' "$work/be-a.log")
 	cnt_b=$(grep '^VHOST-USER-BLK-COUNTERS' "$work/be-b.log")
-	tr -d '\r' <"$work/ser-src" "$work/ser-dst" | grep -E '^VUMIG-(BAD|READER|FULL|DONE)' | head -n 12 | sed "s/^/  $tag: /"
+	cat "$work/ser-src" "$work/ser-dst" | tr -d '\r' | grep -E '^VUMIG-(BAD|READER|FULL|DONE)' | head -n 12 | sed "s/^/  $tag: /"
 	echo "  $tag: back end A: requests=$(field "$cnt_a" requests) bytes_read=$(field "$cnt_a" bytes_read) ioerr=$(field "$cnt_a" ioerr) logs_dropped=$(field "$cnt_a" logs_dropped)"
 	echo "  $tag: back end B: requests=$(field "$cnt_b" requests) bytes_read=$(field "$cnt_b" bytes_read) ioerr=$(field "$cnt_b" ioerr)"
 	if [ $hung -eq 1 ]; then
