@@ -75,6 +75,7 @@ struct vu_vring {
 	/* Read by log_used() without the lock. */
 	_Atomic uint32_t log_num;       /* num */
 	_Atomic uint64_t log_addr;      /* log_guest_addr */
+	_Atomic uint64_t log_used_iova; /* used_user_addr (an IOVA with the IOMMU) */
 	_Atomic bool log_on;            /* VHOST_VRING_F_LOG */
 };
 
@@ -991,13 +992,21 @@ static uint64_t used_ring_len(uint32_t num)
 	return 6 + 8 * (uint64_t)num; /* flags, idx, ring[num], avail_event */
 }
 
-/* Is ring @vr's used ring inside @log (when it is logged)? */
-static bool vring_log_ok(const struct vu_vring *vr, const struct vu_shlog *log,
-			 uint32_t num, uint32_t flags, uint64_t log_addr)
+/*
+ * Is a logged used ring inside @log?  With IOMMU_PLATFORM the ring is
+ * logged through its IOVA (log_used()), and log_guest_addr is no GPA:
+ * QEMU sends the used ring's IOVA there and sizes the log by the memory
+ * table only (hw/virtio/vhost.c, vhost_get_log_size()), and kernel vhost
+ * ignores it when it has an IOTLB (drivers/vhost/vhost.c, log_used()):
+ * nothing to check.
+ */
+static bool vring_log_ok(const struct iodma_vhost_user *vu,
+			 const struct vu_shlog *log, uint32_t num,
+			 uint32_t flags, uint64_t log_addr)
 {
-	if (!log || !(flags & VRING_LOG_BIT) || num == 0)
+	if (!log || !(flags & VRING_LOG_BIT) || num == 0 ||
+	    has_feature(vu, VU_F_IOMMU_PLATFORM))
 		return true;
-	(void)vr;
 	return log_covers(log, log_addr, used_ring_len(num));
 }
 
@@ -1057,7 +1066,7 @@ static int handle_log_base(struct iodma_vhost_user *vu, const uint8_t *p,
 	for (uint32_t i = 0; i < vu->max_vrings; i++) {
 		const struct vu_vring *vr = &vu->vrings[i];
 
-		if (vr->addr_set && !vring_log_ok(vr, &l, vr->num, vr->addr.flags,
+		if (vr->addr_set && !vring_log_ok(vu, &l, vr->num, vr->addr.flags,
 						  vr->addr.log_guest_addr))
 			return -ERANGE;
 	}
@@ -1178,7 +1187,7 @@ static int handle_vring_addr(struct iodma_vhost_user *vu, const uint8_t *p,
 	if ((a.flags & VRING_LOG_BIT) &&
 	    !range_valid(a.log_guest_addr, used_ring_len(vr->num ? vr->num : MAX_VRING_NUM)))
 		return -EINVAL;
-	if (!vring_log_ok(vr, log, vr->num, a.flags, a.log_guest_addr))
+	if (!vring_log_ok(vu, log, vr->num, a.flags, a.log_guest_addr))
 		return -ERANGE;
 	/* Without the IOMMU the addresses are user addresses (spec, "A vring
 	 * address description"): they must lie in the table now. */
@@ -1193,6 +1202,7 @@ static int handle_vring_addr(struct iodma_vhost_user *vu, const uint8_t *p,
 	vr->addr = a;
 	vr->addr_set = true;
 	atomic_store_explicit(&vr->log_addr, a.log_guest_addr, memory_order_relaxed);
+	atomic_store_explicit(&vr->log_used_iova, a.used_user_addr, memory_order_relaxed);
 	atomic_store_explicit(&vr->log_on, (a.flags & VRING_LOG_BIT) != 0,
 			      memory_order_release);
 	return 0;
@@ -1211,7 +1221,7 @@ static int handle_vring_num(struct iodma_vhost_user *vu, const uint8_t *p,
 	if (s.num == 0 || s.num > MAX_VRING_NUM)
 		return -EINVAL;
 	vr = &vu->vrings[s.index];
-	if (vr->addr_set && !vring_log_ok(vr, log, s.num, vr->addr.flags,
+	if (vr->addr_set && !vring_log_ok(vu, log, s.num, vr->addr.flags,
 					  vr->addr.log_guest_addr))
 		return -ERANGE;
 	vr->num = s.num;
@@ -1503,6 +1513,12 @@ IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
 	if (!has_feature(vu, VU_F_LOG_ALL) ||
 	    !atomic_load_explicit(&vr->log_on, memory_order_acquire))
 		return 0;
+	/* With the IOMMU the used ring is at an IOVA: log the GPA it
+	 * translates to (kernel vhost does the same through its IOTLB). */
+	if (has_feature(vu, VU_F_IOMMU_PLATFORM))
+		return iodma_vhost_user_log_write(vu,
+			atomic_load_explicit(&vr->log_used_iova, memory_order_relaxed) + offset,
+			len);
 	gpa = atomic_load_explicit(&vr->log_addr, memory_order_relaxed) + offset;
 	if (!range_valid(gpa, len))
 		return -ERANGE;
@@ -1658,6 +1674,7 @@ IODMA_EXPORT int iodma_vhost_user_create(const struct iodma_vhost_user_opts *opt
 		vr->fd[0] = vr->fd[1] = vr->fd[2] = -1;
 		atomic_init(&vr->log_num, 0);
 		atomic_init(&vr->log_addr, 0);
+		atomic_init(&vr->log_used_iova, 0);
 		atomic_init(&vr->log_on, false);
 	}
 	ret = iodma_memory_create(NULL, &vu->mem);

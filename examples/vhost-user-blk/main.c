@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -60,6 +61,7 @@
 /* Requests this file looks at before the library (spec numbering). */
 #define VU_GET_VRING_BASE	11u
 #define VU_SET_VRING_BASE	10u
+#define VU_SET_LOG_BASE		6u
 #define VU_IOTLB_MSG		22u
 #define VU_IOTLB_INVALIDATE	3u	/* struct vhost_iotlb_msg type */
 #define VU_FLAGS_REPLY		(0x1u | 0x4u)	/* version 1, reply */
@@ -90,6 +92,14 @@ struct backend {
 	uint32_t probes_left;
 	bool drop_invalidations;
 	uint64_t probes, probe_faults, probe_violations;
+	/* --drop-dirty: the migration check's negative control.  The log fd
+	 * of SET_LOG_BASE is swapped for a private memfd of the same size
+	 * before the library sees it: the library logs every device write
+	 * as usual, but into a bitmap the front end never reads, so every
+	 * dirty bit of the device is lost (tests/vm/vhost-user-migrate.sh
+	 * must then fail). */
+	bool drop_dirty;
+	uint64_t logs_dropped;
 };
 
 static void logv(const struct backend *b, const char *fmt, ...)
@@ -368,6 +378,27 @@ static int serve(struct backend *b, int conn, int sfd)
 			if (idx < b->nq && req == VU_SET_VRING_BASE)
 				b->rings[idx].from_base = true;
 		}
+		/* The negative control of migration: a private log. */
+		if (req == VU_SET_LOG_BASE && b->drop_dirty && size == 16 &&
+		    nfds == 1) {
+			uint64_t msize, moff;
+			int priv;
+
+			memcpy(&msize, msg + 12, 8);
+			memcpy(&moff, msg + 20, 8);
+			priv = memfd_create("vublk-dropped-log", MFD_CLOEXEC);
+			if (priv >= 0 && moff <= INT64_MAX - msize &&
+			    ftruncate(priv, (off_t)(moff + msize)) == 0) {
+				close(fds[0]);
+				fds[0] = priv;
+				b->logs_dropped++;
+				fprintf(stderr, "vhost-user-blk: --drop-dirty: "
+					"the dirty log of %" PRIu64 " bytes "
+					"goes to a private memfd\n", msize);
+			} else if (priv >= 0) {
+				close(priv);
+			}
+		}
 		/* An INVALIDATE of mapped IOVAs: probe it afterwards, or (the
 		 * negative control) ack it without applying it. */
 		struct first_map fm = { .found = false };
@@ -469,7 +500,7 @@ static void print_counters(struct backend *b)
 	       " xlate_failures=%" PRIu64
 	       " kicks=%" PRIu64 " calls=%" PRIu64
 	       " isolation_probes=%" PRIu64 " isolation_faults=%" PRIu64
-	       " isolation_violations=%" PRIu64 "\n",
+	       " isolation_violations=%" PRIu64 " logs_dropped=%" PRIu64 "\n",
 	       sum.requests, sum.bytes_read, sum.bytes_written, sum.ioerr,
 	       vs.iotlb_misses, vs.misses_resolved, vs.misses_released,
 	       vs.misses_failed, vs.misses_ahead, vs.iotlb_updates, vs.iotlb_invalidates,
@@ -478,7 +509,7 @@ static void print_counters(struct backend *b)
 	       (double)xs.iotlb_hits / (double)(xs.iotlb_hits + xs.iotlb_misses) : 0.0,
 	       sum.translations, xs.faults, sum.xlate_retries,
 	       sum.xlate_failures, sum.doorbells, sum.interrupts, b->probes,
-	       b->probe_faults, b->probe_violations);
+	       b->probe_faults, b->probe_violations, b->logs_dropped);
 	fflush(stdout);
 }
 
@@ -487,7 +518,7 @@ static void usage(const char *argv0)
 	fprintf(stderr,
 		"usage: %s --socket PATH --disk IMAGE [--queues N] "
 		"[--miss-timeout-ms MS] [--isolation-probes N] "
-		"[--drop-invalidations] [--verbose]\n"
+		"[--drop-invalidations] [--drop-dirty] [--verbose]\n"
 		"Serves IMAGE (its size rounded down to 512 bytes) as a "
 		"vhost-user-blk device on PATH.\n"
 		"--isolation-probes N: after each of the first N IOTLB "
@@ -495,7 +526,10 @@ static void usage(const char *argv0)
 		"first one (it must fault: counted).\n"
 		"--drop-invalidations: the probes' negative control: ack the "
 		"probed INVALIDATEs before applying them (UNSAFE: the probes "
-		"must then report violations).\n", argv0);
+		"must then report violations).\n"
+		"--drop-dirty: the migration check's negative control: log "
+		"device writes into a private copy of the front end's dirty "
+		"log (UNSAFE: a live migration then loses them).\n", argv0);
 }
 
 int main(int argc, char **argv)
@@ -508,6 +542,7 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "isolation-probes", required_argument, NULL, 'p' },
 		{ "drop-invalidations", no_argument, NULL, 'D' },
+		{ "drop-dirty", no_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -520,7 +555,7 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 	int c, disk_fd, lsock, conn, sfd, ret, rc = 0;
 
-	while ((c = getopt_long(argc, argv, "s:d:q:t:vp:Dh", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:d:q:t:vp:DLh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's': sock_path = optarg; break;
 		case 'd': disk = optarg; break;
@@ -529,6 +564,7 @@ int main(int argc, char **argv)
 		case 'v': b.verbose = true; break;
 		case 'p': b.probes_left = (uint32_t)strtoul(optarg, NULL, 0); break;
 		case 'D': b.drop_invalidations = true; break;
+		case 'L': b.drop_dirty = true; break;
 		case 'h': usage(argv[0]); return 0;
 		default: usage(argv[0]); return 2;
 		}

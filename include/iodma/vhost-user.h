@@ -385,13 +385,22 @@ IODMA_EXPORT int iodma_vhost_user_iotlb_miss(struct iodma_vhost_user *vu,
  * log (spec, "Migration"); otherwise nothing happens.  The used ring's
  * extent (6 + 8 * num bytes) was checked against the log when the ring
  * address, size or log arrived, so a logged ring never reaches past it.
+ * With VIRTIO_F_IOMMU_PLATFORM the used ring's address is an IOVA and
+ * log_guest_addr is no guest-physical address (QEMU 7.2 sends the used
+ * ring's IOVA there and sizes the log by the memory table only): the
+ * write is logged at the guest-physical pages [used IOVA + offset, + len)
+ * translates to, as iodma_vhost_user_log_write() does (kernel vhost
+ * logs a used ring through its IOTLB likewise, drivers/vhost/vhost.c
+ * log_used()), and log_guest_addr is neither checked nor used.
  *
  * Context: thread-safe, lock-free.
  * Return:  0; -EINVAL NULL @vu, ring index out of range, @len 0, or
  *          [offset, offset + len) outside the used ring (or the ring's
  *          size not set); -ERANGE the write's pages lie beyond the log
  *          (nothing marked; a defence only: handle() refuses every ring
- *          address, ring size and log that would allow it).
+ *          address, ring size and log that would allow it); with the
+ *          IOMMU, -EFAULT / -EACCES the used ring's IOVA is not mapped
+ *          writable (nothing marked, a fault recorded).
  */
 IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
 					   uint32_t vring, uint64_t offset,

@@ -1017,9 +1017,13 @@ static void dev_log_used(struct fz *z)
 	struct ring_snap s;
 
 	/* -ERANGE is "a defence only": handle() refuses every ring and log
-	 * that would allow it. */
-	CHECK(ret == 0 || ret == -EINVAL, "log_used: %d", ret);
-	if (ret || ring >= z->rings)
+	 * that would allow it.  With the IOMMU the used ring is logged
+	 * through its IOVA, which may not be mapped (-EFAULT / -EACCES). */
+	CHECK(ret == 0 || ret == -EINVAL ||
+	      (iommu_on(z) && (ret == -EFAULT || ret == -EACCES)),
+	      "log_used: %d", ret);
+	drain_faults(z);
+	if (ret || ring >= z->rings || iommu_on(z))
 		return;
 	ring_get(z, ring, &s);
 	if (s.addr_flags & (1u << VHOST_VRING_F_LOG))
