@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # /init of the vhost-user live-migration test (tests/vm/vhost-user-migrate.sh;
 # busybox sh, PID 1 in the guest).  Writes two regions of the virtio-blk
 # disk with different pseudo-random data (vumig.mib MiB each), then

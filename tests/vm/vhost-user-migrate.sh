@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # shellcheck disable=SC2054 # QEMU options contain commas
 # Live migration of a VM whose disk is served by iodma's vhost-user back
 # end (examples/vhost-user-blk), proved against QEMU 7.2: a source QEMU
