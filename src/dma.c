@@ -394,11 +394,14 @@ IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
 	size_t pg = os_page_size();
 	int ret;
 
-	if (!opts || !out ||
-	    opts->size < offsetof(struct iodma_dev_opts, bounce_pool))
+	if (!opts || !out)
 		return -EINVAL;
 	memset(&o, 0, sizeof(o));
-	memcpy(&o, opts, IODMA_MIN(opts->size, sizeof(o)));
+	/* First version: up to platform_arg; bounce_pool came later. */
+	ret = opts_copy(&o, sizeof(o), opts,
+			IODMA_OFFSETOFEND(struct iodma_dev_opts, platform_arg));
+	if (ret)
+		return ret;
 	if (!o.dma_mask)
 		o.dma_mask = UINT64_MAX;
 	if (!o.min_align)

@@ -12,6 +12,24 @@
  *   IODMA_OPTS_INIT() so that new fields can be added at their end without
  *   breaking callers built against an older header.
  *
+ * Growth rule (options structs; the rule of Linux's copy_struct_from_user()
+ * for openat2/clone3):
+ *   - The library reads min(opts->size, its sizeof): a caller built against
+ *     an older header passes a shorter struct and the fields it lacks take
+ *     their defaults (0 = default for every option).
+ *   - A caller built against a newer header passes a longer struct; it is
+ *     accepted if every byte past the library's sizeof is zero (it uses no
+ *     option this library does not know), else the call fails with -E2BIG
+ *     and changes nothing.
+ *   - A size smaller than the struct's first version is -EINVAL.
+ *   - Fields are only ever added at the end, never into what was tail
+ *     padding of an earlier version, and without implicit padding of their
+ *     own (explicit reserved fields instead), so that the zero-tail test is
+ *     not defeated by uninitialised padding.
+ *   Output structs the library fills (struct iodma_caps, iodma_dev_stats,
+ *   iodma_xlate_iter, iodma_sg) are not versioned this way in 0.x: they may
+ *   change with the soname.
+ *
  *   Permissions are the device's view: IODMA_PERM_READ lets the device read
  *   host memory (a to-device transfer), IODMA_PERM_WRITE lets it write.
  */

@@ -129,7 +129,11 @@ struct iodma_dev_opts {
  * @out:  receives the device.
  *
  * Context: thread-safe; may block (allocates and maps the bounce pool).
- * Return:  0; -EINVAL bad options; -ENOMEM (including: no IOVA space below
+ * Return:  0; -EINVAL bad options (size below the first version, which
+ *          ended at @platform_arg: a struct of that size is accepted and
+ *          the later fields take their defaults); -E2BIG @opts is longer
+ *          than this library knows and a byte past its end is non-zero
+ *          (growth rule, iodma/common.h); -ENOMEM (including: no IOVA space below
  *          dma_mask for the bounce pool); -EIO the pool's map was rejected
  *          by a listener and had to be taken back; or the domain's map
  *          error.  Nothing allocated on error, except with -EUCLEAN: the

@@ -85,8 +85,11 @@ struct iodma_domain_opts {
  * @out:  receives the new domain.
  *
  * Context: thread-safe; may block (backend open).
- * Return:  0; -EINVAL bad options (size too small, iotlb_entries not a power
- *          of two, backend version unknown, backend caps inconsistent);
+ * Return:  0; -EINVAL bad options (size below the first version,
+ *          iotlb_entries not a power of two, backend version unknown,
+ *          backend caps inconsistent); -E2BIG opts, or the backend's options
+ *          struct in backend_config, is longer than this library knows and a
+ *          byte past its end is non-zero (growth rule, iodma/common.h);
  *          -ENOMEM; or the backend's open error.  On error *@out is unchanged
  *          and nothing is left allocated.
  */

@@ -2265,9 +2265,48 @@ static void test_bounce_pool_map_left_live_is_taken_back_or_kept(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* Growth rule of common.h for struct iodma_dev_opts, whose first version
+ * ended at platform_arg (bounce_pool and bounce_pool_bus came later): an
+ * older caller's struct works and the later fields keep their defaults. */
+static void test_opts_growth(void **state)
+{
+	struct {
+		struct iodma_dev_opts o;
+		uint64_t newer;
+	} w;
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = NULL;
+
+	(void)state;
+	memset(&w, 0, sizeof(w));
+	w.o.domain = d;
+	w.o.size = offsetof(struct iodma_dev_opts, platform_arg) +
+		   sizeof(w.o.platform_arg);
+	w.o.bounce_pool = (void *)0x1; /* past an old caller's size: unread */
+	w.o.bounce_pool_bus = 0x1000;
+	assert_int_equal(iodma_dev_create(&w.o, &dev), 0);
+	iodma_dev_destroy(dev);
+	dev = NULL;
+	w.o.bounce_pool = NULL;
+	w.o.bounce_pool_bus = 0;
+	w.o.size = sizeof(w);
+	assert_int_equal(iodma_dev_create(&w.o, &dev), 0);
+	iodma_dev_destroy(dev);
+	dev = NULL;
+	w.newer = 1;
+	assert_int_equal(iodma_dev_create(&w.o, &dev), -E2BIG);
+	assert_null(dev);
+	w.newer = 0;
+	w.o.size = offsetof(struct iodma_dev_opts, platform_arg);
+	assert_int_equal(iodma_dev_create(&w.o, &dev), -EINVAL);
+	assert_null(dev);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_dev_create_rejects_bad_options),
 		cmocka_unit_test(test_dev_create_defaults_and_pool_mapping),
 		cmocka_unit_test(test_dev_create_direct_pool_above_mask_is_enomem),
