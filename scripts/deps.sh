@@ -2,7 +2,8 @@
 # Installs the Debian packages iodma needs to build, test and run its demo.
 # Usage: scripts/deps.sh [build|test|state]
 #   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
-#   test:  the above + cmocka, valgrind, GLib (bench/ baselines)
+#   test:  the above + cmocka, valgrind, GLib (bench/ baselines), g++ (C++17
+#          header test; clang++ is used too if installed)
 #   state: print a fingerprint of which of all these are installed, at which
 #          version (scripts/setup-build.sh reconfigures a tree when it changes)
 # As root, missing packages are installed with apt-get; otherwise the missing
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
-test_pkgs=(libcmocka-dev valgrind libglib2.0-dev)
+test_pkgs=(libcmocka-dev valgrind libglib2.0-dev g++)
 
 case ${1:-build} in
 build) want=("${build_pkgs[@]}") ;;

@@ -50,6 +50,13 @@ extern "C" {
 #define IODMA_EXPORT
 #endif
 
+/* Alignment of a struct member, spelled for C11 and C++11. */
+#ifdef __cplusplus
+#define IODMA_ALIGNAS(n) alignas(n)
+#else
+#define IODMA_ALIGNAS(n) _Alignas(n)
+#endif
+
 #define IODMA_VERSION_MAJOR 0
 #define IODMA_VERSION_MINOR 1
 #define IODMA_VERSION_PATCH 0
@@ -58,11 +65,24 @@ extern "C" {
  * IODMA_OPTS_INIT() - Initializer for an options struct.
  * @type: the struct type, e.g. struct iodma_domain_opts.
  *
- * Sets the leading .size member to sizeof(type) and every other member to 0,
- * which is each option's documented default.  Use as
- * ``struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);``
+ * An expression of type @type whose leading .size member is sizeof(type)
+ * and every other member 0, which is each option's documented default.  Use
+ * as ``struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);``
+ * In C it is a compound literal; C++17 has neither compound literals nor
+ * designated initializers, so there it is an immediately invoked lambda
+ * returning a value-initialised (all-zero) struct with .size set.  Valid C11
+ * and C++17 (g++/clang++ -pedantic-errors, tests/cxx/test_headers.cpp).
  */
+#ifdef __cplusplus
+#define IODMA_OPTS_INIT(type)                                                  \
+	([]() {                                                                \
+		type iodma_opts_{};                                            \
+		iodma_opts_.size = sizeof(type);                               \
+		return iodma_opts_;                                            \
+	}())
+#else
 #define IODMA_OPTS_INIT(type) ((type){ .size = sizeof(type) })
+#endif
 
 /* Device access permissions (what the device may do to host memory). */
 #define IODMA_PERM_READ  0x1u /* device reads memory: DMA to the device */

@@ -155,7 +155,7 @@ struct iodma_vhost_user_opts {
  */
 struct iodma_vhost_user_reply {
 	uint32_t len;
-	_Alignas(8) uint8_t msg[IODMA_VHOST_USER_REPLY_MAX];
+	IODMA_ALIGNAS(8) uint8_t msg[IODMA_VHOST_USER_REPLY_MAX];
 };
 
 /**
