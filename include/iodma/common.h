@@ -123,7 +123,7 @@ IODMA_EXPORT const char *iodma_version(void);
  *
  * Context: thread-safe.
  * Return:  the host page size in bytes (a power of two, usually 4096).
- *          Seed 004 DmaOp::page_size.
+ *          dma-api crate DmaOp::page_size.
  */
 IODMA_EXPORT size_t iodma_page_size(void);
 

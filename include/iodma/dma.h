@@ -4,7 +4,7 @@
  *
  * Concepts
  *   An iodma_dev is one device as its driver sees it (Linux's struct device
- *   DMA view, seed 004 DmaOp, seed 001 VirtIoHal): a domain to map into (or
+ *   DMA view, dma-api crate DmaOp, virtio-drivers Hal): a domain to map into (or
  *   none: direct mode, where the DMA address is the physical address given by
  *   the platform), a dma_mask, whether the device is cache-coherent, a bounce
  *   policy, and constraints (minimum alignment, max segment size, segment
@@ -477,7 +477,7 @@ IODMA_EXPORT int iodma_mmio_phys_to_virt(const struct iodma_dev *dev,
 					 uint64_t paddr, uint64_t len,
 					 void **va);
 
-/* ---- VirtIoHal (seed 001), thin over the above --------------------------- */
+/* ---- virtio-drivers Hal, thin over the above ----------------------------- */
 
 /**
  * iodma_hal_dma_alloc() - VirtIoHal::dma_alloc.
@@ -515,7 +515,7 @@ IODMA_EXPORT int iodma_hal_dma_dealloc(struct iodma_dev *dev, uint64_t paddr,
  * @dir:   enum iodma_dir.
  * @paddr: receives the device address.
  *
- * Unlike the seed, failure is reported.
+ * Unlike virtio-drivers' Hal::share, failure is reported.
  *
  * Context, Return: as iodma_map_single().
  */

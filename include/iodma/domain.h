@@ -5,10 +5,10 @@
  * Concepts
  *   A domain is one device address space programmed through one backend
  *   (soft, vfio, iommufd, identity).  It knows the IOMMU's capabilities
- *   (alignment, valid IOVA ranges, max mappings: seed 000 PciIommu), keeps
+ *   (alignment, valid IOVA ranges, max mappings: pci-driver PciIommu), keeps
  *   the mapping table (non-overlapping [iova, iova + len) -> host VA and/or
  *   fd + offset, or guest-physical address, with permissions), owns an IOVA
- *   allocator, and notifies listeners (seed 003 DmaTarget) of every map and
+ *   allocator, and notifies listeners (OpenVMM DmaTarget) of every map and
  *   unmap after replaying the live mappings to each new one.
  *
  *   Invariants: every mapping is aligned and inside one valid IOVA range;
@@ -387,7 +387,7 @@ IODMA_EXPORT int iodma_iova_alloc(struct iodma_domain *d, uint64_t len,
 IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
 				 uint64_t len);
 
-/* ---- listeners (seed 003 DmaTarget) ------------------------------------- */
+/* ---- listeners (OpenVMM DmaTarget) ------------------------------------- */
 
 /**
  * struct iodma_listener_ops - A consumer of the domain's mapping events.
