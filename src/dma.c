@@ -642,8 +642,8 @@ fail:
 	return ret;
 }
 
-IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
-				     uint64_t iova, size_t len)
+IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, size_t len,
+				     void *va, uint64_t iova)
 {
 	struct coh_rec *c, rec;
 	int ret;
@@ -1719,7 +1719,7 @@ IODMA_EXPORT int iodma_hal_dma_dealloc(struct iodma_dev *dev, uint64_t paddr,
 
 	if (pages == 0 || pages > SIZE_MAX / pg)
 		return -EINVAL;
-	return iodma_free_coherent(dev, va, paddr, pages * pg);
+	return iodma_free_coherent(dev, pages * pg, va, paddr);
 }
 
 IODMA_EXPORT int iodma_hal_share(struct iodma_dev *dev, void *buf, size_t len,

@@ -191,9 +191,13 @@ IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
 /**
  * iodma_free_coherent() - Free memory from iodma_alloc_coherent().
  * @dev:  device.
+ * @len:  the len passed at allocation.
  * @va:   the CPU address returned.
  * @iova: the device address returned.
- * @len:  the len passed at allocation.
+ *
+ * Argument order is Linux's dma_free_coherent(dev, size, cpu_addr,
+ * dma_handle), matching iodma_alloc_coherent(dev, len, &va, &iova) (before
+ * 0.2 it was (dev, va, iova, len)).
  *
  * Context: thread-safe; may block (waits for access sections).
  * Return:  0; -EINVAL (@va, @iova, @len) is not a live coherent allocation
@@ -201,8 +205,8 @@ IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
  *          VFIO unmap ioctl's): the allocation stays live and mapped, and
  *          may be freed again.  Nothing freed on error.
  */
-IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
-				     uint64_t iova, size_t len);
+IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, size_t len,
+				     void *va, uint64_t iova);
 
 /* ---- streaming maps (DmaOp::map_single, dma_map_single) ----------------- */
 
@@ -478,6 +482,12 @@ IODMA_EXPORT int iodma_mmio_phys_to_virt(const struct iodma_dev *dev,
 					 void **va);
 
 /* ---- virtio-drivers Hal, thin over the above ----------------------------- */
+/* The iodma_hal_* functions keep virtio-drivers' Hal argument order
+ * (dma_alloc(pages, direction) -> (paddr, vaddr), dma_dealloc(paddr, vaddr,
+ * pages), unshare(paddr, buffer, direction)) so that a port reads one to one;
+ * the rest of this header follows Linux's dma-api order (dma_map_single(dev,
+ * ptr, size, dir) / dma_unmap_single(dev, addr, size, dir), dma_free_coherent
+ * (dev, size, cpu_addr, handle)). */
 
 /**
  * iodma_hal_dma_alloc() - VirtIoHal::dma_alloc.

@@ -291,7 +291,7 @@ static void test_coherent_zeroed_aligned_below_mask_and_device_reachable(void **
 	fill((uint8_t *)va + 100, 50, 3);
 	assert_int_equal(iodma_read(d, iova + 100, back, 50), 0);
 	assert_true(check(back, 50, 3));
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 10000), 0);
+	assert_int_equal(iodma_free_coherent(dev, 10000, va, iova), 0);
 	assert_int_equal(stats(dev).coherent_allocs, 0);
 	assert_int_equal(iodma_read(d, iova, back, 1), -EFAULT);
 	iodma_dev_destroy(dev);
@@ -312,14 +312,14 @@ static void test_coherent_free_errors_change_nothing(void **state)
 	assert_ptr_equal(out, (void *)0x1);
 	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), 0);
 	nr = iodma_domain_nr_mappings(d);
-	assert_int_equal(iodma_free_coherent(dev, (uint8_t *)va + PG, iova, PG), -EINVAL);
-	assert_int_equal(iodma_free_coherent(dev, va, iova + PG, PG), -EINVAL);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG + 1), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG, (uint8_t *)va + PG, iova), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova + PG), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG + 1, va, iova), -EINVAL);
 	assert_int_equal(iodma_domain_nr_mappings(d), nr);
 	assert_int_equal(iodma_read(d, iova, &b, 1), 0);
 	assert_int_equal(stats(dev).coherent_allocs, 1);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), 0);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), 0);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), -EINVAL);
 	iodma_dev_destroy(dev);
 	iodma_domain_destroy(d);
 }
@@ -336,7 +336,7 @@ static void test_coherent_direct_mode_bus_address_and_mask(void **state)
 	assert_int_equal(iodma_alloc_coherent(dev, 3 * PG, &va, &iova), 0);
 	assert_int_equal(iova, (uintptr_t)va + FAKE_HIGH);
 	assert_true(all_zero(va, 3 * PG));
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 3 * PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, 3 * PG, va, iova), 0);
 	direct_dev_free(dev);
 	/* 32-bit device: the pages are above the mask. */
 	dev = direct_dev_new(MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
@@ -1498,7 +1498,7 @@ static void test_no_iova_space_below_mask_is_enomem(void **state)
 	assert_int_equal(iodma_domain_nr_mappings(d), 1);
 	assert_int_equal(iodma_alloc_coherent(dev, 8 * PG, &va, &iova), 0);
 	assert_true(iova + 8 * PG - 1 <= 0xffff);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 8 * PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, 8 * PG, va, iova), 0);
 	iodma_dev_destroy(dev);
 	iodma_domain_destroy(d);
 	free(buf);
@@ -1539,9 +1539,9 @@ static void test_domain_map_errors_propagate_and_leave_nothing(void **state)
 	/* Coherent free whose unmap fails: still allocated. */
 	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), 0);
 	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), -EIO);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), -EIO);
 	assert_int_equal(stats(dev).coherent_allocs, 1);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), 0);
 	/* VirtIoHal::dma_dealloc is the same call. */
 	assert_int_equal(iodma_hal_dma_alloc(dev, 1, IODMA_BIDIRECTIONAL, &iova, &va), 0);
 	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
@@ -1833,7 +1833,7 @@ static void test_fail_nth_alloc_coherent(void **state)
 		assert_int_equal(iodma_domain_nr_mappings(d), nr);
 		assert_int_equal(stats(dev).coherent_allocs, 0);
 	}
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 3 * PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, 3 * PG, va, iova), 0);
 	iodma_dev_destroy(dev);
 	iodma_domain_destroy(d);
 }
