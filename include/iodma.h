@@ -6,17 +6,17 @@
  *   iodma/common.h   return codes, ranges, permissions, options convention
  *   iodma/backend.h  the backend ops table and the soft IOMMU
  *   iodma/domain.h   a domain: IOVA space, mappings, unmap modes, listeners,
- *                    IOVA allocator                    (seeds 000, 003)
- *   iodma/memory.h   guest/physical memory regions    (seed 002 backend)
+ *                    IOVA allocator                    (pci-driver, OpenVMM)
+ *   iodma/memory.h   guest/physical memory regions    (vm-memory backend)
  *   iodma/xlate.h    device-side translation, IOTLB, faults, dirty log,
- *                    access sections                   (seed 002)
+ *                    access sections                   (vm-memory)
  *   iodma/dma.h      driver-side DMA: coherent, streaming, bounce, sg,
- *                    registered memory, VirtIoHal      (seeds 001, 004)
- *   iodma/cache.h    cache maintenance                 (seed 004)
+ *                    registered memory, VirtIoHal      (virtio-drivers, dma-api)
+ *   iodma/cache.h    cache maintenance                 (dma-api crate)
  *   iodma/barrier.h  I/O barriers for drivers: dma_wmb/dma_rmb, wmb/rmb/mb
  *                    before/after MMIO, ring index release/acquire
  *   iodma/vfio.h     VFIO type1 / iommufd / identity backends, VFIO PCI
- *                    device access: BARs, config, reset, IRQs (seed 001)
+ *                    device access: BARs, config, reset, IRQs (virtio-drivers)
  *   iodma/vhost-user.h  the IOMMU and memory half of a vhost-user back end:
  *                    mem table, IOTLB update/invalidate/miss, shared log
  */

@@ -8,7 +8,8 @@
 #          fuzz tier of make check), and the manual pages' tools:
 #          linux-source-6.12 (Linux's scripts/kernel-doc, taken out of its
 #          tarball by doc/kernel-doc-tools.sh), perl, help2man, man-db (the
-#          doc tier renders every page)
+#          doc tier renders every page), g++ (C++17 header test; clang++
+#          is used too)
 #   deb:   what `make deb` needs: dpkg-dev, debhelper, lintian, then the
 #          Build-Depends of debian/control (apt-get build-dep ./)
 #   baremetal: the aarch64 and riscv64 cross compilers (used freestanding)
@@ -21,7 +22,7 @@ set -euo pipefail
 
 build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
 test_pkgs=(libcmocka-dev valgrind libglib2.0-dev abigail-tools clang libclang-rt-14-dev
-	linux-source-6.12 perl help2man man-db)
+	linux-source-6.12 perl help2man man-db g++)
 baremetal_pkgs=(gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc)
 
 case ${1:-build} in

@@ -394,11 +394,14 @@ IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
 	size_t pg = os_page_size();
 	int ret;
 
-	if (!opts || !out ||
-	    opts->size < offsetof(struct iodma_dev_opts, bounce_pool))
+	if (!opts || !out)
 		return -EINVAL;
 	memset(&o, 0, sizeof(o));
-	memcpy(&o, opts, IODMA_MIN(opts->size, sizeof(o)));
+	/* First version: up to platform_arg; bounce_pool came later. */
+	ret = opts_copy(&o, sizeof(o), opts,
+			IODMA_OFFSETOFEND(struct iodma_dev_opts, platform_arg));
+	if (ret)
+		return ret;
 	if (!o.dma_mask)
 		o.dma_mask = UINT64_MAX;
 	if (!o.min_align)
@@ -639,8 +642,8 @@ fail:
 	return ret;
 }
 
-IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
-				     uint64_t iova, size_t len)
+IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, size_t len,
+				     void *va, uint64_t iova)
 {
 	struct coh_rec *c, rec;
 	int ret;
@@ -1727,7 +1730,7 @@ IODMA_EXPORT int iodma_hal_dma_dealloc(struct iodma_dev *dev, uint64_t paddr,
 
 	if (pages == 0 || pages > SIZE_MAX / pg)
 		return -EINVAL;
-	return iodma_free_coherent(dev, va, paddr, pages * pg);
+	return iodma_free_coherent(dev, pages * pg, va, paddr);
 }
 
 IODMA_EXPORT int iodma_hal_share(struct iodma_dev *dev, void *buf, size_t len,

@@ -362,11 +362,10 @@ IODMA_EXPORT int iodma_domain_create(const struct iodma_domain_opts *opts,
 
 	if (!out)
 		return -EINVAL;
-	if (opts) {
-		if (opts->size < sizeof(o))
-			return -EINVAL;
-		memcpy(&o, opts, sizeof(o));
-	}
+	err = opts_copy(&o, sizeof(o), opts,
+			IODMA_OFFSETOFEND(struct iodma_domain_opts, reserved));
+	if (err)
+		return err;
 	ops = o.backend ? o.backend : iodma_backend_soft();
 	if (ops->version >= 2 && (!ops->dirty_start != !ops->dirty_stop ||
 				  !ops->dirty_start != !ops->dirty_get ||

@@ -120,12 +120,17 @@ uint64_t memory_generation(const struct iodma_memory *m)
 IODMA_EXPORT int iodma_memory_create(const struct iodma_memory_opts *opts,
 				     struct iodma_memory **out)
 {
+	struct iodma_memory_opts o = IODMA_OPTS_INIT(struct iodma_memory_opts);
 	struct iodma_memory *m;
+	int err;
 
 	if (!out)
 		return -EINVAL;
-	if (opts && (opts->size < offsetof(struct iodma_memory_opts, flags) +
-				  sizeof(opts->flags) || opts->flags != 0))
+	err = opts_copy(&o, sizeof(o), opts,
+			IODMA_OFFSETOFEND(struct iodma_memory_opts, flags));
+	if (err)
+		return err;
+	if (o.flags != 0)
 		return -EINVAL;
 	m = iodma_calloc(1, sizeof(*m));
 	if (!m)

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include <iodma/common.h>
 #include <iodma/backend.h>
@@ -89,4 +90,23 @@ IODMA_EXPORT const char *iodma_version(void)
 IODMA_EXPORT size_t iodma_page_size(void)
 {
 	return os_page_size();
+}
+
+int opts_copy(void *dst, size_t dst_size, const void *src, size_t min_size)
+{
+	const unsigned char *tail;
+	size_t size;
+
+	if (!src)
+		return 0;
+	memcpy(&size, src, sizeof(size));
+	if (size < min_size || size < sizeof(size_t))
+		return -EINVAL;
+	tail = (const unsigned char *)src + dst_size;
+	for (size_t i = dst_size; i < size; i++, tail++)
+		if (*tail)
+			return -E2BIG;
+	memcpy(dst, src, IODMA_MIN(size, dst_size));
+	memcpy(dst, &dst_size, sizeof(dst_size));
+	return 0;
 }

@@ -18,6 +18,32 @@
 #define IODMA_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define IODMA_CACHELINE 64
 
+/* Bytes up to and including @member: the size of the first version of an
+ * options struct whose last field then was @member. */
+#define IODMA_OFFSETOFEND(type, member) \
+	(offsetof(type, member) + sizeof(((type *)0)->member))
+
+/*
+ * opts_copy() - Copy a caller's options struct of any version into ours.
+ * @dst:      our struct, already holding the defaults (IODMA_OPTS_INIT and
+ *            whatever the consumer sets); its first member is size_t size.
+ * @dst_size: sizeof(*dst).
+ * @src:      the caller's struct, first member size_t size; NULL = defaults.
+ * @min_size: bytes of the first version (IODMA_OFFSETOFEND of its last
+ *            field then).
+ *
+ * The growth rule of common.h, as Linux's copy_struct_from_user() applies it
+ * to extensible syscall structs (openat2, clone3): a shorter struct is an
+ * older caller and the fields it does not have keep their defaults; a longer
+ * one is a newer caller, accepted only if every byte we do not know is zero.
+ * On success dst->size is @dst_size.
+ *
+ * Return: 0; -EINVAL if src->size < @min_size; -E2BIG if src->size >
+ *         @dst_size and a byte past @dst_size is non-zero.  On error @dst is
+ *         unchanged.
+ */
+int opts_copy(void *dst, size_t dst_size, const void *src, size_t min_size);
+
 /* [iova, iova + len) is a valid range: len > 0 and the last byte does not
  * wrap past 2^64 - 1. */
 static inline bool range_valid(uint64_t iova, uint64_t len)

@@ -1637,12 +1637,10 @@ IODMA_EXPORT int iodma_vhost_user_create(const struct iodma_vhost_user_opts *opt
 
 	if (!out)
 		return -EINVAL;
-	if (opts) {
-		if (opts->size < offsetof(struct iodma_vhost_user_opts, ops_arg) +
-				 sizeof(opts->ops_arg))
-			return -EINVAL;
-		o = *opts;
-	}
+	ret = opts_copy(&o, sizeof(o), opts,
+			IODMA_OFFSETOFEND(struct iodma_vhost_user_opts, ops_arg));
+	if (ret)
+		return ret;
 	if (o.max_vrings > IODMA_VHOST_USER_MAX_VRINGS ||
 	    o.max_mem_slots > IODMA_VHOST_USER_MAX_SLOTS || o.flags)
 		return -EINVAL;

@@ -294,7 +294,7 @@ static int identify_all(struct nvme_ctrl *c)
 		c->lba_size = 1u << lbads;
 	}
 out:
-	iodma_free_coherent(c->dev, id, iova, NVME_PAGE);
+	iodma_free_coherent(c->dev, NVME_PAGE, id, iova);
 	return err;
 }
 
@@ -463,7 +463,7 @@ fail:
 static void free_q(struct nvme_ctrl *c, void **va, uint64_t iova, size_t len)
 {
 	if (*va)
-		iodma_free_coherent(c->dev, *va, iova, len);
+		iodma_free_coherent(c->dev, len, *va, iova);
 	*va = NULL;
 }
 

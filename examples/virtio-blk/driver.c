@@ -243,8 +243,7 @@ static int setup_queue(struct vblk_driver *drv, const char **msg)
 				  (void **)&rings);
 	if (ret) {
 		*msg = "iodma_hal_dma_alloc (available and used rings)";
-		iodma_free_coherent(drv->dev, drv->desc, drv->desc_iova,
-				    drv->desc_len);
+		iodma_free_coherent(drv->dev, drv->desc_len, drv->desc, drv->desc_iova);
 		drv->desc = NULL;
 		return ret;
 	}
@@ -1292,8 +1291,7 @@ void vblk_driver_close(struct vblk_driver *drv)
 		iodma_hal_dma_dealloc(drv->dev, drv->avail_iova, drv->avail,
 				      drv->ring_pages);
 	if (drv->desc)
-		iodma_free_coherent(drv->dev, drv->desc, drv->desc_iova,
-				    drv->desc_len);
+		iodma_free_coherent(drv->dev, drv->desc_len, drv->desc, drv->desc_iova);
 	free(drv->free_desc);
 	free(drv->head_slot);
 	free(drv->slots);

@@ -39,7 +39,7 @@ extern "C" {
 #define IODMA_MAX_IOVA_RANGES     64
 
 /**
- * struct iodma_caps - What an IOMMU allows (seed 000 PciIommu queries).
+ * struct iodma_caps - What an IOMMU allows (pci-driver PciIommu queries).
  * @alignment:     power of two >= host page size; iova, len and host address
  *                 of every map/unmap must be multiples of it.
  * @nr_ranges:     number of valid entries in @ranges (1..IODMA_MAX_IOVA_RANGES).

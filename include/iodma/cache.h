@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * iodma/cache.h - CPU cache maintenance for non-coherent DMA
- *                 (seed 004 DmaOp::flush / invalidate / flush_invalidate).
+ *                 (dma-api crate DmaOp::flush / invalidate / flush_invalidate).
  *
  * Concepts
  *   A device that does not snoop CPU caches needs the driver to clean (write

@@ -12,6 +12,24 @@
  *   IODMA_OPTS_INIT() so that new fields can be added at their end without
  *   breaking callers built against an older header.
  *
+ * Growth rule (options structs; the rule of Linux's copy_struct_from_user()
+ * for openat2/clone3):
+ *   - The library reads min(opts->size, its sizeof): a caller built against
+ *     an older header passes a shorter struct and the fields it lacks take
+ *     their defaults (0 = default for every option).
+ *   - A caller built against a newer header passes a longer struct; it is
+ *     accepted if every byte past the library's sizeof is zero (it uses no
+ *     option this library does not know), else the call fails with -E2BIG
+ *     and changes nothing.
+ *   - A size smaller than the struct's first version is -EINVAL.
+ *   - Fields are only ever added at the end, never into what was tail
+ *     padding of an earlier version, and without implicit padding of their
+ *     own (explicit reserved fields instead), so that the zero-tail test is
+ *     not defeated by uninitialised padding.
+ *   Output structs the library fills (struct iodma_caps, iodma_dev_stats,
+ *   iodma_xlate_iter, iodma_sg) are not versioned this way in 0.x: they may
+ *   change with the soname.
+ *
  *   Permissions are the device's view: IODMA_PERM_READ lets the device read
  *   host memory (a to-device transfer), IODMA_PERM_WRITE lets it write.
  */
@@ -32,6 +50,13 @@ extern "C" {
 #define IODMA_EXPORT
 #endif
 
+/* Alignment of a struct member, spelled for C11 and C++11. */
+#ifdef __cplusplus
+#define IODMA_ALIGNAS(n) alignas(n)
+#else
+#define IODMA_ALIGNAS(n) _Alignas(n)
+#endif
+
 #define IODMA_VERSION_MAJOR 0
 #define IODMA_VERSION_MINOR 2
 #define IODMA_VERSION_PATCH 0
@@ -40,11 +65,24 @@ extern "C" {
  * IODMA_OPTS_INIT() - Initializer for an options struct.
  * @type: the struct type, e.g. struct iodma_domain_opts.
  *
- * Sets the leading .size member to sizeof(type) and every other member to 0,
- * which is each option's documented default.  Use as
- * ``struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);``
+ * An expression of type @type whose leading .size member is sizeof(type)
+ * and every other member 0, which is each option's documented default.  Use
+ * as ``struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);``
+ * In C it is a compound literal; C++17 has neither compound literals nor
+ * designated initializers, so there it is an immediately invoked lambda
+ * returning a value-initialised (all-zero) struct with .size set.  Valid C11
+ * and C++17 (g++/clang++ -pedantic-errors, tests/cxx/test_headers.cpp).
  */
+#ifdef __cplusplus
+#define IODMA_OPTS_INIT(type)                                                  \
+	([]() {                                                                \
+		type iodma_opts_{};                                            \
+		iodma_opts_.size = sizeof(type);                               \
+		return iodma_opts_;                                            \
+	}())
+#else
 #define IODMA_OPTS_INIT(type) ((type){ .size = sizeof(type) })
+#endif
 
 /* Device access permissions (what the device may do to host memory). */
 #define IODMA_PERM_READ  0x1u /* device reads memory: DMA to the device */
@@ -85,7 +123,7 @@ IODMA_EXPORT const char *iodma_version(void);
  *
  * Context: thread-safe.
  * Return:  the host page size in bytes (a power of two, usually 4096).
- *          Seed 004 DmaOp::page_size.
+ *          dma-api crate DmaOp::page_size.
  */
 IODMA_EXPORT size_t iodma_page_size(void);
 

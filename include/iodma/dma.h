@@ -4,7 +4,7 @@
  *
  * Concepts
  *   An iodma_dev is one device as its driver sees it (Linux's struct device
- *   DMA view, seed 004 DmaOp, seed 001 VirtIoHal): a domain to map into (or
+ *   DMA view, dma-api crate DmaOp, virtio-drivers Hal): a domain to map into (or
  *   none: direct mode, where the DMA address is the physical address given by
  *   the platform), a dma_mask, whether the device is cache-coherent, a bounce
  *   policy, and constraints (minimum alignment, max segment size, segment
@@ -129,7 +129,11 @@ struct iodma_dev_opts {
  * @out:  receives the device.
  *
  * Context: thread-safe; may block (allocates and maps the bounce pool).
- * Return:  0; -EINVAL bad options; -ENOMEM (including: no IOVA space below
+ * Return:  0; -EINVAL bad options (size below the first version, which
+ *          ended at @platform_arg: a struct of that size is accepted and
+ *          the later fields take their defaults); -E2BIG @opts is longer
+ *          than this library knows and a byte past its end is non-zero
+ *          (growth rule, iodma/common.h); -ENOMEM (including: no IOVA space below
  *          dma_mask for the bounce pool); -EIO the pool's map was rejected
  *          by a listener and had to be taken back; or the domain's map
  *          error.  Nothing allocated on error, except with -EUCLEAN: the
@@ -187,9 +191,13 @@ IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
 /**
  * iodma_free_coherent() - Free memory from iodma_alloc_coherent().
  * @dev:  device.
+ * @len:  the len passed at allocation.
  * @va:   the CPU address returned.
  * @iova: the device address returned.
- * @len:  the len passed at allocation.
+ *
+ * Argument order is Linux's dma_free_coherent(dev, size, cpu_addr,
+ * dma_handle), matching iodma_alloc_coherent(dev, len, &va, &iova) (before
+ * 0.2 it was (dev, va, iova, len)).
  *
  * Context: thread-safe; may block (waits for access sections).
  * Return:  0; -EINVAL (@va, @iova, @len) is not a live coherent allocation
@@ -197,8 +205,8 @@ IODMA_EXPORT int iodma_alloc_coherent(struct iodma_dev *dev, size_t len,
  *          VFIO unmap ioctl's): the allocation stays live and mapped, and
  *          may be freed again.  Nothing freed on error.
  */
-IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, void *va,
-				     uint64_t iova, size_t len);
+IODMA_EXPORT int iodma_free_coherent(struct iodma_dev *dev, size_t len,
+				     void *va, uint64_t iova);
 
 /* ---- streaming maps (DmaOp::map_single, dma_map_single) ----------------- */
 
@@ -484,7 +492,13 @@ IODMA_EXPORT int iodma_mmio_phys_to_virt(const struct iodma_dev *dev,
 					 uint64_t paddr, uint64_t len,
 					 void **va);
 
-/* ---- VirtIoHal (seed 001), thin over the above --------------------------- */
+/* ---- virtio-drivers Hal, thin over the above ----------------------------- */
+/* The iodma_hal_* functions keep virtio-drivers' Hal argument order
+ * (dma_alloc(pages, direction) -> (paddr, vaddr), dma_dealloc(paddr, vaddr,
+ * pages), unshare(paddr, buffer, direction)) so that a port reads one to one;
+ * the rest of this header follows Linux's dma-api order (dma_map_single(dev,
+ * ptr, size, dir) / dma_unmap_single(dev, addr, size, dir), dma_free_coherent
+ * (dev, size, cpu_addr, handle)). */
 
 /**
  * iodma_hal_dma_alloc() - VirtIoHal::dma_alloc.
@@ -523,7 +537,7 @@ IODMA_EXPORT int iodma_hal_dma_dealloc(struct iodma_dev *dev, uint64_t paddr,
  * @dir:   enum iodma_dir.
  * @paddr: receives the device address.
  *
- * Unlike the seed, failure is reported.
+ * Unlike virtio-drivers' Hal::share, failure is reported.
  *
  * Context: as iodma_map_single().
  * Return:  as iodma_map_single().

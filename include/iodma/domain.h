@@ -5,10 +5,10 @@
  * Concepts
  *   A domain is one device address space programmed through one backend
  *   (soft, vfio, iommufd, identity).  It knows the IOMMU's capabilities
- *   (alignment, valid IOVA ranges, max mappings: seed 000 PciIommu), keeps
+ *   (alignment, valid IOVA ranges, max mappings: pci-driver PciIommu), keeps
  *   the mapping table (non-overlapping [iova, iova + len) -> host VA and/or
  *   fd + offset, or guest-physical address, with permissions), owns an IOVA
- *   allocator, and notifies listeners (seed 003 DmaTarget) of every map and
+ *   allocator, and notifies listeners (OpenVMM DmaTarget) of every map and
  *   unmap after replaying the live mappings to each new one.
  *
  *   Invariants: every mapping is aligned and inside one valid IOVA range;
@@ -85,8 +85,11 @@ struct iodma_domain_opts {
  * @out:  receives the new domain.
  *
  * Context: thread-safe; may block (backend open).
- * Return:  0; -EINVAL bad options (size too small, iotlb_entries not a power
- *          of two, backend version unknown, backend caps inconsistent);
+ * Return:  0; -EINVAL bad options (size below the first version,
+ *          iotlb_entries not a power of two, backend version unknown,
+ *          backend caps inconsistent); -E2BIG opts, or the backend's options
+ *          struct in backend_config, is longer than this library knows and a
+ *          byte past its end is non-zero (growth rule, iodma/common.h);
  *          -ENOMEM; or the backend's open error.  On error *@out is unchanged
  *          and nothing is left allocated.
  */
@@ -390,7 +393,7 @@ IODMA_EXPORT int iodma_iova_alloc(struct iodma_domain *d, uint64_t len,
 IODMA_EXPORT int iodma_iova_free(struct iodma_domain *d, uint64_t iova,
 				 uint64_t len);
 
-/* ---- listeners (seed 003 DmaTarget) ------------------------------------- */
+/* ---- listeners (OpenVMM DmaTarget) ------------------------------------- */
 
 /**
  * struct iodma_listener_ops - A consumer of the domain's mapping events.

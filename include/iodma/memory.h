@@ -93,7 +93,9 @@ struct iodma_region_info {
  * @out:  receives the memory.
  *
  * Context: thread-safe.
- * Return:  0; -EINVAL bad opts; -ENOMEM.  *@out unchanged on error.
+ * Return:  0; -EINVAL bad opts (size below the first version, flags not
+ *          0); -E2BIG @opts is longer than this library knows and a byte
+ *          past its end is non-zero (growth rule, iodma/common.h); -ENOMEM.  *@out unchanged on error.
  */
 IODMA_EXPORT int iodma_memory_create(const struct iodma_memory_opts *opts,
 				     struct iodma_memory **out);

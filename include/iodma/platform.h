@@ -53,7 +53,10 @@ struct iodma_platform_ops {
  *       power-of-two @page_size are required.
  *
  * Context: call once, before any other iodma function, on one CPU.
- * Return:  0; -EINVAL a required hook is missing.
+ * Return:  0; -EINVAL a required hook is missing or size is below the
+ *          first version; -E2BIG @ops is longer than this library knows
+ *          and a byte past its end is non-zero (growth rule,
+ *          iodma/common.h).  Nothing installed on error.
  */
 IODMA_EXPORT int iodma_platform_init(const struct iodma_platform_ops *ops);
 

@@ -19,7 +19,7 @@
  *   group joins the domain's container, with iommufd its cdev is bound and
  *   attached to the domain's IOAS.  It gives what a user-space driver needs
  *   beside DMA: region info, mmapped BARs (also as MMIO windows of an
- *   iodma_dev, seed 001's mmio_phys_to_virt), config space, bus mastering,
+ *   iodma_dev, virtio-drivers' mmio_phys_to_virt), config space, bus mastering,
  *   reset and interrupts delivered to eventfds.  A device must be closed
  *   before its domain is destroyed.
  *
@@ -513,7 +513,7 @@ IODMA_EXPORT int iodma_vfio_irq_disable(struct iodma_vfio_device *dev);
  * and added with iodma_dev_add_mmio() at its bus address read from config
  * space (64-bit BARs combined; I/O BARs skipped), so that
  * iodma_mmio_phys_to_virt() validates an access against the BAR's size
- * (seed 001 VirtIoHal::mmio_phys_to_virt).
+ * (virtio-drivers Hal::mmio_phys_to_virt).
  *
  * Context: not thread-safe against other calls on @vdev.
  * Return:  the number of windows added (>= 0); or the first error (windows

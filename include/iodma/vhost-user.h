@@ -155,7 +155,7 @@ struct iodma_vhost_user_opts {
  */
 struct iodma_vhost_user_reply {
 	uint32_t len;
-	_Alignas(8) uint8_t msg[IODMA_VHOST_USER_REPLY_MAX];
+	IODMA_ALIGNAS(8) uint8_t msg[IODMA_VHOST_USER_REPLY_MAX];
 };
 
 /**
@@ -203,8 +203,10 @@ struct iodma_vhost_user_vring {
  * @out:  receives the object.
  *
  * Context: thread-safe.
- * Return:  0; -EINVAL bad opts (size too small, max_vrings > 256,
- *          max_mem_slots > 512, flags not 0); -ENOMEM; or the memory's or
+ * Return:  0; -EINVAL bad opts (size below the first version, max_vrings >
+ *          256, max_mem_slots > 512, flags not 0); -E2BIG @opts is longer
+ *          than this library knows and a byte past its end is non-zero
+ *          (growth rule, iodma/common.h); -ENOMEM; or the memory's or
  *          domain's creation error.  *@out unchanged on error, nothing
  *          left allocated.
  */

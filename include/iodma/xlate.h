@@ -6,7 +6,7 @@
  *   A device model (a VMM's emulated device, a vhost-user back end) turns the
  *   IOVAs a driver gave it into host memory through the domain, with a
  *   permission check, as vm-memory's GuestMemory does with its IOMMU feature
- *   (seed 002).  A translation yields host slices whose lengths add up to the
+ *   (rust-vmm vm-memory, iommu feature).  A translation yields host slices whose lengths add up to the
  *   requested length, split wherever host memory is discontiguous; an error
  *   ends the list and says which sub-range failed and why.
  *

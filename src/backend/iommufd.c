@@ -123,12 +123,17 @@ static bool iommufd_probe_map_file(struct iommufd *f)
 
 static int iommufd_open(const void *config, void **priv)
 {
-	const struct iodma_iommufd_opts *o = config;
+	struct iodma_iommufd_opts c = IODMA_OPTS_INIT(struct iodma_iommufd_opts);
+	const struct iodma_iommufd_opts *o = config ? &c : NULL;
 	struct iommu_ioas_alloc a = { .size = sizeof(a) };
 	struct iommufd *f;
 	int fd, err;
 
-	if (o && (o->size < sizeof(*o) || o->iommufd < -1))
+	err = opts_copy(&c, sizeof(c), config,
+			IODMA_OFFSETOFEND(struct iodma_iommufd_opts, iommufd));
+	if (err)
+		return err;
+	if (o && o->iommufd < -1)
 		return -EINVAL;
 	f = iodma_calloc(1, sizeof(*f));
 	if (!f)

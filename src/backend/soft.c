@@ -71,8 +71,13 @@ static int soft_parse_opts(const struct iodma_soft_opts *o,
 	caps->max_mappings = SOFT_DEFAULT_MAX_MAPPINGS;
 	caps->flags = IODMA_CAP_MAP_FD | IODMA_CAP_UNMAP_ALL;
 	if (o) {
-		if (o->size < sizeof(*o))
-			return -EINVAL;
+		struct iodma_soft_opts c = IODMA_OPTS_INIT(struct iodma_soft_opts);
+		int err = opts_copy(&c, sizeof(c), o,
+				    IODMA_OFFSETOFEND(struct iodma_soft_opts, ranges));
+
+		if (err)
+			return err;
+		o = &c;
 		if (o->alignment) {
 			if (!is_pow2(o->alignment) || o->alignment < page)
 				return -EINVAL;

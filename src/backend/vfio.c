@@ -607,15 +607,21 @@ static int open_add_group(struct vfio *v, int nr)
 
 static int vfio_open(const void *config, void **priv)
 {
-	const struct iodma_vfio_opts *o = config;
 	struct iodma_vfio_opts def = IODMA_OPTS_INIT(struct iodma_vfio_opts);
+	const struct iodma_vfio_opts *o = &def;
 	char path[PATH_MAX];
 	struct vfio *v;
 	int err, ver;
 
-	if (!o)
-		o = &def;
-	if (o->size < sizeof(*o) || (o->nr_groups && !o->groups) ||
+	err = opts_copy(&def, sizeof(def), config,
+			IODMA_OFFSETOFEND(struct iodma_vfio_opts, noiommu));
+	if (err) {
+		vfio_set_error("vfio: struct iodma_vfio_opts: size %s",
+			       err == -E2BIG ? "larger than this library knows, with a non-zero tail"
+					     : "smaller than its first version");
+		return err;
+	}
+	if ((o->nr_groups && !o->groups) ||
 	    (o->nr_devices && !o->devices)) {
 		vfio_set_error("vfio: bad struct iodma_vfio_opts");
 		return -EINVAL;

@@ -11,6 +11,7 @@
 #include <iodma/platform.h>
 
 #include "os.h"
+#include "../util.h"
 
 static struct iodma_platform_ops plat;
 static atomic_long rcu_readers;        /* open read-side sections, all CPUs */
@@ -18,11 +19,19 @@ static _Thread_local unsigned int rcu_nesting; /* per-CPU nesting depth */
 
 IODMA_EXPORT int iodma_platform_init(const struct iodma_platform_ops *ops)
 {
-	if (!ops || ops->size < sizeof(plat) || !ops->malloc || !ops->free ||
-	    !ops->pages_alloc || !ops->pages_free || ops->page_size == 0 ||
-	    (ops->page_size & (ops->page_size - 1)))
+	struct iodma_platform_ops o = IODMA_OPTS_INIT(struct iodma_platform_ops);
+	int err;
+
+	if (!ops)
 		return -EINVAL;
-	plat = *ops;
+	err = opts_copy(&o, sizeof(o), ops,
+			IODMA_OFFSETOFEND(struct iodma_platform_ops, relax));
+	if (err)
+		return err;
+	if (!o.malloc || !o.free || !o.pages_alloc || !o.pages_free ||
+	    o.page_size == 0 || (o.page_size & (o.page_size - 1)))
+		return -EINVAL;
+	plat = o;
 	return 0;
 }
 

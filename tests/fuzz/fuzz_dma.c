@@ -536,8 +536,8 @@ static void op_coherent(void)
 
 	if (s->use == COHERENT) {
 		if (seed & 1)
-			CHECK(iodma_free_coherent(S.dev, s->cva, s->ciova + PG, s->clen) == -EINVAL);
-		CHECK(iodma_free_coherent(S.dev, s->cva, s->ciova, s->clen) == 0);
+			CHECK(iodma_free_coherent(S.dev, s->clen, s->cva, s->ciova + PG) == -EINVAL);
+		CHECK(iodma_free_coherent(S.dev, s->clen, s->cva, s->ciova) == 0);
 		CHECK(iodma_read(S.d, s->ciova, buf, 1) == -EFAULT);
 		s->use = FREE;
 		return;
@@ -642,7 +642,7 @@ static void release_all(void)
 			CHECK(iodma_unmap_sg(S.dev, s->sg, s->nents, s->dir) == 0);
 			break;
 		case COHERENT:
-			CHECK(iodma_free_coherent(S.dev, s->cva, s->ciova, s->clen) == 0);
+			CHECK(iodma_free_coherent(S.dev, s->clen, s->cva, s->ciova) == 0);
 			break;
 		case REGISTERED:
 			CHECK(iodma_dev_unregister(S.dev, s->va, s->len) == 0);

@@ -292,7 +292,7 @@ static void test_coherent_zeroed_aligned_below_mask_and_device_reachable(void **
 	fill((uint8_t *)va + 100, 50, 3);
 	assert_int_equal(iodma_read(d, iova + 100, back, 50), 0);
 	assert_true(check(back, 50, 3));
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 10000), 0);
+	assert_int_equal(iodma_free_coherent(dev, 10000, va, iova), 0);
 	assert_int_equal(stats(dev).coherent_allocs, 0);
 	assert_int_equal(iodma_read(d, iova, back, 1), -EFAULT);
 	iodma_dev_destroy(dev);
@@ -313,14 +313,14 @@ static void test_coherent_free_errors_change_nothing(void **state)
 	assert_ptr_equal(out, (void *)0x1);
 	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), 0);
 	nr = iodma_domain_nr_mappings(d);
-	assert_int_equal(iodma_free_coherent(dev, (uint8_t *)va + PG, iova, PG), -EINVAL);
-	assert_int_equal(iodma_free_coherent(dev, va, iova + PG, PG), -EINVAL);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG + 1), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG, (uint8_t *)va + PG, iova), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova + PG), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG + 1, va, iova), -EINVAL);
 	assert_int_equal(iodma_domain_nr_mappings(d), nr);
 	assert_int_equal(iodma_read(d, iova, &b, 1), 0);
 	assert_int_equal(stats(dev).coherent_allocs, 1);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), 0);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), -EINVAL);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), 0);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), -EINVAL);
 	iodma_dev_destroy(dev);
 	iodma_domain_destroy(d);
 }
@@ -337,7 +337,7 @@ static void test_coherent_direct_mode_bus_address_and_mask(void **state)
 	assert_int_equal(iodma_alloc_coherent(dev, 3 * PG, &va, &iova), 0);
 	assert_int_equal(iova, (uintptr_t)va + FAKE_HIGH);
 	assert_true(all_zero(va, 3 * PG));
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 3 * PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, 3 * PG, va, iova), 0);
 	direct_dev_free(dev);
 	/* 32-bit device: the pages are above the mask. */
 	dev = direct_dev_new(MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
@@ -1543,7 +1543,7 @@ static void test_no_iova_space_below_mask_is_enomem(void **state)
 	assert_int_equal(iodma_domain_nr_mappings(d), 1);
 	assert_int_equal(iodma_alloc_coherent(dev, 8 * PG, &va, &iova), 0);
 	assert_true(iova + 8 * PG - 1 <= 0xffff);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 8 * PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, 8 * PG, va, iova), 0);
 	iodma_dev_destroy(dev);
 	iodma_domain_destroy(d);
 	free(buf);
@@ -1584,9 +1584,9 @@ static void test_domain_map_errors_propagate_and_leave_nothing(void **state)
 	/* Coherent free whose unmap fails: still allocated. */
 	assert_int_equal(iodma_alloc_coherent(dev, PG, &va, &iova), 0);
 	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), -EIO);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), -EIO);
 	assert_int_equal(stats(dev).coherent_allocs, 1);
-	assert_int_equal(iodma_free_coherent(dev, va, iova, PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, PG, va, iova), 0);
 	/* VirtIoHal::dma_dealloc is the same call. */
 	assert_int_equal(iodma_hal_dma_alloc(dev, 1, IODMA_BIDIRECTIONAL, &iova, &va), 0);
 	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
@@ -1878,7 +1878,7 @@ static void test_fail_nth_alloc_coherent(void **state)
 		assert_int_equal(iodma_domain_nr_mappings(d), nr);
 		assert_int_equal(stats(dev).coherent_allocs, 0);
 	}
-	assert_int_equal(iodma_free_coherent(dev, va, iova, 3 * PG), 0);
+	assert_int_equal(iodma_free_coherent(dev, 3 * PG, va, iova), 0);
 	iodma_dev_destroy(dev);
 	iodma_domain_destroy(d);
 }
@@ -2310,9 +2310,48 @@ static void test_bounce_pool_map_left_live_is_taken_back_or_kept(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* Growth rule of common.h for struct iodma_dev_opts, whose first version
+ * ended at platform_arg (bounce_pool and bounce_pool_bus came later): an
+ * older caller's struct works and the later fields keep their defaults. */
+static void test_opts_growth(void **state)
+{
+	struct {
+		struct iodma_dev_opts o;
+		uint64_t newer;
+	} w;
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = NULL;
+
+	(void)state;
+	memset(&w, 0, sizeof(w));
+	w.o.domain = d;
+	w.o.size = offsetof(struct iodma_dev_opts, platform_arg) +
+		   sizeof(w.o.platform_arg);
+	w.o.bounce_pool = (void *)0x1; /* past an old caller's size: unread */
+	w.o.bounce_pool_bus = 0x1000;
+	assert_int_equal(iodma_dev_create(&w.o, &dev), 0);
+	iodma_dev_destroy(dev);
+	dev = NULL;
+	w.o.bounce_pool = NULL;
+	w.o.bounce_pool_bus = 0;
+	w.o.size = sizeof(w);
+	assert_int_equal(iodma_dev_create(&w.o, &dev), 0);
+	iodma_dev_destroy(dev);
+	dev = NULL;
+	w.newer = 1;
+	assert_int_equal(iodma_dev_create(&w.o, &dev), -E2BIG);
+	assert_null(dev);
+	w.newer = 0;
+	w.o.size = offsetof(struct iodma_dev_opts, platform_arg);
+	assert_int_equal(iodma_dev_create(&w.o, &dev), -EINVAL);
+	assert_null(dev);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_dev_create_rejects_bad_options),
 		cmocka_unit_test(test_dev_create_defaults_and_pool_mapping),
 		cmocka_unit_test(test_dev_create_direct_pool_above_mask_is_enomem),

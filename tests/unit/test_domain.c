@@ -2067,9 +2067,57 @@ static void test_lookups_run_concurrently_with_map_unmap(void **state)
 	iodma_domain_destroy(cx.d);
 }
 
+/* Options structs follow the growth rule of common.h: a struct from a newer
+ * header works if the fields this library does not know are zero, -E2BIG if
+ * not; a size below the first version is -EINVAL.  Same for the soft
+ * backend's struct iodma_soft_opts. */
+static void test_opts_growth_domain_and_soft(void **state)
+{
+	struct {
+		struct iodma_domain_opts o;
+		uint64_t newer;
+	} w;
+	struct {
+		struct iodma_soft_opts o;
+		uint64_t newer;
+	} s;
+	struct iodma_domain *d = NULL;
+
+	(void)state;
+	memset(&w, 0, sizeof(w));
+	w.o.size = sizeof(w);
+	assert_int_equal(iodma_domain_create(&w.o, &d), 0);
+	iodma_domain_destroy(d);
+	d = NULL;
+	w.newer = 1;
+	assert_int_equal(iodma_domain_create(&w.o, &d), -E2BIG);
+	assert_null(d);
+	w.newer = 0;
+	w.o.size = offsetof(struct iodma_domain_opts, reserved);
+	assert_int_equal(iodma_domain_create(&w.o, &d), -EINVAL);
+	assert_null(d);
+
+	memset(&s, 0, sizeof(s));
+	s.o.size = sizeof(s);
+	w.o.size = sizeof(w.o);
+	w.o.backend = iodma_backend_soft();
+	w.o.backend_config = &s.o;
+	assert_int_equal(iodma_domain_create(&w.o, &d), 0);
+	iodma_domain_destroy(d);
+	d = NULL;
+	s.newer = 1;
+	assert_int_equal(iodma_domain_create(&w.o, &d), -E2BIG);
+	assert_null(d);
+	s.newer = 0;
+	s.o.size = offsetof(struct iodma_soft_opts, ranges);
+	assert_int_equal(iodma_domain_create(&w.o, &d), -EINVAL);
+	assert_null(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_growth_domain_and_soft),
 		cmocka_unit_test(test_soft_defaults),
 		cmocka_unit_test(test_create_rejects_bad_options),
 		cmocka_unit_test(test_soft_opts_validated),

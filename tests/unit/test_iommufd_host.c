@@ -457,7 +457,7 @@ static void test_bad_opts_are_einval(void **state)
 	o.backend_config = &io;
 	io.size = 0;
 	assert_int_equal(iodma_domain_create(&o, &d), -EINVAL);
-	io.size = sizeof(io) - 1;
+	io.size = offsetof(struct iodma_iommufd_opts, iommufd);
 	assert_int_equal(iodma_domain_create(&o, &d), -EINVAL);
 	io.size = sizeof(io);
 	io.iommufd = -2;
@@ -964,9 +964,33 @@ static void test_destroy_with_device_attached_still_closes(void **state)
 
 #define FK_TEST(f) cmocka_unit_test_setup_teardown(f, fk_setup, fk_teardown)
 
+/* Growth rule of common.h for struct iodma_iommufd_opts: unknown non-zero
+ * tail is -E2BIG and no descriptor is opened. */
+static void test_opts_growth(void **state)
+{
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct {
+		struct iodma_iommufd_opts io;
+		uint64_t newer;
+	} w;
+	struct iodma_domain *d = NULL;
+	int fds = count_fds();
+
+	(void)state;
+	memset(&w, 0, sizeof(w));
+	w.io.size = sizeof(w);
+	w.newer = 1;
+	o.backend = iodma_backend_iommufd();
+	o.backend_config = &w.io;
+	assert_int_equal(iodma_domain_create(&o, &d), -E2BIG);
+	assert_null(d);
+	assert_int_equal(count_fds(), fds);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_uapi_layouts_match_the_documented_abi),
 		cmocka_unit_test(test_create_without_dev_iommu_is_enoent),
 		cmocka_unit_test(test_bad_opts_are_einval),

@@ -830,9 +830,34 @@ static void test_dirty_log_shared_start_fail_nth_leaves_it_off(void **state)
 	iodma_memory_destroy(m);
 }
 
+/* Growth rule of common.h for struct iodma_memory_opts. */
+static void test_opts_growth(void **state)
+{
+	struct {
+		struct iodma_memory_opts o;
+		uint64_t newer;
+	} w;
+	struct iodma_memory *m = NULL;
+
+	(void)state;
+	memset(&w, 0, sizeof(w));
+	w.o.size = sizeof(w);
+	assert_int_equal(iodma_memory_create(&w.o, &m), 0);
+	iodma_memory_destroy(m);
+	m = NULL;
+	w.newer = 1;
+	assert_int_equal(iodma_memory_create(&w.o, &m), -E2BIG);
+	assert_null(m);
+	w.newer = 0;
+	w.o.size = offsetof(struct iodma_memory_opts, flags);
+	assert_int_equal(iodma_memory_create(&w.o, &m), -EINVAL);
+	assert_null(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_create_rejects_bad_opts),
 		cmocka_unit_test(test_create_fail_nth_returns_enomem_and_leaves_out),
 		cmocka_unit_test(test_add_region_is_zeroed_sorted_and_memfd_backed),

@@ -148,9 +148,59 @@ static void test_virt_to_phys_of_unwritten_pages_is_not_the_zero_page(void **sta
 	munmap(p, 2 * pg);
 }
 
+/* The growth rule of common.h on a struct that grew from v1 to v2. */
+struct growth_v1 {
+	size_t size;
+	uint32_t a;
+	uint32_t reserved;
+};
+struct growth_v2 {
+	size_t size;
+	uint32_t a;
+	uint32_t reserved;
+	uint64_t b;
+};
+
+static void test_opts_copy_growth_rule(void **state)
+{
+	const size_t v1_min = IODMA_OFFSETOFEND(struct growth_v1, reserved);
+	struct growth_v1 old = { .size = sizeof(old), .a = 3 };
+	struct growth_v2 neu = { .size = sizeof(neu), .a = 4, .b = 0 };
+	struct growth_v2 d2 = { .size = sizeof(d2), .a = 1, .b = 9 };
+	struct growth_v1 d1 = { .size = sizeof(d1), .a = 1 };
+
+	(void)state;
+	/* NULL: the defaults stay. */
+	assert_int_equal(opts_copy(&d2, sizeof(d2), NULL, v1_min), 0);
+	assert_int_equal(d2.a, 1);
+	assert_int_equal(d2.b, 9);
+	/* Older caller: its fields are taken, the new field keeps its default. */
+	assert_int_equal(opts_copy(&d2, sizeof(d2), &old, v1_min), 0);
+	assert_int_equal(d2.size, sizeof(d2));
+	assert_int_equal(d2.a, 3);
+	assert_int_equal(d2.b, 9);
+	/* Newer caller with an all-zero tail: accepted, the tail is dropped. */
+	assert_int_equal(opts_copy(&d1, sizeof(d1), &neu, v1_min), 0);
+	assert_int_equal(d1.size, sizeof(d1));
+	assert_int_equal(d1.a, 4);
+	/* Newer caller using a field this library does not know: -E2BIG. */
+	neu.b = 1;
+	neu.a = 5;
+	assert_int_equal(opts_copy(&d1, sizeof(d1), &neu, v1_min), -E2BIG);
+	assert_int_equal(d1.a, 4);
+	/* Smaller than the first version: -EINVAL, nothing copied. */
+	old.size = v1_min - 1;
+	old.a = 6;
+	assert_int_equal(opts_copy(&d1, sizeof(d1), &old, v1_min), -EINVAL);
+	assert_int_equal(d1.a, 4);
+	old.size = 0;
+	assert_int_equal(opts_copy(&d1, sizeof(d1), &old, v1_min), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_copy_growth_rule),
 		cmocka_unit_test(test_strerror_names_every_documented_code),
 		cmocka_unit_test(test_version_matches_header),
 		cmocka_unit_test(test_page_size_is_power_of_two),

@@ -391,7 +391,8 @@ static void test_vfio_opts_errors_are_einval(void **state)
 	use_empty_dev_dir();
 	o.backend = iodma_backend_vfio();
 	o.backend_config = &v;
-	v.size = sizeof(v) - 1;
+	/* Shorter than the first version (which ended at noiommu). */
+	v.size = offsetof(struct iodma_vfio_opts, noiommu);
 	assert_int_equal(iodma_domain_create(&o, &d), -EINVAL);
 	v.size = sizeof(v);
 	v.nr_groups = 1;
@@ -738,9 +739,32 @@ static void test_identity_backend_rejects_fd_only_maps(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* Growth rule of common.h for struct iodma_vfio_opts: unknown non-zero
+ * tail is -E2BIG before any file is opened. */
+static void test_opts_growth(void **state)
+{
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct {
+		struct iodma_vfio_opts v;
+		uint64_t newer;
+	} w;
+	struct iodma_domain *d = NULL;
+
+	(void)state;
+	use_empty_dev_dir();
+	memset(&w, 0, sizeof(w));
+	w.v.size = sizeof(w);
+	w.newer = 1;
+	o.backend = iodma_backend_vfio();
+	o.backend_config = &w.v;
+	assert_int_equal(iodma_domain_create(&o, &d), -E2BIG);
+	assert_null(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_group_of_reads_iommu_group_link),
 		cmocka_unit_test(test_group_of_rejects_malformed_addresses),
 		cmocka_unit_test(test_group_of_missing_device_or_group_is_enoent),

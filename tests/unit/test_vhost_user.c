@@ -1919,9 +1919,34 @@ static void test_fail_nth_alloc_changes_nothing(void **state)
 	close(logfd);
 }
 
+/* Growth rule of common.h for struct iodma_vhost_user_opts. */
+static void test_opts_growth(void **state)
+{
+	struct {
+		struct iodma_vhost_user_opts o;
+		uint64_t newer;
+	} w;
+	struct iodma_vhost_user *vu = NULL;
+
+	(void)state;
+	memset(&w, 0, sizeof(w));
+	w.o.size = sizeof(w);
+	assert_int_equal(iodma_vhost_user_create(&w.o, &vu), 0);
+	iodma_vhost_user_destroy(vu);
+	vu = NULL;
+	w.newer = 1;
+	assert_int_equal(iodma_vhost_user_create(&w.o, &vu), -E2BIG);
+	assert_null(vu);
+	w.newer = 0;
+	w.o.size = offsetof(struct iodma_vhost_user_opts, ops_arg);
+	assert_int_equal(iodma_vhost_user_create(&w.o, &vu), -EINVAL);
+	assert_null(vu);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_create_rejects_bad_opts),
 		cmocka_unit_test(test_create_fail_nth_leaves_nothing),
 		cmocka_unit_test(test_feature_negotiation),
