@@ -55,8 +55,12 @@
 #define VIRTIO_BLK_F_MQ	12
 #define CFG_NUM_QUEUES	34u
 /* A miss released by a concurrent INVALIDATE (the library must let the
- * grace period end) is asked again, from a new access section. */
-#define XLATE_RETRIES	4u		/* le16 in struct virtio_blk_config */
+ * grace period end) is asked again, from a new access section.  A lazy
+ * guest's flush queue invalidates on its own timer while a large request
+ * waits on one miss after another, and every invalidation releases the
+ * waiting misses, so a request may see several in a row: 4 retries made a
+ * 512 KiB read fail once behind virtio-iommu in lazy mode under TCG. */
+#define XLATE_RETRIES	64u		/* le16 in struct virtio_blk_config */
 
 /* Requests this file looks at before the library (spec numbering). */
 #define VU_GET_VRING_BASE	11u
