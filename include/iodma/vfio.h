@@ -173,6 +173,26 @@ IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_identity(void);
 IODMA_EXPORT int iodma_vfio_group_of(const char *bdf, int *group);
 
 /**
+ * iodma_vfio_bdf_valid() - Is a string a PCI address the VFIO calls accept?
+ * @bdf: NUL-terminated string, or NULL.
+ *
+ * The form is Linux's PCI device name (the directory names of
+ * /sys/bus/pci/devices, pci_name() in the kernel): "DDDD:BB:DD.F" with a
+ * PCI domain of 4 to 8 hex digits (more than 4 for VMD-style domains such
+ * as "10000:00:00.0"), 2 hex digits of bus, 2 of device and a function
+ * 0..7; hex digits in either case.  Only the syntax is checked: whether
+ * such a device exists is iodma_vfio_group_of()'s business.  Every call of
+ * this header that takes a @bdf rejects, with -EINVAL, exactly the strings
+ * this returns false for.
+ *
+ * Context: thread-safe; touches no file.
+ * Return:  true if @bdf is well formed; false for NULL, a short or long
+ *          domain, a missing ':' or '.', a non-hex digit, a function above
+ *          7, or anything after the function digit.
+ */
+IODMA_EXPORT bool iodma_vfio_bdf_valid(const char *bdf);
+
+/**
  * iodma_vfio_add_group() - Add a VFIO group to a vfio domain's container.
  * @d:     a domain created with iodma_backend_vfio().
  * @group: group number (/dev/vfio/@group, or noiommu-@group).
@@ -237,6 +257,57 @@ struct iodma_vfio_stats {
  */
 IODMA_EXPORT int iodma_vfio_get_stats(const struct iodma_domain *d,
 				      struct iodma_vfio_stats *st);
+
+/**
+ * struct iodma_vfio_iommu_info - The raw VFIO_IOMMU_GET_INFO figures.
+ * @iova_pgsizes:  the page sizes the IOMMU maps, as VFIO's iova_pgsizes
+ *                 bitmap (bit n set: 2^n-byte pages); its lowest set bit
+ *                 is the domain's alignment.  0 when the kernel reported
+ *                 none (VFIO_IOMMU_INFO_PGSIZES clear).
+ * @dirty_pgsizes: the page sizes the container can log writes at (the
+ *                 migration capability's pgsize_bitmap); 0 without it.
+ * @dma_avail:     the DMA_AVAIL capability: how many more mappings the
+ *                 container accepts now (vfio_iommu_type1's
+ *                 dma_entry_limit minus every mapping in the container,
+ *                 other users' included); 0 when @has_dma_avail is false.
+ * @has_dma_avail: the kernel reported DMA_AVAIL (Linux 5.10 and later).
+ * @migration:     the migration capability is present, so the domain has
+ *                 IODMA_CAP_DIRTY_TRACKING.
+ *
+ * An output struct: see "Growth rule" in iodma/common.h.
+ */
+struct iodma_vfio_iommu_info {
+	uint64_t iova_pgsizes;
+	uint64_t dirty_pgsizes;
+	uint32_t dma_avail;
+	bool has_dma_avail;
+	bool migration;
+};
+
+/**
+ * iodma_vfio_get_iommu_info() - What the type1 IOMMU of a vfio domain says.
+ * @d:    a domain created with iodma_backend_vfio(), not in no-IOMMU mode,
+ *        with at least one group in its container.
+ * @info: receives the figures.
+ *
+ * Issues VFIO_IOMMU_GET_INFO on the domain's container now and walks its
+ * capability chain (VFIO uapi, <linux/vfio.h>): the figures behind
+ * iodma_domain_get_caps() before the library turns them into caps, for
+ * tools that report them (iodma info) and for checking a kernel.  The
+ * domain is not changed; the ioctl counts in iodma_vfio_get_stats()'s
+ * @other_ioctls.
+ *
+ * Context: thread-safe; takes the domain's backend lock (not from a map
+ *          listener); may block in the kernel.
+ * Return:  0 and *@info filled; -EINVAL NULL argument, @d is not a vfio
+ *          domain, or it is in no-IOMMU mode (no GET_INFO there); -ENODEV
+ *          no group in the container yet, so no IOMMU model to ask;
+ *          -ENOMEM; -EIO the kernel kept asking for a larger buffer; or
+ *          the ioctl's error.  *@info is untouched on error, and
+ *          iodma_vfio_last_error() says why.
+ */
+IODMA_EXPORT int iodma_vfio_get_iommu_info(struct iodma_domain *d,
+					   struct iodma_vfio_iommu_info *info);
 
 /* ---- VFIO PCI device access ---------------------------------------------- */
 

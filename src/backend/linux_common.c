@@ -74,6 +74,11 @@ bool vfio_bdf_valid(const char *bdf)
 	       bdf[6] == '.' && bdf[7] >= '0' && bdf[7] <= '7';
 }
 
+IODMA_EXPORT bool iodma_vfio_bdf_valid(const char *bdf)
+{
+	return vfio_bdf_valid(bdf);
+}
+
 IODMA_EXPORT int iodma_vfio_group_of(const char *bdf, int *group)
 {
 	char path[PATH_MAX], link[PATH_MAX], *base, *end;

@@ -522,24 +522,38 @@ int vfio_domain_group_fd(struct iodma_domain *d, int group, int *groupfd)
 	return 0;
 }
 
-int vfio_domain_info(struct iodma_domain *d, uint64_t *pgsizes,
-		     uint32_t *avail, bool *migration)
+IODMA_EXPORT int iodma_vfio_get_iommu_info(struct iodma_domain *d,
+					   struct iodma_vfio_iommu_info *out)
 {
 	struct vfio_info info;
 	struct vfio *v;
 	int err;
 
-	if (!vfio_domain_is(d) || ((struct vfio *)d->bpriv)->noiommu)
+	if (!vfio_domain_is(d) || !out) {
+		vfio_set_error("vfio: iodma_vfio_get_iommu_info needs a vfio domain and somewhere to put the figures");
 		return -EINVAL;
+	}
 	v = d->bpriv;
+	if (v->noiommu) {
+		vfio_set_error("vfio: a no-IOMMU container has no VFIO_IOMMU_GET_INFO");
+		return -EINVAL;
+	}
 	os_mutex_lock(&v->lock);
-	err = v->iommu_set ? vfio_read_info(v, &info) : -ENODEV;
+	if (v->iommu_set) {
+		err = vfio_read_info(v, &info);
+	} else {
+		vfio_set_error("vfio: the container has no group yet, hence no IOMMU model to ask");
+		err = -ENODEV;
+	}
 	os_mutex_unlock(&v->lock);
 	if (err)
 		return err;
-	*pgsizes = info.pgsizes;
-	*avail = info.avail;
-	*migration = info.migration;
+	memset(out, 0, sizeof(*out));
+	out->iova_pgsizes = info.pgsizes;
+	out->dirty_pgsizes = info.dirty_pgsizes;
+	out->dma_avail = info.has_avail ? info.avail : 0;
+	out->has_dma_avail = info.has_avail;
+	out->migration = info.migration;
 	return 0;
 }
 

@@ -31,12 +31,6 @@ int vfio_domain_add_group(struct iodma_domain *d, int groupfd);
  * the domain.  0 and *@groupfd, or negative errno. */
 int vfio_domain_group_fd(struct iodma_domain *d, int group, int *groupfd);
 
-/* The raw GET_INFO figures of a type1 domain (for tests and tools):
- * iova_pgsizes, DMA_AVAIL now, migration capability.  0; -EINVAL not a
- * type1 domain; -ENODEV no group yet; or the ioctl's error. */
-int vfio_domain_info(struct iodma_domain *d, uint64_t *pgsizes,
-		     uint32_t *avail, bool *migration);
-
 /* Caps from a VFIO_IOMMU_GET_INFO answer (struct vfio_iommu_type1_info and
  * its capability chain) of @len bytes, as the vfio backend reports them;
  * exposed for tests.  0; -EINVAL bad arguments; -ERANGE no usable range. */

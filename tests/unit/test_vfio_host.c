@@ -145,6 +145,33 @@ static void test_group_of_rejects_malformed_addresses(void **state)
 	assert_non_null(strstr(iodma_vfio_last_error(), "PCI address"));
 }
 
+/* iodma_vfio_bdf_valid() is the syntax every @bdf argument is held to:
+ * true exactly where iodma_vfio_group_of() gets past its -EINVAL. */
+static void test_bdf_valid_is_the_syntax_the_calls_use(void **state)
+{
+	static const char *const good[] = {
+		"0000:00:03.0", "0000:00:1f.7", "ABCD:EF:1f.0", "10000:00:00.0",
+		"12345678:00:00.0",
+	};
+	static const char *const bad[] = {
+		"", "00:03.0", "0000:00:03", "0000:00:03.8", "0000:00:3.0",
+		"zzzz:00:03.0", "0000:00:03.0x", "0000-00:03.0", "0000:00:03:0",
+		"123456789:00:03.0", "../../../etc", "000:00:03.0",
+		"0000:00:03.0\n", " 0000:00:03.0", "0000:00:0g.0",
+	};
+	int g;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		assert_true(iodma_vfio_bdf_valid(good[i]));
+		assert_int_not_equal(iodma_vfio_group_of(good[i], &g), -EINVAL);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_false(iodma_vfio_bdf_valid(bad[i]));
+		assert_int_equal(iodma_vfio_group_of(bad[i], &g), -EINVAL);
+	}
+	assert_false(iodma_vfio_bdf_valid(NULL));
+}
+
 static void test_group_of_missing_device_or_group_is_enoent(void **state)
 {
 	int g = 42;
@@ -767,6 +794,7 @@ int main(void)
 		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_group_of_reads_iommu_group_link),
 		cmocka_unit_test(test_group_of_rejects_malformed_addresses),
+		cmocka_unit_test(test_bdf_valid_is_the_syntax_the_calls_use),
 		cmocka_unit_test(test_group_of_missing_device_or_group_is_enoent),
 		cmocka_unit_test(test_group_of_malformed_link_is_eproto),
 		cmocka_unit_test(test_not_viable_message_names_unbound_devices),

@@ -99,9 +99,9 @@ static void print_ranges(const char *tag, const struct iodma_caps *c,
 {
 	char line[2048];
 	size_t n = 0;
-	uint64_t pgsizes = 0;
+	struct iodma_vfio_iommu_info vi;
 	uint32_t avail = 0;
-	bool mig = false, has_avail;
+	bool has_avail;
 
 	for (uint32_t i = 0; i < c->nr_ranges && n < sizeof(line) - 64; i++)
 		n += (size_t)snprintf(line + n, sizeof(line) - n, "%s%#" PRIx64 "-%#" PRIx64,
@@ -109,9 +109,10 @@ static void print_ranges(const char *tag, const struct iodma_caps *c,
 				      range_last(c->ranges[i].iova, c->ranges[i].len));
 	has_avail = d->ops->avail_mappings &&
 		    d->ops->avail_mappings(d->bpriv, &avail) == 0;
-	if (!strcmp(args.backend, "vfio") && !args.noiommu && vfio_domain_info(d, &pgsizes, &avail, &mig) == 0) {
+	if (!strcmp(args.backend, "vfio") && !args.noiommu && iodma_vfio_get_iommu_info(d, &vi) == 0) {
 		TAP_DIAG("%s iova_pgsizes=%#" PRIx64 " ranges=%s avail=%u max=%u migration=%s",
-			 tag, pgsizes, line, avail, c->max_mappings, mig ? "yes" : "no");
+			 tag, vi.iova_pgsizes, line, vi.dma_avail, c->max_mappings,
+			 vi.migration ? "yes" : "no");
 	} else {
 		char av[16] = "n/a";
 
