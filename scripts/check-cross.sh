@@ -56,15 +56,19 @@ setup_aarch64() {
 	fi
 	install_pkgs gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static \
 		libc6:arm64 liburcu-dev:arm64 libcmocka-dev:arm64 libssl-dev:arm64 \
+		libjson-c-dev:arm64 \
 		>/dev/null 2>&1 || { echo "could not install the aarch64 toolchain, qemu-user-static or arm64 libraries"; return 1; }
 	echo "--cross-file scripts/cross/aarch64-linux-gnu.ini"
 }
 
 setup_riscv64() {
 	local sysroot=$root/build-riscv64-sysroot
+	# The stamp holds the package list: a sysroot made with fewer
+	# packages (before json-c, say) is made again.
+	local pkgs=libc6-dev,libgcc-s1,libatomic1,liburcu-dev,libcmocka-dev,libssl-dev,libjson-c-dev
 	install_pkgs gcc-riscv64-linux-gnu binutils-riscv64-linux-gnu qemu-user-static mmdebstrap \
 		>/dev/null 2>&1 || { echo "could not install the riscv64 toolchain, qemu-user-static or mmdebstrap"; return 1; }
-	if [ ! -f "$sysroot/.complete" ]; then
+	if [ "$(cat "$sysroot/.complete" 2>/dev/null)" != "$pkgs" ]; then
 		# The Debian mirror this machine's apt already uses.
 		local mirror
 		mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)$/\1/p' \
@@ -74,13 +78,13 @@ setup_riscv64() {
 		[ -n "$mirror" ] || { echo "no Debian mirror in this machine's apt sources"; return 1; }
 		rm -rf "$sysroot"
 		mmdebstrap --quiet --variant=extract --architectures=riscv64 \
-			--include=libc6-dev,libgcc-s1,libatomic1,liburcu-dev,libcmocka-dev,libssl-dev \
+			--include="$pkgs" \
 			trixie "$sysroot" "$mirror" >/dev/null 2>&1 ||
 			{ echo "mmdebstrap could not fetch Debian 13's riscv64 libraries"; return 1; }
 		# Debian 13 has merged /usr: the /lib -> usr/lib link that an
 		# install makes (the loader is /lib/ld-linux-riscv64-lp64d.so.1).
 		[ -e "$sysroot/lib" ] || ln -s usr/lib "$sysroot/lib"
-		touch "$sysroot/.complete"
+		echo "$pkgs" > "$sysroot/.complete"
 	fi
 	printf "[constants]\nsysroot = '%s'\n" "$sysroot" > "$sysroot/iodma-sysroot.ini"
 	echo "--cross-file $sysroot/iodma-sysroot.ini --cross-file scripts/cross/riscv64-linux-gnu.ini"

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages iodma needs to build, test and run its demo.
 # Usage: scripts/deps.sh [build|test|deb|baremetal|state]
-#   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256)
+#   build: compiler, Meson, ninja, liburcu, OpenSSL's libcrypto (demo SHA-256),
+#          json-c (`iodma info --json`; the tool's, not the library's)
 #   test:  the above + cmocka, valgrind, GLib (bench/ baselines),
 #          abigail-tools (abidiff, the ABI check), clang with libFuzzer (the
 #          fuzz tier of make check), and the manual pages' tools:
@@ -20,7 +21,7 @@
 # ones are listed and the script fails.
 set -euo pipefail
 
-build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev)
+build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev libjson-c-dev)
 test_pkgs=(libcmocka-dev valgrind libglib2.0-dev abigail-tools clang libclang-rt-14-dev
 	linux-source-6.12 perl help2man man-db g++)
 baremetal_pkgs=(gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc)

@@ -21,14 +21,12 @@
 #include <linux/vfio.h>
 
 #include <iodma/vfio.h>
+#include <json-c/json.h>
 
 #include "info.h"
 
 #ifndef VFIO_UNMAP_ALL
 #define VFIO_UNMAP_ALL 9
-#endif
-#ifndef VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL
-#define VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL 3
 #endif
 
 #define CAP_IPC_LOCK_BIT  14
@@ -124,29 +122,6 @@ static void link_base(const char *path, char *buf, size_t len)
 	link[n] = '\0';
 	b = strrchr(link, '/');
 	copy_str(buf, len, b ? b + 1 : link);
-}
-
-static bool is_hex(char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-	       (c >= 'A' && c <= 'F');
-}
-
-bool info_bdf_valid(const char *s)
-{
-	size_t n = 0, len;
-
-	if (!s)
-		return false;
-	len = strnlen(s, 32);
-	while (n < len && is_hex(s[n]))
-		n++;
-	if (n < 4 || n > 8 || len != n + 8)
-		return false;
-	s += n;
-	return s[0] == ':' && is_hex(s[1]) && is_hex(s[2]) && s[3] == ':' &&
-	       is_hex(s[4]) && is_hex(s[5]) && s[6] == '.' && s[7] >= '0' &&
-	       s[7] <= '7';
 }
 
 /* Numeric directory entries of @path, sorted, into a malloc'd array. */
@@ -529,81 +504,41 @@ static void probe_fail(struct info_probe *p, int err)
 					    iodma_strerror(err));
 }
 
-/* Raw VFIO_IOMMU_GET_INFO on our own container: iova_pgsizes, DMA_AVAIL. */
-static void probe_raw_info(int container, struct info_probe *p)
-{
-	union {
-		struct vfio_iommu_type1_info info;
-		char bytes[8192];
-	} u;
-	uint32_t off, steps = 0, argsz;
-
-	memset(&u, 0, sizeof(u));
-	u.info.argsz = sizeof(u);
-	if (ioctl(container, VFIO_IOMMU_GET_INFO, &u.info) < 0)
-		return;
-	if (u.info.flags & VFIO_IOMMU_INFO_PGSIZES)
-		p->pgsizes = u.info.iova_pgsizes;
-	if (!(u.info.flags & VFIO_IOMMU_INFO_CAPS))
-		return;
-	argsz = u.info.argsz < sizeof(u) ? u.info.argsz : sizeof(u);
-	for (off = u.info.cap_offset;
-	     off && off + sizeof(struct vfio_info_cap_header) <= argsz &&
-	     steps < 64; steps++) {
-		struct vfio_info_cap_header h;
-
-		memcpy(&h, u.bytes + off, sizeof(h));
-		if (h.id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL &&
-		    off + sizeof(h) + sizeof(uint32_t) <= argsz) {
-			memcpy(&p->avail, u.bytes + off + sizeof(h),
-			       sizeof(uint32_t));
-			p->has_avail = true;
-		}
-		if (h.next <= off)
-			break;
-		off = h.next;
-	}
-}
-
 static void probe_type1(struct info_group *g)
 {
 	struct iodma_vfio_opts vo = IODMA_OPTS_INIT(struct iodma_vfio_opts);
 	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
 	struct info_probe *p = &g->type1;
 	struct iodma_domain *d = NULL;
-	char path[PATH_MAX];
-	int container, err;
+	int err;
 
 	p->tried = true;
 	p->noiommu = g->noiommu_node;
-	pathf(path, "%s/vfio", vfio_dir());
-	/* Our own container, so that GET_INFO can be read raw as well. */
-	container = open(path, O_RDWR | O_CLOEXEC);
-	if (container < 0) {
-		p->err = -errno;
-		copy_str(p->msg, sizeof(p->msg), strerror(errno));
-		return;
-	}
-	vo.container = container;
 	vo.nr_groups = 1;
 	vo.groups = &g->id;
 	vo.noiommu = g->noiommu_node;
 	o.backend = iodma_backend_vfio();
 	o.backend_config = &vo;
 	err = iodma_domain_create(&o, &d);
-	if (!err) {
-		err = iodma_domain_get_caps(d, &p->caps);
-		if (err)
-			iodma_domain_destroy(d);
-	}
 	if (err) {
 		probe_fail(p, err);
-	} else {
-		if (!vo.noiommu)
-			probe_raw_info(container, p);
-		iodma_domain_destroy(d);
+		return;
 	}
-	close(container);
+	err = iodma_domain_get_caps(d, &p->caps);
+	if (err) {
+		probe_fail(p, err);
+	} else if (!vo.noiommu) {
+		struct iodma_vfio_iommu_info vi;
+
+		/* The kernel's own figures beside the caps made of them; a
+		 * failure here leaves them unknown, not the probe failed. */
+		if (iodma_vfio_get_iommu_info(d, &vi) == 0) {
+			p->pgsizes = vi.iova_pgsizes;
+			p->has_avail = vi.has_dma_avail;
+			p->avail = vi.dma_avail;
+		}
+	}
+	iodma_domain_destroy(d);
 }
 
 static void probe_iommufd(struct info_device *dv)
@@ -1035,251 +970,321 @@ void info_print_text(FILE *f, const struct info_report *r)
 
 /* ---- JSON --------------------------------------------------------------- */
 
-/* A tiny JSON writer: nesting, commas, indentation and string escapes. */
-struct jw {
-	FILE *f;
-	int depth;
-	bool first[16];		/* no member written yet at this depth */
+/*
+ * The JSON text is json-c's (escapes, nesting, numbers); what is ours is
+ * the report's shape and making every string valid UTF-8 first: sysfs and
+ * uname text are bytes, and each byte that starts no well-formed UTF-8
+ * sequence becomes U+FFFD, instead of a JSON text no strict parser
+ * accepts.  json-c copies its input and reports allocation
+ * failure by a NULL object or a -1; struct jctx remembers any so that the
+ * whole report fails rather than comes out with members missing.
+ */
+struct jctx {
+	bool failed;
 };
 
-static void jw_string(struct jw *w, const char *s)
+/* Length of the well-formed UTF-8 sequence at @p (@n bytes left), 0 if
+ * none starts there (Unicode 15, table 3-7: no overlongs, no surrogates,
+ * nothing above U+10FFFF). */
+static size_t utf8_seq(const unsigned char *p, size_t n)
 {
-	fputc('"', w->f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		switch (*p) {
-		case '"':  fputs("\\\"", w->f); break;
-		case '\\': fputs("\\\\", w->f); break;
-		case '\n': fputs("\\n", w->f); break;
-		case '\t': fputs("\\t", w->f); break;
-		case '\r': fputs("\\r", w->f); break;
-		default:
-			/* control bytes, and bytes >= 0x80 (sysfs text is
-			 * not guaranteed UTF-8): \u00XX keeps it valid */
-			if (*p < 0x20 || *p >= 0x7f)
-				fprintf(w->f, "\\u%04x", *p);
-			else
-				fputc(*p, w->f);
-		}
-	}
-	fputc('"', w->f);
-}
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len;
 
-static void jw_key(struct jw *w, const char *key)
-{
-	if (!w->first[w->depth])
-		fputc(',', w->f);
-	w->first[w->depth] = false;
-	if (w->depth)
-		fprintf(w->f, "\n%*s", 2 * w->depth, "");
-	if (key) {
-		jw_string(w, key);
-		fputs(": ", w->f);
-	}
-}
-
-static void jw_open(struct jw *w, const char *key, char c)
-{
-	jw_key(w, key);
-	fputc(c, w->f);
-	if (w->depth < 15)
-		w->depth++;
-	w->first[w->depth] = true;
-}
-
-static void jw_close(struct jw *w, char c)
-{
-	bool empty = w->first[w->depth];
-
-	w->depth--;
-	if (!empty)
-		fprintf(w->f, "\n%*s", 2 * w->depth, "");
-	fputc(c, w->f);
-}
-
-static void jw_str(struct jw *w, const char *key, const char *v)
-{
-	jw_key(w, key);
-	if (v)
-		jw_string(w, v);
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
 	else
-		fputs("null", w->f);
+		return 0;
+	if (p[0] == 0xe0)
+		lo = 0xa0;
+	else if (p[0] == 0xed)
+		hi = 0x9f;
+	else if (p[0] == 0xf0)
+		lo = 0x90;
+	else if (p[0] == 0xf4)
+		hi = 0x8f;
+	if (n < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
 }
 
-static void jw_u64(struct jw *w, const char *key, uint64_t v)
+/* A JSON string of @s (NULL: JSON null), ill-formed UTF-8 replaced. */
+static struct json_object *j_str(struct jctx *c, const char *s)
 {
-	jw_key(w, key);
-	fprintf(w->f, "%" PRIu64, v);
+	static const char repl[] = "\xef\xbf\xbd"; /* U+FFFD */
+	const unsigned char *p = (const unsigned char *)s;
+	struct json_object *v;
+	size_t n, i, k, out = 0;
+	char *buf;
+
+	if (!s)
+		return NULL;
+	n = strlen(s);
+	for (i = 0; i < n && (k = utf8_seq(p + i, n - i)) != 0; i += k)
+		;
+	if (i == n) {
+		v = json_object_new_string_len(s, (int)n);
+	} else {
+		buf = malloc(3 * n + 1);	/* each byte at worst U+FFFD */
+		if (!buf) {
+			c->failed = true;
+			return NULL;
+		}
+		for (i = 0; i < n; i += k) {
+			k = utf8_seq(p + i, n - i);
+			if (k) {
+				memcpy(buf + out, s + i, k);
+				out += k;
+			} else {
+				memcpy(buf + out, repl, 3);
+				out += 3;
+				k = 1;
+			}
+		}
+		v = json_object_new_string_len(buf, (int)out);
+		free(buf);
+	}
+	if (!v)
+		c->failed = true;
+	return v;
 }
 
-static void jw_i64(struct jw *w, const char *key, int64_t v)
+static struct json_object *j_new(struct jctx *c, struct json_object *v)
 {
-	jw_key(w, key);
-	fprintf(w->f, "%" PRId64, v);
+	if (!v)
+		c->failed = true;
+	return v;
+}
+
+static struct json_object *j_u64(struct jctx *c, uint64_t v)
+{
+	return j_new(c, json_object_new_uint64(v));
+}
+
+static struct json_object *j_i64(struct jctx *c, int64_t v)
+{
+	return j_new(c, json_object_new_int64(v));
+}
+
+/* 1 true, 0 false, negative: unknown (null). */
+static struct json_object *j_bool(struct jctx *c, int v)
+{
+	return v < 0 ? NULL : j_new(c, json_object_new_boolean(v != 0));
 }
 
 /* Addresses as "0x..." strings: JSON numbers lose bits above 2^53 in
  * many parsers. */
-static void jw_hex(struct jw *w, const char *key, uint64_t v)
+static struct json_object *j_hex(struct jctx *c, uint64_t v)
 {
 	char s[24];
 
 	snprintf(s, sizeof(s), "0x%" PRIx64, v);
-	jw_str(w, key, s);
+	return j_str(c, s);
 }
 
-static void jw_bool(struct jw *w, const char *key, int v)
+/* An error as its strerror() text; no error: null. */
+static struct json_object *j_err(struct jctx *c, int err)
 {
-	jw_key(w, key);
-	fputs(v < 0 ? "null" : v ? "true" : "false", w->f);
+	return j_str(c, err ? strerror(-err) : NULL);
 }
 
-static void jw_err(struct jw *w, const char *key, int err)
+/* @obj[@key] = @v (NULL @v: null).  @v is dropped when @obj is NULL (its
+ * allocation failed, already noted) or the member cannot be added. */
+static void j_set(struct jctx *c, struct json_object *obj, const char *key,
+		  struct json_object *v)
 {
-	jw_str(w, key, err ? strerror(-err) : NULL);
-}
-
-static void json_probe(struct jw *w, const char *key, const struct info_probe *p)
-{
-	if (!p->tried) {
-		jw_str(w, key, NULL);
-		return;
+	if (!obj || json_object_object_add(obj, key, v) < 0) {
+		if (obj)
+			c->failed = true;
+		json_object_put(v);
 	}
-	jw_open(w, key, '{');
-	jw_bool(w, "ok", !p->err);
+}
+
+/* Append @v to the array @arr, on the same terms as j_set(). */
+static void j_push(struct jctx *c, struct json_object *arr,
+		   struct json_object *v)
+{
+	if (!arr || json_object_array_add(arr, v) < 0) {
+		if (arr)
+			c->failed = true;
+		json_object_put(v);
+	}
+}
+
+static struct json_object *json_probe(struct jctx *c, const struct info_probe *p)
+{
+	struct json_object *o, *a;
+
+	if (!p->tried)
+		return NULL;
+	o = j_new(c, json_object_new_object());
+	j_set(c, o, "ok", j_bool(c, !p->err));
 	if (p->err) {
-		jw_i64(w, "errno", -p->err);
-		jw_str(w, "error", p->msg);
-		jw_close(w, '}');
-		return;
+		j_set(c, o, "errno", j_i64(c, -p->err));
+		j_set(c, o, "error", j_str(c, p->msg));
+		return o;
 	}
-	jw_bool(w, "noiommu", p->noiommu);
-	jw_u64(w, "alignment", p->caps.alignment);
-	jw_open(w, "page_sizes", '[');
+	j_set(c, o, "noiommu", j_bool(c, p->noiommu));
+	j_set(c, o, "alignment", j_u64(c, p->caps.alignment));
+	a = j_new(c, json_object_new_array());
 	for (unsigned int b = 0; b < 64; b++)
 		if (p->pgsizes ? p->pgsizes >> b & 1 :
 				 (1ull << b) == p->caps.alignment)
-			jw_u64(w, NULL, 1ull << b);
-	jw_close(w, ']');
-	jw_bool(w, "page_sizes_from_kernel", p->pgsizes != 0);
-	jw_open(w, "iova_ranges", '[');
+			j_push(c, a, j_u64(c, 1ull << b));
+	j_set(c, o, "page_sizes", a);
+	j_set(c, o, "page_sizes_from_kernel", j_bool(c, p->pgsizes != 0));
+	a = j_new(c, json_object_new_array());
 	for (uint32_t i = 0; i < p->caps.nr_ranges; i++) {
-		jw_open(w, NULL, '{');
-		jw_hex(w, "iova", p->caps.ranges[i].iova);
-		jw_hex(w, "len", p->caps.ranges[i].len);
-		jw_close(w, '}');
+		struct json_object *r = j_new(c, json_object_new_object());
+
+		j_set(c, r, "iova", j_hex(c, p->caps.ranges[i].iova));
+		j_set(c, r, "len", j_hex(c, p->caps.ranges[i].len));
+		j_push(c, a, r);
 	}
-	jw_close(w, ']');
-	jw_u64(w, "max_mappings", p->caps.max_mappings);
-	if (p->has_avail)
-		jw_u64(w, "dma_avail", p->avail);
-	else
-		jw_str(w, "dma_avail", NULL);
-	jw_bool(w, "unmap_all", !!(p->caps.flags & IODMA_CAP_UNMAP_ALL));
-	jw_bool(w, "dirty_tracking", !!(p->caps.flags & IODMA_CAP_DIRTY_TRACKING));
-	jw_bool(w, "map_fd", !!(p->caps.flags & IODMA_CAP_MAP_FD));
-	jw_close(w, '}');
+	j_set(c, o, "iova_ranges", a);
+	j_set(c, o, "max_mappings", j_u64(c, p->caps.max_mappings));
+	j_set(c, o, "dma_avail", p->has_avail ? j_u64(c, p->avail) : NULL);
+	j_set(c, o, "unmap_all",
+	      j_bool(c, !!(p->caps.flags & IODMA_CAP_UNMAP_ALL)));
+	j_set(c, o, "dirty_tracking",
+	      j_bool(c, !!(p->caps.flags & IODMA_CAP_DIRTY_TRACKING)));
+	j_set(c, o, "map_fd", j_bool(c, !!(p->caps.flags & IODMA_CAP_MAP_FD)));
+	return o;
 }
 
-void info_print_json(FILE *f, const struct info_report *r)
+static struct json_object *json_device(struct jctx *c,
+				       const struct info_device *dv)
 {
-	struct jw w = { .f = f, .depth = 0, .first = { true } };
+	struct json_object *o = j_new(c, json_object_new_object());
+	char s[16];
 
-	jw_open(&w, NULL, '{');
-	jw_str(&w, "kernel", r->kernel);
-	jw_str(&w, "machine", r->machine);
-	jw_str(&w, "device", r->only_device);
-	jw_open(&w, "iommu_groups", '[');
-	for (unsigned int i = 0; i < r->nr_groups; i++) {
-		const struct info_group *g = &r->groups[i];
-
-		jw_open(&w, NULL, '{');
-		jw_i64(&w, "group", g->id);
-		jw_str(&w, "type", g->type[0] ? g->type : NULL);
-		jw_bool(&w, "viable", g->viable);
-		jw_bool(&w, "vfio_node", g->node);
-		jw_bool(&w, "noiommu_node", g->noiommu_node);
-		jw_bool(&w, "node_access", g->node_access);
-		jw_open(&w, "devices", '[');
-		for (unsigned int j = 0; j < g->nr_devs; j++) {
-			const struct info_device *dv = &r->devices[g->first_dev + j];
-			char s[16];
-
-			jw_open(&w, NULL, '{');
-			jw_str(&w, "name", dv->name);
-			if (dv->has_ids) {
-				snprintf(s, sizeof(s), "%04x", dv->vendor);
-				jw_str(&w, "vendor", s);
-				snprintf(s, sizeof(s), "%04x", dv->device);
-				jw_str(&w, "device", s);
-				snprintf(s, sizeof(s), "%06x", dv->class_code);
-				jw_str(&w, "class", s);
-			}
-			jw_str(&w, "driver", dv->driver[0] ? dv->driver : NULL);
-			jw_str(&w, "cdev", dv->cdev[0] ? dv->cdev : NULL);
-			json_probe(&w, "iommufd", &dv->iommufd);
-			jw_close(&w, '}');
-		}
-		jw_close(&w, ']');
-		jw_open(&w, "reserved_regions", '[');
-		for (unsigned int j = 0; j < g->nr_resv; j++) {
-			jw_open(&w, NULL, '{');
-			jw_hex(&w, "start", g->resv[j].start);
-			jw_hex(&w, "last", g->resv[j].last);
-			jw_str(&w, "type", g->resv[j].type);
-			jw_close(&w, '}');
-		}
-		jw_close(&w, ']');
-		json_probe(&w, "vfio", &g->type1);
-		jw_close(&w, '}');
+	j_set(c, o, "name", j_str(c, dv->name));
+	if (dv->has_ids) {
+		snprintf(s, sizeof(s), "%04x", dv->vendor);
+		j_set(c, o, "vendor", j_str(c, s));
+		snprintf(s, sizeof(s), "%04x", dv->device);
+		j_set(c, o, "device", j_str(c, s));
+		snprintf(s, sizeof(s), "%06x", dv->class_code);
+		j_set(c, o, "class", j_str(c, s));
 	}
-	jw_close(&w, ']');
+	j_set(c, o, "driver", j_str(c, dv->driver[0] ? dv->driver : NULL));
+	j_set(c, o, "cdev", j_str(c, dv->cdev[0] ? dv->cdev : NULL));
+	j_set(c, o, "iommufd", json_probe(c, &dv->iommufd));
+	return o;
+}
 
-	jw_open(&w, "vfio", '{');
-	jw_bool(&w, "type1_available", !r->container_err && r->type1v2);
-	jw_err(&w, "container_error", r->container_err);
-	if (r->api_version >= 0)
-		jw_i64(&w, "api_version", r->api_version);
-	else
-		jw_str(&w, "api_version", NULL);
-	jw_bool(&w, "type1v2", r->type1v2);
-	jw_bool(&w, "unmap_all", r->unmap_all);
-	jw_bool(&w, "noiommu_extension", r->noiommu_ext);
-	jw_bool(&w, "vfio_module", r->vfio_module);
-	jw_bool(&w, "vfio_pci_driver", r->vfio_pci_driver);
-	jw_bool(&w, "type1_module", r->type1_module);
-	if (r->dma_entry_limit >= 0)
-		jw_i64(&w, "dma_entry_limit", r->dma_entry_limit);
-	else
-		jw_str(&w, "dma_entry_limit", NULL);
-	jw_bool(&w, "allow_unsafe_interrupts", r->unsafe_interrupts);
-	jw_bool(&w, "noiommu_mode", r->noiommu_param);
-	jw_u64(&w, "noiommu_groups", r->nr_noiommu_nodes);
-	jw_u64(&w, "device_cdevs", r->nr_cdevs);
-	jw_close(&w, '}');
-	jw_open(&w, "iommufd", '{');
-	jw_bool(&w, "available", !r->iommufd_err);
-	jw_err(&w, "error", r->iommufd_err);
-	jw_close(&w, '}');
+static struct json_object *json_group(struct jctx *c,
+				      const struct info_report *r,
+				      const struct info_group *g)
+{
+	struct json_object *o = j_new(c, json_object_new_object()), *a;
 
-	jw_open(&w, "process", '{');
-	if (r->memlock_unlimited)
-		jw_str(&w, "rlimit_memlock", "unlimited");
-	else
-		jw_u64(&w, "rlimit_memlock", r->memlock_cur);
-	if (r->memlock_max_unlimited)
-		jw_str(&w, "rlimit_memlock_max", "unlimited");
-	else
-		jw_u64(&w, "rlimit_memlock_max", r->memlock_max);
-	jw_bool(&w, "cap_sys_admin", r->cap_sys_admin);
-	jw_bool(&w, "cap_ipc_lock", r->cap_ipc_lock);
-	jw_close(&w, '}');
+	j_set(c, o, "group", j_i64(c, g->id));
+	j_set(c, o, "type", j_str(c, g->type[0] ? g->type : NULL));
+	j_set(c, o, "viable", j_bool(c, g->viable));
+	j_set(c, o, "vfio_node", j_bool(c, g->node));
+	j_set(c, o, "noiommu_node", j_bool(c, g->noiommu_node));
+	j_set(c, o, "node_access", j_bool(c, g->node_access));
+	a = j_new(c, json_object_new_array());
+	for (unsigned int j = 0; j < g->nr_devs; j++)
+		j_push(c, a, json_device(c, &r->devices[g->first_dev + j]));
+	j_set(c, o, "devices", a);
+	a = j_new(c, json_object_new_array());
+	for (unsigned int j = 0; j < g->nr_resv; j++) {
+		struct json_object *e = j_new(c, json_object_new_object());
 
-	jw_open(&w, "hints", '[');
+		j_set(c, e, "start", j_hex(c, g->resv[j].start));
+		j_set(c, e, "last", j_hex(c, g->resv[j].last));
+		j_set(c, e, "type", j_str(c, g->resv[j].type));
+		j_push(c, a, e);
+	}
+	j_set(c, o, "reserved_regions", a);
+	j_set(c, o, "vfio", json_probe(c, &g->type1));
+	return o;
+}
+
+static struct json_object *json_report(struct jctx *c,
+				       const struct info_report *r)
+{
+	struct json_object *root = j_new(c, json_object_new_object()), *o;
+
+	j_set(c, root, "kernel", j_str(c, r->kernel));
+	j_set(c, root, "machine", j_str(c, r->machine));
+	j_set(c, root, "device", j_str(c, r->only_device));
+	o = j_new(c, json_object_new_array());
+	for (unsigned int i = 0; i < r->nr_groups; i++)
+		j_push(c, o, json_group(c, r, &r->groups[i]));
+	j_set(c, root, "iommu_groups", o);
+
+	o = j_new(c, json_object_new_object());
+	j_set(c, o, "type1_available",
+	      j_bool(c, !r->container_err && r->type1v2));
+	j_set(c, o, "container_error", j_err(c, r->container_err));
+	j_set(c, o, "api_version",
+	      r->api_version >= 0 ? j_i64(c, r->api_version) : NULL);
+	j_set(c, o, "type1v2", j_bool(c, r->type1v2));
+	j_set(c, o, "unmap_all", j_bool(c, r->unmap_all));
+	j_set(c, o, "noiommu_extension", j_bool(c, r->noiommu_ext));
+	j_set(c, o, "vfio_module", j_bool(c, r->vfio_module));
+	j_set(c, o, "vfio_pci_driver", j_bool(c, r->vfio_pci_driver));
+	j_set(c, o, "type1_module", j_bool(c, r->type1_module));
+	j_set(c, o, "dma_entry_limit",
+	      r->dma_entry_limit >= 0 ? j_i64(c, r->dma_entry_limit) : NULL);
+	j_set(c, o, "allow_unsafe_interrupts", j_bool(c, r->unsafe_interrupts));
+	j_set(c, o, "noiommu_mode", j_bool(c, r->noiommu_param));
+	j_set(c, o, "noiommu_groups", j_u64(c, r->nr_noiommu_nodes));
+	j_set(c, o, "device_cdevs", j_u64(c, r->nr_cdevs));
+	j_set(c, root, "vfio", o);
+
+	o = j_new(c, json_object_new_object());
+	j_set(c, o, "available", j_bool(c, !r->iommufd_err));
+	j_set(c, o, "error", j_err(c, r->iommufd_err));
+	j_set(c, root, "iommufd", o);
+
+	o = j_new(c, json_object_new_object());
+	j_set(c, o, "rlimit_memlock",
+	      r->memlock_unlimited ? j_str(c, "unlimited") :
+				     j_u64(c, r->memlock_cur));
+	j_set(c, o, "rlimit_memlock_max",
+	      r->memlock_max_unlimited ? j_str(c, "unlimited") :
+					 j_u64(c, r->memlock_max));
+	j_set(c, o, "cap_sys_admin", j_bool(c, r->cap_sys_admin));
+	j_set(c, o, "cap_ipc_lock", j_bool(c, r->cap_ipc_lock));
+	j_set(c, root, "process", o);
+
+	o = j_new(c, json_object_new_array());
 	for (unsigned int i = 0; i < r->nr_hints; i++)
-		jw_str(&w, NULL, r->hints[i]);
-	jw_close(&w, ']');
-	jw_close(&w, '}');
-	fputc('\n', f);
+		j_push(c, o, j_str(c, r->hints[i]));
+	j_set(c, root, "hints", o);
+	return root;
+}
+
+int info_print_json(FILE *f, const struct info_report *r)
+{
+	struct jctx c = { .failed = false };
+	struct json_object *root = json_report(&c, r);
+	const char *text = NULL;
+	int err = 0;
+
+	if (!c.failed)
+		text = json_object_to_json_string_ext(root,
+			JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+			JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (!text)
+		err = -ENOMEM;
+	else if (fputs(text, f) == EOF || fputc('\n', f) == EOF)
+		err = -EIO;
+	json_object_put(root);
+	return err;
 }
 
 /* ---- command line ------------------------------------------------------- */
@@ -1350,7 +1355,7 @@ int info_main(int argc, char **argv, FILE *out, FILE *err)
 		usage(err);
 		return 2;
 	}
-	if (o.device && !info_bdf_valid(o.device)) {
+	if (o.device && !iodma_vfio_bdf_valid(o.device)) {
 		fprintf(err, "iodma info: '%s' is not a PCI address DDDD:BB:DD.F\n",
 			o.device);
 		return 2;
@@ -1360,10 +1365,17 @@ int info_main(int argc, char **argv, FILE *out, FILE *err)
 		fprintf(err, "iodma info: %s\n", strerror(-ret));
 		return 1;
 	}
-	if (json)
-		info_print_json(out, r);
-	else
+	if (json) {
+		ret = info_print_json(out, r);
+		if (ret) {
+			fprintf(err, "iodma info: the JSON report: %s\n",
+				strerror(-ret));
+			info_free(r);
+			return 1;
+		}
+	} else {
 		info_print_text(out, r);
+	}
 	ret = o.device && !r->device_found ? 1 : 0;
 	info_free(r);
 	return ret;

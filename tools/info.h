@@ -118,16 +118,17 @@ struct info_opts {
 	bool probe;		/* open domains to read caps (needs VFIO access) */
 };
 
-/* Is @s a PCI address "DDDD:BB:DD.F" (domain 4..8 hex digits)? */
-bool info_bdf_valid(const char *s);
-
 /* Build the report.  0 and *@out (free with info_free()); -ENOMEM. */
 int info_collect(const struct info_opts *o, struct info_report **out);
 void info_free(struct info_report *r);
 
-/* The report as aligned text / as JSON (one object). */
+/* The report as aligned text. */
 void info_print_text(FILE *f, const struct info_report *r);
-void info_print_json(FILE *f, const struct info_report *r);
+
+/* The report as one JSON object (json-c's text, 2-space indents, then a
+ * newline), every string valid UTF-8: ill-formed bytes from sysfs become
+ * U+FFFD.  0; -ENOMEM (nothing written); -EIO writing @f failed. */
+int info_print_json(FILE *f, const struct info_report *r);
 
 /* `iodma info [--json] [--device BDF] [--no-probe]`: @argv[0] is "info".
  * Returns the exit status: 0 ok (also without an IOMMU), 1 the --device

@@ -185,7 +185,7 @@ static char *render(const struct info_report *r, bool json)
 
 	assert_non_null(f);
 	if (json)
-		info_print_json(f, r);
+		assert_int_equal(info_print_json(f, r), 0);
 	else
 		info_print_text(f, r);
 	fclose(f);
@@ -490,14 +490,88 @@ static void test_exit_codes(void **state)
 	assert_int_equal(run_main(4, present), 0);
 }
 
-static void test_bdf_syntax(void **state)
+/* Run python3 on @json with @check (argv[1] is the JSON file); skipped
+ * when the machine has no python3. */
+static void python_check(const char *json, const char *check)
 {
-	assert_true(info_bdf_valid("0000:00:03.0"));
-	assert_true(info_bdf_valid("10000:00:00.0"));
-	assert_false(info_bdf_valid("00:03.0"));
-	assert_false(info_bdf_valid("0000:00:03.8"));
-	assert_false(info_bdf_valid("0000:00:03.0x"));
-	assert_false(info_bdf_valid(NULL));
+	char jpath[320], ppath[320], cmd[1100];
+	FILE *f;
+	int st;
+
+	snprintf(jpath, sizeof(jpath), "%s/utf8.json", tmpdir);
+	snprintf(ppath, sizeof(ppath), "%s/utf8.py", tmpdir);
+	f = fopen(jpath, "w");
+	assert_non_null(f);
+	fputs(json, f);
+	fclose(f);
+	f = fopen(ppath, "w");
+	assert_non_null(f);
+	fputs(check, f);
+	fclose(f);
+	if (system("command -v python3 >/dev/null 2>&1") != 0) {
+		skip();
+		return;
+	}
+	snprintf(cmd, sizeof(cmd), "python3 '%s' '%s'", ppath, jpath);
+	st = system(cmd);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* sysfs and uname text are bytes: UTF-8 in them comes out as the same
+ * characters (not one U+00XX per byte), and bytes that are not UTF-8 come
+ * out as U+FFFD (one per byte that starts no well-formed sequence), so that the whole text is UTF-8 a strict parser takes. */
+static void test_json_keeps_utf8_and_replaces_ill_formed_bytes(void **state)
+{
+	static const char check[] =
+		"import json,sys\n"
+		"raw=open(sys.argv[1],'rb').read()\n"
+		"d=json.loads(raw.decode('utf-8'))\n"	/* strict */
+		"g=d['iommu_groups']\n"
+		"assert g[1]['devices'][1]['driver']=='pilote-\\u00e9\\u20ac\\U0001f600', g[1]['devices'][1]['driver']\n"
+		"assert g[1]['type']=='DMA\\ufffd\\ufffd(\\ufffd\\ufffd', g[1]['type']\n"
+		"assert d['kernel']=='6.1-\\u00fc'+'\\ufffd'*5, d['kernel']\n"
+		"assert g[1]['devices'][2]['driver']=='we\"ird\\\\drv\\t'\n"
+		"assert 'pilote-\\u00e9\\u20ac\\U0001f600'.encode() in raw\n";
+	struct info_report *r = collect(NULL);
+	char *json;
+
+	/* a driver named in UTF-8: 2-, 3- and 4-byte sequences */
+	snprintf(r->devices[r->groups[1].first_dev + 1].driver,
+		 sizeof(r->devices[0].driver), "%s",
+		 "pilote-\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+	/* a stray byte, a lead byte before ASCII, a cut 3-byte sequence */
+	snprintf(r->groups[1].type, sizeof(r->groups[1].type), "%s",
+		 "DMA\xff\xc3(\xe2\x82");
+	/* an overlong '/' and a surrogate half are not UTF-8 either */
+	snprintf(r->kernel, sizeof(r->kernel), "%s",
+		 "6.1-\xc3\xbc\xc0\xaf\xed\xa0\x80");
+	json = render(r, true);
+	assert_non_null(strstr(json, "pilote-\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"));
+	python_check(json, check);
+	free(json);
+	info_free(r);
+}
+
+/* A write error is -EIO, and `iodma info --json` then exits 1. */
+static void test_json_write_error_is_eio(void **state)
+{
+	struct info_report *r = collect(NULL);
+	char *argv[] = { "info", "--json", NULL };
+	FILE *full = fopen("/dev/full", "w"), *err = fopen("/dev/null", "w");
+
+	if (!full) {
+		info_free(r);
+		skip();
+		return;
+	}
+	assert_non_null(err);
+	setvbuf(full, NULL, _IONBF, 0);
+	assert_int_equal(info_print_json(full, r), -EIO);
+	assert_int_equal(info_main(2, argv, full, err), 1);
+	fclose(full);
+	fclose(err);
+	info_free(r);
 }
 
 int main(void)
@@ -514,7 +588,8 @@ int main(void)
 		cmocka_unit_test(test_text_report_names_groups_devices_and_limits),
 		cmocka_unit_test(test_json_is_valid_and_escaped),
 		cmocka_unit_test(test_exit_codes),
-		cmocka_unit_test(test_bdf_syntax),
+		cmocka_unit_test(test_json_keeps_utf8_and_replaces_ill_formed_bytes),
+		cmocka_unit_test(test_json_write_error_is_eio),
 	};
 
 	return cmocka_run_group_tests(tests, setup_tree, teardown_tree);
