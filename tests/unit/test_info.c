@@ -553,6 +553,42 @@ static void test_json_keeps_utf8_and_replaces_ill_formed_bytes(void **state)
 	info_free(r);
 }
 
+/* Linked with -Wl,--wrap=malloc: the malloc() calls of this executable's
+ * own objects (info.c's) come here; fail_malloc makes the next one fail. */
+void *__real_malloc(size_t len);
+void *__wrap_malloc(size_t len);
+static bool fail_malloc;
+
+void *__wrap_malloc(size_t len)
+{
+	if (fail_malloc) {
+		fail_malloc = false;
+		return NULL;
+	}
+	return __real_malloc(len);
+}
+
+/* Out of memory while building the JSON (here: making an ill-formed
+ * string valid) is -ENOMEM with nothing written, not a report with a
+ * member missing. */
+static void test_json_out_of_memory_is_enomem_and_writes_nothing(void **state)
+{
+	struct info_report *r = collect(NULL);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	assert_non_null(f);
+	snprintf(r->groups[0].type, sizeof(r->groups[0].type), "%s", "DMA\xff");
+	fail_malloc = true;
+	assert_int_equal(info_print_json(f, r), -ENOMEM);
+	assert_false(fail_malloc);	/* the failure was met */
+	fclose(f);
+	assert_int_equal(len, 0);
+	free(buf);
+	info_free(r);
+}
+
 /* A write error is -EIO, and `iodma info --json` then exits 1. */
 static void test_json_write_error_is_eio(void **state)
 {
@@ -589,6 +625,7 @@ int main(void)
 		cmocka_unit_test(test_json_is_valid_and_escaped),
 		cmocka_unit_test(test_exit_codes),
 		cmocka_unit_test(test_json_keeps_utf8_and_replaces_ill_formed_bytes),
+		cmocka_unit_test(test_json_out_of_memory_is_enomem_and_writes_nothing),
 		cmocka_unit_test(test_json_write_error_is_eio),
 	};
 
