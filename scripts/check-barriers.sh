@@ -41,60 +41,66 @@ compile() { # cc, object, extra args...
 		-c tests/barrier/barrier_probe.c -o "$o"
 }
 
-# x86-64: the dma_ pair and release/acquire are compiler barriers only.
-# (riscv64's objdump prints fence iorw,iorw as plain "fence"; the zero
-# extensions of a u16 argument or result may stand beside the barrier.)
-if compile gcc "$out/x86.o" -std=c11 && compile g++ "$out/x86pp.o" -x c++ -std=c++11; then
-	for o in x86.o x86pp.o; do
-		d=objdump
-		expect x86-64 $d "$out/$o" probe_dma_wmb '^ret; $'
-		expect x86-64 $d "$out/$o" probe_dma_rmb '^ret; $'
-		expect x86-64 $d "$out/$o" probe_wmb '^sfence; ret; $'
-		expect x86-64 $d "$out/$o" probe_rmb '^lfence; ret; $'
-		expect x86-64 $d "$out/$o" probe_mb '^mfence; ret; $'
-		expect x86-64 $d "$out/$o" probe_store_release_u16 '^mov %si,\(%rdi\); ret; $'
-		expect x86-64 $d "$out/$o" probe_store_release_u32 '^mov %esi,\(%rdi\); ret; $'
-		expect x86-64 $d "$out/$o" probe_load_acquire_u16 '^movzwl \(%rdi\),%eax; ret; $'
-	done
-else
-	echo "barriers: x86-64 probe does not compile" >&2; fail=1
-fi
+# What each function's body must be, per architecture: ARCH FUNCTION REGEX
+# (the regex is the rest of the line).  x86-64: the dma_ pair and
+# release/acquire are compiler barriers only.  riscv64's objdump prints
+# fence iorw,iorw as plain "fence"; the zero extensions of a u16 argument
+# or result may stand beside the barrier.
+want=$(cat <<'EOF'
+x86-64  probe_dma_wmb            ^ret; $
+x86-64  probe_dma_rmb            ^ret; $
+x86-64  probe_wmb                ^sfence; ret; $
+x86-64  probe_rmb                ^lfence; ret; $
+x86-64  probe_mb                 ^mfence; ret; $
+x86-64  probe_store_release_u16  ^mov %si,\(%rdi\); ret; $
+x86-64  probe_store_release_u32  ^mov %esi,\(%rdi\); ret; $
+x86-64  probe_load_acquire_u16   ^movzwl \(%rdi\),%eax; ret; $
+aarch64 probe_dma_wmb            ^dmb oshst; ret; $
+aarch64 probe_dma_rmb            ^dmb oshld; ret; $
+aarch64 probe_wmb                ^dsb st; ret; $
+aarch64 probe_rmb                ^dsb ld; ret; $
+aarch64 probe_mb                 ^dsb sy; ret; $
+aarch64 probe_store_release_u16  ^(and w1, w1, #0xffff; )?dmb osh; strh w1, \[x0\]; ret; $
+aarch64 probe_store_release_u32  ^dmb osh; str w1, \[x0\]; ret; $
+aarch64 probe_load_acquire_u16   ^ldrh w0, \[x0\]; (and w0, w0, #0xffff; )?dmb oshld; ret; $
+riscv64 probe_dma_wmb            ^fence w,w; ret; $
+riscv64 probe_dma_rmb            ^fence r,r; ret; $
+riscv64 probe_wmb                ^fence ow,ow; ret; $
+riscv64 probe_rmb                ^fence ir,ir; ret; $
+riscv64 probe_mb                 ^fence( iorw,iorw)?; ret; $
+riscv64 probe_store_release_u16  ^fence rw,w; sh a1,0\(a0\); ret; $
+riscv64 probe_store_release_u32  ^fence rw,w; sw a1,0\(a0\); ret; $
+riscv64 probe_load_acquire_u16   ^lhu a0,0\(a0\); (sll a0,a0,0x30; srl a0,a0,0x30; )?fence r,rw; ret; $
+EOF
+)
 
-if command -v aarch64-linux-gnu-gcc >/dev/null; then
-	if compile aarch64-linux-gnu-gcc "$out/a64.o" -std=c11; then
-		d=aarch64-linux-gnu-objdump o=$out/a64.o
-		expect aarch64 $d $o probe_dma_wmb '^dmb oshst; ret; $'
-		expect aarch64 $d $o probe_dma_rmb '^dmb oshld; ret; $'
-		expect aarch64 $d $o probe_wmb '^dsb st; ret; $'
-		expect aarch64 $d $o probe_rmb '^dsb ld; ret; $'
-		expect aarch64 $d $o probe_mb '^dsb sy; ret; $'
-		expect aarch64 $d $o probe_store_release_u16 '^(and w1, w1, #0xffff; )?dmb osh; strh w1, \[x0\]; ret; $'
-		expect aarch64 $d $o probe_store_release_u32 '^dmb osh; str w1, \[x0\]; ret; $'
-		expect aarch64 $d $o probe_load_acquire_u16 '^ldrh w0, \[x0\]; (and w0, w0, #0xffff; )?dmb oshld; ret; $'
-	else
-		echo "barriers: aarch64 probe does not compile" >&2; fail=1
-	fi
-else
-	echo "barriers: SKIP aarch64: no aarch64-linux-gnu-gcc"
-fi
+# The builds: ARCH COMPILER OBJDUMP LANGUAGE-FLAGS...  The native x86-64
+# compilers must be there (C and C++); a missing cross compiler skips its
+# architecture.
+builds=(
+	"x86-64 gcc objdump -std=c11"
+	"x86-64 g++ objdump -x c++ -std=c++11"
+	"aarch64 aarch64-linux-gnu-gcc aarch64-linux-gnu-objdump -std=c11"
+	"riscv64 riscv64-linux-gnu-gcc riscv64-linux-gnu-objdump -std=c11"
+)
 
-if command -v riscv64-linux-gnu-gcc >/dev/null; then
-	if compile riscv64-linux-gnu-gcc "$out/rv.o" -std=c11; then
-		d=riscv64-linux-gnu-objdump o=$out/rv.o
-		expect riscv64 $d $o probe_dma_wmb '^fence w,w; ret; $'
-		expect riscv64 $d $o probe_dma_rmb '^fence r,r; ret; $'
-		expect riscv64 $d $o probe_wmb '^fence ow,ow; ret; $'
-		expect riscv64 $d $o probe_rmb '^fence ir,ir; ret; $'
-		expect riscv64 $d $o probe_mb '^fence( iorw,iorw)?; ret; $'
-		expect riscv64 $d $o probe_store_release_u16 '^fence rw,w; sh a1,0\(a0\); ret; $'
-		expect riscv64 $d $o probe_store_release_u32 '^fence rw,w; sw a1,0\(a0\); ret; $'
-		expect riscv64 $d $o probe_load_acquire_u16 '^lhu a0,0\(a0\); (sll a0,a0,0x30; srl a0,a0,0x30; )?fence r,rw; ret; $'
-	else
-		echo "barriers: riscv64 probe does not compile" >&2; fail=1
+n=0
+for b in "${builds[@]}"; do
+	read -r arch cc dump flags <<<"$b"
+	n=$((n + 1))
+	if [ "$arch" != x86-64 ] && ! command -v "$cc" >/dev/null; then
+		echo "barriers: SKIP $arch: no $cc"
+		continue
 	fi
-else
-	echo "barriers: SKIP riscv64: no riscv64-linux-gnu-gcc"
-fi
+	# shellcheck disable=SC2086 # flags: several words
+	if ! compile "$cc" "$out/$n.o" $flags; then
+		echo "barriers: $arch probe does not compile ($cc)" >&2; fail=1
+		continue
+	fi
+	while read -r a fn re; do
+		[ "$a" = "$arch" ] && expect "$arch" "$dump" "$out/$n.o" "$fn" "$re"
+	done <<<"$want"
+done
 
 echo "barriers: $checked functions checked, $([ $fail -eq 0 ] && echo all as intended || echo MISMATCH)"
 exit $fail

@@ -287,7 +287,8 @@ static int setup_slots(struct vblk_driver *drv, const char **msg)
 		*msg = "request size needs more data descriptors than seg_max";
 		return -EINVAL;
 	}
-	/* A chain: header + data + status; the checks add up to 2 more. */
+	/* A chain: header + data + status, and room for 2 more descriptors
+	 * (vblk_driver_request's raw ones, in the tests). */
 	drv->max_desc = nseg + 4;
 	if (drv->max_desc > drv->qsz) {
 		*msg = "queue too small for one request of that size";
@@ -812,48 +813,48 @@ int vblk_driver_read(struct vblk_driver *drv, uint64_t sector, uint64_t len,
 	return transfer(drv, &x);
 }
 
-/* ---- one request at a time, for the checks -------------------------------- */
+/* ---- one request at a time ------------------------------------------------ */
 
-struct result {
-	uint8_t status;
-	uint32_t used_len;
-};
-
-/*
- * Submit one request with optional driver-mapped @data (mapped here with
- * @dir, posted as device-writable for FROM_DEVICE) followed by @raw
- * descriptors exactly as given, and wait for it.
- */
-static int one_request(struct vblk_driver *drv, uint32_t type, uint64_t sector,
-		       void *data, size_t len, enum iodma_dir dir,
-		       const struct seg *raw, unsigned int nraw,
-		       struct result *res)
+int vblk_driver_request(struct vblk_driver *drv, uint32_t type,
+			uint64_t sector, void *data, size_t len,
+			enum iodma_dir dir, const struct vblk_seg *raw,
+			unsigned int nraw, struct vblk_result *res)
 {
-	struct seg segs[16];
+	struct seg segs[2 * VBLK_REQUEST_SEGS_MAX];
 	unsigned int n = 0, id;
 	struct slot *s;
 	int ret;
 
+	if (!drv || !res || (len && !data) || (nraw && !raw) ||
+	    nraw > VBLK_REQUEST_SEGS_MAX ||
+	    len / drv->size_max + (len % drv->size_max != 0) >
+	    VBLK_REQUEST_SEGS_MAX ||
+	    (dir != IODMA_TO_DEVICE && dir != IODMA_FROM_DEVICE &&
+	     dir != IODMA_BIDIRECTIONAL))
+		return -EINVAL;
+	/* A bulk transfer in flight, or an earlier request that never
+	 * completed (its buffers stay mapped: the device may still use them). */
 	if (drv->fifo_count || !drv->nfree_slot)
 		return -EBUSY;
 	id = drv->free_slot[drv->nfree_slot - 1];
 	s = &drv->slots[id];
+	if (s->posted)
+		return -EBUSY;
 	ret = slot_map(drv, s, type, sector, data, len, dir);
 	if (ret)
 		return ret;
-	if (len) {
-		if ((len + drv->size_max - 1) / drv->size_max > 8) {
-			slot_unmap(drv, s);
-			return -EINVAL;
-		}
+	if (len)
 		n = data_segs(drv, s->data_iova, len, dir != IODMA_TO_DEVICE,
 			      segs);
-	}
-	for (unsigned int i = 0; i < nraw && n < 16; i++)
-		segs[n++] = raw[i];
+	for (unsigned int i = 0; i < nraw; i++)
+		segs[n++] = (struct seg){ raw[i].iova, raw[i].len,
+					  raw[i].device_writes };
 	ret = slot_post(drv, s, segs, n);
-	if (!ret)
-		ret = kick(drv);
+	if (ret) {
+		slot_unmap(drv, s);
+		return ret;
+	}
+	ret = kick(drv);
 	while (!ret && !s->done) {
 		ret = reap(drv, true);
 		if (ret > 0)
@@ -868,405 +869,6 @@ static int one_request(struct vblk_driver *drv, uint32_t type, uint64_t sector,
 	res->status = s->ctl->status;
 	res->used_len = s->used_len;
 	return ret;
-}
-
-/* ---- protocol and isolation checks ---------------------------------------- */
-
-#define CANARY_LEN	(16u * 1024u)
-#define CANARY_BYTE	0xa5u
-
-struct checks {
-	struct vblk_driver *drv;
-	bool quiet;
-	int failed;
-	int run;
-};
-
-static const char *status_name(uint8_t st)
-{
-	switch (st) {
-	case VIRTIO_BLK_S_OK:		return "OK";
-	case VIRTIO_BLK_S_IOERR:	return "IOERR";
-	case VIRTIO_BLK_S_UNSUPP:	return "UNSUPP";
-	default:			return "?";
-	}
-}
-
-static const char *reason_name(uint32_t r)
-{
-	switch (r) {
-	case IODMA_FAULT_NOT_MAPPED:	return "not mapped";
-	case IODMA_FAULT_PERMISSION:	return "permission";
-	case IODMA_FAULT_NO_HOST:	return "no host memory";
-	default:			return "none";
-	}
-}
-
-static void report(struct checks *c, bool ok, const char *what,
-		   const char *detail)
-{
-	c->run++;
-	if (!ok)
-		c->failed++;
-	if (!c->quiet || !ok)
-		printf("  [%s] %s%s%s\n", ok ? " ok " : "FAIL", what,
-		       detail[0] ? ": " : "", detail);
-}
-
-static void drain_faults(struct vblk_driver *drv)
-{
-	struct iodma_fault f[16];
-
-	while (iodma_fault_pop(drv->domain, f, 16) == 16)
-		;
-}
-
-/* Pop the recorded faults and look for one at @iova with @perm/@reason;
- * describe it in @buf. */
-static bool expect_fault(struct vblk_driver *drv, uint64_t iova, uint32_t perm,
-			 uint32_t reason, char *buf, size_t len)
-{
-	struct iodma_fault f[16];
-	size_t n = iodma_fault_pop(drv->domain, f, 16);
-
-	for (size_t i = 0; i < n; i++) {
-		if (iova >= f[i].iova && iova - f[i].iova < f[i].len &&
-		    (f[i].perm & perm) && f[i].reason == reason) {
-			snprintf(buf, len, "fault iova 0x%llx len %llu perm %s%s reason %s",
-				 (unsigned long long)f[i].iova,
-				 (unsigned long long)f[i].len,
-				 f[i].perm & IODMA_PERM_READ ? "R" : "",
-				 f[i].perm & IODMA_PERM_WRITE ? "W" : "",
-				 reason_name(f[i].reason));
-			return true;
-		}
-	}
-	snprintf(buf, len, "%zu fault record(s), none at iova 0x%llx with reason %s",
-		 n, (unsigned long long)iova, reason_name(reason));
-	return false;
-}
-
-static bool canary_intact(const uint8_t *p, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (p[i] != CANARY_BYTE)
-			return false;
-	return true;
-}
-
-/*
- * A T_IN (device writes @len bytes) or T_OUT (device reads) whose data
- * descriptor points at @iova, which must fail: status IOERR and a fault
- * recorded at @iova with @reason.  @canary, if given, must be untouched.
- */
-static void bad_dma(struct checks *c, const char *what, bool device_writes,
-		    uint64_t sector, uint64_t iova, uint32_t len,
-		    uint32_t reason, const uint8_t *canary)
-{
-	struct vblk_driver *drv = c->drv;
-	struct seg sg = { iova, len, device_writes };
-	struct result r = { 0xff, 0 };
-	char fault[160], detail[320];
-	bool ok, faulted = false, intact = true;
-	int ret;
-
-	drain_faults(drv);
-	ret = one_request(drv, device_writes ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT,
-			  sector, NULL, 0, IODMA_TO_DEVICE, &sg, 1, &r);
-	if (ret) {
-		snprintf(detail, sizeof(detail), "request failed: %s",
-			 iodma_strerror(ret));
-		report(c, false, what, detail);
-		return;
-	}
-	faulted = expect_fault(drv, iova, device_writes ? IODMA_PERM_WRITE
-							: IODMA_PERM_READ,
-			       reason, fault, sizeof(fault));
-	if (canary)
-		intact = canary_intact(canary, len);
-	ok = r.status == VIRTIO_BLK_S_IOERR && faulted && intact;
-	snprintf(detail, sizeof(detail), "status %s, %s%s", status_name(r.status),
-		 fault, canary ? (intact ? "; canary intact" : "; CANARY CHANGED")
-			       : "");
-	report(c, ok, what, detail);
-}
-
-/* Fill the scratch sectors with a pattern (T_OUT) / compare them (T_IN). */
-static int scratch_io(struct vblk_driver *drv, uint64_t sector, bool write,
-		      bool *same)
-{
-	struct slot *s = &drv->slots[drv->free_slot[drv->nfree_slot - 1]];
-	uint8_t *buf = s->data;
-	struct result r;
-	size_t len = 8 * VIRTIO_BLK_SECTOR_SIZE;
-	int ret;
-
-	if (len > drv->o.request_size)
-		len = drv->o.request_size;
-	if (write)
-		for (size_t i = 0; i < len; i++)
-			buf[i] = (uint8_t)(i * 7 + 3);
-	else
-		memset(buf, 0, len);
-	ret = one_request(drv, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN,
-			  sector, buf, len,
-			  write ? IODMA_TO_DEVICE : IODMA_FROM_DEVICE, NULL, 0, &r);
-	if (ret)
-		return ret;
-	if (r.status != VIRTIO_BLK_S_OK)
-		return -EIO;
-	if (!write) {
-		*same = true;
-		for (size_t i = 0; i < len; i++)
-			if (buf[i] != (uint8_t)(i * 7 + 3))
-				*same = false;
-	}
-	return 0;
-}
-
-static void simple_check(struct checks *c, const char *what, uint32_t type,
-			 uint64_t sector, size_t len, enum iodma_dir dir,
-			 uint8_t want)
-{
-	struct vblk_driver *drv = c->drv;
-	struct slot *s = &drv->slots[drv->free_slot[drv->nfree_slot - 1]];
-	struct result r = { 0xff, 0 };
-	char detail[160];
-	int ret;
-
-	memset(s->data, 0, len ? len : 1);
-	ret = one_request(drv, type, sector, s->data, len, dir, NULL, 0, &r);
-	if (ret) {
-		snprintf(detail, sizeof(detail), "request failed: %s",
-			 iodma_strerror(ret));
-		report(c, false, what, detail);
-		return;
-	}
-	if (type == VIRTIO_BLK_T_GET_ID && r.status == VIRTIO_BLK_S_OK) {
-		char id[VIRTIO_BLK_ID_BYTES + 1] = { 0 };
-
-		memcpy(id, s->data, VIRTIO_BLK_ID_BYTES);
-		snprintf(detail, sizeof(detail), "status %s, id \"%s\", used len %u",
-			 status_name(r.status), id, r.used_len);
-		report(c, id[0] != 0 && r.used_len == VIRTIO_BLK_ID_BYTES + 1,
-		       what, detail);
-		return;
-	}
-	snprintf(detail, sizeof(detail), "status %s (want %s)",
-		 status_name(r.status), status_name(want));
-	report(c, r.status == want, what, detail);
-}
-
-static uint8_t *canary_alloc(size_t align)
-{
-	uint8_t *p = aligned_alloc(align, CANARY_LEN);
-
-	if (p)
-		memset(p, CANARY_BYTE, CANARY_LEN);
-	return p;
-}
-
-int vblk_driver_checks(struct vblk_driver *drv, uint64_t scratch, bool quiet)
-{
-	struct checks c = { .drv = drv, .quiet = quiet };
-	size_t align = (size_t)iodma_domain_alignment(drv->domain);
-	struct iodma_dev_stats before, after;
-	uint8_t *canary = NULL, *canary2 = NULL;
-	uint64_t hole = 0, iova = 0;
-	char detail[320];
-	bool same = false;
-	int ret;
-
-	if (!drv->domain) {
-		fprintf(stderr, "checks need a device behind an IOMMU domain\n");
-		return -EINVAL;
-	}
-	if (!quiet)
-		printf("checks (protocol, then isolation):\n");
-	if (drv->o.request_size < 4096) {
-		fprintf(stderr, "checks need a request size of at least 4096\n");
-		return -EINVAL;
-	}
-	canary = canary_alloc(align);
-	canary2 = canary_alloc(align);
-	if (!canary || !canary2) {
-		ret = -ENOMEM;
-		goto out;
-	}
-
-	/* Protocol. */
-	simple_check(&c, "T_GET_ID", VIRTIO_BLK_T_GET_ID, 0,
-		     VIRTIO_BLK_ID_BYTES, IODMA_FROM_DEVICE, VIRTIO_BLK_S_OK);
-	simple_check(&c, "T_FLUSH", VIRTIO_BLK_T_FLUSH, 0, 0,
-		     IODMA_TO_DEVICE, VIRTIO_BLK_S_OK);
-	simple_check(&c, "unsupported request type 99 -> S_UNSUPP", 99, 0, 0,
-		     IODMA_TO_DEVICE, VIRTIO_BLK_S_UNSUPP);
-	simple_check(&c, "T_IN at sector == capacity -> S_IOERR",
-		     VIRTIO_BLK_T_IN, drv->capacity, 4096, IODMA_FROM_DEVICE,
-		     VIRTIO_BLK_S_IOERR);
-	simple_check(&c, "T_OUT across the end of the disk -> S_IOERR",
-		     VIRTIO_BLK_T_OUT, drv->capacity - 1, 4096, IODMA_TO_DEVICE,
-		     VIRTIO_BLK_S_IOERR);
-	simple_check(&c, "T_IN at sector 2^64-1 (overflow) -> S_IOERR",
-		     VIRTIO_BLK_T_IN, UINT64_MAX, 4096, IODMA_FROM_DEVICE,
-		     VIRTIO_BLK_S_IOERR);
-
-	/* The scratch region: its contents must survive every check below. */
-	ret = scratch_io(drv, scratch, true, NULL);
-	if (ret) {
-		fprintf(stderr, "checks: writing the scratch region: %s\n",
-			iodma_strerror(ret));
-		goto out;
-	}
-
-	/* IOVA space that is never mapped: reserved from the allocator so
-	 * nothing else lands there while the checks run. */
-	ret = iodma_iova_alloc(drv->domain, CANARY_LEN, align, UINT64_MAX, &hole);
-	if (ret) {
-		fprintf(stderr, "checks: iodma_iova_alloc: %s\n", iodma_strerror(ret));
-		goto out;
-	}
-	ret = iodma_iova_alloc(drv->domain, CANARY_LEN, align, UINT64_MAX, &iova);
-	if (ret) {
-		fprintf(stderr, "checks: iodma_iova_alloc: %s\n", iodma_strerror(ret));
-		iodma_iova_free(drv->domain, hole, CANARY_LEN);
-		goto out;
-	}
-
-	bad_dma(&c, "T_IN into a never-mapped IOVA", true, scratch, hole,
-		4096, IODMA_FAULT_NOT_MAPPED, NULL);
-	bad_dma(&c, "T_OUT from a never-mapped IOVA", false, scratch, hole,
-		4096, IODMA_FAULT_NOT_MAPPED, NULL);
-
-	/* Stale IOVA: map the canary, unmap it, use the old address. */
-	ret = iodma_domain_map(drv->domain, iova, CANARY_LEN, canary,
-			       IODMA_PERM_RW);
-	if (!ret)
-		ret = iodma_domain_unmap(drv->domain, iova, CANARY_LEN);
-	if (ret) {
-		snprintf(detail, sizeof(detail), "map/unmap: %s", iodma_strerror(ret));
-		report(&c, false, "T_IN into a stale (unmapped) IOVA", detail);
-	} else {
-		bad_dma(&c, "T_IN into a stale (unmapped) IOVA", true, scratch,
-			iova, CANARY_LEN, IODMA_FAULT_NOT_MAPPED, canary);
-	}
-
-	/* Read-only mapping used for a device write. */
-	ret = iodma_domain_map(drv->domain, iova, CANARY_LEN, canary,
-			       IODMA_PERM_READ);
-	if (ret) {
-		snprintf(detail, sizeof(detail), "map: %s", iodma_strerror(ret));
-		report(&c, false, "T_IN into a read-only mapping", detail);
-	} else {
-		bad_dma(&c, "T_IN into a read-only mapping", true, scratch,
-			iova, 4096, IODMA_FAULT_PERMISSION, canary);
-		iodma_domain_unmap(drv->domain, iova, CANARY_LEN);
-	}
-
-	/* A chain whose first data buffer is fine and second is not: the
-	 * device must not have written the first one either. */
-	ret = iodma_domain_map(drv->domain, iova, CANARY_LEN, canary2,
-			       IODMA_PERM_RW);
-	if (ret) {
-		snprintf(detail, sizeof(detail), "map: %s", iodma_strerror(ret));
-		report(&c, false, "T_IN, valid + never-mapped buffers", detail);
-	} else {
-		struct seg sg[2] = { { iova, 4096, true }, { hole, 4096, true } };
-		struct result r = { 0xff, 0 };
-		char fault[160];
-		bool faulted;
-
-		drain_faults(drv);
-		ret = one_request(drv, VIRTIO_BLK_T_IN, scratch, NULL, 0,
-				  IODMA_TO_DEVICE, sg, 2, &r);
-		faulted = !ret && expect_fault(drv, hole, IODMA_PERM_WRITE,
-					       IODMA_FAULT_NOT_MAPPED, fault,
-					       sizeof(fault));
-		snprintf(detail, sizeof(detail), "status %s, %s, valid buffer %s",
-			 status_name(r.status), faulted ? fault : "no fault",
-			 canary_intact(canary2, 4096) ? "untouched" : "WRITTEN");
-		report(&c, !ret && r.status == VIRTIO_BLK_S_IOERR && faulted &&
-		       canary_intact(canary2, 4096),
-		       "T_IN, valid + never-mapped buffers (all or nothing)",
-		       detail);
-		iodma_domain_unmap(drv->domain, iova, CANARY_LEN);
-	}
-	iodma_iova_free(drv->domain, iova, CANARY_LEN);
-
-	/* The same through the streaming DMA API.  A bounced map hands the
-	 * device a bounce-pool IOVA that stays mapped after unmap: the
-	 * request may then succeed, but it lands in the pool, never in the
-	 * buffer (what a confidential VM relies on). */
-	iodma_dev_get_stats(drv->dev, &before);
-	ret = iodma_map_single(drv->dev, canary, CANARY_LEN,
-			       IODMA_BIDIRECTIONAL, &iova);
-	iodma_dev_get_stats(drv->dev, &after);
-	if (!ret)
-		ret = iodma_unmap_single(drv->dev, iova, CANARY_LEN,
-					 IODMA_BIDIRECTIONAL);
-	if (ret) {
-		snprintf(detail, sizeof(detail), "map_single/unmap_single: %s",
-			 iodma_strerror(ret));
-		report(&c, false, "T_IN into a stale streaming-map IOVA", detail);
-	} else if (after.bounces == before.bounces) {
-		bad_dma(&c, "T_IN into a stale streaming-map IOVA", true,
-			scratch, iova, 4096, IODMA_FAULT_NOT_MAPPED, canary);
-	} else {
-		struct seg sg = { iova, 4096, true };
-		struct result r = { 0xff, 0 };
-
-		ret = one_request(drv, VIRTIO_BLK_T_IN, scratch, NULL, 0,
-				  IODMA_TO_DEVICE, &sg, 1, &r);
-		snprintf(detail, sizeof(detail), "bounced map: status %s, canary %s",
-			 status_name(r.status),
-			 canary_intact(canary, CANARY_LEN) ? "intact" : "CHANGED");
-		report(&c, !ret && canary_intact(canary, CANARY_LEN),
-		       "T_IN into a stale streaming-map IOVA", detail);
-		drain_faults(drv);
-	}
-
-	/* A TO_DEVICE streaming map is read-only for the device. */
-	iodma_dev_get_stats(drv->dev, &before);
-	ret = iodma_map_single(drv->dev, canary, CANARY_LEN, IODMA_TO_DEVICE,
-			       &iova);
-	iodma_dev_get_stats(drv->dev, &after);
-	if (ret) {
-		snprintf(detail, sizeof(detail), "map_single: %s", iodma_strerror(ret));
-		report(&c, false, "T_IN into a TO_DEVICE streaming map", detail);
-	} else if (after.bounces == before.bounces) {
-		bad_dma(&c, "T_IN into a TO_DEVICE streaming map", true,
-			scratch, iova, 4096, IODMA_FAULT_PERMISSION, canary);
-		iodma_unmap_single(drv->dev, iova, CANARY_LEN, IODMA_TO_DEVICE);
-	} else {
-		struct seg sg = { iova, 4096, true };
-		struct result r = { 0xff, 0 };
-
-		drain_faults(drv);
-		ret = one_request(drv, VIRTIO_BLK_T_IN, scratch, NULL, 0,
-				  IODMA_TO_DEVICE, &sg, 1, &r);
-		iodma_unmap_single(drv->dev, iova, CANARY_LEN, IODMA_TO_DEVICE);
-		snprintf(detail, sizeof(detail), "bounced map: status %s, canary %s",
-			 status_name(r.status),
-			 canary_intact(canary, CANARY_LEN) ? "intact" : "CHANGED");
-		report(&c, !ret && canary_intact(canary, CANARY_LEN),
-		       "T_IN into a TO_DEVICE streaming map", detail);
-		drain_faults(drv);
-	}
-
-	/* And the disk region every failed T_IN/T_OUT pointed at. */
-	ret = scratch_io(drv, scratch, false, &same);
-	snprintf(detail, sizeof(detail), "%s", ret ? iodma_strerror(ret) :
-		 same ? "unchanged" : "CHANGED");
-	report(&c, !ret && same, "disk region of the failed requests", detail);
-	ret = 0;
-out:
-	free(canary);
-	free(canary2);
-	if (ret)
-		return ret;
-	if (!quiet || c.failed)
-		printf("checks: %d run, %d failed\n", c.run, c.failed);
-	return c.failed;
 }
 
 /* ---- teardown ---------------------------------------------------------------- */

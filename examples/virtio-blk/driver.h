@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <iodma/dma.h>
+
 struct iodma_dev;
 struct vblk_driver;
 struct vblk_transport;
@@ -23,8 +25,7 @@ struct vblk_transport;
 /**
  * struct vblk_driver_opts - How the platform hands the device to the driver.
  * @dev:          the device's DMA context: an iodma_dev with a domain, or in
- *                direct mode (IOVA = physical, examples/baremetal) without;
- *                vblk_driver_checks() needs a domain (-EINVAL without).
+ *                direct mode (IOVA = physical, examples/baremetal) without.
  * @transport:    the device's registers (transport.h); the caller keeps it
  *                until after vblk_driver_close().
  * @queue_size:   wanted queue size (clamped to QueueNumMax); power of two.
@@ -81,15 +82,62 @@ int vblk_driver_write(struct vblk_driver *drv, uint64_t sector, uint64_t len,
 int vblk_driver_read(struct vblk_driver *drv, uint64_t sector, uint64_t len,
 		     vblk_sink_fn sink, void *arg);
 
-/*
- * Protocol and isolation checks, using the disk sectors
- * [scratch, scratch + 16) freely.  Prints one line per check unless
- * @quiet.  Returns the number of checks that failed (0 = all held), or
- * -errno when the checks could not run.  The isolation checks read the
- * faults a soft domain records (iodma_fault_pop): they are meant for the
- * demo's device model, not for a device behind a real IOMMU.
+/* Most data descriptors of one vblk_driver_request(): the driver's own,
+ * and the raw ones, each. */
+#define VBLK_REQUEST_SEGS_MAX 8u
+
+/* A data descriptor exactly as vblk_driver_request() posts it. */
+struct vblk_seg {
+	uint64_t iova;
+	uint32_t len;
+	bool device_writes;	/* VRING_DESC_F_WRITE */
+};
+
+/* How a request completed: its status byte (VIRTIO_BLK_S_*) and the used
+ * length the device reported. */
+struct vblk_result {
+	uint8_t status;
+	uint32_t used_len;
+};
+
+/**
+ * vblk_driver_request() - Submit one request and wait for it.
+ * @drv:    an open driver with no bulk transfer in flight.
+ * @type:   VIRTIO_BLK_T_*, or any other value (the device answers S_UNSUPP).
+ * @sector: the header's sector (not checked against the capacity: the
+ *          device answers S_IOERR).
+ * @data:   @len bytes the driver maps with @dir (iodma_map_single) and
+ *          posts in descriptors of at most size_max bytes, device-writable
+ *          unless @dir is IODMA_TO_DEVICE; NULL if @len is 0.
+ * @len:    bytes of @data; at most VBLK_REQUEST_SEGS_MAX descriptors' worth.
+ * @dir:    IODMA_TO_DEVICE, IODMA_FROM_DEVICE or IODMA_BIDIRECTIONAL.
+ * @raw:    @nraw data descriptors posted after @data's exactly as given:
+ *          their IOVAs are not mapped or checked by the driver.  This is
+ *          what a buggy or hostile driver hands its device; the tests
+ *          (tests/virtio-blk/) aim the device at never-mapped, stale and
+ *          read-only IOVAs with it.  NULL if @nraw is 0.
+ * @nraw:   at most VBLK_REQUEST_SEGS_MAX.
+ * @res:    receives the status byte and the used length.
+ *
+ * The chain is header -> @data -> @raw -> status, as VIRTIO 1.2 5.2.6
+ * lays out a request; the data are unmapped (bounced data copied back)
+ * once the device has used the chain.
+ *
+ * Context: the driver's thread (the driver is not thread-safe).
+ * Return: 0 when the device used the chain (@res says how it went);
+ * -EINVAL for a NULL @drv or @res, @len without @data, @nraw without
+ * @raw, too many descriptors or an unknown @dir, with nothing posted;
+ * -EBUSY if a bulk transfer is in flight or an earlier request never
+ * completed; -ENOSPC if the chain does not fit the free descriptors;
+ * the error of iodma_hal_share()/iodma_map_single() with nothing mapped;
+ * -EIO or -ETIMEDOUT if the device misbehaved or never answered (the
+ * buffers then stay mapped, the request outstanding); or the error of
+ * iodma_unmap_single()/iodma_hal_unshare() after completion.
  */
-int vblk_driver_checks(struct vblk_driver *drv, uint64_t scratch, bool quiet);
+int vblk_driver_request(struct vblk_driver *drv, uint32_t type,
+			uint64_t sector, void *data, size_t len,
+			enum iodma_dir dir, const struct vblk_seg *raw,
+			unsigned int nraw, struct vblk_result *res);
 
 /* Reset the device and free everything. */
 void vblk_driver_close(struct vblk_driver *drv);

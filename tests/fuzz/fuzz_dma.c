@@ -58,14 +58,6 @@
 #define PG      4096u
 #define MAXSG   6u
 
-#define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
-
-static void fail(int line, const char *what)
-{
-	fprintf(stderr, "fuzz-dma: line %d: %s\n", line, what);
-	abort();
-}
-
 enum slot_use { FREE, SINGLE, SG, COHERENT, REGISTERED,
 		LEFT_LIVE /* -EUCLEAN: the device may still reach it; never reused */ };
 
@@ -97,7 +89,7 @@ static struct {
 	uint64_t mask, min_align, max_seg, boundary;
 	enum iodma_bounce_policy policy;
 	struct slot s[NSLOT];
-	bool arm_alloc, arm_map, arm_unmap;
+	struct fuzz_faults arm;	/* for the next operation */
 	bool left_live;         /* a -EUCLEAN left mappings the model does not know */
 } S;
 
@@ -105,18 +97,6 @@ static struct {
 	uint64_t inputs, ops, maps_ok, bounced, reg_hits, unmaps_ok, sg_ok, sg_segments,
 		 coherent_ok, dev_reads, dev_writes, syncs, refused;
 } fs;
-
-static struct fuzz_in in;
-
-static uint8_t u8(void)
-{
-	return fuzz_u8(&in);
-}
-
-static uint16_t u16(void)
-{
-	return fuzz_u16(&in);
-}
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
@@ -133,27 +113,19 @@ static void fill(uint8_t *p, size_t n, uint8_t seed)
 
 static void arm(void)
 {
-	if (S.arm_alloc)
-		iodma_test_fail_alloc(1 + (u8() & 3));
-	if (S.arm_map)
-		CHECK(iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_MAP, 1, -EIO) == 0);
-	if (S.arm_unmap)
-		CHECK(iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO) == 0);
+	fuzz_arm(S.d, &S.arm);
 }
 
 static void disarm(void)
 {
-	iodma_test_fail_alloc(0);
-	iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_MAP, 0, -EIO);
-	iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_UNMAP, 0, -EIO);
-	S.arm_alloc = S.arm_map = S.arm_unmap = false;
+	fuzz_disarm(S.d, &S.arm);
 }
 
 /* An error a map may return although its arguments are good: no bounce
  * slot or IOVA space (-ENOMEM), or an armed backend failure. */
 static bool map_error_ok(int ret)
 {
-	return ret == -ENOMEM || (ret == -EIO && S.arm_map);
+	return ret == -ENOMEM || (ret == -EIO && S.arm.map);
 }
 
 static void dev_read_check(uint64_t iova, const uint8_t *want, size_t len)
@@ -384,7 +356,7 @@ static void op_unmap(void)
 	ret = iodma_unmap_single(S.dev, s->iova, s->len, s->dir);
 	if (ret) {
 		/* Only the backend's unmap error; the map stays live. */
-		CHECK(ret == -EIO && S.arm_unmap && !s->bounced && !s->registered_hit);
+		CHECK(ret == -EIO && S.arm.unmap && !s->bounced && !s->registered_hit);
 		CHECK(iodma_domain_nr_mappings(S.d) == nmap0);
 		CHECK(memcmp(before, s->va, s->len) == 0);
 		free(before);
@@ -465,7 +437,7 @@ static void op_sg(void)
 	ret = iodma_map_sg(S.dev, s->sg, s->nents, dir);
 	if (ret == -EUCLEAN) {
 		/* Something failed and the rollback's unmap too (armed). */
-		CHECK(S.arm_unmap);
+		CHECK(S.arm.unmap);
 		s->use = LEFT_LIVE;
 		S.left_live = true;
 		return;
@@ -618,9 +590,9 @@ static void op_arm(void)
 {
 	uint8_t what = u8();
 
-	S.arm_alloc = what & 1;
-	S.arm_map = what & 2;
-	S.arm_unmap = what & 4;
+	S.arm.alloc = what & 1;
+	S.arm.map = what & 2;
+	S.arm.unmap = what & 4;
 }
 
 /* ---- one input ---------------------------------------------------------------------------------- */
@@ -669,7 +641,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		trace = getenv("IODMA_FUZZ_TRACE") != NULL;
 	if (size < 3)
 		return 0;
-	in = (struct fuzz_in){ data, size };
+	fuzz_stream = (struct fuzz_in){ data, size };
 	c0 = u8();
 	c1 = u8();
 	c2 = u8();
@@ -695,12 +667,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(iodma_dev_create(&o, &S.dev) == 0);
 	pool_maps = iodma_domain_nr_mappings(S.d);
 	fs.inputs++;
-	while (in.left) {
+	while (fuzz_stream.left) {
 		uint8_t op = u8();
 
 		fs.ops++;
 		if (trace)
-			fprintf(stderr, "op %u (%zu bytes left)\n", op % 12, in.left);
+			fprintf(stderr, "op %u (%zu bytes left)\n", op % 12, fuzz_stream.left);
 		switch (op % 12) {
 		case 0: case 1: op_map(false); break;
 		case 2: op_map(true); break;

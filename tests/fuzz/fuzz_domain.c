@@ -55,14 +55,6 @@
 #define MAXALLOC 64u
 #define MAXSLICE 8u
 
-#define CHECK(c) do { if (!(c)) fail(__LINE__, #c); } while (0)
-
-static void fail(int line, const char *what)
-{
-	fprintf(stderr, "fuzz-domain: line %d: %s\n", line, what);
-	abort();
-}
-
 struct mmap_rec {
 	uint64_t iova, len, host;       /* host: byte offset in the buffer */
 	uint32_t perm;
@@ -98,7 +90,8 @@ static struct state {
 	uint8_t must[NPG], may[NPG];    /* per window granule */
 
 	/* Faults armed for the next operation. */
-	bool arm_alloc, arm_map, arm_unmap, arm_reject;
+	struct fuzz_faults arm;
+	bool arm_reject;                /* the listener refuses the next map */
 } S;
 
 struct fuzz_domain_stats {
@@ -106,20 +99,6 @@ struct fuzz_domain_stats {
 		 xlate_fault, copies_ok, allocs_ok, frees_ok, harvests, euclean,
 		 enomem;
 } fd_stats;
-
-/* ---- the input --------------------------------------------------------------------- */
-
-static struct fuzz_in in;
-
-static uint8_t u8(void)
-{
-	return fuzz_u8(&in);
-}
-
-static uint16_t u16(void)
-{
-	return fuzz_u16(&in);
-}
 
 /* ---- the model ------------------------------------------------------------------- */
 
@@ -274,22 +253,15 @@ static const struct iodma_listener_ops lis_ops = { lis_map, lis_unmap };
 
 static void arm(void)
 {
-	if (S.arm_alloc)
-		iodma_test_fail_alloc(1 + (u8() & 3));
-	if (S.arm_map)
-		CHECK(iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_MAP, 1, -EIO) == 0);
-	if (S.arm_unmap)
-		CHECK(iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO) == 0);
+	fuzz_arm(S.d, &S.arm);
 	S.lis_reject = S.arm_reject;
 }
 
 static void disarm(void)
 {
-	iodma_test_fail_alloc(0);
-	iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_MAP, 0, -EIO);
-	iodma_soft_inject_fault(S.d, IODMA_SOFT_FAULT_UNMAP, 0, -EIO);
+	fuzz_disarm(S.d, &S.arm);
 	S.lis_reject = false;
-	S.arm_alloc = S.arm_map = S.arm_unmap = S.arm_reject = false;
+	S.arm_reject = false;
 }
 
 /* ---- operations ---------------------------------------------------------------------- */
@@ -389,16 +361,16 @@ static void op_map(bool in_alloc)
 		fd_stats.maps_ok++;
 	} else if (ret == -EUCLEAN) {
 		/* The listener rejected it, the backend kept it: live. */
-		CHECK(errs == 0 && S.arm_reject && S.arm_unmap && S.lis);
+		CHECK(errs == 0 && S.arm_reject && S.arm.unmap && S.lis);
 		model_add(iova, len, host, perm, false);
 		fd_stats.euclean++;
 	} else {
 		/* An allocation may fail before the checks (the header
 		 * does not order the errors). */
-		unsigned int may = errs | (S.arm_alloc ? E_NOMEM : 0);
+		unsigned int may = errs | (S.arm.alloc ? E_NOMEM : 0);
 
 		if (!errs) {
-			may |= S.arm_map ? E_IO : 0;
+			may |= S.arm.map ? E_IO : 0;
 			may |= S.arm_reject && S.lis ? E_PERM : 0;
 		}
 		if (!(ebit(ret) & may))
@@ -475,7 +447,7 @@ static void op_unmap(bool gaps)
 	} else {
 		/* Never fails for lack of memory (domain.h); a backend error
 		 * only when it was armed and a mapping was there to unmap. */
-		CHECK(ebit(ret) & (errs ? errs : (S.arm_unmap && sum ? E_IO : 0)));
+		CHECK(ebit(ret) & (errs ? errs : (S.arm.unmap && sum ? E_IO : 0)));
 	}
 }
 
@@ -492,7 +464,7 @@ static void op_unmap_all(void)
 		CHECK(done == sum);
 		S.nm = 0;
 	} else {
-		CHECK(ret == -EIO && S.arm_unmap && sum);
+		CHECK(ret == -EIO && S.arm.unmap && sum);
 	}
 }
 
@@ -749,7 +721,7 @@ static void op_listener(void)
 		return;
 	}
 	S.lis = NULL;
-	CHECK(ret == -EPERM || (ret == -ENOMEM && S.arm_alloc));
+	CHECK(ret == -EPERM || (ret == -ENOMEM && S.arm.alloc));
 	/* Whatever was replayed was taken back. */
 	CHECK(S.nl == 0);
 }
@@ -772,7 +744,7 @@ static void op_dirty(void)
 			S.log_lost = false;
 			S.logging = true;
 		} else {
-			CHECK(ret == -ENOMEM && S.arm_alloc);
+			CHECK(ret == -ENOMEM && S.arm.alloc);
 		}
 		break;
 	case 1:
@@ -812,9 +784,9 @@ static void op_arm(void)
 {
 	uint8_t what = u8();
 
-	S.arm_alloc = what & 1;
-	S.arm_map = what & 2;
-	S.arm_unmap = what & 4;
+	S.arm.alloc = what & 1;
+	S.arm.map = what & 2;
+	S.arm.unmap = what & 4;
 	S.arm_reject = what & 8;
 }
 
@@ -856,11 +828,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	in = (struct fuzz_in){ data, size };
+	fuzz_stream = (struct fuzz_in){ data, size };
 	if (setup(u8()))
 		return 0;
 	fd_stats.inputs++;
-	while (in.left) {
+	while (fuzz_stream.left) {
 		uint8_t op = u8();
 
 		fd_stats.ops++;
@@ -878,7 +850,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 14: op_dirty(); break;
 		case 15: op_arm(); continue; /* armed for the next operation */
 		}
-		if (S.logging && S.arm_alloc)
+		if (S.logging && S.arm.alloc)
 			S.log_lost = true; /* a dirty leaf may have been lost */
 		disarm();
 		compare();

@@ -65,7 +65,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -114,30 +113,6 @@ enum { K_GPA, K_RSIZE, K_RUADDR, K_OFF, K_IOVA, K_TLBSZ, K_UADDR, K_LOGSZ,
 struct vu_fuzz_stats vu_fuzz_stats;
 int vu_fuzz_threads;
 
-/* ---- input ------------------------------------------------------------------ */
-
-struct reader {
-	const uint8_t *p;
-	size_t n;
-};
-
-static uint8_t rd8(struct reader *r)
-{
-	if (!r->n)
-		return 0;
-	r->n--;
-	return *r->p++;
-}
-
-static uint64_t rdn(struct reader *r, int bytes)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < bytes; i++)
-		v |= (uint64_t)rd8(r) << (8 * i);
-	return v;
-}
-
 /* ---- state -------------------------------------------------------------------- */
 
 struct sreg {                   /* the shadow memory table */
@@ -162,7 +137,7 @@ struct snap {
 };
 
 struct fz {
-	struct reader r;
+	struct fuzz_in r;
 	struct iodma_vhost_user *vu;
 	struct iodma_domain *dom;
 	struct iodma_memory *mem;
@@ -189,26 +164,13 @@ struct fz {
 
 static struct fz *cur; /* for the failure report */
 
-static void fail(int line, const char *what, const char *fmt, ...)
+/* fuzz_fail_context: which message broke the invariant. */
+static void fail_context(FILE *f)
 {
-	va_list ap;
-
-	fprintf(stderr, "fuzz_vhost_user.c:%d: invariant broken: %s", line, what);
 	if (cur)
-		fprintf(stderr, " (message %u, request %u, handle() = %d)", cur->msg,
+		fprintf(f, " (message %u, request %u, handle() = %d)", cur->msg,
 			cur->req, cur->ret);
-	if (fmt && *fmt) {
-		fprintf(stderr, ": ");
-		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
-		va_end(ap);
-	}
-	fprintf(stderr, "\n");
-	abort();
 }
-
-#define CHECK(cond, ...) \
-	do { if (!(cond)) fail(__LINE__, #cond, "" __VA_ARGS__); } while (0)
 
 static int count_fds(void)
 {
@@ -295,7 +257,7 @@ static uint64_t plausible(struct fz *z, int kind, uint8_t s)
 
 static uint64_t rdval(struct fz *z, int kind)
 {
-	uint8_t s = rd8(&z->r);
+	uint8_t s = fuzz_u8(&z->r);
 
 	if (s < 0xf0)
 		return plausible(z, kind, s);
@@ -307,16 +269,16 @@ static uint64_t rdval(struct fz *z, int kind)
 	case 0xf2:
 		return UINT64_MAX - PG + 1;
 	case 0xf4:
-		return rdn(&z->r, 4);
+		return fuzz_un(&z->r, 4);
 	case 0xf5: {
-		uint8_t t = rd8(&z->r);
+		uint8_t t = fuzz_u8(&z->r);
 
-		return plausible(z, kind, t) + rd8(&z->r);
+		return plausible(z, kind, t) + fuzz_u8(&z->r);
 	}
 	case 0xf6:
-		return 1ull << (rd8(&z->r) % 64);
+		return 1ull << (fuzz_u8(&z->r) % 64);
 	default:
-		return rdn(&z->r, 8);
+		return fuzz_un(&z->r, 8);
 	}
 }
 
@@ -364,7 +326,7 @@ static void put_region(struct fz *z, struct msg *m, size_t off)
 /* A structured message: a request of the protocol, its payload fields. */
 static uint32_t build_structured(struct fz *z, struct msg *m)
 {
-	uint32_t req = req_table[rd8(&z->r) % NREQ], size = 0;
+	uint32_t req = req_table[fuzz_u8(&z->r) % NREQ], size = 0;
 
 	m->req = req;
 	m->want_fds = 0;
@@ -379,7 +341,7 @@ static uint32_t build_structured(struct fz *z, struct msg *m)
 		break;
 	}
 	case VU_SET_MEM_TABLE: {
-		uint8_t nb = rd8(&z->r);
+		uint8_t nb = fuzz_u8(&z->r);
 		struct vu_mem_table h = { .nregions = nb < 0xf0 ? nb % 10u : nb };
 		uint32_t n = h.nregions > 9 ? 9 : h.nregions;
 
@@ -393,7 +355,7 @@ static uint32_t build_structured(struct fz *z, struct msg *m)
 	}
 	case VU_ADD_MEM_REG:
 	case VU_REM_MEM_REG: {
-		uint8_t pb = rd8(&z->r);
+		uint8_t pb = fuzz_u8(&z->r);
 		uint64_t pad = 0;
 
 		put(m, 0, &pad, 8);
@@ -470,7 +432,7 @@ static uint32_t build_structured(struct fz *z, struct msg *m)
 	}
 	case VU_IOTLB_MSG: {
 		struct vhost_iotlb_msg t;
-		uint8_t tb = rd8(&z->r), pb;
+		uint8_t tb = fuzz_u8(&z->r), pb;
 
 		memset(&t, 0, sizeof(t));
 		t.type = tb % 8 < 5 ? VHOST_IOTLB_UPDATE :
@@ -478,8 +440,8 @@ static uint32_t build_structured(struct fz *z, struct msg *m)
 		t.iova = rdval(z, K_IOVA);
 		t.size = rdval(z, K_TLBSZ);
 		t.uaddr = rdval(z, K_UADDR);
-		pb = rd8(&z->r);
-		t.perm = pb < 0xf0 ? pb % 4 : rd8(&z->r);
+		pb = fuzz_u8(&z->r);
+		t.perm = pb < 0xf0 ? pb % 4 : fuzz_u8(&z->r);
 		put(m, 0, &t, sizeof(t));
 		size = sizeof(t);
 		break;
@@ -489,10 +451,10 @@ static uint32_t build_structured(struct fz *z, struct msg *m)
 		struct vu_config c;
 		uint8_t sb;
 
-		c.offset = rd8(&z->r);
-		sb = rd8(&z->r);
+		c.offset = fuzz_u8(&z->r);
+		sb = fuzz_u8(&z->r);
 		c.size = sb < 0xf0 ? sb % 24u : 250u + sb % 16u;
-		c.flags = rd8(&z->r) % 3;
+		c.flags = fuzz_u8(&z->r) % 3;
 		put(m, 0, &c, sizeof(c));
 		for (uint32_t i = 0; i < c.size && 12 + i < 500; i++)
 			m->buf[12 + 12 + i] = (uint8_t)(z->token + i);
@@ -500,7 +462,7 @@ static uint32_t build_structured(struct fz *z, struct msg *m)
 		break;
 	}
 	case 99:
-		size = rd8(&z->r) % 48;
+		size = fuzz_u8(&z->r) % 48;
 		break;
 	default: /* GET_*, SET_OWNER, RESET_OWNER: no payload */
 		break;
@@ -885,7 +847,7 @@ static bool oracle_all(struct fz *z, uint64_t iova, uint64_t len, uint32_t perm)
 
 static void dev_translate(struct fz *z)
 {
-	uint8_t sel = rd8(&z->r), ob = rd8(&z->r), lb = rd8(&z->r), pb = rd8(&z->r);
+	uint8_t sel = fuzz_u8(&z->r), ob = fuzz_u8(&z->r), lb = fuzz_u8(&z->r), pb = fuzz_u8(&z->r);
 	uint32_t perm = 1 + pb % 3;
 	uint64_t iova = dev_addr(z, sel, ob), len = 1 + ((uint64_t)lb * 97) % (3 * PG);
 	struct iodma_region_info r[MAX_REGS];
@@ -957,7 +919,7 @@ static void dev_translate(struct fz *z)
 
 static void dev_copy(struct fz *z)
 {
-	uint8_t sel = rd8(&z->r), ob = rd8(&z->r), lb = rd8(&z->r), wb = rd8(&z->r);
+	uint8_t sel = fuzz_u8(&z->r), ob = fuzz_u8(&z->r), lb = fuzz_u8(&z->r), wb = fuzz_u8(&z->r);
 	uint64_t iova = dev_addr(z, sel, ob), len = 1 + ((uint64_t)lb * 53) % (3 * PG);
 	bool write = wb & 1;
 	uint32_t perm = write ? IODMA_PERM_WRITE : IODMA_PERM_READ;
@@ -1011,8 +973,8 @@ static void dev_copy(struct fz *z)
 
 static void dev_log_used(struct fz *z)
 {
-	uint32_t ring = rd8(&z->r) % (z->rings + 1);
-	uint64_t off = (uint64_t)rd8(&z->r) * 8, len = 1 + rd8(&z->r) % 16;
+	uint32_t ring = fuzz_u8(&z->r) % (z->rings + 1);
+	uint64_t off = (uint64_t)fuzz_u8(&z->r) * 8, len = 1 + fuzz_u8(&z->r) % 16;
 	int ret = iodma_vhost_user_log_used(z->vu, ring, off, len);
 	struct ring_snap s;
 
@@ -1032,7 +994,7 @@ static void dev_log_used(struct fz *z)
 
 static void dev_log_write(struct fz *z)
 {
-	uint8_t sel = rd8(&z->r), ob = rd8(&z->r), lb = rd8(&z->r);
+	uint8_t sel = fuzz_u8(&z->r), ob = fuzz_u8(&z->r), lb = fuzz_u8(&z->r);
 	uint64_t iova = dev_addr(z, sel, ob), len = 1 + lb * 31u, gpa;
 	int ret = iodma_vhost_user_log_write(z->vu, iova, len);
 
@@ -1045,7 +1007,7 @@ static void dev_log_write(struct fz *z)
 
 static void dev_miss(struct fz *z)
 {
-	uint8_t sel = rd8(&z->r), ab = rd8(&z->r);
+	uint8_t sel = fuzz_u8(&z->r), ab = fuzz_u8(&z->r);
 	uint64_t iova = dev_addr(z, sel, 0);
 	uint32_t perm = 1 + ab % 3;
 	int ret;
@@ -1071,7 +1033,7 @@ static void dev_miss(struct fz *z)
 
 static void device(struct fz *z)
 {
-	uint8_t d = rd8(&z->r);
+	uint8_t d = fuzz_u8(&z->r);
 
 	for (int i = 0; i < (d & 3); i++)
 		dev_translate(z);
@@ -1424,7 +1386,7 @@ static void one_message(struct fz *z)
 {
 	struct msg m;
 	struct snap before, after;
-	uint8_t ctl = rd8(&z->r);
+	uint8_t ctl = fuzz_u8(&z->r);
 	int fds[16], nfds = 0;
 	ino_t ino[16];
 	unsigned long nth = 0;
@@ -1437,14 +1399,14 @@ static void one_message(struct fz *z)
 
 	memset(&m, 0, sizeof(m));
 	if (x == 3)
-		nth = 1 + rd8(&z->r) % 32;
+		nth = 1 + fuzz_u8(&z->r) % 32;
 	if ((ctl & 3) == 3) {
 		/* Raw: the header as the input says. */
-		m.req = rd8(&z->r) % 40;
-		h.flags = rd8(&z->r) % 16;
-		size = rd8(&z->r);
+		m.req = fuzz_u8(&z->r) % 40;
+		h.flags = fuzz_u8(&z->r) % 16;
+		size = fuzz_u8(&z->r);
 		for (uint32_t i = 0; i < size; i++)
-			m.buf[12 + i] = rd8(&z->r);
+			m.buf[12 + i] = fuzz_u8(&z->r);
 		m.want_fds = 0;
 		m.kind = natural_kind(m.req);
 	} else {
@@ -1457,7 +1419,7 @@ static void one_message(struct fz *z)
 	m.len = 12 + size;
 	if (x == 2) {
 		/* A size that does not match: in the header or in the length. */
-		uint8_t d = rd8(&z->r);
+		uint8_t d = fuzz_u8(&z->r);
 		int64_t delta = (int64_t)(d >> 1) - 64;
 
 		if (d & 1) {
@@ -1481,7 +1443,7 @@ static void one_message(struct fz *z)
 		nfds = (int)m.want_fds + 1;
 		break;
 	case 7:
-		nfds = rd8(&z->r) % 11;
+		nfds = fuzz_u8(&z->r) % 11;
 		break;
 	default:
 		nfds = (int)m.want_fds;
@@ -1491,7 +1453,7 @@ static void one_message(struct fz *z)
 		nfds = 10;
 	snap_take(z, &before, true);
 	for (int i = 0; i < nfds; i++) {
-		uint8_t k = rd8(&z->r);
+		uint8_t k = fuzz_u8(&z->r);
 		int kind = k < 0xc0 ? m.kind : k % 8;
 
 		fds[i] = make_fd(z, kind);
@@ -1681,8 +1643,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	base = count_fds();
 	memset(&z, 0, sizeof(z));
 	cur = &z;
-	z.r = (struct reader){ data, size };
-	cfg = rd8(&z.r);
+	fuzz_fail_context = fail_context;
+	z.r = (struct fuzz_in){ data, size };
+	cfg = fuzz_u8(&z.r);
 	z.rings = 1 + (cfg & 3);
 	z.slots = slots[(cfg >> 2) & 7];
 	z.ops = cfg & 0x20;
@@ -1722,7 +1685,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		dt.runs = 0;
 		CHECK(pthread_create(&dt.t, NULL, dev_thread, &dt) == 0);
 	}
-	for (z.msg = 0; z.msg < MAX_MSGS && z.r.n; z.msg++)
+	for (z.msg = 0; z.msg < MAX_MSGS && z.r.left; z.msg++)
 		one_message(&z);
 	if (vu_fuzz_threads) {
 		atomic_store(&dt.stop, true);

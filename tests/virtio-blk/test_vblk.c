@@ -1,0 +1,595 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_vblk.c - protocol and isolation checks of the virtio-blk example.
+ *
+ * The example's driver, device model and MMIO transport
+ * (examples/virtio-blk/) meet as in the demo: a soft IOMMU domain, the
+ * device's register page declared to the driver's iodma_dev as an MMIO
+ * window, two eventfds.  Then the driver submits single requests
+ * (vblk_driver_request) and the tests look at what the device did:
+ *
+ *  - protocol: T_GET_ID, T_FLUSH, an unknown type (S_UNSUPP), reads and
+ *    writes at, across and far beyond the end of the disk (S_IOERR);
+ *  - isolation: the device aimed at a never-mapped IOVA, a stale one
+ *    (mapped then unmapped), a read-only mapping, a chain whose second
+ *    buffer is bad (all or nothing), a stale and a TO_DEVICE streaming map:
+ *    each must fail with S_IOERR and a fault recorded at that IOVA (soft
+ *    domain: iodma_fault_pop), and the memory behind it must be untouched;
+ *    a bounced streaming map instead hands the device a bounce-pool IOVA,
+ *    so the request may succeed but must not reach the buffer (what a
+ *    confidential VM relies on);
+ *  - the scratch sectors every failed request pointed at are unchanged;
+ *  - vblk_driver_request's own errors.
+ *
+ * Options pick the configuration the demo's tests run the copy with:
+ * --bounce=never|when-needed|always, --registered, --no-event-idx,
+ * --queue-size N, --request-size BYTES.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+
+#include <iodma.h>
+
+#include "device.h"
+#include "driver.h"
+#include "mmio_window.h"
+#include "transport.h"
+#include "virtio_ring.h"
+
+#define MMIO_PADDR	0xfebf0000ull
+#define DEVICE_SIZE_MAX	(64u * 1024u)
+#define DEVICE_SEG_MAX	254u
+#define DEVICE_QUEUE_MAX 1024u
+#define DISK_SECTORS	256u
+#define SCRATCH		16u		/* first scratch sector */
+#define SCRATCH_LEN	(8u * VIRTIO_BLK_SECTOR_SIZE)
+#define CANARY_LEN	(16u * 1024u)
+#define CANARY_BYTE	0xa5u
+#define BUF_LEN		(64u * 1024u)
+
+struct config {
+	enum iodma_bounce_policy bounce;
+	bool registered;
+	bool event_idx;
+	unsigned int queue_size;
+	size_t request_size;
+};
+
+static struct config cfg = {
+	.bounce = IODMA_BOUNCE_WHEN_NEEDED, .event_idx = true,
+	.queue_size = 128, .request_size = 256 * 1024,
+};
+
+/* Everything the tests share: built once by setup_group. */
+struct bed {
+	int disk_fd, doorbell, irq;
+	struct iodma_domain *domain;
+	struct vblk_device *vd;
+	struct iodma_dev *dev;
+	struct vblk_transport *transport;
+	struct vblk_driver *drv;
+	struct vblk_driver_info info;
+	size_t align;
+	uint8_t *buf;		/* BUF_LEN bytes for the driver's own data */
+	uint8_t *canary;	/* CANARY_LEN bytes of CANARY_BYTE */
+	uint64_t hole;		/* CANARY_LEN of IOVA space reserved, never mapped */
+	uint64_t spare;		/* CANARY_LEN of IOVA space reserved for the tests */
+};
+
+static struct bed bed = { .disk_fd = -1, .doorbell = -1, .irq = -1 };
+
+static int make_disk(void)
+{
+	const char *dir = getenv("TMPDIR");
+	char tmpl[4096];
+	int fd;
+
+	snprintf(tmpl, sizeof(tmpl), "%s/test-vblk.XXXXXX",
+		 dir && *dir ? dir : "/tmp");
+	fd = mkostemp(tmpl, O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	unlink(tmpl);
+	if (ftruncate(fd, (off_t)DISK_SECTORS * VIRTIO_BLK_SECTOR_SIZE) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static uint8_t pattern(size_t i)
+{
+	return (uint8_t)(i * 7 + 3);
+}
+
+static int setup_group(void **state)
+{
+	struct iodma_dev_opts devopts = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct vblk_result r;
+	const char *msg = "";
+	int ret;
+
+	(void)state;
+	bed.disk_fd = make_disk();
+	bed.doorbell = eventfd(0, EFD_CLOEXEC);
+	bed.irq = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (bed.disk_fd < 0 || bed.doorbell < 0 || bed.irq < 0)
+		return -1;
+	if (iodma_domain_create(NULL, &bed.domain))
+		return -1;
+	struct vblk_device_opts dopts = {
+		.domain = bed.domain, .disk_fd = bed.disk_fd,
+		.capacity = DISK_SECTORS, .size_max = DEVICE_SIZE_MAX,
+		.seg_max = DEVICE_SEG_MAX, .queue_num_max = DEVICE_QUEUE_MAX,
+		.doorbell_fd = bed.doorbell, .irq_fd = bed.irq,
+		.event_idx = true,
+	};
+	if (vblk_device_create(&dopts, &bed.vd) || vblk_device_start(bed.vd))
+		return -1;
+	devopts.domain = bed.domain;
+	devopts.bounce = cfg.bounce;
+	devopts.bounce_pool_size = 2u << 20;
+	if (iodma_dev_create(&devopts, &bed.dev) ||
+	    iodma_dev_add_mmio(bed.dev, MMIO_PADDR, VBLK_MMIO_SIZE,
+			       vblk_device_mmio(bed.vd)) ||
+	    vblk_mmio_transport_create(bed.dev, MMIO_PADDR, bed.doorbell,
+				       bed.irq, &bed.transport))
+		return -1;
+	struct vblk_driver_opts drvopts = {
+		.dev = bed.dev, .transport = bed.transport,
+		.queue_size = cfg.queue_size, .request_size = cfg.request_size,
+		.registered = cfg.registered, .event_idx = cfg.event_idx,
+	};
+	ret = vblk_driver_open(&drvopts, &bed.drv, &msg);
+	if (ret) {
+		fprintf(stderr, "vblk_driver_open: %s: %s\n", msg,
+			iodma_strerror(ret));
+		return -1;
+	}
+	vblk_driver_get_info(bed.drv, &bed.info);
+	bed.align = (size_t)iodma_domain_alignment(bed.domain);
+	bed.buf = aligned_alloc(bed.align, BUF_LEN);
+	bed.canary = aligned_alloc(bed.align, CANARY_LEN);
+	if (!bed.buf || !bed.canary)
+		return -1;
+	/* IOVA space nothing else lands in while the tests run. */
+	if (iodma_iova_alloc(bed.domain, CANARY_LEN, bed.align, UINT64_MAX,
+			     &bed.hole) ||
+	    iodma_iova_alloc(bed.domain, CANARY_LEN, bed.align, UINT64_MAX,
+			     &bed.spare))
+		return -1;
+	/* The scratch region: every failed request below points at it, and
+	 * test_scratch_unchanged (the last test) reads it back. */
+	for (size_t i = 0; i < SCRATCH_LEN; i++)
+		bed.buf[i] = pattern(i);
+	ret = vblk_driver_request(bed.drv, VIRTIO_BLK_T_OUT, SCRATCH, bed.buf,
+				  SCRATCH_LEN, IODMA_TO_DEVICE, NULL, 0, &r);
+	if (ret || r.status != VIRTIO_BLK_S_OK) {
+		fprintf(stderr, "writing the scratch region: %s, status %u\n",
+			iodma_strerror(ret), r.status);
+		return -1;
+	}
+	return 0;
+}
+
+static int teardown_group(void **state)
+{
+	(void)state;
+	if (bed.hole)
+		iodma_iova_free(bed.domain, bed.hole, CANARY_LEN);
+	if (bed.spare)
+		iodma_iova_free(bed.domain, bed.spare, CANARY_LEN);
+	vblk_driver_close(bed.drv);
+	if (bed.transport)
+		bed.transport->ops->destroy(bed.transport);
+	iodma_dev_destroy(bed.dev);
+	vblk_device_destroy(bed.vd);
+	iodma_domain_destroy(bed.domain);
+	free(bed.buf);
+	free(bed.canary);
+	if (bed.disk_fd >= 0)
+		close(bed.disk_fd);
+	if (bed.doorbell >= 0)
+		close(bed.doorbell);
+	if (bed.irq >= 0)
+		close(bed.irq);
+	return 0;
+}
+
+/* Each test starts with no fault recorded and an intact canary. */
+static int setup_test(void **state)
+{
+	struct iodma_fault f[16];
+
+	(void)state;
+	while (iodma_fault_pop(bed.domain, f, 16) == 16)
+		;
+	memset(bed.canary, CANARY_BYTE, CANARY_LEN);
+	return 0;
+}
+
+/* A failed test must not leave the tests' IOVA space mapped. */
+static int teardown_test(void **state)
+{
+	(void)state;
+	iodma_domain_unmap(bed.domain, bed.spare, CANARY_LEN);	/* -ENOENT if clean */
+	return 0;
+}
+
+static bool canary_intact(size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (bed.canary[i] != CANARY_BYTE)
+			return false;
+	return true;
+}
+
+/* Whether a fault at @iova with @perm and @reason was recorded. */
+static bool faulted_at(uint64_t iova, uint32_t perm, uint32_t reason)
+{
+	struct iodma_fault f[16];
+	size_t n = iodma_fault_pop(bed.domain, f, 16);
+
+	for (size_t i = 0; i < n; i++)
+		if (iova >= f[i].iova && iova - f[i].iova < f[i].len &&
+		    (f[i].perm & perm) && f[i].reason == reason)
+			return true;
+	return false;
+}
+
+/*
+ * A T_IN (the device writes @len bytes) or T_OUT (it reads) whose data
+ * descriptor points at @iova: it must end in S_IOERR with a fault at
+ * @iova for @reason.
+ */
+static void bad_dma(bool device_writes, uint64_t iova, uint32_t len,
+		    uint32_t reason)
+{
+	struct vblk_seg sg = { iova, len, device_writes };
+	struct vblk_result r = { 0xff, 0 };
+
+	assert_int_equal(vblk_driver_request(bed.drv, device_writes ?
+					     VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT,
+					     SCRATCH, NULL, 0, IODMA_TO_DEVICE,
+					     &sg, 1, &r), 0);
+	assert_int_equal(r.status, VIRTIO_BLK_S_IOERR);
+	assert_true(faulted_at(iova, device_writes ? IODMA_PERM_WRITE
+						   : IODMA_PERM_READ, reason));
+}
+
+/* One request with the driver's own data buffer; returns the status. */
+static uint8_t simple(uint32_t type, uint64_t sector, size_t len,
+		      enum iodma_dir dir, struct vblk_result *r)
+{
+	memset(bed.buf, 0, BUF_LEN);
+	*r = (struct vblk_result){ 0xff, 0 };
+	assert_int_equal(vblk_driver_request(bed.drv, type, sector,
+					     len ? bed.buf : NULL, len, dir,
+					     NULL, 0, r), 0);
+	return r->status;
+}
+
+/* ---- protocol -------------------------------------------------------------- */
+
+static void test_get_id(void **state)
+{
+	struct vblk_result r;
+
+	(void)state;
+	assert_int_equal(simple(VIRTIO_BLK_T_GET_ID, 0, VIRTIO_BLK_ID_BYTES,
+				IODMA_FROM_DEVICE, &r), VIRTIO_BLK_S_OK);
+	assert_true(bed.buf[0] != 0);
+	/* The id and the status byte. */
+	assert_int_equal(r.used_len, VIRTIO_BLK_ID_BYTES + 1);
+}
+
+static void test_flush(void **state)
+{
+	struct vblk_result r;
+
+	(void)state;
+	assert_int_equal(simple(VIRTIO_BLK_T_FLUSH, 0, 0, IODMA_TO_DEVICE, &r),
+			 VIRTIO_BLK_S_OK);
+}
+
+static void test_unsupported_type(void **state)
+{
+	struct vblk_result r;
+
+	(void)state;
+	assert_int_equal(simple(99, 0, 0, IODMA_TO_DEVICE, &r),
+			 VIRTIO_BLK_S_UNSUPP);
+}
+
+static void test_in_at_capacity(void **state)
+{
+	struct vblk_result r;
+
+	(void)state;
+	assert_int_equal(simple(VIRTIO_BLK_T_IN, bed.info.capacity, 4096,
+				IODMA_FROM_DEVICE, &r), VIRTIO_BLK_S_IOERR);
+}
+
+static void test_out_across_end(void **state)
+{
+	struct vblk_result r;
+
+	(void)state;
+	assert_int_equal(simple(VIRTIO_BLK_T_OUT, bed.info.capacity - 1, 4096,
+				IODMA_TO_DEVICE, &r), VIRTIO_BLK_S_IOERR);
+}
+
+static void test_in_sector_overflow(void **state)
+{
+	struct vblk_result r;
+
+	(void)state;
+	assert_int_equal(simple(VIRTIO_BLK_T_IN, UINT64_MAX, 4096,
+				IODMA_FROM_DEVICE, &r), VIRTIO_BLK_S_IOERR);
+}
+
+/* ---- isolation --------------------------------------------------------------- */
+
+static void test_in_never_mapped(void **state)
+{
+	(void)state;
+	bad_dma(true, bed.hole, 4096, IODMA_FAULT_NOT_MAPPED);
+}
+
+static void test_out_never_mapped(void **state)
+{
+	(void)state;
+	bad_dma(false, bed.hole, 4096, IODMA_FAULT_NOT_MAPPED);
+}
+
+/* Map the canary, unmap it, hand the device the old address. */
+static void test_in_stale_iova(void **state)
+{
+	(void)state;
+	assert_int_equal(iodma_domain_map(bed.domain, bed.spare, CANARY_LEN,
+					  bed.canary, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_unmap(bed.domain, bed.spare, CANARY_LEN), 0);
+	bad_dma(true, bed.spare, CANARY_LEN, IODMA_FAULT_NOT_MAPPED);
+	assert_true(canary_intact(CANARY_LEN));
+}
+
+static void test_in_read_only(void **state)
+{
+	(void)state;
+	assert_int_equal(iodma_domain_map(bed.domain, bed.spare, CANARY_LEN,
+					  bed.canary, IODMA_PERM_READ), 0);
+	bad_dma(true, bed.spare, 4096, IODMA_FAULT_PERMISSION);
+	assert_int_equal(iodma_domain_unmap(bed.domain, bed.spare, CANARY_LEN), 0);
+	assert_true(canary_intact(CANARY_LEN));
+}
+
+/* A chain whose first data buffer is fine and whose second is not: the
+ * device must not have written the first one either. */
+static void test_in_all_or_nothing(void **state)
+{
+	struct vblk_seg sg[2] = { { bed.spare, 4096, true },
+				  { bed.hole, 4096, true } };
+	struct vblk_result r = { 0xff, 0 };
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(bed.domain, bed.spare, CANARY_LEN,
+					  bed.canary, IODMA_PERM_RW), 0);
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN, SCRATCH,
+					     NULL, 0, IODMA_TO_DEVICE, sg, 2,
+					     &r), 0);
+	assert_int_equal(iodma_domain_unmap(bed.domain, bed.spare, CANARY_LEN), 0);
+	assert_int_equal(r.status, VIRTIO_BLK_S_IOERR);
+	assert_true(faulted_at(bed.hole, IODMA_PERM_WRITE,
+			       IODMA_FAULT_NOT_MAPPED));
+	assert_true(canary_intact(4096));
+}
+
+/*
+ * The same through the streaming DMA API.  A direct map's IOVA is gone
+ * after unmap: the device faults.  A bounced map hands the device a
+ * bounce-pool IOVA that stays mapped after unmap: the request may then
+ * succeed, but it lands in the pool, never in the buffer.
+ */
+static void test_in_stale_streaming_map(void **state)
+{
+	struct iodma_dev_stats before, after;
+	uint64_t iova;
+
+	(void)state;
+	iodma_dev_get_stats(bed.dev, &before);
+	assert_int_equal(iodma_map_single(bed.dev, bed.canary, CANARY_LEN,
+					  IODMA_BIDIRECTIONAL, &iova), 0);
+	iodma_dev_get_stats(bed.dev, &after);
+	assert_int_equal(iodma_unmap_single(bed.dev, iova, CANARY_LEN,
+					    IODMA_BIDIRECTIONAL), 0);
+	if (after.bounces == before.bounces) {
+		bad_dma(true, iova, 4096, IODMA_FAULT_NOT_MAPPED);
+	} else {
+		struct vblk_seg sg = { iova, 4096, true };
+		struct vblk_result r = { 0xff, 0 };
+
+		assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN,
+						     SCRATCH, NULL, 0,
+						     IODMA_TO_DEVICE, &sg, 1,
+						     &r), 0);
+	}
+	assert_true(canary_intact(CANARY_LEN));
+}
+
+/* A TO_DEVICE streaming map is read-only for the device. */
+static void test_in_to_device_streaming_map(void **state)
+{
+	struct iodma_dev_stats before, after;
+	struct vblk_seg sg;
+	struct vblk_result r = { 0xff, 0 };
+	uint64_t iova;
+
+	(void)state;
+	iodma_dev_get_stats(bed.dev, &before);
+	assert_int_equal(iodma_map_single(bed.dev, bed.canary, CANARY_LEN,
+					  IODMA_TO_DEVICE, &iova), 0);
+	iodma_dev_get_stats(bed.dev, &after);
+	if (after.bounces == before.bounces) {
+		bad_dma(true, iova, 4096, IODMA_FAULT_PERMISSION);
+	} else {
+		sg = (struct vblk_seg){ iova, 4096, true };
+		assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN,
+						     SCRATCH, NULL, 0,
+						     IODMA_TO_DEVICE, &sg, 1,
+						     &r), 0);
+	}
+	assert_int_equal(iodma_unmap_single(bed.dev, iova, CANARY_LEN,
+					    IODMA_TO_DEVICE), 0);
+	assert_true(canary_intact(CANARY_LEN));
+}
+
+/* ---- vblk_driver_request's own errors ----------------------------------------- */
+
+static void test_request_einval(void **state)
+{
+	struct vblk_seg sg[VBLK_REQUEST_SEGS_MAX + 1] = { { 0 } };
+	struct vblk_result r = { 0xee, 0xeeee };
+	struct vblk_driver_info now;
+
+	(void)state;
+	vblk_driver_get_info(bed.drv, &bed.info);
+	assert_int_equal(vblk_driver_request(NULL, VIRTIO_BLK_T_FLUSH, 0, NULL,
+					     0, IODMA_TO_DEVICE, NULL, 0, &r),
+			 -EINVAL);
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_FLUSH, 0,
+					     NULL, 0, IODMA_TO_DEVICE, NULL, 0,
+					     NULL), -EINVAL);
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN, 0, NULL,
+					     4096, IODMA_FROM_DEVICE, NULL, 0,
+					     &r), -EINVAL);
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN, 0, NULL,
+					     0, IODMA_FROM_DEVICE, NULL, 1, &r),
+			 -EINVAL);
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN, 0, NULL,
+					     0, IODMA_FROM_DEVICE, sg,
+					     VBLK_REQUEST_SEGS_MAX + 1, &r),
+			 -EINVAL);
+	/* More data than VBLK_REQUEST_SEGS_MAX descriptors of size_max. */
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN, 0,
+					     bed.buf, (size_t)bed.info.size_max *
+					     VBLK_REQUEST_SEGS_MAX + 1,
+					     IODMA_FROM_DEVICE, NULL, 0, &r),
+			 -EINVAL);
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN, 0,
+					     bed.buf, 4096, (enum iodma_dir)7,
+					     NULL, 0, &r), -EINVAL);
+	/* Nothing was posted, nothing written. */
+	vblk_driver_get_info(bed.drv, &now);
+	assert_int_equal(now.kicks, bed.info.kicks);
+	assert_int_equal(now.requests, bed.info.requests);
+	assert_int_equal(r.status, 0xee);
+}
+
+/* A chain longer than a request slot's descriptors (request_size/size_max
+ * + 4): nothing is posted and the driver stays usable. */
+static void test_request_enospc(void **state)
+{
+	struct vblk_seg sg[VBLK_REQUEST_SEGS_MAX];
+	struct vblk_result r = { 0xee, 0 };
+	struct vblk_driver_info now;
+
+	(void)state;
+	vblk_driver_get_info(bed.drv, &bed.info);
+	if ((cfg.request_size + bed.info.size_max - 1) / bed.info.size_max + 4 >=
+	    VBLK_REQUEST_SEGS_MAX + 2)
+		skip();	/* the longest chain fits this configuration's slots */
+	for (unsigned int i = 0; i < VBLK_REQUEST_SEGS_MAX; i++)
+		sg[i] = (struct vblk_seg){ bed.hole, 512, true };
+	assert_int_equal(vblk_driver_request(bed.drv, VIRTIO_BLK_T_IN, SCRATCH,
+					     NULL, 0, IODMA_TO_DEVICE, sg,
+					     VBLK_REQUEST_SEGS_MAX, &r),
+			 -ENOSPC);
+	vblk_driver_get_info(bed.drv, &now);
+	assert_int_equal(now.requests, bed.info.requests);
+	assert_int_equal(r.status, 0xee);
+	/* And the next request goes through. */
+	assert_int_equal(simple(VIRTIO_BLK_T_FLUSH, 0, 0, IODMA_TO_DEVICE, &r),
+			 VIRTIO_BLK_S_OK);
+}
+
+/* ---- last: the disk region every failed request pointed at ------------------- */
+
+static void test_scratch_unchanged(void **state)
+{
+	struct vblk_result r;
+
+	(void)state;
+	assert_int_equal(simple(VIRTIO_BLK_T_IN, SCRATCH, SCRATCH_LEN,
+				IODMA_FROM_DEVICE, &r), VIRTIO_BLK_S_OK);
+	for (size_t i = 0; i < SCRATCH_LEN; i++)
+		if (bed.buf[i] != pattern(i))
+			fail_msg("scratch byte %zu is %#x, want %#x", i,
+				 bed.buf[i], pattern(i));
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+static int parse_args(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--bounce=never"))
+			cfg.bounce = IODMA_BOUNCE_NEVER;
+		else if (!strcmp(a, "--bounce=when-needed"))
+			cfg.bounce = IODMA_BOUNCE_WHEN_NEEDED;
+		else if (!strcmp(a, "--bounce=always"))
+			cfg.bounce = IODMA_BOUNCE_ALWAYS;
+		else if (!strcmp(a, "--registered"))
+			cfg.registered = true;
+		else if (!strcmp(a, "--no-event-idx"))
+			cfg.event_idx = false;
+		else if (!strcmp(a, "--queue-size") && i + 1 < argc)
+			cfg.queue_size = (unsigned int)strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(a, "--request-size") && i + 1 < argc)
+			cfg.request_size = (size_t)strtoull(argv[++i], NULL, 0);
+		else {
+			fprintf(stderr, "test_vblk: unknown option %s\n", a);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_get_id, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_flush, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_unsupported_type, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_at_capacity, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_out_across_end, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_sector_overflow, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_never_mapped, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_out_never_mapped, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_stale_iova, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_read_only, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_all_or_nothing, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_stale_streaming_map, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_in_to_device_streaming_map, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_request_einval, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_request_enospc, setup_test, teardown_test),
+		cmocka_unit_test_setup_teardown(test_scratch_unchanged, setup_test, teardown_test),
+	};
+
+	if (parse_args(argc, argv))
+		return 2;
+	return cmocka_run_group_tests(tests, setup_group, teardown_group);
+}
