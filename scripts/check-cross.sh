@@ -93,6 +93,10 @@ for a in "${arches[@]}"; do
 	esac
 done
 
+# The host's build tools (a fresh machine running this script alone has none).
+install_pkgs meson ninja-build pkg-config python3 >/dev/null 2>&1 ||
+	{ echo "cross: SKIP: meson, ninja-build, pkg-config or python3 missing and not installable"; exit 0; }
+
 for a in "${arches[@]}"; do
 	echo "== cross $a"
 	t0=$(date +%s)
@@ -102,15 +106,24 @@ for a in "${arches[@]}"; do
 		continue
 	fi
 	dir=build-$a
+	log=$root/build-$a-setup.log
+	# The setup and build output goes to a log, shown when either fails (a
+	# newcomer's machine must say what broke, not only that it did).
 	# shellcheck disable=SC2086
-	if { [ -f "$dir/build.ninja" ] || meson setup "$dir" $args -Dwerror=true -Dtests=enabled >/dev/null; } &&
-	   { ninja -C "$dir" >/dev/null || ninja -C "$dir"; }; then
+	if { [ -f "$dir/build.ninja" ] || meson setup "$dir" $args -Dwerror=true -Dtests=enabled >"$log" 2>&1; } &&
+	   ninja -C "$dir" >>"$log" 2>&1; then
 		if ! (cd "$dir" && IODMA_FUZZ_COUNT=2000 meson test --print-errorlogs --num-processes 2 \
 			--logbase "testlog-cross" --suite unit --suite demo | tail -n 12); then
 			failed+=("$a")
 		fi
 	else
 		failed+=("$a-build")
+		echo "cross $a: the setup or build failed; the end of $log:"
+		tail -n 40 "$log" | sed 's/^/  /'
+		if [ -f "$dir/meson-logs/meson-log.txt" ]; then
+			echo "cross $a: the end of $dir/meson-logs/meson-log.txt:"
+			tail -n 30 "$dir/meson-logs/meson-log.txt" | sed 's/^/  /'
+		fi
 	fi
 	echo "cross $a: $(( $(date +%s) - t0 )) s"
 done
