@@ -6,7 +6,8 @@
 # Usage: scripts/check-cross.sh [aarch64] [riscv64]   (default: both)
 #
 # What it needs (installed here as root, else it SKIPs with the reason):
-#   aarch64  gcc-aarch64-linux-gnu, qemu-user-static, and the arm64 multiarch
+#   aarch64  gcc-aarch64-linux-gnu with libc6-dev-arm64-cross (only a
+#            Recommends of the compiler), qemu-user-static, and the arm64 multiarch
 #            packages libc6 liburcu-dev libcmocka-dev libssl-dev
 #            (dpkg --add-architecture arm64).  qemu runs the binaries with
 #            the multiarch loader /lib/ld-linux-aarch64.so.1: giving it
@@ -54,7 +55,11 @@ setup_aarch64() {
 		dpkg --add-architecture arm64
 		apt-get update -qq >/dev/null 2>&1 || true
 	fi
-	install_pkgs gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static \
+	# libc6-dev-arm64-cross (the compiler's start files and libc to link
+	# against) is only a Recommends of gcc-aarch64-linux-gnu: without it,
+	# as on a fresh Debian 12 root, the sanity check fails ("cannot find
+	# Scrt1.o").
+	install_pkgs gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static \
 		libc6:arm64 liburcu-dev:arm64 libcmocka-dev:arm64 libssl-dev:arm64 \
 		>/dev/null 2>&1 || { echo "could not install the aarch64 toolchain, qemu-user-static or arm64 libraries"; return 1; }
 	echo "--cross-file scripts/cross/aarch64-linux-gnu.ini"
@@ -93,9 +98,10 @@ for a in "${arches[@]}"; do
 	esac
 done
 
-# The host's build tools (a fresh machine running this script alone has none).
-install_pkgs meson ninja-build pkg-config python3 >/dev/null 2>&1 ||
-	{ echo "cross: SKIP: meson, ninja-build, pkg-config or python3 missing and not installable"; exit 0; }
+# The host's build tools (a fresh machine running this script alone has
+# none); gcc compiles check-barriers.sh's x86-64 probe.
+install_pkgs meson ninja-build pkg-config python3 gcc libc6-dev >/dev/null 2>&1 ||
+	{ echo "cross: SKIP: meson, ninja-build, pkg-config, python3 or gcc missing and not installable"; exit 0; }
 
 for a in "${arches[@]}"; do
 	echo "== cross $a"
