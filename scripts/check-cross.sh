@@ -99,9 +99,9 @@ for a in "${arches[@]}"; do
 done
 
 # The host's build tools (a fresh machine running this script alone has
-# none); gcc compiles check-barriers.sh's x86-64 probe.
-install_pkgs meson ninja-build pkg-config python3 gcc libc6-dev >/dev/null 2>&1 ||
-	{ echo "cross: SKIP: meson, ninja-build, pkg-config, python3 or gcc missing and not installable"; exit 0; }
+# none); gcc and g++ compile check-barriers.sh's x86-64 probes (C and C++).
+install_pkgs meson ninja-build pkg-config python3 gcc g++ libc6-dev >/dev/null 2>&1 ||
+	{ echo "cross: SKIP: meson, ninja-build, pkg-config, python3, gcc or g++ missing and not installable"; exit 0; }
 
 for a in "${arches[@]}"; do
 	echo "== cross $a"
