@@ -24,6 +24,7 @@
 # Prints "cross: N passed, N failed, N skipped" and exits non-zero on a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/testlog-tally.sh
 arches=("$@")
 [ ${#arches[@]} -eq 0 ] && arches=(aarch64 riscv64)
 root=$(pwd)
@@ -135,27 +136,17 @@ for a in "${arches[@]}"; do
 done
 
 echo "== barriers"
-scripts/check-barriers.sh || failed+=("barriers")
+barriers=OK
+scripts/check-barriers.sh || { barriers=FAIL; failed+=("barriers"); }
 
-python3 - "${arches[@]}" <<'PY'
-import json, os, sys
-p = f = s = 0
-for a in sys.argv[1:]:
-    path = f"build-{a}/meson-logs/testlog-cross.json"
-    if not os.path.exists(path):
-        continue
-    for line in open(path):
-        if not line.strip():
-            continue
-        r = json.loads(line).get("result")
-        if r in ("OK", "EXPECTEDFAIL"):
-            p += 1
-        elif r == "SKIP":
-            s += 1
-        else:
-            f += 1
-print(f"cross: {p} passed, {f} failed, {s} skipped")
-PY
+# The tests of each architecture's log, the barrier check, and one failure
+# for each architecture that did not build (it has no log to count).
+tally=(--result "$barriers")
+for a in "${arches[@]}"; do tally+=("build-$a/meson-logs/testlog-cross.json"); done
+for f in "${failed[@]}"; do
+	case $f in *-build) tally+=(--result FAIL) ;; esac
+done
+testlog_tally cross "${tally[@]}"
 [ ${#skipped[@]} -ne 0 ] && echo "cross: skipped architectures: ${skipped[*]}"
 if [ ${#failed[@]} -ne 0 ]; then
 	echo "cross: FAILED: ${failed[*]}" >&2

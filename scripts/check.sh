@@ -33,6 +33,7 @@
 # and exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/testlog-tally.sh
 
 scripts/deps.sh test || exit 1
 rm -f build-*/meson-logs/testlog-*
@@ -128,31 +129,11 @@ else
 	tail -n 40 build-check/meson-logs/deb.log
 fi
 
-DEB_RESULT=$deb_result FUZZ_RESULT=$fuzz_result python3 - "$@" <<'PY'
-import json, glob, os
-p = f = s = 0
-for r in (os.environ.get("DEB_RESULT"), os.environ.get("FUZZ_RESULT")):
-  if r == "OK":
-    p += 1
-  elif r == "SKIP":
-    s += 1
-  else:
-    f += 1
-for tier in ("plain", "doc", "vm", "asan", "valgrind", "tsan", "cross", "baremetal"):
-  for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
-    for line in open(path):
-        line = line.strip()
-        if not line:
-            continue
-        r = json.loads(line).get("result")
-        if r in ("OK", "EXPECTEDFAIL"):
-            p += 1
-        elif r == "SKIP":
-            s += 1
-        else:
-            f += 1
-print(f"check: {p} passed, {f} failed, {s} skipped")
-PY
+logs=()
+for t in plain doc vm asan valgrind tsan cross baremetal; do
+	logs+=(build-*/meson-logs/testlog-"$t".json)
+done
+testlog_tally check --result "$deb_result" --result "$fuzz_result" "${logs[@]}"
 
 if [ ${#failed_tiers[@]} -ne 0 ]; then
 	echo "check: FAILED tiers: ${failed_tiers[*]}" >&2
