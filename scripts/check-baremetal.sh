@@ -10,6 +10,9 @@
 # 7.2), Debian 12's backports QEMU is unpacked privately into
 # ~/.cache/iodma-qemu-riscv64 (delete it to refresh) and runs the riscv64
 # boots; where that cannot be had the run fences instead and says why.
+# Before linking, the core's objects alone (scripts/core-files.sh) must need
+# no symbol but mem* and libgcc's, and hold no system-call instruction (svc,
+# ecall).
 # Usage: scripts/check-baremetal.sh [OUTDIR]   (default build-baremetal)
 #   BM_SABOTAGE=1 builds images whose verify step is told one word differs:
 #   every run must then FAIL (proves the check sharp).
@@ -24,9 +27,8 @@ for t in aarch64-linux-gnu-gcc riscv64-linux-gnu-gcc qemu-system-aarch64 qemu-sy
 	command -v "$t" >/dev/null || skip "$t not found (install: scripts/deps.sh baremetal)"
 done
 
-core=(src/util.c src/btree.c src/iopt.c src/iova.c src/domain.c src/xlate.c src/memory.c
-      src/regmap.c src/bounce.c src/dma.c src/cache.c src/backend/soft.c
-      src/os/freestanding.c)
+. scripts/core-files.sh
+core=("${core_files[@]}")
 prog=(examples/baremetal/main.c examples/baremetal/bm_libc.c
       examples/baremetal/transport_vmmio.c examples/virtio-blk/driver.c)
 common_flags=(-std=c11 -ffreestanding -nostdinc -fno-pie -fno-stack-protector
@@ -122,6 +124,14 @@ build() { # arch noncoherent -> image path on stdout
 		fi
 		objs+=("$obj")
 	done
+	# The core alone: no symbol but mem*, no system call (the linked
+	# program below has a libc of its own that would hide a core's call).
+	local core_objs=("${objs[@]:0:${#core[@]}}") why
+	$cc -nostdlib -r "${core_objs[@]}" -o "$dir/core.o" >&2 || return 1
+	if ! why=$(NM=$arch-linux-gnu-nm OBJDUMP=$arch-linux-gnu-objdump core_is_freestanding "$dir/core.o" "$arch" "$($cc -print-libgcc-file-name)"); then
+		echo "$why" >&2
+		return 1
+	fi
 	# shellcheck disable=SC2046
 	$cc $(flags_of "$arch") -c examples/baremetal/start_$arch.S -o "$dir/start.o" >&2
 	img="$dir/iodma-baremetal.elf"
