@@ -169,7 +169,10 @@ for arch in aarch64 riscv64; do
 		riscv64) q=("$qemu_rv" -M virt -bios none)
 			 [ "$nc" = 1 ] && [ $zicbom = 1 ] && q+=(-cpu rv64,zicbom=true) ;;
 		esac
-		q+=(-m 256M -smp 1 -nographic -monitor none -serial stdio -kernel "$img"
+		# -nic none: the board's default NIC is a virtio-net-pci whose
+		# option ROM (efi-virtio.rom, ipxe-qemu, only a Recommends of
+		# qemu-system-arm) a fresh Debian 12 root lacks, and QEMU then exits.
+		q+=(-m 256M -smp 1 -nographic -nic none -monitor none -serial stdio -kernel "$img"
 		    -global virtio-mmio.force-legacy=false
 		    -drive "if=none,id=d0,format=raw,file=$disk"
 		    -device virtio-blk-device,drive=d0)
