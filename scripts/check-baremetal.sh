@@ -57,8 +57,10 @@ private_qemu_riscv64() { # -> binary path on stdout, or the reason on stdout and
 		echo "$cache/root/usr/bin/qemu-system-riscv64"
 		return 0
 	fi
-	command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null ||
-		{ echo "no apt-get/dpkg-deb to fetch a newer QEMU"; return 1; }
+	if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
+		echo "no apt-get/dpkg-deb to fetch a newer QEMU"
+		return 1
+	fi
 	# The Debian mirror this machine's apt already uses.
 	mirror=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)$/\1/p' \
 		/etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
