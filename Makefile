@@ -3,12 +3,15 @@
 #   make demo    install what is missing (as root), build, run the end-to-end demo
 #   make check   install what is missing (as root), build with -Werror, run every
 #                test suite: plain, the vm suite in QEMU guests, under ASan+UBSan,
-#                valgrind and ThreadSanitizer; compile the core freestanding;
-#                unit + demo for aarch64 and riscv64 under qemu-user
+#                valgrind and ThreadSanitizer; unit + demo for aarch64 and
+#                riscv64 under qemu-user; the bare-metal driver on QEMU's
+#                aarch64 and riscv64 virt boards; the layout (the core
+#                freestanding: scripts/layout-check.sh)
 # Other targets: build, test (plain suites only), vm-test (VFIO backends in
 # QEMU guests), asan, valgrind, tsan, bench (the issue-8 table of figures
-# against baselines), freestanding (compile the core with -ffreestanding),
-# cross (unit + demo on aarch64 and riscv64 under qemu-user, and the
+# against baselines), layout (scripts/layout-check.sh: Linux code only in
+# src/backend and src/os, the core compiled -ffreestanding -nostdinc, no
+# symbol but mem*, no system call), cross (unit + demo on aarch64 and riscv64 under qemu-user, and the
 # barrier instructions check; installs its toolchains as root),
 # fuzz (a libFuzzer campaign on each fuzz target),
 # doc (the manual pages, checked as make check does), deb (the Debian
@@ -23,7 +26,7 @@ SUITES      = --suite unit --suite demo
 DEMO        = $(BUILD)/examples/virtio-blk/virtio-blk-demo
 
 .PHONY: all deps-build deps-test configure build demo check test vm-test asan valgrind tsan \
-	bench freestanding cross fuzz doc deb deb-symbols abi-check abi-dump install clean
+	bench layout cross fuzz doc deb deb-symbols abi-check abi-dump install clean
 
 all: build
 
@@ -80,8 +83,8 @@ tsan: deps-test
 	ninja -C build-tsan
 	cd build-tsan && $(MESON_TEST) --suite unit
 
-freestanding:
-	scripts/freestanding-check.sh
+layout:
+	scripts/layout-check.sh
 
 # Section 3 pages by Linux's kernel-doc from the headers, iodma(1) and
 # iodma-info(1) by help2man (doc/meson.build); build-check/doc/ has them.

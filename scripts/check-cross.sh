@@ -6,7 +6,8 @@
 # Usage: scripts/check-cross.sh [aarch64] [riscv64]   (default: both)
 #
 # What it needs (installed here as root, else it SKIPs with the reason):
-#   aarch64  gcc-aarch64-linux-gnu, qemu-user-static, and the arm64 multiarch
+#   aarch64  gcc-aarch64-linux-gnu with libc6-dev-arm64-cross (only a
+#            Recommends of the compiler), qemu-user-static, and the arm64 multiarch
 #            packages libc6 liburcu-dev libcmocka-dev libssl-dev
 #            (dpkg --add-architecture arm64).  qemu runs the binaries with
 #            the multiarch loader /lib/ld-linux-aarch64.so.1: giving it
@@ -23,6 +24,7 @@
 # Prints "cross: N passed, N failed, N skipped" and exits non-zero on a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/testlog-tally.sh
 arches=("$@")
 [ ${#arches[@]} -eq 0 ] && arches=(aarch64 riscv64)
 root=$(pwd)
@@ -54,7 +56,11 @@ setup_aarch64() {
 		dpkg --add-architecture arm64
 		apt-get update -qq >/dev/null 2>&1 || true
 	fi
-	install_pkgs gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static \
+	# libc6-dev-arm64-cross (the compiler's start files and libc to link
+	# against) is only a Recommends of gcc-aarch64-linux-gnu: without it,
+	# as on a fresh Debian 12 root, the sanity check fails ("cannot find
+	# Scrt1.o").
+	install_pkgs gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static \
 		libc6:arm64 liburcu-dev:arm64 libcmocka-dev:arm64 libssl-dev:arm64 \
 		libjson-c-dev:arm64 \
 		>/dev/null 2>&1 || { echo "could not install the aarch64 toolchain, qemu-user-static or arm64 libraries"; return 1; }
@@ -97,6 +103,11 @@ for a in "${arches[@]}"; do
 	esac
 done
 
+# The host's build tools (a fresh machine running this script alone has
+# none); gcc and g++ compile check-barriers.sh's x86-64 probes (C and C++).
+install_pkgs meson ninja-build pkg-config python3 gcc g++ libc6-dev >/dev/null 2>&1 ||
+	{ echo "cross: SKIP: meson, ninja-build, pkg-config, python3, gcc or g++ missing and not installable"; exit 0; }
+
 for a in "${arches[@]}"; do
 	echo "== cross $a"
 	t0=$(date +%s)
@@ -106,41 +117,40 @@ for a in "${arches[@]}"; do
 		continue
 	fi
 	dir=build-$a
+	log=$root/build-$a-setup.log
+	# The setup and build output goes to a log, shown when either fails (a
+	# newcomer's machine must say what broke, not only that it did).
 	# shellcheck disable=SC2086
-	if { [ -f "$dir/build.ninja" ] || meson setup "$dir" $args -Dwerror=true -Dtests=enabled >/dev/null; } &&
-	   { ninja -C "$dir" >/dev/null || ninja -C "$dir"; }; then
+	if { [ -f "$dir/build.ninja" ] || meson setup "$dir" $args -Dwerror=true -Dtests=enabled >"$log" 2>&1; } &&
+	   ninja -C "$dir" >>"$log" 2>&1; then
 		if ! (cd "$dir" && IODMA_FUZZ_COUNT=2000 meson test --print-errorlogs --num-processes 2 \
 			--logbase "testlog-cross" --suite unit --suite demo | tail -n 12); then
 			failed+=("$a")
 		fi
 	else
 		failed+=("$a-build")
+		echo "cross $a: the setup or build failed; the end of $log:"
+		tail -n 40 "$log" | sed 's/^/  /'
+		if [ -f "$dir/meson-logs/meson-log.txt" ]; then
+			echo "cross $a: the end of $dir/meson-logs/meson-log.txt:"
+			tail -n 30 "$dir/meson-logs/meson-log.txt" | sed 's/^/  /'
+		fi
 	fi
 	echo "cross $a: $(( $(date +%s) - t0 )) s"
 done
 
 echo "== barriers"
-scripts/check-barriers.sh || failed+=("barriers")
+barriers=OK
+scripts/check-barriers.sh || { barriers=FAIL; failed+=("barriers"); }
 
-python3 - "${arches[@]}" <<'PY'
-import json, os, sys
-p = f = s = 0
-for a in sys.argv[1:]:
-    path = f"build-{a}/meson-logs/testlog-cross.json"
-    if not os.path.exists(path):
-        continue
-    for line in open(path):
-        if not line.strip():
-            continue
-        r = json.loads(line).get("result")
-        if r in ("OK", "EXPECTEDFAIL"):
-            p += 1
-        elif r == "SKIP":
-            s += 1
-        else:
-            f += 1
-print(f"cross: {p} passed, {f} failed, {s} skipped")
-PY
+# The tests of each architecture's log, the barrier check, and one failure
+# for each architecture that did not build (it has no log to count).
+tally=(--result "$barriers")
+for a in "${arches[@]}"; do tally+=("build-$a/meson-logs/testlog-cross.json"); done
+for f in "${failed[@]}"; do
+	case $f in *-build) tally+=(--result FAIL) ;; esac
+done
+testlog_tally cross "${tally[@]}"
 [ ${#skipped[@]} -ne 0 ] && echo "cross: skipped architectures: ${skipped[*]}"
 if [ ${#failed[@]} -ne 0 ]; then
 	echo "cross: FAILED: ${failed[*]}" >&2

@@ -10,7 +10,9 @@
 #   4. unit + demo under valgrind (memcheck, leaks are errors)
 #   5. unit under ThreadSanitizer (no -Werror: gcc warns that it does not
 #      instrument atomic_thread_fence)
-#   6. the core compiled freestanding
+#   6. (the compile-only freestanding tier is gone: the bare-metal runs of 7b
+#      build, link and boot the core freestanding, and 8's layout check
+#      compiles it -ffreestanding -nostdinc on the host where they skip)
 #   7. cross: unit + demo built for aarch64 and riscv64 and run under
 #      qemu-user, and the I/O barriers' instructions on every architecture
 #      (scripts/check-cross.sh; SKIP with the reason where the toolchains
@@ -18,10 +20,12 @@
 #   7b. baremetal: examples/baremetal booted on QEMU's aarch64 and riscv64
 #      virt boards, device coherent and non-coherent (meson suite baremetal;
 #      installs scripts/deps.sh baremetal as root, SKIP with the reason
-#      otherwise)
+#      otherwise); the core's objects alone need no symbol but mem* and hold
+#      no system-call instruction
 #   8. hygiene: SPDX lines (scripts/check-spdx.sh); the layout: Linux headers
 #      only under src/backend and src/os, no backend includes another
-#      backend's header (scripts/layout-check.sh)
+#      backend's header, the core compiles -ffreestanding -nostdinc and links
+#      with no symbol but mem* and no system call (scripts/layout-check.sh)
 #   9. the ABI of build-check/libiodma.so against abi/libiodma.so.0.abi
 #      (scripts/abi-check.sh, abidiff)
 #  10. the libFuzzer targets, each for a bounded time (scripts/check-fuzz.sh)
@@ -33,6 +37,7 @@
 # and exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/testlog-tally.sh
 
 scripts/deps.sh test || exit 1
 rm -f build-*/meson-logs/testlog-*
@@ -91,9 +96,6 @@ else
 	failed_tiers+=("tsan-build")
 fi
 
-echo "== freestanding"
-scripts/freestanding-check.sh || failed_tiers+=("freestanding")
-
 echo "== cross"
 scripts/check-cross.sh || failed_tiers+=("cross")
 
@@ -128,31 +130,11 @@ else
 	tail -n 40 build-check/meson-logs/deb.log
 fi
 
-DEB_RESULT=$deb_result FUZZ_RESULT=$fuzz_result python3 - "$@" <<'PY'
-import json, glob, os
-p = f = s = 0
-for r in (os.environ.get("DEB_RESULT"), os.environ.get("FUZZ_RESULT")):
-  if r == "OK":
-    p += 1
-  elif r == "SKIP":
-    s += 1
-  else:
-    f += 1
-for tier in ("plain", "doc", "vm", "asan", "valgrind", "tsan", "cross", "baremetal"):
-  for path in glob.glob(f"build-*/meson-logs/testlog-{tier}.json"):
-    for line in open(path):
-        line = line.strip()
-        if not line:
-            continue
-        r = json.loads(line).get("result")
-        if r in ("OK", "EXPECTEDFAIL"):
-            p += 1
-        elif r == "SKIP":
-            s += 1
-        else:
-            f += 1
-print(f"check: {p} passed, {f} failed, {s} skipped")
-PY
+logs=()
+for t in plain doc vm asan valgrind tsan cross baremetal; do
+	logs+=(build-*/meson-logs/testlog-"$t".json)
+done
+testlog_tally check --result "$deb_result" --result "$fuzz_result" "${logs[@]}"
 
 if [ ${#failed_tiers[@]} -ne 0 ]; then
 	echo "check: FAILED tiers: ${failed_tiers[*]}" >&2

@@ -14,7 +14,9 @@
 #   deb:   what `make deb` needs: dpkg-dev, debhelper, lintian, then the
 #          Build-Depends of debian/control (apt-get build-dep ./)
 #   baremetal: the aarch64 and riscv64 cross compilers (used freestanding)
-#          and QEMU's system emulators for examples/baremetal
+#          and QEMU's system emulators for examples/baremetal; libaio1, the
+#          one library the backports QEMU for riscv64 (Zicbom, unpacked
+#          privately by scripts/check-baremetal.sh) needs beyond Debian 12's
 #   state: print a fingerprint of which of all these are installed, at which
 #          version (scripts/setup-build.sh reconfigures a tree when it changes)
 # As root, missing packages are installed with apt-get; otherwise the missing
@@ -24,7 +26,7 @@ set -euo pipefail
 build_pkgs=(gcc libc6-dev pkg-config meson ninja-build liburcu-dev libssl-dev libjson-c-dev)
 test_pkgs=(libcmocka-dev valgrind libglib2.0-dev abigail-tools clang libclang-rt-14-dev
 	linux-source-6.12 perl help2man man-db g++)
-baremetal_pkgs=(gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc)
+baremetal_pkgs=(gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc libaio1)
 
 case ${1:-build} in
 build) want=("${build_pkgs[@]}") ;;
