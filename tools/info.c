@@ -592,6 +592,7 @@ static void probe_type1(struct info_group *g)
 	o.backend_config = &vo;
 	err = iodma_domain_create(&o, &d);
 	if (!err) {
+		p->caps = IODMA_STRUCT_INIT(struct iodma_caps);
 		err = iodma_domain_get_caps(d, &p->caps);
 		if (err)
 			iodma_domain_destroy(d);
@@ -625,6 +626,7 @@ static void probe_iommufd(struct info_device *dv)
 	if (err) {
 		probe_fail(p, err);
 	} else {
+		p->caps = IODMA_STRUCT_INIT(struct iodma_caps);
 		iodma_domain_get_caps(d, &p->caps);
 		iodma_vfio_device_close(vd);
 	}

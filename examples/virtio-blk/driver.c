@@ -1070,7 +1070,8 @@ int vblk_driver_checks(struct vblk_driver *drv, uint64_t scratch, bool quiet)
 {
 	struct checks c = { .drv = drv, .quiet = quiet };
 	size_t align = (size_t)iodma_domain_alignment(drv->domain);
-	struct iodma_dev_stats before, after;
+	struct iodma_dev_stats before = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats after = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	uint8_t *canary = NULL, *canary2 = NULL;
 	uint64_t hole = 0, iova = 0;
 	char detail[320];

@@ -433,7 +433,8 @@ static int run_pci(const struct options *o, struct source *src,
 	struct vblk_driver *drv = NULL;
 	struct vblk_driver_info info;
 	struct vblk_pci_info pi;
-	struct iodma_dev_stats ds0, ds1;
+	struct iodma_dev_stats ds0 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats ds1 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	char in_hex[65], out_hex[65];
 	bool verified = false;
 	double t0, t1, t2;
@@ -544,8 +545,12 @@ int main(int argc, char **argv)
 	struct vblk_transport *transport = NULL;
 	struct vblk_driver_info info;
 	struct vblk_device_stats dst;
-	struct iodma_xlate_stats xs0 = { 0 }, xs1 = { 0 }, xs_end;
-	struct iodma_dev_stats ds0 = { 0 }, ds1 = { 0 }, ds_end;
+	struct iodma_xlate_stats xs0 = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct iodma_xlate_stats xs1 = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct iodma_xlate_stats xs_end = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct iodma_dev_stats ds0 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats ds1 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats ds_end = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	uint64_t size = 0, data_sectors, capacity = 0;
 	int disk_fd = -1, doorbell = -1, irq = -1;
 	bool verified = false, copy_ok = true;

@@ -40,6 +40,9 @@ extern "C" {
 
 /**
  * struct iodma_caps - What an IOMMU allows (pci-driver PciIommu queries).
+ * @size:          IODMA_STRUCT_INIT(): the size the caller was built with
+ *                 (growth rule of iodma/common.h; the library fills what
+ *                 fits and never writes @size).
  * @alignment:     power of two >= host page size; iova, len and host address
  *                 of every map/unmap must be multiples of it.
  * @nr_ranges:     number of valid entries in @ranges (1..IODMA_MAX_IOVA_RANGES).
@@ -49,6 +52,7 @@ extern "C" {
  * @flags:         IODMA_CAP_* bits.
  */
 struct iodma_caps {
+	size_t size;
 	uint64_t alignment;
 	uint32_t nr_ranges;
 	uint32_t max_mappings;
@@ -92,8 +96,9 @@ struct iodma_map_event {
  *              Return 0 or a negative errno (nothing to clean up then).
  * @close:      release what open created.  Called with no mapping left
  *              (the domain unmaps everything first).
- * @get_caps:   fill @caps.  Called at domain creation and after
- *              iodma_domain_refresh_caps().
+ * @get_caps:   fill @caps (every byte 0 on entry; @size is the domain's
+ *              business: it sets it afterwards).  Called at domain
+ *              creation and after iodma_domain_refresh_caps().
  * @map:        program one mapping.  0, or a negative errno and nothing was
  *              programmed.
  * @unmap:      remove the mappings that exactly tile [iova, iova + len)
