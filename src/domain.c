@@ -518,7 +518,7 @@ IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 	os_mutex_unlock(&w->map_lock);
 	c.size = sizeof(c);
 	return out_copy(caps, &c, sizeof(c),
-			IODMA_OFFSETOFEND(struct iodma_caps, flags));
+			IODMA_OFFSETOFEND(struct iodma_caps, reserved_));
 }
 
 IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d)

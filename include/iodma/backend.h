@@ -50,6 +50,8 @@ extern "C" {
  *                 inside one of them.
  * @max_mappings:  most mappings that may exist at once.
  * @flags:         IODMA_CAP_* bits.
+ * @reserved_:     0 (explicit, so the struct has no tail padding a later
+ *                 field could not use; growth rule of iodma/common.h).
  */
 struct iodma_caps {
 	size_t size;
@@ -58,6 +60,7 @@ struct iodma_caps {
 	uint32_t max_mappings;
 	struct iodma_iova_range ranges[IODMA_MAX_IOVA_RANGES];
 	uint32_t flags;
+	uint32_t reserved_;
 };
 
 #define IODMA_CAP_MAP_FD        0x1u /* backend can map fd + offset without a VA */

@@ -15,6 +15,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -2349,9 +2351,37 @@ static void test_opts_growth(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* Growth rule of common.h for the output struct iodma_dev_stats. */
+static int get_dev_stats(void *ctx, void *out)
+{
+	return iodma_dev_get_stats(ctx, out);
+}
+
+static void test_dev_stats_growth_rule(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, UINT64_MAX, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	void *buf = page_alloc(PG);
+	uint64_t iova;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf, 64, IODMA_TO_DEVICE, &iova), 0);
+	check_output_growth(sizeof(struct iodma_dev_stats), get_dev_stats, dev);
+	assert_int_equal(iodma_dev_get_stats(dev, &st), 0);
+	assert_int_equal(st.maps, 1);
+	assert_int_equal(iodma_dev_get_stats(NULL, &st), -EINVAL);
+	assert_int_equal(iodma_dev_get_stats(dev, NULL), -EINVAL);
+	iodma_unmap_single(dev, iova, 64, IODMA_TO_DEVICE);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dev_stats_growth_rule),
 		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_dev_create_rejects_bad_options),
 		cmocka_unit_test(test_dev_create_defaults_and_pool_mapping),

@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -2114,9 +2116,30 @@ static void test_opts_growth_domain_and_soft(void **state)
 	assert_null(d);
 }
 
+/* Growth rule of common.h for the output struct iodma_caps. */
+static int get_caps(void *ctx, void *out)
+{
+	return iodma_domain_get_caps(ctx, out);
+}
+
+static void test_get_caps_growth_rule(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
+
+	(void)state;
+	check_output_growth(sizeof(struct iodma_caps), get_caps, d);
+	assert_int_equal(iodma_domain_get_caps(d, NULL), -EINVAL);
+	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
+	assert_int_equal(c.size, sizeof(c));
+	assert_int_equal(c.alignment, 4096);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_get_caps_growth_rule),
 		cmocka_unit_test(test_opts_growth_domain_and_soft),
 		cmocka_unit_test(test_soft_defaults),
 		cmocka_unit_test(test_create_rejects_bad_options),

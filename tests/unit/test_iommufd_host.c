@@ -19,6 +19,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -992,9 +994,30 @@ static void test_opts_growth(void **state)
 	assert_int_equal(count_fds(), fds);
 }
 
+/* Growth rule of common.h for the output struct iodma_vfio_stats, on an
+ * iommufd domain of the fake kernel. */
+static int get_vfio_stats(void *ctx, void *out)
+{
+	return iodma_vfio_get_stats(ctx, out);
+}
+
+static void test_vfio_stats_growth_rule(void **state)
+{
+	struct iodma_vfio_stats st = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_domain *d;
+
+	(void)state;
+	assert_int_equal(fk_domain(&d), 0);
+	check_output_growth(sizeof(struct iodma_vfio_stats), get_vfio_stats, d);
+	assert_int_equal(iodma_vfio_get_stats(d, &st), 0);
+	assert_true(st.other_ioctls > 0);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		FK_TEST(test_vfio_stats_growth_rule),
 		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_uapi_layouts_match_the_documented_abi),
 		cmocka_unit_test(test_create_without_dev_iommu_is_enoent),

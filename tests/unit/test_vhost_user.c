@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
@@ -1946,9 +1948,27 @@ static void test_opts_growth(void **state)
 	assert_null(vu);
 }
 
+/* Growth rule of common.h for the output struct iodma_vhost_user_stats. */
+static int get_vu_stats(void *ctx, void *out)
+{
+	return iodma_vhost_user_get_stats(ctx, out);
+}
+
+static void test_vhost_user_stats_growth_rule(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct fe t;
+
+	(void)state;
+	iommu_setup(&t, &o);
+	check_output_growth(sizeof(struct iodma_vhost_user_stats), get_vu_stats, t.vu);
+	fe_fini(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vhost_user_stats_growth_rule),
 		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_create_rejects_bad_opts),
 		cmocka_unit_test(test_create_fail_nth_leaves_nothing),

@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -989,9 +991,61 @@ static void test_gpa_dirty_write_across_a_harvest_is_not_lost(void **state)
 	iodma_memory_destroy(m);
 }
 
+/* Growth rule of common.h for the output struct iodma_xlate_stats and the
+ * iterator state struct iodma_xlate_iter. */
+static int get_xlate_stats(void *ctx, void *out)
+{
+	return iodma_xlate_get_stats(ctx, out);
+}
+
+static void test_xlate_stats_and_iter_growth_rule(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct {
+		struct iodma_xlate_iter it;
+		unsigned char newer[16];
+	} w;
+	struct iodma_xlate_iter it, copy;
+	struct iodma_slice s;
+	char *a = pages(1);
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_check_range(d, IOVA0, PG, IODMA_PERM_READ), 0);
+	check_output_growth(sizeof(struct iodma_xlate_stats), get_xlate_stats, d);
+	assert_int_equal(iodma_xlate_get_stats(d, &st), 0);
+	assert_int_equal(iodma_xlate_get_stats(NULL, &st), -EINVAL);
+	assert_int_equal(iodma_xlate_get_stats(d, NULL), -EINVAL);
+
+	/* An iterator smaller than the library's state: -EINVAL, untouched. */
+	memset(&it, 0x5a, sizeof(it));
+	it.size = sizeof(it) - 1;
+	copy = it;
+	assert_int_equal(iodma_xlate_begin(&it, d, IOVA0, PG, IODMA_PERM_READ),
+			 -EINVAL);
+	assert_memory_equal(&it, &copy, sizeof(it));
+	it.size = 0;
+	assert_int_equal(iodma_xlate_begin(&it, d, IOVA0, PG, IODMA_PERM_READ),
+			 -EINVAL);
+	/* A newer caller's larger iterator works; its size is kept. */
+	memset(&w, 0x5a, sizeof(w));
+	w.it.size = sizeof(w);
+	assert_int_equal(iodma_xlate_begin(&w.it, d, IOVA0, PG, IODMA_PERM_READ), 0);
+	assert_int_equal(w.it.size, sizeof(w));
+	assert_int_equal(iodma_xlate_next(&w.it, &s), 1);
+	assert_ptr_equal(s.va, a);
+	assert_int_equal(s.len, PG);
+	assert_int_equal(iodma_xlate_next(&w.it, &s), 0);
+	assert_int_equal(iodma_domain_unmap(d, IOVA0, PG), 0);
+	iodma_domain_destroy(d);
+	munmap(a, PG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_xlate_stats_and_iter_growth_rule),
 		cmocka_unit_test(test_gpa_dirty_log_two_stage_survives_unmap),
 		cmocka_unit_test(test_gpa_dirty_log_host_va_domain_marks_nothing),
 		cmocka_unit_test(test_gpa_dirty_write_across_a_harvest_is_not_lost),
