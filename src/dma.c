@@ -1749,17 +1749,23 @@ IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,
 
 /* ---- statistics ------------------------------------------------------------------ */
 
-IODMA_EXPORT void iodma_dev_get_stats(const struct iodma_dev *dev,
-				      struct iodma_dev_stats *st)
+IODMA_EXPORT int iodma_dev_get_stats(const struct iodma_dev *dev,
+				     struct iodma_dev_stats *st)
 {
-	st->maps = STAT_GET(dev, st_maps);
-	st->registered_hits = STAT_GET(dev, st_registered_hits);
-	st->mappings_created = STAT_GET(dev, st_mappings_created);
-	st->bounces = STAT_GET(dev, st_bounces);
-	st->bounce_bytes = STAT_GET(dev, st_bounce_bytes);
-	st->bounce_slots_total = bounce_slots_total(dev->pool);
-	st->bounce_slots_used = bounce_slots_used(dev->pool);
-	st->bounce_full = STAT_GET(dev, st_bounce_full);
-	st->coherent_allocs = STAT_GET(dev, st_coherent);
-	st->leaked = STAT_GET(dev, st_leaked);
+	struct iodma_dev_stats s = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+
+	if (!dev || !st)
+		return -EINVAL;
+	s.maps = STAT_GET(dev, st_maps);
+	s.registered_hits = STAT_GET(dev, st_registered_hits);
+	s.mappings_created = STAT_GET(dev, st_mappings_created);
+	s.bounces = STAT_GET(dev, st_bounces);
+	s.bounce_bytes = STAT_GET(dev, st_bounce_bytes);
+	s.bounce_slots_total = bounce_slots_total(dev->pool);
+	s.bounce_slots_used = bounce_slots_used(dev->pool);
+	s.bounce_full = STAT_GET(dev, st_bounce_full);
+	s.coherent_allocs = STAT_GET(dev, st_coherent);
+	s.leaked = STAT_GET(dev, st_leaked);
+	return out_copy(st, &s, sizeof(s),
+			IODMA_OFFSETOFEND(struct iodma_dev_stats, leaked));
 }

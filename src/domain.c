@@ -509,13 +509,16 @@ IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 				       struct iodma_caps *caps)
 {
 	struct iodma_domain *w = unconst(d);
+	struct iodma_caps c;
 
 	if (!d || !caps)
 		return -EINVAL;
 	os_mutex_lock(&w->map_lock);
-	*caps = d->caps;
+	c = d->caps;
 	os_mutex_unlock(&w->map_lock);
-	return 0;
+	c.size = sizeof(c);
+	return out_copy(caps, &c, sizeof(c),
+			IODMA_OFFSETOFEND(struct iodma_caps, reserved_));
 }
 
 IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d)

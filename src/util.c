@@ -92,21 +92,46 @@ IODMA_EXPORT size_t iodma_page_size(void)
 	return os_page_size();
 }
 
+int ext_copy(void *dst, size_t dst_size, const void *src, size_t src_size,
+	     enum ext_dir dir)
+{
+	const unsigned char *s = src;
+	unsigned char *d = dst;
+	size_t n = IODMA_MIN(dst_size, src_size);
+
+	if (dir == EXT_IN)
+		for (size_t i = dst_size; i < src_size; i++)
+			if (s[i])
+				return -E2BIG;
+	/* The size member stays the receiver's own. */
+	memcpy(d + sizeof(size_t), s + sizeof(size_t), n - sizeof(size_t));
+	if (dir == EXT_OUT && dst_size > src_size)
+		memset(d + src_size, 0, dst_size - src_size);
+	return 0;
+}
+
 int opts_copy(void *dst, size_t dst_size, const void *src, size_t min_size)
 {
-	const unsigned char *tail;
 	size_t size;
+	int err;
 
 	if (!src)
 		return 0;
 	memcpy(&size, src, sizeof(size));
 	if (size < min_size || size < sizeof(size_t))
 		return -EINVAL;
-	tail = (const unsigned char *)src + dst_size;
-	for (size_t i = dst_size; i < size; i++, tail++)
-		if (*tail)
-			return -E2BIG;
-	memcpy(dst, src, IODMA_MIN(size, dst_size));
-	memcpy(dst, &dst_size, sizeof(dst_size));
-	return 0;
+	err = ext_copy(dst, dst_size, src, size, EXT_IN);
+	if (!err)
+		memcpy(dst, &dst_size, sizeof(dst_size));
+	return err;
+}
+
+int out_copy(void *dst, const void *src, size_t src_size, size_t min_size)
+{
+	size_t size;
+
+	memcpy(&size, dst, sizeof(size));
+	if (size < min_size || size < sizeof(size_t))
+		return -EINVAL;
+	return ext_copy(dst, size, src, src_size, EXT_OUT);
 }

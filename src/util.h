@@ -44,6 +44,52 @@
  */
 int opts_copy(void *dst, size_t dst_size, const void *src, size_t min_size);
 
+/* Which way an extensible struct crosses the API. */
+enum ext_dir {
+	EXT_IN,  /* caller -> library (options) */
+	EXT_OUT, /* library -> caller (caps, stats, state) */
+};
+
+/*
+ * ext_copy() - Copy an extensible struct (first member size_t size) between
+ * two versions of it, either way across the API: the one copy behind
+ * opts_copy() and out_copy().
+ * @dst:      receiver; its size member is left as it is.
+ * @dst_size: bytes the receiver has (>= sizeof(size_t)).
+ * @src:      sender.
+ * @src_size: bytes the sender has (>= sizeof(size_t)).
+ * @dir:      EXT_IN: @src is the caller's, bytes of @src past @dst_size
+ *            must be zero (a newer caller using a field this library does
+ *            not know is -E2BIG) and @dst's bytes past @src_size keep their
+ *            defaults.  EXT_OUT: @dst is the caller's, bytes of @src past
+ *            @dst_size are dropped (an older caller does not see the fields
+ *            added since) and @dst's bytes past @src_size are zeroed (a
+ *            newer caller sees 0 in the fields this library does not have).
+ *
+ * The rule of Linux's copy_struct_from_user() (openat2, clone3) and, for
+ * EXT_OUT, of its copy_struct_to_user().
+ *
+ * Return: 0; -E2BIG (EXT_IN only), and then @dst is unchanged.
+ */
+int ext_copy(void *dst, size_t dst_size, const void *src, size_t src_size,
+	     enum ext_dir dir);
+
+/*
+ * out_copy() - Fill a caller's output struct of any version from ours.
+ * @dst:      the caller's struct, first member size_t size set by
+ *            IODMA_STRUCT_INIT() (the size it was built with).
+ * @src:      our struct, fully filled.
+ * @src_size: sizeof(*src).
+ * @min_size: bytes of the struct's first version.
+ *
+ * The growth rule of common.h for output structs: min(dst->size, @src_size)
+ * bytes are filled, the caller's bytes past @src_size are zeroed,
+ * dst->size is not changed.
+ *
+ * Return: 0; -EINVAL if dst->size < @min_size, and then @dst is unchanged.
+ */
+int out_copy(void *dst, const void *src, size_t src_size, size_t min_size);
+
 /* [iova, iova + len) is a valid range: len > 0 and the last byte does not
  * wrap past 2^64 - 1. */
 static inline bool range_valid(uint64_t iova, uint64_t len)

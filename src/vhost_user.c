@@ -1535,7 +1535,7 @@ IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
 IODMA_EXPORT int iodma_vhost_user_log_write(struct iodma_vhost_user *vu,
 					    uint64_t iova, uint64_t len)
 {
-	struct iodma_xlate_iter it;
+	struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 	struct iodma_slice s;
 	int ret;
 
@@ -1599,9 +1599,12 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
 IODMA_EXPORT int iodma_vhost_user_get_stats(struct iodma_vhost_user *vu,
 					    struct iodma_vhost_user_stats *st)
 {
+	struct iodma_vhost_user_stats s;
+
 	if (!vu || !st)
 		return -EINVAL;
-	*st = (struct iodma_vhost_user_stats){
+	s = (struct iodma_vhost_user_stats){
+		.size = sizeof(s),
 		.iotlb_updates = atomic_load_explicit(&vu->st_updates, memory_order_relaxed),
 		.iotlb_invalidates = atomic_load_explicit(&vu->st_invalidates, memory_order_relaxed),
 		.iotlb_misses = atomic_load_explicit(&vu->st_misses, memory_order_relaxed),
@@ -1610,7 +1613,8 @@ IODMA_EXPORT int iodma_vhost_user_get_stats(struct iodma_vhost_user *vu,
 		.misses_failed = atomic_load_explicit(&vu->st_miss_failed, memory_order_relaxed),
 		.misses_ahead = atomic_load_explicit(&vu->st_miss_ahead, memory_order_relaxed),
 	};
-	return 0;
+	return out_copy(st, &s, sizeof(s),
+			IODMA_OFFSETOFEND(struct iodma_vhost_user_stats, misses_ahead));
 }
 
 IODMA_EXPORT struct iodma_domain *iodma_vhost_user_domain(struct iodma_vhost_user *vu)

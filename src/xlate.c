@@ -1678,8 +1678,11 @@ IODMA_EXPORT int iodma_xlate_begin(struct iodma_xlate_iter *it,
 {
 	if (!it || !d || !perm_valid(perm) || (len && !range_valid(iova, len)))
 		return -EINVAL;
-	*it = (struct iodma_xlate_iter){ .d = d, .iova = iova, .left = len,
-					 .perm = perm, .flags = 0 };
+	/* The library needs its whole state: no shorter caller (common.h). */
+	if (it->size < sizeof(*it))
+		return -EINVAL;
+	*it = (struct iodma_xlate_iter){ .size = it->size, .d = d, .iova = iova,
+					 .left = len, .perm = perm, .flags = 0 };
 	return 0;
 }
 
@@ -1909,15 +1912,17 @@ IODMA_EXPORT int iodma_write(struct iodma_domain *d, uint64_t iova,
 
 /* ---- counters ------------------------------------------------------------ */
 
-IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
+IODMA_EXPORT int iodma_xlate_get_stats(const struct iodma_domain *d,
 					struct iodma_xlate_stats *st)
 {
+	struct iodma_xlate_stats s = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct iodma_xlate_stats *out = st;
 	struct xlate_state *xl;
 
 	if (!d || !st)
-		return;
+		return -EINVAL;
 	xl = d->xl;
-	memset(st, 0, sizeof(*st));
+	st = &s;
 	for (unsigned int i = 0; i <= NR_SHARDS; i++) {
 		st->iotlb_hits += atomic_load_explicit(&xl->shards[i].hits,
 						       memory_order_relaxed);
@@ -1932,6 +1937,8 @@ IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
 	st->faults = xl->faults_total;
 	st->faults_dropped = xl->faults_dropped;
 	os_mutex_unlock(&xl->fault_lock);
+	return out_copy(out, &s, sizeof(s),
+			IODMA_OFFSETOFEND(struct iodma_xlate_stats, faults_dropped));
 }
 
 /* ---- for tests ------------------------------------------------------------ */

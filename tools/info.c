@@ -524,6 +524,7 @@ static void probe_type1(struct info_group *g)
 		probe_fail(p, err);
 		return;
 	}
+	p->caps = IODMA_STRUCT_INIT(struct iodma_caps);
 	err = iodma_domain_get_caps(d, &p->caps);
 	if (err) {
 		probe_fail(p, err);
@@ -560,6 +561,7 @@ static void probe_iommufd(struct info_device *dv)
 	if (err) {
 		probe_fail(p, err);
 	} else {
+		p->caps = IODMA_STRUCT_INIT(struct iodma_caps);
 		iodma_domain_get_caps(d, &p->caps);
 		iodma_vfio_device_close(vd);
 	}

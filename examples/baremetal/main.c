@@ -206,7 +206,7 @@ int bm_main(void)
 	struct vblk_driver_info info;
 	struct vblk_vmmio_counts vc;
 	struct dma_cache_counts cc;
-	struct iodma_dev_stats ds;
+	struct iodma_dev_stats ds = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	struct bm_heap_stats hs;
 	struct vblk_transport *t;
 	struct vblk_driver *drv;

@@ -94,8 +94,9 @@ int main(int argc, char **argv)
 	struct iodma_iommufd_opts io = IODMA_OPTS_INIT(struct iodma_iommufd_opts);
 	struct iodma_dev_opts dopts = IODMA_OPTS_INIT(struct iodma_dev_opts);
 	const char *bdf = NULL, *backend = "vfio", *path = NULL;
-	struct iodma_vfio_stats vs0 = { 0 }, vs1 = { 0 };
-	struct iodma_dev_stats ds;
+	struct iodma_vfio_stats vs0 = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_vfio_stats vs1 = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_dev_stats ds = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	struct nvme_copy_result r;
 	struct iodma_domain *d = NULL;
 	struct iodma_dev *data = NULL;

@@ -474,8 +474,8 @@ static int serve(struct backend *b, int conn, int sfd)
 
 static void print_counters(struct backend *b)
 {
-	struct iodma_vhost_user_stats vs = { 0 };
-	struct iodma_xlate_stats xs = { 0 };
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
+	struct iodma_xlate_stats xs = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	struct vblk_device_stats sum = { 0 };
 	for (uint32_t i = 0; i < b->nq; i++) {
 		struct vblk_device_stats st;

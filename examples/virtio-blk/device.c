@@ -468,7 +468,7 @@ static int iov_push(struct iovbuf *b, void *va, uint64_t len)
 static int iov_translate(struct vblk_device *vd, struct iovbuf *b,
 			 uint64_t iova, uint64_t len, uint32_t perm)
 {
-	struct iodma_xlate_iter it;
+	struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 	struct iodma_slice s;
 	int ret;
 

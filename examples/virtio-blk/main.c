@@ -500,7 +500,8 @@ static int run_pci(const struct options *o, struct source *src,
 	struct vblk_driver *drv = NULL;
 	struct vblk_driver_info info;
 	struct vblk_pci_info pi;
-	struct iodma_dev_stats ds0, ds1;
+	struct iodma_dev_stats ds0 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats ds1 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	struct copy_result cr;
 	const char *msg = "";
 	int ret, status = 1;
@@ -666,8 +667,10 @@ static int run_soft(const struct options *o, struct source *src,
 	struct vblk_driver *drv = NULL;
 	struct vblk_driver_info info;
 	struct vblk_device_stats dst;
-	struct iodma_xlate_stats xs0, xs1;
-	struct iodma_dev_stats ds0, ds1;
+	struct iodma_xlate_stats xs0 = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct iodma_xlate_stats xs1 = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct iodma_dev_stats ds0 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats ds1 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	struct copy_result cr;
 	uint64_t hits, misses;
 	const char *msg;

@@ -40,6 +40,9 @@ extern "C" {
 
 /**
  * struct iodma_caps - What an IOMMU allows (pci-driver PciIommu queries).
+ * @size:          IODMA_STRUCT_INIT(): the size the caller was built with
+ *                 (growth rule of iodma/common.h; the library fills what
+ *                 fits and never writes @size).
  * @alignment:     power of two >= host page size; iova, len and host address
  *                 of every map/unmap must be multiples of it.
  * @nr_ranges:     number of valid entries in @ranges (1..IODMA_MAX_IOVA_RANGES).
@@ -47,13 +50,17 @@ extern "C" {
  *                 inside one of them.
  * @max_mappings:  most mappings that may exist at once.
  * @flags:         IODMA_CAP_* bits.
+ * @reserved_:     0 (explicit, so the struct has no tail padding a later
+ *                 field could not use; growth rule of iodma/common.h).
  */
 struct iodma_caps {
+	size_t size;
 	uint64_t alignment;
 	uint32_t nr_ranges;
 	uint32_t max_mappings;
 	struct iodma_iova_range ranges[IODMA_MAX_IOVA_RANGES];
 	uint32_t flags;
+	uint32_t reserved_;
 };
 
 #define IODMA_CAP_MAP_FD        0x1u /* backend can map fd + offset without a VA */
@@ -92,8 +99,9 @@ struct iodma_map_event {
  *              Return 0 or a negative errno (nothing to clean up then).
  * @close:      release what open created.  Called with no mapping left
  *              (the domain unmaps everything first).
- * @get_caps:   fill @caps.  Called at domain creation and after
- *              iodma_domain_refresh_caps().
+ * @get_caps:   fill @caps (every byte 0 on entry; @size is the domain's
+ *              business: it sets it afterwards).  Called at domain
+ *              creation and after iodma_domain_refresh_caps().
  * @map:        program one mapping.  0, or a negative errno and nothing was
  *              programmed.
  * @unmap:      remove the mappings that exactly tile [iova, iova + len)

@@ -8,9 +8,10 @@
  *   their own function.  A range is [iova, iova + len) with len > 0; a range
  *   whose end would pass 2^64 is -EINVAL everywhere.  "len" is always bytes,
  *   "pages" is pages, "last" is an inclusive end and appears only where a
- *   kernel uapi uses one.  Options structs start with a size_t set by
- *   IODMA_OPTS_INIT() so that new fields can be added at their end without
- *   breaking callers built against an older header.
+ *   kernel uapi uses one.  Options structs, and the output structs a caller
+ *   allocates, start with a size_t set by IODMA_STRUCT_INIT() so that new
+ *   fields can be added at their end without breaking callers built against
+ *   an older header.
  *
  * Growth rule (options structs; the rule of Linux's copy_struct_from_user()
  * for openat2/clone3):
@@ -26,9 +27,32 @@
  *     padding of an earlier version, and without implicit padding of their
  *     own (explicit reserved fields instead), so that the zero-tail test is
  *     not defeated by uninitialised padding.
- *   Output structs the library fills (struct iodma_caps, iodma_dev_stats,
- *   iodma_xlate_iter, iodma_sg) are not versioned this way in 0.x: they may
- *   change with the soname.
+ *   Output structs a caller allocates and the library fills (struct
+ *   iodma_caps, iodma_dev_stats, iodma_xlate_stats, iodma_vfio_stats,
+ *   iodma_vhost_user_stats) and the iterator state struct iodma_xlate_iter
+ *   start with the same size_t size, set by IODMA_STRUCT_INIT() to the size
+ *   the caller was built with (the rule of Linux's copy_struct_to_user()):
+ *   - The library fills min(size, its sizeof) bytes: a caller built against
+ *     an older header gets the prefix it knows, and the fields added since
+ *     are not written.
+ *   - A caller built against a newer header gets its bytes past the
+ *     library's sizeof zeroed (0 for every field this library lacks).
+ *   - A size smaller than the struct's first version is -EINVAL and nothing
+ *     is written.  .size itself is never written by the library.
+ *   - struct iodma_xlate_iter holds private state the library needs whole:
+ *     its first version carries reserved room for later fields, so its
+ *     size never grows past that of the first version; a smaller size is
+ *     -EINVAL.
+ *   Array elements (struct iodma_sg, iodma_slice, iodma_fault,
+ *   iodma_region_info, like struct iovec) cannot carry a size: a caller
+ *   and a library that disagree on the element size would stride the
+ *   array differently.  Their layout is frozen for the soname; a new field
+ *   means a new struct, new functions and a new soname.  Structs the
+ *   library allocates and hands to a callback (iodma_map_event,
+ *   iodma_vhost_user_reply) grow only at their end: a caller reads the
+ *   prefix it knows.  The remaining single output structs
+ *   (iodma_vfio_region_info, iodma_vhost_user_vring) are frozen for the
+ *   soname in 0.x.
  *
  *   Permissions are the device's view: IODMA_PERM_READ lets the device read
  *   host memory (a to-device transfer), IODMA_PERM_WRITE lets it write.
@@ -62,27 +86,38 @@ extern "C" {
 #define IODMA_VERSION_PATCH 0
 
 /**
- * IODMA_OPTS_INIT() - Initializer for an options struct.
- * @type: the struct type, e.g. struct iodma_domain_opts.
+ * IODMA_STRUCT_INIT() - Initializer for an extensible struct.
+ * @type: the struct type, e.g. struct iodma_domain_opts or struct
+ *        iodma_dev_stats.
  *
  * An expression of type @type whose leading .size member is sizeof(type)
  * and every other member 0, which is each option's documented default.  Use
- * as ``struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);``
+ * as ``struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);``
+ * for every struct that starts with size_t size: options (input) and
+ * caps, stats and iterators (output), see the growth rule above.
  * In C it is a compound literal; C++17 has neither compound literals nor
  * designated initializers, so there it is an immediately invoked lambda
  * returning a value-initialised (all-zero) struct with .size set.  Valid C11
  * and C++17 (g++/clang++ -pedantic-errors, tests/cxx/test_headers.cpp).
  */
 #ifdef __cplusplus
-#define IODMA_OPTS_INIT(type)                                                  \
+#define IODMA_STRUCT_INIT(type)                                                \
 	([]() {                                                                \
-		type iodma_opts_{};                                            \
-		iodma_opts_.size = sizeof(type);                               \
-		return iodma_opts_;                                            \
+		type iodma_struct_{};                                          \
+		iodma_struct_.size = sizeof(type);                             \
+		return iodma_struct_;                                          \
 	}())
 #else
-#define IODMA_OPTS_INIT(type) ((type){ .size = sizeof(type) })
+#define IODMA_STRUCT_INIT(type) ((type){ .size = sizeof(type) })
 #endif
+
+/**
+ * IODMA_OPTS_INIT() - Initializer for an options struct.
+ * @type: the struct type, e.g. struct iodma_domain_opts.
+ *
+ * The same as IODMA_STRUCT_INIT(), under the name options have always used.
+ */
+#define IODMA_OPTS_INIT(type) IODMA_STRUCT_INIT(type)
 
 /* Device access permissions (what the device may do to host memory). */
 #define IODMA_PERM_READ  0x1u /* device reads memory: DMA to the device */

@@ -323,6 +323,11 @@ IODMA_EXPORT int iodma_sync_for_device(struct iodma_dev *dev, uint64_t iova,
  * @seg_iova: output, valid for the first N elements where N is what
  *           iodma_map_sg() returned: the Nth merged DMA segment's address.
  * @seg_len: output, likewise: its length.
+ *
+ * An array element, like struct iovec: it has no size member because a
+ * caller and a library that disagree on sizeof(struct iodma_sg) would
+ * stride the array differently.  Its layout is frozen for the soname
+ * (growth rule of iodma/common.h).
  */
 struct iodma_sg {
 	void *va;
@@ -564,6 +569,7 @@ IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,
 
 /**
  * struct iodma_dev_stats - Counters of a device (monotonic unless noted).
+ * @size:              IODMA_STRUCT_INIT(); see iodma_dev_get_stats().
  * @maps:              streaming maps made (single + sg elements).
  * @registered_hits:   maps served from registered memory.
  * @mappings_created:  domain mappings this device created and kept: a map
@@ -580,6 +586,7 @@ IODMA_EXPORT int iodma_hal_unshare(struct iodma_dev *dev, uint64_t paddr,
  * @leaked:            maps and allocations still live at destroy.
  */
 struct iodma_dev_stats {
+	size_t size;
 	uint64_t maps;
 	uint64_t registered_hits;
 	uint64_t mappings_created;
@@ -595,12 +602,17 @@ struct iodma_dev_stats {
 /**
  * iodma_dev_get_stats() - Read a device's counters.
  * @dev: device.
- * @st:  receives them.
+ * @st:  receives them; its @size set by
+ *       IODMA_STRUCT_INIT(struct iodma_dev_stats) (growth rule of
+ *       iodma/common.h, Linux's copy_struct_to_user()).
  *
  * Context: thread-safe.
- * Return:  nothing.
+ * Return:  0 and min(st->size, sizeof(struct iodma_dev_stats)) bytes filled,
+ *          the caller's bytes past the library's struct zeroed; -EINVAL
+ *          NULL argument, or st->size smaller than the first version of
+ *          struct iodma_dev_stats (*@st unchanged).
  */
-IODMA_EXPORT void iodma_dev_get_stats(const struct iodma_dev *dev,
+IODMA_EXPORT int iodma_dev_get_stats(const struct iodma_dev *dev,
 				      struct iodma_dev_stats *st);
 
 #ifdef __cplusplus

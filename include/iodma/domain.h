@@ -113,10 +113,15 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d);
 /**
  * iodma_domain_get_caps() - The IOMMU's capabilities (PciIommu queries).
  * @d:    domain.
- * @caps: receives alignment, valid IOVA ranges, max mappings, flags.
+ * @caps: receives alignment, valid IOVA ranges, max mappings, flags; its
+ *        @size set by IODMA_STRUCT_INIT(struct iodma_caps) (growth rule of
+ *        iodma/common.h, Linux's copy_struct_to_user()).
  *
  * Context: thread-safe; takes the map lock (not from a listener).
- * Return:  0; -EINVAL NULL argument.
+ * Return:  0 and min(caps->size, sizeof(struct iodma_caps)) bytes filled,
+ *          the caller's bytes past the library's struct zeroed; -EINVAL
+ *          NULL argument, or caps->size smaller than the first version of
+ *          struct iodma_caps (*@caps unchanged).
  */
 IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 				       struct iodma_caps *caps);

@@ -225,6 +225,7 @@ IODMA_EXPORT const char *iodma_vfio_last_error(void);
 
 /**
  * struct iodma_vfio_stats - ioctls a vfio or iommufd domain has issued.
+ * @size:         IODMA_STRUCT_INIT(); see iodma_vfio_get_stats().
  * @map_ioctls:   VFIO_IOMMU_MAP_DMA / IOMMU_IOAS_MAP(_FILE) calls.
  * @unmap_ioctls: VFIO_IOMMU_UNMAP_DMA / IOMMU_IOAS_UNMAP calls.
  * @other_ioctls: every other ioctl of the backend: GET_INFO, IOVA ranges,
@@ -237,6 +238,7 @@ IODMA_EXPORT const char *iodma_vfio_last_error(void);
  * counted: they go to the device fd, not to the domain.
  */
 struct iodma_vfio_stats {
+	size_t size;
 	uint64_t map_ioctls;
 	uint64_t unmap_ioctls;
 	uint64_t other_ioctls;
@@ -245,15 +247,20 @@ struct iodma_vfio_stats {
 /**
  * iodma_vfio_get_stats() - The ioctl counters of a vfio or iommufd domain.
  * @d:  a domain created with iodma_backend_vfio() or iodma_backend_iommufd().
- * @st: receives the counters.
+ * @st: receives the counters; its @size set by
+ *      IODMA_STRUCT_INIT(struct iodma_vfio_stats) (growth rule of
+ *      iodma/common.h, Linux's copy_struct_to_user()).
  *
  * Each counter is read atomically, the three not as one snapshot (a call
  * concurrent with maps may see one counter move before another).  In VFIO
  * no-IOMMU mode maps make no ioctl: only @other_ioctls grows.
  *
  * Context: thread-safe, lock-free.
- * Return:  0; -EINVAL NULL argument or @d is neither a vfio nor an iommufd
- *          domain.
+ * Return:  0 and min(st->size, sizeof(struct iodma_vfio_stats)) bytes
+ *          filled, the caller's bytes past the library's struct zeroed;
+ *          -EINVAL NULL argument, @d is neither a vfio nor an iommufd
+ *          domain, or st->size smaller than the first version of struct
+ *          iodma_vfio_stats (*@st unchanged).
  */
 IODMA_EXPORT int iodma_vfio_get_stats(const struct iodma_domain *d,
 				      struct iodma_vfio_stats *st);

@@ -458,6 +458,7 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
 
 /**
  * struct iodma_vhost_user_stats - What the IOTLB layer did (monotonic).
+ * @size:              IODMA_STRUCT_INIT(); see iodma_vhost_user_get_stats().
  * @iotlb_updates:     IOTLB UPDATE messages applied (a repeat of what is
  *                     mapped counts; a refused one does not).
  * @iotlb_invalidates: IOTLB INVALIDATE messages applied (also those that
@@ -479,6 +480,7 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
  *                     iodma_vhost_user_iotlb_miss()).
  */
 struct iodma_vhost_user_stats {
+	size_t size;
 	uint64_t iotlb_updates;
 	uint64_t iotlb_invalidates;
 	uint64_t iotlb_misses;
@@ -491,13 +493,18 @@ struct iodma_vhost_user_stats {
 /**
  * iodma_vhost_user_get_stats() - Read the IOTLB counters.
  * @vu: object.
- * @st: receives them (each read atomically; together a near snapshot).
+ * @st: receives them (each read atomically; together a near snapshot);
+ *      its @size set by IODMA_STRUCT_INIT(struct iodma_vhost_user_stats)
+ *      (growth rule of iodma/common.h, Linux's copy_struct_to_user()).
  *
  * Translations that hit the page table are not counted here: the device
  * code sees those (every successful iodma_translate()).
  *
  * Context: thread-safe, lock-free.
- * Return:  0; -EINVAL NULL argument.
+ * Return:  0 and min(st->size, sizeof(struct iodma_vhost_user_stats)) bytes
+ *          filled, the caller's bytes past the library's struct zeroed;
+ *          -EINVAL NULL argument, or st->size smaller than the first
+ *          version of struct iodma_vhost_user_stats (*@st unchanged).
  */
 IODMA_EXPORT int iodma_vhost_user_get_stats(struct iodma_vhost_user *vu,
 					    struct iodma_vhost_user_stats *st);

@@ -170,34 +170,46 @@ IODMA_EXPORT int iodma_check_range(struct iodma_domain *d, uint64_t iova,
 /**
  * struct iodma_xlate_iter - State of a slice-by-slice translation
  *                           (GuestMemory::get_slices).
+ * @size:  IODMA_STRUCT_INIT(struct iodma_xlate_iter), set by the caller
+ *         before iodma_xlate_begin().
  * @d:     private: the domain translated in.
  * @iova:  private: the next byte to translate.
  * @left:  private: bytes still to translate.
  * @perm:  private: the IODMA_PERM_* asked for.
  * @flags: private: the iterator's state bits.
  * @fault: private: the fault that ended the walk, if any.
+ * @reserved_: private: room for the state of later versions.
  *
- * Fields are private; the struct is public so it can live on the stack.
+ * Fields other than @size are private; the struct is public so it can live
+ * on the stack.  The library needs its state whole, so the size never
+ * grows past this first version: later state goes into @reserved_ (growth
+ * rule of iodma/common.h).
  */
 struct iodma_xlate_iter {
+	size_t size;
 	struct iodma_domain *d;
 	uint64_t iova;
 	uint64_t left;
 	uint32_t perm;
 	uint32_t flags;
 	struct iodma_fault fault;
+	uint64_t reserved_[4];
 };
 
 /**
  * iodma_xlate_begin() - Start translating [iova, iova + len).
- * @it:   iterator to initialise.
+ * @it:   iterator to initialise; it->size set by
+ *        IODMA_STRUCT_INIT(struct iodma_xlate_iter).
  * @d:    domain.
  * @iova: first byte.
  * @len:  bytes; 0 gives an empty iteration (vm-memory: count 0).
  * @perm: IODMA_PERM_* wanted.
  *
  * Context: thread-safe.
- * Return:  0; -EINVAL overflowing range or bad perm (iterator unusable).
+ * Return:  0; -EINVAL overflowing range, bad perm, NULL argument, or
+ *          it->size smaller than sizeof(struct iodma_xlate_iter) (the
+ *          iterator is then unusable: iodma_xlate_next() on it is -EINVAL
+ *          unless an earlier begin succeeded on it).
  */
 IODMA_EXPORT int iodma_xlate_begin(struct iodma_xlate_iter *it,
 				   struct iodma_domain *d, uint64_t iova,
@@ -411,6 +423,7 @@ IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d);
 
 /**
  * struct iodma_xlate_stats - Translation counters (monotonic).
+ * @size:               IODMA_STRUCT_INIT(); see iodma_xlate_get_stats().
  * @iotlb_hits:         translation steps a page-table leaf served (the
  *                      names are kept from the IOTLB this table replaced).
  * @iotlb_misses:       page-table walks that found no leaf (a fault or a
@@ -422,6 +435,7 @@ IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d);
  * @faults_dropped:     faults lost because the log was full.
  */
 struct iodma_xlate_stats {
+	size_t size;
 	uint64_t iotlb_hits;
 	uint64_t iotlb_misses;
 	uint64_t iotlb_invalidations;
@@ -433,15 +447,20 @@ struct iodma_xlate_stats {
 /**
  * iodma_xlate_get_stats() - Read the translation counters.
  * @d:  domain.
- * @st: receives the counters.
+ * @st: receives the counters; its @size set by
+ *      IODMA_STRUCT_INIT(struct iodma_xlate_stats) (growth rule of
+ *      iodma/common.h, Linux's copy_struct_to_user()).
  *
  * Counters are per-thread sharded; a read while translations run sums a
  * consistent-enough snapshot.
  *
  * Context: thread-safe.
- * Return:  nothing.
+ * Return:  0 and min(st->size, sizeof(struct iodma_xlate_stats)) bytes
+ *          filled, the caller's bytes past the library's struct zeroed;
+ *          -EINVAL NULL argument, or st->size smaller than the first
+ *          version of struct iodma_xlate_stats (*@st unchanged).
  */
-IODMA_EXPORT void iodma_xlate_get_stats(const struct iodma_domain *d,
+IODMA_EXPORT int iodma_xlate_get_stats(const struct iodma_domain *d,
 					struct iodma_xlate_stats *st);
 
 #ifdef __cplusplus

@@ -590,9 +590,17 @@ IODMA_EXPORT int iodma_vfio_register_bars(struct iodma_vfio_device *vd,
 IODMA_EXPORT int iodma_vfio_get_stats(const struct iodma_domain *d,
 				      struct iodma_vfio_stats *st)
 {
+	struct iodma_vfio_stats s = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	int err;
+
 	if (!d || !st)
 		return -EINVAL;
 	if (iommufd_domain_is(d))
-		return iommufd_domain_stats(d, st);
-	return vfio_domain_stats(d, st);
+		err = iommufd_domain_stats(d, &s);
+	else
+		err = vfio_domain_stats(d, &s);
+	if (err)
+		return err;
+	return out_copy(st, &s, sizeof(s),
+			IODMA_OFFSETOFEND(struct iodma_vfio_stats, other_ioctls));
 }

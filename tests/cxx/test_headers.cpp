@@ -87,6 +87,20 @@ int main()
 	CHECK(opts_ok(soft_opts));
 	struct iodma_platform_ops platform_ops = IODMA_OPTS_INIT(struct iodma_platform_ops);
 	CHECK(opts_ok(platform_ops));
+	// Output structs take the same initialiser (growth rule of common.h).
+	struct iodma_caps caps = IODMA_STRUCT_INIT(struct iodma_caps);
+	CHECK(opts_ok(caps));
+	struct iodma_dev_stats dev_stats = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	CHECK(opts_ok(dev_stats));
+	struct iodma_xlate_stats xlate_stats = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	CHECK(opts_ok(xlate_stats));
+	struct iodma_vfio_stats vfio_stats = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	CHECK(opts_ok(vfio_stats));
+	struct iodma_vhost_user_stats vhost_user_stats =
+		IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
+	CHECK(opts_ok(vhost_user_stats));
+	struct iodma_xlate_iter xlate_iter = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
+	CHECK(opts_ok(xlate_iter));
 	CHECK(macros[0] == IODMA_BACKEND_OPS_VERSION);
 	CHECK(sizeof(macros) / sizeof(macros[0]) == 32);
 	CHECK(IODMA_PERM_RW == (IODMA_PERM_READ | IODMA_PERM_WRITE));
@@ -101,6 +115,12 @@ int main()
 	CHECK(iodma_memory_create(&memory_opts, &m) == 0);
 	domain_opts.memory = m;
 	CHECK(iodma_domain_create(&domain_opts, &d) == 0);
+	CHECK(iodma_domain_get_caps(d, &caps) == 0);
+	CHECK(caps.size == sizeof(caps) && caps.nr_ranges >= 1);
+	CHECK(iodma_xlate_get_stats(d, &xlate_stats) == 0);
+	CHECK(iodma_xlate_begin(&xlate_iter, d, 0, 0, IODMA_PERM_READ) == 0);
+	caps.size = 0;
+	CHECK(iodma_domain_get_caps(d, &caps) == -EINVAL);
 	iodma_domain_destroy(d);
 	iodma_memory_destroy(m);
 	memory_opts.flags = 1;

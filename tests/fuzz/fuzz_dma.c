@@ -147,7 +147,7 @@ static void dev_read_check(uint64_t iova, const uint8_t *want, size_t len)
 
 static struct iodma_dev_stats stats(void)
 {
-	struct iodma_dev_stats st;
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 
 	iodma_dev_get_stats(S.dev, &st);
 	return st;
@@ -163,7 +163,8 @@ static void op_map(bool attrs)
 	enum iodma_dir dir = (enum iodma_dir)(1 + dirb % 3);
 	uint64_t align = 0, mask = 0, iova = 0, want_align, want_mask;
 	uint64_t nmap0 = iodma_domain_nr_mappings(S.d);
-	struct iodma_dev_stats b, a;
+	struct iodma_dev_stats b = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats a = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	size_t len;
 	uint8_t *va;
 	int ret;
@@ -631,7 +632,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
 	static const uint64_t masks[4] = { 0, 0xffffffffull, 0xfffffffffull, 0x7fffffffull };
-	struct iodma_dev_stats st;
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	uint8_t c0, c1, c2;
 	uint64_t pool_maps;
 

@@ -15,6 +15,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -154,7 +156,7 @@ static void direct_dev_free(struct iodma_dev *dev)
 
 static struct iodma_dev_stats stats(struct iodma_dev *dev)
 {
-	struct iodma_dev_stats st;
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 
 	iodma_dev_get_stats(dev, &st);
 	return st;
@@ -644,7 +646,7 @@ static void test_policy_always_bounces_everything(void **state)
 	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
 	uint8_t *buf = page_alloc(16 * PG);
 	uint64_t iova[4], nr;
-	struct iodma_dev_stats st;
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 
 	(void)state;
 	assert_int_equal(iodma_dev_register(dev, buf, 16 * PG, NULL), 0);
@@ -948,7 +950,7 @@ static void test_registered_map_is_a_lookup_without_new_mapping(void **state)
 	size_t len = 64 * PG;
 	uint8_t *buf = page_alloc(len), x[32];
 	uint64_t reg_iova, iova, io2, nr;
-	struct iodma_dev_stats st;
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 
 	(void)state;
 	assert_int_equal(iodma_dev_register(dev, buf, len, &reg_iova), 0);
@@ -1402,7 +1404,7 @@ static void test_sg_all_or_nothing_when_third_element_fails(void **state)
 	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_WHEN_NEEDED, 1 << 16);
 	uint8_t *buf = page_alloc(8 * PG), x;
 	struct iodma_sg sg[5];
-	struct iodma_dev_stats st;
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	uint64_t nr = iodma_domain_nr_mappings(d);
 
 	(void)state;
@@ -1818,7 +1820,8 @@ static void test_fail_nth_dev_create(void **state)
 static void sweep_map_single(struct iodma_domain *d, struct iodma_dev *dev,
 			     void *va, size_t len, uint64_t align)
 {
-	struct iodma_dev_stats before = stats(dev), st;
+	struct iodma_dev_stats before = stats(dev);
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	uint64_t nr = iodma_domain_nr_mappings(d), iova = 0;
 	unsigned long n;
 	int ret;
@@ -2348,9 +2351,37 @@ static void test_opts_growth(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* Growth rule of common.h for the output struct iodma_dev_stats. */
+static int get_dev_stats(void *ctx, void *out)
+{
+	return iodma_dev_get_stats(ctx, out);
+}
+
+static void test_dev_stats_growth_rule(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, UINT64_MAX, IODMA_BOUNCE_WHEN_NEEDED, 0);
+	struct iodma_dev_stats st = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	void *buf = page_alloc(PG);
+	uint64_t iova;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, buf, 64, IODMA_TO_DEVICE, &iova), 0);
+	check_output_growth(sizeof(struct iodma_dev_stats), get_dev_stats, dev);
+	assert_int_equal(iodma_dev_get_stats(dev, &st), 0);
+	assert_int_equal(st.maps, 1);
+	assert_int_equal(iodma_dev_get_stats(NULL, &st), -EINVAL);
+	assert_int_equal(iodma_dev_get_stats(dev, NULL), -EINVAL);
+	iodma_unmap_single(dev, iova, 64, IODMA_TO_DEVICE);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dev_stats_growth_rule),
 		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_dev_create_rejects_bad_options),
 		cmocka_unit_test(test_dev_create_defaults_and_pool_mapping),

@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -242,7 +244,7 @@ static void map_ok(struct iodma_domain *d, uint64_t iova, uint64_t len)
 static void test_soft_defaults(void **state)
 {
 	struct iodma_domain *d = mkdomain();
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
 	assert_int_equal(iodma_domain_alignment(d), 4096);
@@ -338,7 +340,7 @@ static void test_soft_opts_validated(void **state)
 	/* And a good custom set is taken as given. */
 	{
 		struct iodma_domain *d = NULL;
-		struct iodma_caps c;
+		struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 		so.nr_ranges = IODMA_MAX_IOVA_RANGES;
 		so.alignment = 2 * PG;
@@ -1454,7 +1456,7 @@ static void test_first_allocation_claims_existing_fixed_maps(void **state)
 static void test_refresh_caps_compatible_only(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	struct iodma_iova_range rr[2] = { { 0x100000, 0x100000 },
 					  { 0x400000, 0x100000 } };
@@ -1486,7 +1488,7 @@ static void test_refresh_caps_shrink_takes_lost_space_from_allocator(void **stat
 					  { 0x400000, 0x100000 } };
 	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint64_t iova;
 
 	so.ranges = rr;
@@ -1531,7 +1533,7 @@ static void test_refresh_caps_alignment_below_creation_ebusy(void **state)
 {
 	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	struct iodma_iova_range rr = { 0x100000, 0x100000 }; /* 16 KiB aligned */
 
@@ -1554,7 +1556,7 @@ static void test_refresh_caps_alignment_below_creation_ebusy(void **state)
 
 static void test_queries_of_null_domain(void **state)
 {
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	(void)state;
 	assert_int_equal(iodma_domain_get_caps(NULL, &c), -EINVAL);
@@ -2114,9 +2116,30 @@ static void test_opts_growth_domain_and_soft(void **state)
 	assert_null(d);
 }
 
+/* Growth rule of common.h for the output struct iodma_caps. */
+static int get_caps(void *ctx, void *out)
+{
+	return iodma_domain_get_caps(ctx, out);
+}
+
+static void test_get_caps_growth_rule(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
+
+	(void)state;
+	check_output_growth(sizeof(struct iodma_caps), get_caps, d);
+	assert_int_equal(iodma_domain_get_caps(d, NULL), -EINVAL);
+	assert_int_equal(iodma_domain_get_caps(d, &c), 0);
+	assert_int_equal(c.size, sizeof(c));
+	assert_int_equal(c.alignment, 4096);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_get_caps_growth_rule),
 		cmocka_unit_test(test_opts_growth_domain_and_soft),
 		cmocka_unit_test(test_soft_defaults),
 		cmocka_unit_test(test_create_rejects_bad_options),

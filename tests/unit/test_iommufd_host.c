@@ -19,6 +19,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -541,7 +543,8 @@ static void test_iommufd_domain_is_false_for_soft_and_null(void **state)
 static void test_attach_bad_fd_or_domain_changes_nothing(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps before, after;
+	struct iodma_caps before = IODMA_STRUCT_INIT(struct iodma_caps);
+	struct iodma_caps after = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint32_t id = 0xdead;
 	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 
@@ -567,7 +570,7 @@ static void test_attach_bad_fd_or_domain_changes_nothing(void **state)
 static void test_caps_exclude_page0_and_report_no_mapping_limit(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	assert_int_equal(fk_domain(&d), 0);
 	assert_int_equal(fk.n_alloc, 1);
@@ -585,7 +588,7 @@ static void test_caps_exclude_page0_and_report_no_mapping_limit(void **state)
 static void test_caps_clip_ranges_to_alignment(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	fk.base.nr = 4;
 	fk.base.align = 2 * PG;			/* above the page size: kept */
@@ -612,7 +615,7 @@ static void test_caps_clip_ranges_to_alignment(void **state)
 static void test_ranges_reread_when_they_grow_between_calls(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	fk.race = true;
 	fk.base.r[0].last = 0xefffffffffffffffull;
@@ -677,7 +680,7 @@ static void test_map_fd_without_map_file_uses_va_or_eopnotsupp(void **state)
 static void test_map_fd_with_map_file_maps_by_fd(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 	int mfd = memfd_create("mem", MFD_CLOEXEC);
 	int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
 
@@ -818,7 +821,8 @@ static void test_create_fail_nth_leaves_nothing(void **state)
 static void test_refresh_fail_nth_keeps_caps(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps before, after;
+	struct iodma_caps before = IODMA_STRUCT_INIT(struct iodma_caps);
+	struct iodma_caps after = IODMA_STRUCT_INIT(struct iodma_caps);
 	unsigned long n;
 	int err;
 
@@ -843,7 +847,8 @@ static void test_refresh_fail_nth_keeps_caps(void **state)
 static void test_attach_binds_attaches_and_keeps_same_ranges(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps before, after;
+	struct iodma_caps before = IODMA_STRUCT_INIT(struct iodma_caps);
+	struct iodma_caps after = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint32_t id = 0;
 
 	fk.att = fk.base;	/* a device that reserves nothing */
@@ -865,7 +870,7 @@ static void test_attach_binds_attaches_and_keeps_same_ranges(void **state)
 static void test_attach_shrinks_ranges_and_detach_widens(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint32_t id = 0;
 	unsigned int reads;
 
@@ -895,7 +900,8 @@ static void test_attach_shrinks_ranges_and_detach_widens(void **state)
 static void test_attach_refused_by_kernel_changes_nothing(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps before, after;
+	struct iodma_caps before = IODMA_STRUCT_INIT(struct iodma_caps);
+	struct iodma_caps after = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint32_t id = 7;
 
 	assert_int_equal(fk_domain(&d), 0);
@@ -929,7 +935,8 @@ static void test_attach_refused_by_kernel_changes_nothing(void **state)
 static void test_attach_refresh_failure_detaches(void **state)
 {
 	struct iodma_domain *d;
-	struct iodma_caps before, after;
+	struct iodma_caps before = IODMA_STRUCT_INIT(struct iodma_caps);
+	struct iodma_caps after = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint32_t id = 7;
 
 	/* The device needs a larger alignment than a live mapping has. */
@@ -987,9 +994,30 @@ static void test_opts_growth(void **state)
 	assert_int_equal(count_fds(), fds);
 }
 
+/* Growth rule of common.h for the output struct iodma_vfio_stats, on an
+ * iommufd domain of the fake kernel. */
+static int get_vfio_stats(void *ctx, void *out)
+{
+	return iodma_vfio_get_stats(ctx, out);
+}
+
+static void test_vfio_stats_growth_rule(void **state)
+{
+	struct iodma_vfio_stats st = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_domain *d;
+
+	(void)state;
+	assert_int_equal(fk_domain(&d), 0);
+	check_output_growth(sizeof(struct iodma_vfio_stats), get_vfio_stats, d);
+	assert_int_equal(iodma_vfio_get_stats(d, &st), 0);
+	assert_true(st.other_ioctls > 0);
+	iodma_domain_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		FK_TEST(test_vfio_stats_growth_rule),
 		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_uapi_layouts_match_the_documented_abi),
 		cmocka_unit_test(test_create_without_dev_iommu_is_enoent),

@@ -197,9 +197,72 @@ static void test_opts_copy_growth_rule(void **state)
 	assert_int_equal(opts_copy(&d1, sizeof(d1), &old, v1_min), -EINVAL);
 }
 
+/* The output side of the rule (out_copy, ext_copy EXT_OUT) on the same
+ * struct grown from v1 to v2. */
+static void test_out_copy_growth_rule(void **state)
+{
+	const size_t v1_min = IODMA_OFFSETOFEND(struct growth_v1, reserved);
+	struct growth_v2 lib2 = { .size = sizeof(lib2), .a = 7, .reserved = 8, .b = 9 };
+	struct growth_v1 lib1 = { .size = sizeof(lib1), .a = 7, .reserved = 8 };
+	struct growth_v1 old;
+	struct {
+		struct growth_v2 s;
+		uint64_t extra;
+	} big;
+	struct growth_v2 neu, copy;
+
+	(void)state;
+	/* Older caller, newer library: the prefix it knows, .b not written
+	 * (it is past the caller's struct). */
+	memset(&big, 0xa5, sizeof(big));
+	big.s.size = sizeof(old);
+	assert_int_equal(out_copy(&big.s, &lib2, sizeof(lib2), v1_min), 0);
+	assert_int_equal(big.s.size, sizeof(old));
+	assert_int_equal(big.s.a, 7);
+	assert_int_equal(big.s.reserved, 8);
+	assert_int_equal(big.s.b, 0xa5a5a5a5a5a5a5a5ull);
+	memset(&old, 0xa5, sizeof(old));
+	old.size = sizeof(old);
+	assert_int_equal(out_copy(&old, &lib2, sizeof(lib2), v1_min), 0);
+	assert_int_equal(old.a, 7);
+	assert_int_equal(old.reserved, 8);
+	/* Newer caller, older library: the field it lacks reads 0. */
+	memset(&neu, 0xa5, sizeof(neu));
+	neu.size = sizeof(neu);
+	assert_int_equal(out_copy(&neu, &lib1, sizeof(lib1), v1_min), 0);
+	assert_int_equal(neu.size, sizeof(neu));
+	assert_int_equal(neu.a, 7);
+	assert_int_equal(neu.b, 0);
+	/* A library field past the caller's struct is not an error on output
+	 * (-E2BIG is for inputs only). */
+	memset(&big, 0xa5, sizeof(big));
+	big.s.size = sizeof(big);
+	assert_int_equal(out_copy(&big.s, &lib2, sizeof(lib2), v1_min), 0);
+	assert_int_equal(big.s.b, 9);
+	assert_int_equal(big.extra, 0);
+	/* Smaller than the first version: -EINVAL, nothing written. */
+	memset(&neu, 0xa5, sizeof(neu));
+	neu.size = v1_min - 1;
+	copy = neu;
+	assert_int_equal(out_copy(&neu, &lib2, sizeof(lib2), v1_min), -EINVAL);
+	assert_memory_equal(&neu, &copy, sizeof(neu));
+	neu.size = 0;
+	copy = neu;
+	assert_int_equal(out_copy(&neu, &lib2, sizeof(lib2), v1_min), -EINVAL);
+	assert_memory_equal(&neu, &copy, sizeof(neu));
+	/* EXT_IN keeps the receiver's defaults past a shorter sender and never
+	 * writes the receiver's size. */
+	neu = (struct growth_v2){ .size = 1234, .a = 1, .b = 5 };
+	assert_int_equal(ext_copy(&neu, sizeof(neu), &lib1, sizeof(lib1), EXT_IN), 0);
+	assert_int_equal(neu.size, 1234);
+	assert_int_equal(neu.a, 7);
+	assert_int_equal(neu.b, 5);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_out_copy_growth_rule),
 		cmocka_unit_test(test_opts_copy_growth_rule),
 		cmocka_unit_test(test_strerror_names_every_documented_code),
 		cmocka_unit_test(test_version_matches_header),

@@ -266,7 +266,7 @@ static void test_get_info_intel_figures_become_caps(void **state)
 		{ 0, 0xfedfffff }, { 0xfef00000, 0x7fffffffff },
 	};
 	struct fake_info f;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	fake_info_build(&f, 0x40201000, r, 2, true, true, 65000);
 	assert_int_equal(vfio_caps_from_info(f.b, f.len, 65535, true, &c), 0);
@@ -287,7 +287,7 @@ static void test_get_info_range_to_2_64_loses_its_top_unit(void **state)
 		{ 0, 0xfedfffff }, { 0xfef00000, UINT64_MAX },
 	};
 	struct fake_info f;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	fake_info_build(&f, 0xfffffffffffff000ull, r, 2, false, false, 0);
 	assert_int_equal(vfio_caps_from_info(f.b, f.len, 0, false, &c), 0);
@@ -305,7 +305,7 @@ static void test_get_info_alignment_is_lowest_pgsize_ranges_shrink_inwards(void 
 		{ 0x800000, 0xa00fff },		/* end not aligned: cut */
 	};
 	struct fake_info f;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	fake_info_build(&f, 0x40200000, r, 3, false, true, 10);
 	assert_int_equal(vfio_caps_from_info(f.b, f.len, 10, false, &c), 0);
@@ -322,7 +322,7 @@ static void test_get_info_too_many_ranges_keeps_largest_and_says_so(void **state
 {
 	struct vfio_iova_range r[100];
 	struct fake_info f;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	/* Range i: [i * 1G, i * 1G + (i + 1) pages). */
 	for (int i = 0; i < 100; i++) {
@@ -348,7 +348,7 @@ static void test_get_info_without_caps_or_ranges(void **state)
 	};
 	static const struct vfio_iova_range page0[] = { { 0, 0xfff } };
 	struct fake_info f;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	/* An old kernel: no capability chain, the whole space minus page 0
 	 * and the top unit. */
@@ -369,7 +369,7 @@ static void test_get_info_chain_loop_and_truncation_are_safe(void **state)
 	struct vfio_iommu_type1_info *h;
 	struct vfio_iommu_type1_info_cap_iova_range *cr;
 	struct fake_info f;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	fake_info_build(&f, 0x1000, r, 1, false, true, 7);
 	h = (void *)f.b;
@@ -547,7 +547,7 @@ static void test_identity_caps_are_documented_ones(void **state)
 {
 	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
 	struct iodma_domain *d;
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint64_t pg = iodma_page_size();
 
 	o.backend = iodma_backend_identity();

@@ -332,8 +332,9 @@ static void test_figures_are_the_kernels(void **state)
 {
 	struct iodma_domain *d = vfio_domain(true, false);
 	struct iodma_vfio_iommu_info vi;
-	struct iodma_vfio_stats before, after;
-	struct iodma_caps caps;
+	struct iodma_vfio_stats before = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_vfio_stats after = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_caps caps = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	assert_int_equal(iodma_vfio_get_stats(d, &before), 0);
 	fk.nr_info = 0;

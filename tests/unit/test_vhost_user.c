@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
@@ -668,8 +670,8 @@ static void test_miss_sends_miss_and_waits_for_the_update(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
 	struct answerer a = { .answer = true };
-	struct iodma_vhost_user_stats vs;
-	struct iodma_xlate_stats st;
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	pthread_t th;
 	uint8_t b[5];
 	struct fe t;
@@ -774,7 +776,7 @@ static void test_miss_asks_ahead_for_the_rest_of_the_buffer(void **state)
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
 	const uint64_t iova = 0xc000000;
 	struct burst b = { .iova = iova, .n = 8, .want = 7 };
-	struct iodma_vhost_user_stats vs;
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
 	uint8_t *out = malloc(8 * PG);
 	pthread_t th;
 	struct fe t;
@@ -820,7 +822,7 @@ static void test_miss_without_answer_times_out_and_faults(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
 	struct answerer a = { .answer = false };
-	struct iodma_vhost_user_stats vs;
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
 	struct iodma_fault f[2];
 	pthread_t th;
 	uint8_t b[4];
@@ -887,7 +889,7 @@ static void *read_one(void *arg)
 static void test_invalidate_releases_a_waiting_miss(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
-	struct iodma_vhost_user_stats vs;
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
 	struct reader r;
 	struct {
 		struct vu_header h;
@@ -1946,9 +1948,27 @@ static void test_opts_growth(void **state)
 	assert_null(vu);
 }
 
+/* Growth rule of common.h for the output struct iodma_vhost_user_stats. */
+static int get_vu_stats(void *ctx, void *out)
+{
+	return iodma_vhost_user_get_stats(ctx, out);
+}
+
+static void test_vhost_user_stats_growth_rule(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct fe t;
+
+	(void)state;
+	iommu_setup(&t, &o);
+	check_output_growth(sizeof(struct iodma_vhost_user_stats), get_vu_stats, t.vu);
+	fe_fini(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vhost_user_stats_growth_rule),
 		cmocka_unit_test(test_opts_growth),
 		cmocka_unit_test(test_create_rejects_bad_opts),
 		cmocka_unit_test(test_create_fail_nth_leaves_nothing),

@@ -8,6 +8,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "growth.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +58,7 @@ static size_t faults_pending(struct iodma_domain *d)
 
 static struct iodma_xlate_stats stats(struct iodma_domain *d)
 {
-	struct iodma_xlate_stats st;
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 
 	iodma_xlate_get_stats(d, &st);
 	return st;
@@ -66,7 +68,7 @@ static void test_slices_add_up_and_split_where_host_discontiguous(void **state)
 {
 	struct iodma_domain *d = dom_new(NULL, 0, 0);
 	char *a = pages(4), *b = pages(4);
-	struct iodma_xlate_iter it;
+	struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 	struct iodma_slice s[4];
 	uint64_t sum = 0;
 	size_t nr;
@@ -121,7 +123,7 @@ static void test_error_stops_at_first_unmapped_byte_with_hole_subrange(void **st
 {
 	struct iodma_domain *d = dom_new(NULL, 0, 0);
 	char *a = pages(4);
-	struct iodma_xlate_iter it;
+	struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 	struct iodma_fault f, log[4];
 	struct iodma_slice s[4];
 	size_t nr;
@@ -191,7 +193,7 @@ static void test_permission_error_covers_the_mapping_part(void **state)
 	assert_int_equal(f.perm, IODMA_PERM_RW);
 	assert_int_equal(faults_pending(d), 2);
 	{
-		struct iodma_xlate_iter it;
+		struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 
 		assert_int_equal(iodma_xlate_begin(&it, d, IOVA0, 4 * PG, IODMA_PERM_WRITE), 0);
 		assert_int_equal(iodma_xlate_next(&it, s), 1);
@@ -233,7 +235,7 @@ static void test_check_range_answers_without_recording_faults(void **state)
 static void test_count_zero_is_an_empty_iteration_and_bad_args_einval(void **state)
 {
 	struct iodma_domain *d = dom_new(NULL, 0, 0);
-	struct iodma_xlate_iter it;
+	struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 	struct iodma_slice s;
 	size_t nr = 7;
 
@@ -266,7 +268,7 @@ static void test_every_translation_walks_the_page_table(void **state)
 	char *a = pages(4);
 	struct iodma_slice s;
 	struct iodma_fault f;
-	struct iodma_xlate_stats st;
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	size_t nr;
 
 	(void)state;
@@ -306,7 +308,7 @@ static void test_iotlb_is_invalidated_before_unmap_returns(void **state)
 	char *a = pages(1);
 	struct iodma_slice s;
 	struct iodma_fault f;
-	struct iodma_xlate_stats st;
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	uint64_t inv;
 	size_t nr;
 
@@ -340,7 +342,7 @@ static void test_unmap_leaves_other_ranges_translating(void **state)
 	char *ring = pages(1), *buf = pages(64);
 	struct iodma_slice s;
 	struct iodma_fault f;
-	struct iodma_xlate_stats st;
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	size_t nr;
 
 	(void)state;
@@ -384,7 +386,7 @@ static void test_iotlb_flush_is_counted_and_changes_nothing(void **state)
 	struct iodma_domain *d = dom_new(NULL, 0, 0);
 	char *a = pages(1);
 	struct iodma_slice s;
-	struct iodma_xlate_stats st;
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	size_t nr;
 
 	(void)state;
@@ -408,7 +410,7 @@ static void test_two_stage_composes_and_follows_both_generations(void **state)
 	struct iodma_domain *d;
 	struct iodma_slice s[4];
 	struct iodma_fault f;
-	struct iodma_xlate_stats st;
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	char *host = pages(8);
 	void *r1 = host, *r2 = host + 4 * PG, *r3; /* host-discontiguous */
 	size_t nr;
@@ -573,7 +575,7 @@ static void test_fault_log_overflow_drops_oldest_and_counts(void **state)
 {
 	struct iodma_domain *d = dom_new(NULL, 0, 4);
 	struct iodma_fault f[8];
-	struct iodma_xlate_stats st;
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
 	char buf[8];
 
 	(void)state;
@@ -689,7 +691,7 @@ static void test_dirty_log_marks_writes_not_reads_and_get_clears(void **state)
 	assert_int_equal(iodma_write(d, IOVA0 + 2 * PG - 1, buf, 2), 0);          /* pages 1, 2 */
 	assert_int_equal(iodma_translate(d, IOVA0 + 70 * PG, PG, IODMA_PERM_RW, s, 4, &nr, NULL), 0);
 	{
-		struct iodma_xlate_iter it;
+		struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 
 		assert_int_equal(iodma_xlate_begin(&it, d, IOVA0 + 130 * PG, 2 * PG,
 						   IODMA_PERM_WRITE), 0);
@@ -884,7 +886,7 @@ static void test_gpa_dirty_log_two_stage_survives_unmap(void **state)
 
 	/* The iterator and iodma_write mark too (GPA pages 11 and 7). */
 	{
-		struct iodma_xlate_iter it;
+		struct iodma_xlate_iter it = IODMA_STRUCT_INIT(struct iodma_xlate_iter);
 		struct iodma_slice sl;
 
 		assert_int_equal(iodma_xlate_begin(&it, d, IOVA0 + 7 * PG, 8, IODMA_PERM_WRITE), 0);
@@ -989,9 +991,61 @@ static void test_gpa_dirty_write_across_a_harvest_is_not_lost(void **state)
 	iodma_memory_destroy(m);
 }
 
+/* Growth rule of common.h for the output struct iodma_xlate_stats and the
+ * iterator state struct iodma_xlate_iter. */
+static int get_xlate_stats(void *ctx, void *out)
+{
+	return iodma_xlate_get_stats(ctx, out);
+}
+
+static void test_xlate_stats_and_iter_growth_rule(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	struct iodma_xlate_stats st = IODMA_STRUCT_INIT(struct iodma_xlate_stats);
+	struct {
+		struct iodma_xlate_iter it;
+		unsigned char newer[16];
+	} w;
+	struct iodma_xlate_iter it, copy;
+	struct iodma_slice s;
+	char *a = pages(1);
+
+	(void)state;
+	assert_int_equal(iodma_domain_map(d, IOVA0, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_check_range(d, IOVA0, PG, IODMA_PERM_READ), 0);
+	check_output_growth(sizeof(struct iodma_xlate_stats), get_xlate_stats, d);
+	assert_int_equal(iodma_xlate_get_stats(d, &st), 0);
+	assert_int_equal(iodma_xlate_get_stats(NULL, &st), -EINVAL);
+	assert_int_equal(iodma_xlate_get_stats(d, NULL), -EINVAL);
+
+	/* An iterator smaller than the library's state: -EINVAL, untouched. */
+	memset(&it, 0x5a, sizeof(it));
+	it.size = sizeof(it) - 1;
+	copy = it;
+	assert_int_equal(iodma_xlate_begin(&it, d, IOVA0, PG, IODMA_PERM_READ),
+			 -EINVAL);
+	assert_memory_equal(&it, &copy, sizeof(it));
+	it.size = 0;
+	assert_int_equal(iodma_xlate_begin(&it, d, IOVA0, PG, IODMA_PERM_READ),
+			 -EINVAL);
+	/* A newer caller's larger iterator works; its size is kept. */
+	memset(&w, 0x5a, sizeof(w));
+	w.it.size = sizeof(w);
+	assert_int_equal(iodma_xlate_begin(&w.it, d, IOVA0, PG, IODMA_PERM_READ), 0);
+	assert_int_equal(w.it.size, sizeof(w));
+	assert_int_equal(iodma_xlate_next(&w.it, &s), 1);
+	assert_ptr_equal(s.va, a);
+	assert_int_equal(s.len, PG);
+	assert_int_equal(iodma_xlate_next(&w.it, &s), 0);
+	assert_int_equal(iodma_domain_unmap(d, IOVA0, PG), 0);
+	iodma_domain_destroy(d);
+	munmap(a, PG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_xlate_stats_and_iter_growth_rule),
 		cmocka_unit_test(test_gpa_dirty_log_two_stage_survives_unmap),
 		cmocka_unit_test(test_gpa_dirty_log_host_va_domain_marks_nothing),
 		cmocka_unit_test(test_gpa_dirty_write_across_a_harvest_is_not_lost),

@@ -404,7 +404,8 @@ static void test_in_all_or_nothing(void **state)
  */
 static void test_in_stale_streaming_map(void **state)
 {
-	struct iodma_dev_stats before, after;
+	struct iodma_dev_stats before = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats after = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	uint64_t iova;
 
 	(void)state;
@@ -431,7 +432,8 @@ static void test_in_stale_streaming_map(void **state)
 /* A TO_DEVICE streaming map is read-only for the device. */
 static void test_in_to_device_streaming_map(void **state)
 {
-	struct iodma_dev_stats before, after;
+	struct iodma_dev_stats before = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats after = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	struct vblk_seg sg;
 	struct vblk_result r = { 0xff, 0 };
 	uint64_t iova;

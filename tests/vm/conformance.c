@@ -125,7 +125,7 @@ static void print_ranges(const char *tag, const struct iodma_caps *c,
 
 static bool caps_section(struct iodma_domain *d)
 {
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 	bool ok = true, page0 = false;
 	const char *tag = !strcmp(args.backend, "vfio") ? "GET_INFO" :
 			  !strcmp(args.backend, "iommufd") ? "IOAS_IOVA_RANGES" : "CAPS";
@@ -166,7 +166,7 @@ static bool caps_section(struct iodma_domain *d)
 
 static void map_section(struct iodma_domain *d)
 {
-	struct iodma_caps c;
+	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
 	uint32_t a0 = 0, a1 = 0;
 	uint64_t bytes;
 	int r;
@@ -327,7 +327,8 @@ static struct iodma_map_event ev_of(uint64_t iova, uint64_t len, void *va)
 /* An aligned IOVA outside every range of @k but inside a range of @f. */
 static uint64_t iova_outside(struct iodma_domain *k, struct iodma_domain *f)
 {
-	struct iodma_caps kc, fc;
+	struct iodma_caps kc = IODMA_STRUCT_INIT(struct iodma_caps);
+	struct iodma_caps fc = IODMA_STRUCT_INIT(struct iodma_caps);
 
 	iodma_domain_get_caps(k, &kc);
 	iodma_domain_get_caps(f, &fc);

@@ -134,7 +134,7 @@ static void check_type1(const struct info_report *r)
 		struct iodma_vfio_opts vo = IODMA_OPTS_INIT(struct iodma_vfio_opts);
 		const struct info_group *g;
 		struct iodma_domain *d = NULL;
-		struct iodma_caps caps;
+		struct iodma_caps caps = IODMA_STRUCT_INIT(struct iodma_caps);
 		bool seen = false;
 		int group = -1, err;
 
@@ -185,7 +185,7 @@ static void check_iommufd(const struct info_report *r)
 		const struct info_device *dv = find_dev(r, args.devices[i]);
 		struct iodma_vfio_device *vd = NULL;
 		struct iodma_domain *d = NULL;
-		struct iodma_caps caps;
+		struct iodma_caps caps = IODMA_STRUCT_INIT(struct iodma_caps);
 		int err;
 
 		if (!dv)

@@ -156,6 +156,8 @@ static void snap(struct snapshot *s, struct iodma_domain *d, struct nvme_ctrl *c
 		 struct iodma_dev *data)
 {
 	memset(s, 0, sizeof(*s));
+	s->ctrl = s->data = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	s->ioctls = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
 	s->nr_mappings = iodma_domain_nr_mappings(d);
 	iodma_dev_get_stats(c->dev, &s->ctrl);
 	iodma_dev_get_stats(data, &s->data);

@@ -108,8 +108,10 @@ static const struct xfer xfers[] = {
 static void rw_tests(struct nvme_ctrl *c, struct iodma_domain *d, bool registered)
 {
 	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
-	struct iodma_dev_stats s0, s1;
-	struct iodma_vfio_stats v0, v1;
+	struct iodma_dev_stats s0 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats s1 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_vfio_stats v0 = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_vfio_stats v1 = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
 	struct iodma_dev *data;
 	const char *kind = registered ? "registered" : "streaming";
 	size_t size = (size_t)2 << 20;
@@ -214,8 +216,9 @@ static void copy_file(struct nvme_ctrl *c, struct iodma_domain *d, bool register
 {
 	uint32_t max_xfer = c->max_xfer;
 	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
-	struct iodma_vfio_stats v0, v1;
-	struct iodma_dev_stats ds;
+	struct iodma_vfio_stats v0 = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_vfio_stats v1 = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_dev_stats ds = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	struct nvme_copy_result r;
 	struct iodma_dev *data;
 	unsigned char h0[32], h1[32];
@@ -273,7 +276,9 @@ out_file:
 static void stats_tests(struct iodma_domain *d)
 {
 	struct iodma_domain_opts so = IODMA_OPTS_INIT(struct iodma_domain_opts);
-	struct iodma_vfio_stats a, b, cst;
+	struct iodma_vfio_stats a = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_vfio_stats b = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
+	struct iodma_vfio_stats cst = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
 	struct iodma_domain *soft;
 	uint64_t pg = iodma_page_size(), iova = 0;
 	void *buf;
@@ -321,7 +326,7 @@ static void stats_tests(struct iodma_domain *d)
 
 int main(int argc, char **argv)
 {
-	struct iodma_vfio_stats vs;
+	struct iodma_vfio_stats vs = IODMA_STRUCT_INIT(struct iodma_vfio_stats);
 	struct iodma_domain *d;
 	struct nvme_ctrl c;
 	const char *bdf;

@@ -147,7 +147,8 @@ static void copy_pass(const char *bdf, const struct pass *ps,
 	struct vblk_driver *drv = NULL;
 	struct vblk_driver_info info, i0;
 	struct vblk_pci_info pi, pi0;
-	struct iodma_dev_stats s0, s1;
+	struct iodma_dev_stats s0 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
+	struct iodma_dev_stats s1 = IODMA_STRUCT_INIT(struct iodma_dev_stats);
 	struct cursor src = { (uint8_t *)data, 0, len };
 	struct cursor dst = { NULL, 0, len };
 	uint8_t *inv = NULL;
