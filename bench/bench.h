@@ -358,8 +358,16 @@ static inline void probe_clear(struct probe *p, uint64_t key, uint64_t len)
 }
 
 /* Host address of [key, key + len) with @perm, or NULL. */
-/* Out of line, as a library call is. */
-__attribute__((noinline, unused)) static void *
+/* Out of line, as a library call is, and with no interprocedural
+ * analysis either: GCC otherwise clones it with the bench's constant
+ * len and perm folded in (probe_lookup.constprop), which no caller of a
+ * library function gets. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define PROBE_CALL_ATTR __attribute__((noipa, unused))
+#else
+#define PROBE_CALL_ATTR __attribute__((noinline, unused))
+#endif
+PROBE_CALL_ATTR static void *
 probe_lookup(const struct probe *p, uint64_t key, uint64_t len, uint32_t perm)
 {
 	uint64_t gmask = (1ull << p->gshift) - 1, e;

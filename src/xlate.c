@@ -392,7 +392,8 @@ struct sect_gpa {
 struct sect_tls {
 	unsigned int depth;     /* nesting of open sections */
 	unsigned int fast;      /* iodma_translate()'s frame-less path may run:
-				 * own stats shard + 1; 0 = not now (inside a
+				 * (own stats shard + 1) * its size, in bytes;
+				 * 0 = not now (inside a
 				 * section, no record, no own shard, walkers
 				 * fence); see fast_refresh() */
 	bool anon;              /* the outermost one has no record (counted in
@@ -853,9 +854,11 @@ static __attribute__((noinline)) void fast_refresh(void)
 {
 	unsigned int own = shard_own();
 
+	/* The shard's byte offset + one shard, so that the hit path adds
+	 * it to the shard array with no multiply. */
 	tls.fast = !tls.depth && tls.r && own < NR_SHARDS &&
 		   !atomic_load_explicit(&walk_fence, memory_order_relaxed) ?
-		   own + 1 : 0;
+		   (own + 1) * (unsigned int)sizeof(struct stat_shard) : 0;
 }
 
 /* Announce a walk of an IO page table (iopt.h "Node lifetime"): the
@@ -1779,9 +1782,10 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 				 struct iodma_slice *out, size_t max,
 				 size_t *nr, struct iodma_fault *fault)
 {
-	struct reader *r = tls.r;
 	unsigned int fast = tls.fast;
+	struct reader *r;
 	uint64_t e, mask;
+	unsigned int w;
 
 	/* The common case, with no call so that it needs no stack frame: a
 	 * valid request outside a section (inside one, the range is recorded
@@ -1789,13 +1793,16 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 	 * leaf with @perm holding the whole request (a descriptor, a buffer
 	 * inside one page or large page), no dirty log to mark.  Anything
 	 * else, or any doubt, goes to translate_full(), which starts over. */
-	if (__builtin_expect(fast && d && nr && out && max && len &&
+	/* (len == 0 fails the block check below: len - 1 wraps.) */
+	if (__builtin_expect(fast && d && nr && out && max &&
 			     perm_valid(perm) && iova < d->pt.fast_limit &&
 			     atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1)) {
-		/* walk_begin()/iopt_lookup()/walk_end(), spelled out. */
-		atomic_store_explicit(&r->walk,
-				      atomic_load_explicit(&r->walk, memory_order_relaxed) + 1,
-				      memory_order_relaxed);
+		/* walk_begin()/iopt_lookup()/walk_end(), spelled out; only
+		 * this thread writes its counter, so one load serves both
+		 * stores. */
+		r = tls.r;
+		w = atomic_load_explicit(&r->walk, memory_order_relaxed);
+		atomic_store_explicit(&r->walk, w + 1, memory_order_relaxed);
 		atomic_signal_fence(memory_order_seq_cst);
 		e = atomic_load_explicit(&d->pt.root[iova >> IOPT_L2_SHIFT],
 					 memory_order_seq_cst);
@@ -1812,9 +1819,7 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 				mask = (1ull << IOPT_L0_SHIFT) - 1;
 			}
 		}
-		atomic_store_explicit(&r->walk,
-				      atomic_load_explicit(&r->walk, memory_order_relaxed) + 1,
-				      memory_order_release);
+		atomic_store_explicit(&r->walk, w + 2, memory_order_release);
 		/* A leaf (no TABLE word reaches here with @perm's bits: a
 		 * level-0 slot is a leaf or 0) with @perm, host VA, and the
 		 * request inside its block. */
@@ -1823,7 +1828,8 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 		    __builtin_expect(len - 1 <= mask - (iova & mask), 1) &&
 		    (!(perm & IODMA_PERM_WRITE) ||
 		     !atomic_load_explicit(&d->xl->dirty, memory_order_relaxed))) {
-			_Atomic uint64_t *c = &d->xl->shards[fast - 1].hits;
+			_Atomic uint64_t *c =
+				&((struct stat_shard *)((char *)d->xl->shards + fast) - 1)->hits;
 
 			out[0].va = (void *)(uintptr_t)((e & IOPT_ADDR) | (iova & mask));
 			out[0].len = len;
