@@ -9,6 +9,9 @@
 #      only its own NAME_priv.h; shared code goes in linux_common.h or
 #      ident_book.h.  vfio_device.c is the device layer above the backends,
 #      not a backend.
+#   3. no file under src/backend/ includes ../domain_priv.h: a backend
+#      reaches its per-domain state through iodma_backend_priv() in
+#      iodma/backend.h, never the domain's internals.
 # Prints each offence and exits 1 if there is any.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +24,13 @@ while IFS= read -r f; do
 		bad=1
 	fi
 done < <(find src -name '*.[ch]' | sort)
+
+for f in src/backend/*.[ch]; do
+	if grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"([^"]*/)?domain_priv\.h"' "$f" | sed "s|^|$f:|"; then
+		echo "$f: a backend includes the domain's internals (use iodma_backend_priv())"
+		bad=1
+	fi
+done
 
 for f in src/backend/*.c; do
 	grep -q 'struct iodma_backend_ops' "$f" || continue

@@ -518,6 +518,16 @@ IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 	return 0;
 }
 
+IODMA_EXPORT void *iodma_backend_priv(const struct iodma_domain *d,
+				      const struct iodma_backend_ops *ops)
+{
+	/* ops and bpriv are set before iodma_domain_create() returns and
+	 * never change afterwards: no lock. */
+	if (!d || !ops || d->ops != ops)
+		return NULL;
+	return d->bpriv;
+}
+
 IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d)
 {
 	if (!d)

@@ -70,7 +70,6 @@
 #include <iodma/domain.h>
 #include <iodma/vfio.h>
 
-#include "../domain_priv.h"
 #include "../util.h"
 #include "ident_book.h"
 #include "linux_common.h"
@@ -460,14 +459,14 @@ static void group_detach_locked(struct vfio *v, int fd)
 
 bool vfio_domain_is(const struct iodma_domain *d)
 {
-	return d && d->ops == &vfio_ops;
+	return iodma_backend_priv(d, &vfio_ops) != NULL;
 }
 
 /* Attach @fd (group @nr or -1) and refresh the domain's caps; rolled back
  * on error (the caller keeps @fd then). */
 static int domain_attach(struct iodma_domain *d, int fd, int nr)
 {
-	struct vfio *v = d->bpriv;
+	struct vfio *v = iodma_backend_priv(d, &vfio_ops);
 	int err;
 
 	os_mutex_lock(&v->lock);
@@ -501,7 +500,7 @@ int vfio_domain_group_fd(struct iodma_domain *d, int group, int *groupfd)
 
 	if (!vfio_domain_is(d) || group < 0 || !groupfd)
 		return -EINVAL;
-	v = d->bpriv;
+	v = iodma_backend_priv(d, &vfio_ops);
 	os_mutex_lock(&v->lock);
 	i = group_index(v, group);
 	fd = i >= 0 ? v->groups[i].fd : -1;
@@ -529,9 +528,9 @@ int vfio_domain_info(struct iodma_domain *d, uint64_t *pgsizes,
 	struct vfio *v;
 	int err;
 
-	if (!vfio_domain_is(d) || ((struct vfio *)d->bpriv)->noiommu)
+	v = iodma_backend_priv(d, &vfio_ops);
+	if (!v || v->noiommu)
 		return -EINVAL;
-	v = d->bpriv;
 	os_mutex_lock(&v->lock);
 	err = v->iommu_set ? vfio_read_info(v, &info) : -ENODEV;
 	os_mutex_unlock(&v->lock);
@@ -561,7 +560,7 @@ int vfio_domain_stats(const struct iodma_domain *d,
 
 	if (!vfio_domain_is(d))
 		return -EINVAL;
-	v = d->bpriv;
+	v = iodma_backend_priv(d, &vfio_ops);
 	st->map_ioctls = atomic_load_explicit(&v->nr_map_ioctls,
 					      memory_order_relaxed);
 	st->unmap_ioctls = atomic_load_explicit(&v->nr_unmap_ioctls,
