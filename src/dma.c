@@ -286,6 +286,8 @@ static void smap_insert_locked(struct iodma_dev *dev, struct smap *s)
 	struct smap **head = btree_lookup(&dev->maps, s->iova);
 	int ret;
 
+	os_mutex_assert_held(&dev->lock);
+
 	if (head) {
 		s->next = *head;
 		*head = s;
@@ -305,6 +307,8 @@ static void smap_unlink_locked(struct iodma_dev *dev, struct smap *s)
 	struct smap **head = btree_lookup(&dev->maps, s->iova);
 	struct smap **pp;
 
+	os_mutex_assert_held(&dev->lock);
+
 	assert(head);
 	for (pp = head; *pp != s; pp = &(*pp)->next)
 		assert(*pp);
@@ -322,6 +326,8 @@ static struct smap *smap_find_exact_locked(struct iodma_dev *dev,
 {
 	struct smap **head = btree_lookup(&dev->maps, iova);
 
+	os_mutex_assert_held(&dev->lock);
+
 	for (struct smap *s = head ? *head : NULL; s; s = s->next) {
 		if (!s->dying && s->len == len && s->dir == dir &&
 		    s->sg == sg && (!va || s->va == va))
@@ -337,6 +343,8 @@ static struct smap *smap_find_containing_locked(struct iodma_dev *dev,
 {
 	uint64_t key;
 	struct smap **head = btree_lookup_le(&dev->maps, iova, &key);
+
+	os_mutex_assert_held(&dev->lock);
 
 	while (head) {
 		if (iova - key >= dev->max_map_len)
@@ -358,6 +366,8 @@ static size_t reg_upper_locked(struct iodma_dev *dev, uint64_t va)
 {
 	size_t lo = 0, hi = dev->nr_regs;
 
+	os_mutex_assert_held(&dev->lock);
+
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -375,6 +385,8 @@ static struct dma_reg *reg_find_locked(struct iodma_dev *dev, uint64_t va,
 {
 	size_t i = reg_upper_locked(dev, va);
 	struct dma_reg *r;
+
+	os_mutex_assert_held(&dev->lock);
 
 	if (i == 0)
 		return NULL;
@@ -1139,6 +1151,8 @@ static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 	uint64_t b = dev->segment_boundary, g = dev->granule;
 	uint64_t v = (uintptr_t)e->va, io, base, end, off, start;
 	int ret;
+
+	os_mutex_assert_held(&dev->lock);
 
 	if (dev->policy != IODMA_BOUNCE_ALWAYS &&
 	    regmap_lookup(dev->regmap, v, e->len, &io) == 0 &&

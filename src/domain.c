@@ -740,6 +740,8 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	uint64_t unmapped;
 	int err;
 
+	os_mutex_assert_held(&d->map_lock);
+
 	if ((rec->flags & MAP_F_NO_VA) && !(c->flags & IODMA_CAP_MAP_FD))
 		return -EOPNOTSUPP;
 	if (!is_aligned(iova | rec->len, c->alignment) ||
@@ -1100,6 +1102,8 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	const struct map_rec *r;
 	uint64_t key;
 	int err;
+
+	os_mutex_assert_held(&d->map_lock);
 
 	*bytes = 0;
 	/* The common case, exactly one record, leaves the table on the

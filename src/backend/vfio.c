@@ -371,6 +371,8 @@ static int group_attach_locked(struct vfio *v, int fd, int nr)
 	bool set_iommu = !v->iommu_set;
 	int err;
 
+	os_mutex_assert_held(&v->lock);
+
 	if (v->nr_groups == v->cap_groups) {
 		uint32_t cap = v->cap_groups ? 2 * v->cap_groups : 4;
 		void *p = iodma_realloc(v->groups, cap * sizeof(*v->groups));
@@ -439,6 +441,8 @@ static int group_attach_locked(struct vfio *v, int fd, int nr)
 /* Undo the last group_attach_locked() of @fd.  v->lock held. */
 static void group_detach_locked(struct vfio *v, int fd)
 {
+	os_mutex_assert_held(&v->lock);
+
 	for (uint32_t i = 0; i < v->nr_groups; i++) {
 		if (v->groups[i].fd != fd)
 			continue;

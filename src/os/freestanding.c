@@ -57,17 +57,37 @@ void *os_calloc(size_t n, size_t len)
 	return p;
 }
 
-void os_mutex_init(os_mutex_t *m) { atomic_flag_clear(&m->f); }
+void os_mutex_init(os_mutex_t *m)
+{
+	atomic_flag_clear(&m->f);
+#ifndef NDEBUG
+	atomic_init(&m->held, false);
+#endif
+}
 void os_mutex_destroy(os_mutex_t *m) { (void)m; }
 void os_mutex_lock(os_mutex_t *m)
 {
 	while (atomic_flag_test_and_set_explicit(&m->f, memory_order_acquire))
 		relax();
+#ifndef NDEBUG
+	atomic_store_explicit(&m->held, true, memory_order_relaxed);
+#endif
 }
 void os_mutex_unlock(os_mutex_t *m)
 {
+#ifndef NDEBUG
+	assert(atomic_load_explicit(&m->held, memory_order_relaxed));
+	atomic_store_explicit(&m->held, false, memory_order_relaxed);
+#endif
 	atomic_flag_clear_explicit(&m->f, memory_order_release);
 }
+#ifndef NDEBUG
+/* No thread identity without an OS: "held by someone". */
+bool os_mutex_held(const os_mutex_t *m)
+{
+	return atomic_load_explicit(&m->held, memory_order_relaxed);
+}
+#endif
 
 void os_rwlock_init(os_rwlock_t *l) { atomic_init(&l->v, 0); }
 void os_rwlock_destroy(os_rwlock_t *l) { (void)l; }

@@ -4,6 +4,7 @@
  * /proc/self/pagemap.
  */
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
@@ -32,10 +33,48 @@ void *os_calloc(size_t n, size_t len) { return calloc(n, len); }
 void *os_realloc(void *p, size_t len) { return realloc(p, len); }
 void os_free(void *p) { free(p); }
 
+#ifdef NDEBUG
 void os_mutex_init(os_mutex_t *m) { pthread_mutex_init(m, NULL); }
 void os_mutex_destroy(os_mutex_t *m) { pthread_mutex_destroy(m); }
 void os_mutex_lock(os_mutex_t *m) { pthread_mutex_lock(m); }
 void os_mutex_unlock(os_mutex_t *m) { pthread_mutex_unlock(m); }
+#define OS_PMUTEX(m) (m)
+#else
+/* The address of a thread-local object: unique among live threads, never
+ * 0. */
+static _Thread_local char os_self;
+#define OS_ME() ((uintptr_t)&os_self)
+#define OS_PMUTEX(m) (&(m)->m)
+
+void os_mutex_init(os_mutex_t *m)
+{
+	pthread_mutex_init(&m->m, NULL);
+	atomic_init(&m->owner, 0);
+}
+void os_mutex_destroy(os_mutex_t *m)
+{
+	assert(atomic_load_explicit(&m->owner, memory_order_relaxed) == 0);
+	pthread_mutex_destroy(&m->m);
+}
+void os_mutex_lock(os_mutex_t *m)
+{
+	pthread_mutex_lock(&m->m);
+	atomic_store_explicit(&m->owner, OS_ME(), memory_order_relaxed);
+}
+void os_mutex_unlock(os_mutex_t *m)
+{
+	assert(atomic_load_explicit(&m->owner, memory_order_relaxed) == OS_ME());
+	atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+	pthread_mutex_unlock(&m->m);
+}
+/* Only the holder stores its own identity, and it stores 0 before it
+ * releases: a thread reads its own identity here exactly when it holds
+ * @m, whatever other threads do meanwhile. */
+bool os_mutex_held(const os_mutex_t *m)
+{
+	return atomic_load_explicit(&m->owner, memory_order_relaxed) == OS_ME();
+}
+#endif
 
 void os_rwlock_init(os_rwlock_t *l)
 {
@@ -73,20 +112,36 @@ uint64_t os_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* A condition wait drops the mutex while it sleeps: so does the owner. */
+#ifdef NDEBUG
+#define OS_COND_RELEASE(m)    ((void)0)
+#define OS_COND_REACQUIRED(m) ((void)0)
+#else
+#define OS_COND_RELEASE(m) \
+	(assert(os_mutex_held(m)), \
+	 atomic_store_explicit(&(m)->owner, 0, memory_order_relaxed))
+#define OS_COND_REACQUIRED(m) \
+	atomic_store_explicit(&(m)->owner, OS_ME(), memory_order_relaxed)
+#endif
+
 int os_cond_timedwait(os_cond_t *c, os_mutex_t *m, uint64_t deadline_ns)
 {
 	struct timespec ts;
 	int r;
 
 	if (deadline_ns == UINT64_MAX) {
-		pthread_cond_wait(c, m);
+		OS_COND_RELEASE(m);
+		pthread_cond_wait(c, OS_PMUTEX(m));
+		OS_COND_REACQUIRED(m);
 		return 0;
 	}
 	if (os_now_ns() >= deadline_ns)
 		return -ETIMEDOUT;
 	ts.tv_sec = (time_t)(deadline_ns / 1000000000ull);
 	ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
-	r = pthread_cond_timedwait(c, m, &ts);
+	OS_COND_RELEASE(m);
+	r = pthread_cond_timedwait(c, OS_PMUTEX(m), &ts);
+	OS_COND_REACQUIRED(m);
 	return r == ETIMEDOUT ? -ETIMEDOUT : 0;
 }
 

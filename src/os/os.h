@@ -18,14 +18,32 @@
 #include <stdbool.h>
 #include <stdatomic.h>
 
+/*
+ * os_mutex_t carries, in debug builds (NDEBUG undefined), who holds it, so
+ * that a helper that must run under a lock can assert it
+ * (os_mutex_assert_held(), the *_locked helpers; Linux's
+ * lockdep_assert_held() in iova.c and the iommu drivers).  Release builds
+ * (NDEBUG) have the bare lock and no check: zero cost.
+ */
 #if defined(IODMA_FREESTANDING)
-/* A spinning lock: bare-metal code has no scheduler to sleep on. */
+/* A spinning lock: bare-metal code has no scheduler to sleep on.  Without
+ * a thread identity the debug check is "held by someone". */
+#ifdef NDEBUG
 typedef struct { atomic_flag f; } os_mutex_t;
+#else
+typedef struct { atomic_flag f; atomic_bool held; } os_mutex_t;
+#endif
 typedef struct { atomic_int v; } os_rwlock_t; /* >0 readers, -1 writer */
 typedef struct { atomic_uint seq; } os_cond_t;  /* spins: no scheduler */
 #else
 #include <pthread.h>
+#ifdef NDEBUG
 typedef pthread_mutex_t os_mutex_t;
+#else
+/* @owner: the holder's thread identity, 0 when free (atomic: another
+ * thread's assertion reads it while the holder writes it). */
+typedef struct { pthread_mutex_t m; _Atomic uintptr_t owner; } os_mutex_t;
+#endif
 typedef pthread_rwlock_t os_rwlock_t;
 typedef pthread_cond_t os_cond_t;
 #endif
@@ -41,6 +59,16 @@ void os_mutex_init(os_mutex_t *m);
 void os_mutex_destroy(os_mutex_t *m);
 void os_mutex_lock(os_mutex_t *m);
 void os_mutex_unlock(os_mutex_t *m);
+/* os_mutex_assert_held(@m): abort (assert) unless the calling thread holds
+ * @m (freestanding: unless someone holds it).  At the top of every
+ * *_locked helper.  Compiled out with NDEBUG. */
+#ifdef NDEBUG
+#define os_mutex_assert_held(m) ((void)(m))
+#else
+#include <assert.h>
+bool os_mutex_held(const os_mutex_t *m);
+#define os_mutex_assert_held(m) assert(os_mutex_held(m))
+#endif
 void os_rwlock_init(os_rwlock_t *l);
 void os_rwlock_destroy(os_rwlock_t *l);
 void os_rwlock_rdlock(os_rwlock_t *l);

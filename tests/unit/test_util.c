@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <string.h>
@@ -197,6 +198,47 @@ static void test_opts_copy_growth_rule(void **state)
 	assert_int_equal(opts_copy(&d1, sizeof(d1), &old, v1_min), -EINVAL);
 }
 
+#ifndef NDEBUG
+static void *held_elsewhere(void *arg)
+{
+	return (void *)(uintptr_t)os_mutex_held(arg);
+}
+#endif
+
+/* os_mutex_held(), what the *_locked helpers assert: true for the holding
+ * thread only, and again after a condition wait gave the lock back. */
+static void test_mutex_held_is_true_only_for_the_holder(void **state)
+{
+#ifdef NDEBUG
+	(void)state;
+	skip(); /* compiled out */
+#else
+	os_mutex_t mu;
+	os_cond_t cv;
+	uint64_t deadline;
+	pthread_t t;
+	void *seen;
+
+	(void)state;
+	os_mutex_init(&mu);
+	os_cond_init(&cv);
+	assert_false(os_mutex_held(&mu));
+	os_mutex_lock(&mu);
+	assert_true(os_mutex_held(&mu));
+	assert_int_equal(pthread_create(&t, NULL, held_elsewhere, &mu), 0);
+	assert_int_equal(pthread_join(t, &seen), 0);
+	assert_null(seen); /* held, but not by that thread */
+	deadline = os_now_ns() + 1000000;
+	while (os_cond_timedwait(&cv, &mu, deadline) != -ETIMEDOUT)
+		; /* a spurious wakeup returns 0 */
+	assert_true(os_mutex_held(&mu));
+	os_mutex_unlock(&mu);
+	assert_false(os_mutex_held(&mu));
+	os_cond_destroy(&cv);
+	os_mutex_destroy(&mu);
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -209,6 +251,7 @@ int main(void)
 		cmocka_unit_test(test_align_helpers),
 		cmocka_unit_test(test_fail_alloc_fails_exactly_the_nth),
 		cmocka_unit_test(test_virt_to_phys_of_unwritten_pages_is_not_the_zero_page),
+		cmocka_unit_test(test_mutex_held_is_true_only_for_the_holder),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
