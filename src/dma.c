@@ -250,6 +250,36 @@ static int os_v2p(void *arg, const void *va, uint64_t *pa)
 	return os_virt_to_phys(va, pa);
 }
 
+#define V2P_BATCH 64 /* pages per os_virt_to_phys_range() (512 B of stack) */
+
+/* phys_contig() with the platform's own lookup: the pages' bus addresses
+ * come V2P_BATCH at a time (one pagemap read each on Linux), not one
+ * lookup per page. */
+static int phys_contig_os(uintptr_t v, uintptr_t page, uintptr_t last,
+			  uint64_t pg, uint64_t *pa)
+{
+	uint64_t buf[V2P_BATCH], base = 0;
+	size_t npages = (size_t)((last - page) / pg) + 1, done = 0;
+	int ret;
+
+	while (done < npages) {
+		size_t n = IODMA_MIN(npages - done, (size_t)V2P_BATCH);
+
+		ret = os_virt_to_phys_range((const void *)(page + done * pg), n,
+					    buf, NULL);
+		if (ret)
+			return ret;
+		if (done == 0)
+			base = buf[0];
+		for (size_t i = 0; i < n; i++)
+			if (buf[i] != base + (done + i) * pg)
+				return 1;
+		done += n;
+	}
+	*pa = base + (v - page);
+	return 0;
+}
+
 /* Bus address of @va when [va, va + len) is physically contiguous.
  * Returns 0 (contiguous, *pa set), 1 (not contiguous) or the hook's
  * negative errno. */
@@ -263,6 +293,8 @@ static int phys_contig(struct iodma_dev *dev, const void *va, size_t len,
 	uint64_t first, p;
 	int ret;
 
+	if (dev->v2p == os_v2p)
+		return phys_contig_os(v, page, last, pg, pa);
 	ret = dev->v2p(dev->v2p_arg, va, &first);
 	if (ret)
 		return ret;

@@ -197,6 +197,28 @@ int os_virt_to_phys(const void *va, uint64_t *pa)
 	return plat.virt_to_phys ? plat.virt_to_phys(va, pa) : -EOPNOTSUPP;
 }
 
+/* No pagemap to batch: the platform's single-page hook, page by page. */
+int os_virt_to_phys_range(const void *va, size_t npages, uint64_t *out,
+			  size_t *failed)
+{
+	size_t pg = os_page_size();
+	uintptr_t page = (uintptr_t)va & ~(uintptr_t)(pg - 1);
+
+	if (!npages || !out || npages - 1 > (UINTPTR_MAX - page) / pg)
+		return -EINVAL;
+	for (size_t i = 0; i < npages; i++) {
+		int err = os_virt_to_phys((const void *)(page + i * pg), &out[i]);
+
+		if (err) {
+			if (failed && (err == -EFAULT || err == -EPERM))
+				*failed = i;
+			return err;
+		}
+		out[i] &= ~(uint64_t)(pg - 1);
+	}
+	return 0;
+}
+
 /* No scheduler: waiting is spinning, and without a clock a bounded wait
  * cannot be measured, so it gives up at once (os.h). */
 void os_cond_init(os_cond_t *c) { atomic_init(&c->seq, 0); }

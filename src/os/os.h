@@ -233,11 +233,28 @@ size_t os_page_size(void);
 int os_pages_alloc(size_t len, uint32_t flags, void **va, int *fd);
 void os_pages_free(void *va, size_t len, int fd);
 
-/* Bus/physical address of @va (Linux: /proc/self/pagemap; needs
- * CAP_SYS_ADMIN to see frame numbers: -EPERM otherwise; -EFAULT page not
- * present).  The page is faulted in writable first where it can be, so a
- * never-written page does not report the kernel's shared zero page. */
+/* Bus/physical address of @va: os_virt_to_phys_range() of its one page,
+ * plus @va's offset in it.  Same errors. */
 int os_virt_to_phys(const void *va, uint64_t *pa);
+
+/* Bus addresses of @npages consecutive pages, the first being the page
+ * holding @va (@va need not be aligned): @out[i] receives the page-aligned
+ * bus address of page i.  Linux reads /proc/self/pagemap once for the
+ * whole range (one pread of @npages entries, Documentation/admin-guide/mm/
+ * pagemap.rst); freestanding builds call the platform's single-page
+ * virt_to_phys hook per page.  The pages are faulted in writable first
+ * where they can be (MADV_POPULATE_WRITE, else mlock), so a never-written
+ * page does not report the kernel's shared zero page; read-only pages are
+ * faulted for read.  Returns 0; -EINVAL @npages is 0, @out is NULL or the
+ * range runs past the end of the address space (nothing written); -EFAULT
+ * a page is not mapped or not present; -EPERM the kernel hides frame
+ * numbers (pagemap without CAP_SYS_ADMIN: every PFN reads 0); -EIO a short
+ * read; -EOPNOTSUPP freestanding without a virt_to_phys hook; or the
+ * negative errno of open/pread.  On -EFAULT and -EPERM, *@failed (when not
+ * NULL) is the index of the first page at fault.  On any error @out's
+ * contents are unspecified.  Thread-safe. */
+int os_virt_to_phys_range(const void *va, size_t npages, uint64_t *out,
+			  size_t *failed);
 
 /* ---- memory shared with another process (vhost-user) ---------------------- */
 /* Map @len bytes of @fd at @offset (both page multiples, len > 0) shared and
