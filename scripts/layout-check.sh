@@ -18,6 +18,9 @@
 #      linked -nostdlib -r, it needs no symbol but mem* and contains no
 #      system-call instruction (an OS call fails).  scripts/check-baremetal.sh
 #      checks the same for aarch64 and riscv64, then links and boots it.
+#   4. no file under src/backend/ includes ../domain_priv.h: a backend
+#      reaches its per-domain state through iodma_backend_priv() in
+#      iodma/backend.h, never the domain's internals.
 # Prints each offence and exits 1 if there is any.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,13 @@ while IFS= read -r f; do
 		bad=1
 	fi
 done < <(find src -name '*.[ch]' | sort)
+
+for f in src/backend/*.[ch]; do
+	if grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"([^"]*/)?domain_priv\.h"' "$f" | sed "s|^|$f:|"; then
+		echo "$f: a backend includes the domain's internals (use iodma_backend_priv())"
+		bad=1
+	fi
+done
 
 for f in src/backend/*.c; do
 	grep -q 'struct iodma_backend_ops' "$f" || continue

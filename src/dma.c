@@ -250,6 +250,36 @@ static int os_v2p(void *arg, const void *va, uint64_t *pa)
 	return os_virt_to_phys(va, pa);
 }
 
+#define V2P_BATCH 64 /* pages per os_virt_to_phys_range() (512 B of stack) */
+
+/* phys_contig() with the platform's own lookup: the pages' bus addresses
+ * come V2P_BATCH at a time (one pagemap read each on Linux), not one
+ * lookup per page. */
+static int phys_contig_os(uintptr_t v, uintptr_t page, uintptr_t last,
+			  uint64_t pg, uint64_t *pa)
+{
+	uint64_t buf[V2P_BATCH], base = 0;
+	size_t npages = (size_t)((last - page) / pg) + 1, done = 0;
+	int ret;
+
+	while (done < npages) {
+		size_t n = IODMA_MIN(npages - done, (size_t)V2P_BATCH);
+
+		ret = os_virt_to_phys_range((const void *)(page + done * pg), n,
+					    buf, NULL);
+		if (ret)
+			return ret;
+		if (done == 0)
+			base = buf[0];
+		for (size_t i = 0; i < n; i++)
+			if (buf[i] != base + (done + i) * pg)
+				return 1;
+		done += n;
+	}
+	*pa = base + (v - page);
+	return 0;
+}
+
 /* Bus address of @va when [va, va + len) is physically contiguous.
  * Returns 0 (contiguous, *pa set), 1 (not contiguous) or the hook's
  * negative errno. */
@@ -263,6 +293,8 @@ static int phys_contig(struct iodma_dev *dev, const void *va, size_t len,
 	uint64_t first, p;
 	int ret;
 
+	if (dev->v2p == os_v2p)
+		return phys_contig_os(v, page, last, pg, pa);
 	ret = dev->v2p(dev->v2p_arg, va, &first);
 	if (ret)
 		return ret;
@@ -286,6 +318,8 @@ static void smap_insert_locked(struct iodma_dev *dev, struct smap *s)
 	struct smap **head = btree_lookup(&dev->maps, s->iova);
 	int ret;
 
+	os_mutex_assert_held(&dev->lock);
+
 	if (head) {
 		s->next = *head;
 		*head = s;
@@ -305,6 +339,8 @@ static void smap_unlink_locked(struct iodma_dev *dev, struct smap *s)
 	struct smap **head = btree_lookup(&dev->maps, s->iova);
 	struct smap **pp;
 
+	os_mutex_assert_held(&dev->lock);
+
 	assert(head);
 	for (pp = head; *pp != s; pp = &(*pp)->next)
 		assert(*pp);
@@ -322,6 +358,8 @@ static struct smap *smap_find_exact_locked(struct iodma_dev *dev,
 {
 	struct smap **head = btree_lookup(&dev->maps, iova);
 
+	os_mutex_assert_held(&dev->lock);
+
 	for (struct smap *s = head ? *head : NULL; s; s = s->next) {
 		if (!s->dying && s->len == len && s->dir == dir &&
 		    s->sg == sg && (!va || s->va == va))
@@ -337,6 +375,8 @@ static struct smap *smap_find_containing_locked(struct iodma_dev *dev,
 {
 	uint64_t key;
 	struct smap **head = btree_lookup_le(&dev->maps, iova, &key);
+
+	os_mutex_assert_held(&dev->lock);
 
 	while (head) {
 		if (iova - key >= dev->max_map_len)
@@ -358,6 +398,8 @@ static size_t reg_upper_locked(struct iodma_dev *dev, uint64_t va)
 {
 	size_t lo = 0, hi = dev->nr_regs;
 
+	os_mutex_assert_held(&dev->lock);
+
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -375,6 +417,8 @@ static struct dma_reg *reg_find_locked(struct iodma_dev *dev, uint64_t va,
 {
 	size_t i = reg_upper_locked(dev, va);
 	struct dma_reg *r;
+
+	os_mutex_assert_held(&dev->lock);
 
 	if (i == 0)
 		return NULL;
@@ -1139,6 +1183,8 @@ static int sg_plan_elem_locked(struct iodma_dev *dev, struct iodma_sg *e,
 	uint64_t b = dev->segment_boundary, g = dev->granule;
 	uint64_t v = (uintptr_t)e->va, io, base, end, off, start;
 	int ret;
+
+	os_mutex_assert_held(&dev->lock);
 
 	if (dev->policy != IODMA_BOUNCE_ALWAYS &&
 	    regmap_lookup(dev->regmap, v, e->len, &io) == 0 &&

@@ -521,6 +521,16 @@ IODMA_EXPORT int iodma_domain_get_caps(const struct iodma_domain *d,
 			IODMA_OFFSETOFEND(struct iodma_caps, reserved_));
 }
 
+IODMA_EXPORT void *iodma_backend_priv(const struct iodma_domain *d,
+				      const struct iodma_backend_ops *ops)
+{
+	/* ops and bpriv are set before iodma_domain_create() returns and
+	 * never change afterwards: no lock. */
+	if (!d || !ops || d->ops != ops)
+		return NULL;
+	return d->bpriv;
+}
+
 IODMA_EXPORT uint64_t iodma_domain_alignment(const struct iodma_domain *d)
 {
 	if (!d)
@@ -732,6 +742,8 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	struct iodma_map_event ev;
 	uint64_t unmapped;
 	int err;
+
+	os_mutex_assert_held(&d->map_lock);
 
 	if ((rec->flags & MAP_F_NO_VA) && !(c->flags & IODMA_CAP_MAP_FD))
 		return -EOPNOTSUPP;
@@ -1093,6 +1105,8 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	const struct map_rec *r;
 	uint64_t key;
 	int err;
+
+	os_mutex_assert_held(&d->map_lock);
 
 	*bytes = 0;
 	/* The common case, exactly one record, leaves the table on the

@@ -496,6 +496,8 @@ static int size_class(uint64_t pages)
  * Tree lock held. */
 static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
 {
+	os_mutex_assert_held(&a->tree_lock);
+
 	while (m->n > 0) {
 		struct iova_node *n = m->e[--m->n];
 

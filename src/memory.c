@@ -175,6 +175,8 @@ static void regions_replace_locked(struct iodma_memory *m,
 {
 	struct region_array *old;
 
+	os_mutex_assert_held(&m->lock);
+
 	old = atomic_exchange_explicit(&m->regions, next, memory_order_acq_rel);
 	atomic_fetch_add_explicit(&m->gen, 2, memory_order_acq_rel);
 	os_synchronize_rcu();

@@ -90,6 +90,8 @@ static int reserve_chunk_locked(struct regmap *m, uint64_t va, bool leaf)
 	struct regmap_leaf *lf;
 	uint64_t e;
 
+	os_mutex_assert_held(&m->lock);
+
 	l2 = atomic_load_explicit(&m->l1[l1_idx(va)], memory_order_relaxed);
 	if (!l2) {
 		l2 = iodma_calloc(1, sizeof(*l2));
@@ -160,6 +162,8 @@ static void fill_locked(struct regmap *m, uint64_t va, uint64_t len,
 {
 	uint64_t end = va + len; /* in the VA space: cannot wrap */
 
+	os_mutex_assert_held(&m->lock);
+
 	while (va < end) {
 		uint64_t c = align_down(va, REGMAP_CHUNK_SIZE);
 		uint64_t stop = IODMA_MIN(end, c + REGMAP_CHUNK_SIZE);
@@ -196,6 +200,12 @@ void regmap_set(struct regmap *m, uint64_t va, uint64_t len, uint64_t iova)
 	os_mutex_lock(&m->lock);
 	fill_locked(m, va, len, iova, REGMAP_PAGE_SIZE, true);
 	os_mutex_unlock(&m->lock);
+}
+
+void regmap_test_set_unlocked(struct regmap *m, uint64_t va, uint64_t len,
+			      uint64_t iova)
+{
+	fill_locked(m, va, len, iova, REGMAP_PAGE_SIZE, true);
 }
 
 void regmap_set_page(struct regmap *m, uint64_t va, uint64_t iova)

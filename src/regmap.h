@@ -167,4 +167,10 @@ static inline int regmap_lookup(const struct regmap *m, uint64_t va,
  * level, L2 tables and leaves).  Serialised with the writers. */
 uint64_t regmap_table_bytes(struct regmap *m);
 
+/* Tests only (test_regmap.c): regmap_set() without taking m->lock, the
+ * caller's bug that fill_locked()'s lock assertion exists to catch; it
+ * aborts in a debug build. */
+void regmap_test_set_unlocked(struct regmap *m, uint64_t va, uint64_t len,
+			      uint64_t iova);
+
 #endif /* IODMA_REGMAP_H */

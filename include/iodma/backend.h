@@ -185,6 +185,31 @@ struct iodma_soft_opts {
  */
 IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_soft(void);
 
+struct iodma_domain;
+
+/**
+ * iodma_backend_priv() - The state a backend keeps for one domain.
+ * @d:   a domain, or NULL.
+ * @ops: the backend's own ops table (the one passed as
+ *       iodma_domain_opts.backend when @d was created).
+ *
+ * A backend's extension functions take a struct iodma_domain (e.g.
+ * iodma_vfio_add_group()); this is how they reach the state their open op
+ * stored, and check in the same step that the domain runs their backend and
+ * not another one, without seeing the domain's internals (the layering of
+ * Linux's iommu_domain and its driver-private container, or a VFIO
+ * container's driver data).
+ *
+ * Context: any thread; the result stays valid until iodma_domain_destroy(@d).
+ *          The domain does not serialise what the caller does with it: a
+ *          backend's extension functions lock their own state (backend ops
+ *          themselves run under the domain's map lock).
+ * Return:  the pointer @ops->open stored for @d; NULL when @d or @ops is
+ *          NULL or @d runs a different backend.
+ */
+IODMA_EXPORT void *iodma_backend_priv(const struct iodma_domain *d,
+				      const struct iodma_backend_ops *ops);
+
 #ifdef __cplusplus
 }
 #endif

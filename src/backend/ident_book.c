@@ -9,10 +9,8 @@
  * by the owning domain's map lock.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <iodma/backend.h>
 
@@ -21,9 +19,7 @@
 #include "ident_book.h"
 #include "linux_common.h"
 
-#define PAGEMAP_BATCH         512	/* entries per pread */
-#define PM_PRESENT            (1ull << 63)
-#define PM_PFN_MASK           ((1ull << 55) - 1)
+#define PAGEMAP_BATCH         512	/* entries per pread (4 KiB of stack) */
 
 struct ident_rec {
 	uint64_t len;
@@ -31,59 +27,49 @@ struct ident_rec {
 };
 
 /* Check that [va, va + len) is resident at [iova, iova + len).  The range
- * must already be mlocked (so present and writable-faulted). */
+ * must already be mlocked (so present and writable-faulted); its frames
+ * come from os_virt_to_phys_range(), PAGEMAP_BATCH pages per pagemap read. */
 static int identity_check(const void *va, uint64_t iova, uint64_t len)
 {
 	uint64_t page = os_page_size();
 	uint64_t buf[PAGEMAP_BATCH];
 	uint64_t first = (uintptr_t)va / page, pages = len / page, done = 0;
-	int fd, err = 0;
 
-	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		err = -errno;
-		vfio_set_error("identity: cannot open /proc/self/pagemap: %s",
-			       strerror(errno));
-		return err;
-	}
-	while (done < pages && !err) {
+	while (done < pages) {
 		uint64_t n = IODMA_MIN(pages - done, (uint64_t)PAGEMAP_BATCH);
-		ssize_t r = pread(fd, buf, n * sizeof(buf[0]),
-				  (off_t)((first + done) * sizeof(buf[0])));
+		size_t bad = 0;
+		int err = os_virt_to_phys_range((const void *)(uintptr_t)((first + done) * page),
+						(size_t)n, buf, &bad);
 
-		if (r != (ssize_t)(n * sizeof(buf[0]))) {
-			err = r < 0 ? -errno : -EIO;
-			vfio_set_error("identity: short read of /proc/self/pagemap");
-			break;
+		if (err == -EFAULT) {
+			vfio_set_error("identity: page %#llx not present after mlock",
+				       (unsigned long long)((first + done + bad) * page));
+			return err;
+		}
+		if (err == -EPERM) {
+			vfio_set_error("identity: /proc/self/pagemap hides frame numbers: "
+				       "the identity backend needs CAP_SYS_ADMIN");
+			return err;
+		}
+		if (err) {
+			vfio_set_error("identity: cannot read /proc/self/pagemap: %s",
+				       strerror(-err));
+			return err;
 		}
 		for (uint64_t i = 0; i < n; i++) {
-			uint64_t e = buf[i], want = iova + (done + i) * page;
+			uint64_t want = iova + (done + i) * page;
 
-			if (!(e & PM_PRESENT)) {
-				err = -EFAULT;
-				vfio_set_error("identity: page %#llx not present after mlock",
-					       (unsigned long long)((first + done + i) * page));
-				break;
-			}
-			if ((e & PM_PFN_MASK) == 0) {
-				err = -EPERM;
-				vfio_set_error("identity: /proc/self/pagemap hides frame numbers: "
-					       "the identity backend needs CAP_SYS_ADMIN");
-				break;
-			}
-			if ((e & PM_PFN_MASK) * page != want) {
-				err = -EINVAL;
+			if (buf[i] != want) {
 				vfio_set_error("identity: va %#llx is at physical %#llx, not at iova %#llx",
 					       (unsigned long long)((first + done + i) * page),
-					       (unsigned long long)((e & PM_PFN_MASK) * page),
+					       (unsigned long long)buf[i],
 					       (unsigned long long)want);
-				break;
+				return -EINVAL;
 			}
 		}
 		done += n;
 	}
-	close(fd);
-	return err;
+	return 0;
 }
 
 int identity_lock(const void *va, uint64_t iova, uint64_t len)

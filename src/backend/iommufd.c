@@ -57,7 +57,6 @@
 #include <iodma/domain.h>
 #include <iodma/vfio.h>
 
-#include "../domain_priv.h"
 #include "../util.h"
 #include "iommufd_priv.h"
 #include "linux_common.h"
@@ -471,7 +470,7 @@ IODMA_EXPORT const struct iodma_backend_ops *iodma_backend_iommufd(void)
 
 bool iommufd_domain_is(const struct iodma_domain *d)
 {
-	return d && d->ops == &iommufd_ops;
+	return iodma_backend_priv(d, &iommufd_ops) != NULL;
 }
 
 int iommufd_domain_attach_device(struct iodma_domain *d, int devfd,
@@ -486,7 +485,7 @@ int iommufd_domain_attach_device(struct iodma_domain *d, int devfd,
 		return -EBADF;
 	if (!iommufd_domain_is(d) || !dev_id)
 		return -EINVAL;
-	f = d->bpriv;
+	f = iodma_backend_priv(d, &iommufd_ops);
 
 	memset(&bind, 0, sizeof(bind));
 	bind.argsz = IODMA_VFIO_BIND_IOMMUFD_MINSZ;
@@ -536,7 +535,7 @@ void iommufd_domain_detach_device(struct iodma_domain *d, int devfd,
 	(void)dev_id;
 	if (devfd < 0 || !iommufd_domain_is(d))
 		return;
-	f = d->bpriv;
+	f = iodma_backend_priv(d, &iommufd_ops);
 	memset(&dt, 0, sizeof(dt));
 	dt.argsz = IODMA_VFIO_DETACH_PT_MINSZ;
 	if (XIOCTL_OTHER(f, devfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &dt) == 0)
@@ -550,7 +549,7 @@ int iommufd_domain_stats(const struct iodma_domain *d,
 
 	if (!iommufd_domain_is(d) || !st)
 		return -EINVAL;
-	f = d->bpriv;
+	f = iodma_backend_priv(d, &iommufd_ops);
 	st->map_ioctls = atomic_load_explicit(&f->nr_map_ioctls,
 					      memory_order_relaxed);
 	st->unmap_ioctls = atomic_load_explicit(&f->nr_unmap_ioctls,

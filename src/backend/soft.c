@@ -29,7 +29,7 @@
 #include <iodma/backend.h>
 #include <iodma/test-hooks.h>
 
-#include "../domain_priv.h"
+#include "../btree.h"
 #include "../util.h"
 
 #define SOFT_DEFAULT_MAX_MAPPINGS 65535u
@@ -324,10 +324,10 @@ int iodma_soft_inject_fault(struct iodma_domain *d,
 {
 	struct soft *s;
 
-	if (!d || d->ops != &soft_ops || err >= 0 ||
+	s = iodma_backend_priv(d, &soft_ops);
+	if (!s || err >= 0 ||
 	    (op != IODMA_SOFT_FAULT_MAP && op != IODMA_SOFT_FAULT_UNMAP))
 		return -EINVAL;
-	s = d->bpriv;
 	atomic_store(&s->fault_err[op], err);
 	atomic_store(&s->fault_nth[op], nth);
 	return 0;

@@ -70,7 +70,6 @@
 #include <iodma/domain.h>
 #include <iodma/vfio.h>
 
-#include "../domain_priv.h"
 #include "../util.h"
 #include "ident_book.h"
 #include "linux_common.h"
@@ -372,6 +371,8 @@ static int group_attach_locked(struct vfio *v, int fd, int nr)
 	bool set_iommu = !v->iommu_set;
 	int err;
 
+	os_mutex_assert_held(&v->lock);
+
 	if (v->nr_groups == v->cap_groups) {
 		uint32_t cap = v->cap_groups ? 2 * v->cap_groups : 4;
 		void *p = iodma_realloc(v->groups, cap * sizeof(*v->groups));
@@ -440,6 +441,8 @@ static int group_attach_locked(struct vfio *v, int fd, int nr)
 /* Undo the last group_attach_locked() of @fd.  v->lock held. */
 static void group_detach_locked(struct vfio *v, int fd)
 {
+	os_mutex_assert_held(&v->lock);
+
 	for (uint32_t i = 0; i < v->nr_groups; i++) {
 		if (v->groups[i].fd != fd)
 			continue;
@@ -460,14 +463,14 @@ static void group_detach_locked(struct vfio *v, int fd)
 
 bool vfio_domain_is(const struct iodma_domain *d)
 {
-	return d && d->ops == &vfio_ops;
+	return iodma_backend_priv(d, &vfio_ops) != NULL;
 }
 
 /* Attach @fd (group @nr or -1) and refresh the domain's caps; rolled back
  * on error (the caller keeps @fd then). */
 static int domain_attach(struct iodma_domain *d, int fd, int nr)
 {
-	struct vfio *v = d->bpriv;
+	struct vfio *v = iodma_backend_priv(d, &vfio_ops);
 	int err;
 
 	os_mutex_lock(&v->lock);
@@ -501,7 +504,7 @@ int vfio_domain_group_fd(struct iodma_domain *d, int group, int *groupfd)
 
 	if (!vfio_domain_is(d) || group < 0 || !groupfd)
 		return -EINVAL;
-	v = d->bpriv;
+	v = iodma_backend_priv(d, &vfio_ops);
 	os_mutex_lock(&v->lock);
 	i = group_index(v, group);
 	fd = i >= 0 ? v->groups[i].fd : -1;
@@ -529,11 +532,11 @@ IODMA_EXPORT int iodma_vfio_get_iommu_info(struct iodma_domain *d,
 	struct vfio *v;
 	int err;
 
-	if (!vfio_domain_is(d) || !out) {
+	v = iodma_backend_priv(d, &vfio_ops);
+	if (!v || !out) {
 		vfio_set_error("vfio: iodma_vfio_get_iommu_info needs a vfio domain and somewhere to put the figures");
 		return -EINVAL;
 	}
-	v = d->bpriv;
 	if (v->noiommu) {
 		vfio_set_error("vfio: a no-IOMMU container has no VFIO_IOMMU_GET_INFO");
 		return -EINVAL;
@@ -575,7 +578,7 @@ int vfio_domain_stats(const struct iodma_domain *d,
 
 	if (!vfio_domain_is(d))
 		return -EINVAL;
-	v = d->bpriv;
+	v = iodma_backend_priv(d, &vfio_ops);
 	st->map_ioctls = atomic_load_explicit(&v->nr_map_ioctls,
 					      memory_order_relaxed);
 	st->unmap_ioctls = atomic_load_explicit(&v->nr_unmap_ioctls,
@@ -613,7 +616,10 @@ static int open_add_group(struct vfio *v, int nr)
 	fd = group_open(v->noiommu, nr);
 	if (fd < 0)
 		return fd;
+	/* Nobody else can see @v yet; the lock is for the helper's rule. */
+	os_mutex_lock(&v->lock);
 	err = group_attach_locked(v, fd, nr);
+	os_mutex_unlock(&v->lock);
 	if (err)
 		close(fd);
 	return err;

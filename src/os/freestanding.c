@@ -57,17 +57,37 @@ void *os_calloc(size_t n, size_t len)
 	return p;
 }
 
-void os_mutex_init(os_mutex_t *m) { atomic_flag_clear(&m->f); }
+void os_mutex_init(os_mutex_t *m)
+{
+	atomic_flag_clear(&m->f);
+#ifndef NDEBUG
+	atomic_init(&m->held, false);
+#endif
+}
 void os_mutex_destroy(os_mutex_t *m) { (void)m; }
 void os_mutex_lock(os_mutex_t *m)
 {
 	while (atomic_flag_test_and_set_explicit(&m->f, memory_order_acquire))
 		relax();
+#ifndef NDEBUG
+	atomic_store_explicit(&m->held, true, memory_order_relaxed);
+#endif
 }
 void os_mutex_unlock(os_mutex_t *m)
 {
+#ifndef NDEBUG
+	assert(atomic_load_explicit(&m->held, memory_order_relaxed));
+	atomic_store_explicit(&m->held, false, memory_order_relaxed);
+#endif
 	atomic_flag_clear_explicit(&m->f, memory_order_release);
 }
+#ifndef NDEBUG
+/* No thread identity without an OS: "held by someone". */
+bool os_mutex_held(const os_mutex_t *m)
+{
+	return atomic_load_explicit(&m->held, memory_order_relaxed);
+}
+#endif
 
 void os_rwlock_init(os_rwlock_t *l) { atomic_init(&l->v, 0); }
 void os_rwlock_destroy(os_rwlock_t *l) { (void)l; }
@@ -175,6 +195,28 @@ void os_pages_free(void *va, size_t len, int fd)
 int os_virt_to_phys(const void *va, uint64_t *pa)
 {
 	return plat.virt_to_phys ? plat.virt_to_phys(va, pa) : -EOPNOTSUPP;
+}
+
+/* No pagemap to batch: the platform's single-page hook, page by page. */
+int os_virt_to_phys_range(const void *va, size_t npages, uint64_t *out,
+			  size_t *failed)
+{
+	size_t pg = os_page_size();
+	uintptr_t page = (uintptr_t)va & ~(uintptr_t)(pg - 1);
+
+	if (!npages || !out || npages - 1 > (UINTPTR_MAX - page) / pg)
+		return -EINVAL;
+	for (size_t i = 0; i < npages; i++) {
+		int err = os_virt_to_phys((const void *)(page + i * pg), &out[i]);
+
+		if (err) {
+			if (failed && (err == -EFAULT || err == -EPERM))
+				*failed = i;
+			return err;
+		}
+		out[i] &= ~(uint64_t)(pg - 1);
+	}
+	return 0;
 }
 
 /* No scheduler: waiting is spinning, and without a clock a bounded wait

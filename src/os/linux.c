@@ -4,6 +4,7 @@
  * /proc/self/pagemap.
  */
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
@@ -32,10 +33,48 @@ void *os_calloc(size_t n, size_t len) { return calloc(n, len); }
 void *os_realloc(void *p, size_t len) { return realloc(p, len); }
 void os_free(void *p) { free(p); }
 
+#ifdef NDEBUG
 void os_mutex_init(os_mutex_t *m) { pthread_mutex_init(m, NULL); }
 void os_mutex_destroy(os_mutex_t *m) { pthread_mutex_destroy(m); }
 void os_mutex_lock(os_mutex_t *m) { pthread_mutex_lock(m); }
 void os_mutex_unlock(os_mutex_t *m) { pthread_mutex_unlock(m); }
+#define OS_PMUTEX(m) (m)
+#else
+/* The address of a thread-local object: unique among live threads, never
+ * 0. */
+static _Thread_local char os_self;
+#define OS_ME() ((uintptr_t)&os_self)
+#define OS_PMUTEX(m) (&(m)->m)
+
+void os_mutex_init(os_mutex_t *m)
+{
+	pthread_mutex_init(&m->m, NULL);
+	atomic_init(&m->owner, 0);
+}
+void os_mutex_destroy(os_mutex_t *m)
+{
+	assert(atomic_load_explicit(&m->owner, memory_order_relaxed) == 0);
+	pthread_mutex_destroy(&m->m);
+}
+void os_mutex_lock(os_mutex_t *m)
+{
+	pthread_mutex_lock(&m->m);
+	atomic_store_explicit(&m->owner, OS_ME(), memory_order_relaxed);
+}
+void os_mutex_unlock(os_mutex_t *m)
+{
+	assert(atomic_load_explicit(&m->owner, memory_order_relaxed) == OS_ME());
+	atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+	pthread_mutex_unlock(&m->m);
+}
+/* Only the holder stores its own identity, and it stores 0 before it
+ * releases: a thread reads its own identity here exactly when it holds
+ * @m, whatever other threads do meanwhile. */
+bool os_mutex_held(const os_mutex_t *m)
+{
+	return atomic_load_explicit(&m->owner, memory_order_relaxed) == OS_ME();
+}
+#endif
 
 void os_rwlock_init(os_rwlock_t *l)
 {
@@ -73,20 +112,36 @@ uint64_t os_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* A condition wait drops the mutex while it sleeps: so does the owner. */
+#ifdef NDEBUG
+#define OS_COND_RELEASE(m)    ((void)0)
+#define OS_COND_REACQUIRED(m) ((void)0)
+#else
+#define OS_COND_RELEASE(m) \
+	(assert(os_mutex_held(m)), \
+	 atomic_store_explicit(&(m)->owner, 0, memory_order_relaxed))
+#define OS_COND_REACQUIRED(m) \
+	atomic_store_explicit(&(m)->owner, OS_ME(), memory_order_relaxed)
+#endif
+
 int os_cond_timedwait(os_cond_t *c, os_mutex_t *m, uint64_t deadline_ns)
 {
 	struct timespec ts;
 	int r;
 
 	if (deadline_ns == UINT64_MAX) {
-		pthread_cond_wait(c, m);
+		OS_COND_RELEASE(m);
+		pthread_cond_wait(c, OS_PMUTEX(m));
+		OS_COND_REACQUIRED(m);
 		return 0;
 	}
 	if (os_now_ns() >= deadline_ns)
 		return -ETIMEDOUT;
 	ts.tv_sec = (time_t)(deadline_ns / 1000000000ull);
 	ts.tv_nsec = (long)(deadline_ns % 1000000000ull);
-	r = pthread_cond_timedwait(c, m, &ts);
+	OS_COND_RELEASE(m);
+	r = pthread_cond_timedwait(c, OS_PMUTEX(m), &ts);
+	OS_COND_REACQUIRED(m);
 	return r == ETIMEDOUT ? -ETIMEDOUT : 0;
 }
 
@@ -258,74 +313,171 @@ void os_pages_free(void *va, size_t len, int fd)
 }
 
 /* /proc/self/pagemap, opened once for the process (direct-mode maps look
- * up every page: an open and a close each time doubled the syscalls). */
+ * up every page: an open and a close each time doubled the syscalls).
+ * "self" is resolved at open: a forked child inherits a descriptor that
+ * reads its parent's page table (with the parent's credentials), so the
+ * child forgets it and opens its own. */
+static atomic_int pagemap_cached = -1;
+
+static void pagemap_forget_in_child(void)
+{
+	int fd = atomic_exchange(&pagemap_cached, -1);
+
+	if (fd >= 0)
+		close(fd);
+}
+
+static void pagemap_atfork(void)
+{
+	pthread_atfork(NULL, NULL, pagemap_forget_in_child);
+}
+
 static int pagemap_fd(void)
 {
-	static atomic_int cached = -1;
-	int fd = atomic_load_explicit(&cached, memory_order_acquire);
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	atomic_int *cached = &pagemap_cached;
+	int fd = atomic_load_explicit(cached, memory_order_acquire);
 	int expected = -1;
 
 	if (fd >= 0)
 		return fd;
+	pthread_once(&once, pagemap_atfork);
 	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (!atomic_compare_exchange_strong(&cached, &expected, fd)) {
+	if (!atomic_compare_exchange_strong(cached, &expected, fd)) {
 		close(fd); /* another thread won */
 		fd = expected;
 	}
 	return fd;
 }
 
-int os_virt_to_phys(const void *va, uint64_t *pa)
+/*
+ * Fault [page, page + len) in writable where it can be.  A private page
+ * never written is the kernel's shared zero page until its first write:
+ * reading it in would report that frame, and a device would then write
+ * into memory every process reads as zeros.  MADV_POPULATE_WRITE (5.14+)
+ * breaks the sharing without touching the data; before it, mlock does (for
+ * a private writable mapping it faults for write), and the pages stay
+ * locked, which direct-mode DMA wants anyway.  A read-only page can only be
+ * a DMA source: there a read fault (the madvise says EINVAL, mlock faults
+ * it for read), and the zero page's zeros are its contents.  A range
+ * madvise cannot take whole (a read-only or unmapped page in it) is done
+ * page by page.  Returns 0, or -EFAULT with *@failed for an unmapped page
+ * (madvise's ENOMEM: nothing there to touch).
+ */
+static int populate(uintptr_t page, size_t npages, size_t pg, size_t *failed)
 {
-	size_t pg = os_page_size();
-	uint64_t entry;
-	uintptr_t v = (uintptr_t)va;
-	off_t off = (off_t)(v / pg * sizeof(entry));
-	int fd = pagemap_fd();
-	ssize_t n;
+	if (madvise((void *)page, npages * pg, MADV_POPULATE_WRITE) == 0)
+		return 0;
+	for (size_t i = 0; i < npages; i++) {
+		void *p = (void *)(page + i * pg);
 
+		if (madvise(p, pg, MADV_POPULATE_WRITE) == 0)
+			continue;
+		if (errno == ENOMEM) {
+			*failed = i;
+			return -EFAULT;
+		}
+		if (errno != EINVAL || mlock(p, pg) != 0)
+			(void)*(const volatile char *)p;
+	}
+	return 0;
+}
+
+/* Read @n pagemap entries from index @first into @out (pread may stop
+ * short of the whole request: continue where it stopped). */
+static int pagemap_read(int fd, uint64_t first, size_t n, uint64_t *out)
+{
+	size_t want = n * sizeof(*out), got = 0;
+
+	while (got < want) {
+		ssize_t r = pread(fd, (char *)out + got, want - got,
+				  (off_t)(first * sizeof(*out) + got));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+#define PM_PRESENT  (1ull << 63)
+#define PM_PFN_MASK ((1ull << 55) - 1) /* PFN bits 0-54 */
+
+int os_virt_to_phys_range(const void *va, size_t npages, uint64_t *out,
+			  size_t *failed)
+{
+	size_t pg = os_page_size(), bad = 0;
+	uintptr_t page = (uintptr_t)va & ~(uintptr_t)(pg - 1);
+	uint64_t first = page / pg;
+	bool retried = false;
+	int fd, err;
+
+	if (!npages || !out || npages - 1 > (UINTPTR_MAX - page) / pg)
+		return -EINVAL;
+	fd = pagemap_fd();
 	if (fd < 0)
 		return fd;
-	/*
-	 * Fault the page in writable.  A private page never written is the
-	 * kernel's shared zero page until its first write: reading it in would
-	 * report that frame, and a device would then write into memory every
-	 * process reads as zeros.  MADV_POPULATE_WRITE (5.14+) breaks the
-	 * sharing without touching the data; before it, mlock does (for a
-	 * private writable mapping it faults for write), and the page stays
-	 * locked, which direct-mode DMA wants anyway.  A read-only page can
-	 * only be a DMA source: there a read fault, and the zero page's zeros
-	 * are its contents.
-	 */
-	void *page = (void *)(v & ~(uintptr_t)(pg - 1));
-	bool populated = madvise(page, pg, MADV_POPULATE_WRITE) == 0;
+	err = populate(page, npages, pg, &bad);
+	if (err)
+		goto fail;
+again:
+	err = pagemap_read(fd, first, npages, out);
+	if (err)
+		return err;
+	for (size_t i = 0; i < npages; i++) {
+		if (out[i] & PM_PRESENT)
+			continue;
+		/*
+		 * madvise can return 0 without faulting anything in: qemu-user
+		 * accepts advice it does not pass to the kernel (found running
+		 * the unit suite under qemu-aarch64).  Pages still not present
+		 * get the mlock route, then one more look.
+		 */
+		if (retried) {
+			bad = i;
+			err = -EFAULT;
+			goto fail;
+		}
+		for (size_t j = i; j < npages; j++) {
+			void *p = (void *)(page + j * pg);
 
-	if (!populated) {
-		if (errno != EINVAL || mlock(page, pg) != 0)
-			(void)*(const volatile char *)va;
+			if (!(out[j] & PM_PRESENT) && mlock(p, pg) != 0)
+				(void)*(const volatile char *)p;
+		}
+		retried = true;
+		goto again;
 	}
-	n = pread(fd, &entry, sizeof(entry), off);
-	/*
-	 * madvise can return 0 without faulting anything in: qemu-user accepts
-	 * advice it does not pass to the kernel (found running the unit suite
-	 * under qemu-aarch64).  A page still not present after it gets the
-	 * mlock route, then one more look.
-	 */
-	if (populated && n == (ssize_t)sizeof(entry) && !(entry & (1ull << 63))) {
-		if (mlock(page, pg) != 0)
-			(void)*(const volatile char *)va;
-		n = pread(fd, &entry, sizeof(entry), off);
+	for (size_t i = 0; i < npages; i++) {
+		uint64_t pfn = out[i] & PM_PFN_MASK;
+
+		if (pfn == 0) {
+			bad = i;
+			err = -EPERM; /* PFNs hidden without CAP_SYS_ADMIN */
+			goto fail;
+		}
+		out[i] = pfn * pg;
 	}
-	if (n != (ssize_t)sizeof(entry))
-		return n < 0 ? -errno : -EIO;
-	if (!(entry & (1ull << 63)))
-		return -EFAULT; /* not present */
-	entry &= (1ull << 55) - 1; /* PFN bits 0-54 */
-	if (entry == 0)
-		return -EPERM; /* PFNs hidden without CAP_SYS_ADMIN */
-	*pa = entry * pg + (v & (pg - 1));
+	return 0;
+fail:
+	if (failed)
+		*failed = bad;
+	return err;
+}
+
+int os_virt_to_phys(const void *va, uint64_t *pa)
+{
+	uint64_t page;
+	int err = os_virt_to_phys_range(va, 1, &page, NULL);
+
+	if (err)
+		return err;
+	*pa = page + ((uintptr_t)va & (os_page_size() - 1));
 	return 0;
 }
 

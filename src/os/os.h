@@ -18,14 +18,32 @@
 #include <stdbool.h>
 #include <stdatomic.h>
 
+/*
+ * os_mutex_t carries, in debug builds (NDEBUG undefined), who holds it, so
+ * that a helper that must run under a lock can assert it
+ * (os_mutex_assert_held(), the *_locked helpers; Linux's
+ * lockdep_assert_held() in iova.c and the iommu drivers).  Release builds
+ * (NDEBUG) have the bare lock and no check: zero cost.
+ */
 #if defined(IODMA_FREESTANDING)
-/* A spinning lock: bare-metal code has no scheduler to sleep on. */
+/* A spinning lock: bare-metal code has no scheduler to sleep on.  Without
+ * a thread identity the debug check is "held by someone". */
+#ifdef NDEBUG
 typedef struct { atomic_flag f; } os_mutex_t;
+#else
+typedef struct { atomic_flag f; atomic_bool held; } os_mutex_t;
+#endif
 typedef struct { atomic_int v; } os_rwlock_t; /* >0 readers, -1 writer */
 typedef struct { atomic_uint seq; } os_cond_t;  /* spins: no scheduler */
 #else
 #include <pthread.h>
+#ifdef NDEBUG
 typedef pthread_mutex_t os_mutex_t;
+#else
+/* @owner: the holder's thread identity, 0 when free (atomic: another
+ * thread's assertion reads it while the holder writes it). */
+typedef struct { pthread_mutex_t m; _Atomic uintptr_t owner; } os_mutex_t;
+#endif
 typedef pthread_rwlock_t os_rwlock_t;
 typedef pthread_cond_t os_cond_t;
 #endif
@@ -41,6 +59,16 @@ void os_mutex_init(os_mutex_t *m);
 void os_mutex_destroy(os_mutex_t *m);
 void os_mutex_lock(os_mutex_t *m);
 void os_mutex_unlock(os_mutex_t *m);
+/* os_mutex_assert_held(@m): abort (assert) unless the calling thread holds
+ * @m (freestanding: unless someone holds it).  At the top of every
+ * *_locked helper.  Compiled out with NDEBUG. */
+#ifdef NDEBUG
+#define os_mutex_assert_held(m) ((void)(m))
+#else
+#include <assert.h>
+bool os_mutex_held(const os_mutex_t *m);
+#define os_mutex_assert_held(m) assert(os_mutex_held(m))
+#endif
 void os_rwlock_init(os_rwlock_t *l);
 void os_rwlock_destroy(os_rwlock_t *l);
 void os_rwlock_rdlock(os_rwlock_t *l);
@@ -205,11 +233,28 @@ size_t os_page_size(void);
 int os_pages_alloc(size_t len, uint32_t flags, void **va, int *fd);
 void os_pages_free(void *va, size_t len, int fd);
 
-/* Bus/physical address of @va (Linux: /proc/self/pagemap; needs
- * CAP_SYS_ADMIN to see frame numbers: -EPERM otherwise; -EFAULT page not
- * present).  The page is faulted in writable first where it can be, so a
- * never-written page does not report the kernel's shared zero page. */
+/* Bus/physical address of @va: os_virt_to_phys_range() of its one page,
+ * plus @va's offset in it.  Same errors. */
 int os_virt_to_phys(const void *va, uint64_t *pa);
+
+/* Bus addresses of @npages consecutive pages, the first being the page
+ * holding @va (@va need not be aligned): @out[i] receives the page-aligned
+ * bus address of page i.  Linux reads /proc/self/pagemap once for the
+ * whole range (one pread of @npages entries, Documentation/admin-guide/mm/
+ * pagemap.rst); freestanding builds call the platform's single-page
+ * virt_to_phys hook per page.  The pages are faulted in writable first
+ * where they can be (MADV_POPULATE_WRITE, else mlock), so a never-written
+ * page does not report the kernel's shared zero page; read-only pages are
+ * faulted for read.  Returns 0; -EINVAL @npages is 0, @out is NULL or the
+ * range runs past the end of the address space (nothing written); -EFAULT
+ * a page is not mapped or not present; -EPERM the kernel hides frame
+ * numbers (pagemap without CAP_SYS_ADMIN: every PFN reads 0); -EIO a short
+ * read; -EOPNOTSUPP freestanding without a virt_to_phys hook; or the
+ * negative errno of open/pread.  On -EFAULT and -EPERM, *@failed (when not
+ * NULL) is the index of the first page at fault.  On any error @out's
+ * contents are unspecified.  Thread-safe. */
+int os_virt_to_phys_range(const void *va, size_t npages, uint64_t *out,
+			  size_t *failed);
 
 /* ---- memory shared with another process (vhost-user) ---------------------- */
 /* Map @len bytes of @fd at @offset (both page multiples, len > 0) shared and

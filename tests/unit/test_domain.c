@@ -94,6 +94,7 @@ static struct {
 	bool caps_shrink;              /* drop the last range */
 	bool caps_merge;               /* merge the first two ranges if they touch */
 	unsigned int unmap_calls, unmap_all_calls, map_calls;
+	void *last_priv;               /* the state the last map saw */
 } wrap;
 
 static int w_open(const void *c, void **p) { return iodma_backend_soft()->open(c, p); }
@@ -119,6 +120,7 @@ static int w_get_caps(void *p, struct iodma_caps *c)
 static int w_map(void *p, const struct iodma_map_event *ev)
 {
 	wrap.map_calls++;
+	wrap.last_priv = p;
 	return iodma_backend_soft()->map(p, ev);
 }
 static int w_unmap(void *p, uint64_t iova, uint64_t len, uint64_t *u)
@@ -177,6 +179,27 @@ static struct iodma_domain *mkdomain(void)
 
 	assert_int_equal(iodma_domain_create(NULL, &d), 0);
 	return d;
+}
+
+/* iodma_backend_priv() hands a backend the state its open op stored, and
+ * nothing to another backend's table or to NULL arguments. */
+static void test_backend_priv_only_for_the_domains_own_backend(void **state)
+{
+	struct iodma_domain *d = mkdomain_opts(&wrap_ops, NULL, NULL);
+	void *priv;
+
+	(void)state;
+	wrap.last_priv = NULL;
+	assert_int_equal(iodma_domain_map(d, BASE, PG, VA(0), IODMA_PERM_RW), 0);
+	priv = iodma_backend_priv(d, &wrap_ops);
+	assert_non_null(priv);
+	assert_ptr_equal(priv, wrap.last_priv);
+	assert_null(iodma_backend_priv(d, iodma_backend_soft()));
+	assert_null(iodma_backend_priv(d, &wrap_ops_no_all));
+	assert_null(iodma_backend_priv(d, NULL));
+	assert_null(iodma_backend_priv(NULL, &wrap_ops));
+	assert_int_equal(iodma_domain_unmap(d, BASE, PG), 0);
+	iodma_domain_destroy(d);
 }
 
 /* Everything observable about a domain's mappings, to prove "nothing
@@ -2188,6 +2211,7 @@ int main(void)
 		cmocka_unit_test(test_failed_maps_do_not_grow_the_page_table),
 		cmocka_unit_test(test_node_free_waits_for_a_walk_under_way),
 		cmocka_unit_test(test_walkers_survive_node_pruning),
+		cmocka_unit_test(test_backend_priv_only_for_the_domains_own_backend),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,7 +17,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <iodma/backend.h>
 #include <iodma/test-hooks.h> /* fault injection: tests only */
@@ -278,6 +283,45 @@ static void test_lookups_lock_free_during_writes(void **state)
 	regmap_destroy(m);
 }
 
+/* A *_locked helper called without its lock trips the lock assertion
+ * (os_mutex_assert_held(), like lockdep_assert_held() in Linux's iova.c):
+ * a death test, in a child process.  With the same lock held the same
+ * call succeeds.  Release builds (NDEBUG) compile the check out. */
+static void test_locked_helper_without_the_lock_aborts(void **state)
+{
+	struct regmap *m = NULL;
+	uint64_t va = 0x40000000ull, iova;
+	int status;
+	pid_t pid;
+
+	(void)state;
+#ifdef NDEBUG
+	skip();
+#endif
+	assert_int_equal(regmap_create(&m), 0);
+	assert_int_equal(regmap_reserve(m, va, REGMAP_PAGE_SIZE), 0);
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit no_core = { 0, 0 };
+
+		setrlimit(RLIMIT_CORE, &no_core);
+		regmap_test_set_unlocked(m, va, REGMAP_PAGE_SIZE, 0x5000);
+		_exit(0); /* the assertion did not fire */
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGABRT);
+	/* Under the lock the same call is fine. */
+	os_mutex_lock(&m->lock);
+	regmap_test_set_unlocked(m, va, REGMAP_PAGE_SIZE, 0x5000);
+	os_mutex_unlock(&m->lock);
+	assert_int_equal(regmap_lookup(m, va, REGMAP_PAGE_SIZE, &iova), 0);
+	assert_int_equal(iova, 0x5000);
+	regmap_destroy(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -288,6 +332,7 @@ int main(void)
 		cmocka_unit_test(test_leaf_under_direct_chunk_says_the_same),
 		cmocka_unit_test(test_reserve_errors_change_nothing),
 		cmocka_unit_test(test_lookups_lock_free_during_writes),
+		cmocka_unit_test(test_locked_helper_without_the_lock_aborts),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,12 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <string.h>
@@ -259,6 +265,210 @@ static void test_out_copy_growth_rule(void **state)
 	assert_int_equal(neu.b, 5);
 }
 
+#ifndef NDEBUG
+static void *held_elsewhere(void *arg)
+{
+	return (void *)(uintptr_t)os_mutex_held(arg);
+}
+#endif
+
+/* os_mutex_held(), what the *_locked helpers assert: true for the holding
+ * thread only, and again after a condition wait gave the lock back. */
+static void test_mutex_held_is_true_only_for_the_holder(void **state)
+{
+#ifdef NDEBUG
+	(void)state;
+	skip(); /* compiled out */
+#else
+	os_mutex_t mu;
+	os_cond_t cv;
+	uint64_t deadline;
+	pthread_t t;
+	void *seen;
+
+	(void)state;
+	os_mutex_init(&mu);
+	os_cond_init(&cv);
+	assert_false(os_mutex_held(&mu));
+	os_mutex_lock(&mu);
+	assert_true(os_mutex_held(&mu));
+	assert_int_equal(pthread_create(&t, NULL, held_elsewhere, &mu), 0);
+	assert_int_equal(pthread_join(t, &seen), 0);
+	assert_null(seen); /* held, but not by that thread */
+	deadline = os_now_ns() + 1000000;
+	while (os_cond_timedwait(&cv, &mu, deadline) != -ETIMEDOUT)
+		; /* a spurious wakeup returns 0 */
+	assert_true(os_mutex_held(&mu));
+	os_mutex_unlock(&mu);
+	assert_false(os_mutex_held(&mu));
+	os_cond_destroy(&cv);
+	os_mutex_destroy(&mu);
+#endif
+}
+
+/* ---- os_virt_to_phys_range() ------------------------------------------- */
+
+/* Frame numbers are visible (CAP_SYS_ADMIN): else the tests that need
+ * them skip. */
+static bool pfns_visible(void)
+{
+	uint64_t pa;
+	static char probe = 1;
+
+	return os_virt_to_phys(&probe, &pa) == 0;
+}
+
+/* Bad arguments: -EINVAL and @out untouched. */
+static void test_virt_to_phys_range_argument_errors(void **state)
+{
+	size_t pg = iodma_page_size();
+	uint64_t out[2] = { 7, 7 };
+	size_t failed = 99;
+	static char buf[1];
+
+	(void)state;
+	assert_int_equal(os_virt_to_phys_range(buf, 0, out, &failed), -EINVAL);
+	assert_int_equal(os_virt_to_phys_range(buf, 1, NULL, &failed), -EINVAL);
+	/* The last page of the address space, and one past it. */
+	assert_int_equal(os_virt_to_phys_range((void *)(UINTPTR_MAX - pg + 1), 2,
+					       out, &failed), -EINVAL);
+	assert_int_equal(os_virt_to_phys_range((void *)UINTPTR_MAX, SIZE_MAX,
+					       out, &failed), -EINVAL);
+	assert_int_equal(out[0], 7);
+	assert_int_equal(out[1], 7);
+	assert_int_equal(failed, 99);
+}
+
+/* A hole in the range: -EFAULT naming the page, and no crash (the pages
+ * are faulted in before the read: an unmapped one must not be touched). */
+static void test_virt_to_phys_range_unmapped_page_is_efault(void **state)
+{
+	size_t pg = iodma_page_size(), failed = 99;
+	char *p = mmap(NULL, 3 * pg, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t out[3], pa;
+
+	(void)state;
+	assert_true(p != MAP_FAILED);
+	assert_int_equal(munmap(p + pg, pg), 0);
+	assert_int_equal(os_virt_to_phys_range(p, 3, out, &failed), -EFAULT);
+	assert_int_equal(failed, 1);
+	assert_int_equal(os_virt_to_phys(p + pg + 5, &pa), -EFAULT);
+	munmap(p, pg);
+	munmap(p + 2 * pg, pg);
+}
+
+static int drop_sys_admin(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct c[2];
+
+	if (syscall(SYS_capget, &h, c) != 0)
+		return -1;
+	c[CAP_SYS_ADMIN / 32].effective &= ~(1u << (CAP_SYS_ADMIN % 32));
+	return (int)syscall(SYS_capset, &h, c);
+}
+
+/* Without CAP_SYS_ADMIN pagemap reads every frame number as 0: -EPERM,
+ * not a bus address of 0.  In a child that drops the capability (so the
+ * test runs as root too); as a user the drop is a no-op. */
+static void test_virt_to_phys_range_without_cap_sys_admin_is_eperm(void **state)
+{
+	int status;
+	pid_t pid;
+
+	(void)state;
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		size_t pg = iodma_page_size(), failed = 99;
+		char *p = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint64_t out[2], pa;
+
+		if (p == MAP_FAILED)
+			_exit(10);
+		if (drop_sys_admin() != 0)
+			_exit(11);
+		p[0] = 1;
+		if (os_virt_to_phys_range(p, 2, out, &failed) != -EPERM ||
+		    failed != 0)
+			_exit(12);
+		if (os_virt_to_phys(p + 8, &pa) != -EPERM)
+			_exit(13);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 11)
+		skip(); /* no capset here */
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* One batched read says what a call per page says, written pages and
+ * never-written ones alike (each gets its own frame, not the zero page),
+ * from an unaligned start. */
+static void test_virt_to_phys_range_equals_per_page_calls(void **state)
+{
+	enum { N = 40 };
+	size_t pg = iodma_page_size(), failed = 99;
+	char *p = mmap(NULL, N * pg, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t out[N], pa;
+
+	(void)state;
+	assert_true(p != MAP_FAILED);
+	if (!pfns_visible()) {
+		munmap(p, N * pg);
+		skip(); /* frame numbers hidden without CAP_SYS_ADMIN */
+	}
+	for (size_t i = 0; i < N; i += 3)
+		p[i * pg] = (char)i;
+	assert_int_equal(os_virt_to_phys_range(p + 100, N, out, &failed), 0);
+	assert_int_equal(failed, 99);
+	for (size_t i = 0; i < N; i++) {
+		assert_int_equal(out[i] % pg, 0);
+		assert_int_equal(os_virt_to_phys(p + i * pg + 100, &pa), 0);
+		assert_int_equal(pa, out[i] + 100);
+		for (size_t j = 0; j < i; j++)
+			assert_true(out[j] != out[i]);
+	}
+	for (size_t i = 0; i < N; i++)
+		assert_int_equal(p[i * pg], i % 3 ? 0 : (char)i);
+	munmap(p, N * pg);
+}
+
+/* The cached pagemap descriptor names the process that opened it: a
+ * forked child must read its own page table, not its parent's (where the
+ * child's new mapping does not exist). */
+static void test_virt_to_phys_in_a_forked_child_reads_its_own_pages(void **state)
+{
+	int status;
+	pid_t pid;
+
+	(void)state;
+	if (!pfns_visible()) /* also opens the parent's descriptor */
+		skip();
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		size_t pg = iodma_page_size();
+		char *p = mmap(NULL, pg, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint64_t pa;
+
+		if (p == MAP_FAILED)
+			_exit(10);
+		p[0] = 1;
+		_exit(os_virt_to_phys(p, &pa) == 0 ? 0 : 12);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -272,6 +482,12 @@ int main(void)
 		cmocka_unit_test(test_align_helpers),
 		cmocka_unit_test(test_fail_alloc_fails_exactly_the_nth),
 		cmocka_unit_test(test_virt_to_phys_of_unwritten_pages_is_not_the_zero_page),
+		cmocka_unit_test(test_mutex_held_is_true_only_for_the_holder),
+		cmocka_unit_test(test_virt_to_phys_range_argument_errors),
+		cmocka_unit_test(test_virt_to_phys_range_unmapped_page_is_efault),
+		cmocka_unit_test(test_virt_to_phys_range_without_cap_sys_admin_is_eperm),
+		cmocka_unit_test(test_virt_to_phys_range_equals_per_page_calls),
+		cmocka_unit_test(test_virt_to_phys_in_a_forked_child_reads_its_own_pages),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
