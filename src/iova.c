@@ -1449,6 +1449,7 @@ struct overlap_count {
 	size_t cached;
 	size_t total;
 	struct iova_node *first;
+	int first_kind;		/* first's kind as read when counted */
 	struct iova_node *first_cached;
 };
 
@@ -1465,11 +1466,18 @@ static void busy_overlaps(struct iova_node *n, uint64_t p, uint64_t q,
 			n = n->r;
 			continue;
 		}
+		/* One read of the kind per node: the fast path may flip it
+		 * (ALLOC <-> CACHED) at any moment, and a decision made from
+		 * two reads would mix two states (issue 12's -EEXIST). */
+		int kind = atomic_load_explicit(&n->kind, memory_order_relaxed);
+
 		busy_overlaps(n->l, p, q, oc);
 		oc->total++;
-		if (!oc->first)
+		if (!oc->first) {
 			oc->first = n;
-		if (n->kind == IOVA_CACHED) {
+			oc->first_kind = kind;
+		}
+		if (kind == IOVA_CACHED) {
 			oc->cached++;
 			if (!oc->first_cached)
 				oc->first_cached = n;
@@ -1508,10 +1516,16 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 	os_mutex_lock(&a->tree_lock);
 again:
 	/* Kinds read here may flip ALLOC <-> CACHED under a stripe lock
-	 * (the fast path); every decision is re-checked under it. */
+	 * (the fast path); every decision is taken from the one read that
+	 * busy_overlaps() made of each kind (so -EEXIST is the answer of
+	 * the moment a taken node was read) and what it acts on is
+	 * re-checked under the stripe lock.  Reading oc.first->kind again
+	 * here, as before, let a free that flipped it to CACHED between the
+	 * two reads turn "inside one allocation" into "taken": -EEXIST,
+	 * although neither state alone gives it (seen under qemu-riscv64). */
 	oc = (struct overlap_count){ 0 };
 	busy_overlaps(a->busy_root, p, q, &oc);
-	if (oc.total == 1 && oc.first->kind == IOVA_ALLOC &&
+	if (oc.total == 1 && oc.first_kind == IOVA_ALLOC &&
 	    oc.first->pfn <= p && node_last(oc.first) >= q) {
 		struct iova_stripe *st = stripe_of(a, oc.first->pfn);
 

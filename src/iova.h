@@ -69,6 +69,10 @@ int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len);
  *    -EEXIST, nothing changes.
  * Cached (freed but not yet returned to the tree) ranges that overlap are
  * evicted from the caches first, so a claim never collides with the cache.
+ * A claim inside an allocation racing that allocation's free (on any
+ * thread) is one of the first two cases, never -EEXIST: either the claim
+ * counts first (0, *@claimed = false; the free is -EBUSY) or the free
+ * does (0, *@claimed = true over the freed space).
  * May return -EINVAL (not granule-aligned, len 0, overflow) or -ENOMEM
  * (nothing changes then).  Parts outside the valid ranges are ignored like
  * reserved windows. */

@@ -1303,7 +1303,12 @@ static void *c_claimer(void *p)
  * path).  Either the map counts first (claimed = false) and the free is
  * -EBUSY, or the free wins and the map claims the now free (cached, then
  * evicted) space: never a freed range with a mapping counted inside it,
- * whose space could be handed out again under the mapping. */
+ * whose space could be handed out again under the mapping, and never
+ * -EEXIST: no single state of the allocation gives it.  The claim used to
+ * read the node's kind twice, and a free flipping it ALLOC -> CACHED
+ * between the two reads gave -EEXIST (seen under qemu-riscv64, whose
+ * scheduling widens that window; a delay put there fails this test on
+ * the old code every run on x86). */
 static void test_threads_claim_inside_races_free(void **state)
 {
 	struct iova_alloc *a = mk1(0, 4096);
