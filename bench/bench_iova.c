@@ -8,11 +8,21 @@
  * Medians of 5 runs, in CPU time (process CPU for the pairs, thread CPU
  * for the long run's row; its note gives wall/cpu per window); rows in the
  * format of bench.h; --ir counts the pair loops under callgrind.
+ * Issue 12's rows: the 4 KiB (cache path) and 256 KiB (tree path) pair
+ * with 16, 1,024 and 65,536 live allocations of the same size, beside a
+ * bare free-list pop+push measured in the same run, each judged on its
+ * Ir/op against the issue's absolute bar (target "Ir<=X"); two threads'
+ * pair rate against one thread's (wall time: needs two idle cores); and
+ * iodma_map_single + iodma_unmap_single of 4 KiB through a soft domain
+ * without bounce, beside a malloc+free pair.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
+
+#include <iodma.h>
 
 #include "iova.h"
 #include "util.h"
@@ -248,6 +258,287 @@ static void long_run(double out[LR_NWIN], double cpu[LR_NWIN])
 	iova_alloc_destroy(a);
 }
 
+
+/* ---- issue 12: the pair at 16 / 1,024 / 65,536 live ------------------------ */
+
+#define P_FIFO  32
+#define P_NLIVE 3
+static const unsigned long p_live[P_NLIVE] = { 16, 1024, 65536 };
+
+/* The in-run baseline: a bare LIFO free list of IOVAs, one pop and one push
+ * per pair (the least any cache can do). */
+struct flist {
+	uint64_t v[P_FIFO];
+	unsigned int n;
+};
+
+static volatile uint64_t sink;
+
+static double base_pairs(void *ctx, unsigned long n)
+{
+	struct flist *f = ctx;
+	double t0 = bench_proc_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t x = f->v[--f->n];	/* "alloc" */
+
+		sink = x;
+		f->v[f->n++] = x;		/* "free" */
+	}
+	return (bench_proc_ns() - t0) / (double)n;
+}
+
+struct pctx {
+	struct iova_alloc *a;
+	uint64_t len;
+	uint64_t fifo[P_FIFO];
+	unsigned int k;
+};
+
+/* One pair per op: free the oldest of P_FIFO outstanding, allocate anew. */
+static double iova_pairs(void *ctx, unsigned long n)
+{
+	struct pctx *c = ctx;
+	double t0 = bench_proc_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		if (iova_alloc_put(c->a, c->fifo[c->k], c->len))
+			die("pair put");
+		if (iova_alloc_get(c->a, c->len, G, UINT64_MAX, &c->fifo[c->k]))
+			die("pair get");
+		c->k = (c->k + 1) % P_FIFO;
+	}
+	return (bench_proc_ns() - t0) / (double)n;
+}
+
+/* @live allocations of @len (packed top-down) plus P_FIFO outstanding. */
+static void pctx_init(struct pctx *c, uint64_t len, unsigned long live)
+{
+	struct iodma_iova_range r = { 0, SPACE };
+	uint64_t iova;
+
+	memset(c, 0, sizeof(*c));
+	c->len = len;
+	if (iova_alloc_create(G, &r, 1, NULL, 0, &c->a))
+		die("create");
+	for (unsigned long i = 0; i < live; i++)
+		if (iova_alloc_get(c->a, len, G, UINT64_MAX, &iova))
+			die("live get");
+	for (unsigned int i = 0; i < P_FIFO; i++)
+		if (iova_alloc_get(c->a, len, G, UINT64_MAX, &c->fifo[i]))
+			die("fifo get");
+}
+
+/* A row whose target is an absolute Ir/op bar (issue 12's figures): run.py
+ * judges it on the Ir/op column. */
+static void row_ir(const char *id, const char *fig, double ns,
+		   const char *bname, double base, double ir_bar,
+		   const char *irkey, const char *irbase)
+{
+	printf("ROW\t%s\t%s\tns\t%.1f\t%s\t%.1f\t%.4g\tIr<=%g\t-\t%s\t%s\n",
+	       id, fig, ns, bname, base, ns / base, ir_bar, irkey, irbase);
+	fflush(stdout);
+}
+
+static void pair_rows(bool ir)
+{
+	static const char *const sz[2] = { "4k", "256k" };
+	static const uint64_t len[2] = { 4096, 256 * 1024 };
+	/* Issue 12's bars: 4 KiB <= 100 Ir flat; 256 KiB <= Linux's counts. */
+	static const double bar[2][P_NLIVE] = { { 100, 100, 100 },
+						 { 664, 820, 976 } };
+	struct flist f = { .n = P_FIFO };
+
+	if (ir) {
+		bench_ir_begin();
+		base_pairs(&f, 20000);
+		bench_ir_end("iova.base.pair", 20000);
+	}
+	for (int s = 0; s < 2; s++) {
+		for (int l = 0; l < P_NLIVE; l++) {
+			static const unsigned long ops[2] = { 40000, 400000 };
+			char id[64], key[64], fig[96];
+			double med[2], v[2][RUNS];
+			struct pctx c;
+
+			pctx_init(&c, len[s], p_live[l]);
+			snprintf(id, sizeof(id), "iova.%s.%lu", sz[s], p_live[l]);
+			snprintf(key, sizeof(key), "iova.%s.%lu.pair", sz[s],
+				 p_live[l]);
+			if (ir) {
+				iova_pairs(&c, 1000);	/* warm the caches */
+				bench_ir_begin();
+				iova_pairs(&c, 20000);
+				bench_ir_end(key, 20000);
+				iova_alloc_destroy(c.a);
+				continue;
+			}
+			iova_pairs(&c, 1000);
+			/* Alternate the two loops, one slice each per run. */
+			for (int r = 0; r < RUNS; r++) {
+				v[0][r] = iova_pairs(&c, ops[0]);
+				v[1][r] = base_pairs(&f, ops[1]);
+			}
+			med[0] = bench_median(v[0], RUNS);
+			med[1] = bench_median(v[1], RUNS);
+			snprintf(fig, sizeof(fig),
+				 "IOVA %s alloc+free pair, %lu live%s",
+				 s ? "256 KiB" : "4 KiB", p_live[l],
+				 s ? " (tree path)" : " (cache path)");
+			row_ir(id, fig, med[0], "free-list pop+push", med[1],
+			       bar[s][l], key, "iova.base.pair");
+			iova_alloc_destroy(c.a);
+		}
+	}
+}
+
+/* ---- issue 12: two threads against one -------------------------------------- */
+
+#define MT_OPS 400000ul
+
+struct mtarg {
+	struct iova_alloc *a;
+	pthread_barrier_t *bar;
+};
+
+static void *mt_worker(void *p)
+{
+	struct mtarg *m = p;
+	struct pctx c;
+
+	memset(&c, 0, sizeof(c));
+	c.a = m->a;
+	c.len = 4096;
+	for (unsigned int i = 0; i < P_FIFO; i++)
+		if (iova_alloc_get(c.a, c.len, G, UINT64_MAX, &c.fifo[i]))
+			die("mt get");
+	iova_pairs(&c, 1000);
+	pthread_barrier_wait(m->bar);
+	iova_pairs(&c, MT_OPS);
+	return NULL;
+}
+
+/* Pairs per microsecond of wall time with @nt threads on one allocator. */
+static double mt_rate(int nt)
+{
+	struct iodma_iova_range r = { 0, SPACE };
+	pthread_barrier_t bar;
+	pthread_t th[2];
+	struct mtarg m;
+	double t0, t1;
+
+	if (iova_alloc_create(G, &r, 1, NULL, 0, &m.a))
+		die("create");
+	pthread_barrier_init(&bar, NULL, (unsigned int)nt + 1);
+	m.bar = &bar;
+	for (int i = 0; i < nt; i++)
+		if (pthread_create(&th[i], NULL, mt_worker, &m))
+			die("pthread_create");
+	pthread_barrier_wait(&bar);
+	t0 = bench_now_ns();
+	for (int i = 0; i < nt; i++)
+		pthread_join(th[i], NULL);
+	t1 = bench_now_ns();
+	pthread_barrier_destroy(&bar);
+	iova_alloc_destroy(m.a);
+	return (double)nt * MT_OPS / (t1 - t0) * 1e3;
+}
+
+static void mt_row(void)
+{
+	double v[2][RUNS];
+
+	for (int r = 0; r < RUNS; r++) {
+		v[0][r] = mt_rate(2);
+		v[1][r] = mt_rate(1);
+	}
+	bench_row("iova.mt2", "IOVA 4 KiB pairs, 2 threads (Mpairs/s, wall)",
+		  "Mop/s", bench_median(v[0], RUNS), "1 thread",
+		  bench_median(v[1], RUNS), BT_RATE_GE, 1.6, NULL, NULL);
+}
+
+/* ---- issue 12: iodma_map_single + unmap_single, 4 KiB, soft domain ---------- */
+
+struct mapctx {
+	struct iodma_dev *dev;
+	void *buf;
+};
+
+static double map_pairs(void *ctx, unsigned long n)
+{
+	struct mapctx *c = ctx;
+	double t0 = bench_proc_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t iova;
+
+		if (iodma_map_single(c->dev, c->buf, 4096, IODMA_TO_DEVICE,
+				     &iova))
+			die("map_single");
+		if (iodma_unmap_single(c->dev, iova, 4096, IODMA_TO_DEVICE))
+			die("unmap_single");
+	}
+	return (bench_proc_ns() - t0) / (double)n;
+}
+
+static double malloc_pairs(void *ctx, unsigned long n)
+{
+	double t0 = bench_proc_ns();
+
+	(void)ctx;
+	for (unsigned long i = 0; i < n; i++) {
+		void *p = malloc(64);
+
+		sink = (uint64_t)(uintptr_t)p;
+		free(p);
+	}
+	return (bench_proc_ns() - t0) / (double)n;
+}
+
+static void map_row(bool ir)
+{
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain_opts o = IODMA_OPTS_INIT(struct iodma_domain_opts);
+	struct iodma_dev_opts dopt = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_domain *d;
+	struct mapctx c;
+	double v[2][RUNS];
+
+	so.max_mappings = 1u << 20;
+	o.backend_config = &so;
+	if (iodma_domain_create(&o, &d))
+		die("domain_create");
+	dopt.domain = d;
+	dopt.bounce = IODMA_BOUNCE_NEVER;
+	if (iodma_dev_create(&dopt, &c.dev))
+		die("dev_create");
+	c.buf = aligned_alloc(4096, 4096);
+	if (!c.buf)
+		die("aligned_alloc");
+	map_pairs(&c, 1000);
+	if (ir) {
+		bench_ir_begin();
+		map_pairs(&c, 20000);
+		bench_ir_end("iova.map4k.pair", 20000);
+		bench_ir_begin();
+		malloc_pairs(NULL, 20000);
+		bench_ir_end("iova.malloc.pair", 20000);
+	} else {
+		for (int r = 0; r < RUNS; r++) {
+			v[0][r] = map_pairs(&c, 100000);
+			v[1][r] = malloc_pairs(NULL, 100000);
+		}
+		bench_row("iova.map4k",
+			  "map_single+unmap_single 4 KiB, soft, unregistered",
+			  "ns", bench_median(v[0], RUNS), "malloc+free 64 B",
+			  bench_median(v[1], RUNS), BT_NONE, 0, "iova.map4k.pair",
+			  "iova.malloc.pair");
+	}
+	iodma_dev_destroy(c.dev);
+	iodma_domain_destroy(d);
+	free(c.buf);
+}
+
 int main(int argc, char **argv)
 {
 	double v[3][RUNS], med[3], lr[LR_NWIN][RUNS], lrm[LR_NWIN];
@@ -265,6 +556,8 @@ int main(int argc, char **argv)
 	if (bench_ir_mode(argc, argv)) {
 		for (k = 0; k < 3; k++)
 			pairs(k, irn[k], irkey[k]);
+		pair_rows(true);
+		map_row(true);
 		return 0;
 	}
 	for (run = 0; run < RUNS; run++)
@@ -275,6 +568,9 @@ int main(int argc, char **argv)
 	for (k = 0; k < 2; k++)
 		bench_row(id[k], name[k], "ns", med[k], "naive sorted array",
 			  med[2], BT_NONE, 0, irkey[k], irkey[2]);
+	pair_rows(false);
+	mt_row();
+	map_row(false);
 
 	for (run = 0; run < RUNS; run++) {
 		double o[LR_NWIN], oc[LR_NWIN];

@@ -16,7 +16,8 @@ Environment: IODMA_BENCH_IR=0 skips the callgrind pass.
    prints "IR key ops".  Ir/op = the dump's summary / ops.  Instruction
    counts repeat from run to run where times do not, so they are the figure
    to compare across commits.  Rows whose target is a ratio bar
-   (ratio<=X) are also judged on the Ir ratio against the same bar.
+   (ratio<=X) are also judged on the Ir ratio against the same bar; rows
+   whose target is an absolute Ir bar (Ir<=X) are judged on their Ir/op.
 
 The script exits 0 whatever the verdicts; non-zero only when a benchmark
 itself fails.
@@ -150,6 +151,10 @@ def main():
             m = re.match(r"ratio<=([\d.]+)$", r["target"])
             if m:
                 irr += " PASS" if q <= float(m.group(1)) else " MISS"
+        m = re.match(r"Ir<=([\d.]+)$", r["target"])
+        if m and iri is not None:
+            # An absolute Ir/op bar (issue 12): the verdict is the Ir's.
+            r["verdict"] = "PASS" if iri <= float(m.group(1)) else "MISS"
         table.append([r["fig"], fmt_num(r["val"]), r["bname"], fmt_num(r["base"]),
                       r["unit"], r["ratio"], r["target"], r["verdict"],
                       "%.0f" % iri if iri is not None else "-",

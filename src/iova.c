@@ -32,12 +32,30 @@
  * marked CACHED, to the magazines of the caller's slot (loaded and previous,
  * as in Linux), full magazines to a bounded depot.  A magazine entry is the
  * busy node itself.  An allocation of such a size pops a fitting entry
- * (below the limit, aligned) and flips it back to ALLOC under the tree lock
- * in O(1).  A claim that overlaps a CACHED node evicts it: the node leaves
- * the busy tree, its space becomes free, and the node is marked EVICTED;
- * the magazine still owns it and discards it when it next sees it.
+ * (below the limit, aligned) and flips it back to ALLOC.  A claim that
+ * overlaps a CACHED node evicts it: the node leaves the busy tree, its
+ * space becomes free, and the node is marked EVICTED; the magazine still
+ * owns it and discards it when it next sees it.
  *
- * Locks, in this order: slot->lock -> depot_lock -> tree_lock.
+ * The fast path without the tree lock (issue 12).  Every ALLOC or CACHED
+ * node of 1..32 pages ("hashed") is also in a chained hash keyed by pfn.
+ * The hash is guarded by 64 striped spin locks (a bucket belongs to one
+ * stripe whatever the table's size): a chain, and the kind and maps of its
+ * nodes, change only under the stripe's lock.  So the free of such a size
+ * finds its node and checks it (ALLOC: else -ENOENT, the double-free
+ * check; maps == 0: else -EBUSY) and flips it to CACHED under the slot's
+ * and one stripe's lock; the allocation's cache hit flips CACHED back to
+ * ALLOC under the same two.  Linux's rcache has no such check: it pushes
+ * whatever pfn it is given.  The busy tree keeps every hashed node, so
+ * claims, reservations and the check still see the whole space; the tree
+ * lock holders read kinds atomically and re-check under the stripe lock
+ * any kind they act on (claim inside an ALLOC, evict a CACHED), retrying
+ * when the fast path changed it.  Nodes enter and leave the hash only with
+ * the tree lock held too; the table doubles with every stripe held.
+ * Counters the fast path bumps (hits, fput) live in the slots.
+ *
+ * Locks, in this order: slot->lock -> depot_lock -> tree_lock -> one
+ * stripe (or all of them, in index order).  Slot and stripe locks spin.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -59,8 +77,12 @@ struct iova_node {
 	uint64_t pages;		/* > 0 */
 	uint64_t max_pages;	/* largest .pages in this subtree */
 	struct iova_node *l, *r;
+	struct iova_node *hnext; /* chain of the pfn hash (hashed nodes) */
 	int16_t height;		/* AVL height, leaf = 1 (< IOVA_MAX_HEIGHT) */
-	int16_t kind;		/* enum iova_kind */
+	_Atomic int16_t kind;	/* enum iova_kind; atomic: the fast path
+				 * flips ALLOC <-> CACHED under a stripe lock
+				 * only, while tree-lock holders read it */
+	uint8_t hashed;		/* in the pfn hash (stripe + tree lock) */
 	uint32_t maps;		/* ALLOC: fixed maps inside it (iova_claim's
 				 * *claimed = false); the free is -EBUSY
 				 * while > 0.  Fits: the domain has at most
@@ -73,6 +95,48 @@ struct iova_node {
 #define IOVA_DEPOT_MAX   32	/* full magazines per class in the depot */
 #define IOVA_POOL_MAX    64	/* spare nodes kept for reuse */
 #define IOVA_MAX_HEIGHT  96	/* AVL of < 2^64 nodes is < 93 high */
+#define IOVA_STRIPE_BITS 6
+#define IOVA_NR_STRIPES  (1u << IOVA_STRIPE_BITS)
+#define IOVA_HASH_BITS0  8	/* initial buckets: 256 */
+#define IOVA_HASH_BITSMAX 40
+
+/* A spin lock: the fast path's critical sections are a few dozen
+ * instructions, and a pthread mutex's lock + unlock alone cost more than
+ * the whole section (issue 12).  Waiters spin, then yield. */
+typedef struct {
+	atomic_uint v;
+} iova_spin_t;
+
+static inline void spin_lock(iova_spin_t *l)
+{
+	unsigned int tries = 0;
+
+	while (atomic_exchange_explicit(&l->v, 1, memory_order_acquire)) {
+		while (atomic_load_explicit(&l->v, memory_order_relaxed)) {
+			if (++tries < 256)
+				os_cpu_relax();
+			else
+				os_yield();
+		}
+	}
+}
+
+static inline void spin_unlock(iova_spin_t *l)
+{
+	atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
+/* Relaxed counter bump by its only writer (the holder of its lock). */
+static inline void ctr_inc(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+static inline uint64_t ctr_get(_Atomic uint64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
 
 struct iova_mag {
 	unsigned int n;
@@ -81,10 +145,19 @@ struct iova_mag {
 };
 
 struct iova_slot {
-	os_mutex_t lock;	/* protects loaded[], prev[] */
+	iova_spin_t lock;	/* protects loaded[], prev[], writes of hits
+				 * and fput */
 	struct iova_mag *loaded[IOVA_NR_CLASSES];
 	struct iova_mag *prev[IOVA_NR_CLASSES];
+	_Atomic uint64_t hits;	/* allocations served by this slot's cache */
+	_Atomic uint64_t fput;	/* frees pushed into this slot's cache */
 	char pad[IODMA_CACHELINE];	/* keep slots off each other's lines */
+};
+
+/* A lock of the pfn hash, alone on its cache line. */
+struct iova_stripe {
+	iova_spin_t lock;
+	char pad[IODMA_CACHELINE - sizeof(iova_spin_t)];
 };
 
 /* A piece of usable space, in pages, inclusive last. */
@@ -112,9 +185,21 @@ struct iova_alloc {
 	struct iova_node *busy_root;
 	struct iova_node *pool;		/* spare nodes, linked by ->l */
 	size_t nr_pool;
-	uint64_t nr_cached;		/* CACHED nodes */
 	uint64_t free_pages;
-	uint64_t allocs, cache_hits, frees, live, claims;
+	uint64_t allocs;		/* served by the tree */
+	uint64_t frees;			/* returned straight to the tree */
+	uint64_t cached_out;		/* CACHED nodes drained or evicted */
+	uint64_t claims;
+	size_t hcount;			/* hashed nodes */
+
+	/* The pfn hash of every live or cached allocation of a cache class
+	 * (1..32 pages): the free finds its node here under one stripe lock,
+	 * without the tree lock or a tree walk.  htab/hbits change only with
+	 * every stripe lock held (and the tree lock); a chain and the
+	 * kind/maps of its nodes change only under its stripe's lock. */
+	struct iova_node **htab;
+	unsigned int hbits;
+	struct iova_stripe stripes[IOVA_NR_STRIPES];
 
 	os_mutex_t depot_lock;		/* protects depot[], nr_depot[], empty */
 	struct iova_mag *depot[IOVA_NR_CLASSES];
@@ -325,9 +410,13 @@ static struct iova_node *node_get(struct iova_alloc *a)
 	if (n) {
 		a->pool = n->l;
 		a->nr_pool--;
-		return n;
+	} else {
+		n = iodma_malloc(sizeof(*n));
+		if (!n)
+			return NULL;
 	}
-	return iodma_malloc(sizeof(*n));
+	n->hashed = 0;
+	return n;
 }
 
 static void node_put(struct iova_alloc *a, struct iova_node *n)
@@ -356,6 +445,117 @@ static int node_reserve(struct iova_alloc *a, size_t k)
 		a->nr_pool++;
 	}
 	return 0;
+}
+
+/* The cache class of an allocation of @pages (log2), or -1. */
+static int size_class(uint64_t pages)
+{
+	if (!is_pow2(pages) || pages > (1u << (IOVA_NR_CLASSES - 1)))
+		return -1;
+	return (int)ilog2_u64(pages);
+}
+
+/* ---- the pfn hash ------------------------------------------------------------ */
+
+/* Fibonacci hashing: the top bits of pfn * 2^64/phi.  The stripe is the top
+ * IOVA_STRIPE_BITS of it, the bucket the top hbits (>= IOVA_STRIPE_BITS), so
+ * a bucket always belongs to one stripe whatever the table's size. */
+static inline uint64_t pfn_hash(uint64_t pfn)
+{
+	return pfn * 0x9e3779b97f4a7c15ull;
+}
+
+static inline struct iova_stripe *stripe_of(struct iova_alloc *a, uint64_t pfn)
+{
+	return &a->stripes[pfn_hash(pfn) >> (64 - IOVA_STRIPE_BITS)];
+}
+
+static inline struct iova_node **bucket_of(struct iova_alloc *a, uint64_t pfn)
+{
+	return &a->htab[pfn_hash(pfn) >> (64 - a->hbits)];
+}
+
+/* The hashed node at @pfn, or NULL.  Its stripe's lock held. */
+static inline struct iova_node *hash_find(struct iova_alloc *a, uint64_t pfn)
+{
+	struct iova_node *n = *bucket_of(a, pfn);
+
+	while (n && n->pfn != pfn)
+		n = n->hnext;
+	return n;
+}
+
+static void stripes_lock_all(struct iova_alloc *a)
+{
+	for (unsigned int i = 0; i < IOVA_NR_STRIPES; i++)
+		spin_lock(&a->stripes[i].lock);
+}
+
+static void stripes_unlock_all(struct iova_alloc *a)
+{
+	for (unsigned int i = IOVA_NR_STRIPES; i-- > 0;)
+		spin_unlock(&a->stripes[i].lock);
+}
+
+/* Double the table when it holds as many nodes as buckets.  Tree lock held.
+ * Without memory the table stays as it is (chains grow, nothing fails). */
+static void hash_maybe_grow(struct iova_alloc *a)
+{
+	struct iova_node **nt, **old;
+	unsigned int bits = a->hbits;
+	size_t i;
+
+	if (a->hcount < ((size_t)1 << bits) || bits >= IOVA_HASH_BITSMAX)
+		return;
+	nt = iodma_calloc((size_t)1 << (bits + 1), sizeof(*nt));
+	if (!nt)
+		return;
+	stripes_lock_all(a);
+	old = a->htab;
+	a->htab = nt;
+	a->hbits = bits + 1;
+	for (i = 0; i < ((size_t)1 << bits); i++) {
+		while (old[i]) {
+			struct iova_node *n = old[i], **b;
+
+			old[i] = n->hnext;
+			b = bucket_of(a, n->pfn);
+			n->hnext = *b;
+			*b = n;
+		}
+	}
+	stripes_unlock_all(a);
+	iodma_free(old);
+}
+
+/* Hash busy node @n (a new ALLOC of a cache class).  Tree lock held. */
+static void hash_insert(struct iova_alloc *a, struct iova_node *n)
+{
+	struct iova_stripe *st;
+	struct iova_node **b;
+
+	hash_maybe_grow(a);
+	st = stripe_of(a, n->pfn);
+	spin_lock(&st->lock);
+	b = bucket_of(a, n->pfn);
+	n->hnext = *b;
+	*b = n;
+	n->hashed = 1;
+	spin_unlock(&st->lock);
+	a->hcount++;
+}
+
+/* Unhash @n.  Tree lock and @n's stripe lock held. */
+static void hash_unlink(struct iova_alloc *a, struct iova_node *n)
+{
+	struct iova_node **pp = bucket_of(a, n->pfn);
+
+	while (*pp != n)
+		pp = &(*pp)->hnext;
+	*pp = n->hnext;
+	n->hnext = NULL;
+	n->hashed = 0;
+	a->hcount--;
 }
 
 /* ---- free tree ------------------------------------------------------------ */
@@ -453,6 +653,13 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 /* A busy node leaves the busy tree and its space becomes free. */
 static void busy_release(struct iova_alloc *a, struct iova_node *n)
 {
+	if (n->hashed) {
+		struct iova_stripe *st = stripe_of(a, n->pfn);
+
+		spin_lock(&st->lock);
+		hash_unlink(a, n);
+		spin_unlock(&st->lock);
+	}
 	a->busy_root = avl_remove(a->busy_root, n->pfn);
 	free_insert(a, n, n->pfn, n->pages);
 }
@@ -476,21 +683,17 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	b->pages = pages;
 	b->kind = IOVA_ALLOC;
 	b->maps = 0;
+	b->hashed = 0;
 	a->busy_root = avl_insert(a->busy_root, b);
+	if (size_class(pages) >= 0)
+		hash_insert(a, b);
 	a->allocs++;
-	a->live++;
 	*pfn = cand;
 	return 0;
 }
 
 /* ---- rcache ---------------------------------------------------------------- */
 
-static int size_class(uint64_t pages)
-{
-	if (!is_pow2(pages) || pages > (1u << (IOVA_NR_CLASSES - 1)))
-		return -1;
-	return (int)ilog2_u64(pages);
-}
 
 /* Return every entry of @m to the tree (CACHED) or the pool (EVICTED).
  * Tree lock held. */
@@ -502,7 +705,7 @@ static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
 		struct iova_node *n = m->e[--m->n];
 
 		if (n->kind == IOVA_CACHED) {
-			a->nr_cached--;
+			a->cached_out++;
 			busy_release(a, n);
 		} else {
 			assert(n->kind == IOVA_EVICTED);
@@ -550,12 +753,11 @@ static void mag_recycle(struct iova_alloc *a, struct iova_mag *m)
 /* Make room for one entry in the slot's loaded magazine of class @c.
  * Slot lock held.  Returns false when no magazine can be had (then the
  * caller frees to the tree). */
-static bool mag_prepare_push(struct iova_alloc *a, struct iova_slot *s, int c)
+static __attribute__((noinline)) bool
+mag_prepare_push_slow(struct iova_alloc *a, struct iova_slot *s, int c)
 {
 	struct iova_mag *e, *full;
 
-	if (s->loaded[c] && s->loaded[c]->n < IOVA_MAG_SIZE)
-		return true;
 	if (s->prev[c] && s->prev[c]->n < IOVA_MAG_SIZE) {
 		e = s->loaded[c];
 		s->loaded[c] = s->prev[c];
@@ -598,6 +800,16 @@ static bool mag_prepare_push(struct iova_alloc *a, struct iova_slot *s, int c)
 	return true;
 }
 
+static inline bool mag_prepare_push(struct iova_alloc *a,
+				    struct iova_slot *s, int c)
+{
+	struct iova_mag *m = s->loaded[c];
+
+	if (m && m->n < IOVA_MAG_SIZE)
+		return true;
+	return mag_prepare_push_slow(a, s, c);
+}
+
 /* Index of the topmost entry of @m below @limit and aligned, or -1. */
 static int mag_find(const struct iova_mag *m, uint64_t pages, uint64_t align,
 		    uint64_t limit)
@@ -624,15 +836,16 @@ static struct iova_node *mag_take(struct iova_mag *m, int i)
 }
 
 /* Try the caller's slot, then the depot.  Returns true and *@pfn on a hit. */
-static bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
+static __attribute__((noinline)) bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
 		      uint64_t align, uint64_t limit, uint64_t *pfn)
 {
 	struct iova_slot *s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
 	bool hit = false;
 
-	os_mutex_lock(&s->lock);
+	spin_lock(&s->lock);
 	for (;;) {
 		struct iova_mag *m = s->loaded[c];
+		struct iova_stripe *st;
 		struct iova_node *n;
 		int i = mag_find(m, pages, align, limit);
 
@@ -667,26 +880,52 @@ static bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
 		if (i < 0)
 			break;
 		n = mag_take(m, i);
-		os_mutex_lock(&a->tree_lock);
+		/* Only a claim's eviction (tree + stripe lock) changes a
+		 * magazine entry's kind, so the stripe lock decides. */
+		st = stripe_of(a, n->pfn);
+		spin_lock(&st->lock);
 		if (n->kind == IOVA_CACHED) {
-			n->kind = IOVA_ALLOC;
+			atomic_store_explicit(&n->kind, IOVA_ALLOC,
+					      memory_order_relaxed);
 			assert(n->maps == 0); /* freed only with none */
-			a->nr_cached--;
-			a->allocs++;
-			a->cache_hits++;
-			a->live++;
-			*pfn = n->pfn;
 			hit = true;
-		} else {
-			assert(n->kind == IOVA_EVICTED);
-			node_put(a, n);
 		}
-		os_mutex_unlock(&a->tree_lock);
-		if (hit)
+		spin_unlock(&st->lock);
+		if (hit) {
+			ctr_inc(&s->hits);
+			*pfn = n->pfn;
 			break;
+		}
+		assert(n->kind == IOVA_EVICTED);
+		os_mutex_lock(&a->tree_lock);
+		node_put(a, n);
+		os_mutex_unlock(&a->tree_lock);
 	}
-	os_mutex_unlock(&s->lock);
+	spin_unlock(&s->lock);
 	return hit;
+}
+
+/* Sums of the slots' counters (exact when every slot lock is held). */
+static void slot_sums(struct iova_alloc *a, uint64_t *hits, uint64_t *fput)
+{
+	uint64_t h = 0, f = 0;
+
+	for (unsigned int i = 0; i < IOVA_NR_SLOTS; i++) {
+		h += ctr_get(&a->slots[i].hits);
+		f += ctr_get(&a->slots[i].fput);
+	}
+	*hits = h;
+	*fput = f;
+}
+
+/* CACHED nodes now: pushed - popped - drained/evicted.  Tree lock held
+ * (exact when every slot lock is held too; else a snapshot). */
+static uint64_t nr_cached(struct iova_alloc *a)
+{
+	uint64_t h, f;
+
+	slot_sums(a, &h, &f);
+	return f - h - a->cached_out;
 }
 
 void iova_alloc_flush_caches(struct iova_alloc *a)
@@ -698,7 +937,7 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 	for (i = 0; i < IOVA_NR_SLOTS; i++) {
 		struct iova_slot *s = &a->slots[i];
 
-		os_mutex_lock(&s->lock);
+		spin_lock(&s->lock);
 		os_mutex_lock(&a->tree_lock);
 		for (c = 0; c < IOVA_NR_CLASSES; c++) {
 			if (s->loaded[c])
@@ -707,7 +946,7 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 				mag_drain_locked(a, s->prev[c]);
 		}
 		os_mutex_unlock(&a->tree_lock);
-		os_mutex_unlock(&s->lock);
+		spin_unlock(&s->lock);
 	}
 	os_mutex_lock(&a->depot_lock);
 	for (c = 0; c < IOVA_NR_CLASSES; c++) {
@@ -799,6 +1038,7 @@ static void iova_free_all(struct iova_alloc *a)
 		a->empty = m->next;
 		iodma_free(m);
 	}
+	iodma_free(a->htab);
 	iodma_free(a->segs);
 	iodma_free(a->cuts);
 	iodma_free(a->ranges);
@@ -920,15 +1160,25 @@ int iova_alloc_create(uint64_t granule,
 		n->pfn = a->segs[i].pfn;
 		n->pages = a->segs[i].last - a->segs[i].pfn + 1;
 		n->kind = IOVA_FREE;
+		n->hashed = 0;
 		a->free_root = avl_insert(a->free_root, n);
 		a->free_pages += n->pages;
 	}
+	a->hbits = IOVA_HASH_BITS0;
+	a->htab = iodma_calloc((size_t)1 << a->hbits, sizeof(*a->htab));
+	if (!a->htab)
+		goto fail;
 	iodma_free(res);
 	atomic_init(&a->caching, true);
 	os_mutex_init(&a->tree_lock);
 	os_mutex_init(&a->depot_lock);
-	for (i = 0; i < IOVA_NR_SLOTS; i++)
-		os_mutex_init(&a->slots[i].lock);
+	for (i = 0; i < IOVA_NR_SLOTS; i++) {
+		atomic_init(&a->slots[i].lock.v, 0);
+		atomic_init(&a->slots[i].hits, 0);
+		atomic_init(&a->slots[i].fput, 0);
+	}
+	for (i = 0; i < IOVA_NR_STRIPES; i++)
+		atomic_init(&a->stripes[i].lock.v, 0);
 	*out = a;
 	return 0;
 fail:
@@ -940,15 +1190,11 @@ fail:
 
 void iova_alloc_destroy(struct iova_alloc *a)
 {
-	unsigned int i;
-
 	if (!a)
 		return;
 	iova_alloc_flush_caches(a); /* frees EVICTED nodes held by magazines */
 	os_mutex_destroy(&a->tree_lock);
 	os_mutex_destroy(&a->depot_lock);
-	for (i = 0; i < IOVA_NR_SLOTS; i++)
-		os_mutex_destroy(&a->slots[i].lock);
 	iova_free_all(a);
 	iodma_free(a);
 }
@@ -969,6 +1215,45 @@ static bool len_to_pages(const struct iova_alloc *a, uint64_t len,
 		return false;
 	*pages = r >> a->shift;
 	return true;
+}
+
+static int get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
+		    uint64_t limit_pfn, uint64_t *pfnp);
+
+/* The common hit: the top entry of the slot's loaded magazine fits and is
+ * still CACHED.  Anything else is left to cache_get(). */
+static inline bool cache_get_top(struct iova_alloc *a, int c, uint64_t pages,
+				 uint64_t align, uint64_t limit, uint64_t *pfn)
+{
+	struct iova_slot *s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
+	struct iova_stripe *st;
+	struct iova_node *n;
+	struct iova_mag *m;
+	bool hit = false;
+
+	spin_lock(&s->lock);
+	m = s->loaded[c];
+	if (!m || m->n == 0)
+		goto out;
+	n = m->e[m->n - 1];
+	if (n->pfn + pages - 1 > limit || !is_aligned(n->pfn, align))
+		goto out;
+	st = stripe_of(a, n->pfn);
+	spin_lock(&st->lock);
+	if (n->kind == IOVA_CACHED) {
+		atomic_store_explicit(&n->kind, IOVA_ALLOC,
+				      memory_order_relaxed);
+		hit = true;
+	}
+	spin_unlock(&st->lock);
+	if (hit) {
+		m->n--;
+		ctr_inc(&s->hits);
+		*pfn = n->pfn;
+	}
+out:
+	spin_unlock(&s->lock);
+	return hit;
 }
 
 int iova_alloc_get(struct iova_alloc *a, uint64_t len,
@@ -996,14 +1281,29 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 
 	c = size_class(pages);
 	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed) &&
-	    cache_get(a, c, pages, align_pages, limit_pfn, &pfn)) {
+	    (cache_get_top(a, c, pages, align_pages, limit_pfn, &pfn) ||
+	     cache_get(a, c, pages, align_pages, limit_pfn, &pfn))) {
 		*iova = pfn << a->shift;
 		return 0;
 	}
+	err = get_tree(a, pages, align_pages, limit_pfn, &pfn);
+	if (err)
+		return err;
+	*iova = pfn << a->shift;
+	return 0;
+}
+
+/* The tree path of iova_alloc_get(). */
+static __attribute__((noinline)) int
+get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
+	 uint64_t limit_pfn, uint64_t *pfnp)
+{
+	uint64_t pfn;
+	int err;
 
 	os_mutex_lock(&a->tree_lock);
 	err = tree_alloc(a, pages, align_pages, limit_pfn, &pfn);
-	if (err == -ENOSPC && a->nr_cached > 0) {
+	if (err == -ENOSPC && nr_cached(a) > 0) {
 		/* The caches may hold the space: return it and retry once. */
 		os_mutex_unlock(&a->tree_lock);
 		iova_alloc_flush_caches(a);
@@ -1013,7 +1313,7 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 	os_mutex_unlock(&a->tree_lock);
 	if (err)
 		return -ENOMEM;
-	*iova = pfn << a->shift;
+	*pfnp = pfn;
 	return 0;
 }
 
@@ -1028,54 +1328,104 @@ static struct iova_node *busy_find_alloc(struct iova_alloc *a, uint64_t pfn,
 	return n;
 }
 
+static int put_tree(struct iova_alloc *a, uint64_t pfn, uint64_t pages);
+
+/* Free of a cache-class allocation: its node is found in the pfn hash,
+ * and with the rcache on the free takes only the slot's and a stripe's
+ * spin locks (the tree lock only when a magazine must be drained). */
+static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
+		     uint64_t pages)
+{
+	struct iova_slot *s;
+	struct iova_stripe *st = stripe_of(a, pfn);
+	struct iova_node *n;
+	int err = 0;
+
+	if (!atomic_load_explicit(&a->caching, memory_order_relaxed))
+		goto tree;
+	s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
+	spin_lock(&s->lock);
+	if (!mag_prepare_push(a, s, c)) {
+		spin_unlock(&s->lock);
+		goto tree;
+	}
+	spin_lock(&st->lock);
+	n = hash_find(a, pfn);
+	if (!n || n->pages != pages || n->kind != IOVA_ALLOC)
+		err = -ENOENT;	/* never allocated, or freed already */
+	else if (n->maps)
+		err = -EBUSY;	/* a mapping still lies inside */
+	else
+		atomic_store_explicit(&n->kind, IOVA_CACHED,
+				      memory_order_relaxed);
+	spin_unlock(&st->lock);
+	if (!err) {
+		struct iova_mag *m = s->loaded[c];
+
+		assert(m->n < IOVA_MAG_SIZE);
+		m->e[m->n++] = n;
+		ctr_inc(&s->fput);
+	}
+	spin_unlock(&s->lock);
+	return err;
+
+tree:
+	return put_tree(a, pfn, pages);
+}
+
+/* A cache-class free straight back to the tree: tree lock, then the
+ * stripe's. */
+static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
+					      uint64_t pfn, uint64_t pages)
+{
+	struct iova_stripe *st = stripe_of(a, pfn);
+	struct iova_node *n;
+	int err = 0;
+
+	os_mutex_lock(&a->tree_lock);
+	spin_lock(&st->lock);
+	n = hash_find(a, pfn);
+	if (!n || n->pages != pages || n->kind != IOVA_ALLOC)
+		err = -ENOENT;
+	else if (n->maps)
+		err = -EBUSY;
+	else
+		hash_unlink(a, n);
+	spin_unlock(&st->lock);
+	if (!err) {
+		a->frees++;
+		busy_release(a, n);
+	}
+	os_mutex_unlock(&a->tree_lock);
+	return err;
+}
+
 int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
 		   uint64_t len)
 {
-	struct iova_slot *s = NULL;
 	struct iova_node *n;
 	uint64_t pages, pfn;
-	bool push = false;
-	int c;
+	int c, err = -ENOENT;
 
 	if (!a || !len_to_pages(a, len, &pages) ||
 	    !is_aligned(iova, 1ull << a->shift))
 		return -ENOENT;
 	pfn = iova >> a->shift;
 	c = size_class(pages);
-	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed)) {
-		s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
-		os_mutex_lock(&s->lock);
-		push = mag_prepare_push(a, s, c);
-	}
+	if (c >= 0)
+		return class_put(a, c, pfn, pages);
 	os_mutex_lock(&a->tree_lock);
 	n = busy_find_alloc(a, pfn, pages);
 	if (n && n->maps) {
 		/* A mapping still lies inside: the space stays taken. */
-		os_mutex_unlock(&a->tree_lock);
-		if (s)
-			os_mutex_unlock(&s->lock);
-		return -EBUSY;
-	}
-	if (n) {
+		err = -EBUSY;
+	} else if (n) {
 		a->frees++;
-		a->live--;
-		if (push) {
-			n->kind = IOVA_CACHED;
-			a->nr_cached++;
-		} else {
-			busy_release(a, n);
-		}
+		busy_release(a, n);
+		err = 0;
 	}
 	os_mutex_unlock(&a->tree_lock);
-	if (n && push) {
-		struct iova_mag *m = s->loaded[c];
-
-		assert(m->n < IOVA_MAG_SIZE);
-		m->e[m->n++] = n;
-	}
-	if (s)
-		os_mutex_unlock(&s->lock);
-	return n ? 0 : -ENOENT;
+	return err;
 }
 
 /* ---- claims ---------------------------------------------------------------- */
@@ -1101,6 +1451,7 @@ struct overlap_count {
 	size_t cached;
 	size_t total;
 	struct iova_node *first;
+	int first_kind;		/* first's kind as read when counted */
 	struct iova_node *first_cached;
 };
 
@@ -1117,11 +1468,18 @@ static void busy_overlaps(struct iova_node *n, uint64_t p, uint64_t q,
 			n = n->r;
 			continue;
 		}
+		/* One read of the kind per node: the fast path may flip it
+		 * (ALLOC <-> CACHED) at any moment, and a decision made from
+		 * two reads would mix two states (issue 12's -EEXIST). */
+		int kind = atomic_load_explicit(&n->kind, memory_order_relaxed);
+
 		busy_overlaps(n->l, p, q, oc);
 		oc->total++;
-		if (!oc->first)
+		if (!oc->first) {
 			oc->first = n;
-		if (n->kind == IOVA_CACHED) {
+			oc->first_kind = kind;
+		}
+		if (kind == IOVA_CACHED) {
 			oc->cached++;
 			if (!oc->first_cached)
 				oc->first_cached = n;
@@ -1158,10 +1516,28 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 		return -EINVAL;
 
 	os_mutex_lock(&a->tree_lock);
+again:
+	/* Kinds read here may flip ALLOC <-> CACHED under a stripe lock
+	 * (the fast path); every decision is taken from the one read that
+	 * busy_overlaps() made of each kind (so -EEXIST is the answer of
+	 * the moment a taken node was read) and what it acts on is
+	 * re-checked under the stripe lock.  Reading oc.first->kind again
+	 * here, as before, let a free that flipped it to CACHED between the
+	 * two reads turn "inside one allocation" into "taken": -EEXIST,
+	 * although neither state alone gives it (seen under qemu-riscv64). */
+	oc = (struct overlap_count){ 0 };
 	busy_overlaps(a->busy_root, p, q, &oc);
-	if (oc.total == 1 && oc.first->kind == IOVA_ALLOC &&
+	if (oc.total == 1 && oc.first_kind == IOVA_ALLOC &&
 	    oc.first->pfn <= p && node_last(oc.first) >= q) {
+		struct iova_stripe *st = stripe_of(a, oc.first->pfn);
+
+		spin_lock(&st->lock);
+		if (oc.first->kind != IOVA_ALLOC) {
+			spin_unlock(&st->lock);
+			goto again; /* freed meanwhile */
+		}
 		oc.first->maps++;
+		spin_unlock(&st->lock);
 		os_mutex_unlock(&a->tree_lock);
 		*claimed = false;
 		return 0;
@@ -1181,14 +1557,24 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 	/* Evict cached ranges: the magazine keeps the node, marked EVICTED. */
 	while (oc.cached > 0) {
 		struct iova_node *n = oc.first_cached;
+		struct iova_stripe *st = stripe_of(a, n->pfn);
 
+		spin_lock(&st->lock);
+		if (n->kind != IOVA_CACHED) {
+			spin_unlock(&st->lock);
+			goto again; /* handed out again meanwhile */
+		}
+		atomic_store_explicit(&n->kind, IOVA_EVICTED,
+				      memory_order_relaxed);
+		hash_unlink(a, n);
+		spin_unlock(&st->lock);
 		a->busy_root = avl_remove(a->busy_root, n->pfn);
-		n->kind = IOVA_EVICTED;
-		a->nr_cached--;
+		a->cached_out++;
 		free_insert(a, node_get(a), n->pfn, n->pages);
 		oc = (struct overlap_count){ 0 };
 		busy_overlaps(a->busy_root, p, q, &oc);
-		assert(oc.taken == 0);
+		if (oc.taken > 0)
+			goto again; /* a cache hit made one ALLOC: -EEXIST */
 	}
 	for (i = first; i < a->nr_segs && a->segs[i].pfn <= q; i++) {
 		uint64_t s = IODMA_MAX(p, a->segs[i].pfn);
@@ -1250,10 +1636,17 @@ void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
 		return;
 	os_mutex_lock(&a->tree_lock);
 	n = avl_floor(a->busy_root, p);
-	if (n && n->kind == IOVA_ALLOC && node_last(n) >= q && n->maps > 0)
-		n->maps--;
-	else
-		assert(0); /* iova_claim() counted it: the free was refused */
+	if (n) {
+		struct iova_stripe *st = stripe_of(a, n->pfn);
+
+		/* maps > 0: the free was refused, the kind cannot change. */
+		spin_lock(&st->lock);
+		if (n->kind == IOVA_ALLOC && node_last(n) >= q && n->maps > 0)
+			n->maps--;
+		else
+			assert(0); /* iova_claim() counted it */
+		spin_unlock(&st->lock);
+	}
 	os_mutex_unlock(&a->tree_lock);
 }
 
@@ -1371,11 +1764,14 @@ out:
 void iova_alloc_get_stats(struct iova_alloc *a,
 			  struct iova_alloc_stats *st)
 {
+	uint64_t hits, fput;
+
 	os_mutex_lock(&a->tree_lock);
-	st->allocs = a->allocs;
-	st->cache_hits = a->cache_hits;
-	st->frees = a->frees;
-	st->live = a->live;
+	slot_sums(a, &hits, &fput);
+	st->allocs = a->allocs + hits;
+	st->cache_hits = hits;
+	st->frees = a->frees + fput;
+	st->live = st->allocs - st->frees;
 	st->claims = a->claims;
 	st->free_bytes = a->free_pages << a->shift;
 	os_mutex_unlock(&a->tree_lock);
@@ -1443,7 +1839,13 @@ int iova_alloc_check(struct iova_alloc *a)
 	size_t i;
 	int ret = -EUCLEAN;
 
+	uint64_t hits, fput, hashed = 0;
+
+	for (i = 0; i < IOVA_NR_SLOTS; i++)
+		spin_lock(&a->slots[i].lock);
 	os_mutex_lock(&a->tree_lock);
+	stripes_lock_all(a);
+	slot_sums(a, &hits, &fput);
 	if (check_subtree(a->free_root, true) < 0 ||
 	    check_subtree(a->busy_root, false) < 0)
 		goto out;
@@ -1475,6 +1877,14 @@ int iova_alloc_check(struct iova_alloc *a)
 					live++;
 				else if (b->kind == IOVA_CACHED)
 					cached++;
+				/* hashed iff a live or cached class node,
+				 * and then found where the hash puts it */
+				if (b->hashed != ((b->kind == IOVA_ALLOC ||
+						   b->kind == IOVA_CACHED) &&
+						  size_class(b->pages) >= 0) ||
+				    (b->hashed && hash_find(a, b->pfn) != b))
+					goto out;
+				hashed += b->hashed;
 				iter_next(&bi);
 			} else {
 				goto out; /* hole or overlap */
@@ -1486,11 +1896,15 @@ int iova_alloc_check(struct iova_alloc *a)
 	}
 	if (iter_peek(&fi) || iter_peek(&bi))
 		goto out; /* outside every segment */
-	if (free_pages != a->free_pages || live != a->live ||
-	    cached != a->nr_cached)
+	if (free_pages != a->free_pages ||
+	    live != a->allocs + hits - a->frees - fput ||
+	    cached != fput - hits - a->cached_out || hashed != a->hcount)
 		goto out;
 	ret = 0;
 out:
+	stripes_unlock_all(a);
 	os_mutex_unlock(&a->tree_lock);
+	for (i = IOVA_NR_SLOTS; i-- > 0;)
+		spin_unlock(&a->slots[i].lock);
 	return ret;
 }

@@ -11,7 +11,8 @@
  * subtree), so long runs do not degrade.  Recently freed ranges of small
  * power-of-two page counts are kept in per-thread-slot caches (Linux's iova
  * rcache: magazines per slot plus a shared depot) and handed out again
- * without the tree.
+ * without the tree; their frees find the allocation in a pfn hash under a
+ * striped spin lock, so that path takes no global lock and costs O(1).
  *
  * Thread-safe: every function may be called from any thread.
  * No system calls.
@@ -50,7 +51,10 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len, uint64_t align,
  * Returns 0; -ENOENT if [iova, iova + len rounded) is not a live
  * allocation (double free, wrong len); -EBUSY if a fixed map lies inside
  * it (iova_claim() counted it and no iova_unclaim_inside() took it back):
- * nothing changes on error. */
+ * nothing changes on error.  Sizes of 1..32 pages with the rcache on take
+ * the slot's and one hash stripe's spin lock only (the tree lock only to
+ * drain a full magazine); concurrent frees of one range: exactly one
+ * returns 0, the others -ENOENT. */
 int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len);
 
 /* A fixed-IOVA mapping is about to use [iova, iova + len) (granule-aligned,
@@ -65,6 +69,10 @@ int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len);
  *    -EEXIST, nothing changes.
  * Cached (freed but not yet returned to the tree) ranges that overlap are
  * evicted from the caches first, so a claim never collides with the cache.
+ * A claim inside an allocation racing that allocation's free (on any
+ * thread) is one of the first two cases, never -EEXIST: either the claim
+ * counts first (0, *@claimed = false; the free is -EBUSY) or the free
+ * does (0, *@claimed = true over the freed space).
  * May return -EINVAL (not granule-aligned, len 0, overflow) or -ENOMEM
  * (nothing changes then).  Parts outside the valid ranges are ignored like
  * reserved windows. */
