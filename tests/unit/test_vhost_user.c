@@ -1439,6 +1439,51 @@ static int raw_handle(struct fe *t, const void *buf, size_t len, int fd, size_t 
 	return iodma_vhost_user_handle(t->vu, buf, len, fds, nfds, &t->reply);
 }
 
+/* Without the IOMMU a ring's log_guest_addr is guest-physical and the
+ * used ring must lie inside the shared log (vhost-user spec, "Migration":
+ * the back end writes the log at that address): SET_VRING_ADDR with one
+ * outside it, or SET_VRING_NUM growing the ring past it, is -ERANGE and
+ * changes nothing. */
+static void test_vring_log_addr_outside_the_log_is_erange(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct iodma_vhost_user_vring vr;
+	const uint64_t log_end = 5 * 0x100000; /* 160 bytes of log */
+	int logfd;
+	struct fe t;
+
+	(void)state;
+	fe_init(&t, &o);
+	negotiate(&t, 0, P_ALL);
+	assert_int_equal(mem_table(&t, &(struct vu_mem_region[1]){ region(0x100000, 0x10000, 0) }[0],
+				   1, 1), 0);
+	logfd = memfd_of(PG);
+	assert_int_equal(log_base(&t, logfd, 160, 64, 1), 0);
+	assert_int_equal(reply_u64(&t, VU_SET_LOG_BASE), 0);
+	assert_int_equal(vring_state(&t, VU_SET_VRING_NUM, 0, 64), 0);
+	/* The used ring's log address past the log's end. */
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, UBASE + 0x2000,
+				    log_end), -ERANGE);
+	/* ... or straddling it. */
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, UBASE + 0x2000,
+				    log_end - 0x100), -ERANGE);
+	assert_int_equal(iodma_vhost_user_get_vring(t.vu, 0, &vr), 0);
+	assert_false(vr.addr_valid);
+	/* Inside: accepted (518 bytes of used ring for 64 entries). */
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, UBASE + 0x2000,
+				    log_end - 0x400), 0);
+	assert_int_equal(iodma_vhost_user_get_vring(t.vu, 0, &vr), 0);
+	assert_true(vr.addr_valid);
+	/* Growing the ring past the log's end: -ERANGE, the size kept. */
+	assert_int_equal(vring_state(&t, VU_SET_VRING_NUM, 0, 1024), -ERANGE);
+	assert_int_equal(iodma_vhost_user_get_vring(t.vu, 0, &vr), 0);
+	assert_int_equal(vr.num, 64);
+	/* Without VHOST_VRING_F_LOG the address is not checked. */
+	assert_int_equal(vring_addr(&t, 0, 0, UBASE + 0x2000, log_end), 0);
+	close(logfd);
+	fe_fini(&t);
+}
+
 static void test_malformed_messages_change_nothing(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
@@ -2092,6 +2137,7 @@ int main(void)
 		cmocka_unit_test(test_log_used_before_ring_size_is_einval),
 		cmocka_unit_test(test_vring_fds_are_kept_handed_over_or_closed),
 		cmocka_unit_test(test_vring_addresses_without_iommu_are_user_addresses),
+		cmocka_unit_test(test_vring_log_addr_outside_the_log_is_erange),
 		cmocka_unit_test(test_malformed_messages_change_nothing),
 		cmocka_unit_test(test_socket_helpers_errors),
 		cmocka_unit_test(test_reply_cleared_on_early_errors),
