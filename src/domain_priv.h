@@ -246,6 +246,20 @@ uint64_t xlate_miss_left(void);
  * lock-free look (no resolver, no stats, no fault); any thread. */
 bool xlate_mapped(struct iodma_domain *d, uint64_t iova, uint32_t perm);
 
+/* The calling thread's open access section, as a token for
+ * xlate_section_touches() on another thread while this one stays inside
+ * it (a resolver waiting for its UPDATE): NULL outside a section,
+ * XLATE_SECT_ANON for a section without a record (out of memory). */
+#define XLATE_SECT_ANON ((const void *)1)
+const void *xlate_section_self(void);
+
+/* Would xlate_wait_sections(@d, @iova, @last) wait for the section @sect
+ * (from xlate_section_self(), still open)?  True for XLATE_SECT_ANON and
+ * for a section that overflowed its records; false for NULL.  Any thread,
+ * lock-free. */
+bool xlate_section_touches(const void *sect, struct iodma_domain *d,
+			   uint64_t iova, uint64_t last);
+
 /* ---- domain.c, for tests -------------------------------------------------- */
 
 /* The mapping that contains @iova, copied into *@out, from the table.

@@ -20,8 +20,12 @@
  * and the memory, which may wait for access sections.  A miss waits
  * inside the translating thread's section for an UPDATE that only
  * handle() can install, so before any call that waits for sections
- * handle() raises the quiesce count: waiting misses give up and fault,
- * new ones fail at once, and the grace period ends.
+ * handle() raises the quiesce count with the range it will wait for:
+ * the waiting misses whose section that wait covers (as
+ * xlate_wait_sections() decides it) give up and fault, new ones in such a
+ * section fail at once, and the wait ends.  A miss in a section the unmap
+ * does not wait for keeps waiting for its UPDATE: an invalidation of an
+ * unrelated range does not cost a request a retry.
  *
  * No system call here: mmap and sockets go through src/os/.
  */
@@ -84,6 +88,8 @@ struct vu_waiter {
 	uint64_t iova;
 	uint32_t perm;
 	bool resolved;
+	bool released;          /* a quiesce waits for its section */
+	const void *sect;       /* xlate_section_self() of the waiter */
 	struct vu_waiter *next;
 };
 
@@ -115,9 +121,8 @@ struct iodma_vhost_user {
 	bool chan_busy;                 /* a miss is being sent / acked */
 	bool chan_noack;                /* an ack timed out: ask no more */
 	unsigned int quiesce;           /* handle() waits for sections */
-	uint64_t quiesce_gen;           /* += 1 per quiesce(): a waiter that
-					 * saw it move gives up, even if the
-					 * wait was over before it woke */
+	bool q_all;                     /* ... for every section, or only */
+	uint64_t q_first, q_last;       /* for those over this IOVA range */
 	struct vu_waiter *waiters;
 	/* MISS messages sent and not yet answered by an UPDATE, nor expired:
 	 * a miss inside one waits for that UPDATE instead of asking again. */
@@ -221,15 +226,41 @@ static void reply_u64(struct iodma_vhost_user_reply *r, uint32_t request,
 
 /* ---- misses: quiesce, waiters ---------------------------------------------- */
 
-/* handle() is about to wait for access sections: release the misses that
- * wait inside one, and refuse new ones until unquiesce(). */
-static void quiesce(struct iodma_vhost_user *vu)
+/* Does the quiesce under way wait for @w's section?  miss_lock held. */
+static bool quiesce_hits(const struct iodma_vhost_user *vu,
+			 const struct vu_waiter *w)
+{
+	return vu->quiesce &&
+	       (vu->q_all || xlate_section_touches(w->sect, vu->dom, vu->q_first,
+						   vu->q_last));
+}
+
+/* handle() is about to wait for the access sections that recorded
+ * [first, last] of the domain (@all: for every section, a grace period):
+ * release the misses that wait inside one of them, and refuse new ones
+ * there until unquiesce().  A section that recorded nothing of the range
+ * is not waited for, so its miss keeps waiting for its UPDATE. */
+static void quiesce_range(struct iodma_vhost_user *vu, bool all,
+			  uint64_t first, uint64_t last)
 {
 	os_mutex_lock(&vu->miss_lock);
-	vu->quiesce++;
-	vu->quiesce_gen++;
+	if (vu->quiesce++) {
+		vu->q_all = true; /* nested: the union, widened to all */
+	} else {
+		vu->q_all = all;
+		vu->q_first = first;
+		vu->q_last = last;
+	}
+	for (struct vu_waiter *w = vu->waiters; w; w = w->next)
+		if (!w->resolved && quiesce_hits(vu, w))
+			w->released = true;
 	os_cond_broadcast(&vu->miss_cond);
 	os_mutex_unlock(&vu->miss_lock);
+}
+
+static void quiesce(struct iodma_vhost_user *vu)
+{
+	quiesce_range(vu, true, 0, 0);
 }
 
 static void unquiesce(struct iodma_vhost_user *vu)
@@ -298,13 +329,13 @@ static void waiters_resolve(struct iodma_vhost_user *vu, uint64_t iova,
 }
 
 /* Take the channel's busy token by @deadline.  miss_lock held.  Returns
- * the channel fd, or -ENOTCONN / -ETIMEDOUT / -EAGAIN (quiesced, only
- * when @quiet_fails). */
+ * the channel fd, or -ENOTCONN / -ETIMEDOUT / -EAGAIN (@w, when given,
+ * was released by a quiesce). */
 static int chan_acquire(struct iodma_vhost_user *vu, uint64_t deadline,
-			bool quiet_fails)
+			const struct vu_waiter *w)
 {
 	for (;;) {
-		if (quiet_fails && vu->quiesce)
+		if (w && w->released)
 			return -EAGAIN;
 		if (vu->backend_fd < 0)
 			return -ENOTCONN;
@@ -363,7 +394,7 @@ IODMA_EXPORT int iodma_vhost_user_iotlb_miss(struct iodma_vhost_user *vu,
 		return -EPERM;
 	deadline = os_now_ns() + vu->timeout_ns;
 	os_mutex_lock(&vu->miss_lock);
-	fd = chan_acquire(vu, deadline, false);
+	fd = chan_acquire(vu, deadline, NULL);
 	ack = has_protocol(vu, VU_PROTOCOL_F_REPLY_ACK) && !vu->chan_noack;
 	os_mutex_unlock(&vu->miss_lock);
 	if (fd < 0)
@@ -418,8 +449,8 @@ static uint64_t ahead_stride(const struct iodma_vhost_user *vu, uint64_t pg)
 /*
  * The domain's resolver: send a MISS (no ack asked: the UPDATE itself is
  * the answer) and wait for an UPDATE covering @iova with @perm, the
- * timeout, or a quiesce.  Runs inside the translating thread's access
- * section.
+ * timeout, or a quiesce that waits for this thread's access section (the
+ * miss runs inside it; see quiesce_range()).
  *
  * A buffer the front end just mapped misses on every one of its IOTLB
  * entries (strict-mode guests map each request anew), and each MISS is a
@@ -437,7 +468,7 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 	struct iodma_vhost_user *vu = arg;
 	struct vu_waiter w = { .iova = iova, .perm = perm }, **pp;
 	uint64_t pg = os_page_size(), left = xlate_miss_left();
-	uint64_t ahead[MISS_AHEAD], now, deadline, gen;
+	uint64_t ahead[MISS_AHEAD], now, deadline;
 	unsigned int nahead = 0, sent = 0;
 	int fd, ret = 0;
 
@@ -446,10 +477,10 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 	now = os_now_ns();
 	deadline = now + vu->timeout_ns;
 	os_mutex_lock(&vu->miss_lock);
-	gen = vu->quiesce_gen;
+	w.sect = xlate_section_self();
 	w.next = vu->waiters;
 	vu->waiters = &w;
-	if (vu->quiesce) {
+	if (quiesce_hits(vu, &w)) {
 		ret = -EAGAIN;
 		goto out;
 	}
@@ -457,7 +488,7 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 	if (!pending_has(vu, iova, perm, pg, now)) {
 		uint64_t stride, next, last;
 
-		fd = chan_acquire(vu, deadline, true);
+		fd = chan_acquire(vu, deadline, &w);
 		if (fd < 0) {
 			ret = fd;
 			goto out;
@@ -494,10 +525,9 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 		chan_release(vu);
 	}
 	while (ret == 0 && !w.resolved) {
-		/* A quiesce that began, even one already over (an unmap that
-		 * did not have to wait for this section returns at once),
-		 * releases the miss. */
-		if (vu->quiesce || vu->quiesce_gen != gen)
+		/* Released by a quiesce that waits for this section (marked
+		 * under miss_lock, so seen even when it is already over). */
+		if (w.released)
 			ret = -EAGAIN;
 		else if (os_cond_timedwait(&vu->miss_cond, &vu->miss_lock, deadline))
 			ret = w.resolved ? 0 : -ETIMEDOUT;
@@ -950,7 +980,7 @@ static int iotlb_invalidate(struct iodma_vhost_user *vu,
 		return ret;
 	if (!w.have)
 		return 0;
-	quiesce(vu);
+	quiesce_range(vu, false, w.lo, w.hi);
 	ret = iodma_domain_unmap_gaps(vu->dom, w.lo, w.hi - w.lo + 1, NULL);
 	unquiesce(vu);
 	return ret;
@@ -1380,7 +1410,17 @@ static int dispatch(struct iodma_vhost_user *vu, uint32_t req, const uint8_t *p,
 		}
 		s.num = vu->vrings[s.index].base;
 		if (vu->ops && vu->ops->vring_stop) {
+			/* The front end serves misses on the thread that now
+			 * waits for this reply (QEMU: vhost_dev_stop()), so a
+			 * miss cannot be answered before it: release every
+			 * waiting one, and fail new ones, while the ring
+			 * stops.  The back end leaves a chain whose
+			 * translation failed so un-consumed (the base it
+			 * reports excludes it): the destination resubmits it,
+			 * as Linux vhost does for requests in flight. */
+			quiesce(vu);
 			ret = vu->ops->vring_stop(vu->ops_arg, s.index, &s.num);
+			unquiesce(vu);
 			if (ret)
 				return ret > 0 ? -EINVAL : ret;
 		}

@@ -806,6 +806,31 @@ void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last)
 	}
 }
 
+const void *xlate_section_self(void)
+{
+	if (!tls.depth)
+		return NULL;
+	if (tls.anon || !tls.r)
+		return XLATE_SECT_ANON;
+	return tls.r;
+}
+
+bool xlate_section_touches(const void *sect, struct iodma_domain *d,
+			   uint64_t iova, uint64_t last)
+{
+	struct reader *r;
+	uint32_t st;
+
+	if (!sect)
+		return false;
+	if (sect == XLATE_SECT_ANON)
+		return true; /* waited for as a whole: a grace period */
+	r = (struct reader *)(uintptr_t)sect;
+	st = atomic_load_explicit(&r->state, memory_order_seq_cst);
+	/* The same test as xlate_wait_sections(): what it would wait for. */
+	return (st & (ST_NR_MASK | ST_ALL)) && sect_overlaps(r, st, d, iova, last);
+}
+
 /* ---- page-table walks ----------------------------------------------------- */
 
 /* Walks of threads that have no record (out of memory); seq_cst. */

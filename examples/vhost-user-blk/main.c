@@ -54,13 +54,13 @@
 #define SEG_MAX		126u
 #define VIRTIO_BLK_F_MQ	12
 #define CFG_NUM_QUEUES	34u
-/* A miss released by a concurrent INVALIDATE (the library must let the
- * grace period end) is asked again, from a new access section.  A lazy
- * guest's flush queue invalidates on its own timer while a large request
- * waits on one miss after another, and every invalidation releases the
- * waiting misses, so a request may see several in a row: 4 retries made a
- * 512 KiB read fail once behind virtio-iommu in lazy mode under TCG. */
-#define XLATE_RETRIES	64u		/* le16 in struct virtio_blk_config */
+/* A miss released by a concurrent INVALIDATE is asked again, from a new
+ * access section.  The library releases a miss only when the INVALIDATE
+ * waits for its section (the request translated the invalidated range:
+ * a buffer the guest unmapped under it, or the same IOVA recycled), so a
+ * few retries are enough; each backs off (device.c) to let the front
+ * end's UPDATEs through. */
+#define XLATE_RETRIES	4u
 
 /* Requests this file looks at before the library (spec numbering). */
 #define VU_GET_VRING_BASE	11u
@@ -147,11 +147,18 @@ static int cb_vring_fd(void *arg, uint32_t vring, uint32_t kind, int fd)
 	return 0;
 }
 
+static void ring_stop(struct backend *b, uint32_t i);
+
 static int cb_vring_stop(void *arg, uint32_t vring, uint32_t *avail_idx)
 {
 	struct backend *b = arg;
 
-	/* The main loop stopped the ring before handing the message over. */
+	/* The main loop asked the ring to stop before handing the message
+	 * over; the library has now released the misses it may wait on
+	 * (the front end answers none before this reply): wait for it.  A
+	 * chain it could not translate stays out of the index replied. */
+	if (vring < b->nq)
+		ring_stop(b, vring);
 	if (vring < b->nq && !b->rings[vring].from_base)
 		*avail_idx = b->rings[vring].last_avail;
 	if (vring < b->nq)
@@ -372,13 +379,16 @@ static int serve(struct backend *b, int conn, int sfd)
 		}
 		memcpy(&req, msg, 4);
 		memcpy(&size, msg + 8, 4);
-		/* A ring must be stopped before its index is replied, and a
-		 * new base applies at the next start. */
+		/* A ring must be stopped before its index is replied (asked
+		 * here, waited for in cb_vring_stop(), after the library
+		 * released the misses the ring may wait on), and a new base
+		 * applies at the next start. */
 		if ((req == VU_GET_VRING_BASE || req == VU_SET_VRING_BASE) &&
 		    size >= 4) {
 			memcpy(&idx, msg + 12, 4);
-			if (idx < b->nq && req == VU_GET_VRING_BASE)
-				ring_stop(b, idx);
+			if (idx < b->nq && req == VU_GET_VRING_BASE &&
+			    b->rings[idx].running)
+				vblk_device_request_stop(b->rings[idx].dev);
 			if (idx < b->nq && req == VU_SET_VRING_BASE)
 				b->rings[idx].from_base = true;
 		}
@@ -488,6 +498,7 @@ static void print_counters(struct backend *b)
 		sum.xlate_failures += st.xlate_failures;
 		sum.translations += st.translations;
 		sum.xlate_retries += st.xlate_retries;
+		sum.requeued += st.requeued;
 		sum.doorbells += st.doorbells;
 		sum.interrupts += st.interrupts;
 	}
@@ -504,7 +515,8 @@ static void print_counters(struct backend *b)
 	       " xlate_failures=%" PRIu64
 	       " kicks=%" PRIu64 " calls=%" PRIu64
 	       " isolation_probes=%" PRIu64 " isolation_faults=%" PRIu64
-	       " isolation_violations=%" PRIu64 " logs_dropped=%" PRIu64 "\n",
+	       " isolation_violations=%" PRIu64 " logs_dropped=%" PRIu64
+	       " requeued=%" PRIu64 "\n",
 	       sum.requests, sum.bytes_read, sum.bytes_written, sum.ioerr,
 	       vs.iotlb_misses, vs.misses_resolved, vs.misses_released,
 	       vs.misses_failed, vs.misses_ahead, vs.iotlb_updates, vs.iotlb_invalidates,
@@ -513,7 +525,8 @@ static void print_counters(struct backend *b)
 	       (double)xs.iotlb_hits / (double)(xs.iotlb_hits + xs.iotlb_misses) : 0.0,
 	       sum.translations, xs.faults, sum.xlate_retries,
 	       sum.xlate_failures, sum.doorbells, sum.interrupts, b->probes,
-	       b->probe_faults, b->probe_violations, b->logs_dropped);
+	       b->probe_faults, b->probe_violations, b->logs_dropped,
+	       sum.requeued);
 	fflush(stdout);
 }
 

@@ -716,17 +716,20 @@ static bool retry_section(struct vblk_device *vd, unsigned int *tries)
 {
 	struct timespec ts = { 0, 0 };
 
-	if (*tries >= vd->o.xlate_retries)
+	/* Stopping (vhost-user GET_VRING_BASE): the front end answers no
+	 * miss before the ring has stopped; the caller leaves the chain. */
+	if (*tries >= vd->o.xlate_retries || atomic_load(&vd->stop))
 		return false;
 	(*tries)++;
 	vd->st.xlate_retries++;
 	iodma_access_end();
 	/* Back off before the new section: the invalidation that released
-	 * the miss waits for sections that translated its range, and one
-	 * re-entered at once records that range again before it misses, so
-	 * on a busy machine the two can chase each other until the retries
-	 * run out (seen: 65 releases in a row behind intel-iommu in lazy
-	 * mode).  50 us, doubling, at most 5 ms. */
+	 * the miss waited for this section because it translated the
+	 * invalidated range; one re-entered at once records that range again
+	 * before it misses and could be released by the next invalidation
+	 * of a lazy guest's flush batch.  Giving the front end's main loop
+	 * time to send the UPDATEs the guest has queued keeps a few retries
+	 * enough.  50 us, doubling, at most 5 ms. */
 	ts.tv_nsec = 50000L << (*tries < 7 ? *tries - 1 : 6);
 	nanosleep(&ts, NULL);
 	iodma_access_begin();
@@ -743,7 +746,8 @@ static unsigned int process_queue(struct vblk_device *vd)
 	while (avail_idx(vd, &idx)) {
 		if (retry_section(vd, &tries))
 			continue;
-		set_broken(vd, "available ring not readable");
+		if (!atomic_load(&vd->stop))
+			set_broken(vd, "available ring not readable");
 		goto out;
 	}
 	if ((uint16_t)(idx - vd->last_avail) > vd->queue_num) {
@@ -761,16 +765,29 @@ static unsigned int process_queue(struct vblk_device *vd)
 				      2, IODMA_PERM_READ))) {
 			if (retry_section(vd, &tries))
 				continue;
-			set_broken(vd, "available ring not readable");
+			if (!atomic_load(&vd->stop))
+				set_broken(vd, "available ring not readable");
 			goto out;
 		}
 		head = le16toh(*e);
 		vd->last_avail++;
 		tries = 0;
+		/* While stopping, a failed translation never completes the
+		 * chain with an error: it stays available (below). */
 		do {
 			used = process_chain(vd, head,
-					     tries < vd->o.xlate_retries);
+					     tries < vd->o.xlate_retries ||
+					     atomic_load(&vd->stop));
 		} while (used == -EAGAIN && retry_section(vd, &tries));
+		if (used == -EAGAIN) {
+			/* Released by the ring stop before any byte moved:
+			 * un-consume it, so the index the stop reports
+			 * excludes it and the next owner of the ring (a
+			 * migration destination) serves it again. */
+			vd->last_avail--;
+			vd->st.requeued++;
+			goto out;
+		}
 		if (used < 0) {
 			set_broken(vd, used == -EFAULT ? "descriptor table not readable"
 						       : "malformed descriptor chain");
@@ -780,6 +797,14 @@ static unsigned int process_queue(struct vblk_device *vd)
 		while (push_used(vd, head, (uint32_t)used)) {
 			if (retry_section(vd, &tries))
 				continue;
+			if (atomic_load(&vd->stop)) {
+				/* Executed but not reported: leave it
+				 * available, served again (a block read or
+				 * write repeated is the same request). */
+				vd->last_avail--;
+				vd->st.requeued++;
+				goto out;
+			}
 			set_broken(vd, "used ring not writable");
 			goto out;
 		}
@@ -872,12 +897,19 @@ int vblk_device_start(struct vblk_device *vd)
 	return 0;
 }
 
-void vblk_device_stop(struct vblk_device *vd)
+void vblk_device_request_stop(struct vblk_device *vd)
 {
 	if (!vd->running)
 		return;
 	atomic_store(&vd->stop, true);
 	(void)eventfd_write(vd->o.doorbell_fd, 1);
+}
+
+void vblk_device_stop(struct vblk_device *vd)
+{
+	if (!vd->running)
+		return;
+	vblk_device_request_stop(vd);
 	pthread_join(vd->thread, NULL);
 	vd->running = false;
 }

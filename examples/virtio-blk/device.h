@@ -50,8 +50,11 @@ struct vblk_device;
  *                 translation is served again, each from a new access
  *                 section, before it fails (0: fail at once).  A vhost-user
  *                 IOTLB miss waiting inside a section is released (and
- *                 faults) when an invalidation must wait for sections; a
- *                 retry asks again.
+ *                 faults) when an invalidation must wait for that section
+ *                 (it translated the invalidated range); a retry asks
+ *                 again.  Once a stop is requested, a chain whose
+ *                 translation fails is not retried nor completed: it is
+ *                 left available (see vblk_device_request_stop()).
  */
 struct vblk_device_opts {
 	struct iodma_domain *domain;
@@ -82,6 +85,8 @@ struct vblk_device_stats {
 				 * and buffers): page-table walks that hit */
 	uint64_t xlate_retries;	/* requests served again after a failed
 				 * translation (opts.xlate_retries) */
+	uint64_t requeued;	/* chains left available by a stop whose
+				 * translation it had released */
 };
 
 /**
@@ -117,6 +122,13 @@ void *vblk_device_mmio(struct vblk_device *vd);
 /* Start / stop the device thread. 0 or -errno. */
 int vblk_device_start(struct vblk_device *vd);
 void vblk_device_stop(struct vblk_device *vd);
+
+/* Ask the device thread to stop without waiting for it (any thread); the
+ * stop completes with vblk_device_stop() / vblk_device_ring_stop().  From
+ * now on a chain whose translation fails (a vhost-user miss released by
+ * GET_VRING_BASE) is left available, the index the stop returns excluding
+ * it, instead of completing with an error. */
+void vblk_device_request_stop(struct vblk_device *vd);
 
 /* The feature bits a device with these options offers. */
 uint64_t vblk_device_features(const struct vblk_device_opts *opts);

@@ -45,9 +45,14 @@
  *   iodma_vhost_user_log_used() and the queries run concurrently with it.
  *   The miss resolver blocks the translating thread (inside its access
  *   section) until the UPDATE arrives through handle() on another thread,
- *   the timeout passes, or handle() must wait for access sections (memory
- *   table change, INVALIDATE, feature change): then the waiting misses
- *   give up at once and fault, so the main channel never waits for a miss.
+ *   the timeout passes, or handle() must wait for that section (a memory
+ *   table change or a feature change waits for every section; an
+ *   INVALIDATE only for those that translated an IOVA of its range, as
+ *   Linux's IOTLB invalidation waits only for translations of the range;
+ *   GET_VRING_BASE, see @vring_stop, releases every miss): then those
+ *   misses give up at once and fault, so the main channel never waits for
+ *   a miss, and a miss in a section the INVALIDATE does not wait for
+ *   keeps waiting for its UPDATE.
  */
 #ifndef IODMA_VHOST_USER_H
 #define IODMA_VHOST_USER_H
@@ -94,7 +99,15 @@ struct iodma_vhost_user;
  *               store its next available index in *@avail_idx (preset to
  *               the last SET_VRING_BASE value).  Return 0 or a negative
  *               errno (the request fails with it).  NULL: the preset value
- *               is replied.
+ *               is replied.  While it runs, every translation miss waiting
+ *               for an UPDATE is released and new ones fail at once (the
+ *               front end, e.g. QEMU's vhost_dev_stop(), serves misses on
+ *               the thread that waits for this reply): a chain whose
+ *               translation failed then must be left un-consumed, the
+ *               index stored excluding it, so that the front end (or a
+ *               migration destination) resubmits it, as for requests in
+ *               flight in Linux vhost; chains completed before must have
+ *               their writes and used-ring update logged already.
  * @get_config:  GET_CONFIG: fill @len bytes of the device config space at
  *               @offset into @buf.  Return 0 or a negative errno.  When
  *               set, the CONFIG protocol feature is offered.
@@ -466,8 +479,9 @@ IODMA_EXPORT int iodma_vhost_user_get_features(struct iodma_vhost_user *vu,
  * @iotlb_misses:      MISS messages the domain's resolver sent.
  * @misses_resolved:   resolver calls an UPDATE answered in time.
  * @misses_released:   resolver calls given up because handle() had to
- *                     wait for access sections (an INVALIDATE, a memory
- *                     table change) while they waited: the translation
+ *                     wait for their access section (an INVALIDATE of a
+ *                     range it translated, a memory table change, a ring
+ *                     stop) while they waited: the translation
  *                     faulted, but asked again from a new section it may
  *                     succeed (a race with the front end, not a bad
  *                     address: QEMU's strict-mode invalidations make it

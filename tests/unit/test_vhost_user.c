@@ -869,23 +869,31 @@ static void test_miss_without_channel_faults_at_once(void **state)
 
 struct reader {
 	struct fe *t;
+	uint64_t first;     /* read first in the same section (0: none) */
 	uint64_t iova;
 	int ret;
 };
 
+/* One access section: read @first (mapped: the section records it), then
+ * @iova (misses and waits in the resolver). */
 static void *read_one(void *arg)
 {
 	struct reader *r = arg;
 	uint8_t b[4];
 
-	r->ret = iodma_read(dom(r->t), r->iova, b, 4);
+	iodma_access_begin();
+	r->ret = r->first ? iodma_read(dom(r->t), r->first, b, 4) : 0;
+	if (r->ret == 0)
+		r->ret = iodma_read(dom(r->t), r->iova, b, 4);
+	iodma_access_end();
 	return NULL;
 }
 
 /* A miss waits inside its access section for an UPDATE only handle() can
- * install; an INVALIDATE (which waits for access sections) arriving
- * meanwhile must not wait for the miss's timeout (an hour here: without
- * the release the test would hang): the miss gives up and faults. */
+ * install.  An INVALIDATE of a range the section translated waits for the
+ * section, so it must not wait for the miss's timeout (60 s here: without
+ * the release the INVALIDATE would take that long and the miss would
+ * count as failed): the miss gives up and faults. */
 static void test_invalidate_releases_a_waiting_miss(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
@@ -900,11 +908,11 @@ static void test_invalidate_releases_a_waiting_miss(void **state)
 	struct fe t;
 
 	(void)state;
-	o.miss_timeout_ns = 3600ull * 1000000000ull;
+	o.miss_timeout_ns = 60ull * 1000000000ull;
 	iommu_setup(&t, &o);
 	backend_channel(&t);
 	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x7000000, PG, UBASE, 3), 0);
-	r = (struct reader){ .t = &t, .iova = 0xe000000 };
+	r = (struct reader){ .t = &t, .first = 0x7000000, .iova = 0xe000000 };
 	assert_int_equal(pthread_create(&th, NULL, read_one, &r), 0);
 	/* The MISS is out: the reader waits in the resolver. */
 	assert_int_equal(recv(t.req[0], &in, sizeof(in), MSG_WAITALL), (ssize_t)sizeof(in));
@@ -922,6 +930,120 @@ static void test_invalidate_releases_a_waiting_miss(void **state)
 	assert_int_equal(vs.misses_resolved + vs.misses_failed, 0);
 	assert_int_equal(vs.iotlb_updates, 1);
 	assert_int_equal(vs.iotlb_invalidates, 1);
+	fe_fini(&t);
+}
+
+/* The release is scoped: an INVALIDATE of a range the waiting section
+ * never translated does not wait for it, so the miss keeps waiting and
+ * its UPDATE, arriving after, completes the read.  (Releasing every
+ * waiter on every INVALIDATE made a device retry requests whose
+ * translations nothing had touched.) */
+static void test_invalidate_of_another_range_keeps_the_miss(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct iodma_vhost_user_stats vs;
+	struct reader r;
+	struct {
+		struct vu_header h;
+		struct vhost_iotlb_msg m;
+	} __attribute__((packed)) in;
+	pthread_t th;
+	struct fe t;
+
+	(void)state;
+	o.miss_timeout_ns = 60ull * 1000000000ull;
+	iommu_setup(&t, &o);
+	backend_channel(&t);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x7000000, PG, UBASE, 3), 0);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0x8000000, PG, UBASE + 0x1000, 3), 0);
+	/* The section translates 0x8000000, then misses on 0xe000000. */
+	r = (struct reader){ .t = &t, .first = 0x8000000, .iova = 0xe000000 };
+	assert_int_equal(pthread_create(&th, NULL, read_one, &r), 0);
+	assert_int_equal(recv(t.req[0], &in, sizeof(in), MSG_WAITALL), (ssize_t)sizeof(in));
+	assert_int_equal(in.m.iova, 0xe000000);
+	/* 0x7000000: neither the missing IOVA nor one the section used. */
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_INVALIDATE, 0x7000000, PG, 0, 0), 0);
+	/* Time for a waiter released by mistake to wake and give up (it
+	 * would count, and the read would fault); one still waiting does
+	 * nothing. */
+	usleep(200000);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.misses_released, 0);
+	/* Now the answer: the waiting read completes. */
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0xe000000, PG, UBASE + 0x5000, 3), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(r.ret, 0);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.iotlb_misses, 1);
+	assert_int_equal(vs.misses_resolved, 1);
+	assert_int_equal(vs.misses_released + vs.misses_failed, 0);
+	assert_int_equal(vs.iotlb_invalidates, 1);
+	fe_fini(&t);
+}
+
+/* GET_VRING_BASE: the front end serves misses on the thread that waits
+ * for the reply, so the stop releases a waiting miss at once (60 s
+ * timeout here), whatever range it is for, while vring_stop runs. */
+struct stopper {
+	pthread_t th;
+	int calls;
+	int released_seen;
+	struct fe *t;
+};
+
+static int stop_cb(void *arg, uint32_t vring, uint32_t *avail)
+{
+	struct stopper *s = arg;
+
+	(void)vring;
+	s->calls++;
+	/* The back end stops its ring: joins the translating thread, which
+	 * must have been released (else this waits for the timeout). */
+	pthread_join(s->th, NULL);
+	*avail = 7;
+	return 0;
+}
+
+static void test_vring_stop_releases_waiting_misses(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct iodma_vhost_user_ops ops = { .vring_stop = stop_cb };
+	struct iodma_vhost_user_stats vs;
+	struct vhost_vring_state vst = { .index = 0, .num = 0 };
+	struct iodma_vhost_user_reply rep;
+	struct stopper s = { 0 };
+	struct reader r;
+	struct {
+		struct vu_header h;
+		struct vhost_iotlb_msg m;
+	} __attribute__((packed)) in;
+	uint8_t buf[64];
+	size_t len;
+	uint64_t t0;
+	struct timespec ts;
+	struct fe t;
+
+	(void)state;
+	o.miss_timeout_ns = 60ull * 1000000000ull;
+	o.ops = &ops;
+	o.ops_arg = &s;
+	iommu_setup(&t, &o);
+	s.t = &t;
+	backend_channel(&t);
+	r = (struct reader){ .t = &t, .iova = 0xe000000 };
+	assert_int_equal(pthread_create(&s.th, NULL, read_one, &r), 0);
+	assert_int_equal(recv(t.req[0], &in, sizeof(in), MSG_WAITALL), (ssize_t)sizeof(in));
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t0 = (uint64_t)ts.tv_sec;
+	len = build(buf, VU_GET_VRING_BASE, VU_VERSION, &vst, sizeof(vst));
+	assert_int_equal(iodma_vhost_user_handle(t.vu, buf, len, NULL, 0, &rep), 0);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	assert_true((uint64_t)ts.tv_sec - t0 < 30); /* not the 60 s timeout */
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(r.ret, -EFAULT);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.misses_released, 1);
+	assert_int_equal(vs.misses_failed + vs.misses_resolved, 0);
 	fe_fini(&t);
 }
 
@@ -1317,6 +1439,51 @@ static int raw_handle(struct fe *t, const void *buf, size_t len, int fd, size_t 
 	for (size_t i = 0; i < nfds; i++)
 		fds[i] = dup(fd);
 	return iodma_vhost_user_handle(t->vu, buf, len, fds, nfds, &t->reply);
+}
+
+/* Without the IOMMU a ring's log_guest_addr is guest-physical and the
+ * used ring must lie inside the shared log (vhost-user spec, "Migration":
+ * the back end writes the log at that address): SET_VRING_ADDR with one
+ * outside it, or SET_VRING_NUM growing the ring past it, is -ERANGE and
+ * changes nothing. */
+static void test_vring_log_addr_outside_the_log_is_erange(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct iodma_vhost_user_vring vr;
+	const uint64_t log_end = 5 * 0x100000; /* 160 bytes of log */
+	int logfd;
+	struct fe t;
+
+	(void)state;
+	fe_init(&t, &o);
+	negotiate(&t, 0, P_ALL);
+	assert_int_equal(mem_table(&t, &(struct vu_mem_region[1]){ region(0x100000, 0x10000, 0) }[0],
+				   1, 1), 0);
+	logfd = memfd_of(PG);
+	assert_int_equal(log_base(&t, logfd, 160, 64, 1), 0);
+	assert_int_equal(reply_u64(&t, VU_SET_LOG_BASE), 0);
+	assert_int_equal(vring_state(&t, VU_SET_VRING_NUM, 0, 64), 0);
+	/* The used ring's log address past the log's end. */
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, UBASE + 0x2000,
+				    log_end), -ERANGE);
+	/* ... or straddling it. */
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, UBASE + 0x2000,
+				    log_end - 0x100), -ERANGE);
+	assert_int_equal(iodma_vhost_user_get_vring(t.vu, 0, &vr), 0);
+	assert_false(vr.addr_valid);
+	/* Inside: accepted (518 bytes of used ring for 64 entries). */
+	assert_int_equal(vring_addr(&t, 0, 1u << VHOST_VRING_F_LOG, UBASE + 0x2000,
+				    log_end - 0x400), 0);
+	assert_int_equal(iodma_vhost_user_get_vring(t.vu, 0, &vr), 0);
+	assert_true(vr.addr_valid);
+	/* Growing the ring past the log's end: -ERANGE, the size kept. */
+	assert_int_equal(vring_state(&t, VU_SET_VRING_NUM, 0, 1024), -ERANGE);
+	assert_int_equal(iodma_vhost_user_get_vring(t.vu, 0, &vr), 0);
+	assert_int_equal(vr.num, 64);
+	/* Without VHOST_VRING_F_LOG the address is not checked. */
+	assert_int_equal(vring_addr(&t, 0, 0, UBASE + 0x2000, log_end), 0);
+	close(logfd);
+	fe_fini(&t);
 }
 
 static void test_malformed_messages_change_nothing(void **state)
@@ -1983,11 +2150,14 @@ int main(void)
 		cmocka_unit_test(test_miss_without_answer_times_out_and_faults),
 		cmocka_unit_test(test_miss_without_channel_faults_at_once),
 		cmocka_unit_test(test_invalidate_releases_a_waiting_miss),
+		cmocka_unit_test(test_invalidate_of_another_range_keeps_the_miss),
+		cmocka_unit_test(test_vring_stop_releases_waiting_misses),
 		cmocka_unit_test(test_iotlb_miss_with_reply_ack),
 		cmocka_unit_test(test_shared_log_by_device_writes_and_log_used),
 		cmocka_unit_test(test_log_used_before_ring_size_is_einval),
 		cmocka_unit_test(test_vring_fds_are_kept_handed_over_or_closed),
 		cmocka_unit_test(test_vring_addresses_without_iommu_are_user_addresses),
+		cmocka_unit_test(test_vring_log_addr_outside_the_log_is_erange),
 		cmocka_unit_test(test_malformed_messages_change_nothing),
 		cmocka_unit_test(test_socket_helpers_errors),
 		cmocka_unit_test(test_reply_cleared_on_early_errors),
