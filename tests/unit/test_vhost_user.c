@@ -941,7 +941,7 @@ static void test_invalidate_releases_a_waiting_miss(void **state)
 static void test_invalidate_of_another_range_keeps_the_miss(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
-	struct iodma_vhost_user_stats vs;
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
 	struct reader r;
 	struct {
 		struct vu_header h;
@@ -1008,7 +1008,7 @@ static void test_vring_stop_releases_waiting_misses(void **state)
 {
 	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
 	struct iodma_vhost_user_ops ops = { .vring_stop = stop_cb };
-	struct iodma_vhost_user_stats vs;
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
 	struct vhost_vring_state vst = { .index = 0, .num = 0 };
 	struct iodma_vhost_user_reply rep;
 	struct stopper s = { 0 };
