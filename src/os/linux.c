@@ -447,8 +447,16 @@ again:
 		for (size_t j = i; j < npages; j++) {
 			void *p = (void *)(page + j * pg);
 
-			if (!(out[j] & PM_PRESENT) && mlock(p, pg) != 0)
-				(void)*(const volatile char *)p;
+			if ((out[j] & PM_PRESENT) || mlock(p, pg) == 0)
+				continue;
+			/* Not mapped at all (qemu-user's madvise said 0 for
+			 * it too): msync(2) says so without a SIGSEGV. */
+			if (msync(p, pg, MS_ASYNC) != 0 && errno == ENOMEM) {
+				bad = j;
+				err = -EFAULT;
+				goto fail;
+			}
+			(void)*(const volatile char *)p;
 		}
 		retried = true;
 		goto again;
