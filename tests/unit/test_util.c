@@ -22,6 +22,7 @@
 #include <iodma/test-hooks.h> /* fault injection: tests only */
 
 #include "util.h"
+#include "drop-cap.h"
 
 static void test_strerror_names_every_documented_code(void **state)
 {
@@ -356,17 +357,6 @@ static void test_virt_to_phys_range_unmapped_page_is_efault(void **state)
 	assert_int_equal(os_virt_to_phys(p + pg + 5, &pa), -EFAULT);
 	munmap(p, pg);
 	munmap(p + 2 * pg, pg);
-}
-
-static int drop_sys_admin(void)
-{
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct c[2];
-
-	if (syscall(SYS_capget, &h, c) != 0)
-		return -1;
-	c[CAP_SYS_ADMIN / 32].effective &= ~(1u << (CAP_SYS_ADMIN % 32));
-	return (int)syscall(SYS_capset, &h, c);
 }
 
 /* Without CAP_SYS_ADMIN pagemap reads every frame number as 0: -EPERM,

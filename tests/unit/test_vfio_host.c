@@ -34,6 +34,7 @@
 #include "backend/linux_common.h"
 #include "backend/vfio_priv.h"
 #include "os/os.h"
+#include "drop-cap.h"
 
 static char tmpdir[256];
 
@@ -698,18 +699,6 @@ static void test_identity_maps_only_at_the_physical_address(void **state)
 	iodma_domain_destroy(d);
 	assert_locked_kb(lck0);
 	munmap(buf, 2 * pg);
-}
-
-/* Drop CAP_SYS_ADMIN from the effective set (child process only). */
-static int drop_sys_admin(void)
-{
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct c[2];
-
-	if (syscall(SYS_capget, &h, c) != 0)
-		return -1;
-	c[CAP_SYS_ADMIN / 32].effective &= ~(1u << (CAP_SYS_ADMIN % 32));
-	return (int)syscall(SYS_capset, &h, c);
 }
 
 static void test_identity_without_cap_sys_admin_is_eperm(void **state)
