@@ -27,7 +27,12 @@
 #   BUILD_DIR   meson build directory with examples/vhost-user-blk built;
 #               logs go to BUILD_DIR/meson-logs/vumig-*.log
 #   --iommu     intel (default) or virtio or all
-#   --controls  negative-control migrations (default 1); each must fail
+#   --controls  negative-control migrations, at most (default 3): the
+#               control is caught when one of them fails the check.  A
+#               dropped dirty bit loses data only if the device wrote that
+#               page after RAM's last pass reached it; in a short TCG
+#               migration that window is sometimes empty (1 run in 8 here),
+#               so one passing control proves nothing, three in a row do.
 #   --secs      seconds the guest reads (default 20)
 # Environment: IODMA_VM_TIMEOUT (seconds to boot to the workload, 120).
 # Exit 0, 1, or 77 (skip: no QEMU/KVM, no kernel, back end not built).
@@ -39,7 +44,7 @@ usage() { sed -n '3,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 build=$(cd "$1" && pwd) || exit 2
 shift
 iommus=intel
-controls=1
+controls=3
 secs=20
 mib=8
 while [ $# -gt 0 ]; do
@@ -265,19 +270,24 @@ for iommu in $iommus; do
 	done
 	[ $r -eq 0 ] || fail=1
 	echo "== $iommu: negative control: back end A drops its dirty bits (must FAIL)"
-	caught=0
+	caught=0 tried=0
 	for n in $(seq "$controls"); do
+		tried=$n
 		migrate_once "$iommu" control "$n"
 		r=$?
 		if [ $r -eq 1 ]; then
-			caught=$((caught + 1))
+			caught=1
 			echo "  control-$iommu-$n: failed, as it must: the check is sharp"
+			break
 		elif [ $r -eq 0 ]; then
-			echo "  control-$iommu-$n: PASSED with the dirty log dropped: the check is blunt"
+			echo "  control-$iommu-$n: passed with the dirty log dropped (no write fell after RAM's last pass); again"
 		fi
 	done
-	echo "VUMIG-CONTROL $iommu caught=$caught of $controls"
-	[ "$caught" -eq "$controls" ] || fail=1
+	echo "VUMIG-CONTROL $iommu caught=$caught after $tried of at most $controls"
+	if [ "$caught" -ne 1 ]; then
+		echo "  control-$iommu: $tried migrations without dirty bits all verified: the check is blunt"
+		fail=1
+	fi
 done
 
 echo
