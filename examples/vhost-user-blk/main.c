@@ -499,6 +499,7 @@ static void print_counters(struct backend *b)
 		sum.translations += st.translations;
 		sum.xlate_retries += st.xlate_retries;
 		sum.requeued += st.requeued;
+		sum.used_resyncs += st.used_resyncs;
 		sum.doorbells += st.doorbells;
 		sum.interrupts += st.interrupts;
 	}
@@ -516,7 +517,7 @@ static void print_counters(struct backend *b)
 	       " kicks=%" PRIu64 " calls=%" PRIu64
 	       " isolation_probes=%" PRIu64 " isolation_faults=%" PRIu64
 	       " isolation_violations=%" PRIu64 " logs_dropped=%" PRIu64
-	       " requeued=%" PRIu64 "\n",
+	       " requeued=%" PRIu64 " used_resyncs=%" PRIu64 "\n",
 	       sum.requests, sum.bytes_read, sum.bytes_written, sum.ioerr,
 	       vs.iotlb_misses, vs.misses_resolved, vs.misses_released,
 	       vs.misses_failed, vs.misses_ahead, vs.iotlb_updates, vs.iotlb_invalidates,
@@ -526,7 +527,7 @@ static void print_counters(struct backend *b)
 	       sum.translations, xs.faults, sum.xlate_retries,
 	       sum.xlate_failures, sum.doorbells, sum.interrupts, b->probes,
 	       b->probe_faults, b->probe_violations, b->logs_dropped,
-	       sum.requeued);
+	       sum.requeued, sum.used_resyncs);
 	fflush(stdout);
 }
 

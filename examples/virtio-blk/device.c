@@ -65,6 +65,8 @@ struct vblk_device {
 	uint16_t last_avail;		/* next avail entry to consume */
 	uint16_t used_idx;		/* shadow of used->idx */
 	uint16_t signalled_used;	/* used idx at the last notify check */
+	bool sync_used;			/* take used_idx from used->idx at the
+					 * next pass (a ring handed over) */
 
 	struct vring_desc *chain;	/* the chain being served, as read once */
 	struct iovbuf rd, wr;		/* per-request scratch */
@@ -737,12 +739,50 @@ static bool retry_section(struct vblk_device *vd, unsigned int *tries)
 }
 
 /* Consume every available chain.  Returns how many were completed. */
+/*
+ * A ring handed over by another owner (vhost-user: SET_VRING_BASE after a
+ * migration or a back-end restart) resumes at the used index in the ring,
+ * as Linux vhost (vhost_vq_init_access()) and libvhost-user do, not at the
+ * base alone: the base counts what the previous owner consumed, used->idx
+ * what the driver has seen completed.  This device completes in order, so
+ * chains between the two were consumed but never completed: serve them
+ * again (a block read or write repeated is the same request), and never
+ * serve again a chain the driver saw completed.  -EFAULT: used ring not
+ * translatable (yet).
+ */
+static int sync_used_idx(struct vblk_device *vd)
+{
+	const volatile uint16_t *p = ring_ptr(vd, vd->used_iova + VRING_USED_IDX_OFF,
+					      2, IODMA_PERM_READ);
+	uint16_t used;
+
+	if (!p)
+		return -EFAULT;
+	used = le16toh(iodma_load_acquire_u16(p));
+	if (used != vd->last_avail || used != vd->used_idx) {
+		vd->st.used_resyncs++;
+		vd->last_avail = used;
+		vd->used_idx = used;
+		vd->signalled_used = used;
+	}
+	vd->sync_used = false;
+	return 0;
+}
+
 static unsigned int process_queue(struct vblk_device *vd)
 {
 	unsigned int done = 0, tries = 0;
 	uint16_t idx;
 
 	iodma_access_begin();
+	while (vd->sync_used && sync_used_idx(vd)) {
+		if (retry_section(vd, &tries))
+			continue;
+		if (!atomic_load(&vd->stop))
+			set_broken(vd, "used ring not readable");
+		goto out;
+	}
+	tries = 0;
 	while (avail_idx(vd, &idx)) {
 		if (retry_section(vd, &tries))
 			continue;
@@ -948,6 +988,7 @@ int vblk_device_ring_start(struct vblk_device *vd,
 	vd->last_avail = r->last_avail;
 	vd->used_idx = r->last_avail;
 	vd->signalled_used = r->last_avail;
+	vd->sync_used = true;	/* checked against used->idx at the first pass */
 	vd->broken = false;
 	vd->queue_ready = true;
 	mmio_set32(vd->mmio, VIRTIO_MMIO_STATUS,

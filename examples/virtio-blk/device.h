@@ -87,6 +87,9 @@ struct vblk_device_stats {
 				 * translation (opts.xlate_retries) */
 	uint64_t requeued;	/* chains left available by a stop whose
 				 * translation it had released */
+	uint64_t used_resyncs;	/* ring starts whose used->idx differed
+				 * from the base: the index was taken from
+				 * the ring (vblk_device_ring_start()) */
 };
 
 /**
@@ -98,8 +101,12 @@ struct vblk_device_stats {
  * @avail:      descriptor table, the available and the used ring.
  * @used:
  * @last_avail: the next available entry to consume (vhost-user
- *              SET_VRING_BASE); the used index starts there too (every
- *              chain consumed was completed: the device is synchronous).
+ *              SET_VRING_BASE).  At its first pass the device reads the
+ *              ring's used->idx, as Linux vhost and libvhost-user do; if
+ *              it differs, both indexes restart there (the device
+ *              completes in order): chains consumed but never completed
+ *              are served again, chains the driver saw completed never
+ *              are (stats: used_resyncs).
  * @kick_fd:    eventfd the driver kicks (replaces @doorbell_fd); not owned.
  * @call_fd:    eventfd the device signals (replaces @irq_fd); not owned.
  */

@@ -31,6 +31,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -570,6 +571,91 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * A ring handed over with a stale base (vhost-user SET_VRING_BASE after a
+ * migration whose source completed one more chain than the base it
+ * reported): the device resumes at the ring's used->idx, as Linux vhost
+ * and libvhost-user do, so the chain the driver saw completed is not
+ * served again (a second used entry for a head the driver no longer owns
+ * marks Linux's ring broken).  Device only: no driver, no MMIO.
+ */
+static void test_ring_start_resumes_at_the_used_index(void **state)
+{
+	const uint64_t iova = 0x100000, buf_iova = iova + 12288;
+	struct iodma_domain *d = NULL;
+	struct vblk_device *vd = NULL;
+	struct vblk_device_stats st;
+	uint8_t *mem = aligned_alloc(4096, 4 * 4096);
+	int disk = make_disk(), kick = eventfd(0, EFD_CLOEXEC),
+	    call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct vring_desc *desc;
+	struct vring_avail *avail;
+	struct vring_used *used;
+	uint64_t one = 1;
+
+	(void)state;
+	assert_non_null(mem);
+	assert_true(disk >= 0 && kick >= 0 && call >= 0);
+	memset(mem, 0, 4 * 4096);
+	desc = (struct vring_desc *)mem;
+	avail = (struct vring_avail *)(mem + 4096);
+	used = (struct vring_used *)(mem + 8192);
+	for (uint16_t c = 0; c < 2; c++) {
+		struct virtio_blk_outhdr *h =
+			(struct virtio_blk_outhdr *)(mem + 12288 + 1024 * c);
+		uint64_t b = buf_iova + 1024u * c;
+
+		h->type = htole32(VIRTIO_BLK_T_IN);
+		h->sector = htole64(c);
+		desc[3 * c] = (struct vring_desc){ htole64(b), htole32(16),
+			htole16(VRING_DESC_F_NEXT), htole16((uint16_t)(3 * c + 1)) };
+		desc[3 * c + 1] = (struct vring_desc){ htole64(b + 64),
+			htole32(VIRTIO_BLK_SECTOR_SIZE),
+			htole16(VRING_DESC_F_NEXT | VRING_DESC_F_WRITE),
+			htole16((uint16_t)(3 * c + 2)) };
+		desc[3 * c + 2] = (struct vring_desc){ htole64(b + 64 +
+			VIRTIO_BLK_SECTOR_SIZE), htole32(1),
+			htole16(VRING_DESC_F_WRITE), 0 };
+		avail->ring[c] = htole16((uint16_t)(3 * c));
+	}
+	avail->idx = htole16(2);
+	/* The previous owner completed chain 0 and reported base 0. */
+	used->ring[0] = (struct vring_used_elem){ htole32(0), htole32(513) };
+	used->idx = htole16(1);
+
+	assert_int_equal(iodma_domain_create(NULL, &d), 0);
+	assert_int_equal(iodma_domain_map(d, iova, 4 * 4096, mem, IODMA_PERM_RW), 0);
+	struct vblk_device_opts o = {
+		.domain = d, .disk_fd = disk, .capacity = DISK_SECTORS,
+		.size_max = DEVICE_SIZE_MAX, .seg_max = DEVICE_SEG_MAX,
+		.queue_num_max = DEVICE_QUEUE_MAX, .doorbell_fd = -1, .irq_fd = -1,
+	};
+	assert_int_equal(vblk_device_create(&o, &vd), 0);
+	struct vblk_device_ring r = {
+		.features = vblk_device_features(&o), .num = 8,
+		.desc = iova, .avail = iova + 4096, .used = iova + 8192,
+		.last_avail = 0, .kick_fd = kick, .call_fd = call,
+	};
+	assert_int_equal(vblk_device_ring_start(vd, &r), 0);
+	assert_int_equal(write(kick, &one, sizeof(one)), (ssize_t)sizeof(one));
+	for (int i = 0; i < 5000 && le16toh(__atomic_load_n(&used->idx,
+							     __ATOMIC_ACQUIRE)) != 2; i++)
+		usleep(1000);
+	assert_int_equal(vblk_device_ring_stop(vd), 2);
+	vblk_device_get_stats(vd, &st);
+	assert_int_equal(le16toh(used->idx), 2);
+	assert_int_equal(le32toh(used->ring[1].id), 3);	/* chain 1, not 0 again */
+	assert_int_equal(st.requests, 1);
+	assert_int_equal(st.used_resyncs, 1);
+	vblk_device_destroy(vd);
+	iodma_domain_unmap(d, iova, 4 * 4096);
+	iodma_domain_destroy(d);
+	close(disk);
+	close(kick);
+	close(call);
+	free(mem);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -589,6 +675,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_request_einval, setup_test, teardown_test),
 		cmocka_unit_test_setup_teardown(test_request_enospc, setup_test, teardown_test),
 		cmocka_unit_test_setup_teardown(test_scratch_unchanged, setup_test, teardown_test),
+		cmocka_unit_test(test_ring_start_resumes_at_the_used_index),
 	};
 
 	if (parse_args(argc, argv))
