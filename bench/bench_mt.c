@@ -13,7 +13,12 @@
  *     mappings, and first touches of the mapping the mapper just made), as
  *     a ratio to its rate alone; and, for information, as a ratio to its
  *     rate beside 2 threads that only spin (no iodma call): on 2 CPUs
- *     three busy threads share them, whatever the two others do.
+ *     three busy threads share them, whatever the two others do;
+ *   mapper cost: the mapper thread's own CPU time per map+unmap beside
+ *     the translators, as a ratio to its CPU time per pair alone (what the
+ *     shared cache lines cost it), and the time it spent blocked (asleep
+ *     on a section) per second: the two parts of the rate's loss that are
+ *     iodma's, whatever share of the CPUs other processes leave it.
  * Medians of 5 runs where a run is a figure; latencies pool all samples.
  */
 #ifndef _GNU_SOURCE
@@ -333,9 +338,15 @@ static void bench_held(struct mt *m)
 
 #define RATE_NS 4e8	/* 0.4 s per measurement */
 
-static double mapper_rate(struct mt *m)
+/* What a mapper_rate() run cost the mapper thread itself. */
+struct mcost {
+	double cpu_ns;		/* its CPU time per pair */
+	double blocks;		/* voluntary context switches per second */
+};
+
+static double mapper_rate(struct mt *m, struct mcost *c)
 {
-	double t0 = bench_now_ns(), t;
+	double t0 = bench_now_ns(), c0 = bench_cpu_ns(), b0 = bench_blocks(), t;
 	unsigned long n = 0;
 
 	do {
@@ -354,6 +365,8 @@ static double mapper_rate(struct mt *m)
 		}
 		t = bench_now_ns() - t0;
 	} while (t < RATE_NS);
+	c->cpu_ns = (bench_cpu_ns() - c0) / (double)n;
+	c->blocks = (bench_blocks() - b0) / (t / 1e9);
 	atomic_store(&m->fresh, 0);
 	return (double)n / (t / 1e9);
 }
@@ -361,19 +374,25 @@ static double mapper_rate(struct mt *m)
 static void bench_mapper_rate(struct mt *m)
 {
 	double v[BENCH_RUNS], b[BENCH_RUNS], sp[BENCH_RUNS];
+	double cv[BENCH_RUNS], cb[BENCH_RUNS], kv[BENCH_RUNS], ks[BENCH_RUNS];
 	struct reader rd[NXLATORS];
+	struct mcost c;
 
 	for (int r = 0; r < BENCH_RUNS; r++) {
-		b[r] = mapper_rate(m);
+		b[r] = mapper_rate(m, &c);
+		cb[r] = c.cpu_ns;
 		readers_start(m, rd, NXLATORS);
-		v[r] = mapper_rate(m);
+		v[r] = mapper_rate(m, &c);
 		readers_stop(m, rd, NXLATORS);
+		cv[r] = c.cpu_ns;
+		kv[r] = c.blocks;
 		/* The same number of threads doing no iodma call at all: what
 		 * sharing the CPUs alone costs the mapper. */
 		m->spin_only = true;
 		readers_start(m, rd, NXLATORS);
-		sp[r] = mapper_rate(m);
+		sp[r] = mapper_rate(m, &c);
 		readers_stop(m, rd, NXLATORS);
+		ks[r] = c.blocks;
 		m->spin_only = false;
 	}
 	bench_row("mapper.rate", "map+unmap rate with 2 threads translating",
@@ -382,6 +401,12 @@ static void bench_mapper_rate(struct mt *m)
 	bench_row("mapper.spin", "  (same) vs 2 threads that only spin (CPU share)",
 		  "op/s", bench_median(v, BENCH_RUNS), "2 spinning threads",
 		  bench_median(sp, BENCH_RUNS), BT_NONE, 0, NULL, NULL);
+	bench_row("mapper.cpu", "  mapper's own CPU per map+unmap, 2 translating",
+		  "ns", bench_median(cv, BENCH_RUNS), "same, alone",
+		  bench_median(cb, BENCH_RUNS), BT_NONE, 0, NULL, NULL);
+	printf("NOTE\tmapper blocked (voluntary switches) %.0f /s beside the "
+	       "translators, %.0f /s beside the spinning threads (medians)\n",
+	       bench_median(kv, BENCH_RUNS), bench_median(ks, BENCH_RUNS));
 }
 
 int main(int argc, char **argv)

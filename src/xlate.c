@@ -61,6 +61,20 @@
  *   of a section that published anything stores state = (sequence + 1) with
  *   no ranges (seq_cst) and, if an unmapper sleeps on it, wakes it.  A
  *   section that translated nothing writes nothing shared at all.
+ *   A call that appended a range and then failed having given nothing (no
+ *   slice, no byte copied, no passed check) takes that range back
+ *   (sect_retract: the state again, one range fewer, same sequence, and a
+ *   wake-up if an unmapper sleeps on it), so that an unmap of it never
+ *   waits for the rest of the section: a device model that faults on a
+ *   fresh IOVA and is then preempted inside its section would otherwise
+ *   hold up every unmap of that IOVA for a time slice.  Only the last range
+ *   is taken back, and only while nothing was published after it, so the
+ *   ranges covering what the section holds are never touched; a waiting
+ *   unmapper re-reads the state at each change and stops waiting when the
+ *   sequence moved or no published range overlaps its range any more (a
+ *   range re-appended at the same index after a retraction was published
+ *   after the unmapper's scan, so its walk sees the cleared leaves: waiting
+ *   for it is at worst not needed).
  *
  *   Unmap (domain.c) first stops the range translating, under map_lock:
  *   iopt_unmap() clears the range's leaves and xlate_stop() issues a
@@ -613,8 +627,11 @@ static inline void sect_publish(struct reader *r, uint32_t st)
 }
 
 /* Record, in the calling thread's open section, that it translates
- * [iova, iova + len) of @d (page-rounded), BEFORE the lookup. */
-static __attribute__((noinline)) void
+ * [iova, iova + len) of @d (page-rounded), BEFORE the lookup.  Returns the
+ * state it published when it appended a range of its own (which
+ * sect_retract() may take back if the translation then fails having given
+ * nothing), else 0. */
+static __attribute__((noinline)) uint32_t
 sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
 {
 	struct reader *r = tls.r;
@@ -631,7 +648,7 @@ sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
 
 		if (write && (dl = atomic_load_explicit(&xl->dirty, memory_order_acquire)))
 			atomic_store_explicit(&dl->lost, true, memory_order_seq_cst);
-		return;
+		return 0;
 	}
 	st = atomic_load_explicit(&r->state, memory_order_relaxed);
 	nr = st & ST_NR_MASK;
@@ -646,7 +663,7 @@ sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
 		l = atomic_load_explicit(&e->last, memory_order_relaxed);
 		w = atomic_load_explicit(&e->write, memory_order_relaxed);
 		if (f <= first && l >= last && (w || !write))
-			return; /* covered: already published before */
+			return 0; /* covered: already published before */
 		if (w == write && (l == UINT64_MAX || first <= l + 1) &&
 		    (f == 0 || f - 1 <= last)) {
 			best = i; /* touches a range of the same kind: extend it */
@@ -679,7 +696,7 @@ sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
 		r->dirty[nr].snap = false;
 		if (write)
 			sect_snapshot(r, nr, xl, true);
-		return;
+		return st + 1;
 	}
 	if (best < SECT_RANGES) {
 		struct sect_range *e = &r->rng[best];
@@ -697,7 +714,7 @@ sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
 		sect_publish(r, st);
 		if (write)
 			sect_snapshot(r, best, xl, false);
-		return;
+		return 0;
 	}
 	/* Full, and no range of this domain: the section now counts as
 	 * touching everything; writes here can no longer be re-marked. */
@@ -709,14 +726,40 @@ sect_record(struct iodma_domain *d, uint64_t iova, uint64_t len, bool write)
 		if (dl)
 			atomic_store_explicit(&dl->lost, true, memory_order_seq_cst);
 	}
+	return 0;
 }
 
-/* The translate entry points call this first: nothing outside a section. */
-static inline void sect_note(struct iodma_domain *d, uint64_t iova,
-			     uint64_t len, uint32_t perm)
+/* The translate entry points call this first: nothing outside a section.
+ * Returns sect_record()'s token (0 outside a section). */
+static inline uint32_t sect_note(struct iodma_domain *d, uint64_t iova,
+				 uint64_t len, uint32_t perm)
 {
 	if (__builtin_expect(tls.depth != 0, 0))
-		sect_record(d, iova, len, (perm & IODMA_PERM_WRITE) != 0);
+		return sect_record(d, iova, len, (perm & IODMA_PERM_WRITE) != 0);
+	return 0;
+}
+
+/* The translation that published @tok (sect_record) failed and gave its
+ * caller nothing (no slice, no byte copied, no successful check): take its
+ * range back, so that an unmap of it need not wait for the rest of the
+ * section (a preempted thread's section could hold it for a time slice).
+ * Only while @tok is still the state, i.e. that range is the last one and
+ * nothing (a resolver's nested translation) published since.  The ranges
+ * below it, which cover what the section holds, are untouched; unmappers
+ * waiting on the state are woken to look again (sect_wait). */
+static void sect_retract(uint32_t tok)
+{
+	struct reader *r = tls.r;
+
+	if (!tok || !r || atomic_load_explicit(&r->state, memory_order_relaxed) != tok)
+		return;
+	r->dirty[(tok & ST_NR_MASK) - 1].snap = false;
+	/* Same sequence, one range fewer.  seq_cst: then the load of waiters
+	 * below and an unmapper's (count itself, load the state) cannot both
+	 * miss each other, as at a section's end. */
+	atomic_store_explicit(&r->state, tok - 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&r->waiters, memory_order_seq_cst))
+		os_wake_all(&r->state);
 }
 
 /* Does @r's published state @st cover [iova, last] of @d? */
@@ -740,21 +783,41 @@ static bool sect_overlaps(struct reader *r, uint32_t st, struct iodma_domain *d,
 
 #define SECT_SPIN 200 /* relax hints before sleeping on the futex */
 
-/* Wait until the section that published @st on @r has ended. */
-static void sect_wait(struct reader *r, uint32_t st)
+/* Is the section that published @st on @r still one to wait for, now
+ * that @r's state reads @cur?  Not once its sequence moved (it ended), nor
+ * once it no longer publishes a range overlapping [iova, last] of @d (it
+ * took back the range of a failed translation, sect_retract()). */
+static bool sect_still(struct reader *r, uint32_t st, uint32_t cur,
+		       struct iodma_domain *d, uint64_t iova, uint64_t last)
 {
-	uint32_t seq = st >> ST_SEQ_SHIFT, cur;
+	if ((cur >> ST_SEQ_SHIFT) != (st >> ST_SEQ_SHIFT))
+		return false;
+	return cur == st || ((cur & (ST_NR_MASK | ST_ALL)) &&
+			     sect_overlaps(r, cur, d, iova, last));
+}
+
+/* Wait until the section that published @st on @r, which overlaps
+ * [iova, last] of @d, has ended or no longer overlaps it. */
+static void sect_wait(struct reader *r, uint32_t st, struct iodma_domain *d,
+		      uint64_t iova, uint64_t last)
+{
+	uint32_t cur;
 
 	for (int i = 0; i < SECT_SPIN; i++) {
-		if ((atomic_load_explicit(&r->state, memory_order_acquire) >> ST_SEQ_SHIFT) != seq)
-			return;
+		cur = atomic_load_explicit(&r->state, memory_order_acquire);
+		if (cur != st) {
+			if (!sect_still(r, st, cur, d, iova, last))
+				return;
+			st = cur;
+		}
 		os_cpu_relax();
 	}
 	atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
 	for (;;) {
 		cur = atomic_load_explicit(&r->state, memory_order_seq_cst);
-		if ((cur >> ST_SEQ_SHIFT) != seq)
+		if (!sect_still(r, st, cur, d, iova, last))
 			break;
+		st = cur;
 		os_wait_on(&r->state, cur);
 	}
 	atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_release);
@@ -802,7 +865,7 @@ void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last)
 		st = atomic_load_explicit(&r->state, memory_order_seq_cst);
 		if (!(st & (ST_NR_MASK | ST_ALL)) || !sect_overlaps(r, st, d, iova, last))
 			continue;
-		sect_wait(r, st);
+		sect_wait(r, st, d, iova, last);
 	}
 }
 
@@ -1683,15 +1746,18 @@ IODMA_EXPORT int iodma_check_range(struct iodma_domain *d, uint64_t iova,
 {
 	struct iodma_fault f;
 	struct run run;
+	uint32_t tok;
 
 	if (!d || !range_valid(iova, len) || !perm_valid(perm))
 		return -EINVAL;
-	sect_note(d, iova, len, perm);
+	tok = sect_note(d, iova, len, perm);
 	while (len) {
 		int ret = xlate_step(d, iova, len, perm, 0, &run, &f);
 
-		if (ret)
+		if (ret) {
+			sect_retract(tok); /* a failed check vouches for nothing */
 			return ret;
+		}
 		iova += run.len;
 		len -= run.len;
 	}
@@ -1718,6 +1784,7 @@ IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
 				  struct iodma_slice *slice)
 {
 	struct run run;
+	uint32_t tok;
 	int ret;
 
 	if (!it || !it->d || !slice)
@@ -1726,9 +1793,12 @@ IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
 		return fault_errno(&it->fault);
 	if (!it->left)
 		return 0;
-	sect_note(it->d, it->iova, it->left, it->perm);
+	tok = sect_note(it->d, it->iova, it->left, it->perm);
 	ret = xlate_step(it->d, it->iova, it->left, it->perm, 0, &run, &it->fault);
 	if (ret) {
+		/* A range this call appended covers only what it failed to
+		 * give (slices given before are under earlier ranges). */
+		sect_retract(tok);
 		it->flags |= IT_ERROR;
 		fault_record(it->d, &it->fault);
 		return ret;
@@ -1749,7 +1819,7 @@ IODMA_EXPORT int iodma_xlate_next(struct iodma_xlate_iter *it,
 static __attribute__((noinline)) int
 translate_steps(struct iodma_domain *d, uint64_t iova, uint64_t len,
 		uint32_t perm, struct iodma_slice *out, size_t max, size_t *nr,
-		struct iodma_fault *fault)
+		struct iodma_fault *fault, uint32_t tok)
 {
 	struct iodma_fault f;
 	struct run run;
@@ -1759,6 +1829,9 @@ translate_steps(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	while (len) {
 		ret = xlate_step(d, iova, len, perm, 0, &run, &f);
 		if (ret) {
+			if (!n)
+				sect_retract(tok); /* nothing given: before the
+						    * fault log's lock */
 			fault_record(d, &f);
 			if (fault)
 				*fault = f;
@@ -1793,13 +1866,15 @@ translate_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	       uint32_t perm, struct iodma_slice *out, size_t max, size_t *nr,
 	       struct iodma_fault *fault)
 {
+	uint32_t tok;
+
 	if (!d || !nr || (max && !out) || !range_valid(iova, len) ||
 	    !perm_valid(perm))
 		return -EINVAL;
-	sect_note(d, iova, len, perm);
+	tok = sect_note(d, iova, len, perm);
 	if (!tls.fast && !tls.depth)
 		fast_refresh(); /* for the next call (a record comes with the walk below) */
-	return translate_steps(d, iova, len, perm, out, max, nr, fault);
+	return translate_steps(d, iova, len, perm, out, max, nr, fault, tok);
 }
 
 IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
@@ -1878,12 +1953,13 @@ static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
 	struct iodma_fault f;
 	uint64_t pos = iova, left = len;
 	size_t n = 0, cap = COPY_RUNS, done = 0;
+	uint32_t tok;
 	int ret = 0;
 
 	if (!d || !buf || !range_valid(iova, len))
 		return -EINVAL;
 	section_begin();
-	sect_note(d, iova, len, perm);
+	tok = sect_note(d, iova, len, perm);
 	/* Translate everything first and keep every run: the copy then uses
 	 * exactly what was checked, so an error copies nothing and a racing
 	 * unmap + remap cannot redirect part of the copy (the runs' memory
@@ -1891,6 +1967,7 @@ static int xlate_copy(struct iodma_domain *d, uint64_t iova, char *buf,
 	while (left) {
 		ret = xlate_step(d, pos, left, perm, 0, &run, &f);
 		if (ret) {
+			sect_retract(tok); /* an error copies nothing */
 			fault_record(d, &f);
 			goto out;
 		}

@@ -37,7 +37,12 @@
  *   returns the owner may free the memory: no use after unmap.  A section
  *   open on another range or in another domain, or a preempted thread
  *   elsewhere, does not delay it; the wait sleeps on a futex and is woken
- *   by the section's end (no grace period, no timed sleep).  A section that
+ *   by the section's end (no grace period, no timed sleep).  A call that
+ *   fails having given nothing (iodma_translate with no slice, a failed
+ *   iodma_check_range, iodma_read/iodma_write, or the first
+ *   iodma_xlate_next of a range) takes its range back, so a fault on an
+ *   IOVA does not make a later unmap of it wait for the rest of the
+ *   section; one that gave slices before failing keeps its range.  A section that
  *   touches more than 16 separate ranges keeps merged, larger ones; one
  *   that touches more than 16 domains counts as touching everything (more
  *   waiting, never less).  Sections nest (the outermost end counts), are

@@ -55,19 +55,57 @@ struct holder {
 	atomic_int returned_while_open; /* must stay 0 where unmap must wait */
 	atomic_int ended;
 	int translate_ret;
+	uint64_t len;               /* bytes translated at iova (0: 8) */
+	int expect_ret;             /* holder_start() checks translate_ret */
+	int fail_op;                /* FAIL_*: a failing call in the section */
+	bool fail_first;            /* ... before the translation at iova */
+	uint64_t fail_iova;         /* where it fails (nothing mapped there) */
+	int fail_ret;
 };
+
+/* The entry points that record a range in the section before looking. */
+enum { FAIL_NONE, FAIL_TRANSLATE, FAIL_CHECK, FAIL_NEXT, FAIL_READ };
+
+static int fail_call(struct holder *h)
+{
+	struct iodma_xlate_iter it = { .size = sizeof(it) };
+	struct iodma_slice s;
+	char buf[8];
+	size_t nr = 99;
+	int ret;
+
+	switch (h->fail_op) {
+	case FAIL_TRANSLATE:
+		ret = iodma_translate(h->d, h->fail_iova, 8, IODMA_PERM_READ, &s, 1,
+				      &nr, NULL);
+		assert_int_equal(nr, 0);
+		return ret;
+	case FAIL_CHECK:
+		return iodma_check_range(h->d, h->fail_iova, 8, IODMA_PERM_READ);
+	case FAIL_NEXT:
+		assert_int_equal(iodma_xlate_begin(&it, h->d, h->fail_iova, 8,
+						   IODMA_PERM_READ), 0);
+		return iodma_xlate_next(&it, &s);
+	default:
+		return iodma_read(h->d, h->fail_iova, buf, sizeof(buf));
+	}
+}
 
 static void *holder_main(void *arg)
 {
 	struct holder *h = arg;
 	struct iodma_slice s;
-	size_t nr;
+	size_t nr = 0;
 
 	iodma_access_begin();
 	for (int i = 0; i < h->nest; i++)
 		iodma_access_begin();
-	h->translate_ret = iodma_translate(h->d, h->iova, 8, IODMA_PERM_READ,
-					   &s, 1, &nr, NULL);
+	if (h->fail_op && h->fail_first)
+		h->fail_ret = fail_call(h);
+	h->translate_ret = iodma_translate(h->d, h->iova, h->len ? h->len : 8,
+					   IODMA_PERM_READ, &s, 1, &nr, NULL);
+	if (h->fail_op && !h->fail_first)
+		h->fail_ret = fail_call(h);
 	for (int i = 0; i < h->nest; i++)
 		iodma_access_end(); /* inner ends: the outer one still holds */
 	atomic_store(&h->ready, 1);
@@ -86,7 +124,7 @@ static void *holder_main(void *arg)
 	}
 	if (atomic_load(&h->unmap_returned))
 		atomic_store(&h->returned_while_open, 1);
-	if (h->translate_ret == 0)
+	if (h->translate_ret == 0 || nr)
 		(void)*(volatile char *)s.va; /* still mapped: nobody freed it */
 	atomic_store(&h->ended, 1);
 	iodma_access_end();
@@ -99,7 +137,7 @@ static void holder_start(struct holder *h, pthread_t *t)
 	for (long i = 0; i < SPIN_LIMIT && !atomic_load(&h->ready); i++)
 		sched_yield();
 	assert_int_equal(atomic_load(&h->ready), 1);
-	assert_int_equal(h->translate_ret, 0);
+	assert_int_equal(h->translate_ret, h->expect_ret);
 }
 
 enum { OP_UNMAP, OP_UNMAP_ALL, OP_DISABLE };
@@ -778,6 +816,155 @@ static void test_dirty_harvest_racing_writer_loses_no_write(void **state)
 	munmap(a, DS_PAGES * PG);
 }
 
+/* ---- failed translations ------------------------------------------------ */
+
+/* A call that records its range and then fails having given nothing (no
+ * slice, no byte copied, no successful check) takes the range back: an
+ * unmap there, once the range is mapped, does not wait for the rest of the
+ * section, which still holds the range it did translate. */
+static void failed_call_does_not_delay(int op, bool first)
+{
+	struct iodma_domain *d;
+	char *a = page_alloc(1), *b = page_alloc(1);
+	struct holder h = { 0 };
+	pthread_t t;
+
+	assert_int_equal(iodma_domain_create(NULL, &d), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA_A, PG, a, IODMA_PERM_RW), 0);
+	h.d = d;
+	h.iova = IOVA_A;
+	h.fail_op = op;
+	h.fail_first = first;
+	h.fail_iova = IOVA_B;
+	holder_start(&h, &t);
+	assert_int_equal(h.fail_ret, -EFAULT);
+	/* Mapped after the failure (a guest maps, then the device retries). */
+	assert_int_equal(iodma_domain_map(d, IOVA_B, PG, b, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_unmap(d, IOVA_B, PG), 0);
+	assert_int_equal(atomic_load(&h.ended), 0);
+	assert_int_equal(atomic_load(&h.waited_on), 0);
+	/* The range it did translate is still waited for. */
+	unmap_must_wait(&h, d, IOVA_A, PG);
+	pthread_join(t, NULL);
+	munmap(a, PG);
+	munmap(b, PG);
+	iodma_domain_destroy(d);
+}
+
+static void test_failed_translation_does_not_delay_an_unmap(void **state)
+{
+	(void)state;
+	failed_call_does_not_delay(FAIL_TRANSLATE, false);
+	failed_call_does_not_delay(FAIL_TRANSLATE, true);
+	failed_call_does_not_delay(FAIL_CHECK, false);
+	failed_call_does_not_delay(FAIL_NEXT, false);
+	failed_call_does_not_delay(FAIL_READ, false);
+	failed_call_does_not_delay(FAIL_READ, true);
+}
+
+/* A translation that failed part way gave its first slices: its range
+ * stays recorded, and an unmap of what it gave waits. */
+static void test_partly_failed_translation_still_holds(void **state)
+{
+	struct iodma_domain *d;
+	char *a = page_alloc(1);
+	struct holder h = { 0 };
+	pthread_t t;
+
+	(void)state;
+	assert_int_equal(iodma_domain_create(NULL, &d), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA_A, PG, a, IODMA_PERM_RW), 0);
+	h.d = d;
+	h.iova = IOVA_A;
+	h.len = 2 * PG; /* the second page is not mapped */
+	h.expect_ret = -EFAULT;
+	holder_start(&h, &t);
+	unmap_must_wait(&h, d, IOVA_A, PG);
+	pthread_join(t, NULL);
+	munmap(a, PG);
+	iodma_domain_destroy(d);
+}
+
+/* An unmapper already asleep on a section whose translation then fails
+ * is woken and returns while the section stays open.  The translation is
+ * held inside its resolver until the unmapper sleeps. */
+struct slow_fail {
+	struct iodma_domain *d;
+	atomic_int in_resolver;
+	atomic_int saw_waiter;
+	struct holder h;
+};
+
+static int slow_fail_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
+			      uint32_t perm)
+{
+	struct slow_fail *x = arg;
+
+	(void)d;
+	(void)iova;
+	(void)perm;
+	atomic_store(&x->in_resolver, 1);
+	for (long i = 0; i < SPIN_LIMIT && !xlate_test_section_waiters(); i++)
+		sched_yield();
+	atomic_store(&x->saw_waiter, xlate_test_section_waiters() != 0);
+	return -ENOENT;
+}
+
+static void *slow_fail_main(void *arg)
+{
+	struct slow_fail *x = arg;
+	struct iodma_slice s;
+	size_t nr;
+
+	iodma_access_begin();
+	x->h.translate_ret = iodma_translate(x->d, IOVA_A, 8, IODMA_PERM_READ,
+					    &s, 1, &nr, NULL);
+	/* [B, B + 2 pages): B misses (the resolver runs), B + 1 page is
+	 * mapped, and the unmapper unmaps that page. */
+	x->h.fail_ret = iodma_translate(x->d, IOVA_B, 2 * PG, IODMA_PERM_READ,
+					&s, 1, &nr, NULL);
+	for (long i = 0; i < SPIN_LIMIT && !atomic_load(&x->h.unmap_returned); i++)
+		sched_yield();
+	atomic_store(&x->h.returned_while_open, atomic_load(&x->h.unmap_returned));
+	atomic_store(&x->h.ended, 1);
+	iodma_access_end();
+	return NULL;
+}
+
+static void test_failed_translation_wakes_a_waiting_unmap(void **state)
+{
+	static struct slow_fail x;
+	char *a = page_alloc(1), *b = page_alloc(1);
+	struct unmapper u = { .iova = IOVA_B + PG, .len = PG, .op = OP_UNMAP };
+	pthread_t t, tu;
+
+	(void)state;
+	memset(&x, 0, sizeof(x));
+	assert_int_equal(iodma_domain_create(NULL, &x.d), 0);
+	assert_int_equal(iodma_domain_map(x.d, IOVA_A, PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_map(x.d, IOVA_B + PG, PG, b, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_xlate_set_resolver(x.d, slow_fail_resolver, &x), 0);
+	assert_int_equal(pthread_create(&t, NULL, slow_fail_main, &x), 0);
+	for (long i = 0; i < SPIN_LIMIT && !atomic_load(&x.in_resolver); i++)
+		sched_yield();
+	assert_int_equal(atomic_load(&x.in_resolver), 1);
+	u.d = x.d;
+	u.h = &x.h;
+	assert_int_equal(pthread_create(&tu, NULL, unmapper_main, &u), 0);
+	pthread_join(tu, NULL);
+	assert_int_equal(u.ret, 0);
+	pthread_join(t, NULL);
+	assert_int_equal(x.h.translate_ret, 0);
+	assert_int_equal(x.h.fail_ret, -EFAULT);
+	assert_int_equal(atomic_load(&x.saw_waiter), 1);        /* it slept */
+	assert_int_equal(atomic_load(&x.h.returned_while_open), 1); /* and woke */
+	/* The section held A throughout; A is still mapped and unmaps now. */
+	assert_int_equal(iodma_domain_unmap(x.d, IOVA_A, PG), 0);
+	iodma_domain_destroy(x.d);
+	munmap(a, PG);
+	munmap(b, PG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -797,6 +984,9 @@ int main(void)
 		cmocka_unit_test(test_destroy_inside_own_section),
 		cmocka_unit_test(test_write_after_harvest_through_held_slice_is_reported),
 		cmocka_unit_test(test_dirty_harvest_racing_writer_loses_no_write),
+		cmocka_unit_test(test_failed_translation_does_not_delay_an_unmap),
+		cmocka_unit_test(test_partly_failed_translation_still_holds),
+		cmocka_unit_test(test_failed_translation_wakes_a_waiting_unmap),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
