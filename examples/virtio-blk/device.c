@@ -50,6 +50,9 @@ struct vblk_device {
 	pthread_t thread;
 	bool running;
 	atomic_bool stop;
+	atomic_bool dump;		/* print the ring state (request_dump) */
+	void (*thread_init)(void *arg);	/* ring_start's, run by the thread */
+	void *thread_arg;
 
 	/* Transport state: touched by the device thread only. */
 	uint32_t dev_features_sel;
@@ -799,6 +802,12 @@ static unsigned int process_queue(struct vblk_device *vd)
 		uint16_t head;
 		int64_t used;
 
+		/* Asked to stop (vhost-user SET_VRING_ENABLE 0 or
+		 * GET_VRING_BASE): consume no further chain.  The index the
+		 * stop returns is the first chain not consumed. */
+		if (atomic_load(&vd->stop))
+			break;
+
 		tries = 0;
 		while (!(e = ring_ptr(vd, vd->avail_iova +
 				      VRING_AVAIL_RING_OFF(vd->last_avail % vd->queue_num),
@@ -892,13 +901,45 @@ static bool arm_kick(struct vblk_device *vd)
 	return work;
 }
 
+/* Read a 16-bit ring field for dump_ring(): its value, or -1. */
+static int ring_u16(struct vblk_device *vd, uint64_t iova)
+{
+	const volatile uint16_t *p = ring_ptr(vd, iova, 2, IODMA_PERM_READ);
+
+	return p ? le16toh(iodma_load_acquire_u16(p)) : -1;
+}
+
+/* The ring as this device and the driver's memory see it, on stderr
+ * (vblk_device_request_dump()).  Device thread. */
+static void dump_ring(struct vblk_device *vd)
+{
+	iodma_access_begin();
+	fprintf(stderr, "vblk-ring: last_avail=%u used_idx=%u signalled_used=%u"
+		" avail.flags=%d avail.idx=%d used_event=%d used.flags=%d"
+		" used.idx=%d avail_event=%d event_idx=%d broken=%d"
+		" requests=%llu doorbells=%llu interrupts=%llu\n",
+		vd->last_avail, vd->used_idx, vd->signalled_used,
+		ring_u16(vd, vd->avail_iova), ring_u16(vd, vd->avail_iova + VRING_AVAIL_IDX_OFF),
+		ring_u16(vd, vd->avail_iova + VRING_USED_EVENT_OFF(vd->queue_num)),
+		ring_u16(vd, vd->used_iova), ring_u16(vd, vd->used_iova + VRING_USED_IDX_OFF),
+		ring_u16(vd, vd->used_iova + VRING_AVAIL_EVENT_OFF(vd->queue_num)),
+		vd->event_idx, vd->broken, (unsigned long long)vd->st.requests,
+		(unsigned long long)vd->st.doorbells,
+		(unsigned long long)vd->st.interrupts);
+	iodma_access_end();
+}
+
 static void *device_thread(void *arg)
 {
 	struct vblk_device *vd = arg;
 	eventfd_t v;
 
+	if (vd->thread_init)
+		vd->thread_init(vd->thread_arg);
 	for (;;) {
 		handle_trap(vd);
+		if (atomic_exchange(&vd->dump, false) && vd->queue_ready)
+			dump_ring(vd);
 		if (atomic_load(&vd->stop))
 			break;
 		if (vd->queue_ready && !vd->broken &&
@@ -945,6 +986,14 @@ void vblk_device_request_stop(struct vblk_device *vd)
 	(void)eventfd_write(vd->o.doorbell_fd, 1);
 }
 
+void vblk_device_request_dump(struct vblk_device *vd)
+{
+	if (!vd->running)
+		return;
+	atomic_store(&vd->dump, true);
+	(void)eventfd_write(vd->o.doorbell_fd, 1);
+}
+
 void vblk_device_stop(struct vblk_device *vd)
 {
 	if (!vd->running)
@@ -978,6 +1027,8 @@ int vblk_device_ring_start(struct vblk_device *vd,
 		return -EINVAL;
 	vd->o.doorbell_fd = r->kick_fd;
 	vd->o.irq_fd = r->call_fd;
+	vd->thread_init = r->thread_init;
+	vd->thread_arg = r->thread_arg;
 	vd->driver_features = f;
 	vd->event_idx = f & VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX);
 	vd->flush = f & VIRTIO_BIT(VIRTIO_BLK_F_FLUSH);
