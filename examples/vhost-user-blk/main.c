@@ -251,8 +251,13 @@ static void ring_sync(struct backend *b, uint32_t i)
 			r->new_call = -2;
 		}
 	}
+	/* Only the device's own bits: VHOST_F_LOG_ALL comes and goes with
+	 * a migration's dirty logging (the library's business), and a
+	 * restart for it would stop the ring outside GET_VRING_BASE, where
+	 * nothing releases a waiting miss: the main loop would wait for
+	 * the device, the device for an UPDATE only the main loop reads. */
 	want = (struct vblk_device_ring){
-		.features = features, .num = v.num, .desc = v.desc,
+		.features = features & b->features, .num = v.num, .desc = v.desc,
 		.avail = v.avail, .used = v.used,
 		.kick_fd = r->kick, .call_fd = r->call,
 		.thread_init = ring_thread_init, .thread_arg = r,
