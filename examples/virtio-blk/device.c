@@ -51,6 +51,10 @@ struct vblk_device {
 	bool running;
 	atomic_bool stop;
 	atomic_bool dump;		/* print the ring state (request_dump) */
+	/* The last available indexes read, with last_avail then: printed
+	 * by dump_ring() (a ring's history when it breaks). */
+	struct { uint16_t idx, last_avail; } hist[8];
+	unsigned int nhist;
 	void (*thread_init)(void *arg);	/* ring_start's, run by the thread */
 	void *thread_arg;
 
@@ -204,11 +208,15 @@ static void raise_irq(struct vblk_device *vd, uint32_t why)
 
 /* Something is wrong with the rings themselves: stop using them and tell
  * the driver (2.1.2: DEVICE_NEEDS_RESET, config change interrupt). */
+static void dump_ring(struct vblk_device *vd);
+
 static void set_broken(struct vblk_device *vd, const char *why)
 {
 	uint32_t status = mmio_read32(vd->mmio, VIRTIO_MMIO_STATUS);
 
 	fprintf(stderr, "virtio-blk device: %s: device needs reset\n", why);
+	if (vd->queue_num)
+		dump_ring(vd);
 	vd->broken = true;
 	mmio_set32(vd->mmio, VIRTIO_MMIO_STATUS,
 		   status | VIRTIO_STATUS_NEEDS_RESET);
@@ -379,6 +387,9 @@ static int avail_idx(struct vblk_device *vd, uint16_t *idx)
 	 * accessor the driver uses (its peer here is a CPU, for which this
 	 * is at least as strong as a C11 acquire). */
 	*idx = le16toh(iodma_load_acquire_u16(p));
+	vd->hist[vd->nhist % 8].idx = *idx;
+	vd->hist[vd->nhist % 8].last_avail = vd->last_avail;
+	vd->nhist++;
 	return 0;
 }
 
@@ -926,6 +937,18 @@ static void dump_ring(struct vblk_device *vd)
 		vd->event_idx, vd->broken, (unsigned long long)vd->st.requests,
 		(unsigned long long)vd->st.doorbells,
 		(unsigned long long)vd->st.interrupts);
+	fprintf(stderr, "vblk-ring: avail reads (idx/last_avail), oldest first:");
+	for (unsigned int i = vd->nhist > 8 ? vd->nhist - 8 : 0; i < vd->nhist; i++)
+		fprintf(stderr, " %u/%u", vd->hist[i % 8].idx, vd->hist[i % 8].last_avail);
+	fprintf(stderr, " (%u reads)\nvblk-ring: avail.ring[last_avail-4 ..]:", vd->nhist);
+	for (int k = -4; k < 4; k++)
+		fprintf(stderr, " %d", ring_u16(vd, vd->avail_iova + VRING_AVAIL_RING_OFF(
+			(uint16_t)(vd->last_avail + k) % vd->queue_num)));
+	fprintf(stderr, "\nvblk-ring: used.ring[used_idx-4 ..].id:");
+	for (int k = -4; k < 4; k++)
+		fprintf(stderr, " %d", ring_u16(vd, vd->used_iova + VRING_USED_RING_OFF(
+			(uint16_t)(vd->used_idx + k) % vd->queue_num)));
+	fputc('\n', stderr);
 	iodma_access_end();
 }
 
@@ -1040,6 +1063,7 @@ int vblk_device_ring_start(struct vblk_device *vd,
 	vd->used_idx = r->last_avail;
 	vd->signalled_used = r->last_avail;
 	vd->sync_used = true;	/* checked against used->idx at the first pass */
+	vd->nhist = 0;
 	vd->broken = false;
 	vd->queue_ready = true;
 	mmio_set32(vd->mmio, VIRTIO_MMIO_STATUS,
