@@ -940,14 +940,31 @@ static void dump_ring(struct vblk_device *vd)
 	fprintf(stderr, "vblk-ring: avail reads (idx/last_avail), oldest first:");
 	for (unsigned int i = vd->nhist > 8 ? vd->nhist - 8 : 0; i < vd->nhist; i++)
 		fprintf(stderr, " %u/%u", vd->hist[i % 8].idx, vd->hist[i % 8].last_avail);
-	fprintf(stderr, " (%u reads)\nvblk-ring: avail.ring[last_avail-4 ..]:", vd->nhist);
-	for (int k = -4; k < 4; k++)
+	fprintf(stderr, " (%u reads)\nvblk-ring: avail.ring[last_avail-12 ..]:", vd->nhist);
+	for (int k = -12; k < 4; k++)
 		fprintf(stderr, " %d", ring_u16(vd, vd->avail_iova + VRING_AVAIL_RING_OFF(
 			(uint16_t)(vd->last_avail + k) % vd->queue_num)));
-	fprintf(stderr, "\nvblk-ring: used.ring[used_idx-4 ..].id:");
-	for (int k = -4; k < 4; k++)
+	fprintf(stderr, "\nvblk-ring: used.ring[used_idx-12 ..].id:");
+	for (int k = -12; k < 4; k++)
 		fprintf(stderr, " %d", ring_u16(vd, vd->used_iova + VRING_USED_RING_OFF(
 			(uint16_t)(vd->used_idx + k) % vd->queue_num)));
+	/* The chain at last_avail - 1 (the last consumed), as the table
+	 * holds it now: addr/len/flags/next per descriptor. */
+	{
+		int h = ring_u16(vd, vd->avail_iova + VRING_AVAIL_RING_OFF(
+			(uint16_t)(vd->last_avail - 1) % vd->queue_num));
+		struct vring_desc d;
+
+		fprintf(stderr, "\nvblk-ring: chain %d:", h);
+		for (int n = 0; h >= 0 && n < 8 && (uint32_t)h < vd->queue_num &&
+		     read_desc(vd, (uint16_t)h, &d) == 0; n++) {
+			fprintf(stderr, " [%d] 0x%llx/%u/%x/%u", h,
+				(unsigned long long)d.addr, d.len, d.flags, d.next);
+			if (!(d.flags & VRING_DESC_F_NEXT))
+				break;
+			h = d.next;
+		}
+	}
 	fputc('\n', stderr);
 	iodma_access_end();
 }
