@@ -48,6 +48,7 @@
 #define MISS_AHEAD   64u
 #define MISS_PENDING 128u
 #define MAX_VRING_NUM      32768u
+#define VU_ANY_VRING       IODMA_VHOST_USER_ANY_VRING
 #define VRING_LOG_BIT      (1u << VHOST_VRING_F_LOG)
 
 /* One region of the front end's memory table. */
@@ -75,6 +76,9 @@ struct vu_vring {
 	bool addr_set;
 	bool started;
 	bool enabled;
+	bool miss_off;                  /* miss_lock: disabled or stopped:
+					 * misses of threads bound to it
+					 * fail at once (vring_misses_off()) */
 	int fd[3];                      /* kick, call, err, when kept */
 	/* Read by log_used() without the lock. */
 	_Atomic uint32_t log_num;       /* num */
@@ -88,7 +92,9 @@ struct vu_waiter {
 	uint64_t iova;
 	uint32_t perm;
 	bool resolved;
-	bool released;          /* a quiesce waits for its section */
+	bool released;          /* a quiesce waits for its section, or
+				 * its ring stops */
+	uint32_t vring;         /* the thread's ring, or VU_ANY_VRING */
 	const void *sect;       /* xlate_section_self() of the waiter */
 	struct vu_waiter *next;
 };
@@ -121,6 +127,8 @@ struct iodma_vhost_user {
 	bool chan_busy;                 /* a miss is being sent / acked */
 	bool chan_noack;                /* an ack timed out: ask no more */
 	unsigned int quiesce;           /* handle() waits for sections */
+	unsigned int ring_stopping;     /* a vring_stop callback runs: the
+					 * misses of unbound threads fail */
 	bool q_all;                     /* ... for every section, or only */
 	uint64_t q_first, q_last;       /* for those over this IOVA range */
 	struct vu_waiter *waiters;
@@ -130,6 +138,7 @@ struct iodma_vhost_user {
 		uint64_t iova;          /* page */
 		uint32_t perm;
 		uint64_t deadline;      /* os_now_ns() after which it is dropped */
+		uint32_t vring;         /* the asking thread's ring */
 	} pending[MISS_PENDING];
 	unsigned int npending;
 	uint64_t update_size;           /* the last UPDATE's size: the front
@@ -270,6 +279,70 @@ static void unquiesce(struct iodma_vhost_user *vu)
 	os_mutex_unlock(&vu->miss_lock);
 }
 
+/* The ring the calling thread serves (iodma_vhost_user_bind_vring()). */
+static _Thread_local struct {
+	const struct iodma_vhost_user *vu;
+	uint32_t vring;
+} vu_tls;
+
+static uint32_t thread_vring(const struct iodma_vhost_user *vu)
+{
+	return vu_tls.vu == vu ? vu_tls.vring : VU_ANY_VRING;
+}
+
+/* Does a stopped ring refuse @w's miss?  A thread bound to a ring that is
+ * disabled or stopped asks nothing (the front end answers no miss of a
+ * ring it stops, and is told nothing more about one it stopped); an
+ * unbound one while a vring_stop callback runs.  miss_lock held. */
+static bool ring_refuses(const struct iodma_vhost_user *vu,
+			 const struct vu_waiter *w)
+{
+	if (w->vring == VU_ANY_VRING)
+		return vu->ring_stopping != 0;
+	return vu->vrings[w->vring].miss_off;
+}
+
+/* Ring @idx stops (SET_VRING_ENABLE 0, GET_VRING_BASE; @off) or runs
+ * again (SET_VRING_ENABLE 1, SET_VRING_KICK).  Stopping releases at once
+ * the misses waiting for an UPDATE on threads bound to it or to no ring,
+ * and forgets the MISS messages they sent; those of threads bound to
+ * other rings keep waiting (multiqueue: another ring's request is not
+ * failed by this ring's stop).  miss_lock not held. */
+static void vring_misses_off(struct iodma_vhost_user *vu, uint32_t idx, bool off)
+{
+	os_mutex_lock(&vu->miss_lock);
+	vu->vrings[idx].miss_off = off;
+	if (off) {
+		unsigned int i = 0;
+
+		for (struct vu_waiter *w = vu->waiters; w; w = w->next)
+			if (!w->resolved && (w->vring == idx || w->vring == VU_ANY_VRING))
+				w->released = true;
+		/* The front end drops the misses of a device it stops: those
+		 * sent for this ring will not be answered, and a later miss
+		 * must not wait for them. */
+		while (i < vu->npending) {
+			if (vu->pending[i].vring == idx ||
+			    vu->pending[i].vring == VU_ANY_VRING)
+				vu->pending[i] = vu->pending[--vu->npending];
+			else
+				i++;
+		}
+		os_cond_broadcast(&vu->miss_cond);
+	}
+	os_mutex_unlock(&vu->miss_lock);
+}
+
+IODMA_EXPORT int iodma_vhost_user_bind_vring(struct iodma_vhost_user *vu,
+					     uint32_t vring)
+{
+	if (!vu || (vring != VU_ANY_VRING && vring >= vu->max_vrings))
+		return -EINVAL;
+	vu_tls.vu = vring == VU_ANY_VRING ? NULL : vu;
+	vu_tls.vring = vring;
+	return 0;
+}
+
 /* Forget pending misses that [iova, iova + size) with @perm answers, and
  * those past their deadline (the front end answers nothing for an address
  * it cannot translate).  miss_lock held. */
@@ -305,11 +378,13 @@ static bool pending_has(const struct iodma_vhost_user *vu, uint64_t iova,
 }
 
 static void pending_add(struct iodma_vhost_user *vu, uint64_t iova,
-			uint32_t perm, uint64_t pg, uint64_t deadline)
+			uint32_t perm, uint64_t pg, uint64_t deadline,
+			uint32_t vring)
 {
 	if (vu->npending < MISS_PENDING)
 		vu->pending[vu->npending++] = (struct vu_pending){
-			.iova = iova & ~(pg - 1), .perm = perm, .deadline = deadline };
+			.iova = iova & ~(pg - 1), .perm = perm, .deadline = deadline,
+			.vring = vring };
 }
 
 /* An UPDATE mapped [iova, iova + size) with @perm: wake its waiters. */
@@ -466,7 +541,8 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 		       uint32_t perm)
 {
 	struct iodma_vhost_user *vu = arg;
-	struct vu_waiter w = { .iova = iova, .perm = perm }, **pp;
+	struct vu_waiter w = { .iova = iova, .perm = perm,
+			       .vring = thread_vring(vu) }, **pp;
 	uint64_t pg = os_page_size(), left = xlate_miss_left();
 	uint64_t ahead[MISS_AHEAD], now, deadline;
 	unsigned int nahead = 0, sent = 0;
@@ -480,7 +556,7 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 	w.sect = xlate_section_self();
 	w.next = vu->waiters;
 	vu->waiters = &w;
-	if (quiesce_hits(vu, &w)) {
+	if (quiesce_hits(vu, &w) || ring_refuses(vu, &w)) {
 		ret = -EAGAIN;
 		goto out;
 	}
@@ -493,7 +569,7 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 			ret = fd;
 			goto out;
 		}
-		pending_add(vu, iova, perm, pg, deadline);
+		pending_add(vu, iova, perm, pg, deadline, w.vring);
 		stride = ahead_stride(vu, pg);
 		next = (iova & ~(stride - 1)) + stride;
 		last = left > 1 && iova + (left - 1) > iova ? iova + (left - 1) : iova;
@@ -503,7 +579,7 @@ static int vu_resolver(void *arg, struct iodma_domain *d, uint64_t iova,
 			    xlate_mapped(d, next, perm))
 				continue;
 			ahead[nahead++] = next;
-			pending_add(vu, next, perm, pg, deadline);
+			pending_add(vu, next, perm, pg, deadline, w.vring);
 		}
 		os_mutex_unlock(&vu->miss_lock);
 		ret = send_miss(fd, iova, perm, false);
@@ -1186,8 +1262,13 @@ static int vring_fd_msg(struct iodma_vhost_user *vu, uint32_t kind,
 		os_close(vr->fd[kind]);
 		vr->fd[kind] = nofd ? -1 : fds_take(f, 0);
 	}
-	if (kind == IODMA_VHOST_USER_FD_KICK)
+	if (kind == IODMA_VHOST_USER_FD_KICK) {
 		vr->started = true;
+		/* Runs again (without PROTOCOL_FEATURES a started ring is
+		 * enabled; with them SET_VRING_ENABLE 1 follows). */
+		if (!has_feature(vu, VU_F_PROTOCOL_FEATURES) || vr->enabled)
+			vring_misses_off(vu, idx, false);
+	}
 	return 0;
 }
 
@@ -1405,22 +1486,34 @@ static int dispatch(struct iodma_vhost_user *vu, uint32_t req, const uint8_t *p,
 				return -EPERM;
 			if (s.num > 1)
 				return -EINVAL;
+			/* Disabled: QEMU's vhost_dev_stop() sends this first,
+			 * then GET_VRING_BASE, and serves no miss before the
+			 * last reply: a miss of this ring waiting now would
+			 * wait for its timeout.  Release it (the back end
+			 * leaves its chain available) and ask no more. */
+			vring_misses_off(vu, s.index, s.num == 0);
 			vu->vrings[s.index].enabled = s.num;
 			return 0;
 		}
 		s.num = vu->vrings[s.index].base;
+		/* The ring stops: its misses and those of unbound threads are
+		 * released and new ones fail (the front end serves misses on
+		 * the thread that now waits for this reply, e.g. QEMU's
+		 * vhost_dev_stop(), so none can be answered before it).  The
+		 * back end leaves a chain whose translation failed so
+		 * un-consumed (the base it reports excludes it): the
+		 * destination resubmits it, as Linux vhost does for requests
+		 * in flight.  The ring asks nothing more until it runs
+		 * again (SET_VRING_KICK, SET_VRING_ENABLE 1). */
+		vring_misses_off(vu, s.index, true);
 		if (vu->ops && vu->ops->vring_stop) {
-			/* The front end serves misses on the thread that now
-			 * waits for this reply (QEMU: vhost_dev_stop()), so a
-			 * miss cannot be answered before it: release every
-			 * waiting one, and fail new ones, while the ring
-			 * stops.  The back end leaves a chain whose
-			 * translation failed so un-consumed (the base it
-			 * reports excludes it): the destination resubmits it,
-			 * as Linux vhost does for requests in flight. */
-			quiesce(vu);
+			os_mutex_lock(&vu->miss_lock);
+			vu->ring_stopping++;
+			os_mutex_unlock(&vu->miss_lock);
 			ret = vu->ops->vring_stop(vu->ops_arg, s.index, &s.num);
-			unquiesce(vu);
+			os_mutex_lock(&vu->miss_lock);
+			vu->ring_stopping--;
+			os_mutex_unlock(&vu->miss_lock);
 			if (ret)
 				return ret > 0 ? -EINVAL : ret;
 		}

@@ -65,12 +65,15 @@
 /* Requests this file looks at before the library (spec numbering). */
 #define VU_GET_VRING_BASE	11u
 #define VU_SET_VRING_BASE	10u
+#define VU_SET_VRING_ENABLE	18u
 #define VU_SET_LOG_BASE		6u
 #define VU_IOTLB_MSG		22u
 #define VU_IOTLB_INVALIDATE	3u	/* struct vhost_iotlb_msg type */
 #define VU_FLAGS_REPLY		(0x1u | 0x4u)	/* version 1, reply */
 
 struct ring {
+	struct iodma_vhost_user *vu;	/* for ring_thread_init() */
+	uint32_t index;
 	struct vblk_device *dev;
 	int kick, call;			/* what the device uses (owned) */
 	int new_kick, new_call;		/* arrived, not yet installed; -2 none */
@@ -213,6 +216,14 @@ static void ring_stop(struct backend *b, uint32_t i)
 	logv(b, "ring %u stopped at avail %u", i, r->last_avail);
 }
 
+/* The device thread of a ring: its misses belong to that ring. */
+static void ring_thread_init(void *arg)
+{
+	struct ring *r = arg;
+
+	(void)iodma_vhost_user_bind_vring(r->vu, r->index);
+}
+
 static void ring_sync(struct backend *b, uint32_t i)
 {
 	struct ring *r = &b->rings[i];
@@ -240,10 +251,16 @@ static void ring_sync(struct backend *b, uint32_t i)
 			r->new_call = -2;
 		}
 	}
+	/* Only the device's own bits: VHOST_F_LOG_ALL comes and goes with
+	 * a migration's dirty logging (the library's business), and a
+	 * restart for it would stop the ring outside GET_VRING_BASE, where
+	 * nothing releases a waiting miss: the main loop would wait for
+	 * the device, the device for an UPDATE only the main loop reads. */
 	want = (struct vblk_device_ring){
-		.features = features, .num = v.num, .desc = v.desc,
+		.features = features & b->features, .num = v.num, .desc = v.desc,
 		.avail = v.avail, .used = v.used,
 		.kick_fd = r->kick, .call_fd = r->call,
+		.thread_init = ring_thread_init, .thread_arg = r,
 	};
 	run = v.started && v.enabled && v.addr_valid && v.num &&
 	      r->kick >= 0 && r->call >= 0;
@@ -335,8 +352,10 @@ static int listen_on(const char *path)
 	return s;
 }
 
-/* Wait for @fd to be readable or a signal; 1 readable, 0 signal. */
-static int wait_fd(int fd, int sfd)
+/* Wait for @fd to be readable or a signal; 1 readable, 0 signal.
+ * SIGUSR1 asks every running ring to print its state (a debugging aid:
+ * tests/vm/vhost-user-migrate.sh sends it when the guest's I/O hangs). */
+static int wait_fd(const struct backend *b, int fd, int sfd)
 {
 	struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
 			       { .fd = sfd, .events = POLLIN } };
@@ -347,8 +366,18 @@ static int wait_fd(int fd, int sfd)
 				continue;
 			return -errno;
 		}
-		if (p[1].revents)
+		if (p[1].revents) {
+			struct signalfd_siginfo si;
+
+			if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
+			    si.ssi_signo == SIGUSR1) {
+				for (uint32_t i = 0; b && i < b->nq; i++)
+					if (b->rings[i].running)
+						vblk_device_request_dump(b->rings[i].dev);
+				continue;
+			}
 			return 0;
+		}
 		if (p[0].revents)
 			return 1;
 	}
@@ -364,10 +393,10 @@ static int serve(struct backend *b, int conn, int sfd)
 
 	for (;;) {
 		size_t nfds = (sizeof(fds) / sizeof(fds[0]));
-		uint32_t req, size, idx;
+		uint32_t req, size, idx, stopping = UINT32_MAX;
 		int n, ret;
 
-		ret = wait_fd(conn, sfd);
+		ret = wait_fd(b, conn, sfd);
 		if (ret <= 0)
 			return ret == 0 ? 1 : -1;
 		n = iodma_vhost_user_recv(conn, msg, sizeof(msg), fds, &nfds);
@@ -382,13 +411,22 @@ static int serve(struct backend *b, int conn, int sfd)
 		/* A ring must be stopped before its index is replied (asked
 		 * here, waited for in cb_vring_stop(), after the library
 		 * released the misses the ring may wait on), and a new base
-		 * applies at the next start. */
-		if ((req == VU_GET_VRING_BASE || req == VU_SET_VRING_BASE) &&
-		    size >= 4) {
+		 * applies at the next start.  A ring disabled stops likewise
+		 * (asked here, the library releases its misses, ring_sync()
+		 * waits): QEMU's vhost_dev_stop() disables every ring before
+		 * it asks their bases, and answers no miss in between. */
+		if ((req == VU_GET_VRING_BASE || req == VU_SET_VRING_BASE ||
+		     req == VU_SET_VRING_ENABLE) && size >= 8) {
+			uint32_t num;
+
 			memcpy(&idx, msg + 12, 4);
-			if (idx < b->nq && req == VU_GET_VRING_BASE &&
-			    b->rings[idx].running)
+			memcpy(&num, msg + 16, 4);
+			if (idx < b->nq && b->rings[idx].running &&
+			    (req == VU_GET_VRING_BASE ||
+			     (req == VU_SET_VRING_ENABLE && num == 0))) {
 				vblk_device_request_stop(b->rings[idx].dev);
+				stopping = idx;
+			}
 			if (idx < b->nq && req == VU_SET_VRING_BASE)
 				b->rings[idx].from_base = true;
 		}
@@ -477,6 +515,10 @@ static int serve(struct backend *b, int conn, int sfd)
 			b->probes_left--;
 			isolation_probe(b, &fm);
 		}
+		/* Asked to stop above: finish the stop even if the request
+		 * failed (ring_sync() restarts it if it should still run). */
+		if (stopping < b->nq)
+			ring_stop(b, stopping);
 		for (uint32_t i = 0; i < b->nq; i++)
 			ring_sync(b, i);
 	}
@@ -602,6 +644,7 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
@@ -634,6 +677,8 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < b.nq; i++) {
 		struct ring *r = &b.rings[i];
 
+		r->vu = b.vu;
+		r->index = i;
 		r->kick = r->call = -1;
 		r->new_kick = r->new_call = -2;
 		r->from_base = true;
@@ -651,7 +696,7 @@ int main(int argc, char **argv)
 	printf("vhost-user-blk: serving %s (%" PRIu64 " sectors, %u queue%s) on %s\n",
 	       disk, dopts.capacity, b.nq, b.nq > 1 ? "s" : "", sock_path);
 	fflush(stdout);
-	ret = wait_fd(lsock, sfd);
+	ret = wait_fd(&b, lsock, sfd);
 	if (ret == 1) {
 		conn = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 		if (conn < 0) {

@@ -50,6 +50,13 @@ struct vblk_device {
 	pthread_t thread;
 	bool running;
 	atomic_bool stop;
+	atomic_bool dump;		/* print the ring state (request_dump) */
+	/* The last available indexes read, with last_avail then: printed
+	 * by dump_ring() (a ring's history when it breaks). */
+	struct { uint16_t idx, last_avail; } hist[8];
+	unsigned int nhist;
+	void (*thread_init)(void *arg);	/* ring_start's, run by the thread */
+	void *thread_arg;
 
 	/* Transport state: touched by the device thread only. */
 	uint32_t dev_features_sel;
@@ -201,11 +208,15 @@ static void raise_irq(struct vblk_device *vd, uint32_t why)
 
 /* Something is wrong with the rings themselves: stop using them and tell
  * the driver (2.1.2: DEVICE_NEEDS_RESET, config change interrupt). */
+static void dump_ring(struct vblk_device *vd);
+
 static void set_broken(struct vblk_device *vd, const char *why)
 {
 	uint32_t status = mmio_read32(vd->mmio, VIRTIO_MMIO_STATUS);
 
 	fprintf(stderr, "virtio-blk device: %s: device needs reset\n", why);
+	if (vd->queue_num)
+		dump_ring(vd);
 	vd->broken = true;
 	mmio_set32(vd->mmio, VIRTIO_MMIO_STATUS,
 		   status | VIRTIO_STATUS_NEEDS_RESET);
@@ -376,6 +387,9 @@ static int avail_idx(struct vblk_device *vd, uint16_t *idx)
 	 * accessor the driver uses (its peer here is a CPU, for which this
 	 * is at least as strong as a C11 acquire). */
 	*idx = le16toh(iodma_load_acquire_u16(p));
+	vd->hist[vd->nhist % 8].idx = *idx;
+	vd->hist[vd->nhist % 8].last_avail = vd->last_avail;
+	vd->nhist++;
 	return 0;
 }
 
@@ -799,6 +813,12 @@ static unsigned int process_queue(struct vblk_device *vd)
 		uint16_t head;
 		int64_t used;
 
+		/* Asked to stop (vhost-user SET_VRING_ENABLE 0 or
+		 * GET_VRING_BASE): consume no further chain.  The index the
+		 * stop returns is the first chain not consumed. */
+		if (atomic_load(&vd->stop))
+			break;
+
 		tries = 0;
 		while (!(e = ring_ptr(vd, vd->avail_iova +
 				      VRING_AVAIL_RING_OFF(vd->last_avail % vd->queue_num),
@@ -892,13 +912,74 @@ static bool arm_kick(struct vblk_device *vd)
 	return work;
 }
 
+/* Read a 16-bit ring field for dump_ring(): its value, or -1. */
+static int ring_u16(struct vblk_device *vd, uint64_t iova)
+{
+	const volatile uint16_t *p = ring_ptr(vd, iova, 2, IODMA_PERM_READ);
+
+	return p ? le16toh(iodma_load_acquire_u16(p)) : -1;
+}
+
+/* The ring as this device and the driver's memory see it, on stderr
+ * (vblk_device_request_dump()).  Device thread. */
+static void dump_ring(struct vblk_device *vd)
+{
+	iodma_access_begin();
+	fprintf(stderr, "vblk-ring: last_avail=%u used_idx=%u signalled_used=%u"
+		" avail.flags=%d avail.idx=%d used_event=%d used.flags=%d"
+		" used.idx=%d avail_event=%d event_idx=%d broken=%d"
+		" requests=%llu doorbells=%llu interrupts=%llu\n",
+		vd->last_avail, vd->used_idx, vd->signalled_used,
+		ring_u16(vd, vd->avail_iova), ring_u16(vd, vd->avail_iova + VRING_AVAIL_IDX_OFF),
+		ring_u16(vd, vd->avail_iova + VRING_USED_EVENT_OFF(vd->queue_num)),
+		ring_u16(vd, vd->used_iova), ring_u16(vd, vd->used_iova + VRING_USED_IDX_OFF),
+		ring_u16(vd, vd->used_iova + VRING_AVAIL_EVENT_OFF(vd->queue_num)),
+		vd->event_idx, vd->broken, (unsigned long long)vd->st.requests,
+		(unsigned long long)vd->st.doorbells,
+		(unsigned long long)vd->st.interrupts);
+	fprintf(stderr, "vblk-ring: avail reads (idx/last_avail), oldest first:");
+	for (unsigned int i = vd->nhist > 8 ? vd->nhist - 8 : 0; i < vd->nhist; i++)
+		fprintf(stderr, " %u/%u", vd->hist[i % 8].idx, vd->hist[i % 8].last_avail);
+	fprintf(stderr, " (%u reads)\nvblk-ring: avail.ring[last_avail-12 ..]:", vd->nhist);
+	for (int k = -12; k < 4; k++)
+		fprintf(stderr, " %d", ring_u16(vd, vd->avail_iova + VRING_AVAIL_RING_OFF(
+			(uint16_t)(vd->last_avail + k) % vd->queue_num)));
+	fprintf(stderr, "\nvblk-ring: used.ring[used_idx-12 ..].id:");
+	for (int k = -12; k < 4; k++)
+		fprintf(stderr, " %d", ring_u16(vd, vd->used_iova + VRING_USED_RING_OFF(
+			(uint16_t)(vd->used_idx + k) % vd->queue_num)));
+	/* The chain at last_avail - 1 (the last consumed), as the table
+	 * holds it now: addr/len/flags/next per descriptor. */
+	{
+		int h = ring_u16(vd, vd->avail_iova + VRING_AVAIL_RING_OFF(
+			(uint16_t)(vd->last_avail - 1) % vd->queue_num));
+		struct vring_desc d;
+
+		fprintf(stderr, "\nvblk-ring: chain %d:", h);
+		for (int n = 0; h >= 0 && n < 8 && (uint32_t)h < vd->queue_num &&
+		     read_desc(vd, (uint16_t)h, &d) == 0; n++) {
+			fprintf(stderr, " [%d] 0x%llx/%u/%x/%u", h,
+				(unsigned long long)d.addr, d.len, d.flags, d.next);
+			if (!(d.flags & VRING_DESC_F_NEXT))
+				break;
+			h = d.next;
+		}
+	}
+	fputc('\n', stderr);
+	iodma_access_end();
+}
+
 static void *device_thread(void *arg)
 {
 	struct vblk_device *vd = arg;
 	eventfd_t v;
 
+	if (vd->thread_init)
+		vd->thread_init(vd->thread_arg);
 	for (;;) {
 		handle_trap(vd);
+		if (atomic_exchange(&vd->dump, false) && vd->queue_ready)
+			dump_ring(vd);
 		if (atomic_load(&vd->stop))
 			break;
 		if (vd->queue_ready && !vd->broken &&
@@ -945,6 +1026,14 @@ void vblk_device_request_stop(struct vblk_device *vd)
 	(void)eventfd_write(vd->o.doorbell_fd, 1);
 }
 
+void vblk_device_request_dump(struct vblk_device *vd)
+{
+	if (!vd->running)
+		return;
+	atomic_store(&vd->dump, true);
+	(void)eventfd_write(vd->o.doorbell_fd, 1);
+}
+
 void vblk_device_stop(struct vblk_device *vd)
 {
 	if (!vd->running)
@@ -978,6 +1067,8 @@ int vblk_device_ring_start(struct vblk_device *vd,
 		return -EINVAL;
 	vd->o.doorbell_fd = r->kick_fd;
 	vd->o.irq_fd = r->call_fd;
+	vd->thread_init = r->thread_init;
+	vd->thread_arg = r->thread_arg;
 	vd->driver_features = f;
 	vd->event_idx = f & VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX);
 	vd->flush = f & VIRTIO_BIT(VIRTIO_BLK_F_FLUSH);
@@ -989,6 +1080,7 @@ int vblk_device_ring_start(struct vblk_device *vd,
 	vd->used_idx = r->last_avail;
 	vd->signalled_used = r->last_avail;
 	vd->sync_used = true;	/* checked against used->idx at the first pass */
+	vd->nhist = 0;
 	vd->broken = false;
 	vd->queue_ready = true;
 	mmio_set32(vd->mmio, VIRTIO_MMIO_STATUS,

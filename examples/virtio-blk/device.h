@@ -109,6 +109,9 @@ struct vblk_device_stats {
  *              are (stats: used_resyncs).
  * @kick_fd:    eventfd the driver kicks (replaces @doorbell_fd); not owned.
  * @call_fd:    eventfd the device signals (replaces @irq_fd); not owned.
+ * @thread_init: if not NULL, run by the device thread with @thread_arg
+ *              before it serves the ring (the vhost-user back end binds
+ *              the thread to its ring: iodma_vhost_user_bind_vring()).
  */
 struct vblk_device_ring {
 	uint64_t features;
@@ -117,6 +120,8 @@ struct vblk_device_ring {
 	uint16_t last_avail;
 	int kick_fd;
 	int call_fd;
+	void (*thread_init)(void *arg);
+	void *thread_arg;
 };
 
 /* Returns 0 or -errno; *out unchanged on error. */
@@ -136,6 +141,11 @@ void vblk_device_stop(struct vblk_device *vd);
  * GET_VRING_BASE) is left available, the index the stop returns excluding
  * it, instead of completing with an error. */
 void vblk_device_request_stop(struct vblk_device *vd);
+
+/* Ask the device thread to print its ring state (its indexes and the
+ * ring's, read through iodma) on stderr, once; any thread.  A debugging
+ * aid: the vhost-user back end does it on SIGUSR1. */
+void vblk_device_request_dump(struct vblk_device *vd);
 
 /* The feature bits a device with these options offers. */
 uint64_t vblk_device_features(const struct vblk_device_opts *opts);

@@ -49,10 +49,12 @@
  *   table change or a feature change waits for every section; an
  *   INVALIDATE only for those that translated an IOVA of its range, as
  *   Linux's IOTLB invalidation waits only for translations of the range;
- *   GET_VRING_BASE, see @vring_stop, releases every miss): then those
- *   misses give up at once and fault, so the main channel never waits for
- *   a miss, and a miss in a section the INVALIDATE does not wait for
- *   keeps waiting for its UPDATE.
+ *   SET_VRING_ENABLE 0 and GET_VRING_BASE of a ring, see @vring_stop,
+ *   release those of the threads serving that ring or none, see
+ *   iodma_vhost_user_bind_vring()): then those misses give up at once and
+ *   fault, so the main channel never waits for a miss, and a miss in a
+ *   section the INVALIDATE does not wait for, or of another ring, keeps
+ *   waiting for its UPDATE.
  */
 #ifndef IODMA_VHOST_USER_H
 #define IODMA_VHOST_USER_H
@@ -75,6 +77,8 @@ struct iodma_vhost_user;
 
 /* Most virtqueues (SET_VRING_KICK/CALL/ERR index the ring in 8 bits). */
 #define IODMA_VHOST_USER_MAX_VRINGS 256u
+/* iodma_vhost_user_bind_vring(): a thread that serves no one ring. */
+#define IODMA_VHOST_USER_ANY_VRING  0xffffffffu
 /* Most memory slots (QEMU's VHOST_USER_MAX_RAM_SLOTS). */
 #define IODMA_VHOST_USER_MAX_SLOTS  512u
 /* Largest reply: header (12) + config header (12) + 256 config bytes. */
@@ -99,15 +103,24 @@ struct iodma_vhost_user;
  *               store its next available index in *@avail_idx (preset to
  *               the last SET_VRING_BASE value).  Return 0 or a negative
  *               errno (the request fails with it).  NULL: the preset value
- *               is replied.  While it runs, every translation miss waiting
- *               for an UPDATE is released and new ones fail at once (the
- *               front end, e.g. QEMU's vhost_dev_stop(), serves misses on
- *               the thread that waits for this reply): a chain whose
- *               translation failed then must be left un-consumed, the
- *               index stored excluding it, so that the front end (or a
- *               migration destination) resubmits it, as for requests in
- *               flight in Linux vhost; chains completed before must have
- *               their writes and used-ring update logged already.
+ *               is replied.  Before it runs, the translation misses
+ *               waiting for an UPDATE on threads bound to @vring
+ *               (iodma_vhost_user_bind_vring()) or to no ring are
+ *               released, and new ones of those threads fail at once
+ *               (-EAGAIN from the resolver; the front end, e.g. QEMU's
+ *               vhost_dev_stop(), serves misses on the thread that waits
+ *               for this reply): a chain whose translation failed then
+ *               must be left un-consumed, the index stored excluding it,
+ *               so that the front end (or a migration destination)
+ *               resubmits it, as for requests in flight in Linux vhost;
+ *               chains completed before must have their writes and
+ *               used-ring update logged already.  SET_VRING_ENABLE 0
+ *               releases the same misses (QEMU sends it first, and the
+ *               back end should stop the ring there).  Threads bound to
+ *               @vring ask no miss until the ring runs again
+ *               (SET_VRING_ENABLE 1, or SET_VRING_KICK of an enabled
+ *               ring or without PROTOCOL_FEATURES); misses of threads
+ *               bound to other rings keep waiting.
  * @get_config:  GET_CONFIG: fill @len bytes of the device config space at
  *               @offset into @buf.  Return 0 or a negative errno.  When
  *               set, the CONFIG protocol feature is offered.
@@ -442,6 +455,30 @@ IODMA_EXPORT int iodma_vhost_user_log_used(struct iodma_vhost_user *vu,
  */
 IODMA_EXPORT int iodma_vhost_user_log_write(struct iodma_vhost_user *vu,
 					    uint64_t iova, uint64_t len);
+
+/**
+ * iodma_vhost_user_bind_vring() - Say which ring the calling thread serves.
+ * @vu:    object.
+ * @vring: index, < max_vrings; or IODMA_VHOST_USER_ANY_VRING (the
+ *         default of every thread): it serves several rings or none.
+ *
+ * A ring's stop (SET_VRING_ENABLE 0, GET_VRING_BASE) releases the misses
+ * of the threads bound to it and of the unbound ones, not those of threads
+ * bound to another ring (a multiqueue back end with a thread per ring:
+ * stopping one ring costs the others nothing).  A thread bound to a
+ * stopped or disabled ring asks no miss until the ring runs again, as the
+ * front end would answer none (QEMU's "Unexpected IOTLB message when
+ * virtio device is stopped"); an unbound one only while @vring_stop runs.
+ * Linux vhost has a worker per device and flushes it on every ring stop;
+ * libvhost-user serves all rings on one thread: the binding is this
+ * library's.
+ *
+ * Context: the calling thread only (thread-local); any time, also inside
+ *          an access section (it applies to the next miss).
+ * Return:  0; -EINVAL NULL @vu or @vring out of range (nothing changed).
+ */
+IODMA_EXPORT int iodma_vhost_user_bind_vring(struct iodma_vhost_user *vu,
+					     uint32_t vring);
 
 /**
  * iodma_vhost_user_get_vring() - Read a virtqueue's state.

@@ -879,6 +879,9 @@ struct reader {
 	uint64_t first;     /* read first in the same section (0: none) */
 	uint64_t iova;
 	int ret;
+	uint32_t vring;     /* iodma_vhost_user_bind_vring() first, if bind */
+	bool bind;
+	atomic_bool done;
 };
 
 /* One access section: read @first (mapped: the section records it), then
@@ -888,11 +891,14 @@ static void *read_one(void *arg)
 	struct reader *r = arg;
 	uint8_t b[4];
 
+	if (r->bind)
+		assert_int_equal(iodma_vhost_user_bind_vring(r->t->vu, r->vring), 0);
 	iodma_access_begin();
 	r->ret = r->first ? iodma_read(dom(r->t), r->first, b, 4) : 0;
 	if (r->ret == 0)
 		r->ret = iodma_read(dom(r->t), r->iova, b, 4);
 	iodma_access_end();
+	atomic_store(&r->done, true);
 	return NULL;
 }
 
@@ -1125,6 +1131,134 @@ static int vring_state(struct fe *t, uint32_t req, uint32_t idx, uint32_t num)
 	struct vhost_vring_state s = { .index = idx, .num = num };
 
 	return fe_msg(t, req, VU_VERSION, &s, sizeof(s), NULL, 0);
+}
+
+/* Wait up to @ms for @r's read to end; true if it did. */
+static bool reader_done_within(struct reader *r, int ms)
+{
+	for (int i = 0; i < ms / 10 && !atomic_load(&r->done); i++)
+		usleep(10000);
+	return atomic_load(&r->done);
+}
+
+/* Is a message waiting on the front end's side of the back-end channel? */
+static bool miss_sent(struct fe *t, int ms)
+{
+	struct pollfd p = { .fd = t->req[0], .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1;
+}
+
+/* SET_VRING_ENABLE 0: QEMU's vhost_dev_stop() disables every ring, then
+ * asks their bases, and serves no miss before it is done, so a miss of
+ * the disabled ring waiting for an UPDATE would wait for its timeout
+ * (the downtime of a migration: about 1 s with the example's timeout).
+ * The disable releases it at once; the ring's thread then asks nothing
+ * (no MISS sent, fails at once) until SET_VRING_ENABLE 1. */
+static void test_vring_disable_releases_its_misses(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
+	struct {
+		struct vu_header h;
+		struct vhost_iotlb_msg m;
+	} __attribute__((packed)) in;
+	struct reader r;
+	pthread_t th;
+	struct fe t;
+
+	(void)state;
+	o.miss_timeout_ns = 20ull * 1000000000ull;
+	o.max_vrings = 2;
+	iommu_setup(&t, &o);
+	backend_channel(&t);
+	assert_int_equal(vring_state(&t, VU_SET_VRING_ENABLE, 1, 1), 0);
+	r = (struct reader){ .t = &t, .iova = 0xe000000, .vring = 1, .bind = true };
+	assert_int_equal(pthread_create(&th, NULL, read_one, &r), 0);
+	assert_int_equal(recv(t.req[0], &in, sizeof(in), MSG_WAITALL), (ssize_t)sizeof(in));
+	assert_int_equal(in.m.iova, 0xe000000);
+	assert_int_equal(vring_state(&t, VU_SET_VRING_ENABLE, 1, 0), 0);
+	/* Released at once, not after the 20 s timeout. */
+	assert_true(reader_done_within(&r, 5000));
+	pthread_join(th, NULL);
+	assert_int_equal(r.ret, -EFAULT);
+	drain_faults(dom(&t));
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.misses_released, 1);
+	assert_int_equal(vs.misses_failed + vs.misses_resolved, 0);
+	/* Disabled: the ring's thread asks nothing and fails at once. */
+	r = (struct reader){ .t = &t, .iova = 0xe000000, .vring = 1, .bind = true };
+	assert_int_equal(pthread_create(&th, NULL, read_one, &r), 0);
+	assert_true(reader_done_within(&r, 5000));
+	pthread_join(th, NULL);
+	assert_int_equal(r.ret, -EFAULT);
+	assert_false(miss_sent(&t, 100));
+	drain_faults(dom(&t));
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.iotlb_misses, 1);
+	assert_int_equal(vs.misses_released, 2);
+	/* Enabled again: it asks (the MISS sent before the disable is not
+	 * waited for: the front end dropped it), and the UPDATE completes
+	 * the read. */
+	assert_int_equal(vring_state(&t, VU_SET_VRING_ENABLE, 1, 1), 0);
+	r = (struct reader){ .t = &t, .iova = 0xe000000, .vring = 1, .bind = true };
+	assert_int_equal(pthread_create(&th, NULL, read_one, &r), 0);
+	assert_true(miss_sent(&t, 5000));
+	assert_int_equal(recv(t.req[0], &in, sizeof(in), MSG_WAITALL), (ssize_t)sizeof(in));
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0xe000000, PG, UBASE, 3), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(r.ret, 0);
+	fe_fini(&t);
+}
+
+/* A ring's stop is scoped to it (multiqueue): neither SET_VRING_ENABLE 0
+ * nor GET_VRING_BASE of ring 0 releases the miss of a thread bound to
+ * ring 1, which keeps waiting and completes with its UPDATE. */
+static int stop_nothing_cb(void *arg, uint32_t vring, uint32_t *avail)
+{
+	(void)arg, (void)vring, (void)avail;
+	return 0;
+}
+
+static void test_vring_stop_keeps_misses_of_other_rings(void **state)
+{
+	struct iodma_vhost_user_opts o = IODMA_OPTS_INIT(struct iodma_vhost_user_opts);
+	struct iodma_vhost_user_ops ops = { .vring_stop = stop_nothing_cb };
+	struct iodma_vhost_user_stats vs = IODMA_STRUCT_INIT(struct iodma_vhost_user_stats);
+	struct {
+		struct vu_header h;
+		struct vhost_iotlb_msg m;
+	} __attribute__((packed)) in;
+	struct reader r;
+	pthread_t th;
+	struct fe t;
+
+	(void)state;
+	o.miss_timeout_ns = 20ull * 1000000000ull;
+	o.max_vrings = 2;
+	o.ops = &ops;
+	iommu_setup(&t, &o);
+	backend_channel(&t);
+	r = (struct reader){ .t = &t, .iova = 0xe000000, .vring = 1, .bind = true };
+	assert_int_equal(pthread_create(&th, NULL, read_one, &r), 0);
+	assert_int_equal(recv(t.req[0], &in, sizeof(in), MSG_WAITALL), (ssize_t)sizeof(in));
+	assert_int_equal(vring_state(&t, VU_SET_VRING_ENABLE, 0, 0), 0);
+	assert_int_equal(vring_state(&t, VU_GET_VRING_BASE, 0, 0), 0);
+	/* Time for a waiter released by mistake to give up. */
+	assert_false(reader_done_within(&r, 200));
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.misses_released, 0);
+	assert_int_equal(iotlb(&t, VHOST_IOTLB_UPDATE, 0xe000000, PG, UBASE, 3), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(r.ret, 0);
+	assert_int_equal(iodma_vhost_user_get_stats(t.vu, &vs), 0);
+	assert_int_equal(vs.misses_resolved, 1);
+	assert_int_equal(vs.misses_released + vs.misses_failed, 0);
+	/* The binding's errors change nothing. */
+	assert_int_equal(iodma_vhost_user_bind_vring(NULL, 0), -EINVAL);
+	assert_int_equal(iodma_vhost_user_bind_vring(t.vu, 2), -EINVAL);
+	assert_int_equal(iodma_vhost_user_bind_vring(t.vu, IODMA_VHOST_USER_ANY_VRING), 0);
+	fe_fini(&t);
 }
 
 static void test_shared_log_by_device_writes_and_log_used(void **state)
@@ -2159,6 +2293,8 @@ int main(void)
 		cmocka_unit_test(test_invalidate_releases_a_waiting_miss),
 		cmocka_unit_test(test_invalidate_of_another_range_keeps_the_miss),
 		cmocka_unit_test(test_vring_stop_releases_waiting_misses),
+		cmocka_unit_test(test_vring_disable_releases_its_misses),
+		cmocka_unit_test(test_vring_stop_keeps_misses_of_other_rings),
 		cmocka_unit_test(test_iotlb_miss_with_reply_ack),
 		cmocka_unit_test(test_shared_log_by_device_writes_and_log_used),
 		cmocka_unit_test(test_log_used_before_ring_size_is_einval),

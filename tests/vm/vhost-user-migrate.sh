@@ -34,7 +34,8 @@
 #               migration that window is sometimes empty (1 run in 8 here),
 #               so one passing control proves nothing, three in a row do.
 #   --secs      seconds the guest reads (default 20)
-# Environment: IODMA_VM_TIMEOUT (seconds to boot to the workload, 120).
+# Environment: IODMA_VM_TIMEOUT (seconds to boot to the workload, 120);
+#   VUMIG_BACKEND_ARGS (more arguments for both back ends, e.g. --verbose).
 # Exit 0, 1, or 77 (skip: no QEMU/KVM, no kernel, back end not built).
 set -uo pipefail
 
@@ -141,9 +142,11 @@ migrate_once() {
 	esac
 	a_args=()
 	[ "$kind" = control ] && a_args+=(--drop-dirty)
-	"$backend" --socket "$work/a.sock" --disk "$img" "${a_args[@]}" >"$work/be-a.log" 2>&1 &
+	# shellcheck disable=SC2086 # VUMIG_BACKEND_ARGS: words to add
+	"$backend" --socket "$work/a.sock" --disk "$img" "${a_args[@]}" ${VUMIG_BACKEND_ARGS:-} >"$work/be-a.log" 2>&1 &
 	local be_a=$!
-	"$backend" --socket "$work/b.sock" --disk "$img" >"$work/be-b.log" 2>&1 &
+	# shellcheck disable=SC2086
+	"$backend" --socket "$work/b.sock" --disk "$img" ${VUMIG_BACKEND_ARGS:-} >"$work/be-b.log" 2>&1 &
 	local be_b=$!
 	pids+=("$be_a" "$be_b")
 	for _ in $(seq 50); do [ -S "$work/a.sock" ] && [ -S "$work/b.sock" ] && break; sleep 0.1; done
@@ -208,6 +211,9 @@ migrate_once() {
 	while kill -0 "$q_dst" 2>/dev/null; do
 		if [ $((SECONDS - t0)) -ge $((secs + 60)) ]; then
 			hung=1
+			# Back end B prints its ring state (vblk-ring: ...).
+			kill -USR1 "$be_b" 2>/dev/null
+			sleep 2
 			kill "$q_dst"
 			break
 		fi
