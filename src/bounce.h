@@ -26,6 +26,9 @@
  *    areas full empties its own stash into them and tries again; another
  *    thread's stash is not taken (as with Linux's per-CPU page lists,
  *    -ENOMEM may come while that much sits in other threads' stashes);
+ *    The stash is last in, first out: a map takes the run its thread
+ *    freed last, whose slots (and their cache lines) are still hot from
+ *    that run's copies;
  *  - a run's head slot has a state word (generation, FREE/LIVE/DYING).
  *    Unmap claims a run with one compare-and-swap LIVE -> DYING (of two
  *    racing unmaps exactly one wins, a stale one fails on the
@@ -34,16 +37,24 @@
  * The area locks are taken only to reserve or free slots in an area.
  * bounce.c only allocates, records and releases runs; dma.c does the copies
  * and the cache maintenance.  Thread-safe.
+ *
+ * The stash hit of a map (bounce_map_fast()), the claim (bounce_claim_fast())
+ * and the release into the stash (bounce_release_fast()) are inline here,
+ * so that dma.c's map_single/unmap_single of a bounce make no call but the
+ * copies; everything else is out of line in bounce.c.
  */
 #ifndef IODMA_BOUNCE_H
 #define IODMA_BOUNCE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 struct iodma_domain;
-struct bounce_pool;
+struct bounce_area;
 
 /* How to build a pool. */
 struct bounce_cfg {
@@ -70,6 +81,75 @@ struct bounce_run {
 
 #define BOUNCE_F_SG 0x1u /* part of a scatter-gather list */
 
+/* What a run is recorded with, in one word: the length it was mapped
+ * with, its direction and flags.  An unmap must match it exactly.
+ * Lengths of 2^48 or more have no key (no pool is that large). */
+#define BOUNCE_KEY_SHIFT 16
+static inline uint64_t bounce_key(size_t len, unsigned int dir,
+				  unsigned int flags)
+{
+	return (uint64_t)len << BOUNCE_KEY_SHIFT | (flags & 0xffu) << 8 |
+	       (dir & 0xffu);
+}
+
+#define BOUNCE_PAGE  4096u /* runs of this many bytes or more start on one */
+#define STASH_DEPTH  2     /* runs per stash */
+
+/* A head slot's state word: generation << 2 | one of these.  Only heads
+ * of live (LIVE) or unmapping (DYING) runs are not FREE. */
+#define ST_FREE  0u
+#define ST_LIVE  1u
+#define ST_DYING 2u
+#define ST_MASK  3ull
+
+/* Per-slot record, 32 bytes.  Only the first slot of a run carries the
+ * metadata; every slot of a run has @head = index of that first slot.
+ * @key and @orig are written by the run's allocator while the state is
+ * not LIVE and published by the release store of LIVE; lock-free readers
+ * check the state again after reading them (a seqlock, the generation in
+ * the state word telling one life of the run from the next). */
+struct bounce_slot {
+	_Atomic uint64_t state;  /* head: generation << 2 | ST_* */
+	_Atomic uint64_t key;    /* head: bounce_key() of the map */
+	_Atomic uintptr_t orig;  /* head: the buffer */
+	_Atomic uint32_t head;   /* first slot of the run this slot belongs to */
+	uint32_t nslots;         /* head: slots in the run; its owner's */
+};
+
+/* Free runs kept by one thread (shard_own()); only that thread touches
+ * @run and @count.  Their bits stay set in their area's bitmap.
+ * @run[@count - 1] is the run freed last. */
+struct bounce_stash {
+	uint32_t run[STASH_DEPTH];  /* head slots, state FREE */
+	uint32_t count;
+	uint32_t budget;            /* most slots it may hold (immutable) */
+	_Atomic uint32_t held;      /* slots in @run (read by stats) */
+	char pad[IODMA_CACHELINE - (STASH_DEPTH + 3) * sizeof(uint32_t)];
+};
+
+struct bounce_pool {
+	/* Immutable after create. */
+	struct iodma_domain *domain;
+	uint8_t *va;             /* host address of slot 0 */
+	uint64_t iova;           /* bus address/IOVA of slot 0 */
+	size_t len;              /* nslots * slot_size */
+	size_t slot_size;
+	unsigned int slot_shift;
+	uint32_t nslots;
+	unsigned int nareas;
+	unsigned int areas_ready; /* areas whose lock and bitmap exist */
+	unsigned int nstash;     /* threads 0..nstash-1 have a stash */
+	void *raw;               /* what os_pages_alloc returned, or NULL */
+	size_t raw_len;
+	bool mapped;             /* [iova, iova + len) mapped in @domain */
+	bool iova_allocated;
+
+	struct bounce_slot *slots;
+	struct bounce_area *areas;
+	struct bounce_stash *stash; /* nstash of them, or NULL */
+	_Atomic uint64_t used;     /* slots set in the bitmaps (snapshot) */
+};
+
 /* Allocate (or take the caller's) memory, check the device reaches it
  * below dma_mask (direct) or allocate IOVA space below it and map it
  * read/write (domain).  Returns 0, -EINVAL, -ENOMEM (including: no IOVA
@@ -85,8 +165,11 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out);
  * device may still reach them). */
 uint64_t bounce_destroy(struct bounce_pool *p);
 
-/* Is @iova inside the pool's bus/IOVA range? */
-bool bounce_owns(const struct bounce_pool *p, uint64_t iova);
+/* Is @iova inside the pool's bus/IOVA range?  @p may be NULL (no pool). */
+static inline bool bounce_owns(const struct bounce_pool *p, uint64_t iova)
+{
+	return p && iova - p->iova < p->len;
+}
 
 /* Reserve a run for [orig, orig + len): its first byte's IOVA is a
  * multiple of @align (and of 4096 when @len >= 4096, as in Linux's
@@ -97,6 +180,150 @@ bool bounce_owns(const struct bounce_pool *p, uint64_t iova);
 int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	       uint8_t flags, uint64_t align, uint64_t limit,
 	       uint64_t boundary, struct bounce_run *out);
+
+/* Bus address/IOVA and host address of slot @slot. */
+static inline uint64_t bounce_slot_iova(const struct bounce_pool *p,
+					uint32_t slot)
+{
+	return p->iova + ((uint64_t)slot << p->slot_shift);
+}
+
+static inline void *bounce_slot_va(const struct bounce_pool *p, uint32_t slot)
+{
+	return p->va + ((size_t)slot << p->slot_shift);
+}
+
+/* Slots a run of @len (> 0) bytes takes. */
+static inline uint64_t bounce_nslots(const struct bounce_pool *p, size_t len)
+{
+	return (((uint64_t)len - 1) >> p->slot_shift) + 1;
+}
+
+/* Make the FREE run at @s (ours alone: out of the stash, or its bits just
+ * set) LIVE for @orig with @key and the next generation.  The release
+ * fence orders the FREE/DYING store a lock-free reader may still be
+ * validating against before the new record (seqlock writer). */
+static inline void bounce_publish(struct bounce_slot *s, void *orig,
+				  uint64_t key)
+{
+	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+
+	assert((state & ST_MASK) == ST_FREE);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&s->key, key, memory_order_relaxed);
+	atomic_store_explicit(&s->orig, (uintptr_t)orig, memory_order_relaxed);
+	atomic_store_explicit(&s->state, state + 4 + ST_LIVE,
+			      memory_order_release);
+}
+
+/* The stash hit of bounce_map(), for the thread of shard @sh
+ * (shard_own()): the run it freed last, if that run has exactly the slots
+ * @len needs, starts on a multiple of @align (and of BOUNCE_PAGE when @len
+ * >= BOUNCE_PAGE) and ends <= @limit, made LIVE for @orig with @key
+ * (bounce_key(len, ...)); no boundary constraint.  Returns its head slot,
+ * or -1 and nothing changed (call bounce_map()). */
+static inline int64_t bounce_map_fast(struct bounce_pool *p, unsigned int sh,
+				      void *orig, size_t len, uint64_t key,
+				      uint64_t align, uint64_t limit)
+{
+	struct bounce_stash *st;
+	struct bounce_slot *s;
+	uint64_t iova, amask;
+	uint32_t c, h;
+
+	if (sh >= p->nstash)
+		return -1;
+	st = &p->stash[sh];
+	c = st->count;
+	if (!c)
+		return -1;
+	h = st->run[c - 1];
+	s = &p->slots[h];
+	if (s->nslots != bounce_nslots(p, len))
+		return -1;
+	iova = bounce_slot_iova(p, h);
+	amask = (align - 1) | (len >= BOUNCE_PAGE ? BOUNCE_PAGE - 1 : 0);
+	if ((iova & amask) || iova + (len - 1) > limit)
+		return -1;
+	st->count = c - 1;
+	atomic_store_explicit(&st->held,
+			      atomic_load_explicit(&st->held,
+						   memory_order_relaxed) -
+				      s->nslots,
+			      memory_order_relaxed);
+	bounce_publish(s, orig, key);
+	return h;
+}
+
+/* Take the live run starting at @iova (inside the pool: bounce_owns())
+ * mapped with exactly @len, @dir and (flags & BOUNCE_F_SG) == @flags and,
+ * if @orig is not NULL, that buffer, from LIVE to DYING:
+ * after it the caller alone owns the run.  The one atomic
+ * read-modify-write of a map + unmap: of two racing claims one wins; the
+ * generation in the state word makes a stale one fail.  Returns the head
+ * slot and the buffer in *@buf, or -1 (no such run; nothing changed). */
+static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
+					size_t len, unsigned int dir,
+					unsigned int flags, const void *orig,
+					void **buf)
+{
+	uint64_t off = iova - p->iova, state, key = bounce_key(len, dir, flags);
+	struct bounce_slot *s;
+	uintptr_t o;
+
+	if ((off & (p->slot_size - 1)) ||
+	    ((uint64_t)len >> (64 - BOUNCE_KEY_SHIFT)))
+		return -1;
+	s = &p->slots[off >> p->slot_shift];
+	/* Only the head of a live run is LIVE. */
+	state = atomic_load_explicit(&s->state, memory_order_acquire);
+	if ((state & ST_MASK) != ST_LIVE ||
+	    atomic_load_explicit(&s->key, memory_order_relaxed) != key)
+		return -1;
+	o = atomic_load_explicit(&s->orig, memory_order_relaxed);
+	if (orig && o != (uintptr_t)orig)
+		return -1;
+	if (!atomic_compare_exchange_strong_explicit(&s->state, &state,
+						     state - ST_LIVE + ST_DYING,
+						     memory_order_acq_rel,
+						     memory_order_relaxed))
+		return -1;
+	*buf = (void *)o;
+	return (int64_t)(off >> p->slot_shift);
+}
+
+/* bounce_release() when the stash of the thread of shard @sh has room. */
+void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
+			 uint32_t head);
+
+/* Free the run at @head, DYING and claimed by the caller (the thread of
+ * shard @sh): onto the top of its stash when there is room, else
+ * bounce_release_slow(). */
+static inline void bounce_release_fast(struct bounce_pool *p, unsigned int sh,
+				       uint32_t head)
+{
+	struct bounce_slot *s = &p->slots[head];
+	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+	struct bounce_stash *st;
+	uint32_t n = s->nslots, held, c;
+
+	assert((state & ST_MASK) == ST_DYING);
+	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
+			      memory_order_release);
+	if (sh < p->nstash) {
+		st = &p->stash[sh];
+		c = st->count;
+		held = atomic_load_explicit(&st->held, memory_order_relaxed);
+		if (c < STASH_DEPTH && held + n <= st->budget) {
+			st->run[c] = head;
+			st->count = c + 1;
+			atomic_store_explicit(&st->held, held + n,
+					      memory_order_relaxed);
+			return;
+		}
+	}
+	bounce_release_slow(p, sh, head);
+}
 
 /* The live run containing [iova, iova + len).  Returns 0 or -EINVAL. */
 int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
@@ -110,17 +337,6 @@ int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 struct bounce_run *out);
-
-/* bounce_claim() + @fn(@arg, run) + bounce_release() (the single-map
- * unmap: @fn copies back while the run is claimed, so no map can take its
- * slots).  @p may be NULL (no pool).  Returns 0, -ENOENT (@iova is not in
- * the pool, or no pool: not a bounce, so the caller looks elsewhere) or
- * -EINVAL (in the pool but no such run); on error @fn is not called and
- * nothing changed. */
-int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
-		 uint8_t dir, uint8_t flags, const void *orig,
-		 void (*fn)(void *arg, const struct bounce_run *run),
-		 void *arg);
 
 /* Free the slots of a run claimed by the caller. */
 void bounce_release(struct bounce_pool *p, uint64_t iova);

@@ -781,9 +781,10 @@ static int classify(struct iodma_dev *dev, void *va, size_t len,
  * bytes the device does not write would come back at unmap as whatever an
  * earlier mapping left in the slots, leaking that mapping's data into this
  * buffer. */
-static int map_bounce(struct iodma_dev *dev, void *va, size_t len,
-		      uint64_t align, uint64_t mask, uint64_t boundary,
-		      unsigned int dir, uint8_t flags, uint64_t *iova)
+static __attribute__((noinline)) int
+map_bounce(struct iodma_dev *dev, void *va, size_t len, uint64_t align,
+	   uint64_t mask, uint64_t boundary, unsigned int dir, uint8_t flags,
+	   uint64_t *iova)
 {
 	struct bounce_run run;
 	struct dma_stats *st;
@@ -812,6 +813,35 @@ static int map_bounce(struct iodma_dev *dev, void *va, size_t len,
 		stat_add(&st->st_maps, own, 1);
 	}
 	*iova = run.iova;
+	return 0;
+}
+
+/* map_bounce() of a single map whose run the calling thread's stash holds
+ * (bounce_map_fast()): no call but the copy.  Else map_bounce(). */
+static inline __attribute__((always_inline)) int
+map_bounce_single(struct iodma_dev *dev, void *va, size_t len, uint64_t align,
+		  uint64_t mask, unsigned int dir, uint64_t *iova)
+{
+	struct bounce_pool *p = dev->pool;
+	unsigned int sh = shard_own();
+	struct dma_stats *st;
+	int64_t h;
+	void *bva;
+	bool own;
+
+	h = bounce_map_fast(p, sh, va, len, bounce_key(len, dir, 0), align,
+			    mask);
+	if (h < 0)
+		return map_bounce(dev, va, len, align, mask, 0, dir, 0, iova);
+	bva = bounce_slot_va(p, (uint32_t)h);
+	memcpy(bva, va, len);
+	cache_for_device(dev, bva, len, dir);
+	own = sh < IODMA_SHARDS;
+	st = &dev->stats[sh].s;
+	stat_add(&st->st_bounce_bytes, own, len);
+	stat_add(&st->st_bounces, own, 1);
+	stat_add(&st->st_maps, own, 1);
+	*iova = bounce_slot_iova(p, (uint32_t)h);
 	return 0;
 }
 
@@ -1007,7 +1037,8 @@ map_single(struct iodma_dev *dev, void *va, size_t len, uint64_t align,
 		return ret;
 	/* Policy ALWAYS: straight to the pool (classify() would say so). */
 	if (dev->policy == IODMA_BOUNCE_ALWAYS)
-		return map_bounce(dev, va, len, align, dma_mask, 0, dir, 0, iova);
+		return map_bounce_single(dev, va, len, align, dma_mask, dir,
+					 iova);
 	return map_single_classify(dev, va, len, align, dma_mask, dir, iova);
 }
 
@@ -1065,17 +1096,32 @@ static inline __attribute__((always_inline)) int
 unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	     enum iodma_dir dir, const void *va)
 {
-	int ret;
+	struct bounce_pool *p;
+	unsigned int sh;
+	void *bva, *buf;
+	int64_t h;
 
 	if (!dev || len == 0 || !dir_valid(dir))
 		return -EINVAL;
-	/* A bounce run is found from @iova by arithmetic (bounce.h); -ENOENT:
-	 * not in the pool (or no pool), so a record in dev->maps. */
-	ret = bounce_unmap(dev->pool, iova, len, (uint8_t)dir, 0, va,
-			   bounce_copy_back, dev);
-	if (ret != -ENOENT)
-		return ret;
-	return unmap_single_rec(dev, iova, len, dir, va);
+	/* A bounce run is found from @iova by arithmetic (bounce.h); not in
+	 * the pool (or no pool): a record in dev->maps. */
+	p = dev->pool;
+	if (!bounce_owns(p, iova))
+		return unmap_single_rec(dev, iova, len, dir, va);
+	h = bounce_claim_fast(p, iova, len, dir, 0, va, &buf);
+	if (h < 0)
+		return -EINVAL;
+	/* Claimed: no map can take the run's slots until it is released. */
+	bva = bounce_slot_va(p, (uint32_t)h);
+	cache_for_cpu(dev, bva, len, dir);
+	sh = shard_own();
+	if (dir_from_dev(dir)) {
+		memcpy(buf, bva, len);
+		stat_add(&dev->stats[sh].s.st_bounce_bytes, sh < IODMA_SHARDS,
+			 len);
+	}
+	bounce_release_fast(p, sh, (uint32_t)h);
+	return 0;
 }
 
 IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
