@@ -208,6 +208,7 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 		p->areas_ready++;
 	}
 	ret = pool_memory(p, cfg);
+	p->va_delta = (uintptr_t)p->va - (uintptr_t)p->iova;
 	if (ret == -EUCLEAN)
 		ret = -EIO; /* a clean failure once pool_free() unmapped it */
 	if (ret)
@@ -360,7 +361,7 @@ static __attribute__((noinline)) void area_release(struct bounce_pool *p, uint32
 static void stash_flush(struct bounce_pool *p, struct bounce_stash *st)
 {
 	for (uint32_t k = 0; k < st->count; k++)
-		area_release(p, st->run[k], p->slots[st->run[k]].nslots);
+		area_release(p, st->run[k].head, st->run[k].nslots);
 	st->count = 0;
 	atomic_store_explicit(&st->held, 0, memory_order_relaxed);
 }
@@ -387,9 +388,9 @@ static inline int64_t stash_take(struct bounce_pool *p,
 				 uint64_t boundary)
 {
 	for (uint32_t k = st->count; k-- > 0;) {
-		uint32_t h = st->run[k];
+		uint32_t h = st->run[k].head;
 
-		if (p->slots[h].nslots != n ||
+		if (st->run[k].nslots != n ||
 		    !run_fits(p, h, len, align, limit, boundary))
 			continue;
 		/* Keep the others in order, oldest first. */
@@ -485,7 +486,7 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 			return -ENOMEM;
 	}
 	/* The run is ours alone (FREE, its bits set). */
-	bounce_publish(&p->slots[h], orig, bounce_key(len, dir, flags));
+	bounce_publish(&p->slots[h], orig, len, bounce_attr(dir, flags));
 	out->iova = slot_iova(p, (uint32_t)h);
 	out->bva = bounce_slot_va(p, (uint32_t)h);
 	out->orig = orig;
@@ -495,22 +496,22 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	return 0;
 }
 
-static void run_out(struct bounce_pool *p, uint32_t head, uint64_t key,
-		    uintptr_t orig, struct bounce_run *out)
+static void run_out(struct bounce_pool *p, uint32_t head, uint64_t state,
+		    size_t len, uintptr_t orig, struct bounce_run *out)
 {
 	out->iova = slot_iova(p, head);
 	out->bva = bounce_slot_va(p, head);
 	out->orig = (void *)orig;
-	out->len = (size_t)(key >> BOUNCE_KEY_SHIFT);
-	out->dir = (uint8_t)key;
-	out->flags = (uint8_t)(key >> 8);
+	out->len = len;
+	out->dir = (uint8_t)(state >> 2);
+	out->flags = (uint8_t)(state >> 10);
 }
 
 int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 		struct bounce_run *out)
 {
 	struct bounce_slot *s;
-	uint64_t state, key;
+	uint64_t state, rlen;
 	uintptr_t orig;
 	uint32_t slot, head;
 
@@ -525,14 +526,13 @@ int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 	state = atomic_load_explicit(&s->state, memory_order_acquire);
 	if (st_of(state) != ST_LIVE)
 		return -EINVAL;
-	key = atomic_load_explicit(&s->key, memory_order_relaxed);
+	rlen = atomic_load_explicit(&s->len, memory_order_relaxed);
 	orig = atomic_load_explicit(&s->orig, memory_order_relaxed);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) != state ||
-	    !range_contains(slot_iova(p, head), key >> BOUNCE_KEY_SHIFT, iova,
-			    len))
+	    !range_contains(slot_iova(p, head), rlen, iova, len))
 		return -EINVAL;
-	run_out(p, head, key, orig, out);
+	run_out(p, head, state, rlen, orig, out);
 	return 0;
 }
 
@@ -548,41 +548,50 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 	head = bounce_claim_fast(p, iova, len, dir, flags, orig, &buf);
 	if (head < 0)
 		return -EINVAL;
-	run_out(p, (uint32_t)head, bounce_key(len, dir, flags), (uintptr_t)buf,
-		out);
+	run_out(p, (uint32_t)head, bounce_attr(dir, flags), len,
+		(uintptr_t)buf, out);
 	return 0;
 }
 
-/* The stash of shard @sh has no room for the DYING-now-FREE run at @head
- * (bounce_release_fast()): into that stash if its budget allows (the
- * oldest runs there go back to their areas to make room), else back to
- * its area. */
 void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
 			 uint32_t head)
 {
+	struct bounce_slot *s = &p->slots[head];
 	struct bounce_stash *st = sh < p->nstash ? &p->stash[sh] : NULL;
-	uint32_t n = p->slots[head].nslots, held;
+	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
+	uint32_t n = s->nslots, held;
 
+	assert(st_of(state) == ST_DYING);
+	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
+			      memory_order_release);
 	if (!st || n > st->budget) {
 		area_release(p, head, n);
 		return;
 	}
 	held = atomic_load_explicit(&st->held, memory_order_relaxed);
 	while (st->count && (st->count == STASH_DEPTH || held + n > st->budget)) {
-		uint32_t old = st->run[0];
-
-		held -= p->slots[old].nslots;
-		area_release(p, old, p->slots[old].nslots);
+		held -= st->run[0].nslots;
+		area_release(p, st->run[0].head, st->run[0].nslots);
 		for (uint32_t j = 0; j + 1 < st->count; j++)
 			st->run[j] = st->run[j + 1];
 		st->count--;
 	}
-	st->run[st->count++] = head;
+	st->run[st->count++] = (struct bounce_srun){
+		.iova = slot_iova(p, head),
+		.bytes = (uint64_t)n << p->slot_shift,
+		.head = head,
+		.nslots = n,
+	};
 	atomic_store_explicit(&st->held, held + n, memory_order_relaxed);
 }
 
 void bounce_release(struct bounce_pool *p, uint64_t iova)
 {
-	bounce_release_fast(p, shard_own(),
-			    (uint32_t)((iova - p->iova) >> p->slot_shift));
+	unsigned int sh = bounce_shard();
+	uint32_t head = (uint32_t)((iova - p->iova) >> p->slot_shift);
+
+	if (!bounce_stash_push(p, sh, head, iova,
+			       (size_t)atomic_load_explicit(&p->slots[head].len,
+							    memory_order_relaxed)))
+		bounce_release_slow(p, sh, head);
 }

@@ -81,50 +81,59 @@ struct bounce_run {
 
 #define BOUNCE_F_SG 0x1u /* part of a scatter-gather list */
 
-/* What a run is recorded with, in one word: the length it was mapped
- * with, its direction and flags.  An unmap must match it exactly.
- * Lengths of 2^48 or more have no key (no pool is that large). */
-#define BOUNCE_KEY_SHIFT 16
-static inline uint64_t bounce_key(size_t len, unsigned int dir,
-				  unsigned int flags)
-{
-	return (uint64_t)len << BOUNCE_KEY_SHIFT | (flags & 0xffu) << 8 |
-	       (dir & 0xffu);
-}
-
 #define BOUNCE_PAGE  4096u /* runs of this many bytes or more start on one */
 #define STASH_DEPTH  2     /* runs per stash */
 
-/* A head slot's state word: generation << 2 | one of these.  Only heads
- * of live (LIVE) or unmapping (DYING) runs are not FREE. */
+/* A head slot's state word: generation << ST_GEN_SHIFT | the run's
+ * flags << 10 | its direction << 2 | one of ST_*, so that an unmap checks
+ * state, direction and flags in one compare and claims them with the same
+ * compare-and-swap.  Only heads of live (LIVE) or unmapping (DYING) runs
+ * are not FREE. */
 #define ST_FREE  0u
 #define ST_LIVE  1u
 #define ST_DYING 2u
 #define ST_MASK  3ull
+#define ST_GEN_SHIFT 18
+#define ST_GEN   (1ull << ST_GEN_SHIFT)
+
+/* The state bits of a run mapped with @dir and @flags (8 bits each). */
+static inline uint64_t bounce_attr(unsigned int dir, unsigned int flags)
+{
+	return (uint64_t)(dir & 0xffu) << 2 | (uint64_t)(flags & 0xffu) << 10;
+}
 
 /* Per-slot record, 32 bytes.  Only the first slot of a run carries the
  * metadata; every slot of a run has @head = index of that first slot.
- * @key and @orig are written by the run's allocator while the state is
+ * @len and @orig are written by the run's allocator while the state is
  * not LIVE and published by the release store of LIVE; lock-free readers
  * check the state again after reading them (a seqlock, the generation in
  * the state word telling one life of the run from the next). */
 struct bounce_slot {
-	_Atomic uint64_t state;  /* head: generation << 2 | ST_* */
-	_Atomic uint64_t key;    /* head: bounce_key() of the map */
+	_Atomic uint64_t state;  /* head: see ST_* */
+	_Atomic uint64_t len;    /* head: bytes mapped */
 	_Atomic uintptr_t orig;  /* head: the buffer */
 	_Atomic uint32_t head;   /* first slot of the run this slot belongs to */
 	uint32_t nslots;         /* head: slots in the run; its owner's */
 };
 
+/* A stashed run, with what a map needs from it at hand. */
+struct bounce_srun {
+	uint64_t iova;    /* bus address/IOVA of its first byte */
+	uint64_t bytes;   /* nslots * slot_size */
+	uint32_t head;    /* its head slot, state FREE */
+	uint32_t nslots;
+};
+
 /* Free runs kept by one thread (shard_own()); only that thread touches
  * @run and @count.  Their bits stay set in their area's bitmap.
- * @run[@count - 1] is the run freed last. */
+ * @run[@count - 1] is the run freed last.  One cache line. */
 struct bounce_stash {
-	uint32_t run[STASH_DEPTH];  /* head slots, state FREE */
+	struct bounce_srun run[STASH_DEPTH];
 	uint32_t count;
 	uint32_t budget;            /* most slots it may hold (immutable) */
 	_Atomic uint32_t held;      /* slots in @run (read by stats) */
-	char pad[IODMA_CACHELINE - (STASH_DEPTH + 3) * sizeof(uint32_t)];
+	char pad[IODMA_CACHELINE - STASH_DEPTH * sizeof(struct bounce_srun) -
+		 3 * sizeof(uint32_t)];
 };
 
 struct bounce_pool {
@@ -132,6 +141,7 @@ struct bounce_pool {
 	struct iodma_domain *domain;
 	uint8_t *va;             /* host address of slot 0 */
 	uint64_t iova;           /* bus address/IOVA of slot 0 */
+	uintptr_t va_delta;      /* va - iova (modulo 2^64) */
 	size_t len;              /* nslots * slot_size */
 	size_t slot_size;
 	unsigned int slot_shift;
@@ -193,66 +203,97 @@ static inline void *bounce_slot_va(const struct bounce_pool *p, uint32_t slot)
 	return p->va + ((size_t)slot << p->slot_shift);
 }
 
+/* The largest power of two every slot's bus address/IOVA is a multiple
+ * of. */
+static inline uint64_t bounce_head_align(const struct bounce_pool *p)
+{
+	uint64_t x = p->iova | p->slot_size;
+
+	return x & -x;
+}
+
+/* Host address of the pool byte at bus address/IOVA @iova. */
+static inline void *bounce_iova_va(const struct bounce_pool *p, uint64_t iova)
+{
+	return (void *)(uintptr_t)(iova + p->va_delta);
+}
+
 /* Slots a run of @len (> 0) bytes takes. */
 static inline uint64_t bounce_nslots(const struct bounce_pool *p, size_t len)
 {
 	return (((uint64_t)len - 1) >> p->slot_shift) + 1;
 }
 
+/* The calling thread's shard (shard_own()) when it has one already, else
+ * a number >= IODMA_SHARDS: shard_own() without assigning a first
+ * number (the slow paths do that). */
+static inline unsigned int bounce_shard(void)
+{
+#if defined(OS_THREAD_SLOT_UNIQUE)
+	return os_tls_slot - 1u; /* UINT_MAX before the first assignment */
+#else
+	return IODMA_SHARDS;
+#endif
+}
+
 /* Make the FREE run at @s (ours alone: out of the stash, or its bits just
- * set) LIVE for @orig with @key and the next generation.  The release
- * fence orders the FREE/DYING store a lock-free reader may still be
- * validating against before the new record (seqlock writer). */
+ * set) LIVE for @orig, @len and @attr (bounce_attr()) with the next
+ * generation.  The release fence orders the FREE/DYING store a lock-free
+ * reader may still be validating against before the new record (seqlock
+ * writer). */
 static inline void bounce_publish(struct bounce_slot *s, void *orig,
-				  uint64_t key)
+				  size_t len, uint64_t attr)
 {
 	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
 
 	assert((state & ST_MASK) == ST_FREE);
 	atomic_thread_fence(memory_order_release);
-	atomic_store_explicit(&s->key, key, memory_order_relaxed);
+	atomic_store_explicit(&s->len, len, memory_order_relaxed);
 	atomic_store_explicit(&s->orig, (uintptr_t)orig, memory_order_relaxed);
-	atomic_store_explicit(&s->state, state + 4 + ST_LIVE,
+	atomic_store_explicit(&s->state,
+			      (state & ~(ST_GEN - 1)) + ST_GEN + attr + ST_LIVE,
 			      memory_order_release);
 }
 
 /* The stash hit of bounce_map(), for the thread of shard @sh
- * (shard_own()): the run it freed last, if that run has exactly the slots
- * @len needs, starts on a multiple of @align (and of BOUNCE_PAGE when @len
- * >= BOUNCE_PAGE) and ends <= @limit, made LIVE for @orig with @key
- * (bounce_key(len, ...)); no boundary constraint.  Returns its head slot,
- * or -1 and nothing changed (call bounce_map()). */
-static inline int64_t bounce_map_fast(struct bounce_pool *p, unsigned int sh,
-				      void *orig, size_t len, uint64_t key,
-				      uint64_t align, uint64_t limit)
+ * (bounce_shard()): the run it freed last, if that run has exactly the
+ * slots @len needs, starts on a multiple of @align (and of BOUNCE_PAGE
+ * when @len >= BOUNCE_PAGE) and ends <= @limit, made LIVE for @orig with
+ * @dir and @flags; no boundary constraint.  Returns true and the run's
+ * first byte in *@iova (bounce_iova_va() for its host address), or false
+ * and nothing changed (call bounce_map()). */
+static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
+				   void *orig, size_t len, unsigned int dir,
+				   unsigned int flags, uint64_t align,
+				   uint64_t limit, uint64_t *iova)
 {
+	const struct bounce_srun *r;
 	struct bounce_stash *st;
-	struct bounce_slot *s;
-	uint64_t iova, amask;
-	uint32_t c, h;
+	uint64_t amask;
+	uint32_t c;
 
 	if (sh >= p->nstash)
-		return -1;
+		return false;
 	st = &p->stash[sh];
 	c = st->count;
 	if (!c)
-		return -1;
-	h = st->run[c - 1];
-	s = &p->slots[h];
-	if (s->nslots != bounce_nslots(p, len))
-		return -1;
-	iova = bounce_slot_iova(p, h);
+		return false;
+	r = &st->run[c - 1];
+	/* Exactly as many slots: bytes - slot_size < len <= bytes. */
+	if (r->bytes - len >= p->slot_size)
+		return false;
 	amask = (align - 1) | (len >= BOUNCE_PAGE ? BOUNCE_PAGE - 1 : 0);
-	if ((iova & amask) || iova + (len - 1) > limit)
-		return -1;
+	if ((r->iova & amask) || r->iova + (len - 1) > limit)
+		return false;
 	st->count = c - 1;
 	atomic_store_explicit(&st->held,
 			      atomic_load_explicit(&st->held,
 						   memory_order_relaxed) -
-				      s->nslots,
+				      r->nslots,
 			      memory_order_relaxed);
-	bounce_publish(s, orig, key);
-	return h;
+	bounce_publish(&p->slots[r->head], orig, len, bounce_attr(dir, flags));
+	*iova = r->iova;
+	return true;
 }
 
 /* Take the live run starting at @iova (inside the pool: bounce_owns())
@@ -267,18 +308,17 @@ static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
 					unsigned int flags, const void *orig,
 					void **buf)
 {
-	uint64_t off = iova - p->iova, state, key = bounce_key(len, dir, flags);
+	uint64_t off = iova - p->iova, state;
 	struct bounce_slot *s;
 	uintptr_t o;
 
-	if ((off & (p->slot_size - 1)) ||
-	    ((uint64_t)len >> (64 - BOUNCE_KEY_SHIFT)))
+	if (off & (p->slot_size - 1))
 		return -1;
 	s = &p->slots[off >> p->slot_shift];
 	/* Only the head of a live run is LIVE. */
 	state = atomic_load_explicit(&s->state, memory_order_acquire);
-	if ((state & ST_MASK) != ST_LIVE ||
-	    atomic_load_explicit(&s->key, memory_order_relaxed) != key)
+	if ((state & (ST_GEN - 1)) != (bounce_attr(dir, flags) | ST_LIVE) ||
+	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
 		return -1;
 	o = atomic_load_explicit(&s->orig, memory_order_relaxed);
 	if (orig && o != (uintptr_t)orig)
@@ -292,37 +332,54 @@ static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
 	return (int64_t)(off >> p->slot_shift);
 }
 
-/* bounce_release() when the stash of the thread of shard @sh has room. */
+/* Free the run at @head, DYING and claimed by the caller (the thread of
+ * shard @sh, or any number >= IODMA_SHARDS): into that thread's stash if
+ * its budget allows (the oldest runs there go back to their areas to make
+ * room), else back to its area. */
 void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
 			 uint32_t head);
 
-/* Free the run at @head, DYING and claimed by the caller (the thread of
- * shard @sh): onto the top of its stash when there is room, else
- * bounce_release_slow(). */
-static inline void bounce_release_fast(struct bounce_pool *p, unsigned int sh,
-				       uint32_t head)
+/* Free the run at @head (bus address/IOVA @iova, mapped with @len), DYING
+ * and claimed by the caller (the thread of shard @sh), onto the top of
+ * its stash if that has room without giving a run back to an area.
+ * Returns true, or false and nothing changed (call
+ * bounce_release_slow()).
+ * Only the calling thread takes runs from its stash, so a run pushed here
+ * stays the caller's until its next map: dma.c copies back from it after
+ * this (the last thing an unmap does), as long as no map runs in between
+ * on this thread (a signal handler that maps would: the DMA API is not
+ * async-signal-safe). */
+static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
+				     uint32_t head, uint64_t iova, size_t len)
 {
 	struct bounce_slot *s = &p->slots[head];
-	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
 	struct bounce_stash *st;
-	uint32_t n = s->nslots, held, c;
+	uint32_t n, held, c;
 
-	assert((state & ST_MASK) == ST_DYING);
-	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
+	if (sh >= p->nstash)
+		return false;
+	st = &p->stash[sh];
+	c = st->count;
+	n = s->nslots;
+	held = atomic_load_explicit(&st->held, memory_order_relaxed);
+	if (c >= STASH_DEPTH || held + n > st->budget)
+		return false;
+	assert((atomic_load_explicit(&s->state, memory_order_relaxed) &
+		ST_MASK) == ST_DYING);
+	atomic_store_explicit(&s->state,
+			      atomic_load_explicit(&s->state,
+						   memory_order_relaxed) -
+				      ST_DYING + ST_FREE,
 			      memory_order_release);
-	if (sh < p->nstash) {
-		st = &p->stash[sh];
-		c = st->count;
-		held = atomic_load_explicit(&st->held, memory_order_relaxed);
-		if (c < STASH_DEPTH && held + n <= st->budget) {
-			st->run[c] = head;
-			st->count = c + 1;
-			atomic_store_explicit(&st->held, held + n,
-					      memory_order_relaxed);
-			return;
-		}
-	}
-	bounce_release_slow(p, sh, head);
+	st->run[c] = (struct bounce_srun){
+		.iova = iova,
+		.bytes = align_up(len, p->slot_size),
+		.head = head,
+		.nslots = n,
+	};
+	st->count = c + 1;
+	atomic_store_explicit(&st->held, held + n, memory_order_relaxed);
+	return true;
 }
 
 /* The live run containing [iova, iova + len).  Returns 0 or -EINVAL. */
