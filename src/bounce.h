@@ -355,6 +355,7 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
 	struct bounce_slot *s = &p->slots[head];
 	struct bounce_stash *st;
 	uint32_t n, held, c;
+	uint64_t state;
 
 	if (sh >= p->nstash)
 		return false;
@@ -364,16 +365,13 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
 	held = atomic_load_explicit(&st->held, memory_order_relaxed);
 	if (c >= STASH_DEPTH || held + n > st->budget)
 		return false;
-	assert((atomic_load_explicit(&s->state, memory_order_relaxed) &
-		ST_MASK) == ST_DYING);
-	atomic_store_explicit(&s->state,
-			      atomic_load_explicit(&s->state,
-						   memory_order_relaxed) -
-				      ST_DYING + ST_FREE,
+	state = atomic_load_explicit(&s->state, memory_order_relaxed);
+	assert((state & ST_MASK) == ST_DYING);
+	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
 			      memory_order_release);
 	st->run[c] = (struct bounce_srun){
 		.iova = iova,
-		.bytes = align_up(len, p->slot_size),
+		.bytes = ((len - 1) | (p->slot_size - 1)) + 1, /* = n slots */
 		.head = head,
 		.nslots = n,
 	};
