@@ -25,23 +25,26 @@
  *    hold at most a quarter of the pool, and a thread that finds the
  *    areas full empties its own stash into them and tries again; another
  *    thread's stash is not taken (as with Linux's per-CPU page lists,
- *    -ENOMEM may come while that much sits in other threads' stashes);
+ *    -ENOMEM may come while that much sits in other threads' stashes).
  *    The stash is last in, first out: a map takes the run its thread
  *    freed last, whose slots (and their cache lines) are still hot from
  *    that run's copies;
- *  - a run's head slot has a state word (generation, FREE/LIVE/DYING).
- *    Unmap claims a run with one compare-and-swap LIVE -> DYING (of two
- *    racing unmaps exactly one wins, a stale one fails on the
- *    generation), copies back, and frees it; sync and lookups read the
- *    record lock-free as a seqlock.
+ *  - a run's head slot has a state word (generation, direction, flags,
+ *    FREE/LIVE/DYING).  Unmap claims a run with one compare-and-swap
+ *    LIVE -> DYING (of two racing unmaps exactly one wins, a stale one
+ *    fails on the generation), copies back, and frees it; sync and
+ *    lookups read the record lock-free as a seqlock.  That
+ *    compare-and-swap is the one locked instruction of a map + unmap
+ *    (measured here: ~7 ns beside a 4 KiB memcpy in + out of ~42 ns).
  * The area locks are taken only to reserve or free slots in an area.
  * bounce.c only allocates, records and releases runs; dma.c does the copies
  * and the cache maintenance.  Thread-safe.
  *
- * The stash hit of a map (bounce_map_fast()), the claim (bounce_claim_fast())
- * and the release into the stash (bounce_release_fast()) are inline here,
- * so that dma.c's map_single/unmap_single of a bounce make no call but the
- * copies; everything else is out of line in bounce.c.
+ * The stash hit of a map (bounce_map_fast()), the claim
+ * (bounce_claim_fast()) and the free onto the stash (bounce_stash_push())
+ * are inline here, so that dma.c's iodma_map_single/iodma_unmap_single of
+ * a bounce call nothing but the copy; everything else is out of line in
+ * bounce.c.
  */
 #ifndef IODMA_BOUNCE_H
 #define IODMA_BOUNCE_H
