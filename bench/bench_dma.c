@@ -17,7 +17,9 @@
  *     allocation + soft domain map + unmap);
  *   bounce: iodma_map_single + iodma_unmap_single BIDIRECTIONAL of 4 KiB and
  *     64 KiB with bounce policy ALWAYS (copy in + copy back) vs memcpy in +
- *     memcpy out of the same size; ratio = memcpy time / bounce time.
+ *     memcpy out of the same size; ratio = memcpy time / bounce time.  A
+ *     NOTE gives the floor of a bounce whose unmap claims its run with one
+ *     compare-and-swap: memcpy in + one compare-and-swap + memcpy out.
  * The registered host memory is a MAP_NORESERVE range never touched.
  * Times are process CPU time, each contestant interleaved with its
  * baseline slice by slice (bench.h: bench_interleave()).  With --ir the
@@ -28,6 +30,7 @@
 #define _GNU_SOURCE
 #endif
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,12 +368,36 @@ static double b_memcpy(void *ctx, unsigned long n)
 	return (bench_now_ns() - t0) / (double)n;
 }
 
+/* For information: the floor a bounce map + unmap cannot go below while
+ * its unmap claims the run with one atomic read-modify-write (of two
+ * racing unmaps of one map exactly one must win): memcpy in, one
+ * compare-and-swap on a word of its own, memcpy out. */
+static _Atomic uint64_t floor_word;
+
+static double b_floor(void *ctx, unsigned long n)
+{
+	struct bctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < n; i++) {
+		uint64_t w;
+
+		memcpy(c->copy, c->buf, c->len);
+		__asm__ volatile("" ::: "memory");
+		w = atomic_load_explicit(&floor_word, memory_order_relaxed);
+		atomic_compare_exchange_strong(&floor_word, &w, w + 1);
+		memcpy(c->buf, c->copy, c->len);
+		__asm__ volatile("" ::: "memory");
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
 static void bench_bounce(void)
 {
 	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
 	struct iodma_domain *d;
 	struct bctx c;
-	static const bench_fn fn[2] = { b_bounce, b_memcpy };
+	static const bench_fn fn[3] = { b_bounce, b_memcpy, b_floor };
 	static const size_t sizes[2] = { 4096, 65536 };
 	static const double bar[2] = { 0.9, 0.97 };
 	static const char *const ids[2] = { "bounce.4k", "bounce.64k" };
@@ -389,8 +416,8 @@ static void bench_bounce(void)
 	for (int s = 0; s < 2; s++) {
 		/* 64 MiB each way per run */
 		unsigned long iters = (unsigned long)((64u << 20) / sizes[s]);
-		unsigned long ops[2] = { iters, iters };
-		double med[2], wall[2], blk[2];
+		unsigned long ops[3] = { iters, iters, iters };
+		double med[3], wall[3], blk[3];
 		char iri[64], irb[64];
 
 		c.len = sizes[s];
@@ -412,10 +439,13 @@ static void bench_bounce(void)
 			b_memcpy(&c, BOUNCE_IR_OPS);
 			bench_ir_end(irb, BOUNCE_IR_OPS);
 		} else {
-			bench_interleave(fn, &c, ops, 2, med, wall, blk);
+			bench_interleave(fn, &c, ops, 3, med, wall, blk);
 			bench_block_note(ids[s], med[0], wall[0], blk[0]);
 			bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out",
 				  med[1], BT_RATIO_GE, bar[s], iri, irb);
+			printf("NOTE\t%s floor with one compare-and-swap between "
+			       "the copies: %.1f ns (memcpy in+out / floor = "
+			       "%.3f)\n", ids[s], med[2], med[1] / med[2]);
 		}
 		free(c.buf);
 		free(c.copy);

@@ -16,33 +16,9 @@
 #define BOUNCE_MIN_AREA_SLOTS 256 /* split only pools with this many per area */
 
 /* Per-thread stashes of free runs (see bounce.h). */
-#define STASH_DEPTH     2      /* runs per stash */
 #define STASH_SMALL     4096u  /* every stash: STASH_DEPTH times this ... */
 #define STASH_BIG       65536u /* ... the first few: this many bytes in all */
 #define STASH_HIDE_DIV  8      /* each kind holds at most 1/8 of the pool */
-#define BOUNCE_PAGE     4096u  /* runs of this many bytes or more start on one */
-
-/* A head slot's state word: generation << 2 | one of these.  Only heads
- * of live (LIVE) or unmapping (DYING) runs are not FREE. */
-#define ST_FREE  0u
-#define ST_LIVE  1u
-#define ST_DYING 2u
-#define ST_MASK  3ull
-
-/* Per-slot record.  Only the first slot of a run carries the metadata;
- * every slot of a run has @head = index of that first slot.  @len, @orig
- * and @attr are written by the run's allocator while the state is not
- * LIVE and published by the release store of LIVE; lock-free readers
- * check the state again after reading them (a seqlock, the generation in
- * the state word telling one life of the run from the next). */
-struct bounce_slot {
-	_Atomic uint64_t state;  /* head: generation << 2 | ST_* */
-	_Atomic uint64_t len;    /* head: bytes mapped */
-	_Atomic uintptr_t orig;  /* head: the buffer */
-	_Atomic uint32_t head;   /* first slot of the run this slot belongs to */
-	_Atomic uint32_t attr;   /* head: dir | flags << 8 */
-	uint32_t nslots;         /* head: slots in the run; its owner's */
-};
 
 struct bounce_area {
 	os_mutex_t lock;     /* protects bitmap and cursor */
@@ -51,39 +27,6 @@ struct bounce_area {
 	uint32_t cursor;     /* next-fit start, relative to @first */
 	uint64_t *bitmap;    /* bit set = slot in use (or stashed) */
 	char pad[IODMA_CACHELINE];
-};
-
-/* Free runs kept by one thread (shard_own()); only that thread touches
- * @run and @count.  Their bits stay set in their area's bitmap. */
-struct bounce_stash {
-	uint32_t run[STASH_DEPTH];  /* head slots, state FREE */
-	uint32_t count;
-	uint32_t budget;            /* most slots it may hold (immutable) */
-	_Atomic uint32_t held;      /* slots in @run (read by stats) */
-	char pad[IODMA_CACHELINE - (STASH_DEPTH + 3) * sizeof(uint32_t)];
-};
-
-struct bounce_pool {
-	/* Immutable after create. */
-	struct iodma_domain *domain;
-	uint8_t *va;             /* host address of slot 0 */
-	uint64_t iova;           /* bus address/IOVA of slot 0 */
-	size_t len;              /* nslots * slot_size */
-	size_t slot_size;
-	unsigned int slot_shift;
-	uint32_t nslots;
-	unsigned int nareas;
-	unsigned int areas_ready; /* areas whose lock and bitmap exist */
-	unsigned int nstash;     /* threads 0..nstash-1 have a stash */
-	void *raw;               /* what os_pages_alloc returned, or NULL */
-	size_t raw_len;
-	bool mapped;             /* [iova, iova + len) mapped in @domain */
-	bool iova_allocated;
-
-	struct bounce_slot *slots;
-	struct bounce_area *areas;
-	struct bounce_stash *stash; /* nstash of them, or NULL */
-	_Atomic uint64_t used;     /* slots set in the bitmaps (snapshot) */
 };
 
 static inline bool bit_test(const uint64_t *bm, uint32_t i)
@@ -265,6 +208,7 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 		p->areas_ready++;
 	}
 	ret = pool_memory(p, cfg);
+	p->va_delta = (uintptr_t)p->va - (uintptr_t)p->iova;
 	if (ret == -EUCLEAN)
 		ret = -EIO; /* a clean failure once pool_free() unmapped it */
 	if (ret)
@@ -304,11 +248,6 @@ uint64_t bounce_destroy(struct bounce_pool *p)
 	return live;
 }
 
-bool bounce_owns(const struct bounce_pool *p, uint64_t iova)
-{
-	return p && iova >= p->iova && iova - p->iova < p->len;
-}
-
 uint64_t bounce_slots_total(const struct bounce_pool *p)
 {
 	return p ? p->nslots : 0;
@@ -330,7 +269,7 @@ uint64_t bounce_slots_used(const struct bounce_pool *p)
 
 static inline uint64_t slot_iova(const struct bounce_pool *p, uint32_t slot)
 {
-	return p->iova + ((uint64_t)slot << p->slot_shift);
+	return bounce_slot_iova(p, slot);
 }
 
 /* First-fit search for @n free slots in [from, to) (area-relative) whose
@@ -422,7 +361,7 @@ static __attribute__((noinline)) void area_release(struct bounce_pool *p, uint32
 static void stash_flush(struct bounce_pool *p, struct bounce_stash *st)
 {
 	for (uint32_t k = 0; k < st->count; k++)
-		area_release(p, st->run[k], p->slots[st->run[k]].nslots);
+		area_release(p, st->run[k].head, st->run[k].nslots);
 	st->count = 0;
 	atomic_store_explicit(&st->held, 0, memory_order_relaxed);
 }
@@ -439,19 +378,25 @@ static inline bool run_fits(const struct bounce_pool *p, uint32_t head,
 				     ((iova + (len - 1)) & ~boundary));
 }
 
-/* A stashed run of exactly @n slots that fits, taken out, or -1. */
+/* A stashed run of exactly @n slots that fits, taken out, or -1.  The
+ * newest first (bounce_map_fast() has tried the very newest already when
+ * we get here from bounce_map(), but bounce_map() is also called
+ * directly). */
 static inline int64_t stash_take(struct bounce_pool *p,
 				 struct bounce_stash *st, uint32_t n,
 				 size_t len, uint64_t align, uint64_t limit,
 				 uint64_t boundary)
 {
-	for (uint32_t k = 0; k < st->count; k++) {
-		uint32_t h = st->run[k];
+	for (uint32_t k = st->count; k-- > 0;) {
+		uint32_t h = st->run[k].head;
 
-		if (p->slots[h].nslots != n ||
+		if (st->run[k].nslots != n ||
 		    !run_fits(p, h, len, align, limit, boundary))
 			continue;
-		st->run[k] = st->run[--st->count];
+		/* Keep the others in order, oldest first. */
+		for (uint32_t j = k; j + 1 < st->count; j++)
+			st->run[j] = st->run[j + 1];
+		st->count--;
 		atomic_store_explicit(&st->held,
 				      atomic_load_explicit(&st->held,
 							   memory_order_relaxed) - n,
@@ -518,15 +463,13 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	       uint8_t flags, uint64_t align, uint64_t limit,
 	       uint64_t boundary, struct bounce_run *out)
 {
-	uint64_t n64 = ((uint64_t)len + p->slot_size - 1) >> p->slot_shift;
+	uint64_t n64 = bounce_nslots(p, len);
 	struct bounce_stash *st;
-	struct bounce_slot *s;
-	uint64_t state;
 	int64_t h = -1;
 	uint32_t n;
 
 	assert(len > 0 && is_pow2(align));
-	if (n64 == 0 || n64 > p->nslots)
+	if (n64 > p->nslots)
 		return -ENOMEM;
 	n = (uint32_t)n64;
 	/* A page or more starts on a page, as Linux's swiotlb does: a copy
@@ -542,23 +485,10 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 		if (h < 0)
 			return -ENOMEM;
 	}
-
-	/* The run is ours alone (FREE, its bits set): record, then publish
-	 * LIVE with the next generation.  The release fence orders the
-	 * FREE/DYING store a lock-free reader may still be validating
-	 * against before the new record (seqlock writer). */
-	s = &p->slots[h];
-	state = atomic_load_explicit(&s->state, memory_order_relaxed);
-	assert(st_of(state) == ST_FREE);
-	atomic_thread_fence(memory_order_release);
-	atomic_store_explicit(&s->len, len, memory_order_relaxed);
-	atomic_store_explicit(&s->orig, (uintptr_t)orig, memory_order_relaxed);
-	atomic_store_explicit(&s->attr, dir | (uint32_t)flags << 8,
-			      memory_order_relaxed);
-	atomic_store_explicit(&s->state, (state & ~ST_MASK) + 4 + ST_LIVE,
-			      memory_order_release);
+	/* The run is ours alone (FREE, its bits set). */
+	bounce_publish(&p->slots[h], orig, len, bounce_attr(dir, flags));
 	out->iova = slot_iova(p, (uint32_t)h);
-	out->bva = p->va + ((size_t)h << p->slot_shift);
+	out->bva = bounce_slot_va(p, (uint32_t)h);
 	out->orig = orig;
 	out->len = len;
 	out->dir = dir;
@@ -566,15 +496,15 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	return 0;
 }
 
-static void run_out(struct bounce_pool *p, uint32_t head, size_t len,
-		    uintptr_t orig, uint32_t attr, struct bounce_run *out)
+static void run_out(struct bounce_pool *p, uint32_t head, uint64_t state,
+		    size_t len, uintptr_t orig, struct bounce_run *out)
 {
 	out->iova = slot_iova(p, head);
-	out->bva = p->va + ((size_t)head << p->slot_shift);
+	out->bva = bounce_slot_va(p, head);
 	out->orig = (void *)orig;
 	out->len = len;
-	out->dir = (uint8_t)attr;
-	out->flags = (uint8_t)(attr >> 8);
+	out->dir = (uint8_t)(state >> 2);
+	out->flags = (uint8_t)(state >> 10);
 }
 
 int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
@@ -583,7 +513,7 @@ int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 	struct bounce_slot *s;
 	uint64_t state, rlen;
 	uintptr_t orig;
-	uint32_t slot, head, attr;
+	uint32_t slot, head;
 
 	if (!bounce_owns(p, iova) || !range_valid(iova, len))
 		return -EINVAL;
@@ -598,109 +528,70 @@ int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 		return -EINVAL;
 	rlen = atomic_load_explicit(&s->len, memory_order_relaxed);
 	orig = atomic_load_explicit(&s->orig, memory_order_relaxed);
-	attr = atomic_load_explicit(&s->attr, memory_order_relaxed);
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) != state ||
 	    !range_contains(slot_iova(p, head), rlen, iova, len))
 		return -EINVAL;
-	run_out(p, head, rlen, orig, attr, out);
+	run_out(p, head, state, rlen, orig, out);
 	return 0;
-}
-
-/* Take the live run starting at @iova with these attributes from LIVE to
- * DYING: after it, the caller alone owns it.  Returns its head, -1 (no
- * such run) or -2 (@iova is not in the pool, or there is no pool).
- * Inlined into bounce_unmap(): the single-map unmap is straight-line. */
-static inline __attribute__((always_inline)) int64_t claim(struct bounce_pool *p, uint64_t iova, size_t len,
-		     uint8_t dir, uint8_t flags, const void *orig,
-		     struct bounce_run *out)
-{
-	struct bounce_slot *s;
-	uint64_t state;
-	uintptr_t o;
-	uint32_t slot, attr;
-
-	if (!bounce_owns(p, iova))
-		return -2;
-	if (!is_aligned(iova - p->iova, p->slot_size))
-		return -1;
-	slot = (uint32_t)((iova - p->iova) >> p->slot_shift);
-	s = &p->slots[slot];
-	/* Only the head of a live run is LIVE. */
-	state = atomic_load_explicit(&s->state, memory_order_acquire);
-	if (st_of(state) != ST_LIVE)
-		return -1;
-	o = atomic_load_explicit(&s->orig, memory_order_relaxed);
-	attr = atomic_load_explicit(&s->attr, memory_order_relaxed);
-	if (atomic_load_explicit(&s->len, memory_order_relaxed) != len ||
-	    (uint8_t)attr != dir || ((attr >> 8) & BOUNCE_F_SG) != flags ||
-	    (orig && o != (uintptr_t)orig))
-		return -1;
-	/* The one atomic read-modify-write of a map + unmap: of two racing
-	 * unmaps, one wins; the generation makes a stale claim fail. */
-	if (!atomic_compare_exchange_strong_explicit(&s->state, &state,
-						     state - ST_LIVE + ST_DYING,
-						     memory_order_acq_rel,
-						     memory_order_relaxed))
-		return -1;
-	run_out(p, slot, len, o, attr, out);
-	return slot;
 }
 
 int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 struct bounce_run *out)
 {
-	return claim(p, iova, len, dir, flags, orig, out) < 0 ? -EINVAL : 0;
+	void *buf;
+	int64_t head;
+
+	if (!bounce_owns(p, iova))
+		return -EINVAL;
+	head = bounce_claim_fast(p, iova, len, dir, flags, orig, &buf);
+	if (head < 0)
+		return -EINVAL;
+	run_out(p, (uint32_t)head, bounce_attr(dir, flags), len,
+		(uintptr_t)buf, out);
+	return 0;
 }
 
-/* Free the DYING run at @head: into the caller's stash if its budget
- * allows (the oldest runs there go back to their areas to make room),
- * else back to its area. */
-static inline __attribute__((always_inline)) void
-release(struct bounce_pool *p, uint32_t head)
+void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
+			 uint32_t head)
 {
 	struct bounce_slot *s = &p->slots[head];
+	struct bounce_stash *st = sh < p->nstash ? &p->stash[sh] : NULL;
 	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
-	struct bounce_stash *st;
 	uint32_t n = s->nslots, held;
 
 	assert(st_of(state) == ST_DYING);
 	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
 			      memory_order_release);
-	st = stash_own(p);
 	if (!st || n > st->budget) {
 		area_release(p, head, n);
 		return;
 	}
 	held = atomic_load_explicit(&st->held, memory_order_relaxed);
 	while (st->count && (st->count == STASH_DEPTH || held + n > st->budget)) {
-		uint32_t old = st->run[0];
-
-		held -= p->slots[old].nslots;
-		area_release(p, old, p->slots[old].nslots);
-		st->run[0] = st->run[--st->count];
+		held -= st->run[0].nslots;
+		area_release(p, st->run[0].head, st->run[0].nslots);
+		for (uint32_t j = 0; j + 1 < st->count; j++)
+			st->run[j] = st->run[j + 1];
+		st->count--;
 	}
-	st->run[st->count++] = head;
+	st->run[st->count++] = (struct bounce_srun){
+		.iova = slot_iova(p, head),
+		.bytes = (uint64_t)n << p->slot_shift,
+		.head = head,
+		.nslots = n,
+	};
 	atomic_store_explicit(&st->held, held + n, memory_order_relaxed);
-}
-
-int bounce_unmap(struct bounce_pool *p, uint64_t iova, size_t len,
-		 uint8_t dir, uint8_t flags, const void *orig,
-		 void (*fn)(void *arg, const struct bounce_run *run),
-		 void *arg)
-{
-	struct bounce_run run;
-	int64_t head = claim(p, iova, len, dir, flags, orig, &run);
-
-	if (head < 0)
-		return head == -2 ? -ENOENT : -EINVAL;
-	fn(arg, &run);
-	release(p, (uint32_t)head);
-	return 0;
 }
 
 void bounce_release(struct bounce_pool *p, uint64_t iova)
 {
-	release(p, (uint32_t)((iova - p->iova) >> p->slot_shift));
+	unsigned int sh = bounce_shard();
+	uint32_t head = (uint32_t)((iova - p->iova) >> p->slot_shift);
+
+	if (!bounce_stash_push(p, sh, head, iova,
+			       (size_t)atomic_load_explicit(&p->slots[head].len,
+							    memory_order_relaxed)))
+		bounce_release_slow(p, sh, head);
 }

@@ -125,6 +125,7 @@ struct iodma_dev {
 	uint64_t granule;            /* domain alignment, or the page size */
 	enum iodma_bounce_policy policy;
 	bool noncoherent;
+	bool bounce_fast;            /* ALWAYS, coherent, min_align <= runs' */
 	int (*v2p)(void *arg, const void *va, uint64_t *pa);
 	void *v2p_arg;
 	struct bounce_pool *pool;    /* NULL with policy NEVER */
@@ -509,6 +510,9 @@ IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
 		ret = bounce_create(&cfg, &dev->pool);
 		if (ret)
 			goto fail;
+		dev->bounce_fast = o.bounce == IODMA_BOUNCE_ALWAYS &&
+				   !o.noncoherent &&
+				   o.min_align <= bounce_head_align(dev->pool);
 		if (o.domain)
 			STAT_ADD(dev, st_mappings_created, 1);
 	}
@@ -781,9 +785,10 @@ static int classify(struct iodma_dev *dev, void *va, size_t len,
  * bytes the device does not write would come back at unmap as whatever an
  * earlier mapping left in the slots, leaking that mapping's data into this
  * buffer. */
-static int map_bounce(struct iodma_dev *dev, void *va, size_t len,
-		      uint64_t align, uint64_t mask, uint64_t boundary,
-		      unsigned int dir, uint8_t flags, uint64_t *iova)
+static __attribute__((noinline)) int
+map_bounce(struct iodma_dev *dev, void *va, size_t len, uint64_t align,
+	   uint64_t mask, uint64_t boundary, unsigned int dir, uint8_t flags,
+	   uint64_t *iova)
 {
 	struct bounce_run run;
 	struct dma_stats *st;
@@ -1019,10 +1024,53 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
 	return map_single(dev, va, len, align, dma_mask, dir, iova);
 }
 
+/* memcpy() and return 0, out of line: a hot path that ends with a copy
+ * jumps here and keeps no register across the call. */
+static __attribute__((noinline)) int copy_ret0(void *dst, const void *src,
+					       size_t len)
+{
+	memcpy(dst, src, len);
+	return 0;
+}
+
+/* iodma_map_single() but for its stash hit: out of line, so that the hot
+ * path keeps no register of its own across the copy. */
+static __attribute__((noinline)) int
+map_single_slow(struct iodma_dev *dev, void *va, size_t len,
+		enum iodma_dir dir, uint64_t *iova)
+{
+	return map_single(dev, va, len, 0, 0, dir, iova);
+}
+
 IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 				  enum iodma_dir dir, uint64_t *iova)
 {
-	return map_single(dev, va, len, 0, 0, dir, iova);
+	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
+	 * device, the run the calling thread freed last (bounce_map_fast()),
+	 * the device's alignment and mask (the whole pool lies below the
+	 * mask: bounce_create(), so no limit to check).  Stats first, so that
+	 * nothing but the copy is left after the copy. */
+	if (dev && va && iova && range_valid((uintptr_t)va, len) &&
+	    dir_valid(dir) && dev->bounce_fast) {
+		struct bounce_pool *p = dev->pool;
+		unsigned int sh = bounce_shard();
+		uint64_t io;
+
+		/* dev->bounce_fast: every run starts on a multiple of
+		 * dev->min_align. */
+		if (bounce_map_fast(p, sh, va, len, dir, 0, 1, UINT64_MAX,
+				    &io)) {
+			/* sh < p->nstash <= IODMA_SHARDS: our own shard. */
+			struct dma_stats *st = &dev->stats[sh].s;
+
+			stat_add(&st->st_bounce_bytes, true, len);
+			stat_add(&st->st_bounces, true, 1);
+			stat_add(&st->st_maps, true, 1);
+			*iova = io;
+			return copy_ret0(bounce_iova_va(p, io), va, len);
+		}
+	}
+	return map_single_slow(dev, va, len, dir, iova);
 }
 
 /* Unmap a single map recorded in dev->maps (not a bounce). */
@@ -1033,6 +1081,8 @@ unmap_single_rec(struct iodma_dev *dev, uint64_t iova, size_t len,
 	struct smap *s;
 	int ret;
 
+	if (len == 0)
+		return -EINVAL;
 	os_mutex_lock(&dev->lock);
 	s = smap_find_exact_locked(dev, iova, len, dir, false, va);
 	if (!s) {
@@ -1060,27 +1110,83 @@ unmap_single_rec(struct iodma_dev *dev, uint64_t iova, size_t len,
 	return 0;
 }
 
-/* Unmap a single map; @va, when not NULL, must be the mapped buffer. */
-static inline __attribute__((always_inline)) int
+/* Unmap a single map; @va, when not NULL, must be the mapped buffer.
+ * Out of line: iodma_unmap_single() keeps its bounce hit apart. */
+static __attribute__((noinline)) int
 unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	     enum iodma_dir dir, const void *va)
 {
-	int ret;
+	struct bounce_pool *p;
+	unsigned int sh;
+	void *bva, *buf;
+	int64_t h;
 
-	if (!dev || len == 0 || !dir_valid(dir))
+	if (!dev || !dir_valid(dir))
 		return -EINVAL;
-	/* A bounce run is found from @iova by arithmetic (bounce.h); -ENOENT:
-	 * not in the pool (or no pool), so a record in dev->maps. */
-	ret = bounce_unmap(dev->pool, iova, len, (uint8_t)dir, 0, va,
-			   bounce_copy_back, dev);
-	if (ret != -ENOENT)
-		return ret;
-	return unmap_single_rec(dev, iova, len, dir, va);
+	/* A bounce run is found from @iova by arithmetic (bounce.h); not in
+	 * the pool (or no pool): a record in dev->maps. */
+	p = dev->pool;
+	if (!bounce_owns(p, iova))
+		return unmap_single_rec(dev, iova, len, dir, va);
+	/* (No run has length 0: a 0 @len is refused here.) */
+	h = bounce_claim_fast(p, iova, len, dir, 0, va, &buf);
+	if (h < 0)
+		return -EINVAL;
+	/* Claimed: no map can take the run's slots until it is released. */
+	bva = bounce_slot_va(p, (uint32_t)h);
+	cache_for_cpu(dev, bva, len, dir);
+	sh = IODMA_MIN(bounce_shard(), (unsigned int)IODMA_SHARDS);
+	if (dir_from_dev(dir)) {
+		stat_add(&dev->stats[sh].s.st_bounce_bytes, sh < IODMA_SHARDS,
+			 len);
+		memcpy(buf, bva, len);
+	}
+	if (!bounce_stash_push(p, sh, (uint32_t)h, iova, len))
+		bounce_release_slow(p, sh, (uint32_t)h);
+	return 0;
+}
+
+/* The end of iodma_unmap_single()'s bounce hit when the stash has no room
+ * for the run: copy back, then free it (to the stash or its area). */
+static __attribute__((noinline)) int
+unmap_bounce_slow(struct bounce_pool *p, unsigned int sh, uint32_t head,
+		  void *buf, size_t len, unsigned int dir)
+{
+	if (dir_from_dev(dir))
+		memcpy(buf, bounce_slot_va(p, head), len);
+	bounce_release_slow(p, sh, head);
+	return 0;
 }
 
 IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 				    size_t len, enum iodma_dir dir)
 {
+	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
+	 * device (no cache maintenance), a thread with a stash.  The run
+	 * goes onto the top of that stash, where no other thread takes it,
+	 * before the copy back, so that the copy comes last
+	 * (bounce_stash_push()). */
+	if (dev && dev->bounce_fast && dir_valid(dir)) {
+		struct bounce_pool *p = dev->pool;
+		unsigned int sh = bounce_shard();
+
+		if (bounce_owns(p, iova) && sh < p->nstash) {
+			void *buf;
+			int64_t h = bounce_claim_fast(p, iova, len, dir, 0,
+						      NULL, &buf);
+
+			if (h < 0)
+				return -EINVAL;
+			if (dir_from_dev(dir))
+				stat_add(&dev->stats[sh].s.st_bounce_bytes,
+					 true, len);
+			if (!bounce_stash_push(p, sh, (uint32_t)h, iova, len))
+				return unmap_bounce_slow(p, sh, (uint32_t)h,
+							 buf, len, dir);
+			return dir_from_dev(dir) ?
+			       copy_ret0(buf, bounce_iova_va(p, iova), len) : 0;
+		}
+	}
 	return unmap_single(dev, iova, len, dir, NULL);
 }
 

@@ -38,10 +38,13 @@
  *   Locking: every function is thread-safe unless it says otherwise.  The
  *   bounce pool is split in areas with their own locks, taken only to
  *   reserve or free slots: a thread keeps the last runs it freed (up to a
- *   quarter of the pool in all threads), so a bounce map + unmap of the
- *   same size as the last one takes no lock, and the unmap claims its run
- *   with one compare-and-swap (of two racing unmaps of one map, one gets
- *   -EINVAL).  Statistics are per-thread counters summed when read.
+ *   quarter of the pool in all threads) and maps from the one it freed
+ *   last first, whose slots are still in its cache, so a bounce map +
+ *   unmap of the same size as the last one takes no lock, and the unmap
+ *   claims its run with one compare-and-swap (of two racing unmaps of one
+ *   map, one gets -EINVAL).  None of these functions is
+ *   async-signal-safe.  Statistics are per-thread counters summed when
+ *   read.
  *   Registered-memory lookups are lock-free.  A given mapping must not be
  *   unmapped twice or synced after unmap (as with Linux's DMA API).
  */

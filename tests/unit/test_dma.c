@@ -2087,6 +2087,162 @@ static void test_bounce_racing_double_unmap_exactly_one_wins(void **state)
 	free(buf);
 }
 
+/* The same race with BIDIRECTIONAL maps, whose unmap copies back (and
+ * frees the run into the winner's stash before its copy): still exactly
+ * one winner per round, the buffer gets the device's bytes once, and no
+ * slot is freed twice. */
+static void *race_unmap_bidir_thread(void *p)
+{
+	struct race_ctl *c = p;
+
+	for (int r = 1; r <= c->rounds; r++) {
+		for (unsigned int spin = 0; atomic_load(&c->go) < r; spin++)
+			if (spin > 2000)
+				sched_yield();
+		if (iodma_unmap_single(c->dev, atomic_load(&c->iova), PG,
+				       IODMA_BIDIRECTIONAL) == 0)
+			atomic_fetch_add(&c->wins, 1);
+		atomic_store(&c->done, r);
+	}
+	return NULL;
+}
+
+static void test_bounce_racing_double_unmap_bidir_exactly_one_wins(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	uint8_t *buf = page_alloc(PG), *ref = page_alloc(PG), ans[64];
+	struct race_ctl *c = calloc(1, sizeof(*c));
+	pthread_t t;
+	const int rounds = 20000;
+
+	(void)state;
+	c->dev = dev;
+	c->rounds = rounds;
+	assert_int_equal(pthread_create(&t, NULL, race_unmap_bidir_thread, c), 0);
+	for (int r = 1; r <= rounds; r++) {
+		uint64_t io;
+
+		fill(buf, PG, (uint8_t)r);
+		assert_int_equal(iodma_map_single(dev, buf, PG, IODMA_BIDIRECTIONAL, &io), 0);
+		fill(ans, sizeof(ans), (uint8_t)(r ^ 0xa5));
+		assert_int_equal(iodma_write(d, io, ans, sizeof(ans)), 0);
+		atomic_store(&c->iova, io);
+		atomic_store(&c->go, r);
+		for (volatile int k = 0; k < r % 97; k++)
+			;
+		if (iodma_unmap_single(dev, io, PG, IODMA_BIDIRECTIONAL) == 0)
+			atomic_fetch_add(&c->wins, 1);
+		for (unsigned int spin = 0; atomic_load(&c->done) < r; spin++)
+			if (spin > 2000)
+				sched_yield();
+		assert_int_equal(atomic_load(&c->wins), r);
+		/* The device's 64 bytes, then the driver's own. */
+		fill(ref, PG, (uint8_t)r);
+		memcpy(ref, ans, sizeof(ans));
+		assert_memory_equal(buf, ref, PG);
+	}
+	pthread_join(t, NULL);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	assert_int_equal(stats(dev).bounces, rounds);
+	assert_int_equal(stats(dev).bounce_bytes, 2ull * rounds * PG);
+	free(c);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+	free(ref);
+}
+
+/* A map gets the run its thread freed last (the stash is last in, first
+ * out): its slots are the ones still in the cache from that run's copies.
+ * Two runs freed A then B: the next map gets B, the one after A. */
+static void test_bounce_map_reuses_the_run_freed_last(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev *dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	uint8_t *a = page_alloc(PG), *b = page_alloc(PG);
+	uint64_t ia, ib, io, io2;
+
+	(void)state;
+	assert_int_equal(iodma_map_single(dev, a, PG, IODMA_TO_DEVICE, &ia), 0);
+	assert_int_equal(iodma_map_single(dev, b, PG, IODMA_TO_DEVICE, &ib), 0);
+	assert_true(ia != ib);
+	assert_int_equal(iodma_unmap_single(dev, ia, PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, ib, PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_map_single(dev, a, PG, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(io, ib);
+	assert_int_equal(iodma_map_single(dev, b, PG, IODMA_TO_DEVICE, &io2), 0);
+	assert_int_equal(io2, ia);
+	/* And a map + unmap loop stays on one run. */
+	assert_int_equal(iodma_unmap_single(dev, io2, PG, IODMA_TO_DEVICE), 0);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(iodma_map_single(dev, a, PG, IODMA_BIDIRECTIONAL, &io2), 0);
+		assert_int_equal(io2, ia);
+		assert_int_equal(iodma_unmap_single(dev, io2, PG, IODMA_BIDIRECTIONAL), 0);
+	}
+	assert_int_equal(iodma_unmap_single(dev, io, PG, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(a);
+	free(b);
+}
+
+/* The run a thread freed last is reused only if it meets the new map's
+ * alignment: the device's min_align (here larger than the slots': a map
+ * with a smaller explicit alignment can leave a run that does not meet
+ * it) and a page for a map of a page or more (Linux's swiotlb). */
+static void test_bounce_stash_run_meets_alignment(void **state)
+{
+	struct iodma_domain *d = domain_new();
+	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
+	struct iodma_dev *dev = NULL;
+	uint8_t *buf = page_alloc(2 * PG);
+	uint64_t io, keep[2];
+
+	(void)state;
+	o.domain = d;
+	o.dma_mask = MASK32;
+	o.bounce = IODMA_BOUNCE_ALWAYS;
+	o.bounce_pool_size = 1 << 20;
+	o.min_align = 4 * PG;
+	assert_int_equal(iodma_dev_create(&o, &dev), 0);
+	/* Two 2 KiB slots side by side, the second freed last. */
+	assert_int_equal(iodma_map_single_attrs(dev, buf, 100, 64, 0,
+						IODMA_TO_DEVICE, &keep[0]), 0);
+	assert_int_equal(iodma_map_single_attrs(dev, buf, 100, 64, 0,
+						IODMA_TO_DEVICE, &keep[1]), 0);
+	assert_int_equal(keep[1] - keep[0], 2048);
+	assert_true(keep[1] % (4 * PG) != 0);
+	assert_int_equal(iodma_unmap_single(dev, keep[1], 100, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(io % (4 * PG), 0);
+	assert_int_equal(iodma_unmap_single(dev, io, 100, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, keep[0], 100, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+
+	/* Default device: a 3000-byte run (two slots) at an odd slot, freed
+	 * last; a 4 KiB map takes as many slots but must start on a page. */
+	dev = dev_new(d, MASK32, IODMA_BOUNCE_ALWAYS, 1 << 20);
+	assert_int_equal(iodma_map_single(dev, buf, 100, IODMA_TO_DEVICE, &keep[0]), 0);
+	assert_int_equal(iodma_map_single(dev, buf, 3000, IODMA_TO_DEVICE, &keep[1]), 0);
+	assert_int_equal(keep[1] - keep[0], 2048);
+	assert_true(keep[1] % PG != 0);
+	assert_int_equal(iodma_unmap_single(dev, keep[1], 3000, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_map_single(dev, buf, PG, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(io % PG, 0);
+	assert_int_equal(iodma_unmap_single(dev, io, PG, IODMA_TO_DEVICE), 0);
+	/* The 3000-byte run is still there for a map of its size. */
+	assert_int_equal(iodma_map_single(dev, buf, 3000, IODMA_TO_DEVICE, &io), 0);
+	assert_int_equal(iodma_unmap_single(dev, io, 3000, IODMA_TO_DEVICE), 0);
+	assert_int_equal(iodma_unmap_single(dev, keep[0], 100, IODMA_TO_DEVICE), 0);
+	assert_int_equal(stats(dev).bounce_slots_used, 0);
+	iodma_dev_destroy(dev);
+	iodma_domain_destroy(d);
+	free(buf);
+}
+
 /* A driver maps on its submission thread and unmaps on its completion
  * thread: runs freed on one thread are kept there, the other maps from
  * the areas; data goes both ways intact and every counter adds up. */
@@ -2433,6 +2589,9 @@ int main(void)
 		cmocka_unit_test(test_fail_nth_map_sg),
 		cmocka_unit_test(test_bounce_pool_four_threads_keep_their_data),
 		cmocka_unit_test(test_bounce_racing_double_unmap_exactly_one_wins),
+		cmocka_unit_test(test_bounce_racing_double_unmap_bidir_exactly_one_wins),
+		cmocka_unit_test(test_bounce_map_reuses_the_run_freed_last),
+		cmocka_unit_test(test_bounce_stash_run_meets_alignment),
 		cmocka_unit_test(test_bounce_map_on_one_thread_unmap_on_another),
 		cmocka_unit_test(test_bounce_full_pool_takes_back_own_kept_runs),
 		cmocka_unit_test(test_stats_exact_with_more_threads_than_shards),
