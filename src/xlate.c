@@ -152,11 +152,19 @@
 #define FAULT_LOG_DEFAULT     256
 #define NR_SHARDS             64
 
-/* Translation counters of the threads sharing one slot. */
+/* Translation counters of the threads sharing one slot.  @walk is the
+ * fast paths' walk counter of the slot's owner (only the first NR_SHARDS
+ * slots, which have one owner each, take the fast paths): odd while one of
+ * its walks of this domain's table is under way; +2 once a walk served a
+ * hit, back to its start value when the walk falls back to the full path
+ * (which counts on its own).  So walk / 2 is that thread's fast hits,
+ * exact and monotonic for a reader, and the hit costs no counter store of
+ * its own. */
 struct stat_shard {
 	_Alignas(IODMA_CACHELINE) _Atomic uint64_t hits;
 	_Atomic uint64_t misses;
 	_Atomic uint64_t resolver_calls;
+	_Atomic uint64_t walk;
 };
 
 struct resolver {
@@ -335,7 +343,25 @@ int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 	os_mutex_init(&xl->dirty_lock);
 	os_mutex_init(&xl->fault_lock);
 	d->xl = xl;
+	d->xl_shards = xl->shards;
+	for (unsigned int p = 0; p < 4; p++)
+		atomic_init(&d->xl_limit[p], 0);
+	xlate_set_limit(d);
 	return 0;
+}
+
+void xlate_set_limit(struct iodma_domain *d)
+{
+	bool on = atomic_load_explicit(&d->enabled, memory_order_relaxed);
+	bool dirty = atomic_load_explicit(&d->xl->dirty, memory_order_relaxed);
+
+	/* perm 0 is invalid: always the full path, which says so. */
+	atomic_store_explicit(&d->xl_limit[IODMA_PERM_READ], on ? d->pt.fast_limit : 0,
+			      memory_order_seq_cst);
+	atomic_store_explicit(&d->xl_limit[IODMA_PERM_WRITE],
+			      on && !dirty ? d->pt.fast_limit : 0, memory_order_seq_cst);
+	atomic_store_explicit(&d->xl_limit[IODMA_PERM_RW],
+			      on && !dirty ? d->pt.fast_limit : 0, memory_order_seq_cst);
 }
 
 static void dirty_free(struct dirty_log *dl);
@@ -391,8 +417,8 @@ struct sect_gpa {
 
 struct sect_tls {
 	unsigned int depth;     /* nesting of open sections */
-	unsigned int fast;      /* iodma_translate()'s frame-less path may run:
-				 * (own stats shard + 1) * its size, in bytes;
+	uintptr_t fast;         /* the translate fast paths may run: the byte
+				 * offset of the own shard's walk counter;
 				 * 0 = not now (inside a
 				 * section, no record, no own shard, walkers
 				 * fence); see fast_refresh() */
@@ -879,11 +905,13 @@ static __attribute__((noinline)) void fast_refresh(void)
 {
 	unsigned int own = shard_own();
 
-	/* The shard's byte offset + one shard, so that the hit path adds
-	 * it to the shard array with no multiply. */
+	/* The byte offset of the own shard's walk counter in the shard
+	 * array (never 0), so that the hit path adds it to the array with
+	 * no multiply. */
 	tls.fast = !tls.depth && tls.r && own < NR_SHARDS &&
 		   !atomic_load_explicit(&walk_fence, memory_order_relaxed) ?
-		   (own + 1) * (unsigned int)sizeof(struct stat_shard) : 0;
+		   own * (unsigned int)sizeof(struct stat_shard) +
+		   (unsigned int)offsetof(struct stat_shard, walk) : 0;
 }
 
 /* Announce a walk of an IO page table (iopt.h "Node lifetime"): the
@@ -925,7 +953,18 @@ static inline __attribute__((always_inline)) void walk_end(struct reader *r)
 
 _Atomic bool xlate_test_skip_walk_wait;
 
-bool xlate_wait_walks(void)
+/* Wait while @c holds @w (odd: a walk under way). */
+static void walk_wait(const _Atomic uint64_t *c, uint64_t w)
+{
+	for (unsigned int i = 0; atomic_load_explicit(c, memory_order_acquire) == w; i++) {
+		if (i < WALK_SPIN)
+			os_cpu_relax();
+		else
+			os_yield();
+	}
+}
+
+bool xlate_wait_walks(struct iodma_domain *d)
 {
 	struct reader *r;
 	unsigned int i;
@@ -954,6 +993,18 @@ bool xlate_wait_walks(void)
 			else
 				os_yield();
 		}
+	}
+	/* The fast paths' walks of this table (struct stat_shard): a walk
+	 * that falls back puts the counter back to its start value, so a
+	 * later walk may show the same odd value again; waiting on for it
+	 * is not needed but safe, and the full path it falls back to runs
+	 * long with the counter even. */
+	for (i = 0; i < NR_SHARDS; i++) {
+		_Atomic uint64_t *c = &d->xl->shards[i].walk;
+		uint64_t w = atomic_load_explicit(c, memory_order_acquire);
+
+		if (w & 1)
+			walk_wait(c, w);
 	}
 	for (i = 0; atomic_load_explicit(&anon_walks, memory_order_seq_cst); i++) {
 		if (i < WALK_SPIN)
@@ -1218,6 +1269,7 @@ IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d)
 		d->dirty_pgsize = 1ull << gshift;
 	}
 	atomic_store_explicit(&xl->dirty, dl, memory_order_release);
+	xlate_set_limit(d); /* writes leave the fast paths: they mark */
 out:
 	os_mutex_unlock(&xl->dirty_lock);
 	os_mutex_unlock(&d->map_lock);
@@ -1235,6 +1287,7 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d)
 	os_mutex_lock(&d->map_lock);
 	os_mutex_lock(&xl->dirty_lock);
 	dl = atomic_exchange_explicit(&xl->dirty, NULL, memory_order_acq_rel);
+	xlate_set_limit(d);
 	if (dl && d->dirty_pgsize) {
 		be_dirty_stop(d);
 		d->dirty_pgsize = 0;
@@ -1802,69 +1855,144 @@ translate_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	return translate_steps(d, iova, len, perm, out, max, nr, fault);
 }
 
+/* The fast paths' test of a leaf @e of a block of @mask + 1 bytes: host
+ * VA with the permission bits of @pm = perm | IOPT_NO_VA | IOPT_GPA (a
+ * valid perm: flipping R and W in @e leaves a bit of @pm set exactly when
+ * a permission is missing or the leaf is not host VA; no TABLE word
+ * reaches here with @perm's bits: a level-0 slot is a leaf or 0), and the
+ * request, @lm1 = len - 1 bytes past @iova, inside the block (hence no
+ * wrap: range_valid(); len == 0 fails, as lm1 wraps).  *@va set on a hit. */
+static inline __attribute__((always_inline)) bool
+fast_leaf(uint64_t e, uint64_t mask, uint64_t iova, uint64_t lm1, uint64_t pm,
+	  void **va)
+{
+	uint64_t off = iova & mask;
+
+	e ^= IODMA_PERM_RW; /* the address bits stay */
+	if (__builtin_expect(!(e & pm), 1) &&
+	    __builtin_expect(lm1 <= (off ^ mask), 1)) {
+		*va = (void *)(uintptr_t)((e & IOPT_ADDR) | off);
+		return true;
+	}
+	return false;
+}
+
+/* The fast paths' hit (iodma_translate(), iodma_translate_one()), inline
+ * and with no call so that they need no stack frame: one host-VA leaf with
+ * @perm holds the whole request (a descriptor, a buffer inside one page or
+ * large page).  The caller checked the rest (FAST_OK): a thread with its
+ * own shard outside a section (@fast, see fast_refresh()), @d not NULL,
+ * @perm valid and @iova below d->xl_limit[perm] (so the domain is enabled,
+ * and no dirty log to mark for a write).  The walk is announced in the
+ * shard's walk counter (struct stat_shard; walk_begin()/walk_end()'s
+ * protocol on another word): odd before the first load, +2 after the last
+ * on a hit (which counts it), back to its start value otherwise.  Returns
+ * true with *@va set, or false: the caller goes the full way, which starts
+ * over. */
+static inline __attribute__((always_inline)) bool
+fast_hit(struct iodma_domain *d, uint64_t iova, uint64_t len, uint32_t perm,
+	 uintptr_t fast, void **va)
+{
+	_Atomic uint64_t *wc = (_Atomic uint64_t *)((uintptr_t)d->xl_shards + fast);
+	uint64_t pm = perm | IOPT_NO_VA | IOPT_GPA, lm1 = len - 1, e;
+	bool hit;
+
+	/* Only this thread writes the counter: plain loads of it (a second
+	 * one at the end frees a register for the walk). */
+	atomic_store_explicit(wc, atomic_load_explicit(wc, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst); /* membarrier's half */
+	e = atomic_load_explicit(&d->pt.root[iova >> IOPT_L2_SHIFT],
+				 memory_order_seq_cst);
+	if (!(e & IOPT_TABLE)) {
+		hit = fast_leaf(e, (1ull << IOPT_L2_SHIFT) - 1, iova, lm1, pm, va);
+	} else {
+		e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
+						       (IOPT_NODE_ENTRIES - 1)],
+					 memory_order_seq_cst);
+		if (!(e & IOPT_TABLE)) {
+			hit = fast_leaf(e, (1ull << IOPT_L1_SHIFT) - 1, iova, lm1,
+					pm, va);
+		} else {
+			e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
+							       (IOPT_NODE_ENTRIES - 1)],
+						 memory_order_seq_cst);
+			hit = fast_leaf(e, (1ull << IOPT_L0_SHIFT) - 1, iova, lm1,
+					pm, va);
+		}
+	}
+	atomic_store_explicit(wc, atomic_load_explicit(wc, memory_order_relaxed) +
+			      (hit ? 1 : (uint64_t)-1), memory_order_release);
+	return hit;
+}
+
+/* An empty statement that ends a basic block for the optimiser: the tests
+ * on either side stay two branches. */
+#define BRANCH_SEP() __asm__ __volatile__("")
+
+/* The checks before fast_hit(): a thread that may take it, a domain, an
+ * IOVA below the domain's limit for @perm (a valid one). */
+#define FAST_OK(fast, d, perm, iova)                                          \
+	((fast) && (d) && (perm) <= IODMA_PERM_RW &&                          \
+	 (iova) < atomic_load_explicit(&(d)->xl_limit[perm], memory_order_seq_cst))
+
 IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 				 uint64_t len, uint32_t perm,
 				 struct iodma_slice *out, size_t max,
 				 size_t *nr, struct iodma_fault *fault)
 {
-	unsigned int fast = tls.fast;
-	struct reader *r;
-	uint64_t e, mask;
-	unsigned int w;
+	uintptr_t fast = tls.fast;
 
-	/* The common case, with no call so that it needs no stack frame: a
-	 * valid request outside a section (inside one, the range is recorded
-	 * first), from a thread that has its record and shard, one host-VA
-	 * leaf with @perm holding the whole request (a descriptor, a buffer
-	 * inside one page or large page), no dirty log to mark.  Anything
-	 * else, or any doubt, goes to translate_full(), which starts over. */
-	/* (len == 0 fails the block check below: len - 1 wraps.) */
-	if (__builtin_expect(fast && d && nr && out && max &&
-			     perm_valid(perm) && iova < d->pt.fast_limit &&
-			     atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1)) {
-		/* walk_begin()/iopt_lookup()/walk_end(), spelled out; only
-		 * this thread writes its counter, so one load serves both
-		 * stores. */
-		r = tls.r;
-		w = atomic_load_explicit(&r->walk, memory_order_relaxed);
-		atomic_store_explicit(&r->walk, w + 1, memory_order_relaxed);
-		atomic_signal_fence(memory_order_seq_cst);
-		e = atomic_load_explicit(&d->pt.root[iova >> IOPT_L2_SHIFT],
-					 memory_order_seq_cst);
-		mask = (1ull << IOPT_L2_SHIFT) - 1;
-		if (e & IOPT_TABLE) {
-			e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
-							       (IOPT_NODE_ENTRIES - 1)],
-						 memory_order_seq_cst);
-			mask = (1ull << IOPT_L1_SHIFT) - 1;
-			if (e & IOPT_TABLE) {
-				e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
-								       (IOPT_NODE_ENTRIES - 1)],
-							 memory_order_seq_cst);
-				mask = (1ull << IOPT_L0_SHIFT) - 1;
-			}
-		}
-		atomic_store_explicit(&r->walk, w + 2, memory_order_release);
-		/* A leaf (no TABLE word reaches here with @perm's bits: a
-		 * level-0 slot is a leaf or 0) with @perm, host VA, and the
-		 * request inside its block. */
-		if (__builtin_expect((e & (perm | IOPT_NO_VA | IOPT_GPA)) == perm, 1) &&
-		    /* inside the leaf's block, hence no wrap: range_valid() */
-		    __builtin_expect(len - 1 <= mask - (iova & mask), 1) &&
-		    (!(perm & IODMA_PERM_WRITE) ||
-		     !atomic_load_explicit(&d->xl->dirty, memory_order_relaxed))) {
-			_Atomic uint64_t *c =
-				&((struct stat_shard *)((char *)d->xl->shards + fast) - 1)->hits;
-
-			out[0].va = (void *)(uintptr_t)((e & IOPT_ADDR) | (iova & mask));
-			out[0].len = len;
-			*nr = 1;
-			atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-					      memory_order_relaxed);
-			return 0;
-		}
+	/* The common case: see fast_hit().  Anything else, or any doubt,
+	 * goes to translate_full(), which starts over. */
+	if (__builtin_expect(FAST_OK(fast, d, perm, iova) && nr && out && max, 1) &&
+	    __builtin_expect(fast_hit(d, iova, len, perm, fast, &out[0].va), 1)) {
+		out[0].len = len;
+		*nr = 1;
+		return 0;
 	}
 	return translate_full(d, iova, len, perm, out, max, nr, fault);
+}
+
+/* iodma_translate_one() the full way: iodma_translate() with one slice. */
+static __attribute__((noinline)) int
+translate_one_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
+		   uint32_t perm, void **va)
+{
+	struct iodma_slice s;
+	size_t nr;
+	int ret;
+
+	if (!va)
+		return -EINVAL;
+	ret = translate_full(d, iova, len, perm, &s, 1, &nr, NULL);
+	if (!ret)
+		*va = s.va;
+	return ret;
+}
+
+IODMA_EXPORT int iodma_translate_one(struct iodma_domain *d, uint64_t iova,
+				     uint64_t len, uint32_t perm, void **va)
+{
+	uintptr_t fast = tls.fast;
+
+	/* One branch per test: BRANCH_SEP() keeps GCC from combining two
+	 * of them with setcc, which costs more instructions than it saves
+	 * on this path. */
+	if (__builtin_expect(!fast || !d, 0))
+		goto full;
+	BRANCH_SEP();
+	if (__builtin_expect(perm > IODMA_PERM_RW, 0))
+		goto full;
+	BRANCH_SEP();
+	if (__builtin_expect(!va, 0))
+		goto full;
+	if (__builtin_expect(iova < atomic_load_explicit(&d->xl_limit[perm],
+							 memory_order_seq_cst), 1) &&
+	    __builtin_expect(fast_hit(d, iova, len, perm, fast, va), 1))
+		return 0;
+full:
+	return translate_one_full(d, iova, len, perm, va);
 }
 
 #define COPY_RUNS 16
@@ -1955,8 +2083,11 @@ IODMA_EXPORT int iodma_xlate_get_stats(const struct iodma_domain *d,
 	xl = d->xl;
 	st = &s;
 	for (unsigned int i = 0; i <= NR_SHARDS; i++) {
+		/* The fast paths' hits: walk / 2 (struct stat_shard). */
 		st->iotlb_hits += atomic_load_explicit(&xl->shards[i].hits,
-						       memory_order_relaxed);
+						       memory_order_relaxed) +
+				  (atomic_load_explicit(&xl->shards[i].walk,
+							memory_order_relaxed) >> 1);
 		st->iotlb_misses += atomic_load_explicit(&xl->shards[i].misses,
 							 memory_order_relaxed);
 		st->resolver_calls += atomic_load_explicit(&xl->shards[i].resolver_calls,
@@ -1989,6 +2120,25 @@ void xlate_test_walk_begin(void)
 void xlate_test_walk_end(void)
 {
 	walk_end(test_walk_r);
+}
+
+bool xlate_test_fast_walk_begin(struct iodma_domain *d)
+{
+	unsigned int own = shard_own();
+	_Atomic uint64_t *c;
+
+	if (own >= NR_SHARDS)
+		return false;
+	c = &d->xl->shards[own].walk;
+	atomic_store(c, atomic_load(c) + 1);
+	return true;
+}
+
+void xlate_test_fast_walk_end(struct iodma_domain *d)
+{
+	_Atomic uint64_t *c = &d->xl->shards[shard_own()].walk;
+
+	atomic_store(c, atomic_load(c) + 1);
 }
 
 bool xlate_test_has_record(void)
