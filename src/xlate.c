@@ -1926,10 +1926,6 @@ fast_hit(struct iodma_domain *d, uint64_t iova, uint64_t len, uint32_t perm,
 	return hit;
 }
 
-/* An empty statement that ends a basic block for the optimiser: the tests
- * on either side stay two branches. */
-#define BRANCH_SEP() __asm__ __volatile__("")
-
 /* The checks before fast_hit(): a thread that may take it, a domain, an
  * IOVA below the domain's limit for @perm (a valid one). */
 #define FAST_OK(fast, d, perm, iova)                                          \
