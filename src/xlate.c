@@ -10,9 +10,13 @@
  *   two-stage mapping, then looked up in the memory's regions under
  *   liburcu's read side, or the IOVA of an fd-only mapping, which has no
  *   host address).  Nothing is cached in front of the table, so nothing
- *   needs filling or invalidating.  iodma_translate() has a path with no
- *   call and no stack frame for the common case (a valid request outside a
- *   section, one host-VA leaf holding it, no dirty log); everything else
+ *   needs filling or invalidating.  iodma_translate() and
+ *   iodma_translate_one() have a path with no call and no stack frame for
+ *   the common case (a valid request outside a section, one host-VA leaf
+ *   holding it, no dirty log for a write): fast_hit(), after one compare
+ *   of the IOVA with d->xl_limit[perm] (0 while the domain is disabled,
+ *   for perm 0, and for writes while the dirty log is on); on x86-64
+ *   iodma_translate_one() has it written out in assembly; everything else
  *   goes step by step (xlate_step: one leaf, then following leaves while
  *   they stay host-contiguous), and faults are described by the span of
  *   leaves that fail alike (pt_span) or the hole up to the next leaf
@@ -22,8 +26,10 @@
  *   The table's nodes are unhooked only by a prune (domain.c), and freed
  *   only once no walk that could have loaded a pointer to them is still
  *   under way.  Each walk bumps its thread's walk counter (struct reader,
- *   on a line of its own) to odd before its first load and to even after
- *   its last (release), with only a compiler barrier between: the freeing
+ *   on a line of its own; a fast path's walk, the thread's counter in the
+ *   domain's stats shard, struct stat_shard, which also counts its hits)
+ *   to odd before its first load and to even after its last (release),
+ *   with only a compiler barrier between: the freeing
  *   side (xlate_wait_walks) unhooks, then runs membarrier(2)
  *   (PRIVATE_EXPEDITED: every running thread of the process executes a full
  *   barrier), then waits for every counter it sees odd to move.  A walk
@@ -32,7 +38,11 @@
  *   Where membarrier is not available (decided once, before the first
  *   domain: old kernels, valgrind, ThreadSanitizer builds) the walker
  *   issues a seq_cst fence after its odd store and the freer one before
- *   its scan: the store-buffering pattern again.  A thread that cannot get
+ *   its scan: the store-buffering pattern again (the fast paths are off
+ *   then: fast_refresh()).  A fast walk that does not serve a hit puts its
+ *   counter back to the even value it started from instead of +2 (so that
+ *   the counter counts hits); a waiter that saw the odd value then sees it
+ *   change all the same.  A thread that cannot get
  *   a record counts its walks in anon_walks (seq_cst RMWs).  Walks never
  *   block, so the wait is at most a preemption; it runs without map_lock,
  *   and prunes are rare (domain.c "Page-table memory").
