@@ -681,7 +681,7 @@ static void pt_free(struct iodma_domain *d, void *list)
 {
 	if (!list)
 		return;
-	if (xlate_wait_walks()) {
+	if (xlate_wait_walks(d)) {
 		atomic_fetch_add_explicit(&d->pt_nodes_freed, iopt_retired_free(list),
 					  memory_order_relaxed);
 		return;
@@ -1323,6 +1323,7 @@ IODMA_EXPORT int iodma_domain_set_enabled(struct iodma_domain *d, bool enabled)
 		return -EINVAL;
 	os_mutex_lock(&d->map_lock);
 	atomic_store_explicit(&d->enabled, enabled, memory_order_seq_cst);
+	xlate_set_limit(d);
 	xlate_stop(d);
 	os_mutex_unlock(&d->map_lock);
 	xlate_wait_sections(d, 0, UINT64_MAX); /* every section of this domain */

@@ -90,6 +90,7 @@ struct iodma_listener {
 };
 
 struct xlate_state; /* private to xlate.c */
+struct stat_shard;  /* likewise */
 
 struct iodma_domain {
 	/* Immutable after create. */
@@ -124,6 +125,14 @@ struct iodma_domain {
 	char xl_pad[IODMA_CACHELINE];
 	_Atomic bool enabled;           /* false: identity over memory */
 	struct xlate_state *xl;         /* faults, dirty log, stats */
+	/* The translate fast paths' words (xlate.c xlate_set_limit()):
+	 * indexed by the IODMA_PERM_* value asked for, the IOVA bound below
+	 * which that access may take the fast path: pt.fast_limit, or 0 for
+	 * perm 0 (invalid), while the domain is disabled, and for writes
+	 * while the dirty log is on (one compare tests all of these); and
+	 * xl->shards (one load fewer). */
+	_Atomic uint64_t xl_limit[4];
+	struct stat_shard *xl_shards;
 	struct iopt pt;                 /* the IO page table; writers hold
 					 * map_lock */
 };
@@ -287,6 +296,11 @@ uint64_t xlate_dirty_backend(struct iodma_domain *d);
 void xlate_dirty_merge(struct iodma_domain *d, uint64_t iova, uint64_t pgsize,
 		       const uint64_t *bitmap, uint64_t nbits);
 
+/* After d->enabled was stored (set_enabled, map_lock held): the fast
+ * paths' limits follow it (seq_cst stores, before xlate_stop()'s fence);
+ * xlate.c calls it as well when the dirty log starts or stops. */
+void xlate_set_limit(struct iodma_domain *d);
+
 /* Step 1 of the unmap ordering, after the leaves were cleared (or enabled
  * was changed): the seq_cst fence, counted as an invalidation.  Called
  * with map_lock held. */
@@ -300,11 +314,11 @@ void xlate_stop(struct iodma_domain *d);
 void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last);
 
 /* After page-table nodes were unhooked (iopt_prune): wait until no walk
- * that could have loaded a pointer to them is still under way, so they
- * can be freed.  Any thread, no lock held.  Returns false when that
+ * of @d's table that could have loaded a pointer to them is still under
+ * way, so they can be freed.  Any thread, no lock held.  Returns false when that
  * cannot be known (membarrier failed after the walkers were told not to
  * fence): the caller must keep the nodes until the domain is destroyed. */
-bool xlate_wait_walks(void);
+bool xlate_wait_walks(struct iodma_domain *d);
 
 /* Domain destroy: wait for the other threads' sections that recorded @d
  * (xlate_wait_sections over everything), and drop @d from the calling
@@ -321,6 +335,10 @@ bool xlate_test_has_record(void);
  * without it. */
 void xlate_test_walk_begin(void);
 void xlate_test_walk_end(void);
+/* The same for a fast path's walk of @d's table (the calling thread's
+ * shard counter); false when the thread has no shard of its own. */
+bool xlate_test_fast_walk_begin(struct iodma_domain *d);
+void xlate_test_fast_walk_end(struct iodma_domain *d);
 extern _Atomic bool xlate_test_skip_walk_wait;
 size_t xlate_test_records(void); /* records in the registry */
 

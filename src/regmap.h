@@ -73,9 +73,10 @@ struct regmap_l2 {
 };
 
 struct regmap {
+	/* First: a lookup indexes it with no offset to add. */
+	struct regmap_l2 *_Atomic l1[REGMAP_L1_SIZE]; /* installed under lock */
 	os_mutex_t lock;                        /* serialises writers */
 	uint64_t bytes;                         /* table bytes; under lock */
-	struct regmap_l2 *_Atomic l1[REGMAP_L1_SIZE]; /* installed under lock */
 };
 
 static inline unsigned int l1_idx(uint64_t va)
@@ -131,20 +132,24 @@ int regmap_lookup_slow(const struct regmap *m, uint64_t va, uint64_t len,
 static inline int regmap_lookup(const struct regmap *m, uint64_t va,
 				uint64_t len, uint64_t *iova)
 {
-	_Atomic uint64_t *pe;
+	struct regmap_l2 *l2;
 	uint64_t e, off;
 	struct regmap_leaf *lf;
 
 	if (!in_va_space(va, len))
 		return -ENOENT;
-	pe = l2_ent(m, va);
-	if (!pe)
+	/* l2_ent() with no mask: va < 2^48, so va >> REGMAP_L1_SHIFT is an
+	 * index of l1 already. */
+	l2 = atomic_load_explicit(&((struct regmap *)m)->l1[va >> REGMAP_L1_SHIFT],
+				  memory_order_acquire);
+	if (!l2)
 		return -ENOENT;
-	e = atomic_load_explicit(pe, memory_order_acquire);
+	e = atomic_load_explicit(&l2->e[l2_idx(va)], memory_order_acquire);
+	/* (off + len cannot wrap: both are below 2^48.) */
 	if (ent_direct(e)) {
 		off = va & (REGMAP_CHUNK_SIZE - 1);
-		if (len <= REGMAP_CHUNK_SIZE - off) {
-			*iova = (e ^ REGMAP_VALID) + off;
+		if (off + len <= REGMAP_CHUNK_SIZE) {
+			*iova = e - REGMAP_VALID + off;   /* (the bit is set) */
 			return 0;
 		}
 	} else {
@@ -155,8 +160,8 @@ static inline int regmap_lookup(const struct regmap *m, uint64_t va,
 		if (!(e & REGMAP_VALID))
 			return -ENOENT;
 		off = va & (REGMAP_PAGE_SIZE - 1);
-		if (len <= REGMAP_PAGE_SIZE - off) {
-			*iova = (e ^ REGMAP_VALID) + off;
+		if (off + len <= REGMAP_PAGE_SIZE) {
+			*iova = e - REGMAP_VALID + off;
 			return 0;
 		}
 	}

@@ -141,6 +141,11 @@ static inline uint64_t align_up(uint64_t x, uint64_t a)
 	return r < x ? 0 : r;
 }
 
+/* An empty statement that ends a basic block for the optimiser: the tests
+ * on either side stay two branches (GCC otherwise combines two cheap
+ * tests with setcc, more instructions than it saves on a hot path). */
+#define BRANCH_SEP() __asm__ __volatile__("")
+
 static inline unsigned int ilog2_u64(uint64_t x)
 {
 	return 63u - (unsigned int)__builtin_clzll(x);

@@ -10,9 +10,13 @@
  *   two-stage mapping, then looked up in the memory's regions under
  *   liburcu's read side, or the IOVA of an fd-only mapping, which has no
  *   host address).  Nothing is cached in front of the table, so nothing
- *   needs filling or invalidating.  iodma_translate() has a path with no
- *   call and no stack frame for the common case (a valid request outside a
- *   section, one host-VA leaf holding it, no dirty log); everything else
+ *   needs filling or invalidating.  iodma_translate() and
+ *   iodma_translate_one() have a path with no call and no stack frame for
+ *   the common case (a valid request outside a section, one host-VA leaf
+ *   holding it, no dirty log for a write): fast_hit(), after one compare
+ *   of the IOVA with d->xl_limit[perm] (0 while the domain is disabled,
+ *   for perm 0, and for writes while the dirty log is on); on x86-64
+ *   iodma_translate_one() has it written out in assembly; everything else
  *   goes step by step (xlate_step: one leaf, then following leaves while
  *   they stay host-contiguous), and faults are described by the span of
  *   leaves that fail alike (pt_span) or the hole up to the next leaf
@@ -22,8 +26,10 @@
  *   The table's nodes are unhooked only by a prune (domain.c), and freed
  *   only once no walk that could have loaded a pointer to them is still
  *   under way.  Each walk bumps its thread's walk counter (struct reader,
- *   on a line of its own) to odd before its first load and to even after
- *   its last (release), with only a compiler barrier between: the freeing
+ *   on a line of its own; a fast path's walk, the thread's counter in the
+ *   domain's stats shard, struct stat_shard, which also counts its hits)
+ *   to odd before its first load and to even after its last (release),
+ *   with only a compiler barrier between: the freeing
  *   side (xlate_wait_walks) unhooks, then runs membarrier(2)
  *   (PRIVATE_EXPEDITED: every running thread of the process executes a full
  *   barrier), then waits for every counter it sees odd to move.  A walk
@@ -32,7 +38,11 @@
  *   Where membarrier is not available (decided once, before the first
  *   domain: old kernels, valgrind, ThreadSanitizer builds) the walker
  *   issues a seq_cst fence after its odd store and the freer one before
- *   its scan: the store-buffering pattern again.  A thread that cannot get
+ *   its scan: the store-buffering pattern again (the fast paths are off
+ *   then: fast_refresh()).  A fast walk that does not serve a hit puts its
+ *   counter back to the even value it started from instead of +2 (so that
+ *   the counter counts hits); a waiter that saw the odd value then sees it
+ *   change all the same.  A thread that cannot get
  *   a record counts its walks in anon_walks (seq_cst RMWs).  Walks never
  *   block, so the wait is at most a preemption; it runs without map_lock,
  *   and prunes are rare (domain.c "Page-table memory").
@@ -166,11 +176,19 @@
 #define FAULT_LOG_DEFAULT     256
 #define NR_SHARDS             64
 
-/* Translation counters of the threads sharing one slot. */
+/* Translation counters of the threads sharing one slot.  @walk is the
+ * fast paths' walk counter of the slot's owner (only the first NR_SHARDS
+ * slots, which have one owner each, take the fast paths): odd while one of
+ * its walks of this domain's table is under way; +2 once a walk served a
+ * hit, back to its start value when the walk falls back to the full path
+ * (which counts on its own).  So walk / 2 is that thread's fast hits,
+ * exact and monotonic for a reader, and the hit costs no counter store of
+ * its own. */
 struct stat_shard {
 	_Alignas(IODMA_CACHELINE) _Atomic uint64_t hits;
 	_Atomic uint64_t misses;
 	_Atomic uint64_t resolver_calls;
+	_Atomic uint64_t walk;
 };
 
 struct resolver {
@@ -349,7 +367,25 @@ int xlate_init(struct iodma_domain *d, const struct iodma_domain_opts *opts)
 	os_mutex_init(&xl->dirty_lock);
 	os_mutex_init(&xl->fault_lock);
 	d->xl = xl;
+	d->xl_shards = xl->shards;
+	for (unsigned int p = 0; p < 4; p++)
+		atomic_init(&d->xl_limit[p], 0);
+	xlate_set_limit(d);
 	return 0;
+}
+
+void xlate_set_limit(struct iodma_domain *d)
+{
+	bool on = atomic_load_explicit(&d->enabled, memory_order_relaxed);
+	bool dirty = atomic_load_explicit(&d->xl->dirty, memory_order_relaxed);
+
+	/* perm 0 is invalid: always the full path, which says so. */
+	atomic_store_explicit(&d->xl_limit[IODMA_PERM_READ], on ? d->pt.fast_limit : 0,
+			      memory_order_seq_cst);
+	atomic_store_explicit(&d->xl_limit[IODMA_PERM_WRITE],
+			      on && !dirty ? d->pt.fast_limit : 0, memory_order_seq_cst);
+	atomic_store_explicit(&d->xl_limit[IODMA_PERM_RW],
+			      on && !dirty ? d->pt.fast_limit : 0, memory_order_seq_cst);
 }
 
 static void dirty_free(struct dirty_log *dl);
@@ -405,8 +441,8 @@ struct sect_gpa {
 
 struct sect_tls {
 	unsigned int depth;     /* nesting of open sections */
-	unsigned int fast;      /* iodma_translate()'s frame-less path may run:
-				 * (own stats shard + 1) * its size, in bytes;
+	uintptr_t fast;         /* the translate fast paths may run: the byte
+				 * offset of the own shard's walk counter;
 				 * 0 = not now (inside a
 				 * section, no record, no own shard, walkers
 				 * fence); see fast_refresh() */
@@ -942,11 +978,13 @@ static __attribute__((noinline)) void fast_refresh(void)
 {
 	unsigned int own = shard_own();
 
-	/* The shard's byte offset + one shard, so that the hit path adds
-	 * it to the shard array with no multiply. */
+	/* The byte offset of the own shard's walk counter in the shard
+	 * array (never 0), so that the hit path adds it to the array with
+	 * no multiply. */
 	tls.fast = !tls.depth && tls.r && own < NR_SHARDS &&
 		   !atomic_load_explicit(&walk_fence, memory_order_relaxed) ?
-		   (own + 1) * (unsigned int)sizeof(struct stat_shard) : 0;
+		   own * (unsigned int)sizeof(struct stat_shard) +
+		   (unsigned int)offsetof(struct stat_shard, walk) : 0;
 }
 
 /* Announce a walk of an IO page table (iopt.h "Node lifetime"): the
@@ -988,7 +1026,18 @@ static inline __attribute__((always_inline)) void walk_end(struct reader *r)
 
 _Atomic bool xlate_test_skip_walk_wait;
 
-bool xlate_wait_walks(void)
+/* Wait while @c holds @w (odd: a walk under way). */
+static void walk_wait(const _Atomic uint64_t *c, uint64_t w)
+{
+	for (unsigned int i = 0; atomic_load_explicit(c, memory_order_acquire) == w; i++) {
+		if (i < WALK_SPIN)
+			os_cpu_relax();
+		else
+			os_yield();
+	}
+}
+
+bool xlate_wait_walks(struct iodma_domain *d)
 {
 	struct reader *r;
 	unsigned int i;
@@ -1017,6 +1066,18 @@ bool xlate_wait_walks(void)
 			else
 				os_yield();
 		}
+	}
+	/* The fast paths' walks of this table (struct stat_shard): a walk
+	 * that falls back puts the counter back to its start value, so a
+	 * later walk may show the same odd value again; waiting on for it
+	 * is not needed but safe, and the full path it falls back to runs
+	 * long with the counter even. */
+	for (i = 0; i < NR_SHARDS; i++) {
+		_Atomic uint64_t *c = &d->xl->shards[i].walk;
+		uint64_t w = atomic_load_explicit(c, memory_order_acquire);
+
+		if (w & 1)
+			walk_wait(c, w);
 	}
 	for (i = 0; atomic_load_explicit(&anon_walks, memory_order_seq_cst); i++) {
 		if (i < WALK_SPIN)
@@ -1281,6 +1342,7 @@ IODMA_EXPORT int iodma_dirty_log_start(struct iodma_domain *d)
 		d->dirty_pgsize = 1ull << gshift;
 	}
 	atomic_store_explicit(&xl->dirty, dl, memory_order_release);
+	xlate_set_limit(d); /* writes leave the fast paths: they mark */
 out:
 	os_mutex_unlock(&xl->dirty_lock);
 	os_mutex_unlock(&d->map_lock);
@@ -1298,6 +1360,7 @@ IODMA_EXPORT int iodma_dirty_log_stop(struct iodma_domain *d)
 	os_mutex_lock(&d->map_lock);
 	os_mutex_lock(&xl->dirty_lock);
 	dl = atomic_exchange_explicit(&xl->dirty, NULL, memory_order_acq_rel);
+	xlate_set_limit(d);
 	if (dl && d->dirty_pgsize) {
 		be_dirty_stop(d);
 		d->dirty_pgsize = 0;
@@ -1877,70 +1940,229 @@ translate_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	return translate_steps(d, iova, len, perm, out, max, nr, fault, tok);
 }
 
+/* The fast paths' test of a leaf @e of a block of @mask + 1 bytes: host
+ * VA with the permission bits of @pm = perm | IOPT_NO_VA | IOPT_GPA (a
+ * valid perm: flipping R and W in @e leaves a bit of @pm set exactly when
+ * a permission is missing or the leaf is not host VA; no TABLE word
+ * reaches here with @perm's bits: a level-0 slot is a leaf or 0), and the
+ * request, @lm1 = len - 1 bytes past @iova, inside the block (hence no
+ * wrap: range_valid(); len == 0 fails, as lm1 wraps).  *@va set on a hit. */
+static inline __attribute__((always_inline)) bool
+fast_leaf(uint64_t e, uint64_t mask, uint64_t iova, uint64_t lm1, uint64_t pm,
+	  void **va)
+{
+	uint64_t off = iova & mask;
+
+	e ^= IODMA_PERM_RW; /* the address bits stay */
+	if (__builtin_expect(!(e & pm), 1) &&
+	    __builtin_expect(lm1 <= (off ^ mask), 1)) {
+		*va = (void *)(uintptr_t)((e & IOPT_ADDR) | off);
+		return true;
+	}
+	return false;
+}
+
+/* The fast paths' hit (iodma_translate(), iodma_translate_one()), inline
+ * and with no call so that they need no stack frame: one host-VA leaf with
+ * @perm holds the whole request (a descriptor, a buffer inside one page or
+ * large page).  The caller checked the rest (FAST_OK): a thread with its
+ * own shard outside a section (@fast, see fast_refresh()), @d not NULL,
+ * @perm valid and @iova below d->xl_limit[perm] (so the domain is enabled,
+ * and no dirty log to mark for a write).  The walk is announced in the
+ * shard's walk counter (struct stat_shard; walk_begin()/walk_end()'s
+ * protocol on another word): odd before the first load, +2 after the last
+ * on a hit (which counts it), back to its start value otherwise.  Returns
+ * true with *@va set, or false: the caller goes the full way, which starts
+ * over. */
+static inline __attribute__((always_inline)) bool
+fast_hit(struct iodma_domain *d, uint64_t iova, uint64_t len, uint32_t perm,
+	 uintptr_t fast, void **va)
+{
+	_Atomic uint64_t *wc = (_Atomic uint64_t *)((uintptr_t)d->xl_shards + fast);
+	uint64_t pm = perm | IOPT_NO_VA | IOPT_GPA, lm1 = len - 1, e;
+	bool hit;
+
+	/* Only this thread writes the counter: plain loads of it (a second
+	 * one at the end frees a register for the walk). */
+	atomic_store_explicit(wc, atomic_load_explicit(wc, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst); /* membarrier's half */
+	e = atomic_load_explicit(&d->pt.root[iova >> IOPT_L2_SHIFT],
+				 memory_order_seq_cst);
+	if (!(e & IOPT_TABLE)) {
+		hit = fast_leaf(e, (1ull << IOPT_L2_SHIFT) - 1, iova, lm1, pm, va);
+	} else {
+		e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
+						       (IOPT_NODE_ENTRIES - 1)],
+					 memory_order_seq_cst);
+		if (!(e & IOPT_TABLE)) {
+			hit = fast_leaf(e, (1ull << IOPT_L1_SHIFT) - 1, iova, lm1,
+					pm, va);
+		} else {
+			e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
+							       (IOPT_NODE_ENTRIES - 1)],
+						 memory_order_seq_cst);
+			hit = fast_leaf(e, (1ull << IOPT_L0_SHIFT) - 1, iova, lm1,
+					pm, va);
+		}
+	}
+	atomic_store_explicit(wc, atomic_load_explicit(wc, memory_order_relaxed) +
+			      (hit ? 1 : (uint64_t)-1), memory_order_release);
+	return hit;
+}
+
+/* The checks before fast_hit(): a thread that may take it, a domain, an
+ * IOVA below the domain's limit for @perm (a valid one). */
+#define FAST_OK(fast, d, perm, iova)                                          \
+	((fast) && (d) && (perm) <= IODMA_PERM_RW &&                          \
+	 (iova) < atomic_load_explicit(&(d)->xl_limit[perm], memory_order_seq_cst))
+
 IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 				 uint64_t len, uint32_t perm,
 				 struct iodma_slice *out, size_t max,
 				 size_t *nr, struct iodma_fault *fault)
 {
-	unsigned int fast = tls.fast;
-	struct reader *r;
-	uint64_t e, mask;
-	unsigned int w;
+	uintptr_t fast = tls.fast;
 
-	/* The common case, with no call so that it needs no stack frame: a
-	 * valid request outside a section (inside one, the range is recorded
-	 * first), from a thread that has its record and shard, one host-VA
-	 * leaf with @perm holding the whole request (a descriptor, a buffer
-	 * inside one page or large page), no dirty log to mark.  Anything
-	 * else, or any doubt, goes to translate_full(), which starts over. */
-	/* (len == 0 fails the block check below: len - 1 wraps.) */
-	if (__builtin_expect(fast && d && nr && out && max &&
-			     perm_valid(perm) && iova < d->pt.fast_limit &&
-			     atomic_load_explicit(&d->enabled, memory_order_seq_cst), 1)) {
-		/* walk_begin()/iopt_lookup()/walk_end(), spelled out; only
-		 * this thread writes its counter, so one load serves both
-		 * stores. */
-		r = tls.r;
-		w = atomic_load_explicit(&r->walk, memory_order_relaxed);
-		atomic_store_explicit(&r->walk, w + 1, memory_order_relaxed);
-		atomic_signal_fence(memory_order_seq_cst);
-		e = atomic_load_explicit(&d->pt.root[iova >> IOPT_L2_SHIFT],
-					 memory_order_seq_cst);
-		mask = (1ull << IOPT_L2_SHIFT) - 1;
-		if (e & IOPT_TABLE) {
-			e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L1_SHIFT) &
-							       (IOPT_NODE_ENTRIES - 1)],
-						 memory_order_seq_cst);
-			mask = (1ull << IOPT_L1_SHIFT) - 1;
-			if (e & IOPT_TABLE) {
-				e = atomic_load_explicit(&iopt_node(e)[(iova >> IOPT_L0_SHIFT) &
-								       (IOPT_NODE_ENTRIES - 1)],
-							 memory_order_seq_cst);
-				mask = (1ull << IOPT_L0_SHIFT) - 1;
-			}
-		}
-		atomic_store_explicit(&r->walk, w + 2, memory_order_release);
-		/* A leaf (no TABLE word reaches here with @perm's bits: a
-		 * level-0 slot is a leaf or 0) with @perm, host VA, and the
-		 * request inside its block. */
-		if (__builtin_expect((e & (perm | IOPT_NO_VA | IOPT_GPA)) == perm, 1) &&
-		    /* inside the leaf's block, hence no wrap: range_valid() */
-		    __builtin_expect(len - 1 <= mask - (iova & mask), 1) &&
-		    (!(perm & IODMA_PERM_WRITE) ||
-		     !atomic_load_explicit(&d->xl->dirty, memory_order_relaxed))) {
-			_Atomic uint64_t *c =
-				&((struct stat_shard *)((char *)d->xl->shards + fast) - 1)->hits;
-
-			out[0].va = (void *)(uintptr_t)((e & IOPT_ADDR) | (iova & mask));
-			out[0].len = len;
-			*nr = 1;
-			atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-					      memory_order_relaxed);
-			return 0;
-		}
+	/* The common case: see fast_hit().  Anything else, or any doubt,
+	 * goes to translate_full(), which starts over. */
+	if (__builtin_expect(FAST_OK(fast, d, perm, iova) && nr && out && max, 1) &&
+	    __builtin_expect(fast_hit(d, iova, len, perm, fast, &out[0].va), 1)) {
+		out[0].len = len;
+		*nr = 1;
+		return 0;
 	}
 	return translate_full(d, iova, len, perm, out, max, nr, fault);
 }
+
+/* iodma_translate_one() the full way: iodma_translate() with one slice. */
+static __attribute__((noinline)) int
+translate_one_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
+		   uint32_t perm, void **va)
+{
+	struct iodma_slice s;
+	size_t nr;
+	int ret;
+
+	if (!va)
+		return -EINVAL;
+	ret = translate_full(d, iova, len, perm, &s, 1, &nr, NULL);
+	if (!ret)
+		*va = s.va;
+	return ret;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(IODMA_NO_ASM)
+/*
+ * x86-64: the fast path of fast_hit() and its callers' checks written out,
+ * 16 instructions fewer than GCC makes of the C below (no callee-saved
+ * register, no copy of the arguments, the walk counter bumped in memory).
+ * The same steps, the same order, the same protocol: the counter's odd
+ * store before the first table load and its even store (x86 stores are
+ * releases) after the last; both are plain read-modify-writes of a word
+ * only this thread writes.  Every exit leaves the argument registers as
+ * they came (len is decremented and restored), so the fallback is the
+ * C call with the same arguments.  test_xlate covers both (the C path
+ * runs under aarch64 and riscv64 in the cross tier, and with
+ * -DIODMA_NO_ASM).
+ */
+IODMA_EXPORT int iodma_translate_one(struct iodma_domain *d, uint64_t iova,
+				     uint64_t len, uint32_t perm, void **va)
+{
+	uintptr_t fast = tls.fast;
+
+	__asm__ goto(
+		"test	%[f], %[f]\n\t"
+		"jz	%l[full]\n\t"
+		"test	%[d], %[d]\n\t"
+		"jz	%l[full]\n\t"
+		"cmp	$3, %k[p]\n\t"		/* IODMA_PERM_RW */
+		"ja	%l[full]\n\t"
+		"test	%[va], %[va]\n\t"
+		"jz	%l[full]\n\t"
+		"mov	%k[p], %%r9d\n\t"
+		"cmp	%c[lim](%[d],%%r9,8), %[iova]\n\t"
+		"jae	%l[full]\n\t"
+		"add	%c[sh](%[d]), %[f]\n\t"	/* the shard's walk counter */
+		"addq	$1, (%[f])\n\t"		/* odd: a walk under way */
+		"or	$0x30, %%r9d\n\t"		/* pm: + IOPT_NO_VA | IOPT_GPA */
+		"mov	%c[root](%[d]), %%r10\n\t"
+		"mov	%[iova], %%r11\n\t"
+		"shr	$30, %%r11\n\t"
+		"mov	(%%r10,%%r11,8), %%r10\n\t"
+		"test	$8, %%r10b\n\t"		/* IOPT_TABLE */
+		"jnz	1f\n\t"
+		"mov	$0x3fffffff, %%r11d\n\t"
+		"jmp	3f\n"
+		"1:\n\t"
+		"mov	%[iova], %%r11\n\t"
+		"shr	$21, %%r11\n\t"
+		"and	$511, %%r11d\n\t"
+		"mov	-8(%%r10,%%r11,8), %%r10\n\t"
+		"test	$8, %%r10b\n\t"
+		"jnz	2f\n\t"
+		"mov	$0x1fffff, %%r11d\n\t"
+		"jmp	3f\n"
+		"4:\n\t"				/* not a hit */
+		"subq	$1, (%[f])\n\t"		/* even: back to its start */
+		"jmp	%l[full]\n"
+		"2:\n\t"
+		"mov	%[iova], %%r11\n\t"
+		"shr	$12, %%r11\n\t"
+		"and	$511, %%r11d\n\t"
+		"mov	-8(%%r10,%%r11,8), %%r10\n\t"
+		"mov	$0xfff, %%r11d\n"
+		"3:\n\t"				/* r10 leaf, r11 its mask */
+		"xor	$3, %%r10\n\t"		/* fast_leaf() */
+		"test	%%r9, %%r10\n\t"
+		"jnz	4b\n\t"
+		"mov	%[iova], %%r9\n\t"
+		"and	%%r11, %%r9\n\t"		/* off */
+		"xor	%%r9, %%r11\n\t"		/* mask - off */
+		"sub	$1, %[len]\n\t"
+		"cmp	%[len], %%r11\n\t"
+		"lea	1(%[len]), %[len]\n\t"	/* (keeps the flags) */
+		"jb	4b\n\t"
+		"and	$-4096, %%r10\n\t"		/* IOPT_ADDR */
+		"or	%%r9, %%r10\n\t"
+		"mov	%%r10, (%[va])\n\t"
+		"addq	$1, (%[f])"			/* even: +2, a hit */
+		: [f] "+r"(fast), [len] "+r"(len)
+		: [d] "r"(d), [iova] "r"(iova), [p] "r"(perm), [va] "r"(va),
+		  [lim] "i"(offsetof(struct iodma_domain, xl_limit)),
+		  [sh] "i"(offsetof(struct iodma_domain, xl_shards)),
+		  [root] "i"(offsetof(struct iodma_domain, pt.root))
+		: "r9", "r10", "r11", "cc", "memory"
+		: full);
+	return 0;
+full:
+	return translate_one_full(d, iova, len, perm, va);
+}
+#else
+IODMA_EXPORT int iodma_translate_one(struct iodma_domain *d, uint64_t iova,
+				     uint64_t len, uint32_t perm, void **va)
+{
+	uintptr_t fast = tls.fast;
+
+	/* One branch per test: BRANCH_SEP() keeps GCC from combining two
+	 * of them with setcc, which costs more instructions than it saves
+	 * on this path. */
+	if (__builtin_expect(!fast || !d, 0))
+		goto full;
+	BRANCH_SEP();
+	if (__builtin_expect(perm > IODMA_PERM_RW, 0))
+		goto full;
+	BRANCH_SEP();
+	if (__builtin_expect(!va, 0))
+		goto full;
+	if (__builtin_expect(iova < atomic_load_explicit(&d->xl_limit[perm],
+							 memory_order_seq_cst), 1) &&
+	    __builtin_expect(fast_hit(d, iova, len, perm, fast, va), 1))
+		return 0;
+full:
+	return translate_one_full(d, iova, len, perm, va);
+}
+#endif
 
 #define COPY_RUNS 16
 
@@ -2032,8 +2254,11 @@ IODMA_EXPORT int iodma_xlate_get_stats(const struct iodma_domain *d,
 	xl = d->xl;
 	st = &s;
 	for (unsigned int i = 0; i <= NR_SHARDS; i++) {
+		/* The fast paths' hits: walk / 2 (struct stat_shard). */
 		st->iotlb_hits += atomic_load_explicit(&xl->shards[i].hits,
-						       memory_order_relaxed);
+						       memory_order_relaxed) +
+				  (atomic_load_explicit(&xl->shards[i].walk,
+							memory_order_relaxed) >> 1);
 		st->iotlb_misses += atomic_load_explicit(&xl->shards[i].misses,
 							 memory_order_relaxed);
 		st->resolver_calls += atomic_load_explicit(&xl->shards[i].resolver_calls,
@@ -2066,6 +2291,25 @@ void xlate_test_walk_begin(void)
 void xlate_test_walk_end(void)
 {
 	walk_end(test_walk_r);
+}
+
+bool xlate_test_fast_walk_begin(struct iodma_domain *d)
+{
+	unsigned int own = shard_own();
+	_Atomic uint64_t *c;
+
+	if (own >= NR_SHARDS)
+		return false;
+	c = &d->xl->shards[own].walk;
+	atomic_store(c, atomic_load(c) + 1);
+	return true;
+}
+
+void xlate_test_fast_walk_end(struct iodma_domain *d)
+{
+	_Atomic uint64_t *c = &d->xl->shards[shard_own()].walk;
+
+	atomic_store(c, atomic_load(c) + 1);
 }
 
 bool xlate_test_has_record(void)

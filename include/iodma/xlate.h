@@ -259,6 +259,34 @@ IODMA_EXPORT int iodma_translate(struct iodma_domain *d, uint64_t iova,
 				 size_t *nr, struct iodma_fault *fault);
 
 /**
+ * iodma_translate_one() - Translate a range into one host pointer.
+ * @d:    domain.
+ * @iova: first byte.
+ * @len:  bytes; > 0, no overflow.
+ * @perm: IODMA_PERM_* wanted.
+ * @va:   receives the host address of @iova; [*@va, *@va + @len) is the
+ *        whole range, host-contiguous.
+ *
+ * What a device model does with one descriptor or buffer: the single-slice
+ * case of iodma_translate(), as vm-memory's GuestMemory::get_slice() (one
+ * region holds the range, else an error) or QEMU's address_space_map()
+ * for a whole length.  The same semantics as iodma_translate() with
+ * @max = 1 and no @fault (the fault is still recorded in the domain's log,
+ * iodma_fault_pop()), with fewer arguments for the common path: a range
+ * inside one leaf of the IO page table is translated with no call and no
+ * lock.  A range over several mappings that are contiguous in host memory
+ * is one pointer too.
+ *
+ * Context: thread-safe; use the pointer inside an access section.
+ * Return:  0 and *@va set; -EINVAL NULL @d or @va, bad range/perm;
+ *          -EFAULT / -EACCES not mapped / no host memory / permission (a
+ *          fault was recorded); -E2BIG the range is mapped but needs more
+ *          than one host slice.  *@va is left unchanged on every error.
+ */
+IODMA_EXPORT int iodma_translate_one(struct iodma_domain *d, uint64_t iova,
+				     uint64_t len, uint32_t perm, void **va);
+
+/**
  * iodma_read() - Copy from device-visible memory (a device DMA read).
  * @d:    domain.
  * @iova: first byte.

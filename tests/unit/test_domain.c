@@ -1941,6 +1941,8 @@ static void test_failed_maps_do_not_grow_the_page_table(void **state)
 }
 
 struct walk_hold {
+	struct iodma_domain *d;
+	bool fast;      /* a fast path's walk (the shard's counter) */
 	atomic_int held, release, done;
 };
 
@@ -1948,11 +1950,17 @@ static void *walk_holder(void *arg)
 {
 	struct walk_hold *w = arg;
 
-	xlate_test_walk_begin();
+	if (w->fast)
+		assert_true(xlate_test_fast_walk_begin(w->d));
+	else
+		xlate_test_walk_begin();
 	atomic_store(&w->held, 1);
 	while (!atomic_load(&w->release))
 		sched_yield();
-	xlate_test_walk_end();
+	if (w->fast)
+		xlate_test_fast_walk_end(w->d);
+	else
+		xlate_test_walk_end();
 	return NULL;
 }
 
@@ -1960,16 +1968,17 @@ static void *walk_waiter(void *arg)
 {
 	struct walk_hold *w = arg;
 
-	assert_true(xlate_wait_walks());
+	assert_true(xlate_wait_walks(w->d));
 	atomic_store(&w->done, 1);
 	return NULL;
 }
 
-/* Run one round: a walk held on one thread, xlate_wait_walks() on another.
- * Returns whether the wait returned while the walk was still held. */
-static bool wait_returned_during_walk(void)
+/* Run one round: a walk of @d's table held on one thread (a full path's
+ * or, @fast, a fast path's), xlate_wait_walks() on another.  Returns
+ * whether the wait returned while the walk was still held. */
+static bool wait_returned_during_walk(struct iodma_domain *d, bool fast)
 {
-	struct walk_hold w = { 0 };
+	struct walk_hold w = { .d = d, .fast = fast };
 	pthread_t h, t;
 	bool early;
 
@@ -1993,11 +2002,16 @@ static bool wait_returned_during_walk(void)
  * returning at once, so this test sees the difference. */
 static void test_node_free_waits_for_a_walk_under_way(void **state)
 {
+	struct iodma_domain *d = mkdomain();
+
 	(void)state;
-	assert_false(wait_returned_during_walk());
-	atomic_store(&xlate_test_skip_walk_wait, true);
-	assert_true(wait_returned_during_walk());
-	atomic_store(&xlate_test_skip_walk_wait, false);
+	for (int fast = 0; fast < 2; fast++) {
+		assert_false(wait_returned_during_walk(d, fast));
+		atomic_store(&xlate_test_skip_walk_wait, true);
+		assert_true(wait_returned_during_walk(d, fast));
+		atomic_store(&xlate_test_skip_walk_wait, false);
+	}
+	iodma_domain_destroy(d);
 }
 
 struct prune_ctx {

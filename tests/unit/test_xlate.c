@@ -475,6 +475,144 @@ static void test_two_stage_composes_and_follows_both_generations(void **state)
 	munmap(host, 8 * PG);
 }
 
+/* iodma_translate_one() is iodma_translate() with one slice: the same
+ * pointer, the same errors (each documented one provoked here), the fault
+ * recorded, *va untouched on every error, hits counted exactly on the
+ * fast path and not at all for a fast walk that went the full way. */
+static void test_translate_one_is_translate_with_one_slice(void **state)
+{
+	struct iodma_domain *d = dom_new(NULL, 0, 0);
+	char *a = pages(8);
+	void *va, *const untouched = (void *)(uintptr_t)0x5a5a;
+	struct iodma_xlate_stats st;
+	struct iodma_slice s;
+	struct iodma_fault f[4];
+	uint64_t bm[1];
+	size_t nr;
+
+	(void)state;
+	/* [IOVA0, +2 PG) RW onto a; +2 PG read-only onto a + 2 PG (host-
+	 * contiguous with the first); +4 PG RW onto a + 5 PG (not). */
+	assert_int_equal(iodma_domain_map(d, IOVA0, 2 * PG, a, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + 2 * PG, PG, a + 2 * PG,
+					  IODMA_PERM_READ), 0);
+	assert_int_equal(iodma_domain_map(d, IOVA0 + 3 * PG, PG, a + 5 * PG,
+					  IODMA_PERM_RW), 0);
+
+	/* Hits, inside one page: the pointer, and one hit each. */
+	for (uint64_t off = 0; off < 2 * PG; off += PG / 2 + 8) {
+		assert_int_equal(iodma_translate_one(d, IOVA0 + off, 8, IODMA_PERM_RW, &va), 0);
+		assert_ptr_equal(va, a + off);
+		assert_int_equal(iodma_translate(d, IOVA0 + off, 8, IODMA_PERM_RW, &s, 1, &nr, NULL), 0);
+		assert_ptr_equal(s.va, va);
+	}
+	st = stats(d);
+	assert_int_equal(st.iotlb_hits, 8);
+	assert_int_equal(st.iotlb_misses, 0);
+	/* A whole page, and the last byte of one. */
+	assert_int_equal(iodma_translate_one(d, IOVA0 + PG, PG, IODMA_PERM_READ, &va), 0);
+	assert_ptr_equal(va, a + PG);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + PG - 1, 1, IODMA_PERM_READ, &va), 0);
+	assert_ptr_equal(va, a + PG - 1);
+	/* Across leaves and mappings that are host-contiguous: one pointer
+	 * still (the full path, one hit for the run it merges). */
+	st = stats(d);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + PG - 8, 2 * PG + 8, IODMA_PERM_READ, &va), 0);
+	assert_ptr_equal(va, a + PG - 8);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits + 1);
+	assert_int_equal(stats(d).iotlb_misses, st.iotlb_misses);
+	assert_int_equal(faults_pending(d), 0);
+
+	/* -E2BIG: mapped, but two host slices. */
+	va = untouched;
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 3 * PG - 8, 16, IODMA_PERM_READ, &va), -E2BIG);
+	assert_ptr_equal(va, untouched);
+	/* -EACCES: a write to the read-only page; a fault, no hit. */
+	st = stats(d);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 2 * PG + 8, 8, IODMA_PERM_WRITE, &va), -EACCES);
+	assert_ptr_equal(va, untouched);
+	assert_int_equal(iodma_fault_pop(d, f, 4), 1);
+	assert_int_equal(f[0].reason, IODMA_FAULT_PERMISSION);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits);
+	/* -EFAULT: not mapped (a miss and a fault), also past the last page. */
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 4 * PG + 8, 8, IODMA_PERM_READ, &va), -EFAULT);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 4 * PG - 8, 16, IODMA_PERM_READ, &va), -EFAULT);
+	assert_ptr_equal(va, untouched);
+	assert_int_equal(iodma_fault_pop(d, f, 4), 2);
+	assert_int_equal(f[0].reason, IODMA_FAULT_NOT_MAPPED);
+	assert_int_equal(f[0].iova, IOVA0 + 4 * PG + 8);
+	/* (the step over the mapped 8 bytes of the second is a hit) */
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits + 1);
+	assert_int_equal(stats(d).iotlb_misses, st.iotlb_misses + 2);
+	/* -EINVAL: NULL domain or out-pointer, len 0, a range that wraps,
+	 * perm 0 or unknown bits; nothing recorded, nothing counted. */
+	st = stats(d);
+	assert_int_equal(iodma_translate_one(NULL, IOVA0, 8, IODMA_PERM_READ, &va), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, IOVA0, 8, IODMA_PERM_READ, NULL), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, IOVA0, 0, IODMA_PERM_READ, &va), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, UINT64_MAX - 3, 8, IODMA_PERM_READ, &va), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 8, UINT64_MAX, IODMA_PERM_READ, &va), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, IOVA0, 8, 0, &va), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, IOVA0, 8, 4, &va), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, IOVA0, 8, IODMA_PERM_READ | 0x1000, &va), -EINVAL);
+	assert_int_equal(iodma_translate_one(d, IOVA0, 8, IODMA_PERM_READ | 0x80000000u, &va), -EINVAL);
+	assert_ptr_equal(va, untouched);
+	assert_int_equal(faults_pending(d), 0);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits);
+	assert_int_equal(stats(d).iotlb_misses, st.iotlb_misses);
+
+	/* With the dirty log on, a write translation marks its page (the
+	 * fast path leaves writes to the full path), a read does not. */
+	assert_int_equal(iodma_dirty_log_start(d), 0);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + PG + 8, 8, IODMA_PERM_WRITE, &va), 0);
+	assert_ptr_equal(va, a + PG + 8);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 8, 8, IODMA_PERM_READ, &va), 0);
+	assert_int_equal(iodma_dirty_get_and_clear(d, IOVA0, 64 * PG, bm, 1), 0);
+	assert_int_equal(bm[0], 2);
+	assert_int_equal(iodma_dirty_log_stop(d), 0);
+	/* Stopped: writes take the fast path again (a hit, nothing marked). */
+	st = stats(d);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 8, 8, IODMA_PERM_WRITE, &va), 0);
+	assert_int_equal(stats(d).iotlb_hits, st.iotlb_hits + 1);
+
+	/* Unmapped: gone for both entry points at once. */
+	assert_int_equal(iodma_domain_unmap(d, IOVA0, 2 * PG), 0);
+	assert_int_equal(iodma_translate_one(d, IOVA0 + 8, 8, IODMA_PERM_READ, &va), -EFAULT);
+	iodma_domain_destroy(d);
+	munmap(a, 8 * PG);
+}
+
+/* A disabled domain is identity over its memory for iodma_translate_one()
+ * as well: the fast path's limit follows set_enabled both ways.  (And a
+ * two-stage leaf goes the full way.) */
+static void test_translate_one_follows_set_enabled(void **state)
+{
+	struct iodma_memory *m;
+	struct iodma_domain *d;
+	void *r1, *r2, *va;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region(m, IOVA0, 2 * PG, 0, &r1), 0);
+	assert_int_equal(iodma_memory_add_region(m, 0x800000, PG, 0, &r2), 0);
+	d = dom_new(m, 0, 0);
+	/* IOVA0 -> GPA 0x800000 while enabled; identity (r1) while not. */
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, PG, 0x800000, IODMA_PERM_RW), 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(iodma_translate_one(d, IOVA0 + 8, 8, IODMA_PERM_READ, &va), 0);
+		assert_ptr_equal(va, (char *)r2 + 8);
+		assert_int_equal(iodma_domain_set_enabled(d, false), 0);
+		assert_int_equal(iodma_translate_one(d, IOVA0 + 8, 8, IODMA_PERM_READ, &va), 0);
+		assert_ptr_equal(va, (char *)r1 + 8);
+		assert_int_equal(iodma_translate_one(d, IOVA0 + PG + 8, 8, IODMA_PERM_WRITE, &va), 0);
+		assert_ptr_equal(va, (char *)r1 + PG + 8);
+		assert_int_equal(iodma_domain_set_enabled(d, true), 0);
+		assert_int_equal(iodma_translate_one(d, IOVA0 + PG + 8, 8, IODMA_PERM_READ, &va), -EFAULT);
+	}
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+}
+
 static void test_disabled_domain_is_identity_over_memory(void **state)
 {
 	struct iodma_memory *m;
@@ -1060,6 +1198,8 @@ int main(void)
 		cmocka_unit_test(test_iotlb_flush_is_counted_and_changes_nothing),
 		cmocka_unit_test(test_two_stage_composes_and_follows_both_generations),
 		cmocka_unit_test(test_disabled_domain_is_identity_over_memory),
+		cmocka_unit_test(test_translate_one_is_translate_with_one_slice),
+		cmocka_unit_test(test_translate_one_follows_set_enabled),
 		cmocka_unit_test(test_resolver_installs_a_mapping_on_miss),
 		cmocka_unit_test(test_fault_log_overflow_drops_oldest_and_counts),
 		cmocka_unit_test(test_read_write_check_all_first_and_copy_nothing_on_error),
