@@ -2064,8 +2064,19 @@ translate_one_full(struct iodma_domain *d, uint64_t iova, uint64_t len,
  * they came (len is decremented and restored), so the fallback is the
  * C call with the same arguments.  test_xlate covers both (the C path
  * runs under aarch64 and riscv64 in the cross tier, and with
- * -DIODMA_NO_ASM).
+ * -DIODMA_NO_ASM).  The constants it spells as literals are the C
+ * definitions below, each pinned by an assertion so that a change to the
+ * table's format cannot leave the assembly behind.
  */
+_Static_assert(IODMA_PERM_RW == 3, "asm: cmp $3 / xor $3");
+_Static_assert((IOPT_NO_VA | IOPT_GPA) == 0x30, "asm: or $0x30");
+_Static_assert(IOPT_TABLE == 8, "asm: test $8, and the node at e - 8");
+_Static_assert(IOPT_ADDR == ~0xfffull, "asm: and $-4096");
+_Static_assert(IOPT_L2_SHIFT == 30 && IOPT_L1_SHIFT == 21 &&
+	       IOPT_L0_SHIFT == 12, "asm: shr $30 / $21 / $12 and the masks");
+_Static_assert(IOPT_NODE_ENTRIES == 512, "asm: and $511");
+_Static_assert(sizeof(((struct iodma_domain *)0)->xl_limit[0]) == 8,
+	       "asm: the limit words are indexed by perm * 8");
 IODMA_EXPORT int iodma_translate_one(struct iodma_domain *d, uint64_t iova,
 				     uint64_t len, uint32_t perm, void **va)
 {
