@@ -389,60 +389,92 @@ static struct iova_node *rebalance(struct iova_node *n)
 	return n;
 }
 
-static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
+/*
+ * Insert and remove walk down once, keeping the path (the addresses of the
+ * links they followed), and walk back up it fixing heights and the
+ * augmentation and rebalancing, only as far as something changes: once a
+ * subtree's height and max_pages are what they were, nothing above it can
+ * change (Linux's rbtree stops its fix-up the same way).  Recursing to the
+ * root and back at every level, as before, was most of the tree path's
+ * cost (issue 12).  @links[0..@d) is the path; only nodes above depth
+ * @keep may end the walk (below it the fields compared are stale: a
+ * removed node's successor moved up to depth @keep).
+ */
+static void avl_fix_up(struct iova_node **links[], int d, int keep)
 {
-	if (!root) {
-		n->l = n->r = NULL;
-		node_fix(n);
-		return n;
+	while (d-- > 0) {
+		struct iova_node **lp = links[d], *n = *lp;
+		int h = n->height;
+		uint64_t m = n->max_pages;
+
+		n = rebalance(n);
+		*lp = n;
+		if (d < keep && n->height == h && n->max_pages == m)
+			break;
 	}
-	assert(n->pfn != root->pfn);
-	if (n->pfn < root->pfn)
-		root->l = avl_insert(root->l, n);
-	else
-		root->r = avl_insert(root->r, n);
-	return rebalance(root);
 }
 
-/* Unlink the leftmost node of @root into *@min; returns the new root. */
-static struct iova_node *avl_remove_min(struct iova_node *root,
-					struct iova_node **min)
+static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
 {
-	if (!root->l) {
-		*min = root;
-		return root->r;
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp = &root;
+	int d = 0;
+
+	while (*lp) {
+		assert(n->pfn != (*lp)->pfn);
+		links[d++] = lp;
+		lp = n->pfn < (*lp)->pfn ? &(*lp)->l : &(*lp)->r;
 	}
-	root->l = avl_remove_min(root->l, min);
-	return rebalance(root);
+	n->l = n->r = NULL;
+	node_fix(n);
+	*lp = n;
+	avl_fix_up(links, d, d);
+	return root;
 }
 
 /* Unlink the node keyed @pfn (it exists) by relinking, never by copying
- * keys: magazines hold node pointers. */
+ * keys: magazines and records hold node pointers. */
 static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
 {
-	struct iova_node *m;
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp = &root, *n;
+	int d = 0, keep;
 
 	assert(root);
-	if (pfn < root->pfn) {
-		root->l = avl_remove(root->l, pfn);
-		return rebalance(root);
+	while ((*lp)->pfn != pfn) {
+		links[d++] = lp;
+		lp = pfn < (*lp)->pfn ? &(*lp)->l : &(*lp)->r;
+		assert(*lp);
 	}
-	if (pfn > root->pfn) {
-		root->r = avl_remove(root->r, pfn);
-		return rebalance(root);
+	n = *lp;
+	keep = d;
+	if (!n->l || !n->r) {
+		*lp = n->l ? n->l : n->r;
+	} else {
+		/* The successor m (leftmost of the right subtree) takes n's
+		 * place; the path through n now runs through m. */
+		int dn = d;
+		struct iova_node **sp = &n->r, *m;
+
+		links[d++] = lp;
+		while ((*sp)->l) {
+			links[d++] = sp;
+			sp = &(*sp)->l;
+		}
+		m = *sp;
+		*sp = m->r;
+		m->l = n->l;
+		m->r = n->r;
+		*lp = m;
+		if (d > dn + 1)
+			links[dn + 1] = &m->r;
+		keep = dn;	/* m's own fields are stale: fix it too */
 	}
-	if (!root->r)
-		return root->l;
-	if (!root->l)
-		return root->r;
-	root->r = avl_remove_min(root->r, &m);
-	m->l = root->l;
-	m->r = root->r;
-	return rebalance(m);
+	avl_fix_up(links, d, keep);
+	return root;
 }
 
 /* Recompute the augmentation on the path to the node keyed @pfn after its
- * pages (or, order-preserving, its pfn) changed. */
+ * pages (or, order-preserving, its pfn) changed; stops where max_pages
+ * stays what it was. */
 static void avl_update_path(struct iova_node *root, uint64_t pfn)
 {
 	struct iova_node *path[IOVA_MAX_HEIGHT];
@@ -454,8 +486,16 @@ static void avl_update_path(struct iova_node *root, uint64_t pfn)
 			break;
 		root = pfn < root->pfn ? root->l : root->r;
 	}
-	while (depth > 0)
-		node_fix(path[--depth]);
+	while (depth > 0) {
+		struct iova_node *n = path[--depth];
+		uint64_t m = n->max_pages;
+
+		node_fix(n);
+		/* The changed node itself always; above it, only while
+		 * max_pages changes (heights do not). */
+		if (n->pfn != pfn && n->max_pages == m)
+			break;
+	}
 }
 
 /* The node with the greatest pfn <= @pfn, or NULL. */
