@@ -404,13 +404,25 @@ static void avl_fix_up(struct iova_node **links[], int d, int keep)
 {
 	while (d-- > 0) {
 		struct iova_node **lp = links[d], *n = *lp;
-		int h = n->height;
-		uint64_t m = n->max_pages;
+		int hl = node_height(n->l), hr = node_height(n->r), h;
+		uint64_t m;
 
-		n = rebalance(n);
-		*lp = n;
+		if (hl - hr > 1 || hr - hl > 1) {
+			h = n->height;
+			m = n->max_pages;
+			n = rebalance(n);
+			*lp = n;
+			if (d < keep && n->height == h && n->max_pages == m)
+				break;
+			continue;
+		}
+		h = 1 + (hl > hr ? hl : hr);
+		m = IODMA_MAX(n->pages, node_max(n->l));
+		m = IODMA_MAX(m, node_max(n->r));
 		if (d < keep && n->height == h && n->max_pages == m)
 			break;
+		n->height = (int16_t)h;
+		n->max_pages = m;
 	}
 }
 
@@ -431,21 +443,29 @@ static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
 	return root;
 }
 
-/* Unlink the node keyed @pfn (it exists) by relinking, never by copying
- * keys: magazines and records hold node pointers. */
-static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
+/* The link to the node keyed @pfn in the tree at *@rootp, or to the NULL
+ * where it would be; the path to it in @links[0..*@d). */
+static struct iova_node **avl_path(struct iova_node **rootp, uint64_t pfn,
+				   struct iova_node **links[], int *d)
 {
-	struct iova_node **links[IOVA_MAX_HEIGHT], **lp = &root, *n;
-	int d = 0, keep;
+	struct iova_node **lp = rootp;
 
-	assert(root);
-	while ((*lp)->pfn != pfn) {
-		links[d++] = lp;
+	*d = 0;
+	while (*lp && (*lp)->pfn != pfn) {
+		links[(*d)++] = lp;
 		lp = pfn < (*lp)->pfn ? &(*lp)->l : &(*lp)->r;
-		assert(*lp);
 	}
-	n = *lp;
-	keep = d;
+	return lp;
+}
+
+/* Unlink the node at *@lp, found by avl_path() (@links, @d), by relinking,
+ * never by copying keys: magazines and records hold node pointers. */
+static void avl_remove_at(struct iova_node **links[], int d,
+			  struct iova_node **lp)
+{
+	struct iova_node *n = *lp;
+	int keep = d;
+
 	if (!n->l || !n->r) {
 		*lp = n->l ? n->l : n->r;
 	} else {
@@ -469,6 +489,17 @@ static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
 		keep = dn;	/* m's own fields are stale: fix it too */
 	}
 	avl_fix_up(links, d, keep);
+}
+
+/* Unlink the node keyed @pfn (it exists). */
+static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
+{
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp;
+	int d;
+
+	lp = avl_path(&root, pfn, links, &d);
+	assert(*lp);
+	avl_remove_at(links, d, lp);
 	return root;
 }
 
@@ -1659,17 +1690,6 @@ get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 	return 0;
 }
 
-/* The live allocation [pfn, pfn + pages), or NULL.  Tree lock held. */
-static struct iova_node *busy_find_alloc(struct iova_alloc *a, uint64_t pfn,
-					 uint64_t pages)
-{
-	struct iova_node *n = avl_find(a->busy_root, pfn);
-
-	if (!n || node_kind(n) != IOVA_ALLOC || n->pages != pages)
-		return NULL;
-	return n;
-}
-
 /* The free's check and flip in one compare-and-swap: ALLOC with no map
  * inside -> @kind.  Returns 0; -ENOENT (not a live allocation: never
  * allocated, or freed already) or -EBUSY (a mapping lies inside); then
@@ -1791,9 +1811,9 @@ static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
 static __attribute__((noinline)) int
 put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 {
-	struct iova_node *n;
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp, *n;
 	uint64_t pages, pfn;
-	int c, err = -ENOENT;
+	int c, d, err = -ENOENT;
 
 	if (!a || !len_to_pages(a, len, &pages) ||
 	    !is_aligned(iova, 1ull << a->shift))
@@ -1803,13 +1823,17 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 	if (c >= 0)
 		return class_put(a, c, pfn, pages);
 	os_mutex_lock(&a->tree_lock);
-	n = busy_find_alloc(a, pfn, pages);
-	if (n) {
+	/* One descent finds, checks and unlinks it. */
+	lp = avl_path(&a->busy_root, pfn, links, &d);
+	n = *lp;
+	if (n && node_kind(n) == IOVA_ALLOC && n->pages == pages) {
 		/* -EBUSY: a mapping still lies inside, the space stays taken. */
 		err = flip_free(n, IOVA_FREE);
 		if (!err) {
+			assert(!n->hashed); /* not a class size */
 			a->frees++;
-			busy_release(a, n);
+			avl_remove_at(links, d, lp);
+			free_insert(a, n, n->pfn, n->pages);
 		}
 	}
 	os_mutex_unlock(&a->tree_lock);
