@@ -24,37 +24,49 @@
  * Mapped allocations.  An ALLOC node counts the fixed maps inside it
  * (maps: iova_claim() adds, iova_unclaim_inside() takes away), and
  * iova_alloc_put() refuses it with -EBUSY while that count is not zero, so
- * a live mapping's space is never handed out again.  The check is one
- * field of the node the free looks up anyway, under the lock it holds
- * anyway: the free's fast path gains a load and a branch.
+ * a live mapping's space is never handed out again.  Kind, maps and a
+ * generation share one atomic state word per node (ST_*), so the free's
+ * checks and its flip are one compare-and-swap.
  *
- * rcache.  Frees of 1, 2, 4 ... 32 pages go, still in the busy tree but
+ * rcache.  Frees of 1, 2, 4 ... 128 pages go, still in the busy tree but
  * marked CACHED, to the magazines of the caller's slot (loaded and previous,
- * as in Linux), full magazines to a bounded depot.  A magazine entry is the
- * busy node itself.  An allocation of such a size pops a fitting entry
- * (below the limit, aligned) and flips it back to ALLOC.  A claim that
- * overlaps a CACHED node evicts it: the node leaves the busy tree, its
- * space becomes free, and the node is marked EVICTED; the magazine still
- * owns it and discards it when it next sees it.
+ * as in Linux's per-CPU rcache), full magazines to a bounded depot.  A
+ * magazine entry is the busy node itself.  An allocation of such a size
+ * pops a fitting entry (below the limit, aligned) and flips it back to
+ * ALLOC.  A claim that overlaps a CACHED node, or a flush, evicts it: the
+ * node leaves the busy tree, its space becomes free, and the node is marked
+ * EVICTED; the magazine still owns it and discards it when it next sees it.
  *
- * The fast path without the tree lock (issue 12).  Every ALLOC or CACHED
- * node of 1..32 pages ("hashed") is also in a chained hash keyed by pfn.
- * The hash is guarded by 64 striped spin locks (a bucket belongs to one
- * stripe whatever the table's size): a chain, and the kind and maps of its
- * nodes, change only under the stripe's lock.  So the free of such a size
- * finds its node and checks it (ALLOC: else -ENOENT, the double-free
- * check; maps == 0: else -EBUSY) and flips it to CACHED under the slot's
- * and one stripe's lock; the allocation's cache hit flips CACHED back to
- * ALLOC under the same two.  Linux's rcache has no such check: it pushes
- * whatever pfn it is given.  The busy tree keeps every hashed node, so
- * claims, reservations and the check still see the whole space; the tree
- * lock holders read kinds atomically and re-check under the stripe lock
- * any kind they act on (claim inside an ALLOC, evict a CACHED), retrying
- * when the fast path changed it.  Nodes enter and leave the hash only with
- * the tree lock held too; the table doubles with every stripe held.
- * Counters the fast path bumps (hits, fput) live in the slots.
+ * The fast path without any lock (issue 12).  A thread among the process's
+ * first IODMA_SHARDS (util.h shard_own()) owns a slot of its own: only it
+ * reads or writes that slot's magazines, its records and its counters, so
+ * its alloc pops and its free pushes without a lock; magazines move to and
+ * from the depot under depot_lock only when full or empty.  What it was
+ * handed it remembers (struct iova_rec: range -> node and the exact state
+ * word it was handed in), and its free of that range is one
+ * compare-and-swap of the node's state word from exactly that state (ALLOC,
+ * no maps, that generation) to CACHED.  Anything else fails it: a second
+ * free (CACHED now), a fixed map inside (maps > 0), a record gone stale
+ * (another thread freed it, or the node was recycled: a new generation).
+ * Then, and for every other free of a class size (no record, a thread
+ * without a slot of its own), the pfn hash decides: every ALLOC or CACHED
+ * node of a class size ("hashed") is also in a chained hash keyed by pfn,
+ * guarded by 64 striped spin locks (a bucket belongs to one stripe whatever
+ * the table's size; a chain changes only under its stripe's lock, with the
+ * tree lock held too; the table doubles with every stripe held); the free
+ * finds the node and flips ALLOC to CACHED with the same compare-and-swap
+ * (-ENOENT when not ALLOC: the double-free check, -EBUSY when maps > 0).
+ * Linux's rcache has no such check: it pushes whatever pfn it is given.
+ * The busy tree keeps every hashed node, so claims, reservations and the
+ * check still see the whole space; tree-lock holders act on a kind they
+ * read only by a compare-and-swap from what they read (claim inside an
+ * ALLOC, evict a CACHED), retrying when the fast path changed it.  Flushes
+ * cannot touch another thread's magazines: they evict every CACHED node
+ * they find in the busy tree instead.  Nodes are never freed before
+ * destroy (type-stable: a stale record points at a node, never at freed
+ * memory).  Threads without a slot share one under its spin lock.
  *
- * Locks, in this order: slot->lock -> depot_lock -> tree_lock -> one
+ * Locks, in this order: shared slot lock -> depot_lock -> tree_lock -> one
  * stripe (or all of them, in index order).  Slot and stripe locks spin.
  */
 #include <errno.h>
@@ -161,7 +173,10 @@ static inline bool st_cas(struct iova_node *n, uint64_t *old, uint64_t new)
 }
 
 #define IOVA_NR_REC      64	/* a thread's records of what it was handed */
-#define IOVA_NR_CLASSES  6	/* 1, 2, 4, 8, 16, 32 pages */
+#define IOVA_NR_CLASSES  8	/* 1, 2, 4 ... 128 pages */
+#define IOVA_LINUX_CLASSES 6	/* Linux caches 1..32 pages; the classes
+				 * above (64, 128) hold fewer magazines in
+				 * the depot, see depot_max() */
 #define IOVA_MAG_SIZE    64
 #define IOVA_DEPOT_MAX   32	/* full magazines per class in the depot */
 #define IOVA_MAX_HEIGHT  96	/* AVL of < 2^64 nodes is < 93 high */
@@ -304,7 +319,7 @@ struct iova_alloc {
 	size_t hcount;			/* hashed nodes */
 
 	/* The pfn hash of every live or cached allocation of a cache class
-	 * (1..32 pages): the free finds its node here under one stripe lock,
+	 * (1..128 pages): the free finds its node here under one stripe lock,
 	 * without the tree lock or a tree walk.  htab/hbits change only with
 	 * every stripe lock held (and the tree lock); a chain and the
 	 * kind/maps of its nodes change only under its stripe's lock. */
@@ -972,6 +987,17 @@ static void mag_recycle(struct iova_alloc *a, struct iova_mag *m)
 	os_mutex_unlock(&a->depot_lock);
 }
 
+/* Full magazines of class @c the depot keeps: IOVA_DEPOT_MAX up to Linux's
+ * largest class (32 pages), halved for each class above, so that no class
+ * hoards more than 32 magazines' worth of 32-page ranges (256 MiB of 4 KiB
+ * pages per class: the space a 32-bit device sees stays mostly in the
+ * tree; and a miss flushes the caches before it fails). */
+static inline unsigned int depot_max(int c)
+{
+	return c < IOVA_LINUX_CLASSES ? IOVA_DEPOT_MAX :
+	       IOVA_DEPOT_MAX >> (c - IOVA_LINUX_CLASSES + 1);
+}
+
 /* Make room for one entry in the slot's loaded magazine of class @c.
  * The slot held (owned, or the shared one locked).  Returns false when no
  * magazine can be had (then the caller frees to the tree). */
@@ -1006,7 +1032,7 @@ mag_prepare_push_slow(struct iova_alloc *a, struct iova_slot *s, int c)
 	/* Both full: prev goes to the depot, or back to the tree. */
 	full = s->prev[c];
 	os_mutex_lock(&a->depot_lock);
-	if (a->nr_depot[c] < IOVA_DEPOT_MAX) {
+	if (a->nr_depot[c] < depot_max(c)) {
 		full->next = a->depot[c];
 		a->depot[c] = full;
 		a->nr_depot[c]++;
