@@ -88,8 +88,6 @@ struct iova_node {
 	uint64_t pfn;		/* first granule page */
 	uint64_t pages;		/* > 0 */
 	uint64_t max_pages;	/* largest .pages in this subtree */
-	uint64_t va;		/* class ALLOC/CACHED/EVICTED nodes: pfn in
-				 * bytes (the fast path uses no shift) */
 	struct iova_node *l, *r;
 	struct iova_node *hnext; /* chain of the pfn hash (hashed nodes) */
 	/* The state word: kind, maps and generation in one atomic 64-bit
@@ -98,7 +96,12 @@ struct iova_node {
 	_Atomic uint64_t st;
 	int16_t height;		/* AVL height, leaf = 1 (< IOVA_MAX_HEIGHT) */
 	uint8_t hashed;		/* in the pfn hash (stripe + tree lock) */
-};
+} __attribute__((aligned(IODMA_CACHELINE)));
+/* One node per cache line (nodes come from line-aligned slabs): the fast
+ * paths of two threads write the state words of their own nodes, never a
+ * line another thread's node shares (issue 12: no shared line written). */
+_Static_assert(sizeof(struct iova_node) == IODMA_CACHELINE,
+	       "struct iova_node is one cache line");
 
 /*
  * The state word of a node:
@@ -279,6 +282,14 @@ struct iova_stripe {
 	char pad[IODMA_CACHELINE - sizeof(iova_spin_t)];
 };
 
+/* Nodes come IOVA_SLAB at a time (the first slab: exactly what create
+ * needs), line-aligned inside the slab. */
+#define IOVA_SLAB 63
+struct iova_slab {
+	struct iova_slab *next;
+	char mem[];	/* nodes, from its first line-aligned byte */
+};
+
 /* A piece of usable space, in pages, inclusive last. */
 struct iova_seg {
 	uint64_t pfn;
@@ -310,6 +321,10 @@ struct iova_alloc {
 	struct iova_node *free_root;
 	struct iova_node *busy_root;
 	struct iova_node *pool;		/* spare nodes, linked by ->l */
+	struct iova_slab *slabs;	/* every node lives in one of these */
+	struct iova_node *slab_next;	/* the current slab's next node */
+	size_t slab_left;
+	size_t nr_nodes;		/* nodes in all slabs */
 	size_t nr_pool;
 	uint64_t free_pages;
 	uint64_t allocs;		/* served by the tree */
@@ -626,6 +641,57 @@ static void iter_next(struct iova_iter *it)
 
 /* ---- nodes ---------------------------------------------------------------- */
 
+/* A new current slab of @k nodes (what is left of the old one goes to the
+ * pool).  Returns 0 or -ENOMEM (nothing changed). */
+static int slab_grow(struct iova_alloc *a, size_t k)
+{
+	struct iova_slab *sl = iodma_malloc(sizeof(*sl) +
+					    (k + 1) * sizeof(struct iova_node));
+	uintptr_t p;
+
+	if (!sl)
+		return -ENOMEM;
+	while (a->slab_left > 0) {
+		struct iova_node *n = a->slab_next++;
+
+		a->slab_left--;
+		atomic_init(&n->st, 0);
+		n->l = a->pool;
+		a->pool = n;
+		a->nr_pool++;
+	}
+	sl->next = a->slabs;
+	a->slabs = sl;
+	p = ((uintptr_t)sl->mem + IODMA_CACHELINE - 1) &
+	    ~(uintptr_t)(IODMA_CACHELINE - 1);
+	a->slab_next = (struct iova_node *)p;
+	a->slab_left = k;
+	a->nr_nodes += k;
+	return 0;
+}
+
+/* Slabs double (as many nodes as made so far, up to IOVA_SLAB, at least
+ * @k): few allocations, and a small allocator stays small. */
+static int slab_more(struct iova_alloc *a, size_t k)
+{
+	return slab_grow(a, IODMA_MAX(k, IODMA_MIN(a->nr_nodes, IOVA_SLAB)));
+}
+
+/* A node from the current slab (a new slab when it is used up), or NULL
+ * without memory.  Nodes are never given back one by one: the slabs go at
+ * destroy.  Tree lock held (or create). */
+static struct iova_node *node_new(struct iova_alloc *a)
+{
+	struct iova_node *n;
+
+	if (a->slab_left == 0 && slab_more(a, 1))
+		return NULL;
+	n = a->slab_next++;
+	a->slab_left--;
+	atomic_init(&n->st, 0);
+	return n;
+}
+
 /* A spare node, with a new identity: its generation moves on, so a stale
  * pointer to its old self (a thread's record) no longer matches it. */
 static struct iova_node *node_get(struct iova_alloc *a)
@@ -637,10 +703,9 @@ static struct iova_node *node_get(struct iova_alloc *a)
 		a->pool = n->l;
 		a->nr_pool--;
 	} else {
-		n = iodma_malloc(sizeof(*n));
+		n = node_new(a);
 		if (!n)
 			return NULL;
-		atomic_init(&n->st, 0);
 	}
 	n->hashed = 0;
 	s = atomic_load_explicit(&n->st, memory_order_relaxed);
@@ -660,21 +725,13 @@ static void node_put(struct iova_alloc *a, struct iova_node *n)
 	a->nr_pool++;
 }
 
-/* Make sure node_get() succeeds @k times.  Returns 0 or -ENOMEM (the spare
- * nodes made so far stay in the pool: no visible change). */
+/* Make sure node_get() succeeds @k times.  Returns 0 or -ENOMEM (nothing
+ * visible changes). */
 static int node_reserve(struct iova_alloc *a, size_t k)
 {
-	while (a->nr_pool < k) {
-		struct iova_node *n = iodma_malloc(sizeof(*n));
+	size_t have = a->nr_pool + a->slab_left;
 
-		if (!n)
-			return -ENOMEM;
-		atomic_init(&n->st, 0);
-		n->l = a->pool;
-		a->pool = n;
-		a->nr_pool++;
-	}
-	return 0;
+	return have >= k ? 0 : slab_more(a, k - have);
 }
 
 /* The cache class of an allocation of @pages (log2), or -1. */
@@ -912,7 +969,6 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	b = node_get(a);
 	b->pfn = cand;
 	b->pages = pages;
-	b->va = cand << a->shift;
 	node_set_kind(b, IOVA_ALLOC);
 	b->hashed = 0;
 	a->busy_root = avl_insert(a->busy_root, b);
@@ -1300,29 +1356,17 @@ static void sort_segs(struct iova_seg *s, size_t n)
 	}
 }
 
-static void free_subtree(struct iova_node *n)
-{
-	while (n) {
-		struct iova_node *r = n->r;
-
-		free_subtree(n->l);
-		iodma_free(n);
-		n = r;
-	}
-}
-
 static void iova_free_all(struct iova_alloc *a)
 {
 	unsigned int i;
 	int c;
 
-	free_subtree(a->free_root);
-	free_subtree(a->busy_root);
-	while (a->pool) {
-		struct iova_node *n = a->pool;
+	/* Every node, in the trees, the pool or a magazine, is in a slab. */
+	while (a->slabs) {
+		struct iova_slab *sl = a->slabs;
 
-		a->pool = n->l;
-		iodma_free(n);
+		a->slabs = sl->next;
+		iodma_free(sl);
 	}
 	for (i = 0; i <= IODMA_SHARDS; i++) {
 		struct iova_slot *s = i < IODMA_SHARDS ? own_slot_at(a, i) :
@@ -1467,8 +1511,10 @@ int iova_alloc_create(uint64_t granule,
 	if (err)
 		goto fail;
 	err = -ENOMEM;
+	if (a->nr_segs && slab_grow(a, a->nr_segs))
+		goto fail;
 	for (i = 0; i < a->nr_segs; i++) {
-		struct iova_node *n = iodma_malloc(sizeof(*n));
+		struct iova_node *n = node_new(a);
 
 		if (!n)
 			goto fail;
@@ -1631,7 +1677,7 @@ static inline bool cache_alloc(struct iova_alloc *a, int c, uint64_t pages,
 		if (!n)
 			return false;
 		*pfn = n->pfn;	/* ALLOC and ours: pfn cannot change */
-		rec_set(s, (unsigned int)c, n, n->va, st);
+		rec_set(s, (unsigned int)c, n, n->pfn << a->shift, st);
 		return true;
 	}
 	s = &a->shared;
@@ -1914,8 +1960,8 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 	if (!m || m->n == 0)
 		goto slow;
 	n = m->e[m->n - 1];
-	/* va of a CACHED (or EVICTED) node does not change. */
-	v = n->va;
+	/* pfn of a CACHED (or EVICTED) node does not change. */
+	v = n->pfn << a->shift;
 	if ((v & (align - 1)) || v + (r - 1) > limit)
 		goto slow;
 	/* Expect CACHED with this generation: an EVICTED node fails the
