@@ -24,37 +24,49 @@
  * Mapped allocations.  An ALLOC node counts the fixed maps inside it
  * (maps: iova_claim() adds, iova_unclaim_inside() takes away), and
  * iova_alloc_put() refuses it with -EBUSY while that count is not zero, so
- * a live mapping's space is never handed out again.  The check is one
- * field of the node the free looks up anyway, under the lock it holds
- * anyway: the free's fast path gains a load and a branch.
+ * a live mapping's space is never handed out again.  Kind, maps and a
+ * generation share one atomic state word per node (ST_*), so the free's
+ * checks and its flip are one compare-and-swap.
  *
- * rcache.  Frees of 1, 2, 4 ... 32 pages go, still in the busy tree but
+ * rcache.  Frees of 1, 2, 4 ... 128 pages go, still in the busy tree but
  * marked CACHED, to the magazines of the caller's slot (loaded and previous,
- * as in Linux), full magazines to a bounded depot.  A magazine entry is the
- * busy node itself.  An allocation of such a size pops a fitting entry
- * (below the limit, aligned) and flips it back to ALLOC.  A claim that
- * overlaps a CACHED node evicts it: the node leaves the busy tree, its
- * space becomes free, and the node is marked EVICTED; the magazine still
- * owns it and discards it when it next sees it.
+ * as in Linux's per-CPU rcache), full magazines to a bounded depot.  A
+ * magazine entry is the busy node itself.  An allocation of such a size
+ * pops a fitting entry (below the limit, aligned) and flips it back to
+ * ALLOC.  A claim that overlaps a CACHED node, or a flush, evicts it: the
+ * node leaves the busy tree, its space becomes free, and the node is marked
+ * EVICTED; the magazine still owns it and discards it when it next sees it.
  *
- * The fast path without the tree lock (issue 12).  Every ALLOC or CACHED
- * node of 1..32 pages ("hashed") is also in a chained hash keyed by pfn.
- * The hash is guarded by 64 striped spin locks (a bucket belongs to one
- * stripe whatever the table's size): a chain, and the kind and maps of its
- * nodes, change only under the stripe's lock.  So the free of such a size
- * finds its node and checks it (ALLOC: else -ENOENT, the double-free
- * check; maps == 0: else -EBUSY) and flips it to CACHED under the slot's
- * and one stripe's lock; the allocation's cache hit flips CACHED back to
- * ALLOC under the same two.  Linux's rcache has no such check: it pushes
- * whatever pfn it is given.  The busy tree keeps every hashed node, so
- * claims, reservations and the check still see the whole space; the tree
- * lock holders read kinds atomically and re-check under the stripe lock
- * any kind they act on (claim inside an ALLOC, evict a CACHED), retrying
- * when the fast path changed it.  Nodes enter and leave the hash only with
- * the tree lock held too; the table doubles with every stripe held.
- * Counters the fast path bumps (hits, fput) live in the slots.
+ * The fast path without any lock (issue 12).  A thread among the process's
+ * first IODMA_SHARDS (util.h shard_own()) owns a slot of its own: only it
+ * reads or writes that slot's magazines, its records and its counters, so
+ * its alloc pops and its free pushes without a lock; magazines move to and
+ * from the depot under depot_lock only when full or empty.  What it was
+ * handed it remembers (struct iova_rec: range -> node and the exact state
+ * word it was handed in), and its free of that range is one
+ * compare-and-swap of the node's state word from exactly that state (ALLOC,
+ * no maps, that generation) to CACHED.  Anything else fails it: a second
+ * free (CACHED now), a fixed map inside (maps > 0), a record gone stale
+ * (another thread freed it, or the node was recycled: a new generation).
+ * Then, and for every other free of a class size (no record, a thread
+ * without a slot of its own), the pfn hash decides: every ALLOC or CACHED
+ * node of a class size ("hashed") is also in a chained hash keyed by pfn,
+ * guarded by 64 striped spin locks (a bucket belongs to one stripe whatever
+ * the table's size; a chain changes only under its stripe's lock, with the
+ * tree lock held too; the table doubles with every stripe held); the free
+ * finds the node and flips ALLOC to CACHED with the same compare-and-swap
+ * (-ENOENT when not ALLOC: the double-free check, -EBUSY when maps > 0).
+ * Linux's rcache has no such check: it pushes whatever pfn it is given.
+ * The busy tree keeps every hashed node, so claims, reservations and the
+ * check still see the whole space; tree-lock holders act on a kind they
+ * read only by a compare-and-swap from what they read (claim inside an
+ * ALLOC, evict a CACHED), retrying when the fast path changed it.  Flushes
+ * cannot touch another thread's magazines: they evict every CACHED node
+ * they find in the busy tree instead.  Nodes are never freed before
+ * destroy (type-stable: a stale record points at a node, never at freed
+ * memory).  Threads without a slot share one under its spin lock.
  *
- * Locks, in this order: slot->lock -> depot_lock -> tree_lock -> one
+ * Locks, in this order: shared slot lock -> depot_lock -> tree_lock -> one
  * stripe (or all of them, in index order).  Slot and stripe locks spin.
  */
 #include <errno.h>
@@ -78,22 +90,98 @@ struct iova_node {
 	uint64_t max_pages;	/* largest .pages in this subtree */
 	struct iova_node *l, *r;
 	struct iova_node *hnext; /* chain of the pfn hash (hashed nodes) */
+	/* The state word: kind, maps and generation in one atomic 64-bit
+	 * word, so that "is this a live allocation with no mapping inside"
+	 * and "it is freed now" are one compare-and-swap (see ST_*). */
+	_Atomic uint64_t st;
 	int16_t height;		/* AVL height, leaf = 1 (< IOVA_MAX_HEIGHT) */
-	_Atomic int16_t kind;	/* enum iova_kind; atomic: the fast path
-				 * flips ALLOC <-> CACHED under a stripe lock
-				 * only, while tree-lock holders read it */
 	uint8_t hashed;		/* in the pfn hash (stripe + tree lock) */
-	uint32_t maps;		/* ALLOC: fixed maps inside it (iova_claim's
-				 * *claimed = false); the free is -EBUSY
-				 * while > 0.  Fits: the domain has at most
-				 * UINT32_MAX mappings (caps.max_mappings). */
-};
+} __attribute__((aligned(IODMA_CACHELINE)));
+/* One node per cache line (nodes come from line-aligned slabs): the fast
+ * paths of two threads write the state words of their own nodes, never a
+ * line another thread's node shares (issue 12: no shared line written). */
+_Static_assert(sizeof(struct iova_node) == IODMA_CACHELINE,
+	       "struct iova_node is one cache line");
 
-#define IOVA_NR_SLOTS    16
-#define IOVA_NR_CLASSES  6	/* 1, 2, 4, 8, 16, 32 pages */
+/*
+ * The state word of a node:
+ *   bits 0..3   kind (enum iova_kind);
+ *   bits 4..35  maps: ALLOC only, the fixed maps inside it (iova_claim's
+ *               *claimed = false); the free is -EBUSY while > 0.  32 bits:
+ *               a domain has at most UINT32_MAX mappings;
+ *   bits 36..63 generation: bumped whenever the node takes a new identity
+ *               (node_get()), so a stale pointer to a recycled node (a
+ *               thread's record of what it was handed, see iova_rec) fails
+ *               its compare-and-swap instead of flipping another range.
+ * Nodes are never returned to the heap before iova_alloc_destroy()
+ * (node_put() keeps them in the pool), so such a stale pointer always
+ * points at a node (type-stable memory, as Linux's SLAB_TYPESAFE_BY_RCU).
+ */
+#define ST_KIND_MASK	0xfull
+#define ST_MAPS_SHIFT	4
+#define ST_MAPS_ONE	(1ull << ST_MAPS_SHIFT)
+#define ST_MAPS_MASK	(0xffffffffull << ST_MAPS_SHIFT)
+#define ST_GEN_SHIFT	36
+#define ST_GEN_ONE	(1ull << ST_GEN_SHIFT)
+
+static inline unsigned int st_kind(uint64_t s)
+{
+	return (unsigned int)(s & ST_KIND_MASK);
+}
+
+static inline uint64_t st_maps(uint64_t s)
+{
+	return (s & ST_MAPS_MASK) >> ST_MAPS_SHIFT;
+}
+
+/* @s with its kind replaced by @kind (maps and generation kept). */
+static inline uint64_t st_with(uint64_t s, unsigned int kind)
+{
+	return (s & ~ST_KIND_MASK) | kind;
+}
+
+static inline unsigned int node_kind(const struct iova_node *n)
+{
+	return st_kind(atomic_load_explicit(&n->st, memory_order_relaxed));
+}
+
+/* Set the kind of a node nobody else can flip now (tree lock held, the
+ * node not ALLOC or CACHED, or not yet visible): maps 0, generation kept. */
+static inline void node_set_kind(struct iova_node *n, unsigned int kind)
+{
+	uint64_t s = atomic_load_explicit(&n->st, memory_order_relaxed);
+
+	atomic_store_explicit(&n->st, (s & ~(ST_KIND_MASK | ST_MAPS_MASK)) | kind,
+			      memory_order_relaxed);
+}
+
+/*
+ * Compare-and-swap of a state word, acq_rel.  The release half publishes
+ * what the caller did with the range before (a freeing owner's unmapping)
+ * to whoever next reads this word with acquire (the next owner's cache hit,
+ * on any thread); the acquire half is that next owner's side.  Without it
+ * aarch64 and riscv64 may let a new owner's writes into the range's page
+ * tables pass the old owner's.  All flips of one node's kind or maps are
+ * compare-and-swaps of this one word, so they are totally ordered and
+ * exactly one of two racing flips from the same state wins: a free against
+ * a claim counting a map (the free sees maps > 0: -EBUSY, or the claim sees
+ * CACHED and retries), two frees (the second sees CACHED: -ENOENT), a cache
+ * hit against a claim's eviction (EVICTED or ALLOC, never both).
+ */
+static inline bool st_cas(struct iova_node *n, uint64_t *old, uint64_t new)
+{
+	return atomic_compare_exchange_strong_explicit(&n->st, old, new,
+						       memory_order_acq_rel,
+						       memory_order_acquire);
+}
+
+#define IOVA_NR_REC      64	/* a thread's records of what it was handed */
+#define IOVA_NR_CLASSES  8	/* 1, 2, 4 ... 128 pages */
+#define IOVA_LINUX_CLASSES 6	/* Linux caches 1..32 pages; the classes
+				 * above (64, 128) hold fewer magazines in
+				 * the depot, see depot_max() */
 #define IOVA_MAG_SIZE    64
 #define IOVA_DEPOT_MAX   32	/* full magazines per class in the depot */
-#define IOVA_POOL_MAX    64	/* spare nodes kept for reuse */
 #define IOVA_MAX_HEIGHT  96	/* AVL of < 2^64 nodes is < 93 high */
 #define IOVA_STRIPE_BITS 6
 #define IOVA_NR_STRIPES  (1u << IOVA_STRIPE_BITS)
@@ -144,20 +232,62 @@ struct iova_mag {
 	struct iova_node *e[IOVA_MAG_SIZE];
 };
 
+/* What a thread with a slot of its own was last handed (cache classes),
+ * keyed by (pfn >> class) mod IOVA_NR_REC: its free of that range flips
+ * the node's state word with one compare-and-swap from exactly @st (the
+ * state it was handed in: ALLOC, no maps, that generation) to CACHED,
+ * without finding the node in the pfn hash.  Only the owner reads or
+ * writes it. */
+struct iova_rec {
+	uint64_t key[IOVA_NR_REC];		/* rec_key(pfn, pages) */
+	struct iova_node *n[IOVA_NR_REC];	/* NULL: empty */
+	uint64_t st[IOVA_NR_REC];
+};
+
+/* A record's key: the range's first byte (granule-aligned, granule >=
+ * 4096) with its class in the low bits.  Its index mixes two windows of
+ * the address so that ranges of every class spread over the records. */
+static inline uint64_t rec_key(uint64_t va, unsigned int c)
+{
+	return va | c;
+}
+
+static inline unsigned int rec_idx(uint64_t va)
+{
+	return (unsigned int)((va >> 12) ^ (va >> 17)) & (IOVA_NR_REC - 1);
+}
+
+/*
+ * A slot: the loaded and previous magazine of every class (Linux's per-CPU
+ * iova_cpu_rcache).  A thread with a shard of its own (util.h shard_own())
+ * owns one slot, made on its first use, and is its only reader and writer:
+ * its alloc and free take no lock at all (magazines, records, counters are
+ * private; the depot lock only to exchange a full or empty magazine).
+ * Threads without a shard share one slot under its spin lock.
+ */
 struct iova_slot {
-	iova_spin_t lock;	/* protects loaded[], prev[], writes of hits
-				 * and fput */
+	char pad0[IODMA_CACHELINE];	/* keep slots off each other's lines */
+	iova_spin_t lock;	/* shared slot only: protects everything in it */
 	struct iova_mag *loaded[IOVA_NR_CLASSES];
 	struct iova_mag *prev[IOVA_NR_CLASSES];
 	_Atomic uint64_t hits;	/* allocations served by this slot's cache */
 	_Atomic uint64_t fput;	/* frees pushed into this slot's cache */
-	char pad[IODMA_CACHELINE];	/* keep slots off each other's lines */
+	struct iova_rec rec;	/* owned slots only */
+	char pad1[IODMA_CACHELINE];
 };
 
 /* A lock of the pfn hash, alone on its cache line. */
 struct iova_stripe {
 	iova_spin_t lock;
 	char pad[IODMA_CACHELINE - sizeof(iova_spin_t)];
+};
+
+/* Nodes come IOVA_SLAB at a time (the first slab: exactly what create
+ * needs), line-aligned inside the slab. */
+#define IOVA_SLAB 63
+struct iova_slab {
+	struct iova_slab *next;
+	char mem[];	/* nodes, from its first line-aligned byte */
 };
 
 /* A piece of usable space, in pages, inclusive last. */
@@ -169,6 +299,8 @@ struct iova_seg {
 struct iova_alloc {
 	/* Immutable after create. */
 	unsigned int shift;		/* log2(granule) */
+	uint64_t gmask;			/* granule - 1 */
+	uint64_t class_max;		/* granule << (IOVA_NR_CLASSES - 1) */
 	struct iova_seg *segs;		/* valid minus reserved, sorted */
 	size_t nr_segs;
 	uint64_t *cuts;			/* pfns where two valid ranges touch */
@@ -177,6 +309,11 @@ struct iova_alloc {
 	size_t nr_ranges;
 
 	_Atomic bool caching;		/* rcache on (default) */
+	/* Owned slots by shard, made by their owner on first use (release
+	 * store; others load with acquire), freed at destroy. */
+	struct iova_slot *_Atomic own[IODMA_SHARDS];
+	char pad_own[IODMA_CACHELINE];	/* the fast path reads the above
+					 * only: keep it off tree_lock's line */
 
 	os_mutex_t tree_lock;		/* protects everything below, and
 					 * every node's fields but pfn/pages of
@@ -184,6 +321,10 @@ struct iova_alloc {
 	struct iova_node *free_root;
 	struct iova_node *busy_root;
 	struct iova_node *pool;		/* spare nodes, linked by ->l */
+	struct iova_slab *slabs;	/* every node lives in one of these */
+	struct iova_node *slab_next;	/* the current slab's next node */
+	size_t slab_left;
+	size_t nr_nodes;		/* nodes in all slabs */
 	size_t nr_pool;
 	uint64_t free_pages;
 	uint64_t allocs;		/* served by the tree */
@@ -193,7 +334,7 @@ struct iova_alloc {
 	size_t hcount;			/* hashed nodes */
 
 	/* The pfn hash of every live or cached allocation of a cache class
-	 * (1..32 pages): the free finds its node here under one stripe lock,
+	 * (1..128 pages): the free finds its node here under one stripe lock,
 	 * without the tree lock or a tree walk.  htab/hbits change only with
 	 * every stripe lock held (and the tree lock); a chain and the
 	 * kind/maps of its nodes change only under its stripe's lock. */
@@ -206,7 +347,7 @@ struct iova_alloc {
 	unsigned int nr_depot[IOVA_NR_CLASSES];
 	struct iova_mag *empty;		/* spare empty magazines */
 
-	struct iova_slot slots[IOVA_NR_SLOTS];
+	struct iova_slot shared;	/* threads without a shard */
 };
 
 /* ---- AVL tree with max-extent augmentation --------------------------------- */
@@ -278,60 +419,123 @@ static struct iova_node *rebalance(struct iova_node *n)
 	return n;
 }
 
+/*
+ * Insert and remove walk down once, keeping the path (the addresses of the
+ * links they followed), and walk back up it fixing heights and the
+ * augmentation and rebalancing, only as far as something changes: once a
+ * subtree's height and max_pages are what they were, nothing above it can
+ * change (Linux's rbtree stops its fix-up the same way).  Recursing to the
+ * root and back at every level, as before, was most of the tree path's
+ * cost (issue 12).  @links[0..@d) is the path; only nodes above depth
+ * @keep may end the walk (below it the fields compared are stale: a
+ * removed node's successor moved up to depth @keep).
+ */
+static void avl_fix_up(struct iova_node **links[], int d, int keep)
+{
+	while (d-- > 0) {
+		struct iova_node **lp = links[d], *n = *lp;
+		int hl = node_height(n->l), hr = node_height(n->r), h;
+		uint64_t m;
+
+		if (hl - hr > 1 || hr - hl > 1) {
+			h = n->height;
+			m = n->max_pages;
+			n = rebalance(n);
+			*lp = n;
+			if (d < keep && n->height == h && n->max_pages == m)
+				break;
+			continue;
+		}
+		h = 1 + (hl > hr ? hl : hr);
+		m = IODMA_MAX(n->pages, node_max(n->l));
+		m = IODMA_MAX(m, node_max(n->r));
+		if (d < keep && n->height == h && n->max_pages == m)
+			break;
+		n->height = (int16_t)h;
+		n->max_pages = m;
+	}
+}
+
 static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
 {
-	if (!root) {
-		n->l = n->r = NULL;
-		node_fix(n);
-		return n;
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp = &root;
+	int d = 0;
+
+	while (*lp) {
+		assert(n->pfn != (*lp)->pfn);
+		links[d++] = lp;
+		lp = n->pfn < (*lp)->pfn ? &(*lp)->l : &(*lp)->r;
 	}
-	assert(n->pfn != root->pfn);
-	if (n->pfn < root->pfn)
-		root->l = avl_insert(root->l, n);
-	else
-		root->r = avl_insert(root->r, n);
-	return rebalance(root);
+	n->l = n->r = NULL;
+	node_fix(n);
+	*lp = n;
+	avl_fix_up(links, d, d);
+	return root;
 }
 
-/* Unlink the leftmost node of @root into *@min; returns the new root. */
-static struct iova_node *avl_remove_min(struct iova_node *root,
-					struct iova_node **min)
+/* The link to the node keyed @pfn in the tree at *@rootp, or to the NULL
+ * where it would be; the path to it in @links[0..*@d). */
+static struct iova_node **avl_path(struct iova_node **rootp, uint64_t pfn,
+				   struct iova_node **links[], int *d)
 {
-	if (!root->l) {
-		*min = root;
-		return root->r;
+	struct iova_node **lp = rootp;
+
+	*d = 0;
+	while (*lp && (*lp)->pfn != pfn) {
+		links[(*d)++] = lp;
+		lp = pfn < (*lp)->pfn ? &(*lp)->l : &(*lp)->r;
 	}
-	root->l = avl_remove_min(root->l, min);
-	return rebalance(root);
+	return lp;
 }
 
-/* Unlink the node keyed @pfn (it exists) by relinking, never by copying
- * keys: magazines hold node pointers. */
+/* Unlink the node at *@lp, found by avl_path() (@links, @d), by relinking,
+ * never by copying keys: magazines and records hold node pointers. */
+static void avl_remove_at(struct iova_node **links[], int d,
+			  struct iova_node **lp)
+{
+	struct iova_node *n = *lp;
+	int keep = d;
+
+	if (!n->l || !n->r) {
+		*lp = n->l ? n->l : n->r;
+	} else {
+		/* The successor m (leftmost of the right subtree) takes n's
+		 * place; the path through n now runs through m. */
+		int dn = d;
+		struct iova_node **sp = &n->r, *m;
+
+		links[d++] = lp;
+		while ((*sp)->l) {
+			links[d++] = sp;
+			sp = &(*sp)->l;
+		}
+		m = *sp;
+		*sp = m->r;
+		m->l = n->l;
+		m->r = n->r;
+		*lp = m;
+		if (d > dn + 1)
+			links[dn + 1] = &m->r;
+		keep = dn;	/* m's own fields are stale: fix it too */
+	}
+	avl_fix_up(links, d, keep);
+}
+
+/* Unlink the node keyed @pfn (it exists). */
 static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
 {
-	struct iova_node *m;
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp;
+	int d;
 
-	assert(root);
-	if (pfn < root->pfn) {
-		root->l = avl_remove(root->l, pfn);
-		return rebalance(root);
-	}
-	if (pfn > root->pfn) {
-		root->r = avl_remove(root->r, pfn);
-		return rebalance(root);
-	}
-	if (!root->r)
-		return root->l;
-	if (!root->l)
-		return root->r;
-	root->r = avl_remove_min(root->r, &m);
-	m->l = root->l;
-	m->r = root->r;
-	return rebalance(m);
+	lp = avl_path(&root, pfn, links, &d);
+	assert(*lp);
+	avl_remove_at(links, d, lp);
+	return root;
 }
 
 /* Recompute the augmentation on the path to the node keyed @pfn after its
- * pages (or, order-preserving, its pfn) changed. */
+ * pages (or, order-preserving, its pfn) changed; stops where max_pages
+ * stays what it was. */
 static void avl_update_path(struct iova_node *root, uint64_t pfn)
 {
 	struct iova_node *path[IOVA_MAX_HEIGHT];
@@ -343,8 +547,16 @@ static void avl_update_path(struct iova_node *root, uint64_t pfn)
 			break;
 		root = pfn < root->pfn ? root->l : root->r;
 	}
-	while (depth > 0)
-		node_fix(path[--depth]);
+	while (depth > 0) {
+		struct iova_node *n = path[--depth];
+		uint64_t m = n->max_pages;
+
+		node_fix(n);
+		/* The changed node itself always; above it, only while
+		 * max_pages changes (heights do not). */
+		if (n->pfn != pfn && n->max_pages == m)
+			break;
+	}
 }
 
 /* The node with the greatest pfn <= @pfn, or NULL. */
@@ -401,50 +613,125 @@ static struct iova_node *free_fit(struct iova_node *n, uint64_t pages,
 	return NULL;
 }
 
+/* In-order iterator with an explicit stack (the check allocates nothing). */
+struct iova_iter {
+	const struct iova_node *stack[IOVA_MAX_HEIGHT];
+	int depth;
+};
+
+static void iter_push_left(struct iova_iter *it, const struct iova_node *n)
+{
+	while (n && it->depth < IOVA_MAX_HEIGHT) {
+		it->stack[it->depth++] = n;
+		n = n->l;
+	}
+}
+
+static const struct iova_node *iter_peek(const struct iova_iter *it)
+{
+	return it->depth ? it->stack[it->depth - 1] : NULL;
+}
+
+static void iter_next(struct iova_iter *it)
+{
+	const struct iova_node *n = it->stack[--it->depth];
+
+	iter_push_left(it, n->r);
+}
+
 /* ---- nodes ---------------------------------------------------------------- */
 
+/* A new current slab of @k nodes (what is left of the old one goes to the
+ * pool).  Returns 0 or -ENOMEM (nothing changed). */
+static int slab_grow(struct iova_alloc *a, size_t k)
+{
+	struct iova_slab *sl = iodma_malloc(sizeof(*sl) +
+					    (k + 1) * sizeof(struct iova_node));
+	uintptr_t p;
+
+	if (!sl)
+		return -ENOMEM;
+	while (a->slab_left > 0) {
+		struct iova_node *n = a->slab_next++;
+
+		a->slab_left--;
+		atomic_init(&n->st, 0);
+		n->l = a->pool;
+		a->pool = n;
+		a->nr_pool++;
+	}
+	sl->next = a->slabs;
+	a->slabs = sl;
+	p = ((uintptr_t)sl->mem + IODMA_CACHELINE - 1) &
+	    ~(uintptr_t)(IODMA_CACHELINE - 1);
+	a->slab_next = (struct iova_node *)p;
+	a->slab_left = k;
+	a->nr_nodes += k;
+	return 0;
+}
+
+/* Slabs double (as many nodes as made so far, up to IOVA_SLAB, at least
+ * @k): few allocations, and a small allocator stays small. */
+static int slab_more(struct iova_alloc *a, size_t k)
+{
+	return slab_grow(a, IODMA_MAX(k, IODMA_MIN(a->nr_nodes, IOVA_SLAB)));
+}
+
+/* A node from the current slab (a new slab when it is used up), or NULL
+ * without memory.  Nodes are never given back one by one: the slabs go at
+ * destroy.  Tree lock held (or create). */
+static struct iova_node *node_new(struct iova_alloc *a)
+{
+	struct iova_node *n;
+
+	if (a->slab_left == 0 && slab_more(a, 1))
+		return NULL;
+	n = a->slab_next++;
+	a->slab_left--;
+	atomic_init(&n->st, 0);
+	return n;
+}
+
+/* A spare node, with a new identity: its generation moves on, so a stale
+ * pointer to its old self (a thread's record) no longer matches it. */
 static struct iova_node *node_get(struct iova_alloc *a)
 {
 	struct iova_node *n = a->pool;
+	uint64_t s;
 
 	if (n) {
 		a->pool = n->l;
 		a->nr_pool--;
 	} else {
-		n = iodma_malloc(sizeof(*n));
+		n = node_new(a);
 		if (!n)
 			return NULL;
 	}
 	n->hashed = 0;
+	s = atomic_load_explicit(&n->st, memory_order_relaxed);
+	atomic_store_explicit(&n->st, (s & ~(ST_KIND_MASK | ST_MAPS_MASK)) +
+			      ST_GEN_ONE, memory_order_relaxed);
 	return n;
 }
 
+/* Back to the pool, never to the heap before destroy: a thread's record
+ * may still point here (type-stable nodes, see ST_*).  The pool is as large
+ * as the most nodes ever in use at once. */
 static void node_put(struct iova_alloc *a, struct iova_node *n)
 {
-	if (a->nr_pool >= IOVA_POOL_MAX) {
-		iodma_free(n);
-		return;
-	}
-	n->kind = 0;
+	node_set_kind(n, 0);
 	n->l = a->pool;
 	a->pool = n;
 	a->nr_pool++;
 }
 
-/* Make sure node_get() succeeds @k times.  Returns 0 or -ENOMEM (the spare
- * nodes made so far stay in the pool: no visible change). */
+/* Make sure node_get() succeeds @k times.  Returns 0 or -ENOMEM (nothing
+ * visible changes). */
 static int node_reserve(struct iova_alloc *a, size_t k)
 {
-	while (a->nr_pool < k) {
-		struct iova_node *n = iodma_malloc(sizeof(*n));
+	size_t have = a->nr_pool + a->slab_left;
 
-		if (!n)
-			return -ENOMEM;
-		n->l = a->pool;
-		a->pool = n;
-		a->nr_pool++;
-	}
-	return 0;
+	return have >= k ? 0 : slab_more(a, k - have);
 }
 
 /* The cache class of an allocation of @pages (log2), or -1. */
@@ -613,7 +900,7 @@ static void free_insert(struct iova_alloc *a, struct iova_node *n,
 	} else {
 		n->pfn = pfn;
 		n->pages = pages;
-		n->kind = IOVA_FREE;
+		node_set_kind(n, IOVA_FREE);
 		a->free_root = avl_insert(a->free_root, n);
 	}
 }
@@ -645,7 +932,7 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 		avl_update_path(a->free_root, f->pfn);
 		t->pfn = end;
 		t->pages = f_end - end;
-		t->kind = IOVA_FREE;
+		node_set_kind(t, IOVA_FREE);
 		a->free_root = avl_insert(a->free_root, t);
 	}
 }
@@ -664,10 +951,11 @@ static void busy_release(struct iova_alloc *a, struct iova_node *n)
 	free_insert(a, n, n->pfn, n->pages);
 }
 
-/* Allocate from the tree.  Tree lock held.  Returns 0, -ENOSPC (no fit) or
- * -ENOMEM (no node); nothing changes on error. */
+/* Allocate from the tree.  Tree lock held.  Returns 0 and *@out (the busy
+ * node, ALLOC), -ENOSPC (no fit) or -ENOMEM (no node); nothing changes on
+ * error. */
 static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
-		      uint64_t limit, uint64_t *pfn)
+		      uint64_t limit, struct iova_node **out)
 {
 	struct iova_node *f, *b;
 	uint64_t cand;
@@ -681,34 +969,39 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	b = node_get(a);
 	b->pfn = cand;
 	b->pages = pages;
-	b->kind = IOVA_ALLOC;
-	b->maps = 0;
+	node_set_kind(b, IOVA_ALLOC);
 	b->hashed = 0;
 	a->busy_root = avl_insert(a->busy_root, b);
 	if (size_class(pages) >= 0)
 		hash_insert(a, b);
 	a->allocs++;
-	*pfn = cand;
+	*out = b;
 	return 0;
 }
 
 /* ---- rcache ---------------------------------------------------------------- */
 
-
 /* Return every entry of @m to the tree (CACHED) or the pool (EVICTED).
- * Tree lock held. */
+ * Tree lock held; the caller holds @m (its slot, or a magazine taken out of
+ * the depot), so no cache hit can pop these entries, and evictions take the
+ * tree lock: nobody else can flip them now. */
 static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
 {
 	os_mutex_assert_held(&a->tree_lock);
 
 	while (m->n > 0) {
 		struct iova_node *n = m->e[--m->n];
+		uint64_t s = atomic_load_explicit(&n->st, memory_order_acquire);
 
-		if (n->kind == IOVA_CACHED) {
+		if (st_kind(s) == IOVA_CACHED) {
+			bool ok = st_cas(n, &s, st_with(s, IOVA_FREE));
+
+			assert(ok);
+			(void)ok;
 			a->cached_out++;
 			busy_release(a, n);
 		} else {
-			assert(n->kind == IOVA_EVICTED);
+			assert(st_kind(s) == IOVA_EVICTED);
 			node_put(a, n);
 		}
 	}
@@ -750,9 +1043,20 @@ static void mag_recycle(struct iova_alloc *a, struct iova_mag *m)
 	os_mutex_unlock(&a->depot_lock);
 }
 
+/* Full magazines of class @c the depot keeps: IOVA_DEPOT_MAX up to Linux's
+ * largest class (32 pages), halved for each class above, so that no class
+ * hoards more than 32 magazines' worth of 32-page ranges (256 MiB of 4 KiB
+ * pages per class: the space a 32-bit device sees stays mostly in the
+ * tree; and a miss flushes the caches before it fails). */
+static inline unsigned int depot_max(int c)
+{
+	return c < IOVA_LINUX_CLASSES ? IOVA_DEPOT_MAX :
+	       IOVA_DEPOT_MAX >> (c - IOVA_LINUX_CLASSES + 1);
+}
+
 /* Make room for one entry in the slot's loaded magazine of class @c.
- * Slot lock held.  Returns false when no magazine can be had (then the
- * caller frees to the tree). */
+ * The slot held (owned, or the shared one locked).  Returns false when no
+ * magazine can be had (then the caller frees to the tree). */
 static __attribute__((noinline)) bool
 mag_prepare_push_slow(struct iova_alloc *a, struct iova_slot *s, int c)
 {
@@ -784,7 +1088,7 @@ mag_prepare_push_slow(struct iova_alloc *a, struct iova_slot *s, int c)
 	/* Both full: prev goes to the depot, or back to the tree. */
 	full = s->prev[c];
 	os_mutex_lock(&a->depot_lock);
-	if (a->nr_depot[c] < IOVA_DEPOT_MAX) {
+	if (a->nr_depot[c] < depot_max(c)) {
 		full->next = a->depot[c];
 		a->depot[c] = full;
 		a->nr_depot[c]++;
@@ -810,7 +1114,8 @@ static inline bool mag_prepare_push(struct iova_alloc *a,
 	return mag_prepare_push_slow(a, s, c);
 }
 
-/* Index of the topmost entry of @m below @limit and aligned, or -1. */
+/* Index of the topmost entry of @m below @limit and aligned, or -1.
+ * Reads pfn of CACHED or EVICTED nodes: immutable in those states. */
 static int mag_find(const struct iova_mag *m, uint64_t pages, uint64_t align,
 		    uint64_t limit)
 {
@@ -835,17 +1140,31 @@ static struct iova_node *mag_take(struct iova_mag *m, int i)
 	return n;
 }
 
-/* Try the caller's slot, then the depot.  Returns true and *@pfn on a hit. */
-static __attribute__((noinline)) bool cache_get(struct iova_alloc *a, int c, uint64_t pages,
-		      uint64_t align, uint64_t limit, uint64_t *pfn)
+/* Flip a node popped from a magazine from CACHED to ALLOC.  True and
+ * *@st (its new state) on a hit; false when a claim or a flush evicted it
+ * (EVICTED: then the magazine's holder owns the node and must discard it). */
+static inline bool pop_flip(struct iova_node *n, uint64_t *st)
 {
-	struct iova_slot *s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
-	bool hit = false;
+	uint64_t s = atomic_load_explicit(&n->st, memory_order_relaxed);
 
-	spin_lock(&s->lock);
+	if (st_kind(s) != IOVA_CACHED ||
+	    !st_cas(n, &s, st_with(s, IOVA_ALLOC))) {
+		assert(st_kind(s) == IOVA_EVICTED);
+		return false;
+	}
+	assert(st_maps(s) == 0); /* freed only with none */
+	*st = st_with(s, IOVA_ALLOC);
+	return true;
+}
+
+/* Try slot @s (held), then the depot.  Returns the node (now ALLOC) and
+ * *@st, or NULL. */
+static __attribute__((noinline)) struct iova_node *
+cache_get(struct iova_alloc *a, struct iova_slot *s, int c, uint64_t pages,
+	  uint64_t align, uint64_t limit, uint64_t *st)
+{
 	for (;;) {
 		struct iova_mag *m = s->loaded[c];
-		struct iova_stripe *st;
 		struct iova_node *n;
 		int i = mag_find(m, pages, align, limit);
 
@@ -859,7 +1178,7 @@ static __attribute__((noinline)) bool cache_get(struct iova_alloc *a, int c, uin
 				m = s->loaded[c];
 				s->loaded[c] = s->prev[c];
 				s->prev[c] = m;
-				break; /* prev had no fit either */
+				return NULL; /* prev had no fit either */
 			}
 			os_mutex_lock(&a->depot_lock);
 			m = a->depot[c];
@@ -874,52 +1193,47 @@ static __attribute__((noinline)) bool cache_get(struct iova_alloc *a, int c, uin
 			}
 			os_mutex_unlock(&a->depot_lock);
 			if (!m)
-				break;
+				return NULL;
 			i = mag_find(m, pages, align, limit);
 		}
 		if (i < 0)
-			break;
+			return NULL;
 		n = mag_take(m, i);
-		/* Only a claim's eviction (tree + stripe lock) changes a
-		 * magazine entry's kind, so the stripe lock decides. */
-		st = stripe_of(a, n->pfn);
-		spin_lock(&st->lock);
-		if (n->kind == IOVA_CACHED) {
-			atomic_store_explicit(&n->kind, IOVA_ALLOC,
-					      memory_order_relaxed);
-			assert(n->maps == 0); /* freed only with none */
-			hit = true;
-		}
-		spin_unlock(&st->lock);
-		if (hit) {
+		if (pop_flip(n, st)) {
 			ctr_inc(&s->hits);
-			*pfn = n->pfn;
-			break;
+			return n;
 		}
-		assert(n->kind == IOVA_EVICTED);
 		os_mutex_lock(&a->tree_lock);
 		node_put(a, n);
 		os_mutex_unlock(&a->tree_lock);
 	}
-	spin_unlock(&s->lock);
-	return hit;
 }
 
-/* Sums of the slots' counters (exact when every slot lock is held). */
+/* The owned slot of shard @i, or NULL. */
+static struct iova_slot *own_slot_at(struct iova_alloc *a, unsigned int i)
+{
+	return atomic_load_explicit(&a->own[i], memory_order_acquire);
+}
+
+/* Sums of the slots' counters (exact when no thread is in the allocator). */
 static void slot_sums(struct iova_alloc *a, uint64_t *hits, uint64_t *fput)
 {
-	uint64_t h = 0, f = 0;
+	uint64_t h = ctr_get(&a->shared.hits), f = ctr_get(&a->shared.fput);
 
-	for (unsigned int i = 0; i < IOVA_NR_SLOTS; i++) {
-		h += ctr_get(&a->slots[i].hits);
-		f += ctr_get(&a->slots[i].fput);
+	for (unsigned int i = 0; i < IODMA_SHARDS; i++) {
+		struct iova_slot *s = own_slot_at(a, i);
+
+		if (s) {
+			h += ctr_get(&s->hits);
+			f += ctr_get(&s->fput);
+		}
 	}
 	*hits = h;
 	*fput = f;
 }
 
 /* CACHED nodes now: pushed - popped - drained/evicted.  Tree lock held
- * (exact when every slot lock is held too; else a snapshot). */
+ * (exact when no other thread is in the allocator; else a snapshot). */
 static uint64_t nr_cached(struct iova_alloc *a)
 {
 	uint64_t h, f;
@@ -928,26 +1242,70 @@ static uint64_t nr_cached(struct iova_alloc *a)
 	return f - h - a->cached_out;
 }
 
+/*
+ * Evict every CACHED node of the busy tree: its space becomes free, the
+ * node EVICTED, still owned by the magazine that holds it (or is about to:
+ * a free that flipped it to CACHED pushes it next), which discards it when
+ * it pops it.  This is how flushes reach the magazines of owned slots,
+ * which only their owner may touch.  Tree lock held.  Without memory for a
+ * free extent node the rest stay cached (a flush is a best effort).
+ */
+static void evict_cached_locked(struct iova_alloc *a)
+{
+	struct iova_iter it = { .depth = 0 };
+	struct iova_node *list = NULL;
+	size_t k = 0;
+
+	os_mutex_assert_held(&a->tree_lock);
+	iter_push_left(&it, a->busy_root);
+	while (iter_peek(&it)) {
+		struct iova_node *n = (struct iova_node *)iter_peek(&it);
+		uint64_t s = atomic_load_explicit(&n->st, memory_order_acquire);
+
+		iter_next(&it);
+		if (st_kind(s) != IOVA_CACHED)
+			continue;
+		if (node_reserve(a, k + 1))
+			break;
+		/* Fails only when its owner's cache hit took it just now. */
+		if (!st_cas(n, &s, st_with(s, IOVA_EVICTED)))
+			continue;
+		struct iova_stripe *st = stripe_of(a, n->pfn);
+
+		spin_lock(&st->lock);
+		hash_unlink(a, n);
+		spin_unlock(&st->lock);
+		n->hnext = list;	/* off the hash: the link is ours */
+		list = n;
+		k++;
+	}
+	while (list) {
+		struct iova_node *n = list;
+
+		list = n->hnext;
+		n->hnext = NULL;
+		a->busy_root = avl_remove(a->busy_root, n->pfn);
+		a->cached_out++;
+		free_insert(a, node_get(a), n->pfn, n->pages);
+	}
+}
+
 void iova_alloc_flush_caches(struct iova_alloc *a)
 {
 	struct iova_mag *full[IOVA_NR_CLASSES];
-	unsigned int i;
+	struct iova_slot *s = &a->shared;
 	int c;
 
-	for (i = 0; i < IOVA_NR_SLOTS; i++) {
-		struct iova_slot *s = &a->slots[i];
-
-		spin_lock(&s->lock);
-		os_mutex_lock(&a->tree_lock);
-		for (c = 0; c < IOVA_NR_CLASSES; c++) {
-			if (s->loaded[c])
-				mag_drain_locked(a, s->loaded[c]);
-			if (s->prev[c])
-				mag_drain_locked(a, s->prev[c]);
-		}
-		os_mutex_unlock(&a->tree_lock);
-		spin_unlock(&s->lock);
+	spin_lock(&s->lock);
+	os_mutex_lock(&a->tree_lock);
+	for (c = 0; c < IOVA_NR_CLASSES; c++) {
+		if (s->loaded[c])
+			mag_drain_locked(a, s->loaded[c]);
+		if (s->prev[c])
+			mag_drain_locked(a, s->prev[c]);
 	}
+	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&s->lock);
 	os_mutex_lock(&a->depot_lock);
 	for (c = 0; c < IOVA_NR_CLASSES; c++) {
 		full[c] = a->depot[c];
@@ -964,6 +1322,10 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 			mag_recycle(a, m);
 		}
 	}
+	/* What is left is in owned slots' magazines. */
+	os_mutex_lock(&a->tree_lock);
+	evict_cached_locked(a);
+	os_mutex_unlock(&a->tree_lock);
 }
 
 void iova_alloc_set_caching(struct iova_alloc *a, bool on)
@@ -994,35 +1356,30 @@ static void sort_segs(struct iova_seg *s, size_t n)
 	}
 }
 
-static void free_subtree(struct iova_node *n)
-{
-	while (n) {
-		struct iova_node *r = n->r;
-
-		free_subtree(n->l);
-		iodma_free(n);
-		n = r;
-	}
-}
-
 static void iova_free_all(struct iova_alloc *a)
 {
 	unsigned int i;
 	int c;
 
-	free_subtree(a->free_root);
-	free_subtree(a->busy_root);
-	while (a->pool) {
-		struct iova_node *n = a->pool;
+	/* Every node, in the trees, the pool or a magazine, is in a slab. */
+	while (a->slabs) {
+		struct iova_slab *sl = a->slabs;
 
-		a->pool = n->l;
-		iodma_free(n);
+		a->slabs = sl->next;
+		iodma_free(sl);
 	}
-	for (i = 0; i < IOVA_NR_SLOTS; i++) {
+	for (i = 0; i <= IODMA_SHARDS; i++) {
+		struct iova_slot *s = i < IODMA_SHARDS ? own_slot_at(a, i) :
+							 &a->shared;
+
+		if (!s)
+			continue;
 		for (c = 0; c < IOVA_NR_CLASSES; c++) {
-			iodma_free(a->slots[i].loaded[c]);
-			iodma_free(a->slots[i].prev[c]);
+			iodma_free(s->loaded[c]);
+			iodma_free(s->prev[c]);
 		}
+		if (s != &a->shared)
+			iodma_free(s);
 	}
 	for (c = 0; c < IOVA_NR_CLASSES; c++) {
 		while (a->depot[c]) {
@@ -1123,6 +1480,8 @@ int iova_alloc_create(uint64_t granule,
 	if (!a)
 		return -ENOMEM;
 	a->shift = shift;
+	a->gmask = granule - 1;
+	a->class_max = granule << (IOVA_NR_CLASSES - 1);
 	err = -ENOMEM;
 	a->ranges = iodma_calloc(nr_ranges ? nr_ranges : 1, sizeof(*a->ranges));
 	res = iodma_calloc(nr_reserved ? nr_reserved : 1, sizeof(*res));
@@ -1152,14 +1511,16 @@ int iova_alloc_create(uint64_t granule,
 	if (err)
 		goto fail;
 	err = -ENOMEM;
+	if (a->nr_segs && slab_grow(a, a->nr_segs))
+		goto fail;
 	for (i = 0; i < a->nr_segs; i++) {
-		struct iova_node *n = iodma_malloc(sizeof(*n));
+		struct iova_node *n = node_new(a);
 
 		if (!n)
 			goto fail;
 		n->pfn = a->segs[i].pfn;
 		n->pages = a->segs[i].last - a->segs[i].pfn + 1;
-		n->kind = IOVA_FREE;
+		atomic_init(&n->st, IOVA_FREE);
 		n->hashed = 0;
 		a->free_root = avl_insert(a->free_root, n);
 		a->free_pages += n->pages;
@@ -1172,11 +1533,11 @@ int iova_alloc_create(uint64_t granule,
 	atomic_init(&a->caching, true);
 	os_mutex_init(&a->tree_lock);
 	os_mutex_init(&a->depot_lock);
-	for (i = 0; i < IOVA_NR_SLOTS; i++) {
-		atomic_init(&a->slots[i].lock.v, 0);
-		atomic_init(&a->slots[i].hits, 0);
-		atomic_init(&a->slots[i].fput, 0);
-	}
+	atomic_init(&a->shared.lock.v, 0);
+	atomic_init(&a->shared.hits, 0);
+	atomic_init(&a->shared.fput, 0);
+	for (i = 0; i < IODMA_SHARDS; i++)
+		atomic_init(&a->own[i], NULL);
 	for (i = 0; i < IOVA_NR_STRIPES; i++)
 		atomic_init(&a->stripes[i].lock.v, 0);
 	*out = a;
@@ -1190,9 +1551,26 @@ fail:
 
 void iova_alloc_destroy(struct iova_alloc *a)
 {
+	unsigned int i;
+	int c;
+
 	if (!a)
 		return;
-	iova_alloc_flush_caches(a); /* frees EVICTED nodes held by magazines */
+	/* No thread is in the allocator any more: drain every slot, owned
+	 * ones too, so EVICTED nodes held by magazines reach the pool. */
+	os_mutex_lock(&a->tree_lock);
+	for (i = 0; i < IODMA_SHARDS; i++) {
+		struct iova_slot *s = own_slot_at(a, i);
+
+		for (c = 0; s && c < IOVA_NR_CLASSES; c++) {
+			if (s->loaded[c])
+				mag_drain_locked(a, s->loaded[c]);
+			if (s->prev[c])
+				mag_drain_locked(a, s->prev[c]);
+		}
+	}
+	os_mutex_unlock(&a->tree_lock);
+	iova_alloc_flush_caches(a);
 	os_mutex_destroy(&a->tree_lock);
 	os_mutex_destroy(&a->depot_lock);
 	iova_free_all(a);
@@ -1217,47 +1595,107 @@ static bool len_to_pages(const struct iova_alloc *a, uint64_t len,
 	return true;
 }
 
+/* A new owned slot for shard @i (first use by its owner), or NULL without
+ * memory (the caller then uses the shared slot). */
+static __attribute__((noinline)) struct iova_slot *
+own_slot_new(struct iova_alloc *a, unsigned int i)
+{
+	struct iova_slot *s = iodma_calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	atomic_init(&s->lock.v, 0);
+	atomic_init(&s->hits, 0);
+	atomic_init(&s->fput, 0);
+	/* Release: the stats, the check and destroy load it with acquire
+	 * and see it initialised. */
+	atomic_store_explicit(&a->own[i], s, memory_order_release);
+	return s;
+}
+
+/* The calling thread's own slot, or NULL when it has no shard of its own
+ * (more than IODMA_SHARDS threads, or thread numbers that may repeat) or
+ * no memory for one: then it shares a->shared under its lock. */
+static inline struct iova_slot *own_slot(struct iova_alloc *a)
+{
+	unsigned int i = shard_own();
+	struct iova_slot *s;
+
+	if (i >= IODMA_SHARDS)
+		return NULL;
+	/* Only this thread ever stores it: its own store needs no order. */
+	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
+	return s ? s : own_slot_new(a, i);
+}
+
+/* Remember that this thread was handed @n (first byte @va, class @c) in
+ * state @st.  @va is passed, not read from @n: another thread may free
+ * (and the tree recycle) @n by now. */
+static inline void rec_set(struct iova_slot *s, unsigned int c,
+			   struct iova_node *n, uint64_t va, uint64_t st)
+{
+	unsigned int i = rec_idx(va);
+
+	s->rec.key[i] = rec_key(va, c);
+	s->rec.n[i] = n;
+	s->rec.st[i] = st;
+}
+
+/* The common hit on an owned slot, no lock: the top entry of the loaded
+ * magazine fits and is still CACHED.  Anything else is left to
+ * cache_get() (an EVICTED top entry too: it discards it). */
+static inline struct iova_node *own_get_top(struct iova_slot *s, int c,
+					    uint64_t pages, uint64_t align,
+					    uint64_t limit, uint64_t *st)
+{
+	struct iova_mag *m = s->loaded[c];
+	struct iova_node *n;
+
+	if (!m || m->n == 0)
+		return NULL;
+	n = m->e[m->n - 1];
+	if (n->pfn + pages - 1 > limit || !is_aligned(n->pfn, align) ||
+	    !pop_flip(n, st))
+		return NULL;
+	m->n--;
+	ctr_inc(&s->hits);
+	return n;
+}
+
+/* A cache hit of class @c: true and *@pfn, or false (go to the tree). */
+static inline bool cache_alloc(struct iova_alloc *a, int c, uint64_t pages,
+			       uint64_t align, uint64_t limit, uint64_t *pfn)
+{
+	struct iova_slot *s = own_slot(a);
+	struct iova_node *n;
+	uint64_t st;
+
+	if (s) {
+		n = own_get_top(s, c, pages, align, limit, &st);
+		if (!n)
+			n = cache_get(a, s, c, pages, align, limit, &st);
+		if (!n)
+			return false;
+		*pfn = n->pfn;	/* ALLOC and ours: pfn cannot change */
+		rec_set(s, (unsigned int)c, n, n->pfn << a->shift, st);
+		return true;
+	}
+	s = &a->shared;
+	spin_lock(&s->lock);
+	n = cache_get(a, s, c, pages, align, limit, &st);
+	if (n)
+		*pfn = n->pfn;
+	spin_unlock(&s->lock);
+	return n != NULL;
+}
+
 static int get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 		    uint64_t limit_pfn, uint64_t *pfnp);
 
-/* The common hit: the top entry of the slot's loaded magazine fits and is
- * still CACHED.  Anything else is left to cache_get(). */
-static inline bool cache_get_top(struct iova_alloc *a, int c, uint64_t pages,
-				 uint64_t align, uint64_t limit, uint64_t *pfn)
-{
-	struct iova_slot *s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
-	struct iova_stripe *st;
-	struct iova_node *n;
-	struct iova_mag *m;
-	bool hit = false;
-
-	spin_lock(&s->lock);
-	m = s->loaded[c];
-	if (!m || m->n == 0)
-		goto out;
-	n = m->e[m->n - 1];
-	if (n->pfn + pages - 1 > limit || !is_aligned(n->pfn, align))
-		goto out;
-	st = stripe_of(a, n->pfn);
-	spin_lock(&st->lock);
-	if (n->kind == IOVA_CACHED) {
-		atomic_store_explicit(&n->kind, IOVA_ALLOC,
-				      memory_order_relaxed);
-		hit = true;
-	}
-	spin_unlock(&st->lock);
-	if (hit) {
-		m->n--;
-		ctr_inc(&s->hits);
-		*pfn = n->pfn;
-	}
-out:
-	spin_unlock(&s->lock);
-	return hit;
-}
-
-int iova_alloc_get(struct iova_alloc *a, uint64_t len,
-		   uint64_t align, uint64_t limit, uint64_t *iova)
+/* iova_alloc_get() past its fast path. */
+static __attribute__((noinline)) int
+get_slow(struct iova_alloc *a, uint64_t len, uint64_t align, uint64_t limit,
+	 uint64_t *iova)
 {
 	uint64_t pages, align_pages, limit_pfn, pfn;
 	int c, err;
@@ -1281,8 +1719,7 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 
 	c = size_class(pages);
 	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed) &&
-	    (cache_get_top(a, c, pages, align_pages, limit_pfn, &pfn) ||
-	     cache_get(a, c, pages, align_pages, limit_pfn, &pfn))) {
+	    cache_alloc(a, c, pages, align_pages, limit_pfn, &pfn)) {
 		*iova = pfn << a->shift;
 		return 0;
 	}
@@ -1298,79 +1735,48 @@ static __attribute__((noinline)) int
 get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 	 uint64_t limit_pfn, uint64_t *pfnp)
 {
-	uint64_t pfn;
-	int err;
+	struct iova_node *n = NULL;
+	struct iova_slot *s;
+	uint64_t st = 0;
+	int err, c;
 
 	os_mutex_lock(&a->tree_lock);
-	err = tree_alloc(a, pages, align_pages, limit_pfn, &pfn);
+	err = tree_alloc(a, pages, align_pages, limit_pfn, &n);
 	if (err == -ENOSPC && nr_cached(a) > 0) {
 		/* The caches may hold the space: return it and retry once. */
 		os_mutex_unlock(&a->tree_lock);
 		iova_alloc_flush_caches(a);
 		os_mutex_lock(&a->tree_lock);
-		err = tree_alloc(a, pages, align_pages, limit_pfn, &pfn);
+		err = tree_alloc(a, pages, align_pages, limit_pfn, &n);
+	}
+	if (!err) {
+		*pfnp = n->pfn;
+		st = atomic_load_explicit(&n->st, memory_order_relaxed);
 	}
 	os_mutex_unlock(&a->tree_lock);
 	if (err)
 		return -ENOMEM;
-	*pfnp = pfn;
+	c = size_class(pages);
+	if (c >= 0 && (s = own_slot(a)) != NULL)
+		rec_set(s, (unsigned int)c, n, *pfnp << a->shift, st);
 	return 0;
 }
 
-/* The live allocation [pfn, pfn + pages), or NULL.  Tree lock held. */
-static struct iova_node *busy_find_alloc(struct iova_alloc *a, uint64_t pfn,
-					 uint64_t pages)
+/* The free's check and flip in one compare-and-swap: ALLOC with no map
+ * inside -> @kind.  Returns 0; -ENOENT (not a live allocation: never
+ * allocated, or freed already) or -EBUSY (a mapping lies inside); then
+ * nothing changed. */
+static int flip_free(struct iova_node *n, unsigned int kind)
 {
-	struct iova_node *n = avl_find(a->busy_root, pfn);
+	uint64_t s = atomic_load_explicit(&n->st, memory_order_relaxed);
 
-	if (!n || n->kind != IOVA_ALLOC || n->pages != pages)
-		return NULL;
-	return n;
-}
-
-static int put_tree(struct iova_alloc *a, uint64_t pfn, uint64_t pages);
-
-/* Free of a cache-class allocation: its node is found in the pfn hash,
- * and with the rcache on the free takes only the slot's and a stripe's
- * spin locks (the tree lock only when a magazine must be drained). */
-static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
-		     uint64_t pages)
-{
-	struct iova_slot *s;
-	struct iova_stripe *st = stripe_of(a, pfn);
-	struct iova_node *n;
-	int err = 0;
-
-	if (!atomic_load_explicit(&a->caching, memory_order_relaxed))
-		goto tree;
-	s = &a->slots[os_thread_slot() % IOVA_NR_SLOTS];
-	spin_lock(&s->lock);
-	if (!mag_prepare_push(a, s, c)) {
-		spin_unlock(&s->lock);
-		goto tree;
-	}
-	spin_lock(&st->lock);
-	n = hash_find(a, pfn);
-	if (!n || n->pages != pages || n->kind != IOVA_ALLOC)
-		err = -ENOENT;	/* never allocated, or freed already */
-	else if (n->maps)
-		err = -EBUSY;	/* a mapping still lies inside */
-	else
-		atomic_store_explicit(&n->kind, IOVA_CACHED,
-				      memory_order_relaxed);
-	spin_unlock(&st->lock);
-	if (!err) {
-		struct iova_mag *m = s->loaded[c];
-
-		assert(m->n < IOVA_MAG_SIZE);
-		m->e[m->n++] = n;
-		ctr_inc(&s->fput);
-	}
-	spin_unlock(&s->lock);
-	return err;
-
-tree:
-	return put_tree(a, pfn, pages);
+	do {
+		if (st_kind(s) != IOVA_ALLOC)
+			return -ENOENT;
+		if (st_maps(s) != 0)
+			return -EBUSY;
+	} while (!st_cas(n, &s, st_with(s, kind)));
+	return 0;
 }
 
 /* A cache-class free straight back to the tree: tree lock, then the
@@ -1380,17 +1786,16 @@ static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
 {
 	struct iova_stripe *st = stripe_of(a, pfn);
 	struct iova_node *n;
-	int err = 0;
+	int err = -ENOENT;
 
 	os_mutex_lock(&a->tree_lock);
 	spin_lock(&st->lock);
 	n = hash_find(a, pfn);
-	if (!n || n->pages != pages || n->kind != IOVA_ALLOC)
-		err = -ENOENT;
-	else if (n->maps)
-		err = -EBUSY;
-	else
-		hash_unlink(a, n);
+	if (n && n->pages == pages) {
+		err = flip_free(n, IOVA_FREE);
+		if (!err)
+			hash_unlink(a, n);
+	}
 	spin_unlock(&st->lock);
 	if (!err) {
 		a->frees++;
@@ -1400,12 +1805,87 @@ static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
 	return err;
 }
 
-int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
-		   uint64_t len)
+/* A cache-class free found through the pfn hash under its stripe lock,
+ * into slot @s (owned, or the shared one locked). */
+static __attribute__((noinline)) int put_hashed(struct iova_alloc *a,
+						struct iova_slot *s, int c,
+						uint64_t pfn, uint64_t pages)
 {
+	struct iova_stripe *st = stripe_of(a, pfn);
 	struct iova_node *n;
+	int err = -ENOENT;
+
+	if (!mag_prepare_push(a, s, c))
+		return put_tree(a, pfn, pages);
+	spin_lock(&st->lock);
+	n = hash_find(a, pfn);
+	if (n && n->pages == pages)
+		err = flip_free(n, IOVA_CACHED);
+	spin_unlock(&st->lock);
+	if (!err) {
+		struct iova_mag *m = s->loaded[c];
+
+		assert(m->n < IOVA_MAG_SIZE);
+		m->e[m->n++] = n;
+		ctr_inc(&s->fput);
+	}
+	return err;
+}
+
+/*
+ * Free of a cache-class allocation.  A thread with a slot of its own that
+ * was handed this range (its record) frees it with one compare-and-swap
+ * of the node's state word and a push into its own magazine: no lock, no
+ * shared line written but the node's.  The compare-and-swap expects the
+ * exact state it was handed in (ALLOC, no maps, that generation), so a
+ * double free (CACHED now), a free over a mapping (maps > 0) or a stale
+ * record (recycled node) fails it and the pfn hash decides, under a stripe
+ * lock, which error it is.  Others (no record, no shard) go through the
+ * hash too.
+ */
+static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
+		     uint64_t pages)
+{
+	struct iova_slot *s;
+	int err;
+
+	if (!atomic_load_explicit(&a->caching, memory_order_relaxed))
+		return put_tree(a, pfn, pages);
+	s = own_slot(a);
+	if (s) {
+		uint64_t va = pfn << a->shift;
+		unsigned int ri = rec_idx(va);
+		struct iova_node *n = s->rec.n[ri];
+
+		if (n && s->rec.key[ri] == rec_key(va, (unsigned int)c) &&
+		    mag_prepare_push(a, s, c)) {
+			uint64_t exp = s->rec.st[ri];
+
+			s->rec.n[ri] = NULL;
+			if (st_cas(n, &exp, st_with(exp, IOVA_CACHED))) {
+				struct iova_mag *m = s->loaded[c];
+
+				m->e[m->n++] = n;
+				ctr_inc(&s->fput);
+				return 0;
+			}
+		}
+		return put_hashed(a, s, c, pfn, pages);
+	}
+	s = &a->shared;
+	spin_lock(&s->lock);
+	err = put_hashed(a, s, c, pfn, pages);
+	spin_unlock(&s->lock);
+	return err;
+}
+
+/* iova_alloc_put() past its fast path. */
+static __attribute__((noinline)) int
+put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
+{
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp, *n;
 	uint64_t pages, pfn;
-	int c, err = -ENOENT;
+	int c, d, err = -ENOENT;
 
 	if (!a || !len_to_pages(a, len, &pages) ||
 	    !is_aligned(iova, 1ull << a->shift))
@@ -1415,17 +1895,123 @@ int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
 	if (c >= 0)
 		return class_put(a, c, pfn, pages);
 	os_mutex_lock(&a->tree_lock);
-	n = busy_find_alloc(a, pfn, pages);
-	if (n && n->maps) {
-		/* A mapping still lies inside: the space stays taken. */
-		err = -EBUSY;
-	} else if (n) {
-		a->frees++;
-		busy_release(a, n);
-		err = 0;
+	/* One descent finds, checks and unlinks it. */
+	lp = avl_path(&a->busy_root, pfn, links, &d);
+	n = *lp;
+	if (n && node_kind(n) == IOVA_ALLOC && n->pages == pages) {
+		/* -EBUSY: a mapping still lies inside, the space stays taken. */
+		err = flip_free(n, IOVA_FREE);
+		if (!err) {
+			assert(!n->hashed); /* not a class size */
+			a->frees++;
+			avl_remove_at(links, d, lp);
+			free_insert(a, n, n->pfn, n->pages);
+		}
 	}
 	os_mutex_unlock(&a->tree_lock);
 	return err;
+}
+
+/*
+ * The fast paths (issue 12): a thread with its own slot, the rcache on, a
+ * class size (1..32 pages, len - 1 < 32 granules and the page count a power
+ * of two).  No lock and no shared line written but the node's state word:
+ * the slot, its magazines, records and counters are the thread's alone.
+ * Everything else (and every miss) goes to get_slow() / put_slow(), which
+ * check the arguments fully and give the documented errors.
+ */
+/* The calling thread's shard, IODMA_SHARDS when none: shard_own() without
+ * its call (the first use goes to the slow path, which makes the number),
+ * so that the fast paths stay leaf functions. */
+static inline unsigned int shard_peek(void)
+{
+#if defined(OS_THREAD_SLOT_UNIQUE) && !defined(IODMA_FREESTANDING)
+	unsigned int s = os_tls_slot - 1;	/* 0 (none yet): UINT_MAX */
+
+	return s < IODMA_SHARDS ? s : IODMA_SHARDS;
+#else
+	return IODMA_SHARDS;
+#endif
+}
+
+int iova_alloc_get(struct iova_alloc *a, uint64_t len,
+		   uint64_t align, uint64_t limit, uint64_t *iova)
+{
+	unsigned int i = shard_peek(), c;
+	struct iova_slot *s;
+	struct iova_node *n;
+	struct iova_mag *m;
+	uint64_t r, st, v;
+
+	if (i >= IODMA_SHARDS || !a)
+		goto slow;
+	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
+	if (!s || !iova ||
+	    !atomic_load_explicit(&a->caching, memory_order_relaxed))
+		goto slow;
+	/* r: len rounded up to the granule; a class iff a power of two of
+	 * at most 32 granules (0 for len 0 or an overflow: slow path). */
+	r = (len + a->gmask) & ~a->gmask;
+	if (r - 1 >= a->class_max || (r & (r - 1)) ||
+	    (align & (align - 1)) || !align)
+		goto slow;
+	c = (unsigned int)__builtin_ctzll(r) - a->shift;
+	m = s->loaded[c];
+	if (!m || m->n == 0)
+		goto slow;
+	n = m->e[m->n - 1];
+	/* pfn of a CACHED (or EVICTED) node does not change. */
+	v = n->pfn << a->shift;
+	if ((v & (align - 1)) || v + (r - 1) > limit)
+		goto slow;
+	/* Expect CACHED with this generation: an EVICTED node fails the
+	 * compare-and-swap (cache_get() discards it). */
+	st = st_with(atomic_load_explicit(&n->st, memory_order_relaxed),
+		     IOVA_CACHED);
+	if (!st_cas(n, &st, st - IOVA_CACHED + IOVA_ALLOC))
+		goto slow;
+	m->n--;
+	ctr_inc(&s->hits);
+	rec_set(s, c, n, v, st - IOVA_CACHED + IOVA_ALLOC);
+	*iova = v;
+	return 0;
+slow:
+	return get_slow(a, len, align, limit, iova);
+}
+
+int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len)
+{
+	unsigned int i = shard_peek(), c, ri;
+	struct iova_slot *s;
+	struct iova_node *n;
+	struct iova_mag *m;
+	uint64_t r, exp;
+
+	if (i >= IODMA_SHARDS || !a)
+		goto slow;
+	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
+	r = (len + a->gmask) & ~a->gmask;
+	if (!s || !atomic_load_explicit(&a->caching, memory_order_relaxed) ||
+	    r - 1 >= a->class_max || (r & (r - 1)) || (iova & a->gmask))
+		goto slow;
+	c = (unsigned int)__builtin_ctzll(r) - a->shift;
+	ri = rec_idx(iova);
+	n = s->rec.n[ri];
+	m = s->loaded[c];
+	if (!n || s->rec.key[ri] != rec_key(iova, c) || !m ||
+	    m->n >= IOVA_MAG_SIZE)
+		goto slow;
+	exp = s->rec.st[ri];
+	s->rec.n[ri] = NULL;
+	/* Exactly the state this thread was handed it in, or the hash
+	 * decides: a double free, a map inside, a stale record. */
+	if (!st_cas(n, &exp, exp - IOVA_ALLOC + IOVA_CACHED))
+		goto slow;
+	m->e[m->n++] = n;
+	ctr_inc(&s->fput);
+	return 0;
+slow:
+	return put_slow(a, iova, len);
 }
 
 /* ---- claims ---------------------------------------------------------------- */
@@ -1451,7 +2037,7 @@ struct overlap_count {
 	size_t cached;
 	size_t total;
 	struct iova_node *first;
-	int first_kind;		/* first's kind as read when counted */
+	uint64_t first_st;	/* first's state word as read when counted */
 	struct iova_node *first_cached;
 };
 
@@ -1471,13 +2057,14 @@ static void busy_overlaps(struct iova_node *n, uint64_t p, uint64_t q,
 		/* One read of the kind per node: the fast path may flip it
 		 * (ALLOC <-> CACHED) at any moment, and a decision made from
 		 * two reads would mix two states (issue 12's -EEXIST). */
-		int kind = atomic_load_explicit(&n->kind, memory_order_relaxed);
+		uint64_t st = atomic_load_explicit(&n->st, memory_order_acquire);
+		unsigned int kind = st_kind(st);
 
 		busy_overlaps(n->l, p, q, oc);
 		oc->total++;
 		if (!oc->first) {
 			oc->first = n;
-			oc->first_kind = kind;
+			oc->first_st = st;
 		}
 		if (kind == IOVA_CACHED) {
 			oc->cached++;
@@ -1517,27 +2104,29 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 
 	os_mutex_lock(&a->tree_lock);
 again:
-	/* Kinds read here may flip ALLOC <-> CACHED under a stripe lock
-	 * (the fast path); every decision is taken from the one read that
-	 * busy_overlaps() made of each kind (so -EEXIST is the answer of
-	 * the moment a taken node was read) and what it acts on is
-	 * re-checked under the stripe lock.  Reading oc.first->kind again
-	 * here, as before, let a free that flipped it to CACHED between the
-	 * two reads turn "inside one allocation" into "taken": -EEXIST,
-	 * although neither state alone gives it (seen under qemu-riscv64). */
+	/* Kinds read here may flip ALLOC <-> CACHED at any moment (the
+	 * fast path, no lock); every decision is taken from the one read
+	 * that busy_overlaps() made of each state word (so -EEXIST is the
+	 * answer of the moment a taken node was read) and what it acts on is
+	 * a compare-and-swap from exactly that read, retried from the top
+	 * when it fails.  Reading oc.first's kind a second time, as an older
+	 * version did, let a free that flipped it to CACHED between the two
+	 * reads turn "inside one allocation" into "taken": -EEXIST, although
+	 * neither state alone gives it (seen under qemu-riscv64). */
 	oc = (struct overlap_count){ 0 };
 	busy_overlaps(a->busy_root, p, q, &oc);
-	if (oc.total == 1 && oc.first_kind == IOVA_ALLOC &&
+	if (oc.total == 1 && st_kind(oc.first_st) == IOVA_ALLOC &&
 	    oc.first->pfn <= p && node_last(oc.first) >= q) {
-		struct iova_stripe *st = stripe_of(a, oc.first->pfn);
+		uint64_t s = oc.first_st;
 
-		spin_lock(&st->lock);
-		if (oc.first->kind != IOVA_ALLOC) {
-			spin_unlock(&st->lock);
-			goto again; /* freed meanwhile */
+		if (st_maps(s) == 0xffffffffull) {
+			os_mutex_unlock(&a->tree_lock);
+			return -ENOMEM;	/* the count is full */
 		}
-		oc.first->maps++;
-		spin_unlock(&st->lock);
+		/* One more map inside, unless it was freed meanwhile: then
+		 * the free won (its compare-and-swap saw no map). */
+		if (!st_cas(oc.first, &s, s + ST_MAPS_ONE))
+			goto again;
 		os_mutex_unlock(&a->tree_lock);
 		*claimed = false;
 		return 0;
@@ -1559,13 +2148,14 @@ again:
 		struct iova_node *n = oc.first_cached;
 		struct iova_stripe *st = stripe_of(a, n->pfn);
 
-		spin_lock(&st->lock);
-		if (n->kind != IOVA_CACHED) {
-			spin_unlock(&st->lock);
+		uint64_t ns = atomic_load_explicit(&n->st, memory_order_acquire);
+
+		/* The cache hit's compare-and-swap and this one race from
+		 * CACHED: one wins. */
+		if (st_kind(ns) != IOVA_CACHED ||
+		    !st_cas(n, &ns, st_with(ns, IOVA_EVICTED)))
 			goto again; /* handed out again meanwhile */
-		}
-		atomic_store_explicit(&n->kind, IOVA_EVICTED,
-				      memory_order_relaxed);
+		spin_lock(&st->lock);
 		hash_unlink(a, n);
 		spin_unlock(&st->lock);
 		a->busy_root = avl_remove(a->busy_root, n->pfn);
@@ -1586,7 +2176,7 @@ again:
 		b = node_get(a);
 		b->pfn = s;
 		b->pages = e - s + 1;
-		b->kind = IOVA_CLAIM;
+		node_set_kind(b, IOVA_CLAIM);
 		a->busy_root = avl_insert(a->busy_root, b);
 	}
 	a->claims++;
@@ -1612,7 +2202,7 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 		uint64_t e = IODMA_MIN(q, a->segs[i].last);
 		struct iova_node *n = avl_find(a->busy_root, s);
 
-		if (!n || n->kind != IOVA_CLAIM || n->pages != e - s + 1) {
+		if (!n || node_kind(n) != IOVA_CLAIM || n->pages != e - s + 1) {
 			os_mutex_unlock(&a->tree_lock);
 			return; /* not a claim of ours: ignored */
 		}
@@ -1637,15 +2227,17 @@ void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
 	os_mutex_lock(&a->tree_lock);
 	n = avl_floor(a->busy_root, p);
 	if (n) {
-		struct iova_stripe *st = stripe_of(a, n->pfn);
+		uint64_t s = atomic_load_explicit(&n->st, memory_order_relaxed);
 
-		/* maps > 0: the free was refused, the kind cannot change. */
-		spin_lock(&st->lock);
-		if (n->kind == IOVA_ALLOC && node_last(n) >= q && n->maps > 0)
-			n->maps--;
-		else
-			assert(0); /* iova_claim() counted it */
-		spin_unlock(&st->lock);
+		/* maps > 0: every free is refused, the kind cannot change;
+		 * other claims inside may count at the same time (the CAS). */
+		do {
+			if (st_kind(s) != IOVA_ALLOC || node_last(n) < q ||
+			    st_maps(s) == 0) {
+				assert(0); /* iova_claim() counted it */
+				break;
+			}
+		} while (!st_cas(n, &s, s - ST_MAPS_ONE));
 	}
 	os_mutex_unlock(&a->tree_lock);
 }
@@ -1798,37 +2390,11 @@ static int check_subtree(const struct iova_node *n, bool is_free)
 	m = IODMA_MAX(n->pages, IODMA_MAX(node_max(n->l), node_max(n->r)));
 	if (n->max_pages != m)
 		return -1;
-	if (is_free ? n->kind != IOVA_FREE :
-	    (n->kind != IOVA_ALLOC && n->kind != IOVA_CLAIM &&
-	     n->kind != IOVA_CACHED))
+	if (is_free ? node_kind(n) != IOVA_FREE :
+	    (node_kind(n) != IOVA_ALLOC && node_kind(n) != IOVA_CLAIM &&
+	     node_kind(n) != IOVA_CACHED))
 		return -1;
 	return n->height;
-}
-
-/* In-order iterator with an explicit stack (the check allocates nothing). */
-struct iova_iter {
-	const struct iova_node *stack[IOVA_MAX_HEIGHT];
-	int depth;
-};
-
-static void iter_push_left(struct iova_iter *it, const struct iova_node *n)
-{
-	while (n && it->depth < IOVA_MAX_HEIGHT) {
-		it->stack[it->depth++] = n;
-		n = n->l;
-	}
-}
-
-static const struct iova_node *iter_peek(const struct iova_iter *it)
-{
-	return it->depth ? it->stack[it->depth - 1] : NULL;
-}
-
-static void iter_next(struct iova_iter *it)
-{
-	const struct iova_node *n = it->stack[--it->depth];
-
-	iter_push_left(it, n->r);
 }
 
 int iova_alloc_check(struct iova_alloc *a)
@@ -1841,8 +2407,9 @@ int iova_alloc_check(struct iova_alloc *a)
 
 	uint64_t hits, fput, hashed = 0;
 
-	for (i = 0; i < IOVA_NR_SLOTS; i++)
-		spin_lock(&a->slots[i].lock);
+	/* Owned slots have no lock: exact when no other thread is in the
+	 * allocator (tests call it so). */
+	spin_lock(&a->shared.lock);
 	os_mutex_lock(&a->tree_lock);
 	stripes_lock_all(a);
 	slot_sums(a, &hits, &fput);
@@ -1873,14 +2440,16 @@ int iova_alloc_check(struct iova_alloc *a)
 				iter_next(&fi);
 			} else if (b && b->pfn == cur) {
 				n = b;
-				if (b->kind == IOVA_ALLOC)
+				unsigned int k = node_kind(b);
+
+				if (k == IOVA_ALLOC)
 					live++;
-				else if (b->kind == IOVA_CACHED)
+				else if (k == IOVA_CACHED)
 					cached++;
 				/* hashed iff a live or cached class node,
 				 * and then found where the hash puts it */
-				if (b->hashed != ((b->kind == IOVA_ALLOC ||
-						   b->kind == IOVA_CACHED) &&
+				if (b->hashed != ((k == IOVA_ALLOC ||
+						   k == IOVA_CACHED) &&
 						  size_class(b->pages) >= 0) ||
 				    (b->hashed && hash_find(a, b->pfn) != b))
 					goto out;
@@ -1904,7 +2473,6 @@ int iova_alloc_check(struct iova_alloc *a)
 out:
 	stripes_unlock_all(a);
 	os_mutex_unlock(&a->tree_lock);
-	for (i = IOVA_NR_SLOTS; i-- > 0;)
-		spin_unlock(&a->slots[i].lock);
+	spin_unlock(&a->shared.lock);
 	return ret;
 }

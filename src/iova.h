@@ -10,9 +10,13 @@
  * extents in a tree augmented with the largest free extent of each
  * subtree), so long runs do not degrade.  Recently freed ranges of small
  * power-of-two page counts are kept in per-thread-slot caches (Linux's iova
- * rcache: magazines per slot plus a shared depot) and handed out again
- * without the tree; their frees find the allocation in a pfn hash under a
- * striped spin lock, so that path takes no global lock and costs O(1).
+ * rcache: magazines per slot plus a shared depot; 1 .. 128 pages here,
+ * Linux stops at 32) and handed out again without the tree.  A thread with
+ * a slot of its own allocates from and frees into its magazines without
+ * any lock, checking each free against the range's state word with one
+ * compare-and-swap (double free -ENOENT, free over a mapping -EBUSY, which
+ * Linux does not check); other frees find the allocation in a pfn hash
+ * under a striped spin lock.  Either way O(1) and no global lock.
  *
  * Thread-safe: every function may be called from any thread.
  * No system calls.
@@ -51,10 +55,14 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len, uint64_t align,
  * Returns 0; -ENOENT if [iova, iova + len rounded) is not a live
  * allocation (double free, wrong len); -EBUSY if a fixed map lies inside
  * it (iova_claim() counted it and no iova_unclaim_inside() took it back):
- * nothing changes on error.  Sizes of 1..32 pages with the rcache on take
- * the slot's and one hash stripe's spin lock only (the tree lock only to
- * drain a full magazine); concurrent frees of one range: exactly one
- * returns 0, the others -ENOENT. */
+ * nothing changes on error.  Sizes of 1, 2, 4 ... 128 pages with the
+ * rcache on: a thread among the process's first 64 (util.h shard_own())
+ * frees a range it was handed with one compare-and-swap of the range's
+ * state word and a push into its own magazine, no lock; any other free of
+ * such a size takes one hash stripe's spin lock (and the shared slot's,
+ * for threads without a shard); the tree lock only to drain a full
+ * magazine.  Concurrent frees of one range: exactly one returns 0, the
+ * others -ENOENT.  Context: any thread. */
 int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len);
 
 /* A fixed-IOVA mapping is about to use [iova, iova + len) (granule-aligned,

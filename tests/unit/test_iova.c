@@ -581,11 +581,18 @@ static void test_cache_reuses_freed_range(void **state)
 	assert_int_equal(st.cache_hits, 1);
 	assert_int_equal(st.allocs, 3);
 	assert_int_equal(st.live, 2);
-	/* 64 pages is not a cached size */
+	/* 64 and 128 pages are cached sizes (above Linux's 32) ... */
 	get_ok(a, 64 * G, G, UINT64_MAX, &x);
 	assert_int_equal(iova_alloc_put(a, x, 64 * G), 0);
+	get_ok(a, 128 * G, G, UINT64_MAX, &x);
+	assert_int_equal(iova_alloc_put(a, x, 128 * G), 0);
 	iova_alloc_get_stats(a, &st);
-	assert_int_equal(st.free_bytes, (1024 - 16) * G);
+	assert_int_equal(st.free_bytes, (1024 - 16 - 64 - 128) * G);
+	/* ... 256 pages is not */
+	get_ok(a, 256 * G, G, UINT64_MAX, &x);
+	assert_int_equal(iova_alloc_put(a, x, 256 * G), 0);
+	iova_alloc_get_stats(a, &st);
+	assert_int_equal(st.free_bytes, (1024 - 16 - 64 - 128) * G);
 	iova_alloc_destroy(a);
 }
 
@@ -1357,6 +1364,287 @@ static void test_threads_claim_inside_races_free(void **state)
 	iova_alloc_destroy(a);
 }
 
+/* ---- the lock-free fast path (issue 12) ------------------------------------ */
+
+/* This thread owns a slot (it is among the process's first 64): its frees
+ * of what it was handed flip the node's state word with one
+ * compare-and-swap.  A second free of the same range must still be
+ * -ENOENT, for every cache class, whether the range came from the tree or
+ * from the cache, and change nothing. */
+static void test_fast_path_double_free_enoent(void **state)
+{
+	struct iova_alloc *a = mk1(0, 1024);
+	struct iova_alloc_stats s0, s1;
+
+	for (int c = 0; c < 6; c++) {
+		uint64_t len = (1ull << c) * G, x, y;
+
+		get_ok(a, len, G, UINT64_MAX, &x);		/* tree */
+		assert_int_equal(iova_alloc_put(a, x, len), 0);
+		iova_alloc_get_stats(a, &s0);
+		assert_int_equal(iova_alloc_put(a, x, len), -ENOENT);
+		iova_alloc_get_stats(a, &s1);
+		stats_equal(&s0, &s1);
+		chk(a);
+		get_ok(a, len, G, UINT64_MAX, &y);		/* cache hit */
+		assert_true(y == x);
+		iova_alloc_get_stats(a, &s0);
+		assert_int_equal(s0.cache_hits, s1.cache_hits + 1);
+		assert_int_equal(iova_alloc_put(a, y, len), 0);
+		iova_alloc_get_stats(a, &s0);
+		assert_int_equal(iova_alloc_put(a, y, len), -ENOENT);
+		/* a wrong len of a live record is no free either */
+		get_ok(a, len, G, UINT64_MAX, &y);
+		if (c > 0)
+			assert_int_equal(iova_alloc_put(a, y, len / 2), -ENOENT);
+		assert_int_equal(iova_alloc_put(a, y, 2 * len), -ENOENT);
+		assert_int_equal(iova_alloc_put(a, y, len), 0);
+		assert_int_equal(iova_alloc_put(a, y, len), -ENOENT);
+		chk(a);
+	}
+	/* never allocated, on the fast path's own thread */
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(iova_alloc_put(a, 0, G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, 5 * G, G), -ENOENT);
+	iova_alloc_get_stats(a, &s1);
+	stats_equal(&s0, &s1);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+/* A fixed map inside a range its owner then frees on the fast path: the
+ * compare-and-swap expects no map, fails, and the free is -EBUSY with
+ * nothing changed; once the map is gone it frees, once. */
+static void test_fast_path_free_over_claim_ebusy(void **state)
+{
+	struct iova_alloc *a = mk1(0, 256);
+	struct iova_alloc_stats s0, s1;
+	bool claimed = true;
+	uint64_t x, y;
+
+	for (int round = 0; round < 2; round++) {	/* tree, then cache */
+		get_ok(a, 4 * G, G, UINT64_MAX, &x);
+		assert_int_equal(iova_claim(a, x + G, G, &claimed), 0);
+		assert_false(claimed);
+		iova_alloc_get_stats(a, &s0);
+		assert_int_equal(iova_alloc_put(a, x, 4 * G), -EBUSY);
+		iova_alloc_get_stats(a, &s1);
+		stats_equal(&s0, &s1);
+		chk(a);
+		/* the range is not handed out again meanwhile */
+		get_ok(a, 4 * G, G, UINT64_MAX, &y);
+		assert_true(y != x);
+		assert_int_equal(iova_alloc_put(a, y, 4 * G), 0);
+		iova_unclaim_inside(a, x + G, G);
+		assert_int_equal(iova_alloc_put(a, x, 4 * G), 0);
+		assert_int_equal(iova_alloc_put(a, x, 4 * G), -ENOENT);
+		chk(a);
+	}
+	iova_alloc_destroy(a);
+}
+
+struct x_arg {
+	struct iova_alloc *a;
+	uint64_t iova;
+	int op;			/* 0 free, 1 alloc, 2 free then alloc */
+	int ret;
+};
+
+static void *x_run(void *p)
+{
+	struct x_arg *xa = p;
+
+	if (xa->op != 1)
+		xa->ret = iova_alloc_put(xa->a, xa->iova, G);
+	if (xa->op != 0 && xa->ret == 0)
+		xa->ret = iova_alloc_get(xa->a, G, G, UINT64_MAX, &xa->iova);
+	return NULL;
+}
+
+static int on_thread(struct iova_alloc *a, int op, uint64_t *iova)
+{
+	struct x_arg xa = { .a = a, .iova = *iova, .op = op };
+	pthread_t th;
+
+	assert_int_equal(pthread_create(&th, NULL, x_run, &xa), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	*iova = xa.iova;
+	return xa.ret;
+}
+
+/* The owner's record of a range goes stale when another thread frees it:
+ * the owner's second free is -ENOENT; when that thread has handed the
+ * range out again, the owner's free is a free of a live allocation (0),
+ * and then the other's is -ENOENT. */
+static void test_fast_path_record_stale_after_cross_thread_free(void **state)
+{
+	struct iova_alloc *a = mk1(0, 64);
+	uint64_t x, y;
+
+	get_ok(a, G, G, UINT64_MAX, &x);
+	y = x;
+	assert_int_equal(on_thread(a, 0, &y), 0);	/* freed elsewhere */
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	chk(a);
+	/* a thread of its own frees it and is handed it again (its cache):
+	 * live again, so the owner's free of it is a free (0), once */
+	iova_alloc_flush_caches(a);
+	get_ok(a, G, G, UINT64_MAX, &x);
+	y = x;
+	assert_int_equal(on_thread(a, 2, &y), 0);
+	assert_true(y == x);
+	chk(a);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);
+	assert_int_equal(on_thread(a, 0, &y), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+/* A record whose node was recycled into another allocation: the node's
+ * generation moved on, so the stale record's compare-and-swap fails and
+ * the free of the old range is -ENOENT; the allocation now in that node
+ * is untouched (frees once). */
+static void test_fast_path_record_of_recycled_node(void **state)
+{
+	struct iova_alloc *a = mk1(0, 64);
+	uint64_t t, x, y;
+
+	get_ok(a, G, G, UINT64_MAX, &t);		/* page 63 */
+	get_ok(a, G, G, UINT64_MAX, &x);		/* page 62: record */
+	assert_true(x == t - G);
+	/* Free x around the fast path (rcache off: to the tree), so the
+	 * record stays and x's node goes back to the pool (x's page merges
+	 * into the free extent below it). */
+	iova_alloc_set_caching(a, false);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);
+	iova_alloc_set_caching(a, true);
+	/* Two pages ending at page 62, carved off the extent's top: the
+	 * new allocation's node is x's old node, a new identity. */
+	get_ok(a, 2 * G, G, UINT64_MAX, &y);
+	assert_true(y == x - G);
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	chk(a);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, t, G), 0);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+struct f_arg {
+	struct iova_alloc *a;
+	uint64_t *iova;
+	int ret[64];
+	bool reverse;
+	pthread_barrier_t *bar;
+};
+
+static void f_free_all(struct f_arg *fa)
+{
+	pthread_barrier_wait(fa->bar);
+	for (int k = 0; k < 64; k++) {
+		int i = fa->reverse ? 63 - k : k;
+
+		fa->ret[i] = iova_alloc_put(fa->a, fa->iova[i], G);
+	}
+}
+
+static void *f_freer(void *p)
+{
+	f_free_all(p);
+	return NULL;
+}
+
+/* The owner frees its ranges on the fast path while another thread frees
+ * the same ranges through the pfn hash: exactly one free of each range
+ * wins, and no range is cached twice (every page is handed out once). */
+static void test_threads_fast_free_races_hash_free(void **state)
+{
+	struct iova_alloc *a = mk1(0, 1024);
+	pthread_barrier_t bar;
+	struct f_arg fa[2];
+	uint64_t iova[64];
+	pthread_t th;
+
+	pthread_barrier_init(&bar, NULL, 2);
+	for (int round = 0; round < 100; round++) {
+		for (int i = 0; i < 64; i++)
+			assert_int_equal(iova_alloc_get(a, G, G, UINT64_MAX,
+							&iova[i]), 0);
+		for (int t = 0; t < 2; t++) {
+			memset(&fa[t], 0, sizeof(fa[t]));
+			fa[t].a = a;
+			fa[t].iova = iova;
+			fa[t].bar = &bar;
+			fa[t].reverse = t == 1;
+		}
+		assert_int_equal(pthread_create(&th, NULL, f_freer, &fa[1]), 0);
+		f_free_all(&fa[0]);
+		assert_int_equal(pthread_join(th, NULL), 0);
+		for (int i = 0; i < 64; i++)
+			assert_true((fa[0].ret[i] == 0 && fa[1].ret[i] == -ENOENT) ||
+				    (fa[0].ret[i] == -ENOENT && fa[1].ret[i] == 0));
+		chk(a);
+	}
+	pthread_barrier_destroy(&bar);
+	{
+		static unsigned char seen[1024];
+		uint64_t x;
+
+		memset(seen, 0, sizeof(seen));
+		while (iova_alloc_get(a, G, G, UINT64_MAX, &x) == 0) {
+			assert_int_equal(seen[x / G], 0);
+			seen[x / G] = 1;
+		}
+	}
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+/* The owner's fast-path free races a fixed map inside the range (claim on
+ * another thread): the map counts first and the free is -EBUSY, or the
+ * free wins and the claim takes the freed space; never -EEXIST. */
+static void test_threads_claim_inside_races_fast_free(void **state)
+{
+	struct iova_alloc *a = mk1(0, 4096);
+	pthread_barrier_t bar;
+	struct c_arg ca;
+	pthread_t th;
+
+	pthread_barrier_init(&bar, NULL, 2);
+	for (int round = 0; round < 500; round++) {
+		memset(&ca, 0, sizeof(ca));
+		ca.a = a;
+		ca.bar = &bar;
+		assert_int_equal(iova_alloc_get(a, 2 * G, G, UINT64_MAX,
+						&ca.iova), 0);
+		assert_int_equal(pthread_create(&th, NULL, c_claimer, &ca), 0);
+		c_putter(&ca);
+		assert_int_equal(pthread_join(th, NULL), 0);
+		assert_int_equal(ca.claim, 0);
+		if (!ca.claimed) {
+			assert_int_equal(ca.put, -EBUSY);
+			iova_unclaim_inside(a, ca.iova, G);
+			assert_int_equal(iova_alloc_put(a, ca.iova, 2 * G), 0);
+		} else {
+			assert_int_equal(ca.put, 0);
+			for (int k = 0; k < 4; k++) {
+				uint64_t z;
+
+				if (iova_alloc_get(a, G, G, UINT64_MAX, &z))
+					break;
+				assert_true(z != ca.iova);
+				assert_int_equal(iova_alloc_put(a, z, G), 0);
+			}
+			iova_unclaim(a, ca.iova, G);
+		}
+		chk(a);
+	}
+	pthread_barrier_destroy(&bar);
+	iova_alloc_destroy(a);
+}
+
 /* ---- runtime reservation (valid ranges shrank) ------------------------------ */
 
 static void test_reserve_takes_space_for_good(void **state)
@@ -1489,6 +1777,12 @@ int main(void)
 		cmocka_unit_test(test_hash_grows_and_finds_every_allocation),
 		cmocka_unit_test(test_threads_racing_double_free_exactly_one_wins),
 		cmocka_unit_test(test_threads_claim_inside_races_free),
+		cmocka_unit_test(test_fast_path_double_free_enoent),
+		cmocka_unit_test(test_fast_path_free_over_claim_ebusy),
+		cmocka_unit_test(test_fast_path_record_stale_after_cross_thread_free),
+		cmocka_unit_test(test_fast_path_record_of_recycled_node),
+		cmocka_unit_test(test_threads_fast_free_races_hash_free),
+		cmocka_unit_test(test_threads_claim_inside_races_fast_free),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
