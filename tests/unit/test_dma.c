@@ -2032,6 +2032,7 @@ struct race_ctl {
 	_Atomic int done;    /* rounds the racer finished */
 	_Atomic int wins;
 	int rounds;
+	enum iodma_dir dir; /* of every map and unmap */
 };
 
 static void *race_unmap_thread(void *p)
@@ -2043,7 +2044,7 @@ static void *race_unmap_thread(void *p)
 			if (spin > 2000)
 				sched_yield();
 		if (iodma_unmap_single(c->dev, atomic_load(&c->iova), PG,
-				       IODMA_TO_DEVICE) == 0)
+				       c->dir) == 0)
 			atomic_fetch_add(&c->wins, 1);
 		atomic_store(&c->done, r);
 	}
@@ -2062,6 +2063,7 @@ static void test_bounce_racing_double_unmap_exactly_one_wins(void **state)
 	(void)state;
 	c->dev = dev;
 	c->rounds = rounds;
+	c->dir = IODMA_TO_DEVICE;
 	assert_int_equal(pthread_create(&t, NULL, race_unmap_thread, c), 0);
 	for (int r = 1; r <= rounds; r++) {
 		uint64_t io;
@@ -2091,22 +2093,6 @@ static void test_bounce_racing_double_unmap_exactly_one_wins(void **state)
  * frees the run into the winner's stash before its copy): still exactly
  * one winner per round, the buffer gets the device's bytes once, and no
  * slot is freed twice. */
-static void *race_unmap_bidir_thread(void *p)
-{
-	struct race_ctl *c = p;
-
-	for (int r = 1; r <= c->rounds; r++) {
-		for (unsigned int spin = 0; atomic_load(&c->go) < r; spin++)
-			if (spin > 2000)
-				sched_yield();
-		if (iodma_unmap_single(c->dev, atomic_load(&c->iova), PG,
-				       IODMA_BIDIRECTIONAL) == 0)
-			atomic_fetch_add(&c->wins, 1);
-		atomic_store(&c->done, r);
-	}
-	return NULL;
-}
-
 static void test_bounce_racing_double_unmap_bidir_exactly_one_wins(void **state)
 {
 	struct iodma_domain *d = domain_new();
@@ -2119,7 +2105,8 @@ static void test_bounce_racing_double_unmap_bidir_exactly_one_wins(void **state)
 	(void)state;
 	c->dev = dev;
 	c->rounds = rounds;
-	assert_int_equal(pthread_create(&t, NULL, race_unmap_bidir_thread, c), 0);
+	c->dir = IODMA_BIDIRECTIONAL;
+	assert_int_equal(pthread_create(&t, NULL, race_unmap_thread, c), 0);
 	for (int r = 1; r <= rounds; r++) {
 		uint64_t io;
 
