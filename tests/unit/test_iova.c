@@ -31,6 +31,23 @@ static void chk(struct iova_alloc *a)
 	assert_int_equal(iova_alloc_check(a), 0);
 }
 
+/* Allocate single pages until the space is full: each page must come
+ * once (a range cached or freed twice would be handed out twice); @pages
+ * bounds the space's page numbers. */
+static void drain_pages_once(struct iova_alloc *a, size_t pages)
+{
+	unsigned char *seen = calloc(pages, 1);
+	uint64_t x;
+
+	assert_non_null(seen);
+	while (iova_alloc_get(a, G, G, UINT64_MAX, &x) == 0) {
+		assert_true(x / G < pages);
+		assert_int_equal(seen[x / G], 0);
+		seen[x / G] = 1;
+	}
+	free(seen);
+}
+
 static struct iova_alloc *mk(const struct iodma_iova_range *r, size_t nr,
 			     const struct iodma_iova_range *res, size_t nres)
 {
@@ -1264,17 +1281,7 @@ static void test_threads_racing_double_free_exactly_one_wins(void **state)
 		chk(a);
 	}
 	pthread_barrier_destroy(&bar);
-	/* Every page once: a range cached twice would be handed out twice. */
-	{
-		static unsigned char seen[4096];
-		uint64_t x;
-
-		memset(seen, 0, sizeof(seen));
-		while (iova_alloc_get(a, G, G, UINT64_MAX, &x) == 0) {
-			assert_int_equal(seen[x / G], 0);
-			seen[x / G] = 1;
-		}
-	}
+	drain_pages_once(a, 4096);
 	chk(a);
 	iova_alloc_destroy(a);
 }
@@ -1588,16 +1595,7 @@ static void test_threads_fast_free_races_hash_free(void **state)
 		chk(a);
 	}
 	pthread_barrier_destroy(&bar);
-	{
-		static unsigned char seen[1024];
-		uint64_t x;
-
-		memset(seen, 0, sizeof(seen));
-		while (iova_alloc_get(a, G, G, UINT64_MAX, &x) == 0) {
-			assert_int_equal(seen[x / G], 0);
-			seen[x / G] = 1;
-		}
-	}
+	drain_pages_once(a, 1024);
 	chk(a);
 	iova_alloc_destroy(a);
 }
