@@ -249,22 +249,6 @@ static void ring_sync(struct backend *b, uint32_t i)
 				close(r->call);
 			r->call = r->new_call;
 			r->new_call = -2;
-			/* One interrupt on the new call fd at once, as
-			 * libvhost-user's vu_set_vring_call_exec() does "in
-			 * case of I/O hang": a completion signalled on the
-			 * old fd while the front end was switching its
-			 * notifiers (QEMU moves a ring between its masked
-			 * notifier and the guest's as vectors are masked and
-			 * unmasked, and again when a migrated guest starts)
-			 * may have reached no one, and with EVENT_IDX the
-			 * device will not signal that used index again.  A
-			 * spurious interrupt costs the driver one look at
-			 * its used ring (VIRTIO 1.2 2.7.10 allows it). */
-			if (r->call >= 0 &&
-			    write(r->call, &(uint64_t){ 1 }, sizeof(uint64_t)) !=
-				    sizeof(uint64_t))
-				logv(b, "ring %u: the new call fd cannot be signalled",
-				     i);
 		}
 	}
 	/* Only the device's own bits: VHOST_F_LOG_ALL comes and goes with
