@@ -870,6 +870,16 @@ static unsigned int process_queue(struct vblk_device *vd)
 		}
 		vd->st.requests++;
 		done++;
+		/* One access section per chain: once its used entry is
+		 * published the driver may unmap the chain's buffers, and
+		 * that invalidation must neither wait for the chains that
+		 * follow nor release their IOTLB misses (a batch-long
+		 * section did both: under a strict-mode guest's unmaps a
+		 * later chain's miss was released until its retries ran out,
+		 * an I/O error).  No pointer outlives the section: each use
+		 * below translates again. */
+		iodma_access_end();
+		iodma_access_begin();
 		if (done % 32 == 0)
 			notify_used(vd);	/* let the driver refill early */
 		if (vd->last_avail == idx && avail_idx(vd, &idx) == 0 &&
