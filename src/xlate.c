@@ -539,6 +539,17 @@ static inline void section_begin(void)
 
 static void dirty_mark_span(struct dirty_log *dl, uint64_t first, uint64_t last);
 
+/* Publish @st, a state that frees waiters (the section ended or holds a
+ * range fewer), and wake the unmappers waiting on it (sect_wait).  seq_cst
+ * store and load: an unmapper counts itself in waiters, then loads the
+ * state, so the two cannot both miss each other. */
+static void sect_release(struct reader *r, uint32_t st)
+{
+	atomic_store_explicit(&r->state, st, memory_order_seq_cst);
+	if (atomic_load_explicit(&r->waiters, memory_order_seq_cst))
+		os_wake_all(&r->state);
+}
+
 /* Outermost end of a section that recorded something: re-mark the write
  * ranges a harvest may have cleared (file comment, "Dirty log"), then
  * publish the end (new sequence, no ranges) and wake the unmappers
@@ -581,10 +592,7 @@ static void section_close(struct reader *r)
 		last = atomic_load_explicit(&r->rng[i].last, memory_order_relaxed);
 		dirty_mark_span(dl, first, last);
 	}
-	atomic_store_explicit(&r->state, (st & ~(ST_NR_MASK | ST_ALL)) + ST_SEQ_ONE,
-			      memory_order_seq_cst);
-	if (atomic_load_explicit(&r->waiters, memory_order_seq_cst))
-		os_wake_all(&r->state);
+	sect_release(r, (st & ~(ST_NR_MASK | ST_ALL)) + ST_SEQ_ONE);
 }
 
 /* Outermost end: re-mark the guest-physical write ranges a harvest of the
@@ -790,12 +798,7 @@ static void sect_retract(uint32_t tok)
 	if (!tok || !r || atomic_load_explicit(&r->state, memory_order_relaxed) != tok)
 		return;
 	r->dirty[(tok & ST_NR_MASK) - 1].snap = false;
-	/* Same sequence, one range fewer.  seq_cst: then the load of waiters
-	 * below and an unmapper's (count itself, load the state) cannot both
-	 * miss each other, as at a section's end. */
-	atomic_store_explicit(&r->state, tok - 1, memory_order_seq_cst);
-	if (atomic_load_explicit(&r->waiters, memory_order_seq_cst))
-		os_wake_all(&r->state);
+	sect_release(r, tok - 1); /* same sequence, one range fewer */
 }
 
 /* Does @r's published state @st cover [iova, last] of @d? */
