@@ -26,8 +26,8 @@
  * wherever a mapping covers the block's whole aligned span; a last-level
  * table holds two bits per 4 KiB page.  So a 4 KiB map or unmap touches
  * one line of one last-level table (128 bytes per 2 MiB of IOVA), a 1 GiB
- * mapping takes one block entry and an aligned 1 TiB one two 512 GiB
- * blocks (or 1,024 1 GiB ones, misaligned by 1 GiB).
+ * mapping takes one block entry and a 1 TiB one two 512 GiB blocks when
+ * aligned (at most 511 entries per level and end otherwise).
  * Unlike a hardware table, the book also says where each mapping starts:
  * the page or block holding a mapping's first byte is marked "first".
  * That is all the type1 rules need: a map needs every page of its range
