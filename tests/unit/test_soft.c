@@ -517,6 +517,37 @@ static void test_soft_einval(void **state)
 	ops->close(p);
 }
 
+/* A mapping across a 2 MiB boundary lies in two last-level tables: an
+ * unmap of either half (inside one table: the one-descent path) sees the
+ * other table's page and is refused; the whole one goes. */
+static void test_soft_mapping_across_leaves(void **state)
+{
+	const struct iodma_backend_ops *ops = iodma_backend_soft();
+	const uint64_t b = 4 * GIB + 2 * MIB;
+	uint64_t u;
+	void *p;
+
+	assert_int_equal(ops->open(NULL, &p), 0);
+	map_ok(ops, p, b - 2 * PG, 4 * PG);
+	map_ok(ops, p, b - 4 * PG, 2 * PG);
+	map_ok(ops, p, b + 2 * PG, PG);
+	assert_int_equal(soft_table_pages(p), 4);	/* root, 2M, 2 leaves */
+	assert_int_equal(ops->unmap(p, b - 4 * PG, 4 * PG, &u), -EINVAL);
+	assert_int_equal(ops->unmap(p, b - 2 * PG, 2 * PG, &u), -EINVAL);
+	assert_int_equal(ops->unmap(p, b, 2 * PG, &u), -EINVAL);
+	assert_int_equal(ops->unmap(p, b, 3 * PG, &u), -EINVAL);
+	assert_int_equal(map_at(ops, p, b + PG, PG), -EEXIST);
+	assert_int_equal(ops->unmap(p, b - 2 * PG, 4 * PG, &u), 0);
+	assert_int_equal(u, 4 * PG);
+	assert_int_equal(ops->unmap(p, b - 4 * PG, 2 * PG, &u), 0);
+	assert_int_equal(u, 2 * PG);
+	assert_int_equal(soft_table_pages(p), 3);	/* the lower leaf went */
+	assert_int_equal(ops->unmap(p, b + 2 * PG, PG, &u), 0);
+	assert_int_equal(u, PG);
+	assert_int_equal(soft_table_pages(p), 1);
+	ops->close(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -527,6 +558,7 @@ int main(void)
 		cmocka_unit_test(test_soft_wide_unmap_sparse),
 		cmocka_unit_test(test_soft_huge_maps_and_enomem),
 		cmocka_unit_test(test_soft_einval),
+		cmocka_unit_test(test_soft_mapping_across_leaves),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
