@@ -548,6 +548,48 @@ static void test_soft_mapping_across_leaves(void **state)
 	ops->close(p);
 }
 
+/* Valid ranges below 2 MiB need one level (the root is a last-level
+ * table), below 1 GiB two: the same rules there, the root never freed. */
+static void test_soft_small_spaces(void **state)
+{
+	const struct iodma_backend_ops *ops = iodma_backend_soft();
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_iova_range r1 = { .iova = PG, .len = 2 * MIB - PG };
+	struct iodma_iova_range r2 = { .iova = PG, .len = 64 * MIB - PG };
+	uint64_t u;
+	void *p;
+
+	so.nr_ranges = 1;
+	so.ranges = &r1;
+	assert_int_equal(ops->open(&so, &p), 0);
+	map_ok(ops, p, PG, PG);
+	map_ok(ops, p, 2 * MIB - 2 * PG, 2 * PG);
+	assert_int_equal(map_at(ops, p, 2 * MIB, PG), -EINVAL);
+	assert_int_equal(map_at(ops, p, 2 * MIB - PG, PG), -EEXIST);
+	assert_int_equal(ops->unmap(p, 2 * MIB - PG, PG, &u), -EINVAL);
+	assert_int_equal(ops->unmap(p, 2 * MIB - 2 * PG, PG, &u), -EINVAL);
+	assert_int_equal(ops->unmap(p, PG, PG, &u), 0);		/* fast path */
+	assert_int_equal(u, PG);
+	assert_int_equal(ops->unmap(p, 2 * MIB - 2 * PG, 2 * PG, &u), 0);
+	assert_int_equal(u, 2 * PG);
+	assert_int_equal(soft_table_pages(p), 1);
+	map_ok(ops, p, 8 * PG, 8 * PG);
+	assert_int_equal(ops->unmap_all(p, &u), 0);
+	assert_int_equal(u, 8 * PG);
+	ops->close(p);
+
+	so.ranges = &r2;
+	assert_int_equal(ops->open(&so, &p), 0);
+	map_ok(ops, p, 2 * MIB, 2 * MIB);			/* a block */
+	map_ok(ops, p, 64 * MIB - PG, PG);
+	assert_int_equal(soft_table_pages(p), 2);
+	assert_int_equal(ops->unmap(p, 2 * MIB, MIB, &u), -EINVAL);
+	assert_int_equal(ops->unmap(p, PG, 64 * MIB - PG, &u), 0);
+	assert_int_equal(u, 2 * MIB + PG);
+	assert_int_equal(soft_table_pages(p), 1);
+	ops->close(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -559,6 +601,7 @@ int main(void)
 		cmocka_unit_test(test_soft_huge_maps_and_enomem),
 		cmocka_unit_test(test_soft_einval),
 		cmocka_unit_test(test_soft_mapping_across_leaves),
+		cmocka_unit_test(test_soft_small_spaces),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
