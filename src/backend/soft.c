@@ -90,8 +90,8 @@ struct pt_table {
 
 /*
  * A last-level table: two bits per 4 KiB page, "mapped" and "first page of
- * its mapping", the two bits of page i in word i / 64 of @present and
- * @first, side by side (one cache line holds both words).  Wider entries
+ * its mapping": page i's are bit i % 64 of w[i / 64].present and .first,
+ * side by side (one cache line holds both words).  Wider entries
  * holding the page's address, as a hardware table's do, were measured
  * (bench_domain, same run): the strict pair at 65,536 live took 816-854 ns
  * with 64-bit entries (a 1 MiB last level, one random line of it per
