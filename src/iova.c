@@ -80,8 +80,10 @@ enum iova_kind {
 	IOVA_FREE = 1,	/* free extent, in the free tree */
 	IOVA_ALLOC,	/* live allocation, in the busy tree */
 	IOVA_CLAIM,	/* claimed piece, in the busy tree */
-	IOVA_CACHED,	/* freed into a magazine, still in the busy tree */
-	IOVA_EVICTED,	/* was CACHED, claimed away; only a magazine holds it */
+	IOVA_EVICTED = 5, /* was CACHED, claimed away; only a magazine holds it */
+	/* freed into a magazine, still in the busy tree.  All ones in the
+	 * kind bits: the fast alloc's expected state is st | ST_KIND_MASK. */
+	IOVA_CACHED = 15,
 };
 
 struct iova_node {
@@ -96,6 +98,8 @@ struct iova_node {
 	_Atomic uint64_t st;
 	int16_t height;		/* AVL height, leaf = 1 (< IOVA_MAX_HEIGHT) */
 	uint8_t hashed;		/* in the pfn hash (stripe + tree lock) */
+	uint8_t ri;		/* hashed: rec_idx() of its range, set with
+				 * pfn, so the fast alloc need not compute it */
 } __attribute__((aligned(IODMA_CACHELINE)));
 /* One node per cache line (nodes come from line-aligned slabs): the fast
  * paths of two threads write the state words of their own nodes, never a
@@ -239,22 +243,26 @@ struct iova_mag {
  * without finding the node in the pfn hash.  Only the owner reads or
  * writes it. */
 struct iova_rec {
-	uint64_t key[IOVA_NR_REC];		/* rec_key(pfn, pages) */
-	struct iova_node *n[IOVA_NR_REC];	/* NULL: empty */
+	uint64_t key[IOVA_NR_REC];	/* rec_key(); IOVA_REC_NONE: empty */
+	struct iova_node *n[IOVA_NR_REC];
 	uint64_t st[IOVA_NR_REC];
 };
 
 /* A record's key: the range's first byte (granule-aligned, granule >=
- * 4096) with its class in the low bits.  Its index mixes two windows of
- * the address so that ranges of every class spread over the records. */
+ * 4096) with its class (0 .. 7) in the low bits; never all ones, the
+ * empty key.  Its index is the range's number among ranges of its size
+ * (va >> tz, tz = log2 of the size in bytes = class + log2(granule)), so
+ * that consecutive ranges of every class spread over the records; the
+ * fast paths have tz at hand already. */
+#define IOVA_REC_NONE UINT64_MAX
 static inline uint64_t rec_key(uint64_t va, unsigned int c)
 {
 	return va | c;
 }
 
-static inline unsigned int rec_idx(uint64_t va)
+static inline unsigned int rec_idx(uint64_t va, unsigned int tz)
 {
-	return (unsigned int)((va >> 12) ^ (va >> 17)) & (IOVA_NR_REC - 1);
+	return (unsigned int)(va >> tz) & (IOVA_NR_REC - 1);
 }
 
 /*
@@ -270,8 +278,10 @@ struct iova_slot {
 	iova_spin_t lock;	/* shared slot only: protects everything in it */
 	struct iova_mag *loaded[IOVA_NR_CLASSES];
 	struct iova_mag *prev[IOVA_NR_CLASSES];
-	_Atomic uint64_t hits;	/* allocations served by this slot's cache */
-	_Atomic uint64_t fput;	/* frees pushed into this slot's cache */
+	/* Frees pushed into this slot's cache.  Cache hits are not counted
+	 * (the fast alloc stays three instructions shorter): they are
+	 * pushed - drained or evicted - still CACHED, see cache_hits(). */
+	_Atomic uint64_t fput;
 	struct iova_rec rec;	/* owned slots only */
 	char pad1[IODMA_CACHELINE];
 };
@@ -301,6 +311,11 @@ struct iova_alloc {
 	unsigned int shift;		/* log2(granule) */
 	uint64_t gmask;			/* granule - 1 */
 	uint64_t class_max;		/* granule << (IOVA_NR_CLASSES - 1) */
+	uint64_t id;			/* unique in the process (iova_tls) */
+	/* class_max while the rcache is on, 0 while off: the fast paths
+	 * test the size and the switch with one compare (written with
+	 * caching, relaxed). */
+	_Atomic uint64_t fast_max;
 	struct iova_seg *segs;		/* valid minus reserved, sorted */
 	size_t nr_segs;
 	uint64_t *cuts;			/* pfns where two valid ranges touch */
@@ -349,6 +364,27 @@ struct iova_alloc {
 
 	struct iova_slot shared;	/* threads without a shard */
 };
+
+/*
+ * The fast paths' way to the calling thread's owned slot: the last
+ * allocator it used with a slot of its own (its id, never reused, so a
+ * destroyed allocator at the same address does not match) and that slot.
+ * One %fs-relative compare and load instead of the thread number, a bound
+ * check and a load from a->own[]; another allocator (or none yet) misses
+ * and the slow path finds the slot through a->own[] and sets it here.
+ * Written and read by its thread only.  Freestanding builds have no
+ * thread numbers (no owned slots), so no such cache either.
+ */
+#if defined(OS_THREAD_SLOT_UNIQUE) && !defined(IODMA_FREESTANDING)
+#define IOVA_TLS 1
+static _Thread_local struct {
+	uint64_t id;			/* 0: none (ids start at 1) */
+	struct iova_slot *s;
+} iova_tls __attribute__((tls_model("initial-exec")));
+#else
+#define IOVA_TLS 0
+#endif
+static _Atomic uint64_t iova_next_id = 1;
 
 /* ---- AVL tree with max-extent augmentation --------------------------------- */
 
@@ -828,6 +864,8 @@ static void hash_insert(struct iova_alloc *a, struct iova_node *n)
 	n->hnext = *b;
 	*b = n;
 	n->hashed = 1;
+	n->ri = (uint8_t)rec_idx(n->pfn << a->shift,
+				 (unsigned int)size_class(n->pages) + a->shift);
 	spin_unlock(&st->lock);
 	a->hcount++;
 }
@@ -1199,10 +1237,8 @@ cache_get(struct iova_alloc *a, struct iova_slot *s, int c, uint64_t pages,
 		if (i < 0)
 			return NULL;
 		n = mag_take(m, i);
-		if (pop_flip(n, st)) {
-			ctr_inc(&s->hits);
+		if (pop_flip(n, st))
 			return n;
-		}
 		os_mutex_lock(&a->tree_lock);
 		node_put(a, n);
 		os_mutex_unlock(&a->tree_lock);
@@ -1216,30 +1252,44 @@ static struct iova_slot *own_slot_at(struct iova_alloc *a, unsigned int i)
 }
 
 /* Sums of the slots' counters (exact when no thread is in the allocator). */
-static void slot_sums(struct iova_alloc *a, uint64_t *hits, uint64_t *fput)
+static uint64_t slot_sums(struct iova_alloc *a)
 {
-	uint64_t h = ctr_get(&a->shared.hits), f = ctr_get(&a->shared.fput);
+	uint64_t f = ctr_get(&a->shared.fput);
 
 	for (unsigned int i = 0; i < IODMA_SHARDS; i++) {
 		struct iova_slot *s = own_slot_at(a, i);
 
-		if (s) {
-			h += ctr_get(&s->hits);
+		if (s)
 			f += ctr_get(&s->fput);
-		}
 	}
-	*hits = h;
-	*fput = f;
+	return f;
 }
 
-/* CACHED nodes now: pushed - popped - drained/evicted.  Tree lock held
- * (exact when no other thread is in the allocator; else a snapshot). */
-static uint64_t nr_cached(struct iova_alloc *a)
+/* CACHED nodes in the busy tree now.  Tree lock held; O(n) (stats and
+ * the check only).  Exact when no other thread is in the allocator, else
+ * a snapshot. */
+static uint64_t count_cached_locked(struct iova_alloc *a)
 {
-	uint64_t h, f;
+	struct iova_iter it = { .depth = 0 };
+	uint64_t k = 0;
 
-	slot_sums(a, &h, &f);
-	return f - h - a->cached_out;
+	iter_push_left(&it, a->busy_root);
+	while (iter_peek(&it)) {
+		k += node_kind(iter_peek(&it)) == IOVA_CACHED;
+		iter_next(&it);
+	}
+	return k;
+}
+
+/* Allocations served by a cache: every push into a magazine ends as a
+ * hit, a drain or eviction (cached_out), or is still CACHED (@cached).
+ * Tree lock held; a snapshot clamped at 0 while other threads run. */
+static uint64_t cache_hits(struct iova_alloc *a, uint64_t fput,
+			   uint64_t cached)
+{
+	uint64_t gone = a->cached_out + cached;
+
+	return fput > gone ? fput - gone : 0;
 }
 
 /*
@@ -1331,6 +1381,8 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 void iova_alloc_set_caching(struct iova_alloc *a, bool on)
 {
 	atomic_store(&a->caching, on);
+	atomic_store_explicit(&a->fast_max, on ? a->class_max : 0,
+			      memory_order_relaxed);
 	if (!on)
 		iova_alloc_flush_caches(a);
 }
@@ -1482,6 +1534,9 @@ int iova_alloc_create(uint64_t granule,
 	a->shift = shift;
 	a->gmask = granule - 1;
 	a->class_max = granule << (IOVA_NR_CLASSES - 1);
+	a->id = atomic_fetch_add_explicit(&iova_next_id, 1,
+					  memory_order_relaxed);
+	atomic_init(&a->fast_max, a->class_max);
 	err = -ENOMEM;
 	a->ranges = iodma_calloc(nr_ranges ? nr_ranges : 1, sizeof(*a->ranges));
 	res = iodma_calloc(nr_reserved ? nr_reserved : 1, sizeof(*res));
@@ -1534,7 +1589,6 @@ int iova_alloc_create(uint64_t granule,
 	os_mutex_init(&a->tree_lock);
 	os_mutex_init(&a->depot_lock);
 	atomic_init(&a->shared.lock.v, 0);
-	atomic_init(&a->shared.hits, 0);
 	atomic_init(&a->shared.fput, 0);
 	for (i = 0; i < IODMA_SHARDS; i++)
 		atomic_init(&a->own[i], NULL);
@@ -1601,11 +1655,25 @@ static __attribute__((noinline)) struct iova_slot *
 own_slot_new(struct iova_alloc *a, unsigned int i)
 {
 	struct iova_slot *s = iodma_calloc(1, sizeof(*s));
+	int c;
 
 	if (!s)
 		return NULL;
+	/* Every class has a loaded magazine from the start, and keeps one
+	 * (a swap or a refill only replaces it): the fast paths do not test
+	 * for none. */
+	for (c = 0; c < IOVA_NR_CLASSES; c++) {
+		s->loaded[c] = mag_new(a);
+		if (!s->loaded[c]) {
+			while (c-- > 0)
+				mag_recycle(a, s->loaded[c]);
+			iodma_free(s);
+			return NULL;
+		}
+	}
+	for (c = 0; c < IOVA_NR_REC; c++)
+		s->rec.key[c] = IOVA_REC_NONE;
 	atomic_init(&s->lock.v, 0);
-	atomic_init(&s->hits, 0);
 	atomic_init(&s->fput, 0);
 	/* Release: the stats, the check and destroy load it with acquire
 	 * and see it initialised. */
@@ -1625,16 +1693,26 @@ static inline struct iova_slot *own_slot(struct iova_alloc *a)
 		return NULL;
 	/* Only this thread ever stores it: its own store needs no order. */
 	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
-	return s ? s : own_slot_new(a, i);
+	if (!s)
+		s = own_slot_new(a, i);
+#if IOVA_TLS
+	if (s) {
+		/* The fast paths find it here from now on (see iova_tls). */
+		iova_tls.id = a->id;
+		iova_tls.s = s;
+	}
+#endif
+	return s;
 }
 
 /* Remember that this thread was handed @n (first byte @va, class @c) in
  * state @st.  @va is passed, not read from @n: another thread may free
  * (and the tree recycle) @n by now. */
-static inline void rec_set(struct iova_slot *s, unsigned int c,
-			   struct iova_node *n, uint64_t va, uint64_t st)
+static inline void rec_set(const struct iova_alloc *a, struct iova_slot *s,
+			   unsigned int c, struct iova_node *n, uint64_t va,
+			   uint64_t st)
 {
-	unsigned int i = rec_idx(va);
+	unsigned int i = rec_idx(va, c + a->shift);
 
 	s->rec.key[i] = rec_key(va, c);
 	s->rec.n[i] = n;
@@ -1658,7 +1736,6 @@ static inline struct iova_node *own_get_top(struct iova_slot *s, int c,
 	    !pop_flip(n, st))
 		return NULL;
 	m->n--;
-	ctr_inc(&s->hits);
 	return n;
 }
 
@@ -1677,7 +1754,7 @@ static inline bool cache_alloc(struct iova_alloc *a, int c, uint64_t pages,
 		if (!n)
 			return false;
 		*pfn = n->pfn;	/* ALLOC and ours: pfn cannot change */
-		rec_set(s, (unsigned int)c, n, n->pfn << a->shift, st);
+		rec_set(a, s, (unsigned int)c, n, n->pfn << a->shift, st);
 		return true;
 	}
 	s = &a->shared;
@@ -1742,8 +1819,10 @@ get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 
 	os_mutex_lock(&a->tree_lock);
 	err = tree_alloc(a, pages, align_pages, limit_pfn, &n);
-	if (err == -ENOSPC && nr_cached(a) > 0) {
-		/* The caches may hold the space: return it and retry once. */
+	if (err == -ENOSPC && slot_sums(a) > 0) {
+		/* The caches may hold the space (anything was ever pushed):
+		 * return it and retry once, as Linux's alloc_iova_fast()
+		 * flushes every CPU's rcache before it fails. */
 		os_mutex_unlock(&a->tree_lock);
 		iova_alloc_flush_caches(a);
 		os_mutex_lock(&a->tree_lock);
@@ -1758,7 +1837,7 @@ get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 		return -ENOMEM;
 	c = size_class(pages);
 	if (c >= 0 && (s = own_slot(a)) != NULL)
-		rec_set(s, (unsigned int)c, n, *pfnp << a->shift, st);
+		rec_set(a, s, (unsigned int)c, n, *pfnp << a->shift, st);
 	return 0;
 }
 
@@ -1854,14 +1933,15 @@ static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
 	s = own_slot(a);
 	if (s) {
 		uint64_t va = pfn << a->shift;
-		unsigned int ri = rec_idx(va);
+		unsigned int tz = (unsigned int)c + a->shift;
+		unsigned int ri = rec_idx(va, tz);
 		struct iova_node *n = s->rec.n[ri];
 
-		if (n && s->rec.key[ri] == rec_key(va, (unsigned int)c) &&
+		if (s->rec.key[ri] == rec_key(va, (unsigned int)c) &&
 		    mag_prepare_push(a, s, c)) {
 			uint64_t exp = s->rec.st[ri];
 
-			s->rec.n[ri] = NULL;
+			s->rec.key[ri] = IOVA_REC_NONE;
 			if (st_cas(n, &exp, st_with(exp, IOVA_CACHED))) {
 				struct iova_mag *m = s->loaded[c];
 
@@ -1913,104 +1993,130 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 }
 
 /*
- * The fast paths (issue 12): a thread with its own slot, the rcache on, a
- * class size (1..32 pages, len - 1 < 32 granules and the page count a power
- * of two).  No lock and no shared line written but the node's state word:
- * the slot, its magazines, records and counters are the thread's alone.
- * Everything else (and every miss) goes to get_slow() / put_slow(), which
- * check the arguments fully and give the documented errors.
+ * The fast paths (issue 12): the calling thread's owned slot is the one
+ * iova_tls remembers for this allocator, the rcache is on, the size a
+ * class (1, 2, 4 ... 128 granules), the alignment at most the granule,
+ * and the loaded magazine has an entry (get) or room (put).  No lock, no
+ * call, and no line written but the slot's (the thread's alone) and the
+ * node's state word.  Everything else (and every miss) goes to
+ * get_slow() / put_slow(), which check the arguments fully and give the
+ * documented errors.
+ *
+ * Sizes: t = len - 1 with the granule's bits set is the rounded length
+ * minus one (len 0 wraps to all ones); it is a class iff t + 1 is a power
+ * of two below fast_max (0 with the rcache off: nothing passes), and then
+ * tz = log2(t + 1) = class + shift.
  */
-/* The calling thread's shard, IODMA_SHARDS when none: shard_own() without
- * its call (the first use goes to the slow path, which makes the number),
- * so that the fast paths stay leaf functions. */
-static inline unsigned int shard_peek(void)
-{
-#if defined(OS_THREAD_SLOT_UNIQUE) && !defined(IODMA_FREESTANDING)
-	unsigned int s = os_tls_slot - 1;	/* 0 (none yet): UINT_MAX */
-
-	return s < IODMA_SHARDS ? s : IODMA_SHARDS;
-#else
-	return IODMA_SHARDS;
-#endif
-}
-
 int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 		   uint64_t align, uint64_t limit, uint64_t *iova)
 {
-	unsigned int i = shard_peek(), c;
+#if IOVA_TLS
 	struct iova_slot *s;
 	struct iova_node *n;
 	struct iova_mag *m;
-	uint64_t r, st, v;
+	uint64_t g, t, st, v;
+	unsigned int c, sh;
 
-	if (i >= IODMA_SHARDS || !a)
+	if (!a || !iova || iova_tls.id != a->id)
 		goto slow;
-	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
-	if (!s || !iova ||
-	    !atomic_load_explicit(&a->caching, memory_order_relaxed))
+	g = a->gmask;
+	t = (len - 1) | g;
+	/* align: a power of two, at most the granule (then every cached
+	 * range is aligned to it; larger ones take the slow path). */
+	if (t >= atomic_load_explicit(&a->fast_max, memory_order_relaxed) ||
+	    ((t + 1) & t) || ((align - 1) & align) || align - 1 > g)
 		goto slow;
-	/* r: len rounded up to the granule; a class iff a power of two of
-	 * at most 32 granules (0 for len 0 or an overflow: slow path). */
-	r = (len + a->gmask) & ~a->gmask;
-	if (r - 1 >= a->class_max || (r & (r - 1)) ||
-	    (align & (align - 1)) || !align)
-		goto slow;
-	c = (unsigned int)__builtin_ctzll(r) - a->shift;
-	m = s->loaded[c];
-	if (!m || m->n == 0)
-		goto slow;
+	/* From here on a miss passes the same request in a shape that
+	 * needs fewer registers: the rounded length, alignment 1 (the
+	 * granule's, as align was at most it). */
+	sh = a->shift;
+	c = (unsigned int)__builtin_ctzll(t + 1) - sh;
+	s = iova_tls.s;
+	m = s->loaded[c];	/* never NULL in an owned slot */
+	if (m->n == 0)
+		goto miss;
 	n = m->e[m->n - 1];
 	/* pfn of a CACHED (or EVICTED) node does not change. */
-	v = n->pfn << a->shift;
-	if ((v & (align - 1)) || v + (r - 1) > limit)
-		goto slow;
-	/* Expect CACHED with this generation: an EVICTED node fails the
-	 * compare-and-swap (cache_get() discards it). */
-	st = st_with(atomic_load_explicit(&n->st, memory_order_relaxed),
-		     IOVA_CACHED);
+	v = n->pfn << sh;
+	if (v + t > limit)
+		goto miss;
+	/*
+	 * CACHED -> ALLOC, from CACHED with the generation it has: an
+	 * EVICTED node fails it (a claim or a flush took its space back;
+	 * cache_get() discards it).  A compare-and-swap, not a store: the
+	 * eviction is a compare-and-swap from CACHED on another thread, and
+	 * exactly one of the two may win.  acq_rel (st_cas()): the acquire
+	 * half pairs with the release of the free that made it CACHED, on
+	 * whatever thread, so the old owner's use of the range (its unmap's
+	 * page-table writes) happens before ours; on aarch64 and riscv64 a
+	 * relaxed one would let our caller's writes to the range's
+	 * translations pass the old owner's.
+	 */
+	st = atomic_load_explicit(&n->st, memory_order_relaxed) | ST_KIND_MASK;
 	if (!st_cas(n, &st, st - IOVA_CACHED + IOVA_ALLOC))
-		goto slow;
-	m->n--;
-	ctr_inc(&s->hits);
-	rec_set(s, c, n, v, st - IOVA_CACHED + IOVA_ALLOC);
+		goto miss;
+	m->n--;		/* reloaded after the CAS: fewer registers live */
+	/* The record this thread's free of the range finds (rec_set();
+	 * n->ri is rec_idx(v, c + sh), fixed while the node is hashed). */
+	s->rec.key[n->ri] = rec_key(v, c);
+	s->rec.n[n->ri] = n;
+	s->rec.st[n->ri] = st - IOVA_CACHED + IOVA_ALLOC;
 	*iova = v;
 	return 0;
+miss:
+	return get_slow(a, t + 1, 1, limit, iova);
 slow:
+#endif
 	return get_slow(a, len, align, limit, iova);
 }
 
 int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len)
 {
-	unsigned int i = shard_peek(), c, ri;
+#if IOVA_TLS
 	struct iova_slot *s;
 	struct iova_node *n;
 	struct iova_mag *m;
-	uint64_t r, exp;
+	uint64_t g, t, exp;
+	unsigned int tz, c, k, ri;
 
-	if (i >= IODMA_SHARDS || !a)
+	if (!a || iova_tls.id != a->id)
 		goto slow;
-	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
-	r = (len + a->gmask) & ~a->gmask;
-	if (!s || !atomic_load_explicit(&a->caching, memory_order_relaxed) ||
-	    r - 1 >= a->class_max || (r & (r - 1)) || (iova & a->gmask))
+	s = iova_tls.s;
+	g = a->gmask;
+	t = (len - 1) | g;
+	if (t >= atomic_load_explicit(&a->fast_max, memory_order_relaxed) ||
+	    ((t + 1) & t) || (iova & g))
 		goto slow;
-	c = (unsigned int)__builtin_ctzll(r) - a->shift;
-	ri = rec_idx(iova);
-	n = s->rec.n[ri];
+	tz = (unsigned int)__builtin_ctzll(t + 1);
+	ri = rec_idx(iova, tz);
+	/* This thread was handed exactly [iova, iova + t] (the key holds
+	 * the size: a free with another length misses). */
+	c = tz - a->shift;
+	if (s->rec.key[ri] != rec_key(iova, c))
+		goto slow;
 	m = s->loaded[c];
-	if (!n || s->rec.key[ri] != rec_key(iova, c) || !m ||
-	    m->n >= IOVA_MAG_SIZE)
-		goto slow;
+	k = m->n;
+	if (k >= IOVA_MAG_SIZE)
+		goto slow;	/* class_put() makes room */
+	n = s->rec.n[ri];
 	exp = s->rec.st[ri];
-	s->rec.n[ri] = NULL;
-	/* Exactly the state this thread was handed it in, or the hash
-	 * decides: a double free, a map inside, a stale record. */
+	s->rec.key[ri] = IOVA_REC_NONE;
+	/*
+	 * Exactly the state this thread was handed it in (ALLOC, no maps,
+	 * that generation) -> CACHED, or the hash decides: a double free
+	 * (CACHED, or freed by another thread), a map inside (maps > 0), a
+	 * stale record (a new generation).  acq_rel: the release half
+	 * publishes our caller's use of the range to the next owner's
+	 * acquire (its cache hit, or a drain under the tree lock).
+	 */
 	if (!st_cas(n, &exp, exp - IOVA_ALLOC + IOVA_CACHED))
 		goto slow;
-	m->e[m->n++] = n;
+	m->e[k] = n;
+	m->n = k + 1;
 	ctr_inc(&s->fput);
 	return 0;
 slow:
+#endif
 	return put_slow(a, iova, len);
 }
 
@@ -2359,7 +2465,8 @@ void iova_alloc_get_stats(struct iova_alloc *a,
 	uint64_t hits, fput;
 
 	os_mutex_lock(&a->tree_lock);
-	slot_sums(a, &hits, &fput);
+	fput = slot_sums(a);
+	hits = cache_hits(a, fput, count_cached_locked(a));
 	st->allocs = a->allocs + hits;
 	st->cache_hits = hits;
 	st->frees = a->frees + fput;
@@ -2405,14 +2512,14 @@ int iova_alloc_check(struct iova_alloc *a)
 	size_t i;
 	int ret = -EUCLEAN;
 
-	uint64_t hits, fput, hashed = 0;
+	uint64_t fput, hashed = 0;
 
 	/* Owned slots have no lock: exact when no other thread is in the
 	 * allocator (tests call it so). */
 	spin_lock(&a->shared.lock);
 	os_mutex_lock(&a->tree_lock);
 	stripes_lock_all(a);
-	slot_sums(a, &hits, &fput);
+	fput = slot_sums(a);
 	if (check_subtree(a->free_root, true) < 0 ||
 	    check_subtree(a->busy_root, false) < 0)
 		goto out;
@@ -2466,8 +2573,12 @@ int iova_alloc_check(struct iova_alloc *a)
 	if (iter_peek(&fi) || iter_peek(&bi))
 		goto out; /* outside every segment */
 	if (free_pages != a->free_pages ||
-	    live != a->allocs + hits - a->frees - fput ||
-	    cached != fput - hits - a->cached_out || hashed != a->hcount)
+	    /* every push is a hit, drained or evicted, or still CACHED */
+	    fput < a->cached_out + cached ||
+	    /* live = allocs - frees with hits = fput - cached_out - cached
+	     * on both sides: what left the tree and did not come back */
+	    live != a->allocs - a->frees - a->cached_out - cached ||
+	    hashed != a->hcount)
 		goto out;
 	ret = 0;
 out:
