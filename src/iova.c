@@ -283,6 +283,7 @@ struct iova_slot {
 	 * pushed - drained or evicted - still CACHED, see cache_hits(). */
 	_Atomic uint64_t fput;
 	struct iova_rec rec;	/* owned slots only */
+	struct iova_alloc *a;	/* owned slots: whose (the fast alloc's miss) */
 	char pad1[IODMA_CACHELINE];
 };
 
@@ -1673,6 +1674,7 @@ own_slot_new(struct iova_alloc *a, unsigned int i)
 	}
 	for (c = 0; c < IOVA_NR_REC; c++)
 		s->rec.key[c] = IOVA_REC_NONE;
+	s->a = a;
 	atomic_init(&s->lock.v, 0);
 	atomic_init(&s->fput, 0);
 	/* Release: the stats, the check and destroy load it with acquire
@@ -1992,6 +1994,19 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 	return err;
 }
 
+#if IOVA_TLS
+/* The fast alloc's miss past its size check: the same request, from the
+ * owned slot @s (its allocator), class @c (the rounded length), alignment
+ * 1 (align was a power of two at most the granule: the same). */
+static __attribute__((noinline)) int
+get_miss(struct iova_slot *s, unsigned int c, uint64_t limit, uint64_t *iova)
+{
+	struct iova_alloc *a = s->a;
+
+	return get_slow(a, (a->gmask + 1) << c, 1, limit, iova);
+}
+#endif
+
 /*
  * The fast paths (issue 12): the calling thread's owned slot is the one
  * iova_tls remembers for this allocator, the rcache is on, the size a
@@ -2022,13 +2037,13 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 	g = a->gmask;
 	t = (len - 1) | g;
 	/* align: a power of two, at most the granule (then every cached
-	 * range is aligned to it; larger ones take the slow path). */
+	 * range is aligned to it; larger ones take the slow path): no bit
+	 * of align - 1 in align or above the granule's. */
 	if (t >= atomic_load_explicit(&a->fast_max, memory_order_relaxed) ||
-	    ((t + 1) & t) || ((align - 1) & align) || align - 1 > g)
+	    ((t + 1) & t) || ((align - 1) & (align | ~g)))
 		goto slow;
 	/* From here on a miss passes the same request in a shape that
-	 * needs fewer registers: the rounded length, alignment 1 (the
-	 * granule's, as align was at most it). */
+	 * needs fewer registers (get_miss()). */
 	sh = a->shift;
 	c = (unsigned int)__builtin_ctzll(t + 1) - sh;
 	s = iova_tls.s;
@@ -2036,8 +2051,9 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 	if (m->n == 0)
 		goto miss;
 	n = m->e[m->n - 1];
-	/* pfn of a CACHED (or EVICTED) node does not change. */
-	v = n->pfn << sh;
+	/* pfn of a CACHED (or EVICTED) node does not change.  A multiply,
+	 * not a shift: no shift count register. */
+	v = n->pfn * (g + 1);
 	if (v + t > limit)
 		goto miss;
 	/*
@@ -2064,7 +2080,7 @@ int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 	*iova = v;
 	return 0;
 miss:
-	return get_slow(a, t + 1, 1, limit, iova);
+	return get_miss(s, c, limit, iova);
 slow:
 #endif
 	return get_slow(a, len, align, limit, iova);
