@@ -67,7 +67,8 @@
  * memory).  Threads without a slot share one under its spin lock.
  *
  * Locks, in this order: shared slot lock -> depot_lock -> tree_lock -> one
- * stripe (or all of them, in index order).  Slot and stripe locks spin.
+ * stripe (or all of them, in index order).  Slot, tree and stripe locks
+ * spin; depot_lock is a mutex.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -218,6 +219,10 @@ static inline void spin_unlock(iova_spin_t *l)
 	atomic_store_explicit(&l->v, 0, memory_order_release);
 }
 
+/* Held by someone (a spin lock has no owner to compare with). */
+#define spin_assert_held(l) \
+	assert(atomic_load_explicit(&(l)->v, memory_order_relaxed))
+
 /* Relaxed counter bump by its only writer (the holder of its lock). */
 static inline void ctr_inc(_Atomic uint64_t *c)
 {
@@ -331,7 +336,11 @@ struct iova_alloc {
 	char pad_own[IODMA_CACHELINE];	/* the fast path reads the above
 					 * only: keep it off tree_lock's line */
 
-	os_mutex_t tree_lock;		/* protects everything below, and
+	/* A spin lock, not a mutex: the tree path's critical section is a
+	 * few hundred instructions, and a pthread mutex's lock + unlock cost
+	 * ~170 of them (issue 12).  Flushes and claims hold it for O(n);
+	 * waiters then yield (spin_lock()). */
+	iova_spin_t tree_lock;		/* protects everything below, and
 					 * every node's fields but pfn/pages of
 					 * CACHED/EVICTED nodes (immutable) */
 	struct iova_node *free_root;
@@ -1026,7 +1035,7 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
  * tree lock: nobody else can flip them now. */
 static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
 {
-	os_mutex_assert_held(&a->tree_lock);
+	spin_assert_held(&a->tree_lock);
 
 	while (m->n > 0) {
 		struct iova_node *n = m->e[--m->n];
@@ -1048,9 +1057,9 @@ static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
 
 static void mag_drain(struct iova_alloc *a, struct iova_mag *m)
 {
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	mag_drain_locked(a, m);
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 /* An empty magazine from the spare list or the heap, or NULL. */
@@ -1240,9 +1249,9 @@ cache_get(struct iova_alloc *a, struct iova_slot *s, int c, uint64_t pages,
 		n = mag_take(m, i);
 		if (pop_flip(n, st))
 			return n;
-		os_mutex_lock(&a->tree_lock);
+		spin_lock(&a->tree_lock);
 		node_put(a, n);
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 	}
 }
 
@@ -1307,7 +1316,7 @@ static void evict_cached_locked(struct iova_alloc *a)
 	struct iova_node *list = NULL;
 	size_t k = 0;
 
-	os_mutex_assert_held(&a->tree_lock);
+	spin_assert_held(&a->tree_lock);
 	iter_push_left(&it, a->busy_root);
 	while (iter_peek(&it)) {
 		struct iova_node *n = (struct iova_node *)iter_peek(&it);
@@ -1348,14 +1357,14 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 	int c;
 
 	spin_lock(&s->lock);
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	for (c = 0; c < IOVA_NR_CLASSES; c++) {
 		if (s->loaded[c])
 			mag_drain_locked(a, s->loaded[c]);
 		if (s->prev[c])
 			mag_drain_locked(a, s->prev[c]);
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	spin_unlock(&s->lock);
 	os_mutex_lock(&a->depot_lock);
 	for (c = 0; c < IOVA_NR_CLASSES; c++) {
@@ -1374,9 +1383,9 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 		}
 	}
 	/* What is left is in owned slots' magazines. */
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	evict_cached_locked(a);
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 void iova_alloc_set_caching(struct iova_alloc *a, bool on)
@@ -1587,7 +1596,7 @@ int iova_alloc_create(uint64_t granule,
 		goto fail;
 	iodma_free(res);
 	atomic_init(&a->caching, true);
-	os_mutex_init(&a->tree_lock);
+	atomic_init(&a->tree_lock.v, 0);
 	os_mutex_init(&a->depot_lock);
 	atomic_init(&a->shared.lock.v, 0);
 	atomic_init(&a->shared.fput, 0);
@@ -1613,7 +1622,7 @@ void iova_alloc_destroy(struct iova_alloc *a)
 		return;
 	/* No thread is in the allocator any more: drain every slot, owned
 	 * ones too, so EVICTED nodes held by magazines reach the pool. */
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	for (i = 0; i < IODMA_SHARDS; i++) {
 		struct iova_slot *s = own_slot_at(a, i);
 
@@ -1624,9 +1633,8 @@ void iova_alloc_destroy(struct iova_alloc *a)
 				mag_drain_locked(a, s->prev[c]);
 		}
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	iova_alloc_flush_caches(a);
-	os_mutex_destroy(&a->tree_lock);
 	os_mutex_destroy(&a->depot_lock);
 	iova_free_all(a);
 	iodma_free(a);
@@ -1819,22 +1827,22 @@ get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 	uint64_t st = 0;
 	int err, c;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	err = tree_alloc(a, pages, align_pages, limit_pfn, &n);
 	if (err == -ENOSPC && slot_sums(a) > 0) {
 		/* The caches may hold the space (anything was ever pushed):
 		 * return it and retry once, as Linux's alloc_iova_fast()
 		 * flushes every CPU's rcache before it fails. */
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 		iova_alloc_flush_caches(a);
-		os_mutex_lock(&a->tree_lock);
+		spin_lock(&a->tree_lock);
 		err = tree_alloc(a, pages, align_pages, limit_pfn, &n);
 	}
 	if (!err) {
 		*pfnp = n->pfn;
 		st = atomic_load_explicit(&n->st, memory_order_relaxed);
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	if (err)
 		return -ENOMEM;
 	c = size_class(pages);
@@ -1869,7 +1877,7 @@ static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
 	struct iova_node *n;
 	int err = -ENOENT;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	spin_lock(&st->lock);
 	n = hash_find(a, pfn);
 	if (n && n->pages == pages) {
@@ -1882,7 +1890,7 @@ static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
 		a->frees++;
 		busy_release(a, n);
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	return err;
 }
 
@@ -1976,7 +1984,7 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 	c = size_class(pages);
 	if (c >= 0)
 		return class_put(a, c, pfn, pages);
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	/* One descent finds, checks and unlinks it. */
 	lp = avl_path(&a->busy_root, pfn, links, &d);
 	n = *lp;
@@ -1990,7 +1998,7 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 			free_insert(a, n, n->pfn, n->pages);
 		}
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	return err;
 }
 
@@ -2224,7 +2232,7 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 	if (!a || !claimed || !granule_pages(a, iova, len, &p, &q))
 		return -EINVAL;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 again:
 	/* Kinds read here may flip ALLOC <-> CACHED at any moment (the
 	 * fast path, no lock); every decision is taken from the one read
@@ -2242,19 +2250,19 @@ again:
 		uint64_t s = oc.first_st;
 
 		if (st_maps(s) == 0xffffffffull) {
-			os_mutex_unlock(&a->tree_lock);
+			spin_unlock(&a->tree_lock);
 			return -ENOMEM;	/* the count is full */
 		}
 		/* One more map inside, unless it was freed meanwhile: then
 		 * the free won (its compare-and-swap saw no map). */
 		if (!st_cas(oc.first, &s, s + ST_MAPS_ONE))
 			goto again;
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 		*claimed = false;
 		return 0;
 	}
 	if (oc.taken > 0) {
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 		return -EEXIST;
 	}
 	first = seg_first(a, p);
@@ -2262,7 +2270,7 @@ again:
 		pieces++;
 	err = node_reserve(a, oc.cached + 2 * pieces);
 	if (err) {
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 		return err;
 	}
 	/* Evict cached ranges: the magazine keeps the node, marked EVICTED. */
@@ -2302,7 +2310,7 @@ again:
 		a->busy_root = avl_insert(a->busy_root, b);
 	}
 	a->claims++;
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	*claimed = true;
 	return 0;
 }
@@ -2316,7 +2324,7 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 	if (!a || !granule_pages(a, iova, len, &p, &q))
 		return;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	first = seg_first(a, p);
 	/* All pieces must be this claim's, or nothing is undone. */
 	for (i = first; i < a->nr_segs && a->segs[i].pfn <= q; i++) {
@@ -2325,7 +2333,7 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 		struct iova_node *n = avl_find(a->busy_root, s);
 
 		if (!n || node_kind(n) != IOVA_CLAIM || n->pages != e - s + 1) {
-			os_mutex_unlock(&a->tree_lock);
+			spin_unlock(&a->tree_lock);
 			return; /* not a claim of ours: ignored */
 		}
 	}
@@ -2336,7 +2344,7 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 	}
 	if (a->claims > 0)
 		a->claims--;
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
@@ -2346,7 +2354,7 @@ void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
 
 	if (!a || !granule_pages(a, iova, len, &p, &q))
 		return;
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	n = avl_floor(a->busy_root, p);
 	if (n) {
 		uint64_t s = atomic_load_explicit(&n->st, memory_order_relaxed);
@@ -2361,7 +2369,7 @@ void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
 			}
 		} while (!st_cas(n, &s, s - ST_MAPS_ONE));
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 /* Remove pages [p, q] from the sorted segment array @segs of *@n entries
@@ -2420,7 +2428,7 @@ int iova_alloc_reserve(struct iova_alloc *a,
 	/* Cached ranges are free space to the caller: give them back first. */
 	iova_alloc_flush_caches(a);
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	for (i = 0; i < n; i++) {
 		struct overlap_count oc = { 0 };
 
@@ -2469,7 +2477,7 @@ int iova_alloc_reserve(struct iova_alloc *a,
 	a->nr_segs = nsegs;
 	err = 0;
 out:
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	return err;
 }
 
@@ -2480,7 +2488,7 @@ void iova_alloc_get_stats(struct iova_alloc *a,
 {
 	uint64_t hits, fput;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	fput = slot_sums(a);
 	hits = cache_hits(a, fput, count_cached_locked(a));
 	st->allocs = a->allocs + hits;
@@ -2489,7 +2497,7 @@ void iova_alloc_get_stats(struct iova_alloc *a,
 	st->live = st->allocs - st->frees;
 	st->claims = a->claims;
 	st->free_bytes = a->free_pages << a->shift;
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 /* Checks AVL shape and augmentation of @n; returns its height or -1. */
@@ -2533,7 +2541,7 @@ int iova_alloc_check(struct iova_alloc *a)
 	/* Owned slots have no lock: exact when no other thread is in the
 	 * allocator (tests call it so). */
 	spin_lock(&a->shared.lock);
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	stripes_lock_all(a);
 	fput = slot_sums(a);
 	if (check_subtree(a->free_root, true) < 0 ||
@@ -2599,7 +2607,7 @@ int iova_alloc_check(struct iova_alloc *a)
 	ret = 0;
 out:
 	stripes_unlock_all(a);
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	spin_unlock(&a->shared.lock);
 	return ret;
 }
