@@ -90,7 +90,7 @@ enum iova_kind {
 struct iova_node {
 	uint64_t pfn;		/* first granule page */
 	uint64_t pages;		/* > 0 */
-	uint64_t max_pages;	/* largest .pages in this subtree */
+	uint64_t max_pages;	/* free tree: largest .pages in this subtree */
 	struct iova_node *l, *r;
 	struct iova_node *hnext; /* chain of the pfn hash (hashed nodes) */
 	/* The state word: kind, maps and generation in one atomic 64-bit
@@ -476,7 +476,8 @@ static struct iova_node *rebalance(struct iova_node *n)
  * @keep may end the walk (below it the fields compared are stale: a
  * removed node's successor moved up to depth @keep).
  */
-static void avl_fix_up(struct iova_node **links[], int d, int keep)
+static inline __attribute__((always_inline)) void
+avl_fix_up(struct iova_node **links[], int d, int keep, bool aug)
 {
 	while (d-- > 0) {
 		struct iova_node **lp = links[d], *n = *lp;
@@ -488,11 +489,20 @@ static void avl_fix_up(struct iova_node **links[], int d, int keep)
 			m = n->max_pages;
 			n = rebalance(n);
 			*lp = n;
-			if (d < keep && n->height == h && n->max_pages == m)
+			if (d < keep && n->height == h &&
+			    (!aug || n->max_pages == m))
 				break;
 			continue;
 		}
 		h = 1 + (hl > hr ? hl : hr);
+		if (!aug) {
+			/* The busy tree: heights only (max_pages is the free
+			 * tree's search; the busy tree's is not kept). */
+			if (d < keep && n->height == h)
+				break;
+			n->height = (int16_t)h;
+			continue;
+		}
 		m = IODMA_MAX(n->pages, node_max(n->l));
 		m = IODMA_MAX(m, node_max(n->r));
 		if (d < keep && n->height == h && n->max_pages == m)
@@ -502,7 +512,9 @@ static void avl_fix_up(struct iova_node **links[], int d, int keep)
 	}
 }
 
-static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
+/* @aug: the free tree (keep max_pages); the busy tree does not. */
+static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n,
+				    bool aug)
 {
 	struct iova_node **links[IOVA_MAX_HEIGHT], **lp = &root;
 	int d = 0;
@@ -515,7 +527,7 @@ static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
 	n->l = n->r = NULL;
 	node_fix(n);
 	*lp = n;
-	avl_fix_up(links, d, d);
+	avl_fix_up(links, d, d, aug);
 	return root;
 }
 
@@ -537,7 +549,7 @@ static struct iova_node **avl_path(struct iova_node **rootp, uint64_t pfn,
 /* Unlink the node at *@lp, found by avl_path() (@links, @d), by relinking,
  * never by copying keys: magazines and records hold node pointers. */
 static void avl_remove_at(struct iova_node **links[], int d,
-			  struct iova_node **lp)
+			  struct iova_node **lp, bool aug)
 {
 	struct iova_node *n = *lp;
 	int keep = d;
@@ -564,18 +576,19 @@ static void avl_remove_at(struct iova_node **links[], int d,
 			links[dn + 1] = &m->r;
 		keep = dn;	/* m's own fields are stale: fix it too */
 	}
-	avl_fix_up(links, d, keep);
+	avl_fix_up(links, d, keep, aug);
 }
 
 /* Unlink the node keyed @pfn (it exists). */
-static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
+static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn,
+				    bool aug)
 {
 	struct iova_node **links[IOVA_MAX_HEIGHT], **lp;
 	int d;
 
 	lp = avl_path(&root, pfn, links, &d);
 	assert(*lp);
-	avl_remove_at(links, d, lp);
+	avl_remove_at(links, d, lp, aug);
 	return root;
 }
 
@@ -931,7 +944,7 @@ static void free_insert(struct iova_alloc *a, struct iova_node *n,
 	if (p && s) {
 		uint64_t sp = s->pages;
 
-		a->free_root = avl_remove(a->free_root, s->pfn);
+		a->free_root = avl_remove(a->free_root, s->pfn, true);
 		node_put(a, s);
 		p->pages += pages + sp;
 		avl_update_path(a->free_root, p->pfn);
@@ -949,7 +962,7 @@ static void free_insert(struct iova_alloc *a, struct iova_node *n,
 		n->pfn = pfn;
 		n->pages = pages;
 		node_set_kind(n, IOVA_FREE);
-		a->free_root = avl_insert(a->free_root, n);
+		a->free_root = avl_insert(a->free_root, n, true);
 	}
 }
 
@@ -963,7 +976,7 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 	assert(pfn >= f->pfn && end <= f_end);
 	a->free_pages -= pages;
 	if (pfn == f->pfn && end == f_end) {
-		a->free_root = avl_remove(a->free_root, f->pfn);
+		a->free_root = avl_remove(a->free_root, f->pfn, true);
 		node_put(a, f);
 	} else if (pfn == f->pfn) {
 		f->pfn = end;
@@ -981,7 +994,7 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 		t->pfn = end;
 		t->pages = f_end - end;
 		node_set_kind(t, IOVA_FREE);
-		a->free_root = avl_insert(a->free_root, t);
+		a->free_root = avl_insert(a->free_root, t, true);
 	}
 }
 
@@ -995,7 +1008,7 @@ static void busy_release(struct iova_alloc *a, struct iova_node *n)
 		hash_unlink(a, n);
 		spin_unlock(&st->lock);
 	}
-	a->busy_root = avl_remove(a->busy_root, n->pfn);
+	a->busy_root = avl_remove(a->busy_root, n->pfn, false);
 	free_insert(a, n, n->pfn, n->pages);
 }
 
@@ -1019,7 +1032,7 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	b->pages = pages;
 	node_set_kind(b, IOVA_ALLOC);
 	b->hashed = 0;
-	a->busy_root = avl_insert(a->busy_root, b);
+	a->busy_root = avl_insert(a->busy_root, b, false);
 	if (size_class(pages) >= 0)
 		hash_insert(a, b);
 	a->allocs++;
@@ -1344,7 +1357,7 @@ static void evict_cached_locked(struct iova_alloc *a)
 
 		list = n->hnext;
 		n->hnext = NULL;
-		a->busy_root = avl_remove(a->busy_root, n->pfn);
+		a->busy_root = avl_remove(a->busy_root, n->pfn, false);
 		a->cached_out++;
 		free_insert(a, node_get(a), n->pfn, n->pages);
 	}
@@ -1587,7 +1600,7 @@ int iova_alloc_create(uint64_t granule,
 		n->pages = a->segs[i].last - a->segs[i].pfn + 1;
 		atomic_init(&n->st, IOVA_FREE);
 		n->hashed = 0;
-		a->free_root = avl_insert(a->free_root, n);
+		a->free_root = avl_insert(a->free_root, n, true);
 		a->free_pages += n->pages;
 	}
 	a->hbits = IOVA_HASH_BITS0;
@@ -1994,7 +2007,7 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 		if (!err) {
 			assert(!n->hashed); /* not a class size */
 			a->frees++;
-			avl_remove_at(links, d, lp);
+			avl_remove_at(links, d, lp, false);
 			free_insert(a, n, n->pfn, n->pages);
 		}
 	}
@@ -2288,7 +2301,7 @@ again:
 		spin_lock(&st->lock);
 		hash_unlink(a, n);
 		spin_unlock(&st->lock);
-		a->busy_root = avl_remove(a->busy_root, n->pfn);
+		a->busy_root = avl_remove(a->busy_root, n->pfn, false);
 		a->cached_out++;
 		free_insert(a, node_get(a), n->pfn, n->pages);
 		oc = (struct overlap_count){ 0 };
@@ -2307,7 +2320,7 @@ again:
 		b->pfn = s;
 		b->pages = e - s + 1;
 		node_set_kind(b, IOVA_CLAIM);
-		a->busy_root = avl_insert(a->busy_root, b);
+		a->busy_root = avl_insert(a->busy_root, b, false);
 	}
 	a->claims++;
 	spin_unlock(&a->tree_lock);
@@ -2519,8 +2532,8 @@ static int check_subtree(const struct iova_node *n, bool is_free)
 	if (n->r && n->r->pfn <= n->pfn)
 		return -1;
 	m = IODMA_MAX(n->pages, IODMA_MAX(node_max(n->l), node_max(n->r)));
-	if (n->max_pages != m)
-		return -1;
+	if (is_free && n->max_pages != m)
+		return -1;	/* the busy tree keeps no max_pages */
 	if (is_free ? node_kind(n) != IOVA_FREE :
 	    (node_kind(n) != IOVA_ALLOC && node_kind(n) != IOVA_CLAIM &&
 	     node_kind(n) != IOVA_CACHED))
