@@ -235,10 +235,16 @@ static inline uint64_t ctr_get(_Atomic uint64_t *c)
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* A magazine.  The fast paths of its holder write n and the top entries;
+ * the pads keep them off any line another thread's magazine (or another
+ * heap block) writes, whatever the heap puts next to it (issue 12: no line
+ * written by two threads on the fast path). */
 struct iova_mag {
+	char pad0[IODMA_CACHELINE];
 	unsigned int n;
 	struct iova_mag *next;	/* depot / empty list link */
 	struct iova_node *e[IOVA_MAG_SIZE];
+	char pad1[IODMA_CACHELINE];
 };
 
 /* What a thread with a slot of its own was last handed (cache classes),
