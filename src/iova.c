@@ -937,14 +937,24 @@ static void free_insert(struct iova_alloc *a, struct iova_node *n,
 			uint64_t pfn, uint64_t pages)
 {
 	uint64_t end = pfn + pages;
-	struct iova_node *p = NULL, *s;
+	struct iova_node *p = NULL, *s = NULL, *x = a->free_root;
 
-	if (pfn > 0 && !is_cut(a, pfn)) {
-		p = avl_floor(a->free_root, pfn - 1);
-		if (p && node_last(p) != pfn - 1)
-			p = NULL;
+	/* One descent finds both neighbours: no free extent starts inside
+	 * [pfn, end) (it is busy), so the extent just below is the last one
+	 * keyed below pfn, and the one just above the first keyed above. */
+	while (x) {
+		if (x->pfn < pfn) {
+			p = x;
+			x = x->r;
+		} else {
+			s = x;
+			x = x->l;
+		}
 	}
-	s = is_cut(a, end) ? NULL : avl_find(a->free_root, end);
+	if (p && (node_last(p) != pfn - 1 || is_cut(a, pfn)))
+		p = NULL;
+	if (s && (s->pfn != end || is_cut(a, end)))
+		s = NULL;
 	a->free_pages += pages;
 
 	if (p && s) {
@@ -1030,10 +1040,26 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	f = free_fit(a->free_root, pages, align, limit, &cand);
 	if (!f)
 		return -ENOSPC;
+	if (cand == f->pfn && pages == f->pages) {
+		/* The whole extent (a freed range allocated again): its
+		 * node leaves the free tree and becomes the allocation, a
+		 * new identity as node_get() gives (generation bumped). */
+		uint64_t s;
+
+		a->free_root = avl_remove(a->free_root, f->pfn, true);
+		a->free_pages -= pages;
+		b = f;
+		s = atomic_load_explicit(&b->st, memory_order_relaxed);
+		atomic_store_explicit(&b->st, (s & ~(ST_KIND_MASK |
+						     ST_MAPS_MASK)) +
+				      ST_GEN_ONE, memory_order_relaxed);
+		goto busy;
+	}
 	if (node_reserve(a, 2))
 		return -ENOMEM;
 	free_carve(a, f, cand, pages);
 	b = node_get(a);
+busy:
 	b->pfn = cand;
 	b->pages = pages;
 	node_set_kind(b, IOVA_ALLOC);
