@@ -1890,8 +1890,12 @@ get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 	spin_unlock(&a->tree_lock);
 	if (err)
 		return -ENOMEM;
+	/* A record only serves a free while the rcache is on (with it off
+	 * every free goes to the tree; turned on later, a free without a
+	 * record finds the range through the hash). */
 	c = size_class(pages);
-	if (c >= 0 && (s = own_slot(a)) != NULL)
+	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed) &&
+	    (s = own_slot(a)) != NULL)
 		rec_set(a, s, (unsigned int)c, n, *pfnp << a->shift, st);
 	return 0;
 }
