@@ -650,19 +650,33 @@ static struct iova_node *avl_find(struct iova_node *n, uint64_t pfn)
 }
 
 /* The highest fit of @pages aligned to @align with last page <= @limit in
- * the free subtree @n: returns its extent and *@out, or NULL. */
+ * the free subtree @n: returns its extent and *@out, or NULL.  Top-down:
+ * a node's right subtree, then the node, then its left subtree, skipping
+ * subtrees whose max_pages is too small and right subtrees of nodes above
+ * the limit.  Iterative: @stack holds the nodes whose right subtree is
+ * being searched, to be tried themselves on the way back. */
 static struct iova_node *free_fit(struct iova_node *n, uint64_t pages,
 				  uint64_t align, uint64_t limit, uint64_t *out)
 {
-	while (n && n->max_pages >= pages) {
-		if (n->pfn <= limit) {
-			struct iova_node *f = free_fit(n->r, pages, align,
-						       limit, out);
-			uint64_t last;
+	struct iova_node *stack[IOVA_MAX_HEIGHT];
+	int sp = 0;
 
-			if (f)
-				return f;
-			last = IODMA_MIN(node_last(n), limit);
+	for (;;) {
+		while (n && n->max_pages >= pages) {
+			if (n->pfn <= limit) {
+				stack[sp++] = n;
+				n = n->r;
+			} else {
+				n = n->l;
+			}
+		}
+		if (sp == 0)
+			return NULL;
+		n = stack[--sp];
+		{
+			uint64_t last = IODMA_MIN(node_last(n), limit);
+
+			/* n->pfn <= limit: pushed only then */
 			if (last - n->pfn + 1 >= pages) {
 				uint64_t cand = align_down(last - pages + 1,
 							   align);
@@ -675,7 +689,6 @@ static struct iova_node *free_fit(struct iova_node *n, uint64_t pages,
 		}
 		n = n->l;
 	}
-	return NULL;
 }
 
 /* In-order iterator with an explicit stack (the check allocates nothing). */
