@@ -1899,6 +1899,43 @@ static void test_slot_creation_failure_falls_back_to_shared(void **state)
 	}
 }
 
+/* An allocation that takes a whole free extent reuses the extent's node;
+ * that node may have been another range's allocation, which a thread still
+ * has a record of.  The reuse gives it a new identity (a new generation),
+ * so the stale record's fast free fails its compare-and-swap and the hash
+ * decides: -ENOENT, the new allocation untouched.  Here x's node becomes
+ * the free extent [w, x] (w freed next to it) and then the two-page
+ * allocation of exactly that extent. */
+static void test_fast_path_record_of_reused_extent_node(void **state)
+{
+	struct iova_alloc *a = mk1(0, 64);
+	struct iova_alloc_stats s0, s1;
+	uint64_t t, x, w, v, y;
+
+	get_ok(a, G, G, UINT64_MAX, &t);		/* page 63 */
+	get_ok(a, G, G, UINT64_MAX, &x);		/* page 62: record */
+	get_ok(a, G, G, UINT64_MAX, &w);		/* page 61 */
+	get_ok(a, G, G, UINT64_MAX, &v);		/* page 60 */
+	assert_true(x == t - G && w == x - G && v == w - G);
+	iova_alloc_set_caching(a, false);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);	/* extent [62] */
+	assert_int_equal(iova_alloc_put(a, w, G), 0);	/* extent [61, 62] */
+	iova_alloc_set_caching(a, true);
+	get_ok(a, 2 * G, G, UINT64_MAX, &y);		/* that extent */
+	assert_true(y == w);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	iova_alloc_get_stats(a, &s1);
+	stats_equal(&s0, &s1);
+	chk(a);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, t, G), 0);
+	assert_int_equal(iova_alloc_put(a, v, G), 0);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1945,6 +1982,7 @@ int main(void)
 		cmocka_unit_test(test_fast_path_misaligned_free_enoent),
 		cmocka_unit_test(test_fast_path_caching_off_frees_to_tree),
 		cmocka_unit_test(test_slot_creation_failure_falls_back_to_shared),
+		cmocka_unit_test(test_fast_path_record_of_reused_extent_node),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
