@@ -67,7 +67,8 @@
  * memory).  Threads without a slot share one under its spin lock.
  *
  * Locks, in this order: shared slot lock -> depot_lock -> tree_lock -> one
- * stripe (or all of them, in index order).  Slot and stripe locks spin.
+ * stripe (or all of them, in index order).  Slot, tree and stripe locks
+ * spin; depot_lock is a mutex.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -80,14 +81,16 @@ enum iova_kind {
 	IOVA_FREE = 1,	/* free extent, in the free tree */
 	IOVA_ALLOC,	/* live allocation, in the busy tree */
 	IOVA_CLAIM,	/* claimed piece, in the busy tree */
-	IOVA_CACHED,	/* freed into a magazine, still in the busy tree */
-	IOVA_EVICTED,	/* was CACHED, claimed away; only a magazine holds it */
+	IOVA_EVICTED = 5, /* was CACHED, claimed away; only a magazine holds it */
+	/* freed into a magazine, still in the busy tree.  All ones in the
+	 * kind bits: the fast alloc's expected state is st | ST_KIND_MASK. */
+	IOVA_CACHED = 15,
 };
 
 struct iova_node {
 	uint64_t pfn;		/* first granule page */
 	uint64_t pages;		/* > 0 */
-	uint64_t max_pages;	/* largest .pages in this subtree */
+	uint64_t max_pages;	/* free tree: largest .pages in this subtree */
 	struct iova_node *l, *r;
 	struct iova_node *hnext; /* chain of the pfn hash (hashed nodes) */
 	/* The state word: kind, maps and generation in one atomic 64-bit
@@ -96,6 +99,8 @@ struct iova_node {
 	_Atomic uint64_t st;
 	int16_t height;		/* AVL height, leaf = 1 (< IOVA_MAX_HEIGHT) */
 	uint8_t hashed;		/* in the pfn hash (stripe + tree lock) */
+	uint8_t ri;		/* hashed: rec_idx() of its range, set with
+				 * pfn, so the fast alloc need not compute it */
 } __attribute__((aligned(IODMA_CACHELINE)));
 /* One node per cache line (nodes come from line-aligned slabs): the fast
  * paths of two threads write the state words of their own nodes, never a
@@ -214,6 +219,10 @@ static inline void spin_unlock(iova_spin_t *l)
 	atomic_store_explicit(&l->v, 0, memory_order_release);
 }
 
+/* Held by someone (a spin lock has no owner to compare with). */
+#define spin_assert_held(l) \
+	assert(atomic_load_explicit(&(l)->v, memory_order_relaxed))
+
 /* Relaxed counter bump by its only writer (the holder of its lock). */
 static inline void ctr_inc(_Atomic uint64_t *c)
 {
@@ -226,10 +235,16 @@ static inline uint64_t ctr_get(_Atomic uint64_t *c)
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* A magazine.  The fast paths of its holder write n and the top entries;
+ * the pads keep them off any line another thread's magazine (or another
+ * heap block) writes, whatever the heap puts next to it (issue 12: no line
+ * written by two threads on the fast path). */
 struct iova_mag {
+	char pad0[IODMA_CACHELINE];
 	unsigned int n;
 	struct iova_mag *next;	/* depot / empty list link */
 	struct iova_node *e[IOVA_MAG_SIZE];
+	char pad1[IODMA_CACHELINE];
 };
 
 /* What a thread with a slot of its own was last handed (cache classes),
@@ -239,22 +254,26 @@ struct iova_mag {
  * without finding the node in the pfn hash.  Only the owner reads or
  * writes it. */
 struct iova_rec {
-	uint64_t key[IOVA_NR_REC];		/* rec_key(pfn, pages) */
-	struct iova_node *n[IOVA_NR_REC];	/* NULL: empty */
+	uint64_t key[IOVA_NR_REC];	/* rec_key(); IOVA_REC_NONE: empty */
+	struct iova_node *n[IOVA_NR_REC];
 	uint64_t st[IOVA_NR_REC];
 };
 
 /* A record's key: the range's first byte (granule-aligned, granule >=
- * 4096) with its class in the low bits.  Its index mixes two windows of
- * the address so that ranges of every class spread over the records. */
+ * 4096) with its class (0 .. 7) in the low bits; never all ones, the
+ * empty key.  Its index is the range's number among ranges of its size
+ * (va >> tz, tz = log2 of the size in bytes = class + log2(granule)), so
+ * that consecutive ranges of every class spread over the records; the
+ * fast paths have tz at hand already. */
+#define IOVA_REC_NONE UINT64_MAX
 static inline uint64_t rec_key(uint64_t va, unsigned int c)
 {
 	return va | c;
 }
 
-static inline unsigned int rec_idx(uint64_t va)
+static inline unsigned int rec_idx(uint64_t va, unsigned int tz)
 {
-	return (unsigned int)((va >> 12) ^ (va >> 17)) & (IOVA_NR_REC - 1);
+	return (unsigned int)(va >> tz) & (IOVA_NR_REC - 1);
 }
 
 /*
@@ -270,9 +289,12 @@ struct iova_slot {
 	iova_spin_t lock;	/* shared slot only: protects everything in it */
 	struct iova_mag *loaded[IOVA_NR_CLASSES];
 	struct iova_mag *prev[IOVA_NR_CLASSES];
-	_Atomic uint64_t hits;	/* allocations served by this slot's cache */
-	_Atomic uint64_t fput;	/* frees pushed into this slot's cache */
+	/* Frees pushed into this slot's cache.  Cache hits are not counted
+	 * (the fast alloc stays three instructions shorter): they are
+	 * pushed - drained or evicted - still CACHED, see cache_hits(). */
+	_Atomic uint64_t fput;
 	struct iova_rec rec;	/* owned slots only */
+	struct iova_alloc *a;	/* owned slots: whose (the fast alloc's miss) */
 	char pad1[IODMA_CACHELINE];
 };
 
@@ -301,6 +323,11 @@ struct iova_alloc {
 	unsigned int shift;		/* log2(granule) */
 	uint64_t gmask;			/* granule - 1 */
 	uint64_t class_max;		/* granule << (IOVA_NR_CLASSES - 1) */
+	uint64_t id;			/* unique in the process (iova_tls) */
+	/* class_max while the rcache is on, 0 while off: the fast paths
+	 * test the size and the switch with one compare (written with
+	 * caching, relaxed). */
+	_Atomic uint64_t fast_max;
 	struct iova_seg *segs;		/* valid minus reserved, sorted */
 	size_t nr_segs;
 	uint64_t *cuts;			/* pfns where two valid ranges touch */
@@ -315,7 +342,11 @@ struct iova_alloc {
 	char pad_own[IODMA_CACHELINE];	/* the fast path reads the above
 					 * only: keep it off tree_lock's line */
 
-	os_mutex_t tree_lock;		/* protects everything below, and
+	/* A spin lock, not a mutex: the tree path's critical section is a
+	 * few hundred instructions, and a pthread mutex's lock + unlock cost
+	 * ~170 of them (issue 12).  Flushes and claims hold it for O(n);
+	 * waiters then yield (spin_lock()). */
+	iova_spin_t tree_lock;		/* protects everything below, and
 					 * every node's fields but pfn/pages of
 					 * CACHED/EVICTED nodes (immutable) */
 	struct iova_node *free_root;
@@ -349,6 +380,27 @@ struct iova_alloc {
 
 	struct iova_slot shared;	/* threads without a shard */
 };
+
+/*
+ * The fast paths' way to the calling thread's owned slot: the last
+ * allocator it used with a slot of its own (its id, never reused, so a
+ * destroyed allocator at the same address does not match) and that slot.
+ * One %fs-relative compare and load instead of the thread number, a bound
+ * check and a load from a->own[]; another allocator (or none yet) misses
+ * and the slow path finds the slot through a->own[] and sets it here.
+ * Written and read by its thread only.  Freestanding builds have no
+ * thread numbers (no owned slots), so no such cache either.
+ */
+#if defined(OS_THREAD_SLOT_UNIQUE) && !defined(IODMA_FREESTANDING)
+#define IOVA_TLS 1
+static _Thread_local struct {
+	uint64_t id;			/* 0: none (ids start at 1) */
+	struct iova_slot *s;
+} iova_tls __attribute__((tls_model("initial-exec")));
+#else
+#define IOVA_TLS 0
+#endif
+static _Atomic uint64_t iova_next_id = 1;
 
 /* ---- AVL tree with max-extent augmentation --------------------------------- */
 
@@ -430,7 +482,8 @@ static struct iova_node *rebalance(struct iova_node *n)
  * @keep may end the walk (below it the fields compared are stale: a
  * removed node's successor moved up to depth @keep).
  */
-static void avl_fix_up(struct iova_node **links[], int d, int keep)
+static inline __attribute__((always_inline)) void
+avl_fix_up(struct iova_node **links[], int d, int keep, bool aug)
 {
 	while (d-- > 0) {
 		struct iova_node **lp = links[d], *n = *lp;
@@ -442,11 +495,20 @@ static void avl_fix_up(struct iova_node **links[], int d, int keep)
 			m = n->max_pages;
 			n = rebalance(n);
 			*lp = n;
-			if (d < keep && n->height == h && n->max_pages == m)
+			if (d < keep && n->height == h &&
+			    (!aug || n->max_pages == m))
 				break;
 			continue;
 		}
 		h = 1 + (hl > hr ? hl : hr);
+		if (!aug) {
+			/* The busy tree: heights only (max_pages is the free
+			 * tree's search; the busy tree's is not kept). */
+			if (d < keep && n->height == h)
+				break;
+			n->height = (int16_t)h;
+			continue;
+		}
 		m = IODMA_MAX(n->pages, node_max(n->l));
 		m = IODMA_MAX(m, node_max(n->r));
 		if (d < keep && n->height == h && n->max_pages == m)
@@ -456,7 +518,9 @@ static void avl_fix_up(struct iova_node **links[], int d, int keep)
 	}
 }
 
-static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
+/* @aug: the free tree (keep max_pages); the busy tree does not. */
+static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n,
+				    bool aug)
 {
 	struct iova_node **links[IOVA_MAX_HEIGHT], **lp = &root;
 	int d = 0;
@@ -469,7 +533,7 @@ static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n)
 	n->l = n->r = NULL;
 	node_fix(n);
 	*lp = n;
-	avl_fix_up(links, d, d);
+	avl_fix_up(links, d, d, aug);
 	return root;
 }
 
@@ -491,7 +555,7 @@ static struct iova_node **avl_path(struct iova_node **rootp, uint64_t pfn,
 /* Unlink the node at *@lp, found by avl_path() (@links, @d), by relinking,
  * never by copying keys: magazines and records hold node pointers. */
 static void avl_remove_at(struct iova_node **links[], int d,
-			  struct iova_node **lp)
+			  struct iova_node **lp, bool aug)
 {
 	struct iova_node *n = *lp;
 	int keep = d;
@@ -518,18 +582,19 @@ static void avl_remove_at(struct iova_node **links[], int d,
 			links[dn + 1] = &m->r;
 		keep = dn;	/* m's own fields are stale: fix it too */
 	}
-	avl_fix_up(links, d, keep);
+	avl_fix_up(links, d, keep, aug);
 }
 
 /* Unlink the node keyed @pfn (it exists). */
-static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn)
+static struct iova_node *avl_remove(struct iova_node *root, uint64_t pfn,
+				    bool aug)
 {
 	struct iova_node **links[IOVA_MAX_HEIGHT], **lp;
 	int d;
 
 	lp = avl_path(&root, pfn, links, &d);
 	assert(*lp);
-	avl_remove_at(links, d, lp);
+	avl_remove_at(links, d, lp, aug);
 	return root;
 }
 
@@ -585,19 +650,33 @@ static struct iova_node *avl_find(struct iova_node *n, uint64_t pfn)
 }
 
 /* The highest fit of @pages aligned to @align with last page <= @limit in
- * the free subtree @n: returns its extent and *@out, or NULL. */
+ * the free subtree @n: returns its extent and *@out, or NULL.  Top-down:
+ * a node's right subtree, then the node, then its left subtree, skipping
+ * subtrees whose max_pages is too small and right subtrees of nodes above
+ * the limit.  Iterative: @stack holds the nodes whose right subtree is
+ * being searched, to be tried themselves on the way back. */
 static struct iova_node *free_fit(struct iova_node *n, uint64_t pages,
 				  uint64_t align, uint64_t limit, uint64_t *out)
 {
-	while (n && n->max_pages >= pages) {
-		if (n->pfn <= limit) {
-			struct iova_node *f = free_fit(n->r, pages, align,
-						       limit, out);
-			uint64_t last;
+	struct iova_node *stack[IOVA_MAX_HEIGHT];
+	int sp = 0;
 
-			if (f)
-				return f;
-			last = IODMA_MIN(node_last(n), limit);
+	for (;;) {
+		while (n && n->max_pages >= pages) {
+			if (n->pfn <= limit) {
+				stack[sp++] = n;
+				n = n->r;
+			} else {
+				n = n->l;
+			}
+		}
+		if (sp == 0)
+			return NULL;
+		n = stack[--sp];
+		{
+			uint64_t last = IODMA_MIN(node_last(n), limit);
+
+			/* n->pfn <= limit: pushed only then */
 			if (last - n->pfn + 1 >= pages) {
 				uint64_t cand = align_down(last - pages + 1,
 							   align);
@@ -610,7 +689,6 @@ static struct iova_node *free_fit(struct iova_node *n, uint64_t pages,
 		}
 		n = n->l;
 	}
-	return NULL;
 }
 
 /* In-order iterator with an explicit stack (the check allocates nothing). */
@@ -828,6 +906,8 @@ static void hash_insert(struct iova_alloc *a, struct iova_node *n)
 	n->hnext = *b;
 	*b = n;
 	n->hashed = 1;
+	n->ri = (uint8_t)rec_idx(n->pfn << a->shift,
+				 (unsigned int)size_class(n->pages) + a->shift);
 	spin_unlock(&st->lock);
 	a->hcount++;
 }
@@ -870,20 +950,30 @@ static void free_insert(struct iova_alloc *a, struct iova_node *n,
 			uint64_t pfn, uint64_t pages)
 {
 	uint64_t end = pfn + pages;
-	struct iova_node *p = NULL, *s;
+	struct iova_node *p = NULL, *s = NULL, *x = a->free_root;
 
-	if (pfn > 0 && !is_cut(a, pfn)) {
-		p = avl_floor(a->free_root, pfn - 1);
-		if (p && node_last(p) != pfn - 1)
-			p = NULL;
+	/* One descent finds both neighbours: no free extent starts inside
+	 * [pfn, end) (it is busy), so the extent just below is the last one
+	 * keyed below pfn, and the one just above the first keyed above. */
+	while (x) {
+		if (x->pfn < pfn) {
+			p = x;
+			x = x->r;
+		} else {
+			s = x;
+			x = x->l;
+		}
 	}
-	s = is_cut(a, end) ? NULL : avl_find(a->free_root, end);
+	if (p && (node_last(p) != pfn - 1 || is_cut(a, pfn)))
+		p = NULL;
+	if (s && (s->pfn != end || is_cut(a, end)))
+		s = NULL;
 	a->free_pages += pages;
 
 	if (p && s) {
 		uint64_t sp = s->pages;
 
-		a->free_root = avl_remove(a->free_root, s->pfn);
+		a->free_root = avl_remove(a->free_root, s->pfn, true);
 		node_put(a, s);
 		p->pages += pages + sp;
 		avl_update_path(a->free_root, p->pfn);
@@ -901,7 +991,7 @@ static void free_insert(struct iova_alloc *a, struct iova_node *n,
 		n->pfn = pfn;
 		n->pages = pages;
 		node_set_kind(n, IOVA_FREE);
-		a->free_root = avl_insert(a->free_root, n);
+		a->free_root = avl_insert(a->free_root, n, true);
 	}
 }
 
@@ -915,7 +1005,7 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 	assert(pfn >= f->pfn && end <= f_end);
 	a->free_pages -= pages;
 	if (pfn == f->pfn && end == f_end) {
-		a->free_root = avl_remove(a->free_root, f->pfn);
+		a->free_root = avl_remove(a->free_root, f->pfn, true);
 		node_put(a, f);
 	} else if (pfn == f->pfn) {
 		f->pfn = end;
@@ -933,7 +1023,7 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 		t->pfn = end;
 		t->pages = f_end - end;
 		node_set_kind(t, IOVA_FREE);
-		a->free_root = avl_insert(a->free_root, t);
+		a->free_root = avl_insert(a->free_root, t, true);
 	}
 }
 
@@ -947,7 +1037,7 @@ static void busy_release(struct iova_alloc *a, struct iova_node *n)
 		hash_unlink(a, n);
 		spin_unlock(&st->lock);
 	}
-	a->busy_root = avl_remove(a->busy_root, n->pfn);
+	a->busy_root = avl_remove(a->busy_root, n->pfn, false);
 	free_insert(a, n, n->pfn, n->pages);
 }
 
@@ -963,15 +1053,31 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	f = free_fit(a->free_root, pages, align, limit, &cand);
 	if (!f)
 		return -ENOSPC;
+	if (cand == f->pfn && pages == f->pages) {
+		/* The whole extent (a freed range allocated again): its
+		 * node leaves the free tree and becomes the allocation, a
+		 * new identity as node_get() gives (generation bumped). */
+		uint64_t s;
+
+		a->free_root = avl_remove(a->free_root, f->pfn, true);
+		a->free_pages -= pages;
+		b = f;
+		s = atomic_load_explicit(&b->st, memory_order_relaxed);
+		atomic_store_explicit(&b->st, (s & ~(ST_KIND_MASK |
+						     ST_MAPS_MASK)) +
+				      ST_GEN_ONE, memory_order_relaxed);
+		goto busy;
+	}
 	if (node_reserve(a, 2))
 		return -ENOMEM;
 	free_carve(a, f, cand, pages);
 	b = node_get(a);
+busy:
 	b->pfn = cand;
 	b->pages = pages;
 	node_set_kind(b, IOVA_ALLOC);
 	b->hashed = 0;
-	a->busy_root = avl_insert(a->busy_root, b);
+	a->busy_root = avl_insert(a->busy_root, b, false);
 	if (size_class(pages) >= 0)
 		hash_insert(a, b);
 	a->allocs++;
@@ -987,7 +1093,7 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
  * tree lock: nobody else can flip them now. */
 static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
 {
-	os_mutex_assert_held(&a->tree_lock);
+	spin_assert_held(&a->tree_lock);
 
 	while (m->n > 0) {
 		struct iova_node *n = m->e[--m->n];
@@ -1009,9 +1115,9 @@ static void mag_drain_locked(struct iova_alloc *a, struct iova_mag *m)
 
 static void mag_drain(struct iova_alloc *a, struct iova_mag *m)
 {
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	mag_drain_locked(a, m);
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 /* An empty magazine from the spare list or the heap, or NULL. */
@@ -1199,13 +1305,11 @@ cache_get(struct iova_alloc *a, struct iova_slot *s, int c, uint64_t pages,
 		if (i < 0)
 			return NULL;
 		n = mag_take(m, i);
-		if (pop_flip(n, st)) {
-			ctr_inc(&s->hits);
+		if (pop_flip(n, st))
 			return n;
-		}
-		os_mutex_lock(&a->tree_lock);
+		spin_lock(&a->tree_lock);
 		node_put(a, n);
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 	}
 }
 
@@ -1216,30 +1320,44 @@ static struct iova_slot *own_slot_at(struct iova_alloc *a, unsigned int i)
 }
 
 /* Sums of the slots' counters (exact when no thread is in the allocator). */
-static void slot_sums(struct iova_alloc *a, uint64_t *hits, uint64_t *fput)
+static uint64_t slot_sums(struct iova_alloc *a)
 {
-	uint64_t h = ctr_get(&a->shared.hits), f = ctr_get(&a->shared.fput);
+	uint64_t f = ctr_get(&a->shared.fput);
 
 	for (unsigned int i = 0; i < IODMA_SHARDS; i++) {
 		struct iova_slot *s = own_slot_at(a, i);
 
-		if (s) {
-			h += ctr_get(&s->hits);
+		if (s)
 			f += ctr_get(&s->fput);
-		}
 	}
-	*hits = h;
-	*fput = f;
+	return f;
 }
 
-/* CACHED nodes now: pushed - popped - drained/evicted.  Tree lock held
- * (exact when no other thread is in the allocator; else a snapshot). */
-static uint64_t nr_cached(struct iova_alloc *a)
+/* CACHED nodes in the busy tree now.  Tree lock held; O(n) (stats and
+ * the check only).  Exact when no other thread is in the allocator, else
+ * a snapshot. */
+static uint64_t count_cached_locked(struct iova_alloc *a)
 {
-	uint64_t h, f;
+	struct iova_iter it = { .depth = 0 };
+	uint64_t k = 0;
 
-	slot_sums(a, &h, &f);
-	return f - h - a->cached_out;
+	iter_push_left(&it, a->busy_root);
+	while (iter_peek(&it)) {
+		k += node_kind(iter_peek(&it)) == IOVA_CACHED;
+		iter_next(&it);
+	}
+	return k;
+}
+
+/* Allocations served by a cache: every push into a magazine ends as a
+ * hit, a drain or eviction (cached_out), or is still CACHED (@cached).
+ * Tree lock held; a snapshot clamped at 0 while other threads run. */
+static uint64_t cache_hits(struct iova_alloc *a, uint64_t fput,
+			   uint64_t cached)
+{
+	uint64_t gone = a->cached_out + cached;
+
+	return fput > gone ? fput - gone : 0;
 }
 
 /*
@@ -1256,7 +1374,7 @@ static void evict_cached_locked(struct iova_alloc *a)
 	struct iova_node *list = NULL;
 	size_t k = 0;
 
-	os_mutex_assert_held(&a->tree_lock);
+	spin_assert_held(&a->tree_lock);
 	iter_push_left(&it, a->busy_root);
 	while (iter_peek(&it)) {
 		struct iova_node *n = (struct iova_node *)iter_peek(&it);
@@ -1284,7 +1402,7 @@ static void evict_cached_locked(struct iova_alloc *a)
 
 		list = n->hnext;
 		n->hnext = NULL;
-		a->busy_root = avl_remove(a->busy_root, n->pfn);
+		a->busy_root = avl_remove(a->busy_root, n->pfn, false);
 		a->cached_out++;
 		free_insert(a, node_get(a), n->pfn, n->pages);
 	}
@@ -1297,14 +1415,14 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 	int c;
 
 	spin_lock(&s->lock);
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	for (c = 0; c < IOVA_NR_CLASSES; c++) {
 		if (s->loaded[c])
 			mag_drain_locked(a, s->loaded[c]);
 		if (s->prev[c])
 			mag_drain_locked(a, s->prev[c]);
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	spin_unlock(&s->lock);
 	os_mutex_lock(&a->depot_lock);
 	for (c = 0; c < IOVA_NR_CLASSES; c++) {
@@ -1323,14 +1441,16 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 		}
 	}
 	/* What is left is in owned slots' magazines. */
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	evict_cached_locked(a);
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 void iova_alloc_set_caching(struct iova_alloc *a, bool on)
 {
 	atomic_store(&a->caching, on);
+	atomic_store_explicit(&a->fast_max, on ? a->class_max : 0,
+			      memory_order_relaxed);
 	if (!on)
 		iova_alloc_flush_caches(a);
 }
@@ -1482,6 +1602,9 @@ int iova_alloc_create(uint64_t granule,
 	a->shift = shift;
 	a->gmask = granule - 1;
 	a->class_max = granule << (IOVA_NR_CLASSES - 1);
+	a->id = atomic_fetch_add_explicit(&iova_next_id, 1,
+					  memory_order_relaxed);
+	atomic_init(&a->fast_max, a->class_max);
 	err = -ENOMEM;
 	a->ranges = iodma_calloc(nr_ranges ? nr_ranges : 1, sizeof(*a->ranges));
 	res = iodma_calloc(nr_reserved ? nr_reserved : 1, sizeof(*res));
@@ -1522,7 +1645,7 @@ int iova_alloc_create(uint64_t granule,
 		n->pages = a->segs[i].last - a->segs[i].pfn + 1;
 		atomic_init(&n->st, IOVA_FREE);
 		n->hashed = 0;
-		a->free_root = avl_insert(a->free_root, n);
+		a->free_root = avl_insert(a->free_root, n, true);
 		a->free_pages += n->pages;
 	}
 	a->hbits = IOVA_HASH_BITS0;
@@ -1531,10 +1654,9 @@ int iova_alloc_create(uint64_t granule,
 		goto fail;
 	iodma_free(res);
 	atomic_init(&a->caching, true);
-	os_mutex_init(&a->tree_lock);
+	atomic_init(&a->tree_lock.v, 0);
 	os_mutex_init(&a->depot_lock);
 	atomic_init(&a->shared.lock.v, 0);
-	atomic_init(&a->shared.hits, 0);
 	atomic_init(&a->shared.fput, 0);
 	for (i = 0; i < IODMA_SHARDS; i++)
 		atomic_init(&a->own[i], NULL);
@@ -1558,7 +1680,7 @@ void iova_alloc_destroy(struct iova_alloc *a)
 		return;
 	/* No thread is in the allocator any more: drain every slot, owned
 	 * ones too, so EVICTED nodes held by magazines reach the pool. */
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	for (i = 0; i < IODMA_SHARDS; i++) {
 		struct iova_slot *s = own_slot_at(a, i);
 
@@ -1569,9 +1691,8 @@ void iova_alloc_destroy(struct iova_alloc *a)
 				mag_drain_locked(a, s->prev[c]);
 		}
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	iova_alloc_flush_caches(a);
-	os_mutex_destroy(&a->tree_lock);
 	os_mutex_destroy(&a->depot_lock);
 	iova_free_all(a);
 	iodma_free(a);
@@ -1601,11 +1722,26 @@ static __attribute__((noinline)) struct iova_slot *
 own_slot_new(struct iova_alloc *a, unsigned int i)
 {
 	struct iova_slot *s = iodma_calloc(1, sizeof(*s));
+	int c;
 
 	if (!s)
 		return NULL;
+	/* Every class has a loaded magazine from the start, and keeps one
+	 * (a swap or a refill only replaces it): the fast paths do not test
+	 * for none. */
+	for (c = 0; c < IOVA_NR_CLASSES; c++) {
+		s->loaded[c] = mag_new(a);
+		if (!s->loaded[c]) {
+			while (c-- > 0)
+				mag_recycle(a, s->loaded[c]);
+			iodma_free(s);
+			return NULL;
+		}
+	}
+	for (c = 0; c < IOVA_NR_REC; c++)
+		s->rec.key[c] = IOVA_REC_NONE;
+	s->a = a;
 	atomic_init(&s->lock.v, 0);
-	atomic_init(&s->hits, 0);
 	atomic_init(&s->fput, 0);
 	/* Release: the stats, the check and destroy load it with acquire
 	 * and see it initialised. */
@@ -1625,16 +1761,26 @@ static inline struct iova_slot *own_slot(struct iova_alloc *a)
 		return NULL;
 	/* Only this thread ever stores it: its own store needs no order. */
 	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
-	return s ? s : own_slot_new(a, i);
+	if (!s)
+		s = own_slot_new(a, i);
+#if IOVA_TLS
+	if (s) {
+		/* The fast paths find it here from now on (see iova_tls). */
+		iova_tls.id = a->id;
+		iova_tls.s = s;
+	}
+#endif
+	return s;
 }
 
 /* Remember that this thread was handed @n (first byte @va, class @c) in
  * state @st.  @va is passed, not read from @n: another thread may free
  * (and the tree recycle) @n by now. */
-static inline void rec_set(struct iova_slot *s, unsigned int c,
-			   struct iova_node *n, uint64_t va, uint64_t st)
+static inline void rec_set(const struct iova_alloc *a, struct iova_slot *s,
+			   unsigned int c, struct iova_node *n, uint64_t va,
+			   uint64_t st)
 {
-	unsigned int i = rec_idx(va);
+	unsigned int i = rec_idx(va, c + a->shift);
 
 	s->rec.key[i] = rec_key(va, c);
 	s->rec.n[i] = n;
@@ -1658,7 +1804,6 @@ static inline struct iova_node *own_get_top(struct iova_slot *s, int c,
 	    !pop_flip(n, st))
 		return NULL;
 	m->n--;
-	ctr_inc(&s->hits);
 	return n;
 }
 
@@ -1677,7 +1822,7 @@ static inline bool cache_alloc(struct iova_alloc *a, int c, uint64_t pages,
 		if (!n)
 			return false;
 		*pfn = n->pfn;	/* ALLOC and ours: pfn cannot change */
-		rec_set(s, (unsigned int)c, n, n->pfn << a->shift, st);
+		rec_set(a, s, (unsigned int)c, n, n->pfn << a->shift, st);
 		return true;
 	}
 	s = &a->shared;
@@ -1740,25 +1885,31 @@ get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 	uint64_t st = 0;
 	int err, c;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	err = tree_alloc(a, pages, align_pages, limit_pfn, &n);
-	if (err == -ENOSPC && nr_cached(a) > 0) {
-		/* The caches may hold the space: return it and retry once. */
-		os_mutex_unlock(&a->tree_lock);
+	if (err == -ENOSPC && slot_sums(a) > 0) {
+		/* The caches may hold the space (anything was ever pushed):
+		 * return it and retry once, as Linux's alloc_iova_fast()
+		 * flushes every CPU's rcache before it fails. */
+		spin_unlock(&a->tree_lock);
 		iova_alloc_flush_caches(a);
-		os_mutex_lock(&a->tree_lock);
+		spin_lock(&a->tree_lock);
 		err = tree_alloc(a, pages, align_pages, limit_pfn, &n);
 	}
 	if (!err) {
 		*pfnp = n->pfn;
 		st = atomic_load_explicit(&n->st, memory_order_relaxed);
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	if (err)
 		return -ENOMEM;
+	/* A record only serves a free while the rcache is on (with it off
+	 * every free goes to the tree; turned on later, a free without a
+	 * record finds the range through the hash). */
 	c = size_class(pages);
-	if (c >= 0 && (s = own_slot(a)) != NULL)
-		rec_set(s, (unsigned int)c, n, *pfnp << a->shift, st);
+	if (c >= 0 && atomic_load_explicit(&a->caching, memory_order_relaxed) &&
+	    (s = own_slot(a)) != NULL)
+		rec_set(a, s, (unsigned int)c, n, *pfnp << a->shift, st);
 	return 0;
 }
 
@@ -1788,7 +1939,7 @@ static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
 	struct iova_node *n;
 	int err = -ENOENT;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	spin_lock(&st->lock);
 	n = hash_find(a, pfn);
 	if (n && n->pages == pages) {
@@ -1801,7 +1952,7 @@ static __attribute__((noinline)) int put_tree(struct iova_alloc *a,
 		a->frees++;
 		busy_release(a, n);
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	return err;
 }
 
@@ -1854,14 +2005,15 @@ static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
 	s = own_slot(a);
 	if (s) {
 		uint64_t va = pfn << a->shift;
-		unsigned int ri = rec_idx(va);
+		unsigned int tz = (unsigned int)c + a->shift;
+		unsigned int ri = rec_idx(va, tz);
 		struct iova_node *n = s->rec.n[ri];
 
-		if (n && s->rec.key[ri] == rec_key(va, (unsigned int)c) &&
+		if (s->rec.key[ri] == rec_key(va, (unsigned int)c) &&
 		    mag_prepare_push(a, s, c)) {
 			uint64_t exp = s->rec.st[ri];
 
-			s->rec.n[ri] = NULL;
+			s->rec.key[ri] = IOVA_REC_NONE;
 			if (st_cas(n, &exp, st_with(exp, IOVA_CACHED))) {
 				struct iova_mag *m = s->loaded[c];
 
@@ -1894,7 +2046,7 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 	c = size_class(pages);
 	if (c >= 0)
 		return class_put(a, c, pfn, pages);
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	/* One descent finds, checks and unlinks it. */
 	lp = avl_path(&a->busy_root, pfn, links, &d);
 	n = *lp;
@@ -1904,113 +2056,153 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 		if (!err) {
 			assert(!n->hashed); /* not a class size */
 			a->frees++;
-			avl_remove_at(links, d, lp);
+			avl_remove_at(links, d, lp, false);
 			free_insert(a, n, n->pfn, n->pages);
 		}
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	return err;
 }
 
-/*
- * The fast paths (issue 12): a thread with its own slot, the rcache on, a
- * class size (1..32 pages, len - 1 < 32 granules and the page count a power
- * of two).  No lock and no shared line written but the node's state word:
- * the slot, its magazines, records and counters are the thread's alone.
- * Everything else (and every miss) goes to get_slow() / put_slow(), which
- * check the arguments fully and give the documented errors.
- */
-/* The calling thread's shard, IODMA_SHARDS when none: shard_own() without
- * its call (the first use goes to the slow path, which makes the number),
- * so that the fast paths stay leaf functions. */
-static inline unsigned int shard_peek(void)
+#if IOVA_TLS
+/* The fast alloc's miss past its size check: the same request, from the
+ * owned slot @s (its allocator), class @c (the rounded length), alignment
+ * 1 (align was a power of two at most the granule: the same). */
+static __attribute__((noinline)) int
+get_miss(struct iova_slot *s, unsigned int c, uint64_t limit, uint64_t *iova)
 {
-#if defined(OS_THREAD_SLOT_UNIQUE) && !defined(IODMA_FREESTANDING)
-	unsigned int s = os_tls_slot - 1;	/* 0 (none yet): UINT_MAX */
+	struct iova_alloc *a = s->a;
 
-	return s < IODMA_SHARDS ? s : IODMA_SHARDS;
-#else
-	return IODMA_SHARDS;
-#endif
+	return get_slow(a, (a->gmask + 1) << c, 1, limit, iova);
 }
+#endif
 
+/*
+ * The fast paths (issue 12): the calling thread's owned slot is the one
+ * iova_tls remembers for this allocator, the rcache is on, the size a
+ * class (1, 2, 4 ... 128 granules), the alignment at most the granule,
+ * and the loaded magazine has an entry (get) or room (put).  No lock, no
+ * call, and no line written but the slot's (the thread's alone) and the
+ * node's state word.  Everything else (and every miss) goes to
+ * get_slow() / put_slow(), which check the arguments fully and give the
+ * documented errors.
+ *
+ * Sizes: t = len - 1 with the granule's bits set is the rounded length
+ * minus one (len 0 wraps to all ones); it is a class iff t + 1 is a power
+ * of two below fast_max (0 with the rcache off: nothing passes), and then
+ * tz = log2(t + 1) = class + shift.
+ */
 int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 		   uint64_t align, uint64_t limit, uint64_t *iova)
 {
-	unsigned int i = shard_peek(), c;
+#if IOVA_TLS
 	struct iova_slot *s;
 	struct iova_node *n;
 	struct iova_mag *m;
-	uint64_t r, st, v;
+	uint64_t g, t, st, v;
+	unsigned int c, sh;
 
-	if (i >= IODMA_SHARDS || !a)
+	if (!a || !iova || iova_tls.id != a->id)
 		goto slow;
-	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
-	if (!s || !iova ||
-	    !atomic_load_explicit(&a->caching, memory_order_relaxed))
+	g = a->gmask;
+	t = (len - 1) | g;
+	/* align: a power of two, at most the granule (then every cached
+	 * range is aligned to it; larger ones take the slow path): no bit
+	 * of align - 1 in align or above the granule's. */
+	if (t >= atomic_load_explicit(&a->fast_max, memory_order_relaxed) ||
+	    ((t + 1) & t) || ((align - 1) & (align | ~g)))
 		goto slow;
-	/* r: len rounded up to the granule; a class iff a power of two of
-	 * at most 32 granules (0 for len 0 or an overflow: slow path). */
-	r = (len + a->gmask) & ~a->gmask;
-	if (r - 1 >= a->class_max || (r & (r - 1)) ||
-	    (align & (align - 1)) || !align)
-		goto slow;
-	c = (unsigned int)__builtin_ctzll(r) - a->shift;
-	m = s->loaded[c];
-	if (!m || m->n == 0)
-		goto slow;
+	/* From here on a miss passes the same request in a shape that
+	 * needs fewer registers (get_miss()). */
+	sh = a->shift;
+	c = (unsigned int)__builtin_ctzll(t + 1) - sh;
+	s = iova_tls.s;
+	m = s->loaded[c];	/* never NULL in an owned slot */
+	if (m->n == 0)
+		goto miss;
 	n = m->e[m->n - 1];
-	/* pfn of a CACHED (or EVICTED) node does not change. */
-	v = n->pfn << a->shift;
-	if ((v & (align - 1)) || v + (r - 1) > limit)
-		goto slow;
-	/* Expect CACHED with this generation: an EVICTED node fails the
-	 * compare-and-swap (cache_get() discards it). */
-	st = st_with(atomic_load_explicit(&n->st, memory_order_relaxed),
-		     IOVA_CACHED);
+	/* pfn of a CACHED (or EVICTED) node does not change.  A multiply,
+	 * not a shift: no shift count register. */
+	v = n->pfn * (g + 1);
+	if (v + t > limit)
+		goto miss;
+	/*
+	 * CACHED -> ALLOC, from CACHED with the generation it has: an
+	 * EVICTED node fails it (a claim or a flush took its space back;
+	 * cache_get() discards it).  A compare-and-swap, not a store: the
+	 * eviction is a compare-and-swap from CACHED on another thread, and
+	 * exactly one of the two may win.  acq_rel (st_cas()): the acquire
+	 * half pairs with the release of the free that made it CACHED, on
+	 * whatever thread, so the old owner's use of the range (its unmap's
+	 * page-table writes) happens before ours; on aarch64 and riscv64 a
+	 * relaxed one would let our caller's writes to the range's
+	 * translations pass the old owner's.
+	 */
+	st = atomic_load_explicit(&n->st, memory_order_relaxed) | ST_KIND_MASK;
 	if (!st_cas(n, &st, st - IOVA_CACHED + IOVA_ALLOC))
-		goto slow;
-	m->n--;
-	ctr_inc(&s->hits);
-	rec_set(s, c, n, v, st - IOVA_CACHED + IOVA_ALLOC);
+		goto miss;
+	m->n--;		/* reloaded after the CAS: fewer registers live */
+	/* The record this thread's free of the range finds (rec_set();
+	 * n->ri is rec_idx(v, c + sh), fixed while the node is hashed). */
+	s->rec.key[n->ri] = rec_key(v, c);
+	s->rec.n[n->ri] = n;
+	s->rec.st[n->ri] = st - IOVA_CACHED + IOVA_ALLOC;
 	*iova = v;
 	return 0;
+miss:
+	return get_miss(s, c, limit, iova);
 slow:
+#endif
 	return get_slow(a, len, align, limit, iova);
 }
 
 int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len)
 {
-	unsigned int i = shard_peek(), c, ri;
+#if IOVA_TLS
 	struct iova_slot *s;
 	struct iova_node *n;
 	struct iova_mag *m;
-	uint64_t r, exp;
+	uint64_t g, t, exp;
+	unsigned int tz, c, k, ri;
 
-	if (i >= IODMA_SHARDS || !a)
+	if (!a || iova_tls.id != a->id)
 		goto slow;
-	s = atomic_load_explicit(&a->own[i], memory_order_relaxed);
-	r = (len + a->gmask) & ~a->gmask;
-	if (!s || !atomic_load_explicit(&a->caching, memory_order_relaxed) ||
-	    r - 1 >= a->class_max || (r & (r - 1)) || (iova & a->gmask))
+	s = iova_tls.s;
+	g = a->gmask;
+	t = (len - 1) | g;
+	if (t >= atomic_load_explicit(&a->fast_max, memory_order_relaxed) ||
+	    ((t + 1) & t) || (iova & g))
 		goto slow;
-	c = (unsigned int)__builtin_ctzll(r) - a->shift;
-	ri = rec_idx(iova);
-	n = s->rec.n[ri];
+	tz = (unsigned int)__builtin_ctzll(t + 1);
+	ri = rec_idx(iova, tz);
+	/* This thread was handed exactly [iova, iova + t] (the key holds
+	 * the size: a free with another length misses). */
+	c = tz - a->shift;
+	if (s->rec.key[ri] != rec_key(iova, c))
+		goto slow;
 	m = s->loaded[c];
-	if (!n || s->rec.key[ri] != rec_key(iova, c) || !m ||
-	    m->n >= IOVA_MAG_SIZE)
-		goto slow;
+	k = m->n;
+	if (k >= IOVA_MAG_SIZE)
+		goto slow;	/* class_put() makes room */
+	n = s->rec.n[ri];
 	exp = s->rec.st[ri];
-	s->rec.n[ri] = NULL;
-	/* Exactly the state this thread was handed it in, or the hash
-	 * decides: a double free, a map inside, a stale record. */
+	s->rec.key[ri] = IOVA_REC_NONE;
+	/*
+	 * Exactly the state this thread was handed it in (ALLOC, no maps,
+	 * that generation) -> CACHED, or the hash decides: a double free
+	 * (CACHED, or freed by another thread), a map inside (maps > 0), a
+	 * stale record (a new generation).  acq_rel: the release half
+	 * publishes our caller's use of the range to the next owner's
+	 * acquire (its cache hit, or a drain under the tree lock).
+	 */
 	if (!st_cas(n, &exp, exp - IOVA_ALLOC + IOVA_CACHED))
 		goto slow;
-	m->e[m->n++] = n;
+	m->e[k] = n;
+	m->n = k + 1;
 	ctr_inc(&s->fput);
 	return 0;
 slow:
+#endif
 	return put_slow(a, iova, len);
 }
 
@@ -2102,7 +2294,7 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 	if (!a || !claimed || !granule_pages(a, iova, len, &p, &q))
 		return -EINVAL;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 again:
 	/* Kinds read here may flip ALLOC <-> CACHED at any moment (the
 	 * fast path, no lock); every decision is taken from the one read
@@ -2120,19 +2312,19 @@ again:
 		uint64_t s = oc.first_st;
 
 		if (st_maps(s) == 0xffffffffull) {
-			os_mutex_unlock(&a->tree_lock);
+			spin_unlock(&a->tree_lock);
 			return -ENOMEM;	/* the count is full */
 		}
 		/* One more map inside, unless it was freed meanwhile: then
 		 * the free won (its compare-and-swap saw no map). */
 		if (!st_cas(oc.first, &s, s + ST_MAPS_ONE))
 			goto again;
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 		*claimed = false;
 		return 0;
 	}
 	if (oc.taken > 0) {
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 		return -EEXIST;
 	}
 	first = seg_first(a, p);
@@ -2140,7 +2332,7 @@ again:
 		pieces++;
 	err = node_reserve(a, oc.cached + 2 * pieces);
 	if (err) {
-		os_mutex_unlock(&a->tree_lock);
+		spin_unlock(&a->tree_lock);
 		return err;
 	}
 	/* Evict cached ranges: the magazine keeps the node, marked EVICTED. */
@@ -2158,7 +2350,7 @@ again:
 		spin_lock(&st->lock);
 		hash_unlink(a, n);
 		spin_unlock(&st->lock);
-		a->busy_root = avl_remove(a->busy_root, n->pfn);
+		a->busy_root = avl_remove(a->busy_root, n->pfn, false);
 		a->cached_out++;
 		free_insert(a, node_get(a), n->pfn, n->pages);
 		oc = (struct overlap_count){ 0 };
@@ -2177,10 +2369,10 @@ again:
 		b->pfn = s;
 		b->pages = e - s + 1;
 		node_set_kind(b, IOVA_CLAIM);
-		a->busy_root = avl_insert(a->busy_root, b);
+		a->busy_root = avl_insert(a->busy_root, b, false);
 	}
 	a->claims++;
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	*claimed = true;
 	return 0;
 }
@@ -2194,7 +2386,7 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 	if (!a || !granule_pages(a, iova, len, &p, &q))
 		return;
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	first = seg_first(a, p);
 	/* All pieces must be this claim's, or nothing is undone. */
 	for (i = first; i < a->nr_segs && a->segs[i].pfn <= q; i++) {
@@ -2203,7 +2395,7 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 		struct iova_node *n = avl_find(a->busy_root, s);
 
 		if (!n || node_kind(n) != IOVA_CLAIM || n->pages != e - s + 1) {
-			os_mutex_unlock(&a->tree_lock);
+			spin_unlock(&a->tree_lock);
 			return; /* not a claim of ours: ignored */
 		}
 	}
@@ -2214,7 +2406,7 @@ void iova_unclaim(struct iova_alloc *a, uint64_t iova,
 	}
 	if (a->claims > 0)
 		a->claims--;
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
@@ -2224,7 +2416,7 @@ void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
 
 	if (!a || !granule_pages(a, iova, len, &p, &q))
 		return;
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	n = avl_floor(a->busy_root, p);
 	if (n) {
 		uint64_t s = atomic_load_explicit(&n->st, memory_order_relaxed);
@@ -2239,7 +2431,7 @@ void iova_unclaim_inside(struct iova_alloc *a, uint64_t iova, uint64_t len)
 			}
 		} while (!st_cas(n, &s, s - ST_MAPS_ONE));
 	}
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 /* Remove pages [p, q] from the sorted segment array @segs of *@n entries
@@ -2298,7 +2490,7 @@ int iova_alloc_reserve(struct iova_alloc *a,
 	/* Cached ranges are free space to the caller: give them back first. */
 	iova_alloc_flush_caches(a);
 
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	for (i = 0; i < n; i++) {
 		struct overlap_count oc = { 0 };
 
@@ -2347,7 +2539,7 @@ int iova_alloc_reserve(struct iova_alloc *a,
 	a->nr_segs = nsegs;
 	err = 0;
 out:
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	return err;
 }
 
@@ -2358,15 +2550,16 @@ void iova_alloc_get_stats(struct iova_alloc *a,
 {
 	uint64_t hits, fput;
 
-	os_mutex_lock(&a->tree_lock);
-	slot_sums(a, &hits, &fput);
+	spin_lock(&a->tree_lock);
+	fput = slot_sums(a);
+	hits = cache_hits(a, fput, count_cached_locked(a));
 	st->allocs = a->allocs + hits;
 	st->cache_hits = hits;
 	st->frees = a->frees + fput;
 	st->live = st->allocs - st->frees;
 	st->claims = a->claims;
 	st->free_bytes = a->free_pages << a->shift;
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 }
 
 /* Checks AVL shape and augmentation of @n; returns its height or -1. */
@@ -2388,8 +2581,8 @@ static int check_subtree(const struct iova_node *n, bool is_free)
 	if (n->r && n->r->pfn <= n->pfn)
 		return -1;
 	m = IODMA_MAX(n->pages, IODMA_MAX(node_max(n->l), node_max(n->r)));
-	if (n->max_pages != m)
-		return -1;
+	if (is_free && n->max_pages != m)
+		return -1;	/* the busy tree keeps no max_pages */
 	if (is_free ? node_kind(n) != IOVA_FREE :
 	    (node_kind(n) != IOVA_ALLOC && node_kind(n) != IOVA_CLAIM &&
 	     node_kind(n) != IOVA_CACHED))
@@ -2405,14 +2598,14 @@ int iova_alloc_check(struct iova_alloc *a)
 	size_t i;
 	int ret = -EUCLEAN;
 
-	uint64_t hits, fput, hashed = 0;
+	uint64_t fput, hashed = 0;
 
 	/* Owned slots have no lock: exact when no other thread is in the
 	 * allocator (tests call it so). */
 	spin_lock(&a->shared.lock);
-	os_mutex_lock(&a->tree_lock);
+	spin_lock(&a->tree_lock);
 	stripes_lock_all(a);
-	slot_sums(a, &hits, &fput);
+	fput = slot_sums(a);
 	if (check_subtree(a->free_root, true) < 0 ||
 	    check_subtree(a->busy_root, false) < 0)
 		goto out;
@@ -2466,13 +2659,17 @@ int iova_alloc_check(struct iova_alloc *a)
 	if (iter_peek(&fi) || iter_peek(&bi))
 		goto out; /* outside every segment */
 	if (free_pages != a->free_pages ||
-	    live != a->allocs + hits - a->frees - fput ||
-	    cached != fput - hits - a->cached_out || hashed != a->hcount)
+	    /* every push is a hit, drained or evicted, or still CACHED */
+	    fput < a->cached_out + cached ||
+	    /* live = allocs - frees with hits = fput - cached_out - cached
+	     * on both sides: what left the tree and did not come back */
+	    live != a->allocs - a->frees - a->cached_out - cached ||
+	    hashed != a->hcount)
 		goto out;
 	ret = 0;
 out:
 	stripes_unlock_all(a);
-	os_mutex_unlock(&a->tree_lock);
+	spin_unlock(&a->tree_lock);
 	spin_unlock(&a->shared.lock);
 	return ret;
 }

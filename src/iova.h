@@ -16,7 +16,10 @@
  * any lock, checking each free against the range's state word with one
  * compare-and-swap (double free -ENOENT, free over a mapping -EBUSY, which
  * Linux does not check); other frees find the allocation in a pfn hash
- * under a striped spin lock.  Either way O(1) and no global lock.
+ * under a striped spin lock.  Either way O(1) and no global lock.  The
+ * fast paths find the thread's slot through a per-thread cache of the
+ * last allocator it used, so a thread alternating between allocators
+ * takes the (still lock-free) slower path on each switch.
  *
  * Thread-safe: every function may be called from any thread.
  * No system calls.
@@ -112,7 +115,10 @@ void iova_alloc_flush_caches(struct iova_alloc *a);
  * benchmarks of the tree path. */
 void iova_alloc_set_caching(struct iova_alloc *a, bool on);
 
-/* Counters for tests and benchmarks. */
+/* Counters for tests and benchmarks.  iova_alloc_get_stats() walks the busy
+ * tree under the tree lock (O(n): the fast alloc counts no cache hits, they
+ * are frees pushed - ranges drained or evicted - ranges still cached); exact
+ * when no other thread is in the allocator, else a snapshot. */
 struct iova_alloc_stats {
 	uint64_t allocs;        /* successful iova_alloc_get() */
 	uint64_t cache_hits;    /* of those, served by a cache */

@@ -1739,6 +1739,203 @@ static void test_reserve_errors_change_nothing(void **state)
 	iova_alloc_destroy(a);
 }
 
+/* The fast paths find the calling thread's slot through a per-thread cache
+ * of the last allocator it used (its id).  Two live allocators used in
+ * turn by one thread each keep their own ranges: a range of one freed to
+ * the other is -ENOENT there and changes nothing (with the cache matched
+ * by anything but the id, the second allocator's fast free would find the
+ * first one's record and free its range).  Allocators destroyed and made
+ * again (often at the same address) never see the old one's slot. */
+static void test_fast_path_slot_cache_per_allocator(void **state)
+{
+	struct iova_alloc *a = mk1(0, 256), *b = mk1(1024 * G, 256);
+	struct iova_alloc_stats sa0, sa1, sb0, sb1;
+	uint64_t x, y;
+
+	for (int i = 0; i < 4; i++) {
+		get_ok(a, G, G, UINT64_MAX, &x);
+		get_ok(b, G, G, UINT64_MAX, &y);
+		assert_true(x < 256 * G);
+		assert_true(y >= 1024 * G && y < 1280 * G);
+		assert_int_equal(iova_alloc_put(a, x, G), 0);
+		assert_int_equal(iova_alloc_put(b, y, G), 0);
+		/* again: now both are cache hits, the records set */
+		get_ok(a, G, G, UINT64_MAX, &x);
+		get_ok(b, G, G, UINT64_MAX, &y);
+		iova_alloc_get_stats(a, &sa0);
+		iova_alloc_get_stats(b, &sb0);
+		/* a's range freed to b (right after a's alloc, b used last)
+		 * and b's to a: neither is theirs */
+		assert_int_equal(iova_alloc_put(b, x, G), -ENOENT);
+		assert_int_equal(iova_alloc_put(a, y, G), -ENOENT);
+		iova_alloc_get_stats(a, &sa1);
+		iova_alloc_get_stats(b, &sb1);
+		stats_equal(&sa0, &sa1);
+		stats_equal(&sb0, &sb1);
+		chk(a);
+		chk(b);
+		assert_int_equal(iova_alloc_put(a, x, G), 0);
+		assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+		assert_int_equal(iova_alloc_put(b, y, G), 0);
+		assert_int_equal(iova_alloc_put(b, y, G), -ENOENT);
+	}
+	iova_alloc_destroy(a);
+	iova_alloc_destroy(b);
+	for (int i = 0; i < 16; i++) {
+		uint64_t base = (uint64_t)(i % 2) * 4096 * G;
+
+		a = mk1(base, 64);
+		for (int k = 0; k < 3; k++) {
+			get_ok(a, 2 * G, G, UINT64_MAX, &x);
+			assert_true(x >= base && x + 2 * G <= base + 64 * G);
+			assert_int_equal(iova_alloc_put(a, x, 2 * G), 0);
+		}
+		iova_alloc_get_stats(a, &sa0);
+		assert_int_equal(sa0.live, 0);
+		assert_int_equal(sa0.allocs, 3);
+		assert_int_equal(sa0.cache_hits, 2);
+		iova_alloc_destroy(a);
+	}
+}
+
+/* A fast free's record is keyed by the range's first byte and its class in
+ * the low bits, which the granule leaves free: a free of a misaligned
+ * address is -ENOENT before the key is compared (else va + 1 with class 1
+ * would match va's key, va | 1) and changes nothing. */
+static void test_fast_path_misaligned_free_enoent(void **state)
+{
+	struct iova_alloc *a = mk1(0, 1024);
+	struct iova_alloc_stats s0, s1;
+	uint64_t x;
+
+	for (int c = 1; c < 8; c += 2) {
+		uint64_t len = (1ull << c) * G;
+
+		get_ok(a, len, G, UINT64_MAX, &x);	/* tree */
+		assert_int_equal(iova_alloc_put(a, x, len), 0);
+		get_ok(a, len, G, UINT64_MAX, &x);	/* cache hit: record */
+		iova_alloc_get_stats(a, &s0);
+		for (uint64_t off = 1; off < 8; off++)
+			assert_int_equal(iova_alloc_put(a, x + off, len),
+					 -ENOENT);
+		iova_alloc_get_stats(a, &s1);
+		stats_equal(&s0, &s1);
+		chk(a);
+		assert_int_equal(iova_alloc_put(a, x, len), 0);
+		assert_int_equal(iova_alloc_put(a, x, len), -ENOENT);
+		chk(a);
+	}
+	iova_alloc_destroy(a);
+}
+
+/* With the rcache switched off, a free on the fast path's own thread (a
+ * record set, room in the magazine) goes straight back to the tree: the
+ * fast paths read the switch folded into their size bound. */
+static void test_fast_path_caching_off_frees_to_tree(void **state)
+{
+	struct iova_alloc *a = mk1(0, 256);
+	struct iova_alloc_stats s0, s1;
+	uint64_t x, y;
+
+	get_ok(a, G, G, UINT64_MAX, &x);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);
+	get_ok(a, G, G, UINT64_MAX, &x);	/* cache hit: record set */
+	get_ok(a, G, G, UINT64_MAX, &y);
+	iova_alloc_set_caching(a, false);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);
+	iova_alloc_get_stats(a, &s1);
+	assert_int_equal(s1.free_bytes, s0.free_bytes + G);
+	assert_int_equal(s1.cache_hits, s0.cache_hits);
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	chk(a);
+	/* and an alloc comes from the tree */
+	get_ok(a, G, G, UINT64_MAX, &x);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(s0.free_bytes, s1.free_bytes - G);
+	assert_int_equal(s0.cache_hits, s1.cache_hits);
+	iova_alloc_set_caching(a, true);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);
+	assert_int_equal(iova_alloc_put(a, y, G), 0);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(s0.live, 0);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+/* A thread's owned slot is made on its first use with a loaded magazine
+ * per class (the fast paths do not test for none).  Any allocation of
+ * that failing leaves no slot (and no leak: the magazines made so far go
+ * back) and the thread uses the shared slot: everything still works. */
+static void test_slot_creation_failure_falls_back_to_shared(void **state)
+{
+	unsigned long n;
+
+	for (n = 1; n < 16; n++) {
+		struct iova_alloc *a = mk1(0, 256);
+		struct iova_alloc_stats st;
+		uint64_t x;
+		int ret;
+
+		iodma_test_fail_alloc(n);
+		ret = iova_alloc_get(a, G, G, UINT64_MAX, &x);
+		iodma_test_fail_alloc(0);
+		chk(a);
+		if (ret == 0) {
+			assert_int_equal(iova_alloc_put(a, x, G), 0);
+			assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+		} else {
+			assert_int_equal(ret, -ENOMEM);
+		}
+		for (int k = 0; k < 3; k++) {
+			get_ok(a, G, G, UINT64_MAX, &x);
+			assert_int_equal(iova_alloc_put(a, x, G), 0);
+			assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+		}
+		iova_alloc_get_stats(a, &st);
+		assert_int_equal(st.live, 0);
+		chk(a);
+		iova_alloc_destroy(a);
+	}
+}
+
+/* An allocation that takes a whole free extent reuses the extent's node;
+ * that node may have been another range's allocation, which a thread still
+ * has a record of.  The reuse gives it a new identity (a new generation),
+ * so the stale record's fast free fails its compare-and-swap and the hash
+ * decides: -ENOENT, the new allocation untouched.  Here x's node becomes
+ * the free extent [w, x] (w freed next to it) and then the two-page
+ * allocation of exactly that extent. */
+static void test_fast_path_record_of_reused_extent_node(void **state)
+{
+	struct iova_alloc *a = mk1(0, 64);
+	struct iova_alloc_stats s0, s1;
+	uint64_t t, x, w, v, y;
+
+	get_ok(a, G, G, UINT64_MAX, &t);		/* page 63 */
+	get_ok(a, G, G, UINT64_MAX, &x);		/* page 62: record */
+	get_ok(a, G, G, UINT64_MAX, &w);		/* page 61 */
+	get_ok(a, G, G, UINT64_MAX, &v);		/* page 60 */
+	assert_true(x == t - G && w == x - G && v == w - G);
+	iova_alloc_set_caching(a, false);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);	/* extent [62] */
+	assert_int_equal(iova_alloc_put(a, w, G), 0);	/* extent [61, 62] */
+	iova_alloc_set_caching(a, true);
+	get_ok(a, 2 * G, G, UINT64_MAX, &y);		/* that extent */
+	assert_true(y == w);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	iova_alloc_get_stats(a, &s1);
+	stats_equal(&s0, &s1);
+	chk(a);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, t, G), 0);
+	assert_int_equal(iova_alloc_put(a, v, G), 0);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1781,6 +1978,11 @@ int main(void)
 		cmocka_unit_test(test_fast_path_record_of_recycled_node),
 		cmocka_unit_test(test_threads_fast_free_races_hash_free),
 		cmocka_unit_test(test_threads_claim_inside_races_fast_free),
+		cmocka_unit_test(test_fast_path_slot_cache_per_allocator),
+		cmocka_unit_test(test_fast_path_misaligned_free_enoent),
+		cmocka_unit_test(test_fast_path_caching_off_frees_to_tree),
+		cmocka_unit_test(test_slot_creation_failure_falls_back_to_shared),
+		cmocka_unit_test(test_fast_path_record_of_reused_extent_node),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
