@@ -13,10 +13,9 @@
  * per leaf it empties or trims; btree_insert_check() and btree_remove_le()
  * fold a neighbour check into the insert's or remove's own descent.
  * Memory per entry is bounded (leaves at least half full, except the
- * root).  Not
- * thread-safe: the owner serialises writers and excludes readers during a
- * write (the domain and the soft backend: the domain's map_lock).  Value pointers returned by lookups
- * stay valid only until the next insert or remove.
+ * root).  Not thread-safe: the owner serialises writers and excludes
+ * readers during a write (the domain: its map_lock).  Value pointers
+ * returned by lookups stay valid only until the next insert or remove.
  *
  * btree_preload() reserves the nodes one insert can need, so that an insert
  * made after an irreversible step (a backend map) cannot fail.

@@ -757,6 +757,9 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	 * neighbours (translation never reads the table: the mapping is not
 	 * visible before pt_map() below); preloaded, so only map_admit()
 	 * can refuse it. */
+	/* The page table's level-0 line is requested now, so that its miss
+	 * overlaps the B-tree descent's instead of following it. */
+	iopt_prefetch(&d->pt, iova);
 	err = btree_preload(&d->table);
 	if (err)
 		return err;

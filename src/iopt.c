@@ -473,6 +473,16 @@ static bool l0_empty(_Atomic uint64_t *n, uint64_t iova, uint64_t last)
 	return true;
 }
 
+void iopt_prefetch(const struct iopt *t, uint64_t iova)
+{
+	_Atomic uint64_t *n = t->root ? l0_node(t, iova, iova) : NULL;
+
+	if (n) {
+		__builtin_prefetch((const void *)&n[l0_idx(iova)], 1);
+		__builtin_prefetch((const void *)meta_of(n), 1);
+	}
+}
+
 int iopt_reserve(struct iopt *t, uint64_t iova, uint64_t len, uint64_t target)
 {
 	struct walk w = { .mode = W_PLAN, .lo = iova, .iova0 = iova,

@@ -296,6 +296,21 @@ int iopt_init(struct iopt *t, unsigned int width, uint64_t granule);
 void iopt_fini(struct iopt *t);
 
 /**
+ * iopt_prefetch() - Request, without waiting, the cache lines a map or
+ *                   unmap of the page at @iova will write: its level-0
+ *                   entry and that node's bookkeeping.
+ * @t:    table.
+ * @iova: any IOVA.
+ *
+ * A hint: does nothing when the level-0 node is not there (or @iova is in
+ * the high window).  A writer calls it before other work whose misses the
+ * table's can then overlap (the domain: before its B-tree descent).
+ *
+ * Context: writer (reads the upper levels like a lookup).
+ */
+void iopt_prefetch(const struct iopt *t, uint64_t iova);
+
+/**
  * iopt_reserve() - Allocate and install every node iopt_map() of the same
  *                  range will need, so that the map cannot fail.
  * @t:      table.
