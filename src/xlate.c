@@ -1256,11 +1256,22 @@ static inline void dirty_mark(struct xlate_state *xl, uint64_t iova,
 
 /* Keep a write run's guest-physical range in the open section, with the
  * memory log's harvest word taken before the run is marked (section_end()
- * re-marks it if a harvest ran across the section).  No room: the log
- * reports everything dirty until it stops (memory_dirty_set_lost). */
+ * re-marks it if a harvest ran across the section).  Kept whether or not
+ * the log runs: a log started while the section is open (a migration's
+ * first step: vhost-user SET_LOG_BASE, iodma_memory_dirty_log_start())
+ * must still see the writes the section makes through slices it took
+ * before, or a page the first full copy sends before such a write lands
+ * is never sent again (the kernel's vhost closes the same window by
+ * taking every ring's mutex to set VHOST_F_LOG_ALL).  So a range kept
+ * while the log was off is marked at the section's end if it is on by
+ * then.  No room (more than SECT_GPA memories written in one section):
+ * a running log reports everything dirty until it stops
+ * (memory_dirty_set_lost); a log started after that within the section
+ * is not told of that memory's writes. */
 static void gpa_keep(struct iodma_memory *m, uint64_t gpa, uint64_t len)
 {
 	uint64_t h = memory_dirty_harvest(m), last = range_last(gpa, len);
+	bool unlogged = !memory_dirty_logging(m);
 	struct sect_gpa *g;
 	unsigned int i;
 
@@ -1274,13 +1285,13 @@ static void gpa_keep(struct iodma_memory *m, uint64_t gpa, uint64_t len)
 		g = &tls.gpa[tls.ngpa++];
 		*g = (struct sect_gpa){ .m = m, .first = gpa, .last = last,
 					.hgen = h >> 32,
-					.remark = (h & 0xffffffffu) != 0 };
+					.remark = unlogged || (h & 0xffffffffu) != 0 };
 		return;
 	}
 	g = &tls.gpa[i];
 	g->first = IODMA_MIN(g->first, gpa);
 	g->last = IODMA_MAX(g->last, last);
-	if ((h >> 32) != g->hgen || (h & 0xffffffffu))
+	if (unlogged || (h >> 32) != g->hgen || (h & 0xffffffffu))
 		g->remark = true;
 }
 
@@ -1292,7 +1303,7 @@ static inline void gpa_mark(struct iodma_domain *d, const struct run *run)
 	if (run->gpa == NO_GPA || !d->memory)
 		return;
 	os_rcu_read_lock();
-	if (tls.depth && memory_dirty_logging(d->memory))
+	if (tls.depth)
 		gpa_keep(d->memory, run->gpa, run->len);
 	memory_dirty_mark(d->memory, run->gpa, run->len);
 	os_rcu_read_unlock();

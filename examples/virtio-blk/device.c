@@ -72,6 +72,11 @@ struct vblk_device {
 	uint16_t last_avail;		/* next avail entry to consume */
 	uint16_t used_idx;		/* shadow of used->idx */
 	uint16_t signalled_used;	/* used idx at the last notify check */
+	bool signalled_valid;		/* signalled_used is this device's own:
+					 * false on a ring handed over, whose
+					 * previous owner's last interrupt may
+					 * have been lost with it (Linux vhost:
+					 * signalled_used_valid) */
 	bool sync_used;			/* take used_idx from used->idx at the
 					 * next pass (a ring handed over) */
 
@@ -137,6 +142,7 @@ static void regs_reset(struct vblk_device *vd)
 	vd->last_avail = 0;
 	vd->used_idx = 0;
 	vd->signalled_used = 0;
+	vd->signalled_valid = true;	/* a new ring: nothing signalled yet */
 }
 
 int vblk_device_create(const struct vblk_device_opts *opts,
@@ -248,6 +254,7 @@ static void queue_enable(struct vblk_device *vd)
 	vd->last_avail = 0;
 	vd->used_idx = 0;
 	vd->signalled_used = 0;
+	vd->signalled_valid = true;	/* a new ring: nothing signalled yet */
 	mmio_set32(vd->mmio, VIRTIO_MMIO_QUEUE_READY, 1);
 }
 
@@ -445,10 +452,13 @@ static void notify_used(struct vblk_device *vd)
 		_Atomic uint16_t *ev = ring_ptr(vd, vd->avail_iova +
 						VRING_USED_EVENT_OFF(vd->queue_num),
 						2, IODMA_PERM_READ);
+		uint16_t e = ev ? le16toh(atomic_load_explicit(ev, memory_order_relaxed)) : 0;
 
-		need = !ev || vring_need_event(
-			le16toh(atomic_load_explicit(ev, memory_order_relaxed)),
-			vd->used_idx, vd->signalled_used);
+		/* A ring handed over: interrupt unless the driver has seen
+		 * every used entry (used_event == used->idx). */
+		need = !ev || (vd->signalled_valid
+			       ? vring_need_event(e, vd->used_idx, vd->signalled_used)
+			       : e != vd->used_idx);
 	} else {
 		const uint16_t *fl = ring_ptr(vd, vd->avail_iova, 2,
 					      IODMA_PERM_READ);
@@ -456,6 +466,7 @@ static void notify_used(struct vblk_device *vd)
 		need = !fl || !(le16toh(*fl) & VRING_AVAIL_F_NO_INTERRUPT);
 	}
 	vd->signalled_used = vd->used_idx;
+	vd->signalled_valid = true;
 	if (need)
 		raise_irq(vd, 1);
 }
@@ -774,6 +785,8 @@ static int sync_used_idx(struct vblk_device *vd)
 		return -EFAULT;
 	used = le16toh(iodma_load_acquire_u16(p));
 	if (used != vd->last_avail || used != vd->used_idx) {
+		fprintf(stderr, "vblk: ring resumes at used->idx %u, not at base %u\n",
+			used, vd->last_avail);
 		vd->st.used_resyncs++;
 		vd->last_avail = used;
 		vd->used_idx = used;
@@ -889,7 +902,10 @@ static unsigned int process_queue(struct vblk_device *vd)
 		}
 	}
 out:
-	if (done && !vd->broken)
+	/* After a start, the first pass also tells the driver of used
+	 * entries the ring's previous owner may not have (its interrupt
+	 * lost in the handover), even with nothing new. */
+	if ((done || !vd->signalled_valid) && !vd->broken && !vd->sync_used)
 		notify_used(vd);
 	iodma_access_end();
 	return done;
@@ -1089,6 +1105,15 @@ int vblk_device_ring_start(struct vblk_device *vd,
 	vd->last_avail = r->last_avail;
 	vd->used_idx = r->last_avail;
 	vd->signalled_used = r->last_avail;
+	/* Whether the ring's previous owner (the other end of a migration,
+	 * a back end that restarted) delivered the interrupt for its last
+	 * completions is not known here: under EVENT_IDX the driver may
+	 * still wait for it (used_event below used->idx), and a completion
+	 * of ours that follows would not interrupt again by the event-index
+	 * rule.  So the first notify after a start always interrupts, as
+	 * Linux vhost's does (vhost_vq_init_access() clears
+	 * signalled_used_valid) and libvhost-user's (vu_set_vring_base). */
+	vd->signalled_valid = false;
 	vd->sync_used = true;	/* checked against used->idx at the first pass */
 	vd->nhist = 0;
 	vd->broken = false;

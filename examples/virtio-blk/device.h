@@ -106,7 +106,13 @@ struct vblk_device_stats {
  *              it differs, both indexes restart there (the device
  *              completes in order): chains consumed but never completed
  *              are served again, chains the driver saw completed never
- *              are (stats: used_resyncs).
+ *              are (stats: used_resyncs).  Whether the ring's previous
+ *              owner delivered its last interrupt is not known either
+ *              (a migration may lose it): the first pass interrupts
+ *              unless the driver has seen every used entry (EVENT_IDX:
+ *              used_event == used->idx), and the first completion
+ *              interrupts whatever the event index says (Linux vhost's
+ *              signalled_used_valid; libvhost-user signals a new ring).
  * @kick_fd:    eventfd the driver kicks (replaces @doorbell_fd); not owned.
  * @call_fd:    eventfd the device signals (replaces @irq_fd); not owned.
  * @thread_init: if not NULL, run by the device thread with @thread_arg

@@ -1129,6 +1129,64 @@ static void test_gpa_dirty_write_across_a_harvest_is_not_lost(void **state)
 	iodma_memory_destroy(m);
 }
 
+/*
+ * A log started while a section is open (a migration's first step) still
+ * gets the writes that section makes through slices it took before: the
+ * full copy that follows the start may send the page before the write
+ * lands, and nothing sends it again unless the section's end marks it.
+ * Both kinds of log: the memory's own (harvested) and a shared one
+ * (vhost-user SET_LOG_BASE).  A section that ends before the start marks
+ * nothing (its writes are in the full copy).
+ */
+static void test_gpa_dirty_log_started_inside_a_section(void **state)
+{
+	const uint64_t GPA = 0x400000;
+	const uint64_t page = (GPA + 5 * PG) >> 12;
+	struct iodma_memory *m;
+	struct iodma_domain *d;
+	struct iodma_slice s[2];
+	static uint8_t shared_log[4096];
+	size_t nr;
+	void *r;
+
+	(void)state;
+	assert_int_equal(iodma_memory_create(NULL, &m), 0);
+	assert_int_equal(iodma_memory_add_region(m, GPA, 16 * PG, 0, &r), 0);
+	d = dom_new(m, 0, 0);
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 8 * PG, GPA + 4 * PG,
+					      IODMA_PERM_RW), 0);
+
+	iodma_access_begin();
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 8, IODMA_PERM_WRITE, s, 2, &nr, NULL), 0);
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 0);	/* the full copy */
+	memset(s[0].va, 0x5a, 8);			/* the write */
+	iodma_access_end();
+	assert_int_equal(gpa_harvest(m, GPA, 16), 1ull << 5);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+
+	memset(shared_log, 0, sizeof(shared_log));
+	iodma_access_begin();
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 8, IODMA_PERM_WRITE, s, 2, &nr, NULL), 0);
+	assert_int_equal(iodma_memory_dirty_log_start_shared(m, shared_log,
+							     sizeof(shared_log)), 0);
+	memset(s[0].va, 0x5b, 8);
+	iodma_access_end();
+	assert_true(__atomic_load_n(&shared_log[page / 8], __ATOMIC_SEQ_CST) &
+		    (1u << (page % 8)));
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+
+	iodma_access_begin();
+	assert_int_equal(iodma_translate(d, IOVA0 + PG, 8, IODMA_PERM_WRITE, s, 2, &nr, NULL), 0);
+	memset(s[0].va, 0x5c, 8);
+	iodma_access_end();
+	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
+	assert_int_equal(gpa_harvest(m, GPA, 16), 0);
+	assert_int_equal(iodma_memory_dirty_log_stop(m), 0);
+	iodma_domain_destroy(d);
+	iodma_memory_destroy(m);
+}
+
 /* Growth rule of common.h for the output struct iodma_xlate_stats and the
  * iterator state struct iodma_xlate_iter. */
 static int get_xlate_stats(void *ctx, void *out)
@@ -1187,6 +1245,7 @@ int main(void)
 		cmocka_unit_test(test_gpa_dirty_log_two_stage_survives_unmap),
 		cmocka_unit_test(test_gpa_dirty_log_host_va_domain_marks_nothing),
 		cmocka_unit_test(test_gpa_dirty_write_across_a_harvest_is_not_lost),
+		cmocka_unit_test(test_gpa_dirty_log_started_inside_a_section),
 		cmocka_unit_test(test_slices_add_up_and_split_where_host_discontiguous),
 		cmocka_unit_test(test_error_stops_at_first_unmapped_byte_with_hole_subrange),
 		cmocka_unit_test(test_permission_error_covers_the_mapping_part),

@@ -34,6 +34,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -571,42 +572,48 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
-/*
- * A ring handed over with a stale base (vhost-user SET_VRING_BASE after a
- * migration whose source completed one more chain than the base it
- * reported): the device resumes at the ring's used->idx, as Linux vhost
- * and libvhost-user do, so the chain the driver saw completed is not
- * served again (a second used entry for a head the driver no longer owns
- * marks Linux's ring broken).  Device only: no driver, no MMIO.
- */
-static void test_ring_start_resumes_at_the_used_index(void **state)
-{
-	const uint64_t iova = 0x100000, buf_iova = iova + 12288;
-	struct iodma_domain *d = NULL;
-	struct vblk_device *vd = NULL;
-	struct vblk_device_stats st;
-	uint8_t *mem = aligned_alloc(4096, 4 * 4096);
-	int disk = make_disk(), kick = eventfd(0, EFD_CLOEXEC),
-	    call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	struct vring_desc *desc;
+/* ---- a ring handed over (vhost-user SET_VRING_BASE) ------------------------ */
+
+/* Two chains (heads 0 and 3: header, one sector, status) in 4 pages at
+ * HO_IOVA, of which the previous owner of the ring completed @used_idx,
+ * the driver saw @used_event completed (EVENT_IDX), @avail_idx are
+ * available; the device started at @base.  Device only: no driver, no
+ * MMIO. */
+#define HO_IOVA 0x100000ull
+#define HO_NUM  8
+
+struct handover {
+	struct iodma_domain *d;
+	struct vblk_device *vd;
+	uint8_t *mem;
+	int disk, kick, call;
 	struct vring_avail *avail;
 	struct vring_used *used;
-	uint64_t one = 1;
+};
 
-	(void)state;
-	assert_non_null(mem);
-	assert_true(disk >= 0 && kick >= 0 && call >= 0);
-	memset(mem, 0, 4 * 4096);
-	desc = (struct vring_desc *)mem;
-	avail = (struct vring_avail *)(mem + 4096);
-	used = (struct vring_used *)(mem + 8192);
+static void handover_start(struct handover *h, uint16_t avail_idx,
+			   uint16_t used_idx, uint16_t used_event, uint16_t base)
+{
+	const uint64_t buf_iova = HO_IOVA + 12288;
+	struct vring_desc *desc;
+
+	h->mem = aligned_alloc(4096, 4 * 4096);
+	h->disk = make_disk();
+	h->kick = eventfd(0, EFD_CLOEXEC);
+	h->call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_non_null(h->mem);
+	assert_true(h->disk >= 0 && h->kick >= 0 && h->call >= 0);
+	memset(h->mem, 0, 4 * 4096);
+	desc = (struct vring_desc *)h->mem;
+	h->avail = (struct vring_avail *)(h->mem + 4096);
+	h->used = (struct vring_used *)(h->mem + 8192);
 	for (uint16_t c = 0; c < 2; c++) {
-		struct virtio_blk_outhdr *h =
-			(struct virtio_blk_outhdr *)(mem + 12288 + 1024 * c);
+		struct virtio_blk_outhdr *hd =
+			(struct virtio_blk_outhdr *)(h->mem + 12288 + 1024 * c);
 		uint64_t b = buf_iova + 1024u * c;
 
-		h->type = htole32(VIRTIO_BLK_T_IN);
-		h->sector = htole64(c);
+		hd->type = htole32(VIRTIO_BLK_T_IN);
+		hd->sector = htole64(c);
 		desc[3 * c] = (struct vring_desc){ htole64(b), htole32(16),
 			htole16(VRING_DESC_F_NEXT), htole16((uint16_t)(3 * c + 1)) };
 		desc[3 * c + 1] = (struct vring_desc){ htole64(b + 64),
@@ -616,44 +623,146 @@ static void test_ring_start_resumes_at_the_used_index(void **state)
 		desc[3 * c + 2] = (struct vring_desc){ htole64(b + 64 +
 			VIRTIO_BLK_SECTOR_SIZE), htole32(1),
 			htole16(VRING_DESC_F_WRITE), 0 };
-		avail->ring[c] = htole16((uint16_t)(3 * c));
+		h->avail->ring[c] = htole16((uint16_t)(3 * c));
 	}
-	avail->idx = htole16(2);
-	/* The previous owner completed chain 0 and reported base 0. */
-	used->ring[0] = (struct vring_used_elem){ htole32(0), htole32(513) };
-	used->idx = htole16(1);
+	h->avail->idx = htole16(avail_idx);
+	h->avail->ring[HO_NUM] = htole16(used_event);	/* used_event */
+	for (uint16_t k = 0; k < used_idx; k++)
+		h->used->ring[k] = (struct vring_used_elem){ htole32(3u * k), htole32(513) };
+	h->used->idx = htole16(used_idx);
 
-	assert_int_equal(iodma_domain_create(NULL, &d), 0);
-	assert_int_equal(iodma_domain_map(d, iova, 4 * 4096, mem, IODMA_PERM_RW), 0);
+	assert_int_equal(iodma_domain_create(NULL, &h->d), 0);
+	assert_int_equal(iodma_domain_map(h->d, HO_IOVA, 4 * 4096, h->mem,
+					  IODMA_PERM_RW), 0);
 	struct vblk_device_opts o = {
-		.domain = d, .disk_fd = disk, .capacity = DISK_SECTORS,
+		.domain = h->d, .disk_fd = h->disk, .capacity = DISK_SECTORS,
 		.size_max = DEVICE_SIZE_MAX, .seg_max = DEVICE_SEG_MAX,
 		.queue_num_max = DEVICE_QUEUE_MAX, .doorbell_fd = -1, .irq_fd = -1,
+		.event_idx = true,
 	};
-	assert_int_equal(vblk_device_create(&o, &vd), 0);
+	assert_int_equal(vblk_device_create(&o, &h->vd), 0);
 	struct vblk_device_ring r = {
-		.features = vblk_device_features(&o), .num = 8,
-		.desc = iova, .avail = iova + 4096, .used = iova + 8192,
-		.last_avail = 0, .kick_fd = kick, .call_fd = call,
+		.features = vblk_device_features(&o), .num = HO_NUM,
+		.desc = HO_IOVA, .avail = HO_IOVA + 4096, .used = HO_IOVA + 8192,
+		.last_avail = base, .kick_fd = h->kick, .call_fd = h->call,
 	};
-	assert_int_equal(vblk_device_ring_start(vd, &r), 0);
-	assert_int_equal(write(kick, &one, sizeof(one)), (ssize_t)sizeof(one));
-	for (int i = 0; i < 5000 && le16toh(__atomic_load_n(&used->idx,
-							     __ATOMIC_ACQUIRE)) != 2; i++)
+	assert_true(r.features & VIRTIO_BIT(VIRTIO_RING_F_EVENT_IDX));
+	assert_int_equal(vblk_device_ring_start(h->vd, &r), 0);
+}
+
+/* Wait (5 s at most) for used->idx to reach @want, stop the ring. */
+static uint16_t handover_stop(struct handover *h, uint16_t want)
+{
+	for (int i = 0; i < 5000 && le16toh(__atomic_load_n(&h->used->idx,
+							     __ATOMIC_ACQUIRE)) != want; i++)
 		usleep(1000);
-	assert_int_equal(vblk_device_ring_stop(vd), 2);
-	vblk_device_get_stats(vd, &st);
-	assert_int_equal(le16toh(used->idx), 2);
-	assert_int_equal(le32toh(used->ring[1].id), 3);	/* chain 1, not 0 again */
+	return vblk_device_ring_stop(h->vd);
+}
+
+/* Interrupts the device raised (the call eventfd's count, cleared). */
+static uint64_t handover_calls(struct handover *h)
+{
+	uint64_t n = 0;
+
+	if (read(h->call, &n, sizeof(n)) != (ssize_t)sizeof(n))
+		return 0;
+	return n;
+}
+
+static void handover_end(struct handover *h)
+{
+	vblk_device_destroy(h->vd);
+	iodma_domain_unmap(h->d, HO_IOVA, 4 * 4096);
+	iodma_domain_destroy(h->d);
+	close(h->disk);
+	close(h->kick);
+	close(h->call);
+	free(h->mem);
+}
+
+/*
+ * A ring handed over with a stale base (vhost-user SET_VRING_BASE after a
+ * migration whose source completed one more chain than the base it
+ * reported): the device resumes at the ring's used->idx, as Linux vhost
+ * and libvhost-user do, so the chain the driver saw completed is not
+ * served again (a second used entry for a head the driver no longer owns
+ * marks Linux's ring broken).
+ */
+static void test_ring_start_resumes_at_the_used_index(void **state)
+{
+	struct handover h;
+	struct vblk_device_stats st;
+	uint64_t one = 1;
+
+	(void)state;
+	/* The previous owner completed chain 0 and reported base 0. */
+	handover_start(&h, 2, 1, 0, 0);
+	assert_int_equal(write(h.kick, &one, sizeof(one)), (ssize_t)sizeof(one));
+	assert_int_equal(handover_stop(&h, 2), 2);
+	vblk_device_get_stats(h.vd, &st);
+	assert_int_equal(le16toh(h.used->idx), 2);
+	assert_int_equal(le32toh(h.used->ring[1].id), 3);	/* chain 1, not 0 again */
 	assert_int_equal(st.requests, 1);
 	assert_int_equal(st.used_resyncs, 1);
-	vblk_device_destroy(vd);
-	iodma_domain_unmap(d, iova, 4 * 4096);
-	iodma_domain_destroy(d);
-	close(disk);
-	close(kick);
-	close(call);
-	free(mem);
+	handover_end(&h);
+}
+
+/*
+ * The previous owner completed chain 0 and its interrupt was lost in the
+ * handover (a migration: the driver's used_event is still 0, below
+ * used->idx 1).  The device's first completion, chain 1, must interrupt
+ * although the event-index rule alone (used_event 0, old 1, new 2) says
+ * the driver was told already: Linux vhost starts every ring with
+ * signalled_used_valid false.  Without it the guest waits for ever (seen
+ * in the migration check: vblk-ring used_event=169 used.idx=171
+ * interrupts=0).
+ */
+static void test_ring_start_interrupts_for_the_previous_owner(void **state)
+{
+	struct handover h;
+	uint64_t one = 1;
+
+	(void)state;
+	handover_start(&h, 2, 1, 0, 1);
+	assert_int_equal(write(h.kick, &one, sizeof(one)), (ssize_t)sizeof(one));
+	assert_int_equal(handover_stop(&h, 2), 2);
+	assert_int_equal(le16toh(h.used->idx), 2);
+	assert_true(handover_calls(&h) >= 1);
+	handover_end(&h);
+}
+
+/*
+ * The same lost interrupt with nothing left to serve (the previous owner
+ * completed every available chain): the device's first pass interrupts
+ * once, as libvhost-user signals a ring's new call fd once, so the driver
+ * takes the completions it has not been told of.  And a driver that saw
+ * every completion (used_event == used->idx) gets no interrupt.
+ */
+static void test_ring_start_interrupts_with_nothing_new(void **state)
+{
+	struct handover h;
+	uint16_t *avail_event;
+
+	(void)state;
+	/* The first pass runs at start, without a kick. */
+	handover_start(&h, 2, 2, 1, 2);
+	assert_int_equal(poll(&(struct pollfd){ .fd = h.call, .events = POLLIN },
+			      1, 5000), 1);
+	assert_int_equal(handover_stop(&h, 2), 2);
+	assert_int_equal(handover_calls(&h), 1);
+	handover_end(&h);
+
+	/* Its end is seen by the avail_event it then writes (the index it
+	 * wants a kick at: 2). */
+	handover_start(&h, 2, 2, 2, 2);
+	avail_event = (uint16_t *)&h.used->ring[HO_NUM];
+	for (int i = 0; i < 5000 && le16toh(__atomic_load_n(avail_event,
+							     __ATOMIC_ACQUIRE)) != 2; i++)
+		usleep(1000);
+	assert_int_equal(le16toh(*avail_event), 2);
+	assert_int_equal(handover_stop(&h, 2), 2);
+	assert_int_equal(handover_calls(&h), 0);
+	handover_end(&h);
 }
 
 int main(int argc, char **argv)
@@ -676,6 +785,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_request_enospc, setup_test, teardown_test),
 		cmocka_unit_test_setup_teardown(test_scratch_unchanged, setup_test, teardown_test),
 		cmocka_unit_test(test_ring_start_resumes_at_the_used_index),
+		cmocka_unit_test(test_ring_start_interrupts_for_the_previous_owner),
+		cmocka_unit_test(test_ring_start_interrupts_with_nothing_new),
 	};
 
 	if (parse_args(argc, argv))

@@ -91,14 +91,48 @@ reader() {
 	echo "$reads $bad" >/tmp/reader.$i
 }
 
+# Every 5 s of uptime while the readers run: the interrupt counts per CPU
+# of the disk's queue and of the local timer (a hang's post-mortem: which
+# CPU stopped taking which interrupt).
+# Past the readers' end by 10 s (they are stuck): once, what they wait on
+# (their kernel stacks) and the disk's block-layer state (debugfs).
+watch() {
+	local told=0 p f
+	while :; do
+		sleep 5
+		echo "VUMIG-WATCH at=$(now) $(grep -E 'virtio.*req|LOC' /proc/interrupts | tr -s ' ' | tr '\n' '|')"
+		[ $told = 0 ] && [ "$(now)" -ge $((end + 10)) ] || continue
+		told=1
+		echo "VUMIG-STUCK inflight=$(cat /sys/block/vda/inflight 2>/dev/null | tr -s ' ')"
+		for p in /proc/[0-9]*; do
+			[ "$(cat "$p/comm" 2>/dev/null)" = dd ] || continue
+			echo "VUMIG-STUCK dd ${p#/proc/} state=$(sed -n 's/^State:[[:space:]]*//p' "$p/status" | tr -d ' ') $(tr '\n' '|' <"$p/stack" 2>/dev/null)"
+		done
+		mkdir -p /sys/kernel/debug
+		mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+		for f in /sys/kernel/debug/block/vda/state /sys/kernel/debug/block/vda/hctx0/state \
+			/sys/kernel/debug/block/vda/hctx0/dispatch /sys/kernel/debug/block/vda/hctx0/busy \
+			/sys/kernel/debug/block/vda/hctx0/tags /sys/kernel/debug/block/vda/hctx0/ctx_map \
+			/sys/kernel/debug/block/vda/hctx0/flags; do
+			[ -r $f ] && echo "VUMIG-STUCK ${f#/sys/kernel/debug/block/} $(tr '\n' '|' <$f | cut -c1-400)"
+		done
+	done
+}
+
 end=$(($(now) + secs))
+watch &
+watcher=$!
+reader_pids=
 i=0
 while [ $i -lt "$readers" ]; do
 	reader $i &
+	reader_pids="$reader_pids $!"
 	i=$((i + 1))
 done
 echo "VUMIG-READY readers=$readers mib=$mib secs=$secs"
-wait
+# shellcheck disable=SC2086 # a list of PIDs
+wait $reader_pids
+kill $watcher 2>/dev/null
 
 reads=0
 bad=0
