@@ -26,6 +26,7 @@
 #include <iodma/test-hooks.h>
 
 uint64_t soft_table_pages(const void *priv); /* soft.c, for tests */
+void soft_spares_drop(void *priv);             /* soft.c, for tests */
 
 #define PG 4096ull
 
@@ -476,6 +477,7 @@ static void test_soft_huge_maps_and_enomem(void **state)
 	assert_int_equal(u, 2 * tib - 2 * PG);
 	assert_int_equal(soft_table_pages(p), 1);
 	for (unsigned long nth = 1; nth <= 6; nth++) {
+		soft_spares_drop(p);
 		iodma_test_fail_alloc(nth);
 		assert_int_equal(map_at(ops, p, PG, tib - 2 * PG), -ENOMEM);
 		iodma_test_fail_alloc(0);
@@ -487,6 +489,39 @@ static void test_soft_huge_maps_and_enomem(void **state)
 	}
 	map_ok(ops, p, PG, tib - 2 * PG);
 	assert_int_equal(soft_table_pages(p), 7);
+	ops->close(p);
+}
+
+/* A map + unmap at a fresh IOVA each time (a streaming map of unregistered
+ * memory) reuses the tables the last unmap emptied: after the first pair no
+ * pair allocates (fault injection armed for the next allocation sees none),
+ * and the tables are counted live only while mapped.  Dropping the spares
+ * makes the next pair allocate again. */
+static void test_soft_tables_reused(void **state)
+{
+	const struct iodma_backend_ops *ops = iodma_backend_soft();
+	void *p;
+	uint64_t u;
+
+	(void)state;
+	assert_int_equal(ops->open(NULL, &p), 0);
+	map_ok(ops, p, 4 * GIB, PG);
+	assert_int_equal(soft_table_pages(p), 3);
+	assert_int_equal(ops->unmap(p, 4 * GIB, PG, &u), 0);
+	assert_int_equal(soft_table_pages(p), 1);
+	iodma_test_fail_alloc(1);
+	for (uint64_t k = 1; k <= 64; k++) {
+		uint64_t iova = 4 * GIB + k * 2 * MIB;	/* a new leaf each */
+
+		assert_int_equal(map_at(ops, p, iova, PG), 0);
+		assert_int_equal(soft_table_pages(p), 3);
+		assert_int_equal(ops->unmap(p, iova, PG, &u), 0);
+		assert_int_equal(u, PG);
+	}
+	soft_spares_drop(p);
+	assert_int_equal(map_at(ops, p, 4 * GIB, PG), -ENOMEM);
+	iodma_test_fail_alloc(0);
+	assert_int_equal(soft_table_pages(p), 1);
 	ops->close(p);
 }
 
@@ -599,6 +634,7 @@ int main(void)
 		cmocka_unit_test(test_soft_top_of_space),
 		cmocka_unit_test(test_soft_wide_unmap_sparse),
 		cmocka_unit_test(test_soft_huge_maps_and_enomem),
+		cmocka_unit_test(test_soft_tables_reused),
 		cmocka_unit_test(test_soft_einval),
 		cmocka_unit_test(test_soft_mapping_across_leaves),
 		cmocka_unit_test(test_soft_small_spaces),
