@@ -38,7 +38,8 @@
  * subtrees, reporting the bytes cleared and taking the first marks cleared
  * off the live count.  A block never needs splitting: a mapping is removed
  * whole or not at all.  A table is freed when its last entry is cleared
- * (the root stays until close); soft_table_pages() counts them for the
+ * (the root stays until close), into a few spares kept for the next
+ * tables (pt_alloc()); soft_table_pages() counts the live ones for the
  * tests.  A range inside one last-level table's 2 MiB takes a fast path:
  * one descent, then that table's words.
  *
