@@ -1069,6 +1069,21 @@ static void test_gpa_dirty_log_host_va_domain_marks_nothing(void **state)
 	munmap(p, 2 * PG);
 }
 
+/* A two-stage domain over 16 pages of guest memory at @gpa, with IOVA0 + k
+ * pages -> @gpa + (k + 4) pages for k < 8 (the dirty-log tests). */
+static struct iodma_domain *gpa_dom(uint64_t gpa, struct iodma_memory **m)
+{
+	struct iodma_domain *d;
+	void *r;
+
+	assert_int_equal(iodma_memory_create(NULL, m), 0);
+	assert_int_equal(iodma_memory_add_region(*m, gpa, 16 * PG, 0, &r), 0);
+	d = dom_new(*m, 0, 0);
+	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 8 * PG, gpa + 4 * PG,
+					      IODMA_PERM_RW), 0);
+	return d;
+}
+
 /* The libvfio-user 595 race on the guest-physical log: a write translated
  * (and marked) inside a section, a harvest, then the device's write
  * through the slice it holds: the next harvest must report the page. */
@@ -1080,14 +1095,9 @@ static void test_gpa_dirty_write_across_a_harvest_is_not_lost(void **state)
 	struct iodma_slice s[2];
 	static uint8_t shared_log[4096];
 	size_t nr;
-	void *r;
 
 	(void)state;
-	assert_int_equal(iodma_memory_create(NULL, &m), 0);
-	assert_int_equal(iodma_memory_add_region(m, GPA, 16 * PG, 0, &r), 0);
-	d = dom_new(m, 0, 0);
-	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 8 * PG, GPA + 4 * PG,
-					      IODMA_PERM_RW), 0);
+	d = gpa_dom(GPA, &m);
 	assert_int_equal(iodma_memory_dirty_log_start(m), 0);
 
 	iodma_access_begin();
@@ -1147,14 +1157,9 @@ static void test_gpa_dirty_log_started_inside_a_section(void **state)
 	struct iodma_slice s[2];
 	static uint8_t shared_log[4096];
 	size_t nr;
-	void *r;
 
 	(void)state;
-	assert_int_equal(iodma_memory_create(NULL, &m), 0);
-	assert_int_equal(iodma_memory_add_region(m, GPA, 16 * PG, 0, &r), 0);
-	d = dom_new(m, 0, 0);
-	assert_int_equal(iodma_domain_map_gpa(d, IOVA0, 8 * PG, GPA + 4 * PG,
-					      IODMA_PERM_RW), 0);
+	d = gpa_dom(GPA, &m);
 
 	iodma_access_begin();
 	assert_int_equal(iodma_translate(d, IOVA0 + PG, 8, IODMA_PERM_WRITE, s, 2, &nr, NULL), 0);
