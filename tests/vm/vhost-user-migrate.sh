@@ -157,6 +157,7 @@ jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); [d := d.get(k, 
 
 fail=0
 bad_data=0
+no_verdict=0
 results=()
 
 # migrate_once IOMMU KIND(pass|control) N: one migration; returns 0 if
@@ -292,6 +293,7 @@ migrate_once() {
 	# Data the guest read back wrong (a read, or the full re-read):
 	# what a lost dirty bit does, and all a control may be caught by.
 	bad_data=0
+	no_verdict=0
 	[ "$bad_lines" -eq 0 ] || { ok=0; bad_data=1; echo "  $tag: $bad_lines reads did not match"; }
 	tr -d '\r' <"$work/ser-dst" | grep -q '^VUMIG-FULL .* BAD$' && bad_data=1
 	[ "$(field "$done_line" rc)" = 0 ] || { ok=0; echo "  $tag: the guest did not finish cleanly (${done_line:-no VUMIG-DONE})"; }
@@ -310,6 +312,9 @@ migrate_once() {
 		echo "  $tag: a back end failed (exit A $rc_a, B $rc_b; see $log)"
 		be_errors | head -n 5 | sed "s/^/  $tag: /"
 	fi
+	# The guest hung or died without reading wrong data: no verdict on
+	# the migration's data (see the pass loop).
+	[ $ok -eq 0 ] && [ $bad_data -eq 0 ] && [ -z "$done_line" ] && no_verdict=1
 	results+=("$(printf '%-18s %-6s migration %s ms, downtime %s ms, %s MiB moved' "$tag" \
 		"$([ $ok -eq 1 ] && echo ok || echo FAILED)" "${total:-?}" "${down:-?}" "$mib_moved")")
 	[ $ok -eq 1 ] && return 0
@@ -319,10 +324,23 @@ migrate_once() {
 for iommu in $iommus; do
 	echo "== $iommu: live migration with continuous O_DIRECT reads ($accel)"
 	r=2
-	for attempt in 1 2; do
+	# A migration that could not be made, or whose guest hung or died
+	# without reading wrong data (no VUMIG-DONE), is tried once more, and
+	# said: with one vCPU 1 such hang in about 36 migrations is still
+	# unexplained (back end B signalled its first completion, the guest
+	# never took the interrupt; README).  Wrong data fails at once, and so
+	# does a second such failure.
+	nv=0
+	for attempt in 1 2 3; do
 		migrate_once "$iommu" pass "$attempt"
 		r=$?
-		[ $r -ne 2 ] && break
+		[ $r -eq 2 ] && continue
+		if [ $r -eq 1 ] && [ "$no_verdict" -eq 1 ] && [ $nv -eq 0 ]; then
+			nv=1
+			echo "VUMIG-NOVERDICT $iommu pass-$attempt: the guest hung or died without wrong data (meson-logs/vumig-pass-$iommu-$attempt.log); again"
+			continue
+		fi
+		break
 	done
 	[ $r -eq 0 ] || fail=1
 	# The peer run has no back end A to drop dirty bits: no control.
