@@ -1110,8 +1110,9 @@ int vblk_device_ring_start(struct vblk_device *vd,
 	 * completions is not known here: under EVENT_IDX the driver may
 	 * still wait for it (used_event below used->idx), and a completion
 	 * of ours that follows would not interrupt again by the event-index
-	 * rule.  So the first notify after a start always interrupts, as
-	 * Linux vhost's does (vhost_vq_init_access() clears
+	 * rule.  So the first notify after a start interrupts unless the
+	 * driver has seen every used entry (used_event == used->idx), as
+	 * Linux vhost's first does (vhost_vq_init_access() clears
 	 * signalled_used_valid) and libvhost-user's (vu_set_vring_base). */
 	vd->signalled_valid = false;
 	vd->sync_used = true;	/* checked against used->idx at the first pass */
