@@ -78,6 +78,15 @@ static void stats_equal(const struct iova_alloc_stats *x,
 	assert_int_equal(x->free_bytes, y->free_bytes);
 }
 
+/* Nothing changed since @s0 was read: the stats are the same. */
+static void stats_unchanged(struct iova_alloc *a, const struct iova_alloc_stats *s0)
+{
+	struct iova_alloc_stats s1;
+
+	iova_alloc_get_stats(a, &s1);
+	stats_equal(s0, &s1);
+}
+
 static void get_ok(struct iova_alloc *a, uint64_t len, uint64_t align,
 		   uint64_t limit, uint64_t *iova)
 {
@@ -194,7 +203,7 @@ static void test_alignment_search_finds_lower_fit(void **state)
 static void test_exhaustion_enomem_leaves_state_unchanged(void **state)
 {
 	struct iova_alloc *a = mk1(0x200000, 16);
-	struct iova_alloc_stats s0, s1;
+	struct iova_alloc_stats s0;
 	uint64_t iova, got[16];
 	int i;
 
@@ -203,8 +212,7 @@ static void test_exhaustion_enomem_leaves_state_unchanged(void **state)
 	iova_alloc_get_stats(a, &s0);
 	assert_int_equal(s0.free_bytes, 0);
 	assert_int_equal(iova_alloc_get(a, G, G, UINT64_MAX, &iova), -ENOMEM);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	/* cached pages are not lost: free two single pages (cached), a
 	 * 2-page request flushes the caches and finds them if adjacent */
@@ -216,8 +224,7 @@ static void test_exhaustion_enomem_leaves_state_unchanged(void **state)
 	iova_alloc_get_stats(a, &s0);
 	assert_int_equal(iova_alloc_get(a, 2 * G, G, UINT64_MAX, &iova),
 			 -ENOMEM);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	iova_alloc_destroy(a);
 }
@@ -317,7 +324,7 @@ static void test_create_rejects_bad_arguments(void **state)
 static void test_get_einval_leaves_state_unchanged(void **state)
 {
 	struct iova_alloc *a = mk1(0, 64);
-	struct iova_alloc_stats s0, s1;
+	struct iova_alloc_stats s0;
 	uint64_t iova = 12345;
 
 	iova_alloc_get_stats(a, &s0);
@@ -330,8 +337,7 @@ static void test_get_einval_leaves_state_unchanged(void **state)
 	assert_int_equal(iova_alloc_get(a, UINT64_MAX - G + 2, G, UINT64_MAX,
 					&iova), -EINVAL);
 	assert_int_equal(iova, 12345);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	iova_alloc_destroy(a);
 }
@@ -339,7 +345,7 @@ static void test_get_einval_leaves_state_unchanged(void **state)
 static void test_put_double_free_and_wrong_len_enoent(void **state)
 {
 	struct iova_alloc *a = mk1(0, 64);
-	struct iova_alloc_stats s0, s1;
+	struct iova_alloc_stats s0;
 	uint64_t x, y;
 	bool claimed;
 
@@ -354,8 +360,7 @@ static void test_put_double_free_and_wrong_len_enoent(void **state)
 	assert_int_equal(iova_alloc_put(a, 0, G), -ENOENT);
 	assert_int_equal(iova_alloc_put(a, x, 0), -ENOENT);
 	assert_int_equal(iova_alloc_put(a, x + 1, 2 * G), -ENOENT);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	/* len is rounded the same way as in get */
 	assert_int_equal(iova_alloc_put(a, x, 2 * G - 100), 0);
@@ -365,8 +370,7 @@ static void test_put_double_free_and_wrong_len_enoent(void **state)
 	iova_alloc_get_stats(a, &s0);
 	assert_int_equal(iova_alloc_put(a, x, 2 * G), -ENOENT);
 	assert_int_equal(iova_alloc_put(a, y, 40 * G), -ENOENT);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	/* a claim is not an allocation */
 	assert_int_equal(iova_claim(a, 0, G, &claimed), 0);
@@ -381,7 +385,7 @@ static void test_put_double_free_and_wrong_len_enoent(void **state)
 static void test_claim_einval(void **state)
 {
 	struct iova_alloc *a = mk1(0, 64);
-	struct iova_alloc_stats s0, s1;
+	struct iova_alloc_stats s0;
 	bool claimed = false;
 
 	iova_alloc_get_stats(a, &s0);
@@ -390,8 +394,7 @@ static void test_claim_einval(void **state)
 	assert_int_equal(iova_claim(a, 0, G + 1, &claimed), -EINVAL);
 	assert_int_equal(iova_claim(a, UINT64_MAX - G + 1, 2 * G, &claimed),
 			 -EINVAL);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	iova_alloc_destroy(a);
 }
@@ -401,7 +404,7 @@ static void test_claim_einval(void **state)
 static void test_claim_straddling_allocation_eexist(void **state)
 {
 	struct iova_alloc *a = mk1(0, 64);
-	struct iova_alloc_stats s0, s1;
+	struct iova_alloc_stats s0;
 	uint64_t x;
 	bool claimed = false;
 
@@ -412,8 +415,7 @@ static void test_claim_straddling_allocation_eexist(void **state)
 	assert_int_equal(iova_claim(a, 50 * G, 14 * G, &claimed), -EEXIST);
 	assert_int_equal(iova_claim(a, 62 * G, 4 * G, &claimed), -EEXIST);
 	assert_false(claimed);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	iova_alloc_destroy(a);
 }
@@ -421,7 +423,7 @@ static void test_claim_straddling_allocation_eexist(void **state)
 static void test_claim_inside_allocation_is_not_claimed(void **state)
 {
 	struct iova_alloc *a = mk1(0, 64);
-	struct iova_alloc_stats s0, s1;
+	struct iova_alloc_stats s0;
 	uint64_t x;
 	bool claimed = true;
 
@@ -431,14 +433,12 @@ static void test_claim_inside_allocation_is_not_claimed(void **state)
 	assert_false(claimed);
 	assert_int_equal(iova_claim(a, x, 8 * G, &claimed), 0);
 	assert_false(claimed);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	/* Each claim inside is counted: the free is refused (-EBUSY,
 	 * nothing changes) until both are taken back. */
 	assert_int_equal(iova_alloc_put(a, x, 8 * G), -EBUSY);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	iova_unclaim_inside(a, x + 2 * G, 3 * G);
 	assert_int_equal(iova_alloc_put(a, x, 8 * G), -EBUSY);
 	iova_unclaim_inside(a, x, 8 * G);
@@ -478,8 +478,7 @@ static void test_claim_overlapping_claim_eexist(void **state)
 	assert_int_equal(iova_claim(a, 12 * G, 1 * G, &claimed), -EEXIST);
 	assert_int_equal(iova_claim(a, 8 * G, 3 * G, &claimed), -EEXIST);
 	assert_int_equal(iova_claim(a, 13 * G, 3 * G, &claimed), -EEXIST);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	/* neighbours are fine */
 	assert_int_equal(iova_claim(a, 14 * G, G, &claimed), 0);
@@ -491,8 +490,7 @@ static void test_claim_overlapping_claim_eexist(void **state)
 	iova_unclaim(a, 9 * G, 6 * G);
 	iova_unclaim(a, 30 * G, G);
 	chk(a);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	iova_unclaim(a, 14 * G, G);
 	iova_unclaim(a, 10 * G, 4 * G);
 	chk(a);
@@ -1171,8 +1169,7 @@ static void test_put_tree_path_errors_change_nothing(void **state)
 	assert_int_equal(iova_alloc_put(a, x, 4 * G), -EBUSY);
 	assert_int_equal(iova_alloc_put(a, x, 2 * G), -ENOENT);
 	assert_int_equal(iova_alloc_put(a, x + G, G), -ENOENT);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	iova_unclaim_inside(a, x + G, G);
 	assert_int_equal(iova_alloc_put(a, x, 4 * G), 0);
@@ -1413,8 +1410,7 @@ static void test_fast_path_double_free_enoent(void **state)
 	iova_alloc_get_stats(a, &s0);
 	assert_int_equal(iova_alloc_put(a, 0, G), -ENOENT);
 	assert_int_equal(iova_alloc_put(a, 5 * G, G), -ENOENT);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	iova_alloc_destroy(a);
 }
@@ -1909,7 +1905,7 @@ static void test_slot_creation_failure_falls_back_to_shared(void **state)
 static void test_fast_path_record_of_reused_extent_node(void **state)
 {
 	struct iova_alloc *a = mk1(0, 64);
-	struct iova_alloc_stats s0, s1;
+	struct iova_alloc_stats s0;
 	uint64_t t, x, w, v, y;
 
 	get_ok(a, G, G, UINT64_MAX, &t);		/* page 63 */
@@ -1925,8 +1921,7 @@ static void test_fast_path_record_of_reused_extent_node(void **state)
 	assert_true(y == w);
 	iova_alloc_get_stats(a, &s0);
 	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
-	iova_alloc_get_stats(a, &s1);
-	stats_equal(&s0, &s1);
+	stats_unchanged(a, &s0);
 	chk(a);
 	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
 	assert_int_equal(iova_alloc_put(a, y, 2 * G), -ENOENT);
