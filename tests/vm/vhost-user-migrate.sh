@@ -43,7 +43,7 @@
 #               dropped dirty bit loses data the guest sees only if the
 #               device wrote a buffer after RAM's last pass reached it and
 #               the guest reads that buffer on the destination: in these
-#               short TCG migrations that happened in 6 of 11 controls, so
+#               short TCG migrations that happened in 13 of 24 controls, so
 #               one passing control proves nothing, eight in a row do.
 #   --secs      seconds the guest reads (default 20)
 #   --qemu-device  the peer run: QEMU's own virtio-blk-pci (same vIOMMU,
