@@ -361,8 +361,7 @@ struct iova_alloc {
 	uint64_t allocs;		/* served by the tree */
 	uint64_t frees;			/* returned straight to the tree */
 	uint64_t cached_out;		/* CACHED nodes drained or evicted */
-	struct iova_node *tomb;		/* see tomb_purge(): a freed busy node */
-	struct iova_node *tomb_f;	/* and the free extent of its range */
+	struct iova_node *tomb;		/* see tomb_purge(): a freed range */
 	uint64_t claims;
 	size_t hcount;			/* hashed nodes */
 
@@ -960,30 +959,40 @@ static bool is_cut(const struct iova_alloc *a, uint64_t pfn)
 }
 
 /*
- * The tombstone (issue 12: a tree-path free followed by an allocation of
- * the same hole, the streaming pattern, moved the node out of the busy
- * tree and back in: two of the pair's four tree updates).  A freed
- * class-size range that merges with no free neighbour becomes a free
- * extent of a spare node (a->tomb_f) while its busy node (a->tomb, kind
- * FREE, not hashed) stays where it was in the busy tree.  An allocation
- * that takes exactly that extent (tree_alloc()) revives the busy node in
- * place; anything else that changes the free tree first purges it (takes
- * it out of the busy tree), leaving the state the eager update would have.
- * At most one at a time; iova_claim() and iova_alloc_reserve() purge it
- * before they look at the busy tree, iova_alloc_check() knows it.  Nothing
+ * The tombstone (issue 12: the streaming pattern, a tree-path free and
+ * then an allocation of the same size, took the range's node out of the
+ * busy tree into the free tree and back: four tree updates a pair).  A
+ * freed class-size range that merges with no free extent stays where it
+ * is instead: its node (a->tomb, kind FREE, not hashed) stays in the busy
+ * tree, its pages count as free (free_pages), and no free extent holds
+ * them.  tree_alloc() weighs it beside free_fit()'s answer (top-down: the
+ * higher candidate wins) and, when the request is exactly that range,
+ * makes the node the allocation again, with no tree update at all.
+ * Everything else that uses the space first purges it: the node leaves
+ * the busy tree and its range goes to the free tree (free_insert()), the
+ * state the eager update would have left.  At most one at a time; it
+ * never lies next to a free extent (a merge purges it first).  Nothing
  * reaches it without the tree lock: it is in no hash chain and no
- * magazine, and a thread's stale record of it expects ALLOC.
+ * magazine, and a thread's stale record of it expects ALLOC.  Tree lock
+ * held.
  */
-static void tomb_purge(struct iova_alloc *a)
+static void free_insert(struct iova_alloc *a, struct iova_node *n,
+			uint64_t pfn, uint64_t pages);
+
+static __attribute__((noinline)) void tomb_purge_slow(struct iova_alloc *a)
 {
 	struct iova_node *t = a->tomb;
 
-	if (!t)
-		return;
 	a->tomb = NULL;
-	a->tomb_f = NULL;
 	a->busy_root = avl_remove(a->busy_root, t->pfn, false);
-	node_put(a, t);
+	a->free_pages -= t->pages;	/* free_insert() counts them again */
+	free_insert(a, t, t->pfn, t->pages);
+}
+
+static inline void tomb_purge(struct iova_alloc *a)
+{
+	if (a->tomb)
+		tomb_purge_slow(a);
 }
 
 /* The free extents that [pfn, end) (busy, so no free extent starts in it)
@@ -1078,7 +1087,6 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 	uint64_t f_end = f->pfn + f->pages, end = pfn + pages;
 
 	assert(pfn >= f->pfn && end <= f_end);
-	tomb_purge(a);	/* @f may be its extent */
 	a->free_pages -= pages;
 	if (pfn == f->pfn && end == f_end) {
 		a->free_root = avl_remove(a->free_root, f->pfn, true);
@@ -1108,7 +1116,7 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
  * tombstone instead (see tomb_purge()), its node staying in the busy tree. */
 static void busy_release(struct iova_alloc *a, struct iova_node *n)
 {
-	struct iova_node **links[IOVA_MAX_HEIGHT], **lp, *p, *s, *f;
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp, *p, *s;
 	int d;
 
 	if (n->hashed) {
@@ -1121,14 +1129,9 @@ static void busy_release(struct iova_alloc *a, struct iova_node *n)
 	tomb_purge(a);
 	lp = free_nbrs(a, n->pfn, n->pfn + n->pages, links, &d, &p, &s);
 	if (!p && !s && node_kind(n) == IOVA_FREE &&
-	    size_class(n->pages) >= 0 && (f = node_get(a)) != NULL) {
-		f->pfn = n->pfn;
-		f->pages = n->pages;
-		node_set_kind(f, IOVA_FREE);
-		avl_insert_at(links, d, lp, f, true);
+	    size_class(n->pages) >= 0) {
 		a->free_pages += n->pages;
 		a->tomb = n;
-		a->tomb_f = f;
 		return;
 	}
 	/* The busy tree's update leaves the free tree's path intact. */
@@ -1156,25 +1159,36 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	uint64_t cand;
 
 	f = free_fit(a->free_root, pages, align, limit, &cand);
+	b = a->tomb;
+	if (b) {
+		/* The tombstone's range is free too: the higher fit wins. */
+		uint64_t last = IODMA_MIN(node_last(b), limit), tc;
+
+		if (b->pfn <= limit && last - b->pfn + 1 >= pages &&
+		    (tc = align_down(last - pages + 1, align)) >= b->pfn &&
+		    (!f || tc > cand)) {
+			if (tc == b->pfn && pages == b->pages) {
+				/* Exactly it: its node, still in the busy
+				 * tree there, is the allocation again (a
+				 * new identity); no tree changes. */
+				a->tomb = NULL;
+				a->free_pages -= pages;
+				node_renew(b);
+				node_set_kind(b, IOVA_ALLOC);
+				goto hashed;
+			}
+			/* Part of it: to the free tree, then as usual. */
+			tomb_purge(a);
+			f = free_fit(a->free_root, pages, align, limit, &cand);
+			assert(f);
+		}
+	}
 	if (!f)
 		return -ENOSPC;
 	if (cand == f->pfn && pages == f->pages) {
 		/* The whole extent (a freed range allocated again). */
 		a->free_root = avl_remove(a->free_root, f->pfn, true);
 		a->free_pages -= pages;
-		if (f == a->tomb_f) {
-			/* The tombstone's hole: its busy node, still in
-			 * the busy tree at this pfn, is the allocation
-			 * again (a new identity), no busy-tree update. */
-			b = a->tomb;
-			a->tomb = NULL;
-			a->tomb_f = NULL;
-			node_put(a, f);
-			node_renew(b);
-			node_set_kind(b, IOVA_ALLOC);
-			b->hashed = 0;
-			goto hashed;
-		}
 		/* Its node leaves the free tree and becomes the allocation,
 		 * a new identity as node_get() gives. */
 		b = f;
@@ -2726,8 +2740,7 @@ int iova_alloc_check(struct iova_alloc *a)
 	stripes_lock_all(a);
 	fput = slot_sums(a);
 	if (check_subtree(a->free_root, true, NULL) < 0 ||
-	    check_subtree(a->busy_root, false, a->tomb) < 0 ||
-	    !a->tomb != !a->tomb_f)
+	    check_subtree(a->busy_root, false, a->tomb) < 0)
 		goto out;
 	iter_push_left(&fi, a->free_root);
 	iter_push_left(&bi, a->busy_root);
@@ -2742,25 +2755,24 @@ int iova_alloc_check(struct iova_alloc *a)
 			const struct iova_node *b = iter_peek(&bi);
 			const struct iova_node *n;
 
-			if (b && b == a->tomb && b->pfn == cur) {
-				/* in the busy tree over its own free extent,
-				 * which comes next */
-				if (f != a->tomb_f || f->pfn != cur ||
-				    f->pages != b->pages ||
-				    size_class(b->pages) < 0)
+			if ((f && f->pfn == cur) || (b && b == a->tomb &&
+						      b->pfn == cur)) {
+				/* a free extent, or the tombstone: free space
+				 * in the busy tree, of a class size */
+				n = f && f->pfn == cur ? f : b;
+				if (n == b && size_class(b->pages) < 0)
 					goto out;
-				iter_next(&bi);
-				continue;
-			}
-			if (f && f->pfn == cur) {
-				n = f;
-				/* no two free extents side by side but at cuts */
-				if (prev_free && node_last(prev_free) + 1 == f->pfn &&
-				    !is_cut(a, f->pfn))
+				/* no two free extents side by side but at
+				 * cuts (the tombstone counts as one) */
+				if (prev_free && node_last(prev_free) + 1 == n->pfn &&
+				    !is_cut(a, n->pfn))
 					goto out;
-				prev_free = f;
-				free_pages += f->pages;
-				iter_next(&fi);
+				prev_free = n;
+				free_pages += n->pages;
+				if (n == f)
+					iter_next(&fi);
+				else
+					iter_next(&bi);
 			} else if (b && b->pfn == cur) {
 				n = b;
 				unsigned int k = node_kind(b);
