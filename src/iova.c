@@ -19,7 +19,13 @@
  * Busy set.  Allocations (ALLOC), claims (CLAIM, one node per free piece of
  * the claimed range) and cached allocations (CACHED) are nodes of a second
  * AVL tree, keyed the same way.  Free extents + busy nodes tile the
- * segments exactly (iova_alloc_check() verifies it).
+ * segments exactly (iova_alloc_check() verifies it), with one exception:
+ * the tombstone, the last range freed to the tree if it merged with no
+ * free extent, is free space whose node stays in the busy tree (kind
+ * FREE) and in no free extent until an allocation of exactly it revives
+ * the node or anything else purges it (tomb_purge()); so a tree-path free
+ * and the next allocation of the same hole, the streaming pattern, update
+ * no tree at all (issue 12; Linux's iova.c erases and re-inserts).
  *
  * Mapped allocations.  An ALLOC node counts the fixed maps inside it
  * (maps: iova_claim() adds, iova_unclaim_inside() takes away), and
