@@ -2056,6 +2056,42 @@ static void test_tree_hole_claimable(void **state)
 	iova_alloc_destroy(a);
 }
 
+/* A freed hole is weighed like any free extent: not past the limit, and
+ * in part (the highest aligned fit inside it) when that is the highest. */
+static void test_tree_hole_respects_limit_and_alignment(void **state)
+{
+	struct iova_alloc_stats st;
+	uint64_t t, b, c, x, y;
+	struct iova_alloc *a = hole3(&t, &b, &c);
+
+	(void)state;
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	/* The limit ends inside the hole: 4 pages do not fit there. */
+	get_ok(a, 4 * G, G, b + 3 * G - 1, &x);
+	assert_int_equal(x, c - 4 * G);
+	assert_int_equal(iova_alloc_put(a, x, 4 * G), 0);
+	chk(a);
+	/* Freed again: 2 pages aligned to 8 pages, at the hole's start
+	 * (page 56), above anything below c. */
+	get_ok(a, 4 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	get_ok(a, 2 * G, 8 * G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	get_ok(a, 2 * G, G, UINT64_MAX, &y);
+	assert_int_equal(y, b + 2 * G);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, x, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, t, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, c, 4 * G), 0);
+	chk(a);
+	iova_alloc_get_stats(a, &st);
+	assert_int_equal(st.live, 0);
+	assert_int_equal(st.free_bytes, 64 * G);
+	iova_alloc_destroy(a);
+}
+
 /* A reserved window over a freed hole: the hole is free, so the
  * reservation succeeds (not -EBUSY) and the window is never handed out. */
 static void test_tree_hole_reservable(void **state)
@@ -2128,6 +2164,7 @@ int main(void)
 		cmocka_unit_test(test_tree_hole_merges_with_next_free),
 		cmocka_unit_test(test_tree_hole_claimable),
 		cmocka_unit_test(test_tree_hole_reservable),
+		cmocka_unit_test(test_tree_hole_respects_limit_and_alignment),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
