@@ -19,7 +19,13 @@
  * Busy set.  Allocations (ALLOC), claims (CLAIM, one node per free piece of
  * the claimed range) and cached allocations (CACHED) are nodes of a second
  * AVL tree, keyed the same way.  Free extents + busy nodes tile the
- * segments exactly (iova_alloc_check() verifies it).
+ * segments exactly (iova_alloc_check() verifies it), with one exception:
+ * the tombstone, the last range freed to the tree if it merged with no
+ * free extent, is free space whose node stays in the busy tree (kind
+ * FREE) and in no free extent until an allocation of exactly it revives
+ * the node or anything else purges it (tomb_purge()); so a tree-path free
+ * and the next allocation of the same hole, the streaming pattern, update
+ * no tree at all (issue 12; Linux's iova.c erases and re-inserts).
  *
  * Mapped allocations.  An ALLOC node counts the fixed maps inside it
  * (maps: iova_claim() adds, iova_unclaim_inside() takes away), and
@@ -361,6 +367,7 @@ struct iova_alloc {
 	uint64_t allocs;		/* served by the tree */
 	uint64_t frees;			/* returned straight to the tree */
 	uint64_t cached_out;		/* CACHED nodes drained or evicted */
+	struct iova_node *tomb;		/* see tomb_purge(): a freed range */
 	uint64_t claims;
 	size_t hcount;			/* hashed nodes */
 
@@ -518,22 +525,35 @@ avl_fix_up(struct iova_node **links[], int d, int keep, bool aug)
 	}
 }
 
-/* @aug: the free tree (keep max_pages); the busy tree does not. */
+/* Hang @n as a leaf at the empty link *@lp, reached by the path
+ * @links[0..@d) (a descent that did not meet @n's key), and rebalance. */
+static inline void avl_insert_at(struct iova_node **links[], int d,
+				 struct iova_node **lp, struct iova_node *n,
+				 bool aug)
+{
+	assert(!*lp);
+	n->l = n->r = NULL;
+	n->height = 1;
+	n->max_pages = n->pages;
+	*lp = n;
+	avl_fix_up(links, d, d, aug);
+}
+
+/* @aug: the free tree (keep max_pages); the busy tree does not.  A key
+ * already in the tree is the caller's bug; iova_alloc_check() finds it
+ * (the descent goes right of an equal key, the order check fails). */
 static struct iova_node *avl_insert(struct iova_node *root, struct iova_node *n,
 				    bool aug)
 {
 	struct iova_node **links[IOVA_MAX_HEIGHT], **lp = &root;
+	uint64_t pfn = n->pfn;
 	int d = 0;
 
 	while (*lp) {
-		assert(n->pfn != (*lp)->pfn);
 		links[d++] = lp;
-		lp = n->pfn < (*lp)->pfn ? &(*lp)->l : &(*lp)->r;
+		lp = pfn < (*lp)->pfn ? &(*lp)->l : &(*lp)->r;
 	}
-	n->l = n->r = NULL;
-	node_fix(n);
-	*lp = n;
-	avl_fix_up(links, d, d, aug);
+	avl_insert_at(links, d, lp, n, aug);
 	return root;
 }
 
@@ -944,32 +964,87 @@ static bool is_cut(const struct iova_alloc *a, uint64_t pfn)
 	return false;
 }
 
-/* Return [pfn, pfn + pages) to the free tree, merging with its neighbours;
- * @n becomes the new extent or goes to the pool.  Tree lock held. */
+/*
+ * The tombstone (issue 12: the streaming pattern, a tree-path free and
+ * then an allocation of the same size, took the range's node out of the
+ * busy tree into the free tree and back: four tree updates a pair).  A
+ * freed class-size range that merges with no free extent stays where it
+ * is instead: its node (a->tomb, kind FREE, not hashed) stays in the busy
+ * tree, its pages count as free (free_pages), and no free extent holds
+ * them.  tree_alloc() weighs it beside free_fit()'s answer (top-down: the
+ * higher candidate wins) and, when the request is exactly that range,
+ * makes the node the allocation again, with no tree update at all.
+ * Everything else that uses the space first purges it: the node leaves
+ * the busy tree and its range goes to the free tree (free_insert()), the
+ * state the eager update would have left.  At most one at a time; it
+ * never lies next to a free extent (a merge purges it first).  Nothing
+ * reaches it without the tree lock: it is in no hash chain and no
+ * magazine, and a thread's stale record of it expects ALLOC.  Tree lock
+ * held.
+ */
 static void free_insert(struct iova_alloc *a, struct iova_node *n,
-			uint64_t pfn, uint64_t pages)
-{
-	uint64_t end = pfn + pages;
-	struct iova_node *p = NULL, *s = NULL, *x = a->free_root;
+			uint64_t pfn, uint64_t pages);
 
-	/* One descent finds both neighbours: no free extent starts inside
-	 * [pfn, end) (it is busy), so the extent just below is the last one
-	 * keyed below pfn, and the one just above the first keyed above. */
-	while (x) {
+static __attribute__((noinline)) void tomb_purge_slow(struct iova_alloc *a)
+{
+	struct iova_node *t = a->tomb;
+
+	a->tomb = NULL;
+	a->busy_root = avl_remove(a->busy_root, t->pfn, false);
+	a->free_pages -= t->pages;	/* free_insert() counts them again */
+	free_insert(a, t, t->pfn, t->pages);
+}
+
+static inline void tomb_purge(struct iova_alloc *a)
+{
+	if (a->tomb)
+		tomb_purge_slow(a);
+}
+
+/* The free extents that [pfn, end) (busy, so no free extent starts in it)
+ * merges with: *@pp the one ending at pfn - 1, *@sp the one starting at
+ * end, each NULL when there is none or a cut lies between.  One descent;
+ * its path in @links[0..*@d) and the empty link where an extent keyed pfn
+ * would hang is returned. */
+static struct iova_node **free_nbrs(struct iova_alloc *a, uint64_t pfn,
+				    uint64_t end, struct iova_node **links[],
+				    int *d, struct iova_node **pp,
+				    struct iova_node **sp)
+{
+	struct iova_node **lp = &a->free_root, *p = NULL, *s = NULL;
+	int k = 0;
+
+	/* The extent just below is the last one keyed below pfn, the one
+	 * just above the first keyed above. */
+	while (*lp) {
+		struct iova_node *x = *lp;
+
+		links[k++] = lp;
 		if (x->pfn < pfn) {
 			p = x;
-			x = x->r;
+			lp = &x->r;
 		} else {
 			s = x;
-			x = x->l;
+			lp = &x->l;
 		}
 	}
 	if (p && (node_last(p) != pfn - 1 || is_cut(a, pfn)))
 		p = NULL;
 	if (s && (s->pfn != end || is_cut(a, end)))
 		s = NULL;
-	a->free_pages += pages;
+	*d = k;
+	*pp = p;
+	*sp = s;
+	return lp;
+}
 
+/* free_insert() past its descent: @p, @s, @links, @d, @lp from
+ * free_nbrs(), the free tree unchanged since. */
+static void free_join(struct iova_alloc *a, struct iova_node *n, uint64_t pfn,
+		      uint64_t pages, struct iova_node *p, struct iova_node *s,
+		      struct iova_node **links[], int d, struct iova_node **lp)
+{
+	a->free_pages += pages;
 	if (p && s) {
 		uint64_t sp = s->pages;
 
@@ -988,11 +1063,26 @@ static void free_insert(struct iova_alloc *a, struct iova_node *n,
 		avl_update_path(a->free_root, pfn);
 		node_put(a, n);
 	} else {
+		/* The descent's empty link is where pfn hangs: no second
+		 * descent to insert. */
 		n->pfn = pfn;
 		n->pages = pages;
 		node_set_kind(n, IOVA_FREE);
-		a->free_root = avl_insert(a->free_root, n, true);
+		avl_insert_at(links, d, lp, n, true);
 	}
+}
+
+/* Return [pfn, pfn + pages) to the free tree, merging with its neighbours;
+ * @n becomes the new extent or goes to the pool.  Tree lock held. */
+static void free_insert(struct iova_alloc *a, struct iova_node *n,
+			uint64_t pfn, uint64_t pages)
+{
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp, *p, *s;
+	int d;
+
+	tomb_purge(a);	/* its extent may be a neighbour */
+	lp = free_nbrs(a, pfn, pfn + pages, links, &d, &p, &s);
+	free_join(a, n, pfn, pages, p, s, links, d, lp);
 }
 
 /* Take [pfn, pfn + pages) out of free extent @f, which contains it.
@@ -1027,9 +1117,14 @@ static void free_carve(struct iova_alloc *a, struct iova_node *f, uint64_t pfn,
 	}
 }
 
-/* A busy node leaves the busy tree and its space becomes free. */
+/* A busy node leaves the busy tree and its space becomes free: a freed
+ * class-size allocation (kind FREE) that merges with nothing becomes the
+ * tombstone instead (see tomb_purge()), its node staying in the busy tree. */
 static void busy_release(struct iova_alloc *a, struct iova_node *n)
 {
+	struct iova_node **links[IOVA_MAX_HEIGHT], **lp, *p, *s;
+	int d;
+
 	if (n->hashed) {
 		struct iova_stripe *st = stripe_of(a, n->pfn);
 
@@ -1037,8 +1132,27 @@ static void busy_release(struct iova_alloc *a, struct iova_node *n)
 		hash_unlink(a, n);
 		spin_unlock(&st->lock);
 	}
+	tomb_purge(a);
+	lp = free_nbrs(a, n->pfn, n->pfn + n->pages, links, &d, &p, &s);
+	if (!p && !s && node_kind(n) == IOVA_FREE &&
+	    size_class(n->pages) >= 0) {
+		a->free_pages += n->pages;
+		a->tomb = n;
+		return;
+	}
+	/* The busy tree's update leaves the free tree's path intact. */
 	a->busy_root = avl_remove(a->busy_root, n->pfn, false);
-	free_insert(a, n, n->pfn, n->pages);
+	free_join(a, n, n->pfn, n->pages, p, s, links, d, lp);
+}
+
+/* A node takes a new identity (node_get()'s, for a node that skips the
+ * pool): kind 0, no maps, the next generation. */
+static inline void node_renew(struct iova_node *n)
+{
+	uint64_t s = atomic_load_explicit(&n->st, memory_order_relaxed);
+
+	atomic_store_explicit(&n->st, (s & ~(ST_KIND_MASK | ST_MAPS_MASK)) +
+			      ST_GEN_ONE, memory_order_relaxed);
 }
 
 /* Allocate from the tree.  Tree lock held.  Returns 0 and *@out (the busy
@@ -1051,21 +1165,40 @@ static int tree_alloc(struct iova_alloc *a, uint64_t pages, uint64_t align,
 	uint64_t cand;
 
 	f = free_fit(a->free_root, pages, align, limit, &cand);
+	b = a->tomb;
+	if (b) {
+		/* The tombstone's range is free too: the higher fit wins. */
+		uint64_t last = IODMA_MIN(node_last(b), limit), tc;
+
+		if (b->pfn <= limit && last - b->pfn + 1 >= pages &&
+		    (tc = align_down(last - pages + 1, align)) >= b->pfn &&
+		    (!f || tc > cand)) {
+			if (tc == b->pfn && pages == b->pages) {
+				/* Exactly it: its node, still in the busy
+				 * tree there, is the allocation again (a
+				 * new identity); no tree changes. */
+				a->tomb = NULL;
+				a->free_pages -= pages;
+				node_renew(b);
+				node_set_kind(b, IOVA_ALLOC);
+				goto hashed;
+			}
+			/* Part of it: to the free tree, then as usual. */
+			tomb_purge(a);
+			f = free_fit(a->free_root, pages, align, limit, &cand);
+			assert(f);
+		}
+	}
 	if (!f)
 		return -ENOSPC;
 	if (cand == f->pfn && pages == f->pages) {
-		/* The whole extent (a freed range allocated again): its
-		 * node leaves the free tree and becomes the allocation, a
-		 * new identity as node_get() gives (generation bumped). */
-		uint64_t s;
-
+		/* The whole extent (a freed range allocated again). */
 		a->free_root = avl_remove(a->free_root, f->pfn, true);
 		a->free_pages -= pages;
+		/* Its node leaves the free tree and becomes the allocation,
+		 * a new identity as node_get() gives. */
 		b = f;
-		s = atomic_load_explicit(&b->st, memory_order_relaxed);
-		atomic_store_explicit(&b->st, (s & ~(ST_KIND_MASK |
-						     ST_MAPS_MASK)) +
-				      ST_GEN_ONE, memory_order_relaxed);
+		node_renew(b);
 		goto busy;
 	}
 	if (node_reserve(a, 2))
@@ -1078,6 +1211,7 @@ busy:
 	node_set_kind(b, IOVA_ALLOC);
 	b->hashed = 0;
 	a->busy_root = avl_insert(a->busy_root, b, false);
+hashed:
 	if (size_class(pages) >= 0)
 		hash_insert(a, b);
 	a->allocs++;
@@ -2295,6 +2429,7 @@ int iova_claim(struct iova_alloc *a, uint64_t iova, uint64_t len,
 		return -EINVAL;
 
 	spin_lock(&a->tree_lock);
+	tomb_purge(a);	/* its hole is free space, not a busy node */
 again:
 	/* Kinds read here may flip ALLOC <-> CACHED at any moment (the
 	 * fast path, no lock); every decision is taken from the one read
@@ -2491,6 +2626,7 @@ int iova_alloc_reserve(struct iova_alloc *a,
 	iova_alloc_flush_caches(a);
 
 	spin_lock(&a->tree_lock);
+	tomb_purge(a);	/* its hole is free space, not a busy node */
 	for (i = 0; i < n; i++) {
 		struct overlap_count oc = { 0 };
 
@@ -2562,16 +2698,18 @@ void iova_alloc_get_stats(struct iova_alloc *a,
 	spin_unlock(&a->tree_lock);
 }
 
-/* Checks AVL shape and augmentation of @n; returns its height or -1. */
-static int check_subtree(const struct iova_node *n, bool is_free)
+/* Checks AVL shape and augmentation of @n; returns its height or -1.
+ * @tomb: the one busy node that may be FREE (tomb_purge()). */
+static int check_subtree(const struct iova_node *n, bool is_free,
+			 const struct iova_node *tomb)
 {
 	int hl, hr;
 	uint64_t m;
 
 	if (!n)
 		return 0;
-	hl = check_subtree(n->l, is_free);
-	hr = check_subtree(n->r, is_free);
+	hl = check_subtree(n->l, is_free, tomb);
+	hr = check_subtree(n->r, is_free, tomb);
 	if (hl < 0 || hr < 0 || hl - hr > 1 || hr - hl > 1)
 		return -1;
 	if (n->height != 1 + IODMA_MAX(hl, hr) || n->pages == 0)
@@ -2584,6 +2722,7 @@ static int check_subtree(const struct iova_node *n, bool is_free)
 	if (is_free && n->max_pages != m)
 		return -1;	/* the busy tree keeps no max_pages */
 	if (is_free ? node_kind(n) != IOVA_FREE :
+	    n == tomb ? node_kind(n) != IOVA_FREE || n->hashed :
 	    (node_kind(n) != IOVA_ALLOC && node_kind(n) != IOVA_CLAIM &&
 	     node_kind(n) != IOVA_CACHED))
 		return -1;
@@ -2606,8 +2745,8 @@ int iova_alloc_check(struct iova_alloc *a)
 	spin_lock(&a->tree_lock);
 	stripes_lock_all(a);
 	fput = slot_sums(a);
-	if (check_subtree(a->free_root, true) < 0 ||
-	    check_subtree(a->busy_root, false) < 0)
+	if (check_subtree(a->free_root, true, NULL) < 0 ||
+	    check_subtree(a->busy_root, false, a->tomb) < 0)
 		goto out;
 	iter_push_left(&fi, a->free_root);
 	iter_push_left(&bi, a->busy_root);
@@ -2622,15 +2761,24 @@ int iova_alloc_check(struct iova_alloc *a)
 			const struct iova_node *b = iter_peek(&bi);
 			const struct iova_node *n;
 
-			if (f && f->pfn == cur) {
-				n = f;
-				/* no two free extents side by side but at cuts */
-				if (prev_free && node_last(prev_free) + 1 == f->pfn &&
-				    !is_cut(a, f->pfn))
+			if ((f && f->pfn == cur) || (b && b == a->tomb &&
+						      b->pfn == cur)) {
+				/* a free extent, or the tombstone: free space
+				 * in the busy tree, of a class size */
+				n = f && f->pfn == cur ? f : b;
+				if (n == b && size_class(b->pages) < 0)
 					goto out;
-				prev_free = f;
-				free_pages += f->pages;
-				iter_next(&fi);
+				/* no two free extents side by side but at
+				 * cuts (the tombstone counts as one) */
+				if (prev_free && node_last(prev_free) + 1 == n->pfn &&
+				    !is_cut(a, n->pfn))
+					goto out;
+				prev_free = n;
+				free_pages += n->pages;
+				if (n == f)
+					iter_next(&fi);
+				else
+					iter_next(&bi);
 			} else if (b && b->pfn == cur) {
 				n = b;
 				unsigned int k = node_kind(b);

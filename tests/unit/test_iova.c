@@ -1931,6 +1931,188 @@ static void test_fast_path_record_of_reused_extent_node(void **state)
 	iova_alloc_destroy(a);
 }
 
+/* ---- the tree path's freed hole (issue 12) ------------------------------- */
+
+/* Three adjacent 4-page allocations at the top of a 64-page space, rcache
+ * off: *b lies between *t (above) and *c (below), so freeing *b leaves a
+ * hole that merges with nothing (the case the tree path keeps its busy
+ * node for, see iova.c tomb_purge()). */
+static struct iova_alloc *hole3(uint64_t *t, uint64_t *b, uint64_t *c)
+{
+	struct iova_alloc *a = mk1(0, 64);
+
+	iova_alloc_set_caching(a, false);
+	get_ok(a, 4 * G, G, UINT64_MAX, t);
+	get_ok(a, 4 * G, G, UINT64_MAX, b);
+	get_ok(a, 4 * G, G, UINT64_MAX, c);
+	assert_true(*t == 60 * G && *b == 56 * G && *c == 52 * G);
+	return a;
+}
+
+/* A freed hole between two allocations: no longer live (a second free and
+ * a free with another length are -ENOENT, nothing changes), counted as
+ * free space, and the next allocation of its size is exactly it, live
+ * once (freed once). */
+static void test_tree_hole_freed_then_reused_exactly(void **state)
+{
+	struct iova_alloc_stats s0;
+	uint64_t t, b, c, x;
+	struct iova_alloc *a = hole3(&t, &b, &c);
+
+	(void)state;
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	chk(a);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(s0.live, 2);
+	assert_int_equal(s0.free_bytes, 56 * G);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, b, 2 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, b, 8 * G), -ENOENT);
+	stats_unchanged(a, &s0);
+	chk(a);
+	get_ok(a, 4 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(s0.live, 3);
+	assert_int_equal(s0.free_bytes, 52 * G);
+	assert_int_equal(iova_alloc_put(a, x, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, x, 4 * G), -ENOENT);
+	/* Freed again and taken in part: the rest stays free, the part
+	 * allocated is handed out once. */
+	get_ok(a, 2 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b + 2 * G);
+	get_ok(a, 2 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, b, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, b + 2 * G, 2 * G), 0);
+	chk(a);
+	assert_int_equal(iova_alloc_put(a, t, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, c, 4 * G), 0);
+	chk(a);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(s0.live, 0);
+	assert_int_equal(s0.free_bytes, 64 * G);
+	iova_alloc_destroy(a);
+}
+
+/* A hole freed next to another one merges with it: the 8 pages of both
+ * are one free extent, allocated whole.  The same when the neighbour
+ * freed is not of a cache size (3 pages: its free takes the other way
+ * into the free tree). */
+static void test_tree_hole_merges_with_next_free(void **state)
+{
+	uint64_t t, b, c, d, x;
+	struct iova_alloc *a = hole3(&t, &b, &c);
+
+	(void)state;
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, c, 4 * G), 0);
+	chk(a);
+	get_ok(a, 8 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, c);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, c, 4 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, c, 8 * G), 0);
+	/* [c, t) is free again: a 3-page range just below b's hole. */
+	get_ok(a, 4 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	get_ok(a, 3 * G, G, UINT64_MAX, &d);
+	assert_int_equal(d, b - 3 * G);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, d, 3 * G), 0);
+	chk(a);
+	get_ok(a, 7 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, d);
+	assert_int_equal(iova_alloc_put(a, x, 7 * G), 0);
+	assert_int_equal(iova_alloc_put(a, t, 4 * G), 0);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
+/* A fixed map over a freed hole is free space to claim (not -EEXIST),
+ * and while claimed the hole is never handed out. */
+static void test_tree_hole_claimable(void **state)
+{
+	bool claimed = false;
+	uint64_t t, b, c, x;
+	struct iova_alloc *a = hole3(&t, &b, &c);
+
+	(void)state;
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	assert_int_equal(iova_claim(a, b + G, 2 * G, &claimed), 0);
+	assert_true(claimed);
+	chk(a);
+	get_ok(a, 4 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, c - 4 * G);
+	get_ok(a, G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b + 3 * G);
+	get_ok(a, G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	iova_unclaim(a, b + G, 2 * G);
+	chk(a);
+	get_ok(a, 2 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b + G);
+	iova_alloc_destroy(a);
+}
+
+/* A freed hole is weighed like any free extent: not past the limit, and
+ * in part (the highest aligned fit inside it) when that is the highest. */
+static void test_tree_hole_respects_limit_and_alignment(void **state)
+{
+	struct iova_alloc_stats st;
+	uint64_t t, b, c, x, y;
+	struct iova_alloc *a = hole3(&t, &b, &c);
+
+	(void)state;
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	/* The limit ends inside the hole: 4 pages do not fit there. */
+	get_ok(a, 4 * G, G, b + 3 * G - 1, &x);
+	assert_int_equal(x, c - 4 * G);
+	assert_int_equal(iova_alloc_put(a, x, 4 * G), 0);
+	chk(a);
+	/* Freed again: 2 pages aligned to 8 pages, at the hole's start
+	 * (page 56), above anything below c. */
+	get_ok(a, 4 * G, G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	get_ok(a, 2 * G, 8 * G, UINT64_MAX, &x);
+	assert_int_equal(x, b);
+	get_ok(a, 2 * G, G, UINT64_MAX, &y);
+	assert_int_equal(y, b + 2 * G);
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, x, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, t, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, c, 4 * G), 0);
+	chk(a);
+	iova_alloc_get_stats(a, &st);
+	assert_int_equal(st.live, 0);
+	assert_int_equal(st.free_bytes, 64 * G);
+	iova_alloc_destroy(a);
+}
+
+/* A reserved window over a freed hole: the hole is free, so the
+ * reservation succeeds (not -EBUSY) and the window is never handed out. */
+static void test_tree_hole_reservable(void **state)
+{
+	struct iodma_iova_range w = { 0, 4 * G };
+	uint64_t t, b, c, x;
+	struct iova_alloc *a = hole3(&t, &b, &c);
+
+	(void)state;
+	w.iova = b;
+	assert_int_equal(iova_alloc_put(a, b, 4 * G), 0);
+	assert_int_equal(iova_alloc_reserve(a, &w, 1), 0);
+	chk(a);
+	for (int i = 0; i < 52; i++) {
+		get_ok(a, G, G, UINT64_MAX, &x);
+		assert_true(x < c);
+	}
+	assert_int_equal(iova_alloc_get(a, G, G, UINT64_MAX, &x), -ENOMEM);
+	iova_alloc_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1978,6 +2160,11 @@ int main(void)
 		cmocka_unit_test(test_fast_path_caching_off_frees_to_tree),
 		cmocka_unit_test(test_slot_creation_failure_falls_back_to_shared),
 		cmocka_unit_test(test_fast_path_record_of_reused_extent_node),
+		cmocka_unit_test(test_tree_hole_freed_then_reused_exactly),
+		cmocka_unit_test(test_tree_hole_merges_with_next_free),
+		cmocka_unit_test(test_tree_hole_claimable),
+		cmocka_unit_test(test_tree_hole_reservable),
+		cmocka_unit_test(test_tree_hole_respects_limit_and_alignment),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
