@@ -80,6 +80,7 @@ struct bounce_run {
 	size_t len;      /* bytes mapped */
 	uint8_t dir;     /* enum iodma_dir */
 	uint8_t flags;   /* BOUNCE_F_* given at map */
+	uint64_t claimed; /* bounce_claim(): the head's state it left */
 };
 
 #define BOUNCE_F_SG 0x1u /* part of a scatter-gather list */
@@ -87,22 +88,35 @@ struct bounce_run {
 #define BOUNCE_PAGE  4096u /* runs of this many bytes or more start on one */
 #define STASH_DEPTH  2     /* runs per stash */
 
-/* A head slot's state word: generation << ST_GEN_SHIFT | the run's
- * flags << 10 | its direction << 2 | one of ST_*, so that an unmap checks
- * state, direction and flags in one compare and claims them with the same
- * compare-and-swap.  Only heads of live (LIVE) or unmapping (DYING) runs
- * are not FREE. */
+/* A head slot's state word: generation << ST_GEN_SHIFT | the mapping
+ * thread's shard << ST_OWNER_SHIFT | the run's flags << 10 | its
+ * direction << 2 | one of ST_*, so that an unmap checks state, direction,
+ * flags and (on the owner's path) the mapping thread in one compare.  Only
+ * heads of live (LIVE) or unmapping (DYING) runs are not FREE. */
 #define ST_FREE  0u
 #define ST_LIVE  1u
 #define ST_DYING 2u
 #define ST_MASK  3ull
-#define ST_GEN_SHIFT 18
+#define ST_OWNER_SHIFT 18
+#define ST_OWNER_NONE  IODMA_SHARDS /* mapped by a thread without a shard */
+#define ST_OWNER (0x7full << ST_OWNER_SHIFT)
+#define ST_GEN_SHIFT 25
 #define ST_GEN   (1ull << ST_GEN_SHIFT)
+
+_Static_assert(IODMA_SHARDS < 0x7f, "the owner field holds IODMA_SHARDS");
 
 /* The state bits of a run mapped with @dir and @flags (8 bits each). */
 static inline uint64_t bounce_attr(unsigned int dir, unsigned int flags)
 {
 	return (uint64_t)(dir & 0xffu) << 2 | (uint64_t)(flags & 0xffu) << 10;
+}
+
+/* The owner bits of a run mapped by the thread of shard @sh (any number
+ * >= IODMA_SHARDS: no shard of its own, ST_OWNER_NONE). */
+static inline uint64_t bounce_owner(unsigned int sh)
+{
+	return (uint64_t)(sh < IODMA_SHARDS ? sh : ST_OWNER_NONE)
+	       << ST_OWNER_SHIFT;
 }
 
 /* Per-slot record, 32 bytes.  Only the first slot of a run carries the
@@ -122,22 +136,49 @@ struct bounce_slot {
 /* A stashed run, with what a map needs from it at hand. */
 struct bounce_srun {
 	uint64_t iova;    /* bus address/IOVA of its first byte */
-	uint64_t bytes;   /* nslots * slot_size */
+	uint64_t lo;      /* a map of len bytes may take it if ... */
+	uint64_t span;    /* ... len - 1 - lo < span (bounce_srun_set()) */
 	uint32_t head;    /* its head slot, state FREE */
 	uint32_t nslots;
 };
 
-/* Free runs kept by one thread (shard_own()); only that thread touches
- * @run and @count.  Their bits stay set in their area's bitmap.
- * @run[@count - 1] is the run freed last.  One cache line. */
+#define STASH_NONE UINT32_MAX
+
+/* Free runs kept by one thread (shard_own()); only that thread writes
+ * them.  Their bits stay set in their area's bitmap.
+ * @run[count - 1] is the run freed last.  Two cache lines. */
 struct bounce_stash {
 	struct bounce_srun run[STASH_DEPTH];
-	uint32_t count;
+	/* count | slots held << 32, one word so that a pop or push is one
+	 * add (held is read by stats). */
+	_Atomic uint64_t cw;
+	/* The head of @run[count] when bounce_map_fast() took that run and
+	 * no stash operation came after it, else STASH_NONE: its unmap on
+	 * this thread puts it back by raising count (bounce_stash_return()). */
+	uint32_t lent;
 	uint32_t budget;            /* most slots it may hold (immutable) */
-	_Atomic uint32_t held;      /* slots in @run (read by stats) */
-	char pad[IODMA_CACHELINE - STASH_DEPTH * sizeof(struct bounce_srun) -
-		 3 * sizeof(uint32_t)];
+	char pad[2 * IODMA_CACHELINE - STASH_DEPTH * sizeof(struct bounce_srun) -
+		 sizeof(uint64_t) - 2 * sizeof(uint32_t)];
 };
+
+/* One run more (or less) in a stash's cw: count 1, held @n. */
+static inline uint64_t stash_w(uint32_t n)
+{
+	return (uint64_t)n << 32 | 1u;
+}
+
+static inline uint32_t stash_count(const struct bounce_stash *st)
+{
+	return (uint32_t)atomic_load_explicit(&((struct bounce_stash *)st)->cw,
+					      memory_order_relaxed);
+}
+
+static inline uint32_t stash_held(const struct bounce_stash *st)
+{
+	return (uint32_t)(atomic_load_explicit(
+				  &((struct bounce_stash *)st)->cw,
+				  memory_order_relaxed) >> 32);
+}
 
 struct bounce_pool {
 	/* Immutable after create. */
@@ -262,9 +303,11 @@ static inline void bounce_publish(struct bounce_slot *s, void *orig,
  * (bounce_shard()): the run it freed last, if that run has exactly the
  * slots @len needs, starts on a multiple of @align (and of BOUNCE_PAGE
  * when @len >= BOUNCE_PAGE) and ends <= @limit, made LIVE for @orig with
- * @dir and @flags; no boundary constraint.  Returns true and the run's
- * first byte in *@iova (bounce_iova_va() for its host address), or false
- * and nothing changed (call bounce_map()). */
+ * @dir and @flags and this thread as its owner; no boundary constraint.
+ * Returns true and the run's first byte in *@iova (bounce_iova_va() for
+ * its host address), or false and nothing changed (call bounce_map()).
+ * The run's entry stays in place above the stash's count (@lent), so
+ * that its unmap on this thread is a count raise (bounce_stash_return()). */
 static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
 				   void *orig, size_t len, unsigned int dir,
 				   unsigned int flags, uint64_t align,
@@ -272,44 +315,44 @@ static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
 {
 	const struct bounce_srun *r;
 	struct bounce_stash *st;
-	uint64_t amask;
+	uint64_t cw;
 	uint32_t c;
 
 	if (sh >= p->nstash)
 		return false;
 	st = &p->stash[sh];
-	c = st->count;
+	cw = atomic_load_explicit(&st->cw, memory_order_relaxed);
+	c = (uint32_t)cw;
 	if (!c)
 		return false;
 	r = &st->run[c - 1];
-	/* Exactly as many slots: bytes - slot_size < len <= bytes. */
-	if (r->bytes - len >= p->slot_size)
+	/* Exactly as many slots, and on a page if len >= BOUNCE_PAGE. */
+	if (len - 1 - r->lo >= r->span)
 		return false;
-	amask = (align - 1) | (len >= BOUNCE_PAGE ? BOUNCE_PAGE - 1 : 0);
-	if ((r->iova & amask) || r->iova + (len - 1) > limit)
+	if ((r->iova & (align - 1)) || r->iova + (len - 1) > limit)
 		return false;
-	st->count = c - 1;
-	atomic_store_explicit(&st->held,
-			      atomic_load_explicit(&st->held,
-						   memory_order_relaxed) -
-				      r->nslots,
+	atomic_store_explicit(&st->cw, cw - stash_w(r->nslots),
 			      memory_order_relaxed);
-	bounce_publish(&p->slots[r->head], orig, len, bounce_attr(dir, flags));
+	st->lent = r->head;
+	bounce_publish(&p->slots[r->head], orig, len,
+		       bounce_attr(dir, flags) | (uint64_t)sh << ST_OWNER_SHIFT);
 	*iova = r->iova;
 	return true;
 }
 
 /* Take the live run starting at @iova (inside the pool: bounce_owns())
- * mapped with exactly @len, @dir and (flags & BOUNCE_F_SG) == @flags and,
- * if @orig is not NULL, that buffer, from LIVE to DYING:
- * after it the caller alone owns the run.  The one atomic
- * read-modify-write of a map + unmap: of two racing claims one wins; the
- * generation in the state word makes a stale one fail.  Returns the head
- * slot and the buffer in *@buf, or -1 (no such run; nothing changed). */
+ * mapped by any thread with exactly @len, @dir and (flags & BOUNCE_F_SG)
+ * == @flags and, if @orig is not NULL, that buffer, from LIVE to DYING:
+ * after it the caller owns the run, unless the mapping thread unmaps it at
+ * the same moment (bounce_claim_own(): see bounce_unclaim()).  One
+ * compare-and-swap: of two such racing claims one wins; the generation in
+ * the state word makes a stale one fail.  Returns the head slot, the
+ * buffer in *@buf and the state it left in *@claimed (for
+ * bounce_unclaim()), or -1 (no such run; nothing changed). */
 static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
 					size_t len, unsigned int dir,
 					unsigned int flags, const void *orig,
-					void **buf)
+					void **buf, uint64_t *claimed)
 {
 	uint64_t off = iova - p->iova, state;
 	struct bounce_slot *s;
@@ -320,7 +363,8 @@ static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
 	s = &p->slots[off >> p->slot_shift];
 	/* Only the head of a live run is LIVE. */
 	state = atomic_load_explicit(&s->state, memory_order_acquire);
-	if ((state & (ST_GEN - 1)) != (bounce_attr(dir, flags) | ST_LIVE) ||
+	if ((state & (ST_GEN - 1) & ~ST_OWNER) !=
+		    (bounce_attr(dir, flags) | ST_LIVE) ||
 	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
 		return -1;
 	o = atomic_load_explicit(&s->orig, memory_order_relaxed);
@@ -332,20 +376,103 @@ static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
 						     memory_order_relaxed))
 		return -1;
 	*buf = (void *)o;
+	*claimed = state - ST_LIVE + ST_DYING;
 	return (int64_t)(off >> p->slot_shift);
 }
 
-/* Free the run at @head, DYING and claimed by the caller (the thread of
- * shard @sh, or any number >= IODMA_SHARDS): into that thread's stash if
+/* The mapping thread's unmap (Linux's swiotlb has no check at all): the
+ * live run starting at @iova (inside the pool), single (not
+ * BOUNCE_F_SG), mapped with exactly @len and @dir by the calling thread,
+ * whose shard @sh (bounce_shard()) is < IODMA_SHARDS.  No atomic
+ * read-modify-write: the caller is the one thread that wrote the state
+ * word last (its map), and it ends the run with a plain store
+ * (bounce_end_own()).  Returns the head slot, the buffer in *@buf and the
+ * state word in *@state, or -1 and nothing changed (not such a run: try
+ * bounce_claim_fast(), which takes runs of every thread).
+ * A stale or second unmap after this one returned fails here and in
+ * bounce_claim_fast() (the state is no longer LIVE, or is a later life of
+ * the run).  What it does not see is another thread's claim of the same
+ * run at the same moment (two unmaps of one mapping racing: the caller's
+ * bug, undefined in Linux's DMA API): both may succeed; bounce_unclaim()
+ * then makes the other thread leave the slots alone. */
+static inline int64_t bounce_claim_own(struct bounce_pool *p, unsigned int sh,
+				       uint64_t iova, size_t len,
+				       unsigned int dir, void **buf,
+				       uint64_t *state)
+{
+	uint64_t off = iova - p->iova, st;
+	struct bounce_slot *s;
+
+	if (off & (p->slot_size - 1))
+		return -1;
+	s = &p->slots[off >> p->slot_shift];
+	st = atomic_load_explicit(&s->state, memory_order_relaxed);
+	if ((st & (ST_GEN - 1)) != (bounce_attr(dir, 0) |
+				    (uint64_t)sh << ST_OWNER_SHIFT | ST_LIVE) ||
+	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
+		return -1;
+	*buf = (void *)atomic_load_explicit(&s->orig, memory_order_relaxed);
+	*state = st;
+	return (int64_t)(off >> p->slot_shift);
+}
+
+/* End the run at @head taken by bounce_claim_own() (state word @state):
+ * FREE, with a plain release store.  Its slots stay reserved until the
+ * caller puts them away (bounce_stash_push() or bounce_release_slow()). */
+static inline void bounce_end_own(struct bounce_pool *p, uint32_t head,
+				  uint64_t state)
+{
+	atomic_store_explicit(&p->slots[head].state, state - ST_LIVE + ST_FREE,
+			      memory_order_release);
+}
+
+/* End the run at @head claimed by bounce_claim_fast() (which left
+ * @claimed): DYING -> FREE with one compare-and-swap.  Returns true, or
+ * false when the state is no longer @claimed: the mapping thread unmapped
+ * the same run at the same moment with its plain store
+ * (bounce_claim_own()) and put the slots away itself, so the caller must
+ * not put them away too (no slot is handed out twice). */
+static inline bool bounce_unclaim(struct bounce_pool *p, uint32_t head,
+				  uint64_t claimed)
+{
+	return atomic_compare_exchange_strong_explicit(
+		&p->slots[head].state, &claimed,
+		claimed - ST_DYING + ST_FREE, memory_order_release,
+		memory_order_relaxed);
+}
+
+/* Put away the run at @head, made FREE by the caller (bounce_end_own() or
+ * bounce_unclaim()), whose slots are still reserved: into the stash of
+ * the caller (the thread of shard @sh, or any number >= IODMA_SHARDS) if
  * its budget allows (the oldest runs there go back to their areas to make
  * room), else back to its area. */
 void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
 			 uint32_t head);
 
-/* Free the run at @head (bus address/IOVA @iova, mapped with @len), DYING
- * and claimed by the caller (the thread of shard @sh), onto the top of
- * its stash if that has room without giving a run back to an area.
- * Returns true, or false and nothing changed (call
+/* Fill stash entry @r for the run at @head (@n slots, bus address/IOVA
+ * @iova): a map of len bytes fits it when it needs exactly @n slots
+ * (lo = (n - 1) slots < len <= n slots) and, for len >= BOUNCE_PAGE, the
+ * run starts on a page; both in one compare, len - 1 - lo < span. */
+static inline void bounce_srun_set(const struct bounce_pool *p,
+				   struct bounce_srun *r, uint32_t head,
+				   uint32_t n, uint64_t iova)
+{
+	uint64_t lo = (uint64_t)(n - 1) << p->slot_shift;
+	uint64_t hi = (uint64_t)n << p->slot_shift;
+
+	if (iova & (BOUNCE_PAGE - 1))
+		hi = IODMA_MIN(hi, (uint64_t)BOUNCE_PAGE - 1);
+	r->iova = iova;
+	r->lo = lo;
+	r->span = hi > lo ? hi - lo : 0;
+	r->head = head;
+	r->nslots = n;
+}
+
+/* Put away the run at @head (bus address/IOVA @iova), made FREE by the
+ * caller (the thread of shard @sh) whose slots are still reserved, onto
+ * the top of its stash if that has room without giving a run back to an
+ * area.  Returns true, or false and nothing changed (call
  * bounce_release_slow()).
  * Only the calling thread takes runs from its stash, so a run pushed here
  * stays the caller's until its next map: dma.c copies back from it after
@@ -353,33 +480,43 @@ void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
  * on this thread (a signal handler that maps would: the DMA API is not
  * async-signal-safe). */
 static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
-				     uint32_t head, uint64_t iova, size_t len)
+				     uint32_t head, uint64_t iova)
 {
-	struct bounce_slot *s = &p->slots[head];
 	struct bounce_stash *st;
-	uint32_t n, held, c;
-	uint64_t state;
+	uint32_t n, c;
+	uint64_t cw;
 
 	if (sh >= p->nstash)
 		return false;
 	st = &p->stash[sh];
-	c = st->count;
-	n = s->nslots;
-	held = atomic_load_explicit(&st->held, memory_order_relaxed);
-	if (c >= STASH_DEPTH || held + n > st->budget)
+	n = p->slots[head].nslots;
+	cw = atomic_load_explicit(&st->cw, memory_order_relaxed);
+	c = (uint32_t)cw;
+	if (c >= STASH_DEPTH || (cw >> 32) + n > st->budget)
 		return false;
-	state = atomic_load_explicit(&s->state, memory_order_relaxed);
-	assert((state & ST_MASK) == ST_DYING);
-	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
-			      memory_order_release);
-	st->run[c] = (struct bounce_srun){
-		.iova = iova,
-		.bytes = ((len - 1) | (p->slot_size - 1)) + 1, /* = n slots */
-		.head = head,
-		.nslots = n,
-	};
-	st->count = c + 1;
-	atomic_store_explicit(&st->held, held + n, memory_order_relaxed);
+	bounce_srun_set(p, &st->run[c], head, n, iova);
+	st->lent = STASH_NONE;
+	atomic_store_explicit(&st->cw, cw + stash_w(n), memory_order_relaxed);
+	return true;
+}
+
+/* bounce_stash_push() of the run at @head that bounce_map_fast() took from
+ * the stash of shard @sh (< p->nstash) and nothing touched since (@lent):
+ * its entry is still in place, one count raise puts it back (it fitted
+ * the budget before).  Returns true, or false and nothing changed. */
+static inline bool bounce_stash_return(struct bounce_pool *p, unsigned int sh,
+				       uint32_t head)
+{
+	struct bounce_stash *st = &p->stash[sh];
+	uint64_t cw;
+
+	if (st->lent != head)
+		return false;
+	st->lent = STASH_NONE;
+	cw = atomic_load_explicit(&st->cw, memory_order_relaxed);
+	atomic_store_explicit(&st->cw,
+			      cw + stash_w(st->run[(uint32_t)cw].nslots),
+			      memory_order_relaxed);
 	return true;
 }
 
@@ -388,16 +525,19 @@ int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
 		struct bounce_run *out);
 
 /* Start unmapping the run that begins at @iova with exactly @len, @dir,
- * (flags & BOUNCE_F_SG) == @flags and, if @orig is not NULL, that buffer:
- * the run stops being found by bounce_find/bounce_claim but keeps its
- * slots.  Returns 0 and the run, or -EINVAL (no such run, nothing
- * changed). */
+ * (flags & BOUNCE_F_SG) == @flags and, if @orig is not NULL, that buffer
+ * (bounce_claim_fast()): the run stops being found by
+ * bounce_find/bounce_claim but keeps its slots.  Returns 0 and the run
+ * (with the state it left, for bounce_release()), or -EINVAL (no such
+ * run, nothing changed). */
 int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 struct bounce_run *out);
 
-/* Free the slots of a run claimed by the caller. */
-void bounce_release(struct bounce_pool *p, uint64_t iova);
+/* Free the slots of run @run claimed by the caller with bounce_claim()
+ * (unless its mapping thread unmapped it at the same moment:
+ * bounce_unclaim()). */
+void bounce_release(struct bounce_pool *p, const struct bounce_run *run);
 
 uint64_t bounce_slots_total(const struct bounce_pool *p);
 uint64_t bounce_slots_used(const struct bounce_pool *p);

@@ -837,7 +837,7 @@ static void bounce_copy_back(void *arg, const struct bounce_run *run)
 static void unmap_bounce(struct iodma_dev *dev, const struct bounce_run *run)
 {
 	bounce_copy_back(dev, run);
-	bounce_release(dev->pool, run->iova);
+	bounce_release(dev->pool, run);
 }
 
 /* A registered hit: record it against its registration.  Returns 0,
@@ -1117,6 +1117,7 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	     enum iodma_dir dir, const void *va)
 {
 	struct bounce_pool *p;
+	uint64_t claimed;
 	unsigned int sh;
 	void *bva, *buf;
 	int64_t h;
@@ -1128,8 +1129,9 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	p = dev->pool;
 	if (!bounce_owns(p, iova))
 		return unmap_single_rec(dev, iova, len, dir, va);
-	/* (No run has length 0: a 0 @len is refused here.) */
-	h = bounce_claim_fast(p, iova, len, dir, 0, va, &buf);
+	/* (No run has length 0: a 0 @len is refused here.)  Whichever thread
+	 * mapped it: one compare-and-swap (bounce_claim_fast()). */
+	h = bounce_claim_fast(p, iova, len, dir, 0, va, &buf, &claimed);
 	if (h < 0)
 		return -EINVAL;
 	/* Claimed: no map can take the run's slots until it is released. */
@@ -1141,13 +1143,17 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 			 len);
 		memcpy(buf, bva, len);
 	}
-	if (!bounce_stash_push(p, sh, (uint32_t)h, iova, len))
+	/* Unless its mapping thread unmapped it at the same moment (and put
+	 * the slots away itself): bounce_unclaim(). */
+	if (bounce_unclaim(p, (uint32_t)h, claimed) &&
+	    !bounce_stash_push(p, sh, (uint32_t)h, iova))
 		bounce_release_slow(p, sh, (uint32_t)h);
 	return 0;
 }
 
 /* The end of iodma_unmap_single()'s bounce hit when the stash has no room
- * for the run: copy back, then free it (to the stash or its area). */
+ * for the run (FREE, its slots still reserved): copy back, then put it
+ * away (to the stash or its area). */
 static __attribute__((noinline)) int
 unmap_bounce_slow(struct bounce_pool *p, unsigned int sh, uint32_t head,
 		  void *buf, size_t len, unsigned int dir)
@@ -1162,31 +1168,37 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 				    size_t len, enum iodma_dir dir)
 {
 	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
-	 * device (no cache maintenance), a thread with a stash.  The run
-	 * goes onto the top of that stash, where no other thread takes it,
-	 * before the copy back, so that the copy comes last
-	 * (bounce_stash_push()). */
+	 * device (no cache maintenance), a thread with a stash unmapping a
+	 * run it mapped itself (bounce_claim_own(): no atomic
+	 * read-modify-write).  The run goes onto the top of that stash,
+	 * where no other thread takes it, before the copy back, so that the
+	 * copy comes last (bounce_stash_push()).  A run of another thread:
+	 * unmap_single(). */
 	if (dev && dev->bounce_fast && dir_valid(dir)) {
 		struct bounce_pool *p = dev->pool;
 		unsigned int sh = bounce_shard();
 
 		if (bounce_owns(p, iova) && sh < p->nstash) {
+			uint64_t state;
 			void *buf;
-			int64_t h = bounce_claim_fast(p, iova, len, dir, 0,
-						      NULL, &buf);
+			int64_t h = bounce_claim_own(p, sh, iova, len, dir, &buf,
+						     &state);
 
 			if (h < 0)
-				return -EINVAL;
+				goto other;
+			bounce_end_own(p, (uint32_t)h, state);
 			if (dir_from_dev(dir))
 				stat_add(&dev->stats[sh].s.st_bounce_bytes,
 					 true, len);
-			if (!bounce_stash_push(p, sh, (uint32_t)h, iova, len))
+			if (!bounce_stash_return(p, sh, (uint32_t)h) &&
+			    !bounce_stash_push(p, sh, (uint32_t)h, iova))
 				return unmap_bounce_slow(p, sh, (uint32_t)h,
 							 buf, len, dir);
 			return dir_from_dev(dir) ?
 			       copy_ret0(buf, bounce_iova_va(p, iova), len) : 0;
 		}
 	}
+other:
 	return unmap_single(dev, iova, len, dir, NULL);
 }
 
@@ -1517,7 +1529,7 @@ fail:
 			if (!bounce_claim(dev->pool, pl[i].addr, sg[i].len,
 					  (uint8_t)dir, BOUNCE_F_SG, sg[i].va,
 					  &run))
-				bounce_release(dev->pool, run.iova);
+				bounce_release(dev->pool, &run);
 		}
 		if (pl[i].inserted)
 			smap_unlink_locked(dev, pl[i].rec);
