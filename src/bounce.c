@@ -193,7 +193,6 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	}
 	for (unsigned int i = 0; i < p->nstash; i++) {
 		p->stash[i].budget = (uint32_t)(i < nbig ? big : small);
-		p->stash[i].lent = STASH_NONE;
 	}
 	for (unsigned int i = 0; i < nareas; i++) {
 		struct bounce_area *a = &p->areas[i];
@@ -365,8 +364,7 @@ static void stash_flush(struct bounce_pool *p, struct bounce_stash *st)
 
 	for (uint32_t k = 0; k < c; k++)
 		area_release(p, st->run[k].head, st->run[k].nslots);
-	st->lent = STASH_NONE;
-	atomic_store_explicit(&st->cw, 0, memory_order_relaxed);
+	stash_set(st, 0, 0);
 }
 
 /* Does the free run at @head (of @n slots) meet a map's constraints? */
@@ -390,8 +388,8 @@ static inline int64_t stash_take(struct bounce_pool *p,
 				 size_t len, uint64_t align, uint64_t limit,
 				 uint64_t boundary)
 {
-	uint64_t cw = atomic_load_explicit(&st->cw, memory_order_relaxed);
-	uint32_t c = (uint32_t)cw;
+	uint64_t cw = stash_cw(st);
+	uint32_t c = (uint32_t)cw & 0xff;
 
 	for (uint32_t k = c; k-- > 0;) {
 		uint32_t h = st->run[k].head;
@@ -402,8 +400,7 @@ static inline int64_t stash_take(struct bounce_pool *p,
 		/* Keep the others in order, oldest first. */
 		for (uint32_t j = k; j + 1 < c; j++)
 			st->run[j] = st->run[j + 1];
-		atomic_store_explicit(&st->cw, cw - stash_w(n),
-				      memory_order_relaxed);
+		stash_set(st, c - 1, ((uint32_t)cw >> 8) - n);
 		return h;
 	}
 	return -1;
@@ -482,7 +479,7 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 		align = BOUNCE_PAGE;
 	st = stash_own(p);
 	if (st) {
-		st->lent = STASH_NONE; /* bounce_stash_return() */
+		stash_set(st, stash_count(st), stash_held(st)); /* lent: none */
 		h = stash_take(p, st, n, len, align, limit, boundary);
 	}
 	if (h < 0) {
@@ -574,7 +571,6 @@ void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
 		area_release(p, head, n);
 		return;
 	}
-	st->lent = STASH_NONE;
 	c = stash_count(st);
 	held = stash_held(st);
 	while (c && (c == STASH_DEPTH || held + n > st->budget)) {
@@ -583,12 +579,10 @@ void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
 		for (uint32_t j = 0; j + 1 < c; j++)
 			st->run[j] = st->run[j + 1];
 		c--;
-		atomic_store_explicit(&st->cw, (uint64_t)held << 32 | c,
-				      memory_order_relaxed);
+		stash_set(st, c, held);
 	}
 	bounce_srun_set(p, &st->run[c], head, n, slot_iova(p, head));
-	atomic_store_explicit(&st->cw, (uint64_t)(held + n) << 32 | (c + 1),
-			      memory_order_relaxed);
+	stash_set(st, c + 1, held + n);
 }
 
 void bounce_release(struct bounce_pool *p, const struct bounce_run *run)

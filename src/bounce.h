@@ -142,42 +142,56 @@ struct bounce_srun {
 	uint32_t nslots;
 };
 
-#define STASH_NONE UINT32_MAX
-
 /* Free runs kept by one thread (shard_own()); only that thread writes
  * them.  Their bits stay set in their area's bitmap.
- * @run[count - 1] is the run freed last.  Two cache lines. */
+ * @run[count - 1] is the run freed last.  Two cache lines.
+ * Everything that changes on a map or unmap is in one word, @cw, so that
+ * each writes it once (a 4 KiB copy in + out is bound by store
+ * throughput: every store a bounce adds costs about a cycle):
+ *   bits 0-7   count: runs in @run;
+ *   bits 8-31  held: their slots (read by stats, bounce_slots_used());
+ *   bits 32-63 lent: 1 + the head of @run[count] when bounce_map_fast()
+ *              took that run and no stash operation came after it, else
+ *              0; its unmap on this thread puts it back by raising count
+ *              (bounce_stash_return()). */
 struct bounce_stash {
 	struct bounce_srun run[STASH_DEPTH];
-	/* count | slots held << 32, one word so that a pop or push is one
-	 * add (held is read by stats). */
 	_Atomic uint64_t cw;
-	/* The head of @run[count] when bounce_map_fast() took that run and
-	 * no stash operation came after it, else STASH_NONE: its unmap on
-	 * this thread puts it back by raising count (bounce_stash_return()). */
-	uint32_t lent;
 	uint32_t budget;            /* most slots it may hold (immutable) */
 	char pad[2 * IODMA_CACHELINE - STASH_DEPTH * sizeof(struct bounce_srun) -
-		 sizeof(uint64_t) - 2 * sizeof(uint32_t)];
+		 sizeof(uint64_t) - sizeof(uint32_t)];
 };
 
-/* One run more (or less) in a stash's cw: count 1, held @n. */
+#define STASH_HELD_MAX ((1u << 24) - 1)
+
+/* One run of @n slots more (or less) in a stash's cw: count 1, held @n. */
 static inline uint64_t stash_w(uint32_t n)
 {
-	return (uint64_t)n << 32 | 1u;
+	return (uint64_t)n << 8 | 1u;
+}
+
+static inline uint64_t stash_cw(const struct bounce_stash *st)
+{
+	return atomic_load_explicit(&((struct bounce_stash *)st)->cw,
+				    memory_order_relaxed);
 }
 
 static inline uint32_t stash_count(const struct bounce_stash *st)
 {
-	return (uint32_t)atomic_load_explicit(&((struct bounce_stash *)st)->cw,
-					      memory_order_relaxed);
+	return (uint32_t)(stash_cw(st) & 0xff);
 }
 
 static inline uint32_t stash_held(const struct bounce_stash *st)
 {
-	return (uint32_t)(atomic_load_explicit(
-				  &((struct bounce_stash *)st)->cw,
-				  memory_order_relaxed) >> 32);
+	return (uint32_t)stash_cw(st) >> 8;
+}
+
+/* Set @st's count and held, lent none. */
+static inline void stash_set(struct bounce_stash *st, uint32_t count,
+			     uint32_t held)
+{
+	atomic_store_explicit(&st->cw, (uint64_t)held << 8 | count,
+			      memory_order_relaxed);
 }
 
 struct bounce_pool {
@@ -321,8 +335,8 @@ static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
 	if (sh >= p->nstash)
 		return false;
 	st = &p->stash[sh];
-	cw = atomic_load_explicit(&st->cw, memory_order_relaxed);
-	c = (uint32_t)cw;
+	cw = stash_cw(st);
+	c = (uint32_t)cw & 0xff;
 	if (!c)
 		return false;
 	r = &st->run[c - 1];
@@ -331,9 +345,10 @@ static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
 		return false;
 	if ((r->iova & (align - 1)) || r->iova + (len - 1) > limit)
 		return false;
-	atomic_store_explicit(&st->cw, cw - stash_w(r->nslots),
+	atomic_store_explicit(&st->cw,
+			      (uint32_t)(cw - stash_w(r->nslots)) |
+				      (uint64_t)(r->head + 1) << 32,
 			      memory_order_relaxed);
-	st->lent = r->head;
 	bounce_publish(&p->slots[r->head], orig, len,
 		       bounce_attr(dir, flags) | (uint64_t)sh << ST_OWNER_SHIFT);
 	*iova = r->iova;
@@ -490,13 +505,13 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
 		return false;
 	st = &p->stash[sh];
 	n = p->slots[head].nslots;
-	cw = atomic_load_explicit(&st->cw, memory_order_relaxed);
-	c = (uint32_t)cw;
-	if (c >= STASH_DEPTH || (cw >> 32) + n > st->budget)
+	cw = stash_cw(st);
+	c = (uint32_t)cw & 0xff;
+	if (c >= STASH_DEPTH || ((uint32_t)cw >> 8) + n > st->budget)
 		return false;
 	bounce_srun_set(p, &st->run[c], head, n, iova);
-	st->lent = STASH_NONE;
-	atomic_store_explicit(&st->cw, cw + stash_w(n), memory_order_relaxed);
+	atomic_store_explicit(&st->cw, (uint32_t)(cw + stash_w(n)),
+			      memory_order_relaxed); /* lent: none */
 	return true;
 }
 
@@ -508,15 +523,13 @@ static inline bool bounce_stash_return(struct bounce_pool *p, unsigned int sh,
 				       uint32_t head)
 {
 	struct bounce_stash *st = &p->stash[sh];
-	uint64_t cw;
+	uint64_t cw = stash_cw(st);
 
-	if (st->lent != head)
+	if (cw >> 32 != (uint64_t)head + 1)
 		return false;
-	st->lent = STASH_NONE;
-	cw = atomic_load_explicit(&st->cw, memory_order_relaxed);
 	atomic_store_explicit(&st->cw,
-			      cw + stash_w(st->run[(uint32_t)cw].nslots),
-			      memory_order_relaxed);
+			      (uint32_t)(cw + stash_w(st->run[cw & 0xff].nslots)),
+			      memory_order_relaxed); /* lent: none */
 	return true;
 }
 
