@@ -193,6 +193,7 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	}
 	for (unsigned int i = 0; i < p->nstash; i++) {
 		p->stash[i].budget = (uint32_t)(i < nbig ? big : small);
+		p->stash[i].lent_iova = BOUNCE_NO_LENT;
 	}
 	for (unsigned int i = 0; i < nareas; i++) {
 		struct bounce_area *a = &p->areas[i];
@@ -479,7 +480,7 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 		align = BOUNCE_PAGE;
 	st = stash_own(p);
 	if (st) {
-		stash_set(st, stash_count(st), stash_held(st)); /* lent: none */
+		st->lent_iova = BOUNCE_NO_LENT; /* bounce_unmap_lent() */
 		h = stash_take(p, st, n, len, align, limit, boundary);
 	}
 	if (h < 0) {

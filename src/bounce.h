@@ -144,23 +144,28 @@ struct bounce_srun {
 
 /* Free runs kept by one thread (shard_own()); only that thread writes
  * them.  Their bits stay set in their area's bitmap.
- * @run[count - 1] is the run freed last.  Two cache lines.
- * Everything that changes on a map or unmap is in one word, @cw, so that
- * each writes it once (a 4 KiB copy in + out is bound by store
- * throughput: every store a bounce adds costs about a cycle):
- *   bits 0-7   count: runs in @run;
- *   bits 8-31  held: their slots (read by stats, bounce_slots_used());
- *   bits 32-63 lent: 1 + the head of @run[count] when bounce_map_fast()
- *              took that run and no stash operation came after it, else
- *              0; its unmap on this thread puts it back by raising count
- *              (bounce_stash_return()). */
+ * @run[count - 1] is the run freed last.  Two cache lines: what a map and
+ * an unmap of the lent run touch, then the runs.
+ * A 4 KiB copy in + out is bound by store throughput and what a bounce
+ * adds beside it is not hidden (issue 8: ~15 instructions a nanosecond):
+ * a map writes @cw and the lent run, its unmap @cw alone.
+ *   @cw: bits 0-7 count, runs in @run; bits 8-31 held, their slots (read
+ *        by stats, bounce_slots_used());
+ *   @lent_iova, @lent_slot: the run bounce_map_fast() took last, left in
+ *        place at @run[count] with nothing done to the stash since, else
+ *        @lent_iova is BOUNCE_NO_LENT (no run starts there: runs start on
+ *        a slot); its unmap on this thread puts it back by raising count
+ *        (bounce_unmap_lent()). */
 struct bounce_stash {
-	struct bounce_srun run[STASH_DEPTH];
 	_Atomic uint64_t cw;
+	uint64_t lent_iova;
+	struct bounce_slot *lent_slot;
 	uint32_t budget;            /* most slots it may hold (immutable) */
-	char pad[2 * IODMA_CACHELINE - STASH_DEPTH * sizeof(struct bounce_srun) -
-		 sizeof(uint64_t) - sizeof(uint32_t)];
+	char pad[IODMA_CACHELINE - 3 * sizeof(uint64_t) - sizeof(uint32_t)];
+	struct bounce_srun run[STASH_DEPTH];
 };
+
+#define BOUNCE_NO_LENT UINT64_MAX
 
 #define STASH_HELD_MAX ((1u << 24) - 1)
 
@@ -186,10 +191,11 @@ static inline uint32_t stash_held(const struct bounce_stash *st)
 	return (uint32_t)stash_cw(st) >> 8;
 }
 
-/* Set @st's count and held, lent none. */
+/* Set @st's count and held; no run lent. */
 static inline void stash_set(struct bounce_stash *st, uint32_t count,
 			     uint32_t held)
 {
+	st->lent_iova = BOUNCE_NO_LENT;
 	atomic_store_explicit(&st->cw, (uint64_t)held << 8 | count,
 			      memory_order_relaxed);
 }
@@ -329,6 +335,7 @@ static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
 {
 	const struct bounce_srun *r;
 	struct bounce_stash *st;
+	struct bounce_slot *s;
 	uint64_t cw;
 	uint32_t c;
 
@@ -345,11 +352,12 @@ static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
 		return false;
 	if ((r->iova & (align - 1)) || r->iova + (len - 1) > limit)
 		return false;
-	atomic_store_explicit(&st->cw,
-			      (uint32_t)(cw - stash_w(r->nslots)) |
-				      (uint64_t)(r->head + 1) << 32,
+	s = &p->slots[r->head];
+	atomic_store_explicit(&st->cw, cw - stash_w(r->nslots),
 			      memory_order_relaxed);
-	bounce_publish(&p->slots[r->head], orig, len,
+	st->lent_iova = r->iova;
+	st->lent_slot = s;
+	bounce_publish(s, orig, len,
 		       bounce_attr(dir, flags) | (uint64_t)sh << ST_OWNER_SHIFT);
 	*iova = r->iova;
 	return true;
@@ -510,27 +518,42 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
 	if (c >= STASH_DEPTH || ((uint32_t)cw >> 8) + n > st->budget)
 		return false;
 	bounce_srun_set(p, &st->run[c], head, n, iova);
-	atomic_store_explicit(&st->cw, (uint32_t)(cw + stash_w(n)),
-			      memory_order_relaxed); /* lent: none */
+	stash_set(st, c + 1, ((uint32_t)cw >> 8) + n);
 	return true;
 }
 
-/* bounce_stash_push() of the run at @head that bounce_map_fast() took from
- * the stash of shard @sh (< p->nstash) and nothing touched since (@lent):
- * its entry is still in place, one count raise puts it back (it fitted
- * the budget before).  Returns true, or false and nothing changed. */
-static inline bool bounce_stash_return(struct bounce_pool *p, unsigned int sh,
-				       uint32_t head)
+/* The unmap of the run at @iova by the thread of shard @sh (< p->nstash)
+ * when that run is the one its last bounce_map_fast() took (@lent_iova)
+ * and it is still live, single, mapped with exactly @len and @dir by this
+ * thread (the check of bounce_claim_own(); no generation check needed:
+ * every map on this thread after that one changed @lent_iova, and a life
+ * of the run begun by another thread has another owner).  Ends the run
+ * with a plain store (bounce_end_own()) and puts it back in the stash by
+ * raising count: its entry is still in place and fitted before.  Returns
+ * the buffer, or NULL and nothing changed (not that run, or not live as
+ * such: bounce_claim_own() and bounce_claim_fast() decide). */
+static inline void *bounce_unmap_lent(struct bounce_pool *p, unsigned int sh,
+				      uint64_t iova, size_t len,
+				      unsigned int dir)
 {
 	struct bounce_stash *st = &p->stash[sh];
-	uint64_t cw = stash_cw(st);
+	struct bounce_slot *s;
+	uint64_t state;
 
-	if (cw >> 32 != (uint64_t)head + 1)
-		return false;
-	atomic_store_explicit(&st->cw,
-			      (uint32_t)(cw + stash_w(st->run[cw & 0xff].nslots)),
-			      memory_order_relaxed); /* lent: none */
-	return true;
+	if (iova != st->lent_iova)
+		return NULL;
+	s = st->lent_slot;
+	state = atomic_load_explicit(&s->state, memory_order_relaxed);
+	if ((state & (ST_GEN - 1)) != (bounce_attr(dir, 0) |
+				       (uint64_t)sh << ST_OWNER_SHIFT |
+				       ST_LIVE) ||
+	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
+		return NULL;
+	atomic_store_explicit(&s->state, state - ST_LIVE + ST_FREE,
+			      memory_order_release);
+	atomic_store_explicit(&st->cw, stash_cw(st) + stash_w(s->nslots),
+			      memory_order_relaxed);
+	return (void *)atomic_load_explicit(&s->orig, memory_order_relaxed);
 }
 
 /* The live run containing [iova, iova + len).  Returns 0 or -EINVAL. */

@@ -1175,17 +1175,13 @@ unmap_own_put(struct bounce_pool *p, unsigned int sh, uint32_t head,
 	return 0;
 }
 
-IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
-				    size_t len, enum iodma_dir dir)
+/* iodma_unmap_single() but for the unmap of the lent run: the owner's
+ * unmap of another run of its own (bounce_claim_own(): no atomic
+ * read-modify-write), else unmap_single(). */
+static __attribute__((noinline)) int
+unmap_single_other(struct iodma_dev *dev, uint64_t iova, size_t len,
+		   enum iodma_dir dir)
 {
-	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
-	 * device (no cache maintenance), a thread with a stash unmapping a
-	 * run it mapped itself (bounce_claim_own(): no atomic
-	 * read-modify-write), the run its map took from the stash
-	 * (bounce_stash_return(): one store puts it back, where no other
-	 * thread takes it, before the copy back, so that the copy comes
-	 * last).  Three stores in all besides the copy.  A run of another
-	 * thread: unmap_single(). */
 	if (dev && dev->bounce_fast && dir_valid(dir)) {
 		struct bounce_pool *p = dev->pool;
 		unsigned int sh = bounce_shard();
@@ -1196,21 +1192,47 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 			int64_t h = bounce_claim_own(p, sh, iova, len, dir, &buf,
 						     &state);
 
-			if (h < 0)
-				goto other;
-			bounce_end_own(p, (uint32_t)h, state);
-			if (dir_from_dev(dir))
-				stat_add(&dev->stats[sh].s.st_bounce_bytes,
-					 true, len);
-			if (!bounce_stash_return(p, sh, (uint32_t)h))
+			if (h >= 0) {
+				bounce_end_own(p, (uint32_t)h, state);
+				if (dir_from_dev(dir))
+					stat_add(&dev->stats[sh].s.st_bounce_bytes,
+						 true, len);
 				return unmap_own_put(p, sh, (uint32_t)h, iova,
 						     buf, len, dir);
-			return dir_from_dev(dir) ?
-			       copy_ret0(buf, bounce_iova_va(p, iova), len) : 0;
+			}
 		}
 	}
-other:
 	return unmap_single(dev, iova, len, dir, NULL);
+}
+
+IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
+				    size_t len, enum iodma_dir dir)
+{
+	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
+	 * device (no cache maintenance), a thread with a stash unmapping the
+	 * run its last map took from that stash (bounce_unmap_lent(): no
+	 * atomic read-modify-write, the run back where no other thread takes
+	 * it before the copy back, so that the copy comes last).  Two stores
+	 * besides the copy's and the stats'.  (dir_valid(): a @dir the run
+	 * was mapped with.) */
+	if (dev && dev->bounce_fast) {
+		struct bounce_pool *p = dev->pool;
+		unsigned int sh = bounce_shard();
+
+		if (sh < p->nstash) {
+			void *buf = bounce_unmap_lent(p, sh, iova, len, dir);
+
+			if (buf) {
+				if (!dir_from_dev(dir))
+					return 0;
+				stat_add(&dev->stats[sh].s.st_bounce_bytes,
+					 true, len);
+				return copy_ret0(buf, bounce_iova_va(p, iova),
+						 len);
+			}
+		}
+	}
+	return unmap_single_other(dev, iova, len, dir);
 }
 
 static int sync_single(struct iodma_dev *dev, uint64_t iova, size_t len,
