@@ -365,7 +365,7 @@ static void stash_flush(struct bounce_pool *p, struct bounce_stash *st)
 
 	for (uint32_t k = 0; k < c; k++)
 		area_release(p, st->run[k].head, st->run[k].nslots);
-	stash_set(st, 0, 0);
+	stash_set(st, p->va_delta, 0, 0);
 }
 
 /* Does the free run at @head (of @n slots) meet a map's constraints? */
@@ -401,7 +401,7 @@ static inline int64_t stash_take(struct bounce_pool *p,
 		/* Keep the others in order, oldest first. */
 		for (uint32_t j = k; j + 1 < c; j++)
 			st->run[j] = st->run[j + 1];
-		stash_set(st, c - 1, ((uint32_t)cw >> 8) - n);
+		stash_set(st, p->va_delta, c - 1, ((uint32_t)cw >> 8) - n);
 		return h;
 	}
 	return -1;
@@ -580,10 +580,10 @@ void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
 		for (uint32_t j = 0; j + 1 < c; j++)
 			st->run[j] = st->run[j + 1];
 		c--;
-		stash_set(st, c, held);
+		stash_set(st, p->va_delta, c, held);
 	}
 	bounce_srun_set(p, &st->run[c], head, n, slot_iova(p, head));
-	stash_set(st, c + 1, held + n);
+	stash_set(st, p->va_delta, c + 1, held + n);
 }
 
 void bounce_release(struct bounce_pool *p, const struct bounce_run *run)

@@ -146,22 +146,28 @@ struct bounce_srun {
  * them.  Their bits stay set in their area's bitmap.
  * @run[count - 1] is the run freed last.  Two cache lines: what a map and
  * an unmap of the lent run touch, then the runs.
- * A 4 KiB copy in + out is bound by store throughput and what a bounce
- * adds beside it is not hidden (issue 8: ~15 instructions a nanosecond):
- * a map writes @cw and the lent run, its unmap @cw alone.
+ * A 4 KiB copy in + out leaves what a bounce adds beside it mostly
+ * unhidden, the chain of loads that gives a copy its addresses most of all
+ * (issue 8): a map finds its copy's destination in @top_bva and the unmap
+ * of the lent run its copy's destination in @lent_orig, each one load
+ * from the stash, which dma.c finds with one load from the device.
  *   @cw: bits 0-7 count, runs in @run; bits 8-31 held, their slots (read
  *        by stats, bounce_slots_used());
- *   @lent_iova, @lent_slot: the run bounce_map_fast() took last, left in
- *        place at @run[count] with nothing done to the stash since, else
- *        @lent_iova is BOUNCE_NO_LENT (no run starts there: runs start on
- *        a slot); its unmap on this thread puts it back by raising count
+ *   @top_bva: host address of @run[count - 1] (NULL when count is 0);
+ *   @lent_iova, @lent_slot, @lent_orig: the run bounce_map_lend() took
+ *        last, left in place at @run[count] with nothing done to the stash
+ *        since, its head slot and its buffer; else @lent_iova is
+ *        BOUNCE_NO_LENT (no run starts there: runs start on a slot).  Its
+ *        unmap on this thread puts it back by raising count
  *        (bounce_unmap_lent()). */
 struct bounce_stash {
 	_Atomic uint64_t cw;
+	void *top_bva;
 	uint64_t lent_iova;
 	struct bounce_slot *lent_slot;
+	void *lent_orig;
 	uint32_t budget;            /* most slots it may hold (immutable) */
-	char pad[IODMA_CACHELINE - 3 * sizeof(uint64_t) - sizeof(uint32_t)];
+	char pad[IODMA_CACHELINE - 5 * sizeof(uint64_t) - sizeof(uint32_t)];
 	struct bounce_srun run[STASH_DEPTH];
 };
 
@@ -191,11 +197,14 @@ static inline uint32_t stash_held(const struct bounce_stash *st)
 	return (uint32_t)stash_cw(st) >> 8;
 }
 
-/* Set @st's count and held; no run lent. */
-static inline void stash_set(struct bounce_stash *st, uint32_t count,
-			     uint32_t held)
+/* Set @st's count and held (and @top_bva); no run lent.  @delta: the
+ * pool's va_delta. */
+static inline void stash_set(struct bounce_stash *st, uintptr_t delta,
+			     uint32_t count, uint32_t held)
 {
 	st->lent_iova = BOUNCE_NO_LENT;
+	st->top_bva = count ? (void *)(uintptr_t)(st->run[count - 1].iova +
+						  delta) : NULL;
 	atomic_store_explicit(&st->cw, (uint64_t)held << 8 | count,
 			      memory_order_relaxed);
 }
@@ -319,48 +328,48 @@ static inline void bounce_publish(struct bounce_slot *s, void *orig,
 			      memory_order_release);
 }
 
-/* The stash hit of bounce_map(), for the thread of shard @sh
- * (bounce_shard()): the run it freed last, if that run has exactly the
- * slots @len needs, starts on a multiple of @align (and of BOUNCE_PAGE
- * when @len >= BOUNCE_PAGE) and ends <= @limit, made LIVE for @orig with
- * @dir and @flags and this thread as its owner; no boundary constraint.
- * Returns true and the run's first byte in *@iova (bounce_iova_va() for
- * its host address), or false and nothing changed (call bounce_map()).
- * The run's entry stays in place above the stash's count (@lent), so
- * that its unmap on this thread is a count raise (bounce_stash_return()). */
-static inline bool bounce_map_fast(struct bounce_pool *p, unsigned int sh,
-				   void *orig, size_t len, unsigned int dir,
-				   unsigned int flags, uint64_t align,
-				   uint64_t limit, uint64_t *iova)
+/* The stash hit of bounce_map() for the thread of shard @sh, whose stash
+ * is @st (&p->stash[sh], sh < p->nstash): the run it freed last, if that
+ * run has exactly the slots @len (> 0) needs and, for @len >= BOUNCE_PAGE,
+ * starts on a page, made LIVE for @orig (not NULL) with @dir, no flags and
+ * this thread as its owner; no alignment, limit or boundary constraint
+ * (dma.c calls it only where every run meets the device's).  The run's
+ * entry stays in place above the stash's count, lent (see struct
+ * bounce_stash).  Returns the run's host address and its first byte's
+ * bus address/IOVA in *@iova, or NULL and nothing changed (call
+ * bounce_map()). */
+static inline void *bounce_map_lend(struct bounce_pool *p,
+				    struct bounce_stash *st, unsigned int sh,
+				    void *orig, size_t len, unsigned int dir,
+				    uint64_t *iova)
 {
 	const struct bounce_srun *r;
-	struct bounce_stash *st;
 	struct bounce_slot *s;
+	void *bva;
 	uint64_t cw;
 	uint32_t c;
 
-	if (sh >= p->nstash)
-		return false;
-	st = &p->stash[sh];
 	cw = stash_cw(st);
 	c = (uint32_t)cw & 0xff;
 	if (!c)
-		return false;
+		return NULL;
 	r = &st->run[c - 1];
 	/* Exactly as many slots, and on a page if len >= BOUNCE_PAGE. */
 	if (len - 1 - r->lo >= r->span)
-		return false;
-	if ((r->iova & (align - 1)) || r->iova + (len - 1) > limit)
-		return false;
+		return NULL;
+	bva = st->top_bva;
 	s = &p->slots[r->head];
 	atomic_store_explicit(&st->cw, cw - stash_w(r->nslots),
 			      memory_order_relaxed);
+	st->top_bva = c >= 2 ? (void *)(uintptr_t)(st->run[c - 2].iova +
+						   p->va_delta) : NULL;
 	st->lent_iova = r->iova;
 	st->lent_slot = s;
+	st->lent_orig = orig;
 	bounce_publish(s, orig, len,
-		       bounce_attr(dir, flags) | (uint64_t)sh << ST_OWNER_SHIFT);
+		       bounce_attr(dir, 0) | (uint64_t)sh << ST_OWNER_SHIFT);
 	*iova = r->iova;
-	return true;
+	return bva;
 }
 
 /* Take the live run starting at @iova (inside the pool: bounce_owns())
@@ -518,25 +527,26 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
 	if (c >= STASH_DEPTH || ((uint32_t)cw >> 8) + n > st->budget)
 		return false;
 	bounce_srun_set(p, &st->run[c], head, n, iova);
-	stash_set(st, c + 1, ((uint32_t)cw >> 8) + n);
+	stash_set(st, p->va_delta, c + 1, ((uint32_t)cw >> 8) + n);
 	return true;
 }
 
-/* The unmap of the run at @iova by the thread of shard @sh (< p->nstash)
- * when that run is the one its last bounce_map_fast() took (@lent_iova)
- * and it is still live, single, mapped with exactly @len and @dir by this
- * thread (the check of bounce_claim_own(); no generation check needed:
- * every map on this thread after that one changed @lent_iova, and a life
- * of the run begun by another thread has another owner).  Ends the run
- * with a plain store (bounce_end_own()) and puts it back in the stash by
- * raising count: its entry is still in place and fitted before.  Returns
- * the buffer, or NULL and nothing changed (not that run, or not live as
- * such: bounce_claim_own() and bounce_claim_fast() decide). */
-static inline void *bounce_unmap_lent(struct bounce_pool *p, unsigned int sh,
-				      uint64_t iova, size_t len,
-				      unsigned int dir)
+/* The unmap of the run at @iova by the thread of shard @sh, whose stash
+ * is @st (&p->stash[sh], sh < p->nstash), when that run is the one its
+ * last bounce_map_lend() took (@lent_iova) and it is still live, single,
+ * mapped with exactly @len and @dir by this thread (the check of
+ * bounce_claim_own(); no generation check needed: every map on this
+ * thread after that one changed @lent_iova, and a life of the run begun
+ * by another thread has another owner).  Ends the run with a plain store
+ * (bounce_end_own()) and puts it back in the stash by raising count: its
+ * entry is still in place and fitted before.  @bva: the run's host
+ * address (@iova + the pool's va_delta).  Returns the buffer, or NULL and
+ * nothing changed (not that run, or not live as such: bounce_claim_own()
+ * and bounce_claim_fast() decide). */
+static inline void *bounce_unmap_lent(struct bounce_stash *st,
+				      unsigned int sh, uint64_t iova,
+				      void *bva, size_t len, unsigned int dir)
 {
-	struct bounce_stash *st = &p->stash[sh];
 	struct bounce_slot *s;
 	uint64_t state;
 
@@ -553,7 +563,8 @@ static inline void *bounce_unmap_lent(struct bounce_pool *p, unsigned int sh,
 			      memory_order_release);
 	atomic_store_explicit(&st->cw, stash_cw(st) + stash_w(s->nslots),
 			      memory_order_relaxed);
-	return (void *)atomic_load_explicit(&s->orig, memory_order_relaxed);
+	st->top_bva = bva;
+	return st->lent_orig;
 }
 
 /* The live run containing [iova, iova + len).  Returns 0 or -EINVAL. */

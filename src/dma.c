@@ -131,6 +131,12 @@ struct iodma_dev {
 	int (*v2p)(void *arg, const void *va, uint64_t *pa);
 	void *v2p_arg;
 	struct bounce_pool *pool;    /* NULL with policy NEVER */
+	/* With bounce_fast: the pool's stashes, how many, its va_delta, so
+	 * that a map or unmap of a stashed run finds its copy's addresses one
+	 * load from here (bounce.h, struct bounce_stash). */
+	struct bounce_stash *bstash;
+	unsigned int bnstash;
+	uintptr_t bva_delta;
 	struct regmap *regmap;       /* lock-free lookups; own writer lock */
 
 	os_mutex_t lock;             /* protects maps, coh, regs, max_map_len */
@@ -515,6 +521,11 @@ IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
 		dev->bounce_fast = o.bounce == IODMA_BOUNCE_ALWAYS &&
 				   !o.noncoherent &&
 				   o.min_align <= bounce_head_align(dev->pool);
+		if (dev->bounce_fast) {
+			dev->bstash = dev->pool->stash;
+			dev->bnstash = dev->pool->nstash;
+			dev->bva_delta = dev->pool->va_delta;
+		}
 		if (o.domain)
 			STAT_ADD(dev, st_mappings_created, 1);
 	}
@@ -1048,29 +1059,31 @@ IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 				  enum iodma_dir dir, uint64_t *iova)
 {
 	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
-	 * device, the run the calling thread freed last (bounce_map_fast()),
-	 * the device's alignment and mask (the whole pool lies below the
-	 * mask: bounce_create(), so no limit to check).  Stats first, so that
-	 * nothing but the copy is left after the copy; one counter for the
-	 * map and the bounce (st_bounce_fast): a 4 KiB copy in + out is bound
-	 * by store throughput, each store more costs about a cycle. */
+	 * device, the run the calling thread freed last (bounce_map_lend()),
+	 * the device's alignment and mask (every run starts on a multiple of
+	 * dev->min_align and the whole pool lies below the mask:
+	 * bounce_create(), so no limit to check).  The copy's destination is
+	 * one load from the stash, which is one load from @dev.  Stats first,
+	 * so that nothing but the copy is left after the copy; one counter
+	 * for the map and the bounce (st_bounce_fast). */
 	if (dev && va && iova && range_valid((uintptr_t)va, len) &&
 	    dir_valid(dir) && dev->bounce_fast) {
-		struct bounce_pool *p = dev->pool;
 		unsigned int sh = bounce_shard();
-		uint64_t io;
 
-		/* dev->bounce_fast: every run starts on a multiple of
-		 * dev->min_align. */
-		if (bounce_map_fast(p, sh, va, len, dir, 0, 1, UINT64_MAX,
-				    &io)) {
-			/* sh < p->nstash <= IODMA_SHARDS: our own shard. */
-			struct dma_stats *st = &dev->stats[sh].s;
+		if (sh < dev->bnstash) {
+			uint64_t io;
+			void *bva = bounce_map_lend(dev->pool, &dev->bstash[sh],
+						    sh, va, len, dir, &io);
 
-			stat_add(&st->st_bounce_bytes, true, len);
-			stat_add(&st->st_bounce_fast, true, 1);
-			*iova = io;
-			return copy_ret0(bounce_iova_va(p, io), va, len);
+			if (bva) {
+				/* sh < IODMA_SHARDS: our own shard. */
+				struct dma_stats *st = &dev->stats[sh].s;
+
+				stat_add(&st->st_bounce_bytes, true, len);
+				stat_add(&st->st_bounce_fast, true, 1);
+				*iova = io;
+				return copy_ret0(bva, va, len);
+			}
 		}
 	}
 	return map_single_slow(dev, va, len, dir, iova);
@@ -1212,23 +1225,23 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 	 * device (no cache maintenance), a thread with a stash unmapping the
 	 * run its last map took from that stash (bounce_unmap_lent(): no
 	 * atomic read-modify-write, the run back where no other thread takes
-	 * it before the copy back, so that the copy comes last).  Two stores
-	 * besides the copy's and the stats'.  (dir_valid(): a @dir the run
-	 * was mapped with.) */
+	 * it before the copy back, so that the copy comes last; the copy's
+	 * destination one load from the stash, one from @dev).  (dir_valid():
+	 * the @dir the run was mapped with.) */
 	if (dev && dev->bounce_fast) {
-		struct bounce_pool *p = dev->pool;
 		unsigned int sh = bounce_shard();
 
-		if (sh < p->nstash) {
-			void *buf = bounce_unmap_lent(p, sh, iova, len, dir);
+		if (sh < dev->bnstash) {
+			void *bva = (void *)(uintptr_t)(iova + dev->bva_delta);
+			void *buf = bounce_unmap_lent(&dev->bstash[sh], sh, iova,
+						      bva, len, dir);
 
 			if (buf) {
 				if (!dir_from_dev(dir))
 					return 0;
 				stat_add(&dev->stats[sh].s.st_bounce_bytes,
 					 true, len);
-				return copy_ret0(buf, bounce_iova_va(p, iova),
-						 len);
+				return copy_ret0(buf, bva, len);
 			}
 		}
 	}
