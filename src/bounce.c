@@ -20,6 +20,25 @@
 #define STASH_BIG       65536u /* ... the first few: this many bytes in all */
 #define STASH_HIDE_DIV  8      /* each kind holds at most 1/8 of the pool */
 
+#if BOUNCE_TLS
+_Thread_local struct bounce_tls bounce_tls
+	__attribute__((tls_model("initial-exec")));
+#endif
+
+struct bounce_stash *bounce_stash_fill(struct bounce_pool *p,
+				       unsigned int *sh)
+{
+	unsigned int s = p->nstash ? shard_own() : IODMA_SHARDS;
+
+	if (s >= p->nstash)
+		return NULL;
+#if BOUNCE_TLS
+	bounce_tls = (struct bounce_tls){ p->id, &p->stash[s], s };
+#endif
+	*sh = s;
+	return &p->stash[s];
+}
+
 struct bounce_area {
 	os_mutex_t lock;     /* protects bitmap and cursor */
 	uint32_t first;      /* first slot (pool index) */
@@ -169,6 +188,9 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	p = iodma_calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	static _Atomic uint64_t next_id = 1;
+
+	p->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
 	p->domain = cfg->domain;
 	p->slot_size = cfg->slot_size;
 	p->slot_shift = ilog2_u64(cfg->slot_size);

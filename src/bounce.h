@@ -153,7 +153,7 @@ struct bounce_srun {
  * from the stash, which dma.c finds with one load from the device.
  *   @cw: bits 0-7 count, runs in @run; bits 8-31 held, their slots (read
  *        by stats, bounce_slots_used());
- *   @top_bva: host address of @run[count - 1] (NULL when count is 0);
+ *   @top_bva: host address of @run[count - 1] while count > 0;
  *   @lent_iova, @lent_slot, @lent_orig: the run bounce_map_lend() took
  *        last, left in place at @run[count] with nothing done to the stash
  *        since, its head slot and its buffer; else @lent_iova is
@@ -222,6 +222,7 @@ struct bounce_pool {
 	unsigned int nareas;
 	unsigned int areas_ready; /* areas whose lock and bitmap exist */
 	unsigned int nstash;     /* threads 0..nstash-1 have a stash */
+	uint64_t id;             /* unique in the process, never 0 (bounce_tls) */
 	void *raw;               /* what os_pages_alloc returned, or NULL */
 	size_t raw_len;
 	bool mapped;             /* [iova, iova + len) mapped in @domain */
@@ -309,6 +310,63 @@ static inline unsigned int bounce_shard(void)
 #endif
 }
 
+/*
+ * The fast paths' way to the calling thread's stash (the house pattern of
+ * iova.c's iova_tls): the last pool it used with a stash of its own (its
+ * id, never reused, so a destroyed pool at the same address does not
+ * match), that stash and the thread's shard.  One %fs-relative compare and
+ * load instead of the thread number, a bound check and an index: the
+ * stash is where a map finds its copy's destination, so this is on the
+ * chain of loads the copy waits for.  Another pool (or none yet) misses:
+ * the caller takes its slow path, which calls bounce_stash_fill() to look
+ * the stash up and set it here for the next call (no call on the fast
+ * path, so that it saves no register).  Written
+ * and read by its thread only.  Freestanding builds have no thread
+ * numbers that never repeat, so no such cache: the stash by index.
+ */
+#if defined(OS_THREAD_SLOT_UNIQUE) && !defined(IODMA_FREESTANDING)
+#define BOUNCE_TLS 1
+struct bounce_tls {
+	uint64_t id;              /* 0: none (ids start at 1) */
+	struct bounce_stash *st;
+	unsigned int sh;
+};
+extern _Thread_local struct bounce_tls bounce_tls
+	__attribute__((tls_model("initial-exec")));
+#else
+#define BOUNCE_TLS 0
+#endif
+
+/* The calling thread's stash in @p and its shard, set bounce_tls to them.
+ * Returns NULL (and nothing set) when the thread has no stash in @p. */
+struct bounce_stash *bounce_stash_fill(struct bounce_pool *p,
+				       unsigned int *sh);
+
+/* The calling thread's stash in @p (whose id is @id) and its shard in
+ * *@sh, or NULL: the thread has none there, or (BOUNCE_TLS) bounce_tls
+ * holds another pool's: call bounce_stash_fill() on the slow path. */
+static inline struct bounce_stash *bounce_stash_mine(struct bounce_pool *p,
+						     uint64_t id,
+						     unsigned int *sh)
+{
+#if BOUNCE_TLS
+	(void)p;
+	if (bounce_tls.id == id) {
+		*sh = bounce_tls.sh;
+		return bounce_tls.st;
+	}
+	return NULL;
+#else
+	unsigned int s = bounce_shard();
+
+	(void)id;
+	if (s >= p->nstash)
+		return NULL;
+	*sh = s;
+	return &p->stash[s];
+#endif
+}
+
 /* Make the FREE run at @s (ours alone: out of the stash, or its bits just
  * set) LIVE for @orig, @len and @attr (bounce_attr()) with the next
  * generation.  The release fence orders the FREE/DYING store a lock-free
@@ -361,8 +419,9 @@ static inline void *bounce_map_lend(struct bounce_pool *p,
 	s = &p->slots[r->head];
 	atomic_store_explicit(&st->cw, cw - stash_w(r->nslots),
 			      memory_order_relaxed);
-	st->top_bva = c >= 2 ? (void *)(uintptr_t)(st->run[c - 2].iova +
-						   p->va_delta) : NULL;
+	if (c >= 2) /* (unused while count is 0) */
+		st->top_bva = (void *)(uintptr_t)(st->run[c - 2].iova +
+						  p->va_delta);
 	st->lent_iova = r->iova;
 	st->lent_slot = s;
 	st->lent_orig = orig;

@@ -131,11 +131,10 @@ struct iodma_dev {
 	int (*v2p)(void *arg, const void *va, uint64_t *pa);
 	void *v2p_arg;
 	struct bounce_pool *pool;    /* NULL with policy NEVER */
-	/* With bounce_fast: the pool's stashes, how many, its va_delta, so
-	 * that a map or unmap of a stashed run finds its copy's addresses one
-	 * load from here (bounce.h, struct bounce_stash). */
-	struct bounce_stash *bstash;
-	unsigned int bnstash;
+	/* With bounce_fast: the pool's id (bounce_stash_mine()) and
+	 * va_delta, so that a map or unmap of a stashed run finds its copy's
+	 * addresses one load from the thread's stash (bounce.h). */
+	uint64_t bid;
 	uintptr_t bva_delta;
 	struct regmap *regmap;       /* lock-free lookups; own writer lock */
 
@@ -522,8 +521,7 @@ IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
 				   !o.noncoherent &&
 				   o.min_align <= bounce_head_align(dev->pool);
 		if (dev->bounce_fast) {
-			dev->bstash = dev->pool->stash;
-			dev->bnstash = dev->pool->nstash;
+			dev->bid = dev->pool->id;
 			dev->bva_delta = dev->pool->va_delta;
 		}
 		if (o.domain)
@@ -1052,6 +1050,11 @@ static __attribute__((noinline)) int
 map_single_slow(struct iodma_dev *dev, void *va, size_t len,
 		enum iodma_dir dir, uint64_t *iova)
 {
+	unsigned int sh;
+
+	/* The next call finds the stash (bounce_stash_mine()). */
+	if (dev && dev->bounce_fast)
+		(void)bounce_stash_fill(dev->pool, &sh);
 	return map_single(dev, va, len, 0, 0, dir, iova);
 }
 
@@ -1068,12 +1071,14 @@ IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 	 * for the map and the bounce (st_bounce_fast). */
 	if (dev && va && iova && range_valid((uintptr_t)va, len) &&
 	    dir_valid(dir) && dev->bounce_fast) {
-		unsigned int sh = bounce_shard();
+		unsigned int sh;
+		struct bounce_stash *bst = bounce_stash_mine(dev->pool, dev->bid,
+							     &sh);
 
-		if (sh < dev->bnstash) {
+		if (bst) {
 			uint64_t io;
-			void *bva = bounce_map_lend(dev->pool, &dev->bstash[sh],
-						    sh, va, len, dir, &io);
+			void *bva = bounce_map_lend(dev->pool, bst, sh, va, len,
+						    dir, &io);
 
 			if (bva) {
 				/* sh < IODMA_SHARDS: our own shard. */
@@ -1197,9 +1202,10 @@ unmap_single_other(struct iodma_dev *dev, uint64_t iova, size_t len,
 {
 	if (dev && dev->bounce_fast && dir_valid(dir)) {
 		struct bounce_pool *p = dev->pool;
-		unsigned int sh = bounce_shard();
+		unsigned int sh;
 
-		if (bounce_owns(p, iova) && sh < p->nstash) {
+		/* (Also: the next call finds the stash, bounce_stash_mine().) */
+		if (bounce_owns(p, iova) && bounce_stash_fill(p, &sh)) {
 			uint64_t state;
 			void *buf;
 			int64_t h = bounce_claim_own(p, sh, iova, len, dir, &buf,
@@ -1229,12 +1235,14 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 	 * destination one load from the stash, one from @dev).  (dir_valid():
 	 * the @dir the run was mapped with.) */
 	if (dev && dev->bounce_fast) {
-		unsigned int sh = bounce_shard();
+		unsigned int sh;
+		struct bounce_stash *bst = bounce_stash_mine(dev->pool, dev->bid,
+							     &sh);
 
-		if (sh < dev->bnstash) {
+		if (bst) {
 			void *bva = (void *)(uintptr_t)(iova + dev->bva_delta);
-			void *buf = bounce_unmap_lent(&dev->bstash[sh], sh, iova,
-						      bva, len, dir);
+			void *buf = bounce_unmap_lent(bst, sh, iova, bva, len,
+						      dir);
 
 			if (buf) {
 				if (!dir_from_dev(dir))
