@@ -403,7 +403,7 @@ static inline bool run_fits(const struct bounce_pool *p, uint32_t head,
 }
 
 /* A stashed run of exactly @n slots that fits, taken out, or -1.  The
- * newest first (bounce_map_fast() has tried the very newest already when
+ * newest first (bounce_map_lend() has tried the very newest already when
  * we get here from bounce_map(), but bounce_map() is also called
  * directly). */
 static inline int64_t stash_take(struct bounce_pool *p,

@@ -16,35 +16,48 @@
  * slot and moves on to the others when it is full.  A run never crosses an
  * area, so the longest bounce is one area.
  *
- * The hot path takes no lock (Linux's swiotlb takes its area lock twice):
+ * The hot path takes no lock (Linux's swiotlb takes its area lock twice)
+ * and, on the thread that mapped the run, no atomic read-modify-write:
  *  - a thread with a shard of its own (shard_own() in util.h) keeps the
- *    runs it frees in a stash that only it touches (two runs; up to 8 KiB
- *    in all, 64 KiB for the first threads) and maps from there first, so
- *    a map + unmap of the same size is one atomic read-modify-write (the
- *    unmap's claim).  Stashed slots stay reserved in their area: stashes
- *    hold at most a quarter of the pool, and a thread that finds the
- *    areas full empties its own stash into them and tries again; another
- *    thread's stash is not taken (as with Linux's per-CPU page lists,
- *    -ENOMEM may come while that much sits in other threads' stashes).
+ *    runs it frees in a stash that only it writes (two runs; up to 8 KiB
+ *    in all, 64 KiB for the first threads) and maps from there first, as
+ *    Linux's per-CPU IOVA rcache and SPDK's mempool caches do.  Stashed
+ *    slots stay reserved in their area: stashes hold at most a quarter of
+ *    the pool, and a thread that finds the areas full empties its own
+ *    stash into them and tries again; another thread's stash is not taken
+ *    (as with Linux's per-CPU page lists, -ENOMEM may come while that much
+ *    sits in other threads' stashes, also of threads that exited: there is
+ *    no thread-exit hook for them here, the pool's destroy frees them).
  *    The stash is last in, first out: a map takes the run its thread
  *    freed last, whose slots (and their cache lines) are still hot from
- *    that run's copies;
- *  - a run's head slot has a state word (generation, direction, flags,
- *    FREE/LIVE/DYING).  Unmap claims a run with one compare-and-swap
- *    LIVE -> DYING (of two racing unmaps exactly one wins, a stale one
- *    fails on the generation), copies back, and frees it; sync and
- *    lookups read the record lock-free as a seqlock.  That
- *    compare-and-swap is the one locked instruction of a map + unmap
- *    (measured here: ~7 ns beside a 4 KiB memcpy in + out of ~42 ns).
+ *    that run's copies.  The run a map took stays in place (lent), so that
+ *    its unmap on the same thread is one count raise
+ *    (bounce_unmap_lent());
+ *  - a run's head slot has a state word (generation, mapping thread,
+ *    direction, flags, FREE/LIVE/DYING).  The mapping thread unmaps with
+ *    a plain load, compare and store LIVE -> FREE (bounce_claim_own(),
+ *    bounce_unmap_lent()): issue 8 measured the compare-and-swap it
+ *    replaces at ~6 ns beside a 4 KiB copy in + out of ~43 ns.  Another
+ *    thread claims with one compare-and-swap LIVE -> DYING (of two such
+ *    claims exactly one wins, a stale one fails on the generation), copies
+ *    back, and ends the run with a second one DYING -> FREE
+ *    (bounce_unclaim()), which fails, leaving the slots to the mapping
+ *    thread, when that thread unmapped the run at the same moment (two
+ *    unmaps of one map at once: the caller's bug; both succeed then).
+ *    What remains unguarded: the mapping thread stalled between its load
+ *    and its store (a few instructions) while the other thread claims,
+ *    copies and frees the run; then the run is freed twice.  sync and
+ *    lookups read the record lock-free as a seqlock.
  * The area locks are taken only to reserve or free slots in an area.
  * bounce.c only allocates, records and releases runs; dma.c does the copies
  * and the cache maintenance.  Thread-safe.
  *
- * The stash hit of a map (bounce_map_fast()), the claim
- * (bounce_claim_fast()) and the free onto the stash (bounce_stash_push())
- * are inline here, so that dma.c's iodma_map_single/iodma_unmap_single of
- * a bounce call nothing but the copy; everything else is out of line in
- * bounce.c.
+ * The stash hit of a map (bounce_map_lend()), the owner's unmap
+ * (bounce_unmap_lent(), bounce_claim_own()), the other threads' claim
+ * (bounce_claim_fast(), bounce_unclaim()) and the free onto the stash
+ * (bounce_stash_push()) are inline here, so that dma.c's
+ * iodma_map_single/iodma_unmap_single of a bounce call nothing but the
+ * copy; everything else is out of line in bounce.c.
  */
 #ifndef IODMA_BOUNCE_H
 #define IODMA_BOUNCE_H

@@ -1173,23 +1173,20 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 }
 
 /* The end of iodma_unmap_single()'s bounce hit when the run is not the one
- * its map took from the stash last (bounce_stash_return()): the run at
+ * its map took from the stash last (bounce_unmap_lent()): the run at
  * @head (FREE, its slots still reserved) onto the stash, or copy back and
  * put it away there or in its area. */
 static __attribute__((noinline)) int
 unmap_own_put(struct bounce_pool *p, unsigned int sh, uint32_t head,
 	      uint64_t iova, void *buf, size_t len, unsigned int dir)
 {
-	void *bva = bounce_slot_va(p, head);
+	bool kept = bounce_stash_push(p, sh, head, iova);
 
-	if (bounce_stash_push(p, sh, head, iova)) {
-		if (dir_from_dev(dir))
-			memcpy(buf, bva, len);
-		return 0;
-	}
+	/* Pushed or not, the run is still the caller's for the copy. */
 	if (dir_from_dev(dir))
-		memcpy(buf, bva, len);
-	bounce_release_slow(p, sh, head);
+		memcpy(buf, bounce_slot_va(p, head), len);
+	if (!kept)
+		bounce_release_slow(p, sh, head);
 	return 0;
 }
 
