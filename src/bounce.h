@@ -612,31 +612,33 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
  * by another thread has another owner).  Ends the run with a plain store
  * (bounce_end_own()) and puts it back in the stash by raising count: its
  * entry is still in place and fitted before.  @bva: the run's host
- * address (@iova + the pool's va_delta).  Returns the buffer, or NULL and
- * nothing changed (not that run, or not live as such: bounce_claim_own()
- * and bounce_claim_fast() decide). */
-static inline void *bounce_unmap_lent(struct bounce_stash *st,
-				      unsigned int sh, uint64_t iova,
-				      void *bva, size_t len, unsigned int dir)
+ * address (@iova + the pool's va_delta).  Returns true and the buffer in
+ * *@buf, or false and nothing changed (not that run, or not live as such:
+ * bounce_claim_own() and bounce_claim_fast() decide). */
+static inline bool bounce_unmap_lent(struct bounce_stash *st,
+				     unsigned int sh, uint64_t iova,
+				     void *bva, size_t len, unsigned int dir,
+				     void **buf)
 {
 	struct bounce_slot *s;
 	uint64_t state;
 
 	if (iova != st->lent_iova)
-		return NULL;
+		return false;
 	s = st->lent_slot;
 	state = atomic_load_explicit(&s->state, memory_order_relaxed);
 	if ((state & (ST_GEN - 1)) != (bounce_attr(dir, 0) |
 				       (uint64_t)sh << ST_OWNER_SHIFT |
 				       ST_LIVE) ||
 	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
-		return NULL;
+		return false;
 	atomic_store_explicit(&s->state, state - ST_LIVE + ST_FREE,
 			      memory_order_release);
 	atomic_store_explicit(&st->cw, stash_cw(st) + stash_w(s->nslots),
 			      memory_order_relaxed);
 	st->top_bva = bva;
-	return st->lent_orig;
+	*buf = st->lent_orig;
+	return true;
 }
 
 /* The live run containing [iova, iova + len).  Returns 0 or -EINVAL. */

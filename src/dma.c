@@ -131,9 +131,9 @@ struct iodma_dev {
 	int (*v2p)(void *arg, const void *va, uint64_t *pa);
 	void *v2p_arg;
 	struct bounce_pool *pool;    /* NULL with policy NEVER */
-	/* With bounce_fast: the pool's id (bounce_stash_mine()) and
-	 * va_delta, so that a map or unmap of a stashed run finds its copy's
-	 * addresses one load from the thread's stash (bounce.h). */
+	/* With bounce_fast: the pool's id (bounce_stash_mine()) and its
+	 * va_delta, at hand for the stash hits of iodma_map_single() and
+	 * iodma_unmap_single() (bounce.h). */
 	uint64_t bid;
 	uintptr_t bva_delta;
 	struct regmap *regmap;       /* lock-free lookups; own writer lock */
@@ -1066,7 +1066,8 @@ IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 	 * the device's alignment and mask (every run starts on a multiple of
 	 * dev->min_align and the whole pool lies below the mask:
 	 * bounce_create(), so no limit to check).  The copy's destination is
-	 * one load from the stash, which is one load from @dev.  Stats first,
+	 * one load from the stash, the stash one load from the thread's cache
+	 * (bounce_stash_mine()).  Stats first,
 	 * so that nothing but the copy is left after the copy; one counter
 	 * for the map and the bounce (st_bounce_fast). */
 	if (dev && va && iova && range_valid((uintptr_t)va, len) &&
@@ -1229,8 +1230,9 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 	 * run its last map took from that stash (bounce_unmap_lent(): no
 	 * atomic read-modify-write, the run back where no other thread takes
 	 * it before the copy back, so that the copy comes last; the copy's
-	 * destination one load from the stash, one from @dev).  (dir_valid():
-	 * the @dir the run was mapped with.) */
+	 * destination one load from the stash, the stash one load from the
+	 * thread's cache, bounce_stash_mine()).  (dir_valid(): the @dir the
+	 * run was mapped with.) */
 	if (dev && dev->bounce_fast) {
 		unsigned int sh;
 		struct bounce_stash *bst = bounce_stash_mine(dev->pool, dev->bid,
@@ -1238,10 +1240,10 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 
 		if (bst) {
 			void *bva = (void *)(uintptr_t)(iova + dev->bva_delta);
-			void *buf = bounce_unmap_lent(bst, sh, iova, bva, len,
-						      dir);
+			void *buf;
 
-			if (buf) {
+			if (bounce_unmap_lent(bst, sh, iova, bva, len, dir,
+					      &buf)) {
 				if (!dir_from_dev(dir))
 					return 0;
 				stat_add(&dev->stats[sh].s.st_bounce_bytes,
