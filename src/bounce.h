@@ -406,29 +406,28 @@ static inline void bounce_publish(struct bounce_slot *s, void *orig,
  * this thread as its owner; no alignment, limit or boundary constraint
  * (dma.c calls it only where every run meets the device's).  The run's
  * entry stays in place above the stash's count, lent (see struct
- * bounce_stash).  Returns the run's host address and its first byte's
- * bus address/IOVA in *@iova, or NULL and nothing changed (call
- * bounce_map()). */
-static inline void *bounce_map_lend(struct bounce_pool *p,
-				    struct bounce_stash *st, unsigned int sh,
-				    void *orig, size_t len, unsigned int dir,
-				    uint64_t *iova)
+ * bounce_stash).  Returns true, the run's host address in *@bva and its
+ * first byte's bus address/IOVA in *@iova, or false and nothing changed
+ * (call bounce_map()). */
+static inline bool bounce_map_lend(struct bounce_pool *p,
+				   struct bounce_stash *st, unsigned int sh,
+				   void *orig, size_t len, unsigned int dir,
+				   void **bva, uint64_t *iova)
 {
 	const struct bounce_srun *r;
 	struct bounce_slot *s;
-	void *bva;
 	uint64_t cw;
 	uint32_t c;
 
 	cw = stash_cw(st);
 	c = (uint32_t)cw & 0xff;
 	if (!c)
-		return NULL;
+		return false;
 	r = &st->run[c - 1];
 	/* Exactly as many slots, and on a page if len >= BOUNCE_PAGE. */
 	if (len - 1 - r->lo >= r->span)
-		return NULL;
-	bva = st->top_bva;
+		return false;
+	*bva = st->top_bva;
 	s = &p->slots[r->head];
 	atomic_store_explicit(&st->cw, cw - stash_w(r->nslots),
 			      memory_order_relaxed);
@@ -441,7 +440,7 @@ static inline void *bounce_map_lend(struct bounce_pool *p,
 	bounce_publish(s, orig, len,
 		       bounce_attr(dir, 0) | (uint64_t)sh << ST_OWNER_SHIFT);
 	*iova = r->iova;
-	return bva;
+	return true;
 }
 
 /* Take the live run starting at @iova (inside the pool: bounce_owns())

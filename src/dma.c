@@ -1067,29 +1067,26 @@ IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 	 * dev->min_align and the whole pool lies below the mask:
 	 * bounce_create(), so no limit to check).  The copy's destination is
 	 * one load from the stash, the stash one load from the thread's cache
-	 * (bounce_stash_mine()).  Stats first,
-	 * so that nothing but the copy is left after the copy; one counter
-	 * for the map and the bounce (st_bounce_fast). */
+	 * (bounce_stash_mine()).  Stats first, so that nothing but the copy
+	 * is left after the copy; one counter for the map and the bounce
+	 * (st_bounce_fast). */
 	if (dev && va && iova && range_valid((uintptr_t)va, len) &&
 	    dir_valid(dir) && dev->bounce_fast) {
 		unsigned int sh;
 		struct bounce_stash *bst = bounce_stash_mine(dev->pool, dev->bid,
 							     &sh);
+		uint64_t io;
+		void *bva;
 
-		if (bst) {
-			uint64_t io;
-			void *bva = bounce_map_lend(dev->pool, bst, sh, va, len,
-						    dir, &io);
+		if (bst && bounce_map_lend(dev->pool, bst, sh, va, len, dir,
+					   &bva, &io)) {
+			/* sh < IODMA_SHARDS: our own shard. */
+			struct dma_stats *st = &dev->stats[sh].s;
 
-			if (bva) {
-				/* sh < IODMA_SHARDS: our own shard. */
-				struct dma_stats *st = &dev->stats[sh].s;
-
-				stat_add(&st->st_bounce_bytes, true, len);
-				stat_add(&st->st_bounce_fast, true, 1);
-				*iova = io;
-				return copy_ret0(bva, va, len);
-			}
+			stat_add(&st->st_bounce_bytes, true, len);
+			stat_add(&st->st_bounce_fast, true, 1);
+			*iova = io;
+			return copy_ret0(bva, va, len);
 		}
 	}
 	return map_single_slow(dev, va, len, dir, iova);
