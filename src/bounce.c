@@ -233,6 +233,10 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	}
 	ret = pool_memory(p, cfg);
 	p->va_delta = (uintptr_t)p->va - (uintptr_t)p->iova;
+	for (unsigned int i = 0; i < p->nstash; i++) {
+		p->stash[i].slots = p->slots;
+		p->stash[i].va_delta = p->va_delta;
+	}
 	if (ret == -EUCLEAN)
 		ret = -EIO; /* a clean failure once pool_free() unmapped it */
 	if (ret)

@@ -179,8 +179,11 @@ struct bounce_stash {
 	uint64_t lent_iova;
 	struct bounce_slot *lent_slot;
 	void *lent_orig;
-	uint32_t budget;            /* most slots it may hold (immutable) */
-	char pad[IODMA_CACHELINE - 5 * sizeof(uint64_t) - sizeof(uint32_t)];
+	/* Immutable: the pool's, here so that a map needs nothing else. */
+	struct bounce_slot *slots;
+	uintptr_t va_delta;
+	uint32_t budget;            /* most slots it may hold */
+	char pad[IODMA_CACHELINE - 7 * sizeof(uint64_t) - sizeof(uint32_t)];
 	struct bounce_srun run[STASH_DEPTH];
 };
 
@@ -400,17 +403,16 @@ static inline void bounce_publish(struct bounce_slot *s, void *orig,
 }
 
 /* The stash hit of bounce_map() for the thread of shard @sh, whose stash
- * is @st (&p->stash[sh], sh < p->nstash): the run it freed last, if that
- * run has exactly the slots @len (> 0) needs and, for @len >= BOUNCE_PAGE,
- * starts on a page, made LIVE for @orig (not NULL) with @dir, no flags and
- * this thread as its owner; no alignment, limit or boundary constraint
+ * is @st (&p->stash[sh] of its pool p, sh < p->nstash): the run it freed
+ * last, if that run has exactly the slots @len (> 0) needs and, for
+ * @len >= BOUNCE_PAGE, starts on a page, made LIVE for @orig (not NULL)
+ * with @dir, no flags and this thread as its owner; no alignment, limit or boundary constraint
  * (dma.c calls it only where every run meets the device's).  The run's
  * entry stays in place above the stash's count, lent (see struct
  * bounce_stash).  Returns true, the run's host address in *@bva and its
  * first byte's bus address/IOVA in *@iova, or false and nothing changed
  * (call bounce_map()). */
-static inline bool bounce_map_lend(struct bounce_pool *p,
-				   struct bounce_stash *st, unsigned int sh,
+static inline bool bounce_map_lend(struct bounce_stash *st, unsigned int sh,
 				   void *orig, size_t len, unsigned int dir,
 				   void **bva, uint64_t *iova)
 {
@@ -428,12 +430,12 @@ static inline bool bounce_map_lend(struct bounce_pool *p,
 	if (len - 1 - r->lo >= r->span)
 		return false;
 	*bva = st->top_bva;
-	s = &p->slots[r->head];
+	s = &st->slots[r->head];
 	atomic_store_explicit(&st->cw, cw - stash_w(r->nslots),
 			      memory_order_relaxed);
 	if (c >= 2) /* (unused while count is 0) */
 		st->top_bva = (void *)(uintptr_t)(st->run[c - 2].iova +
-						  p->va_delta);
+						  st->va_delta);
 	st->lent_iova = r->iova;
 	st->lent_slot = s;
 	st->lent_orig = orig;

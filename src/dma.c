@@ -1078,8 +1078,7 @@ IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 		uint64_t io;
 		void *bva;
 
-		if (bst && bounce_map_lend(dev->pool, bst, sh, va, len, dir,
-					   &bva, &io)) {
+		if (bst && bounce_map_lend(bst, sh, va, len, dir, &bva, &io)) {
 			/* sh < IODMA_SHARDS: our own shard. */
 			struct dma_stats *st = &dev->stats[sh].s;
 
