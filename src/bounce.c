@@ -20,6 +20,25 @@
 #define STASH_BIG       65536u /* ... the first few: this many bytes in all */
 #define STASH_HIDE_DIV  8      /* each kind holds at most 1/8 of the pool */
 
+#if BOUNCE_TLS
+_Thread_local struct bounce_tls bounce_tls
+	__attribute__((tls_model("initial-exec")));
+#endif
+
+struct bounce_stash *bounce_stash_fill(struct bounce_pool *p,
+				       unsigned int *sh)
+{
+	unsigned int s = p->nstash ? shard_own() : IODMA_SHARDS;
+
+	if (s >= p->nstash)
+		return NULL;
+#if BOUNCE_TLS
+	bounce_tls = (struct bounce_tls){ p->id, &p->stash[s], s };
+#endif
+	*sh = s;
+	return &p->stash[s];
+}
+
 struct bounce_area {
 	os_mutex_t lock;     /* protects bitmap and cursor */
 	uint32_t first;      /* first slot (pool index) */
@@ -169,6 +188,9 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	p = iodma_calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	static _Atomic uint64_t next_id = 1;
+
+	p->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
 	p->domain = cfg->domain;
 	p->slot_size = cfg->slot_size;
 	p->slot_shift = ilog2_u64(cfg->slot_size);
@@ -191,8 +213,10 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 		ret = -ENOMEM;
 		goto fail;
 	}
-	for (unsigned int i = 0; i < p->nstash; i++)
+	for (unsigned int i = 0; i < p->nstash; i++) {
 		p->stash[i].budget = (uint32_t)(i < nbig ? big : small);
+		p->stash[i].lent_iova = BOUNCE_NO_LENT;
+	}
 	for (unsigned int i = 0; i < nareas; i++) {
 		struct bounce_area *a = &p->areas[i];
 		uint32_t per = (uint32_t)(nslots / nareas);
@@ -209,6 +233,10 @@ int bounce_create(const struct bounce_cfg *cfg, struct bounce_pool **out)
 	}
 	ret = pool_memory(p, cfg);
 	p->va_delta = (uintptr_t)p->va - (uintptr_t)p->iova;
+	for (unsigned int i = 0; i < p->nstash; i++) {
+		p->stash[i].slots = p->slots;
+		p->stash[i].va_delta = p->va_delta;
+	}
 	if (ret == -EUCLEAN)
 		ret = -EIO; /* a clean failure once pool_free() unmapped it */
 	if (ret)
@@ -262,8 +290,7 @@ uint64_t bounce_slots_used(const struct bounce_pool *p)
 	used = atomic_load_explicit(&((struct bounce_pool *)p)->used,
 				    memory_order_relaxed);
 	for (unsigned int i = 0; i < p->nstash; i++)
-		held += atomic_load_explicit(&p->stash[i].held,
-					     memory_order_relaxed);
+		held += stash_held(&p->stash[i]);
 	return used > held ? used - held : 0;
 }
 
@@ -360,10 +387,11 @@ static __attribute__((noinline)) void area_release(struct bounce_pool *p, uint32
 /* Empty the caller's stash into the areas. */
 static void stash_flush(struct bounce_pool *p, struct bounce_stash *st)
 {
-	for (uint32_t k = 0; k < st->count; k++)
+	uint32_t c = stash_count(st);
+
+	for (uint32_t k = 0; k < c; k++)
 		area_release(p, st->run[k].head, st->run[k].nslots);
-	st->count = 0;
-	atomic_store_explicit(&st->held, 0, memory_order_relaxed);
+	stash_set(st, p->va_delta, 0, 0);
 }
 
 /* Does the free run at @head (of @n slots) meet a map's constraints? */
@@ -379,7 +407,7 @@ static inline bool run_fits(const struct bounce_pool *p, uint32_t head,
 }
 
 /* A stashed run of exactly @n slots that fits, taken out, or -1.  The
- * newest first (bounce_map_fast() has tried the very newest already when
+ * newest first (bounce_map_lend() has tried the very newest already when
  * we get here from bounce_map(), but bounce_map() is also called
  * directly). */
 static inline int64_t stash_take(struct bounce_pool *p,
@@ -387,20 +415,19 @@ static inline int64_t stash_take(struct bounce_pool *p,
 				 size_t len, uint64_t align, uint64_t limit,
 				 uint64_t boundary)
 {
-	for (uint32_t k = st->count; k-- > 0;) {
+	uint64_t cw = stash_cw(st);
+	uint32_t c = (uint32_t)cw & 0xff;
+
+	for (uint32_t k = c; k-- > 0;) {
 		uint32_t h = st->run[k].head;
 
 		if (st->run[k].nslots != n ||
 		    !run_fits(p, h, len, align, limit, boundary))
 			continue;
 		/* Keep the others in order, oldest first. */
-		for (uint32_t j = k; j + 1 < st->count; j++)
+		for (uint32_t j = k; j + 1 < c; j++)
 			st->run[j] = st->run[j + 1];
-		st->count--;
-		atomic_store_explicit(&st->held,
-				      atomic_load_explicit(&st->held,
-							   memory_order_relaxed) - n,
-				      memory_order_relaxed);
+		stash_set(st, p->va_delta, c - 1, ((uint32_t)cw >> 8) - n);
 		return h;
 	}
 	return -1;
@@ -452,7 +479,7 @@ map_slow(struct bounce_pool *p, struct bounce_stash *st, uint32_t n,
 {
 	int64_t h = area_alloc(p, n, len, align, limit, boundary);
 
-	if (h < 0 && st && st->count) {
+	if (h < 0 && st && stash_count(st)) {
 		stash_flush(p, st);
 		h = area_alloc(p, n, len, align, limit, boundary);
 	}
@@ -478,15 +505,18 @@ int bounce_map(struct bounce_pool *p, void *orig, size_t len, uint8_t dir,
 	if (len >= BOUNCE_PAGE && align < BOUNCE_PAGE)
 		align = BOUNCE_PAGE;
 	st = stash_own(p);
-	if (st)
+	if (st) {
+		st->lent_iova = BOUNCE_NO_LENT; /* bounce_unmap_lent() */
 		h = stash_take(p, st, n, len, align, limit, boundary);
+	}
 	if (h < 0) {
 		h = map_slow(p, st, n, len, align, limit, boundary);
 		if (h < 0)
 			return -ENOMEM;
 	}
 	/* The run is ours alone (FREE, its bits set). */
-	bounce_publish(&p->slots[h], orig, len, bounce_attr(dir, flags));
+	bounce_publish(&p->slots[h], orig, len,
+		       bounce_attr(dir, flags) | bounce_owner(bounce_shard()));
 	out->iova = slot_iova(p, (uint32_t)h);
 	out->bva = bounce_slot_va(p, (uint32_t)h);
 	out->orig = orig;
@@ -505,6 +535,7 @@ static void run_out(struct bounce_pool *p, uint32_t head, uint64_t state,
 	out->len = len;
 	out->dir = (uint8_t)(state >> 2);
 	out->flags = (uint8_t)(state >> 10);
+	out->claimed = 0;
 }
 
 int bounce_find(struct bounce_pool *p, uint64_t iova, size_t len,
@@ -540,16 +571,19 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 struct bounce_run *out)
 {
+	uint64_t claimed;
 	void *buf;
 	int64_t head;
 
 	if (!bounce_owns(p, iova))
 		return -EINVAL;
-	head = bounce_claim_fast(p, iova, len, dir, flags, orig, &buf);
+	head = bounce_claim_fast(p, iova, len, dir, flags, orig, &buf,
+				 &claimed);
 	if (head < 0)
 		return -EINVAL;
 	run_out(p, (uint32_t)head, bounce_attr(dir, flags), len,
 		(uintptr_t)buf, out);
+	out->claimed = claimed;
 	return 0;
 }
 
@@ -558,40 +592,33 @@ void bounce_release_slow(struct bounce_pool *p, unsigned int sh,
 {
 	struct bounce_slot *s = &p->slots[head];
 	struct bounce_stash *st = sh < p->nstash ? &p->stash[sh] : NULL;
-	uint64_t state = atomic_load_explicit(&s->state, memory_order_relaxed);
-	uint32_t n = s->nslots, held;
+	uint32_t n = s->nslots, held, c;
 
-	assert(st_of(state) == ST_DYING);
-	atomic_store_explicit(&s->state, state - ST_DYING + ST_FREE,
-			      memory_order_release);
 	if (!st || n > st->budget) {
 		area_release(p, head, n);
 		return;
 	}
-	held = atomic_load_explicit(&st->held, memory_order_relaxed);
-	while (st->count && (st->count == STASH_DEPTH || held + n > st->budget)) {
+	c = stash_count(st);
+	held = stash_held(st);
+	while (c && (c == STASH_DEPTH || held + n > st->budget)) {
 		held -= st->run[0].nslots;
 		area_release(p, st->run[0].head, st->run[0].nslots);
-		for (uint32_t j = 0; j + 1 < st->count; j++)
+		for (uint32_t j = 0; j + 1 < c; j++)
 			st->run[j] = st->run[j + 1];
-		st->count--;
+		c--;
+		stash_set(st, p->va_delta, c, held);
 	}
-	st->run[st->count++] = (struct bounce_srun){
-		.iova = slot_iova(p, head),
-		.bytes = (uint64_t)n << p->slot_shift,
-		.head = head,
-		.nslots = n,
-	};
-	atomic_store_explicit(&st->held, held + n, memory_order_relaxed);
+	bounce_srun_set(p, &st->run[c], head, n, slot_iova(p, head));
+	stash_set(st, p->va_delta, c + 1, held + n);
 }
 
-void bounce_release(struct bounce_pool *p, uint64_t iova)
+void bounce_release(struct bounce_pool *p, const struct bounce_run *run)
 {
 	unsigned int sh = bounce_shard();
-	uint32_t head = (uint32_t)((iova - p->iova) >> p->slot_shift);
+	uint32_t head = (uint32_t)((run->iova - p->iova) >> p->slot_shift);
 
-	if (!bounce_stash_push(p, sh, head, iova,
-			       (size_t)atomic_load_explicit(&p->slots[head].len,
-							    memory_order_relaxed)))
+	if (!bounce_unclaim(p, head, run->claimed))
+		return; /* its mapping thread put it away (bounce_unclaim()) */
+	if (!bounce_stash_push(p, sh, head, run->iova))
 		bounce_release_slow(p, sh, head);
 }

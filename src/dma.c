@@ -103,6 +103,8 @@ struct dma_stats {
 	_Atomic uint64_t st_registered_hits;
 	_Atomic uint64_t st_mappings_created;
 	_Atomic uint64_t st_bounces;
+	_Atomic uint64_t st_bounce_fast; /* iodma_map_single()'s stash hits:
+					  * counted in maps and bounces */
 	_Atomic uint64_t st_bounce_bytes;
 	_Atomic uint64_t st_bounce_full;
 	_Atomic uint64_t st_coherent;
@@ -129,6 +131,11 @@ struct iodma_dev {
 	int (*v2p)(void *arg, const void *va, uint64_t *pa);
 	void *v2p_arg;
 	struct bounce_pool *pool;    /* NULL with policy NEVER */
+	/* With bounce_fast: the pool's id (bounce_stash_mine()) and its
+	 * va_delta, at hand for the stash hits of iodma_map_single() and
+	 * iodma_unmap_single() (bounce.h). */
+	uint64_t bid;
+	uintptr_t bva_delta;
 	struct regmap *regmap;       /* lock-free lookups; own writer lock */
 
 	os_mutex_t lock;             /* protects maps, coh, regs, max_map_len */
@@ -513,6 +520,10 @@ IODMA_EXPORT int iodma_dev_create(const struct iodma_dev_opts *opts,
 		dev->bounce_fast = o.bounce == IODMA_BOUNCE_ALWAYS &&
 				   !o.noncoherent &&
 				   o.min_align <= bounce_head_align(dev->pool);
+		if (dev->bounce_fast) {
+			dev->bid = dev->pool->id;
+			dev->bva_delta = dev->pool->va_delta;
+		}
 		if (o.domain)
 			STAT_ADD(dev, st_mappings_created, 1);
 	}
@@ -837,7 +848,7 @@ static void bounce_copy_back(void *arg, const struct bounce_run *run)
 static void unmap_bounce(struct iodma_dev *dev, const struct bounce_run *run)
 {
 	bounce_copy_back(dev, run);
-	bounce_release(dev->pool, run->iova);
+	bounce_release(dev->pool, run);
 }
 
 /* A registered hit: record it against its registration.  Returns 0,
@@ -1039,6 +1050,11 @@ static __attribute__((noinline)) int
 map_single_slow(struct iodma_dev *dev, void *va, size_t len,
 		enum iodma_dir dir, uint64_t *iova)
 {
+	unsigned int sh;
+
+	/* The next call finds the stash (bounce_stash_mine()). */
+	if (dev && dev->bounce_fast)
+		(void)bounce_stash_fill(dev->pool, &sh);
 	return map_single(dev, va, len, 0, 0, dir, iova);
 }
 
@@ -1046,28 +1062,30 @@ IODMA_EXPORT int iodma_map_single(struct iodma_dev *dev, void *va, size_t len,
 				  enum iodma_dir dir, uint64_t *iova)
 {
 	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
-	 * device, the run the calling thread freed last (bounce_map_fast()),
-	 * the device's alignment and mask (the whole pool lies below the
-	 * mask: bounce_create(), so no limit to check).  Stats first, so that
-	 * nothing but the copy is left after the copy. */
+	 * device, the run the calling thread freed last (bounce_map_lend()),
+	 * the device's alignment and mask (every run starts on a multiple of
+	 * dev->min_align and the whole pool lies below the mask:
+	 * bounce_create(), so no limit to check).  The copy's destination is
+	 * one load from the stash, the stash one load from the thread's cache
+	 * (bounce_stash_mine()).  Stats first, so that nothing but the copy
+	 * is left after the copy; one counter for the map and the bounce
+	 * (st_bounce_fast). */
 	if (dev && va && iova && range_valid((uintptr_t)va, len) &&
 	    dir_valid(dir) && dev->bounce_fast) {
-		struct bounce_pool *p = dev->pool;
-		unsigned int sh = bounce_shard();
+		unsigned int sh;
+		struct bounce_stash *bst = bounce_stash_mine(dev->pool, dev->bid,
+							     &sh);
 		uint64_t io;
+		void *bva;
 
-		/* dev->bounce_fast: every run starts on a multiple of
-		 * dev->min_align. */
-		if (bounce_map_fast(p, sh, va, len, dir, 0, 1, UINT64_MAX,
-				    &io)) {
-			/* sh < p->nstash <= IODMA_SHARDS: our own shard. */
+		if (bst && bounce_map_lend(bst, sh, va, len, dir, &bva, &io)) {
+			/* sh < IODMA_SHARDS: our own shard. */
 			struct dma_stats *st = &dev->stats[sh].s;
 
 			stat_add(&st->st_bounce_bytes, true, len);
-			stat_add(&st->st_bounces, true, 1);
-			stat_add(&st->st_maps, true, 1);
+			stat_add(&st->st_bounce_fast, true, 1);
 			*iova = io;
-			return copy_ret0(bounce_iova_va(p, io), va, len);
+			return copy_ret0(bva, va, len);
 		}
 	}
 	return map_single_slow(dev, va, len, dir, iova);
@@ -1117,6 +1135,7 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	     enum iodma_dir dir, const void *va)
 {
 	struct bounce_pool *p;
+	uint64_t claimed;
 	unsigned int sh;
 	void *bva, *buf;
 	int64_t h;
@@ -1128,8 +1147,9 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	p = dev->pool;
 	if (!bounce_owns(p, iova))
 		return unmap_single_rec(dev, iova, len, dir, va);
-	/* (No run has length 0: a 0 @len is refused here.) */
-	h = bounce_claim_fast(p, iova, len, dir, 0, va, &buf);
+	/* (No run has length 0: a 0 @len is refused here.)  Whichever thread
+	 * mapped it: one compare-and-swap (bounce_claim_fast()). */
+	h = bounce_claim_fast(p, iova, len, dir, 0, va, &buf, &claimed);
 	if (h < 0)
 		return -EINVAL;
 	/* Claimed: no map can take the run's slots until it is released. */
@@ -1141,53 +1161,94 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 			 len);
 		memcpy(buf, bva, len);
 	}
-	if (!bounce_stash_push(p, sh, (uint32_t)h, iova, len))
+	/* Unless its mapping thread unmapped it at the same moment (and put
+	 * the slots away itself): bounce_unclaim(). */
+	if (bounce_unclaim(p, (uint32_t)h, claimed) &&
+	    !bounce_stash_push(p, sh, (uint32_t)h, iova))
 		bounce_release_slow(p, sh, (uint32_t)h);
 	return 0;
 }
 
-/* The end of iodma_unmap_single()'s bounce hit when the stash has no room
- * for the run: copy back, then free it (to the stash or its area). */
+/* The end of iodma_unmap_single()'s bounce hit when the run is not the one
+ * its map took from the stash last (bounce_unmap_lent()): the run at
+ * @head (FREE, its slots still reserved) onto the stash, or copy back and
+ * put it away there or in its area. */
 static __attribute__((noinline)) int
-unmap_bounce_slow(struct bounce_pool *p, unsigned int sh, uint32_t head,
-		  void *buf, size_t len, unsigned int dir)
+unmap_own_put(struct bounce_pool *p, unsigned int sh, uint32_t head,
+	      uint64_t iova, void *buf, size_t len, unsigned int dir)
 {
+	bool kept = bounce_stash_push(p, sh, head, iova);
+
+	/* Pushed or not, the run is still the caller's for the copy. */
 	if (dir_from_dev(dir))
 		memcpy(buf, bounce_slot_va(p, head), len);
-	bounce_release_slow(p, sh, head);
+	if (!kept)
+		bounce_release_slow(p, sh, head);
 	return 0;
+}
+
+/* iodma_unmap_single() but for the unmap of the lent run: the owner's
+ * unmap of another run of its own (bounce_claim_own(): no atomic
+ * read-modify-write), else unmap_single(). */
+static __attribute__((noinline)) int
+unmap_single_other(struct iodma_dev *dev, uint64_t iova, size_t len,
+		   enum iodma_dir dir)
+{
+	if (dev && dev->bounce_fast && dir_valid(dir)) {
+		struct bounce_pool *p = dev->pool;
+		unsigned int sh;
+
+		/* (Also: the next call finds the stash, bounce_stash_mine().) */
+		if (bounce_owns(p, iova) && bounce_stash_fill(p, &sh)) {
+			uint64_t state;
+			void *buf;
+			int64_t h = bounce_claim_own(p, sh, iova, len, dir, &buf,
+						     &state);
+
+			if (h >= 0) {
+				bounce_end_own(p, (uint32_t)h, state);
+				if (dir_from_dev(dir))
+					stat_add(&dev->stats[sh].s.st_bounce_bytes,
+						 true, len);
+				return unmap_own_put(p, sh, (uint32_t)h, iova,
+						     buf, len, dir);
+			}
+		}
+	}
+	return unmap_single(dev, iova, len, dir, NULL);
 }
 
 IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 				    size_t len, enum iodma_dir dir)
 {
 	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
-	 * device (no cache maintenance), a thread with a stash.  The run
-	 * goes onto the top of that stash, where no other thread takes it,
-	 * before the copy back, so that the copy comes last
-	 * (bounce_stash_push()). */
-	if (dev && dev->bounce_fast && dir_valid(dir)) {
-		struct bounce_pool *p = dev->pool;
-		unsigned int sh = bounce_shard();
+	 * device (no cache maintenance), a thread with a stash unmapping the
+	 * run its last map took from that stash (bounce_unmap_lent(): no
+	 * atomic read-modify-write, the run back where no other thread takes
+	 * it before the copy back, so that the copy comes last; the copy's
+	 * destination one load from the stash, the stash one load from the
+	 * thread's cache, bounce_stash_mine()).  (dir_valid(): the @dir the
+	 * run was mapped with.) */
+	if (dev && dev->bounce_fast) {
+		unsigned int sh;
+		struct bounce_stash *bst = bounce_stash_mine(dev->pool, dev->bid,
+							     &sh);
 
-		if (bounce_owns(p, iova) && sh < p->nstash) {
+		if (bst) {
+			void *bva = (void *)(uintptr_t)(iova + dev->bva_delta);
 			void *buf;
-			int64_t h = bounce_claim_fast(p, iova, len, dir, 0,
-						      NULL, &buf);
 
-			if (h < 0)
-				return -EINVAL;
-			if (dir_from_dev(dir))
+			if (bounce_unmap_lent(bst, sh, iova, bva, len, dir,
+					      &buf)) {
+				if (!dir_from_dev(dir))
+					return 0;
 				stat_add(&dev->stats[sh].s.st_bounce_bytes,
 					 true, len);
-			if (!bounce_stash_push(p, sh, (uint32_t)h, iova, len))
-				return unmap_bounce_slow(p, sh, (uint32_t)h,
-							 buf, len, dir);
-			return dir_from_dev(dir) ?
-			       copy_ret0(buf, bounce_iova_va(p, iova), len) : 0;
+				return copy_ret0(buf, bva, len);
+			}
 		}
 	}
-	return unmap_single(dev, iova, len, dir, NULL);
+	return unmap_single_other(dev, iova, len, dir);
 }
 
 static int sync_single(struct iodma_dev *dev, uint64_t iova, size_t len,
@@ -1517,7 +1578,7 @@ fail:
 			if (!bounce_claim(dev->pool, pl[i].addr, sg[i].len,
 					  (uint8_t)dir, BOUNCE_F_SG, sg[i].va,
 					  &run))
-				bounce_release(dev->pool, run.iova);
+				bounce_release(dev->pool, &run);
 		}
 		if (pl[i].inserted)
 			smap_unlink_locked(dev, pl[i].rec);
@@ -1913,10 +1974,10 @@ IODMA_EXPORT int iodma_dev_get_stats(const struct iodma_dev *dev,
 
 	if (!dev || !st)
 		return -EINVAL;
-	s.maps = STAT_GET(dev, st_maps);
+	s.maps = STAT_GET(dev, st_maps) + STAT_GET(dev, st_bounce_fast);
 	s.registered_hits = STAT_GET(dev, st_registered_hits);
 	s.mappings_created = STAT_GET(dev, st_mappings_created);
-	s.bounces = STAT_GET(dev, st_bounces);
+	s.bounces = STAT_GET(dev, st_bounces) + STAT_GET(dev, st_bounce_fast);
 	s.bounce_bytes = STAT_GET(dev, st_bounce_bytes);
 	s.bounce_slots_total = bounce_slots_total(dev->pool);
 	s.bounce_slots_used = bounce_slots_used(dev->pool);
