@@ -20,6 +20,14 @@
  *     on a section) per second: the two parts of the rate's loss that are
  *     iodma's, whatever share of the CPUs other processes leave it.
  * Medians of 5 runs where a run is a figure; latencies pool all samples.
+ *
+ * Diagnostic (no rows): bench_mt --mapper-only MODE runs only the mapper
+ * rate, its CPU per pair and its blocks, with readers that do one kind of
+ * section each: mix (the rows' readers), hot, rand, fresh (first touches of
+ * the mapper's mapping only), nosect (mix without access sections), idle
+ * (sections that translate nothing), freshload (mix, but the first-touch
+ * slot only loads the mapper's IOVA and translates a hot key),
+ * nosect-hot (hot without sections), to tell which one costs the mapper.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -58,6 +66,7 @@ struct mt {
 	uint64_t nlive;
 	bool spin_only;		/* readers only spin: no iodma call (the
 				 * CPU-share baseline of the mapper rate) */
+	int mode;		/* --mapper-only: enum rmode */
 	/* Each on a cache line of its own: the readers poll @stop in a
 	 * tight loop, so a mapper store that shared its line would pay a
 	 * cache-line transfer per operation (the bench's cost, not iodma's). */
@@ -109,6 +118,13 @@ static void mt_destroy(struct mt *m)
 	free(m);
 }
 
+/* Reader kinds (--mapper-only); the rows use RM_MIX. */
+enum rmode { RM_MIX, RM_HOT, RM_RAND, RM_FRESH, RM_NOSECT, RM_IDLE,
+	     RM_FRESHLOAD, RM_NOSECT_HOT, RM_NR };
+static const char *const rmode_names[RM_NR] = {
+	"mix", "hot", "rand", "fresh", "nosect", "idle", "freshload",
+	"nosect-hot" };
+
 /* A reader: sections over the live set, alternating 16 hot mappings (in
  * the CPU's caches) and all of them (mostly not); while the mapper publishes its fresh
  * mapping (m->fresh), every fourth section is a first touch of it instead
@@ -145,15 +161,29 @@ static void *reader_main(void *arg)
 		x ^= x >> 7;
 		x ^= x << 17;
 		i = (n & 1) ? x % 16 : x % m->nlive;
+		if (m->mode == RM_HOT || m->mode == RM_NOSECT_HOT)
+			i = x % 16;
+		else if (m->mode == RM_RAND)
+			i = x % m->nlive;
 		iova = BASE + i * PG + ((x >> 40) % (PG / 64)) * 64;
-		if ((n & 3) == 3) {
+		if (m->mode == RM_IDLE) {
+			iodma_access_begin();
+			iodma_access_end();
+			if (n++ == 0)
+				atomic_fetch_add(&m->started, 1);
+			continue;
+		}
+		if ((m->mode == RM_FRESH || (n & 3) == 3) &&
+		    (m->mode == RM_MIX || m->mode == RM_FRESH ||
+		     m->mode == RM_NOSECT || m->mode == RM_FRESHLOAD)) {
 			uint64_t f = atomic_load_explicit(&m->fresh,
 							  memory_order_relaxed);
 
-			if (f)
+			if (f && m->mode != RM_FRESHLOAD)
 				iova = f + ((x >> 40) % (PG / 64)) * 64;
 		}
-		iodma_access_begin();
+		if (m->mode != RM_NOSECT && m->mode != RM_NOSECT_HOT)
+			iodma_access_begin();
 		if (iodma_translate(m->d, iova, 64, IODMA_PERM_RW, &s, 1, &nr,
 				    NULL) == 0) {
 			uint8_t *b = s.va;
@@ -164,7 +194,8 @@ static void *reader_main(void *arg)
 			       __atomic_load_n(&b[63], __ATOMIC_RELAXED);
 			__atomic_store_n(&b[8], (uint8_t)sum, __ATOMIC_RELAXED);
 		}
-		iodma_access_end();
+		if (m->mode != RM_NOSECT && m->mode != RM_NOSECT_HOT)
+			iodma_access_end();
 		if (n++ == 0)
 			atomic_fetch_add(&m->started, 1);
 	}
@@ -409,10 +440,58 @@ static void bench_mapper_rate(struct mt *m)
 	       bench_median(kv, BENCH_RUNS), bench_median(ks, BENCH_RUNS));
 }
 
+/* --mapper-only MODE: the mapper's figures beside one kind of reader,
+ * medians of 5, as NOTE lines only. */
+static int mapper_only(const char *mode)
+{
+	double v[BENCH_RUNS], b[BENCH_RUNS], cv[BENCH_RUNS], cb[BENCH_RUNS];
+	double kv[BENCH_RUNS];
+	struct reader rd[NXLATORS];
+	struct mcost c;
+	struct mt *m;
+	int k;
+
+	for (k = 0; k < RM_NR; k++)
+		if (strcmp(mode, rmode_names[k]) == 0)
+			break;
+	if (k == RM_NR) {
+		fprintf(stderr, "bench_mt: --mapper-only mix|hot|rand|fresh|nosect|idle|freshload|nosect-hot\n");
+		return 2;
+	}
+	m = mt_create(NLIVE);
+	m->mode = k;
+	for (int r = 0; r < BENCH_RUNS; r++) {
+		/* BENCH_MT_WITH_ONLY=1: no alone runs (a profile of the mapper
+		 * beside the readers only). */
+		if (getenv("BENCH_MT_WITH_ONLY")) {
+			b[r] = cb[r] = 1;
+		} else {
+			b[r] = mapper_rate(m, &c);
+			cb[r] = c.cpu_ns;
+		}
+		readers_start(m, rd, NXLATORS);
+		v[r] = mapper_rate(m, &c);
+		readers_stop(m, rd, NXLATORS);
+		cv[r] = c.cpu_ns;
+		kv[r] = c.blocks;
+	}
+	printf("NOTE\t%s: rate %.3g /s vs alone %.3g (%.3f); CPU/pair %.1f ns vs "
+	       "%.1f (%.2fx); blocked %.0f /s; reader sections %lu\n", mode,
+	       bench_median(v, BENCH_RUNS), bench_median(b, BENCH_RUNS),
+	       bench_median(v, BENCH_RUNS) / bench_median(b, BENCH_RUNS),
+	       bench_median(cv, BENCH_RUNS), bench_median(cb, BENCH_RUNS),
+	       bench_median(cv, BENCH_RUNS) / bench_median(cb, BENCH_RUNS),
+	       bench_median(kv, BENCH_RUNS), atomic_load(&m->reads));
+	mt_destroy(m);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct mt *m;
 
+	if (argc == 3 && strcmp(argv[1], "--mapper-only") == 0)
+		return mapper_only(argv[2]);
 	if (bench_ir_mode(argc, argv))
 		return 0;	/* no Ir figures here */
 	m = mt_create(NLIVE);
