@@ -20,11 +20,24 @@
  *     on a section) per second: the two parts of the rate's loss that are
  *     iodma's, whatever share of the CPUs other processes leave it.
  * Medians of 5 runs where a run is a figure; latencies pool all samples.
+ *
+ * Diagnostic (no rows): bench_mt --mapper-only MODE runs only the mapper
+ * rate, its CPU per pair and its blocks, with readers that do one kind of
+ * section each: mix (the rows' readers), hot, rand, fresh (first touches of
+ * the mapper's mapping only), nosect (mix without access sections), idle
+ * (sections that translate nothing), freshload (mix, but the first-touch
+ * slot only loads the mapper's IOVA and translates a hot key),
+ * nosect-hot (hot without sections), nofresh (mix without the first
+ * touches: neither the load of the mapper's IOVA nor its translation),
+ * to tell which one costs the mapper.  With BENCH_MT_CO_ONLY=1 it prints
+ * only the mapper's time per pair while a reader runs beside it (mapper
+ * on CPU 0, readers on CPU 1), the figure other processes disturb least.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -58,6 +71,8 @@ struct mt {
 	uint64_t nlive;
 	bool spin_only;		/* readers only spin: no iodma call (the
 				 * CPU-share baseline of the mapper rate) */
+	int mode;		/* --mapper-only: enum rmode */
+	bool chunked;		/* --mapper-only: readers count sections */
 	/* Each on a cache line of its own: the readers poll @stop in a
 	 * tight loop, so a mapper store that shared its line would pay a
 	 * cache-line transfer per operation (the bench's cost, not iodma's). */
@@ -109,6 +124,13 @@ static void mt_destroy(struct mt *m)
 	free(m);
 }
 
+/* Reader kinds (--mapper-only); the rows use RM_MIX. */
+enum rmode { RM_MIX, RM_HOT, RM_RAND, RM_FRESH, RM_NOSECT, RM_IDLE,
+	     RM_FRESHLOAD, RM_NOSECT_HOT, RM_NOFRESH, RM_NR };
+static const char *const rmode_names[RM_NR] = {
+	"mix", "hot", "rand", "fresh", "nosect", "idle", "freshload",
+	"nosect-hot", "nofresh" };
+
 /* A reader: sections over the live set, alternating 16 hot mappings (in
  * the CPU's caches) and all of them (mostly not); while the mapper publishes its fresh
  * mapping (m->fresh), every fourth section is a first touch of it instead
@@ -117,6 +139,10 @@ struct reader {
 	struct mt *m;
 	unsigned int id;
 	pthread_t th;
+	/* --mapper-only: sections done so far, stored by the reader after
+	 * each (its own line), so the mapper can tell whether it ran. */
+	alignas(64) atomic_ulong done;
+	char pad_[64 - sizeof(atomic_ulong)];
 };
 
 static void *reader_main(void *arg)
@@ -126,6 +152,15 @@ static void *reader_main(void *arg)
 	uint64_t x = 0x9e3779b97f4a7c15ull * (r->id + 1), sum = 0;
 	unsigned long n = 0;
 
+	if (m->chunked) {
+		/* --mapper-only: the readers on CPU 1, the mapper on CPU 0,
+		 * so that they run side by side whenever both run. */
+		cpu_set_t cs;
+
+		CPU_ZERO(&cs);
+		CPU_SET(1, &cs);
+		pthread_setaffinity_np(pthread_self(), sizeof(cs), &cs);
+	}
 	while (m->spin_only && !atomic_load_explicit(&m->stop, memory_order_relaxed)) {
 		/* The same PRNG work, no translation, no touch. */
 		x ^= x << 13;
@@ -145,15 +180,32 @@ static void *reader_main(void *arg)
 		x ^= x >> 7;
 		x ^= x << 17;
 		i = (n & 1) ? x % 16 : x % m->nlive;
+		if (m->mode == RM_HOT || m->mode == RM_NOSECT_HOT)
+			i = x % 16;
+		else if (m->mode == RM_RAND)
+			i = x % m->nlive;
 		iova = BASE + i * PG + ((x >> 40) % (PG / 64)) * 64;
-		if ((n & 3) == 3) {
+		if (m->mode == RM_IDLE) {
+			iodma_access_begin();
+			iodma_access_end();
+			if (m->chunked)
+				atomic_store_explicit(&r->done, n,
+						      memory_order_relaxed);
+			if (n++ == 0)
+				atomic_fetch_add(&m->started, 1);
+			continue;
+		}
+		if ((m->mode == RM_FRESH || (n & 3) == 3) &&
+		    (m->mode == RM_MIX || m->mode == RM_FRESH ||
+		     m->mode == RM_NOSECT || m->mode == RM_FRESHLOAD)) {
 			uint64_t f = atomic_load_explicit(&m->fresh,
 							  memory_order_relaxed);
 
-			if (f)
+			if (f && m->mode != RM_FRESHLOAD)
 				iova = f + ((x >> 40) % (PG / 64)) * 64;
 		}
-		iodma_access_begin();
+		if (m->mode != RM_NOSECT && m->mode != RM_NOSECT_HOT)
+			iodma_access_begin();
 		if (iodma_translate(m->d, iova, 64, IODMA_PERM_RW, &s, 1, &nr,
 				    NULL) == 0) {
 			uint8_t *b = s.va;
@@ -164,7 +216,10 @@ static void *reader_main(void *arg)
 			       __atomic_load_n(&b[63], __ATOMIC_RELAXED);
 			__atomic_store_n(&b[8], (uint8_t)sum, __ATOMIC_RELAXED);
 		}
-		iodma_access_end();
+		if (m->mode != RM_NOSECT && m->mode != RM_NOSECT_HOT)
+			iodma_access_end();
+		if (m->chunked)
+			atomic_store_explicit(&r->done, n, memory_order_relaxed);
 		if (n++ == 0)
 			atomic_fetch_add(&m->started, 1);
 	}
@@ -189,6 +244,7 @@ static void readers_start(struct mt *m, struct reader *rd, unsigned int n)
 	for (unsigned int i = 0; i < n; i++) {
 		rd[i].m = m;
 		rd[i].id = i;
+		atomic_store(&rd[i].done, 0);
 		if (pthread_create(&rd[i].th, NULL, reader_main, &rd[i]))
 			die("pthread_create", -11);
 	}
@@ -409,10 +465,125 @@ static void bench_mapper_rate(struct mt *m)
 	       bench_median(kv, BENCH_RUNS), bench_median(ks, BENCH_RUNS));
 }
 
+/* --mapper-only: the mapper's wall time per pair over chunks of 16 pairs,
+ * median over the chunks during which a reader made progress (so ran on
+ * the other CPU: the cost of running beside it, whatever else the host
+ * runs), or over all chunks when @nrd is 0. */
+#define CHUNK_MAX (1u << 20)
+
+static double mapper_chunks(struct mt *m, struct reader *rd, unsigned int nrd)
+{
+	static double v[CHUNK_MAX];
+	double t0 = bench_now_ns(), t = 0;
+	unsigned long n = 0;
+	size_t k = 0;
+
+	while (t < RATE_NS && k < CHUNK_MAX) {
+		unsigned long before = 0, after = 0;
+		double c0;
+
+		for (unsigned int i = 0; i < nrd; i++)
+			before += atomic_load_explicit(&rd[i].done, memory_order_relaxed);
+		c0 = bench_now_ns();
+		for (int j = 0; j < 16; j++, n++) {
+			uint64_t iova = MAPPER + (n & 255) * PG;
+			int ret = iodma_domain_map(m->d, iova, PG,
+						   m->host + HOSTPG * PG,
+						   IODMA_PERM_RW);
+
+			if (ret)
+				die("map", ret);
+			atomic_store_explicit(&m->fresh, iova, memory_order_relaxed);
+			ret = iodma_domain_unmap(m->d, iova, PG);
+			if (ret)
+				die("unmap", ret);
+		}
+		t = bench_now_ns();
+		for (unsigned int i = 0; i < nrd; i++)
+			after += atomic_load_explicit(&rd[i].done, memory_order_relaxed);
+		if (nrd == 0 || after != before)
+			v[k++] = (t - c0) / 16;
+		t -= t0;
+	}
+	atomic_store(&m->fresh, 0);
+	return k ? bench_median(v, k) : 0;
+}
+
+/* --mapper-only MODE: the mapper's figures beside one kind of reader,
+ * medians of 5, as NOTE lines only. */
+static int mapper_only(const char *mode)
+{
+	double v[BENCH_RUNS], b[BENCH_RUNS], cv[BENCH_RUNS], cb[BENCH_RUNS];
+	double kv[BENCH_RUNS];
+	struct reader rd[NXLATORS];
+	struct mcost c;
+	struct mt *m;
+	int k;
+
+	for (k = 0; k < RM_NR; k++)
+		if (strcmp(mode, rmode_names[k]) == 0)
+			break;
+	if (k == RM_NR) {
+		fprintf(stderr, "bench_mt: --mapper-only mix|hot|rand|fresh|nosect|idle|freshload|nosect-hot|nofresh\n");
+		return 2;
+	}
+	m = mt_create(NLIVE);
+	m->mode = k;
+	for (int r = 0; r < BENCH_RUNS && !getenv("BENCH_MT_CO_ONLY"); r++) {
+		/* BENCH_MT_WITH_ONLY=1: no alone runs (a profile of the mapper
+		 * beside the readers only). */
+		if (getenv("BENCH_MT_WITH_ONLY")) {
+			b[r] = cb[r] = 1;
+		} else {
+			b[r] = mapper_rate(m, &c);
+			cb[r] = c.cpu_ns;
+		}
+		readers_start(m, rd, NXLATORS);
+		v[r] = mapper_rate(m, &c);
+		readers_stop(m, rd, NXLATORS);
+		cv[r] = c.cpu_ns;
+		kv[r] = c.blocks;
+	}
+	{
+		double ca[BENCH_RUNS], cw[BENCH_RUNS];
+
+		cpu_set_t cs, old;
+
+		pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
+		CPU_ZERO(&cs);
+		CPU_SET(0, &cs);
+		pthread_setaffinity_np(pthread_self(), sizeof(cs), &cs);
+		m->chunked = true;
+		for (int r = 0; r < BENCH_RUNS; r++) {
+			ca[r] = mapper_chunks(m, rd, 0);
+			readers_start(m, rd, NXLATORS);
+			cw[r] = mapper_chunks(m, rd, NXLATORS);
+			readers_stop(m, rd, NXLATORS);
+		}
+		m->chunked = false;
+		pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+		printf("NOTE\t%s: co-running ns/pair %.1f vs alone %.1f (%.2fx)\n",
+		       mode, bench_median(cw, BENCH_RUNS), bench_median(ca, BENCH_RUNS),
+		       bench_median(cw, BENCH_RUNS) / bench_median(ca, BENCH_RUNS));
+	}
+	if (!getenv("BENCH_MT_CO_ONLY"))
+	printf("NOTE\t%s: rate %.3g /s vs alone %.3g (%.3f); CPU/pair %.1f ns vs "
+	       "%.1f (%.2fx); blocked %.0f /s; reader sections %lu\n", mode,
+	       bench_median(v, BENCH_RUNS), bench_median(b, BENCH_RUNS),
+	       bench_median(v, BENCH_RUNS) / bench_median(b, BENCH_RUNS),
+	       bench_median(cv, BENCH_RUNS), bench_median(cb, BENCH_RUNS),
+	       bench_median(cv, BENCH_RUNS) / bench_median(cb, BENCH_RUNS),
+	       bench_median(kv, BENCH_RUNS), atomic_load(&m->reads));
+	mt_destroy(m);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct mt *m;
 
+	if (argc == 3 && strcmp(argv[1], "--mapper-only") == 0)
+		return mapper_only(argv[2]);
 	if (bench_ir_mode(argc, argv))
 		return 0;	/* no Ir figures here */
 	m = mt_create(NLIVE);

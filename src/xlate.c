@@ -229,7 +229,8 @@ struct xlate_state {
 	struct resolver res_slot[2];    /* the one not published is free */
 	void *raw;                      /* allocation holding all of this */
 
-	_Alignas(IODMA_CACHELINE) _Atomic uint64_t invalidations;
+	_Alignas(IODMA_CACHELINE) _Atomic uint64_t invalidations; /* flushes */
+	_Atomic uint64_t stops;         /* xlate_stop() calls: map_lock */
 
 	os_mutex_t res_lock;            /* serialises set_resolver; protects
 					 * res_slot */
@@ -268,26 +269,39 @@ struct sect_dirty {
 	bool remark;                    /* re-mark at the end regardless */
 };
 
-/* One thread's access-section record.  Allocated with iodma_calloc (16-byte
- * alignment, so no _Alignas here); the pad keeps the next record's state
- * word off this record's owner-private tail. */
+/* One thread's access-section record, cache-line aligned (reader_get()).
+ * Three kinds of line, so that an unmapper's registry scan costs one
+ * transfer per record whose owner translated since, and the transfers of
+ * several records overlap:
+ *   the registry line: the link and in_use, written when a thread takes or
+ *     gives back the record, so the scan follows the list from its own
+ *     cache instead of waiting, record after record, for each owner's
+ *     line to come back;
+ *   the published line(s): state, waiters and the ranges, state and the
+ *     first range on one line (what the scan reads of a section with one
+ *     range: one line);
+ *   the owner's lines: the dirty snapshots (never read by others) and the
+ *     walk counter (read only by xlate_wait_walks()). */
 struct reader {
+	struct reader *next;            /* registry link, set before publish */
+	_Atomic uint32_t in_use;        /* owned by a live thread */
 	/* The futex word: (sequence << ST_SEQ_SHIFT) | ST_ALL | ranges.
 	 * Written by the owner only; the sequence moves at each outermost
 	 * end of a section that published a range. */
-	_Atomic uint32_t state;
+	_Alignas(IODMA_CACHELINE) _Atomic uint32_t state;
 	_Atomic uint32_t waiters;       /* unmappers sleeping on state */
-	_Atomic uint32_t in_use;        /* owned by a live thread */
-	struct reader *next;            /* registry link, set before publish */
 	struct sect_range rng[SECT_RANGES];
-	struct sect_dirty dirty[SECT_RANGES];
-	char pad[IODMA_CACHELINE];
+	_Alignas(IODMA_CACHELINE) struct sect_dirty dirty[SECT_RANGES];
 	/* Page-table walks of the owner (odd while one is under way), on a
 	 * line of its own: written by every translation, read only by
 	 * xlate_wait_walks(). */
-	_Atomic uint32_t walk;
-	char pad2[IODMA_CACHELINE];
+	_Alignas(IODMA_CACHELINE) _Atomic uint32_t walk;
+	void *raw;                      /* the allocation (never freed) */
 };
+
+static_assert(offsetof(struct reader, rng) + sizeof(struct sect_range) <=
+	      offsetof(struct reader, state) + IODMA_CACHELINE,
+	      "state and the first range share a cache line");
 
 /* Flags for one translation step. */
 #define XF_NOSTATS   0x1u /* do not count hits/misses */
@@ -409,9 +423,17 @@ void xlate_fini(struct iodma_domain *d)
 void xlate_stop(struct iodma_domain *d)
 {
 	/* The fence X of the file comment: the leaf clears (or the enabled
-	 * store) before it are seen by every walk that follows it in S. */
+	 * store) before it are seen by every walk that follows it in S.  It
+	 * stays right after the clear (not later, before the scan): the
+	 * sooner a translator sees the leaf gone, the fewer first touches of
+	 * a dying mapping succeed, and each that does is a section the
+	 * unmap must then wait for. */
 	atomic_thread_fence(memory_order_seq_cst);
-	atomic_fetch_add_explicit(&d->xl->invalidations, 1, memory_order_relaxed);
+	/* Counted as an invalidation; callers hold map_lock, so a plain
+	 * increment (no second locked instruction after the fence). */
+	atomic_store_explicit(&d->xl->stops,
+			      atomic_load_explicit(&d->xl->stops, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 }
 
 IODMA_EXPORT void iodma_iotlb_flush(struct iodma_domain *d)
@@ -480,9 +502,16 @@ static struct reader *reader_get(void)
 							    memory_order_relaxed))
 			goto got;
 	}
-	r = iodma_calloc(1, sizeof(*r));
-	if (!r)
-		return NULL;
+	{
+		/* iodma_calloc() aligns to 16 only; records are never freed. */
+		void *raw = iodma_calloc(1, sizeof(*r) + IODMA_CACHELINE);
+
+		if (!raw)
+			return NULL;
+		r = (struct reader *)(((uintptr_t)raw + IODMA_CACHELINE - 1) &
+				      ~(uintptr_t)(IODMA_CACHELINE - 1));
+		r->raw = raw;
+	}
 	atomic_init(&r->in_use, 1);
 	head = atomic_load_explicit(&registry, memory_order_relaxed);
 	do {
@@ -896,6 +925,11 @@ void xlate_wait_sections(struct iodma_domain *d, uint64_t iova, uint64_t last)
 			       (uint64_t)tls.anon)
 				os_cpu_relax();
 	}
+	/* Request every record's published line first: the lines the owners
+	 * wrote since the last scan then come in together, not one after
+	 * the other (a hint; the seq_cst loads below are what count). */
+	for (r = atomic_load_explicit(&registry, memory_order_seq_cst); r; r = r->next)
+		__builtin_prefetch((const void *)&r->state, 0);
 	for (r = atomic_load_explicit(&registry, memory_order_seq_cst); r; r = r->next) {
 		uint32_t st;
 
@@ -2289,7 +2323,8 @@ IODMA_EXPORT int iodma_xlate_get_stats(const struct iodma_domain *d,
 		st->resolver_calls += atomic_load_explicit(&xl->shards[i].resolver_calls,
 							   memory_order_relaxed);
 	}
-	st->iotlb_invalidations = atomic_load_explicit(&xl->invalidations,
+	st->iotlb_invalidations = atomic_load_explicit(&xl->stops, memory_order_relaxed) +
+				  atomic_load_explicit(&xl->invalidations,
 						       memory_order_relaxed);
 	os_mutex_lock(&xl->fault_lock);
 	st->faults = xl->faults_total;
