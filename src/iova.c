@@ -271,7 +271,7 @@ struct iova_seg {
 
 struct iova_alloc {
 	/* What the inline fast paths read (iova.h): id, gmask, ngmask,
-	 * fast_max, a copy of shift.  First, so that a pointer to the
+	 * granule, fast_max.  First, so that a pointer to the
 	 * allocator is one to it. */
 	struct iova_alloc_head h;
 	/* Immutable after create. */
@@ -1534,9 +1534,11 @@ int iova_alloc_create(uint64_t granule,
 	if (!a)
 		return -ENOMEM;
 	a->shift = shift;
+	/* Before anything can fail: iova_free_all() reads it. */
+	a->shared.loaded = &a->shared.ltz[shift];
 	a->h.gmask = granule - 1;
 	a->h.ngmask = ~a->h.gmask;
-	a->h.shift = shift;
+	a->h.granule = granule;
 	a->class_max = granule << (IOVA_NR_CLASSES - 1);
 	a->h.id = atomic_fetch_add_explicit(&iova_next_id, 1,
 					  memory_order_relaxed);
@@ -1662,6 +1664,7 @@ own_slot_new(struct iova_alloc *a, unsigned int i)
 
 	if (!s)
 		return NULL;
+	s->loaded = &s->ltz[a->shift];
 	/* Every class has a loaded magazine from the start, and keeps one
 	 * (a swap or a refill only replaces it): the fast paths do not test
 	 * for none. */
@@ -1717,9 +1720,9 @@ static inline void rec_set(const struct iova_alloc *a, struct iova_slot *s,
 {
 	unsigned int i = rec_idx(va, c + a->shift);
 
-	s->rec.key[i] = iova_rec_key(va, c);
+	s->rec.key[i] = iova_rec_key(va, c + a->shift);
 	s->rec.n[i] = n;
-	s->rec.st[i] = st;
+	s->rec.st[i] = st_with(st, IOVA_CACHED);
 }
 
 /* The common hit on an owned slot, no lock: the top entry of the loaded
@@ -1943,12 +1946,11 @@ static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
 		unsigned int ri = rec_idx(va, tz);
 		struct iova_node *n = s->rec.n[ri];
 
-		if (s->rec.key[ri] == iova_rec_key(va, (unsigned int)c) &&
+		if (s->rec.key[ri] == iova_rec_key(va, tz) &&
 		    mag_prepare_push(a, s, c)) {
-			uint64_t exp = s->rec.st[ri];
+			uint64_t exp = st_with(s->rec.st[ri], IOVA_ALLOC);
 
-			s->rec.key[ri] = IOVA_REC_NONE;
-			if (st_cas(n, &exp, st_with(exp, IOVA_CACHED))) {
+			if (st_cas(n, &exp, s->rec.st[ri])) {
 				struct iova_mag *m = s->loaded[c];
 
 				m->e[m->n++] = n;

@@ -202,24 +202,29 @@ struct iova_mag {
 /* What a thread with a slot of its own was last handed (cache classes),
  * keyed by (va >> log2(size in bytes)) mod IOVA_NR_REC: its free of that
  * range flips the node's state word with one compare-and-swap from exactly
- * @st (the state it was handed in: ALLOC, no maps, that generation) to
- * CACHED, without finding the node in the pfn hash.  Only the owner reads
- * or writes it. */
+ * the state it was handed in (ALLOC, no maps, that generation) to @st (the
+ * same with kind CACHED: what the hit's compare-and-swap expected, stored
+ * as it is), without finding the node in the pfn hash.  Only the owner
+ * reads or writes it.  A record is not emptied when its range is freed:
+ * once the node is no longer ALLOC with that generation its
+ * compare-and-swap fails, and while it is (the range handed out again as
+ * the same node, to any thread) the free is right to succeed, as it would
+ * through the hash. */
 struct iova_rec {
 	uint64_t key[IOVA_NR_REC];	/* iova_rec_key(); IOVA_REC_NONE: empty */
 	struct iova_node *n[IOVA_NR_REC];
 	uint64_t st[IOVA_NR_REC];
 };
 
-/* A record's key: the range's first byte plus its class (0 .. 7, less
- * than the granule, >= 4096, so va + c = va | c).  A plus, not an or: a
- * free of an unaligned @iova (iova + c == va + c only if iova == va)
- * cannot match, so the inline free needs no alignment test.  Never all
- * ones (the empty key). */
+/* A record's key: the range's first byte plus @tz, log2 of its size in
+ * bytes (12 .. 63, less than the granule, >= 4096, so va + tz = va | tz).
+ * A plus, not an or: a free of an unaligned @iova (iova + tz == va + tz
+ * only if iova == va) cannot match, so the inline free needs no alignment
+ * test.  Never all ones (the empty key). */
 #define IOVA_REC_NONE UINT64_MAX
-static inline uint64_t iova_rec_key(uint64_t va, unsigned int c)
+static inline uint64_t iova_rec_key(uint64_t va, uint64_t tz)
 {
-	return va + c;
+	return va + tz;
 }
 
 /*
@@ -233,7 +238,13 @@ static inline uint64_t iova_rec_key(uint64_t va, unsigned int c)
 struct iova_slot {
 	char pad0[IODMA_CACHELINE];	/* keep slots off each other's lines */
 	iova_spin_t lock;	/* shared slot only: protects everything in it */
-	struct iova_mag *loaded[IOVA_NR_CLASSES];
+	/* The loaded magazine of each class by log2 of its size in bytes
+	 * (class + log2(granule)): the fast paths index it with the
+	 * ctz() they computed, without subtracting the granule's shift.
+	 * Only [shift, shift + IOVA_NR_CLASSES) are used; loaded points at
+	 * ltz[shift], so loaded[c] is class c's. */
+	struct iova_mag *ltz[64];
+	struct iova_mag **loaded;
 	struct iova_mag *prev[IOVA_NR_CLASSES];
 	/* Frees pushed into this slot's cache.  Cache hits are not counted
 	 * (the fast alloc stays shorter): they are pushed - drained or
@@ -249,13 +260,14 @@ struct iova_slot {
 struct iova_alloc_head {
 	uint64_t id;		/* unique in the process (iova_tls) */
 	uint64_t gmask;		/* granule - 1 */
+	uint64_t granule;	/* bytes per pfn (a multiply, not a shift:
+				 * no shift-count register) */
 	/* ~gmask: the inline get's alignment test in one and */
 	uint64_t ngmask;
 	/* (granule << (IOVA_NR_CLASSES - 1)) while the rcache is on, 0 while
 	 * off: the fast paths test the size and the switch with one compare
 	 * (iova_alloc_set_caching() stores it, relaxed). */
 	_Atomic uint64_t fast_max;
-	unsigned int shift;	/* log2(granule) */
 };
 
 /* The state word of a node (iova.c's ST_* and enum iova_kind, checked
@@ -352,34 +364,33 @@ static inline int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 					     memory_order_relaxed) &&
 		    !((t + 1) & t) && !((align - 1) & (align | h->ngmask))) {
 			struct iova_slot *s = iova_tls.s;
-			unsigned int c = (unsigned int)__builtin_ctzll(t + 1) -
-					 h->shift;
-			struct iova_mag *m = s->loaded[c];
-			unsigned int k = m->n;
+			uint64_t tz = (uint64_t)__builtin_ctzll(t + 1);
+			struct iova_mag *m = s->ltz[tz];
+			uint64_t k = m->n;
 
 			if (k) {
 				struct iova_node *n = m->e[k - 1];
-				uint64_t v = iova_node_pfn(n) * (h->gmask + 1);
-				_Atomic uint64_t *sw = iova_node_st(n);
-				uint64_t st;
+				uint64_t st, v;
 
-				st = atomic_load_explicit(sw,
+				st = atomic_load_explicit(iova_node_st(n),
 						memory_order_relaxed) |
 				     IOVA_FAST_KIND_MASK;
-				if (v + t <= limit &&
+				if (iova_node_pfn(n) * h->granule + t <= limit &&
 				    atomic_compare_exchange_strong_explicit(
-					    sw, &st, st - IOVA_FAST_CACHED +
+					    iova_node_st(n), &st,
+					    st - IOVA_FAST_CACHED +
 					    IOVA_FAST_ALLOC,
 					    memory_order_acq_rel,
 					    memory_order_acquire)) {
 					unsigned int ri = iova_node_ri(n);
 
-					m->n = k - 1;
+					/* ALLOC and ours: pfn is fixed */
+					v = iova_node_pfn(n) * h->granule;
+					m->n--;
 					/* What this thread's free finds. */
-					s->rec.key[ri] = iova_rec_key(v, c);
+					s->rec.key[ri] = iova_rec_key(v, tz);
 					s->rec.n[ri] = n;
-					s->rec.st[ri] = st - IOVA_FAST_CACHED +
-							IOVA_FAST_ALLOC;
+					s->rec.st[ri] = st;
 					*iova = v;
 					return 0;
 				}
@@ -414,27 +425,25 @@ static inline int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
 					     memory_order_relaxed) &&
 		    !((t + 1) & t)) {
 			struct iova_slot *s = iova_tls.s;
-			unsigned int tz = (unsigned int)__builtin_ctzll(t + 1);
+			uint64_t tz = (uint64_t)__builtin_ctzll(t + 1);
 			unsigned int ri = (unsigned int)(iova >> tz) &
 					  (IOVA_NR_REC - 1);
-			unsigned int c = tz - h->shift;
-			struct iova_mag *m = s->loaded[c];
-			unsigned int k = m->n;
+			struct iova_mag *m = s->ltz[tz];
+			uint64_t k = m->n;
 
-			if (s->rec.key[ri] == iova_rec_key(iova, c) &&
+			if (s->rec.key[ri] == iova_rec_key(iova, tz) &&
 			    k < IOVA_MAG_SIZE) {
 				struct iova_node *n = s->rec.n[ri];
-				uint64_t exp = s->rec.st[ri];
+				uint64_t to = s->rec.st[ri];
+				uint64_t exp = to - IOVA_FAST_CACHED +
+					       IOVA_FAST_ALLOC;
 
-				s->rec.key[ri] = IOVA_REC_NONE;
 				if (atomic_compare_exchange_strong_explicit(
-					    iova_node_st(n), &exp,
-					    exp - IOVA_FAST_ALLOC +
-					    IOVA_FAST_CACHED,
+					    iova_node_st(n), &exp, to,
 					    memory_order_acq_rel,
 					    memory_order_acquire)) {
 					m->e[k] = n;
-					m->n = k + 1;
+					m->n++;
 					atomic_store_explicit(&s->fput,
 						atomic_load_explicit(&s->fput,
 							memory_order_relaxed) + 1,
