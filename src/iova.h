@@ -216,11 +216,11 @@ struct iova_rec {
 	uint64_t st[IOVA_NR_REC];
 };
 
-/* A record's key: the range's first byte plus @tz, log2 of its size in
- * bytes (12 .. 63, less than the granule, >= 4096, so va + tz = va | tz).
- * A plus, not an or: a free of an unaligned @iova (iova + tz == va + tz
- * only if iova == va) cannot match, so the inline free needs no alignment
- * test.  Never all ones (the empty key). */
+/* A record's key: the range's first byte (granule-aligned) plus @tz, log2
+ * of its size in bytes (12 .. 63: less than the granule, >= 4096, so the
+ * low bits hold it).  Never all ones (the empty key).  Only a granule-
+ * aligned @iova may be compared with it: x + 1 with tz 12 is x's key
+ * with tz 13 (test_fast_path_misaligned_free_enoent). */
 #define IOVA_REC_NONE UINT64_MAX
 static inline uint64_t iova_rec_key(uint64_t va, uint64_t tz)
 {
@@ -402,9 +402,9 @@ static inline int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 }
 
 /*
- * The recorded free: this thread was handed exactly [iova, iova + t] (the
- * key holds the address and the class: another length or an unaligned
- * address misses) and the loaded magazine has room.  The state word goes
+ * The recorded free: @iova is granule-aligned, this thread was handed
+ * exactly [iova, iova + t] (the key holds the address and the size:
+ * another length misses) and the loaded magazine has room.  The state word goes
  * from exactly the state this thread was handed it in (ALLOC, no maps,
  * that generation) to CACHED, or the slow path's pfn hash decides: a
  * double free (CACHED, or freed by another thread), a map inside
@@ -423,7 +423,7 @@ static inline int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
 
 		if (t < atomic_load_explicit(&h->fast_max,
 					     memory_order_relaxed) &&
-		    !((t + 1) & t)) {
+		    !((t + 1) & t) && !(iova & h->gmask)) {
 			struct iova_slot *s = iova_tls.s;
 			uint64_t tz = (uint64_t)__builtin_ctzll(t + 1);
 			unsigned int ri = (unsigned int)(iova >> tz) &

@@ -1794,10 +1794,13 @@ static void test_fast_path_slot_cache_per_allocator(void **state)
 	}
 }
 
-/* A fast free's record is keyed by the range's first byte and its class in
- * the low bits, which the granule leaves free: a free of a misaligned
- * address is -ENOENT before the key is compared (else va + 1 with class 1
- * would match va's key, va | 1) and changes nothing. */
+/* A fast free's record is keyed by the range's first byte plus log2 of its
+ * size in the low bits, which the granule leaves free: a free of a
+ * misaligned address is -ENOENT before the key is compared and changes
+ * nothing.  Without that test x + 1 with 4 KiB (12) would match the key of
+ * x with 8 KiB (13), and x + d with 2^c' pages that of x with 2^c, d =
+ * c - c' (the record index agrees whenever x's page number, shifted by
+ * each class, does: x = 0 here). */
 static void test_fast_path_misaligned_free_enoent(void **state)
 {
 	struct iova_alloc *a = mk1(0, 1024);
@@ -1807,12 +1810,20 @@ static void test_fast_path_misaligned_free_enoent(void **state)
 	for (int c = 1; c < 8; c += 2) {
 		uint64_t len = (1ull << c) * G;
 
-		get_ok(a, len, G, UINT64_MAX, &x);	/* tree */
+		/* at 0 (the limit): every class's record index is 0 */
+		get_ok(a, len, G, len - 1, &x);		/* tree */
+		assert_int_equal(x, 0);
 		assert_int_equal(iova_alloc_put(a, x, len), 0);
-		get_ok(a, len, G, UINT64_MAX, &x);	/* cache hit: record */
+		get_ok(a, len, G, len - 1, &x);		/* cache hit: record */
+		assert_int_equal(x, 0);
 		iova_alloc_get_stats(a, &s0);
 		for (uint64_t off = 1; off < 8; off++)
 			assert_int_equal(iova_alloc_put(a, x + off, len),
+					 -ENOENT);
+		/* the same key with a smaller class at x + (c - c') */
+		for (int c2 = 0; c2 < c; c2++)
+			assert_int_equal(iova_alloc_put(a, x + (uint64_t)(c - c2),
+							(1ull << c2) * G),
 					 -ENOENT);
 		iova_alloc_get_stats(a, &s1);
 		stats_equal(&s0, &s1);
