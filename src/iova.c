@@ -271,12 +271,11 @@ struct iova_seg {
 
 struct iova_alloc {
 	/* What the inline fast paths read (iova.h): id, gmask, ngmask,
-	 * granule, fast_max.  First, so that a pointer to the
+	 * granule, class_max.  First, so that a pointer to the
 	 * allocator is one to it. */
 	struct iova_alloc_head h;
 	/* Immutable after create. */
 	unsigned int shift;		/* log2(granule) */
-	uint64_t class_max;		/* granule << (IOVA_NR_CLASSES - 1) */
 	struct iova_seg *segs;		/* valid minus reserved, sorted */
 	size_t nr_segs;
 	uint64_t *cuts;			/* pfns where two valid ranges touch */
@@ -1380,11 +1379,21 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 	spin_unlock(&a->tree_lock);
 }
 
+/*
+ * The switch, then a new id: every thread's iova_tls stops matching, so
+ * its next alloc or free takes the slow path, which reads the switch.
+ * Both seq_cst, and own_slot() reads the id before the switch: a thread
+ * that read the new id sees the new switch (and, when it is off, does not
+ * set iova_tls); one that read the old id sets iova_tls to it, which no
+ * longer matches.  A fast path running on another thread while the switch
+ * flips may still push into its magazine (the flush then misses that
+ * range until the next flush), as a free that started before the switch.
+ */
 void iova_alloc_set_caching(struct iova_alloc *a, bool on)
 {
 	atomic_store(&a->caching, on);
-	atomic_store_explicit(&a->h.fast_max, on ? a->class_max : 0,
-			      memory_order_relaxed);
+	atomic_store(&a->h.id, atomic_fetch_add_explicit(&iova_next_id, 1,
+							 memory_order_relaxed));
 	if (!on)
 		iova_alloc_flush_caches(a);
 }
@@ -1539,10 +1548,9 @@ int iova_alloc_create(uint64_t granule,
 	a->h.gmask = granule - 1;
 	a->h.ngmask = ~a->h.gmask;
 	a->h.granule = granule;
-	a->class_max = granule << (IOVA_NR_CLASSES - 1);
-	a->h.id = atomic_fetch_add_explicit(&iova_next_id, 1,
-					  memory_order_relaxed);
-	atomic_init(&a->h.fast_max, a->class_max);
+	a->h.class_max = granule << (IOVA_NR_CLASSES - 1);
+	atomic_init(&a->h.id, atomic_fetch_add_explicit(&iova_next_id, 1,
+							memory_order_relaxed));
 	err = -ENOMEM;
 	a->ranges = iodma_calloc(nr_ranges ? nr_ranges : 1, sizeof(*a->ranges));
 	res = iodma_calloc(nr_reserved ? nr_reserved : 1, sizeof(*res));
@@ -1693,6 +1701,8 @@ own_slot_new(struct iova_alloc *a, unsigned int i)
 static inline struct iova_slot *own_slot(struct iova_alloc *a)
 {
 	unsigned int i = shard_own();
+	/* Before the switch (see iova_alloc_set_caching()). */
+	uint64_t id = atomic_load(&a->h.id);
 	struct iova_slot *s;
 
 	if (i >= IODMA_SHARDS)
@@ -1702,9 +1712,9 @@ static inline struct iova_slot *own_slot(struct iova_alloc *a)
 	if (!s)
 		s = own_slot_new(a, i);
 #if IOVA_TLS
-	if (s) {
+	if (s && atomic_load(&a->caching)) {
 		/* The fast paths find it here from now on (see iova_tls). */
-		iova_tls.id = a->h.id;
+		iova_tls.id = id;
 		iova_tls.s = s;
 	}
 #endif

@@ -255,19 +255,21 @@ struct iova_slot {
 };
 
 /* The first member of struct iova_alloc: what the inline fast paths read
- * of the allocator, immutable after create but fast_max.  Read by every
- * thread, written by none on the fast path (its line is shared clean). */
+ * of the allocator, immutable after create but id.  Read by every thread,
+ * written by none on the fast path (its line is shared clean). */
 struct iova_alloc_head {
-	uint64_t id;		/* unique in the process (iova_tls) */
+	/* Unique in the process (iova_tls), never reused.  A new one each
+	 * time the rcache is switched on or off (iova_alloc_set_caching()):
+	 * every thread's iova_tls then misses and its slow path, which sets
+	 * it again only while the rcache is on, sees the switch.  So the
+	 * fast paths need not test it. */
+	_Atomic uint64_t id;
 	uint64_t gmask;		/* granule - 1 */
 	uint64_t granule;	/* bytes per pfn (a multiply, not a shift:
 				 * no shift-count register) */
 	/* ~gmask: the inline get's alignment test in one and */
 	uint64_t ngmask;
-	/* (granule << (IOVA_NR_CLASSES - 1)) while the rcache is on, 0 while
-	 * off: the fast paths test the size and the switch with one compare
-	 * (iova_alloc_set_caching() stores it, relaxed). */
-	_Atomic uint64_t fast_max;
+	uint64_t class_max;	/* granule << (IOVA_NR_CLASSES - 1) */
 };
 
 /* The state word of a node (iova.c's ST_* and enum iova_kind, checked
@@ -326,15 +328,15 @@ extern _Thread_local struct iova_tls iova_tls
 
 /*
  * The hit: the thread's own slot is the one iova_tls remembers for this
- * allocator, the rcache is on, the size a class, the alignment at most
+ * allocator (so the rcache is on: see iova_alloc_head.id), the size a
+ * class, the alignment at most
  * the granule, and the top entry of the loaded magazine fits below @limit
  * and is still CACHED.  No lock, no call, no line written but the slot's
  * (the thread's alone) and the node's state word.
  *
  * Sizes: t = len - 1 with the granule's bits set is the rounded length
  * minus one (len 0 wraps to all ones); it is a class iff t + 1 is a power
- * of two below fast_max (0 with the rcache off: nothing passes), and then
- * ctz(t + 1) = class + shift.  Alignment: a power of two at most the
+ * of two at most class_max, and then ctz(t + 1) = class + shift.  Alignment: a power of two at most the
  * granule iff no bit of align - 1 is in align or above the granule's
  * (then every cached range is aligned to it).
  *
@@ -357,14 +359,15 @@ static inline int iova_alloc_get(struct iova_alloc *a, uint64_t len,
 #if IOVA_TLS
 	const struct iova_alloc_head *h = (const struct iova_alloc_head *)a;
 
-	if (__builtin_expect(a && iova && iova_tls.id == h->id, 1)) {
+	if (__builtin_expect(a && iova && iova_tls.id ==
+			     atomic_load_explicit(&h->id, memory_order_relaxed),
+			     1)) {
 		uint64_t t = (len - 1) | h->gmask;
 
-		if (t < atomic_load_explicit(&h->fast_max,
-					     memory_order_relaxed) &&
-		    !((t + 1) & t) && !((align - 1) & (align | h->ngmask))) {
+		if (t < h->class_max && !((t + 1) & t) &&
+		    !((align - 1) & (align | h->ngmask))) {
 			struct iova_slot *s = iova_tls.s;
-			uint64_t tz = (uint64_t)__builtin_ctzll(t + 1);
+			uint64_t tz = (unsigned int)__builtin_ctzll(t + 1);
 			struct iova_mag *m = s->ltz[tz];
 			uint64_t k = m->n;
 
@@ -418,14 +421,15 @@ static inline int iova_alloc_put(struct iova_alloc *a, uint64_t iova,
 #if IOVA_TLS
 	const struct iova_alloc_head *h = (const struct iova_alloc_head *)a;
 
-	if (__builtin_expect(a && iova_tls.id == h->id, 1)) {
+	if (__builtin_expect(a && iova_tls.id ==
+			     atomic_load_explicit(&h->id, memory_order_relaxed),
+			     1)) {
 		uint64_t t = (len - 1) | h->gmask;
 
-		if (t < atomic_load_explicit(&h->fast_max,
-					     memory_order_relaxed) &&
-		    !((t + 1) & t) && !(iova & h->gmask)) {
+		if (t < h->class_max && !((t + 1) & t) &&
+		    !(iova & h->gmask)) {
 			struct iova_slot *s = iova_tls.s;
-			uint64_t tz = (uint64_t)__builtin_ctzll(t + 1);
+			uint64_t tz = (unsigned int)__builtin_ctzll(t + 1);
 			unsigned int ri = (unsigned int)(iova >> tz) &
 					  (IOVA_NR_REC - 1);
 			struct iova_mag *m = s->ltz[tz];

@@ -1837,7 +1837,9 @@ static void test_fast_path_misaligned_free_enoent(void **state)
 
 /* With the rcache switched off, a free on the fast path's own thread (a
  * record set, room in the magazine) goes straight back to the tree: the
- * fast paths read the switch folded into their size bound. */
+ * switch gives the allocator a new id, so the thread's iova_tls no longer
+ * matches and the slow path reads the switch (without the new id this
+ * free would be cached: line "s1.free_bytes" fails). */
 static void test_fast_path_caching_off_frees_to_tree(void **state)
 {
 	struct iova_alloc *a = mk1(0, 256);
