@@ -48,6 +48,12 @@
  * no maps, that generation) to CACHED.  Anything else fails it: a second
  * free (CACHED now), a fixed map inside (maps > 0), a record gone stale
  * (another thread freed it, or the node was recycled: a new generation).
+ * A record is kept after its free: its compare-and-swap fails once the
+ * node left that state, and while the node is that allocation again
+ * (handed out again whole, to any thread) the free is a free of a live
+ * allocation, as it would be through the hash.  The hit and the recorded
+ * free are static inlines in iova.h, in their callers; everything else
+ * is here, from iova_alloc_get_slow() / iova_alloc_put_slow().
  * Then, and for every other free of a class size (no record, a thread
  * without a slot of its own), the pfn hash decides: every ALLOC or CACHED
  * node of a class size ("hashed") is also in a chained hash keyed by pfn,

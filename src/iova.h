@@ -19,7 +19,9 @@
  * under a striped spin lock.  Either way O(1) and no global lock.  The
  * fast paths find the thread's slot through a per-thread cache of the
  * last allocator it used, so a thread alternating between allocators
- * takes the (still lock-free) slower path on each switch.
+ * takes the (still lock-free) slower path on each switch.  The cache hit
+ * and the free of a range the thread was handed are static inlines here
+ * (below), about 75 instructions a pair in the caller, no call.
  *
  * Thread-safe: every function may be called from any thread.
  * No system calls.
