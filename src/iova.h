@@ -21,7 +21,7 @@
  * last allocator it used, so a thread alternating between allocators
  * takes the (still lock-free) slower path on each switch.  The cache hit
  * and the free of a range the thread was handed are static inlines here
- * (below), about 75 instructions a pair in the caller, no call.
+ * (below): no call on a hit.
  *
  * Thread-safe: every function may be called from any thread.
  * No system calls.
