@@ -1707,8 +1707,10 @@ own_slot_new(struct iova_alloc *a, unsigned int i)
 static inline struct iova_slot *own_slot(struct iova_alloc *a)
 {
 	unsigned int i = shard_own();
+#if IOVA_TLS
 	/* Before the switch (see iova_alloc_set_caching()). */
 	uint64_t id = atomic_load(&a->h.id);
+#endif
 	struct iova_slot *s;
 
 	if (i >= IODMA_SHARDS)
