@@ -337,7 +337,8 @@ struct iova_alloc {
 
 /* The fast paths' way to the calling thread's own slot (iova.h). */
 #if IOVA_TLS
-_Thread_local struct iova_tls iova_tls __attribute__((tls_model("initial-exec")));
+_Thread_local struct iova_tls iova_tls
+	__attribute__((tls_model("initial-exec")));
 #endif
 static _Atomic uint64_t iova_next_id = 1;
 

@@ -173,8 +173,8 @@ int iova_alloc_check(struct iova_alloc *a);
  * free of iova_alloc_put() are inlined into their callers (domain.c's
  * map path, the tests, the benchmarks): one %fs-relative compare finds the
  * calling thread's own slot, no call on a hit (Linux inlines nothing of
- * its rcache, but its fast path is one call deep too; a call, a return and
- * the argument checks of a second function were a fifth of a pair).
+ * its rcache, but its fast path is one call deep too; the calls, returns
+ * and argument shuffles were 22 of the 131 instructions of a 4 KiB pair).
  * Everything else (and every miss) calls iova_alloc_get_slow() or
  * iova_alloc_put_slow(), which check the arguments fully and give the
  * documented errors.
@@ -301,8 +301,28 @@ static inline unsigned int iova_node_ri(const struct iova_node *n)
 	return *(const uint8_t *)((const char *)n + IOVA_NODE_RI_OFF);
 }
 
+/**
+ * iova_alloc_get_slow() - iova_alloc_get() past its inline hit.
+ * @a, @len, @align, @limit, @iova: as iova_alloc_get().
+ *
+ * Checks every argument itself (the inline part may have checked none),
+ * then the thread's slot (owned: lock-free; shared: its spin lock), the
+ * depot, the tree (its spin lock); sets iova_tls for the next call.
+ * Context: any thread.
+ * Return: as iova_alloc_get(); nothing changes on error.
+ */
 int iova_alloc_get_slow(struct iova_alloc *a, uint64_t len, uint64_t align,
 			uint64_t limit, uint64_t *iova);
+
+/**
+ * iova_alloc_put_slow() - iova_alloc_put() past its inline free.
+ * @a, @iova, @len: as iova_alloc_put().
+ *
+ * Checks every argument itself; a class size through the thread's record
+ * or the pfn hash (a stripe's spin lock), other sizes through the tree.
+ * Context: any thread.
+ * Return: as iova_alloc_put(); nothing changes on error.
+ */
 int iova_alloc_put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len);
 
 /*
@@ -338,9 +358,10 @@ extern _Thread_local struct iova_tls iova_tls
  *
  * Sizes: t = len - 1 with the granule's bits set is the rounded length
  * minus one (len 0 wraps to all ones); it is a class iff t + 1 is a power
- * of two at most class_max, and then ctz(t + 1) = class + shift.  Alignment: a power of two at most the
- * granule iff no bit of align - 1 is in align or above the granule's
- * (then every cached range is aligned to it).
+ * of two at most class_max, and then ctz(t + 1) = class + shift.
+ * Alignment: a power of two at most the granule iff no bit of align - 1
+ * is in align or above the granule's (then every cached range is aligned
+ * to it).
  *
  * The flip CACHED -> ALLOC is a compare-and-swap from CACHED with the
  * generation the node has: an EVICTED node fails it (a claim or a flush
