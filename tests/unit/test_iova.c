@@ -1535,6 +1535,44 @@ static void test_fast_path_record_of_recycled_node(void **state)
 	iova_alloc_destroy(a);
 }
 
+/* A record is kept after the fast free of its range: a later free of the
+ * range by the same thread must still see whether the node is that
+ * allocation.  Here x is freed on the fast path (its record stays), a
+ * flush evicts it (the magazine keeps the EVICTED node), the next 4 KiB
+ * alloc discards the node to the pool and the tree gives it a new range
+ * (page 60) with a new generation: the old record's compare-and-swap
+ * fails and the free of x is -ENOENT; the allocation now in that node is
+ * untouched.  Without the new generation the record's compare-and-swap
+ * would free page 60 as if it were x. */
+static void test_fast_path_record_kept_after_fast_free(void **state)
+{
+	struct iova_alloc *a = mk1(0, 64);
+	struct iova_alloc_stats s0;
+	uint64_t t, x, y, z;
+
+	get_ok(a, G, G, UINT64_MAX, &t);		/* page 63 */
+	get_ok(a, G, G, UINT64_MAX, &x);		/* page 62: record */
+	assert_true(x == t - G);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);	/* fast: cached */
+	iova_alloc_flush_caches(a);			/* x's node EVICTED */
+	get_ok(a, 2 * G, G, UINT64_MAX, &y);		/* pages 61, 62 */
+	assert_true(y == x - G);
+	get_ok(a, G, G, UINT64_MAX, &z);		/* page 60, x's node */
+	assert_true(z == y - G);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	stats_unchanged(a, &s0);
+	chk(a);
+	assert_int_equal(iova_alloc_put(a, z, G), 0);
+	assert_int_equal(iova_alloc_put(a, z, G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, t, G), 0);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(s0.live, 0);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
 struct f_arg {
 	struct iova_alloc *a;
 	uint64_t *iova;
@@ -1984,6 +2022,7 @@ int main(void)
 		cmocka_unit_test(test_fast_path_free_over_claim_ebusy),
 		cmocka_unit_test(test_fast_path_record_stale_after_cross_thread_free),
 		cmocka_unit_test(test_fast_path_record_of_recycled_node),
+		cmocka_unit_test(test_fast_path_record_kept_after_fast_free),
 		cmocka_unit_test(test_threads_fast_free_races_hash_free),
 		cmocka_unit_test(test_threads_claim_inside_races_fast_free),
 		cmocka_unit_test(test_fast_path_slot_cache_per_allocator),
