@@ -54,6 +54,12 @@
  * no maps, that generation) to CACHED.  Anything else fails it: a second
  * free (CACHED now), a fixed map inside (maps > 0), a record gone stale
  * (another thread freed it, or the node was recycled: a new generation).
+ * A record is kept after its free: its compare-and-swap fails once the
+ * node left that state, and while the node is that allocation again
+ * (handed out again whole, to any thread) the free is a free of a live
+ * allocation, as it would be through the hash.  The hit and the recorded
+ * free are static inlines in iova.h, in their callers; everything else
+ * is here, from iova_alloc_get_slow() / iova_alloc_put_slow().
  * Then, and for every other free of a class size (no record, a thread
  * without a slot of its own), the pfn hash decides: every ALLOC or CACHED
  * node of a class size ("hashed") is also in a chained hash keyed by pfn,
@@ -135,6 +141,15 @@ _Static_assert(sizeof(struct iova_node) == IODMA_CACHELINE,
 #define ST_GEN_SHIFT	36
 #define ST_GEN_ONE	(1ull << ST_GEN_SHIFT)
 
+/* The inline fast paths (iova.h) reach a node through these. */
+_Static_assert(offsetof(struct iova_node, pfn) == IOVA_NODE_PFN_OFF &&
+	       offsetof(struct iova_node, st) == IOVA_NODE_ST_OFF &&
+	       offsetof(struct iova_node, ri) == IOVA_NODE_RI_OFF,
+	       "iova.h's IOVA_NODE_*_OFF match struct iova_node");
+_Static_assert(ST_KIND_MASK == IOVA_FAST_KIND_MASK &&
+	       IOVA_ALLOC == IOVA_FAST_ALLOC && IOVA_CACHED == IOVA_FAST_CACHED,
+	       "iova.h's IOVA_FAST_* match the state word");
+
 static inline unsigned int st_kind(uint64_t s)
 {
 	return (unsigned int)(s & ST_KIND_MASK);
@@ -186,12 +201,10 @@ static inline bool st_cas(struct iova_node *n, uint64_t *old, uint64_t new)
 						       memory_order_acquire);
 }
 
-#define IOVA_NR_REC      64	/* a thread's records of what it was handed */
-#define IOVA_NR_CLASSES  8	/* 1, 2, 4 ... 128 pages */
+/* IOVA_NR_REC, IOVA_NR_CLASSES, IOVA_MAG_SIZE: iova.h */
 #define IOVA_LINUX_CLASSES 6	/* Linux caches 1..32 pages; the classes
 				 * above (64, 128) hold fewer magazines in
 				 * the depot, see depot_max() */
-#define IOVA_MAG_SIZE    64
 #define IOVA_DEPOT_MAX   32	/* full magazines per class in the depot */
 #define IOVA_MAX_HEIGHT  96	/* AVL of < 2^64 nodes is < 93 high */
 #define IOVA_STRIPE_BITS 6
@@ -202,10 +215,7 @@ static inline bool st_cas(struct iova_node *n, uint64_t *old, uint64_t new)
 /* A spin lock: the fast path's critical sections are a few dozen
  * instructions, and a pthread mutex's lock + unlock alone cost more than
  * the whole section (issue 12).  Waiters spin, then yield. */
-typedef struct {
-	atomic_uint v;
-} iova_spin_t;
-
+/* iova_spin_t: iova.h (the slot holds one). */
 static inline void spin_lock(iova_spin_t *l)
 {
 	unsigned int tries = 0;
@@ -241,68 +251,15 @@ static inline uint64_t ctr_get(_Atomic uint64_t *c)
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-/* A magazine.  The fast paths of its holder write n and the top entries;
- * the pads keep them off any line another thread's magazine (or another
- * heap block) writes, whatever the heap puts next to it (issue 12: no line
- * written by two threads on the fast path). */
-struct iova_mag {
-	char pad0[IODMA_CACHELINE];
-	unsigned int n;
-	struct iova_mag *next;	/* depot / empty list link */
-	struct iova_node *e[IOVA_MAG_SIZE];
-	char pad1[IODMA_CACHELINE];
-};
-
-/* What a thread with a slot of its own was last handed (cache classes),
- * keyed by (pfn >> class) mod IOVA_NR_REC: its free of that range flips
- * the node's state word with one compare-and-swap from exactly @st (the
- * state it was handed in: ALLOC, no maps, that generation) to CACHED,
- * without finding the node in the pfn hash.  Only the owner reads or
- * writes it. */
-struct iova_rec {
-	uint64_t key[IOVA_NR_REC];	/* rec_key(); IOVA_REC_NONE: empty */
-	struct iova_node *n[IOVA_NR_REC];
-	uint64_t st[IOVA_NR_REC];
-};
-
-/* A record's key: the range's first byte (granule-aligned, granule >=
- * 4096) with its class (0 .. 7) in the low bits; never all ones, the
- * empty key.  Its index is the range's number among ranges of its size
- * (va >> tz, tz = log2 of the size in bytes = class + log2(granule)), so
- * that consecutive ranges of every class spread over the records; the
- * fast paths have tz at hand already. */
-#define IOVA_REC_NONE UINT64_MAX
-static inline uint64_t rec_key(uint64_t va, unsigned int c)
-{
-	return va | c;
-}
-
+/* struct iova_mag, struct iova_rec, struct iova_slot: iova.h (the inline
+ * fast paths use them).  A record's index is the range's number among
+ * ranges of its size (va >> tz, tz = log2 of the size in bytes = class +
+ * log2(granule)), so that consecutive ranges of every class spread over
+ * the records; the fast paths have tz at hand already. */
 static inline unsigned int rec_idx(uint64_t va, unsigned int tz)
 {
 	return (unsigned int)(va >> tz) & (IOVA_NR_REC - 1);
 }
-
-/*
- * A slot: the loaded and previous magazine of every class (Linux's per-CPU
- * iova_cpu_rcache).  A thread with a shard of its own (util.h shard_own())
- * owns one slot, made on its first use, and is its only reader and writer:
- * its alloc and free take no lock at all (magazines, records, counters are
- * private; the depot lock only to exchange a full or empty magazine).
- * Threads without a shard share one slot under its spin lock.
- */
-struct iova_slot {
-	char pad0[IODMA_CACHELINE];	/* keep slots off each other's lines */
-	iova_spin_t lock;	/* shared slot only: protects everything in it */
-	struct iova_mag *loaded[IOVA_NR_CLASSES];
-	struct iova_mag *prev[IOVA_NR_CLASSES];
-	/* Frees pushed into this slot's cache.  Cache hits are not counted
-	 * (the fast alloc stays three instructions shorter): they are
-	 * pushed - drained or evicted - still CACHED, see cache_hits(). */
-	_Atomic uint64_t fput;
-	struct iova_rec rec;	/* owned slots only */
-	struct iova_alloc *a;	/* owned slots: whose (the fast alloc's miss) */
-	char pad1[IODMA_CACHELINE];
-};
 
 /* A lock of the pfn hash, alone on its cache line. */
 struct iova_stripe {
@@ -325,15 +282,12 @@ struct iova_seg {
 };
 
 struct iova_alloc {
+	/* What the inline fast paths read (iova.h): id, gmask, ngmask,
+	 * granule, class_max.  First, so that a pointer to the
+	 * allocator is one to it. */
+	struct iova_alloc_head h;
 	/* Immutable after create. */
 	unsigned int shift;		/* log2(granule) */
-	uint64_t gmask;			/* granule - 1 */
-	uint64_t class_max;		/* granule << (IOVA_NR_CLASSES - 1) */
-	uint64_t id;			/* unique in the process (iova_tls) */
-	/* class_max while the rcache is on, 0 while off: the fast paths
-	 * test the size and the switch with one compare (written with
-	 * caching, relaxed). */
-	_Atomic uint64_t fast_max;
 	struct iova_seg *segs;		/* valid minus reserved, sorted */
 	size_t nr_segs;
 	uint64_t *cuts;			/* pfns where two valid ranges touch */
@@ -388,24 +342,10 @@ struct iova_alloc {
 	struct iova_slot shared;	/* threads without a shard */
 };
 
-/*
- * The fast paths' way to the calling thread's owned slot: the last
- * allocator it used with a slot of its own (its id, never reused, so a
- * destroyed allocator at the same address does not match) and that slot.
- * One %fs-relative compare and load instead of the thread number, a bound
- * check and a load from a->own[]; another allocator (or none yet) misses
- * and the slow path finds the slot through a->own[] and sets it here.
- * Written and read by its thread only.  Freestanding builds have no
- * thread numbers (no owned slots), so no such cache either.
- */
-#if defined(OS_THREAD_SLOT_UNIQUE) && !defined(IODMA_FREESTANDING)
-#define IOVA_TLS 1
-static _Thread_local struct {
-	uint64_t id;			/* 0: none (ids start at 1) */
-	struct iova_slot *s;
-} iova_tls __attribute__((tls_model("initial-exec")));
-#else
-#define IOVA_TLS 0
+/* The fast paths' way to the calling thread's own slot (iova.h). */
+#if IOVA_TLS
+_Thread_local struct iova_tls iova_tls
+	__attribute__((tls_model("initial-exec")));
 #endif
 static _Atomic uint64_t iova_next_id = 1;
 
@@ -1580,11 +1520,21 @@ void iova_alloc_flush_caches(struct iova_alloc *a)
 	spin_unlock(&a->tree_lock);
 }
 
+/*
+ * The switch, then a new id: every thread's iova_tls stops matching, so
+ * its next alloc or free takes the slow path, which reads the switch.
+ * Both seq_cst, and own_slot() reads the id before the switch: a thread
+ * that read the new id sees the new switch (and, when it is off, does not
+ * set iova_tls); one that read the old id sets iova_tls to it, which no
+ * longer matches.  A fast path running on another thread while the switch
+ * flips may still push into its magazine (the flush then misses that
+ * range until the next flush), as a free that started before the switch.
+ */
 void iova_alloc_set_caching(struct iova_alloc *a, bool on)
 {
 	atomic_store(&a->caching, on);
-	atomic_store_explicit(&a->fast_max, on ? a->class_max : 0,
-			      memory_order_relaxed);
+	atomic_store(&a->h.id, atomic_fetch_add_explicit(&iova_next_id, 1,
+							 memory_order_relaxed));
 	if (!on)
 		iova_alloc_flush_caches(a);
 }
@@ -1734,11 +1684,14 @@ int iova_alloc_create(uint64_t granule,
 	if (!a)
 		return -ENOMEM;
 	a->shift = shift;
-	a->gmask = granule - 1;
-	a->class_max = granule << (IOVA_NR_CLASSES - 1);
-	a->id = atomic_fetch_add_explicit(&iova_next_id, 1,
-					  memory_order_relaxed);
-	atomic_init(&a->fast_max, a->class_max);
+	/* Before anything can fail: iova_free_all() reads it. */
+	a->shared.loaded = &a->shared.ltz[shift];
+	a->h.gmask = granule - 1;
+	a->h.ngmask = ~a->h.gmask;
+	a->h.granule = granule;
+	a->h.class_max = granule << (IOVA_NR_CLASSES - 1);
+	atomic_init(&a->h.id, atomic_fetch_add_explicit(&iova_next_id, 1,
+							memory_order_relaxed));
 	err = -ENOMEM;
 	a->ranges = iodma_calloc(nr_ranges ? nr_ranges : 1, sizeof(*a->ranges));
 	res = iodma_calloc(nr_reserved ? nr_reserved : 1, sizeof(*res));
@@ -1860,6 +1813,7 @@ own_slot_new(struct iova_alloc *a, unsigned int i)
 
 	if (!s)
 		return NULL;
+	s->loaded = &s->ltz[a->shift];
 	/* Every class has a loaded magazine from the start, and keeps one
 	 * (a swap or a refill only replaces it): the fast paths do not test
 	 * for none. */
@@ -1874,7 +1828,6 @@ own_slot_new(struct iova_alloc *a, unsigned int i)
 	}
 	for (c = 0; c < IOVA_NR_REC; c++)
 		s->rec.key[c] = IOVA_REC_NONE;
-	s->a = a;
 	atomic_init(&s->lock.v, 0);
 	atomic_init(&s->fput, 0);
 	/* Release: the stats, the check and destroy load it with acquire
@@ -1889,6 +1842,10 @@ own_slot_new(struct iova_alloc *a, unsigned int i)
 static inline struct iova_slot *own_slot(struct iova_alloc *a)
 {
 	unsigned int i = shard_own();
+#if IOVA_TLS
+	/* Before the switch (see iova_alloc_set_caching()). */
+	uint64_t id = atomic_load(&a->h.id);
+#endif
 	struct iova_slot *s;
 
 	if (i >= IODMA_SHARDS)
@@ -1898,9 +1855,9 @@ static inline struct iova_slot *own_slot(struct iova_alloc *a)
 	if (!s)
 		s = own_slot_new(a, i);
 #if IOVA_TLS
-	if (s) {
+	if (s && atomic_load(&a->caching)) {
 		/* The fast paths find it here from now on (see iova_tls). */
-		iova_tls.id = a->id;
+		iova_tls.id = id;
 		iova_tls.s = s;
 	}
 #endif
@@ -1916,9 +1873,9 @@ static inline void rec_set(const struct iova_alloc *a, struct iova_slot *s,
 {
 	unsigned int i = rec_idx(va, c + a->shift);
 
-	s->rec.key[i] = rec_key(va, c);
+	s->rec.key[i] = iova_rec_key(va, c + a->shift);
 	s->rec.n[i] = n;
-	s->rec.st[i] = st;
+	s->rec.st[i] = st_with(st, IOVA_CACHED);
 }
 
 /* The common hit on an owned slot, no lock: the top entry of the loaded
@@ -1972,9 +1929,8 @@ static int get_tree(struct iova_alloc *a, uint64_t pages, uint64_t align_pages,
 		    uint64_t limit_pfn, uint64_t *pfnp);
 
 /* iova_alloc_get() past its fast path. */
-static __attribute__((noinline)) int
-get_slow(struct iova_alloc *a, uint64_t len, uint64_t align, uint64_t limit,
-	 uint64_t *iova)
+int iova_alloc_get_slow(struct iova_alloc *a, uint64_t len, uint64_t align,
+			uint64_t limit, uint64_t *iova)
 {
 	uint64_t pages, align_pages, limit_pfn, pfn;
 	int c, err;
@@ -2143,12 +2099,11 @@ static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
 		unsigned int ri = rec_idx(va, tz);
 		struct iova_node *n = s->rec.n[ri];
 
-		if (s->rec.key[ri] == rec_key(va, (unsigned int)c) &&
+		if (s->rec.key[ri] == iova_rec_key(va, tz) &&
 		    mag_prepare_push(a, s, c)) {
-			uint64_t exp = s->rec.st[ri];
+			uint64_t exp = st_with(s->rec.st[ri], IOVA_ALLOC);
 
-			s->rec.key[ri] = IOVA_REC_NONE;
-			if (st_cas(n, &exp, st_with(exp, IOVA_CACHED))) {
+			if (st_cas(n, &exp, s->rec.st[ri])) {
 				struct iova_mag *m = s->loaded[c];
 
 				m->e[m->n++] = n;
@@ -2166,8 +2121,7 @@ static int class_put(struct iova_alloc *a, int c, uint64_t pfn,
 }
 
 /* iova_alloc_put() past its fast path. */
-static __attribute__((noinline)) int
-put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
+int iova_alloc_put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 {
 	struct iova_node **links[IOVA_MAX_HEIGHT], **lp, *n;
 	uint64_t pages, pfn;
@@ -2196,148 +2150,6 @@ put_slow(struct iova_alloc *a, uint64_t iova, uint64_t len)
 	}
 	spin_unlock(&a->tree_lock);
 	return err;
-}
-
-#if IOVA_TLS
-/* The fast alloc's miss past its size check: the same request, from the
- * owned slot @s (its allocator), class @c (the rounded length), alignment
- * 1 (align was a power of two at most the granule: the same). */
-static __attribute__((noinline)) int
-get_miss(struct iova_slot *s, unsigned int c, uint64_t limit, uint64_t *iova)
-{
-	struct iova_alloc *a = s->a;
-
-	return get_slow(a, (a->gmask + 1) << c, 1, limit, iova);
-}
-#endif
-
-/*
- * The fast paths (issue 12): the calling thread's owned slot is the one
- * iova_tls remembers for this allocator, the rcache is on, the size a
- * class (1, 2, 4 ... 128 granules), the alignment at most the granule,
- * and the loaded magazine has an entry (get) or room (put).  No lock, no
- * call, and no line written but the slot's (the thread's alone) and the
- * node's state word.  Everything else (and every miss) goes to
- * get_slow() / put_slow(), which check the arguments fully and give the
- * documented errors.
- *
- * Sizes: t = len - 1 with the granule's bits set is the rounded length
- * minus one (len 0 wraps to all ones); it is a class iff t + 1 is a power
- * of two below fast_max (0 with the rcache off: nothing passes), and then
- * tz = log2(t + 1) = class + shift.
- */
-int iova_alloc_get(struct iova_alloc *a, uint64_t len,
-		   uint64_t align, uint64_t limit, uint64_t *iova)
-{
-#if IOVA_TLS
-	struct iova_slot *s;
-	struct iova_node *n;
-	struct iova_mag *m;
-	uint64_t g, t, st, v;
-	unsigned int c, sh;
-
-	if (!a || !iova || iova_tls.id != a->id)
-		goto slow;
-	g = a->gmask;
-	t = (len - 1) | g;
-	/* align: a power of two, at most the granule (then every cached
-	 * range is aligned to it; larger ones take the slow path): no bit
-	 * of align - 1 in align or above the granule's. */
-	if (t >= atomic_load_explicit(&a->fast_max, memory_order_relaxed) ||
-	    ((t + 1) & t) || ((align - 1) & (align | ~g)))
-		goto slow;
-	/* From here on a miss passes the same request in a shape that
-	 * needs fewer registers (get_miss()). */
-	sh = a->shift;
-	c = (unsigned int)__builtin_ctzll(t + 1) - sh;
-	s = iova_tls.s;
-	m = s->loaded[c];	/* never NULL in an owned slot */
-	if (m->n == 0)
-		goto miss;
-	n = m->e[m->n - 1];
-	/* pfn of a CACHED (or EVICTED) node does not change.  A multiply,
-	 * not a shift: no shift count register. */
-	v = n->pfn * (g + 1);
-	if (v + t > limit)
-		goto miss;
-	/*
-	 * CACHED -> ALLOC, from CACHED with the generation it has: an
-	 * EVICTED node fails it (a claim or a flush took its space back;
-	 * cache_get() discards it).  A compare-and-swap, not a store: the
-	 * eviction is a compare-and-swap from CACHED on another thread, and
-	 * exactly one of the two may win.  acq_rel (st_cas()): the acquire
-	 * half pairs with the release of the free that made it CACHED, on
-	 * whatever thread, so the old owner's use of the range (its unmap's
-	 * page-table writes) happens before ours; on aarch64 and riscv64 a
-	 * relaxed one would let our caller's writes to the range's
-	 * translations pass the old owner's.
-	 */
-	st = atomic_load_explicit(&n->st, memory_order_relaxed) | ST_KIND_MASK;
-	if (!st_cas(n, &st, st - IOVA_CACHED + IOVA_ALLOC))
-		goto miss;
-	m->n--;		/* reloaded after the CAS: fewer registers live */
-	/* The record this thread's free of the range finds (rec_set();
-	 * n->ri is rec_idx(v, c + sh), fixed while the node is hashed). */
-	s->rec.key[n->ri] = rec_key(v, c);
-	s->rec.n[n->ri] = n;
-	s->rec.st[n->ri] = st - IOVA_CACHED + IOVA_ALLOC;
-	*iova = v;
-	return 0;
-miss:
-	return get_miss(s, c, limit, iova);
-slow:
-#endif
-	return get_slow(a, len, align, limit, iova);
-}
-
-int iova_alloc_put(struct iova_alloc *a, uint64_t iova, uint64_t len)
-{
-#if IOVA_TLS
-	struct iova_slot *s;
-	struct iova_node *n;
-	struct iova_mag *m;
-	uint64_t g, t, exp;
-	unsigned int tz, c, k, ri;
-
-	if (!a || iova_tls.id != a->id)
-		goto slow;
-	s = iova_tls.s;
-	g = a->gmask;
-	t = (len - 1) | g;
-	if (t >= atomic_load_explicit(&a->fast_max, memory_order_relaxed) ||
-	    ((t + 1) & t) || (iova & g))
-		goto slow;
-	tz = (unsigned int)__builtin_ctzll(t + 1);
-	ri = rec_idx(iova, tz);
-	/* This thread was handed exactly [iova, iova + t] (the key holds
-	 * the size: a free with another length misses). */
-	c = tz - a->shift;
-	if (s->rec.key[ri] != rec_key(iova, c))
-		goto slow;
-	m = s->loaded[c];
-	k = m->n;
-	if (k >= IOVA_MAG_SIZE)
-		goto slow;	/* class_put() makes room */
-	n = s->rec.n[ri];
-	exp = s->rec.st[ri];
-	s->rec.key[ri] = IOVA_REC_NONE;
-	/*
-	 * Exactly the state this thread was handed it in (ALLOC, no maps,
-	 * that generation) -> CACHED, or the hash decides: a double free
-	 * (CACHED, or freed by another thread), a map inside (maps > 0), a
-	 * stale record (a new generation).  acq_rel: the release half
-	 * publishes our caller's use of the range to the next owner's
-	 * acquire (its cache hit, or a drain under the tree lock).
-	 */
-	if (!st_cas(n, &exp, exp - IOVA_ALLOC + IOVA_CACHED))
-		goto slow;
-	m->e[k] = n;
-	m->n = k + 1;
-	ctr_inc(&s->fput);
-	return 0;
-slow:
-#endif
-	return put_slow(a, iova, len);
 }
 
 /* ---- claims ---------------------------------------------------------------- */

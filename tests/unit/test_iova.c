@@ -1535,6 +1535,44 @@ static void test_fast_path_record_of_recycled_node(void **state)
 	iova_alloc_destroy(a);
 }
 
+/* A record is kept after the fast free of its range: a later free of the
+ * range by the same thread must still see whether the node is that
+ * allocation.  Here x is freed on the fast path (its record stays), a
+ * flush evicts it (the magazine keeps the EVICTED node), the next 4 KiB
+ * alloc discards the node to the pool and the tree gives it a new range
+ * (page 60) with a new generation: the old record's compare-and-swap
+ * fails and the free of x is -ENOENT; the allocation now in that node is
+ * untouched.  Without the new generation the record's compare-and-swap
+ * would free page 60 as if it were x. */
+static void test_fast_path_record_kept_after_fast_free(void **state)
+{
+	struct iova_alloc *a = mk1(0, 64);
+	struct iova_alloc_stats s0;
+	uint64_t t, x, y, z;
+
+	get_ok(a, G, G, UINT64_MAX, &t);		/* page 63 */
+	get_ok(a, G, G, UINT64_MAX, &x);		/* page 62: record */
+	assert_true(x == t - G);
+	assert_int_equal(iova_alloc_put(a, x, G), 0);	/* fast: cached */
+	iova_alloc_flush_caches(a);			/* x's node EVICTED */
+	get_ok(a, 2 * G, G, UINT64_MAX, &y);		/* pages 61, 62 */
+	assert_true(y == x - G);
+	get_ok(a, G, G, UINT64_MAX, &z);		/* page 60, x's node */
+	assert_true(z == y - G);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(iova_alloc_put(a, x, G), -ENOENT);
+	stats_unchanged(a, &s0);
+	chk(a);
+	assert_int_equal(iova_alloc_put(a, z, G), 0);
+	assert_int_equal(iova_alloc_put(a, z, G), -ENOENT);
+	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
+	assert_int_equal(iova_alloc_put(a, t, G), 0);
+	iova_alloc_get_stats(a, &s0);
+	assert_int_equal(s0.live, 0);
+	chk(a);
+	iova_alloc_destroy(a);
+}
+
 struct f_arg {
 	struct iova_alloc *a;
 	uint64_t *iova;
@@ -1794,10 +1832,13 @@ static void test_fast_path_slot_cache_per_allocator(void **state)
 	}
 }
 
-/* A fast free's record is keyed by the range's first byte and its class in
- * the low bits, which the granule leaves free: a free of a misaligned
- * address is -ENOENT before the key is compared (else va + 1 with class 1
- * would match va's key, va | 1) and changes nothing. */
+/* A fast free's record is keyed by the range's first byte plus log2 of its
+ * size in the low bits, which the granule leaves free: a free of a
+ * misaligned address is -ENOENT before the key is compared and changes
+ * nothing.  Without that test x + 1 with 4 KiB (12) would match the key of
+ * x with 8 KiB (13), and x + d with 2^c' pages that of x with 2^c, d =
+ * c - c' (the record index agrees whenever x's page number, shifted by
+ * each class, does: x = 0 here). */
 static void test_fast_path_misaligned_free_enoent(void **state)
 {
 	struct iova_alloc *a = mk1(0, 1024);
@@ -1807,12 +1848,20 @@ static void test_fast_path_misaligned_free_enoent(void **state)
 	for (int c = 1; c < 8; c += 2) {
 		uint64_t len = (1ull << c) * G;
 
-		get_ok(a, len, G, UINT64_MAX, &x);	/* tree */
+		/* at 0 (the limit): every class's record index is 0 */
+		get_ok(a, len, G, len - 1, &x);		/* tree */
+		assert_int_equal(x, 0);
 		assert_int_equal(iova_alloc_put(a, x, len), 0);
-		get_ok(a, len, G, UINT64_MAX, &x);	/* cache hit: record */
+		get_ok(a, len, G, len - 1, &x);		/* cache hit: record */
+		assert_int_equal(x, 0);
 		iova_alloc_get_stats(a, &s0);
 		for (uint64_t off = 1; off < 8; off++)
 			assert_int_equal(iova_alloc_put(a, x + off, len),
+					 -ENOENT);
+		/* the same key with a smaller class at x + (c - c') */
+		for (int c2 = 0; c2 < c; c2++)
+			assert_int_equal(iova_alloc_put(a, x + (uint64_t)(c - c2),
+							(1ull << c2) * G),
 					 -ENOENT);
 		iova_alloc_get_stats(a, &s1);
 		stats_equal(&s0, &s1);
@@ -1826,7 +1875,9 @@ static void test_fast_path_misaligned_free_enoent(void **state)
 
 /* With the rcache switched off, a free on the fast path's own thread (a
  * record set, room in the magazine) goes straight back to the tree: the
- * fast paths read the switch folded into their size bound. */
+ * switch gives the allocator a new id, so the thread's iova_tls no longer
+ * matches and the slow path reads the switch (without the new id this
+ * free would be cached: line "s1.free_bytes" fails). */
 static void test_fast_path_caching_off_frees_to_tree(void **state)
 {
 	struct iova_alloc *a = mk1(0, 256);
@@ -2153,6 +2204,7 @@ int main(void)
 		cmocka_unit_test(test_fast_path_free_over_claim_ebusy),
 		cmocka_unit_test(test_fast_path_record_stale_after_cross_thread_free),
 		cmocka_unit_test(test_fast_path_record_of_recycled_node),
+		cmocka_unit_test(test_fast_path_record_kept_after_fast_free),
 		cmocka_unit_test(test_threads_fast_free_races_hash_free),
 		cmocka_unit_test(test_threads_claim_inside_races_fast_free),
 		cmocka_unit_test(test_fast_path_slot_cache_per_allocator),
