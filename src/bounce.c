@@ -617,8 +617,7 @@ void bounce_release(struct bounce_pool *p, const struct bounce_run *run)
 	unsigned int sh = bounce_shard();
 	uint32_t head = (uint32_t)((run->iova - p->iova) >> p->slot_shift);
 
-	if (!bounce_unclaim(p, head, run->claimed))
-		return; /* its mapping thread put it away (bounce_unclaim()) */
+	bounce_unclaim(p, head, run->claimed);
 	if (!bounce_stash_push(p, sh, head, run->iova))
 		bounce_release_slow(p, sh, head);
 }

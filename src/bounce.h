@@ -17,7 +17,7 @@
  * area, so the longest bounce is one area.
  *
  * The hot path takes no lock (Linux's swiotlb takes its area lock twice)
- * and, on the thread that mapped the run, no atomic read-modify-write:
+ * and one atomic read-modify-write per map + unmap on one thread:
  *  - a thread with a shard of its own (shard_own() in util.h) keeps the
  *    runs it frees in a stash that only it writes (two runs; up to 8 KiB
  *    in all, 64 KiB for the first threads) and maps from there first, as
@@ -35,18 +35,16 @@
  *    (bounce_unmap_lent());
  *  - a run's head slot has a state word (generation, mapping thread,
  *    direction, flags, FREE/LIVE/DYING).  The mapping thread unmaps with
- *    a plain load, compare and store LIVE -> FREE (bounce_claim_own(),
- *    bounce_unmap_lent()): issue 8 measured the compare-and-swap it
- *    replaces at ~6 ns beside a 4 KiB copy in + out of ~43 ns.  Another
- *    thread claims with one compare-and-swap LIVE -> DYING (of two such
- *    claims exactly one wins, a stale one fails on the generation), copies
- *    back, and ends the run with a second one DYING -> FREE
- *    (bounce_unclaim()), which fails, leaving the slots to the mapping
- *    thread, when that thread unmapped the run at the same moment (two
- *    unmaps of one map at once: the caller's bug; both succeed then).
- *    What remains unguarded: the mapping thread stalled between its load
- *    and its store (a few instructions) while the other thread claims,
- *    copies and frees the run; then the run is freed twice.  sync and
+ *    one compare-and-swap LIVE -> FREE (bounce_end_own(),
+ *    bounce_unmap_lent()); another thread claims with one
+ *    compare-and-swap LIVE -> DYING (bounce_claim_fast()), copies back and
+ *    ends the run DYING -> FREE (bounce_unclaim()).  Of two unmaps of one
+ *    map at the same moment (the caller's bug) exactly one wins, and a
+ *    stale one fails on the generation, so no run is freed twice.  (A
+ *    plain store in place of the mapping thread's compare-and-swap saves
+ *    ~6 ns beside a 4 KiB copy in + out of ~43 ns, but a racing claim
+ *    between its load and its store freed a run twice in
+ *    test_bounce_owner_racing_another_unmap_exactly_one_wins.)  sync and
  *    lookups read the record lock-free as a seqlock.
  * The area locks are taken only to reserve or free slots in an area.
  * bounce.c only allocates, records and releases runs; dma.c does the copies
@@ -448,9 +446,9 @@ static inline bool bounce_map_lend(struct bounce_stash *st, unsigned int sh,
 /* Take the live run starting at @iova (inside the pool: bounce_owns())
  * mapped by any thread with exactly @len, @dir and (flags & BOUNCE_F_SG)
  * == @flags and, if @orig is not NULL, that buffer, from LIVE to DYING:
- * after it the caller owns the run, unless the mapping thread unmaps it at
- * the same moment (bounce_claim_own(): see bounce_unclaim()).  One
- * compare-and-swap: of two such racing claims one wins; the generation in
+ * after it the caller owns the run.  One compare-and-swap: of two such
+ * racing claims, or of one and the mapping thread's own unmap
+ * (bounce_end_own(), bounce_unmap_lent()), one wins; the generation in
  * the state word makes a stale one fail.  Returns the head slot, the
  * buffer in *@buf and the state it left in *@claimed (for
  * bounce_unclaim()), or -1 (no such run; nothing changed). */
@@ -488,18 +486,14 @@ static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
 /* The mapping thread's unmap (Linux's swiotlb has no check at all): the
  * live run starting at @iova (inside the pool), single (not
  * BOUNCE_F_SG), mapped with exactly @len and @dir by the calling thread,
- * whose shard @sh (bounce_shard()) is < IODMA_SHARDS.  No atomic
- * read-modify-write: the caller is the one thread that wrote the state
- * word last (its map), and it ends the run with a plain store
- * (bounce_end_own()).  Returns the head slot, the buffer in *@buf and the
- * state word in *@state, or -1 and nothing changed (not such a run: try
- * bounce_claim_fast(), which takes runs of every thread).
- * A stale or second unmap after this one returned fails here and in
- * bounce_claim_fast() (the state is no longer LIVE, or is a later life of
- * the run).  What it does not see is another thread's claim of the same
- * run at the same moment (two unmaps of one mapping racing: the caller's
- * bug, undefined in Linux's DMA API): both may succeed; bounce_unclaim()
- * then makes the other thread leave the slots alone. */
+ * whose shard @sh (bounce_shard()) is < IODMA_SHARDS: only loads; the
+ * caller then ends the run with bounce_end_own().  Returns the head slot,
+ * the buffer in *@buf and the state word in *@state, or -1 and nothing
+ * changed (not such a run: try bounce_claim_fast(), which takes runs of
+ * every thread).  A stale or second unmap after this one returned fails
+ * here and in bounce_claim_fast() (the state is no longer LIVE, or is a
+ * later life of the run); one racing it (the caller's bug, undefined in
+ * Linux's DMA API) fails in bounce_end_own() or bounce_claim_fast(). */
 static inline int64_t bounce_claim_own(struct bounce_pool *p, unsigned int sh,
 				       uint64_t iova, size_t len,
 				       unsigned int dir, void **buf,
@@ -521,29 +515,31 @@ static inline int64_t bounce_claim_own(struct bounce_pool *p, unsigned int sh,
 	return (int64_t)(off >> p->slot_shift);
 }
 
-/* End the run at @head taken by bounce_claim_own() (state word @state):
- * FREE, with a plain release store.  Its slots stay reserved until the
- * caller puts them away (bounce_stash_push() or bounce_release_slow()). */
-static inline void bounce_end_own(struct bounce_pool *p, uint32_t head,
+/* End the run at @head found by bounce_claim_own() (state word @state):
+ * LIVE -> FREE with one compare-and-swap, so that of this unmap and
+ * another thread's claim of the same run at the same moment (the caller's
+ * bug) exactly one wins and the slots are freed once.  Returns true (the
+ * slots stay reserved until the caller puts them away:
+ * bounce_stash_push() or bounce_release_slow()), or false and nothing
+ * changed (the run is no longer @state: another unmap took it). */
+static inline bool bounce_end_own(struct bounce_pool *p, uint32_t head,
 				  uint64_t state)
 {
-	atomic_store_explicit(&p->slots[head].state, state - ST_LIVE + ST_FREE,
-			      memory_order_release);
+	return atomic_compare_exchange_strong_explicit(
+		&p->slots[head].state, &state, state - ST_LIVE + ST_FREE,
+		memory_order_acq_rel, memory_order_relaxed);
 }
 
 /* End the run at @head claimed by bounce_claim_fast() (which left
- * @claimed): DYING -> FREE with one compare-and-swap.  Returns true, or
- * false when the state is no longer @claimed: the mapping thread unmapped
- * the same run at the same moment with its plain store
- * (bounce_claim_own()) and put the slots away itself, so the caller must
- * not put them away too (no slot is handed out twice). */
-static inline bool bounce_unclaim(struct bounce_pool *p, uint32_t head,
+ * @claimed): DYING -> FREE with a release store (no other thread writes a
+ * DYING state word: every other writer's compare-and-swap expects LIVE or
+ * FREE).  Its slots stay reserved until the caller puts them away. */
+static inline void bounce_unclaim(struct bounce_pool *p, uint32_t head,
 				  uint64_t claimed)
 {
-	return atomic_compare_exchange_strong_explicit(
-		&p->slots[head].state, &claimed,
-		claimed - ST_DYING + ST_FREE, memory_order_release,
-		memory_order_relaxed);
+	atomic_store_explicit(&p->slots[head].state,
+			      claimed - ST_DYING + ST_FREE,
+			      memory_order_release);
 }
 
 /* Put away the run at @head, made FREE by the caller (bounce_end_own() or
@@ -610,8 +606,9 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
  * mapped with exactly @len and @dir by this thread (the check of
  * bounce_claim_own(); no generation check needed: every map on this
  * thread after that one changed @lent_iova, and a life of the run begun
- * by another thread has another owner).  Ends the run with a plain store
- * (bounce_end_own()) and puts it back in the stash by raising count: its
+ * by another thread has another owner).  Ends the run with one
+ * compare-and-swap (as bounce_end_own()) and puts it back in the stash by
+ * raising count: its
  * entry is still in place and fitted before.  @bva: the run's host
  * address (@iova + the pool's va_delta).  Returns true and the buffer in
  * *@buf, or false and nothing changed (not that run, or not live as such:
@@ -633,8 +630,12 @@ static inline bool bounce_unmap_lent(struct bounce_stash *st,
 				       ST_LIVE) ||
 	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
 		return false;
-	atomic_store_explicit(&s->state, state - ST_LIVE + ST_FREE,
-			      memory_order_release);
+	/* One compare-and-swap, as bounce_end_own(): of this and another
+	 * thread's claim of the run at the same moment, exactly one wins. */
+	if (!atomic_compare_exchange_strong_explicit(
+		    &s->state, &state, state - ST_LIVE + ST_FREE,
+		    memory_order_acq_rel, memory_order_relaxed))
+		return false;
 	atomic_store_explicit(&st->cw, stash_cw(st) + stash_w(s->nslots),
 			      memory_order_relaxed);
 	st->top_bva = bva;
@@ -656,9 +657,7 @@ int bounce_claim(struct bounce_pool *p, uint64_t iova, size_t len,
 		 uint8_t dir, uint8_t flags, const void *orig,
 		 struct bounce_run *out);
 
-/* Free the slots of run @run claimed by the caller with bounce_claim()
- * (unless its mapping thread unmapped it at the same moment:
- * bounce_unclaim()). */
+/* Free the slots of run @run claimed by the caller with bounce_claim(). */
 void bounce_release(struct bounce_pool *p, const struct bounce_run *run);
 
 uint64_t bounce_slots_total(const struct bounce_pool *p);

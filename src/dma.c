@@ -1161,10 +1161,8 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 			 len);
 		memcpy(buf, bva, len);
 	}
-	/* Unless its mapping thread unmapped it at the same moment (and put
-	 * the slots away itself): bounce_unclaim(). */
-	if (bounce_unclaim(p, (uint32_t)h, claimed) &&
-	    !bounce_stash_push(p, sh, (uint32_t)h, iova))
+	bounce_unclaim(p, (uint32_t)h, claimed);
+	if (!bounce_stash_push(p, sh, (uint32_t)h, iova))
 		bounce_release_slow(p, sh, (uint32_t)h);
 	return 0;
 }
@@ -1188,8 +1186,8 @@ unmap_own_put(struct bounce_pool *p, unsigned int sh, uint32_t head,
 }
 
 /* iodma_unmap_single() but for the unmap of the lent run: the owner's
- * unmap of another run of its own (bounce_claim_own(): no atomic
- * read-modify-write), else unmap_single(). */
+ * unmap of another run of its own (bounce_claim_own(), then one
+ * compare-and-swap in bounce_end_own()), else unmap_single(). */
 static __attribute__((noinline)) int
 unmap_single_other(struct iodma_dev *dev, uint64_t iova, size_t len,
 		   enum iodma_dir dir)
@@ -1205,8 +1203,7 @@ unmap_single_other(struct iodma_dev *dev, uint64_t iova, size_t len,
 			int64_t h = bounce_claim_own(p, sh, iova, len, dir, &buf,
 						     &state);
 
-			if (h >= 0) {
-				bounce_end_own(p, (uint32_t)h, state);
+			if (h >= 0 && bounce_end_own(p, (uint32_t)h, state)) {
 				if (dir_from_dev(dir))
 					stat_add(&dev->stats[sh].s.st_bounce_bytes,
 						 true, len);
@@ -1223,9 +1220,9 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 {
 	/* The hot case, in one pass of checks: policy ALWAYS on a coherent
 	 * device (no cache maintenance), a thread with a stash unmapping the
-	 * run its last map took from that stash (bounce_unmap_lent(): no
-	 * atomic read-modify-write, the run back where no other thread takes
-	 * it before the copy back, so that the copy comes last; the copy's
+	 * run its last map took from that stash (bounce_unmap_lent(): one
+	 * compare-and-swap, the run back where no other thread takes it
+	 * before the copy back, so that the copy comes last; the copy's
 	 * destination one load from the stash, the stash one load from the
 	 * thread's cache, bounce_stash_mine()).  (dir_valid(): the @dir the
 	 * run was mapped with.) */

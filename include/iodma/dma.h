@@ -40,22 +40,19 @@
  *   reserve or free slots: a thread keeps the last runs it freed (up to a
  *   quarter of the pool in all threads) and maps from the one it freed
  *   last first, whose slots are still in its cache, so a bounce map +
- *   unmap of the same size as the last one takes no lock.  A bounce
- *   unmapped on the thread that mapped it takes no atomic
- *   read-modify-write either (a plain load and store, as a per-CPU cache
- *   in Linux); unmapped on another thread, it is claimed with one
- *   compare-and-swap.  None of these functions is async-signal-safe.  Statistics are per-thread counters summed when
- *   read.
+ *   unmap of the same size as the last one takes no lock, and the unmap
+ *   ends its run with one compare-and-swap on whichever thread it runs
+ *   (of two racing unmaps of one map, one gets -EINVAL).  None of these
+ *   functions is async-signal-safe.  Statistics are per-thread counters
+ *   summed when read.
  *   Registered-memory lookups are lock-free.  A given mapping must not be
  *   unmapped twice or synced after unmap (as with Linux's DMA API, where
  *   it is undefined and dma-debug reports it best effort).  iodma refuses
  *   (-EINVAL, nothing changed) an unmap that comes after the map's unmap
- *   returned; of two unmaps of one bounce at the same time, exactly one
- *   succeeds when neither runs on the thread that mapped it, and one or
- *   both when one does (both copy back; the slots are still freed once).
- *   A thread that exits keeps the free runs it kept for its next maps (at
- *   most 2 x 4 KiB, 64 KiB for the first threads) until the device is
- *   destroyed.
+ *   returned, and of two unmaps of one bounce at the same time exactly one
+ *   succeeds (only it copies back).  A thread that exits keeps the free
+ *   runs it kept for its next maps (at most 2 x 4 KiB, 64 KiB for the
+ *   first threads) until the device is destroyed.
  */
 #ifndef IODMA_DMA_H
 #define IODMA_DMA_H
@@ -286,8 +283,7 @@ IODMA_EXPORT int iodma_map_single_attrs(struct iodma_dev *dev, void *va,
  * Context: thread-safe; may block.  Any thread may unmap a map made on
  *          another.  An unmap of a map being unmapped at the same time on
  *          another thread is the caller's bug (Concepts: -EINVAL for one
- *          of the two unless one runs on the mapping thread; then both
- *          may return 0).
+ *          of the two).
  * Return:  0; -EINVAL no such live streaming map; or the domain's unmap
  *          error (the backend's): the map stays live and may be unmapped
  *          again.  Nothing changed on error.
