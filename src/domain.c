@@ -9,6 +9,14 @@
  * listeners) with an undo path, and finally update the books, which cannot
  * fail any more.
  *
+ * Young records (domain_priv.h).  A map records its mapping in a small
+ * array, not the B-tree; the exact unmap of a young record takes it back
+ * from there; every other reader of the book first moves the array into
+ * the B-tree (book_settle), as does a map that finds it full.  A strict
+ * guest's map + unmap pair therefore touches no B-tree node: at 65,536
+ * live mappings the B-tree leaf was the pair's dearest miss.  Memory: the
+ * B-tree nodes the young records will need stay reserved as its spares.
+ *
  * Unmap order (domain_priv.h).  Translation of the range stops FIRST, so
  * that nothing the backend or a listener does afterwards can still reach
  * it: under map_lock the page table's leaves of the range are cleared and

@@ -34,10 +34,13 @@
  * every change: map, unmap, listeners, caps, claims, enable; held while
  * calling the backend and the listeners.  Translation takes no lock.
  *
- * Map (map_locked): validate on the table, claim, btree_preload and
- * iopt_reserve (the only steps that allocate), the backend, the listeners,
- * then btree_insert and iopt_map, neither of which can fail any more.  The
- * mapping becomes translatable last, once everyone was told.
+ * Map (map_locked): validate; with the young array full, settle it;
+ * btree_preload_n (the record's B-tree nodes, for its later settle); the
+ * overlap check on the page table (iopt_hole), the limit and the claim
+ * (map_admit); the record becomes young; iopt_reserve (this and the
+ * preload are the only steps that allocate), the backend, the listeners,
+ * then iopt_map, which cannot fail any more.  The mapping becomes
+ * translatable last, once everyone was told.
  *
  * Unmap ordering (DESIGN.md "Before unmap returns"), as domain.c does it:
  *   1. translation of the range stops FIRST, under map_lock: iopt_unmap()
