@@ -214,6 +214,16 @@ int btree_preload(struct btree *t)
 	return fill_spares(t, t->height + 1);
 }
 
+_Static_assert(BTREE_PRELOAD_MAX <= BT_INNER_MAX - 2,
+	       "btree_preload_n: the height grows at most once in n inserts");
+
+int btree_preload_n(struct btree *t, unsigned int n)
+{
+	if (n == 0 || n > BTREE_PRELOAD_MAX)
+		return -EINVAL;
+	return fill_spares(t, n * (t->height + 2));
+}
+
 void *btree_lookup(const struct btree *t, uint64_t key)
 {
 	const struct btree_node *n = t->root;

@@ -55,6 +55,23 @@ void btree_fini(struct btree *t);
  * Returns 0 or -ENOMEM (nothing changed). */
 int btree_preload(struct btree *t);
 
+/* Upper bound of btree_preload_n()'s @n. */
+#define BTREE_PRELOAD_MAX 16
+
+/* Make sure the next @n btree_insert() calls (1 <= @n <= BTREE_PRELOAD_MAX,
+ * with no other insert in between; removals may come between them) cannot
+ * fail for lack of memory: @n * (height + 2) spare nodes.  Why that is
+ * enough: an insert takes at most one node per level plus a new root, and
+ * the height grows at most once in BTREE_PRELOAD_MAX inserts (a new root
+ * has two children and splits again only after BT_INNER_MAX - 2 more
+ * splits below it).  For an owner that records entries elsewhere first
+ * and moves them into the tree later, where no failure may happen (the
+ * domain's young mappings, domain_priv.h).  The spares stay with the tree
+ * (freed by btree_fini).  Returns 0, -EINVAL (@n out of range; nothing
+ * changed) or -ENOMEM (spares added so far are kept; the guarantee does
+ * not hold). */
+int btree_preload_n(struct btree *t, unsigned int n);
+
 /* Insert @key -> copy of *@value.  Returns 0, -EEXIST (@key present,
  * nothing changed) or -ENOMEM (nothing changed; cannot happen right after a
  * successful btree_preload()). */

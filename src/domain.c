@@ -9,6 +9,14 @@
  * listeners) with an undo path, and finally update the books, which cannot
  * fail any more.
  *
+ * Young records (domain_priv.h).  A map records its mapping in a small
+ * array, not the B-tree; the exact unmap of a young record takes it back
+ * from there; every other reader of the book first moves the array into
+ * the B-tree (book_settle), as does a map that finds it full.  A strict
+ * guest's map + unmap pair therefore touches no B-tree node: at 65,536
+ * live mappings the B-tree leaf was the pair's dearest miss.  Memory: the
+ * B-tree nodes the young records will need stay reserved as its spares.
+ *
  * Unmap order (domain_priv.h).  Translation of the range stops FIRST, so
  * that nothing the backend or a listener does afterwards can still reach
  * it: under map_lock the page table's leaves of the range are cleared and
@@ -171,7 +179,62 @@ static void make_event(struct iodma_domain *d, uint64_t iova,
 	ev->offset = rec->offset;
 }
 
-/* First record overlapping [iova, last], or NULL.  map_lock held. */
+/* ---- the book: the table and the young records --------------------------- */
+
+_Static_assert(DOMAIN_YOUNG_MAX >= 1 && DOMAIN_YOUNG_MAX <= BTREE_PRELOAD_MAX,
+	       "a young record's B-tree nodes come from btree_preload_n");
+
+/* Move every young record into the table (domain_priv.h "young"): from
+ * here on the table alone is the book.  Cannot fail: each young record was
+ * given its B-tree nodes (btree_preload_n) when it was added, and nothing
+ * else inserts into the table while young records exist (every other
+ * insert settles first).  Every reader of the table calls this first.
+ * map_lock held. */
+static void book_settle(struct iodma_domain *d)
+{
+	for (uint32_t i = 0; i < d->nr_young; i++) {
+		int e = btree_insert(&d->table, d->young_iova[i],
+				     &d->young_rec[i]);
+
+		assert(e == 0);
+		(void)e;
+	}
+	d->nr_young = 0;
+}
+
+/* Record @rec at @iova as young.  The caller made room (fewer than
+ * DOMAIN_YOUNG_MAX) and preloaded the table for nr_young + 1 inserts.
+ * map_lock held. */
+static void young_add(struct iodma_domain *d, uint64_t iova,
+		      const struct map_rec *rec)
+{
+	assert(d->nr_young < DOMAIN_YOUNG_MAX);
+	d->young_iova[d->nr_young] = iova;
+	d->young_rec[d->nr_young] = *rec;
+	d->nr_young++;
+}
+
+/* Index of the young record that starts at @iova, or DOMAIN_YOUNG_MAX. */
+static uint32_t young_find(const struct iodma_domain *d, uint64_t iova)
+{
+	for (uint32_t i = 0; i < d->nr_young; i++) {
+		if (d->young_iova[i] == iova)
+			return i;
+	}
+	return DOMAIN_YOUNG_MAX;
+}
+
+/* Drop young record @i (the last one takes its place). */
+static void young_del(struct iodma_domain *d, uint32_t i)
+{
+	assert(i < d->nr_young);
+	d->nr_young--;
+	d->young_iova[i] = d->young_iova[d->nr_young];
+	d->young_rec[i] = d->young_rec[d->nr_young];
+}
+
+/* First record overlapping [iova, last], or NULL.  map_lock held, the book
+ * settled. */
 static const struct map_rec *first_in(struct iodma_domain *d, uint64_t iova,
 				      uint64_t last, uint64_t *key)
 {
@@ -452,6 +515,7 @@ IODMA_EXPORT void iodma_domain_destroy(struct iodma_domain *d)
 	if (!d)
 		return;
 	os_mutex_lock(&d->map_lock);
+	book_settle(d);
 	if (btree_count(&d->table)) {
 		had = true;
 		/* Errors are ignored: there is nobody left to report to. */
@@ -567,6 +631,7 @@ int domain_lookup(struct iodma_domain *d, uint64_t iova, struct map_lookup *out)
 	int err = -ENOENT;
 
 	os_mutex_lock(&d->map_lock);
+	book_settle(d);
 	r = btree_lookup_le(&d->table, iova, &key);
 	if (r && range_last(key, r->len) >= iova) {
 		out->iova = key;
@@ -587,6 +652,7 @@ int domain_dirty_get(struct iodma_domain *d, uint64_t iova, uint64_t len,
 	uint64_t *tmp;
 	int err;
 
+	book_settle(d);
 	/* No mapping in the range: nothing the device can have written. */
 	r = btree_lookup_le(&d->table, last, &key);
 	if (!r || range_last(key, r->len) < iova)
@@ -701,10 +767,11 @@ struct map_admit_ctx {
 	struct map_rec *rec;
 };
 
-/* btree_insert_check()'s callback, on the insert's own descent: the
- * neighbours do not overlap the new mapping, the domain and the IOMMU take
- * one more mapping, and the allocator space is claimed (rec->flags, before
- * the record is copied in).  Nothing changed unless it returns 0. */
+/* The rules of a new mapping besides the page table's overlap check, in
+ * btree_gap_fn's shape: the neighbours given (NULL: none; map_locked()
+ * passes none) do not overlap it, the domain and the IOMMU take one more
+ * mapping, and the allocator space is claimed (rec->flags, before the
+ * record is copied into the book).  Nothing changed unless it returns 0. */
 static int map_admit(const void *prev, uint64_t pk, const void *next,
 		     uint64_t nk, void *arg)
 {
@@ -753,19 +820,27 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 		return -EINVAL;
 	if (!ranges_contain(c->ranges, c->nr_ranges, iova, rec->len))
 		return -ERANGE;
-	/* The record goes into the table on the descent that checks its
-	 * neighbours (translation never reads the table: the mapping is not
-	 * visible before pt_map() below); preloaded, so only map_admit()
-	 * can refuse it. */
 	/* The page table's level-0 line is requested now, so that its miss
-	 * overlaps the B-tree descent's instead of following it. */
+	 * overlaps the work below instead of following it. */
 	iopt_prefetch(&d->pt, iova);
-	err = btree_preload(&d->table);
+	/* The record is young (domain_priv.h): the B-tree is not touched.
+	 * With no room left, the young records move to the table first. */
+	if (d->nr_young == DOMAIN_YOUNG_MAX)
+		book_settle(d);
+	err = btree_preload_n(&d->table, d->nr_young + 1);
 	if (err)
 		return err;
-	err = btree_insert_check(&d->table, iova, rec, map_admit, &cx);
+	/* Overlap: the page table has a leaf for every page of every record
+	 * (young or in the table), so a hole as long as the new mapping is
+	 * "overlaps nothing" (checked before map_admit's other rules, as the
+	 * table's neighbour check was).  The mapping is not translatable
+	 * before pt_map() below. */
+	if (iopt_hole(&d->pt, iova, rec->len) < rec->len)
+		return -EEXIST;
+	err = map_admit(NULL, 0, NULL, 0, &cx);
 	if (err)
 		return err;
+	young_add(d, iova, rec);	/* rec->flags has the claim's bits */
 	/* The page table's nodes too: after this, publishing cannot fail. */
 	err = iopt_reserve(&d->pt, iova, rec->len, pt_target(iova, rec));
 	if (err)
@@ -802,7 +877,7 @@ err_reserved:
 	if (err == -EUCLEAN)
 		err = -EIO;
 err_unclaim:
-	btree_remove(&d->table, iova, NULL);
+	young_del(d, young_find(d, iova));
 	unclaim(d, iova, rec);
 	/* Nodes the reserve installed stay, empty, until a prune. */
 	iopt_mark_empty(&d->pt, iova, rec->len);
@@ -928,13 +1003,15 @@ static void unclaim_visit(uint64_t key, const void *value, void *arg)
  * Unmap the records in [iova, last] (validated by the caller).  @n records,
  * @bytes in total, @single_run when they form one contiguous run
  * [first, run_last].  @all: the whole table (backend unmap_all allowed).
- * map_lock held.  Returns 0 or the backend's error with nothing changed.
+ * @taken: the one record, already out of the book (@young: it was a young
+ * record; a failure puts it back where it was).  map_lock held.  Returns 0
+ * or the backend's error with nothing changed.
  * The caller waits for the access sections after dropping map_lock.
  */
 static int unmap_records(struct iodma_domain *d, uint64_t iova, uint64_t last,
 			 uint64_t first, uint64_t n, bool single_run,
 			 uint64_t run_last, bool all, const struct map_rec *taken,
-			 void **pruned)
+			 bool young, void **pruned)
 {
 	struct iodma_listener *l;
 	const struct map_rec *r;
@@ -1024,10 +1101,14 @@ restore:
 	 * are still hooked (no prune since the clear): cannot fail; a record
 	 * already taken out goes back in (preloaded: cannot fail either). */
 	if (taken) {
-		int e = btree_insert(&d->table, first, taken);
+		if (young) {
+			young_add(d, first, taken); /* its slot is free */
+		} else {
+			int e = btree_insert(&d->table, first, taken);
 
-		assert(e == 0);
-		(void)e;
+			assert(e == 0);
+			(void)e;
+		}
 		pt_map(d, first, taken);
 		return err;
 	}
@@ -1112,6 +1193,24 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 	os_mutex_assert_held(&d->map_lock);
 
 	*bytes = 0;
+	/* A young record that is exactly the range (the strict guest's unmap
+	 * of what it just mapped): nothing else can lie in it (records are
+	 * disjoint), so it is taken without the table.  A young record at
+	 * @iova of another length, or none, leaves the answer to the table. */
+	{
+		uint32_t i = young_find(d, iova);
+
+		if (i < d->nr_young &&
+		    range_last(iova, d->young_rec[i].len) == last) {
+			struct map_rec one = d->young_rec[i];
+
+			young_del(d, i);
+			*bytes = one.len;
+			return unmap_records(d, iova, last, iova, 1, true, last,
+					     all, &one, true, pruned);
+		}
+	}
+	book_settle(d);
 	/* The common case, exactly one record, leaves the table on the
 	 * descent that finds it (translation never reads the table; a
 	 * backend failure puts it back: preloaded).  Otherwise a record
@@ -1125,7 +1224,7 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 		if (err == 0) {
 			*bytes = one.len;
 			return unmap_records(d, iova, last, iova, 1, true, last,
-					     all, &one, pruned);
+					     all, &one, false, pruned);
 		}
 		if (err < 0 && err != -ENOENT)
 			return err; /* a record crossing @iova */
@@ -1145,7 +1244,7 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 		cx.single_run = false; /* run length would not fit */
 	*bytes = cx.total;
 	return unmap_records(d, iova, last, cx.first, cx.n, cx.single_run,
-			     cx.prev_last, all, NULL, pruned);
+			     cx.prev_last, all, NULL, false, pruned);
 }
 
 static int unmap_common(struct iodma_domain *d, uint64_t iova, uint64_t last,
@@ -1298,6 +1397,7 @@ IODMA_EXPORT int iodma_domain_refresh_caps(struct iodma_domain *d)
 	err = -EBUSY;
 	if (!is_aligned(caps.alignment, di->granule))
 		goto out;
+	book_settle(d);
 	for (r = btree_lookup_ge(&d->table, 0, &key); r;
 	     r = btree_next(&d->table, key, &key)) {
 		if (!ranges_contain(caps.ranges, caps.nr_ranges, key, r->len) ||
@@ -1351,6 +1451,7 @@ static int claims_enable(struct iodma_domain *d)
 	os_mutex_lock(&d->map_lock);
 	if (atomic_load_explicit(&di->claims_on, memory_order_relaxed))
 		goto out;
+	book_settle(d);
 	for (r = btree_lookup_ge(&d->table, 0, &key); r;
 	     r = btree_next(&d->table, key, &key)) {
 		struct map_rec c = *r;
@@ -1434,6 +1535,7 @@ IODMA_EXPORT int iodma_domain_add_listener(struct iodma_domain *d,
 	l->arg = arg;
 
 	os_mutex_lock(&d->map_lock);
+	book_settle(d);
 	for (r = btree_lookup_ge(&d->table, 0, &key); r;
 	     r = btree_next(&d->table, key, &key)) {
 		make_event(d, key, r, &ev);
@@ -1493,6 +1595,7 @@ IODMA_EXPORT int iodma_domain_for_each_mapping(struct iodma_domain *d,
 		return -EINVAL;
 	last = range_last(iova, len);
 	os_mutex_lock(&d->map_lock);
+	book_settle(d);
 	for (r = first_in(d, iova, last, &key); r; r = next_in(d, key, last, &key)) {
 		make_event(d, key, r, &ev);
 		ret = fn(arg, &ev);

@@ -8,7 +8,23 @@
  *   table  a B+tree iova -> struct map_rec: the range operations (overlap
  *          checks, strict/gaps unmap validation, listener replay, claims,
  *          the fd and offset of a mapping).  Only writers use it, under
- *          map_lock.
+ *          map_lock.  Together with the young records (below) it is the
+ *          domain's book: every record is in exactly one of the two.
+ *   young  up to DOMAIN_YOUNG_MAX records of the latest maps, not yet in
+ *          the table (young_iova[i] -> young_rec[i], unordered; map_lock).
+ *          A strict guest (Linux iommu.strict=1 behind a virtual IOMMU)
+ *          maps and unmaps around every I/O; while fewer than
+ *          DOMAIN_YOUNG_MAX such mappings are live, a map records its
+ *          mapping here and the exact unmap of it finds it here: the
+ *          B-tree, whose leaf is a cold miss (plus its TLB miss) at tens
+ *          of thousands of live mappings, is not touched at all.  The
+ *          overlap check of such a map is the page table's (pt holds a
+ *          leaf for every page of every record, young or not: iopt_hole),
+ *          the rest of map_admit() is the same.  Every other reader of the
+ *          book first moves the young records into the table
+ *          (book_settle() in domain.c), which cannot fail: each young
+ *          record was given its B-tree nodes (btree_preload_n) before it
+ *          was added.
  *   pt     the IO page table (iopt.h): what every translation walks,
  *          without a lock.  Leaf target: the host VA, the GPA (IOPT_GPA,
  *          two-stage) or, for an fd-only mapping, the IOVA itself
@@ -18,10 +34,13 @@
  * every change: map, unmap, listeners, caps, claims, enable; held while
  * calling the backend and the listeners.  Translation takes no lock.
  *
- * Map (map_locked): validate on the table, claim, btree_preload and
- * iopt_reserve (the only steps that allocate), the backend, the listeners,
- * then btree_insert and iopt_map, neither of which can fail any more.  The
- * mapping becomes translatable last, once everyone was told.
+ * Map (map_locked): validate; with the young array full, settle it;
+ * btree_preload_n (the record's B-tree nodes, for its later settle); the
+ * overlap check on the page table (iopt_hole), the limit and the claim
+ * (map_admit); the record becomes young; iopt_reserve (this and the
+ * preload are the only steps that allocate), the backend, the listeners,
+ * then iopt_map, which cannot fail any more.  The mapping becomes
+ * translatable last, once everyone was told.
  *
  * Unmap ordering (DESIGN.md "Before unmap returns"), as domain.c does it:
  *   1. translation of the range stops FIRST, under map_lock: iopt_unmap()
@@ -67,6 +86,11 @@
 #define MAP_F_INSIDE   0x8u /* the map lies inside an IOVA allocation and is
 			     * counted there (iova_claim, *claimed = false) */
 
+/* Records kept out of the B-tree (domain_priv.h "young"); <=
+ * BTREE_PRELOAD_MAX.  8: a guest's few in-flight strict mappings, and at
+ * most 8 * (height + 2) spare B-tree nodes (~37 KiB at 65,536 mappings). */
+#define DOMAIN_YOUNG_MAX 8u
+
 /* One mapping in the table; the key is its iova.  32 bytes. */
 struct map_rec {
 	uint64_t len;
@@ -104,6 +128,9 @@ struct iodma_domain {
 	struct iodma_listener *listeners; /* protected by map_lock */
 	_Atomic uint64_t nr_mappings;   /* written under map_lock */
 	struct btree table;             /* iova -> struct map_rec; map_lock */
+	uint32_t nr_young;              /* young records (above); map_lock */
+	uint64_t young_iova[DOMAIN_YOUNG_MAX];
+	struct map_rec young_rec[DOMAIN_YOUNG_MAX];
 	void *pt_kept;                  /* pruned nodes no walk could be
 					 * waited out for (no membarrier, no
 					 * fence): freed at destroy; map_lock */

@@ -94,8 +94,9 @@
  *
  * Preconditions (checked; a violation is an error that changes nothing)
  *   - map and reserve never overlap a present entry (-EEXIST): the domain
- *     already refuses overlaps (its B-tree), so a 4 KiB map inside a live
- *     2 MiB block never reaches here;
+ *     already refuses overlaps (iopt_hole() on this table before its
+ *     reserve), so a 4 KiB map inside a live 2 MiB block never reaches
+ *     here;
  *   - unmap never bisects a leaf (-EINVAL): the domain unmaps whole
  *     mappings (strict) or whole mappings with gaps, and every leaf lies
  *     inside one mapping, so no large leaf is ever split;
@@ -106,7 +107,8 @@
  *   - every domain has one, of width 64 and granule 4 KiB (the domain
  *     checks its own alignment and IOVA ranges first); the B-tree stays for
  *     range operations (strict/gaps unmap validation, listener replay,
- *     claims, the fd and offset of a mapping);
+ *     claims, the fd and offset of a mapping); a map's overlap check is
+ *     iopt_hole() here, since every page of every mapping has a leaf;
  *   - map: iopt_reserve() before the backend call (its -ENOMEM fails the
  *     map with nothing done), iopt_map() last, once the backend and the
  *     listeners took the mapping; leaf target: the host VA, the GPA
@@ -463,7 +465,8 @@ void *iopt_retired_join(void *a, void *b);
  *
  * Context: lock-free reader like iopt_lookup(), inside an access
  *          section (a result racing a writer describes some state during
- *          the call).
+ *          the call); or the writer itself, for whom it is exact (the
+ *          domain's overlap check of a map).
  * Return:  the length of the hole starting at @iova, <= @max.
  */
 uint64_t iopt_hole(const struct iopt *t, uint64_t iova, uint64_t max);

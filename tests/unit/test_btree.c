@@ -766,6 +766,90 @@ static void test_check_detects_corruption(void **state)
 	btree_fini(&t);
 }
 
+/* btree_preload_n(n): the next n inserts succeed with every allocation
+ * armed to fail, removals allowed in between (the domain's young records:
+ * added one by one, each preloading for all so far, moved into the tree
+ * later).  Random keys against the model, and inserts into the rightmost
+ * leaf of a tree grown by appends, where the first one splits every level
+ * up to the root whenever that whole edge is full. */
+static void test_preload_n_guarantees_n_inserts(void **state)
+{
+	struct btree t;
+	struct model m = { 0 };
+	struct val v;
+
+	assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+	assert_int_equal(btree_preload_n(&t, 0), -EINVAL);
+	assert_int_equal(btree_preload_n(&t, BTREE_PRELOAD_MAX + 1), -EINVAL);
+	for (int round = 0; round < 3000; round++) {
+		unsigned int n = 1 + (unsigned int)(rnd() % BTREE_PRELOAD_MAX);
+		uint64_t keys[BTREE_PRELOAD_MAX];
+
+		for (unsigned int i = 0; i < n; i++) {
+			do
+				keys[i] = rnd() % 200000;
+			while (!model_insert(&m, keys[i])); /* a fresh key */
+			/* Each one preloads for all so far, as the domain does. */
+			assert_int_equal(btree_preload_n(&t, i + 1), 0);
+		}
+		if (round % 3 == 2 && btree_count(&t)) {
+			/* A removal in between: a key already in the tree. */
+			uint64_t k2;
+			bool pending;
+
+			do {
+				k2 = m.k[rnd() % m.n];
+				pending = false;
+				for (unsigned int i = 0; i < n; i++)
+					pending |= keys[i] == k2;
+			} while (pending);
+			assert_true(model_remove(&m, k2));
+			assert_int_equal(btree_remove(&t, k2, NULL), 0);
+		}
+		iodma_test_fail_alloc(1);
+		for (unsigned int i = 0; i < n; i++) {
+			v = mkval(keys[i]);
+			assert_int_equal(btree_insert(&t, keys[i], &v), 0);
+		}
+		iodma_test_fail_alloc(0);
+		if (round % 2) { /* keep the tree growing, but churn it */
+			uint64_t k2 = m.k[rnd() % m.n];
+
+			assert_true(model_remove(&m, k2));
+			assert_int_equal(btree_remove(&t, k2, NULL), 0);
+		}
+	}
+	assert_int_equal(btree_count(&t), m.n);
+	assert_int_equal(btree_check(&t), 0);
+	btree_fini(&t);
+
+	/* Fresh trees of every size up to 600 grown by appends (no spares
+	 * left over: each insert allocated what it took), then n inserts just
+	 * below the largest key: into the rightmost leaf, which is full at
+	 * some sizes, and then every node up to the root may split. */
+	for (uint64_t size = 1; size <= 600; size++) {
+		for (unsigned int n = 1; n <= BTREE_PRELOAD_MAX; n += BTREE_PRELOAD_MAX - 1) {
+			assert_int_equal(btree_init(&t, sizeof(struct val)), 0);
+			for (uint64_t k = 1; k <= size; k++) {
+				v = mkval(64 * k);
+				assert_int_equal(btree_insert(&t, 64 * k, &v), 0);
+			}
+			assert_int_equal(t.nr_spare, 0);
+			assert_int_equal(btree_preload_n(&t, n), 0);
+			iodma_test_fail_alloc(1);
+			for (unsigned int i = 0; i < n; i++) {
+				v = mkval(64 * size - 1 - i);
+				assert_int_equal(btree_insert(&t, 64 * size - 1 - i, &v), 0);
+			}
+			iodma_test_fail_alloc(0);
+			assert_int_equal(btree_count(&t), size + n);
+			assert_int_equal(btree_check(&t), 0);
+			btree_fini(&t);
+		}
+	}
+	free(m.k);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -781,6 +865,7 @@ int main(void)
 		cmocka_unit_test(test_visit_matches_model),
 		cmocka_unit_test(test_neighbour_ops_match_model),
 		cmocka_unit_test(test_check_detects_corruption),
+		cmocka_unit_test(test_preload_n_guarantees_n_inserts),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1577,6 +1577,215 @@ static void test_refresh_caps_alignment_below_creation_ebusy(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* ---- young records (domain_priv.h) ---------------------------------------- */
+
+/* Counts of single-page mappings around DOMAIN_YOUNG_MAX: all young, the
+ * array full, and more (the map that finds it full moves them into the
+ * table first). */
+static const unsigned int young_counts[] = {
+	1, DOMAIN_YOUNG_MAX - 1, DOMAIN_YOUNG_MAX, DOMAIN_YOUNG_MAX + 1,
+	3 * DOMAIN_YOUNG_MAX + 2,
+};
+
+/* A domain with @k single-page mappings at BASE + 2 i pages, made by maps
+ * alone: no reader of the book ran in between, so the latest ones are
+ * young.  @r (may be NULL) listens from the start. */
+static struct iodma_domain *young_domain(unsigned int k, struct recorder *r)
+{
+	struct iodma_domain *d = mkdomain();
+	struct iodma_listener *l;
+
+	if (r)
+		assert_int_equal(iodma_domain_add_listener(d, &rec_ops, r, &l), 0);
+	for (unsigned int i = 0; i < k; i++)
+		map_ok(d, BASE + 2 * i * PG, PG);
+	assert_true(d->nr_young > 0 && d->nr_young <= DOMAIN_YOUNG_MAX);
+	return d;
+}
+
+static int count_cb(void *arg, const struct iodma_map_event *ev)
+{
+	(*(unsigned int *)arg)++;
+	(void)ev;
+	return 0;
+}
+
+/* Every reader of the book sees the young records: the mapping walk, a
+ * listener's replay, the table lookup, the first IOVA allocation (which
+ * claims every live mapping), destroy (one unmap event each), unmap_gaps
+ * and unmap_all.  (refresh_caps: test_refresh_caps_compatible_only's
+ * mapping is young.) */
+static void test_young_records_seen_by_every_reader(void **state)
+{
+	for (size_t c = 0; c < IODMA_ARRAY_SIZE(young_counts); c++) {
+		unsigned int k = young_counts[c], seen = 0;
+		struct recorder r = { .n = 0 };
+		struct iodma_listener *l;
+		struct iodma_domain *d;
+		struct map_lookup ml;
+		uint64_t iova, u = 0;
+
+		d = young_domain(k, NULL);
+		assert_int_equal(iodma_domain_for_each_mapping(d, 0, UINT64_MAX,
+							       count_cb, &seen), 0);
+		assert_int_equal(seen, k);
+		assert_int_equal(d->nr_young, 0);
+		assert_int_equal(btree_count(&d->table), k);
+		assert_int_equal(btree_check(&d->table), 0);
+		iodma_domain_destroy(d);
+
+		d = young_domain(k, NULL);
+		assert_int_equal(iodma_domain_add_listener(d, &rec_ops, &r, &l), 0);
+		assert_int_equal(r.n, k);
+		assert_int_equal(rec_net_bytes(&r), k * PG);
+		iodma_domain_destroy(d);
+
+		d = young_domain(k, NULL);
+		for (unsigned int i = 0; i < k; i++) {
+			assert_int_equal(domain_lookup(d, BASE + 2 * i * PG + 8, &ml), 0);
+			assert_int_equal(ml.iova, BASE + 2 * i * PG);
+			assert_int_equal(ml.rec.len, PG);
+		}
+		iodma_domain_destroy(d);
+
+		d = young_domain(k, NULL);
+		assert_int_equal(iodma_iova_alloc(d, PG, PG, UINT64_MAX, &iova), 0);
+		for (unsigned int i = 0; i < k; i++) {
+			assert_int_equal(domain_lookup(d, BASE + 2 * i * PG, &ml), 0);
+			assert_true(ml.rec.flags & MAP_F_CLAIMED);
+		}
+		assert_true(clear_of_mappings(d, iova, PG));
+		iodma_domain_destroy(d);
+
+		memset(&r, 0, sizeof(r));
+		d = young_domain(k, &r);
+		assert_int_equal(r.n, k);
+		iodma_domain_destroy(d);
+		assert_int_equal(r.n, 2 * k);
+		assert_int_equal(rec_net_bytes(&r), 0);
+
+		d = young_domain(k, NULL);
+		assert_int_equal(iodma_domain_unmap_gaps(d, BASE, 2 * k * PG, &u), 0);
+		assert_int_equal(u, k * PG);
+		assert_int_equal(iodma_domain_nr_mappings(d), 0);
+		assert_int_equal(backend_live(d), 0);
+		iodma_domain_destroy(d);
+
+		d = young_domain(k, NULL);
+		assert_int_equal(iodma_domain_unmap_all(d, &u), 0);
+		assert_int_equal(u, k * PG);
+		assert_int_equal(backend_live(d), 0);
+		assert_false(xlate_mapped(d, BASE, IODMA_PERM_READ));
+		iodma_domain_destroy(d);
+	}
+}
+
+/* A map's overlap check with young records is the page table's, and it
+ * comes before the mapping limit, as the table's did (-EEXIST, not
+ * -ENOSPC); strict unmaps that are not exactly one young record go to the
+ * table and keep its rules. */
+static void test_young_overlap_limit_and_strict_rules(void **state)
+{
+	struct iodma_soft_opts so = IODMA_OPTS_INIT(struct iodma_soft_opts);
+	struct iodma_domain *d;
+	uint32_t avail;
+
+	so.max_mappings = 2;
+	d = mkdomain_opts(NULL, &so, NULL);
+	map_ok(d, BASE, 2 * PG);
+	map_ok(d, BASE + 2 * PG, PG);
+	assert_int_equal(d->nr_young, 2);
+	assert_int_equal(iodma_domain_map(d, BASE + PG, PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_map(d, BASE - PG, 2 * PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_map(d, BASE + 2 * PG, 4 * PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_map(d, BASE + 8 * PG, PG, VA(0), IODMA_PERM_RW), -ENOSPC);
+	assert_int_equal(d->nr_young, 2);
+	assert_int_equal(iodma_domain_nr_mappings(d), 2);
+	/* Part of a young record, and one reaching past the range: -EINVAL. */
+	assert_int_equal(iodma_domain_unmap(d, BASE, PG), -EINVAL);
+	assert_int_equal(iodma_domain_unmap(d, BASE + PG, 2 * PG), -EINVAL);
+	assert_int_equal(iodma_domain_unmap(d, BASE, 4 * PG), -EINVAL);
+	assert_int_equal(iodma_domain_nr_mappings(d), 2);
+	assert_true(xlate_mapped(d, BASE + PG, IODMA_PERM_RW));
+	/* Two contiguous young records, exactly: fine. */
+	assert_int_equal(iodma_domain_unmap(d, BASE, 3 * PG), 0);
+	assert_int_equal(iodma_domain_nr_mappings(d), 0);
+	assert_int_equal(d->ops->avail_mappings(d->bpriv, &avail), 0);
+	assert_int_equal(avail, 2); /* the soft IOMMU holds none either */
+	map_ok(d, BASE + PG, PG);
+	iodma_domain_destroy(d);
+}
+
+/* The backend refuses the unmap of a young record: it stays mapped,
+ * translatable and young, and the next unmap takes it. */
+static void test_young_unmap_backend_fault_keeps_it(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+
+	map_ok(d, BASE, PG);
+	map_ok(d, BASE + 4 * PG, PG);
+	assert_int_equal(d->nr_young, 2);
+	assert_int_equal(iodma_soft_inject_fault(d, IODMA_SOFT_FAULT_UNMAP, 1, -EIO), 0);
+	assert_int_equal(iodma_domain_unmap(d, BASE, PG), -EIO);
+	assert_int_equal(d->nr_young, 2);
+	assert_int_equal(iodma_domain_nr_mappings(d), 2);
+	assert_int_equal(backend_live(d), 2);
+	assert_true(xlate_mapped(d, BASE, IODMA_PERM_RW));
+	assert_int_equal(iodma_domain_map(d, BASE, PG, VA(0), IODMA_PERM_RW), -EEXIST);
+	assert_int_equal(iodma_domain_unmap(d, BASE, PG), 0);
+	assert_false(xlate_mapped(d, BASE, IODMA_PERM_READ));
+	assert_int_equal(iodma_domain_nr_mappings(d), 1);
+	assert_int_equal(backend_live(d), 1);
+	assert_int_equal(iodma_domain_unmap(d, BASE + 4 * PG, PG), 0);
+	assert_int_equal(backend_live(d), 0);
+	iodma_domain_destroy(d);
+}
+
+/* Fail-nth over maps with young records present and none of the book's
+ * readers in between (take_snap would settle them): each failure is
+ * -ENOMEM with nothing changed, including the maps that find the young
+ * array full and move it into the table; unmaps of young records and of
+ * table records allocate nothing. */
+static void test_young_map_fail_nth_sweep(void **state)
+{
+	const unsigned int k = 3 * DOMAIN_YOUNG_MAX + 2;
+	struct iodma_domain *d = mkdomain();
+	unsigned int seen = 0, n;
+	int err;
+
+	for (unsigned int i = 0; i < k; i++) {
+		uint64_t iova = BASE + 2 * i * PG;
+
+		for (n = 1;; n++) {
+			uint64_t nr = iodma_domain_nr_mappings(d);
+
+			iodma_test_fail_alloc(n);
+			err = iodma_domain_map(d, iova, PG, VA(0), IODMA_PERM_RW);
+			iodma_test_fail_alloc(0);
+			if (!err)
+				break;
+			assert_int_equal(err, -ENOMEM);
+			assert_int_equal(iodma_domain_nr_mappings(d), nr);
+			assert_int_equal(backend_live(d), nr);
+			assert_false(xlate_mapped(d, iova, IODMA_PERM_READ));
+		}
+	}
+	assert_int_equal(iodma_domain_nr_mappings(d), k);
+	assert_int_equal(backend_live(d), k);
+	/* Unmap the young ones and one from the table, allocating nothing. */
+	iodma_test_fail_alloc(1);
+	for (unsigned int i = k; i-- > k - 3;)
+		assert_int_equal(iodma_domain_unmap(d, BASE + 2 * i * PG, PG), 0);
+	assert_int_equal(iodma_domain_unmap(d, BASE, PG), 0);
+	iodma_test_fail_alloc(0);
+	assert_int_equal(iodma_domain_for_each_mapping(d, 0, UINT64_MAX, count_cb,
+						       &seen), 0);
+	assert_int_equal(seen, k - 4);
+	assert_int_equal(backend_live(d), k - 4);
+	assert_int_equal(btree_check(&d->table), 0);
+	iodma_domain_destroy(d);
+}
+
 static void test_queries_of_null_domain(void **state)
 {
 	struct iodma_caps c = IODMA_STRUCT_INIT(struct iodma_caps);
@@ -2215,6 +2424,10 @@ int main(void)
 		cmocka_unit_test(test_iova_never_handed_out_over_a_live_mapping_concurrently),
 		cmocka_unit_test(test_refresh_caps_compatible_only),
 		cmocka_unit_test(test_refresh_caps_alignment_below_creation_ebusy),
+		cmocka_unit_test(test_young_records_seen_by_every_reader),
+		cmocka_unit_test(test_young_overlap_limit_and_strict_rules),
+		cmocka_unit_test(test_young_unmap_backend_fault_keeps_it),
+		cmocka_unit_test(test_young_map_fail_nth_sweep),
 		cmocka_unit_test(test_queries_of_null_domain),
 		cmocka_unit_test(test_refresh_caps_shrink_takes_lost_space_from_allocator),
 		cmocka_unit_test(test_for_each_mapping_visits_overlapping_in_order),
