@@ -400,31 +400,51 @@ struct mcost {
 	double blocks;		/* voluntary context switches per second */
 };
 
+/* 16 map+unmap pairs of the mapper's slot, pairs @n.. (publishing each
+ * new mapping to the readers' first touches, m->fresh); returns n + 16. */
+static unsigned long mapper_burst(struct mt *m, unsigned long n)
+{
+	for (int k = 0; k < 16; k++, n++) {
+		uint64_t iova = MAPPER + (n & 255) * PG;
+		int ret = iodma_domain_map(m->d, iova, PG, m->host + HOSTPG * PG,
+					   IODMA_PERM_RW);
+
+		if (ret)
+			die("map", ret);
+		atomic_store_explicit(&m->fresh, iova, memory_order_relaxed);
+		ret = iodma_domain_unmap(m->d, iova, PG);
+		if (ret)
+			die("unmap", ret);
+	}
+	return n;
+}
+
 static double mapper_rate(struct mt *m, struct mcost *c)
 {
 	double t0 = bench_now_ns(), c0 = bench_cpu_ns(), b0 = bench_blocks(), t;
 	unsigned long n = 0;
 
 	do {
-		for (int k = 0; k < 16; k++, n++) {
-			uint64_t iova = MAPPER + (n & 255) * PG;
-			int ret = iodma_domain_map(m->d, iova, PG,
-						   m->host + HOSTPG * PG,
-						   IODMA_PERM_RW);
-
-			if (ret)
-				die("map", ret);
-			atomic_store_explicit(&m->fresh, iova, memory_order_relaxed);
-			ret = iodma_domain_unmap(m->d, iova, PG);
-			if (ret)
-				die("unmap", ret);
-		}
+		n = mapper_burst(m, n);
 		t = bench_now_ns() - t0;
 	} while (t < RATE_NS);
 	c->cpu_ns = (bench_cpu_ns() - c0) / (double)n;
 	c->blocks = (bench_blocks() - b0) / (t / 1e9);
 	atomic_store(&m->fresh, 0);
 	return (double)n / (t / 1e9);
+}
+
+/* mapper_rate() while NXLATORS readers @rd run (started and stopped
+ * around it). */
+static double mapper_rate_beside(struct mt *m, struct reader *rd,
+				 struct mcost *c)
+{
+	double v;
+
+	readers_start(m, rd, NXLATORS);
+	v = mapper_rate(m, c);
+	readers_stop(m, rd, NXLATORS);
+	return v;
 }
 
 static void bench_mapper_rate(struct mt *m)
@@ -437,17 +457,13 @@ static void bench_mapper_rate(struct mt *m)
 	for (int r = 0; r < BENCH_RUNS; r++) {
 		b[r] = mapper_rate(m, &c);
 		cb[r] = c.cpu_ns;
-		readers_start(m, rd, NXLATORS);
-		v[r] = mapper_rate(m, &c);
-		readers_stop(m, rd, NXLATORS);
+		v[r] = mapper_rate_beside(m, rd, &c);
 		cv[r] = c.cpu_ns;
 		kv[r] = c.blocks;
 		/* The same number of threads doing no iodma call at all: what
 		 * sharing the CPUs alone costs the mapper. */
 		m->spin_only = true;
-		readers_start(m, rd, NXLATORS);
-		sp[r] = mapper_rate(m, &c);
-		readers_stop(m, rd, NXLATORS);
+		sp[r] = mapper_rate_beside(m, rd, &c);
 		ks[r] = c.blocks;
 		m->spin_only = false;
 	}
@@ -485,19 +501,7 @@ static double mapper_chunks(struct mt *m, struct reader *rd, unsigned int nrd)
 		for (unsigned int i = 0; i < nrd; i++)
 			before += atomic_load_explicit(&rd[i].done, memory_order_relaxed);
 		c0 = bench_now_ns();
-		for (int j = 0; j < 16; j++, n++) {
-			uint64_t iova = MAPPER + (n & 255) * PG;
-			int ret = iodma_domain_map(m->d, iova, PG,
-						   m->host + HOSTPG * PG,
-						   IODMA_PERM_RW);
-
-			if (ret)
-				die("map", ret);
-			atomic_store_explicit(&m->fresh, iova, memory_order_relaxed);
-			ret = iodma_domain_unmap(m->d, iova, PG);
-			if (ret)
-				die("unmap", ret);
-		}
+		n = mapper_burst(m, n);
 		t = bench_now_ns();
 		for (unsigned int i = 0; i < nrd; i++)
 			after += atomic_load_explicit(&rd[i].done, memory_order_relaxed);
@@ -538,9 +542,7 @@ static int mapper_only(const char *mode)
 			b[r] = mapper_rate(m, &c);
 			cb[r] = c.cpu_ns;
 		}
-		readers_start(m, rd, NXLATORS);
-		v[r] = mapper_rate(m, &c);
-		readers_stop(m, rd, NXLATORS);
+		v[r] = mapper_rate_beside(m, rd, &c);
 		cv[r] = c.cpu_ns;
 		kv[r] = c.blocks;
 	}

@@ -91,6 +91,16 @@ static uint64_t rnd(void)
 	return x;
 }
 
+/* Remove a random key of @m from both @m and @t (some removals among the
+ * inserts, so that merges free nodes). */
+static void remove_random(struct model *m, struct btree *t)
+{
+	uint64_t k = m->k[rnd() % m->n];
+
+	assert_true(model_remove(m, k));
+	assert_int_equal(btree_remove(t, k, NULL), 0);
+}
+
 static void check_val(const void *p, uint64_t key)
 {
 	struct val v = mkval(key);
@@ -360,10 +370,7 @@ static void test_preload_guarantees_insert(void **state)
 		assert_int_equal(btree_insert(&t, key, &v), fresh ? 0 : -EEXIST);
 		iodma_test_fail_alloc(0);
 		if (i % 4 == 3) { /* some removals so merges free nodes */
-			uint64_t k2 = m.k[rnd() % m.n];
-
-			assert_true(model_remove(&m, k2));
-			assert_int_equal(btree_remove(&t, k2, NULL), 0);
+			remove_random(&m, &t);
 		}
 	}
 	assert_int_equal(btree_count(&t), m.n);
@@ -813,10 +820,7 @@ static void test_preload_n_guarantees_n_inserts(void **state)
 		}
 		iodma_test_fail_alloc(0);
 		if (round % 2) { /* keep the tree growing, but churn it */
-			uint64_t k2 = m.k[rnd() % m.n];
-
-			assert_true(model_remove(&m, k2));
-			assert_int_equal(btree_remove(&t, k2, NULL), 0);
+			remove_random(&m, &t);
 		}
 	}
 	assert_int_equal(btree_count(&t), m.n);

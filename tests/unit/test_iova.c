@@ -2000,6 +2000,21 @@ static struct iova_alloc *hole3(uint64_t *t, uint64_t *b, uint64_t *c)
 	return a;
 }
 
+/* The end of a hole3() test: free its two outer allocations @t and @c;
+ * then nothing is live and the whole space is free, in one piece. */
+static void hole3_end(struct iova_alloc *a, uint64_t t, uint64_t c)
+{
+	struct iova_alloc_stats st;
+
+	assert_int_equal(iova_alloc_put(a, t, 4 * G), 0);
+	assert_int_equal(iova_alloc_put(a, c, 4 * G), 0);
+	chk(a);
+	iova_alloc_get_stats(a, &st);
+	assert_int_equal(st.live, 0);
+	assert_int_equal(st.free_bytes, 64 * G);
+	iova_alloc_destroy(a);
+}
+
 /* A freed hole between two allocations: no longer live (a second free and
  * a free with another length are -ENOENT, nothing changes), counted as
  * free space, and the next allocation of its size is exactly it, live
@@ -2038,13 +2053,7 @@ static void test_tree_hole_freed_then_reused_exactly(void **state)
 	assert_int_equal(iova_alloc_put(a, b, 2 * G), 0);
 	assert_int_equal(iova_alloc_put(a, b + 2 * G, 2 * G), 0);
 	chk(a);
-	assert_int_equal(iova_alloc_put(a, t, 4 * G), 0);
-	assert_int_equal(iova_alloc_put(a, c, 4 * G), 0);
-	chk(a);
-	iova_alloc_get_stats(a, &s0);
-	assert_int_equal(s0.live, 0);
-	assert_int_equal(s0.free_bytes, 64 * G);
-	iova_alloc_destroy(a);
+	hole3_end(a, t, c);
 }
 
 /* A hole freed next to another one merges with it: the 8 pages of both
@@ -2111,7 +2120,6 @@ static void test_tree_hole_claimable(void **state)
  * in part (the highest aligned fit inside it) when that is the highest. */
 static void test_tree_hole_respects_limit_and_alignment(void **state)
 {
-	struct iova_alloc_stats st;
 	uint64_t t, b, c, x, y;
 	struct iova_alloc *a = hole3(&t, &b, &c);
 
@@ -2134,13 +2142,7 @@ static void test_tree_hole_respects_limit_and_alignment(void **state)
 	assert_int_equal(iova_alloc_put(a, b, 4 * G), -ENOENT);
 	assert_int_equal(iova_alloc_put(a, x, 2 * G), 0);
 	assert_int_equal(iova_alloc_put(a, y, 2 * G), 0);
-	assert_int_equal(iova_alloc_put(a, t, 4 * G), 0);
-	assert_int_equal(iova_alloc_put(a, c, 4 * G), 0);
-	chk(a);
-	iova_alloc_get_stats(a, &st);
-	assert_int_equal(st.live, 0);
-	assert_int_equal(st.free_bytes, 64 * G);
-	iova_alloc_destroy(a);
+	hole3_end(a, t, c);
 }
 
 /* A reserved window over a freed hole: the hole is free, so the
