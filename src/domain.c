@@ -186,10 +186,10 @@ _Static_assert(DOMAIN_YOUNG_MAX >= 1 && DOMAIN_YOUNG_MAX <= BTREE_PRELOAD_MAX,
 
 /* Move every young record into the table (domain_priv.h "young"): from
  * here on the table alone is the book.  Cannot fail: each young record was
- * given its B-tree nodes (btree_preload_n) when it was added, and nothing
- * else inserts into the table while young records exist (every other
- * insert settles first).  Every reader of the table calls this first.
- * map_lock held. */
+ * given its B-tree nodes (btree_preload_n) when it was added, and every
+ * insert into the table while young records exist preloads for them too
+ * (btree_preload_n(nr_young + 1)).  Every reader of the table that needs
+ * the whole book calls this first.  map_lock held. */
 static void book_settle(struct iodma_domain *d)
 {
 	for (uint32_t i = 0; i < d->nr_young; i++) {
@@ -824,7 +824,9 @@ static int map_locked(struct iodma_domain *d, uint64_t iova,
 	 * overlaps the work below instead of following it. */
 	iopt_prefetch(&d->pt, iova);
 	/* The record is young (domain_priv.h): the B-tree is not touched.
-	 * With no room left, the young records move to the table first. */
+	 * With no room left, the young records move to the table first
+	 * (sending the new record to the table instead would leave long-lived
+	 * mappings young for ever and every later map in the table). */
 	if (d->nr_young == DOMAIN_YOUNG_MAX)
 		book_settle(d);
 	err = btree_preload_n(&d->table, d->nr_young + 1);
@@ -1210,12 +1212,13 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 					     all, &one, true, pruned);
 		}
 	}
-	book_settle(d);
 	/* The common case, exactly one record, leaves the table on the
 	 * descent that finds it (translation never reads the table; a
-	 * backend failure puts it back: preloaded).  Otherwise a record
-	 * starting before @iova must end before it. */
-	if (btree_preload(&d->table) == 0) {
+	 * backend failure puts it back: preloaded, with the young records'
+	 * inserts).  No young record can lie in a range that one record of
+	 * the table fills, so this needs no book_settle(); a record of the
+	 * table crossing @iova is -EINVAL whatever the young ones are. */
+	if (btree_preload_n(&d->table, d->nr_young + 1) == 0) {
 		struct unmap_range u = { .iova = iova, .last = last };
 		struct map_rec one;
 
@@ -1228,11 +1231,13 @@ static int unmap_locked(struct iodma_domain *d, uint64_t iova, uint64_t last,
 		}
 		if (err < 0 && err != -ENOENT)
 			return err; /* a record crossing @iova */
-	} else {
-		r = btree_lookup_le(&d->table, iova, &key);
-		if (r && range_last(key, r->len) >= iova && key < iova)
-			return -EINVAL;
 	}
+	/* Otherwise the whole book: a record starting before @iova (a young
+	 * one too, now in the table) must end before it. */
+	book_settle(d);
+	r = btree_lookup_le(&d->table, iova, &key);
+	if (r && range_last(key, r->len) >= iova && key < iova)
+		return -EINVAL;
 	err = btree_visit(&d->table, iova, last, unmap_scan, &cx);
 	if (err)
 		return err;

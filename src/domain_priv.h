@@ -17,7 +17,12 @@
  *          DOMAIN_YOUNG_MAX such mappings are live, a map records its
  *          mapping here and the exact unmap of it finds it here: the
  *          B-tree, whose leaf is a cold miss (plus its TLB miss) at tens
- *          of thousands of live mappings, is not touched at all.  The
+ *          of thousands of live mappings, is not touched at all.  A map
+ *          that finds the array full moves it into the table first.  The
+ *          exact unmap of one record of the table leaves the young ones
+ *          where they are (no young record lies inside a range one record
+ *          fills), so an unmap of an older mapping in between costs the
+ *          young ones nothing.  The
  *          overlap check of such a map is the page table's (pt holds a
  *          leaf for every page of every record, young or not: iopt_hole),
  *          the rest of map_admit() is the same.  Every other reader of the

@@ -1741,6 +1741,54 @@ static void test_young_unmap_backend_fault_keeps_it(void **state)
 	iodma_domain_destroy(d);
 }
 
+/* The exact unmap of a record of the table (an older mapping) leaves the
+ * young records young: a strict guest's unmaps of its latest maps still
+ * find them there (a settle on every table unmap moved them all). */
+static void test_young_stay_across_a_table_unmap(void **state)
+{
+	const unsigned int k = DOMAIN_YOUNG_MAX + 3;
+	struct iodma_domain *d = mkdomain();
+	unsigned int seen = 0;
+
+	for (unsigned int i = 0; i < k; i++)
+		map_ok(d, BASE + 2 * i * PG, PG);
+	assert_int_equal(d->nr_young, 3);
+	assert_int_equal(btree_count(&d->table), DOMAIN_YOUNG_MAX);
+	assert_int_equal(iodma_domain_unmap(d, BASE, PG), 0);
+	assert_int_equal(d->nr_young, 3);
+	assert_int_equal(btree_count(&d->table), DOMAIN_YOUNG_MAX - 1);
+	assert_false(xlate_mapped(d, BASE, IODMA_PERM_READ));
+	assert_int_equal(iodma_domain_unmap(d, BASE + 2 * (k - 1) * PG, PG), 0);
+	assert_int_equal(d->nr_young, 2);
+	assert_int_equal(iodma_domain_for_each_mapping(d, 0, UINT64_MAX, count_cb,
+						       &seen), 0);
+	assert_int_equal(seen, k - 2);
+	assert_int_equal(backend_live(d), k - 2);
+	assert_int_equal(btree_check(&d->table), 0);
+	iodma_domain_destroy(d);
+}
+
+/* An unmap with gaps allowed that starts inside a young record (no
+ * record of the table there) must not bisect it: -EINVAL and nothing
+ * changed, found after the young records join the table. */
+static void test_young_gaps_unmap_crossing_start_einval(void **state)
+{
+	struct iodma_domain *d = mkdomain();
+	uint64_t u = 1;
+
+	map_ok(d, BASE, 2 * PG);
+	map_ok(d, BASE + 2 * PG, PG);
+	assert_int_equal(d->nr_young, 2);
+	assert_int_equal(iodma_domain_unmap_gaps(d, BASE + PG, 2 * PG, &u), -EINVAL);
+	assert_int_equal(iodma_domain_nr_mappings(d), 2);
+	assert_int_equal(backend_live(d), 2);
+	assert_true(xlate_mapped(d, BASE + PG, IODMA_PERM_RW));
+	assert_true(xlate_mapped(d, BASE + 2 * PG, IODMA_PERM_RW));
+	assert_int_equal(iodma_domain_unmap_gaps(d, BASE, 3 * PG, &u), 0);
+	assert_int_equal(u, 3 * PG);
+	iodma_domain_destroy(d);
+}
+
 /* Fail-nth over maps with young records present and none of the book's
  * readers in between (take_snap would settle them): each failure is
  * -ENOMEM with nothing changed, including the maps that find the young
@@ -2428,6 +2476,8 @@ int main(void)
 		cmocka_unit_test(test_young_overlap_limit_and_strict_rules),
 		cmocka_unit_test(test_young_unmap_backend_fault_keeps_it),
 		cmocka_unit_test(test_young_map_fail_nth_sweep),
+		cmocka_unit_test(test_young_stay_across_a_table_unmap),
+		cmocka_unit_test(test_young_gaps_unmap_crossing_start_einval),
 		cmocka_unit_test(test_queries_of_null_domain),
 		cmocka_unit_test(test_refresh_caps_shrink_takes_lost_space_from_allocator),
 		cmocka_unit_test(test_for_each_mapping_visits_overlapping_in_order),
