@@ -1610,6 +1610,20 @@ static int count_cb(void *arg, const struct iodma_map_event *ev)
 	return 0;
 }
 
+/* The end of a young-record test: @n mappings in the book and in the
+ * backend, a sound table; then destroy @d. */
+static void young_end(struct iodma_domain *d, unsigned int n)
+{
+	unsigned int seen = 0;
+
+	assert_int_equal(iodma_domain_for_each_mapping(d, 0, UINT64_MAX, count_cb,
+						       &seen), 0);
+	assert_int_equal(seen, n);
+	assert_int_equal(backend_live(d), n);
+	assert_int_equal(btree_check(&d->table), 0);
+	iodma_domain_destroy(d);
+}
+
 /* Every reader of the book sees the young records: the mapping walk, a
  * listener's replay, the table lookup, the first IOVA allocation (which
  * claims every live mapping), destroy (one unmap event each), unmap_gaps
@@ -1748,7 +1762,6 @@ static void test_young_stay_across_a_table_unmap(void **state)
 {
 	const unsigned int k = DOMAIN_YOUNG_MAX + 3;
 	struct iodma_domain *d = mkdomain();
-	unsigned int seen = 0;
 
 	for (unsigned int i = 0; i < k; i++)
 		map_ok(d, BASE + 2 * i * PG, PG);
@@ -1760,12 +1773,7 @@ static void test_young_stay_across_a_table_unmap(void **state)
 	assert_false(xlate_mapped(d, BASE, IODMA_PERM_READ));
 	assert_int_equal(iodma_domain_unmap(d, BASE + 2 * (k - 1) * PG, PG), 0);
 	assert_int_equal(d->nr_young, 2);
-	assert_int_equal(iodma_domain_for_each_mapping(d, 0, UINT64_MAX, count_cb,
-						       &seen), 0);
-	assert_int_equal(seen, k - 2);
-	assert_int_equal(backend_live(d), k - 2);
-	assert_int_equal(btree_check(&d->table), 0);
-	iodma_domain_destroy(d);
+	young_end(d, k - 2);
 }
 
 /* An unmap with gaps allowed that starts inside a young record (no
@@ -1798,7 +1806,7 @@ static void test_young_map_fail_nth_sweep(void **state)
 {
 	const unsigned int k = 3 * DOMAIN_YOUNG_MAX + 2;
 	struct iodma_domain *d = mkdomain();
-	unsigned int seen = 0, n;
+	unsigned int n;
 	int err;
 
 	for (unsigned int i = 0; i < k; i++) {
@@ -1826,12 +1834,7 @@ static void test_young_map_fail_nth_sweep(void **state)
 		assert_int_equal(iodma_domain_unmap(d, BASE + 2 * i * PG, PG), 0);
 	assert_int_equal(iodma_domain_unmap(d, BASE, PG), 0);
 	iodma_test_fail_alloc(0);
-	assert_int_equal(iodma_domain_for_each_mapping(d, 0, UINT64_MAX, count_cb,
-						       &seen), 0);
-	assert_int_equal(seen, k - 4);
-	assert_int_equal(backend_live(d), k - 4);
-	assert_int_equal(btree_check(&d->table), 0);
-	iodma_domain_destroy(d);
+	young_end(d, k - 4);
 }
 
 static void test_queries_of_null_domain(void **state)
