@@ -34,9 +34,9 @@
  *    its unmap on the same thread is one count raise
  *    (bounce_unmap_lent());
  *  - a run's head slot has a state word (generation, mapping thread,
- *    direction, flags, FREE/LIVE/DYING).  The mapping thread unmaps with
- *    one compare-and-swap LIVE -> FREE (bounce_end_own(),
- *    bounce_unmap_lent()); another thread claims with one
+ *    direction, flags, FREE/LIVE/DYING).  The mapping thread unmaps the
+ *    run its last map took with one compare-and-swap LIVE -> FREE
+ *    (bounce_unmap_lent()); any other unmap claims with one
  *    compare-and-swap LIVE -> DYING (bounce_claim_fast()), copies back and
  *    ends the run DYING -> FREE (bounce_unclaim()).  Of two unmaps of one
  *    map at the same moment (the caller's bug) exactly one wins, and a
@@ -50,8 +50,8 @@
  * bounce.c only allocates, records and releases runs; dma.c does the copies
  * and the cache maintenance.  Thread-safe.
  *
- * The stash hit of a map (bounce_map_lend()), the owner's unmap
- * (bounce_unmap_lent(), bounce_claim_own()), the other threads' claim
+ * The stash hit of a map (bounce_map_lend()), the owner's unmap of it
+ * (bounce_unmap_lent()), every other unmap's claim
  * (bounce_claim_fast(), bounce_unclaim()) and the free onto the stash
  * (bounce_stash_push()) are inline here, so that dma.c's
  * iodma_map_single/iodma_unmap_single of a bounce call nothing but the
@@ -448,7 +448,7 @@ static inline bool bounce_map_lend(struct bounce_stash *st, unsigned int sh,
  * == @flags and, if @orig is not NULL, that buffer, from LIVE to DYING:
  * after it the caller owns the run.  One compare-and-swap: of two such
  * racing claims, or of one and the mapping thread's own unmap
- * (bounce_end_own(), bounce_unmap_lent()), one wins; the generation in
+ * (bounce_unmap_lent()), one wins; the generation in
  * the state word makes a stale one fail.  Returns the head slot, the
  * buffer in *@buf and the state it left in *@claimed (for
  * bounce_unclaim()), or -1 (no such run; nothing changed). */
@@ -483,53 +483,6 @@ static inline int64_t bounce_claim_fast(struct bounce_pool *p, uint64_t iova,
 	return (int64_t)(off >> p->slot_shift);
 }
 
-/* The mapping thread's unmap (Linux's swiotlb has no check at all): the
- * live run starting at @iova (inside the pool), single (not
- * BOUNCE_F_SG), mapped with exactly @len and @dir by the calling thread,
- * whose shard @sh (bounce_shard()) is < IODMA_SHARDS: only loads; the
- * caller then ends the run with bounce_end_own().  Returns the head slot,
- * the buffer in *@buf and the state word in *@state, or -1 and nothing
- * changed (not such a run: try bounce_claim_fast(), which takes runs of
- * every thread).  A stale or second unmap after this one returned fails
- * here and in bounce_claim_fast() (the state is no longer LIVE, or is a
- * later life of the run); one racing it (the caller's bug, undefined in
- * Linux's DMA API) fails in bounce_end_own() or bounce_claim_fast(). */
-static inline int64_t bounce_claim_own(struct bounce_pool *p, unsigned int sh,
-				       uint64_t iova, size_t len,
-				       unsigned int dir, void **buf,
-				       uint64_t *state)
-{
-	uint64_t off = iova - p->iova, st;
-	struct bounce_slot *s;
-
-	if (off & (p->slot_size - 1))
-		return -1;
-	s = &p->slots[off >> p->slot_shift];
-	st = atomic_load_explicit(&s->state, memory_order_relaxed);
-	if ((st & (ST_GEN - 1)) != (bounce_attr(dir, 0) |
-				    (uint64_t)sh << ST_OWNER_SHIFT | ST_LIVE) ||
-	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
-		return -1;
-	*buf = (void *)atomic_load_explicit(&s->orig, memory_order_relaxed);
-	*state = st;
-	return (int64_t)(off >> p->slot_shift);
-}
-
-/* End the run at @head found by bounce_claim_own() (state word @state):
- * LIVE -> FREE with one compare-and-swap, so that of this unmap and
- * another thread's claim of the same run at the same moment (the caller's
- * bug) exactly one wins and the slots are freed once.  Returns true (the
- * slots stay reserved until the caller puts them away:
- * bounce_stash_push() or bounce_release_slow()), or false and nothing
- * changed (the run is no longer @state: another unmap took it). */
-static inline bool bounce_end_own(struct bounce_pool *p, uint32_t head,
-				  uint64_t state)
-{
-	return atomic_compare_exchange_strong_explicit(
-		&p->slots[head].state, &state, state - ST_LIVE + ST_FREE,
-		memory_order_acq_rel, memory_order_relaxed);
-}
-
 /* End the run at @head claimed by bounce_claim_fast() (which left
  * @claimed): DYING -> FREE with a release store (no other thread writes a
  * DYING state word: every other writer's compare-and-swap expects LIVE or
@@ -542,8 +495,7 @@ static inline void bounce_unclaim(struct bounce_pool *p, uint32_t head,
 			      memory_order_release);
 }
 
-/* Put away the run at @head, made FREE by the caller (bounce_end_own() or
- * bounce_unclaim()), whose slots are still reserved: into the stash of
+/* Put away the run at @head, made FREE by the caller (bounce_unclaim()), whose slots are still reserved: into the stash of
  * the caller (the thread of shard @sh, or any number >= IODMA_SHARDS) if
  * its budget allows (the oldest runs there go back to their areas to make
  * room), else back to its area. */
@@ -603,16 +555,14 @@ static inline bool bounce_stash_push(struct bounce_pool *p, unsigned int sh,
 /* The unmap of the run at @iova by the thread of shard @sh, whose stash
  * is @st (&p->stash[sh], sh < p->nstash), when that run is the one its
  * last bounce_map_lend() took (@lent_iova) and it is still live, single,
- * mapped with exactly @len and @dir by this thread (the check of
- * bounce_claim_own(); no generation check needed: every map on this
- * thread after that one changed @lent_iova, and a life of the run begun
- * by another thread has another owner).  Ends the run with one
- * compare-and-swap (as bounce_end_own()) and puts it back in the stash by
- * raising count: its
- * entry is still in place and fitted before.  @bva: the run's host
- * address (@iova + the pool's va_delta).  Returns true and the buffer in
- * *@buf, or false and nothing changed (not that run, or not live as such:
- * bounce_claim_own() and bounce_claim_fast() decide). */
+ * mapped with exactly @len and @dir by this thread (no generation check
+ * needed: every map on this thread after that one changed @lent_iova, and
+ * a life of the run begun by another thread has another owner).  Ends the
+ * run with one compare-and-swap and puts it back in the stash by raising
+ * count: its entry is still in place and fitted before.  @bva: the run's
+ * host address (@iova + the pool's va_delta).  Returns true and the
+ * buffer in *@buf, or false and nothing changed (not that run, or not
+ * live as such: bounce_claim_fast() decides). */
 static inline bool bounce_unmap_lent(struct bounce_stash *st,
 				     unsigned int sh, uint64_t iova,
 				     void *bva, size_t len, unsigned int dir,
@@ -630,8 +580,8 @@ static inline bool bounce_unmap_lent(struct bounce_stash *st,
 				       ST_LIVE) ||
 	    atomic_load_explicit(&s->len, memory_order_relaxed) != len)
 		return false;
-	/* One compare-and-swap, as bounce_end_own(): of this and another
-	 * thread's claim of the run at the same moment, exactly one wins. */
+	/* One compare-and-swap: of this and another thread's claim of the
+	 * run at the same moment (bounce_claim_fast()), exactly one wins. */
 	if (!atomic_compare_exchange_strong_explicit(
 		    &s->state, &state, state - ST_LIVE + ST_FREE,
 		    memory_order_acq_rel, memory_order_relaxed))

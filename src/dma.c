@@ -1167,54 +1167,6 @@ unmap_single(struct iodma_dev *dev, uint64_t iova, size_t len,
 	return 0;
 }
 
-/* The end of iodma_unmap_single()'s bounce hit when the run is not the one
- * its map took from the stash last (bounce_unmap_lent()): the run at
- * @head (FREE, its slots still reserved) onto the stash, or copy back and
- * put it away there or in its area. */
-static __attribute__((noinline)) int
-unmap_own_put(struct bounce_pool *p, unsigned int sh, uint32_t head,
-	      uint64_t iova, void *buf, size_t len, unsigned int dir)
-{
-	bool kept = bounce_stash_push(p, sh, head, iova);
-
-	/* Pushed or not, the run is still the caller's for the copy. */
-	if (dir_from_dev(dir))
-		memcpy(buf, bounce_slot_va(p, head), len);
-	if (!kept)
-		bounce_release_slow(p, sh, head);
-	return 0;
-}
-
-/* iodma_unmap_single() but for the unmap of the lent run: the owner's
- * unmap of another run of its own (bounce_claim_own(), then one
- * compare-and-swap in bounce_end_own()), else unmap_single(). */
-static __attribute__((noinline)) int
-unmap_single_other(struct iodma_dev *dev, uint64_t iova, size_t len,
-		   enum iodma_dir dir)
-{
-	if (dev && dev->bounce_fast && dir_valid(dir)) {
-		struct bounce_pool *p = dev->pool;
-		unsigned int sh;
-
-		/* (Also: the next call finds the stash, bounce_stash_mine().) */
-		if (bounce_owns(p, iova) && bounce_stash_fill(p, &sh)) {
-			uint64_t state;
-			void *buf;
-			int64_t h = bounce_claim_own(p, sh, iova, len, dir, &buf,
-						     &state);
-
-			if (h >= 0 && bounce_end_own(p, (uint32_t)h, state)) {
-				if (dir_from_dev(dir))
-					stat_add(&dev->stats[sh].s.st_bounce_bytes,
-						 true, len);
-				return unmap_own_put(p, sh, (uint32_t)h, iova,
-						     buf, len, dir);
-			}
-		}
-	}
-	return unmap_single(dev, iova, len, dir, NULL);
-}
-
 IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 				    size_t len, enum iodma_dir dir)
 {
@@ -1245,7 +1197,9 @@ IODMA_EXPORT int iodma_unmap_single(struct iodma_dev *dev, uint64_t iova,
 			}
 		}
 	}
-	return unmap_single_other(dev, iova, len, dir);
+	/* Any other run, of this thread or another: one compare-and-swap
+	 * (bounce_claim_fast()), as the lent run's. */
+	return unmap_single(dev, iova, len, dir, NULL);
 }
 
 static int sync_single(struct iodma_dev *dev, uint64_t iova, size_t len,

@@ -2144,8 +2144,8 @@ static void test_bounce_racing_double_unmap_bidir_exactly_one_wins(void **state)
 
 /* The mapping thread unmaps its run while another thread unmaps it too
  * (the caller's bug: two unmaps of one map at once).  The mapping
- * thread's unmap is one compare-and-swap too (bounce_end_own(),
- * bounce_unmap_lent()), so exactly one wins, only the winner copies back,
+ * thread's unmap is one compare-and-swap too (bounce_unmap_lent(), or
+ * bounce_claim_fast() for another of its runs), so exactly one wins, only the winner copies back,
  * and the slots are put away once: nothing in use at the end.  (With a
  * plain store there, which saves ~6 ns a 4 KiB bounce, this test failed:
  * both won, and a run freed twice left bounce_slots_used at -10.) */
