@@ -19,7 +19,11 @@
  *     64 KiB with bounce policy ALWAYS (copy in + copy back) vs memcpy in +
  *     memcpy out of the same size; ratio = memcpy time / bounce time.  A
  *     NOTE gives the floor of a bounce whose unmap claims its run with one
- *     compare-and-swap: memcpy in + one compare-and-swap + memcpy out.
+ *     compare-and-swap: memcpy in + one compare-and-swap + memcpy out;
+ *     another the floor of any bounce with per-thread slots: a map and an
+ *     unmap that are two out-of-line calls, each taking its copy's
+ *     addresses from thread-local storage and doing nothing else (no
+ *     record, no check, no atomic).
  * The registered host memory is a MAP_NORESERVE range never touched.
  * Times are process CPU time, each contestant interleaved with its
  * baseline slice by slice (bench.h: bench_interleave()).  With --ir the
@@ -392,12 +396,52 @@ static double b_floor(void *ctx, unsigned long n)
 	return (bench_now_ns() - t0) / (double)n;
 }
 
+/* For information: the skeleton of a bounce with per-thread slots and
+ * nothing else: map = one call that records the buffer and copies into
+ * the thread's slot, unmap = one call that copies back; both addresses
+ * from thread-local storage, as any per-thread stash must find them.
+ * Everything a real bounce adds (the run's record, the checks an unmap of
+ * bad arguments needs, statistics) comes on top of this. */
+struct skel_tls {
+	void *slot;
+	void *orig;
+};
+static _Thread_local struct skel_tls skel
+	__attribute__((tls_model("initial-exec")));
+
+static __attribute__((noinline)) int skel_map(void *va, size_t len)
+{
+	skel.orig = va;
+	memcpy(skel.slot, va, len);
+	return 0;
+}
+
+static __attribute__((noinline)) int skel_unmap(size_t len)
+{
+	memcpy(skel.orig, skel.slot, len);
+	return 0;
+}
+
+static double b_skel(void *ctx, unsigned long n)
+{
+	struct bctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	skel.slot = c->copy;
+	for (unsigned long i = 0; i < n; i++) {
+		if (skel_map(c->buf, c->len) || skel_unmap(c->len))
+			die("skeleton", -1);
+		__asm__ volatile("" ::: "memory");
+	}
+	return (bench_now_ns() - t0) / (double)n;
+}
+
 static void bench_bounce(void)
 {
 	struct iodma_dev_opts o = IODMA_OPTS_INIT(struct iodma_dev_opts);
 	struct iodma_domain *d;
 	struct bctx c;
-	static const bench_fn fn[3] = { b_bounce, b_memcpy, b_floor };
+	static const bench_fn fn[4] = { b_bounce, b_memcpy, b_floor, b_skel };
 	static const size_t sizes[2] = { 4096, 65536 };
 	static const double bar[2] = { 0.9, 0.97 };
 	static const char *const ids[2] = { "bounce.4k", "bounce.64k" };
@@ -416,8 +460,8 @@ static void bench_bounce(void)
 	for (int s = 0; s < 2; s++) {
 		/* 64 MiB each way per run */
 		unsigned long iters = (unsigned long)((64u << 20) / sizes[s]);
-		unsigned long ops[3] = { iters, iters, iters };
-		double med[3], wall[3], blk[3];
+		unsigned long ops[4] = { iters, iters, iters, iters };
+		double med[4], wall[4], blk[4];
 		char iri[64], irb[64];
 
 		c.len = sizes[s];
@@ -439,13 +483,18 @@ static void bench_bounce(void)
 			b_memcpy(&c, BOUNCE_IR_OPS);
 			bench_ir_end(irb, BOUNCE_IR_OPS);
 		} else {
-			bench_interleave(fn, &c, ops, 3, med, wall, blk);
+			bench_interleave(fn, &c, ops, 4, med, wall, blk);
 			bench_block_note(ids[s], med[0], wall[0], blk[0]);
 			bench_row(ids[s], figs[s], "ns", med[0], "memcpy in+out",
 				  med[1], BT_RATIO_GE, bar[s], iri, irb);
 			printf("NOTE\t%s floor with one compare-and-swap between "
 			       "the copies: %.1f ns (memcpy in+out / floor = "
 			       "%.3f)\n", ids[s], med[2], med[1] / med[2]);
+			printf("NOTE\t%s skeleton of any per-thread bounce (two "
+			       "calls, addresses from thread-local storage, the "
+			       "copies, nothing else): %.1f ns (memcpy in+out / "
+			       "skeleton = %.3f)\n", ids[s], med[3],
+			       med[1] / med[3]);
 		}
 		free(c.buf);
 		free(c.copy);
