@@ -55,8 +55,9 @@ void btree_fini(struct btree *t);
  * Returns 0 or -ENOMEM (nothing changed). */
 int btree_preload(struct btree *t);
 
-/* Upper bound of btree_preload_n()'s @n. */
-#define BTREE_PRELOAD_MAX 16
+/* Upper bound of btree_preload_n()'s @n (at most BT_INNER_MAX - 2 = 30,
+ * btree.c; the domain's 28 young records plus one). */
+#define BTREE_PRELOAD_MAX 29
 
 /* Make sure the next @n btree_insert() calls (1 <= @n <= BTREE_PRELOAD_MAX,
  * with no other insert in between; removals may come between them) cannot

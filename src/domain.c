@@ -181,8 +181,10 @@ static void make_event(struct iodma_domain *d, uint64_t iova,
 
 /* ---- the book: the table and the young records --------------------------- */
 
-_Static_assert(DOMAIN_YOUNG_MAX >= 1 && DOMAIN_YOUNG_MAX <= BTREE_PRELOAD_MAX,
-	       "a young record's B-tree nodes come from btree_preload_n");
+_Static_assert(DOMAIN_YOUNG_MAX >= 1 &&
+	       DOMAIN_YOUNG_MAX + 1 <= BTREE_PRELOAD_MAX,
+	       "a young record's B-tree nodes come from btree_preload_n, "
+	       "also beside a table record's put-back");
 
 /* Move every young record into the table (domain_priv.h "young"): from
  * here on the table alone is the book.  Cannot fail: each young record was
