@@ -11,6 +11,9 @@
  *   a sorted array of ranges: binary search, overlap check, memmove in;
  *   binary search, memmove out.
  * And batched: 64 maps then one iodma_domain_unmap_gaps over them, per map.
+ * And at 65,536 live, a strict guest with RING_Q mappings in flight: each
+ * pair unmaps the oldest of them and maps a new one (distinct random free
+ * slots), beside the same keys with one in flight.
  * Medians of 5 runs in process CPU time, each run interleaved slice by
  * slice (bench.h: bench_interleave(); a NOTE says when an operation
  * blocks, with its wall time); --ir runs each loop once for callgrind.
@@ -31,6 +34,7 @@
 #define BASE	0x100000000ull	/* 4 GiB */
 #define NKEYS	(1u << 14)
 #define IR_OPS	2000
+#define RING_Q	24		/* mappings in flight (ring row) */
 
 static volatile uint64_t sink;
 
@@ -149,7 +153,88 @@ struct dctx {
 	uint64_t keys[NKEYS];	/* free odd slots */
 	unsigned long cur[3];	/* where each contestant goes on in keys[] */
 	char *host;
+	/* Ring row: distinct free odd slots, the first half for the ring,
+	 * the second for its one-in-flight baseline. */
+	uint64_t rkeys[NKEYS];
+	uint64_t ring[RING_Q];
+	unsigned long rnext[2];
 };
+
+/* The ring: unmap the oldest of RING_Q in flight, map a new one. */
+static double p_ring(void *ctx, unsigned long ops)
+{
+	struct dctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < ops; i++, c->rnext[0]++) {
+		uint64_t *slot = &c->ring[c->rnext[0] % RING_Q];
+		int ret = iodma_domain_unmap(c->d, *slot, PG);
+
+		if (ret)
+			die("ring unmap", ret);
+		*slot = c->rkeys[(RING_Q + c->rnext[0]) % (NKEYS / 2)];
+		ret = iodma_domain_map(c->d, *slot, PG, c->host, IODMA_PERM_RW);
+		if (ret)
+			die("ring map", ret);
+	}
+	return (bench_now_ns() - t0) / (double)ops;
+}
+
+/* Its baseline: map + unmap of one at a time, keys of the other half. */
+static double p_one(void *ctx, unsigned long ops)
+{
+	struct dctx *c = ctx;
+	double t0 = bench_now_ns();
+
+	for (unsigned long i = 0; i < ops; i++, c->rnext[1]++) {
+		uint64_t iova = c->rkeys[NKEYS / 2 + c->rnext[1] % (NKEYS / 2)];
+		int ret = iodma_domain_map(c->d, iova, PG, c->host, IODMA_PERM_RW);
+
+		if (ret)
+			die("map", ret);
+		ret = iodma_domain_unmap(c->d, iova, PG);
+		if (ret)
+			die("unmap", ret);
+	}
+	return (bench_now_ns() - t0) / (double)ops;
+}
+
+/* The ring row (65,536 live): RING_Q strict mappings in flight. */
+static void bench_ring(struct dctx *c)
+{
+	bench_fn fn[2] = { p_ring, p_one };
+	unsigned long nops[2] = { 6400, 6400 };
+	double med[2], wall[2], blk[2];
+	uint64_t n = c->n;
+
+	/* A random choice of NKEYS distinct odd slots (n >= NKEYS). */
+	for (uint64_t i = 0; i < NKEYS; i++)
+		c->rkeys[i] = i;
+	for (uint64_t i = NKEYS; i < n; i++) {
+		uint64_t j = bench_rnd() % (i + 1);
+
+		if (j < NKEYS)
+			c->rkeys[j] = i;
+	}
+	for (unsigned int i = 0; i < NKEYS; i++)
+		c->rkeys[i] = BASE + (2 * c->rkeys[i] + 1) * PG;
+	for (unsigned int i = 0; i < RING_Q; i++) {
+		int ret;
+
+		c->ring[i] = c->rkeys[i];
+		ret = iodma_domain_map(c->d, c->ring[i], PG, c->host,
+				       IODMA_PERM_RW);
+		if (ret)
+			die("ring map", ret);
+	}
+	bench_interleave(fn, c, nops, 2, med, wall, blk);
+	bench_block_note("ring.64k", med[0], wall[0], blk[0]);
+	bench_row("ring.64k", "strict map+unmap 4 KiB, 65,536 live, 24 in flight",
+		  "ns", med[0], "same keys, 1 in flight", med[1], BT_VALUE_LE,
+		  500, NULL, NULL);
+	for (unsigned int i = 0; i < RING_Q; i++)
+		(void)iodma_domain_unmap(c->d, c->ring[i], PG);
+}
 
 static double p_iodma(void *ctx, unsigned long ops)
 {
@@ -344,6 +429,8 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 			  150, k4, k3);
 #endif
 	}
+	if (n == 65536)
+		bench_ring(c);
 out:
 	iodma_domain_destroy(c->d);
 #ifdef BENCH_HAVE_GLIB
