@@ -160,6 +160,18 @@ struct dctx {
 	unsigned long rnext[2];
 };
 
+/* One strict pair at @iova. */
+static void pair_at(struct dctx *c, uint64_t iova)
+{
+	int ret = iodma_domain_map(c->d, iova, PG, c->host, IODMA_PERM_RW);
+
+	if (ret)
+		die("map", ret);
+	ret = iodma_domain_unmap(c->d, iova, PG);
+	if (ret)
+		die("unmap", ret);
+}
+
 /* The ring: unmap the oldest of RING_Q in flight, map a new one. */
 static double p_ring(void *ctx, unsigned long ops)
 {
@@ -186,16 +198,8 @@ static double p_one(void *ctx, unsigned long ops)
 	struct dctx *c = ctx;
 	double t0 = bench_now_ns();
 
-	for (unsigned long i = 0; i < ops; i++, c->rnext[1]++) {
-		uint64_t iova = c->rkeys[NKEYS / 2 + c->rnext[1] % (NKEYS / 2)];
-		int ret = iodma_domain_map(c->d, iova, PG, c->host, IODMA_PERM_RW);
-
-		if (ret)
-			die("map", ret);
-		ret = iodma_domain_unmap(c->d, iova, PG);
-		if (ret)
-			die("unmap", ret);
-	}
+	for (unsigned long i = 0; i < ops; i++, c->rnext[1]++)
+		pair_at(c, c->rkeys[NKEYS / 2 + c->rnext[1] % (NKEYS / 2)]);
 	return (bench_now_ns() - t0) / (double)ops;
 }
 
@@ -242,16 +246,8 @@ static double p_iodma(void *ctx, unsigned long ops)
 	unsigned long k0 = c->cur[0];
 	double t0 = bench_now_ns();
 
-	for (unsigned long i = 0; i < ops; i++) {
-		uint64_t iova = c->keys[(k0 + i) % NKEYS];
-		int ret = iodma_domain_map(c->d, iova, PG, c->host, IODMA_PERM_RW);
-
-		if (ret)
-			die("map", ret);
-		ret = iodma_domain_unmap(c->d, iova, PG);
-		if (ret)
-			die("unmap", ret);
-	}
+	for (unsigned long i = 0; i < ops; i++)
+		pair_at(c, c->keys[(k0 + i) % NKEYS]);
 	c->cur[0] = k0 + ops;
 	return (bench_now_ns() - t0) / (double)ops;
 }
