@@ -216,10 +216,12 @@ static void young_add(struct iodma_domain *d, uint64_t iova,
 	d->nr_young++;
 }
 
-/* Index of the young record that starts at @iova, or DOMAIN_YOUNG_MAX. */
+/* Index of the young record that starts at @iova, or DOMAIN_YOUNG_MAX.
+ * Newest first: a strict guest unmaps what it mapped last, while older
+ * young records (a burst of long-lived maps) may stay for a while. */
 static uint32_t young_find(const struct iodma_domain *d, uint64_t iova)
 {
-	for (uint32_t i = 0; i < d->nr_young; i++) {
+	for (uint32_t i = d->nr_young; i-- > 0;) {
 		if (d->young_iova[i] == iova)
 			return i;
 	}
