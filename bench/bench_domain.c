@@ -160,13 +160,21 @@ struct dctx {
 	unsigned long rnext[2];
 };
 
-/* One strict pair at @iova. */
-static void pair_at(struct dctx *c, uint64_t iova)
+/* Map one page at @iova (read/write). */
+static void map_at(struct dctx *c, uint64_t iova)
 {
 	int ret = iodma_domain_map(c->d, iova, PG, c->host, IODMA_PERM_RW);
 
 	if (ret)
 		die("map", ret);
+}
+
+/* One strict pair at @iova. */
+static void pair_at(struct dctx *c, uint64_t iova)
+{
+	int ret;
+
+	map_at(c, iova);
 	ret = iodma_domain_unmap(c->d, iova, PG);
 	if (ret)
 		die("unmap", ret);
@@ -185,9 +193,7 @@ static double p_ring(void *ctx, unsigned long ops)
 		if (ret)
 			die("ring unmap", ret);
 		*slot = c->rkeys[(RING_Q + c->rnext[0]) % (NKEYS / 2)];
-		ret = iodma_domain_map(c->d, *slot, PG, c->host, IODMA_PERM_RW);
-		if (ret)
-			die("ring map", ret);
+		map_at(c, *slot);
 	}
 	return (bench_now_ns() - t0) / (double)ops;
 }
@@ -223,21 +229,14 @@ static void bench_ring(struct dctx *c)
 	for (unsigned int i = 0; i < NKEYS; i++)
 		c->rkeys[i] = BASE + (2 * c->rkeys[i] + 1) * PG;
 	for (unsigned int i = 0; i < RING_Q; i++) {
-		int ret;
-
 		c->ring[i] = c->rkeys[i];
-		ret = iodma_domain_map(c->d, c->ring[i], PG, c->host,
-				       IODMA_PERM_RW);
-		if (ret)
-			die("ring map", ret);
+		map_at(c, c->ring[i]);
 	}
 	bench_interleave(fn, c, nops, 2, med, wall, blk);
 	bench_block_note("ring.64k", med[0], wall[0], blk[0]);
 	bench_row("ring.64k", "strict map+unmap 4 KiB, 65,536 live, 24 in flight",
 		  "ns", med[0], "same keys, 1 in flight", med[1], BT_VALUE_LE,
 		  500, NULL, NULL);
-	for (unsigned int i = 0; i < RING_Q; i++)
-		(void)iodma_domain_unmap(c->d, c->ring[i], PG);
 }
 
 static double p_iodma(void *ctx, unsigned long ops)
@@ -298,12 +297,8 @@ static double p_batch(void *ctx, unsigned long batches)
 		uint64_t first = top + (bench_rnd() % 1024) * 64 * PG;
 		int ret;
 
-		for (uint64_t j = 0; j < 64; j++) {
-			ret = iodma_domain_map(c->d, first + j * PG, PG, c->host,
-					       IODMA_PERM_RW);
-			if (ret)
-				die("map", ret);
-		}
+		for (uint64_t j = 0; j < 64; j++)
+			map_at(c, first + j * PG);
 		ret = iodma_domain_unmap_gaps(c->d, first, 64 * PG, &u);
 		if (ret || u != 64 * PG)
 			die("unmap_gaps", ret);
@@ -339,9 +334,7 @@ static void run_size(uint64_t n, const char *tag, const char *label)
 	for (uint64_t i = 0; i < n; i++) {
 		struct range x = { BASE + 2 * i * PG, PG, (uintptr_t)c->host, 3 };
 
-		ret = iodma_domain_map(c->d, x.iova, PG, c->host, IODMA_PERM_RW);
-		if (ret)
-			die("map", ret);
+		map_at(c, x.iova);
 		if (sarr_insert(&c->sa, &x))
 			die("sorted array", -22);
 #ifdef BENCH_HAVE_GLIB

@@ -460,7 +460,7 @@ static void bench_mapper_rate(struct mt *m)
 {
 	double v[BENCH_RUNS], b[BENCH_RUNS], sp[BENCH_RUNS];
 	double cv[BENCH_RUNS], cb[BENCH_RUNS], kv[BENCH_RUNS], ks[BENCH_RUNS];
-	double sf[BENCH_RUNS], bf[BENCH_RUNS];
+	double sf[BENCH_RUNS];
 	struct reader rd[NXLATORS];
 	struct mcost c;
 
@@ -478,7 +478,6 @@ static void bench_mapper_rate(struct mt *m)
 		/* ... and that also load m->fresh as the translators do: the
 		 * benchmark's own hand-off, which no library can avoid. */
 		m->spin_fresh = true;
-		bf[r] = b[r];
 		sf[r] = mapper_rate_beside(m, rd, &c);
 		m->spin_fresh = false;
 		m->spin_only = false;
@@ -497,7 +496,7 @@ static void bench_mapper_rate(struct mt *m)
 	       "iodma call): %.0f op/s, %.3f of alone: the row's ceiling for "
 	       "any translation design (its readers then cost nothing)\n",
 	       bench_median(sf, BENCH_RUNS),
-	       bench_median(sf, BENCH_RUNS) / bench_median(bf, BENCH_RUNS));
+	       bench_median(sf, BENCH_RUNS) / bench_median(b, BENCH_RUNS));
 	printf("NOTE\tmapper blocked (voluntary switches) %.0f /s beside the "
 	       "translators, %.0f /s beside the spinning threads (medians)\n",
 	       bench_median(kv, BENCH_RUNS), bench_median(ks, BENCH_RUNS));
